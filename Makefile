@@ -1,0 +1,36 @@
+# wtcache: PGXS build. `make && make install`, then `make installcheck`
+# (pg_regress against a throwaway instance, then the TAP suite under test/t).
+
+MODULE_big = wtcache
+OBJS = \
+	src/wtcache.o \
+	src/settings.o \
+	src/shmem.o \
+	src/keys.o \
+	src/capture.o \
+	src/watch.o \
+	src/fence.o \
+	src/redis.o \
+	src/push.o \
+	src/worker.o \
+	src/launcher.o
+
+EXTENSION = wtcache
+DATA = $(wildcard wtcache--*.sql)
+PGFILEDESC = "wtcache - keeps Redis in step with PostgreSQL"
+
+SHLIB_LINK = -lhiredis
+PG_CPPFLAGS = -I$(srcdir)/src -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+
+REGRESS = capture watch keys settings
+REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf --temp-instance=./tmp_check
+
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+PROVE_FLAGS = -I $(srcdir)/test/lib
+
+EXTRA_CLEAN = tmp_check results regression.diffs regression.out
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

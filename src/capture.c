@@ -1,0 +1,537 @@
+/*-------------------------------------------------------------------------
+ * capture.c
+ *		Capture triggers and the per-transaction key buffer.
+ *
+ * The row trigger runs once per changed row, so it only renders the key
+ * columns and appends them to a buffer in backend memory.  The buffer goes
+ * to wtcache.queue, one row per chunk of keys, inside the same transaction:
+ * when a chunk fills up, and for the rest just before commit.  The queue is
+ * an ordinary logged table, so what was captured commits, rolls back and
+ * survives a crash with the change itself.
+ *
+ * Savepoints: every subtransaction start pushes a mark (the buffer length).
+ * Aborting the subtransaction truncates the buffer back to its mark; keys
+ * already written to the queue inside it are rolled back by PostgreSQL.  To
+ * keep that true, a chunk written while subtransactions are open holds only
+ * keys recorded since the innermost mark, so it never carries a parent's keys
+ * into a subtransaction that might abort.
+ *
+ * Only keys are recorded, not row images: the worker reads the committed row
+ * when it delivers, so several changes to one key collapse into one push,
+ * and a rolled-back change can never reach Redis.  The queue id is taken
+ * while this transaction still holds the row locks of every key in the chunk,
+ * so for any one key ids follow commit order and serve as its version.
+ *-------------------------------------------------------------------------
+ */
+#include "wtcache.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+/* Per trigger call site (lives for one statement in fn_extra). */
+typedef struct CaptureCache
+{
+	Oid			relid;
+	int			nkeys;
+	KeyColumn	cols[FLEXIBLE_ARRAY_MEMBER];
+} CaptureCache;
+
+typedef struct SubxactMark
+{
+	SubTransactionId subid;
+	int			offset;
+	int			nrecords;
+} SubxactMark;
+
+/*
+ * The buffer is a byte string of records:
+ *		Oid relid, uint16 nvalues, then nvalues x (uint32 len, bytes)
+ */
+static MemoryContext CaptureContext = NULL;
+static StringInfoData capture_buf;
+static bool capture_buf_ready = false;
+static int	capture_nrecords = 0;
+static SubxactMark *marks = NULL;
+static int	nmarks = 0;
+static int	maxmarks = 0;
+static bool enqueued_this_xact = false;
+static bool callbacks_registered = false;
+
+static SPIPlanPtr insert_plan = NULL;
+
+static void capture_xact_callback(XactEvent event, void *arg);
+static void capture_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+									 SubTransactionId parentSubid, void *arg);
+
+static void
+reset_capture_state(void)
+{
+	if (CaptureContext)
+		MemoryContextReset(CaptureContext);
+	capture_buf_ready = false;
+	capture_nrecords = 0;
+	nmarks = 0;
+	maxmarks = 0;
+	marks = NULL;
+	enqueued_this_xact = false;
+}
+
+/*
+ * Called from _PG_init when preloaded, so that every backend tracks
+ * savepoints from its first transaction on; otherwise at the first capture.
+ * A savepoint opened before that has no mark, and rolling it back leaves
+ * its keys in the buffer: harmless, since the worker delivers the committed
+ * row, but a wasted push.
+ */
+void
+wtcache_capture_init(void)
+{
+	if (callbacks_registered)
+		return;
+	CaptureContext = AllocSetContextCreate(TopMemoryContext,
+										   "wtcache capture",
+										   ALLOCSET_SMALL_SIZES);
+	RegisterXactCallback(capture_xact_callback, NULL);
+	RegisterSubXactCallback(capture_subxact_callback, NULL);
+	callbacks_registered = true;
+}
+
+static void
+ensure_capture_state(void)
+{
+	wtcache_capture_init();
+	if (!capture_buf_ready)
+	{
+		MemoryContext old = MemoryContextSwitchTo(CaptureContext);
+
+		initStringInfo(&capture_buf);
+		MemoryContextSwitchTo(old);
+		capture_buf_ready = true;
+	}
+}
+
+/*
+ * Write one queue row, as the owner of the queue: writers of watched tables
+ * need no rights on wtcache's own tables.
+ */
+static void
+queue_insert(Oid relid, Datum keys, bool keys_null, const char *table_key)
+{
+	Oid			owner;
+	Oid			save_userid;
+	int			save_sec;
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	int			rc;
+
+	owner = wtcache_owner();
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(owner,
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (insert_plan == NULL)
+	{
+		Oid			argtypes[3] = {OIDOID, TEXTARRAYOID, TEXTOID};
+		SPIPlanPtr	plan;
+
+		plan = SPI_prepare("INSERT INTO wtcache.queue (relid, keys, table_key) VALUES ($1, $2, $3)",
+						   3, argtypes);
+		if (plan == NULL)
+			elog(ERROR, "could not prepare the wtcache queue insert: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		insert_plan = plan;
+	}
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = keys;
+	if (keys_null)
+		nulls[1] = 'n';
+	if (table_key)
+		values[2] = CStringGetTextDatum(table_key);
+	else
+		nulls[2] = 'n';
+	rc = SPI_execute_plan(insert_plan, values, nulls, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "wtcache queue insert failed: %s", SPI_result_code_string(rc));
+	SPI_finish();
+
+	SetUserIdAndSecContext(save_userid, save_sec);
+	enqueued_this_xact = true;
+}
+
+typedef struct KeyGroup
+{
+	Oid			relid;
+	int			nvalues;
+	int			nrecords;
+	Datum	   *elems;
+	int			nelems;
+	int			maxelems;
+} KeyGroup;
+
+static void
+write_group_chunk(KeyGroup *g)
+{
+	ArrayType  *arr;
+
+	if (g->nelems == 0)
+		return;
+	arr = construct_array(g->elems, g->nelems, TEXTOID, -1, false, TYPALIGN_INT);
+	queue_insert(g->relid, PointerGetDatum(arr), false, NULL);
+	g->nelems = 0;
+	g->nrecords = 0;
+}
+
+/* Write the records from byte offset start on, then drop them. */
+static void
+flush_from(int start_offset, int start_nrecords)
+{
+	MemoryContext flushcxt;
+	MemoryContext old;
+	KeyGroup   *groups = NULL;
+	int			ngroups = 0;
+	int			maxgroups = 0;
+	int			pos = start_offset;
+
+	if (!capture_buf_ready || capture_buf.len <= start_offset)
+		return;
+
+	flushcxt = AllocSetContextCreate(CurrentMemoryContext, "wtcache flush",
+									 ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(flushcxt);
+
+	while (pos < capture_buf.len)
+	{
+		Oid			relid;
+		uint16		nvalues;
+		KeyGroup   *g = NULL;
+
+		memcpy(&relid, capture_buf.data + pos, sizeof(Oid));
+		pos += sizeof(Oid);
+		memcpy(&nvalues, capture_buf.data + pos, sizeof(uint16));
+		pos += sizeof(uint16);
+
+		for (int i = ngroups - 1; i >= 0; i--)
+			if (groups[i].relid == relid)
+			{
+				g = &groups[i];
+				break;
+			}
+		if (g == NULL)
+		{
+			if (ngroups == maxgroups)
+			{
+				maxgroups = maxgroups ? maxgroups * 2 : 4;
+				groups = groups ? repalloc(groups, sizeof(KeyGroup) * maxgroups)
+					: palloc(sizeof(KeyGroup) * maxgroups);
+			}
+			g = &groups[ngroups++];
+			g->relid = relid;
+			g->nvalues = nvalues;
+			g->nrecords = 0;
+			g->nelems = 0;
+			g->maxelems = 256;
+			g->elems = palloc(sizeof(Datum) * g->maxelems);
+		}
+		for (int i = 0; i < nvalues; i++)
+		{
+			uint32		len;
+
+			memcpy(&len, capture_buf.data + pos, sizeof(uint32));
+			pos += sizeof(uint32);
+			if (g->nelems == g->maxelems)
+			{
+				g->maxelems *= 2;
+				g->elems = repalloc(g->elems, sizeof(Datum) * g->maxelems);
+			}
+			g->elems[g->nelems++] =
+				PointerGetDatum(cstring_to_text_with_len(capture_buf.data + pos, len));
+			pos += len;
+		}
+		if (++g->nrecords >= WTCACHE_CHUNK_KEYS)
+			write_group_chunk(g);
+	}
+	for (int i = 0; i < ngroups; i++)
+		write_group_chunk(&groups[i]);
+
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(flushcxt);
+
+	capture_buf.len = start_offset;
+	capture_buf.data[start_offset] = '\0';
+	capture_nrecords = start_nrecords;
+}
+
+static void
+capture_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PARALLEL_PRE_COMMIT:
+		case XACT_EVENT_PRE_PREPARE:
+			nmarks = 0;
+			flush_from(0, 0);
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (enqueued_this_xact)
+				wtcache_wake_worker(MyDatabaseId);
+			reset_capture_state();
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* a prepared transaction's keys are in the queue already; its
+			 * COMMIT PREPARED is seen by the worker's poll */
+			reset_capture_state();
+			break;
+	}
+}
+
+static void
+capture_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						 SubTransactionId parentSubid, void *arg)
+{
+	switch (event)
+	{
+		case SUBXACT_EVENT_START_SUB:
+			if (nmarks == maxmarks)
+			{
+				int			newmax = maxmarks ? maxmarks * 2 : 16;
+
+				marks = marks ? repalloc(marks, sizeof(SubxactMark) * newmax)
+					: MemoryContextAlloc(CaptureContext, sizeof(SubxactMark) * newmax);
+				maxmarks = newmax;
+			}
+			marks[nmarks].subid = mySubid;
+			marks[nmarks].offset = capture_buf_ready ? capture_buf.len : 0;
+			marks[nmarks].nrecords = capture_nrecords;
+			nmarks++;
+			break;
+		case SUBXACT_EVENT_COMMIT_SUB:
+			while (nmarks > 0 && marks[nmarks - 1].subid >= mySubid)
+				nmarks--;
+			break;
+		case SUBXACT_EVENT_ABORT_SUB:
+			{
+				int			keep = nmarks;
+
+				while (keep > 0 && marks[keep - 1].subid >= mySubid)
+					keep--;
+				if (keep < nmarks && capture_buf_ready)
+				{
+					capture_buf.len = marks[keep].offset;
+					capture_buf.data[capture_buf.len] = '\0';
+					capture_nrecords = marks[keep].nrecords;
+				}
+				nmarks = keep;
+			}
+			break;
+		case SUBXACT_EVENT_PRE_COMMIT_SUB:
+			break;
+	}
+}
+
+static CaptureCache *
+get_capture_cache(FunctionCallInfo fcinfo, TriggerData *trigdata)
+{
+	CaptureCache *cache = (CaptureCache *) fcinfo->flinfo->fn_extra;
+	Relation	rel = trigdata->tg_relation;
+	Trigger    *trigger = trigdata->tg_trigger;
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	if (cache != NULL && cache->relid == RelationGetRelid(rel))
+		return cache;
+
+	if (trigger->tgnargs < 1 || trigger->tgnargs > INDEX_MAX_KEYS)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("wtcache capture trigger on \"%s\" has no key columns",
+						RelationGetRelationName(rel)),
+				 errhint("Re-create it with wtcache.watch().")));
+
+	cache = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt,
+								   offsetof(CaptureCache, cols) +
+								   sizeof(KeyColumn) * trigger->tgnargs);
+	cache->relid = RelationGetRelid(rel);
+	cache->nkeys = trigger->tgnargs;
+	for (int i = 0; i < trigger->tgnargs; i++)
+	{
+		int			attnum = atoi(trigger->tgargs[i]);
+
+		if (attnum < 1 || attnum > desc->natts || TupleDescAttr(desc, attnum - 1)->attisdropped)
+			ereport(ERROR,
+					(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+					 errmsg("wtcache capture trigger on \"%s\" names a key column that no longer exists",
+							RelationGetRelationName(rel)),
+					 errhint("Run wtcache.unwatch() and wtcache.watch() on the table again.")));
+		wtcache_init_key_column(&cache->cols[i], rel, attnum, fcinfo->flinfo->fn_mcxt);
+	}
+	fcinfo->flinfo->fn_extra = cache;
+	return cache;
+}
+
+static void
+append_value(const char *s, uint32 len)
+{
+	appendBinaryStringInfo(&capture_buf, (const char *) &len, sizeof(uint32));
+	appendBinaryStringInfo(&capture_buf, s, len);
+}
+
+static void
+record_key(CaptureCache *cache, Relation rel, HeapTuple tuple)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	uint16		nvalues = (uint16) cache->nkeys;
+	int			innermost_nrecords;
+
+	appendBinaryStringInfo(&capture_buf, (const char *) &cache->relid, sizeof(Oid));
+	appendBinaryStringInfo(&capture_buf, (const char *) &nvalues, sizeof(uint16));
+	for (int i = 0; i < cache->nkeys; i++)
+	{
+		KeyColumn  *col = &cache->cols[i];
+		bool		isnull;
+		Datum		d = heap_getattr(tuple, col->attnum, desc, &isnull);
+
+		if (isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_NOT_NULL_VIOLATION),
+					 errmsg("key column \"%s\" of watched table \"%s\" is null",
+							NameStr(TupleDescAttr(desc, col->attnum - 1)->attname),
+							RelationGetRelationName(rel)),
+					 errdetail("wtcache names each row in Redis by its key columns."),
+					 errhint("Make the key columns NOT NULL, or watch the table with other key columns.")));
+		if (col->binary)
+		{
+			bytea	   *b = SendFunctionCall(&col->out, d);
+			int			blen = VARSIZE_ANY_EXHDR(b);
+			char	   *hex = palloc(blen * 2 + 3);
+			uint64		hlen;
+
+			hex[0] = '\\';
+			hex[1] = 'x';
+			hlen = hex_encode(VARDATA_ANY(b), blen, hex + 2);
+			append_value(hex, (uint32) hlen + 2);
+			pfree(hex);
+		}
+		else
+		{
+			char	   *s = OutputFunctionCall(&col->out, d);
+
+			append_value(s, (uint32) strlen(s));
+		}
+	}
+	capture_nrecords++;
+
+	innermost_nrecords = nmarks > 0 ? marks[nmarks - 1].nrecords : 0;
+	if (capture_nrecords - innermost_nrecords >= WTCACHE_CHUNK_KEYS)
+	{
+		if (nmarks > 0)
+			flush_from(marks[nmarks - 1].offset, marks[nmarks - 1].nrecords);
+		else
+			flush_from(0, 0);
+	}
+}
+
+static bool
+key_changed(CaptureCache *cache, TupleDesc desc, HeapTuple oldtup, HeapTuple newtup)
+{
+	for (int i = 0; i < cache->nkeys; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, cache->cols[i].attnum - 1);
+		bool		n1,
+					n2;
+		Datum		d1 = heap_getattr(oldtup, att->attnum, desc, &n1);
+		Datum		d2 = heap_getattr(newtup, att->attnum, desc, &n2);
+
+		if (n1 != n2)
+			return true;
+		if (!n1 && !datumIsEqual(d1, d2, att->attbyval, att->attlen))
+			return true;
+	}
+	return false;
+}
+
+PG_FUNCTION_INFO_V1(wtcache_capture_row);
+Datum
+wtcache_capture_row(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	CaptureCache *cache;
+	Relation	rel;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("wtcache._capture_row() is a trigger function"),
+				 errhint("Use wtcache.watch() to install it.")));
+	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("wtcache._capture_row() must run AFTER ... FOR EACH ROW"),
+				 errhint("Use wtcache.watch() to install it.")));
+
+	rel = trigdata->tg_relation;
+	cache = get_capture_cache(fcinfo, trigdata);
+	ensure_capture_state();
+
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		record_key(cache, rel, trigdata->tg_trigtuple);
+	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+		record_key(cache, rel, trigdata->tg_trigtuple);
+	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		record_key(cache, rel, trigdata->tg_trigtuple);
+		if (key_changed(cache, RelationGetDescr(rel), trigdata->tg_trigtuple,
+						trigdata->tg_newtuple))
+			record_key(cache, rel, trigdata->tg_newtuple);
+	}
+	return PointerGetDatum(NULL);
+}
+
+/* Queue "the whole table": TRUNCATE, or unwatch with purge. */
+void
+wtcache_enqueue_whole_table(Oid relid, const char *table_key)
+{
+	ensure_capture_state();
+	queue_insert(relid, (Datum) 0, true, table_key);
+}
+
+PG_FUNCTION_INFO_V1(wtcache_capture_truncate);
+Datum
+wtcache_capture_truncate(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	StringInfoData table_key;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("wtcache._capture_truncate() must run as a TRUNCATE trigger"),
+				 errhint("Use wtcache.watch() to install it.")));
+
+	rel = trigdata->tg_relation;
+	initStringInfo(&table_key);
+	wtcache_append_table_key(&table_key, get_database_name(MyDatabaseId),
+							 get_namespace_name(RelationGetNamespace(rel)),
+							 RelationGetRelationName(rel));
+	wtcache_enqueue_whole_table(RelationGetRelid(rel), table_key.data);
+	return PointerGetDatum(NULL);
+}

@@ -1,0 +1,270 @@
+/*-------------------------------------------------------------------------
+ * keys.c
+ *		Redis key names and the rendering of key column values.
+ *
+ * A row lives at
+ *		<prefix>{<database>:<schema>.<table>:<key1>[:<key2>...]}
+ * Every component is escaped (% : { } as %XX, and . too inside schema and
+ * table names) so that no two rows share a key and the first "{...}" is
+ * always the Redis Cluster hash tag.  Everything else wtcache stores for a
+ * row (its tombstone) appends to the row key after the closing brace, so it
+ * sits in the same cluster slot and a row key (which always ends in "}") is
+ * never anything but a live row.
+ *
+ * Key values are the column's text output.  Outputs that depend on session
+ * settings (timestamps, floats, intervals, bytea...) would give one row two
+ * keys, so for those types the trigger records the binary send format and
+ * the worker renders it under fixed settings (canonical_settings below).
+ *-------------------------------------------------------------------------
+ */
+#include "wtcache.h"
+
+#include "access/genam.h"
+#include "access/relation.h"
+#include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+/* Types whose text output is the same whatever the session's settings. */
+bool
+wtcache_key_type_is_stable(Oid typid)
+{
+	Oid			base = getBaseType(typid);
+
+	switch (base)
+	{
+		case INT2OID:
+		case INT4OID:
+		case INT8OID:
+		case OIDOID:
+		case TEXTOID:
+		case VARCHAROID:
+		case BPCHAROID:
+		case NAMEOID:
+		case CHAROID:
+		case UUIDOID:
+		case BOOLOID:
+		case NUMERICOID:
+			return true;
+		default:
+			return type_is_enum(base);
+	}
+}
+
+void
+wtcache_init_key_column(KeyColumn *col, Relation rel, AttrNumber attnum,
+						MemoryContext mcxt)
+{
+	Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), attnum - 1);
+	Oid			funcid;
+	bool		isvarlena;
+
+	col->attnum = attnum;
+	col->typid = att->atttypid;
+	col->binary = !wtcache_key_type_is_stable(att->atttypid);
+	if (col->binary)
+		getTypeBinaryOutputInfo(att->atttypid, &funcid, &isvarlena);
+	else
+		getTypeOutputInfo(att->atttypid, &funcid, &isvarlena);
+	fmgr_info_cxt(funcid, &col->out, mcxt);
+}
+
+/*
+ * Escape one component.  Names also escape '.', which separates schema and
+ * table.  Control characters pass through: Redis keys are binary safe.
+ */
+void
+wtcache_append_escaped(StringInfo buf, const char *s, bool is_name)
+{
+	for (const char *p = s; *p; p++)
+	{
+		unsigned char c = (unsigned char) *p;
+
+		if (c == '%' || c == ':' || c == '{' || c == '}' || (is_name && c == '.'))
+			appendStringInfo(buf, "%%%02X", c);
+		else
+			appendStringInfoChar(buf, (char) c);
+	}
+}
+
+/* "<database>:<schema>.<table>", the part of a row key that names a table. */
+void
+wtcache_append_table_key(StringInfo buf, const char *dbname,
+						 const char *nspname, const char *relname)
+{
+	wtcache_append_escaped(buf, dbname, true);
+	appendStringInfoChar(buf, ':');
+	wtcache_append_escaped(buf, nspname, true);
+	appendStringInfoChar(buf, '.');
+	wtcache_append_escaped(buf, relname, true);
+}
+
+void
+wtcache_append_row_key(StringInfo buf, const char *prefix,
+					   const char *table_key, int nkeys, char **values)
+{
+	appendStringInfoString(buf, prefix);
+	appendStringInfoChar(buf, '{');
+	appendStringInfoString(buf, table_key);
+	for (int i = 0; i < nkeys; i++)
+	{
+		appendStringInfoChar(buf, ':');
+		wtcache_append_escaped(buf, values[i], false);
+	}
+	appendStringInfoChar(buf, '}');
+}
+
+/* For SCAN MATCH patterns: Redis glob metacharacters get a backslash. */
+void
+wtcache_append_glob_escaped(StringInfo buf, const char *s)
+{
+	for (const char *p = s; *p; p++)
+	{
+		if (strchr("*?[]\\^", *p))
+			appendStringInfoChar(buf, '\\');
+		appendStringInfoChar(buf, *p);
+	}
+}
+
+/*
+ * Fixed settings under which key values and row JSON are rendered, so a row
+ * has one Redis key and one JSON form whoever wrote it.  The worker keeps
+ * them for its whole life; a backend wraps redis_key() in push/pop.
+ */
+static const char *const canonical_settings[][2] = {
+	{"DateStyle", "ISO, YMD"},
+	{"IntervalStyle", "postgres"},
+	{"TimeZone", "UTC"},
+	{"extra_float_digits", "1"},
+	{"bytea_output", "hex"},
+};
+
+int
+wtcache_canonical_settings_push(void)
+{
+	int			nestlevel = NewGUCNestLevel();
+
+	for (int i = 0; i < lengthof(canonical_settings); i++)
+		(void) set_config_option(canonical_settings[i][0], canonical_settings[i][1],
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	return nestlevel;
+}
+
+void
+wtcache_canonical_settings_pop(int nestlevel)
+{
+	AtEOXact_GUC(true, nestlevel);
+}
+
+/*
+ * wtcache.redis_key(rel, VARIADIC key text[]): each value goes through the
+ * column's input and (canonical) output, so '042' and '42' name one row.
+ */
+PG_FUNCTION_INFO_V1(wtcache_redis_key);
+Datum
+wtcache_redis_key(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	ArrayType  *keyarr = PG_GETARG_ARRAYTYPE_P(1);
+	Datum	   *elems;
+	bool	   *elemnulls;
+	int			nelems;
+	HeapTuple	tup;
+	Datum		attnums_datum;
+	bool		isnull;
+	ArrayType  *attnums_arr;
+	int16	   *attnums;
+	int			nattnums;
+	Relation	rel;
+	char	  **values;
+	StringInfoData table_key;
+	StringInfoData result;
+	int			nestlevel;
+	char	   *dbname;
+
+	deconstruct_array(keyarr, TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &elemnulls, &nelems);
+
+	/* the key columns come from the watch configuration */
+	{
+		Oid			nsp = get_namespace_oid(WTCACHE_SCHEMA, false);
+		Oid			watched = get_relname_relid(WTCACHE_WATCHED_TABLE, nsp);
+		Relation	wrel;
+		ScanKeyData skey;
+		SysScanDesc scan;
+
+		if (!OidIsValid(watched))
+			elog(ERROR, "wtcache.watched is missing");
+		wrel = table_open(watched, AccessShareLock);
+		ScanKeyInit(&skey, 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
+		scan = systable_beginscan(wrel, InvalidOid, false, NULL, 1, &skey);
+		tup = systable_getnext(scan);
+		if (!HeapTupleIsValid(tup))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table \"%s\" is not watched by wtcache", get_rel_name(relid)),
+					 errhint("Call wtcache.watch() on it first.")));
+		attnums_datum = heap_getattr(tup, 3, RelationGetDescr(wrel), &isnull);
+		attnums_arr = DatumGetArrayTypePCopy(attnums_datum);
+		systable_endscan(scan);
+		table_close(wrel, AccessShareLock);
+	}
+	attnums = (int16 *) ARR_DATA_PTR(attnums_arr);
+	nattnums = ArrayGetNItems(ARR_NDIM(attnums_arr), ARR_DIMS(attnums_arr));
+
+	if (nelems != nattnums)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("table %s has %d key column%s, but %d key value%s given",
+						get_rel_name(relid), nattnums, nattnums == 1 ? "" : "s",
+						nelems, nelems == 1 ? " was" : "s were"),
+				 errhint("Give one text value per key column, in key order.")));
+
+	rel = relation_open(relid, AccessShareLock);
+	values = palloc(sizeof(char *) * nattnums);
+	nestlevel = wtcache_canonical_settings_push();
+	for (int i = 0; i < nattnums; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), attnums[i] - 1);
+		Oid			infunc,
+					ioparam,
+					outfunc;
+		bool		isvarlena;
+		Datum		d;
+
+		if (elemnulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("key value %d is null", i + 1),
+					 errhint("Key columns of a watched table are never null.")));
+		getTypeInputInfo(att->atttypid, &infunc, &ioparam);
+		getTypeOutputInfo(att->atttypid, &outfunc, &isvarlena);
+		d = OidInputFunctionCall(infunc, TextDatumGetCString(elems[i]), ioparam, att->atttypmod);
+		values[i] = OidOutputFunctionCall(outfunc, d);
+	}
+	wtcache_canonical_settings_pop(nestlevel);
+
+	dbname = get_database_name(MyDatabaseId);
+	initStringInfo(&table_key);
+	wtcache_append_table_key(&table_key, dbname,
+							 get_namespace_name(RelationGetNamespace(rel)),
+							 RelationGetRelationName(rel));
+	relation_close(rel, AccessShareLock);
+
+	initStringInfo(&result);
+	wtcache_append_row_key(&result, wtcache_key_prefix, table_key.data, nattnums, values);
+	PG_RETURN_TEXT_P(cstring_to_text_with_len(result.data, result.len));
+}

@@ -1,0 +1,349 @@
+/*-------------------------------------------------------------------------
+ * settings.c
+ *		The wtcache.* settings, and parsing of wtcache.redis_url.
+ *
+ * Only wtcache.max_databases sizes shared memory and needs a restart; the
+ * rest are PGC_SIGHUP and take effect at the next pg_reload_conf(): the
+ * worker re-reads them and reconnects when the Redis address changed.
+ * wtcache.redis_url may carry a password, so it is GUC_SUPERUSER_ONLY and
+ * is never logged: messages name host:port only.
+ *-------------------------------------------------------------------------
+ */
+#include "wtcache.h"
+
+#include <ctype.h>
+#include <limits.h>
+
+#include "utils/guc.h"
+
+char	   *wtcache_redis_url = NULL;
+char	   *wtcache_key_prefix = NULL;
+int			wtcache_batch_size = 10000;
+int			wtcache_connect_timeout_ms = 1000;
+int			wtcache_command_timeout_ms = 5000;
+int			wtcache_retry_interval_ms = 200;
+int			wtcache_retry_max_ms = 10000;
+int			wtcache_max_databases = 16;
+int			wtcache_tombstone_ttl_s = 86400;
+int			wtcache_poll_interval_ms = 5000;
+double		wtcache_ttl_jitter = 0.1;
+
+static int
+hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Copy [s, s+len) into dst with %XX decoding; false if it does not fit. */
+static bool
+copy_decoded(char *dst, size_t dstlen, const char *s, size_t len)
+{
+	size_t		o = 0;
+
+	for (size_t i = 0; i < len; i++)
+	{
+		char		c = s[i];
+
+		if (c == '%' && i + 2 < len && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0)
+		{
+			c = (char) (hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+			i += 2;
+		}
+		if (o + 1 >= dstlen)
+			return false;
+		dst[o++] = c;
+	}
+	dst[o] = '\0';
+	return true;
+}
+
+/*
+ * Parse redis://[user:password@]host[:port][/db].  On failure *problem says
+ * what is wrong, without quoting the URL (it may hold a password).
+ */
+bool
+wtcache_parse_redis_url(const char *url, RedisAddress *addr, const char **problem)
+{
+	const char *p;
+	const char *at;
+	const char *hostend;
+	const char *end;
+
+	memset(addr, 0, sizeof(*addr));
+	addr->port = 6379;
+
+	if (url == NULL || strncmp(url, "redis://", 8) != 0)
+	{
+		*problem = "The URL must start with \"redis://\".";
+		return false;
+	}
+	p = url + 8;
+	end = p + strlen(p);
+
+	/* credentials end at the last '@' before the path */
+	at = NULL;
+	for (const char *q = p; q < end && *q != '/'; q++)
+		if (*q == '@')
+			at = q;
+	if (at)
+	{
+		const char *colon = memchr(p, ':', at - p);
+
+		if (colon)
+		{
+			if (!copy_decoded(addr->user, sizeof(addr->user), p, colon - p) ||
+				!copy_decoded(addr->password, sizeof(addr->password), colon + 1, at - colon - 1))
+			{
+				*problem = "The user name or password is too long.";
+				return false;
+			}
+		}
+		else if (!copy_decoded(addr->password, sizeof(addr->password), p, at - p))
+		{
+			*problem = "The password is too long.";
+			return false;
+		}
+		p = at + 1;
+	}
+
+	/* host, possibly [ipv6] */
+	if (*p == '[')
+	{
+		const char *close = strchr(p, ']');
+
+		if (!close)
+		{
+			*problem = "An IPv6 address must be closed with \"]\".";
+			return false;
+		}
+		if ((size_t) (close - p - 1) >= sizeof(addr->host))
+		{
+			*problem = "The host name is too long.";
+			return false;
+		}
+		memcpy(addr->host, p + 1, close - p - 1);
+		hostend = close + 1;
+	}
+	else
+	{
+		hostend = p;
+		while (*hostend && *hostend != ':' && *hostend != '/')
+			hostend++;
+		if ((size_t) (hostend - p) >= sizeof(addr->host))
+		{
+			*problem = "The host name is too long.";
+			return false;
+		}
+		memcpy(addr->host, p, hostend - p);
+	}
+	if (addr->host[0] == '\0')
+	{
+		*problem = "The URL names no host.";
+		return false;
+	}
+	for (const char *h = addr->host; *h; h++)
+		if (isspace((unsigned char) *h) || *h == '@')
+		{
+			*problem = "The host name contains a character a host name cannot have.";
+			return false;
+		}
+
+	p = hostend;
+	if (*p == ':')
+	{
+		char	   *num_end;
+		long		port;
+
+		p++;
+		port = strtol(p, &num_end, 10);
+		if (num_end == p || port < 1 || port > 65535)
+		{
+			*problem = "The port must be a number from 1 to 65535.";
+			return false;
+		}
+		addr->port = (int) port;
+		p = num_end;
+	}
+	if (*p == '/')
+	{
+		p++;
+		if (*p)
+		{
+			char	   *num_end;
+			long		db = strtol(p, &num_end, 10);
+
+			if (num_end == p || *num_end != '\0' || db < 0 || db > INT_MAX)
+			{
+				*problem = "The database after \"/\" must be a non-negative number.";
+				return false;
+			}
+			addr->db = (int) db;
+			p = num_end;
+		}
+	}
+	if (*p != '\0')
+	{
+		*problem = "Unexpected text after the host and port.";
+		return false;
+	}
+	return true;
+}
+
+/* host:port[/db] for status and logs; never the credentials. */
+void
+wtcache_describe_address(const RedisAddress *addr, char *buf, size_t buflen)
+{
+	if (strchr(addr->host, ':'))
+		snprintf(buf, buflen, "[%s]:%d", addr->host, addr->port);
+	else
+		snprintf(buf, buflen, "%s:%d", addr->host, addr->port);
+	if (addr->db != 0)
+	{
+		size_t		len = strlen(buf);
+
+		snprintf(buf + len, buflen - len, "/%d", addr->db);
+	}
+}
+
+static bool
+check_redis_url(char **newval, void **extra, GucSource source)
+{
+	RedisAddress addr;
+	const char *problem = NULL;
+
+	if (!wtcache_parse_redis_url(*newval, &addr, &problem))
+	{
+		GUC_check_errmsg("invalid value for parameter \"wtcache.redis_url\"");
+		GUC_check_errdetail("%s", problem);
+		GUC_check_errhint("Use redis://[user:password@]host:port[/db], for example redis://127.0.0.1:6379/0.");
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_key_prefix(char **newval, void **extra, GucSource source)
+{
+	const char *s = *newval;
+
+	if (s == NULL || s[0] == '\0')
+	{
+		GUC_check_errdetail("The key prefix must not be empty.");
+		GUC_check_errhint("Use a short namespace such as \"wtc:\".");
+		return false;
+	}
+	if (strpbrk(s, "{}*?[]\\") != NULL)
+	{
+		GUC_check_errdetail("The key prefix must not contain { } * ? [ ] or \\.");
+		GUC_check_errhint("Braces are reserved for Redis Cluster hash tags in row keys.");
+		return false;
+	}
+	if (strlen(s) > 64)
+	{
+		GUC_check_errdetail("The key prefix must be at most 64 bytes long.");
+		return false;
+	}
+	return true;
+}
+
+void
+wtcache_define_settings(void)
+{
+	DefineCustomStringVariable("wtcache.redis_url",
+							   "Redis server that wtcache keeps in step, as redis://[user:password@]host:port[/db].",
+							   "Visible to superusers only: it may hold a password.",
+							   &wtcache_redis_url,
+							   "redis://127.0.0.1:6379",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   check_redis_url, NULL, NULL);
+
+	DefineCustomStringVariable("wtcache.key_prefix",
+							   "Prefix of every Redis key wtcache writes.",
+							   NULL,
+							   &wtcache_key_prefix,
+							   "wtc:",
+							   PGC_SIGHUP,
+							   0,
+							   check_key_prefix, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.batch_size",
+							"Changed keys the worker claims and pipelines to Redis at a time.",
+							NULL,
+							&wtcache_batch_size,
+							10000, 100, 1000000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.connect_timeout",
+							"Time limit for connecting to Redis.",
+							NULL,
+							&wtcache_connect_timeout_ms,
+							1000, 10, 600000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.command_timeout",
+							"Time limit for each Redis reply.",
+							NULL,
+							&wtcache_command_timeout_ms,
+							5000, 10, 600000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.retry_interval",
+							"First wait before retrying Redis after a failure; doubles up to wtcache.retry_max, with jitter.",
+							NULL,
+							&wtcache_retry_interval_ms,
+							200, 10, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.retry_max",
+							"Longest wait between retries of Redis.",
+							NULL,
+							&wtcache_retry_max_ms,
+							10000, 10, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.poll_interval",
+							"Longest time the worker sleeps without a wake-up before looking at the queue (a backstop: commits wake it).",
+							NULL,
+							&wtcache_poll_interval_ms,
+							5000, 10, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.tombstone_ttl",
+							"How long the versioned tombstone of a deleted row stays in Redis.",
+							NULL,
+							&wtcache_tombstone_ttl_s,
+							86400, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomRealVariable("wtcache.ttl_jitter",
+							 "Fraction by which a row's TTL is randomly spread, so keys written together do not expire together.",
+							 NULL,
+							 &wtcache_ttl_jitter,
+							 0.1, 0.0, 1.0,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.max_databases",
+							"Most databases that can have a wtcache worker at once.",
+							NULL,
+							&wtcache_max_databases,
+							16, 1, 1024,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("wtcache");
+}

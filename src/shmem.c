@@ -1,0 +1,293 @@
+/*-------------------------------------------------------------------------
+ * shmem.c
+ *		Shared state: one slot per database worker, and the launcher latch.
+ *
+ * Locking rules:
+ *	- WtcacheShared->lock (a named LWLock) guards which database a slot
+ *	  belongs to (dboid) and the absent/requested flags.  Take it exclusive
+ *	  to assign, free or flag a slot, shared to look one up when you also
+ *	  need those flags to be stable.
+ *	- Each slot's mutex (a spinlock) guards the worker-reported fields
+ *	  (pid, latch, state, counters, error text).  The worker of the slot is
+ *	  the only writer; readers copy under the spinlock.  Never call anything
+ *	  that can fail while holding it.
+ *	- WtcacheShared->mutex guards launcher_pid/launcher_latch.
+ *	- The commit-time wake (wtcache_wake_worker) reads dboid and latch
+ *	  without a lock: the worst a race can do is set a latch that a new
+ *	  process now owns, which is a harmless spurious wake-up, and missing a
+ *	  slot being assigned only sends the request down the slow path.
+ *-------------------------------------------------------------------------
+ */
+#include "wtcache.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+
+WtcacheShared *WtcacheSharedState = NULL;
+
+static Size
+shared_size(void)
+{
+	return add_size(offsetof(WtcacheShared, slots),
+					mul_size(sizeof(WorkerSlot), wtcache_max_databases));
+}
+
+void
+wtcache_shmem_request(void)
+{
+	RequestAddinShmemSpace(shared_size());
+	RequestNamedLWLockTranche("wtcache", 1);
+}
+
+void
+wtcache_shmem_startup(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	WtcacheSharedState = ShmemInitStruct("wtcache", shared_size(), &found);
+	if (!found)
+	{
+		memset(WtcacheSharedState, 0, shared_size());
+		WtcacheSharedState->lock = &(GetNamedLWLockTranche("wtcache"))->lock;
+		SpinLockInit(&WtcacheSharedState->mutex);
+		WtcacheSharedState->nslots = wtcache_max_databases;
+		for (int i = 0; i < wtcache_max_databases; i++)
+			SpinLockInit(&WtcacheSharedState->slots[i].mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* SQL functions that need the worker call this first. */
+void
+wtcache_require_preload(void)
+{
+	if (WtcacheSharedState == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("wtcache must be loaded via \"shared_preload_libraries\""),
+				 errdetail("Changes are still captured, but no worker delivers them to Redis."),
+				 errhint("Add wtcache to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+/* Caller holds the lock (any mode). */
+WorkerSlot *
+wtcache_find_slot(Oid dboid)
+{
+	for (int i = 0; i < WtcacheSharedState->nslots; i++)
+		if (WtcacheSharedState->slots[i].dboid == dboid)
+			return &WtcacheSharedState->slots[i];
+	return NULL;
+}
+
+/*
+ * Flag a slot for dboid as wanting a worker: its own slot, a free one, or
+ * one whose database turned out to have no extension.  Caller holds the
+ * lock exclusive.  NULL when every slot is busy.
+ */
+WorkerSlot *
+wtcache_assign_slot(Oid dboid)
+{
+	WorkerSlot *slot = wtcache_find_slot(dboid);
+
+	if (slot == NULL)
+		slot = wtcache_find_slot(InvalidOid);
+	for (int i = 0; slot == NULL && i < WtcacheSharedState->nslots; i++)
+	{
+		WorkerSlot *s = &WtcacheSharedState->slots[i];
+
+		if (s->absent && !s->requested && s->pid == 0)
+			slot = s;
+	}
+	if (slot != NULL)
+	{
+		slot->dboid = dboid;
+		slot->absent = false;
+		slot->requested = true;
+	}
+	return slot;
+}
+
+static void
+wake_launcher(void)
+{
+	Latch	   *latch;
+
+	SpinLockAcquire(&WtcacheSharedState->mutex);
+	latch = WtcacheSharedState->launcher_latch;
+	SpinLockRelease(&WtcacheSharedState->mutex);
+	if (latch)
+		SetLatch(latch);
+}
+
+/*
+ * Ask the launcher for a worker in this database: from CREATE EXTENSION,
+ * resync, and commits that find no worker.  A database the launcher has no
+ * free slot for is reported by the launcher, once.
+ */
+void
+wtcache_request_worker(Oid dboid)
+{
+	WorkerSlot *slot;
+
+	if (WtcacheSharedState == NULL)
+		return;
+
+	LWLockAcquire(WtcacheSharedState->lock, LW_EXCLUSIVE);
+	slot = wtcache_assign_slot(dboid);
+	LWLockRelease(WtcacheSharedState->lock);
+	if (slot == NULL)
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("wtcache has no free worker slot for this database"),
+				 errdetail("Changes are kept in wtcache.queue until a worker can start."),
+				 errhint("Raise wtcache.max_databases and restart the server.")));
+	wake_launcher();
+}
+
+/* Called at commit of a transaction that queued changes: keep it cheap. */
+void
+wtcache_wake_worker(Oid dboid)
+{
+	if (WtcacheSharedState == NULL)
+		return;
+
+	for (int i = 0; i < WtcacheSharedState->nslots; i++)
+	{
+		volatile WorkerSlot *slot = &WtcacheSharedState->slots[i];
+
+		if (slot->dboid == dboid)
+		{
+			Latch	   *latch = slot->latch;
+
+			if (latch != NULL && slot->pid != 0)
+			{
+				SetLatch(latch);
+				return;
+			}
+			break;
+		}
+	}
+	wtcache_request_worker(dboid);
+}
+
+void
+wtcache_slot_set_error(WorkerSlot *slot, const char *msg)
+{
+	SpinLockAcquire(&slot->mutex);
+	strlcpy(slot->last_error, msg, sizeof(slot->last_error));
+	slot->last_error_at = GetCurrentTimestamp();
+	SpinLockRelease(&slot->mutex);
+}
+
+void
+wtcache_slot_set_state(WorkerSlot *slot, WorkerState state, bool connected)
+{
+	SpinLockAcquire(&slot->mutex);
+	slot->state = state;
+	slot->connected = connected;
+	SpinLockRelease(&slot->mutex);
+}
+
+static const char *
+state_name(WorkerState state)
+{
+	switch (state)
+	{
+		case WORKER_STARTING:
+			return "starting";
+		case WORKER_CONNECTING:
+			return "connecting";
+		case WORKER_CONNECTED:
+			return "connected";
+		case WORKER_BACKOFF:
+			return "waiting to retry";
+		case WORKER_RESYNCING:
+			return "resyncing";
+	}
+	return "unknown";
+}
+
+PG_FUNCTION_INFO_V1(wtcache_worker_status);
+Datum
+wtcache_worker_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	wtcache_require_preload();
+	InitMaterializedSRF(fcinfo, 0);
+
+	for (int i = 0; i < WtcacheSharedState->nslots; i++)
+	{
+		WorkerSlot *slot = &WtcacheSharedState->slots[i];
+		WorkerSlot	copy;
+		Datum		values[11];
+		bool		nulls[11] = {0};
+
+		LWLockAcquire(WtcacheSharedState->lock, LW_SHARED);
+		copy.dboid = slot->dboid;
+		copy.absent = slot->absent;
+		LWLockRelease(WtcacheSharedState->lock);
+		if (!OidIsValid(copy.dboid) || copy.absent)
+			continue;
+
+		SpinLockAcquire(&slot->mutex);
+		copy.pid = slot->pid;
+		copy.state = slot->state;
+		copy.connected = slot->connected;
+		memcpy(copy.redis_address, slot->redis_address, sizeof(copy.redis_address));
+		memcpy(copy.last_error, slot->last_error, sizeof(copy.last_error));
+		copy.last_error_at = slot->last_error_at;
+		copy.last_push = slot->last_push;
+		copy.pushed = slot->pushed;
+		copy.batches = slot->batches;
+		copy.resyncs = slot->resyncs;
+		SpinLockRelease(&slot->mutex);
+
+		values[0] = ObjectIdGetDatum(copy.dboid);
+		if (copy.pid != 0)
+			values[1] = Int32GetDatum(copy.pid);
+		else
+			nulls[1] = true;
+		values[2] = CStringGetTextDatum(copy.pid != 0 ? state_name(copy.state) : "stopped");
+		values[3] = BoolGetDatum(copy.pid != 0 && copy.connected);
+		if (copy.redis_address[0])
+			values[4] = CStringGetTextDatum(copy.redis_address);
+		else
+			nulls[4] = true;
+		if (copy.last_error[0])
+		{
+			values[5] = CStringGetTextDatum(copy.last_error);
+			values[6] = TimestampTzGetDatum(copy.last_error_at);
+		}
+		else
+			nulls[5] = nulls[6] = true;
+		if (copy.last_push != 0)
+			values[7] = TimestampTzGetDatum(copy.last_push);
+		else
+			nulls[7] = true;
+		values[8] = Int64GetDatum((int64) copy.pushed);
+		values[9] = Int64GetDatum((int64) copy.batches);
+		values[10] = Int64GetDatum((int64) copy.resyncs);
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(wtcache_start_worker);
+Datum
+wtcache_start_worker(PG_FUNCTION_ARGS)
+{
+	/* CREATE EXTENSION without preload is allowed: capture still works */
+	if (WtcacheSharedState != NULL)
+		wtcache_request_worker(MyDatabaseId);
+	PG_RETURN_VOID();
+}

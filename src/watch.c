@@ -1,0 +1,597 @@
+/*-------------------------------------------------------------------------
+ * watch.c
+ *		wtcache.watch(), wtcache.unwatch(), wtcache.resync()/warm().
+ *
+ * Watching needs ownership of the table.  The triggers are created as the
+ * caller (who owns the table); the configuration row is written as the
+ * owner of wtcache.watched, so callers need no rights on wtcache's tables.
+ *
+ * A watched table's key must be enforced by a unique, non-partial,
+ * immediate index over NOT NULL columns: the queue's ordering argument (see
+ * capture.c) relies on the writer of a key holding its row lock or index
+ * entry until commit.
+ *-------------------------------------------------------------------------
+ */
+#include "wtcache.h"
+
+#include "access/genam.h"
+#include "access/relation.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/index.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_index.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/pg_list.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+#include "utils/syscache.h"
+
+typedef struct AsOwner
+{
+	Oid			save_userid;
+	int			save_sec;
+} AsOwner;
+
+/*
+ * The role that owns wtcache's tables (whoever ran CREATE EXTENSION).
+ * Errors out when the extension is not installed in this database.
+ */
+Oid
+wtcache_owner(void)
+{
+	Oid			nsp = get_namespace_oid(WTCACHE_SCHEMA, true);
+	Oid			queue = OidIsValid(nsp) ? get_relname_relid(WTCACHE_QUEUE_TABLE, nsp) : InvalidOid;
+	HeapTuple	tup;
+	Oid			owner;
+
+	if (!OidIsValid(queue))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the wtcache extension is not installed in this database"),
+				 errhint("Run CREATE EXTENSION wtcache, or drop leftover wtcache_capture triggers.")));
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(queue));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", queue);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/* Act as the owner of wtcache's own tables until as_owner_end(). */
+static void
+as_owner_begin(AsOwner *s)
+{
+	Oid			owner = wtcache_owner();
+
+	GetUserIdAndSecContext(&s->save_userid, &s->save_sec);
+	SetUserIdAndSecContext(owner, s->save_sec | SECURITY_LOCAL_USERID_CHANGE);
+}
+
+static void
+as_owner_end(AsOwner *s)
+{
+	SetUserIdAndSecContext(s->save_userid, s->save_sec);
+}
+
+static Relation
+open_watchable(Oid relid, LOCKMODE lockmode, const char *action)
+{
+	Relation	rel = relation_open(relid, lockmode);
+
+	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot %s partitioned table \"%s\"", action,
+						RelationGetRelationName(rel)),
+				 errhint("Watch its partitions one by one.")));
+	if (rel->rd_rel->relkind != RELKIND_RELATION)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("cannot %s \"%s\": it is not a table", action,
+						RelationGetRelationName(rel)),
+				 errhint("Only ordinary tables can be watched.")));
+	if (rel->rd_rel->relpersistence == RELPERSISTENCE_TEMP)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot %s temporary table \"%s\"", action,
+						RelationGetRelationName(rel)),
+				 errhint("The delivery worker cannot read another session's temporary tables.")));
+	if (!pg_class_ownercheck(relid, GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, RelationGetRelationName(rel));
+	return rel;
+}
+
+/* Does a unique, usable index cover exactly these columns? */
+static bool
+has_unique_index_on(Relation rel, int nkeys, const AttrNumber *attnums)
+{
+	List	   *indexes = RelationGetIndexList(rel);
+	ListCell   *lc;
+	bool		found = false;
+
+	foreach(lc, indexes)
+	{
+		HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc)));
+		Form_pg_index idx;
+
+		if (!HeapTupleIsValid(tup))
+			continue;
+		idx = (Form_pg_index) GETSTRUCT(tup);
+		if (idx->indisunique && idx->indimmediate && idx->indisvalid &&
+			idx->indnkeyatts == nkeys &&
+			heap_attisnull(tup, Anum_pg_index_indpred, NULL) &&
+			heap_attisnull(tup, Anum_pg_index_indexprs, NULL))
+		{
+			bool		all = true;
+
+			for (int i = 0; i < nkeys && all; i++)
+			{
+				bool		in = false;
+
+				for (int j = 0; j < nkeys; j++)
+					if (idx->indkey.values[j] == attnums[i])
+						in = true;
+				all = in;
+			}
+			found = all;
+		}
+		ReleaseSysCache(tup);
+		if (found)
+			break;
+	}
+	list_free(indexes);
+	return found;
+}
+
+/* Resolve and check the key columns; returns how many. */
+static int
+resolve_key(Relation rel, ArrayType *keyarr, AttrNumber *attnums)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			nkeys = 0;
+
+	if (keyarr == NULL)
+	{
+		Oid			pk = RelationGetPrimaryKeyIndex(rel);
+		HeapTuple	tup;
+		Form_pg_index idx;
+
+		if (!OidIsValid(pk))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+					 errmsg("table \"%s\" has no primary key", RelationGetRelationName(rel)),
+					 errdetail("wtcache names each row in Redis by its key."),
+					 errhint("Add a primary key, or pass key => ARRAY['column', ...] naming the columns of a unique index.")));
+		tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(pk));
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "cache lookup failed for index %u", pk);
+		idx = (Form_pg_index) GETSTRUCT(tup);
+		nkeys = idx->indnkeyatts;
+		for (int i = 0; i < nkeys; i++)
+			attnums[i] = idx->indkey.values[i];
+		ReleaseSysCache(tup);
+	}
+	else
+	{
+		Datum	   *elems;
+		bool	   *nulls;
+		int			nelems;
+
+		deconstruct_array(keyarr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &nelems);
+		if (nelems < 1 || nelems > INDEX_MAX_KEYS)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("key must name from 1 to %d columns", INDEX_MAX_KEYS),
+					 errhint("Pass NULL to use the primary key.")));
+		for (int i = 0; i < nelems; i++)
+		{
+			char	   *colname;
+			AttrNumber	attnum;
+
+			if (nulls[i])
+				ereport(ERROR,
+						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						 errmsg("key column names must not be null")));
+			colname = TextDatumGetCString(elems[i]);
+			attnum = get_attnum(RelationGetRelid(rel), colname);
+			if (attnum == InvalidAttrNumber || attnum < 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_COLUMN),
+						 errmsg("column \"%s\" of table \"%s\" does not exist",
+								colname, RelationGetRelationName(rel)),
+						 errhint("Key columns are given by name, as in key => ARRAY['id'].")));
+			for (int j = 0; j < i; j++)
+				if (attnums[j] == attnum)
+					ereport(ERROR,
+							(errcode(ERRCODE_DUPLICATE_COLUMN),
+							 errmsg("key column \"%s\" is given twice", colname)));
+			attnums[i] = attnum;
+		}
+		nkeys = nelems;
+		if (!has_unique_index_on(rel, nkeys, attnums))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+					 errmsg("no unique index of table \"%s\" covers exactly the given key columns",
+							RelationGetRelationName(rel)),
+					 errdetail("Two rows with one key would share a Redis key."),
+					 errhint("Create a unique index (not partial, not deferrable) on those columns, or watch the table by its primary key.")));
+	}
+
+	for (int i = 0; i < nkeys; i++)
+	{
+		Form_pg_attribute att;
+		HeapTuple	typtup;
+		bool		has_send;
+
+		if (attnums[i] <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("the key of table \"%s\" uses an expression", RelationGetRelationName(rel)),
+					 errhint("Pass key => ARRAY[...] naming plain columns of a unique index.")));
+		att = TupleDescAttr(desc, attnums[i] - 1);
+		if (!att->attnotnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+					 errmsg("key column \"%s\" of table \"%s\" may be null",
+							NameStr(att->attname), RelationGetRelationName(rel)),
+					 errhint("ALTER TABLE ... ALTER COLUMN %s SET NOT NULL.", quote_identifier(NameStr(att->attname)))));
+		typtup = SearchSysCache1(TYPEOID, ObjectIdGetDatum(att->atttypid));
+		if (!HeapTupleIsValid(typtup))
+			elog(ERROR, "cache lookup failed for type %u", att->atttypid);
+		has_send = OidIsValid(((Form_pg_type) GETSTRUCT(typtup))->typsend);
+		ReleaseSysCache(typtup);
+		if (!wtcache_key_type_is_stable(att->atttypid) && !has_send)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("key column \"%s\" has type %s, which cannot be used as a wtcache key",
+							NameStr(att->attname), format_type_be(att->atttypid)),
+					 errdetail("Its text form depends on session settings and it has no binary form."),
+					 errhint("Key the table by columns of a type such as integer, bigint, text or uuid.")));
+	}
+	return nkeys;
+}
+
+static char *
+qualified_name(Relation rel)
+{
+	return quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+									  RelationGetRelationName(rel));
+}
+
+static bool
+trigger_exists(Oid relid, const char *name)
+{
+	Oid			argtypes[2] = {OIDOID, NAMEOID};
+	Datum		values[2] = {ObjectIdGetDatum(relid), CStringGetDatum(name)};
+	int			rc;
+
+	rc = SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2",
+							   2, argtypes, values, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "trigger lookup failed: %s", SPI_result_code_string(rc));
+	return SPI_processed > 0;
+}
+
+static void
+spi_exec_or_error(const char *sql, int expected)
+{
+	int			rc = SPI_execute(sql, false, 0);
+
+	if (rc != expected)
+		elog(ERROR, "wtcache: \"%s\" failed: %s", sql, SPI_result_code_string(rc));
+}
+
+static int64
+interval_to_ms(Interval *iv)
+{
+	return iv->time / 1000 + ((int64) iv->day + (int64) iv->month * 30) * 86400000;
+}
+
+PG_FUNCTION_INFO_V1(wtcache_watch);
+Datum
+wtcache_watch(PG_FUNCTION_ARGS)
+{
+	Oid			relid;
+	ArrayType  *keyarr = PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1);
+	ArrayType  *tags;
+	Interval   *ttl = PG_ARGISNULL(3) ? NULL : PG_GETARG_INTERVAL_P(3);
+	char	   *mode;
+	bool		warm = PG_ARGISNULL(5) ? false : PG_GETARG_BOOL(5);
+	Relation	rel;
+	AttrNumber	attnums[INDEX_MAX_KEYS];
+	int			nkeys;
+	Datum		keynames[INDEX_MAX_KEYS];
+	Datum		attnum_datums[INDEX_MAX_KEYS];
+	StringInfoData sql;
+	char	   *qname;
+	AsOwner		owner;
+	int			rc;
+	bool		exists;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("the table to watch must not be null")));
+	relid = PG_GETARG_OID(0);
+	if (PG_ARGISNULL(2))
+		tags = construct_empty_array(TEXTOID);
+	else
+		tags = PG_GETARG_ARRAYTYPE_P(2);
+	if (array_contains_nulls(tags))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("tags must not contain nulls")));
+	mode = PG_ARGISNULL(4) ? "write_through" : text_to_cstring(PG_GETARG_TEXT_PP(4));
+	if (strcmp(mode, "write_through") != 0 && strcmp(mode, "invalidate") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown wtcache mode \"%s\"", mode),
+				 errhint("Use 'write_through' (Redis holds each row) or 'invalidate' (a change deletes the row's key).")));
+	if (ttl != NULL && interval_to_ms(ttl) <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ttl must be positive"),
+				 errhint("Pass NULL for keys that do not expire.")));
+
+	/* same lock as CREATE TRIGGER: no concurrent DDL, writers still run */
+	rel = open_watchable(relid, ShareRowExclusiveLock, "watch");
+	nkeys = resolve_key(rel, keyarr, attnums);
+	for (int i = 0; i < nkeys; i++)
+	{
+		keynames[i] = NameGetDatum(&TupleDescAttr(RelationGetDescr(rel), attnums[i] - 1)->attname);
+		attnum_datums[i] = Int16GetDatum(attnums[i]);
+	}
+	qname = qualified_name(rel);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	/* an existing watch keeps its key: the Redis keys are made from it */
+	{
+		Oid			argtypes[1] = {OIDOID};
+		Datum		values[1] = {ObjectIdGetDatum(relid)};
+
+		rc = SPI_execute_with_args("SELECT key_attnums FROM wtcache.watched WHERE rel = $1",
+								   1, argtypes, values, NULL, false, 1);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "wtcache.watched lookup failed");
+		exists = SPI_processed > 0;
+		if (exists)
+		{
+			bool		isnull;
+			ArrayType  *old = DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[0],
+															   SPI_tuptable->tupdesc, 1, &isnull));
+			int			nold = ArrayGetNItems(ARR_NDIM(old), ARR_DIMS(old));
+			int16	   *oldatt = (int16 *) ARR_DATA_PTR(old);
+			bool		same = (nold == nkeys);
+
+			for (int i = 0; same && i < nkeys; i++)
+				same = (oldatt[i] == attnums[i]);
+			if (!same)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("table \"%s\" is already watched with another key", RelationGetRelationName(rel)),
+						 errdetail("Its rows' Redis keys are made from the key columns."),
+						 errhint("Call wtcache.unwatch('%s') first, then watch it with the new key.", qname)));
+		}
+	}
+
+	/* triggers, created as the caller, who owns the table */
+	if (!trigger_exists(relid, "wtcache_capture"))
+	{
+		initStringInfo(&sql);
+		appendStringInfo(&sql,
+						 "CREATE TRIGGER wtcache_capture AFTER INSERT OR UPDATE OR DELETE ON %s "
+						 "FOR EACH ROW EXECUTE FUNCTION wtcache._capture_row(", qname);
+		for (int i = 0; i < nkeys; i++)
+			appendStringInfo(&sql, "%s'%d'", i ? ", " : "", attnums[i]);
+		appendStringInfoString(&sql, ")");
+		spi_exec_or_error(sql.data, SPI_OK_UTILITY);
+	}
+	if (!trigger_exists(relid, "wtcache_truncate"))
+	{
+		initStringInfo(&sql);
+		appendStringInfo(&sql,
+						 "CREATE TRIGGER wtcache_truncate AFTER TRUNCATE ON %s "
+						 "FOR EACH STATEMENT EXECUTE FUNCTION wtcache._capture_truncate()", qname);
+		spi_exec_or_error(sql.data, SPI_OK_UTILITY);
+	}
+
+	/* configuration, written as wtcache's owner */
+	as_owner_begin(&owner);
+	{
+		Oid			argtypes[6] = {OIDOID, NAMEARRAYOID, INT2ARRAYOID, TEXTARRAYOID, INTERVALOID, TEXTOID};
+		Datum		values[6];
+		char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+
+		values[0] = ObjectIdGetDatum(relid);
+		values[1] = PointerGetDatum(construct_array(keynames, nkeys, NAMEOID, NAMEDATALEN, false, TYPALIGN_CHAR));
+		values[2] = PointerGetDatum(construct_array(attnum_datums, nkeys, INT2OID, 2, true, TYPALIGN_SHORT));
+		values[3] = PointerGetDatum(tags);
+		values[4] = ttl ? IntervalPGetDatum(ttl) : (Datum) 0;
+		if (!ttl)
+			nulls[4] = 'n';
+		values[5] = CStringGetTextDatum(mode);
+		rc = SPI_execute_with_args("INSERT INTO wtcache.watched AS w (rel, key_columns, key_attnums, tags, ttl, mode) "
+								   "VALUES ($1, $2, $3, $4, $5, $6) "
+								   "ON CONFLICT (rel) DO UPDATE SET tags = EXCLUDED.tags, ttl = EXCLUDED.ttl, mode = EXCLUDED.mode",
+								   6, argtypes, values, nulls, false, 0);
+		if (rc != SPI_OK_INSERT)
+			elog(ERROR, "wtcache.watched insert failed: %s", SPI_result_code_string(rc));
+	}
+	as_owner_end(&owner);
+
+	SPI_finish();
+	relation_close(rel, NoLock);
+
+	if (warm)
+		(void) wtcache_enqueue_all_rows(relid);
+
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(wtcache_unwatch);
+Datum
+wtcache_unwatch(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	bool		purge = PG_GETARG_BOOL(1);
+	Relation	rel;
+	char	   *qname;
+	StringInfoData sql;
+	StringInfoData table_key;
+	AsOwner		owner;
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	int			rc;
+
+	rel = open_watchable(relid, ShareRowExclusiveLock, "unwatch");
+	qname = qualified_name(rel);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	as_owner_begin(&owner);
+	rc = SPI_execute_with_args("DELETE FROM wtcache.watched WHERE rel = $1",
+							   1, argtypes, values, NULL, false, 0);
+	as_owner_end(&owner);
+	if (rc != SPI_OK_DELETE)
+		elog(ERROR, "wtcache.watched delete failed");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s\" is not watched by wtcache", RelationGetRelationName(rel)),
+				 errhint("SELECT rel FROM wtcache.watched lists the watched tables.")));
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "DROP TRIGGER IF EXISTS wtcache_capture ON %s", qname);
+	spi_exec_or_error(sql.data, SPI_OK_UTILITY);
+	resetStringInfo(&sql);
+	appendStringInfo(&sql, "DROP TRIGGER IF EXISTS wtcache_truncate ON %s", qname);
+	spi_exec_or_error(sql.data, SPI_OK_UTILITY);
+	SPI_finish();
+
+	if (purge)
+	{
+		initStringInfo(&table_key);
+		wtcache_append_table_key(&table_key, get_database_name(MyDatabaseId),
+								 get_namespace_name(RelationGetNamespace(rel)),
+								 RelationGetRelationName(rel));
+		wtcache_enqueue_whole_table(relid, table_key.data);
+	}
+	relation_close(rel, NoLock);
+	PG_RETURN_VOID();
+}
+
+/*
+ * Queue every row of a watched table: the worker then pushes each row's
+ * committed value with a fresh version, so this is safe while writers run.
+ * Runs as wtcache's owner so that row-level security cannot hide rows.
+ */
+uint64
+wtcache_enqueue_all_rows(Oid relid)
+{
+	Relation	rel;
+	StringInfoData sql;
+	AsOwner		owner;
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	int			rc;
+	int			nkeys;
+	int16	   *attnums;
+	ArrayType  *arr;
+	bool		isnull;
+	uint64		nrows = 0;
+	int			nestlevel;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute_with_args("SELECT key_attnums FROM wtcache.watched WHERE rel = $1",
+							   1, argtypes, values, NULL, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s\" is not watched by wtcache", get_rel_name(relid)),
+				 errhint("Call wtcache.watch() on it first.")));
+	arr = DatumGetArrayTypePCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	nkeys = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
+	attnums = (int16 *) ARR_DATA_PTR(arr);
+
+	rel = relation_open(relid, AccessShareLock);
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "WITH ins AS (INSERT INTO wtcache.queue (relid, keys) "
+					 "SELECT $1, array_agg(u.v ORDER BY s.rn, u.ord) "
+					 "FROM (SELECT row_number() OVER () - 1 AS rn, ARRAY[");
+	for (int i = 0; i < nkeys; i++)
+		appendStringInfo(&sql, "%s%s::text", i ? ", " : "",
+						 quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel), attnums[i] - 1)->attname)));
+	appendStringInfo(&sql,
+					 "] AS a FROM ONLY %s) s, unnest(s.a) WITH ORDINALITY AS u(v, ord) "
+					 "GROUP BY s.rn / %d RETURNING cardinality(keys) AS n) "
+					 "SELECT coalesce(sum(n), 0)::int8 FROM ins",
+					 qualified_name(rel), WTCACHE_CHUNK_KEYS);
+	relation_close(rel, NoLock);
+
+	as_owner_begin(&owner);
+	nestlevel = wtcache_canonical_settings_push();
+	rc = SPI_execute_with_args(sql.data, 1, argtypes, values, NULL, false, 0);
+	wtcache_canonical_settings_pop(nestlevel);
+	as_owner_end(&owner);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "wtcache: queueing the rows of \"%s\" failed: %s",
+			 get_rel_name(relid), SPI_result_code_string(rc));
+	nrows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) / nkeys;
+	SPI_finish();
+
+	wtcache_request_worker(MyDatabaseId);
+	return nrows;
+}
+
+PG_FUNCTION_INFO_V1(wtcache_resync);
+Datum
+wtcache_resync(PG_FUNCTION_ARGS)
+{
+	uint64		total = 0;
+
+	if (!PG_ARGISNULL(0))
+	{
+		Relation	rel = open_watchable(PG_GETARG_OID(0), AccessShareLock, "resync");
+
+		relation_close(rel, NoLock);
+		total = wtcache_enqueue_all_rows(PG_GETARG_OID(0));
+	}
+	else
+	{
+		List	   *rels = NIL;
+		ListCell   *lc;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (SPI_execute("SELECT rel::oid FROM wtcache.watched ORDER BY rel", true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "wtcache.watched lookup failed");
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			Oid			relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+
+			/* every table the caller owns; superusers own them all */
+			if (pg_class_ownercheck(relid, GetUserId()))
+				rels = lappend_oid(rels, relid);
+		}
+		SPI_finish();
+		foreach(lc, rels)
+			total += wtcache_enqueue_all_rows(lfirst_oid(lc));
+	}
+	PG_RETURN_INT64((int64) total);
+}

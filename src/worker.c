@@ -1,0 +1,1033 @@
+/*-------------------------------------------------------------------------
+ * worker.c
+ *		The per-database delivery worker.
+ *
+ * One iteration:
+ *	1. claim: in one short read-only transaction (one snapshot), read the
+ *	   oldest queue rows up to wtcache.batch_size keys, collapse repeated keys
+ *	   to their highest version, and read each key's committed row;
+ *	2. push: with no transaction open, pipeline the versioned writes to
+ *	   Redis (push.c);
+ *	3. ack: in a second short transaction, delete the queue rows Redis
+ *	   acknowledged and count them.
+ * A crash or Redis failure between 2 and 3 redelivers the batch, which the
+ * versions turn into no-ops.  A queue row whose keys Redis has not
+ * acknowledged is never deleted, so nothing is lost.
+ *
+ * Rows are read in the same snapshot as the queue rows, so the value pushed
+ * with a version is at least as new as the change that version names.  A
+ * TRUNCATE (a queue row for a whole table) is delivered alone, between the
+ * batches before and after it.
+ *
+ * Commits wake the worker through its latch; wtcache.poll_interval is only a
+ * backstop (and the pace of the generation marker check when idle).
+ *-------------------------------------------------------------------------
+ */
+#include "wtcache.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "commands/extension.h"
+#include "common/hashfn.h"
+#include "common/pg_prng.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/lmgr.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+/* One distinct key of one table in a batch. */
+typedef struct BatchKey
+{
+	char	   *suffix;			/* escaped values joined by ':' (hash key) */
+	char	  **values;			/* canonical text, one per key column */
+	int64		version;
+	char	   *json;			/* the committed row, NULL if gone */
+} BatchKey;
+
+typedef struct KeyHashEntry
+{
+	char	   *suffix;
+	int			index;
+} KeyHashEntry;
+
+/* What a batch holds for one table. */
+typedef struct TableBatch
+{
+	Oid			relid;
+	bool		watched;		/* false: entries are dropped */
+	bool		invalidate;
+	int64		ttl_ms;
+	int			nkeys;
+	char	   *qname;
+	char	   *table_key;
+	char	  **colnames;
+	char	  **typnames;
+	bool	   *binary;
+	FmgrInfo   *recv;
+	FmgrInfo   *out;
+	Oid		   *ioparams;
+	HTAB	   *keyhash;
+	BatchKey   *keys;
+	int			nbatchkeys;
+	int			maxbatchkeys;
+	int64		records;		/* captured keys in the batch, repeats included */
+} TableBatch;
+
+typedef struct Batch
+{
+	TableBatch *tables;
+	int			ntables;
+	int			maxtables;
+	Datum	   *ids;
+	int			nids;
+	int			maxids;
+	int64		max_version;
+	int64		nrecords;
+	char	   *purge_table_key;	/* a whole-table entry, delivered alone */
+	Oid			purge_relid;
+} Batch;
+
+static WorkerSlot *MySlot = NULL;
+static MemoryContext BatchContext = NULL;
+static WtcRedis *redis = NULL;
+static RedisScripts scripts;
+static char redis_address[300];
+static char connected_url_hash[64];
+static int	consecutive_failures = 0;
+static bool failure_logged = false;
+static char *marker_key = NULL;
+static bool need_marker_check = true;
+
+static void
+worker_shmem_exit(int code, Datum arg)
+{
+	if (MySlot)
+	{
+		SpinLockAcquire(&MySlot->mutex);
+		MySlot->pid = 0;
+		MySlot->latch = NULL;
+		MySlot->connected = false;
+		SpinLockRelease(&MySlot->mutex);
+	}
+	wtc_redis_free(redis);
+	redis = NULL;
+}
+
+static void
+mark_absent_and_exit(void)
+{
+	LWLockAcquire(WtcacheSharedState->lock, LW_EXCLUSIVE);
+	MySlot->absent = true;
+	MySlot->requested = false;
+	LWLockRelease(WtcacheSharedState->lock);
+	proc_exit(0);
+}
+
+static void
+update_slot_address(void)
+{
+	SpinLockAcquire(&MySlot->mutex);
+	strlcpy(MySlot->redis_address, redis_address, sizeof(MySlot->redis_address));
+	SpinLockRelease(&MySlot->mutex);
+}
+
+/* ---------------------------------------------------------------------
+ * Redis connection state
+ * ---------------------------------------------------------------------
+ */
+
+static void
+disconnect_redis(void)
+{
+	wtc_redis_free(redis);
+	redis = NULL;
+	wtcache_slot_set_state(MySlot, WORKER_BACKOFF, false);
+}
+
+/* Log a failure once per outage, then count retries quietly. */
+static void
+redis_failed(const char *what, const char *detail)
+{
+	char		msg[256];
+
+	snprintf(msg, sizeof(msg), "%s: %s", what, detail);
+	wtcache_slot_set_error(MySlot, msg);
+	if (!failure_logged)
+	{
+		ereport(LOG,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("wtcache: %s at %s: %s", what, redis_address, detail),
+				 errdetail("Captured changes stay in wtcache.queue and are delivered when Redis answers again."),
+				 errhint("Check that Redis is running and that wtcache.redis_url points to it.")));
+		failure_logged = true;
+	}
+	consecutive_failures++;
+	disconnect_redis();
+}
+
+static void
+reload_config_if_needed(void)
+{
+	if (ConfigReloadPending)
+	{
+		char		url_hash[64];
+
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+		/* a changed address (or credentials) means a new connection */
+		snprintf(url_hash, sizeof(url_hash), "%08x", hash_bytes((const unsigned char *) wtcache_redis_url,
+																strlen(wtcache_redis_url)));
+		if (strcmp(url_hash, connected_url_hash) != 0 && redis != NULL)
+		{
+			ereport(LOG, (errmsg("wtcache: wtcache.redis_url changed, reconnecting")));
+			disconnect_redis();
+			consecutive_failures = 0;
+		}
+	}
+}
+
+/* Sleep for the backoff delay; commits do not cut it short, SIGHUP does. */
+static void
+backoff_sleep(void)
+{
+	int64		delay = wtcache_retry_interval_ms;
+	TimestampTz deadline;
+
+	for (int i = 1; i < consecutive_failures && delay < wtcache_retry_max_ms; i++)
+		delay *= 2;
+	delay = Min(delay, wtcache_retry_max_ms);
+	/* jitter: between half and all of the delay */
+	delay = delay / 2 + (int64) (pg_prng_double(&pg_global_prng_state) * (delay / 2 + 1));
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
+
+	for (;;)
+	{
+		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+
+		if (left <= 0)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 left, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			reload_config_if_needed();
+			break;
+		}
+	}
+}
+
+static bool
+ensure_connected(void)
+{
+	RedisAddress addr;
+	const char *problem;
+	char		err[256];
+
+	if (redis != NULL)
+		return true;
+
+	if (!wtcache_parse_redis_url(wtcache_redis_url, &addr, &problem))
+	{
+		/* the check hook makes this unreachable, but never crash on it */
+		redis_failed("invalid wtcache.redis_url", problem);
+		return false;
+	}
+	wtcache_describe_address(&addr, redis_address, sizeof(redis_address));
+	update_slot_address();
+	snprintf(connected_url_hash, sizeof(connected_url_hash), "%08x",
+			 hash_bytes((const unsigned char *) wtcache_redis_url, strlen(wtcache_redis_url)));
+	wtcache_slot_set_state(MySlot, WORKER_CONNECTING, false);
+
+	redis = wtc_redis_connect(&addr, wtcache_connect_timeout_ms, wtcache_command_timeout_ms,
+							  err, sizeof(err));
+	if (redis == NULL)
+	{
+		redis_failed("could not connect to Redis", err);
+		return false;
+	}
+	if (!wtcache_load_scripts(redis, &scripts, err, sizeof(err)))
+	{
+		redis_failed("could not load wtcache's scripts into Redis", err);
+		return false;
+	}
+	ereport(LOG, (errmsg("wtcache: connected to Redis at %s", redis_address)));
+	wtcache_slot_set_state(MySlot, WORKER_CONNECTED, true);
+	consecutive_failures = 0;
+	failure_logged = false;
+	return true;
+}
+
+/* ---------------------------------------------------------------------
+ * Transactions
+ * ---------------------------------------------------------------------
+ */
+
+static void
+begin_xact(bool read_only)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, read_only ? "wtcache: reading changes" : "wtcache: acknowledging");
+}
+
+static void
+end_xact(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* Is the extension (still) here?  Exits the worker if not. */
+static Oid
+queue_relid_or_exit(void)
+{
+	Oid			nsp = get_namespace_oid(WTCACHE_SCHEMA, true);
+	Oid			queue = OidIsValid(nsp) ? get_relname_relid(WTCACHE_QUEUE_TABLE, nsp) : InvalidOid;
+
+	if (!OidIsValid(get_extension_oid("wtcache", true)) || !OidIsValid(queue))
+	{
+		end_xact();
+		ereport(LOG, (errmsg("wtcache: extension not installed in database \"%s\", worker exits",
+							 get_database_name(MyDatabaseId))));
+		mark_absent_and_exit();
+	}
+	return queue;
+}
+
+/* ---------------------------------------------------------------------
+ * Claiming a batch
+ * ---------------------------------------------------------------------
+ */
+
+static uint32
+suffix_hash(const void *key, Size keysize)
+{
+	const char *s = *(char *const *) key;
+
+	return hash_bytes((const unsigned char *) s, strlen(s));
+}
+
+static int
+suffix_match(const void *a, const void *b, Size keysize)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+static int64
+interval_ms(Datum d)
+{
+	Interval   *iv = DatumGetIntervalP(d);
+
+	return iv->time / 1000 + ((int64) iv->day + (int64) iv->month * 30) * 86400000;
+}
+
+static void
+load_table(TableBatch *tb, Oid relid)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	MemoryContext spicxt;
+	char	   *relname;
+	char	   *nspname;
+	HASHCTL		ctl;
+
+	memset(tb, 0, sizeof(*tb));
+	tb->relid = relid;
+
+	relname = get_rel_name(relid);
+	if (relname == NULL)
+		return;
+	if (SPI_execute_with_args("SELECT key_attnums, mode, ttl FROM wtcache.watched WHERE rel = $1",
+							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "wtcache.watched lookup failed");
+	if (SPI_processed == 0)
+		return;
+
+	spicxt = MemoryContextSwitchTo(BatchContext);
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		ArrayType  *arr = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 1, &isnull));
+		int16	   *attnums = (int16 *) ARR_DATA_PTR(arr);
+		char	   *mode = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+		Datum		ttl = SPI_getbinval(tup, desc, 3, &isnull);
+		StringInfoData tk;
+
+		tb->ttl_ms = isnull ? 0 : interval_ms(ttl);
+		tb->invalidate = strcmp(mode, "invalidate") == 0;
+		tb->nkeys = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
+		nspname = get_namespace_name(get_rel_namespace(relid));
+		tb->qname = quote_qualified_identifier(nspname, relname);
+		initStringInfo(&tk);
+		wtcache_append_table_key(&tk, get_database_name(MyDatabaseId), nspname, relname);
+		tb->table_key = tk.data;
+		tb->colnames = palloc(sizeof(char *) * tb->nkeys);
+		tb->typnames = palloc(sizeof(char *) * tb->nkeys);
+		tb->binary = palloc(sizeof(bool) * tb->nkeys);
+		tb->recv = palloc(sizeof(FmgrInfo) * tb->nkeys);
+		tb->out = palloc(sizeof(FmgrInfo) * tb->nkeys);
+		tb->ioparams = palloc(sizeof(Oid) * tb->nkeys);
+		for (int i = 0; i < tb->nkeys; i++)
+		{
+			Oid			typid = get_atttype(relid, attnums[i]);
+			Oid			recvfn,
+						outfn;
+			bool		isvarlena;
+
+			tb->colnames[i] = get_attname(relid, attnums[i], false);
+			tb->typnames[i] = format_type_be_qualified(typid);
+			tb->binary[i] = !wtcache_key_type_is_stable(typid);
+			getTypeOutputInfo(typid, &outfn, &isvarlena);
+			fmgr_info_cxt(outfn, &tb->out[i], BatchContext);
+			if (tb->binary[i])
+			{
+				getTypeBinaryInputInfo(typid, &recvfn, &tb->ioparams[i]);
+				fmgr_info_cxt(recvfn, &tb->recv[i], BatchContext);
+			}
+		}
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(char *);
+		ctl.entrysize = sizeof(KeyHashEntry);
+		ctl.hash = suffix_hash;
+		ctl.match = suffix_match;
+		ctl.hcxt = BatchContext;
+		tb->keyhash = hash_create("wtcache batch keys", 1024, &ctl,
+								  HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+		tb->maxbatchkeys = 256;
+		tb->keys = palloc(sizeof(BatchKey) * tb->maxbatchkeys);
+		tb->watched = true;
+	}
+	MemoryContextSwitchTo(spicxt);
+}
+
+static TableBatch *
+batch_table(Batch *b, Oid relid)
+{
+	for (int i = 0; i < b->ntables; i++)
+		if (b->tables[i].relid == relid)
+			return &b->tables[i];
+	if (b->ntables == b->maxtables)
+	{
+		b->maxtables *= 2;
+		b->tables = repalloc(b->tables, sizeof(TableBatch) * b->maxtables);
+	}
+	load_table(&b->tables[b->ntables], relid);
+	return &b->tables[b->ntables++];
+}
+
+/* Canonical text of one captured value (see keys.c). */
+static char *
+canonical_value(TableBatch *tb, int col, char *captured)
+{
+	StringInfoData buf;
+	Datum		d;
+	size_t		hexlen;
+
+	if (!tb->binary[col] || strncmp(captured, "\\x", 2) != 0)
+		return captured;
+	hexlen = strlen(captured) - 2;
+	initStringInfo(&buf);
+	enlargeStringInfo(&buf, hexlen / 2 + 1);
+	buf.len = hex_decode(captured + 2, hexlen, buf.data);
+	buf.data[buf.len] = '\0';
+	d = ReceiveFunctionCall(&tb->recv[col], &buf, tb->ioparams[col], -1);
+	return OutputFunctionCall(&tb->out[col], d);
+}
+
+static void
+add_key(TableBatch *tb, char **captured, int64 version)
+{
+	char	  **values = palloc(sizeof(char *) * tb->nkeys);
+	StringInfoData suffix;
+	KeyHashEntry *entry;
+	bool		found;
+
+	initStringInfo(&suffix);
+	for (int i = 0; i < tb->nkeys; i++)
+	{
+		values[i] = canonical_value(tb, i, captured[i]);
+		if (i)
+			appendStringInfoChar(&suffix, ':');
+		wtcache_append_escaped(&suffix, values[i], false);
+	}
+	entry = hash_search(tb->keyhash, &suffix.data, HASH_ENTER, &found);
+	if (found)
+	{
+		BatchKey   *k = &tb->keys[entry->index];
+
+		k->version = Max(k->version, version);
+		pfree(suffix.data);
+		pfree(values);
+		return;
+	}
+	if (tb->nbatchkeys == tb->maxbatchkeys)
+	{
+		tb->maxbatchkeys *= 2;
+		tb->keys = repalloc(tb->keys, sizeof(BatchKey) * tb->maxbatchkeys);
+	}
+	entry->suffix = suffix.data;
+	entry->index = tb->nbatchkeys;
+	tb->keys[tb->nbatchkeys].suffix = suffix.data;
+	tb->keys[tb->nbatchkeys].values = values;
+	tb->keys[tb->nbatchkeys].version = version;
+	tb->keys[tb->nbatchkeys].json = NULL;
+	tb->nbatchkeys++;
+}
+
+static void
+batch_add_id(Batch *b, int64 id)
+{
+	if (b->nids == b->maxids)
+	{
+		b->maxids *= 2;
+		b->ids = repalloc(b->ids, sizeof(Datum) * b->maxids);
+	}
+	b->ids[b->nids++] = Int64GetDatum(id);
+	b->max_version = Max(b->max_version, id);
+}
+
+/* Read the committed rows of a table's keys, in the claim's snapshot. */
+static void
+fetch_rows(TableBatch *tb)
+{
+	StringInfoData sql;
+	Oid		   *argtypes = palloc(sizeof(Oid) * tb->nkeys);
+	Datum	   *args = palloc(sizeof(Datum) * tb->nkeys);
+	Datum	   *elems = palloc(sizeof(Datum) * tb->nbatchkeys);
+	MemoryContext old;
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "SELECT k.ord, row_to_json(t)::text FROM unnest(");
+	for (int c = 0; c < tb->nkeys; c++)
+		appendStringInfo(&sql, "%s$%d::text[]", c ? ", " : "", c + 1);
+	appendStringInfoString(&sql, ") WITH ORDINALITY AS k(");
+	for (int c = 0; c < tb->nkeys; c++)
+		appendStringInfo(&sql, "c%d, ", c);
+	appendStringInfo(&sql, "ord) JOIN ONLY %s t ON ", tb->qname);
+	for (int c = 0; c < tb->nkeys; c++)
+		appendStringInfo(&sql, "%st.%s = k.c%d::%s", c ? " AND " : "",
+						 quote_identifier(tb->colnames[c]), c, tb->typnames[c]);
+
+	for (int c = 0; c < tb->nkeys; c++)
+	{
+		for (int i = 0; i < tb->nbatchkeys; i++)
+			elems[i] = CStringGetTextDatum(tb->keys[i].values[c]);
+		argtypes[c] = TEXTARRAYOID;
+		args[c] = PointerGetDatum(construct_array(elems, tb->nbatchkeys, TEXTOID, -1, false, TYPALIGN_INT));
+	}
+	if (SPI_execute_with_args(sql.data, tb->nkeys, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wtcache: reading rows of %s failed", tb->qname);
+
+	old = MemoryContextSwitchTo(BatchContext);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int64		ord = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
+		Datum		json = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull);
+
+		if (ord >= 1 && ord <= tb->nbatchkeys && !isnull)
+			tb->keys[ord - 1].json = TextDatumGetCString(json);
+	}
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/*
+ * Claim the next batch.  Runs inside the claim transaction; everything kept
+ * goes to BatchContext.  Returns false when the queue is empty.
+ */
+static bool
+claim_batch(Batch *b)
+{
+	Portal		portal;
+	SPIPlanPtr	plan;
+	bool		done = false;
+	bool		any = false;
+	MemoryContext spicxt;
+
+	plan = SPI_prepare("SELECT id, relid, keys, table_key FROM wtcache.queue ORDER BY id", 0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "wtcache: could not prepare the queue scan");
+	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
+
+	while (!done)
+	{
+		SPI_cursor_fetch(portal, true, 64);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 r = 0; r < SPI_processed && !done; r++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull,
+						keys_null;
+			int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+			Oid			relid = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+			Datum		keys = SPI_getbinval(tup, desc, 3, &keys_null);
+			TableBatch *tb;
+
+			spicxt = MemoryContextSwitchTo(BatchContext);
+			if (keys_null)
+			{
+				/* a whole-table entry goes alone */
+				if (any)
+				{
+					MemoryContextSwitchTo(spicxt);
+					done = true;
+					break;
+				}
+				batch_add_id(b, id);
+				b->purge_relid = relid;
+				b->purge_table_key = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
+				MemoryContextSwitchTo(spicxt);
+				done = true;
+				any = true;
+				break;
+			}
+
+			MemoryContextSwitchTo(spicxt);
+			tb = batch_table(b, relid);
+			MemoryContextSwitchTo(BatchContext);
+			batch_add_id(b, id);
+			any = true;
+			if (tb->watched)
+			{
+				ArrayType  *arr = DatumGetArrayTypeP(keys);
+				Datum	   *elems;
+				bool	   *nulls;
+				int			nelems;
+				char	  **captured = palloc(sizeof(char *) * tb->nkeys);
+
+				deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &nelems);
+				for (int i = 0; i + tb->nkeys <= nelems; i += tb->nkeys)
+				{
+					for (int c = 0; c < tb->nkeys; c++)
+						captured[c] = TextDatumGetCString(elems[i + c]);
+					add_key(tb, captured, id);
+					tb->records++;
+					b->nrecords++;
+				}
+			}
+			MemoryContextSwitchTo(spicxt);
+			if (b->nrecords >= wtcache_batch_size)
+				done = true;
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	SPI_freeplan(plan);
+
+	for (int i = 0; i < b->ntables; i++)
+		if (b->tables[i].watched && b->tables[i].nbatchkeys > 0)
+			fetch_rows(&b->tables[i]);
+	return any;
+}
+
+/* Turn the claimed keys into Redis writes. */
+static PushItem *
+build_items(Batch *b, int *nitems)
+{
+	int			total = 0;
+	int			n = 0;
+	PushItem   *items;
+
+	for (int i = 0; i < b->ntables; i++)
+		if (b->tables[i].watched)
+			total += b->tables[i].nbatchkeys;
+	items = palloc(sizeof(PushItem) * Max(total, 1));
+
+	for (int i = 0; i < b->ntables; i++)
+	{
+		TableBatch *tb = &b->tables[i];
+
+		if (!tb->watched)
+			continue;
+		for (int k = 0; k < tb->nbatchkeys; k++)
+		{
+			BatchKey   *bk = &tb->keys[k];
+			PushItem   *it = &items[n++];
+			StringInfoData key;
+
+			initStringInfo(&key);
+			appendStringInfo(&key, "%s{%s:%s}", wtcache_key_prefix, tb->table_key, bk->suffix);
+			it->row_key = key.data;
+			it->row_key_len = key.len;
+			it->version = bk->version;
+			it->ttl_ms = 0;
+			if (bk->json != NULL && !tb->invalidate)
+			{
+				StringInfoData p;
+
+				/* "_v" first, so Lua reads it from the head of the value */
+				initStringInfo(&p);
+				appendStringInfo(&p, "{\"_v\":" INT64_FORMAT, bk->version);
+				if (strcmp(bk->json, "{}") != 0)
+					appendStringInfoChar(&p, ',');
+				appendStringInfoString(&p, bk->json + 1);
+				it->payload = p.data;
+				it->payload_len = p.len;
+				if (tb->ttl_ms > 0)
+				{
+					double		spread = wtcache_ttl_jitter * (2.0 * pg_prng_double(&pg_global_prng_state) - 1.0);
+
+					it->ttl_ms = Max((int64) 1, (int64) (tb->ttl_ms * (1.0 + spread)));
+				}
+			}
+			else
+			{
+				it->payload = NULL;
+				it->payload_len = 0;
+			}
+		}
+	}
+	*nitems = n;
+	return items;
+}
+
+static void
+ack_batch(Batch *b)
+{
+	Oid			argtypes[2] = {INT8ARRAYOID, INT8OID};
+	Datum		values[2];
+
+	begin_xact(false);
+	values[0] = PointerGetDatum(construct_array(b->ids, b->nids, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	if (SPI_execute_with_args("DELETE FROM wtcache.queue WHERE id = ANY($1)",
+							  1, argtypes, values, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "wtcache: acknowledging the batch failed");
+	for (int i = 0; i < b->ntables; i++)
+	{
+		TableBatch *tb = &b->tables[i];
+		Oid			uargtypes[2] = {OIDOID, INT8OID};
+		Datum		uvalues[2] = {ObjectIdGetDatum(tb->relid), Int64GetDatum(tb->records)};
+
+		if (!tb->watched)
+			continue;
+		if (SPI_execute_with_args("UPDATE wtcache.watched SET pushed = pushed + $2, last_push = clock_timestamp() WHERE rel = $1",
+								  2, uargtypes, uvalues, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "wtcache: updating counters failed");
+	}
+	end_xact();
+
+	SpinLockAcquire(&MySlot->mutex);
+	MySlot->pushed += b->nrecords;
+	MySlot->batches++;
+	MySlot->last_push = GetCurrentTimestamp();
+	if (b->max_version > MySlot->acked_version)
+		MySlot->acked_version = b->max_version;
+	SpinLockRelease(&MySlot->mutex);
+}
+
+static int64
+acked_version(void)
+{
+	int64		v;
+
+	SpinLockAcquire(&MySlot->mutex);
+	v = MySlot->acked_version;
+	SpinLockRelease(&MySlot->mutex);
+	return v;
+}
+
+/*
+ * Redis lost data we had pushed: queue every watched row again, then set
+ * the marker.  Queue first, so a crash in between resyncs again.
+ */
+static void
+resync_all(const char *why)
+{
+	uint64		rows = 0;
+	int			tables = 0;
+	char		err[256];
+
+	wtcache_slot_set_state(MySlot, WORKER_RESYNCING, true);
+	begin_xact(false);
+	(void) queue_relid_or_exit();
+	if (SPI_execute("SELECT rel::oid FROM wtcache.watched", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wtcache.watched lookup failed");
+	{
+		int			n = SPI_processed;
+		Oid		   *rels = palloc(sizeof(Oid) * Max(n, 1));
+
+		for (int i = 0; i < n; i++)
+		{
+			bool		isnull;
+
+			rels[i] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		}
+		for (int i = 0; i < n; i++)
+			rows += wtcache_enqueue_all_rows(rels[i]);
+		tables = n;
+	}
+	end_xact();
+
+	if (tables > 0)
+		ereport(LOG,
+				(errmsg("wtcache: Redis at %s lost data (%s); queued " UINT64_FORMAT " rows of %d watched tables for resync",
+						redis_address, why, rows, tables)));
+	SpinLockAcquire(&MySlot->mutex);
+	MySlot->resyncs++;
+	SpinLockRelease(&MySlot->mutex);
+
+	if (!wtcache_set_marker(redis, marker_key, acked_version(), err, sizeof(err)))
+		redis_failed("could not write to Redis", err);
+	else
+		wtcache_slot_set_state(MySlot, WORKER_CONNECTED, true);
+}
+
+/*
+ * Check the generation marker and raise it to new_version.  Returns false
+ * when Redis failed (the connection is then gone).
+ */
+static bool
+check_marker(int64 new_version)
+{
+	char		err[256];
+	int64		seen;
+	MarkerCheck mc;
+
+	mc = wtcache_check_marker(redis, &scripts, marker_key, acked_version(), new_version,
+							  &seen, err, sizeof(err));
+	if (mc == MARKER_ERROR)
+	{
+		redis_failed("lost the connection to Redis", err);
+		return false;
+	}
+	if (mc == MARKER_LOST)
+	{
+		resync_all(seen < 0 ? "generation marker missing" : "generation marker behind");
+		return redis != NULL;
+	}
+	/* after a server restart, learn what Redis already has */
+	SpinLockAcquire(&MySlot->mutex);
+	MySlot->acked_version = Max(MySlot->acked_version, Max(seen, new_version));
+	SpinLockRelease(&MySlot->mutex);
+	return true;
+}
+
+/* One claim-push-ack round; returns false when there was nothing to do. */
+static bool
+deliver_one_batch(void)
+{
+	Batch		b;
+	PushItem   *items = NULL;
+	int			nitems = 0;
+	int64		applied;
+	char		err[256];
+	bool		any;
+	Oid			queue;
+
+	MemoryContextReset(BatchContext);
+	MemoryContextSwitchTo(BatchContext);
+	memset(&b, 0, sizeof(b));
+	b.maxtables = 4;
+	b.tables = palloc(sizeof(TableBatch) * b.maxtables);
+	b.maxids = 64;
+	b.ids = palloc(sizeof(Datum) * b.maxids);
+
+	begin_xact(true);
+	queue = queue_relid_or_exit();
+	if (!ConditionalLockRelationOid(queue, AccessShareLock))
+	{
+		/* DROP EXTENSION in progress: let it finish */
+		end_xact();
+		MemoryContextSwitchTo(TopMemoryContext);
+		return false;
+	}
+	any = claim_batch(&b);
+	if (any && b.purge_table_key == NULL)
+	{
+		MemoryContextSwitchTo(BatchContext);
+		items = build_items(&b, &nitems);
+	}
+	end_xact();
+	MemoryContextSwitchTo(BatchContext);
+
+	if (!any)
+	{
+		MemoryContextSwitchTo(TopMemoryContext);
+		return false;
+	}
+
+	if (b.purge_table_key != NULL)
+	{
+		StringInfoData pattern;
+		int64		removed;
+
+		initStringInfo(&pattern);
+		wtcache_append_glob_escaped(&pattern, wtcache_key_prefix);
+		appendStringInfoChar(&pattern, '{');
+		wtcache_append_glob_escaped(&pattern, b.purge_table_key);
+		appendStringInfoString(&pattern, ":*}");
+		if (!wtcache_purge_pattern(redis, pattern.data, &removed, err, sizeof(err)))
+		{
+			redis_failed("lost the connection to Redis", err);
+			MemoryContextSwitchTo(TopMemoryContext);
+			return true;
+		}
+	}
+	else if (!wtcache_push_items(redis, &scripts, items, nitems, &applied, err, sizeof(err)))
+	{
+		redis_failed("could not deliver changes to Redis", err);
+		MemoryContextSwitchTo(TopMemoryContext);
+		return true;
+	}
+
+	if (!check_marker(b.max_version))
+	{
+		MemoryContextSwitchTo(TopMemoryContext);
+		return true;
+	}
+	ack_batch(&b);
+	MemoryContextSwitchTo(TopMemoryContext);
+	return true;
+}
+
+static void
+claim_slot(Oid dboid)
+{
+	WorkerSlot *slot;
+
+	LWLockAcquire(WtcacheSharedState->lock, LW_EXCLUSIVE);
+	slot = wtcache_find_slot(dboid);
+	if (slot == NULL)
+	{
+		LWLockRelease(WtcacheSharedState->lock);
+		ereport(LOG, (errmsg("wtcache: no worker slot for database %u", dboid)));
+		proc_exit(0);
+	}
+	if (slot->pid != 0 && slot->pid != MyProcPid && kill(slot->pid, 0) == 0)
+	{
+		LWLockRelease(WtcacheSharedState->lock);
+		proc_exit(0);
+	}
+	slot->requested = false;
+	SpinLockAcquire(&slot->mutex);
+	slot->pid = MyProcPid;
+	slot->latch = &MyProc->procLatch;
+	slot->state = WORKER_STARTING;
+	slot->connected = false;
+	slot->last_error[0] = '\0';
+	SpinLockRelease(&slot->mutex);
+	LWLockRelease(WtcacheSharedState->lock);
+	MySlot = slot;
+}
+
+void
+wtcache_worker_main(Datum main_arg)
+{
+	Oid			dboid = DatumGetObjectId(main_arg);
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	claim_slot(dboid);
+	before_shmem_exit(worker_shmem_exit, (Datum) 0);
+
+	/* keys and JSON rendered the same whatever postgresql.conf says */
+	SetConfigOption("DateStyle", "ISO, YMD", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("IntervalStyle", "postgres", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("TimeZone", "UTC", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("extra_float_digits", "1", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("bytea_output", "hex", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("application_name", "wtcache worker", PGC_SUSET, PGC_S_OVERRIDE);
+
+	BatchContext = AllocSetContextCreate(TopMemoryContext, "wtcache batch",
+										 ALLOCSET_DEFAULT_SIZES);
+
+	begin_xact(true);
+	(void) queue_relid_or_exit();
+	{
+		StringInfoData mk;
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		initStringInfo(&mk);
+		appendStringInfoString(&mk, wtcache_key_prefix);
+		appendStringInfoChar(&mk, '{');
+		wtcache_append_escaped(&mk, get_database_name(MyDatabaseId), true);
+		appendStringInfoString(&mk, "}:gen");
+		marker_key = mk.data;
+		MemoryContextSwitchTo(old);
+	}
+	end_xact();
+	ereport(LOG, (errmsg("wtcache: worker started for database \"%s\"", get_database_name(MyDatabaseId))));
+
+	for (;;)
+	{
+		bool		worked;
+		int			rc;
+
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		reload_config_if_needed();
+
+		if (redis == NULL)
+		{
+			if (!ensure_connected())
+			{
+				backoff_sleep();
+				continue;
+			}
+			need_marker_check = true;
+		}
+		if (need_marker_check)
+		{
+			if (!check_marker(0))
+			{
+				backoff_sleep();
+				continue;
+			}
+			need_marker_check = false;
+		}
+
+		/* drain while there is work; each batch is its own transactions */
+		do
+		{
+			CHECK_FOR_INTERRUPTS();
+			reload_config_if_needed();
+			if (redis == NULL)
+				break;
+			worked = deliver_one_batch();
+		} while (worked && redis != NULL);
+
+		if (redis == NULL)
+		{
+			backoff_sleep();
+			continue;
+		}
+		wtcache_slot_set_state(MySlot, WORKER_CONNECTED, true);
+		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					   wtcache_poll_interval_ms, PG_WAIT_EXTENSION);
+		/* idle: notice a FLUSHALL or a restarted Redis without waiting for a write */
+		if (rc & WL_TIMEOUT)
+			need_marker_check = true;
+	}
+}

@@ -1,0 +1,238 @@
+/*-------------------------------------------------------------------------
+ * wtcache.h
+ *		Declarations shared by the wtcache modules.
+ *
+ * Files and their concerns:
+ *	wtcache.c	module entry point, preload gate
+ *	settings.c	wtcache.* settings and Redis URL parsing
+ *	shmem.c		shared state: worker slots, launcher latch, status SRF
+ *	keys.c		Redis key names, key column rendering, redis_key()
+ *	capture.c	row/TRUNCATE triggers, per-transaction key buffer, wake
+ *	watch.c		watch(), unwatch(), resync()/warm()
+ *	fence.c		wait(): the read-your-writes fence
+ *	redis.c		the only file that talks to hiredis
+ *	push.c		turning a claimed batch into pipelined Redis commands
+ *	worker.c	per-database delivery worker
+ *	launcher.c	launcher that starts one worker per database
+ *-------------------------------------------------------------------------
+ */
+#ifndef WTCACHE_H
+#define WTCACHE_H
+
+#include "postgres.h"
+
+#include "access/attnum.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/spin.h"
+#include "utils/relcache.h"
+#include "utils/timestamp.h"
+
+#define WTCACHE_SCHEMA			"wtcache"
+#define WTCACHE_QUEUE_TABLE		"queue"
+#define WTCACHE_WATCHED_TABLE	"watched"
+
+/* Keys per queue row: large enough to make the queue cheap, small enough
+ * that a worker batch boundary never has to split a row. */
+#define WTCACHE_CHUNK_KEYS		1000
+
+/* ---- settings.c ---- */
+typedef struct RedisAddress
+{
+	char		host[256];
+	int			port;
+	int			db;
+	char		user[128];
+	char		password[256];
+} RedisAddress;
+
+extern char *wtcache_redis_url;
+extern char *wtcache_key_prefix;
+extern int	wtcache_batch_size;
+extern int	wtcache_connect_timeout_ms;
+extern int	wtcache_command_timeout_ms;
+extern int	wtcache_retry_interval_ms;
+extern int	wtcache_retry_max_ms;
+extern int	wtcache_max_databases;
+extern int	wtcache_tombstone_ttl_s;
+extern int	wtcache_poll_interval_ms;
+extern double wtcache_ttl_jitter;
+
+extern void wtcache_define_settings(void);
+extern bool wtcache_parse_redis_url(const char *url, RedisAddress *addr,
+									const char **problem);
+extern void wtcache_describe_address(const RedisAddress *addr, char *buf,
+									 size_t buflen);
+
+/* ---- shmem.c ---- */
+typedef enum WorkerState
+{
+	WORKER_STARTING = 0,
+	WORKER_CONNECTING,
+	WORKER_CONNECTED,
+	WORKER_BACKOFF,
+	WORKER_RESYNCING
+} WorkerState;
+
+/*
+ * One slot per database that has (or had) a worker.  See the locking rules
+ * at the top of shmem.c.
+ */
+typedef struct WorkerSlot
+{
+	/* assigned under WtcacheShared->lock (exclusive) */
+	Oid			dboid;
+	bool		absent;			/* worker found no extension there */
+	bool		requested;		/* a backend asked for a worker */
+
+	/* written by the worker of this slot, under mutex */
+	slock_t		mutex;
+	pid_t		pid;
+	Latch	   *latch;
+	WorkerState state;
+	bool		connected;
+	char		redis_address[300];
+	char		last_error[256];
+	TimestampTz last_error_at;
+	TimestampTz last_push;
+	uint64		pushed;
+	uint64		batches;
+	uint64		resyncs;
+	int64		acked_version;	/* highest version Redis acknowledged */
+} WorkerSlot;
+
+typedef struct WtcacheShared
+{
+	LWLock	   *lock;
+	slock_t		mutex;			/* protects launcher_* */
+	pid_t		launcher_pid;
+	Latch	   *launcher_latch;
+	int			nslots;
+	WorkerSlot	slots[FLEXIBLE_ARRAY_MEMBER];
+} WtcacheShared;
+
+extern WtcacheShared *WtcacheSharedState;
+
+extern void wtcache_shmem_request(void);
+extern void wtcache_shmem_startup(void);
+extern void wtcache_require_preload(void);
+extern WorkerSlot *wtcache_find_slot(Oid dboid);
+extern WorkerSlot *wtcache_assign_slot(Oid dboid);
+extern void wtcache_request_worker(Oid dboid);
+extern void wtcache_wake_worker(Oid dboid);
+extern void wtcache_slot_set_error(WorkerSlot *slot, const char *msg);
+extern void wtcache_slot_set_state(WorkerSlot *slot, WorkerState state,
+								   bool connected);
+
+/* ---- keys.c ---- */
+
+/* How a key column is written into the queue. */
+typedef struct KeyColumn
+{
+	AttrNumber	attnum;
+	Oid			typid;
+	bool		binary;			/* output depends on session settings, so
+								 * the trigger records the send format as
+								 * \x-hex and the worker renders it */
+	FmgrInfo	out;			/* output, or send when binary */
+} KeyColumn;
+
+extern bool wtcache_key_type_is_stable(Oid typid);
+extern void wtcache_init_key_column(KeyColumn *col, Relation rel,
+									AttrNumber attnum, MemoryContext mcxt);
+extern void wtcache_append_escaped(StringInfo buf, const char *s, bool is_name);
+extern void wtcache_append_table_key(StringInfo buf, const char *dbname,
+									 const char *nspname, const char *relname);
+extern void wtcache_append_row_key(StringInfo buf, const char *prefix,
+								   const char *table_key, int nkeys,
+								   char **values);
+extern void wtcache_append_glob_escaped(StringInfo buf, const char *s);
+extern int	wtcache_canonical_settings_push(void);
+extern void wtcache_canonical_settings_pop(int nestlevel);
+
+/* ---- capture.c ---- */
+extern void wtcache_capture_init(void);
+extern void wtcache_enqueue_whole_table(Oid relid, const char *table_key);
+
+/* ---- watch.c ---- */
+extern Oid	wtcache_owner(void);
+extern uint64 wtcache_enqueue_all_rows(Oid relid);
+
+/* ---- redis.c ---- */
+typedef struct WtcRedis WtcRedis;
+
+typedef enum WtcReplyType
+{
+	WTC_REPLY_STATUS,
+	WTC_REPLY_NIL,
+	WTC_REPLY_INTEGER,
+	WTC_REPLY_STRING,
+	WTC_REPLY_ERROR,
+	WTC_REPLY_ARRAY
+} WtcReplyType;
+
+/* A reply copied into palloc'd memory: hiredis objects never escape redis.c */
+typedef struct WtcReply
+{
+	WtcReplyType type;
+	long long	integer;
+	char	   *str;
+	size_t		len;
+	int			nelem;
+	struct WtcReply *elem;
+} WtcReply;
+
+extern WtcRedis *wtc_redis_connect(const RedisAddress *addr, int connect_timeout_ms,
+								   int command_timeout_ms, char *err, size_t errlen);
+extern void wtc_redis_free(WtcRedis *r);
+extern bool wtc_redis_append(WtcRedis *r, int argc, const char **argv, const size_t *lens);
+extern bool wtc_redis_read(WtcRedis *r, WtcReply *out);
+extern bool wtc_redis_command(WtcRedis *r, WtcReply *out, int argc, const char **argv,
+							  const size_t *lens);
+extern bool wtc_redis_commandv(WtcRedis *r, WtcReply *out, int argc, ...);
+extern const char *wtc_redis_errstr(WtcRedis *r);
+
+/* ---- push.c ---- */
+typedef struct PushItem
+{
+	char	   *row_key;
+	size_t		row_key_len;
+	int64		version;
+	char	   *payload;		/* NULL: the row is gone, or invalidate mode */
+	size_t		payload_len;
+	int64		ttl_ms;			/* 0: no expiry */
+} PushItem;
+
+typedef struct RedisScripts
+{
+	char		apply_sha[41];
+	char		marker_sha[41];
+} RedisScripts;
+
+typedef enum MarkerCheck
+{
+	MARKER_OK,
+	MARKER_LOST,				/* Redis lost data we pushed: resync */
+	MARKER_ERROR
+} MarkerCheck;
+
+extern bool wtcache_load_scripts(WtcRedis *r, RedisScripts *scripts, char *err, size_t errlen);
+extern bool wtcache_push_items(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
+							   int nitems, int64 *applied, char *err, size_t errlen);
+extern bool wtcache_purge_pattern(WtcRedis *r, const char *pattern, int64 *removed,
+								  char *err, size_t errlen);
+extern MarkerCheck wtcache_check_marker(WtcRedis *r, const RedisScripts *scripts,
+										const char *marker_key, int64 acked,
+										int64 new_version, int64 *seen,
+										char *err, size_t errlen);
+extern bool wtcache_set_marker(WtcRedis *r, const char *marker_key, int64 version,
+							   char *err, size_t errlen);
+
+/* ---- worker.c / launcher.c ---- */
+extern PGDLLEXPORT void wtcache_worker_main(Datum main_arg);
+extern PGDLLEXPORT void wtcache_launcher_main(Datum main_arg);
+extern void wtcache_register_launcher(void);
+
+#endif							/* WTCACHE_H */
