@@ -40,6 +40,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 /* Per trigger call site (lives for one statement in fn_extra). */
 typedef struct CaptureCache
@@ -136,12 +137,19 @@ queue_insert(Oid relid, Datum keys, bool keys_null, const char *table_key)
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
 	int			rc;
+	bool		pushed_snapshot = false;
 
 	owner = wtcache_owner();
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	SetUserIdAndSecContext(owner,
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 
+	/* at PRE_COMMIT no snapshot is active any more */
+	if (!ActiveSnapshotSet())
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pushed_snapshot = true;
+	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (insert_plan == NULL)
@@ -169,6 +177,8 @@ queue_insert(Oid relid, Datum keys, bool keys_null, const char *table_key)
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "wtcache queue insert failed: %s", SPI_result_code_string(rc));
 	SPI_finish();
+	if (pushed_snapshot)
+		PopActiveSnapshot();
 
 	SetUserIdAndSecContext(save_userid, save_sec);
 	enqueued_this_xact = true;

@@ -259,7 +259,7 @@ wtcache_check_marker(WtcRedis *r, const RedisScripts *scripts, const char *marke
 
 	snprintf(acked_buf, sizeof(acked_buf), INT64_FORMAT, acked);
 	snprintf(new_buf, sizeof(new_buf), INT64_FORMAT, Max(acked, new_version));
-	if (!wtc_redis_commandv(r, &reply, 5, "EVALSHA", scripts->marker_sha, "1",
+	if (!wtc_redis_commandv(r, &reply, 6, "EVALSHA", scripts->marker_sha, "1",
 							marker_key, acked_buf, new_buf))
 	{
 		snprintf(err, errlen, "%s", wtc_redis_errstr(r));

@@ -113,6 +113,7 @@ static int	consecutive_failures = 0;
 static bool failure_logged = false;
 static char *marker_key = NULL;
 static bool need_marker_check = true;
+static char *my_dbname = NULL;
 
 static void
 worker_shmem_exit(int code, Datum arg)
@@ -310,9 +311,9 @@ queue_relid_or_exit(void)
 
 	if (!OidIsValid(get_extension_oid("wtcache", true)) || !OidIsValid(queue))
 	{
+		ereport(DEBUG1, (errmsg("wtcache: extension not installed in database \"%s\", worker exits",
+								get_database_name(MyDatabaseId))));
 		end_xact();
-		ereport(LOG, (errmsg("wtcache: extension not installed in database \"%s\", worker exits",
-							 get_database_name(MyDatabaseId))));
 		mark_absent_and_exit();
 	}
 	return queue;
@@ -969,16 +970,17 @@ wtcache_worker_main(Datum main_arg)
 		StringInfoData mk;
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
+		my_dbname = get_database_name(MyDatabaseId);
 		initStringInfo(&mk);
 		appendStringInfoString(&mk, wtcache_key_prefix);
 		appendStringInfoChar(&mk, '{');
-		wtcache_append_escaped(&mk, get_database_name(MyDatabaseId), true);
+		wtcache_append_escaped(&mk, my_dbname, true);
 		appendStringInfoString(&mk, "}:gen");
 		marker_key = mk.data;
 		MemoryContextSwitchTo(old);
 	}
 	end_xact();
-	ereport(LOG, (errmsg("wtcache: worker started for database \"%s\"", get_database_name(MyDatabaseId))));
+	ereport(LOG, (errmsg("wtcache: worker started for database \"%s\"", my_dbname)));
 
 	for (;;)
 	{
