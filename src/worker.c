@@ -25,6 +25,8 @@
  */
 #include "wtcache.h"
 
+#include <malloc.h>
+
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
@@ -57,7 +59,8 @@ typedef struct BatchKey
 	char	   *suffix;			/* escaped values joined by ':' (hash key) */
 	char	  **values;			/* canonical text, one per key column */
 	int64		version;
-	char	   *json;			/* the committed row, NULL if gone */
+	char	   *payload;		/* {"_v":N,...row...}, NULL if the row is gone */
+	size_t		payload_len;
 } BatchKey;
 
 typedef struct KeyHashEntry
@@ -114,6 +117,7 @@ static bool failure_logged = false;
 static char *marker_key = NULL;
 static bool need_marker_check = true;
 static char *my_dbname = NULL;
+static StringInfoData suffix_buf;	/* scratch for add_key, in TopMemoryContext */
 
 static void
 worker_shmem_exit(int code, Datum arg)
@@ -465,25 +469,26 @@ static void
 add_key(TableBatch *tb, char **captured, int64 version)
 {
 	char	  **values = palloc(sizeof(char *) * tb->nkeys);
-	StringInfoData suffix;
+	StringInfo	suffix = &suffix_buf;
+	char	   *probe;
 	KeyHashEntry *entry;
 	bool		found;
 
-	initStringInfo(&suffix);
+	resetStringInfo(suffix);
 	for (int i = 0; i < tb->nkeys; i++)
 	{
 		values[i] = canonical_value(tb, i, captured[i]);
 		if (i)
-			appendStringInfoChar(&suffix, ':');
-		wtcache_append_escaped(&suffix, values[i], false);
+			appendStringInfoChar(suffix, ':');
+		wtcache_append_escaped(suffix, values[i], false);
 	}
-	entry = hash_search(tb->keyhash, &suffix.data, HASH_ENTER, &found);
+	probe = suffix->data;
+	entry = hash_search(tb->keyhash, &probe, HASH_ENTER, &found);
 	if (found)
 	{
 		BatchKey   *k = &tb->keys[entry->index];
 
 		k->version = Max(k->version, version);
-		pfree(suffix.data);
 		pfree(values);
 		return;
 	}
@@ -492,12 +497,13 @@ add_key(TableBatch *tb, char **captured, int64 version)
 		tb->maxbatchkeys *= 2;
 		tb->keys = repalloc(tb->keys, sizeof(BatchKey) * tb->maxbatchkeys);
 	}
-	entry->suffix = suffix.data;
+	entry->suffix = pnstrdup(suffix->data, suffix->len);
 	entry->index = tb->nbatchkeys;
-	tb->keys[tb->nbatchkeys].suffix = suffix.data;
+	tb->keys[tb->nbatchkeys].suffix = entry->suffix;
 	tb->keys[tb->nbatchkeys].values = values;
 	tb->keys[tb->nbatchkeys].version = version;
-	tb->keys[tb->nbatchkeys].json = NULL;
+	tb->keys[tb->nbatchkeys].payload = NULL;
+	tb->keys[tb->nbatchkeys].payload_len = 0;
 	tb->nbatchkeys++;
 }
 
@@ -550,10 +556,27 @@ fetch_rows(TableBatch *tb)
 	{
 		bool		isnull;
 		int64		ord = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
-		Datum		json = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull);
+		text	   *json = DatumGetTextPP(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull));
+		BatchKey   *bk;
+		char		head[32];
+		int			headlen;
+		const char *body;
+		int			bodylen;
 
-		if (ord >= 1 && ord <= tb->nbatchkeys && !isnull)
-			tb->keys[ord - 1].json = TextDatumGetCString(json);
+		if (ord < 1 || ord > tb->nbatchkeys || isnull)
+			continue;
+		bk = &tb->keys[ord - 1];
+
+		/* "_v" first, so Lua reads it from the head of the value */
+		body = VARDATA_ANY(json) + 1;	/* past the '{' */
+		bodylen = VARSIZE_ANY_EXHDR(json) - 1;
+		headlen = snprintf(head, sizeof(head), "{\"_v\":" INT64_FORMAT "%s",
+						   bk->version, bodylen > 1 ? "," : "");
+		bk->payload_len = headlen + bodylen;
+		bk->payload = palloc(bk->payload_len + 1);
+		memcpy(bk->payload, head, headlen);
+		memcpy(bk->payload + headlen, body, bodylen);
+		bk->payload[bk->payload_len] = '\0';
 	}
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
@@ -673,26 +696,15 @@ build_items(Batch *b, int *nitems)
 		{
 			BatchKey   *bk = &tb->keys[k];
 			PushItem   *it = &items[n++];
-			StringInfoData key;
 
-			initStringInfo(&key);
-			appendStringInfo(&key, "%s{%s:%s}", wtcache_key_prefix, tb->table_key, bk->suffix);
-			it->row_key = key.data;
-			it->row_key_len = key.len;
+			it->row_key = psprintf("%s{%s:%s}", wtcache_key_prefix, tb->table_key, bk->suffix);
+			it->row_key_len = strlen(it->row_key);
 			it->version = bk->version;
 			it->ttl_ms = 0;
-			if (bk->json != NULL && !tb->invalidate)
+			if (bk->payload != NULL && !tb->invalidate)
 			{
-				StringInfoData p;
-
-				/* "_v" first, so Lua reads it from the head of the value */
-				initStringInfo(&p);
-				appendStringInfo(&p, "{\"_v\":" INT64_FORMAT, bk->version);
-				if (strcmp(bk->json, "{}") != 0)
-					appendStringInfoChar(&p, ',');
-				appendStringInfoString(&p, bk->json + 1);
-				it->payload = p.data;
-				it->payload_len = p.len;
+				it->payload = bk->payload;
+				it->payload_len = bk->payload_len;
 				if (tb->ttl_ms > 0)
 				{
 					double		spread = wtcache_ttl_jitter * (2.0 * pg_prng_double(&pg_global_prng_state) - 1.0);
@@ -961,8 +973,25 @@ wtcache_worker_main(Datum main_arg)
 	SetConfigOption("bytea_output", "hex", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("application_name", "wtcache worker", PGC_SUSET, PGC_S_OVERRIDE);
 
+	/*
+	 * Each batch allocates and frees tens of megabytes (SPI results, the
+	 * pipeline).  Left to its defaults glibc hands that back to the kernel
+	 * every time and the next batch page-faults it in again, which costs
+	 * more than the work itself.  Keep it.
+	 */
+	mallopt(M_TRIM_THRESHOLD, 512 * 1024 * 1024);
+	mallopt(M_MMAP_THRESHOLD, 64 * 1024 * 1024);
+
+	/* a large keeper block survives resets: no page faults batch after batch */
 	BatchContext = AllocSetContextCreate(TopMemoryContext, "wtcache batch",
-										 ALLOCSET_DEFAULT_SIZES);
+										 16 * 1024 * 1024, 16 * 1024 * 1024,
+										 64 * 1024 * 1024);
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		initStringInfo(&suffix_buf);
+		MemoryContextSwitchTo(old);
+	}
 
 	begin_xact(true);
 	(void) queue_relid_or_exit();
