@@ -45,6 +45,7 @@ COMMENT ON TABLE wtcache.queue IS
 -- a restored database is resynced by the generation marker check.
 SELECT pg_catalog.pg_extension_config_dump('wtcache.watched', '');
 
+GRANT USAGE ON SCHEMA wtcache TO PUBLIC;
 REVOKE ALL ON wtcache.watched, wtcache.queue, wtcache.queue_id_seq FROM PUBLIC;
 GRANT SELECT ON wtcache.watched TO PUBLIC;
 

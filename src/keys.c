@@ -228,7 +228,7 @@ wtcache_redis_key(PG_FUNCTION_ARGS)
 	if (nelems != nattnums)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("table %s has %d key column%s, but %d key value%s given",
+				 errmsg("table \"%s\" has %d key column%s, but %d key value%s given",
 						get_rel_name(relid), nattnums, nattnums == 1 ? "" : "s",
 						nelems, nelems == 1 ? " was" : "s were"),
 				 errhint("Give one text value per key column, in key order.")));

@@ -1,0 +1,126 @@
+-- Capture: what reaches wtcache.queue, and what never does.  The regression
+-- instance's worker points at a closed port, so the queue only grows.
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+CREATE TABLE t (id int PRIMARY KEY, v text);
+SELECT wtcache.watch('t');
+CREATE VIEW q AS SELECT relid::regclass AS rel, keys, keys IS NULL AS whole_table
+                   FROM wtcache.queue ORDER BY id;
+
+INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c');
+SELECT * FROM q;
+DELETE FROM wtcache.queue;
+
+-- a rolled-back transaction leaves nothing
+BEGIN;
+INSERT INTO t VALUES (4, 'rolled back');
+UPDATE t SET v = 'rolled back' WHERE id = 1;
+ROLLBACK;
+SELECT * FROM q;
+
+-- savepoints: only what survives is queued
+BEGIN;
+UPDATE t SET v = 'kept' WHERE id = 1;
+SAVEPOINT s1;
+UPDATE t SET v = 'undone' WHERE id = 2;
+SAVEPOINT s2;
+INSERT INTO t VALUES (5, 'undone too');
+ROLLBACK TO s1;
+INSERT INTO t VALUES (6, 'after rollback to');
+SAVEPOINT s3;
+INSERT INTO t VALUES (7, 'released');
+RELEASE s3;
+COMMIT;
+SELECT * FROM q;
+DELETE FROM wtcache.queue;
+
+-- an UPDATE that changes the key queues the old and the new key
+UPDATE t SET id = 60 WHERE id = 6;
+-- DELETE, multi-row UPDATE, COPY
+DELETE FROM t WHERE id = 7;
+UPDATE t SET v = v || '!' WHERE id IN (1, 2);
+COPY t FROM stdin;
+8	copied
+9	copied
+\.
+SELECT * FROM q;
+DELETE FROM wtcache.queue;
+
+-- TRUNCATE queues the whole table
+TRUNCATE t;
+SELECT * FROM q;
+DELETE FROM wtcache.queue;
+
+-- big statements are written in chunks of 1000 keys
+INSERT INTO t SELECT g, 'bulk' FROM generate_series(1, 2500) g;
+SELECT rel, cardinality(keys) FROM q;
+DELETE FROM wtcache.queue;
+
+-- a chunk written inside a savepoint that is rolled back goes with it,
+-- and never takes the parent's keys along
+BEGIN;
+UPDATE t SET v = 'parent' WHERE id <= 10;
+SAVEPOINT big;
+UPDATE t SET v = 'child' WHERE id > 1000;
+ROLLBACK TO big;
+COMMIT;
+SELECT rel, cardinality(keys) FROM q;
+DELETE FROM wtcache.queue;
+
+BEGIN;
+UPDATE t SET v = 'parent' WHERE id <= 10;
+SAVEPOINT big;
+UPDATE t SET v = 'child' WHERE id > 1000;
+RELEASE big;
+COMMIT;
+SELECT rel, sum(cardinality(keys)) FROM q GROUP BY rel;
+DELETE FROM wtcache.queue;
+
+-- PL/pgSQL exception blocks are subtransactions too
+DO $$
+BEGIN
+  FOR i IN 1..3 LOOP
+    BEGIN
+      UPDATE t SET v = 'in block' WHERE id = i;
+      IF i = 2 THEN RAISE EXCEPTION 'undo %', i; END IF;
+    EXCEPTION WHEN raise_exception THEN NULL;
+    END;
+  END LOOP;
+END $$;
+SELECT * FROM q;
+DELETE FROM wtcache.queue;
+
+-- keys of any type: composite, text with separators, session-dependent types
+CREATE TABLE odd (k text NOT NULL, at timestamptz NOT NULL, n numeric NOT NULL,
+                  payload jsonb, PRIMARY KEY (k, at, n));
+SELECT wtcache.watch('odd');
+SET timezone = 'America/New_York';
+INSERT INTO odd VALUES ('a:b{c}%d e', '2024-01-02 03:04:05+00', 1.50, '{"x": 1}');
+SELECT rel, keys FROM q;
+DELETE FROM wtcache.queue;
+RESET timezone;
+
+-- writers need no rights on wtcache's own tables
+CREATE ROLE wtc_writer;
+GRANT SELECT, INSERT, UPDATE ON t TO wtc_writer;
+SET ROLE wtc_writer;
+INSERT INTO t VALUES (5000, 'from a plain role');
+SELECT * FROM wtcache.queue;
+RESET ROLE;
+SELECT * FROM q;
+DELETE FROM wtcache.queue;
+
+-- the trigger functions refuse to be misused
+SELECT wtcache._capture_row();
+CREATE TABLE wrong (id int PRIMARY KEY);
+CREATE TRIGGER wrong_before BEFORE INSERT ON wrong FOR EACH ROW EXECUTE FUNCTION wtcache._capture_row('1');
+INSERT INTO wrong VALUES (1);
+
+-- a table that is no longer watched is not captured
+SELECT wtcache.unwatch('t', purge => false);
+INSERT INTO t VALUES (6000, 'unwatched');
+SELECT count(*) FROM wtcache.queue;
+
+DROP VIEW q;
+DROP TABLE t, odd, wrong;
+DROP ROLE wtc_writer;

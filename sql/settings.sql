@@ -1,0 +1,59 @@
+-- Settings, the fence, and the status view with Redis out of reach.
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+SHOW wtcache.key_prefix;
+SHOW wtcache.batch_size;
+
+-- invalid values are refused with a reason and an example
+ALTER SYSTEM SET wtcache.redis_url = 'http://127.0.0.1:6379';
+ALTER SYSTEM SET wtcache.redis_url = 'redis://127.0.0.1:99999';
+ALTER SYSTEM SET wtcache.redis_url = 'redis://:secret@:6379';
+ALTER SYSTEM SET wtcache.redis_url = 'redis://h:6379/x';
+ALTER SYSTEM SET wtcache.key_prefix = 'a{b}';
+ALTER SYSTEM SET wtcache.key_prefix = '';
+ALTER SYSTEM SET wtcache.batch_size = 0;
+-- a valid one is accepted (and taken back)
+ALTER SYSTEM SET wtcache.redis_url = 'redis://user:pa%40ss@[::1]:6380/2';
+ALTER SYSTEM RESET wtcache.redis_url;
+-- reloadable settings cannot be changed per session
+SET wtcache.redis_url = 'redis://127.0.0.1:6379';
+SET wtcache.batch_size = 5;
+SET wtcache.max_databases = 4;
+
+-- the password never shows to ordinary roles
+CREATE ROLE wtc_reader;
+SET ROLE wtc_reader;
+SHOW wtcache.redis_url;
+SELECT count(*) FROM pg_settings WHERE name = 'wtcache.redis_url';
+RESET ROLE;
+
+-- with Redis out of reach, writes commit and the fence times out
+CREATE TABLE t (id int PRIMARY KEY, v text);
+SELECT wtcache.watch('t');
+INSERT INTO t VALUES (1, 'pending');
+SELECT wtcache.wait('200 milliseconds');
+SELECT wtcache.wait('-1 second');
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT wtcache.wait('1 second');
+ROLLBACK;
+-- with nothing committed before it, the fence holds at once
+DELETE FROM wtcache.queue;
+SELECT wtcache.wait('0');
+BEGIN;
+INSERT INTO t VALUES (2, 'not committed yet');
+SELECT wtcache.wait('0');
+ROLLBACK;
+
+INSERT INTO t VALUES (3, 'pending');
+SELECT table_name, captured, pushed, pending, oldest_pending_age > '0' AS lagging,
+       connected, worker_state IN ('connecting', 'waiting to retry') AS retrying,
+       redis_address
+  FROM wtcache.status;
+SET ROLE wtc_reader;
+SELECT table_name, pending FROM wtcache.status;
+SELECT count(*) FROM wtcache.queue;
+RESET ROLE;
+
+DELETE FROM wtcache.queue;
+DROP TABLE t;
+DROP ROLE wtc_reader;
