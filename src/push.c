@@ -21,38 +21,35 @@
 #define ROWS_PER_CALL 128
 
 /*
- * KEYS: row1, tomb1, row2, tomb2, ...
- * ARGV: tombstone_ttl_s, then per row: version, payload ("" = delete), ttl_ms
+ * KEYS: row keys.  ARGV[1]: tombstone TTL in seconds; ARGV[2]: "1" when
+ * rows carry a TTL.  Then per row: version, payload ("" = delete)[, ttl_ms].
+ * A row's tombstone is its key plus ":t": same hash tag, same slot.
  */
 static const char apply_script[] =
-"local tomb_ttl = tonumber(ARGV[1])\n"
+"local call, pcall, match, tonumber = redis.call, redis.pcall, string.match, tonumber\n"
+"local tomb_ttl = ARGV[1]\n"
+"local stride = (ARGV[2] == '1') and 3 or 2\n"
 "local applied = 0\n"
-"for i = 1, #KEYS / 2 do\n"
-"  local rk, tk = KEYS[2 * i - 1], KEYS[2 * i]\n"
-"  local v = tonumber(ARGV[3 * i - 1])\n"
-"  local payload = ARGV[3 * i]\n"
-"  local ttl = tonumber(ARGV[3 * i + 1])\n"
-"  local cur = 0\n"
-"  local head = redis.pcall('GETRANGE', rk, 0, 24)\n"
-"  if type(head) == 'table' then\n"
-"    redis.call('DEL', rk)\n"
-"    head = ''\n"
-"  end\n"
-"  local hv = string.match(head, '^{\"_v\":(%d+)')\n"
-"  if hv then\n"
-"    cur = tonumber(hv)\n"
-"  else\n"
-"    local t = redis.pcall('GET', tk)\n"
-"    if type(t) == 'string' then cur = tonumber(t) or 0 end\n"
+"for i = 1, #KEYS do\n"
+"  local rk = KEYS[i]\n"
+"  local a = 3 + (i - 1) * stride\n"
+"  local v = tonumber(ARGV[a])\n"
+"  local head = pcall('GETRANGE', rk, 0, 24)\n"
+"  local cur\n"
+"  if type(head) == 'string' then cur = match(head, '^{\"_v\":(%d+)') else call('DEL', rk) end\n"
+"  if cur then cur = tonumber(cur) else\n"
+"    local t = pcall('GET', rk .. ':t')\n"
+"    cur = (type(t) == 'string' and tonumber(t)) or 0\n"
 "  end\n"
 "  if v > cur then\n"
+"    local payload = ARGV[a + 1]\n"
 "    if payload == '' then\n"
-"      redis.call('DEL', rk)\n"
-"      redis.call('SET', tk, ARGV[3 * i - 1], 'EX', tomb_ttl)\n"
-"    elseif ttl > 0 then\n"
-"      redis.call('SET', rk, payload, 'PX', ttl)\n"
+"      call('DEL', rk)\n"
+"      call('SET', rk .. ':t', ARGV[a], 'EX', tomb_ttl)\n"
+"    elseif stride == 3 and ARGV[a + 2] ~= '0' then\n"
+"      call('SET', rk, payload, 'PX', ARGV[a + 2])\n"
 "    else\n"
-"      redis.call('SET', rk, payload)\n"
+"      call('SET', rk, payload)\n"
 "    end\n"
 "    applied = applied + 1\n"
 "  end\n"
@@ -99,59 +96,60 @@ wtcache_load_scripts(WtcRedis *r, RedisScripts *scripts, char *err, size_t errle
 		load_one(r, marker_script, scripts->marker_sha, err, errlen);
 }
 
+/*
+ * Queue the batch's EVALSHAs, then the generation marker update, and write
+ * them all to the socket without waiting for replies, so the worker can
+ * claim its next batch while Redis works.  *ncalls tells
+ * wtcache_push_receive how many replies to read.
+ */
 bool
-wtcache_push_items(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
-				   int nitems, int64 *applied, char *err, size_t errlen)
+wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
+				  int nitems, const char *marker_key, int64 acked, int64 new_version,
+				  int *ncalls, char *err, size_t errlen)
 {
-	int			ncalls = 0;
 	const char **argv;
 	size_t	   *lens;
 	char	   *numbuf;
 	char		tomb_ttl[16];
 	char		nkeys_buf[16];
-	bool		ok = true;
+	char		acked_buf[24];
+	char		new_buf[24];
+	int			start = 0;
 
-	*applied = 0;
-	if (nitems == 0)
-		return true;
-
+	*ncalls = 0;
 	snprintf(tomb_ttl, sizeof(tomb_ttl), "%d", wtcache_tombstone_ttl_s);
-	argv = palloc(sizeof(char *) * (4 + ROWS_PER_CALL * 5));
-	lens = palloc(sizeof(size_t) * (4 + ROWS_PER_CALL * 5));
-	/* version and ttl digits for every row, kept until the pipeline is sent */
-	numbuf = palloc((size_t) nitems * 48);
+	argv = palloc(sizeof(char *) * (5 + ROWS_PER_CALL * 4));
+	lens = palloc(sizeof(size_t) * (5 + ROWS_PER_CALL * 4));
+	/* version and ttl digits of every row, alive until the buffer is sent */
+	numbuf = palloc((size_t) Max(nitems, 1) * 48);
 
-	for (int start = 0; start < nitems; start += ROWS_PER_CALL)
+	while (start < nitems)
 	{
-		int			n = Min(ROWS_PER_CALL, nitems - start);
+		bool		with_ttl = items[start].ttl_ms > 0;
+		int			n = 0;
 		int			argc = 0;
-		int			karg;
+
+		/* one call: up to ROWS_PER_CALL rows that agree on carrying a TTL */
+		while (start + n < nitems && n < ROWS_PER_CALL &&
+			   (items[start + n].ttl_ms > 0) == with_ttl)
+			n++;
 
 		argv[argc] = "EVALSHA";
 		lens[argc++] = 7;
 		argv[argc] = scripts->apply_sha;
 		lens[argc++] = 40;
-		snprintf(nkeys_buf, sizeof(nkeys_buf), "%d", n * 2);
+		snprintf(nkeys_buf, sizeof(nkeys_buf), "%d", n);
 		argv[argc] = nkeys_buf;
 		lens[argc++] = strlen(nkeys_buf);
-
-		/* keys: row key, then its tombstone (row key + ":t") */
-		karg = argc;
 		for (int i = 0; i < n; i++)
 		{
-			PushItem   *it = &items[start + i];
-			char	   *tomb = palloc(it->row_key_len + 3);
-
-			memcpy(tomb, it->row_key, it->row_key_len);
-			memcpy(tomb + it->row_key_len, ":t", 3);
-			argv[karg] = it->row_key;
-			lens[karg++] = it->row_key_len;
-			argv[karg] = tomb;
-			lens[karg++] = it->row_key_len + 2;
+			argv[argc] = items[start + i].row_key;
+			lens[argc++] = items[start + i].row_key_len;
 		}
-		argc = karg;
 		argv[argc] = tomb_ttl;
 		lens[argc++] = strlen(tomb_ttl);
+		argv[argc] = with_ttl ? "1" : "0";
+		lens[argc++] = 1;
 		for (int i = 0; i < n; i++)
 		{
 			PushItem   *it = &items[start + i];
@@ -159,42 +157,88 @@ wtcache_push_items(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 			char	   *tbuf = vbuf + 24;
 
 			snprintf(vbuf, 24, INT64_FORMAT, it->version);
-			snprintf(tbuf, 24, INT64_FORMAT, it->ttl_ms);
 			argv[argc] = vbuf;
 			lens[argc++] = strlen(vbuf);
 			argv[argc] = it->payload ? it->payload : "";
 			lens[argc++] = it->payload ? it->payload_len : 0;
-			argv[argc] = tbuf;
-			lens[argc++] = strlen(tbuf);
+			if (with_ttl)
+			{
+				snprintf(tbuf, 24, INT64_FORMAT, it->ttl_ms);
+				argv[argc] = tbuf;
+				lens[argc++] = strlen(tbuf);
+			}
 		}
 		if (!wtc_redis_append(r, argc, argv, lens))
 		{
 			snprintf(err, errlen, "could not queue a command: %s", wtc_redis_errstr(r));
 			return false;
 		}
-		ncalls++;
+		(*ncalls)++;
+		start += n;
 	}
 
-	/* read every reply, even after an error reply, to keep the stream in step */
+	snprintf(acked_buf, sizeof(acked_buf), INT64_FORMAT, acked);
+	snprintf(new_buf, sizeof(new_buf), INT64_FORMAT, Max(acked, new_version));
+	argv[0] = "EVALSHA";
+	argv[1] = scripts->marker_sha;
+	argv[2] = "1";
+	argv[3] = marker_key;
+	argv[4] = acked_buf;
+	argv[5] = new_buf;
+	for (int i = 0; i < 6; i++)
+		lens[i] = strlen(argv[i]);
+	if (!wtc_redis_append(r, 6, argv, lens) || !wtc_redis_flush(r))
+	{
+		snprintf(err, errlen, "could not send to Redis: %s", wtc_redis_errstr(r));
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Read the replies of a batch sent by wtcache_push_send.  Every reply is
+ * read, even after an error reply, so the connection stays in step.
+ */
+PushResult
+wtcache_push_receive(WtcRedis *r, int ncalls, int64 *applied, int64 *marker_seen,
+					 char *err, size_t errlen)
+{
+	PushResult	result = PUSH_OK;
+	WtcReply	reply;
+
+	*applied = 0;
 	for (int i = 0; i < ncalls; i++)
 	{
-		WtcReply	reply;
-
 		if (!wtc_redis_read(r, &reply))
 		{
 			snprintf(err, errlen, "%s", wtc_redis_errstr(r));
-			return false;
+			return PUSH_FAILED;
 		}
 		if (reply.type == WTC_REPLY_INTEGER)
 			*applied += reply.integer;
-		else if (ok)
+		else if (result == PUSH_OK)
 		{
 			snprintf(err, errlen, "Redis refused a row push: %s",
 					 reply.type == WTC_REPLY_ERROR ? reply.str : "unexpected reply");
-			ok = false;
+			result = PUSH_FAILED;
 		}
 	}
-	return ok;
+	if (!wtc_redis_read(r, &reply))
+	{
+		snprintf(err, errlen, "%s", wtc_redis_errstr(r));
+		return PUSH_FAILED;
+	}
+	if (result != PUSH_OK)
+		return result;
+	if (reply.type != WTC_REPLY_ARRAY || reply.nelem != 2 ||
+		reply.elem[0].type != WTC_REPLY_INTEGER || reply.elem[1].type != WTC_REPLY_INTEGER)
+	{
+		snprintf(err, errlen, "generation marker update failed: %s",
+				 reply.type == WTC_REPLY_ERROR ? reply.str : "unexpected reply");
+		return PUSH_FAILED;
+	}
+	*marker_seen = reply.elem[1].integer;
+	return reply.elem[0].integer == 1 ? PUSH_OK : PUSH_MARKER_LOST;
 }
 
 /* Remove every key matching pattern (SCAN + UNLINK, a page at a time). */

@@ -80,6 +80,18 @@ wtc_redis_append(WtcRedis *r, int argc, const char **argv, const size_t *lens)
 	return redisAppendCommandArgv(r->ctx, argc, argv, lens) == REDIS_OK;
 }
 
+/* Write everything appended so far; replies are read later. */
+bool
+wtc_redis_flush(WtcRedis *r)
+{
+	int			done = 0;
+
+	while (!done)
+		if (redisBufferWrite(r->ctx, &done) != REDIS_OK)
+			return false;
+	return true;
+}
+
 bool
 wtc_redis_read(WtcRedis *r, WtcReply *out)
 {

@@ -104,6 +104,11 @@ typedef struct Batch
 	int64		nrecords;
 	char	   *purge_table_key;	/* a whole-table entry, delivered alone */
 	Oid			purge_relid;
+	HTAB	   *idset;			/* ids claimed, so the next claim skips them */
+	PushItem   *items;
+	int			nitems;
+	int			ncalls;			/* EVALSHAs sent, replies still to read */
+	MemoryContext cxt;
 } Batch;
 
 static WorkerSlot *MySlot = NULL;
@@ -517,6 +522,7 @@ batch_add_id(Batch *b, int64 id)
 	}
 	b->ids[b->nids++] = Int64GetDatum(id);
 	b->max_version = Max(b->max_version, id);
+	(void) hash_search(b->idset, &id, HASH_ENTER, NULL);
 }
 
 /* Read the committed rows of a table's keys, in the claim's snapshot. */
@@ -587,7 +593,7 @@ fetch_rows(TableBatch *tb)
  * goes to BatchContext.  Returns false when the queue is empty.
  */
 static bool
-claim_batch(Batch *b)
+claim_batch(Batch *b, Batch *inflight)
 {
 	Portal		portal;
 	SPIPlanPtr	plan;
@@ -615,6 +621,10 @@ claim_batch(Batch *b)
 			Oid			relid = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
 			Datum		keys = SPI_getbinval(tup, desc, 3, &keys_null);
 			TableBatch *tb;
+
+			/* sent to Redis already, acknowledged soon */
+			if (inflight && hash_search(inflight->idset, &id, HASH_FIND, NULL))
+				continue;
 
 			spicxt = MemoryContextSwitchTo(BatchContext);
 			if (keys_null)
@@ -844,25 +854,31 @@ check_marker(int64 new_version)
 	return true;
 }
 
-/* One claim-push-ack round; returns false when there was nothing to do. */
+/*
+ * Claim the next batch into cxt, skipping what is in flight.  False when
+ * there is nothing to deliver (or DROP EXTENSION holds the queue).
+ */
 static bool
-deliver_one_batch(void)
+claim_next(Batch *b, MemoryContext cxt, Batch *inflight)
 {
-	Batch		b;
-	PushItem   *items = NULL;
-	int			nitems = 0;
-	int64		applied;
-	char		err[256];
+	HASHCTL		ctl;
 	bool		any;
 	Oid			queue;
 
-	MemoryContextReset(BatchContext);
-	MemoryContextSwitchTo(BatchContext);
-	memset(&b, 0, sizeof(b));
-	b.maxtables = 4;
-	b.tables = palloc(sizeof(TableBatch) * b.maxtables);
-	b.maxids = 64;
-	b.ids = palloc(sizeof(Datum) * b.maxids);
+	MemoryContextReset(cxt);
+	BatchContext = cxt;
+	MemoryContextSwitchTo(cxt);
+	memset(b, 0, sizeof(*b));
+	b->cxt = cxt;
+	b->maxtables = 4;
+	b->tables = palloc(sizeof(TableBatch) * b->maxtables);
+	b->maxids = 64;
+	b->ids = palloc(sizeof(Datum) * b->maxids);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(int64);
+	ctl.hcxt = cxt;
+	b->idset = hash_create("wtcache batch ids", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
 	begin_xact(true);
 	queue = queue_relid_or_exit();
@@ -873,53 +889,140 @@ deliver_one_batch(void)
 		MemoryContextSwitchTo(TopMemoryContext);
 		return false;
 	}
-	any = claim_batch(&b);
-	if (any && b.purge_table_key == NULL)
+	any = claim_batch(b, inflight);
+	if (any && b->purge_table_key == NULL)
 	{
-		MemoryContextSwitchTo(BatchContext);
-		items = build_items(&b, &nitems);
+		MemoryContextSwitchTo(cxt);
+		b->items = build_items(b, &b->nitems);
 	}
 	end_xact();
-	MemoryContextSwitchTo(BatchContext);
+	MemoryContextSwitchTo(TopMemoryContext);
+	return any;
+}
 
-	if (!any)
-	{
-		MemoryContextSwitchTo(TopMemoryContext);
-		return false;
-	}
+/* Read a sent batch's replies and acknowledge it.  False on Redis failure. */
+static bool
+finish_batch(Batch *b)
+{
+	int64		applied;
+	int64		seen = -1;
+	char		err[256];
+	PushResult	res;
 
-	if (b.purge_table_key != NULL)
-	{
-		StringInfoData pattern;
-		int64		removed;
-
-		initStringInfo(&pattern);
-		wtcache_append_glob_escaped(&pattern, wtcache_key_prefix);
-		appendStringInfoChar(&pattern, '{');
-		wtcache_append_glob_escaped(&pattern, b.purge_table_key);
-		appendStringInfoString(&pattern, ":*}");
-		if (!wtcache_purge_pattern(redis, pattern.data, &removed, err, sizeof(err)))
-		{
-			redis_failed("lost the connection to Redis", err);
-			MemoryContextSwitchTo(TopMemoryContext);
-			return true;
-		}
-	}
-	else if (!wtcache_push_items(redis, &scripts, items, nitems, &applied, err, sizeof(err)))
+	BatchContext = b->cxt;
+	MemoryContextSwitchTo(b->cxt);
+	res = wtcache_push_receive(redis, b->ncalls, &applied, &seen, err, sizeof(err));
+	MemoryContextSwitchTo(TopMemoryContext);
+	if (res == PUSH_FAILED)
 	{
 		redis_failed("could not deliver changes to Redis", err);
-		MemoryContextSwitchTo(TopMemoryContext);
-		return true;
+		return false;
 	}
+	if (res == PUSH_MARKER_LOST)
+	{
+		/* the rows were applied; what Redis lost before them is resynced */
+		resync_all(seen < 0 ? "generation marker missing" : "generation marker behind");
+		if (redis == NULL)
+			return false;
+	}
+	ack_batch(b);
+	return true;
+}
 
-	if (!check_marker(b.max_version))
+static bool
+send_batch(Batch *b)
+{
+	char		err[256];
+	bool		ok;
+
+	MemoryContextSwitchTo(b->cxt);
+	ok = wtcache_push_send(redis, &scripts, b->items, b->nitems, marker_key,
+						   acked_version(), b->max_version, &b->ncalls,
+						   err, sizeof(err));
+	MemoryContextSwitchTo(TopMemoryContext);
+	if (!ok)
+		redis_failed("could not deliver changes to Redis", err);
+	return ok;
+}
+
+/* A whole-table entry: remove the table's row keys, synchronously. */
+static bool
+run_purge(Batch *b)
+{
+	StringInfoData pattern;
+	int64		removed;
+	char		err[256];
+
+	MemoryContextSwitchTo(b->cxt);
+	initStringInfo(&pattern);
+	wtcache_append_glob_escaped(&pattern, wtcache_key_prefix);
+	appendStringInfoChar(&pattern, '{');
+	wtcache_append_glob_escaped(&pattern, b->purge_table_key);
+	appendStringInfoString(&pattern, ":*}");
+	if (!wtcache_purge_pattern(redis, pattern.data, &removed, err, sizeof(err)))
 	{
 		MemoryContextSwitchTo(TopMemoryContext);
-		return true;
+		redis_failed("lost the connection to Redis", err);
+		return false;
 	}
-	ack_batch(&b);
 	MemoryContextSwitchTo(TopMemoryContext);
+	if (!check_marker(b->max_version))
+		return false;
+	ack_batch(b);
 	return true;
+}
+
+/*
+ * Deliver until the queue is empty or Redis fails.  While Redis applies
+ * one batch the next is claimed, so PostgreSQL's work and Redis's overlap;
+ * a batch is sent only after the one before it was acknowledged, so Redis
+ * sees changes in queue order.
+ */
+static void
+drain(void)
+{
+	static Batch batches[2];
+	static MemoryContext cxts[2];
+	Batch	   *inflight = NULL;
+	int			cur = 0;
+
+	if (cxts[0] == NULL)
+	{
+		/* large keeper blocks survive resets: no page faults batch after batch */
+		for (int i = 0; i < 2; i++)
+			cxts[i] = AllocSetContextCreate(TopMemoryContext, "wtcache batch",
+											16 * 1024 * 1024, 16 * 1024 * 1024,
+											64 * 1024 * 1024);
+	}
+
+	for (;;)
+	{
+		Batch	   *next = &batches[cur];
+		bool		have_next;
+
+		CHECK_FOR_INTERRUPTS();
+		have_next = claim_next(next, cxts[cur], inflight);
+		if (inflight != NULL)
+		{
+			if (!finish_batch(inflight))
+				return;
+			inflight = NULL;
+		}
+		if (!have_next)
+			return;
+		if (next->purge_table_key != NULL)
+		{
+			if (!run_purge(next))
+				return;
+		}
+		else
+		{
+			if (!send_batch(next))
+				return;
+			inflight = next;
+		}
+		cur = 1 - cur;
+	}
 }
 
 static void
@@ -982,10 +1085,6 @@ wtcache_worker_main(Datum main_arg)
 	mallopt(M_TRIM_THRESHOLD, 512 * 1024 * 1024);
 	mallopt(M_MMAP_THRESHOLD, 64 * 1024 * 1024);
 
-	/* a large keeper block survives resets: no page faults batch after batch */
-	BatchContext = AllocSetContextCreate(TopMemoryContext, "wtcache batch",
-										 16 * 1024 * 1024, 16 * 1024 * 1024,
-										 64 * 1024 * 1024);
 	{
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
@@ -1013,7 +1112,6 @@ wtcache_worker_main(Datum main_arg)
 
 	for (;;)
 	{
-		bool		worked;
 		int			rc;
 
 		ResetLatch(MyLatch);
@@ -1039,15 +1137,7 @@ wtcache_worker_main(Datum main_arg)
 			need_marker_check = false;
 		}
 
-		/* drain while there is work; each batch is its own transactions */
-		do
-		{
-			CHECK_FOR_INTERRUPTS();
-			reload_config_if_needed();
-			if (redis == NULL)
-				break;
-			worked = deliver_one_batch();
-		} while (worked && redis != NULL);
+		drain();
 
 		if (redis == NULL)
 		{

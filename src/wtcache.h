@@ -188,6 +188,7 @@ extern WtcRedis *wtc_redis_connect(const RedisAddress *addr, int connect_timeout
 								   int command_timeout_ms, char *err, size_t errlen);
 extern void wtc_redis_free(WtcRedis *r);
 extern bool wtc_redis_append(WtcRedis *r, int argc, const char **argv, const size_t *lens);
+extern bool wtc_redis_flush(WtcRedis *r);
 extern bool wtc_redis_read(WtcRedis *r, WtcReply *out);
 extern bool wtc_redis_command(WtcRedis *r, WtcReply *out, int argc, const char **argv,
 							  const size_t *lens);
@@ -219,8 +220,18 @@ typedef enum MarkerCheck
 } MarkerCheck;
 
 extern bool wtcache_load_scripts(WtcRedis *r, RedisScripts *scripts, char *err, size_t errlen);
-extern bool wtcache_push_items(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
-							   int nitems, int64 *applied, char *err, size_t errlen);
+typedef enum PushResult
+{
+	PUSH_OK,
+	PUSH_FAILED,				/* connection or Redis error: retry later */
+	PUSH_MARKER_LOST			/* applied, but Redis had lost data: resync */
+} PushResult;
+
+extern bool wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
+							  int nitems, const char *marker_key, int64 acked,
+							  int64 new_version, int *ncalls, char *err, size_t errlen);
+extern PushResult wtcache_push_receive(WtcRedis *r, int ncalls, int64 *applied,
+									   int64 *marker_seen, char *err, size_t errlen);
 extern bool wtcache_purge_pattern(WtcRedis *r, const char *pattern, int64 *removed,
 								  char *err, size_t errlen);
 extern MarkerCheck wtcache_check_marker(WtcRedis *r, const RedisScripts *scripts,
