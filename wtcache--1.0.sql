@@ -54,6 +54,12 @@ CREATE FUNCTION wtcache._capture_row() RETURNS trigger
     AS 'MODULE_PATHNAME', 'wtcache_capture_row' LANGUAGE C;
 CREATE FUNCTION wtcache._capture_truncate() RETURNS trigger
     AS 'MODULE_PATHNAME', 'wtcache_capture_truncate' LANGUAGE C;
+-- The row triggers capture in their WHEN clause and then answer false, so
+-- PostgreSQL never queues an event (see src/capture.c); _capture_row is
+-- their function in name, and captures too if ever called.
+CREATE FUNCTION wtcache._capture_when(rel regclass, op "char", VARIADIC keys "any")
+RETURNS boolean
+    AS 'MODULE_PATHNAME', 'wtcache_capture_when' LANGUAGE C VOLATILE;
 
 CREATE FUNCTION wtcache.watch(
     rel   regclass,

@@ -112,6 +112,8 @@ DELETE FROM wtcache.queue;
 
 -- the trigger functions refuse to be misused
 SELECT wtcache._capture_row();
+SELECT wtcache._capture_when('t', 'x', 1);
+SELECT wtcache._capture_when('t', 'u', 1);
 CREATE TABLE wrong (id int PRIMARY KEY);
 CREATE TRIGGER wrong_before BEFORE INSERT ON wrong FOR EACH ROW EXECUTE FUNCTION wtcache._capture_row('1');
 INSERT INTO wrong VALUES (1);

@@ -21,6 +21,10 @@ SELECT rel, key_columns, key_attnums, tags, ttl, mode FROM wtcache.watched ORDER
 SELECT tgrelid::regclass, tgname, tgtype, tgnargs FROM pg_trigger
  WHERE tgname LIKE 'wtcache%' ORDER BY tgrelid::regclass::text COLLATE "C", tgname COLLATE "C";
 
+-- capture happens in the WHEN clause (see src/capture.c)
+SELECT pg_get_triggerdef(oid) FROM pg_trigger
+ WHERE tgrelid = 'memberships'::regclass AND tgname = 'wtcache_capture_upd';
+
 -- re-running changes options, not the key
 SELECT wtcache.watch('users', ttl => '1 hour', mode => 'invalidate', tags => ARRAY['org:{org_id}']);
 SELECT rel, tags, ttl, mode FROM wtcache.watched WHERE rel = 'users'::regclass;
@@ -50,6 +54,8 @@ SELECT wtcache.watch('users');
 SELECT wtcache.unwatch('users');
 INSERT INTO users VALUES (100, 'written by a stranger', 1);
 SELECT count(*) FROM wtcache.queue;
+-- nor can a role queue rows of a table it may not write
+SELECT wtcache._capture_when('by_email', 'i', 'x'::text);
 RESET ROLE;
 SELECT relid::regclass, keys FROM wtcache.queue ORDER BY id;
 

@@ -34,6 +34,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -404,32 +405,35 @@ append_value(const char *s, uint32 len)
 	appendBinaryStringInfo(&capture_buf, s, len);
 }
 
+/*
+ * Append one key (one value per key column) to the buffer, and write a
+ * chunk when the innermost (sub)transaction's share reaches the chunk size.
+ * relname is for messages; NULL looks it up only if one is needed.
+ */
 static void
-record_key(CaptureCache *cache, Relation rel, HeapTuple tuple)
+record_values(Oid relid, int nkeys, KeyColumn *cols, Datum *values, bool *nulls,
+			  const char *relname)
 {
-	TupleDesc	desc = RelationGetDescr(rel);
-	uint16		nvalues = (uint16) cache->nkeys;
+	uint16		nvalues = (uint16) nkeys;
 	int			innermost_nrecords;
 
-	appendBinaryStringInfo(&capture_buf, (const char *) &cache->relid, sizeof(Oid));
+	ensure_capture_state();
+	appendBinaryStringInfo(&capture_buf, (const char *) &relid, sizeof(Oid));
 	appendBinaryStringInfo(&capture_buf, (const char *) &nvalues, sizeof(uint16));
-	for (int i = 0; i < cache->nkeys; i++)
+	for (int i = 0; i < nkeys; i++)
 	{
-		KeyColumn  *col = &cache->cols[i];
-		bool		isnull;
-		Datum		d = heap_getattr(tuple, col->attnum, desc, &isnull);
+		KeyColumn  *col = &cols[i];
 
-		if (isnull)
+		if (nulls[i])
 			ereport(ERROR,
 					(errcode(ERRCODE_NOT_NULL_VIOLATION),
-					 errmsg("key column \"%s\" of watched table \"%s\" is null",
-							NameStr(TupleDescAttr(desc, col->attnum - 1)->attname),
-							RelationGetRelationName(rel)),
+					 errmsg("key column %d of watched table \"%s\" is null", i + 1,
+							relname ? relname : get_rel_name(relid)),
 					 errdetail("wtcache names each row in Redis by its key columns."),
 					 errhint("Make the key columns NOT NULL, or watch the table with other key columns.")));
 		if (col->binary)
 		{
-			bytea	   *b = SendFunctionCall(&col->out, d);
+			bytea	   *b = SendFunctionCall(&col->out, values[i]);
 			int			blen = VARSIZE_ANY_EXHDR(b);
 			char	   *hex = palloc(blen * 2 + 3);
 			uint64		hlen;
@@ -440,9 +444,19 @@ record_key(CaptureCache *cache, Relation rel, HeapTuple tuple)
 			append_value(hex, (uint32) hlen + 2);
 			pfree(hex);
 		}
+		else if (col->typid == INT4OID || col->typid == INT8OID || col->typid == INT2OID)
+		{
+			/* the common case, without fmgr and palloc */
+			char		buf[MAXINT8LEN + 1];
+			int64		v = col->typid == INT4OID ? DatumGetInt32(values[i]) :
+				col->typid == INT8OID ? DatumGetInt64(values[i]) : DatumGetInt16(values[i]);
+			int			len = pg_lltoa(v, buf);
+
+			append_value(buf, (uint32) len);
+		}
 		else
 		{
-			char	   *s = OutputFunctionCall(&col->out, d);
+			char	   *s = OutputFunctionCall(&col->out, values[i]);
 
 			append_value(s, (uint32) strlen(s));
 		}
@@ -457,6 +471,19 @@ record_key(CaptureCache *cache, Relation rel, HeapTuple tuple)
 		else
 			flush_from(0, 0);
 	}
+}
+
+static void
+record_key(CaptureCache *cache, Relation rel, HeapTuple tuple)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	Datum		values[INDEX_MAX_KEYS];
+	bool		nulls[INDEX_MAX_KEYS];
+
+	for (int i = 0; i < cache->nkeys; i++)
+		values[i] = heap_getattr(tuple, cache->cols[i].attnum, desc, &nulls[i]);
+	record_values(cache->relid, cache->nkeys, cache->cols, values, nulls,
+				  RelationGetRelationName(rel));
 }
 
 static bool
@@ -499,7 +526,6 @@ wtcache_capture_row(PG_FUNCTION_ARGS)
 
 	rel = trigdata->tg_relation;
 	cache = get_capture_cache(fcinfo, trigdata);
-	ensure_capture_state();
 
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 		record_key(cache, rel, trigdata->tg_trigtuple);
@@ -513,6 +539,95 @@ wtcache_capture_row(PG_FUNCTION_ARGS)
 			record_key(cache, rel, trigdata->tg_newtuple);
 	}
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * wtcache._capture_when(rel, op, VARIADIC keys "any"): the capture path
+ * used by watch().  It sits in the WHEN clause of the AFTER ROW triggers,
+ * which PostgreSQL evaluates right after each row is written, with the old
+ * and new row at hand; it records the key and answers false, so no trigger
+ * event is ever queued.  That spares the deferred event queue and the
+ * re-fetch of both row versions at the end of the statement, most of what
+ * an AFTER ROW trigger costs.  For 'u' the arguments are the old key
+ * values, then the new ones.
+ */
+typedef struct WhenCache
+{
+	Oid			relid;
+	int			nkeys;
+	KeyColumn	cols[FLEXIBLE_ARRAY_MEMBER];
+} WhenCache;
+
+PG_FUNCTION_INFO_V1(wtcache_capture_when);
+Datum
+wtcache_capture_when(PG_FUNCTION_ARGS)
+{
+	WhenCache  *cache = (WhenCache *) fcinfo->flinfo->fn_extra;
+	Oid			relid = PG_GETARG_OID(0);
+	char		op = PG_GETARG_CHAR(1);
+	int			nargs = PG_NARGS() - 2;
+	int			nkeys = (op == 'u') ? nargs / 2 : nargs;
+	Datum		values[INDEX_MAX_KEYS];
+	bool		nulls[INDEX_MAX_KEYS];
+
+	if (cache == NULL || cache->relid != relid)
+	{
+		AclMode		write = ACL_INSERT | ACL_UPDATE | ACL_DELETE;
+
+		if (nkeys < 1 || nkeys > INDEX_MAX_KEYS || (op == 'u' && nargs % 2 != 0) ||
+			(op != 'i' && op != 'u' && op != 'd'))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("wtcache._capture_when() called with the wrong arguments"),
+					 errhint("It belongs in the WHEN clause of triggers made by wtcache.watch().")));
+
+		/* only someone who may write the table can make wtcache push it */
+		if (pg_class_aclmask(relid, GetUserId(), write, ACLMASK_ANY) == 0 &&
+			pg_attribute_aclcheck_all(relid, GetUserId(), ACL_INSERT | ACL_UPDATE, ACLMASK_ANY) != ACLCHECK_OK)
+			aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, get_rel_name(relid));
+
+		cache = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt,
+									   offsetof(WhenCache, cols) + sizeof(KeyColumn) * nkeys);
+		cache->relid = relid;
+		cache->nkeys = nkeys;
+		for (int i = 0; i < nkeys; i++)
+			wtcache_init_key_type(&cache->cols[i], get_fn_expr_argtype(fcinfo->flinfo, 2 + i),
+								  fcinfo->flinfo->fn_mcxt);
+		fcinfo->flinfo->fn_extra = cache;
+	}
+
+	for (int i = 0; i < nkeys; i++)
+	{
+		values[i] = PG_GETARG_DATUM(2 + i);
+		nulls[i] = PG_ARGISNULL(2 + i);
+	}
+	record_values(relid, nkeys, cache->cols, values, nulls, NULL);
+
+	if (op == 'u')
+	{
+		bool		changed = false;
+
+		for (int i = 0; i < nkeys && !changed; i++)
+		{
+			KeyColumn  *col = &cache->cols[i];
+
+			if (PG_ARGISNULL(2 + i) != PG_ARGISNULL(2 + nkeys + i))
+				changed = true;
+			else if (!PG_ARGISNULL(2 + i))
+				changed = !datumIsEqual(values[i], PG_GETARG_DATUM(2 + nkeys + i),
+										col->typbyval, col->typlen);
+		}
+		if (changed)
+		{
+			for (int i = 0; i < nkeys; i++)
+			{
+				values[i] = PG_GETARG_DATUM(2 + nkeys + i);
+				nulls[i] = PG_ARGISNULL(2 + nkeys + i);
+			}
+			record_values(relid, nkeys, cache->cols, values, nulls, NULL);
+		}
+	}
+	PG_RETURN_BOOL(false);
 }
 
 /* Queue "the whole table": TRUNCATE, or unwatch with purge. */

@@ -63,22 +63,30 @@ wtcache_key_type_is_stable(Oid typid)
 	}
 }
 
+/* How the capture path renders a key value of this type. */
+void
+wtcache_init_key_type(KeyColumn *col, Oid typid, MemoryContext mcxt)
+{
+	Oid			funcid;
+	bool		isvarlena;
+
+	col->attnum = InvalidAttrNumber;
+	col->typid = typid;
+	get_typlenbyval(typid, &col->typlen, &col->typbyval);
+	col->binary = !wtcache_key_type_is_stable(typid);
+	if (col->binary)
+		getTypeBinaryOutputInfo(typid, &funcid, &isvarlena);
+	else
+		getTypeOutputInfo(typid, &funcid, &isvarlena);
+	fmgr_info_cxt(funcid, &col->out, mcxt);
+}
+
 void
 wtcache_init_key_column(KeyColumn *col, Relation rel, AttrNumber attnum,
 						MemoryContext mcxt)
 {
-	Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), attnum - 1);
-	Oid			funcid;
-	bool		isvarlena;
-
+	wtcache_init_key_type(col, TupleDescAttr(RelationGetDescr(rel), attnum - 1)->atttypid, mcxt);
 	col->attnum = attnum;
-	col->typid = att->atttypid;
-	col->binary = !wtcache_key_type_is_stable(att->atttypid);
-	if (col->binary)
-		getTypeBinaryOutputInfo(att->atttypid, &funcid, &isvarlena);
-	else
-		getTypeOutputInfo(att->atttypid, &funcid, &isvarlena);
-	fmgr_info_cxt(funcid, &col->out, mcxt);
 }
 
 /*

@@ -387,16 +387,41 @@ wtcache_watch(PG_FUNCTION_ARGS)
 	}
 
 	/* triggers, created as the caller, who owns the table */
-	if (!trigger_exists(relid, "wtcache_capture"))
 	{
-		initStringInfo(&sql);
-		appendStringInfo(&sql,
-						 "CREATE TRIGGER wtcache_capture AFTER INSERT OR UPDATE OR DELETE ON %s "
-						 "FOR EACH ROW EXECUTE FUNCTION wtcache._capture_row(", qname);
-		for (int i = 0; i < nkeys; i++)
-			appendStringInfo(&sql, "%s'%d'", i ? ", " : "", attnums[i]);
-		appendStringInfoString(&sql, ")");
-		spi_exec_or_error(sql.data, SPI_OK_UTILITY);
+		static const struct
+		{
+			const char *name;
+			const char *event;
+			char		op;
+		}			row_triggers[] = {
+			{"wtcache_capture_ins", "INSERT", 'i'},
+			{"wtcache_capture_upd", "UPDATE", 'u'},
+			{"wtcache_capture_del", "DELETE", 'd'},
+		};
+		char	   *relliteral = quote_literal_cstr(qname);
+
+		for (int t = 0; t < lengthof(row_triggers); t++)
+		{
+			if (trigger_exists(relid, row_triggers[t].name))
+				continue;
+			initStringInfo(&sql);
+			appendStringInfo(&sql,
+							 "CREATE TRIGGER %s AFTER %s ON %s FOR EACH ROW "
+							 "WHEN (wtcache._capture_when(%s::regclass, '%c'",
+							 row_triggers[t].name, row_triggers[t].event, qname,
+							 relliteral, row_triggers[t].op);
+			if (row_triggers[t].op != 'i')
+				for (int i = 0; i < nkeys; i++)
+					appendStringInfo(&sql, ", OLD.%s", quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel), attnums[i] - 1)->attname)));
+			if (row_triggers[t].op != 'd')
+				for (int i = 0; i < nkeys; i++)
+					appendStringInfo(&sql, ", NEW.%s", quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel), attnums[i] - 1)->attname)));
+			appendStringInfoString(&sql, ")) EXECUTE FUNCTION wtcache._capture_row(");
+			for (int i = 0; i < nkeys; i++)
+				appendStringInfo(&sql, "%s'%d'", i ? ", " : "", attnums[i]);
+			appendStringInfoString(&sql, ")");
+			spi_exec_or_error(sql.data, SPI_OK_UTILITY);
+		}
 	}
 	if (!trigger_exists(relid, "wtcache_truncate"))
 	{
@@ -473,12 +498,19 @@ wtcache_unwatch(PG_FUNCTION_ARGS)
 				 errmsg("table \"%s\" is not watched by wtcache", RelationGetRelationName(rel)),
 				 errhint("SELECT rel FROM wtcache.watched lists the watched tables.")));
 
-	initStringInfo(&sql);
-	appendStringInfo(&sql, "DROP TRIGGER IF EXISTS wtcache_capture ON %s", qname);
-	spi_exec_or_error(sql.data, SPI_OK_UTILITY);
-	resetStringInfo(&sql);
-	appendStringInfo(&sql, "DROP TRIGGER IF EXISTS wtcache_truncate ON %s", qname);
-	spi_exec_or_error(sql.data, SPI_OK_UTILITY);
+	{
+		static const char *const names[] = {
+			"wtcache_capture_ins", "wtcache_capture_upd", "wtcache_capture_del", "wtcache_truncate"
+		};
+
+		initStringInfo(&sql);
+		for (int t = 0; t < lengthof(names); t++)
+		{
+			resetStringInfo(&sql);
+			appendStringInfo(&sql, "DROP TRIGGER IF EXISTS %s ON %s", names[t], qname);
+			spi_exec_or_error(sql.data, SPI_OK_UTILITY);
+		}
+	}
 	SPI_finish();
 
 	if (purge)

@@ -133,6 +133,8 @@ typedef struct KeyColumn
 {
 	AttrNumber	attnum;
 	Oid			typid;
+	int16		typlen;
+	bool		typbyval;
 	bool		binary;			/* output depends on session settings, so
 								 * the trigger records the send format as
 								 * \x-hex and the worker renders it */
@@ -140,6 +142,7 @@ typedef struct KeyColumn
 } KeyColumn;
 
 extern bool wtcache_key_type_is_stable(Oid typid);
+extern void wtcache_init_key_type(KeyColumn *col, Oid typid, MemoryContext mcxt);
 extern void wtcache_init_key_column(KeyColumn *col, Relation rel,
 									AttrNumber attnum, MemoryContext mcxt);
 extern void wtcache_append_escaped(StringInfo buf, const char *s, bool is_name);
