@@ -630,6 +630,17 @@ wtcache_capture_when(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(false);
 }
 
+/*
+ * Someone wrote queue rows by other means (resync, warm): wake the worker
+ * when this transaction commits, as for captured changes.
+ */
+void
+wtcache_note_enqueued(void)
+{
+	ensure_capture_state();
+	enqueued_this_xact = true;
+}
+
 /* Queue "the whole table": TRUNCATE, or unwatch with purge. */
 void
 wtcache_enqueue_whole_table(Oid relid, const char *table_key)

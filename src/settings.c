@@ -14,6 +14,7 @@
 #include <ctype.h>
 #include <limits.h>
 
+#include "utils/elog.h"
 #include "utils/guc.h"
 
 char	   *wtcache_redis_url = NULL;
@@ -209,6 +210,44 @@ wtcache_describe_address(const RedisAddress *addr, char *buf, size_t buflen)
 
 		snprintf(buf + len, buflen - len, "/%d", addr->db);
 	}
+}
+
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+/*
+ * On reload the postmaster logs 'parameter "wtcache.redis_url" changed to
+ * "<the whole URL>"', password included.  Rewrite that one message with the
+ * credentials masked before it reaches any log destination.
+ */
+static void
+redact_redis_url(ErrorData *edata)
+{
+	/* matched loosely: the message may be translated */
+	if (edata->message != NULL && strstr(edata->message, "\"wtcache.redis_url\"") != NULL)
+	{
+		char	   *at = strrchr(edata->message, '@');
+		char	   *scheme = strstr(edata->message, "redis://");
+
+		if (at != NULL && scheme != NULL && scheme < at)
+		{
+			StringInfoData buf;
+
+			initStringInfo(&buf);
+			appendBinaryStringInfo(&buf, edata->message, scheme + 8 - edata->message);
+			appendStringInfoString(&buf, "***");
+			appendStringInfoString(&buf, at);
+			edata->message = buf.data;
+		}
+	}
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+
+void
+wtcache_install_log_redaction(void)
+{
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = redact_redis_url;
 }
 
 static bool

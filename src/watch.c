@@ -586,7 +586,7 @@ wtcache_enqueue_all_rows(Oid relid)
 	nrows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) / nkeys;
 	SPI_finish();
 
-	wtcache_request_worker(MyDatabaseId);
+	wtcache_note_enqueued();
 	return nrows;
 }
 

@@ -47,6 +47,9 @@ _PG_init(void)
 	if (!process_shared_preload_libraries_in_progress || IsBinaryUpgrade)
 		return;
 
+	/* the postmaster logs reloaded settings: keep the Redis password out */
+	wtcache_install_log_redaction();
+
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = wtcache_shmem_request_chain;
 	prev_shmem_startup_hook = shmem_startup_hook;

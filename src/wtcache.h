@@ -61,6 +61,7 @@ extern int	wtcache_poll_interval_ms;
 extern double wtcache_ttl_jitter;
 
 extern void wtcache_define_settings(void);
+extern void wtcache_install_log_redaction(void);
 extern bool wtcache_parse_redis_url(const char *url, RedisAddress *addr,
 									const char **problem);
 extern void wtcache_describe_address(const RedisAddress *addr, char *buf,
@@ -157,6 +158,7 @@ extern void wtcache_canonical_settings_pop(int nestlevel);
 
 /* ---- capture.c ---- */
 extern void wtcache_capture_init(void);
+extern void wtcache_note_enqueued(void);
 extern void wtcache_enqueue_whole_table(Oid relid, const char *table_key);
 
 /* ---- watch.c ---- */
