@@ -13,7 +13,8 @@ OBJS = \
 	src/redis.o \
 	src/push.o \
 	src/worker.o \
-	src/launcher.o
+	src/launcher.o \
+	src/ddl.o
 
 EXTENSION = wtcache
 DATA = $(wildcard wtcache--*.sql)

@@ -70,6 +70,7 @@ static SubxactMark *marks = NULL;
 static int	nmarks = 0;
 static int	maxmarks = 0;
 static bool enqueued_this_xact = false;
+static bool worker_wanted_at_commit = false;
 static bool callbacks_registered = false;
 
 static SPIPlanPtr insert_plan = NULL;
@@ -89,6 +90,7 @@ reset_capture_state(void)
 	maxmarks = 0;
 	marks = NULL;
 	enqueued_this_xact = false;
+	worker_wanted_at_commit = false;
 }
 
 /*
@@ -301,7 +303,9 @@ capture_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if (enqueued_this_xact)
+			if (worker_wanted_at_commit)
+				wtcache_request_worker(MyDatabaseId);
+			else if (enqueued_this_xact)
 				wtcache_wake_worker(MyDatabaseId);
 			reset_capture_state();
 			break;
@@ -639,6 +643,14 @@ wtcache_note_enqueued(void)
 {
 	ensure_capture_state();
 	enqueued_this_xact = true;
+}
+
+/* CREATE EXTENSION: a worker for this database once the extension exists. */
+void
+wtcache_request_worker_at_commit(void)
+{
+	ensure_capture_state();
+	worker_wanted_at_commit = true;
 }
 
 /* Queue "the whole table": TRUNCATE, or unwatch with purge. */

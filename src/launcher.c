@@ -12,7 +12,9 @@
  * whose database has no wtcache extension marks its slot absent and exits.
  * Afterwards workers are started on request: CREATE EXTENSION, resync, or a
  * commit that queued changes and found no worker.  A worker that exits for
- * any other reason is restarted after a short delay.
+ * any other reason is restarted after a short delay.  A slot held by a
+ * backend running DROP DATABASE and the like (ddl.c) gets no worker until
+ * the statement ends.
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
@@ -32,6 +34,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 #define WORKER_RESTART_DELAY_MS 1000
 
@@ -56,7 +59,7 @@ typedef struct LocalWorker
 {
 	Oid			dboid;
 	BackgroundWorkerHandle *handle;
-	TimestampTz not_before;
+	TimestampTz last_start;
 } LocalWorker;
 
 static LocalWorker *local = NULL;
@@ -143,7 +146,7 @@ start_worker(int i, WorkerSlot *slot)
 		pfree(local[i].handle);
 	local[i].handle = NULL;
 	local[i].dboid = slot->dboid;
-	local[i].not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), WORKER_RESTART_DELAY_MS);
+	local[i].last_start = GetCurrentTimestamp();
 	if (!RegisterDynamicBackgroundWorker(&worker, &local[i].handle))
 	{
 		if (!slots_full_logged)
@@ -156,10 +159,47 @@ start_worker(int i, WorkerSlot *slot)
 	}
 }
 
+/*
+ * A slot can outlive its database (dropped while no backend of ours saw
+ * it, or while the server was down): starting a worker there would fail
+ * at connect, again and again.
+ */
+static bool
+database_exists(Oid dboid)
+{
+	bool		exists;
+
+	StartTransactionCommand();
+	exists = SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(dboid));
+	CommitTransactionCommand();
+	return exists;
+}
+
 static void
+free_slot_of_dropped_database(WorkerSlot *slot, Oid dboid)
+{
+	LWLockAcquire(WtcacheSharedState->lock, LW_EXCLUSIVE);
+	if (slot->dboid == dboid)
+	{
+		slot->dboid = InvalidOid;
+		slot->absent = false;
+		slot->requested = false;
+	}
+	LWLockRelease(WtcacheSharedState->lock);
+}
+
+/*
+ * Start the workers that should run and do not.  A worker that went away
+ * is restarted after WORKER_RESTART_DELAY_MS, one that was asked for
+ * (CREATE EXTENSION, a commit that found no worker) after a tenth of that:
+ * soon, yet no tight loop if it cannot start.  Returns how long until the
+ * next start is due, capped at WORKER_RESTART_DELAY_MS.
+ */
+static long
 tend_workers(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	long		next_due_ms = WORKER_RESTART_DELAY_MS;
 
 	for (int i = 0; i < WtcacheSharedState->nslots; i++)
 	{
@@ -167,15 +207,18 @@ tend_workers(void)
 		Oid			dboid;
 		bool		absent;
 		bool		requested;
+		bool		held;
 		bool		running = false;
 		pid_t		pid;
+		TimestampTz due;
 
 		LWLockAcquire(WtcacheSharedState->lock, LW_SHARED);
 		dboid = slot->dboid;
 		absent = slot->absent;
 		requested = slot->requested;
+		held = wtcache_slot_is_held(slot);
 		LWLockRelease(WtcacheSharedState->lock);
-		if (!OidIsValid(dboid))
+		if (!OidIsValid(dboid) || held)
 			continue;
 
 		if (local[i].handle != NULL && local[i].dboid == dboid)
@@ -186,10 +229,27 @@ tend_workers(void)
 		}
 		if (running || (absent && !requested))
 			continue;
-		if (now < local[i].not_before && local[i].dboid == dboid)
+		if (local[i].dboid == dboid)
+		{
+			due = TimestampTzPlusMilliseconds(local[i].last_start,
+											  requested ? WORKER_RESTART_DELAY_MS / 10
+											  : WORKER_RESTART_DELAY_MS);
+			if (now < due)
+			{
+				long		ms = (long) ((due - now) / 1000) + 1;
+
+				next_due_ms = Min(next_due_ms, ms);
+				continue;
+			}
+		}
+		if (!database_exists(dboid))
+		{
+			free_slot_of_dropped_database(slot, dboid);
 			continue;
+		}
 		start_worker(i, slot);
 	}
+	return next_due_ms;
 }
 
 void
@@ -217,6 +277,8 @@ wtcache_launcher_main(Datum main_arg)
 
 	for (;;)
 	{
+		long		timeout_ms;
+
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -225,8 +287,8 @@ wtcache_launcher_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		assign_probes();
-		tend_workers();
+		timeout_ms = tend_workers();
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 WORKER_RESTART_DELAY_MS, PG_WAIT_EXTENSION);
+						 timeout_ms, PG_WAIT_EXTENSION);
 	}
 }

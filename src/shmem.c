@@ -4,7 +4,7 @@
  *
  * Locking rules:
  *	- WtcacheShared->lock (a named LWLock) guards which database a slot
- *	  belongs to (dboid) and the absent/requested flags.  Take it exclusive
+ *	  belongs to (dboid) and the absent/requested/held_by flags.  Take it exclusive
  *	  to assign, free or flag a slot, shared to look one up when you also
  *	  need those flags to be stable.
  *	- Each slot's mutex (a spinlock) guards the worker-reported fields
@@ -20,6 +20,8 @@
  */
 #include "wtcache.h"
 
+#include <signal.h>
+
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
@@ -29,6 +31,8 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
 
 WtcacheShared *WtcacheSharedState = NULL;
 
@@ -178,6 +182,90 @@ wtcache_wake_worker(Oid dboid)
 	wtcache_request_worker(dboid);
 }
 
+/*
+ * Is a backend running DDL that needs this slot's database free of
+ * connections?  A holder that died without releasing no longer counts.
+ * Caller holds the lock.
+ */
+bool
+wtcache_slot_is_held(WorkerSlot *slot)
+{
+	return slot->held_by != 0 &&
+		(slot->held_by == MyProcPid || kill(slot->held_by, 0) == 0);
+}
+
+/*
+ * Keep dboid's worker out of its database for the current statement: no
+ * new worker starts there, the running one is told to stop, and we wait
+ * (interruptibly, up to 5 s) for it to leave.  Returns whether the slot
+ * was absent before, i.e. there was no extension to serve.
+ */
+bool
+wtcache_hold_database(Oid dboid)
+{
+	WorkerSlot *slot;
+	bool		was_absent;
+	pid_t		pid;
+	TimestampTz give_up;
+
+	LWLockAcquire(WtcacheSharedState->lock, LW_EXCLUSIVE);
+	slot = wtcache_find_slot(dboid);
+	if (slot == NULL)
+	{
+		LWLockRelease(WtcacheSharedState->lock);
+		return true;
+	}
+	slot->held_by = MyProcPid;
+	was_absent = slot->absent && !slot->requested;
+	LWLockRelease(WtcacheSharedState->lock);
+
+	give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 5000);
+	for (;;)
+	{
+		SpinLockAcquire(&slot->mutex);
+		pid = slot->pid;
+		SpinLockRelease(&slot->mutex);
+		if (pid == 0 || GetCurrentTimestamp() >= give_up)
+			break;
+		(void) kill(pid, SIGTERM);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 10, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	return was_absent;
+}
+
+/*
+ * End of the transaction that held dboid.  A dropped database frees its
+ * slot; otherwise the worker comes back if there was one to serve.
+ */
+void
+wtcache_release_database(Oid dboid, bool dropped, bool restart)
+{
+	WorkerSlot *slot;
+
+	LWLockAcquire(WtcacheSharedState->lock, LW_EXCLUSIVE);
+	slot = wtcache_find_slot(dboid);
+	if (slot != NULL && slot->held_by == MyProcPid)
+	{
+		slot->held_by = 0;
+		if (dropped)
+		{
+			slot->dboid = InvalidOid;
+			slot->absent = false;
+			slot->requested = false;
+		}
+		else if (restart)
+		{
+			slot->absent = false;
+			slot->requested = true;
+		}
+	}
+	LWLockRelease(WtcacheSharedState->lock);
+	wake_launcher();
+}
+
 void
 wtcache_slot_set_error(WorkerSlot *slot, const char *msg)
 {
@@ -286,8 +374,12 @@ PG_FUNCTION_INFO_V1(wtcache_start_worker);
 Datum
 wtcache_start_worker(PG_FUNCTION_ARGS)
 {
-	/* CREATE EXTENSION without preload is allowed: capture still works */
+	/*
+	 * CREATE EXTENSION without preload is allowed: capture still works.  The
+	 * request is made at commit: a worker started now would not see the
+	 * extension yet and would leave again.
+	 */
 	if (WtcacheSharedState != NULL)
-		wtcache_request_worker(MyDatabaseId);
+		wtcache_request_worker_at_commit();
 	PG_RETURN_VOID();
 }

@@ -139,12 +139,18 @@ worker_shmem_exit(int code, Datum arg)
 	redis = NULL;
 }
 
+/*
+ * No extension here, as far as this worker's snapshot shows.  A request
+ * that arrived after the worker claimed its slot (CREATE EXTENSION committed
+ * meanwhile) keeps the slot wanted, so the launcher starts a new worker that
+ * sees the extension.
+ */
 static void
 mark_absent_and_exit(void)
 {
 	LWLockAcquire(WtcacheSharedState->lock, LW_EXCLUSIVE);
-	MySlot->absent = true;
-	MySlot->requested = false;
+	if (!MySlot->requested)
+		MySlot->absent = true;
 	LWLockRelease(WtcacheSharedState->lock);
 	proc_exit(0);
 }
@@ -1038,7 +1044,8 @@ claim_slot(Oid dboid)
 		ereport(LOG, (errmsg("wtcache: no worker slot for database %u", dboid)));
 		proc_exit(0);
 	}
-	if (slot->pid != 0 && slot->pid != MyProcPid && kill(slot->pid, 0) == 0)
+	if ((slot->pid != 0 && slot->pid != MyProcPid && kill(slot->pid, 0) == 0) ||
+		wtcache_slot_is_held(slot))
 	{
 		LWLockRelease(WtcacheSharedState->lock);
 		proc_exit(0);

@@ -55,5 +55,6 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = wtcache_shmem_startup_chain;
 
+	wtcache_install_utility_hook();
 	wtcache_register_launcher();
 }

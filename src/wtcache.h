@@ -14,6 +14,7 @@
  *	push.c		turning a claimed batch into pipelined Redis commands
  *	worker.c	per-database delivery worker
  *	launcher.c	launcher that starts one worker per database
+ *	ddl.c		moving the worker out of the way of DROP DATABASE & co.
  *-------------------------------------------------------------------------
  */
 #ifndef WTCACHE_H
@@ -87,6 +88,8 @@ typedef struct WorkerSlot
 	Oid			dboid;
 	bool		absent;			/* worker found no extension there */
 	bool		requested;		/* a backend asked for a worker */
+	pid_t		held_by;		/* backend running DDL that needs the
+								 * database to itself (DROP DATABASE...) */
 
 	/* written by the worker of this slot, under mutex */
 	slock_t		mutex;
@@ -123,6 +126,9 @@ extern WorkerSlot *wtcache_find_slot(Oid dboid);
 extern WorkerSlot *wtcache_assign_slot(Oid dboid);
 extern void wtcache_request_worker(Oid dboid);
 extern void wtcache_wake_worker(Oid dboid);
+extern bool wtcache_slot_is_held(WorkerSlot *slot);
+extern bool wtcache_hold_database(Oid dboid);
+extern void wtcache_release_database(Oid dboid, bool dropped, bool restart);
 extern void wtcache_slot_set_error(WorkerSlot *slot, const char *msg);
 extern void wtcache_slot_set_state(WorkerSlot *slot, WorkerState state,
 								   bool connected);
@@ -159,11 +165,15 @@ extern void wtcache_canonical_settings_pop(int nestlevel);
 /* ---- capture.c ---- */
 extern void wtcache_capture_init(void);
 extern void wtcache_note_enqueued(void);
+extern void wtcache_request_worker_at_commit(void);
 extern void wtcache_enqueue_whole_table(Oid relid, const char *table_key);
 
 /* ---- watch.c ---- */
 extern Oid	wtcache_owner(void);
 extern uint64 wtcache_enqueue_all_rows(Oid relid);
+
+/* ---- ddl.c ---- */
+extern void wtcache_install_utility_hook(void);
 
 /* ---- redis.c ---- */
 typedef struct WtcRedis WtcRedis;

@@ -44,6 +44,7 @@ our @EXPORT = qw(
   row_json
   wait_drained
   worker_pid
+  wait_for_worker
   glob_escape
 );
 
@@ -259,6 +260,21 @@ sub worker_pid
 		                        WHERE datname = current_database())
 		    AND pid IS NOT NULL});
 	return ($pid =~ /^\d+$/ && $pid > 0) ? $pid : undef;
+}
+
+# wait_for_worker($node, $db, $timeout_s): the pid of the delivery worker of
+# that database once one runs, or undef after $timeout_s seconds (30).
+sub wait_for_worker
+{
+	my ($node, $db, $timeout_s) = @_;
+	my $deadline = time() + ($timeout_s // 30);
+	while (1)
+	{
+		my $pid = worker_pid($node, $db);
+		return $pid if defined $pid;
+		return undef if time() > $deadline;
+		usleep(50_000);
+	}
 }
 
 # wait_drained($node, $db, $timeout): true if wtcache.wait($timeout) returns

@@ -27,7 +27,8 @@ sql(q{
 CREATE TABLE big (id int PRIMARY KEY, v int NOT NULL, pad text);
 SELECT wtcache.watch('big');
 });
-ok(wait_drained($node, $db, '30s'), 'worker ready');
+ok(wait_drained($node, $db, '30s'), 'queue empty');
+ok(defined wait_for_worker($node, $db), 'delivery worker running before the backlog is written');
 
 #### A backlog of ~210k changes with Redis down
 

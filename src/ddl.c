@@ -1,0 +1,208 @@
+/*-------------------------------------------------------------------------
+ * ddl.c
+ *		Keep the delivery worker out of the way of database-level DDL.
+ *
+ * The worker stays connected to its database, and PostgreSQL refuses
+ * DROP DATABASE, ALTER DATABASE ... RENAME TO / SET TABLESPACE and
+ * CREATE DATABASE ... TEMPLATE while anyone else is connected to the
+ * database concerned.  Without this hook a DBA would have to find and
+ * terminate our worker first, only to see the launcher start it again.
+ *
+ * Before such a statement runs, the database's worker slot is held: the
+ * worker is stopped and no new one starts.  When the transaction ends the
+ * slot is freed (database dropped) or the worker comes back; a database
+ * created from a served template gets a worker too (it has the extension,
+ * but no CREATE EXTENSION ran to ask for one).  Nothing
+ * captured is lost: the queue is in the database itself, and a worker that
+ * is stopped mid-batch leaves its batch unacknowledged, to be sent again.
+ *-------------------------------------------------------------------------
+ */
+#include "wtcache.h"
+
+#include "access/xact.h"
+#include "commands/dbcommands.h"
+#include "commands/defrem.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
+#include "utils/memutils.h"
+
+static ProcessUtility_hook_type prev_utility_hook = NULL;
+
+static bool
+has_option(List *options, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, options)
+	{
+		DefElem    *opt = lfirst_node(DefElem, lc);
+
+		if (strcmp(opt->defname, name) == 0)
+			return true;
+	}
+	return false;
+}
+
+static const char *
+template_option(List *options)
+{
+	ListCell   *lc;
+
+	foreach(lc, options)
+	{
+		DefElem    *opt = lfirst_node(DefElem, lc);
+
+		if (strcmp(opt->defname, "template") == 0)
+			return defGetString(opt);
+	}
+	return NULL;
+}
+
+/*
+ * The database that the statement needs free of other connections, or
+ * NULL.  *dropping tells whether it goes away on success.
+ */
+static const char *
+database_needing_exclusivity(Node *parsetree, bool *dropping)
+{
+	*dropping = false;
+	switch (nodeTag(parsetree))
+	{
+		case T_DropdbStmt:
+			*dropping = true;
+			return ((DropdbStmt *) parsetree)->dbname;
+		case T_RenameStmt:
+			if (((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
+				return ((RenameStmt *) parsetree)->subname;
+			return NULL;
+		case T_AlterDatabaseStmt:
+			if (has_option(((AlterDatabaseStmt *) parsetree)->options, "tablespace"))
+				return ((AlterDatabaseStmt *) parsetree)->dbname;
+			return NULL;
+		case T_CreatedbStmt:
+			return template_option(((CreatedbStmt *) parsetree)->options);
+		default:
+			return NULL;
+	}
+}
+
+static void
+run_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+			ProcessUtilityContext context, ParamListInfo params,
+			QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	if (prev_utility_hook)
+		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params,
+						  queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+}
+
+/*
+ * Databases held by this transaction.  Held until it ends, not just until
+ * the statement does: a worker started before a RENAME commits would take
+ * the old name for its keys, and one started before DROP DATABASE commits
+ * would find nothing to connect to.
+ */
+typedef struct HeldDatabase
+{
+	Oid			dboid;
+	bool		dropping;		/* DROP DATABASE that completed */
+	bool		restart;		/* there was a worker to bring back */
+	Oid			copy;			/* CREATE DATABASE copy of a served template */
+} HeldDatabase;
+
+static HeldDatabase *held = NULL;
+static int	nheld = 0;
+static int	maxheld = 0;
+
+static HeldDatabase *
+remember_hold(Oid dboid, bool restart)
+{
+	if (nheld == maxheld)
+	{
+		int			newmax = Max(4, maxheld * 2);
+
+		held = held ? repalloc(held, newmax * sizeof(HeldDatabase))
+			: MemoryContextAlloc(TopMemoryContext, newmax * sizeof(HeldDatabase));
+		maxheld = newmax;
+	}
+	held[nheld].dboid = dboid;
+	held[nheld].dropping = false;
+	held[nheld].restart = restart;
+	held[nheld].copy = InvalidOid;
+	return &held[nheld++];
+}
+
+static void
+ddl_xact_callback(XactEvent event, void *arg)
+{
+	bool		committed;
+
+	if (nheld == 0)
+		return;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+		committed = true;
+	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		committed = false;
+	else
+		return;
+
+	for (int i = 0; i < nheld; i++)
+	{
+		HeldDatabase *h = &held[i];
+
+		wtcache_release_database(h->dboid, committed && h->dropping,
+								 h->restart && !(committed && h->dropping));
+		if (committed && OidIsValid(h->copy))
+			wtcache_request_worker(h->copy);
+	}
+	nheld = 0;
+}
+
+static void
+wtcache_process_utility(PlannedStmt *pstmt, const char *queryString,
+						bool readOnlyTree, ProcessUtilityContext context,
+						ParamListInfo params, QueryEnvironment *queryEnv,
+						DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *parsetree = pstmt->utilityStmt;
+	bool		drops;
+	const char *dbname = database_needing_exclusivity(parsetree, &drops);
+	Oid			dboid = dbname ? get_database_oid(dbname, true) : InvalidOid;
+	HeldDatabase *h;
+	int			index;
+
+	if (!OidIsValid(dboid) || dboid == MyDatabaseId || WtcacheSharedState == NULL)
+	{
+		run_utility(pstmt, queryString, readOnlyTree, context, params,
+					queryEnv, dest, qc);
+		return;
+	}
+
+	/*
+	 * Recorded before the wait, so that an error or a cancel during it
+	 * still releases the slot when the transaction aborts.
+	 */
+	index = nheld;
+	h = remember_hold(dboid, true);
+	h->restart = !wtcache_hold_database(dboid);
+
+	run_utility(pstmt, queryString, readOnlyTree, context, params,
+				queryEnv, dest, qc);
+
+	h = &held[index];
+	h->dropping = drops;
+	if (IsA(parsetree, CreatedbStmt) && h->restart)
+		h->copy = get_database_oid(((CreatedbStmt *) parsetree)->dbname, true);
+}
+
+void
+wtcache_install_utility_hook(void)
+{
+	prev_utility_hook = ProcessUtility_hook;
+	ProcessUtility_hook = wtcache_process_utility;
+	RegisterXactCallback(ddl_xact_callback, NULL);
+}
