@@ -14,7 +14,10 @@ OBJS = \
 	src/push.o \
 	src/worker.o \
 	src/launcher.o \
-	src/ddl.o
+	src/ddl.o \
+	src/pending.o \
+	src/read.o \
+	src/stats.o
 
 EXTENSION = wtcache
 DATA = $(wildcard wtcache--*.sql)
@@ -23,7 +26,7 @@ PGFILEDESC = "wtcache - keeps Redis in step with PostgreSQL"
 SHLIB_LINK = -lhiredis
 PG_CPPFLAGS = -I$(srcdir)/src -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 
-REGRESS = watch capture keys settings
+REGRESS = watch capture keys settings reads
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf --temp-instance=./tmp_check
 
 TAP_TESTS = 1

@@ -27,14 +27,18 @@ COMMENT ON TABLE wtcache.watched IS
 -- the change it records.  The id is taken while the writer still holds the
 -- row locks of every key in the chunk, so for any one key ids follow commit
 -- order: the id is the version Redis sees.  keys holds the key column values
--- flattened (width = number of key columns); NULL keys means "the whole
--- table" (TRUNCATE, unwatch with purge), and then table_key names it.
+-- flattened (key_width values per key); NULL keys means "the whole table"
+-- (TRUNCATE, unwatch with purge), and then table_key names it.  per_table
+-- marks rows queued by resync/warm: until they are delivered, cached reads
+-- of that table read the table (see src/pending.c).
 CREATE SEQUENCE wtcache.queue_id_seq;
 CREATE TABLE wtcache.queue (
     id           bigint PRIMARY KEY DEFAULT nextval('wtcache.queue_id_seq'),
     relid        oid    NOT NULL,
     keys         text[],
     table_key    text,
+    key_width    int2,
+    per_table    boolean NOT NULL DEFAULT false,
     enqueued_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 ALTER SEQUENCE wtcache.queue_id_seq OWNED BY wtcache.queue.id;
@@ -103,11 +107,44 @@ RETURNS boolean
 COMMENT ON FUNCTION wtcache.wait(interval) IS
     'wait until every change committed before the call is in Redis; false at timeout';
 
+CREATE FUNCTION wtcache.get(rel regclass, VARIADIC key text[])
+RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'wtcache_get' LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION wtcache.get(regclass, text[]) IS
+    'the row with this key as jsonb (without "_v"), from Redis when it is current, else from the table; NULL if there is none';
+
+CREATE FUNCTION wtcache.get_many(rel regclass, keys text[])
+RETURNS TABLE (key text[], "row" jsonb)
+    AS 'MODULE_PATHNAME', 'wtcache_get_many' LANGUAGE C STRICT VOLATILE ROWS 100;
+COMMENT ON FUNCTION wtcache.get_many(regclass, text[]) IS
+    'rows of many keys in one Redis round trip, in the order given: a one-dimensional array for a one-column key, else one array row per key';
+
+-- The typed form: get_row(NULL::tbl, '42') returns a tbl, or NULL.
+CREATE FUNCTION wtcache._row_type_table(anyelement) RETURNS regclass
+    AS 'MODULE_PATHNAME', 'wtcache_row_type_table' LANGUAGE C IMMUTABLE;
+CREATE FUNCTION wtcache.get_row(rel_type anyelement, VARIADIC key text[])
+RETURNS anyelement
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN j IS NULL THEN NULL ELSE jsonb_populate_record(rel_type, j) END
+      FROM wtcache.get(wtcache._row_type_table(rel_type), VARIADIC key) AS j
+$$;
+COMMENT ON FUNCTION wtcache.get_row(anyelement, text[]) IS
+    'wtcache.get() as the table''s row type: get_row(NULL::tbl, key...)';
+
+CREATE FUNCTION wtcache.read_stats(
+    OUT table_name regclass, OUT hits bigint, OUT misses bigint,
+    OUT fallbacks bigint, OUT bypasses bigint, OUT fills bigint,
+    OUT fills_rejected bigint, OUT stampede_waits bigint, OUT table_reads bigint)
+RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'wtcache_read_stats' LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION wtcache.read_stats() IS
+    'cached read counters of this database since the server started, one row per table';
+
 CREATE FUNCTION wtcache.worker_status(
     OUT database_oid oid, OUT pid integer, OUT state text, OUT connected boolean,
     OUT redis_address text, OUT last_error text, OUT last_error_at timestamptz,
     OUT last_push timestamptz, OUT pushed bigint, OUT batches bigint,
-    OUT resyncs bigint)
+    OUT resyncs bigint, OUT reads_use_redis boolean)
 RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'wtcache_worker_status' LANGUAGE C STRICT VOLATILE;
 COMMENT ON FUNCTION wtcache.worker_status() IS
@@ -133,7 +170,15 @@ SELECT w.rel                                   AS table_name,
        k.state                                 AS worker_state,
        coalesce(k.connected, false)            AS connected,
        k.redis_address,
-       k.last_error                            AS worker_last_error
+       k.last_error                            AS worker_last_error,
+       coalesce(r.hits, 0)                     AS read_hits,
+       coalesce(r.misses, 0)                   AS read_misses,
+       coalesce(r.fallbacks, 0)                AS read_fallbacks,
+       coalesce(r.bypasses, 0)                 AS read_bypasses,
+       coalesce(r.fills, 0)                    AS read_fills,
+       coalesce(r.fills_rejected, 0)           AS fills_rejected,
+       coalesce(r.stampede_waits, 0)           AS stampede_waits,
+       coalesce(r.table_reads, 0)              AS read_table_reads
 FROM wtcache.watched w
 LEFT JOIN (
     SELECT qq.relid,
@@ -144,7 +189,8 @@ LEFT JOIN (
     JOIN wtcache.watched ww ON ww.rel = qq.relid
     GROUP BY qq.relid) q ON q.relid = w.rel
 LEFT JOIN wtcache.worker_status() k
-       ON k.database_oid = (SELECT oid FROM pg_database WHERE datname = current_database());
+       ON k.database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())
+LEFT JOIN wtcache.read_stats() r ON r.table_name = w.rel;
 COMMENT ON VIEW wtcache.status IS
     'per watched table: captured, pushed, pending and lag; with this database''s delivery worker';
 

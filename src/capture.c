@@ -71,6 +71,12 @@ static int	nmarks = 0;
 static int	maxmarks = 0;
 static bool enqueued_this_xact = false;
 static bool worker_wanted_at_commit = false;
+
+/* Tables this transaction captured changes of: cached reads of them go to
+ * the table (they must see, and never publish, uncommitted rows). */
+static Oid *wrote_relids = NULL;
+static int	nwrote = 0;
+static int	maxwrote = 0;
 static bool callbacks_registered = false;
 
 static SPIPlanPtr insert_plan = NULL;
@@ -91,6 +97,35 @@ reset_capture_state(void)
 	marks = NULL;
 	enqueued_this_xact = false;
 	worker_wanted_at_commit = false;
+	wrote_relids = NULL;
+	nwrote = 0;
+	maxwrote = 0;
+}
+
+static void
+note_wrote(Oid relid)
+{
+	if (nwrote > 0 && wrote_relids[nwrote - 1] == relid)
+		return;
+	for (int i = 0; i < nwrote; i++)
+		if (wrote_relids[i] == relid)
+			return;
+	if (nwrote == maxwrote)
+	{
+		maxwrote = maxwrote ? maxwrote * 2 : 8;
+		wrote_relids = wrote_relids ? repalloc(wrote_relids, sizeof(Oid) * maxwrote)
+			: MemoryContextAlloc(CaptureContext, sizeof(Oid) * maxwrote);
+	}
+	wrote_relids[nwrote++] = relid;
+}
+
+bool
+wtcache_xact_wrote(Oid relid)
+{
+	for (int i = 0; i < nwrote; i++)
+		if (wrote_relids[i] == relid)
+			return true;
+	return false;
 }
 
 /*
@@ -132,13 +167,13 @@ ensure_capture_state(void)
  * need no rights on wtcache's own tables.
  */
 static void
-queue_insert(Oid relid, Datum keys, bool keys_null, const char *table_key)
+queue_insert(Oid relid, Datum keys, bool keys_null, int width, const char *table_key)
 {
 	Oid			owner;
 	Oid			save_userid;
 	int			save_sec;
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
 	int			rc;
 	bool		pushed_snapshot = false;
 
@@ -157,11 +192,11 @@ queue_insert(Oid relid, Datum keys, bool keys_null, const char *table_key)
 		elog(ERROR, "SPI_connect failed");
 	if (insert_plan == NULL)
 	{
-		Oid			argtypes[3] = {OIDOID, TEXTARRAYOID, TEXTOID};
+		Oid			argtypes[4] = {OIDOID, TEXTARRAYOID, TEXTOID, INT2OID};
 		SPIPlanPtr	plan;
 
-		plan = SPI_prepare("INSERT INTO wtcache.queue (relid, keys, table_key) VALUES ($1, $2, $3)",
-						   3, argtypes);
+		plan = SPI_prepare("INSERT INTO wtcache.queue (relid, keys, table_key, key_width) VALUES ($1, $2, $3, $4)",
+						   4, argtypes);
 		if (plan == NULL)
 			elog(ERROR, "could not prepare the wtcache queue insert: %s",
 				 SPI_result_code_string(SPI_result));
@@ -176,6 +211,9 @@ queue_insert(Oid relid, Datum keys, bool keys_null, const char *table_key)
 		values[2] = CStringGetTextDatum(table_key);
 	else
 		nulls[2] = 'n';
+	values[3] = Int16GetDatum((int16) width);
+	if (keys_null)
+		nulls[3] = 'n';
 	rc = SPI_execute_plan(insert_plan, values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "wtcache queue insert failed: %s", SPI_result_code_string(rc));
@@ -205,7 +243,19 @@ write_group_chunk(KeyGroup *g)
 	if (g->nelems == 0)
 		return;
 	arr = construct_array(g->elems, g->nelems, TEXTOID, -1, false, TYPALIGN_INT);
-	queue_insert(g->relid, PointerGetDatum(arr), false, NULL);
+	queue_insert(g->relid, PointerGetDatum(arr), false, g->nvalues, NULL);
+
+	/* counted after the insert took its lock on the queue: see pending.c */
+	if (wtcache_pending_ready(MyDatabaseId))
+	{
+		uint32	   *indexes = palloc(sizeof(uint32) * (g->nelems / Max(g->nvalues, 1) + 1));
+		int			n = wtcache_pending_row_indexes(MyDatabaseId, g->relid, false, g->nvalues,
+													g->elems, g->nelems, indexes);
+
+		for (int i = 0; i < n; i++)
+			wtcache_pending_add(indexes[i]);
+		pfree(indexes);
+	}
 	g->nelems = 0;
 	g->nrecords = 0;
 }
@@ -422,6 +472,7 @@ record_values(Oid relid, int nkeys, KeyColumn *cols, Datum *values, bool *nulls,
 	int			innermost_nrecords;
 
 	ensure_capture_state();
+	note_wrote(relid);
 	appendBinaryStringInfo(&capture_buf, (const char *) &relid, sizeof(Oid));
 	appendBinaryStringInfo(&capture_buf, (const char *) &nvalues, sizeof(uint16));
 	for (int i = 0; i < nkeys; i++)
@@ -658,7 +709,10 @@ void
 wtcache_enqueue_whole_table(Oid relid, const char *table_key)
 {
 	ensure_capture_state();
-	queue_insert(relid, (Datum) 0, true, table_key);
+	note_wrote(relid);
+	queue_insert(relid, (Datum) 0, true, 0, table_key);
+	if (wtcache_pending_ready(MyDatabaseId))
+		wtcache_pending_add(wtcache_pending_table_index(MyDatabaseId, relid));
 }
 
 PG_FUNCTION_INFO_V1(wtcache_capture_truncate);

@@ -182,6 +182,7 @@ free_slot_of_dropped_database(WorkerSlot *slot, Oid dboid)
 	if (slot->dboid == dboid)
 	{
 		slot->dboid = InvalidOid;
+		slot->pending_ready = false;
 		slot->absent = false;
 		slot->requested = false;
 	}

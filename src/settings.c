@@ -29,6 +29,17 @@ int			wtcache_tombstone_ttl_s = 86400;
 int			wtcache_poll_interval_ms = 5000;
 double		wtcache_ttl_jitter = 0.1;
 
+static bool
+check_power_of_two(int *newval, void **extra, GucSource source)
+{
+	if ((*newval & (*newval - 1)) != 0)
+	{
+		GUC_check_errdetail("wtcache.pending_slots must be a power of two, such as 1048576.");
+		return false;
+	}
+	return true;
+}
+
 static int
 hexval(char c)
 {
@@ -382,6 +393,62 @@ wtcache_define_settings(void)
 							&wtcache_max_databases,
 							16, 1, 1024,
 							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.pending_slots",
+							"Counters of the shared filter of keys whose changes are on their way to Redis (a power of two).",
+							"More counters mean fewer reads sent to the table by a colliding key; each takes 4 bytes of shared memory.",
+							&wtcache_pending_slots,
+							1048576, 1024, 1 << 28,
+							PGC_POSTMASTER, 0,
+							check_power_of_two, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.read_timeout",
+							"Time limit for each Redis reply to a cached read.",
+							NULL,
+							&wtcache_read_timeout_ms,
+							250, 1, 600000,
+							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.read_retry_interval",
+							"After Redis failed a read, how long reads go to the table before Redis is tried again.",
+							NULL,
+							&wtcache_read_retry_interval_ms,
+							1000, 0, 3600000,
+							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("wtcache.read_fallback",
+							 "Whether cached reads fall back to the table when Redis is unavailable (otherwise they raise an error).",
+							 NULL,
+							 &wtcache_read_fallback,
+							 true,
+							 PGC_USERSET, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.fill_lease",
+							"How long a reader that missed may take to fill the key before others stop waiting for it.",
+							NULL,
+							&wtcache_fill_lease_ms,
+							2000, 10, 600000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.fill_wait",
+							"How long a reader waits for another reader's fill of the same key before reading the table itself.",
+							NULL,
+							&wtcache_fill_wait_ms,
+							50, 0, 600000,
+							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.debug_fill_delay",
+							"Testing aid: pause between a cached read's table read and its fill.",
+							NULL,
+							&wtcache_debug_fill_delay_ms,
+							0, 0, 600000,
+							PGC_SUSET, GUC_UNIT_MS | GUC_NOT_IN_SAMPLE,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("wtcache");

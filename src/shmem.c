@@ -48,6 +48,8 @@ wtcache_shmem_request(void)
 {
 	RequestAddinShmemSpace(shared_size());
 	RequestNamedLWLockTranche("wtcache", 1);
+	wtcache_pending_shmem_request();
+	wtcache_stats_shmem_request();
 }
 
 void
@@ -66,6 +68,8 @@ wtcache_shmem_startup(void)
 		for (int i = 0; i < wtcache_max_databases; i++)
 			SpinLockInit(&WtcacheSharedState->slots[i].mutex);
 	}
+	wtcache_pending_shmem_startup();
+	wtcache_stats_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -112,6 +116,8 @@ wtcache_assign_slot(Oid dboid)
 	}
 	if (slot != NULL)
 	{
+		if (slot->dboid != dboid)
+			slot->pending_ready = false;
 		slot->dboid = dboid;
 		slot->absent = false;
 		slot->requested = true;
@@ -253,6 +259,7 @@ wtcache_release_database(Oid dboid, bool dropped, bool restart)
 		if (dropped)
 		{
 			slot->dboid = InvalidOid;
+			slot->pending_ready = false;
 			slot->absent = false;
 			slot->requested = false;
 		}
@@ -316,12 +323,13 @@ wtcache_worker_status(PG_FUNCTION_ARGS)
 	{
 		WorkerSlot *slot = &WtcacheSharedState->slots[i];
 		WorkerSlot	copy;
-		Datum		values[11];
-		bool		nulls[11] = {0};
+		Datum		values[12];
+		bool		nulls[12] = {0};
 
 		LWLockAcquire(WtcacheSharedState->lock, LW_SHARED);
 		copy.dboid = slot->dboid;
 		copy.absent = slot->absent;
+		copy.pending_ready = slot->pending_ready;
 		LWLockRelease(WtcacheSharedState->lock);
 		if (!OidIsValid(copy.dboid) || copy.absent)
 			continue;
@@ -364,6 +372,7 @@ wtcache_worker_status(PG_FUNCTION_ARGS)
 		values[8] = Int64GetDatum((int64) copy.pushed);
 		values[9] = Int64GetDatum((int64) copy.batches);
 		values[10] = Int64GetDatum((int64) copy.resyncs);
+		values[11] = BoolGetDatum(copy.pending_ready);
 
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}

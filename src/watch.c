@@ -31,6 +31,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
@@ -457,6 +458,8 @@ wtcache_watch(PG_FUNCTION_ARGS)
 	as_owner_end(&owner);
 
 	SPI_finish();
+	/* backends' cached read settings of this table (read.c) go stale */
+	CacheInvalidateRelcache(rel);
 	relation_close(rel, NoLock);
 
 	if (warm)
@@ -521,6 +524,7 @@ wtcache_unwatch(PG_FUNCTION_ARGS)
 								 RelationGetRelationName(rel));
 		wtcache_enqueue_whole_table(relid, table_key.data);
 	}
+	CacheInvalidateRelcache(rel);
 	relation_close(rel, NoLock);
 	PG_RETURN_VOID();
 }
@@ -544,6 +548,7 @@ wtcache_enqueue_all_rows(Oid relid)
 	ArrayType  *arr;
 	bool		isnull;
 	uint64		nrows = 0;
+	int64		queue_rows;
 	int			nestlevel;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -561,17 +566,17 @@ wtcache_enqueue_all_rows(Oid relid)
 
 	rel = relation_open(relid, AccessShareLock);
 	initStringInfo(&sql);
-	appendStringInfo(&sql,
-					 "WITH ins AS (INSERT INTO wtcache.queue (relid, keys) "
-					 "SELECT $1, array_agg(u.v ORDER BY s.rn, u.ord) "
-					 "FROM (SELECT row_number() OVER () - 1 AS rn, ARRAY[");
+	appendStringInfo(&sql, 
+					 "WITH ins AS (INSERT INTO wtcache.queue (relid, keys, key_width, per_table) "
+					 "SELECT $1, array_agg(u.v ORDER BY s.rn, u.ord), %d, true "
+					 "FROM (SELECT row_number() OVER () - 1 AS rn, ARRAY[", nkeys);
 	for (int i = 0; i < nkeys; i++)
 		appendStringInfo(&sql, "%s%s::text", i ? ", " : "",
 						 quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel), attnums[i] - 1)->attname)));
 	appendStringInfo(&sql,
 					 "] AS a FROM ONLY %s) s, unnest(s.a) WITH ORDINALITY AS u(v, ord) "
 					 "GROUP BY s.rn / %d RETURNING cardinality(keys) AS n) "
-					 "SELECT coalesce(sum(n), 0)::int8 FROM ins",
+					 "SELECT coalesce(sum(n), 0)::int8, count(*)::int8 FROM ins",
 					 qualified_name(rel), WTCACHE_CHUNK_KEYS);
 	relation_close(rel, NoLock);
 
@@ -584,7 +589,13 @@ wtcache_enqueue_all_rows(Oid relid)
 		elog(ERROR, "wtcache: queueing the rows of \"%s\" failed: %s",
 			 get_rel_name(relid), SPI_result_code_string(rc));
 	nrows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) / nkeys;
+	queue_rows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	SPI_finish();
+
+	/* counted per table: reads of it go to the table until these are in */
+	if (wtcache_pending_ready(MyDatabaseId))
+		for (int64 i = 0; i < queue_rows; i++)
+			wtcache_pending_add(wtcache_pending_table_index(MyDatabaseId, relid));
 
 	wtcache_note_enqueued();
 	return nrows;

@@ -108,6 +108,10 @@ typedef struct Batch
 	PushItem   *items;
 	int			nitems;
 	int			ncalls;			/* EVALSHAs sent, replies still to read */
+	uint32	   *pending;		/* pending-filter counters of the claimed
+								 * rows, released once they are acked */
+	int			npending;
+	int			maxpending;
 	MemoryContext cxt;
 } Batch;
 
@@ -607,7 +611,7 @@ claim_batch(Batch *b, Batch *inflight)
 	bool		any = false;
 	MemoryContext spicxt;
 
-	plan = SPI_prepare("SELECT id, relid, keys, table_key FROM wtcache.queue ORDER BY id", 0, NULL);
+	plan = SPI_prepare("SELECT id, relid, keys, table_key, key_width, per_table FROM wtcache.queue ORDER BY id", 0, NULL);
 	if (plan == NULL)
 		elog(ERROR, "wtcache: could not prepare the queue scan");
 	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
@@ -622,10 +626,15 @@ claim_batch(Batch *b, Batch *inflight)
 			HeapTuple	tup = SPI_tuptable->vals[r];
 			TupleDesc	desc = SPI_tuptable->tupdesc;
 			bool		isnull,
-						keys_null;
+						keys_null,
+						width_null;
 			int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 			Oid			relid = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
 			Datum		keys = SPI_getbinval(tup, desc, 3, &keys_null);
+			int			width = DatumGetInt16(SPI_getbinval(tup, desc, 5, &width_null));
+			bool		per_table = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
+			Datum	   *elems = NULL;
+			int			nelems = 0;
 			TableBatch *tb;
 
 			/* sent to Redis already, acknowledged soon */
@@ -633,6 +642,19 @@ claim_batch(Batch *b, Batch *inflight)
 				continue;
 
 			spicxt = MemoryContextSwitchTo(BatchContext);
+			if (!keys_null)
+				deconstruct_array(DatumGetArrayTypeP(keys), TEXTOID, -1, false,
+								  TYPALIGN_INT, &elems, NULL, &nelems);
+			if (b->npending + nelems + 1 > b->maxpending)
+			{
+				b->maxpending = Max(b->maxpending * 2, b->npending + nelems + 1);
+				b->pending = repalloc_huge(b->pending, sizeof(uint32) * b->maxpending);
+			}
+			b->npending += wtcache_pending_row_indexes(MyDatabaseId, relid,
+													   per_table || keys_null,
+													   width_null ? 0 : width,
+													   elems, nelems,
+													   b->pending + b->npending);
 			if (keys_null)
 			{
 				/* a whole-table entry goes alone */
@@ -656,15 +678,11 @@ claim_batch(Batch *b, Batch *inflight)
 			MemoryContextSwitchTo(BatchContext);
 			batch_add_id(b, id);
 			any = true;
-			if (tb->watched)
+			/* rows captured under another key definition name no row now */
+			if (tb->watched && (width_null || width == tb->nkeys))
 			{
-				ArrayType  *arr = DatumGetArrayTypeP(keys);
-				Datum	   *elems;
-				bool	   *nulls;
-				int			nelems;
 				char	  **captured = palloc(sizeof(char *) * tb->nkeys);
 
-				deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &nelems);
 				for (int i = 0; i + tb->nkeys <= nelems; i += tb->nkeys)
 				{
 					for (int c = 0; c < tb->nkeys; c++)
@@ -762,7 +780,14 @@ ack_batch(Batch *b)
 								  2, uargtypes, uvalues, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "wtcache: updating counters failed");
 	}
-	end_xact();
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	/* right after the commit, before anything that could fail (pending.c) */
+	if (MySlot->pending_ready)
+		wtcache_pending_release(b->pending, b->npending);
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
 
 	SpinLockAcquire(&MySlot->mutex);
 	MySlot->pushed += b->nrecords;
@@ -885,6 +910,8 @@ claim_next(Batch *b, MemoryContext cxt, Batch *inflight)
 	ctl.entrysize = sizeof(int64);
 	ctl.hcxt = cxt;
 	b->idset = hash_create("wtcache batch ids", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	b->maxpending = 1024;
+	b->pending = palloc(sizeof(uint32) * b->maxpending);
 
 	begin_xact(true);
 	queue = queue_relid_or_exit();
@@ -1031,6 +1058,39 @@ drain(void)
 	}
 }
 
+/*
+ * Until the pending filter counts this database's queue, cached reads go
+ * to the tables.  Counting waits for a moment without writers of the
+ * queue, and none may be prepared (pending.c): retried every poll interval.
+ */
+static void
+count_pending_if_needed(void)
+{
+	static TimestampTz next_try = 0;
+	static bool waiting_logged = false;
+	bool		counted;
+
+	if (MySlot->pending_ready || GetCurrentTimestamp() < next_try)
+		return;
+	begin_xact(false);
+	counted = wtcache_pending_rebuild(MySlot);
+	end_xact();
+	if (counted)
+	{
+		if (waiting_logged)
+			ereport(LOG, (errmsg("wtcache: cached reads of database \"%s\" use Redis again", my_dbname)));
+		waiting_logged = false;
+		return;
+	}
+	next_try = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wtcache_poll_interval_ms);
+	if (!waiting_logged)
+		ereport(LOG,
+				(errmsg("wtcache: cached reads of database \"%s\" read the tables for now", my_dbname),
+				 errdetail("The worker could not yet count the changes still queued: a prepared transaction exists or writers kept the queue busy."),
+				 errhint("COMMIT PREPARED or ROLLBACK PREPARED the transactions in pg_prepared_xacts.")));
+	waiting_logged = true;
+}
+
 static void
 claim_slot(Oid dboid)
 {
@@ -1124,6 +1184,7 @@ wtcache_worker_main(Datum main_arg)
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		reload_config_if_needed();
+		count_pending_if_needed();
 
 		if (redis == NULL)
 		{

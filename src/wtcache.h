@@ -15,6 +15,9 @@
  *	worker.c	per-database delivery worker
  *	launcher.c	launcher that starts one worker per database
  *	ddl.c		moving the worker out of the way of DROP DATABASE & co.
+ *	pending.c	shared filter of keys whose changes Redis lacks
+ *	read.c		cached reads: get(), get_many()
+ *	stats.c		shared read counters per table
  *-------------------------------------------------------------------------
  */
 #ifndef WTCACHE_H
@@ -25,6 +28,7 @@
 #include "access/attnum.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/spin.h"
@@ -58,6 +62,13 @@ extern int	wtcache_retry_interval_ms;
 extern int	wtcache_retry_max_ms;
 extern int	wtcache_max_databases;
 extern int	wtcache_tombstone_ttl_s;
+extern int	wtcache_pending_slots;
+extern int	wtcache_read_timeout_ms;
+extern int	wtcache_read_retry_interval_ms;
+extern bool wtcache_read_fallback;
+extern int	wtcache_fill_lease_ms;
+extern int	wtcache_fill_wait_ms;
+extern int	wtcache_debug_fill_delay_ms;
 extern int	wtcache_poll_interval_ms;
 extern double wtcache_ttl_jitter;
 
@@ -90,6 +101,8 @@ typedef struct WorkerSlot
 	bool		requested;		/* a backend asked for a worker */
 	pid_t		held_by;		/* backend running DDL that needs the
 								 * database to itself (DROP DATABASE...) */
+	bool		pending_ready;	/* the pending filter counts this database's
+								 * queue (pending.c) */
 
 	/* written by the worker of this slot, under mutex */
 	slock_t		mutex;
@@ -166,11 +179,45 @@ extern void wtcache_canonical_settings_pop(int nestlevel);
 extern void wtcache_capture_init(void);
 extern void wtcache_note_enqueued(void);
 extern void wtcache_request_worker_at_commit(void);
+extern bool wtcache_xact_wrote(Oid relid);
 extern void wtcache_enqueue_whole_table(Oid relid, const char *table_key);
 
 /* ---- watch.c ---- */
 extern Oid	wtcache_owner(void);
 extern uint64 wtcache_enqueue_all_rows(Oid relid);
+
+/* ---- pending.c ---- */
+extern void wtcache_pending_shmem_request(void);
+extern void wtcache_pending_shmem_startup(void);
+extern uint32 wtcache_pending_key_index(Oid dboid, Oid relid, int nvalues,
+										const char *const *values, const int *lens);
+extern uint32 wtcache_pending_table_index(Oid dboid, Oid relid);
+extern bool wtcache_pending_ready(Oid dboid);
+extern bool wtcache_pending_clear(uint32 key_index, uint32 table_index);
+extern void wtcache_pending_add(uint32 index);
+extern void wtcache_pending_release(const uint32 *indexes, int n);
+extern int	wtcache_pending_row_indexes(Oid dboid, Oid relid, bool per_table, int width,
+										Datum *elems, int nelems, uint32 *out);
+extern bool wtcache_pending_rebuild(WorkerSlot *slot);
+
+/* ---- stats.c ---- */
+typedef struct ReadStats
+{
+	Oid			dboid;			/* hash key: dboid, relid */
+	Oid			relid;
+	pg_atomic_uint64 hits;		/* served from Redis */
+	pg_atomic_uint64 misses;	/* Redis had no value */
+	pg_atomic_uint64 fallbacks; /* Redis failed: read the table */
+	pg_atomic_uint64 bypasses;	/* change pending, RLS...: read the table */
+	pg_atomic_uint64 fills;		/* misses written to Redis */
+	pg_atomic_uint64 fills_rejected;	/* fills refused as stale */
+	pg_atomic_uint64 stampede_waits;	/* waited for another reader's fill */
+	pg_atomic_uint64 table_reads;	/* keys read from the table */
+} ReadStats;
+
+extern void wtcache_stats_shmem_request(void);
+extern void wtcache_stats_shmem_startup(void);
+extern ReadStats *wtcache_read_stats_entry(Oid dboid, Oid relid);
 
 /* ---- ddl.c ---- */
 extern void wtcache_install_utility_hook(void);

@@ -190,7 +190,7 @@ sub redis_row_version
 {
 	my ($value) = @_;
 	return () unless defined $value;
-	return ($1, $2) if $value =~ /\A\{"_v":([1-9][0-9]*),(.*)\z/s;
+	return ($1, $2) if $value =~ /\A\{"_v":(0|[1-9][0-9]*),(.*)\z/s;
 	return ();
 }
 

@@ -1,0 +1,1008 @@
+/*-------------------------------------------------------------------------
+ * read.c
+ *		Cached reads: wtcache.get(), wtcache.get_many() (get_row() is SQL
+ *		over get()).
+ *
+ * A read serves Redis only when doing so cannot return something older
+ * than what the database had committed when the read started:
+ *	- the pending filter (pending.c) says no change to the key is on its
+ *	  way, so whatever Redis holds is the latest committed version;
+ *	- otherwise (a change pending, the filter not ready, row-level security
+ *	  applying to the caller, this transaction having written the table,
+ *	  REPEATABLE READ or SERIALIZABLE) the row is read from the table and
+ *	  Redis is left alone.
+ *
+ * A miss fills Redis under a lease, in three steps that make a fill that
+ * raced with a writer harmless:
+ *	1. the lease script, atomically: return the value if there is one now;
+ *	   else take the lease <row key>:l (SET NX PX) and return the row's
+ *	   tombstone version T (or nothing);
+ *	2. check the pending filter again and read the table with a snapshot
+ *	   taken after the lease (READ COMMITTED takes a new one per query);
+ *	3. the fill script writes the row, with "_v" = T, only if our lease is
+ *	   still there, the key is still missing and the tombstone is still T.
+ * A change committed before the snapshot of step 2 is in the row read, or
+ * still pending at step 2 (then nothing is filled).  A change pushed after
+ * the lease writes the key or a newer tombstone, so step 3 refuses.  A
+ * change pushed after the fill has a higher version than T (versions of
+ * one key follow commit order) and overwrites it.  Readers that find the
+ * lease taken wait up to wtcache.fill_wait for the value (stampede
+ * protection), then read the table without filling.
+ *
+ * Each backend keeps one Redis connection, with the connect and read
+ * timeouts.  When Redis fails, a circuit breaker sends reads to the table
+ * (or raises an error, wtcache.read_fallback = off) for
+ * wtcache.read_retry_interval before trying to connect again.
+ *-------------------------------------------------------------------------
+ */
+#include "wtcache.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "common/pg_prng.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "parser/parse_type.h"
+#include "pgstat.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/rls.h"
+#include "utils/syscache.h"
+
+int			wtcache_read_timeout_ms = 250;
+int			wtcache_read_retry_interval_ms = 1000;
+bool		wtcache_read_fallback = true;
+int			wtcache_fill_lease_ms = 2000;
+int			wtcache_fill_wait_ms = 50;
+int			wtcache_debug_fill_delay_ms = 0;
+
+/*
+ * KEYS[1]: row key.  ARGV: lease token, lease ms.
+ * {1, value} | {2, tombstone or ""} (lease is ours) | {3} (someone else's)
+ */
+static const char lease_script[] =
+"local v = redis.call('GET', KEYS[1])\n"
+"if v then return {1, v} end\n"
+"local t = redis.call('GET', KEYS[1] .. ':t') or ''\n"
+"if redis.call('SET', KEYS[1] .. ':l', ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, t} end\n"
+"return {3, ''}\n";
+
+/*
+ * KEYS[1]: row key.  ARGV: lease token, tombstone seen with the lease,
+ * payload ("" = just give the lease back), ttl ms ("0" = none).
+ * 1 filled, 0 refused (stale), -1 lease given back.
+ */
+static const char fill_script[] =
+"local l = KEYS[1] .. ':l'\n"
+"if redis.call('GET', l) ~= ARGV[1] then return 0 end\n"
+"redis.call('DEL', l)\n"
+"if ARGV[3] == '' then return -1 end\n"
+"if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
+"if (redis.call('GET', KEYS[1] .. ':t') or '') ~= ARGV[2] then return 0 end\n"
+"if ARGV[4] ~= '0' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])\n"
+"else redis.call('SET', KEYS[1], ARGV[3]) end\n"
+"return 1\n";
+
+/* ---------------------------------------------------------------------
+ * The backend's Redis connection and circuit breaker
+ * ---------------------------------------------------------------------
+ */
+static WtcRedis *reader = NULL;
+static char *reader_url = NULL;	/* the wtcache.redis_url it was made for */
+static bool reader_busy = false;	/* replies may be unread: drop it */
+static bool reader_reload = false;	/* scripts gone (Redis restarted) */
+static TimestampTz breaker_open_until = 0;
+static char lease_sha[41];
+static char fill_sha[41];
+static uint64 lease_counter = 0;
+
+static void
+reader_drop(void)
+{
+	wtc_redis_free(reader);
+	reader = NULL;
+	reader_busy = false;
+	reader_reload = false;
+}
+
+static void
+reader_failed(void)
+{
+	reader_drop();
+	breaker_open_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													 wtcache_read_retry_interval_ms);
+}
+
+static bool
+load_script(const char *script, char *sha)
+{
+	WtcReply	reply;
+
+	if (!wtc_redis_commandv(reader, &reply, 3, "SCRIPT", "LOAD", script) ||
+		reply.type != WTC_REPLY_STRING || reply.len != 40)
+		return false;
+	memcpy(sha, reply.str, 41);
+	return true;
+}
+
+/* A usable connection, or NULL while Redis is failing. */
+static WtcRedis *
+reader_connection(void)
+{
+	RedisAddress addr;
+	const char *problem;
+	char		err[256];
+
+	if (reader_busy || reader_reload)
+		reader_drop();			/* replies left unread, or scripts lost */
+	if (reader != NULL && reader_url != NULL && strcmp(reader_url, wtcache_redis_url) == 0)
+		return reader;
+	reader_drop();
+	if (breaker_open_until != 0 && GetCurrentTimestamp() < breaker_open_until)
+		return NULL;
+	if (!wtcache_parse_redis_url(wtcache_redis_url, &addr, &problem))
+	{
+		reader_failed();
+		return NULL;
+	}
+	reader = wtc_redis_connect(&addr, wtcache_connect_timeout_ms, wtcache_read_timeout_ms,
+							   err, sizeof(err));
+	if (reader == NULL || !load_script(lease_script, lease_sha) ||
+		!load_script(fill_script, fill_sha))
+	{
+		reader_failed();
+		return NULL;
+	}
+	if (reader_url)
+		pfree(reader_url);
+	reader_url = MemoryContextStrdup(TopMemoryContext, wtcache_redis_url);
+	breaker_open_until = 0;
+	return reader;
+}
+
+/* ---------------------------------------------------------------------
+ * What a backend knows about a watched table, until it is invalidated
+ * ---------------------------------------------------------------------
+ */
+typedef struct ReadTable
+{
+	Oid			relid;			/* hash key */
+	bool		valid;
+	MemoryContext cxt;
+	int			nkeys;
+	char	   *table_key;		/* "<db>:<schema>.<table>", escaped */
+	char	   *qname;
+	Oid		   *typids;
+	Oid		   *ioparams;
+	int32	   *typmods;
+	bool	   *binary;			/* see keys.c */
+	FmgrInfo   *in;
+	FmgrInfo   *out;
+	FmgrInfo   *send;
+	bool		all_stable;
+	bool		invalidate_mode;
+	int64		ttl_ms;
+	SPIPlanPtr	fetch_plan;		/* rows of a text[] per key column */
+	ReadStats  *stats;
+} ReadTable;
+
+static HTAB *read_tables = NULL;
+
+static void
+invalidate_read_table(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS seq;
+	ReadTable  *rt;
+
+	if (read_tables == NULL)
+		return;
+	hash_seq_init(&seq, read_tables);
+	while ((rt = hash_seq_search(&seq)) != NULL)
+		if (relid == InvalidOid || rt->relid == relid)
+			rt->valid = false;
+}
+
+static void
+invalidate_all_read_tables(Datum arg, int cacheid, uint32 hashvalue)
+{
+	invalidate_read_table(arg, InvalidOid);
+}
+
+static int64
+interval_to_ms(Interval *iv)
+{
+	return iv->time / 1000 + ((int64) iv->day + (int64) iv->month * 30) * 86400000;
+}
+
+static void
+build_fetch_plan(ReadTable *rt, char **colnames, char **typnames)
+{
+	StringInfoData sql;
+	Oid		   *argtypes = palloc(sizeof(Oid) * rt->nkeys);
+	SPIPlanPtr	plan;
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "SELECT k.ord, row_to_json(t)::text FROM unnest(");
+	for (int c = 0; c < rt->nkeys; c++)
+	{
+		appendStringInfo(&sql, "%s$%d", c ? ", " : "", c + 1);
+		argtypes[c] = TEXTARRAYOID;
+	}
+	appendStringInfoString(&sql, ") WITH ORDINALITY AS k(");
+	for (int c = 0; c < rt->nkeys; c++)
+		appendStringInfo(&sql, "c%d, ", c);
+	appendStringInfo(&sql, "ord) JOIN ONLY %s t ON ", rt->qname);
+	for (int c = 0; c < rt->nkeys; c++)
+		appendStringInfo(&sql, "%st.%s = k.c%d::%s", c ? " AND " : "",
+						 quote_identifier(colnames[c]), c, typnames[c]);
+	plan = SPI_prepare(sql.data, rt->nkeys, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "wtcache: could not prepare the read of %s: %s",
+			 rt->qname, SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	rt->fetch_plan = plan;
+}
+
+/* Called with SPI connected. */
+static ReadTable *
+read_table(Oid relid)
+{
+	ReadTable  *rt;
+	bool		found;
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	char	  **colnames;
+	char	  **typnames;
+	MemoryContext old;
+
+	if (read_tables == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(ReadTable);
+		ctl.hcxt = CacheMemoryContext;
+		read_tables = hash_create("wtcache read tables", 64, &ctl,
+								  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		CacheRegisterRelcacheCallback(invalidate_read_table, (Datum) 0);
+		/* schema renames change the key names */
+		CacheRegisterSyscacheCallback(NAMESPACEOID, invalidate_all_read_tables, (Datum) 0);
+	}
+	rt = hash_search(read_tables, &relid, HASH_ENTER, &found);
+	if (found && rt->valid)
+		return rt;
+	if (found)
+	{
+		if (rt->fetch_plan)
+			SPI_freeplan(rt->fetch_plan);
+		MemoryContextDelete(rt->cxt);
+	}
+	memset(((char *) rt) + sizeof(Oid), 0, sizeof(ReadTable) - sizeof(Oid));
+	rt->cxt = AllocSetContextCreate(CacheMemoryContext, "wtcache read table",
+									ALLOCSET_SMALL_SIZES);
+
+	if (SPI_execute_with_args("SELECT key_attnums, mode, ttl FROM wtcache.watched WHERE rel = $1",
+							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "wtcache.watched lookup failed");
+	if (SPI_processed == 0)
+	{
+		MemoryContextDelete(rt->cxt);
+		hash_search(read_tables, &relid, HASH_REMOVE, NULL);
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s\" is not watched by wtcache", get_rel_name(relid)),
+				 errhint("Call wtcache.watch() on it first.")));
+	}
+
+	old = MemoryContextSwitchTo(rt->cxt);
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		ArrayType  *arr = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 1, &isnull));
+		int16	   *attnums = (int16 *) ARR_DATA_PTR(arr);
+		char	   *mode = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+		Datum		ttl = SPI_getbinval(tup, desc, 3, &isnull);
+		char	   *nspname = get_namespace_name(get_rel_namespace(relid));
+		char	   *relname = get_rel_name(relid);
+		StringInfoData tk;
+
+		rt->ttl_ms = isnull ? 0 : interval_to_ms(DatumGetIntervalP(ttl));
+		rt->invalidate_mode = strcmp(mode, "invalidate") == 0;
+		rt->nkeys = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
+		rt->qname = quote_qualified_identifier(nspname, relname);
+		initStringInfo(&tk);
+		wtcache_append_table_key(&tk, get_database_name(MyDatabaseId), nspname, relname);
+		rt->table_key = tk.data;
+		rt->typids = palloc(sizeof(Oid) * rt->nkeys);
+		rt->ioparams = palloc(sizeof(Oid) * rt->nkeys);
+		rt->typmods = palloc(sizeof(int32) * rt->nkeys);
+		rt->binary = palloc(sizeof(bool) * rt->nkeys);
+		rt->in = palloc(sizeof(FmgrInfo) * rt->nkeys);
+		rt->out = palloc(sizeof(FmgrInfo) * rt->nkeys);
+		rt->send = palloc(sizeof(FmgrInfo) * rt->nkeys);
+		colnames = palloc(sizeof(char *) * rt->nkeys);
+		typnames = palloc(sizeof(char *) * rt->nkeys);
+		rt->all_stable = true;
+		for (int i = 0; i < rt->nkeys; i++)
+		{
+			Oid			fn;
+			bool		isvarlena;
+			Oid			collation;
+
+			get_atttypetypmodcoll(relid, attnums[i], &rt->typids[i], &rt->typmods[i], &collation);
+			colnames[i] = get_attname(relid, attnums[i], false);
+			typnames[i] = format_type_be_qualified(rt->typids[i]);
+			rt->binary[i] = !wtcache_key_type_is_stable(rt->typids[i]);
+			rt->all_stable &= !rt->binary[i];
+			getTypeInputInfo(rt->typids[i], &fn, &rt->ioparams[i]);
+			fmgr_info_cxt(fn, &rt->in[i], rt->cxt);
+			getTypeOutputInfo(rt->typids[i], &fn, &isvarlena);
+			fmgr_info_cxt(fn, &rt->out[i], rt->cxt);
+			if (rt->binary[i])
+			{
+				getTypeBinaryOutputInfo(rt->typids[i], &fn, &isvarlena);
+				fmgr_info_cxt(fn, &rt->send[i], rt->cxt);
+			}
+		}
+	}
+	MemoryContextSwitchTo(old);
+	build_fetch_plan(rt, colnames, typnames);
+	rt->stats = wtcache_read_stats_entry(MyDatabaseId, relid);
+	rt->valid = true;
+	return rt;
+}
+
+/* ---------------------------------------------------------------------
+ * One read of many keys
+ * ---------------------------------------------------------------------
+ */
+typedef enum ReadSource
+{
+	FROM_REDIS,
+	FROM_TABLE,					/* read the table, do not fill */
+	FROM_TABLE_FILL,			/* lease is ours: read the table, fill */
+} ReadSource;
+
+typedef struct ReadKey
+{
+	char	  **canon;			/* canonical text per key column */
+	char	   *row_key;
+	uint32		pending_index;
+	ReadSource	source;
+	bool		waited;			/* someone else's lease: waited for it */
+	char	   *tombstone;		/* with the lease: "" or the version */
+	char	   *json;			/* result: the row as stored ("_v" first) */
+	int			json_len;
+	bool		found;
+} ReadKey;
+
+/* The key text the trigger records (keys.c): output, or \x-hex of send. */
+static void
+key_from_text(ReadTable *rt, text **vals, ReadKey *k)
+{
+	const char *hashvals[INDEX_MAX_KEYS];
+	int			hashlens[INDEX_MAX_KEYS];
+	StringInfoData rk;
+	int			nestlevel = -1;
+
+	k->canon = palloc(sizeof(char *) * rt->nkeys);
+	if (!rt->all_stable)
+		nestlevel = wtcache_canonical_settings_push();
+	for (int i = 0; i < rt->nkeys; i++)
+	{
+		Datum		d = InputFunctionCall(&rt->in[i], text_to_cstring(vals[i]),
+										  rt->ioparams[i], rt->typmods[i]);
+
+		k->canon[i] = OutputFunctionCall(&rt->out[i], d);
+		if (rt->binary[i])
+		{
+			bytea	   *b = SendFunctionCall(&rt->send[i], d);
+			int			blen = VARSIZE(b) - VARHDRSZ;
+			char	   *hex = palloc(blen * 2 + 3);
+
+			hex[0] = '\\';
+			hex[1] = 'x';
+			hashlens[i] = hex_encode(VARDATA(b), blen, hex + 2) + 2;
+			hashvals[i] = hex;
+		}
+		else
+		{
+			hashvals[i] = k->canon[i];
+			hashlens[i] = strlen(k->canon[i]);
+		}
+	}
+	if (nestlevel >= 0)
+		wtcache_canonical_settings_pop(nestlevel);
+	k->pending_index = wtcache_pending_key_index(MyDatabaseId, rt->relid, rt->nkeys,
+												 hashvals, hashlens);
+	initStringInfo(&rk);
+	wtcache_append_row_key(&rk, wtcache_key_prefix, rt->table_key, rt->nkeys, k->canon);
+	k->row_key = rk.data;
+}
+
+/*
+ * Read the rows of keys whose source is FROM_TABLE[_FILL] with one query.
+ * In READ COMMITTED the query takes a new snapshot: after the leases.
+ */
+static void
+read_from_table(ReadTable *rt, ReadKey *keys, int nkeys)
+{
+	Datum	   *args = palloc(sizeof(Datum) * rt->nkeys);
+	Datum	   *elems = palloc(sizeof(Datum) * nkeys);
+	int		   *map = palloc(sizeof(int) * nkeys);
+	int			n = 0;
+	int			nestlevel;
+
+	for (int i = 0; i < nkeys; i++)
+		if (keys[i].source != FROM_REDIS)
+			map[n++] = i;
+	if (n == 0)
+		return;
+	pg_atomic_fetch_add_u64(&rt->stats->table_reads, n);
+	for (int c = 0; c < rt->nkeys; c++)
+	{
+		for (int j = 0; j < n; j++)
+			elems[j] = CStringGetTextDatum(keys[map[j]].canon[c]);
+		args[c] = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+	}
+	nestlevel = wtcache_canonical_settings_push();
+	if (SPI_execute_plan(rt->fetch_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wtcache: reading %s failed", rt->qname);
+	wtcache_canonical_settings_pop(nestlevel);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int64		ord = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
+		ReadKey    *k;
+		text	   *json;
+
+		if (ord < 1 || ord > n)
+			continue;
+		k = &keys[map[ord - 1]];
+		json = DatumGetTextPP(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull));
+		k->json = text_to_cstring(json);
+		k->json_len = strlen(k->json);
+		k->found = true;
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/* "{"_v":N,...}" without its "_v", as jsonb. */
+static Datum
+row_jsonb(const char *json, int len)
+{
+	const char *p = json;
+	char	   *copy;
+
+	if (strncmp(p, "{\"_v\":", 6) == 0)
+	{
+		p += 6;
+		while (*p == '-' || (*p >= '0' && *p <= '9'))
+			p++;
+		if (*p == ',')
+			p++;
+		copy = palloc(len + 2);
+		copy[0] = '{';
+		strlcpy(copy + 1, p, len + 1);
+		return DirectFunctionCall1(jsonb_in, CStringGetDatum(copy));
+	}
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(pnstrdup(json, len)));
+}
+
+static bool
+redis_failed_during_read(void)
+{
+	reader_failed();
+	if (!wtcache_read_fallback)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("wtcache: Redis is not available for reads"),
+				 errdetail("wtcache.read_fallback is off, so reads do not fall back to the table."),
+				 errhint("Check that Redis is running and that wtcache.redis_url points to it, or set wtcache.read_fallback = on.")));
+	return false;
+}
+
+/* Send one EVALSHA of the lease script per FROM_REDIS miss; read replies. */
+static bool
+take_leases(ReadKey *keys, int nkeys, int *misses, int nmisses, const char *token)
+{
+	char		lease_ms[16];
+	WtcReply	reply;
+
+	snprintf(lease_ms, sizeof(lease_ms), "%d", wtcache_fill_lease_ms);
+	for (int j = 0; j < nmisses; j++)
+	{
+		ReadKey    *k = &keys[misses[j]];
+		const char *argv[6] = {"EVALSHA", lease_sha, "1", k->row_key, token, lease_ms};
+		size_t		lens[6] = {7, 40, 1, strlen(k->row_key), strlen(token), strlen(lease_ms)};
+
+		if (!wtc_redis_append(reader, 6, argv, lens))
+			return false;
+	}
+	reader_busy = true;
+	if (!wtc_redis_flush(reader))
+		return false;
+	for (int j = 0; j < nmisses; j++)
+	{
+		ReadKey    *k = &keys[misses[j]];
+
+		if (!wtc_redis_read(reader, &reply))
+			return false;
+		if (reply.type != WTC_REPLY_ARRAY || reply.nelem != 2 ||
+			reply.elem[0].type != WTC_REPLY_INTEGER)
+		{
+			/* NOSCRIPT after a Redis restart, or a foreign value: read the
+			 * table; the next call reconnects and loads the scripts */
+			k->source = FROM_TABLE;
+			reader_reload = true;
+			continue;
+		}
+		switch (reply.elem[0].integer)
+		{
+			case 1:
+				k->json = reply.elem[1].str;
+				k->json_len = reply.elem[1].len;
+				k->found = true;
+				break;
+			case 2:
+				k->source = FROM_TABLE_FILL;
+				k->tombstone = reply.elem[1].type == WTC_REPLY_STRING ? reply.elem[1].str : "";
+				break;
+			default:
+				k->waited = true;
+				break;
+		}
+	}
+	reader_busy = false;
+	return true;
+}
+
+/*
+ * Someone else holds the lease of these keys: poll for their fill, up to
+ * wtcache.fill_wait; what does not show up is read from the table.
+ */
+static bool
+wait_for_fills(ReadTable *rt, ReadKey *keys, int nkeys, const char *token)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wtcache_fill_wait_ms);
+	long		sleep_us = 200;
+	int		   *waiting = palloc(sizeof(int) * nkeys);
+	int			nwaiting = 0;
+
+	for (int i = 0; i < nkeys; i++)
+		if (keys[i].waited && !keys[i].found && keys[i].source == FROM_REDIS)
+		{
+			waiting[nwaiting++] = i;
+			pg_atomic_fetch_add_u64(&rt->stats->stampede_waits, 1);
+		}
+	while (nwaiting > 0)
+	{
+		int			still = 0;
+
+		if (GetCurrentTimestamp() >= deadline)
+		{
+			for (int j = 0; j < nwaiting; j++)
+				keys[waiting[j]].source = FROM_TABLE;
+			break;
+		}
+		pg_usleep(sleep_us);
+		CHECK_FOR_INTERRUPTS();
+		sleep_us = Min(sleep_us * 2, 2000);
+		for (int j = 0; j < nwaiting; j++)
+			keys[waiting[j]].waited = false;
+		if (!take_leases(keys, nkeys, waiting, nwaiting, token))
+			return false;
+		for (int j = 0; j < nwaiting; j++)
+		{
+			ReadKey    *k = &keys[waiting[j]];
+
+			if (!k->found && k->source == FROM_REDIS)
+				waiting[still++] = waiting[j];
+		}
+		nwaiting = still;
+	}
+	for (int i = 0; i < nkeys; i++)
+		keys[i].waited = false;
+	return true;
+}
+
+static void
+fill(ReadTable *rt, ReadKey *keys, int nkeys, const char *token)
+{
+	int			nfills = 0;
+	WtcReply	reply;
+
+	if (wtcache_debug_fill_delay_ms > 0)
+	{
+		/* lets tests hold a fill between its table read and its write */
+		pgstat_report_wait_start(PG_WAIT_EXTENSION);
+		pg_usleep(wtcache_debug_fill_delay_ms * 1000L);
+		pgstat_report_wait_end();
+		CHECK_FOR_INTERRUPTS();
+	}
+
+	for (int i = 0; i < nkeys; i++)
+	{
+		ReadKey    *k = &keys[i];
+		char	   *payload = "";
+		char		ttl[24] = "0";
+		const char *argv[8];
+		size_t		lens[8];
+
+		if (k->source != FROM_TABLE_FILL)
+			continue;
+		if (k->found)
+		{
+			const char *body = k->json + 1;
+
+			payload = psprintf("{\"_v\":%s%s%s", k->tombstone[0] ? k->tombstone : "0",
+							   strlen(body) > 1 ? "," : "", body);
+			if (rt->ttl_ms > 0)
+			{
+				double		spread = wtcache_ttl_jitter * (2.0 * pg_prng_double(&pg_global_prng_state) - 1.0);
+
+				snprintf(ttl, sizeof(ttl), INT64_FORMAT,
+						 Max((int64) 1, (int64) (rt->ttl_ms * (1.0 + spread))));
+			}
+		}
+		argv[0] = "EVALSHA";
+		argv[1] = fill_sha;
+		argv[2] = "1";
+		argv[3] = k->row_key;
+		argv[4] = token;
+		argv[5] = k->tombstone;
+		argv[6] = payload;
+		argv[7] = ttl;
+		for (int a = 0; a < 8; a++)
+			lens[a] = strlen(argv[a]);
+		if (!wtc_redis_append(reader, 8, argv, lens))
+		{
+			reader_failed();
+			return;
+		}
+		nfills++;
+	}
+	if (nfills == 0)
+		return;
+	reader_busy = true;
+	if (!wtc_redis_flush(reader))
+	{
+		reader_failed();
+		return;
+	}
+	for (int j = 0; j < nfills; j++)
+	{
+		if (!wtc_redis_read(reader, &reply))
+		{
+			reader_failed();
+			return;
+		}
+		if (reply.type == WTC_REPLY_INTEGER && reply.integer == 1)
+			pg_atomic_fetch_add_u64(&rt->stats->fills, 1);
+		else if (reply.type == WTC_REPLY_INTEGER && reply.integer == 0)
+			pg_atomic_fetch_add_u64(&rt->stats->fills_rejected, 1);
+	}
+	reader_busy = false;
+}
+
+/*
+ * Why this read may not use the shared cache at all, or NULL.  Checked per
+ * call: the role, row security and the transaction can change any time.
+ */
+static const char *
+cache_bypass_reason(ReadTable *rt)
+{
+	if (check_enable_rls(rt->relid, InvalidOid, false) != RLS_NONE)
+		return "row-level security";
+	if (IsolationUsesXactSnapshot())
+		return "isolation";
+	if (wtcache_xact_wrote(rt->relid))
+		return "own writes";
+	if (!wtcache_pending_ready(MyDatabaseId))
+		return "not ready";
+	return NULL;
+}
+
+static void
+check_read_privilege(Oid relid)
+{
+	Oid			user = GetUserId();
+
+	if (pg_class_aclcheck(relid, user, ACL_SELECT) != ACLCHECK_OK &&
+		pg_attribute_aclcheck_all(relid, user, ACL_SELECT, ACLMASK_ALL) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table %s", get_rel_name(relid)),
+				 errdetail("wtcache returns whole rows: it needs SELECT on the table or on all of its columns.")));
+}
+
+/*
+ * Fill keys[i].json/found for every key.  vals: nkeys x rt->nkeys texts.
+ */
+static void
+read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
+{
+	char		token[64];
+	int		   *misses = palloc(sizeof(int) * Max(nkeys, 1));
+	int			nmisses = 0;
+	bool		use_redis = (cache_bypass_reason(rt) == NULL);
+	bool		any_fill = false;
+	WtcReply	reply;
+	uint32		table_index = wtcache_pending_table_index(MyDatabaseId, rt->relid);
+
+	snprintf(token, sizeof(token), "%d:" UINT64_FORMAT ":%08x", MyProcPid, ++lease_counter,
+			 (uint32) pg_prng_uint32(&pg_global_prng_state));
+
+	for (int i = 0; i < nkeys; i++)
+	{
+		keys[i].source = FROM_TABLE;
+		if (use_redis && wtcache_pending_clear(keys[i].pending_index, table_index))
+			keys[i].source = FROM_REDIS;
+		else
+			pg_atomic_fetch_add_u64(&rt->stats->bypasses, 1);
+	}
+
+	for (int i = 0; i < nkeys; i++)
+		if (keys[i].source == FROM_REDIS)
+			misses[nmisses++] = i;
+	if (nmisses > 0 && reader_connection() == NULL)
+	{
+		(void) redis_failed_during_read();
+		for (int j = 0; j < nmisses; j++)
+			keys[misses[j]].source = FROM_TABLE;
+		pg_atomic_fetch_add_u64(&rt->stats->fallbacks, nmisses);
+		nmisses = 0;
+	}
+
+	if (nmisses > 0)
+	{
+		/* plain GETs first: the common case, one round trip */
+		bool		ok = true;
+		int			nget = nmisses;
+
+		for (int j = 0; j < nget && ok; j++)
+		{
+			const char *argv[2] = {"GET", keys[misses[j]].row_key};
+			size_t		lens[2] = {3, strlen(keys[misses[j]].row_key)};
+
+			ok = wtc_redis_append(reader, 2, argv, lens);
+		}
+		reader_busy = true;
+		ok = ok && wtc_redis_flush(reader);
+		nmisses = 0;
+		for (int j = 0; j < nget && ok; j++)
+		{
+			ReadKey    *k = &keys[misses[j]];
+
+			ok = wtc_redis_read(reader, &reply);
+			if (ok && reply.type == WTC_REPLY_STRING)
+			{
+				k->json = reply.str;
+				k->json_len = reply.len;
+				k->found = true;
+				pg_atomic_fetch_add_u64(&rt->stats->hits, 1);
+			}
+			else if (ok)
+				misses[nmisses++] = misses[j];
+		}
+		if (ok)
+			reader_busy = false;
+		if (ok && nmisses > 0)
+		{
+			pg_atomic_fetch_add_u64(&rt->stats->misses, nmisses);
+			ok = take_leases(keys, nkeys, misses, nmisses, token) &&
+				wait_for_fills(rt, keys, nkeys, token);
+		}
+		if (!ok)
+		{
+			(void) redis_failed_during_read();
+			for (int i = 0; i < nkeys; i++)
+				if (keys[i].source == FROM_TABLE_FILL || (keys[i].source == FROM_REDIS && !keys[i].found))
+				{
+					keys[i].source = FROM_TABLE;
+					pg_atomic_fetch_add_u64(&rt->stats->fallbacks, 1);
+				}
+		}
+	}
+
+	/* a change may have become pending since the lease: then no fill */
+	for (int i = 0; i < nkeys; i++)
+		if (keys[i].source == FROM_TABLE_FILL)
+		{
+			if (!wtcache_pending_clear(keys[i].pending_index, table_index))
+				keys[i].source = FROM_TABLE;	/* lease expires by itself */
+			else
+				any_fill = true;
+		}
+
+	read_from_table(rt, keys, nkeys);
+	if (any_fill && reader != NULL)
+		fill(rt, keys, nkeys, token);
+}
+
+/* Look up, check, and build the keys of a call. */
+static ReadTable *
+begin_read(Oid relid)
+{
+	ReadTable  *rt;
+
+	wtcache_require_preload();
+	check_read_privilege(relid);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rt = read_table(relid);
+	return rt;
+}
+
+static void
+check_key_count(ReadTable *rt, int given)
+{
+	if (given != rt->nkeys)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("table \"%s\" has %d key column%s, but %d key value%s given",
+						get_rel_name(rt->relid), rt->nkeys, rt->nkeys == 1 ? "" : "s",
+						given, given == 1 ? " was" : "s were"),
+				 errhint("Give one text value per key column, in key order.")));
+}
+
+static text **
+array_texts(ArrayType *arr, int *n)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	text	  **out;
+
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, n);
+	out = palloc(sizeof(text *) * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("key value %d is null", i + 1),
+					 errhint("Key columns of a watched table are never null.")));
+		out[i] = DatumGetTextPP(elems[i]);
+	}
+	return out;
+}
+
+PG_FUNCTION_INFO_V1(wtcache_get);
+Datum
+wtcache_get(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	MemoryContext callercxt = CurrentMemoryContext;
+	int			n;
+	text	  **vals;
+	ReadTable  *rt;
+	ReadKey		key;
+	Datum		result = (Datum) 0;
+
+	vals = array_texts(PG_GETARG_ARRAYTYPE_P(1), &n);
+	rt = begin_read(relid);
+	check_key_count(rt, n);
+	memset(&key, 0, sizeof(key));
+	key_from_text(rt, vals, &key);
+	read_keys(rt, &key, 1);
+	if (key.found)
+	{
+		MemoryContext spicxt = MemoryContextSwitchTo(callercxt);
+
+		result = row_jsonb(key.json, key.json_len);
+		MemoryContextSwitchTo(spicxt);
+	}
+	SPI_finish();
+	if (!key.found)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * get_many(rel, keys text[]): a one-dimensional array for a one-column key,
+ * else one row of key values per key.  Returns (key, row) in input order;
+ * row is NULL where no row has that key.
+ */
+PG_FUNCTION_INFO_V1(wtcache_get_many);
+Datum
+wtcache_get_many(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Oid			relid = PG_GETARG_OID(0);
+	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(1);
+	int			nvals;
+	text	  **vals;
+	ReadTable  *rt;
+	ReadKey    *keys;
+	int			nkeys;
+	int			width;
+	Datum	   *results;
+	bool	   *found;
+	MemoryContext callercxt = CurrentMemoryContext;
+	MemoryContext spicxt;
+
+	InitMaterializedSRF(fcinfo, 0);
+	vals = array_texts(arr, &nvals);
+	rt = begin_read(relid);
+	if (nvals == 0)
+	{
+		SPI_finish();
+		return (Datum) 0;
+	}
+	if (ARR_NDIM(arr) == 2)
+		width = ARR_DIMS(arr)[1];
+	else if (rt->nkeys == 1)
+		width = 1;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("table \"%s\" has a key of %d columns", get_rel_name(relid), rt->nkeys),
+				 errhint("Give the keys as a two-dimensional array, one row of %d values per key: ARRAY[['a', '1'], ['b', '2']].",
+						 rt->nkeys)));
+	check_key_count(rt, width);
+	nkeys = nvals / width;
+	keys = palloc0(sizeof(ReadKey) * nkeys);
+	for (int i = 0; i < nkeys; i++)
+		key_from_text(rt, vals + i * width, &keys[i]);
+	read_keys(rt, keys, nkeys);
+
+	/* built in the caller's memory: SPI_finish frees SPI's */
+	spicxt = MemoryContextSwitchTo(callercxt);
+	results = palloc(sizeof(Datum) * nkeys);
+	found = palloc(sizeof(bool) * nkeys);
+	for (int i = 0; i < nkeys; i++)
+	{
+		found[i] = keys[i].found;
+		if (found[i])
+			results[i] = row_jsonb(keys[i].json, keys[i].json_len);
+	}
+	MemoryContextSwitchTo(spicxt);
+	SPI_finish();
+
+	for (int i = 0; i < nkeys; i++)
+	{
+		Datum		values[2];
+		bool		nulls[2] = {false, !found[i]};
+		Datum	   *kd = palloc(sizeof(Datum) * width);
+
+		for (int c = 0; c < width; c++)
+			kd[c] = PointerGetDatum(vals[i * width + c]);
+		values[0] = PointerGetDatum(construct_array(kd, width, TEXTOID, -1, false, TYPALIGN_INT));
+		values[1] = found[i] ? results[i] : (Datum) 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * wtcache._row_type_table(anyelement): the table whose row type the
+ * argument has, for get_row(NULL::tbl, ...).
+ */
+PG_FUNCTION_INFO_V1(wtcache_row_type_table);
+Datum
+wtcache_row_type_table(PG_FUNCTION_ARGS)
+{
+	Oid			typid = get_fn_expr_argtype(fcinfo->flinfo, 0);
+	Oid			relid = OidIsValid(typid) ? typeidTypeRelid(typid) : InvalidOid;
+
+	if (!OidIsValid(relid) || get_rel_relkind(relid) != RELKIND_RELATION)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("wtcache.get_row() needs a value of a table's row type, not %s",
+						OidIsValid(typid) ? format_type_be(typid) : "an unknown type"),
+				 errhint("Pass NULL cast to the table: wtcache.get_row(NULL::my_table, '42').")));
+	PG_RETURN_OID(relid);
+}
