@@ -37,6 +37,7 @@
  */
 #include "wtcache.h"
 
+#include "access/relation.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
@@ -171,6 +172,32 @@ reader_connection(void)
 	return reader;
 }
 
+/*
+ * SPI is connected only when a call needs it (a table read, or a table's
+ * settings to load): a hit does not pay for it.  An error aborts the
+ * transaction, which disconnects SPI, so each call starts afresh.
+ */
+static bool spi_open = false;
+
+static void
+need_spi(void)
+{
+	if (!spi_open)
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		spi_open = true;
+	}
+}
+
+static void
+end_spi(void)
+{
+	if (spi_open)
+		SPI_finish();
+	spi_open = false;
+}
+
 /* ---------------------------------------------------------------------
  * What a backend knows about a watched table, until it is invalidated
  * ---------------------------------------------------------------------
@@ -194,6 +221,8 @@ typedef struct ReadTable
 	bool		invalidate_mode;
 	int64		ttl_ms;
 	SPIPlanPtr	fetch_plan;		/* rows of a text[] per key column */
+	SPIPlanPtr	fetch_one_plan; /* the row of one text per key column */
+	bool		render_canonical;	/* row JSON depends on session settings */
 	ReadStats  *stats;
 } ReadTable;
 
@@ -252,6 +281,69 @@ build_fetch_plan(ReadTable *rt, char **colnames, char **typnames)
 			 rt->qname, SPI_result_code_string(SPI_result));
 	SPI_keepplan(plan);
 	rt->fetch_plan = plan;
+
+	/* the one-key case, the common one, without arrays and a join */
+	resetStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT 1::int8, row_to_json(t)::text FROM ONLY %s t WHERE ", rt->qname);
+	for (int c = 0; c < rt->nkeys; c++)
+	{
+		appendStringInfo(&sql, "%st.%s = $%d::%s", c ? " AND " : "",
+						 quote_identifier(colnames[c]), c + 1, typnames[c]);
+		argtypes[c] = TEXTOID;
+	}
+	plan = SPI_prepare(sql.data, rt->nkeys, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "wtcache: could not prepare the read of %s: %s",
+			 rt->qname, SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	rt->fetch_one_plan = plan;
+}
+
+/*
+ * Does row_to_json() of this table depend on session settings (TimeZone,
+ * IntervalStyle, extra_float_digits, bytea_output, lc_monetary...)?  Only
+ * then must a table read switch to the canonical settings, which costs
+ * more than the read itself.
+ */
+static bool
+rendering_depends_on_settings(Oid relid)
+{
+	Relation	rel = relation_open(relid, AccessShareLock);
+	TupleDesc	desc = RelationGetDescr(rel);
+	bool		depends = false;
+
+	for (int i = 0; i < desc->natts && !depends; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped)
+			continue;
+		switch (getBaseType(att->atttypid))
+		{
+			case BOOLOID:
+			case INT2OID:
+			case INT4OID:
+			case INT8OID:
+			case OIDOID:
+			case NUMERICOID:
+			case TEXTOID:
+			case VARCHAROID:
+			case BPCHAROID:
+			case NAMEOID:
+			case CHAROID:
+			case UUIDOID:
+			case DATEOID:
+			case TIMESTAMPOID:
+			case JSONOID:
+			case JSONBOID:
+				break;
+			default:
+				depends = !type_is_enum(getBaseType(att->atttypid));
+				break;
+		}
+	}
+	relation_close(rel, AccessShareLock);
+	return depends;
 }
 
 /* Called with SPI connected. */
@@ -287,6 +379,8 @@ read_table(Oid relid)
 	{
 		if (rt->fetch_plan)
 			SPI_freeplan(rt->fetch_plan);
+		if (rt->fetch_one_plan)
+			SPI_freeplan(rt->fetch_one_plan);
 		MemoryContextDelete(rt->cxt);
 	}
 	memset(((char *) rt) + sizeof(Oid), 0, sizeof(ReadTable) - sizeof(Oid));
@@ -360,6 +454,7 @@ read_table(Oid relid)
 	}
 	MemoryContextSwitchTo(old);
 	build_fetch_plan(rt, colnames, typnames);
+	rt->render_canonical = rendering_depends_on_settings(relid);
 	rt->stats = wtcache_read_stats_entry(MyDatabaseId, relid);
 	rt->valid = true;
 	return rt;
@@ -389,13 +484,37 @@ typedef struct ReadKey
 	bool		found;
 } ReadKey;
 
+/*
+ * Scratch memory of one call, reset at the start of the next: its first
+ * block is kept, so a call does not go to malloc (and glibc does not hand
+ * memory back to the kernel and fault it in again) every time.
+ */
+static MemoryContext ReadContext = NULL;
+static StringInfoData row_key_scratch;
+
+static MemoryContext
+read_context(void)
+{
+	if (ReadContext == NULL)
+	{
+		ReadContext = AllocSetContextCreate(TopMemoryContext, "wtcache read",
+											128 * 1024, 128 * 1024, 8 * 1024 * 1024);
+		row_key_scratch.data = MemoryContextAlloc(TopMemoryContext, 1024);
+		row_key_scratch.maxlen = 1024;
+		resetStringInfo(&row_key_scratch);
+	}
+	else
+		MemoryContextReset(ReadContext);
+	return ReadContext;
+}
+
 /* The key text the trigger records (keys.c): output, or \x-hex of send. */
 static void
 key_from_text(ReadTable *rt, text **vals, ReadKey *k)
 {
 	const char *hashvals[INDEX_MAX_KEYS];
 	int			hashlens[INDEX_MAX_KEYS];
-	StringInfoData rk;
+	StringInfo	rk;
 	int			nestlevel = -1;
 
 	k->canon = palloc(sizeof(char *) * rt->nkeys);
@@ -428,9 +547,10 @@ key_from_text(ReadTable *rt, text **vals, ReadKey *k)
 		wtcache_canonical_settings_pop(nestlevel);
 	k->pending_index = wtcache_pending_key_index(MyDatabaseId, rt->relid, rt->nkeys,
 												 hashvals, hashlens);
-	initStringInfo(&rk);
-	wtcache_append_row_key(&rk, wtcache_key_prefix, rt->table_key, rt->nkeys, k->canon);
-	k->row_key = rk.data;
+	rk = &row_key_scratch;
+	resetStringInfo(rk);
+	wtcache_append_row_key(rk, wtcache_key_prefix, rt->table_key, rt->nkeys, k->canon);
+	k->row_key = pnstrdup(rk->data, rk->len);
 }
 
 /*
@@ -444,24 +564,33 @@ read_from_table(ReadTable *rt, ReadKey *keys, int nkeys)
 	Datum	   *elems = palloc(sizeof(Datum) * nkeys);
 	int		   *map = palloc(sizeof(int) * nkeys);
 	int			n = 0;
-	int			nestlevel;
+	int			nestlevel = 0;
 
 	for (int i = 0; i < nkeys; i++)
 		if (keys[i].source != FROM_REDIS)
 			map[n++] = i;
 	if (n == 0)
 		return;
+	need_spi();
 	pg_atomic_fetch_add_u64(&rt->stats->table_reads, n);
 	for (int c = 0; c < rt->nkeys; c++)
 	{
+		if (n == 1)
+		{
+			args[c] = CStringGetTextDatum(keys[map[0]].canon[c]);
+			continue;
+		}
 		for (int j = 0; j < n; j++)
 			elems[j] = CStringGetTextDatum(keys[map[j]].canon[c]);
 		args[c] = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
 	}
-	nestlevel = wtcache_canonical_settings_push();
-	if (SPI_execute_plan(rt->fetch_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+	if (rt->render_canonical)
+		nestlevel = wtcache_canonical_settings_push();
+	if (SPI_execute_plan(n == 1 ? rt->fetch_one_plan : rt->fetch_plan, args, NULL,
+						 false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wtcache: reading %s failed", rt->qname);
-	wtcache_canonical_settings_pop(nestlevel);
+	if (rt->render_canonical)
+		wtcache_canonical_settings_pop(nestlevel);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
@@ -480,13 +609,26 @@ read_from_table(ReadTable *rt, ReadKey *keys, int nkeys)
 	SPI_freetuptable(SPI_tuptable);
 }
 
-/* "{"_v":N,...}" without its "_v", as jsonb. */
+/*
+ * "{"_v":N,...}" without its "_v", as jsonb in memory context dest.  The
+ * parser's working memory (several times the row) stays in a context of
+ * its own, reset after each row, so 100 rows cost one row's worth.
+ */
 static Datum
-row_jsonb(const char *json, int len)
+row_jsonb(const char *json, int len, MemoryContext dest)
 {
+	static MemoryContext ParseContext = NULL;
 	const char *p = json;
-	char	   *copy;
+	char	   *text;
+	Datum		parsed;
+	MemoryContext old;
+	Size		size;
+	void	   *copy;
 
+	if (ParseContext == NULL)
+		ParseContext = AllocSetContextCreate(TopMemoryContext, "wtcache jsonb parse",
+											 32 * 1024, 32 * 1024, 1024 * 1024);
+	old = MemoryContextSwitchTo(ParseContext);
 	if (strncmp(p, "{\"_v\":", 6) == 0)
 	{
 		p += 6;
@@ -494,12 +636,19 @@ row_jsonb(const char *json, int len)
 			p++;
 		if (*p == ',')
 			p++;
-		copy = palloc(len + 2);
-		copy[0] = '{';
-		strlcpy(copy + 1, p, len + 1);
-		return DirectFunctionCall1(jsonb_in, CStringGetDatum(copy));
+		text = palloc(len + 2);
+		text[0] = '{';
+		strlcpy(text + 1, p, len + 1);
 	}
-	return DirectFunctionCall1(jsonb_in, CStringGetDatum(pnstrdup(json, len)));
+	else
+		text = pnstrdup(json, len);
+	parsed = DirectFunctionCall1(jsonb_in, CStringGetDatum(text));
+	size = VARSIZE(DatumGetPointer(parsed));
+	copy = MemoryContextAlloc(dest, size);
+	memcpy(copy, DatumGetPointer(parsed), size);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(ParseContext);
+	return PointerGetDatum(copy);
 }
 
 static bool
@@ -743,8 +892,6 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 	WtcReply	reply;
 	uint32		table_index = wtcache_pending_table_index(MyDatabaseId, rt->relid);
 
-	snprintf(token, sizeof(token), "%d:" UINT64_FORMAT ":%08x", MyProcPid, ++lease_counter,
-			 (uint32) pg_prng_uint32(&pg_global_prng_state));
 
 	for (int i = 0; i < nkeys; i++)
 	{
@@ -802,6 +949,8 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 			reader_busy = false;
 		if (ok && nmisses > 0)
 		{
+			snprintf(token, sizeof(token), "%d:" UINT64_FORMAT ":%08x", MyProcPid,
+					 ++lease_counter, (uint32) pg_prng_uint32(&pg_global_prng_state));
 			pg_atomic_fetch_add_u64(&rt->stats->misses, nmisses);
 			ok = take_leases(keys, nkeys, misses, nmisses, token) &&
 				wait_for_fills(rt, keys, nkeys, token);
@@ -833,18 +982,23 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 		fill(rt, keys, nkeys, token);
 }
 
-/* Look up, check, and build the keys of a call. */
+/* Check the caller and find the table's read settings. */
 static ReadTable *
 begin_read(Oid relid)
 {
 	ReadTable  *rt;
 
+	spi_open = false;
 	wtcache_require_preload();
 	check_read_privilege(relid);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	rt = read_table(relid);
-	return rt;
+	if (read_tables != NULL)
+	{
+		rt = hash_search(read_tables, &relid, HASH_FIND, NULL);
+		if (rt != NULL && rt->valid)
+			return rt;
+	}
+	need_spi();
+	return read_table(relid);
 }
 
 static void
@@ -893,19 +1047,16 @@ wtcache_get(PG_FUNCTION_ARGS)
 	Datum		result = (Datum) 0;
 
 	vals = array_texts(PG_GETARG_ARRAYTYPE_P(1), &n);
+	MemoryContextSwitchTo(read_context());
 	rt = begin_read(relid);
 	check_key_count(rt, n);
 	memset(&key, 0, sizeof(key));
 	key_from_text(rt, vals, &key);
 	read_keys(rt, &key, 1);
 	if (key.found)
-	{
-		MemoryContext spicxt = MemoryContextSwitchTo(callercxt);
-
-		result = row_jsonb(key.json, key.json_len);
-		MemoryContextSwitchTo(spicxt);
-	}
-	SPI_finish();
+		result = row_jsonb(key.json, key.json_len, callercxt);
+	end_spi();
+	MemoryContextSwitchTo(callercxt);
 	if (!key.found)
 		PG_RETURN_NULL();
 	PG_RETURN_DATUM(result);
@@ -936,10 +1087,12 @@ wtcache_get_many(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, 0);
 	vals = array_texts(arr, &nvals);
+	MemoryContextSwitchTo(read_context());
 	rt = begin_read(relid);
 	if (nvals == 0)
 	{
-		SPI_finish();
+		end_spi();
+		MemoryContextSwitchTo(callercxt);
 		return (Datum) 0;
 	}
 	if (ARR_NDIM(arr) == 2)
@@ -967,10 +1120,11 @@ wtcache_get_many(PG_FUNCTION_ARGS)
 	{
 		found[i] = keys[i].found;
 		if (found[i])
-			results[i] = row_jsonb(keys[i].json, keys[i].json_len);
+			results[i] = row_jsonb(keys[i].json, keys[i].json_len, callercxt);
 	}
 	MemoryContextSwitchTo(spicxt);
-	SPI_finish();
+	end_spi();
+	MemoryContextSwitchTo(callercxt);
 
 	for (int i = 0; i < nkeys; i++)
 	{
