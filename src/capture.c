@@ -488,15 +488,10 @@ record_values(Oid relid, int nkeys, KeyColumn *cols, Datum *values, bool *nulls,
 					 errhint("Make the key columns NOT NULL, or watch the table with other key columns.")));
 		if (col->binary)
 		{
-			bytea	   *b = SendFunctionCall(&col->out, values[i]);
-			int			blen = VARSIZE_ANY_EXHDR(b);
-			char	   *hex = palloc(blen * 2 + 3);
-			uint64		hlen;
+			int			hexlen;
+			char	   *hex = wtcache_send_hex(&col->out, values[i], &hexlen);
 
-			hex[0] = '\\';
-			hex[1] = 'x';
-			hlen = hex_encode(VARDATA_ANY(b), blen, hex + 2);
-			append_value(hex, (uint32) hlen + 2);
+			append_value(hex, (uint32) hexlen);
 			pfree(hex);
 		}
 		else if (col->typid == INT4OID || col->typid == INT8OID || col->typid == INT2OID)

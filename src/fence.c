@@ -45,7 +45,7 @@ wtcache_wait(PG_FUNCTION_ARGS)
 				 errmsg("wtcache.wait() cannot see delivery progress in a REPEATABLE READ or SERIALIZABLE transaction"),
 				 errhint("Call it after COMMIT, or in a READ COMMITTED transaction.")));
 
-	timeout_ms = timeout->time / 1000 + ((int64) timeout->day + (int64) timeout->month * 30) * 86400000;
+	timeout_ms = wtcache_interval_ms(timeout);
 	if (timeout_ms < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

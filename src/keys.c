@@ -90,6 +90,39 @@ wtcache_init_key_column(KeyColumn *col, Relation rel, AttrNumber attnum,
 }
 
 /*
+ * "\x" and the hex of a value's binary send format: how the capture
+ * trigger records a key value of a type whose text output is not stable.
+ */
+char *
+wtcache_send_hex(FmgrInfo *send, Datum value, int *len)
+{
+	bytea	   *b = SendFunctionCall(send, value);
+	int			blen = VARSIZE_ANY_EXHDR(b);
+	char	   *hex = palloc(blen * 2 + 3);
+
+	hex[0] = '\\';
+	hex[1] = 'x';
+	*len = (int) hex_encode(VARDATA_ANY(b), blen, hex + 2) + 2;
+	hex[*len] = '\0';
+	return hex;
+}
+
+/*
+ * The error for a key given with the wrong number of values.
+ */
+void
+wtcache_check_key_count(Oid relid, int nkeys, int given)
+{
+	if (given != nkeys)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("table \"%s\" has %d key column%s, but %d key value%s given",
+						get_rel_name(relid), nkeys, nkeys == 1 ? "" : "s",
+						given, given == 1 ? " was" : "s were"),
+				 errhint("Give one text value per key column, in key order.")));
+}
+
+/*
  * Escape one component.  Names also escape '.', which separates schema and
  * table.  Control characters pass through: Redis keys are binary safe.
  */
@@ -233,13 +266,7 @@ wtcache_redis_key(PG_FUNCTION_ARGS)
 	attnums = (int16 *) ARR_DATA_PTR(attnums_arr);
 	nattnums = ArrayGetNItems(ARR_NDIM(attnums_arr), ARR_DIMS(attnums_arr));
 
-	if (nelems != nattnums)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("table \"%s\" has %d key column%s, but %d key value%s given",
-						get_rel_name(relid), nattnums, nattnums == 1 ? "" : "s",
-						nelems, nelems == 1 ? " was" : "s were"),
-				 errhint("Give one text value per key column, in key order.")));
+	wtcache_check_key_count(relid, nattnums, nelems);
 
 	rel = relation_open(relid, AccessShareLock);
 	values = palloc(sizeof(char *) * nattnums);

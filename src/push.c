@@ -69,8 +69,9 @@ static const char marker_script[] =
 "if tonumber(ARGV[2]) > cur then redis.call('SET', KEYS[1], ARGV[2]) end\n"
 "return {1, cur}\n";
 
-static bool
-load_one(WtcRedis *r, const char *script, char *sha, char *err, size_t errlen)
+/* SCRIPT LOAD; sha receives the 40 hex digits and a NUL. */
+bool
+wtcache_load_script(WtcRedis *r, const char *script, char *sha, char *err, size_t errlen)
 {
 	WtcReply	reply;
 
@@ -92,8 +93,8 @@ load_one(WtcRedis *r, const char *script, char *sha, char *err, size_t errlen)
 bool
 wtcache_load_scripts(WtcRedis *r, RedisScripts *scripts, char *err, size_t errlen)
 {
-	return load_one(r, apply_script, scripts->apply_sha, err, errlen) &&
-		load_one(r, marker_script, scripts->marker_sha, err, errlen);
+	return wtcache_load_script(r, apply_script, scripts->apply_sha, err, errlen) &&
+		wtcache_load_script(r, marker_script, scripts->marker_sha, err, errlen);
 }
 
 /*

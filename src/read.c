@@ -125,18 +125,6 @@ reader_failed(void)
 													 wtcache_read_retry_interval_ms);
 }
 
-static bool
-load_script(const char *script, char *sha)
-{
-	WtcReply	reply;
-
-	if (!wtc_redis_commandv(reader, &reply, 3, "SCRIPT", "LOAD", script) ||
-		reply.type != WTC_REPLY_STRING || reply.len != 40)
-		return false;
-	memcpy(sha, reply.str, 41);
-	return true;
-}
-
 /* A usable connection, or NULL while Redis is failing. */
 static WtcRedis *
 reader_connection(void)
@@ -159,8 +147,9 @@ reader_connection(void)
 	}
 	reader = wtc_redis_connect(&addr, wtcache_connect_timeout_ms, wtcache_read_timeout_ms,
 							   err, sizeof(err));
-	if (reader == NULL || !load_script(lease_script, lease_sha) ||
-		!load_script(fill_script, fill_sha))
+	if (reader == NULL ||
+		!wtcache_load_script(reader, lease_script, lease_sha, err, sizeof(err)) ||
+		!wtcache_load_script(reader, fill_script, fill_sha, err, sizeof(err)))
 	{
 		reader_failed();
 		return NULL;
@@ -246,12 +235,6 @@ static void
 invalidate_all_read_tables(Datum arg, int cacheid, uint32 hashvalue)
 {
 	invalidate_read_table(arg, InvalidOid);
-}
-
-static int64
-interval_to_ms(Interval *iv)
-{
-	return iv->time / 1000 + ((int64) iv->day + (int64) iv->month * 30) * 86400000;
 }
 
 static void
@@ -413,7 +396,7 @@ read_table(Oid relid)
 		char	   *relname = get_rel_name(relid);
 		StringInfoData tk;
 
-		rt->ttl_ms = isnull ? 0 : interval_to_ms(DatumGetIntervalP(ttl));
+		rt->ttl_ms = isnull ? 0 : wtcache_interval_ms(DatumGetIntervalP(ttl));
 		rt->invalidate_mode = strcmp(mode, "invalidate") == 0;
 		rt->nkeys = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
 		rt->qname = quote_qualified_identifier(nspname, relname);
@@ -527,16 +510,7 @@ key_from_text(ReadTable *rt, text **vals, ReadKey *k)
 
 		k->canon[i] = OutputFunctionCall(&rt->out[i], d);
 		if (rt->binary[i])
-		{
-			bytea	   *b = SendFunctionCall(&rt->send[i], d);
-			int			blen = VARSIZE(b) - VARHDRSZ;
-			char	   *hex = palloc(blen * 2 + 3);
-
-			hex[0] = '\\';
-			hex[1] = 'x';
-			hashlens[i] = hex_encode(VARDATA(b), blen, hex + 2) + 2;
-			hashvals[i] = hex;
-		}
+			hashvals[i] = wtcache_send_hex(&rt->send[i], d, &hashlens[i]);
 		else
 		{
 			hashvals[i] = k->canon[i];
@@ -1004,13 +978,7 @@ begin_read(Oid relid)
 static void
 check_key_count(ReadTable *rt, int given)
 {
-	if (given != rt->nkeys)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("table \"%s\" has %d key column%s, but %d key value%s given",
-						get_rel_name(rt->relid), rt->nkeys, rt->nkeys == 1 ? "" : "s",
-						given, given == 1 ? " was" : "s were"),
-				 errhint("Give one text value per key column, in key order.")));
+	wtcache_check_key_count(rt->relid, rt->nkeys, given);
 }
 
 static text **

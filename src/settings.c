@@ -14,6 +14,7 @@
 #include <ctype.h>
 #include <limits.h>
 
+#include "datatype/timestamp.h"
 #include "utils/elog.h"
 #include "utils/guc.h"
 
@@ -28,6 +29,13 @@ int			wtcache_max_databases = 16;
 int			wtcache_tombstone_ttl_s = 86400;
 int			wtcache_poll_interval_ms = 5000;
 double		wtcache_ttl_jitter = 0.1;
+
+/* An interval in milliseconds, a month counted as 30 days. */
+int64
+wtcache_interval_ms(const Interval *iv)
+{
+	return iv->time / 1000 + ((int64) iv->day + (int64) iv->month * 30) * 86400000;
+}
 
 static bool
 check_power_of_two(int *newval, void **extra, GucSource source)

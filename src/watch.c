@@ -292,12 +292,6 @@ spi_exec_or_error(const char *sql, int expected)
 		elog(ERROR, "wtcache: \"%s\" failed: %s", sql, SPI_result_code_string(rc));
 }
 
-static int64
-interval_to_ms(Interval *iv)
-{
-	return iv->time / 1000 + ((int64) iv->day + (int64) iv->month * 30) * 86400000;
-}
-
 PG_FUNCTION_INFO_V1(wtcache_watch);
 Datum
 wtcache_watch(PG_FUNCTION_ARGS)
@@ -338,7 +332,7 @@ wtcache_watch(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown wtcache mode \"%s\"", mode),
 				 errhint("Use 'write_through' (Redis holds each row) or 'invalidate' (a change deletes the row's key).")));
-	if (ttl != NULL && interval_to_ms(ttl) <= 0)
+	if (ttl != NULL && wtcache_interval_ms(ttl) <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("ttl must be positive"),

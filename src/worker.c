@@ -357,14 +357,6 @@ suffix_match(const void *a, const void *b, Size keysize)
 	return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
-static int64
-interval_ms(Datum d)
-{
-	Interval   *iv = DatumGetIntervalP(d);
-
-	return iv->time / 1000 + ((int64) iv->day + (int64) iv->month * 30) * 86400000;
-}
-
 static void
 load_table(TableBatch *tb, Oid relid)
 {
@@ -398,7 +390,7 @@ load_table(TableBatch *tb, Oid relid)
 		Datum		ttl = SPI_getbinval(tup, desc, 3, &isnull);
 		StringInfoData tk;
 
-		tb->ttl_ms = isnull ? 0 : interval_ms(ttl);
+		tb->ttl_ms = isnull ? 0 : wtcache_interval_ms(DatumGetIntervalP(ttl));
 		tb->invalidate = strcmp(mode, "invalidate") == 0;
 		tb->nkeys = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
 		nspname = get_namespace_name(get_rel_namespace(relid));

@@ -33,6 +33,7 @@
 #include "storage/lwlock.h"
 #include "storage/spin.h"
 #include "utils/relcache.h"
+#include "datatype/timestamp.h"
 #include "utils/timestamp.h"
 
 #define WTCACHE_SCHEMA			"wtcache"
@@ -73,6 +74,7 @@ extern int	wtcache_poll_interval_ms;
 extern double wtcache_ttl_jitter;
 
 extern void wtcache_define_settings(void);
+extern int64 wtcache_interval_ms(const Interval *iv);
 extern void wtcache_install_log_redaction(void);
 extern bool wtcache_parse_redis_url(const char *url, RedisAddress *addr,
 									const char **problem);
@@ -165,6 +167,8 @@ extern bool wtcache_key_type_is_stable(Oid typid);
 extern void wtcache_init_key_type(KeyColumn *col, Oid typid, MemoryContext mcxt);
 extern void wtcache_init_key_column(KeyColumn *col, Relation rel,
 									AttrNumber attnum, MemoryContext mcxt);
+extern char *wtcache_send_hex(FmgrInfo *send, Datum value, int *len);
+extern void wtcache_check_key_count(Oid relid, int nkeys, int given);
 extern void wtcache_append_escaped(StringInfo buf, const char *s, bool is_name);
 extern void wtcache_append_table_key(StringInfo buf, const char *dbname,
 									 const char *nspname, const char *relname);
@@ -282,6 +286,8 @@ typedef enum MarkerCheck
 } MarkerCheck;
 
 extern bool wtcache_load_scripts(WtcRedis *r, RedisScripts *scripts, char *err, size_t errlen);
+extern bool wtcache_load_script(WtcRedis *r, const char *script, char *sha,
+								char *err, size_t errlen);
 typedef enum PushResult
 {
 	PUSH_OK,

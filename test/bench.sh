@@ -208,7 +208,7 @@ printf '%-44s %10s/s %8s/s %8s/s %8s\n' "SELECT by primary key, queries" "$s_med
 printf '%-44s %10s/s %8s/s %8s/s %7.2fx %s\n' "wtcache.get, one key (Redis hit), calls" \
     "$g_med" "$g_min" "$g_max" "$(awk -v a="$s_med" -v b="$g_med" 'BEGIN {print a / b}')" \
     "<= 2.00x (time per call)"
-printf '%-44s %10s/s %8s/s %8s/s %8s\n' "wtcache.get, 100 calls of one key, keys" "$h_med" "$h_min" "$h_max" "1.00x"
+printf '%-44s %10s/s %8s/s %8s/s %8s\n' "wtcache.get, 100 calls of one key each, keys" "$h_med" "$h_min" "$h_max" "1.00x"
 printf '%-44s %10s/s %8s/s %8s/s %7.2fx %s\n' "wtcache.get_many, 100 keys in one call, keys" \
     "$m_med" "$m_min" "$m_max" "$(awk -v a="$m_med" -v b="$h_med" 'BEGIN {print a / b}')" \
     ">= 10x (cheaper per key)"
