@@ -122,6 +122,14 @@ wtcache_check_key_count(Oid relid, int nkeys, int given)
 				 errhint("Give one text value per key column, in key order.")));
 }
 
+/* The Redis channel that applied changes are published on. */
+void
+wtcache_events_channel(StringInfo buf)
+{
+	appendStringInfoString(buf, wtcache_key_prefix);
+	appendStringInfoString(buf, "events");
+}
+
 /*
  * Escape one component.  Names also escape '.', which separates schema and
  * table.  Control characters pass through: Redis keys are binary safe.

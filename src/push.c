@@ -22,17 +22,21 @@
 
 /*
  * KEYS: row keys.  ARGV[1]: tombstone TTL in seconds; ARGV[2]: "1" when
- * rows carry a TTL.  Then per row: version, payload ("" = delete)[, ttl_ms].
- * A row's tombstone is its key plus ":t": same hash tag, same slot.
+ * rows carry a TTL; ARGV[3]: events channel ("" = none).  Then per row:
+ * version, payload ("" = delete), event message[, ttl_ms].  A row's
+ * tombstone is its key plus ":t": same hash tag, same slot.  The event is
+ * published only when the change is applied, so a redelivery or a late
+ * push publishes nothing.
  */
 static const char apply_script[] =
 "local call, pcall, match, tonumber = redis.call, redis.pcall, string.match, tonumber\n"
 "local tomb_ttl = ARGV[1]\n"
-"local stride = (ARGV[2] == '1') and 3 or 2\n"
+"local stride = (ARGV[2] == '1') and 4 or 3\n"
+"local chan = ARGV[3]\n"
 "local applied = 0\n"
 "for i = 1, #KEYS do\n"
 "  local rk = KEYS[i]\n"
-"  local a = 3 + (i - 1) * stride\n"
+"  local a = 4 + (i - 1) * stride\n"
 "  local v = tonumber(ARGV[a])\n"
 "  local head = pcall('GETRANGE', rk, 0, 24)\n"
 "  local cur\n"
@@ -46,12 +50,13 @@ static const char apply_script[] =
 "    if payload == '' then\n"
 "      call('DEL', rk)\n"
 "      call('SET', rk .. ':t', ARGV[a], 'EX', tomb_ttl)\n"
-"    elseif stride == 3 and ARGV[a + 2] ~= '0' then\n"
-"      call('SET', rk, payload, 'PX', ARGV[a + 2])\n"
+"    elseif stride == 4 and ARGV[a + 3] ~= '0' then\n"
+"      call('SET', rk, payload, 'PX', ARGV[a + 3])\n"
 "    else\n"
 "      call('SET', rk, payload)\n"
 "    end\n"
 "    applied = applied + 1\n"
+"    if chan ~= '' and ARGV[a + 2] ~= '' then call('PUBLISH', chan, ARGV[a + 2]) end\n"
 "  end\n"
 "end\n"
 "return applied\n";
@@ -116,11 +121,15 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 	char		acked_buf[24];
 	char		new_buf[24];
 	int			start = 0;
+	StringInfoData channel;
 
 	*ncalls = 0;
+	initStringInfo(&channel);
+	if (wtcache_publish_events)
+		wtcache_events_channel(&channel);
 	snprintf(tomb_ttl, sizeof(tomb_ttl), "%d", wtcache_tombstone_ttl_s);
-	argv = palloc(sizeof(char *) * (5 + ROWS_PER_CALL * 4));
-	lens = palloc(sizeof(size_t) * (5 + ROWS_PER_CALL * 4));
+	argv = palloc(sizeof(char *) * (6 + ROWS_PER_CALL * 5));
+	lens = palloc(sizeof(size_t) * (6 + ROWS_PER_CALL * 5));
 	/* version and ttl digits of every row, alive until the buffer is sent */
 	numbuf = palloc((size_t) Max(nitems, 1) * 48);
 
@@ -151,6 +160,8 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 		lens[argc++] = strlen(tomb_ttl);
 		argv[argc] = with_ttl ? "1" : "0";
 		lens[argc++] = 1;
+		argv[argc] = channel.data;
+		lens[argc++] = channel.len;
 		for (int i = 0; i < n; i++)
 		{
 			PushItem   *it = &items[start + i];
@@ -162,6 +173,8 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 			lens[argc++] = strlen(vbuf);
 			argv[argc] = it->payload ? it->payload : "";
 			lens[argc++] = it->payload ? it->payload_len : 0;
+			argv[argc] = it->event ? it->event : "";
+			lens[argc++] = it->event ? it->event_len : 0;
 			if (with_ttl)
 			{
 				snprintf(tbuf, 24, INT64_FORMAT, it->ttl_ms);

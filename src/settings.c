@@ -29,6 +29,7 @@ int			wtcache_max_databases = 16;
 int			wtcache_tombstone_ttl_s = 86400;
 int			wtcache_poll_interval_ms = 5000;
 double		wtcache_ttl_jitter = 0.1;
+bool		wtcache_publish_events = true;
 
 /* An interval in milliseconds, a month counted as 30 days. */
 int64
@@ -402,6 +403,14 @@ wtcache_define_settings(void)
 							16, 1, 1024,
 							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("wtcache.publish_events",
+							 "Whether every change applied to Redis is also published on the channel <key_prefix>events.",
+							 NULL,
+							 &wtcache_publish_events,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomIntVariable("wtcache.pending_slots",
 							"Counters of the shared filter of keys whose changes are on their way to Redis (a power of two).",

@@ -47,6 +47,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
@@ -79,6 +80,7 @@ typedef struct TableBatch
 	int			nkeys;
 	char	   *qname;
 	char	   *table_key;
+	char	   *event_head;		/* {"db":..,"table":..,"key":[ for events */
 	char	  **colnames;
 	char	  **typnames;
 	bool	   *binary;
@@ -104,6 +106,7 @@ typedef struct Batch
 	int64		nrecords;
 	char	   *purge_table_key;	/* a whole-table entry, delivered alone */
 	Oid			purge_relid;
+	char	   *purge_event;	/* published after the purge, or NULL */
 	HTAB	   *idset;			/* ids claimed, so the next claim skips them */
 	PushItem   *items;
 	int			nitems;
@@ -398,6 +401,18 @@ load_table(TableBatch *tb, Oid relid)
 		initStringInfo(&tk);
 		wtcache_append_table_key(&tk, get_database_name(MyDatabaseId), nspname, relname);
 		tb->table_key = tk.data;
+		{
+			StringInfoData ev;
+			char	   *qualified = psprintf("%s.%s", nspname, relname);
+
+			initStringInfo(&ev);
+			appendStringInfoString(&ev, "{\"db\":");
+			escape_json(&ev, my_dbname);
+			appendStringInfoString(&ev, ",\"table\":");
+			escape_json(&ev, qualified);
+			appendStringInfoString(&ev, ",\"key\":[");
+			tb->event_head = ev.data;
+		}
 		tb->colnames = palloc(sizeof(char *) * tb->nkeys);
 		tb->typnames = palloc(sizeof(char *) * tb->nkeys);
 		tb->binary = palloc(sizeof(bool) * tb->nkeys);
@@ -659,6 +674,20 @@ claim_batch(Batch *b, Batch *inflight)
 				batch_add_id(b, id);
 				b->purge_relid = relid;
 				b->purge_table_key = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
+				if (wtcache_publish_events && get_rel_name(relid) != NULL)
+				{
+					StringInfoData ev;
+
+					initStringInfo(&ev);
+					appendStringInfoString(&ev, "{\"db\":");
+					escape_json(&ev, my_dbname);
+					appendStringInfoString(&ev, ",\"table\":");
+					escape_json(&ev, psprintf("%s.%s",
+											  get_namespace_name(get_rel_namespace(relid)),
+											  get_rel_name(relid)));
+					appendStringInfo(&ev, ",\"op\":\"truncate\",\"v\":" INT64_FORMAT "}", id);
+					b->purge_event = ev.data;
+				}
 				MemoryContextSwitchTo(spicxt);
 				done = true;
 				any = true;
@@ -727,6 +756,27 @@ build_items(Batch *b, int *nitems)
 			it->row_key_len = strlen(it->row_key);
 			it->version = bk->version;
 			it->ttl_ms = 0;
+			it->event = NULL;
+			it->event_len = 0;
+			if (wtcache_publish_events)
+			{
+				StringInfoData ev;
+
+				initStringInfo(&ev);
+				appendStringInfoString(&ev, tb->event_head);
+				for (int c = 0; c < tb->nkeys; c++)
+				{
+					if (c)
+						appendStringInfoChar(&ev, ',');
+					escape_json(&ev, bk->values[c]);
+				}
+				appendStringInfo(&ev, "],\"op\":\"%s\",\"v\":" INT64_FORMAT "}",
+								 bk->payload == NULL ? "delete" :
+								 tb->invalidate ? "invalidate" : "upsert",
+								 bk->version);
+				it->event = ev.data;
+				it->event_len = ev.len;
+			}
 			if (bk->payload != NULL && !tb->invalidate)
 			{
 				it->payload = bk->payload;
@@ -989,6 +1039,20 @@ run_purge(Batch *b)
 		MemoryContextSwitchTo(TopMemoryContext);
 		redis_failed("lost the connection to Redis", err);
 		return false;
+	}
+	if (b->purge_event != NULL)
+	{
+		StringInfoData channel;
+		WtcReply	reply;
+
+		initStringInfo(&channel);
+		wtcache_events_channel(&channel);
+		if (!wtc_redis_commandv(redis, &reply, 3, "PUBLISH", channel.data, b->purge_event))
+		{
+			MemoryContextSwitchTo(TopMemoryContext);
+			redis_failed("lost the connection to Redis", wtc_redis_errstr(redis));
+			return false;
+		}
 	}
 	MemoryContextSwitchTo(TopMemoryContext);
 	if (!check_marker(b->max_version))

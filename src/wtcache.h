@@ -270,6 +270,9 @@ typedef struct PushItem
 	char	   *payload;		/* NULL: the row is gone, or invalidate mode */
 	size_t		payload_len;
 	int64		ttl_ms;			/* 0: no expiry */
+	char	   *event;			/* JSON published on the events channel if
+								 * the change is applied; NULL: none */
+	size_t		event_len;
 } PushItem;
 
 typedef struct RedisScripts
@@ -285,6 +288,8 @@ typedef enum MarkerCheck
 	MARKER_ERROR
 } MarkerCheck;
 
+extern bool wtcache_publish_events;
+extern void wtcache_events_channel(StringInfo buf);
 extern bool wtcache_load_scripts(WtcRedis *r, RedisScripts *scripts, char *err, size_t errlen);
 extern bool wtcache_load_script(WtcRedis *r, const char *script, char *sha,
 								char *err, size_t errlen);
