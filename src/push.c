@@ -26,13 +26,15 @@
  * version, payload ("" = delete), event message[, ttl_ms].  A row's
  * tombstone is its key plus ":t": same hash tag, same slot.  The event is
  * published only when the change is applied, so a redelivery or a late
- * push publishes nothing.
+ * push publishes nothing; and only when someone listens (checked inside the
+ * script, so no subscriber can arrive between the check and the publish).
  */
 static const char apply_script[] =
 "local call, pcall, match, tonumber = redis.call, redis.pcall, string.match, tonumber\n"
 "local tomb_ttl = ARGV[1]\n"
 "local stride = (ARGV[2] == '1') and 4 or 3\n"
 "local chan = ARGV[3]\n"
+"if chan ~= '' and call('PUBSUB', 'NUMSUB', chan)[2] == 0 and call('PUBSUB', 'NUMPAT') == 0 then chan = '' end\n"
 "local applied = 0\n"
 "for i = 1, #KEYS do\n"
 "  local rk = KEYS[i]\n"

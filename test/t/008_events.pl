@@ -76,8 +76,10 @@ SELECT wtcache.watch('session', ttl => '1 hour');
 INSERT INTO session SELECT i, 'v' || i FROM generate_series(1, 1000) i;
 });
 ok(wait_drained($node, $db), 'sessions delivered');
-my $pipe = redis_pipeline($rp,
-	[ map { [ 'PTTL', redis_key_of($node, $db, 'session', $_) ] } 1 .. 1000 ]);
+my @session_keys = split /\n/,
+  sql(q{SELECT wtcache.redis_key('session', i::text) FROM generate_series(1, 1000) i ORDER BY i});
+is(scalar(@session_keys), 1000, '1,000 session keys');
+my $pipe = redis_pipeline($rp, [ map { [ 'PTTL', $_ ] } @session_keys ]);
 my @ttl = sort { $a <=> $b } @$pipe;
 my $hour = 3_600_000;
 note("PTTL of 1,000 keys written together: min $ttl[0] ms, max $ttl[-1] ms");
