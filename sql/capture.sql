@@ -7,6 +7,8 @@ SELECT wtcache.watch('t');
 CREATE VIEW q AS SELECT relid::regclass AS rel, keys, keys IS NULL AS whole_table
                    FROM wtcache.queue ORDER BY id;
 
+-- (a new watch first queues the removal of keys an earlier watch may have
+-- left in Redis: the whole_table row)
 INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c');
 SELECT * FROM q;
 DELETE FROM wtcache.queue;

@@ -57,6 +57,7 @@ SELECT count(*) FROM wtcache.queue;
 -- nor can a role queue rows of a table it may not write
 SELECT wtcache._capture_when('by_email', 'i', 'x'::text);
 RESET ROLE;
+-- (each new watch queued the removal of the table's old keys: keys NULL)
 SELECT relid::regclass, keys FROM wtcache.queue ORDER BY id;
 
 -- unwatch drops triggers and configuration; purge queues the table's removal
@@ -64,6 +65,8 @@ SELECT wtcache.unwatch('by_email');
 SELECT count(*) FROM pg_trigger WHERE tgrelid = 'by_email'::regclass AND tgname LIKE 'wtcache%';
 SELECT count(*) FROM wtcache.watched WHERE rel = 'by_email'::regclass;
 SELECT relid::regclass, keys, table_key FROM wtcache.queue WHERE keys IS NULL ORDER BY id;
+-- without purge, nothing more is queued (the row there is the watch's own)
+SELECT count(*) FROM wtcache.queue WHERE relid = 'memberships'::regclass;
 SELECT wtcache.unwatch('memberships', purge => false);
 SELECT count(*) FROM wtcache.queue WHERE relid = 'memberships'::regclass;
 

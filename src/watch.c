@@ -312,6 +312,8 @@ wtcache_watch(PG_FUNCTION_ARGS)
 	AsOwner		owner;
 	int			rc;
 	bool		exists;
+	bool		newly_watched = false;
+	bool		isnull;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -444,12 +446,31 @@ wtcache_watch(PG_FUNCTION_ARGS)
 		values[5] = CStringGetTextDatum(mode);
 		rc = SPI_execute_with_args("INSERT INTO wtcache.watched AS w (rel, key_columns, key_attnums, tags, ttl, mode) "
 								   "VALUES ($1, $2, $3, $4, $5, $6) "
-								   "ON CONFLICT (rel) DO UPDATE SET tags = EXCLUDED.tags, ttl = EXCLUDED.ttl, mode = EXCLUDED.mode",
+								   "ON CONFLICT (rel) DO UPDATE SET tags = EXCLUDED.tags, ttl = EXCLUDED.ttl, mode = EXCLUDED.mode "
+								   "RETURNING (xmax = 0)",
 								   6, argtypes, values, nulls, false, 0);
-		if (rc != SPI_OK_INSERT)
+		if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 			elog(ERROR, "wtcache.watched insert failed: %s", SPI_result_code_string(rc));
+		newly_watched = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
 	as_owner_end(&owner);
+
+	/*
+	 * Keys Redis may still hold from an earlier watch of this table (unwatch
+	 * without purge, a dropped and re-created extension) were not kept up to
+	 * date meanwhile: reads must not serve them.  Queue the removal of the
+	 * table's keys first; until it is done, reads of the table go to it.
+	 */
+	if (newly_watched)
+	{
+		StringInfoData table_key;
+
+		initStringInfo(&table_key);
+		wtcache_append_table_key(&table_key, get_database_name(MyDatabaseId),
+								 get_namespace_name(RelationGetNamespace(rel)),
+								 RelationGetRelationName(rel));
+		wtcache_enqueue_whole_table(relid, table_key.data);
+	}
 
 	SPI_finish();
 	/* backends' cached read settings of this table (read.c) go stale */

@@ -212,12 +212,30 @@ is(sql(q{SET ROLE reader_rls; SELECT count(*) FROM wtcache.get_many('secret', AR
 is(sql(q{SELECT read_bypasses FROM wtcache.status WHERE table_name = 'secret'::regclass}) - $secret_bypass0, 4,
 	'RLS: those reads went to the table, not to the shared cache');
 
+#### Keys left by an earlier watch are never served
+
+my $k90 = redis_key_of($node, $db, 'acct', 90);
+sql(q{SELECT wtcache.unwatch('acct', purge => false)});
+sql(q{UPDATE acct SET owner = 'changed while unwatched' WHERE id = 90});
+like(redis_cmd($rp, 'GET', $k90), qr/"owner":"owner 90"/, 'Redis still holds the row from before the unwatch');
+my $rewatch = $node->background_psql($db);
+$rewatch->query_safe(q{SELECT wtcache.watch('acct')});
+is($rewatch->query_safe(q{SELECT wtcache.get('acct', '90')->>'owner'}), 'changed while unwatched',
+	'right after watching again, a read returns the table row, not the stale key');
+ok(wait_drained($node, $db), 'the new watch removed the old keys');
+is(row_in_redis(90), undef, 'the stale key is gone');
+is($rewatch->query_safe(q{SELECT wtcache.get('acct', '90')->>'owner'}), 'changed while unwatched',
+	'and a read fills the current row');
+$rewatch->quit;
+
 #### A crash empties the shared pending filter: reads stay current
 
 ok($node->poll_query_until($db,
 		q{SELECT reads_use_redis FROM wtcache.worker_status() w JOIN pg_database d
 		  ON d.oid = w.database_oid WHERE d.datname = current_database()}),
 	'worker_status says reads use Redis (the pending filter counts the queue)');
+sql(q{SELECT wtcache.get('acct', '80')});    # fills it: the re-watch removed it
+like(row_in_redis(80), qr/"owner":"owner 80"/, 'row 80 is in Redis');
 # Redis answers reads but holds every write (the worker's), so the change
 # stays queued across the crash while the old row stays readable.
 redis_cmd($rp, 'CLIENT', 'PAUSE', '20000', 'WRITE');
