@@ -128,6 +128,7 @@ static int	consecutive_failures = 0;
 static bool failure_logged = false;
 static char *marker_key = NULL;
 static bool need_marker_check = true;
+static bool redis_verified = false;	/* first marker check passed */
 static char *my_dbname = NULL;
 static StringInfoData suffix_buf;	/* scratch for add_key, in TopMemoryContext */
 
@@ -897,6 +898,52 @@ resync_all(const char *why)
 		wtcache_slot_set_state(MySlot, WORKER_CONNECTED, true);
 }
 
+/* The highest queue id this database has handed out. */
+static int64
+queue_last_id(void)
+{
+	int64		last = 0;
+	bool		isnull;
+
+	begin_xact(true);
+	if (SPI_execute("SELECT last_value FROM wtcache.queue_id_seq", true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "wtcache: reading wtcache.queue_id_seq failed");
+	if (SPI_processed == 1)
+		last = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	end_xact();
+	return last;
+}
+
+/* Remove every key of this database (rows, tombstones, leases). */
+static bool
+purge_database_keys(void)
+{
+	StringInfoData pattern;
+	int64		removed;
+	char		err[256];
+
+	initStringInfo(&pattern);
+	wtcache_append_glob_escaped(&pattern, wtcache_key_prefix);
+	appendStringInfoChar(&pattern, '{');
+	{
+		StringInfoData db;
+
+		initStringInfo(&db);
+		wtcache_append_escaped(&db, my_dbname, true);
+		wtcache_append_glob_escaped(&pattern, db.data);
+	}
+	appendStringInfoString(&pattern, ":*");
+	if (!wtcache_purge_pattern(redis, pattern.data, &removed, err, sizeof(err)))
+	{
+		redis_failed("lost the connection to Redis", err);
+		return false;
+	}
+	ereport(LOG,
+			(errmsg("wtcache: Redis at %s held versions this database never handed out; removed its " INT64_FORMAT " keys",
+					redis_address, removed)));
+	return true;
+}
+
 /*
  * Check the generation marker and raise it to new_version.  Returns false
  * when Redis failed (the connection is then gone).
@@ -919,6 +966,26 @@ check_marker(int64 new_version)
 	{
 		resync_all(seen < 0 ? "generation marker missing" : "generation marker behind");
 		return redis != NULL;
+	}
+	if (!redis_verified)
+	{
+		/*
+		 * Versions in Redis beyond any this database has handed out: the
+		 * database was restored from a backup (or recreated) under the same
+		 * name.  Its changes would carry lower versions and be refused, and
+		 * reads would serve rows from its future: clear its keys, resync.
+		 */
+		int64		last_id = queue_last_id();
+
+		if (seen > last_id)
+		{
+			if (!purge_database_keys())
+				return false;
+			resync_all("Redis is ahead of this database, which was restored or recreated");
+			redis_verified = (redis != NULL);
+			return redis != NULL;
+		}
+		redis_verified = true;
 	}
 	/* after a server restart, learn what Redis already has */
 	SpinLockAcquire(&MySlot->mutex);
@@ -1126,7 +1193,8 @@ count_pending_if_needed(void)
 	static bool waiting_logged = false;
 	bool		counted;
 
-	if (MySlot->pending_ready || GetCurrentTimestamp() < next_try)
+	/* not before Redis is known not to be ahead of us (check_marker) */
+	if (MySlot->pending_ready || !redis_verified || GetCurrentTimestamp() < next_try)
 		return;
 	begin_xact(false);
 	counted = wtcache_pending_rebuild(MySlot);

@@ -110,5 +110,29 @@ sql(q{UPDATE big SET v = 100 WHERE id = 1});
 ok(wait_drained($node, $db, '30s'), 'a new change is delivered after the crashes');
 like(redis_cmd($rp, 'GET', redis_key_of($node, $db, 'big', 1)), qr/"v":100,/, 'row 1 has its new value');
 
+#### Redis ahead of the database (as after restoring it from a backup)
+
+# Versions this database never handed out: the marker, a row, a tombstone.
+my $future = 10_000_000_000;
+my $k2 = redis_key_of($node, $db, 'big', 2);
+my $k3 = redis_key_of($node, $db, 'big', 3);
+my $marker = redis_cmd($rp, 'KEYS', 'wtc:{postgres}:gen')->[0];
+$node->stop;
+redis_cmd($rp, 'SET', $marker, $future);
+redis_cmd($rp, 'SET', $k2, qq({"_v":$future,"id":2,"v":-1,"pad":"from the future"}));
+redis_cmd($rp, 'DEL', $k3);
+redis_cmd($rp, 'SET', "$k3:t", $future);
+$log_offset = -s $node->logfile;
+$node->start;
+$node->wait_for_log(qr/held versions this database never handed out/, $log_offset);
+pass('the worker noticed versions from the future');
+ok(wait_drained($node, $db, '300s'), 'resync delivered');
+compare_table_ok($node, $db, 'big', $rp, 'Redis matches the table again');
+sql(q{UPDATE big SET v = 7 WHERE id IN (2, 3)});
+ok(wait_drained($node, $db, '30s'), 'changes after it are delivered');
+like(redis_cmd($rp, 'GET', $k2), qr/"v":7,/, 'a row that had a future version takes new changes');
+like(redis_cmd($rp, 'GET', $k3), qr/"v":7,/, 'a row that had a future tombstone takes new changes');
+is(sql(q{SELECT wtcache.get('big', '2')->>'v'}), '7', 'and reads return them');
+
 $node->stop;
 done_testing();

@@ -223,7 +223,8 @@ $rewatch->query_safe(q{SELECT wtcache.watch('acct')});
 is($rewatch->query_safe(q{SELECT wtcache.get('acct', '90')->>'owner'}), 'changed while unwatched',
 	'right after watching again, a read returns the table row, not the stale key');
 ok(wait_drained($node, $db), 'the new watch removed the old keys');
-is(row_in_redis(90), undef, 'the stale key is gone');
+# (the read above may have come after the removal, and filled the current row)
+unlike(row_in_redis(90) // '', qr/"owner":"owner 90"/, 'the stale value is gone');
 is($rewatch->query_safe(q{SELECT wtcache.get('acct', '90')->>'owner'}), 'changed while unwatched',
 	'and a read fills the current row');
 $rewatch->quit;
