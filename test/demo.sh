@@ -204,6 +204,15 @@ done
 echo "   ${#keys[@]} keys read with one MGET: $bad differ"
 [ "$bad" -eq 0 ] && [ "${#keys[@]}" -eq 1000 ] || exit 1
 
+echo "== cached reads through SQL"
+echo "   wtcache.get('accounts', '42') = $(q "SELECT wtcache.get('accounts', '42')")"
+# another session commits a change; the next read, with no wait(), sees it
+q "UPDATE accounts SET balance = 1000 WHERE id = 42" >/dev/null
+echo "   right after another session's UPDATE (no wait): balance = $(q "SELECT wtcache.get('accounts', '42')->>'balance'")"
+echo "   get_many of 5 keys in one round trip: $(q "SELECT string_agg(key[1] || '=' || coalesce(\"row\"->>'balance', 'none'), ' ')
+                                                 FROM wtcache.get_many('accounts', ARRAY['41', '42', '43', '50', '99999'])")"
+
 echo "== wtcache.status"
-psql -X -P footer=off -c "SELECT table_name, captured, pushed, pending, connected, worker_state FROM wtcache.status"
+psql -X -P footer=off -c "SELECT table_name, captured, pushed, pending, connected, worker_state,
+                                 read_hits, read_bypasses, read_misses FROM wtcache.status"
 echo "demo OK"
