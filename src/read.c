@@ -461,6 +461,7 @@ typedef struct ReadKey
 	uint32		pending_index;
 	ReadSource	source;
 	bool		waited;			/* someone else's lease: waited for it */
+	bool		lease_held;		/* ours: fill, or give back */
 	char	   *tombstone;		/* with the lease: "" or the version */
 	char	   *json;			/* result: the row as stored ("_v" first) */
 	int			json_len;
@@ -765,9 +766,9 @@ fill(ReadTable *rt, ReadKey *keys, int nkeys, const char *token)
 		const char *argv[8];
 		size_t		lens[8];
 
-		if (k->source != FROM_TABLE_FILL)
+		if (!k->lease_held)
 			continue;
-		if (k->found)
+		if (k->found && k->source == FROM_TABLE_FILL)
 		{
 			const char *body = k->json + 1;
 
@@ -866,7 +867,6 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 	WtcReply	reply;
 	uint32		table_index = wtcache_pending_table_index(MyDatabaseId, rt->relid);
 
-
 	for (int i = 0; i < nkeys; i++)
 	{
 		keys[i].source = FROM_TABLE;
@@ -941,14 +941,17 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 		}
 	}
 
-	/* a change may have become pending since the lease: then no fill */
+	/*
+	 * A change may have become pending since the lease: then read the table
+	 * but do not fill (the lease is given back, so waiters stop waiting).
+	 */
 	for (int i = 0; i < nkeys; i++)
 		if (keys[i].source == FROM_TABLE_FILL)
 		{
+			keys[i].lease_held = true;
+			any_fill = true;
 			if (!wtcache_pending_clear(keys[i].pending_index, table_index))
-				keys[i].source = FROM_TABLE;	/* lease expires by itself */
-			else
-				any_fill = true;
+				keys[i].source = FROM_TABLE;
 		}
 
 	read_from_table(rt, keys, nkeys);
