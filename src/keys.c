@@ -122,6 +122,28 @@ wtcache_check_key_count(Oid relid, int nkeys, int given)
 				 errhint("Give one text value per key column, in key order.")));
 }
 
+/*
+ * The query that reads the rows of many keys: $1..$n are text arrays, one
+ * per key column, holding the canonical key text; it returns each found
+ * row's position in the arrays and its row_to_json.  Used by the worker
+ * and by cached reads, so both render rows the same way.
+ */
+void
+wtcache_append_rows_by_keys_sql(StringInfo sql, const char *qname, int nkeys,
+								char **colnames, char **typnames)
+{
+	appendStringInfoString(sql, "SELECT k.ord, row_to_json(t)::text FROM unnest(");
+	for (int c = 0; c < nkeys; c++)
+		appendStringInfo(sql, "%s$%d::text[]", c ? ", " : "", c + 1);
+	appendStringInfoString(sql, ") WITH ORDINALITY AS k(");
+	for (int c = 0; c < nkeys; c++)
+		appendStringInfo(sql, "c%d, ", c);
+	appendStringInfo(sql, "ord) JOIN ONLY %s t ON ", qname);
+	for (int c = 0; c < nkeys; c++)
+		appendStringInfo(sql, "%st.%s = k.c%d::%s", c ? " AND " : "",
+						 quote_identifier(colnames[c]), c, typnames[c]);
+}
+
 /* The Redis channel that applied changes are published on. */
 void
 wtcache_events_channel(StringInfo buf)

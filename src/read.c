@@ -237,49 +237,38 @@ invalidate_all_read_tables(Datum arg, int cacheid, uint32 hashvalue)
 	invalidate_read_table(arg, InvalidOid);
 }
 
-static void
-build_fetch_plan(ReadTable *rt, char **colnames, char **typnames)
+static SPIPlanPtr
+prepare_kept(ReadTable *rt, const char *sql, Oid argtype)
 {
-	StringInfoData sql;
 	Oid		   *argtypes = palloc(sizeof(Oid) * rt->nkeys);
 	SPIPlanPtr	plan;
 
-	initStringInfo(&sql);
-	appendStringInfoString(&sql, "SELECT k.ord, row_to_json(t)::text FROM unnest(");
 	for (int c = 0; c < rt->nkeys; c++)
-	{
-		appendStringInfo(&sql, "%s$%d", c ? ", " : "", c + 1);
-		argtypes[c] = TEXTARRAYOID;
-	}
-	appendStringInfoString(&sql, ") WITH ORDINALITY AS k(");
-	for (int c = 0; c < rt->nkeys; c++)
-		appendStringInfo(&sql, "c%d, ", c);
-	appendStringInfo(&sql, "ord) JOIN ONLY %s t ON ", rt->qname);
-	for (int c = 0; c < rt->nkeys; c++)
-		appendStringInfo(&sql, "%st.%s = k.c%d::%s", c ? " AND " : "",
-						 quote_identifier(colnames[c]), c, typnames[c]);
-	plan = SPI_prepare(sql.data, rt->nkeys, argtypes);
+		argtypes[c] = argtype;
+	plan = SPI_prepare(sql, rt->nkeys, argtypes);
 	if (plan == NULL)
 		elog(ERROR, "wtcache: could not prepare the read of %s: %s",
 			 rt->qname, SPI_result_code_string(SPI_result));
 	SPI_keepplan(plan);
-	rt->fetch_plan = plan;
+	return plan;
+}
+
+static void
+build_fetch_plan(ReadTable *rt, char **colnames, char **typnames)
+{
+	StringInfoData sql;
+
+	initStringInfo(&sql);
+	wtcache_append_rows_by_keys_sql(&sql, rt->qname, rt->nkeys, colnames, typnames);
+	rt->fetch_plan = prepare_kept(rt, sql.data, TEXTARRAYOID);
 
 	/* the one-key case, the common one, without arrays and a join */
 	resetStringInfo(&sql);
 	appendStringInfo(&sql, "SELECT 1::int8, row_to_json(t)::text FROM ONLY %s t WHERE ", rt->qname);
 	for (int c = 0; c < rt->nkeys; c++)
-	{
 		appendStringInfo(&sql, "%st.%s = $%d::%s", c ? " AND " : "",
 						 quote_identifier(colnames[c]), c + 1, typnames[c]);
-		argtypes[c] = TEXTOID;
-	}
-	plan = SPI_prepare(sql.data, rt->nkeys, argtypes);
-	if (plan == NULL)
-		elog(ERROR, "wtcache: could not prepare the read of %s: %s",
-			 rt->qname, SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	rt->fetch_one_plan = plan;
+	rt->fetch_one_plan = prepare_kept(rt, sql.data, TEXTOID);
 }
 
 /*
@@ -335,8 +324,7 @@ read_table(Oid relid)
 {
 	ReadTable  *rt;
 	bool		found;
-	Oid			argtypes[1] = {OIDOID};
-	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	WatchConfig config;
 	char	  **colnames;
 	char	  **typnames;
 	MemoryContext old;
@@ -370,11 +358,10 @@ read_table(Oid relid)
 	rt->cxt = AllocSetContextCreate(CacheMemoryContext, "wtcache read table",
 									ALLOCSET_SMALL_SIZES);
 
-	if (SPI_execute_with_args("SELECT key_attnums, mode, ttl FROM wtcache.watched WHERE rel = $1",
-							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "wtcache.watched lookup failed");
-	if (SPI_processed == 0)
+	old = MemoryContextSwitchTo(rt->cxt);
+	if (!wtcache_load_watch(relid, &config))
 	{
+		MemoryContextSwitchTo(old);
 		MemoryContextDelete(rt->cxt);
 		hash_search(read_tables, &relid, HASH_REMOVE, NULL);
 		ereport(ERROR,
@@ -383,22 +370,15 @@ read_table(Oid relid)
 				 errhint("Call wtcache.watch() on it first.")));
 	}
 
-	old = MemoryContextSwitchTo(rt->cxt);
 	{
-		HeapTuple	tup = SPI_tuptable->vals[0];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		ArrayType  *arr = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 1, &isnull));
-		int16	   *attnums = (int16 *) ARR_DATA_PTR(arr);
-		char	   *mode = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-		Datum		ttl = SPI_getbinval(tup, desc, 3, &isnull);
+		int16	   *attnums = config.key_attnums;
 		char	   *nspname = get_namespace_name(get_rel_namespace(relid));
 		char	   *relname = get_rel_name(relid);
 		StringInfoData tk;
 
-		rt->ttl_ms = isnull ? 0 : wtcache_interval_ms(DatumGetIntervalP(ttl));
-		rt->invalidate_mode = strcmp(mode, "invalidate") == 0;
-		rt->nkeys = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
+		rt->ttl_ms = config.ttl_ms;
+		rt->invalidate_mode = config.invalidate_mode;
+		rt->nkeys = config.nkeys;
 		rt->qname = quote_qualified_identifier(nspname, relname);
 		initStringInfo(&tk);
 		wtcache_append_table_key(&tk, get_database_name(MyDatabaseId), nspname, relname);

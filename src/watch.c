@@ -545,6 +545,41 @@ wtcache_unwatch(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Read a table's watch configuration into *config, allocated in the
+ * current memory context.  False if the table is not watched.  Needs SPI.
+ */
+bool
+wtcache_load_watch(Oid relid, WatchConfig *config)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	MemoryContext outer = CurrentMemoryContext;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	ArrayType  *arr;
+	Datum		ttl;
+	char	   *mode;
+
+	if (SPI_execute_with_args("SELECT key_attnums, mode, ttl FROM wtcache.watched WHERE rel = $1",
+							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "wtcache.watched lookup failed");
+	if (SPI_processed == 0)
+		return false;
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	MemoryContextSwitchTo(outer);
+	arr = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 1, &isnull));
+	mode = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+	ttl = SPI_getbinval(tup, desc, 3, &isnull);
+	config->ttl_ms = isnull ? 0 : wtcache_interval_ms(DatumGetIntervalP(ttl));
+	config->invalidate_mode = strcmp(mode, "invalidate") == 0;
+	config->nkeys = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
+	config->key_attnums = (int16 *) ARR_DATA_PTR(arr);
+	return true;
+}
+
+/*
  * Queue every row of a watched table: the worker then pushes each row's
  * committed value with a fresh version, so this is safe while writers run.
  * Runs as wtcache's owner so that row-level security cannot hide rows.

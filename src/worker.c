@@ -364,8 +364,7 @@ suffix_match(const void *a, const void *b, Size keysize)
 static void
 load_table(TableBatch *tb, Oid relid)
 {
-	Oid			argtypes[1] = {OIDOID};
-	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	WatchConfig config;
 	MemoryContext spicxt;
 	char	   *relname;
 	char	   *nspname;
@@ -377,26 +376,19 @@ load_table(TableBatch *tb, Oid relid)
 	relname = get_rel_name(relid);
 	if (relname == NULL)
 		return;
-	if (SPI_execute_with_args("SELECT key_attnums, mode, ttl FROM wtcache.watched WHERE rel = $1",
-							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "wtcache.watched lookup failed");
-	if (SPI_processed == 0)
-		return;
-
 	spicxt = MemoryContextSwitchTo(BatchContext);
+	if (!wtcache_load_watch(relid, &config))
 	{
-		HeapTuple	tup = SPI_tuptable->vals[0];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		ArrayType  *arr = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 1, &isnull));
-		int16	   *attnums = (int16 *) ARR_DATA_PTR(arr);
-		char	   *mode = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-		Datum		ttl = SPI_getbinval(tup, desc, 3, &isnull);
+		MemoryContextSwitchTo(spicxt);
+		return;
+	}
+	{
+		int16	   *attnums = config.key_attnums;
 		StringInfoData tk;
 
-		tb->ttl_ms = isnull ? 0 : wtcache_interval_ms(DatumGetIntervalP(ttl));
-		tb->invalidate = strcmp(mode, "invalidate") == 0;
-		tb->nkeys = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
+		tb->ttl_ms = config.ttl_ms;
+		tb->invalidate = config.invalidate_mode;
+		tb->nkeys = config.nkeys;
 		nspname = get_namespace_name(get_rel_namespace(relid));
 		tb->qname = quote_qualified_identifier(nspname, relname);
 		initStringInfo(&tk);
@@ -554,16 +546,7 @@ fetch_rows(TableBatch *tb)
 	MemoryContext old;
 
 	initStringInfo(&sql);
-	appendStringInfoString(&sql, "SELECT k.ord, row_to_json(t)::text FROM unnest(");
-	for (int c = 0; c < tb->nkeys; c++)
-		appendStringInfo(&sql, "%s$%d::text[]", c ? ", " : "", c + 1);
-	appendStringInfoString(&sql, ") WITH ORDINALITY AS k(");
-	for (int c = 0; c < tb->nkeys; c++)
-		appendStringInfo(&sql, "c%d, ", c);
-	appendStringInfo(&sql, "ord) JOIN ONLY %s t ON ", tb->qname);
-	for (int c = 0; c < tb->nkeys; c++)
-		appendStringInfo(&sql, "%st.%s = k.c%d::%s", c ? " AND " : "",
-						 quote_identifier(tb->colnames[c]), c, tb->typnames[c]);
+	wtcache_append_rows_by_keys_sql(&sql, tb->qname, tb->nkeys, tb->colnames, tb->typnames);
 
 	for (int c = 0; c < tb->nkeys; c++)
 	{

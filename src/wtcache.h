@@ -176,6 +176,8 @@ extern void wtcache_append_row_key(StringInfo buf, const char *prefix,
 								   const char *table_key, int nkeys,
 								   char **values);
 extern void wtcache_append_glob_escaped(StringInfo buf, const char *s);
+extern void wtcache_append_rows_by_keys_sql(StringInfo sql, const char *qname, int nkeys,
+											char **colnames, char **typnames);
 extern int	wtcache_canonical_settings_push(void);
 extern void wtcache_canonical_settings_pop(int nestlevel);
 
@@ -187,6 +189,16 @@ extern bool wtcache_xact_wrote(Oid relid);
 extern void wtcache_enqueue_whole_table(Oid relid, const char *table_key);
 
 /* ---- watch.c ---- */
+/* A table's watch configuration, as wtcache.watched holds it. */
+typedef struct WatchConfig
+{
+	int			nkeys;
+	int16	   *key_attnums;
+	bool		invalidate_mode;
+	int64		ttl_ms;			/* 0: no expiry */
+} WatchConfig;
+
+extern bool wtcache_load_watch(Oid relid, WatchConfig *config);
 extern Oid	wtcache_owner(void);
 extern uint64 wtcache_enqueue_all_rows(Oid relid);
 
