@@ -288,31 +288,14 @@ rendering_depends_on_settings(Oid relid)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
+		Oid			base;
+
 		if (att->attisdropped)
 			continue;
-		switch (getBaseType(att->atttypid))
-		{
-			case BOOLOID:
-			case INT2OID:
-			case INT4OID:
-			case INT8OID:
-			case OIDOID:
-			case NUMERICOID:
-			case TEXTOID:
-			case VARCHAROID:
-			case BPCHAROID:
-			case NAMEOID:
-			case CHAROID:
-			case UUIDOID:
-			case DATEOID:
-			case TIMESTAMPOID:
-			case JSONOID:
-			case JSONBOID:
-				break;
-			default:
-				depends = !type_is_enum(getBaseType(att->atttypid));
-				break;
-		}
+		base = getBaseType(att->atttypid);
+		/* JSON renders dates and timestamps in ISO form whatever DateStyle says */
+		depends = !(wtcache_key_type_is_stable(base) || base == DATEOID ||
+					base == TIMESTAMPOID || base == JSONOID || base == JSONBOID);
 	}
 	relation_close(rel, AccessShareLock);
 	return depends;
