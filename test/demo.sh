@@ -12,70 +12,32 @@ set -euo pipefail
 
 ROWS=${DEMO_ROWS:-100000}
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
-ROOT=$(dirname "$(dirname "$SELF")")
+HERE=$(dirname "$SELF")
+. "$HERE/lib/servers.sh"
 
 # ---------------------------------------------------------------- setup --
-if [ "${1:-}" != "--run" ]; then
-    if [ "$(id -u)" -eq 0 ]; then
-        PKGS=(postgresql-15 postgresql-server-dev-15 libhiredis-dev redis-server
-              redis-tools make gcc libc6-dev)
-        missing=()
-        for p in "${PKGS[@]}"; do
-            dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
-                || missing+=("$p")
-        done
-        if [ ${#missing[@]} -gt 0 ]; then
-            echo "installing ${missing[*]} ..."
-            policy_added=no
-            if [ ! -e /usr/sbin/policy-rc.d ]; then
-                printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-                chmod 755 /usr/sbin/policy-rc.d
-                policy_added=yes
-            fi
-            export DEBIAN_FRONTEND=noninteractive
-            apt-get update -q >/dev/null
-            apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-            [ "$policy_added" = yes ] && rm -f /usr/sbin/policy-rc.d
-        fi
-        echo "building and installing wtcache ..."
-        export PATH="$(pg_config --bindir):$PATH"
-        make -C "$ROOT" with_llvm=no >/dev/null
-        make -C "$ROOT" with_llvm=no install >/dev/null
-        # The demo itself runs as postgres, from a copy of this script it
-        # can read wherever the repository lives.
-        copy=$(mktemp /tmp/wtcache-demo.XXXXXX.sh)
-        cp "$SELF" "$copy"
-        chmod 755 "$copy"
-        rc=0
-        runuser -u postgres -- bash "$copy" --run || rc=$?
-        rm -f "$copy"
-        exit $rc
-    fi
-    exec bash "$SELF" --run
+# As root: packages, build and install, then the demo as 'postgres' (from a
+# copy of test/ it can read wherever the repository lives).
+if [ "$(id -u)" -eq 0 ]; then
+    install_packages postgresql-15 postgresql-server-dev-15 libhiredis-dev \
+        redis-server redis-tools make gcc libc6-dev
+    echo "building and installing wtcache ..."
+    run_as_postgres_after_install "$SELF" "$(dirname "$HERE")" "$@"
 fi
 
 # ----------------------------------------------------------------- demo --
 export PATH="$(pg_config --bindir):$PATH"
 WORK=$(mktemp -d /tmp/wtcache-demo.XXXXXX)
-PGDATA="$WORK/pgdata"
-REDIS_PID=""
-PG_STARTED=no
 
 cleanup() {
     local rc=$?
     set +e
-    if [ "$PG_STARTED" = yes ]; then
-        pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null 2>&1
-    fi
-    if [ -n "$REDIS_PID" ] && kill -0 "$REDIS_PID" 2>/dev/null; then
-        kill "$REDIS_PID"
-        for _ in $(seq 50); do kill -0 "$REDIS_PID" 2>/dev/null || break; sleep 0.1; done
-    fi
+    servers_stop_all
     if [ "$rc" -ne 0 ]; then
         echo
         echo "demo FAILED (exit $rc); last lines of the server logs:"
-        tail -n 25 "$WORK/postgresql.log" 2>/dev/null
-        tail -n 10 "$WORK/redis.log" 2>/dev/null
+        tail -n 25 "$WORK/pgdata/server.log" 2>/dev/null
+        tail -n 10 "$WORK/redis/redis.log" 2>/dev/null
     fi
     rm -rf "$WORK"
     exit $rc
@@ -83,12 +45,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    perl -MIO::Socket::INET -e \
-        'my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1",
-                                       LocalPort => 0, ReuseAddr => 1) or die $!;
-         print $s->sockport, "\n";'
-}
 now_ms() { date +%s%3N; }
 
 PGPORT=$(free_port)
@@ -96,26 +52,12 @@ REDIS_PORT=$(free_port)
 while [ "$REDIS_PORT" = "$PGPORT" ]; do REDIS_PORT=$(free_port); done
 
 echo "== starting Redis on 127.0.0.1:$REDIS_PORT and PostgreSQL on 127.0.0.1:$PGPORT"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --dir "$WORK" --logfile "$WORK/redis.log" --daemonize no >/dev/null 2>&1 &
-REDIS_PID=$!
+start_redis "$WORK/redis" "$REDIS_PORT"
 rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
-for _ in $(seq 100); do
-    [ "$(rcli PING 2>/dev/null)" = PONG ] && break
-    sleep 0.1
-done
 [ "$(rcli PING 2>/dev/null)" = PONG ] || { echo "Redis did not start"; exit 1; }
-
-initdb -D "$PGDATA" -A trust -U postgres --encoding=UTF8 --locale=C >/dev/null
-cat >> "$PGDATA/postgresql.conf" <<EOF
-port = $PGPORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$WORK'
-shared_preload_libraries = 'wtcache'
-wtcache.redis_url = 'redis://127.0.0.1:$REDIS_PORT'
-EOF
-pg_ctl -D "$PGDATA" -l "$WORK/postgresql.log" -w start >/dev/null
-PG_STARTED=yes
+INITDB_ARGS="--encoding=UTF8 --locale=C" start_pg "$WORK/pgdata" "$PGPORT" \
+    "shared_preload_libraries = 'wtcache'" \
+    "wtcache.redis_url = 'redis://127.0.0.1:$REDIS_PORT'"
 
 export PGHOST=127.0.0.1 PGPORT PGUSER=postgres PGDATABASE=postgres
 q() { psql -X -q -At -v ON_ERROR_STOP=1 -c "$1"; }
@@ -165,22 +107,24 @@ echo "   warm-up of $ROWS rows in Redis after $(( $(now_ms) - t0 )) ms (wait() t
 report
 sample
 
-echo "== migration: UPDATE accounts SET balance = balance + 1   (all rows, one statement)"
-t0=$(now_ms)
-psql -X -q -v ON_ERROR_STOP=1 -c "UPDATE accounts SET balance = balance + 1, updated_at = now()"
-t1=$(now_ms)
-echo "   UPDATE committed in $((t1 - t0)) ms"
+# migration SQL: one statement from psql, as a migration would run it
+migration() {
+    local t0 t1
+    echo "== migration: $1"
+    t0=$(now_ms)
+    psql -X -q -v ON_ERROR_STOP=1 -c "$1"
+    t1=$(now_ms)
+    echo "   ${1%% *} committed in $((t1 - t0)) ms"
+}
+
+migration "UPDATE accounts SET balance = balance + 1, updated_at = now()"
 echo "   right after commit: $(q "SELECT format('pending %s, oldest pending %s', pending, coalesce(date_trunc('milliseconds', oldest_pending_age)::text, '-')) FROM wtcache.status WHERE table_name = 'accounts'::regclass")"
 ms=$(timed_wait)
 echo "   wait() returned after $ms ms: Redis caught up"
 report
 sample
 
-echo "== migration: DELETE FROM accounts WHERE id % 10 = 0"
-t0=$(now_ms)
-psql -X -q -v ON_ERROR_STOP=1 -c "DELETE FROM accounts WHERE id % 10 = 0"
-t1=$(now_ms)
-echo "   DELETE committed in $((t1 - t0)) ms"
+migration "DELETE FROM accounts WHERE id % 10 = 0"
 ms=$(timed_wait)
 echo "   wait() returned after $ms ms"
 report

@@ -21,30 +21,11 @@ PKGS=(postgresql-15 postgresql-server-dev-15 libhiredis-dev redis-server
       make gcc libc6-dev)
 
 say() { printf '\n==> %s\n' "$*"; }
+. "$ROOT/test/lib/servers.sh"
 
 if [ "$(id -u)" -eq 0 ]; then
-    missing=()
-    for p in "${PKGS[@]}"; do
-        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-            missing+=("$p")
-        fi
-    done
-    if [ ${#missing[@]} -gt 0 ]; then
-        say "installing: ${missing[*]}"
-        # Keep the redis-server package from starting a system service.
-        policy_added=no
-        if [ ! -e /usr/sbin/policy-rc.d ]; then
-            printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-            chmod 755 /usr/sbin/policy-rc.d
-            policy_added=yes
-        fi
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -q
-        apt-get install -y -q --no-install-recommends "${missing[@]}"
-        [ "$policy_added" = yes ] && rm -f /usr/sbin/policy-rc.d
-    else
-        say "packages already installed"
-    fi
+    say "packages"
+    install_packages "${PKGS[@]}"
 fi
 
 export PATH="$(pg_config --bindir):$PATH"

@@ -1,20 +1,48 @@
-# Shell helpers for scripts that start their own PostgreSQL and Redis on
-# loopback (benchmarks).  Source it; everything started is recorded so that
-# servers_stop_all (called from an EXIT trap) stops it, also on failure.
+# Shell helpers for the scripts that install what they need and start their
+# own PostgreSQL and Redis on loopback (tests, demo, benchmarks).  Source it;
+# everything started is recorded so that servers_stop_all (called from an
+# EXIT trap) stops it, also on failure.
 
 SERVERS_PG_DIRS=()
 SERVERS_REDIS_PIDS=()
+
+# install_packages PKG...: as root, apt-get install those not yet installed,
+# without letting redis-server start a system service.  Prints what it does.
+install_packages() {
+    local missing=() p policy_added=no
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
+            || missing+=("$p")
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        echo "packages already installed"
+        return 0
+    fi
+    echo "installing: ${missing[*]}"
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        policy_added=yes
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+    [ "$policy_added" = yes ] && rm -f /usr/sbin/policy-rc.d
+    return 0
+}
 
 free_port() {
     perl -MIO::Socket::INET -e \
         'print IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1", LocalPort => 0)->sockport'
 }
 
-# start_pg DATADIR PORT [extra postgresql.conf lines...]
+# start_pg DATADIR PORT [extra postgresql.conf lines...]; initdb also gets
+# the words of $INITDB_ARGS.  The server log is DATADIR/server.log.
 start_pg() {
     local dir=$1 port=$2
     shift 2
-    initdb -D "$dir" -A trust -U postgres >/dev/null
+    # shellcheck disable=SC2086
+    initdb -D "$dir" -A trust -U postgres ${INITDB_ARGS:-} >/dev/null
     {
         echo "port = $port"
         echo "listen_addresses = '127.0.0.1'"
