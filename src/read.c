@@ -435,13 +435,42 @@ typedef struct ReadKey
  * Scratch memory of one call, reset at the start of the next: its first
  * block is kept, so a call does not go to malloc (and glibc does not hand
  * memory back to the kernel and fault it in again) every time.
+ *
+ * Calls can nest: the table read of one runs user code (a row-level
+ * security policy, a function in a view...) that may call get() again.
+ * A nested call gets a scratch context of its own and keeps its SPI
+ * connection apart, so it never frees what the outer call still uses.
  */
 static MemoryContext ReadContext = NULL;
 static StringInfoData row_key_scratch;
+static int	read_depth = 0;
 
-static MemoryContext
-read_context(void)
+typedef struct ReadCall
 {
+	MemoryContext caller;		/* results go here */
+	MemoryContext nested;		/* a nested call's scratch, or NULL */
+	bool		outer_spi_open;
+} ReadCall;
+
+static void
+read_call_reset(XactEvent event, void *arg)
+{
+	/* an error may have skipped read_call_end */
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+	{
+		read_depth = 0;
+		spi_open = false;
+	}
+}
+
+static void
+read_call_begin(ReadCall *call)
+{
+	call->caller = CurrentMemoryContext;
+	call->outer_spi_open = spi_open;
+	spi_open = false;
 	if (ReadContext == NULL)
 	{
 		ReadContext = AllocSetContextCreate(TopMemoryContext, "wtcache read",
@@ -449,10 +478,31 @@ read_context(void)
 		row_key_scratch.data = MemoryContextAlloc(TopMemoryContext, 1024);
 		row_key_scratch.maxlen = 1024;
 		resetStringInfo(&row_key_scratch);
+		RegisterXactCallback(read_call_reset, NULL);
+	}
+	call->nested = NULL;
+	if (read_depth++ == 0)
+	{
+		MemoryContextReset(ReadContext);
+		MemoryContextSwitchTo(ReadContext);
 	}
 	else
-		MemoryContextReset(ReadContext);
-	return ReadContext;
+	{
+		call->nested = AllocSetContextCreate(call->caller, "wtcache nested read",
+											 ALLOCSET_DEFAULT_SIZES);
+		MemoryContextSwitchTo(call->nested);
+	}
+}
+
+static void
+read_call_end(ReadCall *call)
+{
+	end_spi();
+	spi_open = call->outer_spi_open;
+	read_depth--;
+	MemoryContextSwitchTo(call->caller);
+	if (call->nested)
+		MemoryContextDelete(call->nested);
 }
 
 /* The key text the trigger records (keys.c): output, or \x-hex of send. */
@@ -928,7 +978,6 @@ begin_read(Oid relid)
 {
 	ReadTable  *rt;
 
-	spi_open = false;
 	wtcache_require_preload();
 	check_read_privilege(relid);
 	if (read_tables != NULL)
@@ -973,7 +1022,7 @@ Datum
 wtcache_get(PG_FUNCTION_ARGS)
 {
 	Oid			relid = PG_GETARG_OID(0);
-	MemoryContext callercxt = CurrentMemoryContext;
+	ReadCall	call;
 	int			n;
 	text	  **vals;
 	ReadTable  *rt;
@@ -981,16 +1030,15 @@ wtcache_get(PG_FUNCTION_ARGS)
 	Datum		result = (Datum) 0;
 
 	vals = array_texts(PG_GETARG_ARRAYTYPE_P(1), &n);
-	MemoryContextSwitchTo(read_context());
+	read_call_begin(&call);
 	rt = begin_read(relid);
 	check_key_count(rt, n);
 	memset(&key, 0, sizeof(key));
 	key_from_text(rt, vals, &key);
 	read_keys(rt, &key, 1);
 	if (key.found)
-		result = row_jsonb(key.json, key.json_len, callercxt);
-	end_spi();
-	MemoryContextSwitchTo(callercxt);
+		result = row_jsonb(key.json, key.json_len, call.caller);
+	read_call_end(&call);
 	if (!key.found)
 		PG_RETURN_NULL();
 	PG_RETURN_DATUM(result);
@@ -1016,17 +1064,15 @@ wtcache_get_many(PG_FUNCTION_ARGS)
 	int			width;
 	Datum	   *results;
 	bool	   *found;
-	MemoryContext callercxt = CurrentMemoryContext;
-	MemoryContext spicxt;
+	ReadCall	call;
 
 	InitMaterializedSRF(fcinfo, 0);
 	vals = array_texts(arr, &nvals);
-	MemoryContextSwitchTo(read_context());
+	read_call_begin(&call);
 	rt = begin_read(relid);
 	if (nvals == 0)
 	{
-		end_spi();
-		MemoryContextSwitchTo(callercxt);
+		read_call_end(&call);
 		return (Datum) 0;
 	}
 	if (ARR_NDIM(arr) == 2)
@@ -1046,19 +1092,16 @@ wtcache_get_many(PG_FUNCTION_ARGS)
 		key_from_text(rt, vals + i * width, &keys[i]);
 	read_keys(rt, keys, nkeys);
 
-	/* built in the caller's memory: SPI_finish frees SPI's */
-	spicxt = MemoryContextSwitchTo(callercxt);
-	results = palloc(sizeof(Datum) * nkeys);
-	found = palloc(sizeof(bool) * nkeys);
+	/* built in the caller's memory: the call's scratch and SPI's go */
+	results = MemoryContextAlloc(call.caller, sizeof(Datum) * nkeys);
+	found = MemoryContextAlloc(call.caller, sizeof(bool) * nkeys);
 	for (int i = 0; i < nkeys; i++)
 	{
 		found[i] = keys[i].found;
 		if (found[i])
-			results[i] = row_jsonb(keys[i].json, keys[i].json_len, callercxt);
+			results[i] = row_jsonb(keys[i].json, keys[i].json_len, call.caller);
 	}
-	MemoryContextSwitchTo(spicxt);
-	end_spi();
-	MemoryContextSwitchTo(callercxt);
+	read_call_end(&call);
 
 	for (int i = 0; i < nkeys; i++)
 	{

@@ -212,6 +212,23 @@ is(sql(q{SET ROLE reader_rls; SELECT count(*) FROM wtcache.get_many('secret', AR
 is(sql(q{SELECT read_bypasses FROM wtcache.status WHERE table_name = 'secret'::regclass}) - $secret_bypass0, 4,
 	'RLS: those reads went to the table, not to the shared cache');
 
+# A policy that itself reads through wtcache: reads nest inside a read.
+sql(q{
+CREATE TABLE nested (id int PRIMARY KEY, note text);
+SELECT wtcache.watch('nested');
+INSERT INTO nested SELECT i, 'n' || i FROM generate_series(1, 30) i;
+ALTER TABLE nested ENABLE ROW LEVEL SECURITY;
+CREATE POLICY via_cache ON nested USING (id % 3 <> 0 AND
+    (SELECT count("row") FROM wtcache.get_many('acct', ARRAY(SELECT (id + g)::text FROM generate_series(0, 99) g))) > 0);
+GRANT SELECT ON nested TO reader_rls;
+});
+ok(wait_drained($node, $db), 'nested delivered');
+my ($nret, $nout, $nerr) = $node->psql($db, q{SET ROLE reader_rls;
+	SELECT string_agg("row"->>'note', ',') FROM wtcache.get_many('nested', ARRAY(SELECT i::text FROM generate_series(1, 30) i))});
+is($nout, join(',', map { "n$_" } grep { $_ % 3 != 0 } 1 .. 30),
+	'a read whose table read runs cached reads (an RLS policy calling get_many) returns the right rows');
+is($nerr, '', '... with no warning (each nested read keeps its own SPI connection and memory)');
+
 #### Keys left by an earlier watch are never served
 
 my $k90 = redis_key_of($node, $db, 'acct', 90);
