@@ -19,23 +19,12 @@
  */
 #include "wtcache.h"
 
-#include "access/genam.h"
-#include "access/relation.h"
-#include "access/htup_details.h"
-#include "access/stratnum.h"
-#include "access/table.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
-#include "commands/dbcommands.h"
 #include "fmgr.h"
-#include "miscadmin.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
-#include "utils/syscache.h"
 
 /* Types whose text output is the same whatever the session's settings. */
 bool
@@ -240,96 +229,10 @@ wtcache_canonical_settings_pop(int nestlevel)
 	AtEOXact_GUC(true, nestlevel);
 }
 
-/*
- * wtcache.redis_key(rel, VARIADIC key text[]): each value goes through the
- * column's input and (canonical) output, so '042' and '42' name one row.
- */
+/* wtcache.redis_key(rel, VARIADIC key text[]) */
 PG_FUNCTION_INFO_V1(wtcache_redis_key);
 Datum
 wtcache_redis_key(PG_FUNCTION_ARGS)
 {
-	Oid			relid = PG_GETARG_OID(0);
-	ArrayType  *keyarr = PG_GETARG_ARRAYTYPE_P(1);
-	Datum	   *elems;
-	bool	   *elemnulls;
-	int			nelems;
-	HeapTuple	tup;
-	Datum		attnums_datum;
-	bool		isnull;
-	ArrayType  *attnums_arr;
-	int16	   *attnums;
-	int			nattnums;
-	Relation	rel;
-	char	  **values;
-	StringInfoData table_key;
-	StringInfoData result;
-	int			nestlevel;
-	char	   *dbname;
-
-	deconstruct_array(keyarr, TEXTOID, -1, false, TYPALIGN_INT,
-					  &elems, &elemnulls, &nelems);
-
-	/* the key columns come from the watch configuration */
-	{
-		Oid			nsp = get_namespace_oid(WTCACHE_SCHEMA, false);
-		Oid			watched = get_relname_relid(WTCACHE_WATCHED_TABLE, nsp);
-		Relation	wrel;
-		ScanKeyData skey;
-		SysScanDesc scan;
-
-		if (!OidIsValid(watched))
-			elog(ERROR, "wtcache.watched is missing");
-		wrel = table_open(watched, AccessShareLock);
-		ScanKeyInit(&skey, 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
-		scan = systable_beginscan(wrel, InvalidOid, false, NULL, 1, &skey);
-		tup = systable_getnext(scan);
-		if (!HeapTupleIsValid(tup))
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("table \"%s\" is not watched by wtcache", get_rel_name(relid)),
-					 errhint("Call wtcache.watch() on it first.")));
-		attnums_datum = heap_getattr(tup, 3, RelationGetDescr(wrel), &isnull);
-		attnums_arr = DatumGetArrayTypePCopy(attnums_datum);
-		systable_endscan(scan);
-		table_close(wrel, AccessShareLock);
-	}
-	attnums = (int16 *) ARR_DATA_PTR(attnums_arr);
-	nattnums = ArrayGetNItems(ARR_NDIM(attnums_arr), ARR_DIMS(attnums_arr));
-
-	wtcache_check_key_count(relid, nattnums, nelems);
-
-	rel = relation_open(relid, AccessShareLock);
-	values = palloc(sizeof(char *) * nattnums);
-	nestlevel = wtcache_canonical_settings_push();
-	for (int i = 0; i < nattnums; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), attnums[i] - 1);
-		Oid			infunc,
-					ioparam,
-					outfunc;
-		bool		isvarlena;
-		Datum		d;
-
-		if (elemnulls[i])
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("key value %d is null", i + 1),
-					 errhint("Key columns of a watched table are never null.")));
-		getTypeInputInfo(att->atttypid, &infunc, &ioparam);
-		getTypeOutputInfo(att->atttypid, &outfunc, &isvarlena);
-		d = OidInputFunctionCall(infunc, TextDatumGetCString(elems[i]), ioparam, att->atttypmod);
-		values[i] = OidOutputFunctionCall(outfunc, d);
-	}
-	wtcache_canonical_settings_pop(nestlevel);
-
-	dbname = get_database_name(MyDatabaseId);
-	initStringInfo(&table_key);
-	wtcache_append_table_key(&table_key, dbname,
-							 get_namespace_name(RelationGetNamespace(rel)),
-							 RelationGetRelationName(rel));
-	relation_close(rel, AccessShareLock);
-
-	initStringInfo(&result);
-	wtcache_append_row_key(&result, wtcache_key_prefix, table_key.data, nattnums, values);
-	PG_RETURN_TEXT_P(cstring_to_text_with_len(result.data, result.len));
+	PG_RETURN_TEXT_P(wtcache_row_key_text(PG_GETARG_OID(0), PG_GETARG_ARRAYTYPE_P(1)));
 }

@@ -401,7 +401,8 @@ read_table(Oid relid)
 	MemoryContextSwitchTo(old);
 	build_fetch_plan(rt, colnames, typnames);
 	rt->render_canonical = rendering_depends_on_settings(relid);
-	rt->stats = wtcache_read_stats_entry(MyDatabaseId, relid);
+	/* redis_key() comes here too, also without shared_preload_libraries */
+	rt->stats = WtcacheSharedState ? wtcache_read_stats_entry(MyDatabaseId, relid) : NULL;
 	rt->valid = true;
 	return rt;
 }
@@ -972,14 +973,12 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 		fill(rt, keys, nkeys, token);
 }
 
-/* Check the caller and find the table's read settings. */
+/* The table's settings, from this backend's cache or loaded. */
 static ReadTable *
-begin_read(Oid relid)
+find_read_table(Oid relid)
 {
 	ReadTable  *rt;
 
-	wtcache_require_preload();
-	check_read_privilege(relid);
 	if (read_tables != NULL)
 	{
 		rt = hash_search(read_tables, &relid, HASH_FIND, NULL);
@@ -988,6 +987,15 @@ begin_read(Oid relid)
 	}
 	need_spi();
 	return read_table(relid);
+}
+
+/* Check the caller and find the table's read settings. */
+static ReadTable *
+begin_read(Oid relid)
+{
+	wtcache_require_preload();
+	check_read_privilege(relid);
+	return find_read_table(relid);
 }
 
 static void
@@ -1136,4 +1144,32 @@ wtcache_row_type_table(PG_FUNCTION_ARGS)
 						OidIsValid(typid) ? format_type_be(typid) : "an unknown type"),
 				 errhint("Pass NULL cast to the table: wtcache.get_row(NULL::my_table, '42').")));
 	PG_RETURN_OID(relid);
+}
+
+/*
+ * The Redis key of the row with these key values (wtcache.redis_key()):
+ * each value goes through the column's input and canonical output, exactly
+ * as for a read, so '042' and '42' name one row.
+ */
+text *
+wtcache_row_key_text(Oid relid, ArrayType *keyarr)
+{
+	ReadCall	call;
+	ReadTable  *rt;
+	text	  **vals;
+	int			n;
+	ReadKey		key;
+	text	   *result;
+
+	read_call_begin(&call);
+	rt = find_read_table(relid);
+	vals = array_texts(keyarr, &n);
+	check_key_count(rt, n);
+	memset(&key, 0, sizeof(key));
+	key_from_text(rt, vals, &key);
+	result = (text *) MemoryContextAlloc(call.caller, VARHDRSZ + strlen(key.row_key));
+	SET_VARSIZE(result, VARHDRSZ + strlen(key.row_key));
+	memcpy(VARDATA(result), key.row_key, strlen(key.row_key));
+	read_call_end(&call);
+	return result;
 }

@@ -29,6 +29,7 @@
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "port/atomics.h"
+#include "utils/array.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/spin.h"
@@ -234,6 +235,9 @@ typedef struct ReadStats
 extern void wtcache_stats_shmem_request(void);
 extern void wtcache_stats_shmem_startup(void);
 extern ReadStats *wtcache_read_stats_entry(Oid dboid, Oid relid);
+
+/* ---- read.c ---- */
+extern text *wtcache_row_key_text(Oid relid, ArrayType *keyarr);
 
 /* ---- ddl.c ---- */
 extern void wtcache_install_utility_hook(void);
