@@ -17,7 +17,9 @@ OBJS = \
 	src/ddl.o \
 	src/pending.o \
 	src/read.o \
-	src/stats.o
+	src/stats.o \
+	src/tags.o \
+	src/query.o
 
 EXTENSION = wtcache
 DATA = $(wildcard wtcache--*.sql)

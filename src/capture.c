@@ -21,6 +21,11 @@
  * and a rolled-back change can never reach Redis.  The queue id is taken
  * while this transaction still holds the row locks of every key in the chunk,
  * so for any one key ids follow commit order and serve as its version.
+ *
+ * Tables with tag templates (tags.c) also record each changed row's tags,
+ * rendered from the old and the new row: the worker reads only the final
+ * row, and an UPDATE that moves a row from one tag to another must
+ * invalidate both.
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
@@ -60,8 +65,12 @@ typedef struct SubxactMark
 
 /*
  * The buffer is a byte string of records:
- *		Oid relid, uint16 nvalues, then nvalues x (uint32 len, bytes)
+ *		Oid relid, uint16 nvalues, nvalues x (uint32 len, bytes),
+ *		uint16 ntags (UNTAGGED for a table without templates),
+ *		ntags x (uint32 len, bytes)
  */
+#define UNTAGGED 0xFFFF
+
 static MemoryContext CaptureContext = NULL;
 static StringInfoData capture_buf;
 static bool capture_buf_ready = false;
@@ -164,19 +173,22 @@ ensure_capture_state(void)
 
 /*
  * Write one queue row, as the owner of the queue: writers of watched tables
- * need no rights on wtcache's own tables.
+ * need no rights on wtcache's own tables.  keys and tags may be (Datum) 0
+ * for NULL.
  */
-static void
-queue_insert(Oid relid, Datum keys, bool keys_null, int width, const char *table_key)
+void
+wtcache_queue_insert(Oid relid, Datum keys, int width, const char *table_key,
+					 Datum tags)
 {
 	Oid			owner;
 	Oid			save_userid;
 	int			save_sec;
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	int			rc;
 	bool		pushed_snapshot = false;
 
+	ensure_capture_state();
 	owner = wtcache_owner();
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	SetUserIdAndSecContext(owner,
@@ -192,11 +204,11 @@ queue_insert(Oid relid, Datum keys, bool keys_null, int width, const char *table
 		elog(ERROR, "SPI_connect failed");
 	if (insert_plan == NULL)
 	{
-		Oid			argtypes[4] = {OIDOID, TEXTARRAYOID, TEXTOID, INT2OID};
+		Oid			argtypes[5] = {OIDOID, TEXTARRAYOID, TEXTOID, INT2OID, TEXTARRAYOID};
 		SPIPlanPtr	plan;
 
-		plan = SPI_prepare("INSERT INTO wtcache.queue (relid, keys, table_key, key_width) VALUES ($1, $2, $3, $4)",
-						   4, argtypes);
+		plan = SPI_prepare("INSERT INTO wtcache.queue (relid, keys, table_key, key_width, tags) VALUES ($1, $2, $3, $4, $5)",
+						   5, argtypes);
 		if (plan == NULL)
 			elog(ERROR, "could not prepare the wtcache queue insert: %s",
 				 SPI_result_code_string(SPI_result));
@@ -205,15 +217,18 @@ queue_insert(Oid relid, Datum keys, bool keys_null, int width, const char *table
 	}
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = keys;
-	if (keys_null)
+	if (keys == (Datum) 0)
 		nulls[1] = 'n';
 	if (table_key)
 		values[2] = CStringGetTextDatum(table_key);
 	else
 		nulls[2] = 'n';
 	values[3] = Int16GetDatum((int16) width);
-	if (keys_null)
+	if (keys == (Datum) 0)
 		nulls[3] = 'n';
+	values[4] = tags;
+	if (tags == (Datum) 0)
+		nulls[4] = 'n';
 	rc = SPI_execute_plan(insert_plan, values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "wtcache queue insert failed: %s", SPI_result_code_string(rc));
@@ -225,6 +240,27 @@ queue_insert(Oid relid, Datum keys, bool keys_null, int width, const char *table
 	enqueued_this_xact = true;
 }
 
+/*
+ * Count a queue row this transaction just wrote in the pending filter.
+ * After the insert took its lock on the queue: see pending.c.
+ */
+void
+wtcache_count_queue_row(Oid relid, bool per_table, int width, Datum *elems, int nelems,
+						Datum *tags, int ntags)
+{
+	uint32	   *indexes;
+	int			n;
+
+	if (!wtcache_pending_ready(MyDatabaseId))
+		return;
+	indexes = palloc(sizeof(uint32) * (nelems / Max(width, 1) + ntags + 2));
+	n = wtcache_pending_row_indexes(MyDatabaseId, relid, per_table, width,
+									elems, nelems, tags, ntags, indexes);
+	for (int i = 0; i < n; i++)
+		wtcache_pending_add(indexes[i]);
+	pfree(indexes);
+}
+
 typedef struct KeyGroup
 {
 	Oid			relid;
@@ -233,31 +269,45 @@ typedef struct KeyGroup
 	Datum	   *elems;
 	int			nelems;
 	int			maxelems;
+	/* tags: per record a count, then the names; empty while no record of
+	 * the chunk has any */
+	Datum	   *tagelems;
+	int			ntagelems;
+	int			maxtagelems;
+	int			ntagnames;
 } KeyGroup;
+
+static void
+group_add_tag_elem(KeyGroup *g, Datum d)
+{
+	if (g->ntagelems == g->maxtagelems)
+	{
+		g->maxtagelems = g->maxtagelems ? g->maxtagelems * 2 : 256;
+		g->tagelems = g->tagelems ? repalloc(g->tagelems, sizeof(Datum) * g->maxtagelems)
+			: palloc(sizeof(Datum) * g->maxtagelems);
+	}
+	g->tagelems[g->ntagelems++] = d;
+}
 
 static void
 write_group_chunk(KeyGroup *g)
 {
 	ArrayType  *arr;
+	ArrayType  *tagarr = NULL;
 
 	if (g->nelems == 0)
 		return;
 	arr = construct_array(g->elems, g->nelems, TEXTOID, -1, false, TYPALIGN_INT);
-	queue_insert(g->relid, PointerGetDatum(arr), false, g->nvalues, NULL);
-
-	/* counted after the insert took its lock on the queue: see pending.c */
-	if (wtcache_pending_ready(MyDatabaseId))
-	{
-		uint32	   *indexes = palloc(sizeof(uint32) * (g->nelems / Max(g->nvalues, 1) + 1));
-		int			n = wtcache_pending_row_indexes(MyDatabaseId, g->relid, false, g->nvalues,
-													g->elems, g->nelems, indexes);
-
-		for (int i = 0; i < n; i++)
-			wtcache_pending_add(indexes[i]);
-		pfree(indexes);
-	}
+	if (g->ntagnames > 0)
+		tagarr = construct_array(g->tagelems, g->ntagelems, TEXTOID, -1, false, TYPALIGN_INT);
+	wtcache_queue_insert(g->relid, PointerGetDatum(arr), g->nvalues, NULL,
+						 tagarr ? PointerGetDatum(tagarr) : (Datum) 0);
+	wtcache_count_queue_row(g->relid, false, g->nvalues, g->elems, g->nelems,
+							tagarr ? g->tagelems : NULL, tagarr ? g->ntagelems : 0);
 	g->nelems = 0;
 	g->nrecords = 0;
+	g->ntagelems = 0;
+	g->ntagnames = 0;
 }
 
 /* Write the records from byte offset start on, then drop them. */
@@ -310,6 +360,10 @@ flush_from(int start_offset, int start_nrecords)
 			g->nelems = 0;
 			g->maxelems = 256;
 			g->elems = palloc(sizeof(Datum) * g->maxelems);
+			g->tagelems = NULL;
+			g->ntagelems = 0;
+			g->maxtagelems = 0;
+			g->ntagnames = 0;
 		}
 		for (int i = 0; i < nvalues; i++)
 		{
@@ -325,6 +379,35 @@ flush_from(int start_offset, int start_nrecords)
 			g->elems[g->nelems++] =
 				PointerGetDatum(cstring_to_text_with_len(capture_buf.data + pos, len));
 			pos += len;
+		}
+		{
+			uint16		ntags;
+
+			memcpy(&ntags, capture_buf.data + pos, sizeof(uint16));
+			pos += sizeof(uint16);
+			if (ntags != UNTAGGED && ntags > 0 && g->ntagnames == 0)
+			{
+				/* the chunk's first tags: earlier records had none */
+				for (int i = 0; i < g->nrecords; i++)
+					group_add_tag_elem(g, CStringGetTextDatum("0"));
+			}
+			if (g->ntagnames > 0 || (ntags != UNTAGGED && ntags > 0))
+			{
+				char		cnt[8];
+
+				snprintf(cnt, sizeof(cnt), "%d", ntags == UNTAGGED ? 0 : ntags);
+				group_add_tag_elem(g, CStringGetTextDatum(cnt));
+			}
+			for (int i = 0; ntags != UNTAGGED && i < ntags; i++)
+			{
+				uint32		len;
+
+				memcpy(&len, capture_buf.data + pos, sizeof(uint32));
+				pos += sizeof(uint32);
+				group_add_tag_elem(g, PointerGetDatum(cstring_to_text_with_len(capture_buf.data + pos, len)));
+				g->ntagnames++;
+				pos += len;
+			}
 		}
 		if (++g->nrecords >= WTCACHE_CHUNK_KEYS)
 			write_group_chunk(g);
@@ -466,9 +549,10 @@ append_value(const char *s, uint32 len)
  */
 static void
 record_values(Oid relid, int nkeys, KeyColumn *cols, Datum *values, bool *nulls,
-			  const char *relname)
+			  const char *relname, char **tags, int ntags)
 {
 	uint16		nvalues = (uint16) nkeys;
+	uint16		ntags16 = ntags < 0 ? UNTAGGED : (uint16) ntags;
 	int			innermost_nrecords;
 
 	ensure_capture_state();
@@ -511,6 +595,9 @@ record_values(Oid relid, int nkeys, KeyColumn *cols, Datum *values, bool *nulls,
 			append_value(s, (uint32) strlen(s));
 		}
 	}
+	appendBinaryStringInfo(&capture_buf, (const char *) &ntags16, sizeof(uint16));
+	for (int i = 0; i < ntags; i++)
+		append_value(tags[i], (uint32) strlen(tags[i]));
 	capture_nrecords++;
 
 	innermost_nrecords = nmarks > 0 ? marks[nmarks - 1].nrecords : 0;
@@ -533,7 +620,7 @@ record_key(CaptureCache *cache, Relation rel, HeapTuple tuple)
 	for (int i = 0; i < cache->nkeys; i++)
 		values[i] = heap_getattr(tuple, cache->cols[i].attnum, desc, &nulls[i]);
 	record_values(cache->relid, cache->nkeys, cache->cols, values, nulls,
-				  RelationGetRelationName(rel));
+				  RelationGetRelationName(rel), NULL, -1);
 }
 
 static bool
@@ -651,7 +738,7 @@ wtcache_capture_when(PG_FUNCTION_ARGS)
 		values[i] = PG_GETARG_DATUM(2 + i);
 		nulls[i] = PG_ARGISNULL(2 + i);
 	}
-	record_values(relid, nkeys, cache->cols, values, nulls, NULL);
+	record_values(relid, nkeys, cache->cols, values, nulls, NULL, NULL, -1);
 
 	if (op == 'u')
 	{
@@ -674,7 +761,148 @@ wtcache_capture_when(PG_FUNCTION_ARGS)
 				values[i] = PG_GETARG_DATUM(2 + nkeys + i);
 				nulls[i] = PG_ARGISNULL(2 + nkeys + i);
 			}
-			record_values(relid, nkeys, cache->cols, values, nulls, NULL);
+			record_values(relid, nkeys, cache->cols, values, nulls, NULL, NULL, -1);
+		}
+	}
+	PG_RETURN_BOOL(false);
+}
+
+/* A value's text for a tag (tag columns are of stable types). */
+static char *
+tag_value_text(KeyColumn *col, Datum value)
+{
+	if (col->typid == INT4OID)
+		return psprintf("%d", DatumGetInt32(value));
+	if (col->typid == INT8OID)
+		return psprintf(INT64_FORMAT, DatumGetInt64(value));
+	return OutputFunctionCall(&col->out, value);
+}
+
+/*
+ * wtcache._capture_when_tagged(rel, op, nkeys, templates, VARIADIC args):
+ * _capture_when() for tables with tag templates.  args: the key values
+ * (old, then new for 'u'), then the tag columns' values (old, then new for
+ * 'u').  Each recorded key carries the tags of the old and the new row.
+ */
+typedef struct TaggedWhenCache
+{
+	Oid			relid;
+	int			nkeys;
+	int			ncols;
+	int			ntemplates;
+	TagTemplate *templates;
+	KeyColumn	cols[FLEXIBLE_ARRAY_MEMBER];	/* nkeys key columns, then
+												 * ncols tag columns */
+} TaggedWhenCache;
+
+PG_FUNCTION_INFO_V1(wtcache_capture_when_tagged);
+Datum
+wtcache_capture_when_tagged(PG_FUNCTION_ARGS)
+{
+	TaggedWhenCache *cache = (TaggedWhenCache *) fcinfo->flinfo->fn_extra;
+	Oid			relid = PG_GETARG_OID(0);
+	char		op = PG_GETARG_CHAR(1);
+	int			nkeys = PG_GETARG_INT16(2);
+	int			nargs = PG_NARGS() - 4;
+	int			rows = (op == 'u') ? 2 : 1;
+	int			ncols = (nargs - rows * nkeys) / rows;
+	Datum		values[INDEX_MAX_KEYS];
+	bool		nulls[INDEX_MAX_KEYS];
+	char	   *colvals[WTCACHE_MAX_TAG_COLUMNS];
+	char	  **tags;
+	int			ntags = 0;
+	bool		changed = false;
+
+	if (cache == NULL || cache->relid != relid)
+	{
+		AclMode		write = ACL_INSERT | ACL_UPDATE | ACL_DELETE;
+
+		if (nkeys < 1 || nkeys > INDEX_MAX_KEYS || ncols < 0 || ncols > WTCACHE_MAX_TAG_COLUMNS ||
+			nargs != rows * (nkeys + ncols) || PG_ARGISNULL(3) ||
+			(op != 'i' && op != 'u' && op != 'd'))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("wtcache._capture_when_tagged() called with the wrong arguments"),
+					 errhint("It belongs in the WHEN clause of triggers made by wtcache.watch().")));
+		if (pg_class_aclmask(relid, GetUserId(), write, ACLMASK_ANY) == 0 &&
+			pg_attribute_aclcheck_all(relid, GetUserId(), ACL_INSERT | ACL_UPDATE, ACLMASK_ANY) != ACLCHECK_OK)
+			aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, get_rel_name(relid));
+
+		cache = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt,
+									   offsetof(TaggedWhenCache, cols) +
+									   sizeof(KeyColumn) * (nkeys + ncols));
+		cache->relid = relid;
+		cache->nkeys = nkeys;
+		cache->ncols = ncols;
+		for (int i = 0; i < nkeys; i++)
+			wtcache_init_key_type(&cache->cols[i], get_fn_expr_argtype(fcinfo->flinfo, 4 + i),
+								  fcinfo->flinfo->fn_mcxt);
+		for (int i = 0; i < ncols; i++)
+		{
+			KeyColumn  *col = &cache->cols[nkeys + i];
+			Oid			funcid;
+			bool		isvarlena;
+
+			col->typid = get_fn_expr_argtype(fcinfo->flinfo, 4 + rows * nkeys + i);
+			getTypeOutputInfo(col->typid, &funcid, &isvarlena);
+			fmgr_info_cxt(funcid, &col->out, fcinfo->flinfo->fn_mcxt);
+		}
+		cache->templates = wtcache_parse_tag_templates(PG_GETARG_ARRAYTYPE_P(3), &cache->ntemplates,
+													   fcinfo->flinfo->fn_mcxt);
+		fcinfo->flinfo->fn_extra = cache;
+	}
+
+	/* the tags of the row(s): old and new for an UPDATE, once if equal */
+	tags = palloc(sizeof(char *) * (cache->ntemplates * rows + 1));
+	for (int r = 0; r < rows; r++)
+	{
+		int			base = 4 + rows * nkeys + r * ncols;
+		int			first = ntags;
+		int			nrendered;
+
+		for (int c = 0; c < ncols; c++)
+			colvals[c] = PG_ARGISNULL(base + c) ? NULL :
+				tag_value_text(&cache->cols[nkeys + c], PG_GETARG_DATUM(base + c));
+		nrendered = wtcache_render_tags(cache->templates, cache->ntemplates, colvals, tags + ntags);
+		for (int i = 0; i < nrendered; i++)
+		{
+			char	   *candidate = tags[first + i];
+			bool		dup = false;
+
+			for (int j = 0; j < first && !dup; j++)
+				dup = strcmp(tags[j], candidate) == 0;
+			if (!dup)
+				tags[ntags++] = candidate;
+		}
+	}
+
+	for (int i = 0; i < nkeys; i++)
+	{
+		values[i] = PG_GETARG_DATUM(4 + i);
+		nulls[i] = PG_ARGISNULL(4 + i);
+	}
+	record_values(relid, nkeys, cache->cols, values, nulls, NULL, tags, ntags);
+
+	if (op == 'u')
+	{
+		for (int i = 0; i < nkeys && !changed; i++)
+		{
+			KeyColumn  *col = &cache->cols[i];
+
+			if (PG_ARGISNULL(4 + i) != PG_ARGISNULL(4 + nkeys + i))
+				changed = true;
+			else if (!PG_ARGISNULL(4 + i))
+				changed = !datumIsEqual(values[i], PG_GETARG_DATUM(4 + nkeys + i),
+										col->typbyval, col->typlen);
+		}
+		if (changed)
+		{
+			for (int i = 0; i < nkeys; i++)
+			{
+				values[i] = PG_GETARG_DATUM(4 + nkeys + i);
+				nulls[i] = PG_ARGISNULL(4 + nkeys + i);
+			}
+			record_values(relid, nkeys, cache->cols, values, nulls, NULL, tags, ntags);
 		}
 	}
 	PG_RETURN_BOOL(false);
@@ -705,9 +933,8 @@ wtcache_enqueue_whole_table(Oid relid, const char *table_key)
 {
 	ensure_capture_state();
 	note_wrote(relid);
-	queue_insert(relid, (Datum) 0, true, 0, table_key);
-	if (wtcache_pending_ready(MyDatabaseId))
-		wtcache_pending_add(wtcache_pending_table_index(MyDatabaseId, relid));
+	wtcache_queue_insert(relid, (Datum) 0, 0, table_key, (Datum) 0);
+	wtcache_count_queue_row(relid, true, 0, NULL, 0, NULL, 0);
 }
 
 PG_FUNCTION_INFO_V1(wtcache_capture_truncate);

@@ -8,8 +8,11 @@
  * filter over the queue: an array of counters indexed by a hash of
  * (database, table, key values).  A key's counter is non-zero while a queue
  * row holds that key; a table's own counter is non-zero while a queue row
- * stands for the whole table (TRUNCATE, resync).  Collisions only make
- * readers go to the table needlessly; a counter that reads zero is exact.
+ * stands for the whole table (TRUNCATE, resync).  Cached query results
+ * (query.c) depend on whole tables and on tags, so every queue row also
+ * counts under its table's "changed" counter and under each tag it
+ * invalidates.  Collisions only make readers go to the table needlessly; a
+ * counter that reads zero is exact.
  *
  * The counts follow the queue rows exactly:
  *	- a writer adds one per key when it writes a queue row, before it
@@ -111,6 +114,28 @@ wtcache_pending_table_index(Oid dboid, Oid relid)
 {
 	/* the 0x5bd1e995 keeps it apart from a key of zero values */
 	return hash_combine(table_hash(dboid, relid), 0x5bd1e995) & pending_mask;
+}
+
+/* Non-zero while any change to the table is on its way (query.c). */
+uint32
+wtcache_pending_changed_index(Oid dboid, Oid relid)
+{
+	return hash_combine(table_hash(dboid, relid), 0x1b873593) & pending_mask;
+}
+
+/* Non-zero while an invalidation of the tag is on its way. */
+uint32
+wtcache_pending_tag_index(Oid dboid, const char *tag, int len)
+{
+	return hash_combine(hash_combine(murmurhash32((uint32) dboid), 0xcc9e2d51),
+						hash_bytes((const unsigned char *) tag, len)) & pending_mask;
+}
+
+/* True if nothing is counted under this index. */
+bool
+wtcache_pending_is_zero(uint32 index)
+{
+	return pg_atomic_read_u32(&pending_counters[index]) == 0;
 }
 
 /* Is the filter of this database counting?  Lock-free: see the header. */
@@ -228,34 +253,75 @@ wtcache_pending_release(const uint32 *indexes, int n)
 		pg_atomic_fetch_sub_u32(&pending_counters[indexes[i]], 1);
 }
 
+static int
+cmp_uint32(const void *a, const void *b)
+{
+	uint32		x = *(const uint32 *) a;
+	uint32		y = *(const uint32 *) b;
+
+	return (x > y) - (x < y);
+}
+
 /*
  * The indexes a queue row counts under: one per key, or its table's for a
- * whole-table or resync row.  Writers and the worker both go through here,
- * so they agree.
+ * whole-table or resync row; its table's "changed" counter; and each tag
+ * it names, once.  tags is the queue row's tags array (count, names...).
+ * Writers and the worker both go through here, so they agree.  out needs
+ * room for nelems / width + ntags + 2 indexes.
  */
 int
 wtcache_pending_row_indexes(Oid dboid, Oid relid, bool per_table, int width,
-							Datum *elems, int nelems, uint32 *out)
+							Datum *elems, int nelems, Datum *tags, int ntags,
+							uint32 *out)
 {
 	const char *vals[INDEX_MAX_KEYS];
 	int			lens[INDEX_MAX_KEYS];
 	int			n = 0;
+	int			first_tag;
 
-	if (per_table || width <= 0 || width > INDEX_MAX_KEYS)
+	if (OidIsValid(relid))
 	{
-		out[0] = wtcache_pending_table_index(dboid, relid);
-		return 1;
-	}
-	for (int i = 0; i + width <= nelems; i += width)
-	{
-		for (int c = 0; c < width; c++)
+		if (per_table || width <= 0 || width > INDEX_MAX_KEYS)
+			out[n++] = wtcache_pending_table_index(dboid, relid);
+		else
 		{
-			text	   *t = DatumGetTextPP(elems[i + c]);
+			for (int i = 0; i + width <= nelems; i += width)
+			{
+				for (int c = 0; c < width; c++)
+				{
+					text	   *t = DatumGetTextPP(elems[i + c]);
 
-			vals[c] = VARDATA_ANY(t);
-			lens[c] = VARSIZE_ANY_EXHDR(t);
+					vals[c] = VARDATA_ANY(t);
+					lens[c] = VARSIZE_ANY_EXHDR(t);
+				}
+				out[n++] = wtcache_pending_key_index(dboid, relid, width, vals, lens);
+			}
 		}
-		out[n++] = wtcache_pending_key_index(dboid, relid, width, vals, lens);
+		out[n++] = wtcache_pending_changed_index(dboid, relid);
+	}
+
+	first_tag = n;
+	for (int i = 0; i < ntags;)
+	{
+		int			count = atoi(TextDatumGetCString(tags[i]));
+
+		for (int j = 1; j <= count && i + j < ntags; j++)
+		{
+			text	   *t = DatumGetTextPP(tags[i + j]);
+
+			out[n++] = wtcache_pending_tag_index(dboid, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+		}
+		i += count + 1;
+	}
+	if (n - first_tag > 1)
+	{
+		int			k = first_tag;
+
+		qsort(out + first_tag, n - first_tag, sizeof(uint32), cmp_uint32);
+		for (int i = first_tag; i < n; i++)
+			if (i == first_tag || out[i] != out[k - 1])
+				out[k++] = out[i];
+		n = k;
 	}
 	return n;
 }
@@ -334,7 +400,7 @@ wtcache_pending_rebuild(WorkerSlot *slot)
 
 	/* Count everything first; nothing can fail once counters move. */
 	indexes = palloc(sizeof(uint32) * maxindexes);
-	plan = SPI_prepare("SELECT relid, keys, key_width, per_table FROM wtcache.queue", 0, NULL);
+	plan = SPI_prepare("SELECT relid, keys, key_width, per_table, tags FROM wtcache.queue", 0, NULL);
 	if (plan == NULL)
 		elog(ERROR, "wtcache: could not prepare the queue count");
 	/* not read-only: a new snapshot, which sees what committed during the lock wait */
@@ -355,23 +421,31 @@ wtcache_pending_rebuild(WorkerSlot *slot)
 			Datum		keys = SPI_getbinval(tup, desc, 2, &keys_null);
 			int			width = DatumGetInt16(SPI_getbinval(tup, desc, 3, &width_null));
 			bool		per_table = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+			bool		tags_null;
+			Datum		tagarr = SPI_getbinval(tup, desc, 5, &tags_null);
 			Datum	   *elems = NULL;
 			int			nelems = 0;
+			Datum	   *tags = NULL;
+			int			ntags = 0;
 
 			if (!keys_null)
 				deconstruct_array(DatumGetArrayTypeP(keys), TEXTOID, -1, false,
 								  TYPALIGN_INT, &elems, NULL, &nelems);
+			if (!tags_null)
+				deconstruct_array(DatumGetArrayTypeP(tagarr), TEXTOID, -1, false,
+								  TYPALIGN_INT, &tags, NULL, &ntags);
 			oldcxt = MemoryContextSwitchTo(outer);
-			if (nindexes + Max(nelems, 1) > maxindexes)
+			if (nindexes + nelems + ntags + 2 > maxindexes)
 			{
-				maxindexes = Max(maxindexes * 2, nindexes + nelems + 1);
+				maxindexes = Max(maxindexes * 2, nindexes + nelems + ntags + 2);
 				indexes = repalloc_huge(indexes, sizeof(uint32) * maxindexes);
 			}
 			MemoryContextSwitchTo(oldcxt);
 			nindexes += wtcache_pending_row_indexes(MyDatabaseId, relid,
 													per_table || keys_null,
 													width_null ? 0 : width,
-													elems, nelems, indexes + nindexes);
+													elems, nelems, tags, ntags,
+													indexes + nindexes);
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}

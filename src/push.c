@@ -19,6 +19,7 @@
 
 /* rows per EVALSHA: bounds Lua's time per call and the argument vector */
 #define ROWS_PER_CALL 128
+#define TAGS_PER_CALL 512
 
 /*
  * KEYS: row keys.  ARGV[1]: tombstone TTL in seconds; ARGV[2]: "1" when
@@ -64,6 +65,21 @@ static const char apply_script[] =
 "return applied\n";
 
 /*
+ * KEYS: the clock key, then tag keys.  ARGV: tag key TTL in seconds,
+ * events channel ("" = none), event message.  Gives every tag a new stamp
+ * (tags.c); the event is published once, when someone listens.
+ */
+static const char tags_script[] =
+WTCACHE_LUA_NEW_STAMP
+"local stamp = new_stamp(KEYS[1])\n"
+"for i = 2, #KEYS do redis.call('SET', KEYS[i], stamp, 'EX', ARGV[1]) end\n"
+"local chan = ARGV[2]\n"
+"if chan ~= '' and ARGV[3] ~= '' and (redis.call('PUBSUB', 'NUMSUB', chan)[2] > 0 or redis.call('PUBSUB', 'NUMPAT') > 0) then\n"
+"  redis.call('PUBLISH', chan, ARGV[3])\n"
+"end\n"
+"return 0\n";
+
+/*
  * KEYS: marker.  ARGV: acked (highest version we know Redis has), new.
  * Returns {ok, seen}: ok = 0 when the marker is missing or behind (and then
  * leaves it alone), seen = the marker's value or -1.
@@ -101,19 +117,109 @@ bool
 wtcache_load_scripts(WtcRedis *r, RedisScripts *scripts, char *err, size_t errlen)
 {
 	return wtcache_load_script(r, apply_script, scripts->apply_sha, err, errlen) &&
+		wtcache_load_script(r, tags_script, scripts->tags_sha, err, errlen) &&
 		wtcache_load_script(r, marker_script, scripts->marker_sha, err, errlen);
 }
 
+/* Queue the EVALSHAs that give the batch's tags new stamps; *ncalls counts them. */
+static bool
+append_tag_bumps(WtcRedis *r, const RedisScripts *scripts, const TagBumps *bumps,
+				 int *ncalls, char *err, size_t errlen)
+{
+	const char **argv;
+	size_t	   *lens;
+	char		ttl[16];
+	char		nkeys_buf[16];
+	StringInfoData channel;
+
+	if (bumps == NULL || bumps->ntags == 0)
+		return true;
+	initStringInfo(&channel);
+	if (wtcache_publish_events)
+		wtcache_events_channel(&channel);
+	snprintf(ttl, sizeof(ttl), "%d", WTCACHE_TAG_TTL_S);
+	argv = palloc(sizeof(char *) * (TAGS_PER_CALL + 8));
+	lens = palloc(sizeof(size_t) * (TAGS_PER_CALL + 8));
+	for (int start = 0; start < bumps->ntags; start += TAGS_PER_CALL)
+	{
+		int			n = Min(TAGS_PER_CALL, bumps->ntags - start);
+		int			argc = 0;
+
+		argv[argc] = "EVALSHA";
+		lens[argc++] = 7;
+		argv[argc] = scripts->tags_sha;
+		lens[argc++] = 40;
+		snprintf(nkeys_buf, sizeof(nkeys_buf), "%d", n + 1);
+		argv[argc] = nkeys_buf;
+		lens[argc++] = strlen(nkeys_buf);
+		argv[argc] = bumps->clock_key;
+		lens[argc++] = strlen(bumps->clock_key);
+		for (int i = 0; i < n; i++)
+		{
+			argv[argc] = bumps->keys[start + i];
+			lens[argc++] = bumps->lens[start + i];
+		}
+		argv[argc] = ttl;
+		lens[argc++] = strlen(ttl);
+		argv[argc] = channel.data;
+		lens[argc++] = channel.len;
+		/* one event for the whole batch, with the first call */
+		argv[argc] = (start == 0 && bumps->event) ? bumps->event : "";
+		lens[argc++] = (start == 0 && bumps->event) ? bumps->event_len : 0;
+		if (!wtc_redis_append(r, argc, argv, lens))
+		{
+			snprintf(err, errlen, "could not queue a command: %s", wtc_redis_errstr(r));
+			return false;
+		}
+		(*ncalls)++;
+	}
+	return true;
+}
+
+/* Give tags new stamps now (after a whole-table purge). */
+bool
+wtcache_bump_tags(WtcRedis *r, const RedisScripts *scripts, const TagBumps *bumps,
+				  char *err, size_t errlen)
+{
+	int			ncalls = 0;
+	WtcReply	reply;
+	bool		ok = true;
+
+	if (!append_tag_bumps(r, scripts, bumps, &ncalls, err, errlen))
+		return false;
+	if (ncalls == 0)
+		return true;
+	if (!wtc_redis_flush(r))
+	{
+		snprintf(err, errlen, "could not send to Redis: %s", wtc_redis_errstr(r));
+		return false;
+	}
+	for (int i = 0; i < ncalls; i++)
+	{
+		if (!wtc_redis_read(r, &reply))
+		{
+			snprintf(err, errlen, "%s", wtc_redis_errstr(r));
+			return false;
+		}
+		if (reply.type == WTC_REPLY_ERROR && ok)
+		{
+			snprintf(err, errlen, "Redis refused a tag invalidation: %s", reply.str);
+			ok = false;
+		}
+	}
+	return ok;
+}
+
 /*
- * Queue the batch's EVALSHAs, then the generation marker update, and write
+ * Queue the batch's EVALSHAs, its tag invalidations, then the generation marker update, and write
  * them all to the socket without waiting for replies, so the worker can
  * claim its next batch while Redis works.  *ncalls tells
  * wtcache_push_receive how many replies to read.
  */
 bool
 wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
-				  int nitems, const char *marker_key, int64 acked, int64 new_version,
-				  int *ncalls, char *err, size_t errlen)
+				  int nitems, const TagBumps *bumps, const char *marker_key,
+				  int64 acked, int64 new_version, int *ncalls, char *err, size_t errlen)
 {
 	const char **argv;
 	size_t	   *lens;
@@ -192,6 +298,9 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 		(*ncalls)++;
 		start += n;
 	}
+	/* after the rows: a reader that sees the new stamp sees the rows too */
+	if (!append_tag_bumps(r, scripts, bumps, ncalls, err, errlen))
+		return false;
 
 	snprintf(acked_buf, sizeof(acked_buf), INT64_FORMAT, acked);
 	snprintf(new_buf, sizeof(new_buf), INT64_FORMAT, Max(acked, new_version));

@@ -383,7 +383,10 @@ wtcache_watch(PG_FUNCTION_ARGS)
 		}
 	}
 
-	/* triggers, created as the caller, who owns the table */
+	/*
+	 * Row triggers, created as the caller, who owns the table.  Re-created
+	 * on every watch(): the tag templates decide their arguments.
+	 */
 	{
 		static const struct
 		{
@@ -396,23 +399,64 @@ wtcache_watch(PG_FUNCTION_ARGS)
 			{"wtcache_capture_del", "DELETE", 'd'},
 		};
 		char	   *relliteral = quote_literal_cstr(qname);
+		TupleDesc	desc = RelationGetDescr(rel);
+		int			ntemplates = ArrayGetNItems(ARR_NDIM(tags), ARR_DIMS(tags));
+		AttrNumber	tagcols[WTCACHE_MAX_TAG_COLUMNS];
+		int			ntagcols = 0;
+		StringInfoData templates_sql;
+
+		initStringInfo(&templates_sql);
+		if (ntemplates > 0)
+		{
+			ArrayType  *compiled = wtcache_compile_tag_templates(rel, tags, tagcols, &ntagcols);
+			Datum	   *elems;
+			int			n;
+
+			deconstruct_array(compiled, TEXTOID, -1, false, TYPALIGN_INT, &elems, NULL, &n);
+			appendStringInfoString(&templates_sql, "ARRAY[");
+			for (int i = 0; i < n; i++)
+				appendStringInfo(&templates_sql, "%s%s", i ? ", " : "",
+								 quote_literal_cstr(TextDatumGetCString(elems[i])));
+			appendStringInfoString(&templates_sql, "]::text[]");
+		}
 
 		for (int t = 0; t < lengthof(row_triggers); t++)
 		{
-			if (trigger_exists(relid, row_triggers[t].name))
-				continue;
-			initStringInfo(&sql);
-			appendStringInfo(&sql,
-							 "CREATE TRIGGER %s AFTER %s ON %s FOR EACH ROW "
-							 "WHEN (wtcache._capture_when(%s::regclass, '%c'",
-							 row_triggers[t].name, row_triggers[t].event, qname,
-							 relliteral, row_triggers[t].op);
+			const char *rows[2];
+			int			nrows = 0;
+
 			if (row_triggers[t].op != 'i')
-				for (int i = 0; i < nkeys; i++)
-					appendStringInfo(&sql, ", OLD.%s", quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel), attnums[i] - 1)->attname)));
+				rows[nrows++] = "OLD";
 			if (row_triggers[t].op != 'd')
+				rows[nrows++] = "NEW";
+
+			initStringInfo(&sql);
+			if (trigger_exists(relid, row_triggers[t].name))
+			{
+				appendStringInfo(&sql, "DROP TRIGGER %s ON %s", row_triggers[t].name, qname);
+				spi_exec_or_error(sql.data, SPI_OK_UTILITY);
+				resetStringInfo(&sql);
+			}
+			if (ntemplates > 0)
+				appendStringInfo(&sql,
+								 "CREATE TRIGGER %s AFTER %s ON %s FOR EACH ROW "
+								 "WHEN (wtcache._capture_when_tagged(%s::regclass, '%c', %d::int2, %s",
+								 row_triggers[t].name, row_triggers[t].event, qname,
+								 relliteral, row_triggers[t].op, nkeys, templates_sql.data);
+			else
+				appendStringInfo(&sql,
+								 "CREATE TRIGGER %s AFTER %s ON %s FOR EACH ROW "
+								 "WHEN (wtcache._capture_when(%s::regclass, '%c'",
+								 row_triggers[t].name, row_triggers[t].event, qname,
+								 relliteral, row_triggers[t].op);
+			for (int r = 0; r < nrows; r++)
 				for (int i = 0; i < nkeys; i++)
-					appendStringInfo(&sql, ", NEW.%s", quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel), attnums[i] - 1)->attname)));
+					appendStringInfo(&sql, ", %s.%s", rows[r],
+									 quote_identifier(NameStr(TupleDescAttr(desc, attnums[i] - 1)->attname)));
+			for (int r = 0; r < nrows; r++)
+				for (int i = 0; i < ntagcols; i++)
+					appendStringInfo(&sql, ", %s.%s", rows[r],
+									 quote_identifier(NameStr(TupleDescAttr(desc, tagcols[i] - 1)->attname)));
 			appendStringInfoString(&sql, ")) EXECUTE FUNCTION wtcache._capture_row(");
 			for (int i = 0; i < nkeys; i++)
 				appendStringInfo(&sql, "%s'%d'", i ? ", " : "", attnums[i]);
@@ -643,9 +687,8 @@ wtcache_enqueue_all_rows(Oid relid)
 	SPI_finish();
 
 	/* counted per table: reads of it go to the table until these are in */
-	if (wtcache_pending_ready(MyDatabaseId))
-		for (int64 i = 0; i < queue_rows; i++)
-			wtcache_pending_add(wtcache_pending_table_index(MyDatabaseId, relid));
+	for (int64 i = 0; i < queue_rows; i++)
+		wtcache_count_queue_row(relid, true, 0, NULL, 0, NULL, 0);
 
 	wtcache_note_enqueued();
 	return nrows;

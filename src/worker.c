@@ -62,6 +62,7 @@ typedef struct BatchKey
 	int64		version;
 	char	   *payload;		/* {"_v":N,...row...}, NULL if the row is gone */
 	size_t		payload_len;
+	List	   *tags;			/* tags of its changes (template tables) */
 } BatchKey;
 
 typedef struct KeyHashEntry
@@ -81,6 +82,7 @@ typedef struct TableBatch
 	char	   *qname;
 	char	   *table_key;
 	char	   *event_head;		/* {"db":..,"table":..,"key":[ for events */
+	char	   *table_tag;		/* "table:<schema>.<table>" */
 	char	  **colnames;
 	char	  **typnames;
 	bool	   *binary;
@@ -108,6 +110,11 @@ typedef struct Batch
 	Oid			purge_relid;
 	char	   *purge_event;	/* published after the purge, or NULL */
 	HTAB	   *idset;			/* ids claimed, so the next claim skips them */
+	HTAB	   *tagset;			/* tags to invalidate, each once */
+	char	  **tags;
+	int			ntags;
+	int			maxtags;
+	TagBumps	bumps;			/* the tags, as Redis keys */
 	PushItem   *items;
 	int			nitems;
 	int			ncalls;			/* EVALSHAs sent, replies still to read */
@@ -130,6 +137,7 @@ static char *marker_key = NULL;
 static bool need_marker_check = true;
 static bool redis_verified = false;	/* first marker check passed */
 static char *my_dbname = NULL;
+static char *clock_key = NULL;		/* <prefix>{<db>}:clock, for tag stamps */
 static StringInfoData suffix_buf;	/* scratch for add_key, in TopMemoryContext */
 
 static void
@@ -394,6 +402,7 @@ load_table(TableBatch *tb, Oid relid)
 		initStringInfo(&tk);
 		wtcache_append_table_key(&tk, get_database_name(MyDatabaseId), nspname, relname);
 		tb->table_key = tk.data;
+		tb->table_tag = psprintf("table:%s.%s", nspname, relname);
 		{
 			StringInfoData ev;
 			char	   *qualified = psprintf("%s.%s", nspname, relname);
@@ -480,8 +489,29 @@ canonical_value(TableBatch *tb, int col, char *captured)
 	return OutputFunctionCall(&tb->out[col], d);
 }
 
+/* Remember a tag for the batch's invalidations (each tag once). */
 static void
-add_key(TableBatch *tb, char **captured, int64 version)
+batch_add_tag(Batch *b, char *tag)
+{
+	KeyHashEntry *entry;
+	bool		found;
+
+	entry = hash_search(b->tagset, &tag, HASH_ENTER, &found);
+	if (found)
+		return;
+	if (b->ntags == b->maxtags)
+	{
+		b->maxtags = b->maxtags ? b->maxtags * 2 : 64;
+		b->tags = b->tags ? repalloc(b->tags, sizeof(char *) * b->maxtags)
+			: palloc(sizeof(char *) * b->maxtags);
+	}
+	entry->suffix = tag;
+	entry->index = b->ntags;
+	b->tags[b->ntags++] = tag;
+}
+
+static void
+add_key(TableBatch *tb, char **captured, int64 version, List *tags)
 {
 	char	  **values = palloc(sizeof(char *) * tb->nkeys);
 	StringInfo	suffix = &suffix_buf;
@@ -502,8 +532,20 @@ add_key(TableBatch *tb, char **captured, int64 version)
 	if (found)
 	{
 		BatchKey   *k = &tb->keys[entry->index];
+		ListCell   *lc;
 
 		k->version = Max(k->version, version);
+		foreach(lc, tags)
+		{
+			ListCell   *lc2;
+			bool		dup = false;
+
+			foreach(lc2, k->tags)
+				if (strcmp(lfirst(lc2), lfirst(lc)) == 0)
+					dup = true;
+			if (!dup)
+				k->tags = lappend(k->tags, lfirst(lc));
+		}
 		pfree(values);
 		return;
 	}
@@ -519,6 +561,7 @@ add_key(TableBatch *tb, char **captured, int64 version)
 	tb->keys[tb->nbatchkeys].version = version;
 	tb->keys[tb->nbatchkeys].payload = NULL;
 	tb->keys[tb->nbatchkeys].payload_len = 0;
+	tb->keys[tb->nbatchkeys].tags = list_copy(tags);
 	tb->nbatchkeys++;
 }
 
@@ -602,7 +645,7 @@ claim_batch(Batch *b, Batch *inflight)
 	bool		any = false;
 	MemoryContext spicxt;
 
-	plan = SPI_prepare("SELECT id, relid, keys, table_key, key_width, per_table FROM wtcache.queue ORDER BY id", 0, NULL);
+	plan = SPI_prepare("SELECT id, relid, keys, table_key, key_width, per_table, tags FROM wtcache.queue ORDER BY id", 0, NULL);
 	if (plan == NULL)
 		elog(ERROR, "wtcache: could not prepare the queue scan");
 	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
@@ -624,8 +667,13 @@ claim_batch(Batch *b, Batch *inflight)
 			Datum		keys = SPI_getbinval(tup, desc, 3, &keys_null);
 			int			width = DatumGetInt16(SPI_getbinval(tup, desc, 5, &width_null));
 			bool		per_table = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
+			bool		tags_null;
+			Datum		tagarr = SPI_getbinval(tup, desc, 7, &tags_null);
 			Datum	   *elems = NULL;
 			int			nelems = 0;
+			Datum	   *tagelems = NULL;
+			int			ntagelems = 0;
+			int			tagpos = 0;
 			TableBatch *tb;
 
 			/* sent to Redis already, acknowledged soon */
@@ -636,16 +684,38 @@ claim_batch(Batch *b, Batch *inflight)
 			if (!keys_null)
 				deconstruct_array(DatumGetArrayTypeP(keys), TEXTOID, -1, false,
 								  TYPALIGN_INT, &elems, NULL, &nelems);
-			if (b->npending + nelems + 1 > b->maxpending)
+			if (!tags_null)
+				deconstruct_array(DatumGetArrayTypeP(tagarr), TEXTOID, -1, false,
+								  TYPALIGN_INT, &tagelems, NULL, &ntagelems);
+			if (b->npending + nelems + ntagelems + 2 > b->maxpending)
 			{
-				b->maxpending = Max(b->maxpending * 2, b->npending + nelems + 1);
+				b->maxpending = Max(b->maxpending * 2, b->npending + nelems + ntagelems + 2);
 				b->pending = repalloc_huge(b->pending, sizeof(uint32) * b->maxpending);
 			}
 			b->npending += wtcache_pending_row_indexes(MyDatabaseId, relid,
 													   per_table || keys_null,
 													   width_null ? 0 : width,
-													   elems, nelems,
+													   elems, nelems, tagelems, ntagelems,
 													   b->pending + b->npending);
+			if (!OidIsValid(relid))
+			{
+				/* wtcache.invalidate(): tags only */
+				batch_add_id(b, id);
+				any = true;
+				for (int i = 0; i < ntagelems;)
+				{
+					int			count = atoi(TextDatumGetCString(tagelems[i]));
+
+					for (int j = 1; j <= count && i + j < ntagelems; j++)
+						batch_add_tag(b, TextDatumGetCString(tagelems[i + j]));
+					i += count + 1;
+				}
+				b->nrecords++;
+				MemoryContextSwitchTo(spicxt);
+				if (b->nrecords >= wtcache_batch_size)
+					done = true;
+				continue;
+			}
 			if (keys_null)
 			{
 				/* a whole-table entry goes alone */
@@ -657,6 +727,12 @@ claim_batch(Batch *b, Batch *inflight)
 				}
 				batch_add_id(b, id);
 				b->purge_relid = relid;
+				{
+					char	   *tt = wtcache_table_tag(relid);
+
+					if (tt)
+						batch_add_tag(b, tt);
+				}
 				b->purge_table_key = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
 				if (wtcache_publish_events && get_rel_name(relid) != NULL)
 				{
@@ -683,6 +759,8 @@ claim_batch(Batch *b, Batch *inflight)
 			MemoryContextSwitchTo(BatchContext);
 			batch_add_id(b, id);
 			any = true;
+			if (tb->table_tag)
+				batch_add_tag(b, tb->table_tag);
 			/* rows captured under another key definition name no row now */
 			if (tb->watched && (width_null || width == tb->nkeys))
 			{
@@ -690,9 +768,24 @@ claim_batch(Batch *b, Batch *inflight)
 
 				for (int i = 0; i + tb->nkeys <= nelems; i += tb->nkeys)
 				{
+					List	   *keytags = NIL;
+
 					for (int c = 0; c < tb->nkeys; c++)
 						captured[c] = TextDatumGetCString(elems[i + c]);
-					add_key(tb, captured, id);
+					if (tagpos < ntagelems)
+					{
+						int			count = atoi(TextDatumGetCString(tagelems[tagpos]));
+
+						for (int j = 1; j <= count && tagpos + j < ntagelems; j++)
+						{
+							char	   *tag = TextDatumGetCString(tagelems[tagpos + j]);
+
+							keytags = lappend(keytags, tag);
+							batch_add_tag(b, tag);
+						}
+						tagpos += count + 1;
+					}
+					add_key(tb, captured, id, keytags);
 					tb->records++;
 					b->nrecords++;
 				}
@@ -754,10 +847,21 @@ build_items(Batch *b, int *nitems)
 						appendStringInfoChar(&ev, ',');
 					escape_json(&ev, bk->values[c]);
 				}
-				appendStringInfo(&ev, "],\"op\":\"%s\",\"v\":" INT64_FORMAT "}",
+				appendStringInfo(&ev, "],\"op\":\"%s\",\"v\":" INT64_FORMAT ",\"tags\":[",
 								 bk->payload == NULL ? "delete" :
 								 tb->invalidate ? "invalidate" : "upsert",
 								 bk->version);
+				escape_json(&ev, tb->table_tag);
+				{
+					ListCell   *lc;
+
+					foreach(lc, bk->tags)
+					{
+						appendStringInfoChar(&ev, ',');
+						escape_json(&ev, lfirst(lc));
+					}
+				}
+				appendStringInfoString(&ev, "]}");
 				it->event = ev.data;
 				it->event_len = ev.len;
 			}
@@ -781,6 +885,50 @@ build_items(Batch *b, int *nitems)
 	}
 	*nitems = n;
 	return items;
+}
+
+/* The batch's tags as Redis keys, and the event that lists them. */
+static void
+build_tag_bumps(Batch *b)
+{
+	TagBumps   *tb = &b->bumps;
+
+	tb->ntags = b->ntags;
+	tb->clock_key = clock_key;
+	tb->event = NULL;
+	tb->event_len = 0;
+	if (b->ntags == 0)
+		return;
+	tb->keys = palloc(sizeof(char *) * b->ntags);
+	tb->lens = palloc(sizeof(size_t) * b->ntags);
+	for (int i = 0; i < b->ntags; i++)
+	{
+		StringInfoData key;
+
+		initStringInfo(&key);
+		wtcache_append_tag_key(&key, my_dbname, b->tags[i]);
+		tb->keys[i] = key.data;
+		tb->lens[i] = key.len;
+	}
+	if (wtcache_publish_events)
+	{
+		StringInfoData ev;
+
+		initStringInfo(&ev);
+		appendStringInfoString(&ev, "{\"db\":");
+		escape_json(&ev, my_dbname);
+		appendStringInfo(&ev, ",\"op\":\"invalidate\",\"v\":" INT64_FORMAT ",\"tags\":[",
+						 b->max_version);
+		for (int i = 0; i < b->ntags; i++)
+		{
+			if (i)
+				appendStringInfoChar(&ev, ',');
+			escape_json(&ev, b->tags[i]);
+		}
+		appendStringInfoString(&ev, "]}");
+		tb->event = ev.data;
+		tb->event_len = ev.len;
+	}
 }
 
 static void
@@ -921,6 +1069,20 @@ purge_database_keys(void)
 		redis_failed("lost the connection to Redis", err);
 		return false;
 	}
+	/* and its tags and cached query results: "<prefix>{<db>}:*" */
+	pattern.data[pattern.len - 2] = '\0';
+	pattern.len -= 2;
+	appendStringInfoString(&pattern, "}:*");
+	{
+		int64		more;
+
+		if (!wtcache_purge_pattern(redis, pattern.data, &more, err, sizeof(err)))
+		{
+			redis_failed("lost the connection to Redis", err);
+			return false;
+		}
+		removed += more;
+	}
 	ereport(LOG,
 			(errmsg("wtcache: Redis at %s held versions this database never handed out; removed its " INT64_FORMAT " keys",
 					redis_address, removed)));
@@ -1002,6 +1164,14 @@ claim_next(Batch *b, MemoryContext cxt, Batch *inflight)
 	ctl.entrysize = sizeof(int64);
 	ctl.hcxt = cxt;
 	b->idset = hash_create("wtcache batch ids", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(char *);
+	ctl.entrysize = sizeof(KeyHashEntry);
+	ctl.hash = suffix_hash;
+	ctl.match = suffix_match;
+	ctl.hcxt = cxt;
+	b->tagset = hash_create("wtcache batch tags", 64, &ctl,
+							HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
 	b->maxpending = 1024;
 	b->pending = palloc(sizeof(uint32) * b->maxpending);
 
@@ -1019,6 +1189,11 @@ claim_next(Batch *b, MemoryContext cxt, Batch *inflight)
 	{
 		MemoryContextSwitchTo(cxt);
 		b->items = build_items(b, &b->nitems);
+	}
+	if (any)
+	{
+		MemoryContextSwitchTo(cxt);
+		build_tag_bumps(b);
 	}
 	end_xact();
 	MemoryContextSwitchTo(TopMemoryContext);
@@ -1061,7 +1236,7 @@ send_batch(Batch *b)
 	bool		ok;
 
 	MemoryContextSwitchTo(b->cxt);
-	ok = wtcache_push_send(redis, &scripts, b->items, b->nitems, marker_key,
+	ok = wtcache_push_send(redis, &scripts, b->items, b->nitems, &b->bumps, marker_key,
 						   acked_version(), b->max_version, &b->ncalls,
 						   err, sizeof(err));
 	MemoryContextSwitchTo(TopMemoryContext);
@@ -1088,6 +1263,12 @@ run_purge(Batch *b)
 	{
 		MemoryContextSwitchTo(TopMemoryContext);
 		redis_failed("lost the connection to Redis", err);
+		return false;
+	}
+	if (!wtcache_bump_tags(redis, &scripts, &b->bumps, err, sizeof(err)))
+	{
+		MemoryContextSwitchTo(TopMemoryContext);
+		redis_failed("could not invalidate tags in Redis", err);
 		return false;
 	}
 	if (b->purge_event != NULL)
@@ -1279,6 +1460,10 @@ wtcache_worker_main(Datum main_arg)
 		wtcache_append_escaped(&mk, my_dbname, true);
 		appendStringInfoString(&mk, "}:gen");
 		marker_key = mk.data;
+		initStringInfo(&mk);
+		wtcache_append_db_prefix(&mk, my_dbname);
+		appendStringInfoString(&mk, "clock");
+		clock_key = mk.data;
 		MemoryContextSwitchTo(old);
 	}
 	end_xact();
