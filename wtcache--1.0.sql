@@ -30,7 +30,10 @@ COMMENT ON TABLE wtcache.watched IS
 -- flattened (key_width values per key); NULL keys means "the whole table"
 -- (TRUNCATE, unwatch with purge), and then table_key names it.  per_table
 -- marks rows queued by resync/warm: until they are delivered, cached reads
--- of that table read the table (see src/pending.c).
+-- of that table read the table (see src/pending.c).  tags, for tables with
+-- tag templates, holds each key's tags in key order as a count followed by
+-- that many tag names.  A row with relid 0 is wtcache.invalidate(): no
+-- keys, and tags holds one such group.
 CREATE SEQUENCE wtcache.queue_id_seq;
 CREATE TABLE wtcache.queue (
     id           bigint PRIMARY KEY DEFAULT nextval('wtcache.queue_id_seq'),
@@ -39,6 +42,7 @@ CREATE TABLE wtcache.queue (
     table_key    text,
     key_width    int2,
     per_table    boolean NOT NULL DEFAULT false,
+    tags         text[],
     enqueued_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 ALTER SEQUENCE wtcache.queue_id_seq OWNED BY wtcache.queue.id;
@@ -64,6 +68,13 @@ CREATE FUNCTION wtcache._capture_truncate() RETURNS trigger
 CREATE FUNCTION wtcache._capture_when(rel regclass, op "char", VARIADIC keys "any")
 RETURNS boolean
     AS 'MODULE_PATHNAME', 'wtcache_capture_when' LANGUAGE C VOLATILE;
+-- The same for tables with tag templates: after the nkeys key values (old,
+-- then new for 'u') come the tag columns' values (old, then new for 'u');
+-- templates name those columns by position, {1}, {2}...
+CREATE FUNCTION wtcache._capture_when_tagged(rel regclass, op "char", nkeys int2,
+    templates text[], VARIADIC args "any")
+RETURNS boolean
+    AS 'MODULE_PATHNAME', 'wtcache_capture_when_tagged' LANGUAGE C VOLATILE;
 
 CREATE FUNCTION wtcache.watch(
     rel   regclass,
@@ -131,6 +142,25 @@ $$;
 COMMENT ON FUNCTION wtcache.get_row(anyelement, text[]) IS
     'wtcache.get() as the table''s row type: get_row(NULL::tbl, key...)';
 
+CREATE FUNCTION wtcache.invalidate(tags text[])
+RETURNS void
+    AS 'MODULE_PATHNAME', 'wtcache_invalidate' LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION wtcache.invalidate(text[]) IS
+    'invalidate these tags (cached query results and application caches that depend on them) when the calling transaction commits';
+
+CREATE FUNCTION wtcache.query(sql text, params text[] DEFAULT '{}',
+    tags text[] DEFAULT '{}', ttl interval DEFAULT NULL)
+RETURNS SETOF jsonb
+    AS 'MODULE_PATHNAME', 'wtcache_query' LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+COMMENT ON FUNCTION wtcache.query(text, text[], text[], interval) IS
+    'the rows of a read-only query as jsonb, from Redis while no table it reads (nor any of tags) changed, else run and cached per role';
+
+CREATE FUNCTION wtcache.query_key(sql text, params text[] DEFAULT '{}',
+    tags text[] DEFAULT '{}', OUT key text, OUT tag_keys text[])
+    AS 'MODULE_PATHNAME', 'wtcache_query_key' LANGUAGE C STRICT STABLE;
+COMMENT ON FUNCTION wtcache.query_key(text, text[], text[]) IS
+    'the Redis key of the calling role''s cached result of a query, and the tag version keys it depends on';
+
 CREATE FUNCTION wtcache.read_stats(
     OUT table_name regclass, OUT hits bigint, OUT misses bigint,
     OUT fallbacks bigint, OUT bypasses bigint, OUT fills bigint,
@@ -139,6 +169,14 @@ RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'wtcache_read_stats' LANGUAGE C STRICT VOLATILE;
 COMMENT ON FUNCTION wtcache.read_stats() IS
     'cached read counters of this database since the server started, one row per table';
+
+CREATE FUNCTION wtcache.query_stats(
+    OUT hits bigint, OUT misses bigint, OUT fallbacks bigint, OUT bypasses bigint,
+    OUT fills bigint, OUT fills_rejected bigint, OUT stampede_waits bigint,
+    OUT runs bigint)
+    AS 'MODULE_PATHNAME', 'wtcache_query_stats' LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION wtcache.query_stats() IS
+    'cached query counters of this database since the server started: runs counts the queries actually executed';
 
 CREATE FUNCTION wtcache.worker_status(
     OUT database_oid oid, OUT pid integer, OUT state text, OUT connected boolean,

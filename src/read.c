@@ -149,7 +149,8 @@ reader_connection(void)
 							   err, sizeof(err));
 	if (reader == NULL ||
 		!wtcache_load_script(reader, lease_script, lease_sha, err, sizeof(err)) ||
-		!wtcache_load_script(reader, fill_script, fill_sha, err, sizeof(err)))
+		!wtcache_load_script(reader, fill_script, fill_sha, err, sizeof(err)) ||
+		!wtcache_query_load_scripts(reader, err, sizeof(err)))
 	{
 		reader_failed();
 		return NULL;
@@ -159,6 +160,36 @@ reader_connection(void)
 	reader_url = MemoryContextStrdup(TopMemoryContext, wtcache_redis_url);
 	breaker_open_until = 0;
 	return reader;
+}
+
+/* The connection for query.c, which shares it and its circuit breaker. */
+WtcRedis *
+wtcache_reader(void)
+{
+	return reader_connection();
+}
+
+/* Replies may be left unread if what follows fails: then drop it. */
+void
+wtcache_reader_set_busy(bool busy)
+{
+	reader_busy = busy;
+}
+
+/* A reply was not what the scripts give: reload them next time. */
+void
+wtcache_reader_reload(void)
+{
+	reader_reload = true;
+}
+
+static bool redis_failed_during_read(void);
+
+/* Redis failed during a read: open the breaker, or error (no fallback). */
+void
+wtcache_reader_lost(void)
+{
+	(void) redis_failed_during_read();
 }
 
 /*

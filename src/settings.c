@@ -460,6 +460,22 @@ wtcache_define_settings(void)
 							PGC_USERSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("wtcache.query_ttl",
+							"How long a cached query result lives when wtcache.query() is given no ttl.",
+							"Results are invalidated by changes; the TTL only bounds how long unused ones take space.",
+							&wtcache_query_ttl_s,
+							3600, 1, INT_MAX,
+							PGC_USERSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.query_max_size",
+							"Largest query result (as JSON) that wtcache.query() caches; larger ones are returned but not cached.",
+							NULL,
+							&wtcache_query_max_kb,
+							1024, 1, INT_MAX / 1024,
+							PGC_USERSET, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("wtcache.debug_fill_delay",
 							"Testing aid: pause between a cached read's table read and its fill.",
 							NULL,

@@ -103,7 +103,7 @@ wtcache_read_stats(PG_FUNCTION_ARGS)
 		Datum		values[9];
 		bool		nulls[9] = {false};
 
-		if (s->dboid != MyDatabaseId)
+		if (s->dboid != MyDatabaseId || s->relid == WTCACHE_QUERY_STATS_RELID)
 			continue;
 		values[0] = ObjectIdGetDatum(s->relid);
 		values[1] = Int64GetDatum((int64) pg_atomic_read_u64(&s->hits));
@@ -118,4 +118,29 @@ wtcache_read_stats(PG_FUNCTION_ARGS)
 	}
 	LWLockRelease(WtcacheSharedState->lock);
 	return (Datum) 0;
+}
+
+/* wtcache.query_stats(): this database's cached query counters. */
+PG_FUNCTION_INFO_V1(wtcache_query_stats);
+Datum
+wtcache_query_stats(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	ReadStats  *s;
+	Datum		values[8];
+	bool		nulls[8] = {false};
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "wtcache.query_stats() must return a record");
+	wtcache_require_preload();
+	s = wtcache_read_stats_entry(MyDatabaseId, WTCACHE_QUERY_STATS_RELID);
+	values[0] = Int64GetDatum((int64) pg_atomic_read_u64(&s->hits));
+	values[1] = Int64GetDatum((int64) pg_atomic_read_u64(&s->misses));
+	values[2] = Int64GetDatum((int64) pg_atomic_read_u64(&s->fallbacks));
+	values[3] = Int64GetDatum((int64) pg_atomic_read_u64(&s->bypasses));
+	values[4] = Int64GetDatum((int64) pg_atomic_read_u64(&s->fills));
+	values[5] = Int64GetDatum((int64) pg_atomic_read_u64(&s->fills_rejected));
+	values[6] = Int64GetDatum((int64) pg_atomic_read_u64(&s->stampede_waits));
+	values[7] = Int64GetDatum((int64) pg_atomic_read_u64(&s->table_reads));
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }

@@ -18,6 +18,8 @@
  *	pending.c	shared filter of keys whose changes Redis lacks
  *	read.c		cached reads: get(), get_many()
  *	stats.c		shared read counters per table
+ *	tags.c		tag templates, tag keys, invalidate()
+ *	query.c		cached query results: query(), query_key()
  *-------------------------------------------------------------------------
  */
 #ifndef WTCACHE_H
@@ -188,6 +190,37 @@ extern void wtcache_note_enqueued(void);
 extern void wtcache_request_worker_at_commit(void);
 extern bool wtcache_xact_wrote(Oid relid);
 extern void wtcache_enqueue_whole_table(Oid relid, const char *table_key);
+extern void wtcache_queue_insert(Oid relid, Datum keys, int width, const char *table_key,
+								 Datum tags);
+extern void wtcache_count_queue_row(Oid relid, bool per_table, int width,
+									Datum *elems, int nelems, Datum *tags, int ntags);
+
+/* ---- tags.c ---- */
+/* tag columns per table: the UPDATE trigger passes each twice, plus keys */
+#define WTCACHE_MAX_TAG_COLUMNS 16
+
+typedef struct TagPart
+{
+	int			col;			/* index among the tag columns, or -1 */
+	char	   *lit;			/* literal text when col < 0 */
+} TagPart;
+
+typedef struct TagTemplate
+{
+	int			nparts;
+	TagPart    *parts;
+} TagTemplate;
+
+extern ArrayType *wtcache_compile_tag_templates(Relation rel, ArrayType *templates,
+												AttrNumber *cols, int *ncols);
+extern TagTemplate *wtcache_parse_tag_templates(ArrayType *compiled, int *ntemplates,
+												MemoryContext mcxt);
+extern int	wtcache_render_tags(const TagTemplate *templates, int ntemplates,
+								char **colvals, char **out);
+extern char *wtcache_table_tag(Oid relid);
+extern void wtcache_append_db_prefix(StringInfo buf, const char *dbname);
+extern void wtcache_append_tag_key(StringInfo buf, const char *dbname, const char *tag);
+extern bool wtcache_xact_invalidated(const char *tag);
 
 /* ---- watch.c ---- */
 /* A table's watch configuration, as wtcache.watched holds it. */
@@ -209,12 +242,16 @@ extern void wtcache_pending_shmem_startup(void);
 extern uint32 wtcache_pending_key_index(Oid dboid, Oid relid, int nvalues,
 										const char *const *values, const int *lens);
 extern uint32 wtcache_pending_table_index(Oid dboid, Oid relid);
+extern uint32 wtcache_pending_changed_index(Oid dboid, Oid relid);
+extern uint32 wtcache_pending_tag_index(Oid dboid, const char *tag, int len);
+extern bool wtcache_pending_is_zero(uint32 index);
 extern bool wtcache_pending_ready(Oid dboid);
 extern bool wtcache_pending_clear(uint32 key_index, uint32 table_index);
 extern void wtcache_pending_add(uint32 index);
 extern void wtcache_pending_release(const uint32 *indexes, int n);
 extern int	wtcache_pending_row_indexes(Oid dboid, Oid relid, bool per_table, int width,
-										Datum *elems, int nelems, uint32 *out);
+										Datum *elems, int nelems, Datum *tags, int ntags,
+										uint32 *out);
 extern bool wtcache_pending_rebuild(WorkerSlot *slot);
 
 /* ---- stats.c ---- */
@@ -234,10 +271,22 @@ typedef struct ReadStats
 
 extern void wtcache_stats_shmem_request(void);
 extern void wtcache_stats_shmem_startup(void);
+/* the counters of cached queries (query.c): no table has this OID */
+#define WTCACHE_QUERY_STATS_RELID ((Oid) 1)
+
 extern ReadStats *wtcache_read_stats_entry(Oid dboid, Oid relid);
 
 /* ---- read.c ---- */
 extern text *wtcache_row_key_text(Oid relid, ArrayType *keyarr);
+extern struct WtcRedis *wtcache_reader(void);
+extern void wtcache_reader_set_busy(bool busy);
+extern void wtcache_reader_reload(void);
+extern void wtcache_reader_lost(void);
+
+/* ---- query.c ---- */
+extern int	wtcache_query_ttl_s;
+extern int	wtcache_query_max_kb;
+extern bool wtcache_query_load_scripts(struct WtcRedis *r, char *err, size_t errlen);
 
 /* ---- ddl.c ---- */
 extern void wtcache_install_utility_hook(void);
@@ -294,8 +343,35 @@ typedef struct PushItem
 typedef struct RedisScripts
 {
 	char		apply_sha[41];
+	char		tags_sha[41];
 	char		marker_sha[41];
 } RedisScripts;
+
+/* Tags to give new stamps, and the event that announces it. */
+typedef struct TagBumps
+{
+	int			ntags;
+	char	  **keys;
+	size_t	   *lens;
+	const char *clock_key;
+	char	   *event;			/* NULL: none */
+	size_t		event_len;
+} TagBumps;
+
+/* How long a tag key lives after its last invalidation: a missing tag key
+ * only turns the entries that depend on it into misses (tags.c). */
+#define WTCACHE_TAG_TTL_S (7 * 86400)
+
+/*
+ * Lua: a tag stamp never handed out before, from Redis's clock and a
+ * counter (<prefix>{<db>}:clock), so that even a tag key that expired or
+ * was evicted never comes back with a value an old entry recorded.
+ */
+#define WTCACHE_LUA_NEW_STAMP \
+	"local function new_stamp(clock)\n" \
+	"  local t = redis.call('TIME')\n" \
+	"  return t[1] .. string.format('%06d', tonumber(t[2])) .. '-' .. redis.call('INCR', clock)\n" \
+	"end\n"
 
 typedef enum MarkerCheck
 {
@@ -317,8 +393,11 @@ typedef enum PushResult
 } PushResult;
 
 extern bool wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
-							  int nitems, const char *marker_key, int64 acked,
-							  int64 new_version, int *ncalls, char *err, size_t errlen);
+							  int nitems, const TagBumps *bumps, const char *marker_key,
+							  int64 acked, int64 new_version, int *ncalls,
+							  char *err, size_t errlen);
+extern bool wtcache_bump_tags(WtcRedis *r, const RedisScripts *scripts, const TagBumps *bumps,
+							  char *err, size_t errlen);
 extern PushResult wtcache_push_receive(WtcRedis *r, int ncalls, int64 *applied,
 									   int64 *marker_seen, char *err, size_t errlen);
 extern bool wtcache_purge_pattern(WtcRedis *r, const char *pattern, int64 *removed,

@@ -1,0 +1,781 @@
+/*-------------------------------------------------------------------------
+ * query.c
+ *		Cached query results: wtcache.query(), wtcache.query_key().
+ *
+ * A result is cached in a Redis hash
+ *		<prefix>{<database>}:query:<sha256 of role, search_path, SQL, params>
+ * with fields rows (a JSON array of the rows), tags (a JSON array of the
+ * tag keys it depends on) and versions (their stamps when it was computed,
+ * joined by ",").  It depends on the table tag of every watched table the
+ * query reads, found in its own range table after view expansion, and on
+ * the tags the caller names.  An entry is valid while every one of its tag
+ * keys still holds the stamp it recorded: invalidation is one SET per tag,
+ * however many entries depend on it (tags.c).
+ *
+ * Never stale, by the same argument as cached row reads (read.c):
+ *	1. the pending filter says no change to the query's tables and no
+ *	   invalidation of its tags is on its way; otherwise the query runs
+ *	   against the tables and nothing is cached;
+ *	2. one script reads the tags' stamps and returns the entry if it
+ *	   recorded exactly those; else it takes the lease (stampede
+ *	   protection) and returns the stamps it read;
+ *	3. the query runs with a snapshot taken after step 2, and the fill
+ *	   script stores the result only if the stamps are still those of
+ *	   step 2.
+ * A change committed before step 1 is delivered (its tag stamped) before
+ * the filter lets step 1 pass, so the stamps of step 2 are newer than it;
+ * a change stamped after step 2 makes step 3 refuse, or, stamped after the
+ * fill, makes the entry invalid.  So a fill never stores a result older
+ * than an invalidation it missed.
+ *
+ * Entries are per role (the key includes the current user), privileges are
+ * checked on every call, hits included, and queries over tables where
+ * row-level security applies to the caller are never cached: policies may
+ * depend on more than the role.
+ *-------------------------------------------------------------------------
+ */
+#include "wtcache.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "common/cryptohash.h"
+#include "common/pg_prng.h"
+#include "common/sha2.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
+#include "parser/analyze.h"
+#include "parser/parser.h"
+#include "pgstat.h"
+#include "rewrite/rewriteHandler.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+int			wtcache_query_ttl_s = 3600;
+int			wtcache_query_max_kb = 1024;
+
+/*
+ * KEYS: entry, lease, clock, tag keys...  ARGV: tags JSON, lease token,
+ * lease ms, tag key TTL s.  A tag key that is missing gets a new stamp
+ * (which no entry recorded).
+ * {1, rows} | {2, versions} (lease is ours) | {3, versions} (someone else's)
+ */
+static const char query_read_script[] =
+WTCACHE_LUA_NEW_STAMP
+"local stamps = {}\n"
+"for i = 4, #KEYS do\n"
+"  local v = redis.call('GET', KEYS[i])\n"
+"  if not v then v = new_stamp(KEYS[3]); redis.call('SET', KEYS[i], v, 'EX', ARGV[4]) end\n"
+"  stamps[#stamps + 1] = v\n"
+"end\n"
+"local versions = table.concat(stamps, ',')\n"
+"local e = redis.call('HMGET', KEYS[1], 'versions', 'tags', 'rows')\n"
+"if e[1] then\n"
+"  if e[1] == versions and e[2] == ARGV[1] and e[3] then return {1, e[3]} end\n"
+"  redis.call('DEL', KEYS[1])\n"
+"end\n"
+"if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {2, versions} end\n"
+"return {3, versions}\n";
+
+/*
+ * KEYS: entry, lease, tag keys...  ARGV: versions, tags JSON, rows ("" =
+ * just give the lease back), ttl ms, lease token.  1 stored, 0 refused.
+ */
+static const char query_fill_script[] =
+"local stamps = {}\n"
+"for i = 3, #KEYS do\n"
+"  local v = redis.call('GET', KEYS[i])\n"
+"  if not v then stamps = nil; break end\n"
+"  stamps[#stamps + 1] = v\n"
+"end\n"
+"local ok = 0\n"
+"if ARGV[3] ~= '' and stamps and table.concat(stamps, ',') == ARGV[1] then\n"
+"  redis.call('DEL', KEYS[1])\n"
+"  redis.call('HSET', KEYS[1], 'rows', ARGV[3], 'tags', ARGV[2], 'versions', ARGV[1])\n"
+"  redis.call('PEXPIRE', KEYS[1], ARGV[4])\n"
+"  ok = 1\n"
+"end\n"
+"if redis.call('GET', KEYS[2]) == ARGV[5] then redis.call('DEL', KEYS[2]) end\n"
+"return ok\n";
+
+static char read_sha[41];
+static char fill_sha[41];
+static uint64 query_lease_counter = 0;
+
+bool
+wtcache_query_load_scripts(WtcRedis *r, char *err, size_t errlen)
+{
+	return wtcache_load_script(r, query_read_script, read_sha, err, errlen) &&
+		wtcache_load_script(r, query_fill_script, fill_sha, err, errlen);
+}
+
+/* What a query reads and depends on. */
+typedef struct QueryPlan
+{
+	char	   *sql;
+	int			nparams;
+	Oid		   *paramtypes;
+	Datum	   *paramvalues;
+	char	   *paramnulls;		/* SPI style: 'n' or ' ' */
+	List	   *relids;			/* base tables read, each once */
+	bool		rls;			/* row-level security applies somewhere */
+	List	   *watched;		/* the watched ones among relids */
+	List	   *unwatched;
+	List	   *tags;			/* tag names it depends on (char *) */
+	char	  **tag_keys;		/* their Redis keys, sorted */
+	int			ntags;
+	char	   *tags_json;		/* JSON array of tag_keys */
+	char	   *key;			/* the entry's Redis key */
+	char	   *lease_key;
+} QueryPlan;
+
+static bool
+collect_relations(Node *node, QueryPlan *qp)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Query))
+	{
+		Query	   *q = (Query *) node;
+		ListCell   *lc;
+
+		if (q->hasRowSecurity)
+			qp->rls = true;
+		foreach(lc, q->rtable)
+		{
+			RangeTblEntry *rte = lfirst_node(RangeTblEntry, lc);
+
+			if (rte->rtekind == RTE_RELATION && rte->relkind != RELKIND_VIEW)
+				qp->relids = list_append_unique_oid(qp->relids, rte->relid);
+		}
+		/* the executor's own check: views as their owner, columns too */
+		(void) ExecCheckRTPerms(q->rtable, true);
+		return query_tree_walker(q, collect_relations, qp, 0);
+	}
+	return expression_tree_walker(node, collect_relations, qp);
+}
+
+static int
+cmp_cstring(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/*
+ * Parse and check the query, find its tables, and name its Redis keys.
+ * Needs SPI (for the wtcache.watched lookup).
+ */
+static void
+plan_query(QueryPlan *qp, text *sqltext, ArrayType *params, ArrayType *tags)
+{
+	List	   *raw;
+	RawStmt    *stmt;
+	Query	   *query;
+	List	   *rewritten;
+	Datum	   *pelems = NULL;
+	bool	   *pnulls = NULL;
+	int			ngiven = 0;
+	Oid		   *types = NULL;
+	int			ntypes = 0;
+	ListCell   *lc;
+	char	   *dbname = get_database_name(MyDatabaseId);
+
+	memset(qp, 0, sizeof(*qp));
+	qp->sql = text_to_cstring(sqltext);
+
+	if (params != NULL)
+	{
+		if (ARR_NDIM(params) > 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("params must be a one-dimensional array")));
+		deconstruct_array(params, TEXTOID, -1, false, TYPALIGN_INT, &pelems, &pnulls, &ngiven);
+	}
+
+	raw = raw_parser(qp->sql, RAW_PARSE_DEFAULT);
+	if (list_length(raw) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("wtcache.query() takes exactly one statement, not %d", list_length(raw))));
+	stmt = linitial_node(RawStmt, raw);
+	query = parse_analyze_varparams(stmt, qp->sql, &types, &ntypes, NULL);
+	if (query->commandType != CMD_SELECT || query->utilityStmt != NULL ||
+		query->hasModifyingCTE || query->rowMarks != NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("wtcache.query() caches only plain SELECT statements"),
+				 errdetail("Statements that write or lock rows (FOR UPDATE, data-modifying WITH) cannot be cached."),
+				 errhint("Run the statement directly.")));
+	if (ntypes != ngiven)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the query has %d parameter%s, but %d value%s given",
+						ntypes, ntypes == 1 ? "" : "s", ngiven, ngiven == 1 ? " was" : "s were"),
+				 errhint("Pass one text value per $n parameter in params, in order.")));
+
+	rewritten = QueryRewrite(query);
+	if (list_length(rewritten) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("wtcache.query() cannot cache a statement that rules rewrite into several")));
+	query = linitial_node(Query, rewritten);
+	(void) collect_relations((Node *) query, qp);
+	if (contain_volatile_functions((Node *) query))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("wtcache.query() cannot cache a query that calls volatile functions"),
+				 errdetail("Its result could differ on every run (random(), clock_timestamp(), nextval()...)."),
+				 errhint("Compute volatile values outside the cached query and pass them as parameters.")));
+
+	/* parameters, in the types the query gave them */
+	qp->nparams = ngiven;
+	qp->paramtypes = palloc(sizeof(Oid) * Max(ngiven, 1));
+	qp->paramvalues = palloc(sizeof(Datum) * Max(ngiven, 1));
+	qp->paramnulls = palloc(Max(ngiven, 1));
+	for (int i = 0; i < ngiven; i++)
+	{
+		Oid			typ = (i >= ntypes || types[i] == InvalidOid || types[i] == UNKNOWNOID) ? TEXTOID : types[i];
+		Oid			input;
+		Oid			ioparam;
+
+		qp->paramtypes[i] = typ;
+		qp->paramnulls[i] = pnulls[i] ? 'n' : ' ';
+		if (pnulls[i])
+			qp->paramvalues[i] = (Datum) 0;
+		else
+		{
+			getTypeInputInfo(typ, &input, &ioparam);
+			qp->paramvalues[i] = OidInputFunctionCall(input, TextDatumGetCString(pelems[i]),
+													  ioparam, -1);
+		}
+	}
+
+	/* which tables are watched */
+	if (qp->relids != NIL)
+	{
+		Datum	   *oids = palloc(sizeof(Datum) * list_length(qp->relids));
+		int			n = 0;
+		Oid			argtypes[1] = {OIDARRAYOID};
+		Datum		values[1];
+
+		foreach(lc, qp->relids)
+			oids[n++] = ObjectIdGetDatum(lfirst_oid(lc));
+		values[0] = PointerGetDatum(construct_array(oids, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
+		if (SPI_execute_with_args("SELECT rel::oid FROM wtcache.watched WHERE rel = ANY($1)",
+								  1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "wtcache.watched lookup failed");
+		foreach(lc, qp->relids)
+		{
+			Oid			relid = lfirst_oid(lc);
+			bool		found = false;
+
+			for (uint64 r = 0; r < SPI_processed && !found; r++)
+			{
+				bool		isnull;
+
+				found = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull)) == relid;
+			}
+			if (found)
+				qp->watched = lappend_oid(qp->watched, relid);
+			else
+				qp->unwatched = lappend_oid(qp->unwatched, relid);
+		}
+	}
+
+	/* its tags: the watched tables', then the caller's */
+	foreach(lc, qp->watched)
+		qp->tags = lappend(qp->tags, wtcache_table_tag(lfirst_oid(lc)));
+	if (tags != NULL)
+	{
+		Datum	   *telems;
+		bool	   *tnulls;
+		int			nt;
+
+		deconstruct_array(tags, TEXTOID, -1, false, TYPALIGN_INT, &telems, &tnulls, &nt);
+		for (int i = 0; i < nt; i++)
+		{
+			if (tnulls[i] || VARSIZE_ANY_EXHDR(DatumGetTextPP(telems[i])) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						 errmsg("tag %d is null or empty", i + 1)));
+			qp->tags = lappend(qp->tags, TextDatumGetCString(telems[i]));
+		}
+	}
+	qp->tag_keys = palloc(sizeof(char *) * Max(list_length(qp->tags), 1));
+	foreach(lc, qp->tags)
+	{
+		StringInfoData k;
+
+		initStringInfo(&k);
+		wtcache_append_tag_key(&k, dbname, lfirst(lc));
+		qp->tag_keys[qp->ntags++] = k.data;
+	}
+	if (qp->ntags > 1)
+	{
+		int			k = 1;
+
+		qsort(qp->tag_keys, qp->ntags, sizeof(char *), cmp_cstring);
+		for (int i = 1; i < qp->ntags; i++)
+			if (strcmp(qp->tag_keys[i], qp->tag_keys[k - 1]) != 0)
+				qp->tag_keys[k++] = qp->tag_keys[i];
+		qp->ntags = k;
+	}
+	{
+		StringInfoData j;
+
+		initStringInfo(&j);
+		appendStringInfoChar(&j, '[');
+		for (int i = 0; i < qp->ntags; i++)
+		{
+			if (i)
+				appendStringInfoChar(&j, ',');
+			escape_json(&j, qp->tag_keys[i]);
+		}
+		appendStringInfoChar(&j, ']');
+		qp->tags_json = j.data;
+	}
+
+	/* the entry's key: the role, what resolves names, the text, the values */
+	{
+		pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+		uint8		digest[PG_SHA256_DIGEST_LENGTH];
+		char		hex[PG_SHA256_DIGEST_LENGTH * 2 + 1];
+		Oid			role = GetUserId();
+		const char *path = namespace_search_path ? namespace_search_path : "";
+		uint32		len;
+		StringInfoData k;
+
+#define HASH_BYTES(p, n) \
+		do { if (pg_cryptohash_update(ctx, (const uint8 *) (p), (n)) < 0) \
+				elog(ERROR, "wtcache: could not hash the query: %s", pg_cryptohash_error(ctx)); } while (0)
+#define HASH_STRING(s) \
+		do { len = strlen(s); HASH_BYTES(&len, sizeof(len)); HASH_BYTES((s), len); } while (0)
+
+		if (ctx == NULL || pg_cryptohash_init(ctx) < 0)
+			elog(ERROR, "wtcache: could not hash the query");
+		HASH_STRING("wtcache query 1");
+		HASH_BYTES(&role, sizeof(role));
+		HASH_STRING(path);
+		HASH_STRING(qp->sql);
+		HASH_BYTES(&ngiven, sizeof(ngiven));
+		for (int i = 0; i < ngiven; i++)
+		{
+			HASH_BYTES(&qp->paramtypes[i], sizeof(Oid));
+			if (pnulls[i])
+				HASH_STRING("n");
+			else
+			{
+				HASH_STRING("v");
+				HASH_STRING(TextDatumGetCString(pelems[i]));
+			}
+		}
+		if (pg_cryptohash_final(ctx, digest, sizeof(digest)) < 0)
+			elog(ERROR, "wtcache: could not hash the query: %s", pg_cryptohash_error(ctx));
+		pg_cryptohash_free(ctx);
+#undef HASH_BYTES
+#undef HASH_STRING
+		hex_encode((const char *) digest, sizeof(digest), hex);
+		hex[sizeof(hex) - 1] = '\0';
+
+		initStringInfo(&k);
+		wtcache_append_db_prefix(&k, dbname);
+		appendStringInfo(&k, "query:%s", hex);
+		qp->key = k.data;
+		qp->lease_key = psprintf("%s:l", k.data);
+	}
+}
+
+/*
+ * Why this call may not use the cache, or NULL.  Checked before Redis is
+ * read (see the header: a change delivered between the check and the
+ * read would otherwise go unnoticed).
+ */
+static const char *
+query_bypass_reason(QueryPlan *qp)
+{
+	ListCell   *lc;
+
+	if (qp->rls)
+		return "row-level security";
+	if (IsolationUsesXactSnapshot())
+		return "isolation";
+	/* its own uncommitted writes must neither be missed nor cached */
+	if (TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		return "own writes";
+	if (!wtcache_pending_ready(MyDatabaseId))
+		return "not ready";
+	foreach(lc, qp->watched)
+	{
+		Oid			relid = lfirst_oid(lc);
+
+		if (!wtcache_pending_is_zero(wtcache_pending_changed_index(MyDatabaseId, relid)) ||
+			!wtcache_pending_is_zero(wtcache_pending_table_index(MyDatabaseId, relid)))
+			return "change pending";
+	}
+	foreach(lc, qp->tags)
+	{
+		const char *tag = lfirst(lc);
+
+		if (!wtcache_pending_is_zero(wtcache_pending_tag_index(MyDatabaseId, tag, strlen(tag))))
+			return "invalidation pending";
+		if (wtcache_xact_invalidated(tag))
+			return "own writes";
+	}
+	return NULL;
+}
+
+typedef enum QueryLookup
+{
+	LOOKUP_HIT,
+	LOOKUP_FILL,				/* miss, the lease is ours */
+	LOOKUP_BUSY,				/* miss, someone else fills */
+	LOOKUP_FAILED				/* Redis failed */
+} QueryLookup;
+
+static QueryLookup
+lookup(QueryPlan *qp, const char *token, char **rows, size_t *rows_len, char **versions)
+{
+	WtcRedis   *r = wtcache_reader();
+	int			argc = 0;
+	const char **argv;
+	size_t	   *lens;
+	char		lease_ms[16];
+	char		tag_ttl[16];
+	WtcReply	reply;
+	const char *clock;
+
+	if (r == NULL)
+		return LOOKUP_FAILED;
+	{
+		StringInfoData c;
+
+		initStringInfo(&c);
+		wtcache_append_db_prefix(&c, get_database_name(MyDatabaseId));
+		appendStringInfoString(&c, "clock");
+		clock = c.data;
+	}
+	snprintf(lease_ms, sizeof(lease_ms), "%d", wtcache_fill_lease_ms);
+	snprintf(tag_ttl, sizeof(tag_ttl), "%d", WTCACHE_TAG_TTL_S);
+	argv = palloc(sizeof(char *) * (qp->ntags + 12));
+	lens = palloc(sizeof(size_t) * (qp->ntags + 12));
+	argv[argc++] = "EVALSHA";
+	argv[argc++] = read_sha;
+	argv[argc++] = psprintf("%d", qp->ntags + 3);
+	argv[argc++] = qp->key;
+	argv[argc++] = qp->lease_key;
+	argv[argc++] = clock;
+	for (int i = 0; i < qp->ntags; i++)
+		argv[argc++] = qp->tag_keys[i];
+	argv[argc++] = qp->tags_json;
+	argv[argc++] = token;
+	argv[argc++] = lease_ms;
+	argv[argc++] = tag_ttl;
+	for (int i = 0; i < argc; i++)
+		lens[i] = strlen(argv[i]);
+	wtcache_reader_set_busy(true);
+	if (!wtc_redis_command(r, &reply, argc, argv, lens))
+		return LOOKUP_FAILED;
+	wtcache_reader_set_busy(false);
+	if (reply.type != WTC_REPLY_ARRAY || reply.nelem != 2 ||
+		reply.elem[0].type != WTC_REPLY_INTEGER || reply.elem[1].type != WTC_REPLY_STRING)
+	{
+		/* NOSCRIPT after a Redis restart: the next call loads them again */
+		wtcache_reader_reload();
+		return LOOKUP_FAILED;
+	}
+	switch (reply.elem[0].integer)
+	{
+		case 1:
+			*rows = reply.elem[1].str;
+			*rows_len = reply.elem[1].len;
+			return LOOKUP_HIT;
+		case 2:
+			*versions = reply.elem[1].str;
+			return LOOKUP_FILL;
+		default:
+			*versions = reply.elem[1].str;
+			return LOOKUP_BUSY;
+	}
+}
+
+/* Store the result if the stamps still are those read before the query ran. */
+static void
+store(QueryPlan *qp, const char *versions, const char *rows, int64 ttl_ms, const char *token,
+	  ReadStats *st)
+{
+	WtcRedis   *r = wtcache_reader();
+	const char **argv;
+	size_t	   *lens;
+	int			argc = 0;
+	char		ttl[24];
+	WtcReply	reply;
+	double		spread = wtcache_ttl_jitter * (2.0 * pg_prng_double(&pg_global_prng_state) - 1.0);
+
+	if (r == NULL)
+		return;
+	snprintf(ttl, sizeof(ttl), INT64_FORMAT, Max((int64) 1, (int64) (ttl_ms * (1.0 + spread))));
+	argv = palloc(sizeof(char *) * (qp->ntags + 12));
+	lens = palloc(sizeof(size_t) * (qp->ntags + 12));
+	argv[argc++] = "EVALSHA";
+	argv[argc++] = fill_sha;
+	argv[argc++] = psprintf("%d", qp->ntags + 2);
+	argv[argc++] = qp->key;
+	argv[argc++] = qp->lease_key;
+	for (int i = 0; i < qp->ntags; i++)
+		argv[argc++] = qp->tag_keys[i];
+	argv[argc++] = versions;
+	argv[argc++] = qp->tags_json;
+	argv[argc++] = rows;
+	argv[argc++] = ttl;
+	argv[argc++] = token;
+	for (int i = 0; i < argc; i++)
+		lens[i] = strlen(argv[i]);
+	wtcache_reader_set_busy(true);
+	if (!wtc_redis_command(r, &reply, argc, argv, lens))
+	{
+		wtcache_reader_lost();
+		return;
+	}
+	wtcache_reader_set_busy(false);
+	if (rows[0] == '\0')
+		return;
+	if (reply.type == WTC_REPLY_INTEGER && reply.integer == 1)
+		pg_atomic_fetch_add_u64(&st->fills, 1);
+	else
+		pg_atomic_fetch_add_u64(&st->fills_rejected, 1);
+}
+
+/* Run the query in a fresh snapshot; its rows as a JSON array, and returned. */
+static char *
+run_query(QueryPlan *qp, Tuplestorestate *store_out, TupleDesc outdesc, MemoryContext outcxt)
+{
+	StringInfoData json;
+	TupleDesc	desc;
+	MemoryContext old;
+	int			rc;
+
+	initStringInfo(&json);
+	appendStringInfoChar(&json, '[');
+	rc = SPI_execute_with_args(qp->sql, qp->nparams, qp->paramtypes, qp->paramvalues,
+							   qp->paramnulls, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "wtcache: running the cached query failed: %s", SPI_result_code_string(rc));
+	old = MemoryContextSwitchTo(outcxt);
+	desc = CreateTupleDescCopy(SPI_tuptable->tupdesc);
+	desc = BlessTupleDesc(desc);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		Datum		composite = heap_copy_tuple_as_datum(SPI_tuptable->vals[i], desc);
+		text	   *row = DatumGetTextPP(DirectFunctionCall1(row_to_json, composite));
+		char	   *s = text_to_cstring(row);
+		Datum		jb = DirectFunctionCall1(jsonb_in, CStringGetDatum(s));
+		bool		isnull = false;
+
+		if (i > 0)
+			appendStringInfoChar(&json, ',');
+		appendStringInfoString(&json, s);
+		tuplestore_putvalues(store_out, outdesc, &jb, &isnull);
+		pfree(s);
+	}
+	appendStringInfoChar(&json, ']');
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(SPI_tuptable);
+	return json.data;
+}
+
+/* Return the cached rows (a JSON array) one by one. */
+static void
+return_cached(const char *rows, size_t len, Tuplestorestate *ts, TupleDesc outdesc)
+{
+	char	   *s = pnstrdup(rows, len);
+	Jsonb	   *arr = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(s)));
+	uint32		n;
+
+	if (!JB_ROOT_IS_ARRAY(arr) || JB_ROOT_IS_SCALAR(arr))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("wtcache: the cached result is not a JSON array")));
+	n = JB_ROOT_COUNT(arr);
+	for (uint32 i = 0; i < n; i++)
+	{
+		JsonbValue *v = getIthJsonbValueFromContainer(&arr->root, i);
+		Datum		jb = JsonbPGetDatum(JsonbValueToJsonb(v));
+		bool		isnull = false;
+
+		tuplestore_putvalues(ts, outdesc, &jb, &isnull);
+	}
+}
+
+PG_FUNCTION_INFO_V1(wtcache_query);
+Datum
+wtcache_query(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext per_query;
+	MemoryContext old;
+	MemoryContext scratch;
+	TupleDesc	outdesc;
+	Tuplestorestate *ts;
+	QueryPlan	qp;
+	Interval   *ttl = PG_ARGISNULL(3) ? NULL : PG_GETARG_INTERVAL_P(3);
+	int64		ttl_ms;
+	const char *bypass;
+	char		token[64];
+	char	   *rows = NULL;
+	size_t		rows_len = 0;
+	char	   *versions = NULL;
+	QueryLookup found = LOOKUP_FAILED;
+	ReadStats  *st;
+
+	wtcache_require_preload();
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("the query must not be null")));
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+		!(rsinfo->allowedModes & SFRM_Materialize))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("wtcache.query() must be called where a set of rows is accepted")));
+	if (ttl != NULL && wtcache_interval_ms(ttl) <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ttl must be positive")));
+	ttl_ms = ttl ? wtcache_interval_ms(ttl) : (int64) wtcache_query_ttl_s * 1000;
+
+	per_query = rsinfo->econtext->ecxt_per_query_memory;
+	old = MemoryContextSwitchTo(per_query);
+	outdesc = CreateTemplateTupleDesc(1);
+	TupleDescInitEntry(outdesc, (AttrNumber) 1, "query", JSONBOID, -1, 0);
+	ts = tuplestore_begin_heap(rsinfo->allowedModes & SFRM_Materialize_Random, false, work_mem);
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = ts;
+	rsinfo->setDesc = outdesc;
+	MemoryContextSwitchTo(old);
+
+	scratch = AllocSetContextCreate(CurrentMemoryContext, "wtcache query", ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(scratch);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	MemoryContextSwitchTo(scratch);
+	plan_query(&qp, PG_GETARG_TEXT_PP(0),
+			   PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1),
+			   PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2));
+	if (qp.unwatched != NIL && ttl == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the query reads table \"%s\", which wtcache does not watch",
+						get_rel_name(linitial_oid(qp.unwatched))),
+				 errdetail("Changes to it would not invalidate the cached result."),
+				 errhint("Watch it with wtcache.watch('%s'), or pass ttl => '...' to cache the result for a fixed time.",
+						 quote_qualified_identifier(get_namespace_name(get_rel_namespace(linitial_oid(qp.unwatched))),
+													get_rel_name(linitial_oid(qp.unwatched))))));
+
+	st = wtcache_read_stats_entry(MyDatabaseId, WTCACHE_QUERY_STATS_RELID);
+	bypass = query_bypass_reason(&qp);
+	snprintf(token, sizeof(token), "%d:" UINT64_FORMAT ":%08x", MyProcPid,
+			 ++query_lease_counter, (uint32) pg_prng_uint32(&pg_global_prng_state));
+	if (bypass == NULL)
+	{
+		found = lookup(&qp, token, &rows, &rows_len, &versions);
+		if (found == LOOKUP_BUSY)
+			pg_atomic_fetch_add_u64(&st->stampede_waits, 1);
+		if (found == LOOKUP_BUSY)
+		{
+			/* someone else runs it: wait a little for their result */
+			TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wtcache_fill_wait_ms);
+			long		sleep_us = 200;
+
+			while (found == LOOKUP_BUSY && GetCurrentTimestamp() < deadline)
+			{
+				pg_usleep(sleep_us);
+				CHECK_FOR_INTERRUPTS();
+				sleep_us = Min(sleep_us * 2, 2000);
+				found = lookup(&qp, token, &rows, &rows_len, &versions);
+			}
+		}
+		if (found == LOOKUP_FAILED)
+		{
+			pg_atomic_fetch_add_u64(&st->fallbacks, 1);
+			wtcache_reader_lost();
+		}
+		else if (found == LOOKUP_HIT)
+			pg_atomic_fetch_add_u64(&st->hits, 1);
+		else
+			pg_atomic_fetch_add_u64(&st->misses, 1);
+	}
+	else
+		pg_atomic_fetch_add_u64(&st->bypasses, 1);
+
+	if (found == LOOKUP_HIT)
+		return_cached(rows, rows_len, ts, outdesc);
+	else
+	{
+		char	   *json;
+
+		pg_atomic_fetch_add_u64(&st->table_reads, 1);
+		json = run_query(&qp, ts, outdesc, scratch);
+
+		/* BUSY past the wait: fill too, the stamps guard it */
+		if (found == LOOKUP_FILL || found == LOOKUP_BUSY)
+		{
+			if (wtcache_debug_fill_delay_ms > 0)
+			{
+				pgstat_report_wait_start(PG_WAIT_EXTENSION);
+				pg_usleep(wtcache_debug_fill_delay_ms * 1000L);
+				pgstat_report_wait_end();
+				CHECK_FOR_INTERRUPTS();
+			}
+			if (strlen(json) > (size_t) wtcache_query_max_kb * 1024)
+				json = "";		/* too big to cache: give the lease back */
+			store(&qp, versions, json, ttl_ms, token, st);
+		}
+	}
+
+	SPI_finish();
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(scratch);
+	return (Datum) 0;
+}
+
+/* wtcache.query_key(sql, params, tags): where an application finds the entry. */
+PG_FUNCTION_INFO_V1(wtcache_query_key);
+Datum
+wtcache_query_key(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	QueryPlan	qp;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+	Datum	   *keys;
+	MemoryContext caller = CurrentMemoryContext;
+
+	wtcache_require_preload();
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "wtcache.query_key() must return a record");
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	MemoryContextSwitchTo(caller);
+	plan_query(&qp, PG_GETARG_TEXT_PP(0), PG_GETARG_ARRAYTYPE_P(1), PG_GETARG_ARRAYTYPE_P(2));
+	SPI_finish();
+	MemoryContextSwitchTo(caller);
+	keys = palloc(sizeof(Datum) * Max(qp.ntags, 1));
+	for (int i = 0; i < qp.ntags; i++)
+		keys[i] = CStringGetTextDatum(qp.tag_keys[i]);
+	values[0] = CStringGetTextDatum(qp.key);
+	values[1] = PointerGetDatum(construct_array(keys, qp.ntags, TEXTOID, -1, false, TYPALIGN_INT));
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
