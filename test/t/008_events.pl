@@ -45,13 +45,17 @@ for my $s (@steps)
 	ok(wait_drained($node, $db), "delivered: $s");
 }
 
-my @events;
+# Row events, and the tag invalidations each batch publishes after them.
+my (@events, @invalidations);
 while (1)
 {
 	my $m = eval { $sub->read_reply };
 	last unless ref $m eq 'ARRAY';
-	push @events, decode_json($m->[2]) if $m->[0] eq 'message';
-	last if @events >= 5 && $events[-1]{op} eq 'truncate';
+	next unless $m->[0] eq 'message';
+	my $e = decode_json($m->[2]);
+	if ($e->{op} eq 'invalidate' && !exists $e->{key}) { push @invalidations, $e; }
+	else { push @events, $e; }
+	last if @events >= 5 && $events[-1]{op} eq 'truncate' && @invalidations >= 5;
 }
 $sub->close;
 
@@ -67,6 +71,11 @@ cmp_ok($events[2]{v}, '>', $events[0]{v}, 'versions increase per key');
 like(redis_cmd($rp, 'GET', redis_key_of($node, $db, 'item', 'acme', '1') . ':t') // '', qr/^$events[3]{v}$/,
 	'the delete event carries the tombstone version');
 ok(!exists $events[4]{key}, 'a truncate names the table, not a key');
+is_deeply($events[0]{tags}, ['table:public.item'], 'a row event lists its tags: the table tag');
+is(scalar(@invalidations), 5, 'one tag invalidation per delivered change, none for the rollback')
+  or diag(explain \@invalidations);
+is_deeply($invalidations[0]{tags}, ['table:public.item'], 'the invalidation names the table tag');
+is($invalidations[0]{db}, 'postgres', 'and the database');
 
 #### TTL spread
 
