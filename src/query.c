@@ -28,8 +28,9 @@
  * fill, makes the entry invalid.  So a fill never stores a result older
  * than an invalidation it missed.
  *
- * Entries are per role (the key includes the current user), privileges are
- * checked on every call, hits included, and queries over tables where
+ * Entries are per role (the key includes the current user), privileges
+ * (SELECT on what it reads, EXECUTE on what it calls) are checked on every
+ * call, hits included, and queries over tables where
  * row-level security applies to the caller are never cached: policies may
  * depend on more than the role.
  *-------------------------------------------------------------------------
@@ -55,6 +56,7 @@
 #include "parser/parser.h"
 #include "pgstat.h"
 #include "rewrite/rewriteHandler.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
@@ -141,6 +143,15 @@ typedef struct QueryPlan
 	char	   *lease_key;
 } QueryPlan;
 
+/* A hit runs nothing, so EXECUTE on the query's functions is checked here. */
+static bool
+check_execute(Oid funcid, void *context)
+{
+	if (pg_proc_aclcheck(funcid, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, get_func_name(funcid));
+	return false;
+}
+
 static bool
 collect_relations(Node *node, QueryPlan *qp)
 {
@@ -164,6 +175,7 @@ collect_relations(Node *node, QueryPlan *qp)
 		(void) ExecCheckRTPerms(q->rtable, true);
 		return query_tree_walker(q, collect_relations, qp, 0);
 	}
+	(void) check_functions_in_node(node, check_execute, NULL);
 	return expression_tree_walker(node, collect_relations, qp);
 }
 

@@ -234,6 +234,16 @@ sql(q{REVOKE SELECT ON my_members FROM bob});
 ($ret, $out, $err) = $node->psql($db, "SET ROLE bob; $vq", extra_params => [ '-v', 'VERBOSITY=verbose' ]);
 like($err, qr/42501/, 'a revoked privilege applies to the cached result at once');
 
+sql(q{CREATE FUNCTION member_total() RETURNS bigint STABLE SECURITY DEFINER LANGUAGE sql AS 'SELECT count(*) FROM member';
+      REVOKE EXECUTE ON FUNCTION member_total() FROM PUBLIC;
+      GRANT EXECUTE ON FUNCTION member_total() TO alice;});
+my $fq0 = q{SELECT q->>'n' FROM wtcache.query('SELECT member_total() AS n', tags => ARRAY['members']) q};
+my $total = sql(q{SELECT count(*) FROM member});
+is(sql("SET ROLE alice; $fq0"), $total, 'alice may call the function') for 1 .. 2;
+sql(q{REVOKE EXECUTE ON FUNCTION member_total() FROM alice});
+($ret, $out, $err) = $node->psql($db, "SET ROLE alice; $fq0", extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/42501.*member_total/s, 'a revoked EXECUTE applies to the cached result at once');
+
 sql(q{
 CREATE TABLE note (id int PRIMARY KEY, owner text NOT NULL, body text);
 SELECT wtcache.watch('note');
