@@ -679,6 +679,44 @@ wtcache_capture_row(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Record the key in the WHEN function's arguments first .. first+nkeys-1
+ * and, for an UPDATE that changed it, the new key that follows.
+ */
+static inline void
+record_when_keys(FunctionCallInfo fcinfo, Oid relid, char op, int first, int nkeys,
+				 KeyColumn *cols, char **tags, int ntags)
+{
+	Datum		values[INDEX_MAX_KEYS];
+	bool		nulls[INDEX_MAX_KEYS];
+	bool		changed = false;
+
+	for (int i = 0; i < nkeys; i++)
+	{
+		values[i] = PG_GETARG_DATUM(first + i);
+		nulls[i] = PG_ARGISNULL(first + i);
+	}
+	record_values(relid, nkeys, cols, values, nulls, NULL, tags, ntags);
+	if (op != 'u')
+		return;
+	for (int i = 0; i < nkeys && !changed; i++)
+	{
+		if (PG_ARGISNULL(first + i) != PG_ARGISNULL(first + nkeys + i))
+			changed = true;
+		else if (!PG_ARGISNULL(first + i))
+			changed = !datumIsEqual(values[i], PG_GETARG_DATUM(first + nkeys + i),
+									cols[i].typbyval, cols[i].typlen);
+	}
+	if (!changed)
+		return;
+	for (int i = 0; i < nkeys; i++)
+	{
+		values[i] = PG_GETARG_DATUM(first + nkeys + i);
+		nulls[i] = PG_ARGISNULL(first + nkeys + i);
+	}
+	record_values(relid, nkeys, cols, values, nulls, NULL, tags, ntags);
+}
+
+/*
  * wtcache._capture_when(rel, op, VARIADIC keys "any"): the capture path
  * used by watch().  It sits in the WHEN clause of the AFTER ROW triggers,
  * which PostgreSQL evaluates right after each row is written, with the old
@@ -704,8 +742,6 @@ wtcache_capture_when(PG_FUNCTION_ARGS)
 	char		op = PG_GETARG_CHAR(1);
 	int			nargs = PG_NARGS() - 2;
 	int			nkeys = (op == 'u') ? nargs / 2 : nargs;
-	Datum		values[INDEX_MAX_KEYS];
-	bool		nulls[INDEX_MAX_KEYS];
 
 	if (cache == NULL || cache->relid != relid)
 	{
@@ -733,37 +769,7 @@ wtcache_capture_when(PG_FUNCTION_ARGS)
 		fcinfo->flinfo->fn_extra = cache;
 	}
 
-	for (int i = 0; i < nkeys; i++)
-	{
-		values[i] = PG_GETARG_DATUM(2 + i);
-		nulls[i] = PG_ARGISNULL(2 + i);
-	}
-	record_values(relid, nkeys, cache->cols, values, nulls, NULL, NULL, -1);
-
-	if (op == 'u')
-	{
-		bool		changed = false;
-
-		for (int i = 0; i < nkeys && !changed; i++)
-		{
-			KeyColumn  *col = &cache->cols[i];
-
-			if (PG_ARGISNULL(2 + i) != PG_ARGISNULL(2 + nkeys + i))
-				changed = true;
-			else if (!PG_ARGISNULL(2 + i))
-				changed = !datumIsEqual(values[i], PG_GETARG_DATUM(2 + nkeys + i),
-										col->typbyval, col->typlen);
-		}
-		if (changed)
-		{
-			for (int i = 0; i < nkeys; i++)
-			{
-				values[i] = PG_GETARG_DATUM(2 + nkeys + i);
-				nulls[i] = PG_ARGISNULL(2 + nkeys + i);
-			}
-			record_values(relid, nkeys, cache->cols, values, nulls, NULL, NULL, -1);
-		}
-	}
+	record_when_keys(fcinfo, relid, op, 2, nkeys, cache->cols, NULL, -1);
 	PG_RETURN_BOOL(false);
 }
 
@@ -806,12 +812,9 @@ wtcache_capture_when_tagged(PG_FUNCTION_ARGS)
 	int			nargs = PG_NARGS() - 4;
 	int			rows = (op == 'u') ? 2 : 1;
 	int			ncols = (nargs - rows * nkeys) / rows;
-	Datum		values[INDEX_MAX_KEYS];
-	bool		nulls[INDEX_MAX_KEYS];
 	char	   *colvals[WTCACHE_MAX_TAG_COLUMNS];
 	char	  **tags;
 	int			ntags = 0;
-	bool		changed = false;
 
 	if (cache == NULL || cache->relid != relid)
 	{
@@ -876,35 +879,7 @@ wtcache_capture_when_tagged(PG_FUNCTION_ARGS)
 		}
 	}
 
-	for (int i = 0; i < nkeys; i++)
-	{
-		values[i] = PG_GETARG_DATUM(4 + i);
-		nulls[i] = PG_ARGISNULL(4 + i);
-	}
-	record_values(relid, nkeys, cache->cols, values, nulls, NULL, tags, ntags);
-
-	if (op == 'u')
-	{
-		for (int i = 0; i < nkeys && !changed; i++)
-		{
-			KeyColumn  *col = &cache->cols[i];
-
-			if (PG_ARGISNULL(4 + i) != PG_ARGISNULL(4 + nkeys + i))
-				changed = true;
-			else if (!PG_ARGISNULL(4 + i))
-				changed = !datumIsEqual(values[i], PG_GETARG_DATUM(4 + nkeys + i),
-										col->typbyval, col->typlen);
-		}
-		if (changed)
-		{
-			for (int i = 0; i < nkeys; i++)
-			{
-				values[i] = PG_GETARG_DATUM(4 + nkeys + i);
-				nulls[i] = PG_ARGISNULL(4 + nkeys + i);
-			}
-			record_values(relid, nkeys, cache->cols, values, nulls, NULL, tags, ntags);
-		}
-	}
+	record_when_keys(fcinfo, relid, op, 4, nkeys, cache->cols, tags, ntags);
 	PG_RETURN_BOOL(false);
 }
 

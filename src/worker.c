@@ -369,6 +369,22 @@ suffix_match(const void *a, const void *b, Size keysize)
 	return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
+/* A hash of C strings (KeyHashEntry), in the batch's memory. */
+static HTAB *
+string_set_create(const char *name, long size, MemoryContext cxt)
+{
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(char *);
+	ctl.entrysize = sizeof(KeyHashEntry);
+	ctl.hash = suffix_hash;
+	ctl.match = suffix_match;
+	ctl.hcxt = cxt;
+	return hash_create(name, size, &ctl,
+					   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+}
+
 static void
 load_table(TableBatch *tb, Oid relid)
 {
@@ -376,7 +392,6 @@ load_table(TableBatch *tb, Oid relid)
 	MemoryContext spicxt;
 	char	   *relname;
 	char	   *nspname;
-	HASHCTL		ctl;
 
 	memset(tb, 0, sizeof(*tb));
 	tb->relid = relid;
@@ -440,14 +455,7 @@ load_table(TableBatch *tb, Oid relid)
 			}
 		}
 
-		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = sizeof(char *);
-		ctl.entrysize = sizeof(KeyHashEntry);
-		ctl.hash = suffix_hash;
-		ctl.match = suffix_match;
-		ctl.hcxt = BatchContext;
-		tb->keyhash = hash_create("wtcache batch keys", 1024, &ctl,
-								  HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+		tb->keyhash = string_set_create("wtcache batch keys", 1024, BatchContext);
 		tb->maxbatchkeys = 256;
 		tb->keys = palloc(sizeof(BatchKey) * tb->maxbatchkeys);
 		tb->watched = true;
@@ -1164,14 +1172,7 @@ claim_next(Batch *b, MemoryContext cxt, Batch *inflight)
 	ctl.entrysize = sizeof(int64);
 	ctl.hcxt = cxt;
 	b->idset = hash_create("wtcache batch ids", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(char *);
-	ctl.entrysize = sizeof(KeyHashEntry);
-	ctl.hash = suffix_hash;
-	ctl.match = suffix_match;
-	ctl.hcxt = cxt;
-	b->tagset = hash_create("wtcache batch tags", 64, &ctl,
-							HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+	b->tagset = string_set_create("wtcache batch tags", 64, cxt);
 	b->maxpending = 1024;
 	b->pending = palloc(sizeof(uint32) * b->maxpending);
 
