@@ -156,6 +156,23 @@ echo "   right after another session's UPDATE (no wait): balance = $(q "SELECT w
 echo "   get_many of 5 keys in one round trip: $(q "SELECT string_agg(key[1] || '=' || coalesce(\"row\"->>'balance', 'none'), ' ')
                                                  FROM wtcache.get_many('accounts', ARRAY['41', '42', '43', '50', '99999'])")"
 
+echo "== a cached query result, invalidated by a batch UPDATE"
+TOTALQ="SELECT count(*) AS n, sum(balance) AS total FROM accounts"
+cached_total() {
+    local t0 t1 v
+    t0=$(now_ms)
+    v=$(q "SELECT q->>'total' FROM wtcache.query('$TOTALQ') q")
+    t1=$(now_ms)
+    echo "   $1: total = $v ($((t1 - t0)) ms, queries run so far: $(q "SELECT runs FROM wtcache.query_stats()"))"
+}
+cached_total "first call (runs the query)"
+cached_total "second call (from Redis)"
+migration "UPDATE accounts SET balance = balance + 1 WHERE id <= 50000"
+cached_total "right after the UPDATE (never the old total)"
+timed_wait >/dev/null
+cached_total "after wait()"
+cached_total "next call (from Redis)"
+
 echo "== wtcache.status"
 psql -X -P footer=off -c "SELECT table_name, captured, pushed, pending, connected, worker_state,
                                  read_hits, read_bypasses, read_misses FROM wtcache.status"
