@@ -70,3 +70,10 @@ DROP ROLE wtc_nobody, wtc_some_columns, wtc_all_columns;
 SELECT wtcache.unwatch('item', purge => false);
 SELECT wtcache.unwatch('pair', purge => false);
 DROP TABLE item, pair;
+
+-- a column named like the alias wtcache reads the table under
+CREATE TABLE named_t (id int PRIMARY KEY, t text, k int);
+INSERT INTO named_t VALUES (1, 'column t', 7);
+SELECT wtcache.watch('named_t');
+SELECT wtcache.get('named_t', '1');
+SELECT * FROM wtcache.get_many('named_t', ARRAY['1']);

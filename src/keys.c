@@ -114,14 +114,15 @@ wtcache_check_key_count(Oid relid, int nkeys, int given)
 /*
  * The query that reads the rows of many keys: $1..$n are text arrays, one
  * per key column, holding the canonical key text; it returns each found
- * row's position in the arrays and its row_to_json.  Used by the worker
+ * row's position in the arrays and its row_to_json ("t.*": a column named
+ * t must not be taken for the row).  Used by the worker
  * and by cached reads, so both render rows the same way.
  */
 void
 wtcache_append_rows_by_keys_sql(StringInfo sql, const char *qname, int nkeys,
 								char **colnames, char **typnames)
 {
-	appendStringInfoString(sql, "SELECT k.ord, row_to_json(t)::text FROM unnest(");
+	appendStringInfoString(sql, "SELECT k.ord, row_to_json(t.*)::text FROM unnest(");
 	for (int c = 0; c < nkeys; c++)
 		appendStringInfo(sql, "%s$%d::text[]", c ? ", " : "", c + 1);
 	appendStringInfoString(sql, ") WITH ORDINALITY AS k(");

@@ -295,7 +295,7 @@ build_fetch_plan(ReadTable *rt, char **colnames, char **typnames)
 
 	/* the one-key case, the common one, without arrays and a join */
 	resetStringInfo(&sql);
-	appendStringInfo(&sql, "SELECT 1::int8, row_to_json(t)::text FROM ONLY %s t WHERE ", rt->qname);
+	appendStringInfo(&sql, "SELECT 1::int8, row_to_json(t.*)::text FROM ONLY %s t WHERE ", rt->qname);
 	for (int c = 0; c < rt->nkeys; c++)
 		appendStringInfo(&sql, "%st.%s = $%d::%s", c ? " AND " : "",
 						 quote_identifier(colnames[c]), c + 1, typnames[c]);
