@@ -607,27 +607,133 @@ run_query(QueryPlan *qp, Tuplestorestate *store_out, TupleDesc outdesc, MemoryCo
 	return json.data;
 }
 
-/* Return the cached rows (a JSON array) one by one. */
+/*
+ * Return the cached rows (a JSON array) one by one.  Each row is parsed on
+ * its own, in memory reset row after row: parsing the whole array at once
+ * would hold a tree of the whole result.
+ */
 static void
 return_cached(const char *rows, size_t len, Tuplestorestate *ts, TupleDesc outdesc)
 {
-	char	   *s = pnstrdup(rows, len);
-	Jsonb	   *arr = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(s)));
-	uint32		n;
+	const char *p = rows;
+	const char *end = rows + len;
+	MemoryContext rowcxt = AllocSetContextCreate(CurrentMemoryContext, "wtcache cached row",
+												 ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old;
 
-	if (!JB_ROOT_IS_ARRAY(arr) || JB_ROOT_IS_SCALAR(arr))
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("wtcache: the cached result is not a JSON array")));
-	n = JB_ROOT_COUNT(arr);
-	for (uint32 i = 0; i < n; i++)
+#define SKIP_SPACE() while (p < end && (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r')) p++
+	SKIP_SPACE();
+	if (p >= end || *p++ != '[')
+		goto corrupt;
+	for (;;)
 	{
-		JsonbValue *v = getIthJsonbValueFromContainer(&arr->root, i);
-		Datum		jb = JsonbPGetDatum(JsonbValueToJsonb(v));
+		const char *start;
+		int			depth = 0;
+		bool		in_string = false;
+		Datum		jb;
 		bool		isnull = false;
 
+		SKIP_SPACE();
+		if (p < end && *p == ']')
+			break;
+		start = p;
+		for (; p < end; p++)
+		{
+			char		c = *p;
+
+			if (in_string)
+			{
+				if (c == '\\')
+					p++;
+				else if (c == '"')
+					in_string = false;
+			}
+			else if (c == '"')
+				in_string = true;
+			else if (c == '{' || c == '[')
+				depth++;
+			else if (c == '}' || c == ']')
+			{
+				if (depth == 0)
+					break;		/* the array's own ']' */
+				if (--depth == 0)
+				{
+					p++;
+					break;
+				}
+			}
+			else if (c == ',' && depth == 0)
+				break;
+		}
+		if (p > end || p == start || depth != 0 || in_string)
+			goto corrupt;
+		old = MemoryContextSwitchTo(rowcxt);
+		jb = DirectFunctionCall1(jsonb_in, CStringGetDatum(pnstrdup(start, p - start)));
 		tuplestore_putvalues(ts, outdesc, &jb, &isnull);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(rowcxt);
+		SKIP_SPACE();
+		if (p < end && *p == ',')
+			p++;
+		else if (!(p < end && *p == ']'))
+			goto corrupt;
 	}
+#undef SKIP_SPACE
+	MemoryContextDelete(rowcxt);
+	return;
+
+corrupt:
+	ereport(ERROR,
+			(errcode(ERRCODE_DATA_CORRUPTED),
+			 errmsg("wtcache: the cached query result in Redis is not a JSON array of rows"),
+			 errhint("Delete the key; the next call computes the result again.")));
+}
+
+/*
+ * Scratch memory for one call.  The outermost call reuses a context whose
+ * first block is kept between calls: the reply of a hit would otherwise
+ * have its memory mapped and unmapped by malloc on every call, and pay a
+ * page fault per page.  A call nested in the
+ * query of another (through a function) gets a context of its own.
+ */
+static MemoryContext QueryContext = NULL;
+static int	query_depth = 0;
+
+static void
+query_depth_reset(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_PREPARE)
+		query_depth = 0;
+}
+
+static MemoryContext
+query_scratch_begin(void)
+{
+	if (QueryContext == NULL)
+	{
+		QueryContext = AllocSetContextCreate(TopMemoryContext, "wtcache query",
+											 256 * 1024, 256 * 1024, 8 * 1024 * 1024);
+		RegisterXactCallback(query_depth_reset, NULL);
+	}
+	if (query_depth++ == 0)
+	{
+		MemoryContextReset(QueryContext);
+		return QueryContext;
+	}
+	return AllocSetContextCreate(CurrentMemoryContext, "wtcache nested query",
+								 ALLOCSET_DEFAULT_SIZES);
+}
+
+static void
+query_scratch_end(MemoryContext scratch)
+{
+	query_depth--;
+	if (scratch == QueryContext)
+		MemoryContextReset(QueryContext);
+	else
+		MemoryContextDelete(scratch);
 }
 
 PG_FUNCTION_INFO_V1(wtcache_query);
@@ -677,7 +783,7 @@ wtcache_query(PG_FUNCTION_ARGS)
 	rsinfo->setDesc = outdesc;
 	MemoryContextSwitchTo(old);
 
-	scratch = AllocSetContextCreate(CurrentMemoryContext, "wtcache query", ALLOCSET_DEFAULT_SIZES);
+	scratch = query_scratch_begin();
 	old = MemoryContextSwitchTo(scratch);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -759,7 +865,7 @@ wtcache_query(PG_FUNCTION_ARGS)
 
 	SPI_finish();
 	MemoryContextSwitchTo(old);
-	MemoryContextDelete(scratch);
+	query_scratch_end(scratch);
 	return (Datum) 0;
 }
 

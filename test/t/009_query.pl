@@ -182,6 +182,28 @@ is_deeply([ sort @{ $inv[0]{tags} } ], [ 'org:2', 'org:3', 'table:public.member'
 	'the batch publishes one invalidation listing them');
 is_deeply([ sort @{ $inv[1]{tags} } ], [ 'org:7', 'reports' ], 'invalidate() is published too');
 
+#### a hit returns exactly the rows the query returns, whatever they hold
+
+sql(<<'SQL');
+CREATE TABLE odd (id int PRIMARY KEY, t text, j jsonb, a int[]);
+SELECT wtcache.watch('odd');
+INSERT INTO odd VALUES
+  (1, 'brackets ] } , [ { and "quotes" \ backslash', '{"x": [1, {"y": "]"}], "z": "a,b"}', '{1,2}'),
+  (2, NULL, '[]', '{}'),
+  (3, E'new\nline \u00e9', 'null', NULL);
+SQL
+ok(wait_drained($node, $db), 'delivered');
+my $oq = q{SELECT * FROM odd ORDER BY id};
+my $direct = sql(q{SELECT to_jsonb(o)::text FROM odd o ORDER BY id});
+my $miss = sql(qq{SELECT q::text FROM wtcache.query('$oq') q});
+$runs0 = qstat('runs');
+my $hit = sql(qq{SELECT q::text FROM wtcache.query('$oq') q});
+is(qstat('runs') - $runs0, 0, 'served from Redis');
+is($hit, $direct, 'a hit returns the rows as the query does (strings with brackets, quotes, nested JSON)');
+is($miss, $direct, 'and so does the call that ran it');
+is(sql(q{SELECT count(*) FROM wtcache.query('SELECT * FROM odd WHERE id < 0')}), '0', 'an empty result');
+is(sql(q{SELECT count(*) FROM wtcache.query('SELECT * FROM odd WHERE id < 0')}), '0', 'an empty result, cached');
+
 #### unwatched tables
 
 sql(q{CREATE TABLE plain (id int PRIMARY KEY, v text); INSERT INTO plain VALUES (1, 'one')});
