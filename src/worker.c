@@ -1496,6 +1496,8 @@ wtcache_worker_main(Datum main_arg)
 				continue;
 			}
 			need_marker_check = false;
+			/* Redis is verified now: let cached reads use it without waiting a poll */
+			count_pending_if_needed();
 		}
 
 		drain();
