@@ -3,6 +3,7 @@
 #
 #   bash test/bench.sh            (root: builds, installs, runs as postgres)
 #   BENCH_RUNS=5 BENCH_SCALE=10 bash test/bench.sh
+#   BENCH_NO_INSTALL=1 bash test/bench.sh   (root: the extension as installed)
 #
 # Figures (median of BENCH_RUNS runs, with min and max):
 #   capture cost  UPDATE of every pgbench_accounts row (scale 10: 1,000,000
@@ -17,19 +18,43 @@
 #                 primary-key SELECT it replaces; 100 keys through one
 #                 wtcache.get_many() call next to 100 wtcache.get() calls;
 #                 and, last, get() and the SELECT again with Redis stopped
-#                 (reads fall back to the table).
+#                 (reads fall back to the table);
+#   cached query  a GROUP BY over bench_events (BENCH_EVENT_ROWS rows,
+#                 default 11,000,000: about 1 s here) run directly, next to
+#                 SELECT * FROM wtcache.query() of the same text once its
+#                 result is in Redis, from one pgbench client (-M prepared;
+#                 a few transactions of the direct query, BENCH_READ_SECONDS
+#                 of the cached one); query_stats() shows they were all hits;
+#   invalidation  wtcache.invalidate() of a tag, committed, plus the
+#                 wtcache.wait() until it is in Redis, for a tag that 10
+#                 cached query results depend on and one that 100,000 do,
+#                 all of them refilled before every run; a result of the
+#                 second tag is a hit before and a miss after.
 # Starts its own PostgreSQL and Redis on free loopback ports; stops them.
 set -euo pipefail
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 HERE=$(dirname "$SELF")
 . "$HERE/lib/servers.sh"
 if [ "$(id -u)" -eq 0 ]; then
+    if [ "${BENCH_NO_INSTALL:-0}" = 1 ]; then
+        # measure the extension as installed (another checkout or another
+        # person builds it): the re-run as postgres of
+        # run_as_postgres_after_install, without its make and make install
+        copy=$(mktemp -d /tmp/wtcache-run.XXXXXX)
+        cp -r "$HERE" "$copy/"
+        chmod -R a+rX "$copy"
+        rc=0
+        runuser -u postgres -- bash "$copy/$(basename "$HERE")/$(basename "$SELF")" "$@" || rc=$?
+        rm -rf "$copy"
+        exit "$rc"
+    fi
     run_as_postgres_after_install "$SELF" "$(dirname "$HERE")" "$@"
 fi
 
 RUNS=${BENCH_RUNS:-3}
 SCALE=${BENCH_SCALE:-10}
 READ_SECONDS=${BENCH_READ_SECONDS:-5}
+EVENT_ROWS=${BENCH_EVENT_ROWS:-11000000}
 export PATH="$(pg_config --bindir):$PATH"
 WORK=$(mktemp -d /tmp/wtcache-bench.XXXXXX)
 trap 'servers_stop_all; rm -rf "$WORK"' EXIT
@@ -163,6 +188,177 @@ for run in $(seq "$RUNS"); do
          "100 x get ${get100[-1]} keys/s, get_many ${getmany[-1]} keys/s"
 done
 
+# Cached query.  The rows are loaded before watch(), so that capturing them
+# neither slows the load nor leaves changes to deliver (query() runs, and
+# does not cache, a query over a table with changes on their way); watch()
+# without warm queues no row.  The primary key comes after the load (one
+# index build), and VACUUM sets the hint bits and the visibility map that
+# the first measured scans would otherwise set.
+"${PSQL[@]}" >/dev/null <<SQL
+CREATE TABLE bench_events (id bigint NOT NULL, org_id int NOT NULL, amount int NOT NULL);
+INSERT INTO bench_events SELECT g, g % 1000, g % 997 FROM generate_series(1, $EVENT_ROWS) g;
+ALTER TABLE bench_events ADD PRIMARY KEY (id);
+VACUUM ANALYZE bench_events;
+SELECT FROM wtcache.watch('bench_events');
+SQL
+[ "$("${PSQL[@]}" -Atc "SELECT wtcache.wait('60s')")" = t ] \
+    || { echo "bench: watching bench_events left changes undelivered" >&2; exit 1; }
+
+EVENTS_SQL='SELECT org_id, count(*) AS n, sum(amount) AS total FROM bench_events GROUP BY org_id ORDER BY org_id'
+printf '%s;\n' "$EVENTS_SQL" > "$WORK/query_direct.sql"
+printf "SELECT * FROM wtcache.query('%s');\n" "$EVENTS_SQL" > "$WORK/query_cached.sql"
+# transactions of the direct query a run: about 1 s each
+DIRECT_TXNS=3
+
+# What looked wrong in the extension's behaviour while measuring: printed
+# when seen and again under the table, since a figure measured on misses is
+# not the figure its line names.  Call at the top level, not in $(...).
+WARNINGS=()
+warn() {
+    echo "bench: WARNING: $*" >&2
+    WARNINGS+=("$*")
+}
+# cached query counters of this database
+query_counts() {
+    "${PSQL[@]}" -Atc "SELECT hits, misses, fallbacks, bypasses, fills, fills_rejected, runs
+                         FROM wtcache.query_stats()" | tr '|' ' '
+}
+# the counters that grew since the counts in $1, as "hits +5, runs +1", or
+# "none"
+query_delta() {
+    local b n i s names=(hits misses fallbacks bypasses fills fills_rejected runs) grew=()
+    read -r -a b <<<"$1"
+    read -r -a n <<<"$(query_counts)"
+    for i in "${!names[@]}"; do
+        [ "${n[i]}" = "${b[i]}" ] || grew+=("${names[i]} +$((n[i] - b[i]))")
+    done
+    s=$(printf '%s, ' "${grew[@]}")
+    s=${s%, }
+    echo "${s:-none}"
+}
+# mean latency in µs of one pgbench client running script $1, with the
+# pgbench options that follow (-t or -T)
+pgbench_latency_us() {
+    local script=$1 out
+    shift
+    if ! out=$(pgbench -n -M prepared -c 1 -j 1 "$@" -f "$script" 2>&1); then
+        echo "$out" >&2
+        return 1
+    fi
+    sed -n 's/^latency average = \([0-9.]*\) ms$/\1/p' <<<"$out" | awk '{printf "%.0f", $1 * 1000}'
+}
+
+# The first call misses, runs the query and stores its result; the second,
+# which must be a hit, must return the rows the query returns.  Both also
+# bring bench_events into the page cache before the measured runs.
+before=$(query_counts)
+out=$("${PSQL[@]}" -At -c '\timing on' -c "SELECT count(*) FROM wtcache.query('$EVENTS_SQL')")
+fill_ms=$(sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' <<<"$out")
+fill=$(query_delta "$before")
+[ "$fill" = "misses +1, fills +1, runs +1" ] \
+    || warn "the first wtcache.query() of the GROUP BY did not run and store it; query_stats: $fill"
+before=$(query_counts)
+same=$("${PSQL[@]}" -Atc "
+    SELECT (SELECT jsonb_agg(q ORDER BY (q->>'org_id')::int) FROM wtcache.query('$EVENTS_SQL') q)
+         = (SELECT jsonb_agg(to_jsonb(e) ORDER BY e.org_id) FROM ($EVENTS_SQL) e)")
+hit=$(query_delta "$before")
+[ "$same" = t ] \
+    || { echo "bench: wtcache.query() of the GROUP BY returned other rows than the query" >&2; exit 1; }
+[ "$hit" = "hits +1" ] \
+    || warn "the second wtcache.query() of the GROUP BY was not a hit; query_stats: $hit"
+echo "bench_events: $EVENT_ROWS rows; wtcache.query() of the GROUP BY: first call $fill_ms ms" \
+     "($fill), second call ($hit) returns the query's rows"
+
+qdirect=(); qcached=()
+for run in $(seq "$RUNS"); do
+    qdirect+=("$(pgbench_latency_us "$WORK/query_direct.sql" -t "$DIRECT_TXNS")")
+    before=$(query_counts)
+    qcached+=("$(pgbench_latency_us "$WORK/query_cached.sql" -T "$READ_SECONDS")")
+    counted=$(query_delta "$before")
+    # only hits: no query ran, none missed, bypassed or fell back
+    [[ $counted =~ ^hits\ \+[0-9]+$ ]] \
+        || warn "run $run: the wtcache.query() calls measured were not all hits; query_stats: $counted"
+    echo "run $run: GROUP BY ${qdirect[-1]} us, wtcache.query() of it ${qcached[-1]} us ($counted)"
+done
+
+# Tag invalidation.  TAG_SQL reads no table, so its results depend only on
+# the tags they are cached with.  Invalidating a tag is one write to its
+# stamp, which entries are checked against when read, so the time should
+# not depend on how many entries depend on it; the entries are refilled
+# before every run anyway (about 10 s for 100,000 here), so that every
+# measured invalidation has that many valid dependents.
+# shellcheck disable=SC2016  # $1 is the query's parameter, not the shell's
+TAG_SQL='SELECT $1::int AS i'
+# seconds to cache TAG_SQL's results for 1..$2 depending on tag $1, in one
+# statement
+fill_tag() {
+    local out
+    out=$("${PSQL[@]}" -At -c '\timing on' -c "
+        SELECT count(*) FROM generate_series(1, $2) i,
+               LATERAL wtcache.query('$TAG_SQL', ARRAY[i::text], tags => ARRAY['$1']) q")
+    if [ "$(head -n 1 <<<"$out")" != "$2" ]; then
+        echo "bench: filling $2 results of tag $1 returned: $out" >&2
+        return 1
+    fi
+    sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' <<<"$out" | awk '{printf "%.1f", $1 / 1000}'
+}
+# µs from wtcache.invalidate() of tag $1 (committed on its own) to the
+# wtcache.wait() after it returning (the invalidation is in Redis), then
+# the µs of each of the two
+timed_invalidate() {
+    local out
+    out=$("${PSQL[@]}" -At -c '\timing on' -c "SELECT wtcache.invalidate(ARRAY['$1'])" \
+                             -c "SELECT wtcache.wait('60s')")
+    if ! grep -qx t <<<"$out"; then
+        echo "bench: the invalidation of tag $1 was not in Redis after 60 s" >&2
+        return 1
+    fi
+    sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' <<<"$out" \
+        | awk '{t[NR] = $1 * 1000} END {printf "%.0f %.0f %.0f", t[1] + t[2], t[1], t[2]}'
+}
+# what one call for a result of bench:hot100k counted
+probe_hot100k() {
+    local before
+    before=$(query_counts)
+    "${PSQL[@]}" -Atc "SELECT count(*) FROM wtcache.query('$TAG_SQL', ARRAY['4242'],
+                                                         tags => ARRAY['bench:hot100k'])" >/dev/null
+    query_delta "$before"
+}
+
+inv10=(); inv100k=()
+for run in $(seq "$RUNS"); do
+    before=$(query_counts)
+    fill10=$(fill_tag bench:hot10 10)
+    fill100k=$(fill_tag bench:hot100k 100000)
+    filled=$(query_delta "$before")
+    # after run 1 every result is invalid but the one the last run's probe
+    # stored again after the invalidation
+    expect="misses +100010, fills +100010, runs +100010"
+    [ "$run" -eq 1 ] || expect="hits +1, misses +100009, fills +100009, runs +100009"
+    [ "$filled" = "$expect" ] \
+        || warn "run $run: filling the 100,010 tagged results did not store each once; query_stats: $filled"
+    # invalidate() queues a row, so its commit flushes WAL: a CHECKPOINT
+    # first, so that the flush does not queue behind the disk writing back
+    # the load and fills before it (one run took 100 ms instead of 6)
+    "${PSQL[@]}" -c "CHECKPOINT"
+    t=$(timed_invalidate bench:hot10)
+    read -r t10 t10_inv t10_wait <<<"$t"
+    inv10+=("$t10")
+    # bench:hot10 invalidated, bench:hot100k not yet: a hit
+    before_inv=$(probe_hot100k)
+    t=$(timed_invalidate bench:hot100k)
+    read -r t100k t100k_inv t100k_wait <<<"$t"
+    inv100k+=("$t100k")
+    after_inv=$(probe_hot100k)
+    [ "$before_inv" = "hits +1" ] \
+        || warn "run $run: a result of bench:hot100k was not a hit before its tag was invalidated; query_stats: $before_inv"
+    [ "$after_inv" = "misses +1, fills +1, runs +1" ] \
+        || warn "run $run: a result of bench:hot100k was not a miss after its tag was invalidated; query_stats: $after_inv"
+    echo "run $run: invalidate + wait, 10 dependents $t10 us ($t10_inv + $t10_wait)," \
+         "100,000 dependents $t100k us ($t100k_inv + $t100k_wait)" \
+         "(filled in $fill10 s, $fill100k s); a result of bench:hot100k before: $before_inv; after: $after_inv"
+done
+
 # Redis down: stop the Redis started above, measure, start it again on the
 # same port.  The reads in one pgbench run share one backend, whose circuit
 # breaker tries Redis at most once per wtcache.read_retry_interval.
@@ -217,3 +413,23 @@ printf '%-44s %10s/s %8s/s %8s/s %8s %s\n' "SELECT by primary key, Redis down, q
 printf '%-44s %10s/s %8s/s %8s/s %7.2fx %s\n' "wtcache.get, Redis down (table), calls" \
     "$gd_med" "$gd_min" "$gd_max" "$(awk -v a="$sd_med" -v b="$gd_med" 'BEGIN {print a / b}')" \
     "(Redis down; time per call)"
+
+read -r qd_med qd_min qd_max <<<"$(stats "${qdirect[@]}")"
+read -r qc_med qc_min qc_max <<<"$(stats "${qcached[@]}")"
+read -r i_med i_min i_max <<<"$(stats "${inv10[@]}")"
+read -r j_med j_min j_max <<<"$(stats "${inv100k[@]}")"
+printf '%-44s %9s us %7s us %7s us %8s\n' "GROUP BY over $EVENT_ROWS rows, run" "$qd_med" "$qd_min" "$qd_max" "1.00x"
+printf '%-44s %9s us %7s us %7s us %7.2fx %s\n' "wtcache.query of that GROUP BY, Redis hit" \
+    "$qc_med" "$qc_min" "$qc_max" "$(awk -v a="$qd_med" -v b="$qc_med" 'BEGIN {print a / b}')" \
+    ">= 20x (faster)"
+printf '%-44s %9s us %7s us %7s us %8s\n' "invalidate + wait, tag of 10 results" "$i_med" "$i_min" "$i_max" "1.00x"
+printf '%-44s %9s us %7s us %7s us %7.2fx %s\n' "invalidate + wait, tag of 100,000 results" \
+    "$j_med" "$j_min" "$j_max" "$(awk -v a="$j_med" -v b="$i_med" 'BEGIN {print a / b}')" \
+    "~1x (independent of dependents)"
+
+if [ ${#WARNINGS[@]} -gt 0 ]; then
+    echo
+    echo "WARNING: the cached query figures above may not measure what they name:"
+    printf '  %s\n' "${WARNINGS[@]}"
+    exit 1
+fi
