@@ -19,7 +19,8 @@ OBJS = \
 	src/read.o \
 	src/stats.o \
 	src/tags.o \
-	src/query.o
+	src/query.o \
+	src/verify.o
 
 EXTENSION = wtcache
 DATA = $(wildcard wtcache--*.sql)

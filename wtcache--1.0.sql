@@ -98,13 +98,21 @@ CREATE FUNCTION wtcache.resync(rel regclass DEFAULT NULL)
 RETURNS bigint
     AS 'MODULE_PATHNAME', 'wtcache_resync' LANGUAGE C CALLED ON NULL INPUT;
 COMMENT ON FUNCTION wtcache.resync(regclass) IS
-    'queue every row of a watched table (all watched tables when NULL) for delivery; returns the number of rows';
+    'repair Redis from a watched table (all watched tables you own when NULL): remove its keys, then push every row; returns the number of rows';
 
 CREATE FUNCTION wtcache.warm(rel regclass)
 RETURNS bigint
-    AS 'MODULE_PATHNAME', 'wtcache_resync' LANGUAGE C STRICT;
+    AS 'MODULE_PATHNAME', 'wtcache_warm' LANGUAGE C STRICT;
 COMMENT ON FUNCTION wtcache.warm(regclass) IS
     'push every existing row of a watched table to Redis; returns the number of rows';
+
+CREATE FUNCTION wtcache.verify(rel regclass, sample integer DEFAULT NULL,
+    OUT key text[], OUT redis_key text, OUT problem text,
+    OUT in_table jsonb, OUT in_redis text)
+RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'wtcache_verify' LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+COMMENT ON FUNCTION wtcache.verify(regclass, integer) IS
+    'compare Redis with a watched table (every row and key, or a random sample of rows): the keys that differ, and how';
 
 CREATE FUNCTION wtcache.redis_key(rel regclass, VARIADIC key text[])
 RETURNS text

@@ -22,12 +22,14 @@
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
-PG_FUNCTION_INFO_V1(wtcache_wait);
-Datum
-wtcache_wait(PG_FUNCTION_ARGS)
+/*
+ * True once every queue row visible now (and not this transaction's own)
+ * is gone, false at the timeout.  Also used by verify() to let changes in
+ * flight land before it reports a difference.
+ */
+bool
+wtcache_fence(int64 timeout_ms)
 {
-	Interval   *timeout = PG_GETARG_INTERVAL_P(0);
-	int64		timeout_ms;
 	TimestampTz deadline;
 	Oid			save_userid;
 	int			save_sec;
@@ -36,20 +38,12 @@ wtcache_wait(PG_FUNCTION_ARGS)
 	int			nids = 0;
 	ArrayType  *idarr;
 	long		sleep_ms = 1;
-	bool		drained = false;
 
-	wtcache_require_preload();
 	if (IsolationUsesXactSnapshot())
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("wtcache.wait() cannot see delivery progress in a REPEATABLE READ or SERIALIZABLE transaction"),
+				 errmsg("wtcache cannot see delivery progress in a REPEATABLE READ or SERIALIZABLE transaction"),
 				 errhint("Call it after COMMIT, or in a READ COMMITTED transaction.")));
-
-	timeout_ms = wtcache_interval_ms(timeout);
-	if (timeout_ms < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("timeout must not be negative")));
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 
 	queue_owner = wtcache_owner();
@@ -86,7 +80,7 @@ wtcache_wait(PG_FUNCTION_ARGS)
 		{
 			SPI_finish();
 			SetUserIdAndSecContext(save_userid, save_sec);
-			PG_RETURN_BOOL(false);
+			return false;
 		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 sleep_ms, PG_WAIT_EXTENSION);
@@ -94,8 +88,21 @@ wtcache_wait(PG_FUNCTION_ARGS)
 		CHECK_FOR_INTERRUPTS();
 		sleep_ms = Min(sleep_ms * 2, 20);
 	}
-	drained = true;
 	SPI_finish();
 	SetUserIdAndSecContext(save_userid, save_sec);
-	PG_RETURN_BOOL(drained);
+	return true;
+}
+
+PG_FUNCTION_INFO_V1(wtcache_wait);
+Datum
+wtcache_wait(PG_FUNCTION_ARGS)
+{
+	int64		timeout_ms = wtcache_interval_ms(PG_GETARG_INTERVAL_P(0));
+
+	wtcache_require_preload();
+	if (timeout_ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout must not be negative")));
+	PG_RETURN_BOOL(wtcache_fence(timeout_ms));
 }

@@ -30,6 +30,7 @@ int			wtcache_tombstone_ttl_s = 86400;
 int			wtcache_poll_interval_ms = 5000;
 double		wtcache_ttl_jitter = 0.1;
 bool		wtcache_publish_events = true;
+bool		wtcache_enabled = true;
 
 /* An interval in milliseconds, a month counted as 30 days. */
 int64
@@ -459,6 +460,14 @@ wtcache_define_settings(void)
 							50, 0, 600000,
 							PGC_USERSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("wtcache.enabled",
+							 "Whether the workers deliver captured changes to Redis.",
+							 "Off pauses delivery: changes are still captured and queued, cached reads stay correct (keys with changes queued are read from the tables), and delivery resumes where it stopped.",
+							 &wtcache_enabled,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomIntVariable("wtcache.query_ttl",
 							"How long a cached query result lives when wtcache.query() is given no ttl.",

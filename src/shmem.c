@@ -306,6 +306,8 @@ state_name(WorkerState state)
 			return "waiting to retry";
 		case WORKER_RESYNCING:
 			return "resyncing";
+		case WORKER_PAUSED:
+			return "paused";
 	}
 	return "unknown";
 }

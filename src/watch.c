@@ -694,6 +694,26 @@ wtcache_enqueue_all_rows(Oid relid)
 	return nrows;
 }
 
+/*
+ * Queue the removal of the table's keys, then every row: what resync
+ * repairs includes keys of rows that no longer exist.  Reads of the table
+ * go to the table until both are delivered (both count per table).
+ */
+static uint64
+resync_table(Oid relid)
+{
+	Relation	rel = relation_open(relid, AccessShareLock);
+	StringInfoData table_key;
+
+	initStringInfo(&table_key);
+	wtcache_append_table_key(&table_key, get_database_name(MyDatabaseId),
+							 get_namespace_name(RelationGetNamespace(rel)),
+							 RelationGetRelationName(rel));
+	relation_close(rel, NoLock);
+	wtcache_enqueue_whole_table(relid, table_key.data);
+	return wtcache_enqueue_all_rows(relid);
+}
+
 PG_FUNCTION_INFO_V1(wtcache_resync);
 Datum
 wtcache_resync(PG_FUNCTION_ARGS)
@@ -705,7 +725,7 @@ wtcache_resync(PG_FUNCTION_ARGS)
 		Relation	rel = open_watchable(PG_GETARG_OID(0), AccessShareLock, "resync");
 
 		relation_close(rel, NoLock);
-		total = wtcache_enqueue_all_rows(PG_GETARG_OID(0));
+		total = resync_table(PG_GETARG_OID(0));
 	}
 	else
 	{
@@ -727,7 +747,18 @@ wtcache_resync(PG_FUNCTION_ARGS)
 		}
 		SPI_finish();
 		foreach(lc, rels)
-			total += wtcache_enqueue_all_rows(lfirst_oid(lc));
+			total += resync_table(lfirst_oid(lc));
 	}
 	PG_RETURN_INT64((int64) total);
+}
+
+/* wtcache.warm(rel): push every existing row; keys in Redis stay. */
+PG_FUNCTION_INFO_V1(wtcache_warm);
+Datum
+wtcache_warm(PG_FUNCTION_ARGS)
+{
+	Relation	rel = open_watchable(PG_GETARG_OID(0), AccessShareLock, "warm");
+
+	relation_close(rel, NoLock);
+	PG_RETURN_INT64((int64) wtcache_enqueue_all_rows(PG_GETARG_OID(0)));
 }

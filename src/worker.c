@@ -1479,6 +1479,23 @@ wtcache_worker_main(Datum main_arg)
 		reload_config_if_needed();
 		count_pending_if_needed();
 
+		if (!wtcache_enabled)
+		{
+			/* paused: the queue keeps everything; a reload wakes us */
+			if (MySlot->state != WORKER_PAUSED)
+			{
+				ereport(LOG, (errmsg("wtcache: delivery paused (wtcache.enabled = off); changes stay queued")));
+				wtc_redis_free(redis);
+				redis = NULL;
+				wtcache_slot_set_state(MySlot, WORKER_PAUSED, false);
+			}
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 wtcache_poll_interval_ms, PG_WAIT_EXTENSION);
+			continue;
+		}
+		if (MySlot->state == WORKER_PAUSED)
+			ereport(LOG, (errmsg("wtcache: delivery resumed (wtcache.enabled = on)")));
+
 		if (redis == NULL)
 		{
 			if (!ensure_connected())

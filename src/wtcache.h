@@ -20,6 +20,7 @@
  *	stats.c		shared read counters per table
  *	tags.c		tag templates, tag keys, invalidate()
  *	query.c		cached query results: query(), query_key()
+ *	verify.c	verify(): Redis against the table
  *-------------------------------------------------------------------------
  */
 #ifndef WTCACHE_H
@@ -75,6 +76,7 @@ extern int	wtcache_fill_wait_ms;
 extern int	wtcache_debug_fill_delay_ms;
 extern int	wtcache_poll_interval_ms;
 extern double wtcache_ttl_jitter;
+extern bool wtcache_enabled;
 
 extern void wtcache_define_settings(void);
 extern int64 wtcache_interval_ms(const Interval *iv);
@@ -91,7 +93,8 @@ typedef enum WorkerState
 	WORKER_CONNECTING,
 	WORKER_CONNECTED,
 	WORKER_BACKOFF,
-	WORKER_RESYNCING
+	WORKER_RESYNCING,
+	WORKER_PAUSED				/* wtcache.enabled = off */
 } WorkerState;
 
 /*
@@ -221,6 +224,9 @@ extern char *wtcache_table_tag(Oid relid);
 extern void wtcache_append_db_prefix(StringInfo buf, const char *dbname);
 extern void wtcache_append_tag_key(StringInfo buf, const char *dbname, const char *tag);
 extern bool wtcache_xact_invalidated(const char *tag);
+
+/* ---- fence.c ---- */
+extern bool wtcache_fence(int64 timeout_ms);
 
 /* ---- watch.c ---- */
 /* A table's watch configuration, as wtcache.watched holds it. */

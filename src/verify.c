@@ -1,0 +1,516 @@
+/*-------------------------------------------------------------------------
+ * verify.c
+ *		wtcache.verify(rel, sample): does Redis hold what the table holds?
+ *
+ * Three passes:
+ *	1. every row of the table (or a random sample of them), read under the
+ *	   canonical settings the worker renders with, against its Redis key
+ *	   (pipelined GETs, a thousand at a time);
+ *	2. without a sample, every row key Redis has for the table (SCAN)
+ *	   against the table, to find keys of rows that no longer exist;
+ *	3. what looked different is looked at again once every change
+ *	   committed so far has been delivered (the wait() fence), so that
+ *	   changes in flight while verify() runs are not reported.
+ * Write-through tables without a TTL must have every row; tables in
+ * invalidate mode or with a TTL may lack keys, but a key they have must
+ * hold the row.  Values are compared as text, without their "_v".
+ *-------------------------------------------------------------------------
+ */
+#include "wtcache.h"
+
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#define VERIFY_BATCH 1000
+#define VERIFY_SETTLE_MS 10000
+
+typedef struct VerifyTable
+{
+	Oid			relid;
+	int			nkeys;
+	char	  **colnames;
+	char	  **typnames;
+	char	   *qname;
+	char	   *table_key;
+	bool		keys_optional;	/* invalidate mode or TTL: keys may be absent */
+} VerifyTable;
+
+typedef struct Candidate
+{
+	char	  **values;			/* canonical key text, one per key column */
+	char	   *row_key;
+} Candidate;
+
+typedef struct CandidateList
+{
+	Candidate  *items;
+	int			n;
+	int			max;
+} CandidateList;
+
+/* What outlives a batch: the candidates.  SPI calls switch contexts. */
+static MemoryContext verify_cxt = NULL;
+
+static void
+add_candidate(CandidateList *l, VerifyTable *vt, char **values, const char *row_key)
+{
+	MemoryContext old = MemoryContextSwitchTo(verify_cxt);
+
+	if (l->n == l->max)
+	{
+		l->max = l->max ? l->max * 2 : 64;
+		l->items = l->items ? repalloc(l->items, sizeof(Candidate) * l->max)
+			: palloc(sizeof(Candidate) * l->max);
+	}
+	l->items[l->n].values = palloc(sizeof(char *) * vt->nkeys);
+	for (int c = 0; c < vt->nkeys; c++)
+		l->items[l->n].values[c] = pstrdup(values[c]);
+	l->items[l->n].row_key = pstrdup(row_key);
+	l->n++;
+	MemoryContextSwitchTo(old);
+}
+
+/* The row JSON of a Redis value: without its leading "_v" member. */
+static char *
+value_body(const char *value, size_t len)
+{
+	const char *p;
+	StringInfoData buf;
+
+	if (len < 7 || strncmp(value, "{\"_v\":", 6) != 0)
+		return pnstrdup(value, len);
+	p = value + 6;
+	while (p < value + len && *p >= '0' && *p <= '9')
+		p++;
+	if (p < value + len && *p == ',')
+		p++;
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	appendBinaryStringInfo(&buf, p, value + len - p);
+	return buf.data;
+}
+
+/* What is wrong with this key, or NULL.  row: the table's row JSON or NULL. */
+static const char *
+classify(VerifyTable *vt, const char *row, const WtcReply *value)
+{
+	bool		in_redis = value->type == WTC_REPLY_STRING;
+
+	if (row != NULL && !in_redis)
+		return vt->keys_optional ? NULL : "missing";
+	if (row == NULL && in_redis)
+		return "extra";
+	if (row != NULL && strcmp(row, value_body(value->str, value->len)) != 0)
+		return "differs";
+	return NULL;
+}
+
+/* GET every key; replies[i] for keys[i].  Errors out if Redis fails. */
+static void
+get_values(char **keys, int n, WtcReply *replies)
+{
+	WtcRedis   *r = wtcache_reader();
+	bool		ok = (r != NULL);
+
+	for (int i = 0; i < n && ok; i++)
+	{
+		const char *argv[2] = {"GET", keys[i]};
+		size_t		lens[2] = {3, strlen(keys[i])};
+
+		ok = wtc_redis_append(r, 2, argv, lens);
+	}
+	wtcache_reader_set_busy(true);
+	ok = ok && wtc_redis_flush(r);
+	for (int i = 0; i < n && ok; i++)
+		ok = wtc_redis_read(r, &replies[i]);
+	if (!ok)
+	{
+		wtcache_reader_lost();
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("wtcache.verify() could not read from Redis"),
+				 errhint("Check that Redis is running and that wtcache.redis_url points to it.")));
+	}
+	wtcache_reader_set_busy(false);
+}
+
+static char *
+row_key_of(VerifyTable *vt, char **values)
+{
+	StringInfoData k;
+
+	initStringInfo(&k);
+	wtcache_append_row_key(&k, wtcache_key_prefix, vt->table_key, vt->nkeys, values);
+	return k.data;
+}
+
+/* The rows of these keys (NULL where there is none), read now. */
+static char **
+rows_of(VerifyTable *vt, char ***values, int n)
+{
+	StringInfoData sql;
+	Oid		   *argtypes = palloc(sizeof(Oid) * vt->nkeys);
+	Datum	   *args = palloc(sizeof(Datum) * vt->nkeys);
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	char	  **rows = palloc0(sizeof(char *) * Max(n, 1));
+	MemoryContext outer = CurrentMemoryContext;
+
+	initStringInfo(&sql);
+	wtcache_append_rows_by_keys_sql(&sql, vt->qname, vt->nkeys, vt->colnames, vt->typnames);
+	for (int c = 0; c < vt->nkeys; c++)
+	{
+		for (int i = 0; i < n; i++)
+			elems[i] = CStringGetTextDatum(values[i][c]);
+		argtypes[c] = TEXTARRAYOID;
+		args[c] = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+	}
+	if (SPI_execute_with_args(sql.data, vt->nkeys, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wtcache: reading rows of %s failed", vt->qname);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int64		ord = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
+		Datum		json = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull);
+
+		if (ord >= 1 && ord <= n && !isnull)
+		{
+			MemoryContext old = MemoryContextSwitchTo(outer);
+
+			rows[ord - 1] = TextDatumGetCString(json);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	SPI_freetuptable(SPI_tuptable);
+	MemoryContextSwitchTo(outer);
+	return rows;
+}
+
+/* Decode one escaped key component (keys.c); false if malformed. */
+static bool
+unescape_component(const char *s, size_t len, StringInfo out)
+{
+	for (size_t i = 0; i < len; i++)
+	{
+		if (s[i] == '%')
+		{
+			char		hex[3];
+			char	   *end;
+			long		v;
+
+			if (i + 2 >= len)
+				return false;
+			hex[0] = s[i + 1];
+			hex[1] = s[i + 2];
+			hex[2] = '\0';
+			v = strtol(hex, &end, 16);
+			if (*end != '\0')
+				return false;
+			appendStringInfoChar(out, (char) v);
+			i += 2;
+		}
+		else
+			appendStringInfoChar(out, s[i]);
+	}
+	return true;
+}
+
+/* Pass 1: the table's rows (or a sample) against Redis. */
+static void
+check_rows(VerifyTable *vt, int sample, CandidateList *out, int64 *checked)
+{
+	StringInfoData sql;
+	Portal		portal;
+	SPIPlanPtr	plan;
+	MemoryContext batch_cxt = AllocSetContextCreate(verify_cxt, "wtcache verify batch",
+													ALLOCSET_DEFAULT_SIZES);
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "SELECT ARRAY[");
+	for (int c = 0; c < vt->nkeys; c++)
+		appendStringInfo(&sql, "%st.%s::text", c ? ", " : "", quote_identifier(vt->colnames[c]));
+	appendStringInfo(&sql, "], row_to_json(t.*)::text FROM ONLY %s t", vt->qname);
+	if (sample > 0)
+		appendStringInfo(&sql, " ORDER BY random() LIMIT %d", sample);
+	plan = SPI_prepare(sql.data, 0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "wtcache: could not prepare the scan of %s", vt->qname);
+	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
+	for (;;)
+	{
+		int			n;
+		char	  **keys;
+		char	 ***values;
+		char	  **rows;
+		WtcReply   *replies;
+
+		SPI_cursor_fetch(portal, true, VERIFY_BATCH);
+		n = (int) SPI_processed;
+		if (n == 0)
+			break;
+		MemoryContextReset(batch_cxt);
+		MemoryContextSwitchTo(batch_cxt);
+		keys = palloc(sizeof(char *) * n);
+		values = palloc(sizeof(char **) * n);
+		rows = palloc(sizeof(char *) * n);
+		replies = palloc0(sizeof(WtcReply) * n);
+		for (int i = 0; i < n; i++)
+		{
+			bool		isnull;
+			Datum	   *elems;
+			int			nelems;
+
+			deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)),
+							  TEXTOID, -1, false, TYPALIGN_INT, &elems, NULL, &nelems);
+			values[i] = palloc(sizeof(char *) * vt->nkeys);
+			for (int c = 0; c < vt->nkeys && c < nelems; c++)
+				values[i][c] = TextDatumGetCString(elems[c]);
+			rows[i] = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+			keys[i] = row_key_of(vt, values[i]);
+		}
+		SPI_freetuptable(SPI_tuptable);
+		get_values(keys, n, replies);
+		for (int i = 0; i < n; i++)
+			if (classify(vt, rows[i], &replies[i]) != NULL)
+				add_candidate(out, vt, values[i], keys[i]);
+		*checked += n;
+		CHECK_FOR_INTERRUPTS();
+	}
+	SPI_cursor_close(portal);
+	SPI_freeplan(plan);
+	MemoryContextSwitchTo(verify_cxt);
+	MemoryContextDelete(batch_cxt);
+}
+
+/* Pass 2: Redis's row keys of the table against the table. */
+static void
+check_keys(VerifyTable *vt, CandidateList *out)
+{
+	WtcRedis   *r = wtcache_reader();
+	StringInfoData pattern;
+	StringInfoData head;
+	char		cursor[32] = "0";
+	MemoryContext page_cxt = AllocSetContextCreate(verify_cxt, "wtcache verify scan",
+												   ALLOCSET_DEFAULT_SIZES);
+
+	initStringInfo(&head);
+	appendStringInfo(&head, "%s{%s:", wtcache_key_prefix, vt->table_key);
+	initStringInfo(&pattern);
+	wtcache_append_glob_escaped(&pattern, head.data);
+	appendStringInfoString(&pattern, "*}");
+	do
+	{
+		WtcReply	reply;
+		WtcReply   *keys;
+		char	 ***values;
+		char	  **rows;
+		int			n = 0;
+
+		MemoryContextReset(page_cxt);
+		MemoryContextSwitchTo(page_cxt);
+		if (r == NULL || !wtc_redis_commandv(r, &reply, 6, "SCAN", cursor, "MATCH", pattern.data, "COUNT", "1000") ||
+			reply.type != WTC_REPLY_ARRAY || reply.nelem != 2)
+		{
+			wtcache_reader_lost();
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("wtcache.verify() could not scan Redis")));
+		}
+		strlcpy(cursor, reply.elem[0].str, sizeof(cursor));
+		keys = &reply.elem[1];
+		values = palloc(sizeof(char **) * Max(keys->nelem, 1));
+		for (int i = 0; i < keys->nelem; i++)
+		{
+			const char *k = keys->elem[i].str;
+			size_t		klen = keys->elem[i].len;
+			const char *p = k + head.len;
+			const char *end = k + klen - 1;	/* the closing '}' */
+			char	  **v = palloc(sizeof(char *) * vt->nkeys);
+			int			c = 0;
+			bool		ok = klen > (size_t) head.len && k[klen - 1] == '}';
+
+			while (ok)
+			{
+				const char *colon = memchr(p, ':', end - p);
+				const char *stop = colon ? colon : end;
+				StringInfoData s;
+
+				if (c == vt->nkeys)
+				{
+					ok = false; /* more components than key columns */
+					break;
+				}
+				initStringInfo(&s);
+				ok = unescape_component(p, stop - p, &s);
+				v[c++] = s.data;
+				if (colon == NULL)
+					break;
+				p = colon + 1;
+			}
+			/* a key of another key definition, or not wtcache's */
+			if (!ok || c != vt->nkeys)
+				continue;
+			values[n++] = v;
+		}
+		if (n > 0)
+		{
+			rows = rows_of(vt, values, n);
+			for (int i = 0; i < n; i++)
+				if (rows[i] == NULL)
+					add_candidate(out, vt, values[i], row_key_of(vt, values[i]));
+		}
+		CHECK_FOR_INTERRUPTS();
+	} while (strcmp(cursor, "0") != 0);
+	MemoryContextSwitchTo(verify_cxt);
+	MemoryContextDelete(page_cxt);
+}
+
+PG_FUNCTION_INFO_V1(wtcache_verify);
+Datum
+wtcache_verify(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Oid			relid;
+	int			sample = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT32(1);
+	VerifyTable vt;
+	WatchConfig config;
+	CandidateList cands = {0};
+	int64		checked = 0;
+	int			reported = 0;
+	Oid			save_userid;
+	int			save_sec;
+	int			nestlevel;
+	char	  **rows = NULL;
+	WtcReply   *replies = NULL;
+	MemoryContext caller = CurrentMemoryContext;
+
+	wtcache_require_preload();
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("the table to verify must not be null")));
+	relid = PG_GETARG_OID(0);
+	if (!PG_ARGISNULL(1) && sample < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("sample must be positive"),
+				 errhint("Pass NULL to check every row, and every key Redis has for the table.")));
+	if (get_rel_name(relid) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	if (!pg_class_ownercheck(relid, GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, get_rel_name(relid));
+	InitMaterializedSRF(fcinfo, 0);
+	verify_cxt = caller;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	MemoryContextSwitchTo(caller);
+	if (!wtcache_load_watch(relid, &config))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s\" is not watched by wtcache", get_rel_name(relid)),
+				 errhint("Call wtcache.watch() on it first.")));
+	if (wtcache_reader() == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("wtcache.verify() cannot reach Redis"),
+				 errhint("Check that Redis is running and that wtcache.redis_url points to it.")));
+
+	memset(&vt, 0, sizeof(vt));
+	vt.relid = relid;
+	vt.nkeys = config.nkeys;
+	vt.keys_optional = config.invalidate_mode || config.ttl_ms > 0;
+	vt.colnames = palloc(sizeof(char *) * vt.nkeys);
+	vt.typnames = palloc(sizeof(char *) * vt.nkeys);
+	for (int c = 0; c < vt.nkeys; c++)
+	{
+		vt.colnames[c] = get_attname(relid, config.key_attnums[c], false);
+		vt.typnames[c] = format_type_be_qualified(get_atttype(relid, config.key_attnums[c]));
+	}
+	{
+		char	   *nsp = get_namespace_name(get_rel_namespace(relid));
+		StringInfoData tk;
+
+		vt.qname = quote_qualified_identifier(nsp, get_rel_name(relid));
+		initStringInfo(&tk);
+		wtcache_append_table_key(&tk, get_database_name(MyDatabaseId), nsp, get_rel_name(relid));
+		vt.table_key = tk.data;
+	}
+
+	/* every row, whatever row-level security would show the caller */
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(wtcache_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	nestlevel = wtcache_canonical_settings_push();
+
+	check_rows(&vt, sample, &cands, &checked);
+	if (sample == 0)
+		check_keys(&vt, &cands);
+
+	/* changes in flight while we looked: let them land, then look again */
+	if (cands.n > 0)
+	{
+		char	 ***values = palloc(sizeof(char **) * cands.n);
+		char	  **keys = palloc(sizeof(char *) * cands.n);
+
+		MemoryContextSwitchTo(caller);
+		if (!wtcache_fence(VERIFY_SETTLE_MS))
+			ereport(NOTICE,
+					(errmsg("wtcache.verify(): changes were still being delivered after %d s; differences may be changes in flight",
+							VERIFY_SETTLE_MS / 1000)));
+		for (int i = 0; i < cands.n; i++)
+		{
+			values[i] = cands.items[i].values;
+			keys[i] = cands.items[i].row_key;
+		}
+		MemoryContextSwitchTo(caller);
+		rows = rows_of(&vt, values, cands.n);
+		replies = palloc0(sizeof(WtcReply) * cands.n);
+		get_values(keys, cands.n, replies);
+	}
+
+	wtcache_canonical_settings_pop(nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec);
+	SPI_finish();
+	MemoryContextSwitchTo(caller);
+
+	for (int i = 0; i < cands.n; i++)
+	{
+		const char *problem = classify(&vt, rows[i], &replies[i]);
+		Datum		out[5];
+		bool		nulls[5] = {false, false, false, false, false};
+		Datum	   *kv = palloc(sizeof(Datum) * vt.nkeys);
+
+		if (problem == NULL)
+			continue;
+		for (int c = 0; c < vt.nkeys; c++)
+			kv[c] = CStringGetTextDatum(cands.items[i].values[c]);
+		out[0] = PointerGetDatum(construct_array(kv, vt.nkeys, TEXTOID, -1, false, TYPALIGN_INT));
+		out[1] = CStringGetTextDatum(cands.items[i].row_key);
+		out[2] = CStringGetTextDatum(problem);
+		if (rows[i])
+			out[3] = DirectFunctionCall1(jsonb_in, CStringGetDatum(rows[i]));
+		else
+			nulls[3] = true;
+		if (replies[i].type == WTC_REPLY_STRING)
+			out[4] = PointerGetDatum(cstring_to_text_with_len(replies[i].str, replies[i].len));
+		else
+			nulls[4] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
+		reported++;
+	}
+	ereport(NOTICE,
+			(errmsg("wtcache.verify(): " INT64_FORMAT " rows of \"%s\" checked%s, %d difference%s",
+					checked, get_rel_name(relid),
+					sample == 0 ? " and every key Redis has for it" : "",
+					reported, reported == 1 ? "" : "s")));
+	return (Datum) 0;
+}
