@@ -121,6 +121,16 @@ ok(wait_drained($node, $db), 'delivery resumes after the reload');
 like(redis_cmd($rp, 'GET', redis_key_of($node, $db, 'acct', 11)), qr/"owner":"while paused"/, 'and the change reaches Redis');
 is(problems('acct'), '', 'verify: clean');
 
+#### metrics(): the same figures in the Prometheus text format
+
+my $metrics = sql(q{SELECT wtcache.metrics()});
+my @bad = grep { !/^# (HELP|TYPE) wtcache_\w+ .+$/ && !/^wtcache_\w+\{(\w+="(?:[^"\\]|\\.)*",?)+\} -?[0-9.e+]+$/ } split /\n/, $metrics;
+is_deeply(\@bad, [], 'every line of metrics() is a HELP, a TYPE or a sample');
+my ($pushed) = $metrics =~ /^wtcache_pushed_total\{database="postgres",table="public.acct"\} (\d+)$/m;
+is($pushed, sql(q{SELECT pushed FROM wtcache.status WHERE table_name = 'acct'::regclass}),
+	'wtcache_pushed_total is the pushed count of wtcache.status');
+like($metrics, qr/^wtcache_worker_up\{database="postgres"\} 1$/m, 'the worker is up');
+
 #### errors
 
 my ($ret, $out, $err) = $node->psql($db, q{SELECT * FROM wtcache.verify('acct', 0)});
