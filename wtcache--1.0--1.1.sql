@@ -84,3 +84,49 @@ $$;
 COMMENT ON FUNCTION wtcache.metrics() IS
     'wtcache''s counters and gauges in the Prometheus text exposition format';
 GRANT EXECUTE ON FUNCTION wtcache.metrics() TO PUBLIC;
+
+-- Dropping a watched table, or only its capture triggers, removes its keys
+-- from Redis too (and, for the triggers, the watch, with a warning): a
+-- table nobody captures must not be served from Redis.
+CREATE FUNCTION wtcache._forget_table(relid oid, schema_name text, table_name text)
+RETURNS boolean
+    AS 'MODULE_PATHNAME', 'wtcache_forget_table' LANGUAGE C STRICT VOLATILE;
+REVOKE ALL ON FUNCTION wtcache._forget_table(oid, text, text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION wtcache._on_sql_drop() RETURNS event_trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    d record;
+    relid oid;
+BEGIN
+    FOR d IN
+        SELECT w.rel::oid AS relid, o.address_names
+          FROM wtcache.watched w
+          JOIN pg_event_trigger_dropped_objects() o
+            ON o.classid = 'pg_class'::regclass AND o.objsubid = 0 AND o.objid = w.rel::oid
+    LOOP
+        PERFORM wtcache._forget_table(d.relid, d.address_names[1], d.address_names[2]);
+        DELETE FROM wtcache.watched WHERE rel::oid = d.relid;
+    END LOOP;
+
+    FOR d IN
+        SELECT o.address_names
+          FROM pg_event_trigger_dropped_objects() o
+         WHERE o.object_type = 'trigger'
+           AND o.address_names[3] IN ('wtcache_capture_ins', 'wtcache_capture_upd',
+                                      'wtcache_capture_del', 'wtcache_truncate')
+    LOOP
+        relid := to_regclass(format('%I.%I', d.address_names[1], d.address_names[2]));
+        CONTINUE WHEN relid IS NULL
+                   OR NOT EXISTS (SELECT 1 FROM wtcache.watched WHERE rel::oid = relid);
+        IF wtcache._forget_table(relid, d.address_names[1], d.address_names[2]) THEN
+            DELETE FROM wtcache.watched WHERE rel::oid = relid;
+            RAISE WARNING 'wtcache: table %.% is no longer watched: its capture trigger % was dropped',
+                quote_ident(d.address_names[1]), quote_ident(d.address_names[2]), d.address_names[3]
+                USING DETAIL = 'Its keys are removed from Redis; its changes are no longer captured.',
+                      HINT = format('Run wtcache.watch(%L) to watch it again.',
+                                    format('%I.%I', d.address_names[1], d.address_names[2]));
+        END IF;
+    END LOOP;
+END
+$$;

@@ -15,16 +15,31 @@
  * but no CREATE EXTENSION ran to ask for one).  Nothing
  * captured is lost: the queue is in the database itself, and a worker that
  * is stopped mid-batch leaves its batch unacknowledged, to be sent again.
+ *
+ * Table-level DDL on a watched table, so that Redis never serves rows in an
+ * old shape or under an old name for longer than a resync:
+ *	- ALTER TABLE ... ADD / DROP COLUMN, ALTER COLUMN TYPE, RENAME COLUMN:
+ *	  every row is queued again (the row JSON changed);
+ *	- ALTER TABLE ... RENAME TO / SET SCHEMA: the keys under the old name
+ *	  are queued for removal, and every row is queued under the new one.
+ * All of it in the DDL's own transaction, so it rolls back with it.  Drops
+ * (of the table, or of its capture triggers) are handled by the sql_drop
+ * event trigger (wtcache._on_sql_drop).
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "commands/dbcommands.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
 #include "commands/defrem.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
 static ProcessUtility_hook_type prev_utility_hook = NULL;
@@ -141,6 +156,9 @@ ddl_xact_callback(XactEvent event, void *arg)
 {
 	bool		committed;
 
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
+		wtcache_changing_triggers = false;
 	if (nheld == 0)
 		return;
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
@@ -162,6 +180,118 @@ ddl_xact_callback(XactEvent event, void *arg)
 	nheld = 0;
 }
 
+typedef enum TableChange
+{
+	TABLE_UNCHANGED,
+	TABLE_RESHAPED,				/* the row JSON changes */
+	TABLE_RENAMED				/* its keys' names change */
+} TableChange;
+
+/* What a statement does to a table, and which table (InvalidOid: none). */
+static TableChange
+table_change(Node *parsetree, Oid *relid)
+{
+	RangeVar   *rv = NULL;
+	TableChange change = TABLE_UNCHANGED;
+
+	*relid = InvalidOid;
+	if (IsA(parsetree, AlterTableStmt))
+	{
+		AlterTableStmt *stmt = (AlterTableStmt *) parsetree;
+		ListCell   *lc;
+
+		if (stmt->objtype != OBJECT_TABLE)
+			return TABLE_UNCHANGED;
+		foreach(lc, stmt->cmds)
+		{
+			AlterTableCmd *cmd = lfirst_node(AlterTableCmd, lc);
+
+			if (cmd->subtype == AT_AddColumn || cmd->subtype == AT_AddColumnRecurse ||
+				cmd->subtype == AT_DropColumn || cmd->subtype == AT_DropColumnRecurse ||
+				cmd->subtype == AT_AlterColumnType)
+				change = TABLE_RESHAPED;
+		}
+		rv = stmt->relation;
+	}
+	else if (IsA(parsetree, RenameStmt))
+	{
+		RenameStmt *stmt = (RenameStmt *) parsetree;
+
+		if (stmt->renameType == OBJECT_TABLE)
+			change = TABLE_RENAMED;
+		else if (stmt->renameType == OBJECT_COLUMN && stmt->relationType == OBJECT_TABLE)
+			change = TABLE_RESHAPED;
+		rv = stmt->relation;
+	}
+	else if (IsA(parsetree, AlterObjectSchemaStmt))
+	{
+		AlterObjectSchemaStmt *stmt = (AlterObjectSchemaStmt *) parsetree;
+
+		if (stmt->objectType == OBJECT_TABLE)
+			change = TABLE_RENAMED;
+		rv = stmt->relation;
+	}
+	if (change == TABLE_UNCHANGED || rv == NULL)
+		return TABLE_UNCHANGED;
+	*relid = RangeVarGetRelid(rv, NoLock, true);
+	return OidIsValid(*relid) ? change : TABLE_UNCHANGED;
+}
+
+static bool
+is_watched(Oid relid)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	bool		watched;
+
+	if (!OidIsValid(get_extension_oid("wtcache", true)))
+		return false;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT 1 FROM wtcache.watched WHERE rel = $1",
+							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "wtcache.watched lookup failed");
+	watched = SPI_processed > 0;
+	SPI_finish();
+	return watched;
+}
+
+static char *
+current_table_key(Oid relid)
+{
+	StringInfoData tk;
+
+	initStringInfo(&tk);
+	wtcache_append_table_key(&tk, get_database_name(MyDatabaseId),
+							 get_namespace_name(get_rel_namespace(relid)),
+							 get_rel_name(relid));
+	return tk.data;
+}
+
+/* Run a statement that changes a watched table, then requeue the table. */
+static void
+run_table_ddl(TableChange change, Oid relid, PlannedStmt *pstmt, const char *queryString,
+			  bool readOnlyTree, ProcessUtilityContext context, ParamListInfo params,
+			  QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	char	   *old_key = current_table_key(relid);
+	uint64		rows;
+
+	run_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	if (get_rel_name(relid) == NULL || !is_watched(relid))
+		return;
+	CommandCounterIncrement();
+	if (change == TABLE_RENAMED)
+		wtcache_enqueue_whole_table(relid, old_key);
+	rows = wtcache_resync_table(relid);
+	ereport(NOTICE,
+			(errmsg("wtcache: %s \"%s\"; its " UINT64_FORMAT " rows are queued for Redis again",
+					change == TABLE_RENAMED ? "renamed watched table" : "changed the columns of watched table",
+					get_rel_name(relid), rows),
+			 change == TABLE_RENAMED ?
+			 errdetail("The keys under its old name are removed.") : 0));
+}
+
 static void
 wtcache_process_utility(PlannedStmt *pstmt, const char *queryString,
 						bool readOnlyTree, ProcessUtilityContext context,
@@ -177,8 +307,15 @@ wtcache_process_utility(PlannedStmt *pstmt, const char *queryString,
 
 	if (!OidIsValid(dboid) || dboid == MyDatabaseId || WtcacheSharedState == NULL)
 	{
-		run_utility(pstmt, queryString, readOnlyTree, context, params,
-					queryEnv, dest, qc);
+		Oid			relid;
+		TableChange change = dbname == NULL ? table_change(parsetree, &relid) : TABLE_UNCHANGED;
+
+		if (change != TABLE_UNCHANGED && IsTransactionState() && is_watched(relid))
+			run_table_ddl(change, relid, pstmt, queryString, readOnlyTree, context,
+						  params, queryEnv, dest, qc);
+		else
+			run_utility(pstmt, queryString, readOnlyTree, context, params,
+						queryEnv, dest, qc);
 		return;
 	}
 

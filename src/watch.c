@@ -283,11 +283,21 @@ trigger_exists(Oid relid, const char *name)
 	return SPI_processed > 0;
 }
 
+/*
+ * True while watch()/unwatch() drop and create the capture triggers, so
+ * that the sql_drop handler does not take that for a user dropping them.
+ * Reset at the end of the transaction in case of an error in between.
+ */
+bool		wtcache_changing_triggers = false;
+
 static void
 spi_exec_or_error(const char *sql, int expected)
 {
-	int			rc = SPI_execute(sql, false, 0);
+	int			rc;
 
+	wtcache_changing_triggers = true;
+	rc = SPI_execute(sql, false, 0);
+	wtcache_changing_triggers = false;
 	if (rc != expected)
 		elog(ERROR, "wtcache: \"%s\" failed: %s", sql, SPI_result_code_string(rc));
 }
@@ -699,8 +709,8 @@ wtcache_enqueue_all_rows(Oid relid)
  * repairs includes keys of rows that no longer exist.  Reads of the table
  * go to the table until both are delivered (both count per table).
  */
-static uint64
-resync_table(Oid relid)
+uint64
+wtcache_resync_table(Oid relid)
 {
 	Relation	rel = relation_open(relid, AccessShareLock);
 	StringInfoData table_key;
@@ -725,7 +735,7 @@ wtcache_resync(PG_FUNCTION_ARGS)
 		Relation	rel = open_watchable(PG_GETARG_OID(0), AccessShareLock, "resync");
 
 		relation_close(rel, NoLock);
-		total = resync_table(PG_GETARG_OID(0));
+		total = wtcache_resync_table(PG_GETARG_OID(0));
 	}
 	else
 	{
@@ -747,7 +757,7 @@ wtcache_resync(PG_FUNCTION_ARGS)
 		}
 		SPI_finish();
 		foreach(lc, rels)
-			total += resync_table(lfirst_oid(lc));
+			total += wtcache_resync_table(lfirst_oid(lc));
 	}
 	PG_RETURN_INT64((int64) total);
 }
@@ -761,4 +771,26 @@ wtcache_warm(PG_FUNCTION_ARGS)
 
 	relation_close(rel, NoLock);
 	PG_RETURN_INT64((int64) wtcache_enqueue_all_rows(PG_GETARG_OID(0)));
+}
+
+/*
+ * wtcache._forget_table(relid, schema, table): the sql_drop handler, for a
+ * watched table that was dropped or lost its capture triggers: queue the
+ * removal of its keys.  False, doing nothing, while watch() or unwatch()
+ * themselves replace the triggers.
+ */
+PG_FUNCTION_INFO_V1(wtcache_forget_table);
+Datum
+wtcache_forget_table(PG_FUNCTION_ARGS)
+{
+	StringInfoData table_key;
+
+	if (wtcache_changing_triggers)
+		PG_RETURN_BOOL(false);
+	initStringInfo(&table_key);
+	wtcache_append_table_key(&table_key, get_database_name(MyDatabaseId),
+							 text_to_cstring(PG_GETARG_TEXT_PP(1)),
+							 text_to_cstring(PG_GETARG_TEXT_PP(2)));
+	wtcache_enqueue_whole_table(PG_GETARG_OID(0), table_key.data);
+	PG_RETURN_BOOL(true);
 }

@@ -241,6 +241,8 @@ typedef struct WatchConfig
 extern bool wtcache_load_watch(Oid relid, WatchConfig *config);
 extern Oid	wtcache_owner(void);
 extern uint64 wtcache_enqueue_all_rows(Oid relid);
+extern uint64 wtcache_resync_table(Oid relid);
+extern bool wtcache_changing_triggers;
 
 /* ---- pending.c ---- */
 extern void wtcache_pending_shmem_request(void);

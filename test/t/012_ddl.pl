@@ -1,0 +1,140 @@
+# DDL on watched tables: column changes requeue the rows in their new
+# shape; a rename moves the keys to the new name; dropping the table, its
+# schema or its capture triggers removes its keys; no DDL is refused.
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::RealBin/../lib";    # WtcacheTest (PGXS resets PROVE_FLAGS)
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use WtcacheTest;
+
+my $redis = start_redis();
+my $rp = $redis->port;
+my $node = new_wtcache_node('ddl', redis_port => $rp);
+my $db = 'postgres';
+
+sub sql { return $node->safe_psql($db, $_[0]); }
+
+sub clean
+{
+	my ($rel, $what) = @_;
+	ok(wait_drained($node, $db), "$what: delivered");
+	is(sql(qq{SELECT count(*) FROM wtcache.verify('$rel')}), '0', "$what: Redis equals the table");
+}
+
+sub nkeys
+{
+	my ($pattern) = @_;
+	return scalar(@{ redis_scan_keys($rp, $pattern) });
+}
+
+sql(q{
+CREATE SCHEMA app;
+CREATE TABLE app.acct (id int PRIMARY KEY, owner text NOT NULL, note text);
+INSERT INTO app.acct SELECT i, 'owner ' || i, NULL FROM generate_series(1, 200) i;
+SELECT wtcache.watch('app.acct', warm => true);
+});
+clean('app.acct', 'watched');
+
+#### the row's shape
+
+my ($ret, $out, $err) = $node->psql($db, q{ALTER TABLE app.acct ADD COLUMN level int NOT NULL DEFAULT 3});
+like($err, qr/NOTICE:  wtcache: changed the columns of watched table "acct"; its 200 rows are queued for Redis again/,
+	'ADD COLUMN says the rows are queued again');
+clean('app.acct', 'ADD COLUMN with a default');
+like(redis_cmd($rp, 'GET', redis_key_of($node, $db, 'app.acct', 5)), qr/"level":3/, 'rows in Redis have the new column');
+
+sql(q{ALTER TABLE app.acct DROP COLUMN note});
+clean('app.acct', 'DROP COLUMN');
+unlike(redis_cmd($rp, 'GET', redis_key_of($node, $db, 'app.acct', 5)), qr/"note"/, 'and lose a dropped one');
+
+sql(q{ALTER TABLE app.acct ALTER COLUMN level TYPE numeric USING level * 1.5});
+clean('app.acct', 'ALTER COLUMN TYPE');
+like(redis_cmd($rp, 'GET', redis_key_of($node, $db, 'app.acct', 5)), qr/"level":4\.5/, 'values in the new type');
+
+sql(q{ALTER TABLE app.acct RENAME COLUMN owner TO holder});
+clean('app.acct', 'RENAME COLUMN');
+like(redis_cmd($rp, 'GET', redis_key_of($node, $db, 'app.acct', 5)), qr/"holder":"owner 5"/, 'under the new column name');
+
+sql(q{BEGIN; ALTER TABLE app.acct ADD COLUMN gone int DEFAULT 1; ROLLBACK});
+ok(wait_drained($node, $db), 'a rolled-back ALTER queues nothing that is delivered');
+unlike(redis_cmd($rp, 'GET', redis_key_of($node, $db, 'app.acct', 5)), qr/"gone"/, 'and leaves Redis alone');
+
+# other ALTERs do not requeue anything
+my $captured = sql(q{SELECT captured FROM wtcache.status WHERE table_name = 'app.acct'::regclass});
+sql(q{ALTER TABLE app.acct SET (fillfactor = 90); ALTER TABLE app.acct ALTER COLUMN holder SET STATISTICS 200});
+is(sql(q{SELECT captured FROM wtcache.status WHERE table_name = 'app.acct'::regclass}), $captured,
+	'storage parameters and statistics targets requeue nothing');
+
+#### renames
+
+my $old_pattern = table_key_pattern($node, $db, 'app.acct');
+sql(q{ALTER TABLE app.acct RENAME TO account});
+clean('app.account', 'RENAME TO');
+is(nkeys($old_pattern), 0, 'no key is left under the old name');
+is(nkeys(table_key_pattern($node, $db, 'app.account')), 200, 'every row is under the new name');
+sql(q{UPDATE app.account SET holder = 'after the rename' WHERE id = 7});
+ok(wait_drained($node, $db), 'delivered');
+like(redis_cmd($rp, 'GET', redis_key_of($node, $db, 'app.account', 7)), qr/after the rename/, 'changes keep flowing');
+
+sql(q{CREATE SCHEMA other; ALTER TABLE app.account SET SCHEMA other});
+clean('other.account', 'SET SCHEMA');
+is(nkeys(table_key_pattern($node, $db, 'other.account')), 200, 'every row under the new schema');
+is(nkeys("wtc:{postgres:app.account:*}"), 0, 'none under the old one');
+
+#### drops
+
+sql(q{
+CREATE TABLE doomed (id int PRIMARY KEY);
+INSERT INTO doomed SELECT generate_series(1, 50);
+SELECT wtcache.watch('doomed', warm => true);
+});
+ok(wait_drained($node, $db), 'delivered');
+my $doomed = table_key_pattern($node, $db, 'doomed');
+is(nkeys($doomed), 50, 'the table is in Redis');
+sql(q{BEGIN; DROP TABLE doomed; ROLLBACK});
+ok(wait_drained($node, $db), 'nothing to deliver');
+is(nkeys($doomed), 50, 'a rolled-back DROP TABLE keeps the keys');
+sql(q{DROP TABLE doomed});
+ok(wait_drained($node, $db), 'drop delivered');
+is(nkeys($doomed), 0, 'DROP TABLE removes the keys');
+is(sql(q{SELECT count(*) FROM wtcache.watched WHERE rel::text = 'doomed'}), '0', 'and the watch');
+
+sql(q{
+CREATE SCHEMA scratch;
+CREATE TABLE scratch.t (id int PRIMARY KEY);
+INSERT INTO scratch.t SELECT generate_series(1, 20);
+SELECT wtcache.watch('scratch.t', warm => true);
+});
+ok(wait_drained($node, $db), 'delivered');
+my $scratch = table_key_pattern($node, $db, 'scratch.t');
+is(nkeys($scratch), 20, 'in Redis');
+sql(q{DROP SCHEMA scratch CASCADE});
+ok(wait_drained($node, $db), 'delivered');
+is(nkeys($scratch), 0, 'DROP SCHEMA ... CASCADE removes the keys of its watched tables');
+
+#### capture triggers dropped by hand
+
+my $acc_pattern = table_key_pattern($node, $db, 'other.account');
+($ret, $out, $err) = $node->psql($db, q{DROP TRIGGER wtcache_capture_upd ON other.account});
+is($ret, 0, 'dropping a capture trigger is not refused');
+like($err, qr/WARNING:  wtcache: table other.account is no longer watched: its capture trigger wtcache_capture_upd was dropped/,
+	'but warns that the table is no longer watched');
+ok(wait_drained($node, $db), 'delivered');
+is(nkeys($acc_pattern), 0, 'its keys are removed: nobody keeps them current');
+is(sql(q{SELECT count(*) FROM wtcache.watched WHERE rel = 'other.account'::regclass}), '0', 'the watch is gone');
+($ret, $out, $err) = $node->psql($db, q{SELECT wtcache.get('other.account', '7')});
+like($err, qr/not watched/, 'cached reads of it say it is not watched');
+
+# watch() and unwatch() replacing their own triggers are not mistaken for it
+sql(q{SELECT wtcache.watch('other.account'); SELECT wtcache.watch('other.account', ttl => '1 hour')});
+is(sql(q{SELECT count(*) FROM wtcache.watched WHERE rel = 'other.account'::regclass}), '1', 're-running watch() keeps the watch');
+sql(q{SELECT wtcache.unwatch('other.account')});
+is(sql(q{SELECT count(*) FROM wtcache.watched}), '0', 'unwatch() removes it, without a warning');
+
+$node->stop;
+done_testing();
