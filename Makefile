@@ -40,3 +40,6 @@ EXTRA_CLEAN = tmp_check results regression.diffs regression.out
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# every file includes the shared declarations (struct layouts in shared memory)
+$(OBJS): $(srcdir)/src/wtcache.h
