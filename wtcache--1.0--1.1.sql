@@ -2,6 +2,62 @@
 
 \echo Use "ALTER EXTENSION wtcache UPDATE TO '1.1'" to load this file. \quit
 
+-- The worker's Redis role, and when it retries after a failure.
+DROP VIEW wtcache.status;
+DROP FUNCTION wtcache.worker_status();
+CREATE FUNCTION wtcache.worker_status(
+    OUT database_oid oid, OUT pid integer, OUT state text, OUT connected boolean,
+    OUT redis_address text, OUT last_error text, OUT last_error_at timestamptz,
+    OUT last_push timestamptz, OUT pushed bigint, OUT batches bigint,
+    OUT resyncs bigint, OUT reads_use_redis boolean,
+    OUT redis_role text, OUT next_retry timestamptz)
+RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'wtcache_worker_status' LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION wtcache.worker_status() IS
+    'delivery workers of this cluster, one row per database that has wtcache';
+
+CREATE VIEW wtcache.status AS
+SELECT w.rel                                   AS table_name,
+       w.mode,
+       w.pushed + coalesce(q.pending, 0)       AS captured,
+       w.pushed,
+       coalesce(q.pending, 0)                  AS pending,
+       clock_timestamp() - q.oldest            AS oldest_pending_age,
+       w.errors,
+       w.last_error,
+       w.last_push,
+       k.pid                                   AS worker_pid,
+       k.state                                 AS worker_state,
+       coalesce(k.connected, false)            AS connected,
+       k.redis_address,
+       k.last_error                            AS worker_last_error,
+       coalesce(r.hits, 0)                     AS read_hits,
+       coalesce(r.misses, 0)                   AS read_misses,
+       coalesce(r.fallbacks, 0)                AS read_fallbacks,
+       coalesce(r.bypasses, 0)                 AS read_bypasses,
+       coalesce(r.fills, 0)                    AS read_fills,
+       coalesce(r.fills_rejected, 0)           AS fills_rejected,
+       coalesce(r.stampede_waits, 0)           AS stampede_waits,
+       coalesce(r.table_reads, 0)              AS read_table_reads,
+       k.redis_role,
+       k.next_retry                            AS worker_next_retry,
+       k.last_push                             AS worker_last_push
+FROM wtcache.watched w
+LEFT JOIN (
+    SELECT qq.relid,
+           sum(coalesce(cardinality(qq.keys), 1)
+               / greatest(cardinality(ww.key_attnums), 1))::bigint AS pending,
+           min(qq.enqueued_at) AS oldest
+    FROM wtcache.queue qq
+    JOIN wtcache.watched ww ON ww.rel = qq.relid
+    GROUP BY qq.relid) q ON q.relid = w.rel
+LEFT JOIN wtcache.worker_status() k
+       ON k.database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())
+LEFT JOIN wtcache.read_stats() r ON r.table_name = w.rel;
+COMMENT ON VIEW wtcache.status IS
+    'per watched table: captured, pushed, pending and lag; with this database''s delivery worker';
+GRANT SELECT ON wtcache.status TO PUBLIC;
+
 -- A label value in the Prometheus text format: backslash, double quote and
 -- newline escaped.
 CREATE FUNCTION wtcache._prom_label(v text) RETURNS text
@@ -47,7 +103,8 @@ WITH db AS (
     ('wtcache_query_hits_total', 'counter', 'Cached query results served from Redis', 18),
     ('wtcache_query_misses_total', 'counter', 'Cached query results not in Redis', 19),
     ('wtcache_query_bypasses_total', 'counter', 'Cached queries run against the tables without asking Redis', 20),
-    ('wtcache_query_runs_total', 'counter', 'Cached queries actually executed', 21)
+    ('wtcache_query_runs_total', 'counter', 'Cached queries actually executed', 21),
+    ('wtcache_redis_master', 'gauge', '1 while the worker is connected to a Redis master (0: a replica, or not connected)', 22)
 ), sample(name, labels, value) AS (
     SELECT 'wtcache_captured_total', labels, captured::float8 FROM tables
     UNION ALL SELECT 'wtcache_pushed_total', labels, pushed FROM tables
@@ -72,6 +129,7 @@ WITH db AS (
     UNION ALL SELECT 'wtcache_query_misses_total', labels, misses FROM q
     UNION ALL SELECT 'wtcache_query_bypasses_total', labels, bypasses FROM q
     UNION ALL SELECT 'wtcache_query_runs_total', labels, runs FROM q
+    UNION ALL SELECT 'wtcache_redis_master', labels, CASE WHEN redis_role = 'master' THEN 1 ELSE 0 END FROM workers
 )
 SELECT coalesce(string_agg(block, ''  ORDER BY ord), '')
   FROM (SELECT m.ord,

@@ -31,6 +31,7 @@ int			wtcache_poll_interval_ms = 5000;
 double		wtcache_ttl_jitter = 0.1;
 bool		wtcache_publish_events = true;
 bool		wtcache_enabled = true;
+int			wtcache_backlog_warning = 1000000;
 
 /* An interval in milliseconds, a month counted as 30 days. */
 int64
@@ -468,6 +469,14 @@ wtcache_define_settings(void)
 							 true,
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.backlog_warning",
+							"Changes waiting for Redis above which the worker logs a warning (0: never).",
+							"Logged once when the backlog grows past it, and once when it is back under half of it.",
+							&wtcache_backlog_warning,
+							1000000, 0, INT_MAX,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("wtcache.query_ttl",
 							"How long a cached query result lives when wtcache.query() is given no ttl.",

@@ -325,8 +325,9 @@ wtcache_worker_status(PG_FUNCTION_ARGS)
 	{
 		WorkerSlot *slot = &WtcacheSharedState->slots[i];
 		WorkerSlot	copy;
-		Datum		values[12];
-		bool		nulls[12] = {0};
+		/* 1.0 declares the first 12 columns: the rest are ignored there */
+		Datum		values[14];
+		bool		nulls[14] = {0};
 
 		LWLockAcquire(WtcacheSharedState->lock, LW_SHARED);
 		copy.dboid = slot->dboid;
@@ -347,6 +348,8 @@ wtcache_worker_status(PG_FUNCTION_ARGS)
 		copy.pushed = slot->pushed;
 		copy.batches = slot->batches;
 		copy.resyncs = slot->resyncs;
+		copy.next_retry = slot->next_retry;
+		memcpy(copy.redis_role, slot->redis_role, sizeof(copy.redis_role));
 		SpinLockRelease(&slot->mutex);
 
 		values[0] = ObjectIdGetDatum(copy.dboid);
@@ -375,6 +378,14 @@ wtcache_worker_status(PG_FUNCTION_ARGS)
 		values[9] = Int64GetDatum((int64) copy.batches);
 		values[10] = Int64GetDatum((int64) copy.resyncs);
 		values[11] = BoolGetDatum(copy.pending_ready);
+		if (copy.pid != 0 && copy.connected && copy.redis_role[0])
+			values[12] = CStringGetTextDatum(copy.redis_role);
+		else
+			nulls[12] = true;
+		if (copy.pid != 0 && copy.state == WORKER_BACKOFF && copy.next_retry != 0)
+			values[13] = TimestampTzGetDatum(copy.next_retry);
+		else
+			nulls[13] = true;
 
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}

@@ -759,6 +759,9 @@ wtcache_resync(PG_FUNCTION_ARGS)
 		foreach(lc, rels)
 			total += wtcache_resync_table(lfirst_oid(lc));
 	}
+	ereport(NOTICE,
+			(errmsg("wtcache: " UINT64_FORMAT " rows queued for Redis, after the removal of the keys there", total),
+			 errdetail("The column pending of wtcache.status shows how many are left; wtcache.wait() waits for them.")));
 	PG_RETURN_INT64((int64) total);
 }
 
@@ -768,9 +771,15 @@ Datum
 wtcache_warm(PG_FUNCTION_ARGS)
 {
 	Relation	rel = open_watchable(PG_GETARG_OID(0), AccessShareLock, "warm");
+	uint64		rows;
 
 	relation_close(rel, NoLock);
-	PG_RETURN_INT64((int64) wtcache_enqueue_all_rows(PG_GETARG_OID(0)));
+	rows = wtcache_enqueue_all_rows(PG_GETARG_OID(0));
+	ereport(NOTICE,
+			(errmsg("wtcache: " UINT64_FORMAT " rows of \"%s\" queued for Redis", rows,
+					get_rel_name(PG_GETARG_OID(0))),
+			 errdetail("The column pending of wtcache.status shows how many are left; wtcache.wait() waits for them.")));
+	PG_RETURN_INT64((int64) rows);
 }
 
 /*

@@ -247,6 +247,9 @@ backoff_sleep(void)
 	/* jitter: between half and all of the delay */
 	delay = delay / 2 + (int64) (pg_prng_double(&pg_global_prng_state) * (delay / 2 + 1));
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
+	SpinLockAcquire(&MySlot->mutex);
+	MySlot->next_retry = deadline;
+	SpinLockRelease(&MySlot->mutex);
 
 	for (;;)
 	{
@@ -299,6 +302,18 @@ ensure_connected(void)
 	{
 		redis_failed("could not load wtcache's scripts into Redis", err);
 		return false;
+	}
+	{
+		WtcReply	role;
+		const char *name = "";
+
+		/* "master" or "slave": a worker writing to a replica fails, and says so */
+		if (wtc_redis_commandv(redis, &role, 1, "ROLE") && role.type == WTC_REPLY_ARRAY &&
+			role.nelem > 0 && role.elem[0].type == WTC_REPLY_STRING)
+			name = role.elem[0].str;
+		SpinLockAcquire(&MySlot->mutex);
+		strlcpy(MySlot->redis_role, name, sizeof(MySlot->redis_role));
+		SpinLockRelease(&MySlot->mutex);
 	}
 	ereport(LOG, (errmsg("wtcache: connected to Redis at %s", redis_address)));
 	wtcache_slot_set_state(MySlot, WORKER_CONNECTED, true);
@@ -1380,6 +1395,51 @@ count_pending_if_needed(void)
 	waiting_logged = true;
 }
 
+/*
+ * Log once when the changes waiting for Redis pass wtcache.backlog_warning,
+ * and once when they are back under half of it.  At most once per poll
+ * interval: the count reads the queue (one row per thousand changes).
+ */
+static void
+check_backlog(void)
+{
+	static TimestampTz next_check = 0;
+	static bool warned = false;
+	int64		backlog = 0;
+	double		oldest_s = 0;
+	bool		isnull;
+
+	if (wtcache_backlog_warning <= 0 || GetCurrentTimestamp() < next_check)
+		return;
+	next_check = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wtcache_poll_interval_ms);
+	begin_xact(true);
+	(void) queue_relid_or_exit();
+	if (SPI_execute("SELECT coalesce(sum(coalesce(cardinality(keys), 1) / greatest(coalesce(key_width, 1), 1)), 0)::int8, "
+					"coalesce(extract(epoch FROM clock_timestamp() - min(enqueued_at)), 0)::float8 FROM wtcache.queue",
+					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "wtcache: counting wtcache.queue failed");
+	backlog = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	oldest_s = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	end_xact();
+
+	if (!warned && backlog > wtcache_backlog_warning)
+	{
+		ereport(WARNING,
+				(errmsg("wtcache: " INT64_FORMAT " changes of database \"%s\" wait for Redis, the oldest for %.0f s",
+						backlog, my_dbname, oldest_s),
+				 errdetail("wtcache.backlog_warning is %d.", wtcache_backlog_warning),
+				 errhint("See wtcache.status for the worker's state and last error.")));
+		warned = true;
+	}
+	else if (warned && backlog < wtcache_backlog_warning / 2)
+	{
+		ereport(LOG,
+				(errmsg("wtcache: the backlog of database \"%s\" is down to " INT64_FORMAT " changes",
+						my_dbname, backlog)));
+		warned = false;
+	}
+}
+
 static void
 claim_slot(Oid dboid)
 {
@@ -1478,6 +1538,7 @@ wtcache_worker_main(Datum main_arg)
 		CHECK_FOR_INTERRUPTS();
 		reload_config_if_needed();
 		count_pending_if_needed();
+		check_backlog();
 
 		if (!wtcache_enabled)
 		{

@@ -77,6 +77,7 @@ extern int	wtcache_debug_fill_delay_ms;
 extern int	wtcache_poll_interval_ms;
 extern double wtcache_ttl_jitter;
 extern bool wtcache_enabled;
+extern int	wtcache_backlog_warning;
 
 extern void wtcache_define_settings(void);
 extern int64 wtcache_interval_ms(const Interval *iv);
@@ -122,6 +123,8 @@ typedef struct WorkerSlot
 	char		last_error[256];
 	TimestampTz last_error_at;
 	TimestampTz last_push;
+	TimestampTz next_retry;		/* while waiting to retry Redis */
+	char		redis_role[16]; /* ROLE of the Redis it is connected to */
 	uint64		pushed;
 	uint64		batches;
 	uint64		resyncs;

@@ -141,9 +141,32 @@ like($err, qr/not watched by wtcache/, 'an unwatched table');
 sql(q{CREATE ROLE someone LOGIN});
 ($ret, $out, $err) = $node->psql($db, q{SET ROLE someone; SELECT * FROM wtcache.verify('acct')});
 like($err, qr/must be owner of table acct/, 'verify needs ownership');
+is(sql(q{SELECT redis_role FROM wtcache.status WHERE table_name = 'acct'::regclass}), 'master',
+	'the status shows the role of the Redis the worker writes to');
+sql(q{ALTER SYSTEM SET wtcache.backlog_warning = 100; SELECT pg_reload_conf();});
 $redis->stop;
 ($ret, $out, $err) = $node->psql($db, q{SELECT * FROM wtcache.verify('acct')});
 like($err, qr/cannot reach Redis|could not read from Redis/, 'Redis down: a clear error');
+
+#### Redis down: the retry, and a backlog past wtcache.backlog_warning in the log
+
+my $log_offset = -s $node->logfile;
+sql(q{UPDATE acct SET owner = owner || '.' WHERE id <= 300});
+my $retry = '';
+for (1 .. 100)
+{
+	$retry = sql(q{SELECT worker_state || ' ' || (worker_next_retry IS NOT NULL) FROM wtcache.status WHERE table_name = 'acct'::regclass});
+	last if $retry eq 'waiting to retry true';
+	select(undef, undef, undef, 0.1);
+}
+is($retry, 'waiting to retry true', 'the status says the worker waits to retry, and until when');
+ok($node->wait_for_log(qr/WARNING:  wtcache: \d+ changes of database "postgres" wait for Redis/, $log_offset),
+	'a backlog past wtcache.backlog_warning is logged');
+$redis->start;
+ok(wait_drained($node, $db), 'the backlog drains when Redis is back');
+ok($node->wait_for_log(qr/LOG:  wtcache: the backlog of database "postgres" is down to \d+ changes/, $log_offset),
+	'and that is logged too');
+is(problems('acct'), '', 'verify: clean');
 
 $node->stop;
 done_testing();

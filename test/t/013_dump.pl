@@ -1,0 +1,55 @@
+# pg_dump / pg_restore of a database with watched tables: the watches (key,
+# tags, ttl, mode) and the capture triggers come back in a fresh cluster,
+# whose worker fills its own Redis and delivers new changes.
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::RealBin/../lib";    # WtcacheTest (PGXS resets PROVE_FLAGS)
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use WtcacheTest;
+
+my $redis_a = start_redis(name => 'redis_a');
+my $redis_b = start_redis(name => 'redis_b');
+my $node_a = new_wtcache_node('source', redis_port => $redis_a->port);
+my $node_b = new_wtcache_node('target', redis_port => $redis_b->port);
+my $rb = $redis_b->port;
+
+$node_a->safe_psql('postgres', q{CREATE DATABASE shop});
+$node_a->safe_psql('shop', q{
+CREATE EXTENSION wtcache;
+CREATE TABLE item (id int PRIMARY KEY, org_id int NOT NULL, name text);
+CREATE TABLE session (token text PRIMARY KEY, data text);
+INSERT INTO item SELECT i, i % 5, 'item ' || i FROM generate_series(1, 300) i;
+SELECT wtcache.watch('item', tags => ARRAY['org:{org_id}']);
+SELECT wtcache.watch('session', ttl => '1 hour', mode => 'invalidate');
+});
+ok(wait_drained($node_a, 'shop'), 'source delivered');
+my $config = q{SELECT rel::text, key_columns, tags, ttl, mode FROM wtcache.watched ORDER BY 1};
+my $source_config = $node_a->safe_psql('shop', $config);
+
+my $dump = $node_a->basedir . '/shop.dump';
+command_ok([ 'pg_dump', '-Fc', '-f', $dump, '-d', $node_a->connstr('shop') ], 'pg_dump');
+$node_b->safe_psql('postgres', q{CREATE DATABASE shop});
+command_ok([ 'pg_restore', '--exit-on-error', '-d', $node_b->connstr('shop'), $dump ], 'pg_restore into a fresh cluster');
+
+is($node_b->safe_psql('shop', $config), $source_config, 'the watches came back: key, tags, ttl, mode');
+is($node_b->safe_psql('shop', q{SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'wtcache%' AND tgrelid = 'item'::regclass}),
+	'4', 'and the capture triggers');
+is($node_b->safe_psql('shop', q{SELECT count(*) FROM wtcache.queue}), '0', 'the queue is not dumped');
+
+ok(defined wait_for_worker($node_b, 'shop'), 'the restored database gets a worker');
+ok(wait_drained($node_b, 'shop'), 'it delivered what it had to');
+$node_b->safe_psql('shop', q{UPDATE item SET name = 'after the restore', org_id = 9 WHERE id = 7});
+ok(wait_drained($node_b, 'shop'), 'a change after the restore is delivered');
+like(redis_cmd($rb, 'GET', redis_key_of($node_b, 'shop', 'item', 7)), qr/after the restore/, 'it reached the new Redis');
+ok(defined redis_cmd($rb, 'GET', 'wtc:{shop}:tag:org%3A9'), 'and its tag templates work');
+# the new Redis has none of it yet: the worker found no generation marker and resynced
+is($node_b->safe_psql('shop', q{SELECT count(*) FROM wtcache.verify('item')}), '0', 'Redis equals the restored table');
+
+$node_a->stop;
+$node_b->stop;
+done_testing();
