@@ -121,6 +121,17 @@ ok(wait_drained($node, $db), 'delivery resumes after the reload');
 like(redis_cmd($rp, 'GET', redis_key_of($node, $db, 'acct', 11)), qr/"owner":"while paused"/, 'and the change reaches Redis');
 is(problems('acct'), '', 'verify: clean');
 
+#### FLUSHALL: the worker notices and repairs Redis on its own
+
+my $flush_offset = -s $node->logfile;
+redis_cmd($rp, 'FLUSHALL');
+sql(q{UPDATE acct SET owner = 'after the flush' WHERE id = 12});
+ok(wait_drained($node, $db), 'the change after FLUSHALL is delivered');
+ok($node->wait_for_log(qr/lost data \(generation marker missing\); queued \d+ rows of \d+ watched tables for resync/, $flush_offset),
+	'the worker logs that Redis lost data and resyncs');
+ok(wait_drained($node, $db), 'the resync is delivered');
+is(problems('acct'), '', 'verify: Redis is whole again');
+
 #### metrics(): the same figures in the Prometheus text format
 
 my $metrics = sql(q{SELECT wtcache.metrics()});
