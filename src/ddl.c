@@ -30,6 +30,7 @@
 #include "wtcache.h"
 
 #include "access/xact.h"
+#include "catalog/index.h"
 #include "catalog/namespace.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
@@ -184,7 +185,8 @@ typedef enum TableChange
 {
 	TABLE_UNCHANGED,
 	TABLE_RESHAPED,				/* the row JSON changes */
-	TABLE_RENAMED				/* its keys' names change */
+	TABLE_RENAMED,				/* its keys' names change */
+	TABLE_INDEX_DROPPED			/* the key's unique index may be gone */
 } TableChange;
 
 /* What a statement does to a table, and which table (InvalidOid: none). */
@@ -210,6 +212,9 @@ table_change(Node *parsetree, Oid *relid)
 				cmd->subtype == AT_DropColumn || cmd->subtype == AT_DropColumnRecurse ||
 				cmd->subtype == AT_AlterColumnType)
 				change = TABLE_RESHAPED;
+			else if ((cmd->subtype == AT_DropConstraint || cmd->subtype == AT_DropConstraintRecurse) &&
+					 change == TABLE_UNCHANGED)
+				change = TABLE_INDEX_DROPPED;
 		}
 		rv = stmt->relation;
 	}
@@ -222,6 +227,16 @@ table_change(Node *parsetree, Oid *relid)
 		else if (stmt->renameType == OBJECT_COLUMN && stmt->relationType == OBJECT_TABLE)
 			change = TABLE_RESHAPED;
 		rv = stmt->relation;
+	}
+	else if (IsA(parsetree, DropStmt) && ((DropStmt *) parsetree)->removeType == OBJECT_INDEX &&
+			 list_length(((DropStmt *) parsetree)->objects) == 1)
+	{
+		/* DROP INDEX of one index: its table */
+		RangeVar   *index = makeRangeVarFromNameList(linitial(((DropStmt *) parsetree)->objects));
+		Oid			indexoid = RangeVarGetRelid(index, NoLock, true);
+
+		*relid = OidIsValid(indexoid) ? IndexGetRelation(indexoid, true) : InvalidOid;
+		return OidIsValid(*relid) ? TABLE_INDEX_DROPPED : TABLE_UNCHANGED;
 	}
 	else if (IsA(parsetree, AlterObjectSchemaStmt))
 	{
@@ -281,6 +296,11 @@ run_table_ddl(TableChange change, Oid relid, PlannedStmt *pstmt, const char *que
 	if (get_rel_name(relid) == NULL || !is_watched(relid))
 		return;
 	CommandCounterIncrement();
+	if (change == TABLE_INDEX_DROPPED)
+	{
+		wtcache_warn_if_key_unenforced(relid);
+		return;
+	}
 	if (change == TABLE_RENAMED)
 		wtcache_enqueue_whole_table(relid, old_key);
 	rows = wtcache_resync_table(relid);

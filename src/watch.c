@@ -803,3 +803,38 @@ wtcache_forget_table(PG_FUNCTION_ARGS)
 	wtcache_enqueue_whole_table(PG_GETARG_OID(0), table_key.data);
 	PG_RETURN_BOOL(true);
 }
+
+/*
+ * After DDL that may have dropped the index a watch relies on: warn when
+ * no unique index covers the key any more.  Capture goes on (refusing the
+ * DDL would break the user's migration), but two rows could then share a
+ * key and its order of versions is no longer guaranteed.
+ */
+void
+wtcache_warn_if_key_unenforced(Oid relid)
+{
+	WatchConfig config;
+	Relation	rel;
+	AttrNumber	attnums[INDEX_MAX_KEYS];
+	bool		enforced;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (!wtcache_load_watch(relid, &config))
+	{
+		SPI_finish();
+		return;
+	}
+	for (int i = 0; i < config.nkeys; i++)
+		attnums[i] = config.key_attnums[i];
+	SPI_finish();
+	rel = relation_open(relid, AccessShareLock);
+	enforced = has_unique_index_on(rel, config.nkeys, attnums);
+	relation_close(rel, NoLock);
+	if (!enforced)
+		ereport(WARNING,
+				(errmsg("the key of watched table \"%s\" is no longer enforced by a unique index",
+						get_rel_name(relid)),
+				 errdetail("wtcache names rows in Redis by their key and orders a key's changes by its row lock; without a unique index two rows may share a key."),
+				 errhint("Create a unique index on the key columns again, or run wtcache.unwatch() and watch the table with another key.")));
+}

@@ -245,6 +245,7 @@ extern bool wtcache_load_watch(Oid relid, WatchConfig *config);
 extern Oid	wtcache_owner(void);
 extern uint64 wtcache_enqueue_all_rows(Oid relid);
 extern uint64 wtcache_resync_table(Oid relid);
+extern void wtcache_warn_if_key_unenforced(Oid relid);
 extern bool wtcache_changing_triggers;
 
 /* ---- pending.c ---- */

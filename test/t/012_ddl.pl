@@ -70,6 +70,24 @@ sql(q{ALTER TABLE app.acct SET (fillfactor = 90); ALTER TABLE app.acct ALTER COL
 is(sql(q{SELECT captured FROM wtcache.status WHERE table_name = 'app.acct'::regclass}), $captured,
 	'storage parameters and statistics targets requeue nothing');
 
+#### the key's unique index dropped: allowed, with a warning
+
+sql(q{CREATE TABLE keyed (id int NOT NULL, email text NOT NULL);
+      ALTER TABLE keyed ADD CONSTRAINT keyed_pkey PRIMARY KEY (id);
+      CREATE UNIQUE INDEX keyed_email ON keyed (email);
+      SELECT wtcache.watch('keyed');});
+($ret, $out, $err) = $node->psql($db, q{ALTER TABLE keyed DROP CONSTRAINT keyed_pkey});
+is($ret, 0, 'dropping the primary key of a watched table is not refused');
+like($err, qr/WARNING:  the key of watched table "keyed" is no longer enforced by a unique index.*HINT:  Create a unique index on the key columns again/s,
+	'but warns that the key is no longer enforced');
+sql(q{CREATE UNIQUE INDEX keyed_id ON keyed (id)});
+($ret, $out, $err) = $node->psql($db, q{DROP INDEX keyed_email});
+unlike($err, qr/WARNING/, 'dropping an index the key does not need says nothing');
+($ret, $out, $err) = $node->psql($db, q{DROP INDEX keyed_id});
+like($err, qr/WARNING:  the key of watched table "keyed" is no longer enforced/, 'DROP INDEX of the one that enforced it warns');
+sql(q{INSERT INTO keyed VALUES (1, 'a')});
+ok(wait_drained($node, $db), 'capture goes on');
+
 #### renames
 
 my $old_pattern = table_key_pattern($node, $db, 'app.acct');
@@ -134,7 +152,7 @@ like($err, qr/not watched/, 'cached reads of it say it is not watched');
 sql(q{SELECT wtcache.watch('other.account'); SELECT wtcache.watch('other.account', ttl => '1 hour')});
 is(sql(q{SELECT count(*) FROM wtcache.watched WHERE rel = 'other.account'::regclass}), '1', 're-running watch() keeps the watch');
 sql(q{SELECT wtcache.unwatch('other.account')});
-is(sql(q{SELECT count(*) FROM wtcache.watched}), '0', 'unwatch() removes it, without a warning');
+is(sql(q{SELECT count(*) FROM wtcache.watched WHERE rel::text = 'other.account'}), '0', 'unwatch() removes it, without a warning');
 
 $node->stop;
 done_testing();
