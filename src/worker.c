@@ -1236,10 +1236,15 @@ finish_batch(Batch *b)
 	}
 	if (res == PUSH_MARKER_LOST)
 	{
-		/* the rows were applied; what Redis lost before them is resynced */
+		/*
+		 * The rows were applied; what Redis lost before them is resynced.
+		 * Acknowledge them first: the marker the resync sets must cover
+		 * this batch, or the next batch finds it behind and resyncs again,
+		 * batch after batch.  A crash in between finds the marker behind.
+		 */
+		ack_batch(b);
 		resync_all(seen < 0 ? "generation marker missing" : "generation marker behind");
-		if (redis == NULL)
-			return false;
+		return redis != NULL;
 	}
 	ack_batch(b);
 	return true;

@@ -131,15 +131,19 @@ ok($node->wait_for_log(qr/lost data \(generation marker missing\); queued \d+ ro
 	'the worker logs that Redis lost data and resyncs');
 ok(wait_drained($node, $db), 'the resync is delivered');
 is(problems('acct'), '', 'verify: Redis is whole again');
+my $since = slurp_file($node->logfile, $flush_offset);
+my $resyncs = () = $since =~ /lost data \(generation marker/g;
+is($resyncs, 1, 'one resync for one FLUSHALL (none for the batches in flight meanwhile)');
 
 #### metrics(): the same figures in the Prometheus text format
 
-my $metrics = sql(q{SELECT wtcache.metrics()});
+# one statement: the figures of one snapshot (the worker may still push)
+my ($metrics, $status_pushed) = split /\|SPLIT\|/,
+  sql(q{SELECT wtcache.metrics() || '|SPLIT|' || (SELECT pushed FROM wtcache.status WHERE table_name = 'acct'::regclass)});
 my @bad = grep { !/^# (HELP|TYPE) wtcache_\w+ .+$/ && !/^wtcache_\w+\{(\w+="(?:[^"\\]|\\.)*",?)+\} -?[0-9.e+]+$/ } split /\n/, $metrics;
 is_deeply(\@bad, [], 'every line of metrics() is a HELP, a TYPE or a sample');
 my ($pushed) = $metrics =~ /^wtcache_pushed_total\{database="postgres",table="public.acct"\} (\d+)$/m;
-is($pushed, sql(q{SELECT pushed FROM wtcache.status WHERE table_name = 'acct'::regclass}),
-	'wtcache_pushed_total is the pushed count of wtcache.status');
+is($pushed, $status_pushed, 'wtcache_pushed_total is the pushed count of wtcache.status');
 like($metrics, qr/^wtcache_worker_up\{database="postgres"\} 1$/m, 'the worker is up');
 
 #### errors
