@@ -87,7 +87,20 @@ as_owner_end(AsOwner *s)
 static Relation
 open_watchable(Oid relid, LOCKMODE lockmode, const char *action)
 {
-	Relation	rel = relation_open(relid, lockmode);
+	Relation	rel;
+
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	rel = relation_open(relid, lockmode);
+	/* its own tables: capturing the queue into the queue would never end */
+	if (RelationGetNamespace(rel) == get_namespace_oid(WTCACHE_SCHEMA, true))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot %s \"%s\": it belongs to wtcache", action,
+						RelationGetRelationName(rel)),
+				 errhint("Watch your own tables; wtcache's are maintained by wtcache.")));
 
 	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
 		ereport(ERROR,
