@@ -675,13 +675,19 @@ claim_batch(Batch *b, Batch *inflight)
 
 	while (!done)
 	{
+		SPITupleTable *chunk;
+		uint64		nchunk;
+
 		SPI_cursor_fetch(portal, true, 64);
-		if (SPI_processed == 0)
+		/* batch_table() below runs SPI queries, which replace these globals */
+		chunk = SPI_tuptable;
+		nchunk = SPI_processed;
+		if (nchunk == 0)
 			break;
-		for (uint64 r = 0; r < SPI_processed && !done; r++)
+		for (uint64 r = 0; r < nchunk && !done; r++)
 		{
-			HeapTuple	tup = SPI_tuptable->vals[r];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
+			HeapTuple	tup = chunk->vals[r];
+			TupleDesc	desc = chunk->tupdesc;
 			bool		isnull,
 						keys_null,
 						width_null;
@@ -703,6 +709,12 @@ claim_batch(Batch *b, Batch *inflight)
 			if (inflight && hash_search(inflight->idset, &id, HASH_FIND, NULL))
 				continue;
 
+			/* a whole-table entry goes alone: it ends a batch that has rows */
+			if (keys_null && OidIsValid(relid) && any)
+			{
+				done = true;
+				break;
+			}
 			spicxt = MemoryContextSwitchTo(BatchContext);
 			if (!keys_null)
 				deconstruct_array(DatumGetArrayTypeP(keys), TEXTOID, -1, false,
@@ -817,7 +829,7 @@ claim_batch(Batch *b, Batch *inflight)
 			if (b->nrecords >= wtcache_batch_size)
 				done = true;
 		}
-		SPI_freetuptable(SPI_tuptable);
+		SPI_freetuptable(chunk);
 	}
 	SPI_cursor_close(portal);
 	SPI_freeplan(plan);
