@@ -120,9 +120,12 @@ reader_drop(void)
 static void
 reader_failed(void)
 {
+	TimestampTz now = GetCurrentTimestamp();
+
 	reader_drop();
-	breaker_open_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													 wtcache_read_retry_interval_ms);
+	/* a read while the breaker is open does not keep it open */
+	if (breaker_open_until == 0 || now >= breaker_open_until)
+		breaker_open_until = TimestampTzPlusMilliseconds(now, wtcache_read_retry_interval_ms);
 }
 
 /* A usable connection, or NULL while Redis is failing. */
