@@ -411,6 +411,12 @@ wtcache_purge_pattern(WtcRedis *r, const char *pattern, int64 *removed,
 				snprintf(err, errlen, "%s", wtc_redis_errstr(r));
 				return false;
 			}
+			if (del.type == WTC_REPLY_ERROR)
+			{
+				/* nothing removed: the purge must not be acknowledged */
+				snprintf(err, errlen, "UNLINK failed: %s", del.str);
+				return false;
+			}
 			if (del.type == WTC_REPLY_INTEGER)
 				*removed += del.integer;
 		}
