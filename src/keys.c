@@ -23,6 +23,7 @@
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
@@ -132,6 +133,20 @@ wtcache_append_rows_by_keys_sql(StringInfo sql, const char *qname, int nkeys,
 	for (int c = 0; c < nkeys; c++)
 		appendStringInfo(sql, "%st.%s = k.c%d::%s", c ? " AND " : "",
 						 quote_identifier(colnames[c]), c, typnames[c]);
+}
+
+/* ["a","b",...]: strings as a JSON array (tag lists of events and entries). */
+void
+wtcache_append_json_strings(StringInfo buf, char *const *items, int n)
+{
+	appendStringInfoChar(buf, '[');
+	for (int i = 0; i < n; i++)
+	{
+		if (i)
+			appendStringInfoChar(buf, ',');
+		escape_json(buf, items[i]);
+	}
+	appendStringInfoChar(buf, ']');
 }
 
 /* The Redis channel that applied changes are published on. */

@@ -141,6 +141,7 @@ typedef struct QueryPlan
 	char	   *tags_json;		/* JSON array of tag_keys */
 	char	   *key;			/* the entry's Redis key */
 	char	   *lease_key;
+	char	   *clock_key;		/* for stamps of tags found missing */
 } QueryPlan;
 
 /* A hit runs nothing, so EXECUTE on the query's functions is checked here. */
@@ -348,14 +349,7 @@ plan_query(QueryPlan *qp, text *sqltext, ArrayType *params, ArrayType *tags)
 		StringInfoData j;
 
 		initStringInfo(&j);
-		appendStringInfoChar(&j, '[');
-		for (int i = 0; i < qp->ntags; i++)
-		{
-			if (i)
-				appendStringInfoChar(&j, ',');
-			escape_json(&j, qp->tag_keys[i]);
-		}
-		appendStringInfoChar(&j, ']');
+		wtcache_append_json_strings(&j, qp->tag_keys, qp->ntags);
 		qp->tags_json = j.data;
 	}
 
@@ -406,6 +400,9 @@ plan_query(QueryPlan *qp, text *sqltext, ArrayType *params, ArrayType *tags)
 		appendStringInfo(&k, "query:%s", hex);
 		qp->key = k.data;
 		qp->lease_key = psprintf("%s:l", k.data);
+		initStringInfo(&k);
+		wtcache_append_clock_key(&k, dbname);
+		qp->clock_key = k.data;
 	}
 }
 
@@ -456,50 +453,59 @@ typedef enum QueryLookup
 	LOOKUP_FAILED				/* Redis failed */
 } QueryLookup;
 
+/*
+ * EVALSHA of one of the scripts above: KEYS are the entry, its lease, the
+ * clock key when with_clock, and the tag keys; then ARGV.  False when
+ * Redis failed (the caller decides what that means for the read).
+ */
+static bool
+call_entry_script(WtcRedis *r, QueryPlan *qp, const char *sha, bool with_clock,
+				  const char **args, int nargs, WtcReply *reply)
+{
+	int			argc = 0;
+	int			max = qp->ntags + nargs + 6;
+	const char **argv = palloc(sizeof(char *) * max);
+	size_t	   *lens = palloc(sizeof(size_t) * max);
+
+	argv[argc++] = "EVALSHA";
+	argv[argc++] = sha;
+	argv[argc++] = psprintf("%d", qp->ntags + (with_clock ? 3 : 2));
+	argv[argc++] = qp->key;
+	argv[argc++] = qp->lease_key;
+	if (with_clock)
+		argv[argc++] = qp->clock_key;
+	for (int i = 0; i < qp->ntags; i++)
+		argv[argc++] = qp->tag_keys[i];
+	for (int i = 0; i < nargs; i++)
+		argv[argc++] = args[i];
+	for (int i = 0; i < argc; i++)
+		lens[i] = strlen(argv[i]);
+	wtcache_reader_set_busy(true);
+	if (!wtc_redis_command(r, reply, argc, argv, lens))
+		return false;
+	wtcache_reader_set_busy(false);
+	return true;
+}
+
 static QueryLookup
 lookup(QueryPlan *qp, const char *token, char **rows, size_t *rows_len, char **versions)
 {
 	WtcRedis   *r = wtcache_reader();
-	int			argc = 0;
-	const char **argv;
-	size_t	   *lens;
 	char		lease_ms[16];
 	char		tag_ttl[16];
+	const char *args[4];
 	WtcReply	reply;
-	const char *clock;
 
 	if (r == NULL)
 		return LOOKUP_FAILED;
-	{
-		StringInfoData c;
-
-		initStringInfo(&c);
-		wtcache_append_db_prefix(&c, get_database_name(MyDatabaseId));
-		appendStringInfoString(&c, "clock");
-		clock = c.data;
-	}
 	snprintf(lease_ms, sizeof(lease_ms), "%d", wtcache_fill_lease_ms);
 	snprintf(tag_ttl, sizeof(tag_ttl), "%d", WTCACHE_TAG_TTL_S);
-	argv = palloc(sizeof(char *) * (qp->ntags + 12));
-	lens = palloc(sizeof(size_t) * (qp->ntags + 12));
-	argv[argc++] = "EVALSHA";
-	argv[argc++] = read_sha;
-	argv[argc++] = psprintf("%d", qp->ntags + 3);
-	argv[argc++] = qp->key;
-	argv[argc++] = qp->lease_key;
-	argv[argc++] = clock;
-	for (int i = 0; i < qp->ntags; i++)
-		argv[argc++] = qp->tag_keys[i];
-	argv[argc++] = qp->tags_json;
-	argv[argc++] = token;
-	argv[argc++] = lease_ms;
-	argv[argc++] = tag_ttl;
-	for (int i = 0; i < argc; i++)
-		lens[i] = strlen(argv[i]);
-	wtcache_reader_set_busy(true);
-	if (!wtc_redis_command(r, &reply, argc, argv, lens))
+	args[0] = qp->tags_json;
+	args[1] = token;
+	args[2] = lease_ms;
+	args[3] = tag_ttl;
+	if (!call_entry_script(r, qp, read_sha, true, args, 4, &reply))
 		return LOOKUP_FAILED;
-	wtcache_reader_set_busy(false);
 	if (reply.type != WTC_REPLY_ARRAY || reply.nelem != 2 ||
 		reply.elem[0].type != WTC_REPLY_INTEGER || reply.elem[1].type != WTC_REPLY_STRING)
 	{
@@ -528,39 +534,24 @@ store(QueryPlan *qp, const char *versions, const char *rows, int64 ttl_ms, const
 	  ReadStats *st)
 {
 	WtcRedis   *r = wtcache_reader();
-	const char **argv;
-	size_t	   *lens;
-	int			argc = 0;
 	char		ttl[24];
+	const char *args[5];
 	WtcReply	reply;
 	double		spread = wtcache_ttl_jitter * (2.0 * pg_prng_double(&pg_global_prng_state) - 1.0);
 
 	if (r == NULL)
 		return;
 	snprintf(ttl, sizeof(ttl), INT64_FORMAT, Max((int64) 1, (int64) (ttl_ms * (1.0 + spread))));
-	argv = palloc(sizeof(char *) * (qp->ntags + 12));
-	lens = palloc(sizeof(size_t) * (qp->ntags + 12));
-	argv[argc++] = "EVALSHA";
-	argv[argc++] = fill_sha;
-	argv[argc++] = psprintf("%d", qp->ntags + 2);
-	argv[argc++] = qp->key;
-	argv[argc++] = qp->lease_key;
-	for (int i = 0; i < qp->ntags; i++)
-		argv[argc++] = qp->tag_keys[i];
-	argv[argc++] = versions;
-	argv[argc++] = qp->tags_json;
-	argv[argc++] = rows;
-	argv[argc++] = ttl;
-	argv[argc++] = token;
-	for (int i = 0; i < argc; i++)
-		lens[i] = strlen(argv[i]);
-	wtcache_reader_set_busy(true);
-	if (!wtc_redis_command(r, &reply, argc, argv, lens))
+	args[0] = versions;
+	args[1] = qp->tags_json;
+	args[2] = rows;
+	args[3] = ttl;
+	args[4] = token;
+	if (!call_entry_script(r, qp, fill_sha, false, args, 5, &reply))
 	{
 		wtcache_reader_lost();
 		return;
 	}
-	wtcache_reader_set_busy(false);
 	if (rows[0] == '\0')
 		return;
 	if (reply.type == WTC_REPLY_INTEGER && reply.integer == 1)

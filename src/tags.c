@@ -221,13 +221,19 @@ wtcache_render_tags(const TagTemplate *templates, int ntemplates,
 
 /* "table:<schema>.<table>": the tag every watched table has. */
 char *
+wtcache_format_table_tag(const char *nspname, const char *relname)
+{
+	return psprintf("table:%s.%s", nspname, relname);
+}
+
+char *
 wtcache_table_tag(Oid relid)
 {
 	char	   *relname = get_rel_name(relid);
 
 	if (relname == NULL)
 		return NULL;
-	return psprintf("table:%s.%s", get_namespace_name(get_rel_namespace(relid)), relname);
+	return wtcache_format_table_tag(get_namespace_name(get_rel_namespace(relid)), relname);
 }
 
 /* "<prefix>{<database>}:" under which tags and query results live. */
@@ -238,6 +244,14 @@ wtcache_append_db_prefix(StringInfo buf, const char *dbname)
 	appendStringInfoChar(buf, '{');
 	wtcache_append_escaped(buf, dbname, true);
 	appendStringInfoString(buf, "}:");
+}
+
+/* The counter that keeps tag stamps unique (WTCACHE_LUA_NEW_STAMP). */
+void
+wtcache_append_clock_key(StringInfo buf, const char *dbname)
+{
+	wtcache_append_db_prefix(buf, dbname);
+	appendStringInfoString(buf, "clock");
 }
 
 void

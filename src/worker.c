@@ -432,7 +432,7 @@ load_table(TableBatch *tb, Oid relid)
 		initStringInfo(&tk);
 		wtcache_append_table_key(&tk, get_database_name(MyDatabaseId), nspname, relname);
 		tb->table_key = tk.data;
-		tb->table_tag = psprintf("table:%s.%s", nspname, relname);
+		tb->table_tag = wtcache_format_table_tag(nspname, relname);
 		{
 			StringInfoData ev;
 			char	   *qualified = psprintf("%s.%s", nspname, relname);
@@ -952,15 +952,10 @@ build_tag_bumps(Batch *b)
 		initStringInfo(&ev);
 		appendStringInfoString(&ev, "{\"db\":");
 		escape_json(&ev, my_dbname);
-		appendStringInfo(&ev, ",\"op\":\"invalidate\",\"v\":" INT64_FORMAT ",\"tags\":[",
+		appendStringInfo(&ev, ",\"op\":\"invalidate\",\"v\":" INT64_FORMAT ",\"tags\":",
 						 b->max_version);
-		for (int i = 0; i < b->ntags; i++)
-		{
-			if (i)
-				appendStringInfoChar(&ev, ',');
-			escape_json(&ev, b->tags[i]);
-		}
-		appendStringInfoString(&ev, "]}");
+		wtcache_append_json_strings(&ev, b->tags, b->ntags);
+		appendStringInfoChar(&ev, '}');
 		tb->event = ev.data;
 		tb->event_len = ev.len;
 	}
@@ -1084,33 +1079,24 @@ queue_last_id(void)
 static bool
 purge_database_keys(void)
 {
+	StringInfoData db;
 	StringInfoData pattern;
-	int64		removed;
+	int64		removed = 0;
 	char		err[256];
 
+	initStringInfo(&db);
+	wtcache_append_escaped(&db, my_dbname, true);
 	initStringInfo(&pattern);
-	wtcache_append_glob_escaped(&pattern, wtcache_key_prefix);
-	appendStringInfoChar(&pattern, '{');
-	{
-		StringInfoData db;
-
-		initStringInfo(&db);
-		wtcache_append_escaped(&db, my_dbname, true);
-		wtcache_append_glob_escaped(&pattern, db.data);
-	}
-	appendStringInfoString(&pattern, ":*");
-	if (!wtcache_purge_pattern(redis, pattern.data, &removed, err, sizeof(err)))
-	{
-		redis_failed("lost the connection to Redis", err);
-		return false;
-	}
-	/* and its tags and cached query results: "<prefix>{<db>}:*" */
-	pattern.data[pattern.len - 2] = '\0';
-	pattern.len -= 2;
-	appendStringInfoString(&pattern, "}:*");
+	/* its rows and tombstones, "{<db>:...", then its tags and query results, "{<db>}:..." */
+	for (int pass = 0; pass < 2; pass++)
 	{
 		int64		more;
 
+		resetStringInfo(&pattern);
+		wtcache_append_glob_escaped(&pattern, wtcache_key_prefix);
+		appendStringInfoChar(&pattern, '{');
+		wtcache_append_glob_escaped(&pattern, db.data);
+		appendStringInfoString(&pattern, pass == 0 ? ":*" : "}:*");
 		if (!wtcache_purge_pattern(redis, pattern.data, &more, err, sizeof(err)))
 		{
 			redis_failed("lost the connection to Redis", err);
@@ -1539,8 +1525,7 @@ wtcache_worker_main(Datum main_arg)
 		appendStringInfoString(&mk, "}:gen");
 		marker_key = mk.data;
 		initStringInfo(&mk);
-		wtcache_append_db_prefix(&mk, my_dbname);
-		appendStringInfoString(&mk, "clock");
+		wtcache_append_clock_key(&mk, my_dbname);
 		clock_key = mk.data;
 		MemoryContextSwitchTo(old);
 	}

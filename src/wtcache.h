@@ -187,6 +187,7 @@ extern void wtcache_append_row_key(StringInfo buf, const char *prefix,
 extern void wtcache_append_glob_escaped(StringInfo buf, const char *s);
 extern void wtcache_append_rows_by_keys_sql(StringInfo sql, const char *qname, int nkeys,
 											char **colnames, char **typnames);
+extern void wtcache_append_json_strings(StringInfo buf, char *const *items, int n);
 extern int	wtcache_canonical_settings_push(void);
 extern void wtcache_canonical_settings_pop(int nestlevel);
 
@@ -223,7 +224,9 @@ extern TagTemplate *wtcache_parse_tag_templates(ArrayType *compiled, int *ntempl
 												MemoryContext mcxt);
 extern int	wtcache_render_tags(const TagTemplate *templates, int ntemplates,
 								char **colvals, char **out);
+extern char *wtcache_format_table_tag(const char *nspname, const char *relname);
 extern char *wtcache_table_tag(Oid relid);
+extern void wtcache_append_clock_key(StringInfo buf, const char *dbname);
 extern void wtcache_append_db_prefix(StringInfo buf, const char *dbname);
 extern void wtcache_append_tag_key(StringInfo buf, const char *dbname, const char *tag);
 extern bool wtcache_xact_invalidated(const char *tag);
