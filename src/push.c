@@ -22,8 +22,11 @@
 #define TAGS_PER_CALL 512
 
 /*
- * KEYS: row keys.  ARGV[1]: tombstone TTL in seconds; ARGV[2]: "1" when
- * rows carry a TTL; ARGV[3]: events channel ("" = none).  Then per row:
+ * KEYS: row keys, all in one Cluster slot.  ARGV[1]: tombstone TTL in
+ * seconds; ARGV[2]: flags, "t" when rows carry a TTL, "p" to publish
+ * without asking whether anyone listens (in a Cluster PUBSUB NUMSUB counts
+ * only the subscribers of one node); ARGV[3]: events channel ("" = none).
+ * Then per row:
  * version, payload ("" = delete), event message[, ttl_ms].  A row's
  * tombstone is its key plus ":t": same hash tag, same slot.  The event is
  * published only when the change is applied, so a redelivery or a late
@@ -33,9 +36,9 @@
 static const char apply_script[] =
 "local call, pcall, match, tonumber = redis.call, redis.pcall, string.match, tonumber\n"
 "local tomb_ttl = ARGV[1]\n"
-"local stride = (ARGV[2] == '1') and 4 or 3\n"
+"local stride = string.find(ARGV[2], 't', 1, true) and 4 or 3\n"
 "local chan = ARGV[3]\n"
-"if chan ~= '' and call('PUBSUB', 'NUMSUB', chan)[2] == 0 and call('PUBSUB', 'NUMPAT') == 0 then chan = '' end\n"
+"if chan ~= '' and not string.find(ARGV[2], 'p', 1, true) and call('PUBSUB', 'NUMSUB', chan)[2] == 0 and call('PUBSUB', 'NUMPAT') == 0 then chan = '' end\n"
 "local applied = 0\n"
 "for i = 1, #KEYS do\n"
 "  local rk = KEYS[i]\n"
@@ -66,15 +69,16 @@ static const char apply_script[] =
 
 /*
  * KEYS: the clock key, then tag keys.  ARGV: tag key TTL in seconds,
- * events channel ("" = none), event message.  Gives every tag a new stamp
- * (tags.c); the event is published once, when someone listens.
+ * events channel ("" = none), event message, "p" to publish without asking
+ * whether anyone listens.  Gives every tag a new stamp (tags.c); the event
+ * is published once, when someone listens.
  */
 static const char tags_script[] =
 WTCACHE_LUA_NEW_STAMP
 "local stamp = new_stamp(KEYS[1])\n"
 "for i = 2, #KEYS do redis.call('SET', KEYS[i], stamp, 'EX', ARGV[1]) end\n"
 "local chan = ARGV[2]\n"
-"if chan ~= '' and ARGV[3] ~= '' and (redis.call('PUBSUB', 'NUMSUB', chan)[2] > 0 or redis.call('PUBSUB', 'NUMPAT') > 0) then\n"
+"if chan ~= '' and ARGV[3] ~= '' and (ARGV[4] == 'p' or redis.call('PUBSUB', 'NUMSUB', chan)[2] > 0 or redis.call('PUBSUB', 'NUMPAT') > 0) then\n"
 "  redis.call('PUBLISH', chan, ARGV[3])\n"
 "end\n"
 "return 0\n";
@@ -92,33 +96,12 @@ static const char marker_script[] =
 "if tonumber(ARGV[2]) > cur then redis.call('SET', KEYS[1], ARGV[2]) end\n"
 "return {1, cur}\n";
 
-/* SCRIPT LOAD; sha receives the 40 hex digits and a NUL. */
-bool
-wtcache_load_script(WtcRedis *r, const char *script, char *sha, char *err, size_t errlen)
-{
-	WtcReply	reply;
-
-	if (!wtc_redis_commandv(r, &reply, 3, "SCRIPT", "LOAD", script))
-	{
-		snprintf(err, errlen, "SCRIPT LOAD failed: %s", wtc_redis_errstr(r));
-		return false;
-	}
-	if (reply.type != WTC_REPLY_STRING || reply.len != 40)
-	{
-		snprintf(err, errlen, "SCRIPT LOAD failed: %s",
-				 reply.type == WTC_REPLY_ERROR ? reply.str : "unexpected reply");
-		return false;
-	}
-	memcpy(sha, reply.str, 41);
-	return true;
-}
-
 bool
 wtcache_load_scripts(WtcRedis *r, RedisScripts *scripts, char *err, size_t errlen)
 {
-	return wtcache_load_script(r, apply_script, scripts->apply_sha, err, errlen) &&
-		wtcache_load_script(r, tags_script, scripts->tags_sha, err, errlen) &&
-		wtcache_load_script(r, marker_script, scripts->marker_sha, err, errlen);
+	return wtc_redis_load_script(r, apply_script, scripts->apply_sha, err, errlen) &&
+		wtc_redis_load_script(r, tags_script, scripts->tags_sha, err, errlen) &&
+		wtc_redis_load_script(r, marker_script, scripts->marker_sha, err, errlen);
 }
 
 /* Queue the EVALSHAs that give the batch's tags new stamps; *ncalls counts them. */
@@ -131,6 +114,7 @@ append_tag_bumps(WtcRedis *r, const RedisScripts *scripts, const TagBumps *bumps
 	char		ttl[16];
 	char		nkeys_buf[16];
 	StringInfoData channel;
+	bool		in_cluster = wtc_redis_mode(r) == WTC_REDIS_CLUSTER;
 
 	if (bumps == NULL || bumps->ntags == 0)
 		return true;
@@ -138,8 +122,8 @@ append_tag_bumps(WtcRedis *r, const RedisScripts *scripts, const TagBumps *bumps
 	if (wtcache_publish_events)
 		wtcache_events_channel(&channel);
 	snprintf(ttl, sizeof(ttl), "%d", WTCACHE_TAG_TTL_S);
-	argv = palloc(sizeof(char *) * (TAGS_PER_CALL + 8));
-	lens = palloc(sizeof(size_t) * (TAGS_PER_CALL + 8));
+	argv = palloc(sizeof(char *) * (TAGS_PER_CALL + 9));
+	lens = palloc(sizeof(size_t) * (TAGS_PER_CALL + 9));
 	for (int start = 0; start < bumps->ntags; start += TAGS_PER_CALL)
 	{
 		int			n = Min(TAGS_PER_CALL, bumps->ntags - start);
@@ -166,6 +150,8 @@ append_tag_bumps(WtcRedis *r, const RedisScripts *scripts, const TagBumps *bumps
 		/* one event for the whole batch, with the first call */
 		argv[argc] = (start == 0 && bumps->event) ? bumps->event : "";
 		lens[argc++] = (start == 0 && bumps->event) ? bumps->event_len : 0;
+		argv[argc] = in_cluster ? "p" : "";
+		lens[argc++] = in_cluster ? 1 : 0;
 		if (!wtc_redis_append(r, argc, argv, lens))
 		{
 			snprintf(err, errlen, "could not queue a command: %s", wtc_redis_errstr(r));
@@ -210,6 +196,50 @@ wtcache_bump_tags(WtcRedis *r, const RedisScripts *scripts, const TagBumps *bump
 	return ok;
 }
 
+typedef struct SlotOrder
+{
+	int			slot;
+	int			pos;
+} SlotOrder;
+
+static int
+slot_order_cmp(const void *a, const void *b)
+{
+	const SlotOrder *x = a;
+	const SlotOrder *y = b;
+
+	if (x->slot != y->slot)
+		return x->slot < y->slot ? -1 : 1;
+	return x->pos < y->pos ? -1 : (x->pos > y->pos);
+}
+
+/*
+ * In a Cluster a script may only touch keys of one slot: the items again,
+ * grouped by slot, each key's changes still in their order.  *slots gets
+ * the slot of each.
+ */
+static PushItem *
+group_by_slot(PushItem *items, int nitems, int **slots)
+{
+	SlotOrder  *order = palloc(sizeof(SlotOrder) * Max(nitems, 1));
+	PushItem   *grouped = palloc(sizeof(PushItem) * Max(nitems, 1));
+
+	*slots = palloc(sizeof(int) * Max(nitems, 1));
+	for (int i = 0; i < nitems; i++)
+	{
+		order[i].slot = wtc_redis_key_slot(items[i].row_key, items[i].row_key_len);
+		order[i].pos = i;
+	}
+	qsort(order, nitems, sizeof(SlotOrder), slot_order_cmp);
+	for (int i = 0; i < nitems; i++)
+	{
+		grouped[i] = items[order[i].pos];
+		(*slots)[i] = order[i].slot;
+	}
+	pfree(order);
+	return grouped;
+}
+
 /*
  * Queue the batch's EVALSHAs, its tag invalidations, then the generation marker update, and write
  * them all to the socket without waiting for replies, so the worker can
@@ -230,11 +260,15 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 	char		new_buf[24];
 	int			start = 0;
 	StringInfoData channel;
+	bool		in_cluster = wtc_redis_mode(r) == WTC_REDIS_CLUSTER;
+	int		   *slots = NULL;
 
 	*ncalls = 0;
 	initStringInfo(&channel);
 	if (wtcache_publish_events)
 		wtcache_events_channel(&channel);
+	if (in_cluster)
+		items = group_by_slot(items, nitems, &slots);
 	snprintf(tomb_ttl, sizeof(tomb_ttl), "%d", wtcache_tombstone_ttl_s);
 	argv = palloc(sizeof(char *) * (6 + ROWS_PER_CALL * 5));
 	lens = palloc(sizeof(size_t) * (6 + ROWS_PER_CALL * 5));
@@ -249,7 +283,8 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 
 		/* one call: up to ROWS_PER_CALL rows that agree on carrying a TTL */
 		while (start + n < nitems && n < ROWS_PER_CALL &&
-			   (items[start + n].ttl_ms > 0) == with_ttl)
+			   (items[start + n].ttl_ms > 0) == with_ttl &&
+			   (slots == NULL || slots[start + n] == slots[start]))
 			n++;
 
 		argv[argc] = "EVALSHA";
@@ -266,8 +301,9 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 		}
 		argv[argc] = tomb_ttl;
 		lens[argc++] = strlen(tomb_ttl);
-		argv[argc] = with_ttl ? "1" : "0";
-		lens[argc++] = 1;
+		argv[argc] = with_ttl ? (in_cluster ? "tp" : "t") : (in_cluster ? "p" : "");
+		lens[argc] = strlen(argv[argc]);
+		argc++;
 		argv[argc] = channel.data;
 		lens[argc++] = channel.len;
 		for (int i = 0; i < n; i++)
@@ -366,61 +402,99 @@ wtcache_push_receive(WtcRedis *r, int ncalls, int64 *applied, int64 *marker_seen
 	return reply.elem[0].integer == 1 ? PUSH_OK : PUSH_MARKER_LOST;
 }
 
-/* Remove every key matching pattern (SCAN + UNLINK, a page at a time). */
-bool
-wtcache_purge_pattern(WtcRedis *r, const char *pattern, int64 *removed,
-					  char *err, size_t errlen)
+/*
+ * UNLINK keys that SCAN returned.  In a Cluster each key on its own (they
+ * may be of any slot), pipelined.
+ */
+static bool
+unlink_keys(WtcRedis *r, const WtcReply *keys, int64 *removed, char *err, size_t errlen)
 {
-	char		cursor[32] = "0";
+	const char **argv = palloc(sizeof(char *) * (keys->nelem + 1));
+	size_t	   *lens = palloc(sizeof(size_t) * (keys->nelem + 1));
+	int			ncalls = 0;
+	bool		ok = true;
 
-	*removed = 0;
-	do
+	argv[0] = "UNLINK";
+	lens[0] = 6;
+	if (wtc_redis_mode(r) == WTC_REDIS_CLUSTER)
 	{
-		WtcReply	reply;
-		WtcReply   *keys;
+		for (int i = 0; i < keys->nelem; i++)
+		{
+			argv[1] = keys->elem[i].str;
+			lens[1] = keys->elem[i].len;
+			if (!wtc_redis_append(r, 2, argv, lens))
+				break;
+			ncalls++;
+		}
+	}
+	else
+	{
+		for (int i = 0; i < keys->nelem; i++)
+		{
+			argv[i + 1] = keys->elem[i].str;
+			lens[i + 1] = keys->elem[i].len;
+		}
+		if (wtc_redis_append(r, keys->nelem + 1, argv, lens))
+			ncalls = 1;
+	}
+	if (ncalls == 0 || !wtc_redis_flush(r))
+	{
+		snprintf(err, errlen, "%s", wtc_redis_errstr(r));
+		return false;
+	}
+	for (int i = 0; i < ncalls; i++)
+	{
+		WtcReply	del;
 
-		if (!wtc_redis_commandv(r, &reply, 6, "SCAN", cursor, "MATCH", pattern, "COUNT", "1000"))
+		if (!wtc_redis_read(r, &del))
 		{
 			snprintf(err, errlen, "%s", wtc_redis_errstr(r));
 			return false;
 		}
-		if (reply.type != WTC_REPLY_ARRAY || reply.nelem != 2 ||
-			reply.elem[0].type != WTC_REPLY_STRING || reply.elem[1].type != WTC_REPLY_ARRAY)
+		if (del.type == WTC_REPLY_ERROR && ok)
 		{
-			snprintf(err, errlen, "SCAN failed: %s",
-					 reply.type == WTC_REPLY_ERROR ? reply.str : "unexpected reply");
-			return false;
+			/* not all removed: the purge must not be acknowledged */
+			snprintf(err, errlen, "UNLINK failed: %s", del.str);
+			ok = false;
 		}
-		strlcpy(cursor, reply.elem[0].str, sizeof(cursor));
-		keys = &reply.elem[1];
-		if (keys->nelem > 0)
-		{
-			const char **argv = palloc(sizeof(char *) * (keys->nelem + 1));
-			size_t	   *lens = palloc(sizeof(size_t) * (keys->nelem + 1));
-			WtcReply	del;
+		if (del.type == WTC_REPLY_INTEGER)
+			*removed += del.integer;
+	}
+	return ok;
+}
 
-			argv[0] = "UNLINK";
-			lens[0] = 6;
-			for (int i = 0; i < keys->nelem; i++)
-			{
-				argv[i + 1] = keys->elem[i].str;
-				lens[i + 1] = keys->elem[i].len;
-			}
-			if (!wtc_redis_command(r, &del, keys->nelem + 1, argv, lens))
+/* Remove every key matching pattern (SCAN + UNLINK on every master, a page at a time). */
+bool
+wtcache_purge_pattern(WtcRedis *r, const char *pattern, int64 *removed,
+					  char *err, size_t errlen)
+{
+	*removed = 0;
+	for (int node = 0; node < wtc_redis_node_count(r); node++)
+	{
+		char		cursor[32] = "0";
+
+		do
+		{
+			WtcReply	reply;
+
+			if (!wtc_redis_scan(r, node, cursor, pattern, &reply))
 			{
 				snprintf(err, errlen, "%s", wtc_redis_errstr(r));
 				return false;
 			}
-			if (del.type == WTC_REPLY_ERROR)
+			if (reply.type != WTC_REPLY_ARRAY || reply.nelem != 2 ||
+				reply.elem[0].type != WTC_REPLY_STRING || reply.elem[1].type != WTC_REPLY_ARRAY)
 			{
-				/* nothing removed: the purge must not be acknowledged */
-				snprintf(err, errlen, "UNLINK failed: %s", del.str);
+				snprintf(err, errlen, "SCAN failed: %s",
+						 reply.type == WTC_REPLY_ERROR ? reply.str : "unexpected reply");
 				return false;
 			}
-			if (del.type == WTC_REPLY_INTEGER)
-				*removed += del.integer;
-		}
-	} while (strcmp(cursor, "0") != 0);
+			strlcpy(cursor, reply.elem[0].str, sizeof(cursor));
+			if (reply.elem[1].nelem > 0 &&
+				!unlink_keys(r, &reply.elem[1], removed, err, errlen))
+				return false;
+		} while (strcmp(cursor, "0") != 0);
+	}
 	return true;
 }
 

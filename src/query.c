@@ -69,15 +69,20 @@ int			wtcache_query_ttl_s = 3600;
 int			wtcache_query_max_kb = 1024;
 
 /*
- * KEYS: entry, lease, clock, tag keys...  ARGV: tags JSON, lease token,
- * lease ms, tag key TTL s.  A tag key that is missing gets a new stamp
- * (which no entry recorded).
- * {1, rows} | {2, versions} (lease is ours) | {3, versions} (someone else's)
+ * KEYS: entry, lease, clock, generation marker, tag keys...  ARGV: tags
+ * JSON, lease token, lease ms, tag key TTL s, the version the worker knows
+ * Redis acknowledged.  A tag key that is missing gets a new stamp (which no
+ * entry recorded).
+ * {1, rows} | {2, versions} (lease is ours) | {3, versions} (someone
+ * else's) | {4, ''} (Redis lost data: a failover to a replica that missed
+ * writes, a restart from an old snapshot; entries may be older than their
+ * tags' invalidations, until the worker resyncs)
  */
 static const char query_read_script[] =
 WTCACHE_LUA_NEW_STAMP
+"if (tonumber(redis.call('GET', KEYS[4]) or '') or -1) < tonumber(ARGV[5]) then return {4, ''} end\n"
 "local stamps = {}\n"
-"for i = 4, #KEYS do\n"
+"for i = 5, #KEYS do\n"
 "  local v = redis.call('GET', KEYS[i])\n"
 "  if not v then v = new_stamp(KEYS[3]); redis.call('SET', KEYS[i], v, 'EX', ARGV[4]) end\n"
 "  stamps[#stamps + 1] = v\n"
@@ -119,8 +124,8 @@ static uint64 query_lease_counter = 0;
 bool
 wtcache_query_load_scripts(WtcRedis *r, char *err, size_t errlen)
 {
-	return wtcache_load_script(r, query_read_script, read_sha, err, errlen) &&
-		wtcache_load_script(r, query_fill_script, fill_sha, err, errlen);
+	return wtc_redis_load_script(r, query_read_script, read_sha, err, errlen) &&
+		wtc_redis_load_script(r, query_fill_script, fill_sha, err, errlen);
 }
 
 /* What a query reads and depends on. */
@@ -142,6 +147,7 @@ typedef struct QueryPlan
 	char	   *key;			/* the entry's Redis key */
 	char	   *lease_key;
 	char	   *clock_key;		/* for stamps of tags found missing */
+	char	   *marker_key;
 } QueryPlan;
 
 /* A hit runs nothing, so EXECUTE on the query's functions is checked here. */
@@ -403,6 +409,9 @@ plan_query(QueryPlan *qp, text *sqltext, ArrayType *params, ArrayType *tags)
 		initStringInfo(&k);
 		wtcache_append_clock_key(&k, dbname);
 		qp->clock_key = k.data;
+		initStringInfo(&k);
+		wtcache_append_marker_key(&k, dbname);
+		qp->marker_key = k.data;
 	}
 }
 
@@ -450,12 +459,13 @@ typedef enum QueryLookup
 	LOOKUP_HIT,
 	LOOKUP_FILL,				/* miss, the lease is ours */
 	LOOKUP_BUSY,				/* miss, someone else fills */
-	LOOKUP_FAILED				/* Redis failed */
+	LOOKUP_FAILED,				/* Redis failed */
+	LOOKUP_BEHIND				/* Redis lost data: run the query, store nothing */
 } QueryLookup;
 
 /*
  * EVALSHA of one of the scripts above: KEYS are the entry, its lease, the
- * clock key when with_clock, and the tag keys; then ARGV.  False when
+ * clock and marker keys when with_clock, and the tag keys; then ARGV.  False when
  * Redis failed (the caller decides what that means for the read).
  */
 static bool
@@ -463,17 +473,20 @@ call_entry_script(WtcRedis *r, QueryPlan *qp, const char *sha, bool with_clock,
 				  const char **args, int nargs, WtcReply *reply)
 {
 	int			argc = 0;
-	int			max = qp->ntags + nargs + 6;
+	int			max = qp->ntags + nargs + 7;
 	const char **argv = palloc(sizeof(char *) * max);
 	size_t	   *lens = palloc(sizeof(size_t) * max);
 
 	argv[argc++] = "EVALSHA";
 	argv[argc++] = sha;
-	argv[argc++] = psprintf("%d", qp->ntags + (with_clock ? 3 : 2));
+	argv[argc++] = psprintf("%d", qp->ntags + (with_clock ? 4 : 2));
 	argv[argc++] = qp->key;
 	argv[argc++] = qp->lease_key;
 	if (with_clock)
+	{
 		argv[argc++] = qp->clock_key;
+		argv[argc++] = qp->marker_key;
+	}
 	for (int i = 0; i < qp->ntags; i++)
 		argv[argc++] = qp->tag_keys[i];
 	for (int i = 0; i < nargs; i++)
@@ -493,18 +506,21 @@ lookup(QueryPlan *qp, const char *token, char **rows, size_t *rows_len, char **v
 	WtcRedis   *r = wtcache_reader();
 	char		lease_ms[16];
 	char		tag_ttl[16];
-	const char *args[4];
+	char		acked[24];
+	const char *args[5];
 	WtcReply	reply;
 
 	if (r == NULL)
 		return LOOKUP_FAILED;
 	snprintf(lease_ms, sizeof(lease_ms), "%d", wtcache_fill_lease_ms);
 	snprintf(tag_ttl, sizeof(tag_ttl), "%d", WTCACHE_TAG_TTL_S);
+	snprintf(acked, sizeof(acked), INT64_FORMAT, wtcache_acked_version(MyDatabaseId));
 	args[0] = qp->tags_json;
 	args[1] = token;
 	args[2] = lease_ms;
 	args[3] = tag_ttl;
-	if (!call_entry_script(r, qp, read_sha, true, args, 4, &reply))
+	args[4] = acked;
+	if (!call_entry_script(r, qp, read_sha, true, args, 5, &reply))
 		return LOOKUP_FAILED;
 	if (reply.type != WTC_REPLY_ARRAY || reply.nelem != 2 ||
 		reply.elem[0].type != WTC_REPLY_INTEGER || reply.elem[1].type != WTC_REPLY_STRING)
@@ -522,6 +538,8 @@ lookup(QueryPlan *qp, const char *token, char **rows, size_t *rows_len, char **v
 		case 2:
 			*versions = reply.elem[1].str;
 			return LOOKUP_FILL;
+		case 4:
+			return LOOKUP_BEHIND;
 		default:
 			*versions = reply.elem[1].str;
 			return LOOKUP_BUSY;
@@ -823,6 +841,8 @@ wtcache_query(PG_FUNCTION_ARGS)
 		}
 		else if (found == LOOKUP_HIT)
 			pg_atomic_fetch_add_u64(&st->hits, 1);
+		else if (found == LOOKUP_BEHIND)
+			pg_atomic_fetch_add_u64(&st->bypasses, 1);
 		else
 			pg_atomic_fetch_add_u64(&st->misses, 1);
 	}

@@ -100,7 +100,7 @@ static const char fill_script[] =
  * ---------------------------------------------------------------------
  */
 static WtcRedis *reader = NULL;
-static char *reader_url = NULL;	/* the wtcache.redis_url it was made for */
+static uint32 reader_settings_hash;	/* of the Redis settings it was made for */
 static bool reader_busy = false;	/* replies may be unread: drop it */
 static bool reader_reload = false;	/* scripts gone (Redis restarted) */
 static TimestampTz breaker_open_until = 0;
@@ -128,39 +128,51 @@ reader_failed(void)
 		breaker_open_until = TimestampTzPlusMilliseconds(now, wtcache_read_retry_interval_ms);
 }
 
+/* The generation marker key of this database (its name cannot change under us). */
+static const char *
+reader_marker_key(void)
+{
+	static char *dbname = NULL;
+	StringInfoData key;
+
+	if (dbname == NULL)
+		dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
+	initStringInfo(&key);
+	wtcache_append_marker_key(&key, dbname);
+	return key.data;
+}
+
 /* A usable connection, or NULL while Redis is failing. */
 static WtcRedis *
 reader_connection(void)
 {
-	RedisAddress addr;
+	RedisTarget target;
 	const char *problem;
 	char		err[256];
 
 	if (reader_busy || reader_reload)
 		reader_drop();			/* replies left unread, or scripts lost */
-	if (reader != NULL && reader_url != NULL && strcmp(reader_url, wtcache_redis_url) == 0)
+	if (reader != NULL && reader_settings_hash == wtcache_redis_settings_hash())
 		return reader;
 	reader_drop();
 	if (breaker_open_until != 0 && GetCurrentTimestamp() < breaker_open_until)
 		return NULL;
-	if (!wtcache_parse_redis_url(wtcache_redis_url, &addr, &problem))
+	reader_settings_hash = wtcache_redis_settings_hash();
+	if (!wtcache_redis_target(&target, &problem))
 	{
 		reader_failed();
 		return NULL;
 	}
-	reader = wtc_redis_connect(&addr, wtcache_connect_timeout_ms, wtcache_read_timeout_ms,
+	reader = wtc_redis_connect(&target, wtcache_connect_timeout_ms, wtcache_read_timeout_ms,
 							   err, sizeof(err));
 	if (reader == NULL ||
-		!wtcache_load_script(reader, lease_script, lease_sha, err, sizeof(err)) ||
-		!wtcache_load_script(reader, fill_script, fill_sha, err, sizeof(err)) ||
+		!wtc_redis_load_script(reader, lease_script, lease_sha, err, sizeof(err)) ||
+		!wtc_redis_load_script(reader, fill_script, fill_sha, err, sizeof(err)) ||
 		!wtcache_query_load_scripts(reader, err, sizeof(err)))
 	{
 		reader_failed();
 		return NULL;
 	}
-	if (reader_url)
-		pfree(reader_url);
-	reader_url = MemoryContextStrdup(TopMemoryContext, wtcache_redis_url);
 	breaker_open_until = 0;
 	return reader;
 }
@@ -938,10 +950,22 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 
 	if (nmisses > 0)
 	{
-		/* plain GETs first: the common case, one round trip */
+		/*
+		 * Plain GETs first: the common case, one round trip.  With them the
+		 * generation marker: lower than what the worker knows Redis
+		 * acknowledged, Redis lost changes (a failover to a replica that
+		 * missed them, a restart from an old snapshot) and may hold rows
+		 * older than the table's until the worker has resynced.
+		 */
 		bool		ok = true;
+		bool		behind = false;
 		int			nget = nmisses;
+		int64		acked = wtcache_acked_version(MyDatabaseId);
+		const char *marker = reader_marker_key();
+		const char *margv[2] = {"GET", marker};
+		size_t		mlens[2] = {3, strlen(marker)};
 
+		ok = wtc_redis_append(reader, 2, margv, mlens);
 		for (int j = 0; j < nget && ok; j++)
 		{
 			const char *argv[2] = {"GET", keys[misses[j]].row_key};
@@ -950,14 +974,26 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 			ok = wtc_redis_append(reader, 2, argv, lens);
 		}
 		reader_busy = true;
-		ok = ok && wtc_redis_flush(reader);
+		ok = ok && wtc_redis_flush(reader) && wtc_redis_read(reader, &reply);
+		if (ok)
+		{
+			char	   *end = NULL;
+			long long	seen = reply.type == WTC_REPLY_STRING ? strtoll(reply.str, &end, 10) : -1;
+
+			behind = seen < acked || (end != NULL && *end != '\0');
+		}
 		nmisses = 0;
 		for (int j = 0; j < nget && ok; j++)
 		{
 			ReadKey    *k = &keys[misses[j]];
 
 			ok = wtc_redis_read(reader, &reply);
-			if (ok && reply.type == WTC_REPLY_STRING)
+			if (ok && behind)
+			{
+				k->source = FROM_TABLE;
+				pg_atomic_fetch_add_u64(&rt->stats->bypasses, 1);
+			}
+			else if (ok && reply.type == WTC_REPLY_STRING)
 			{
 				k->json = reply.str;
 				k->json_len = reply.len;

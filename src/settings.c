@@ -14,11 +14,15 @@
 #include <ctype.h>
 #include <limits.h>
 
+#include "common/hashfn.h"
 #include "datatype/timestamp.h"
 #include "utils/elog.h"
 #include "utils/guc.h"
 
 char	   *wtcache_redis_url = NULL;
+char	   *wtcache_redis_sentinels = NULL;
+char	   *wtcache_redis_master_name = NULL;
+char	   *wtcache_redis_cluster_nodes = NULL;
 char	   *wtcache_key_prefix = NULL;
 int			wtcache_batch_size = 10000;
 int			wtcache_connect_timeout_ms = 1000;
@@ -234,6 +238,163 @@ wtcache_describe_address(const RedisAddress *addr, char *buf, size_t buflen)
 	}
 }
 
+/*
+ * Parse "host:port, host:port, [v6]:port" into out[]; the port is required
+ * (Sentinels and Cluster nodes rarely listen on 6379 both).
+ */
+static bool
+parse_host_list(const char *list, RedisHostPort *out, int *n, const char **problem)
+{
+	const char *p = list ? list : "";
+
+	*n = 0;
+	for (;;)
+	{
+		const char *start;
+		const char *hostend;
+		char	   *num_end;
+		long		port;
+
+		while (*p == ' ' || *p == ',' || *p == '\t')
+			p++;
+		if (*p == '\0')
+			break;
+		if (*n >= WTC_MAX_SEEDS)
+		{
+			*problem = "The list names more than 16 servers.";
+			return false;
+		}
+		if (*p == '[')
+		{
+			start = p + 1;
+			hostend = strchr(start, ']');
+			if (hostend == NULL)
+			{
+				*problem = "An IPv6 address must be closed with \"]\".";
+				return false;
+			}
+			p = hostend + 1;
+		}
+		else
+		{
+			start = p;
+			while (*p && *p != ':' && *p != ',' && *p != ' ')
+				p++;
+			hostend = p;
+		}
+		if (hostend == start || (size_t) (hostend - start) >= sizeof(out->host))
+		{
+			*problem = "Every entry must be host:port, with a host name of at most 255 bytes.";
+			return false;
+		}
+		if (*p != ':')
+		{
+			*problem = "Every entry must be host:port: a port is missing.";
+			return false;
+		}
+		p++;
+		port = strtol(p, &num_end, 10);
+		if (num_end == p || port < 1 || port > 65535)
+		{
+			*problem = "The port must be a number from 1 to 65535.";
+			return false;
+		}
+		p = num_end;
+		if (*p != '\0' && *p != ',' && *p != ' ' && *p != '\t')
+		{
+			*problem = "Entries must be separated by commas.";
+			return false;
+		}
+		memcpy(out[*n].host, start, hostend - start);
+		out[*n].host[hostend - start] = '\0';
+		out[*n].port = (int) port;
+		(*n)++;
+	}
+	return true;
+}
+
+/*
+ * Where Redis is, from the settings: wtcache.redis_cluster_nodes makes it a
+ * Cluster, wtcache.redis_sentinels a Sentinel-managed master; either way
+ * wtcache.redis_url still gives the credentials (and the database, which a
+ * Cluster only has as 0).
+ */
+bool
+wtcache_redis_target(RedisTarget *target, const char **problem)
+{
+	RedisHostPort sentinels[WTC_MAX_SEEDS];
+	int			nsentinels;
+
+	memset(target, 0, sizeof(*target));
+	if (!wtcache_parse_redis_url(wtcache_redis_url, &target->addr, problem))
+		return false;
+	if (!parse_host_list(wtcache_redis_cluster_nodes, target->seeds, &target->nseeds, problem) ||
+		!parse_host_list(wtcache_redis_sentinels, sentinels, &nsentinels, problem))
+		return false;
+	if (target->nseeds > 0)
+	{
+		if (nsentinels > 0)
+		{
+			*problem = "wtcache.redis_cluster_nodes and wtcache.redis_sentinels are both set.";
+			return false;
+		}
+		if (target->addr.db != 0)
+		{
+			*problem = "A Redis Cluster has only database 0, but wtcache.redis_url names another.";
+			return false;
+		}
+		target->mode = WTC_REDIS_CLUSTER;
+		return true;
+	}
+	if (nsentinels > 0)
+	{
+		if (wtcache_redis_master_name == NULL || wtcache_redis_master_name[0] == '\0')
+		{
+			*problem = "wtcache.redis_sentinels is set but wtcache.redis_master_name is empty.";
+			return false;
+		}
+		target->mode = WTC_REDIS_SENTINEL;
+		target->nseeds = nsentinels;
+		memcpy(target->seeds, sentinels, sizeof(sentinels));
+		strlcpy(target->master_name, wtcache_redis_master_name, sizeof(target->master_name));
+		return true;
+	}
+	target->mode = WTC_REDIS_SINGLE;
+	return true;
+}
+
+/* Changes when any setting that says where Redis is, or how to log in, changes. */
+uint32
+wtcache_redis_settings_hash(void)
+{
+	const char *parts[4] = {wtcache_redis_url, wtcache_redis_sentinels,
+	wtcache_redis_master_name, wtcache_redis_cluster_nodes};
+	uint32		h = 0;
+
+	for (int i = 0; i < 4; i++)
+		h = hash_combine(h, parts[i] ? hash_bytes((const unsigned char *) parts[i], strlen(parts[i])) : 0);
+	return h;
+}
+
+/* For status and logs: never the credentials. */
+void
+wtcache_describe_target(const RedisTarget *target, char *buf, size_t buflen)
+{
+	switch (target->mode)
+	{
+		case WTC_REDIS_SINGLE:
+			wtcache_describe_address(&target->addr, buf, buflen);
+			break;
+		case WTC_REDIS_SENTINEL:
+			snprintf(buf, buflen, "master \"%s\" of %d sentinel%s", target->master_name,
+					 target->nseeds, target->nseeds == 1 ? "" : "s");
+			break;
+		case WTC_REDIS_CLUSTER:
+			snprintf(buf, buflen, "cluster (seed %s:%d)", target->seeds[0].host, target->seeds[0].port);
+			break;
+	}
+}
+
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
 /*
@@ -289,6 +450,22 @@ check_redis_url(char **newval, void **extra, GucSource source)
 }
 
 static bool
+check_host_list(char **newval, void **extra, GucSource source)
+{
+	RedisHostPort hosts[WTC_MAX_SEEDS];
+	int			n;
+	const char *problem = NULL;
+
+	if (!parse_host_list(*newval, hosts, &n, &problem))
+	{
+		GUC_check_errdetail("%s", problem);
+		GUC_check_errhint("Use a comma-separated list of host:port, for example 127.0.0.1:26379, 127.0.0.1:26380.");
+		return false;
+	}
+	return true;
+}
+
+static bool
 check_key_prefix(char **newval, void **extra, GucSource source)
 {
 	const char *s = *newval;
@@ -324,6 +501,33 @@ wtcache_define_settings(void)
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,
 							   check_redis_url, NULL, NULL);
+
+	DefineCustomStringVariable("wtcache.redis_sentinels",
+							   "Redis Sentinels to ask for the master, as a list of host:port.",
+							   "When set, the host and port of wtcache.redis_url are not used; its credentials and database are.",
+							   &wtcache_redis_sentinels,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   check_host_list, NULL, NULL);
+
+	DefineCustomStringVariable("wtcache.redis_master_name",
+							   "Name of the master that wtcache.redis_sentinels monitor.",
+							   NULL,
+							   &wtcache_redis_master_name,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("wtcache.redis_cluster_nodes",
+							   "Redis Cluster nodes to learn the slot map from, as a list of host:port.",
+							   "When set, the host and port of wtcache.redis_url are not used; its credentials are.",
+							   &wtcache_redis_cluster_nodes,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   check_host_list, NULL, NULL);
 
 	DefineCustomStringVariable("wtcache.key_prefix",
 							   "Prefix of every Redis key wtcache writes.",

@@ -117,7 +117,13 @@ wtcache_assign_slot(Oid dboid)
 	if (slot != NULL)
 	{
 		if (slot->dboid != dboid)
+		{
 			slot->pending_ready = false;
+			/* another database's versions say nothing about this one's */
+			SpinLockAcquire(&slot->mutex);
+			slot->acked_version = 0;
+			SpinLockRelease(&slot->mutex);
+		}
 		slot->dboid = dboid;
 		slot->absent = false;
 		slot->requested = true;
@@ -280,6 +286,34 @@ wtcache_slot_set_error(WorkerSlot *slot, const char *msg)
 	strlcpy(slot->last_error, msg, sizeof(slot->last_error));
 	slot->last_error_at = GetCurrentTimestamp();
 	SpinLockRelease(&slot->mutex);
+}
+
+/*
+ * The highest version the worker of dboid knows Redis acknowledged (0 if
+ * none).  A Redis whose generation marker is lower lost data that reads
+ * must not serve.  The slot is found without the lock, as in
+ * wtcache_pending_ready().
+ */
+int64
+wtcache_acked_version(Oid dboid)
+{
+	int64		acked = 0;
+
+	if (WtcacheSharedState == NULL)
+		return 0;
+	for (int i = 0; i < WtcacheSharedState->nslots; i++)
+	{
+		WorkerSlot *slot = &WtcacheSharedState->slots[i];
+
+		if (slot->dboid == dboid)
+		{
+			SpinLockAcquire(&slot->mutex);
+			acked = slot->acked_version;
+			SpinLockRelease(&slot->mutex);
+			break;
+		}
+	}
+	return acked;
 }
 
 void

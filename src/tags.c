@@ -254,6 +254,17 @@ wtcache_append_clock_key(StringInfo buf, const char *dbname)
 	appendStringInfoString(buf, "clock");
 }
 
+/*
+ * The generation marker: the highest version Redis acknowledged (push.c).
+ * Lower than what the worker knows was acknowledged means Redis lost data.
+ */
+void
+wtcache_append_marker_key(StringInfo buf, const char *dbname)
+{
+	wtcache_append_db_prefix(buf, dbname);
+	appendStringInfoString(buf, "gen");
+}
+
 void
 wtcache_append_tag_key(StringInfo buf, const char *dbname, const char *tag)
 {

@@ -297,6 +297,7 @@ check_keys(VerifyTable *vt, CandidateList *out)
 	StringInfoData pattern;
 	StringInfoData head;
 	char		cursor[32] = "0";
+	int			node = 0;
 	MemoryContext page_cxt = AllocSetContextCreate(verify_cxt, "wtcache verify scan",
 												   ALLOCSET_DEFAULT_SIZES);
 
@@ -315,7 +316,7 @@ check_keys(VerifyTable *vt, CandidateList *out)
 
 		MemoryContextReset(page_cxt);
 		MemoryContextSwitchTo(page_cxt);
-		if (r == NULL || !wtc_redis_commandv(r, &reply, 6, "SCAN", cursor, "MATCH", pattern.data, "COUNT", "1000") ||
+		if (r == NULL || !wtc_redis_scan(r, node, cursor, pattern.data, &reply) ||
 			reply.type != WTC_REPLY_ARRAY || reply.nelem != 2)
 		{
 			wtcache_reader_lost();
@@ -367,7 +368,10 @@ check_keys(VerifyTable *vt, CandidateList *out)
 					add_candidate(out, vt, values[i], row_key_of(vt, values[i]));
 		}
 		CHECK_FOR_INTERRUPTS();
-	} while (strcmp(cursor, "0") != 0);
+		/* a Cluster: every master in turn */
+		if (strcmp(cursor, "0") == 0)
+			node++;
+	} while (node < wtc_redis_node_count(r));
 	MemoryContextSwitchTo(verify_cxt);
 	MemoryContextDelete(page_cxt);
 }

@@ -130,7 +130,7 @@ static MemoryContext BatchContext = NULL;
 static WtcRedis *redis = NULL;
 static RedisScripts scripts;
 static char redis_address[300];
-static char connected_url_hash[64];
+static uint32 connected_settings_hash;
 static int	consecutive_failures = 0;
 static bool failure_logged = false;
 static char *marker_key = NULL;
@@ -218,16 +218,12 @@ reload_config_if_needed(void)
 {
 	if (ConfigReloadPending)
 	{
-		char		url_hash[64];
-
 		ConfigReloadPending = false;
 		ProcessConfigFile(PGC_SIGHUP);
 		/* a changed address (or credentials) means a new connection */
-		snprintf(url_hash, sizeof(url_hash), "%08x", hash_bytes((const unsigned char *) wtcache_redis_url,
-																strlen(wtcache_redis_url)));
-		if (strcmp(url_hash, connected_url_hash) != 0 && redis != NULL)
+		if (wtcache_redis_settings_hash() != connected_settings_hash && redis != NULL)
 		{
-			ereport(LOG, (errmsg("wtcache: wtcache.redis_url changed, reconnecting")));
+			ereport(LOG, (errmsg("wtcache: the Redis settings changed, reconnecting")));
 			disconnect_redis();
 			consecutive_failures = 0;
 		}
@@ -272,32 +268,34 @@ backoff_sleep(void)
 static bool
 ensure_connected(void)
 {
-	RedisAddress addr;
+	RedisTarget target;
 	const char *problem;
 	char		err[256];
 
 	if (redis != NULL)
 		return true;
 
-	if (!wtcache_parse_redis_url(wtcache_redis_url, &addr, &problem))
+	connected_settings_hash = wtcache_redis_settings_hash();
+	if (!wtcache_redis_target(&target, &problem))
 	{
-		/* the check hook makes this unreachable, but never crash on it */
-		redis_failed("invalid wtcache.redis_url", problem);
+		/* the check hooks cannot see every combination of settings */
+		redis_failed("invalid Redis settings", problem);
 		return false;
 	}
-	wtcache_describe_address(&addr, redis_address, sizeof(redis_address));
+	wtcache_describe_target(&target, redis_address, sizeof(redis_address));
 	update_slot_address();
-	snprintf(connected_url_hash, sizeof(connected_url_hash), "%08x",
-			 hash_bytes((const unsigned char *) wtcache_redis_url, strlen(wtcache_redis_url)));
 	wtcache_slot_set_state(MySlot, WORKER_CONNECTING, false);
 
-	redis = wtc_redis_connect(&addr, wtcache_connect_timeout_ms, wtcache_command_timeout_ms,
+	redis = wtc_redis_connect(&target, wtcache_connect_timeout_ms, wtcache_command_timeout_ms,
 							  err, sizeof(err));
 	if (redis == NULL)
 	{
 		redis_failed("could not connect to Redis", err);
 		return false;
 	}
+	/* the master a Sentinel named, or the cluster's size */
+	strlcpy(redis_address, wtc_redis_address(redis), sizeof(redis_address));
+	update_slot_address();
 	if (!wtcache_load_scripts(redis, &scripts, err, sizeof(err)))
 	{
 		redis_failed("could not load wtcache's scripts into Redis", err);
@@ -1519,10 +1517,7 @@ wtcache_worker_main(Datum main_arg)
 
 		my_dbname = get_database_name(MyDatabaseId);
 		initStringInfo(&mk);
-		appendStringInfoString(&mk, wtcache_key_prefix);
-		appendStringInfoChar(&mk, '{');
-		wtcache_append_escaped(&mk, my_dbname, true);
-		appendStringInfoString(&mk, "}:gen");
+		wtcache_append_marker_key(&mk, my_dbname);
 		marker_key = mk.data;
 		initStringInfo(&mk);
 		wtcache_append_clock_key(&mk, my_dbname);
@@ -1593,5 +1588,12 @@ wtcache_worker_main(Datum main_arg)
 		/* idle: notice a FLUSHALL or a restarted Redis without waiting for a write */
 		if (rc & WL_TIMEOUT)
 			need_marker_check = true;
+		/* and a Sentinel failover: a demoted master refuses only writes */
+		if ((rc & WL_TIMEOUT) && redis != NULL && wtc_redis_master_moved(redis))
+		{
+			ereport(LOG, (errmsg("wtcache: the Sentinels name another master than %s, reconnecting", redis_address)));
+			disconnect_redis();
+			continue;
+		}
 	}
 }

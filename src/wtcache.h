@@ -59,6 +59,9 @@ typedef struct RedisAddress
 } RedisAddress;
 
 extern char *wtcache_redis_url;
+extern char *wtcache_redis_sentinels;
+extern char *wtcache_redis_master_name;
+extern char *wtcache_redis_cluster_nodes;
 extern char *wtcache_key_prefix;
 extern int	wtcache_batch_size;
 extern int	wtcache_connect_timeout_ms;
@@ -86,6 +89,35 @@ extern bool wtcache_parse_redis_url(const char *url, RedisAddress *addr,
 									const char **problem);
 extern void wtcache_describe_address(const RedisAddress *addr, char *buf,
 									 size_t buflen);
+
+/* How to reach Redis: one server, a Sentinel-managed master, or a Cluster. */
+typedef enum WtcRedisMode
+{
+	WTC_REDIS_SINGLE,
+	WTC_REDIS_SENTINEL,
+	WTC_REDIS_CLUSTER
+} WtcRedisMode;
+
+#define WTC_MAX_SEEDS 16
+
+typedef struct RedisHostPort
+{
+	char		host[256];
+	int			port;
+} RedisHostPort;
+
+typedef struct RedisTarget
+{
+	WtcRedisMode mode;
+	RedisAddress addr;			/* credentials and db; host:port in SINGLE */
+	int			nseeds;			/* Sentinels, or Cluster seed nodes */
+	RedisHostPort seeds[WTC_MAX_SEEDS];
+	char		master_name[128];
+} RedisTarget;
+
+extern bool wtcache_redis_target(RedisTarget *target, const char **problem);
+extern uint32 wtcache_redis_settings_hash(void);
+extern void wtcache_describe_target(const RedisTarget *target, char *buf, size_t buflen);
 
 /* ---- shmem.c ---- */
 typedef enum WorkerState
@@ -147,6 +179,7 @@ extern void wtcache_shmem_request(void);
 extern void wtcache_shmem_startup(void);
 extern void wtcache_require_preload(void);
 extern WorkerSlot *wtcache_find_slot(Oid dboid);
+extern int64 wtcache_acked_version(Oid dboid);
 extern WorkerSlot *wtcache_assign_slot(Oid dboid);
 extern void wtcache_request_worker(Oid dboid);
 extern void wtcache_wake_worker(Oid dboid);
@@ -227,6 +260,7 @@ extern int	wtcache_render_tags(const TagTemplate *templates, int ntemplates,
 extern char *wtcache_format_table_tag(const char *nspname, const char *relname);
 extern char *wtcache_table_tag(Oid relid);
 extern void wtcache_append_clock_key(StringInfo buf, const char *dbname);
+extern void wtcache_append_marker_key(StringInfo buf, const char *dbname);
 extern void wtcache_append_db_prefix(StringInfo buf, const char *dbname);
 extern void wtcache_append_tag_key(StringInfo buf, const char *dbname, const char *tag);
 extern bool wtcache_xact_invalidated(const char *tag);
@@ -330,8 +364,18 @@ typedef struct WtcReply
 	struct WtcReply *elem;
 } WtcReply;
 
-extern WtcRedis *wtc_redis_connect(const RedisAddress *addr, int connect_timeout_ms,
+extern WtcRedis *wtc_redis_connect(const RedisTarget *target, int connect_timeout_ms,
 								   int command_timeout_ms, char *err, size_t errlen);
+extern bool wtc_redis_load_script(WtcRedis *r, const char *text, char *sha,
+								  char *err, size_t errlen);
+extern WtcRedisMode wtc_redis_mode(WtcRedis *r);
+extern const char *wtc_redis_identity(WtcRedis *r);
+extern const char *wtc_redis_address(WtcRedis *r);
+extern bool wtc_redis_master_moved(WtcRedis *r);
+extern int	wtc_redis_key_slot(const char *key, size_t len);
+extern int	wtc_redis_node_count(WtcRedis *r);
+extern bool wtc_redis_scan(WtcRedis *r, int node, const char *cursor,
+						   const char *pattern, WtcReply *page);
 extern void wtc_redis_free(WtcRedis *r);
 extern bool wtc_redis_append(WtcRedis *r, int argc, const char **argv, const size_t *lens);
 extern bool wtc_redis_flush(WtcRedis *r);
@@ -398,8 +442,6 @@ typedef enum MarkerCheck
 extern bool wtcache_publish_events;
 extern void wtcache_events_channel(StringInfo buf);
 extern bool wtcache_load_scripts(WtcRedis *r, RedisScripts *scripts, char *err, size_t errlen);
-extern bool wtcache_load_script(WtcRedis *r, const char *script, char *sha,
-								char *err, size_t errlen);
 typedef enum PushResult
 {
 	PUSH_OK,
