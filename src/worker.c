@@ -1011,18 +1011,27 @@ acked_version(void)
 	return v;
 }
 
+static bool purge_database_keys(int64 *removed);
+
 /*
- * Redis lost data we had pushed: queue every watched row again, then set
- * the marker.  Queue first, so a crash in between resyncs again.
+ * Redis lost data we had pushed: what it kept may be older than the tables
+ * (a failover to a replica that missed changes keeps rows deleted since),
+ * so remove every key of the database, queue every watched row again, then
+ * set the marker.  In that order: a crash in between finds the marker
+ * missing and resyncs again.  Reads meanwhile see the marker missing, or
+ * the rows pending, and read the tables.
  */
 static void
 resync_all(const char *why)
 {
 	uint64		rows = 0;
 	int			tables = 0;
+	int64		removed = 0;
 	char		err[256];
 
 	wtcache_slot_set_state(MySlot, WORKER_RESYNCING, true);
+	if (!purge_database_keys(&removed))
+		return;
 	begin_xact(false);
 	(void) queue_relid_or_exit();
 	if (SPI_execute("SELECT rel::oid FROM wtcache.watched", true, 0) != SPI_OK_SELECT)
@@ -1045,8 +1054,8 @@ resync_all(const char *why)
 
 	if (tables > 0)
 		ereport(LOG,
-				(errmsg("wtcache: Redis at %s lost data (%s); queued " UINT64_FORMAT " rows of %d watched tables for resync",
-						redis_address, why, rows, tables)));
+				(errmsg("wtcache: Redis at %s lost data (%s); removed " INT64_FORMAT " keys it kept and queued " UINT64_FORMAT " rows of %d watched tables for resync",
+						redis_address, why, removed, rows, tables)));
 	SpinLockAcquire(&MySlot->mutex);
 	MySlot->resyncs++;
 	SpinLockRelease(&MySlot->mutex);
@@ -1073,15 +1082,18 @@ queue_last_id(void)
 	return last;
 }
 
-/* Remove every key of this database (rows, tombstones, leases). */
+/*
+ * Remove every key of this database: rows, tombstones, leases, tags, query
+ * results, the marker.  False when Redis failed (the connection is gone).
+ */
 static bool
-purge_database_keys(void)
+purge_database_keys(int64 *removed)
 {
 	StringInfoData db;
 	StringInfoData pattern;
-	int64		removed = 0;
 	char		err[256];
 
+	*removed = 0;
 	initStringInfo(&db);
 	wtcache_append_escaped(&db, my_dbname, true);
 	initStringInfo(&pattern);
@@ -1100,11 +1112,33 @@ purge_database_keys(void)
 			redis_failed("lost the connection to Redis", err);
 			return false;
 		}
-		removed += more;
+		*removed += more;
 	}
-	ereport(LOG,
-			(errmsg("wtcache: Redis at %s held versions this database never handed out; removed its " INT64_FORMAT " keys",
-					redis_address, removed)));
+	return true;
+}
+
+/*
+ * Sentinel: a failover named another master.  Asked at most once a second,
+ * also while changes keep coming: until the old master is demoted it still
+ * accepts writes, which it loses when it is (the generation marker then
+ * has the worker resync the new one).
+ */
+static bool
+master_moved(void)
+{
+	static TimestampTz next_check = 0;
+	TimestampTz now;
+
+	if (redis == NULL || wtc_redis_mode(redis) != WTC_REDIS_SENTINEL)
+		return false;
+	now = GetCurrentTimestamp();
+	if (now < next_check)
+		return false;
+	next_check = TimestampTzPlusMilliseconds(now, Min(wtcache_poll_interval_ms, 1000));
+	if (!wtc_redis_master_moved(redis))
+		return false;
+	ereport(LOG, (errmsg("wtcache: the Sentinels name another master than %s, reconnecting", redis_address)));
+	disconnect_redis();
 	return true;
 }
 
@@ -1143,9 +1177,7 @@ check_marker(int64 new_version)
 
 		if (seen > last_id)
 		{
-			if (!purge_database_keys())
-				return false;
-			resync_all("Redis is ahead of this database, which was restored or recreated");
+			resync_all("Redis held versions this database never handed out: it was restored or recreated");
 			redis_verified = (redis != NULL);
 			return redis != NULL;
 		}
@@ -1338,6 +1370,9 @@ drain(void)
 		bool		have_next;
 
 		CHECK_FOR_INTERRUPTS();
+		/* a batch in flight is acknowledged by nobody: claimed again later */
+		if (master_moved())
+			return;
 		have_next = claim_next(next, cxts[cur], inflight);
 		if (inflight != NULL)
 		{
@@ -1589,11 +1624,7 @@ wtcache_worker_main(Datum main_arg)
 		if (rc & WL_TIMEOUT)
 			need_marker_check = true;
 		/* and a Sentinel failover: a demoted master refuses only writes */
-		if ((rc & WL_TIMEOUT) && redis != NULL && wtc_redis_master_moved(redis))
-		{
-			ereport(LOG, (errmsg("wtcache: the Sentinels name another master than %s, reconnecting", redis_address)));
-			disconnect_redis();
+		if (master_moved())
 			continue;
-		}
 	}
 }

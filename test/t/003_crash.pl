@@ -127,7 +127,7 @@ $node->start;
 $node->wait_for_log(qr/held versions this database never handed out/, $log_offset);
 pass('the worker noticed versions from the future');
 # wait() fences what is queued when it is called: let the resync be queued
-$node->wait_for_log(qr/Redis is ahead of this database, which was restored or recreated\); queued \d+ rows/, $log_offset);
+$node->wait_for_log(qr/it was restored or recreated\); removed \d+ keys it kept and queued \d+ rows/, $log_offset);
 ok(wait_drained($node, $db, '300s'), 'resync delivered');
 compare_table_ok($node, $db, 'big', $rp, 'Redis matches the table again');
 sql(q{UPDATE big SET v = 7 WHERE id IN (2, 3)});

@@ -127,7 +127,7 @@ my $flush_offset = -s $node->logfile;
 redis_cmd($rp, 'FLUSHALL');
 sql(q{UPDATE acct SET owner = 'after the flush' WHERE id = 12});
 ok(wait_drained($node, $db), 'the change after FLUSHALL is delivered');
-ok($node->wait_for_log(qr/lost data \(generation marker missing\); queued \d+ rows of \d+ watched tables for resync/, $flush_offset),
+ok($node->wait_for_log(qr/lost data \(generation marker missing\); removed \d+ keys it kept and queued \d+ rows of \d+ watched tables for resync/, $flush_offset),
 	'the worker logs that Redis lost data and resyncs');
 ok(wait_drained($node, $db), 'the resync is delivered');
 is(problems('acct'), '', 'verify: Redis is whole again');
