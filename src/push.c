@@ -248,7 +248,7 @@ group_by_slot(PushItem *items, int nitems, int **slots)
  */
 bool
 wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
-				  int nitems, const TagBumps *bumps, const char *marker_key,
+				  int nitems, const TagBumps *bumps, const MarkerSet *markers,
 				  int64 acked, int64 new_version, int *ncalls, char *err, size_t errlen)
 {
 	const char **argv;
@@ -340,15 +340,23 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 
 	snprintf(acked_buf, sizeof(acked_buf), INT64_FORMAT, acked);
 	snprintf(new_buf, sizeof(new_buf), INT64_FORMAT, Max(acked, new_version));
-	argv[0] = "EVALSHA";
-	argv[1] = scripts->marker_sha;
-	argv[2] = "1";
-	argv[3] = marker_key;
-	argv[4] = acked_buf;
-	argv[5] = new_buf;
-	for (int i = 0; i < 6; i++)
-		lens[i] = strlen(argv[i]);
-	if (!wtc_redis_append(r, 6, argv, lens) || !wtc_redis_flush(r))
+	for (int m = 0; m < markers->n; m++)
+	{
+		argv[0] = "EVALSHA";
+		argv[1] = scripts->marker_sha;
+		argv[2] = "1";
+		argv[3] = markers->keys[m];
+		argv[4] = acked_buf;
+		argv[5] = new_buf;
+		for (int i = 0; i < 6; i++)
+			lens[i] = strlen(argv[i]);
+		if (!wtc_redis_append(r, 6, argv, lens))
+		{
+			snprintf(err, errlen, "could not send to Redis: %s", wtc_redis_errstr(r));
+			return false;
+		}
+	}
+	if (!wtc_redis_flush(r))
 	{
 		snprintf(err, errlen, "could not send to Redis: %s", wtc_redis_errstr(r));
 		return false;
@@ -356,13 +364,29 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 	return true;
 }
 
+/* One reply of the marker script: {ok, seen}. */
+static MarkerCheck
+marker_reply(const WtcReply *reply, int64 *seen, char *err, size_t errlen)
+{
+	if (reply->type != WTC_REPLY_ARRAY || reply->nelem != 2 ||
+		reply->elem[0].type != WTC_REPLY_INTEGER || reply->elem[1].type != WTC_REPLY_INTEGER)
+	{
+		snprintf(err, errlen, "generation marker update failed: %s",
+				 reply->type == WTC_REPLY_ERROR ? reply->str : "unexpected reply");
+		return MARKER_ERROR;
+	}
+	*seen = reply->elem[1].integer;
+	return reply->elem[0].integer == 1 ? MARKER_OK : MARKER_LOST;
+}
+
 /*
  * Read the replies of a batch sent by wtcache_push_send.  Every reply is
  * read, even after an error reply, so the connection stays in step.
+ * *marker_seen: the lowest value a marker had.
  */
 PushResult
-wtcache_push_receive(WtcRedis *r, int ncalls, int64 *applied, int64 *marker_seen,
-					 char *err, size_t errlen)
+wtcache_push_receive(WtcRedis *r, int ncalls, int nmarkers, int64 *applied,
+					 int64 *marker_seen, char *err, size_t errlen)
 {
 	PushResult	result = PUSH_OK;
 	WtcReply	reply;
@@ -384,22 +408,30 @@ wtcache_push_receive(WtcRedis *r, int ncalls, int64 *applied, int64 *marker_seen
 			result = PUSH_FAILED;
 		}
 	}
-	if (!wtc_redis_read(r, &reply))
+	for (int m = 0; m < nmarkers; m++)
 	{
-		snprintf(err, errlen, "%s", wtc_redis_errstr(r));
-		return PUSH_FAILED;
+		int64		seen = -1;
+		MarkerCheck mc;
+
+		if (!wtc_redis_read(r, &reply))
+		{
+			snprintf(err, errlen, "%s", wtc_redis_errstr(r));
+			return PUSH_FAILED;
+		}
+		if (result == PUSH_FAILED)
+			continue;
+		mc = marker_reply(&reply, &seen, err, errlen);
+		if (mc == MARKER_ERROR)
+			result = PUSH_FAILED;
+		else if (mc == MARKER_LOST && (result == PUSH_OK || seen < *marker_seen))
+		{
+			result = PUSH_MARKER_LOST;
+			*marker_seen = seen;
+		}
+		else if (result == PUSH_OK && (m == 0 || seen < *marker_seen))
+			*marker_seen = seen;
 	}
-	if (result != PUSH_OK)
-		return result;
-	if (reply.type != WTC_REPLY_ARRAY || reply.nelem != 2 ||
-		reply.elem[0].type != WTC_REPLY_INTEGER || reply.elem[1].type != WTC_REPLY_INTEGER)
-	{
-		snprintf(err, errlen, "generation marker update failed: %s",
-				 reply.type == WTC_REPLY_ERROR ? reply.str : "unexpected reply");
-		return PUSH_FAILED;
-	}
-	*marker_seen = reply.elem[1].integer;
-	return reply.elem[0].integer == 1 ? PUSH_OK : PUSH_MARKER_LOST;
+	return result;
 }
 
 /*
@@ -498,31 +530,132 @@ wtcache_purge_pattern(WtcRedis *r, const char *pattern, int64 *removed,
 	return true;
 }
 
+/*
+ * Check every marker and raise it to new_version.  *seen: the lowest value
+ * a marker had (-1: one is missing).
+ */
 MarkerCheck
-wtcache_check_marker(WtcRedis *r, const RedisScripts *scripts, const char *marker_key,
-					 int64 acked, int64 new_version, int64 *seen, char *err, size_t errlen)
+wtcache_check_markers(WtcRedis *r, const RedisScripts *scripts, const MarkerSet *markers,
+					  int64 acked, int64 new_version, int64 *seen, char *err, size_t errlen)
 {
-	WtcReply	reply;
 	char		acked_buf[24];
 	char		new_buf[24];
+	MarkerCheck result = MARKER_OK;
 
 	snprintf(acked_buf, sizeof(acked_buf), INT64_FORMAT, acked);
 	snprintf(new_buf, sizeof(new_buf), INT64_FORMAT, Max(acked, new_version));
-	if (!wtc_redis_commandv(r, &reply, 6, "EVALSHA", scripts->marker_sha, "1",
-							marker_key, acked_buf, new_buf))
+	for (int m = 0; m < markers->n; m++)
+	{
+		const char *argv[6] = {"EVALSHA", scripts->marker_sha, "1", markers->keys[m], acked_buf, new_buf};
+		size_t		lens[6];
+
+		for (int i = 0; i < 6; i++)
+			lens[i] = strlen(argv[i]);
+		if (!wtc_redis_append(r, 6, argv, lens))
+		{
+			snprintf(err, errlen, "%s", wtc_redis_errstr(r));
+			return MARKER_ERROR;
+		}
+	}
+	if (!wtc_redis_flush(r))
 	{
 		snprintf(err, errlen, "%s", wtc_redis_errstr(r));
 		return MARKER_ERROR;
 	}
-	if (reply.type != WTC_REPLY_ARRAY || reply.nelem != 2 ||
-		reply.elem[0].type != WTC_REPLY_INTEGER || reply.elem[1].type != WTC_REPLY_INTEGER)
+	for (int m = 0; m < markers->n; m++)
 	{
-		snprintf(err, errlen, "generation marker check failed: %s",
-				 reply.type == WTC_REPLY_ERROR ? reply.str : "unexpected reply");
-		return MARKER_ERROR;
+		WtcReply	reply;
+		int64		one = -1;
+		MarkerCheck mc;
+
+		if (!wtc_redis_read(r, &reply))
+		{
+			snprintf(err, errlen, "%s", wtc_redis_errstr(r));
+			return MARKER_ERROR;
+		}
+		if (result == MARKER_ERROR)
+			continue;
+		mc = marker_reply(&reply, &one, err, errlen);
+		if (mc == MARKER_ERROR)
+			result = MARKER_ERROR;
+		else
+		{
+			if (m == 0 || one < *seen)
+				*seen = one;
+			if (mc == MARKER_LOST)
+				result = MARKER_LOST;
+		}
 	}
-	*seen = reply.elem[1].integer;
-	return reply.elem[0].integer == 1 ? MARKER_OK : MARKER_LOST;
+	return result;
+}
+
+/* Set every marker (after a resync, or to start the markers of new masters). */
+bool
+wtcache_set_markers(WtcRedis *r, const MarkerSet *markers, int64 version,
+					char *err, size_t errlen)
+{
+	for (int m = 0; m < markers->n; m++)
+		if (!wtcache_set_marker(r, markers->keys[m], version, err, errlen))
+			return false;
+	return true;
+}
+
+/*
+ * The markers to keep: the database's, next to its tags and query results;
+ * in a Cluster also one on every master, "<prefix>{<db>:gen<n>}" with the
+ * smallest n whose slot that master serves, so a failover that loses
+ * writes on any master is noticed.  (Never a row key: those name a
+ * schema-qualified table, with a dot.)
+ */
+void
+wtcache_marker_set(WtcRedis *r, const char *dbname, MarkerSet *set)
+{
+	int			nmasters = wtc_redis_mode(r) == WTC_REDIS_CLUSTER ? wtc_redis_node_count(r) : 0;
+	StringInfoData key;
+
+	set->keys = palloc(sizeof(char *) * (1 + nmasters));
+	initStringInfo(&key);
+	wtcache_append_marker_key(&key, dbname);
+	set->keys[0] = key.data;
+	set->n = 1;
+	for (int m = 0; m < nmasters; m++)
+	{
+		char	   *k = wtcache_master_marker_key(r, dbname, m);
+
+		if (k != NULL)
+			set->keys[set->n++] = k;
+	}
+}
+
+/* The marker key of the m-th master; NULL if none of the first names hash to it. */
+char *
+wtcache_master_marker_key(WtcRedis *r, const char *dbname, int master)
+{
+	StringInfoData key;
+	int			tag_start;
+
+	initStringInfo(&key);
+	appendStringInfoString(&key, wtcache_key_prefix);
+	appendStringInfoChar(&key, '{');
+	tag_start = key.len;
+	wtcache_append_escaped(&key, dbname, true);
+	appendStringInfoString(&key, ":gen");
+	for (int n = 0; n < 1000000; n++)
+	{
+		int			len = key.len;
+		int			slot;
+
+		appendStringInfo(&key, "%d", n);
+		slot = wtc_redis_key_slot(key.data + tag_start, key.len - tag_start);
+		if (wtc_redis_node_of_slot(r, slot) == master)
+		{
+			appendStringInfoChar(&key, '}');
+			return key.data;
+		}
+		key.len = len;
+		key.data[len] = '\0';
+	}
+	return NULL;
 }
 
 bool

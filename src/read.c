@@ -128,20 +128,6 @@ reader_failed(void)
 		breaker_open_until = TimestampTzPlusMilliseconds(now, wtcache_read_retry_interval_ms);
 }
 
-/* The generation marker key of this database (its name cannot change under us). */
-static const char *
-reader_marker_key(void)
-{
-	static char *dbname = NULL;
-	StringInfoData key;
-
-	if (dbname == NULL)
-		dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
-	initStringInfo(&key);
-	wtcache_append_marker_key(&key, dbname);
-	return key.data;
-}
-
 /* A usable connection, or NULL while Redis is failing. */
 static WtcRedis *
 reader_connection(void)
@@ -914,6 +900,53 @@ check_read_privilege(Oid relid)
 }
 
 /*
+ * The generation markers that vouch for these keys: the database's, or in
+ * a Cluster the marker of each master that serves one of them (push.c).
+ */
+static char **
+reader_markers(ReadKey *keys, int *which, int n, int *nmarkers)
+{
+	static char *dbname = NULL;
+	char	  **out;
+
+	/* its name cannot change while we are connected to it */
+	if (dbname == NULL)
+		dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
+	if (wtc_redis_mode(reader) != WTC_REDIS_CLUSTER)
+	{
+		StringInfoData key;
+
+		initStringInfo(&key);
+		wtcache_append_marker_key(&key, dbname);
+		out = palloc(sizeof(char *));
+		out[0] = key.data;
+		*nmarkers = 1;
+		return out;
+	}
+	{
+		int			nmasters = wtc_redis_node_count(reader);
+		bool	   *used = palloc0(sizeof(bool) * Max(nmasters, 1));
+
+		out = palloc(sizeof(char *) * Max(nmasters, 1));
+		*nmarkers = 0;
+		for (int j = 0; j < n; j++)
+		{
+			const char *k = keys[which[j]].row_key;
+			int			m = wtc_redis_node_of_slot(reader, wtc_redis_key_slot(k, strlen(k)));
+			char	   *marker;
+
+			if (m < 0 || used[m])
+				continue;
+			used[m] = true;
+			marker = wtcache_master_marker_key(reader, dbname, m);
+			if (marker != NULL)
+				out[(*nmarkers)++] = marker;
+		}
+		return out;
+	}
+}
+
+/*
  * Fill keys[i].json/found for every key.  vals: nkeys x rt->nkeys texts.
  */
 static void
@@ -961,11 +994,16 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 		bool		behind = false;
 		int			nget = nmisses;
 		int64		acked = wtcache_acked_version(MyDatabaseId);
-		const char *marker = reader_marker_key();
-		const char *margv[2] = {"GET", marker};
-		size_t		mlens[2] = {3, strlen(marker)};
+		int			nmarkers;
+		char	  **markers = reader_markers(keys, misses, nget, &nmarkers);
 
-		ok = wtc_redis_append(reader, 2, margv, mlens);
+		for (int m = 0; m < nmarkers && ok; m++)
+		{
+			const char *margv[2] = {"GET", markers[m]};
+			size_t		mlens[2] = {3, strlen(markers[m])};
+
+			ok = wtc_redis_append(reader, 2, margv, mlens);
+		}
 		for (int j = 0; j < nget && ok; j++)
 		{
 			const char *argv[2] = {"GET", keys[misses[j]].row_key};
@@ -974,13 +1012,18 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 			ok = wtc_redis_append(reader, 2, argv, lens);
 		}
 		reader_busy = true;
-		ok = ok && wtc_redis_flush(reader) && wtc_redis_read(reader, &reply);
-		if (ok)
+		ok = ok && wtc_redis_flush(reader);
+		for (int m = 0; m < nmarkers && ok; m++)
 		{
-			char	   *end = NULL;
-			long long	seen = reply.type == WTC_REPLY_STRING ? strtoll(reply.str, &end, 10) : -1;
+			ok = wtc_redis_read(reader, &reply);
+			if (ok)
+			{
+				char	   *end = NULL;
+				long long	seen = reply.type == WTC_REPLY_STRING ? strtoll(reply.str, &end, 10) : -1;
 
-			behind = seen < acked || (end != NULL && *end != '\0');
+				if (seen < acked || (end != NULL && *end != '\0'))
+					behind = true;
+			}
 		}
 		nmisses = 0;
 		for (int j = 0; j < nget && ok; j++)

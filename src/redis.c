@@ -78,6 +78,7 @@ struct WtcRedis
 	int			masters[MAX_NODES];
 	int			nmasters;
 	bool		map_stale;
+	uint64		map_epoch;		/* counts slot maps learned */
 	PendingCommand *pend;
 	int			pendhead;
 	int			npend;
@@ -491,6 +492,7 @@ cluster_map_from(WtcRedis *r, int asked)
 				r->masters[r->nmasters++] = map[s];
 		}
 		r->map_stale = false;
+		r->map_epoch++;
 		snprintf(r->address, sizeof(r->address), "cluster of %d masters (seed %s:%d)",
 				 r->nmasters, r->target.seeds[0].host, r->target.seeds[0].port);
 	}
@@ -1103,4 +1105,30 @@ wtc_redis_scan(WtcRedis *r, int node, const char *cursor, const char *pattern,
 	for (int i = 0; i < 6; i++)
 		lens[i] = strlen(argv[i]);
 	return node_command(r, node, page, 6, argv, lens);
+}
+
+/* Cluster: which master (0 .. node_count - 1) serves slot; -1 if none, or outside a Cluster. */
+int
+wtc_redis_node_of_slot(WtcRedis *r, int slot)
+{
+	if (r->target.mode != WTC_REDIS_CLUSTER || slot < 0 || slot >= CLUSTER_SLOTS ||
+		r->slot_node[slot] < 0)
+		return -1;
+	for (int m = 0; m < r->nmasters; m++)
+		if (r->masters[m] == r->slot_node[slot])
+			return m;
+	return -1;
+}
+
+/*
+ * Cluster: learn the slot map again if a redirect said it changed, at a
+ * moment without replies on their way.  Returns the map's epoch, which
+ * changes whenever the map is learned.
+ */
+uint64
+wtc_redis_map_epoch(WtcRedis *r)
+{
+	if (r->target.mode == WTC_REDIS_CLUSTER && r->map_stale && r->npend == 0 && !r->broken)
+		(void) cluster_refresh(r);
+	return r->map_epoch;
 }

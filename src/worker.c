@@ -118,6 +118,7 @@ typedef struct Batch
 	PushItem   *items;
 	int			nitems;
 	int			ncalls;			/* EVALSHAs sent, replies still to read */
+	int			nmarkers;		/* and marker updates after them */
 	uint32	   *pending;		/* pending-filter counters of the claimed
 								 * rows, released once they are acked */
 	int			npending;
@@ -133,7 +134,9 @@ static char redis_address[300];
 static uint32 connected_settings_hash;
 static int	consecutive_failures = 0;
 static bool failure_logged = false;
-static char *marker_key = NULL;
+static MarkerSet markers;		/* generation markers, for this connection */
+static uint64 markers_epoch;	/* of the slot map they were chosen for */
+static MemoryContext markers_cxt = NULL;
 static bool need_marker_check = true;
 static bool redis_verified = false;	/* first marker check passed */
 static char *my_dbname = NULL;
@@ -187,6 +190,9 @@ update_slot_address(void)
 static void
 disconnect_redis(void)
 {
+	markers.keys = NULL;		/* chosen again for the next connection */
+	if (markers_cxt != NULL)
+		MemoryContextReset(markers_cxt);
 	wtc_redis_free(redis);
 	redis = NULL;
 	wtcache_slot_set_state(MySlot, WORKER_BACKOFF, false);
@@ -1060,7 +1066,7 @@ resync_all(const char *why)
 	MySlot->resyncs++;
 	SpinLockRelease(&MySlot->mutex);
 
-	if (!wtcache_set_marker(redis, marker_key, acked_version(), err, sizeof(err)))
+	if (!wtcache_set_markers(redis, &markers, acked_version(), err, sizeof(err)))
 		redis_failed("could not write to Redis", err);
 	else
 		wtcache_slot_set_state(MySlot, WORKER_CONNECTED, true);
@@ -1142,9 +1148,74 @@ master_moved(void)
 	return true;
 }
 
+static bool
+marker_in_set(const MarkerSet *set, const char *key)
+{
+	for (int i = 0; i < set->n; i++)
+		if (strcmp(set->keys[i], key) == 0)
+			return true;
+	return false;
+}
+
 /*
- * Check the generation marker and raise it to new_version.  Returns false
- * when Redis failed (the connection is then gone).
+ * Choose the markers for the connection, and again when a Cluster's slot
+ * map changed (a resharding, a failover): then the markers kept so far are
+ * checked where they are now, and the new ones start at what Redis
+ * acknowledged.  A master that lost writes is noticed; a slot that merely
+ * moved is not taken for lost data.  False when Redis failed.  May resync.
+ */
+static bool
+markers_follow_map(void)
+{
+	uint64		epoch = wtc_redis_map_epoch(redis);
+	MemoryContext fresh_cxt;
+	MemoryContext old;
+	MarkerSet	fresh;
+	MarkerCheck mc;
+	int64		seen = 0;
+	char		err[256];
+
+	if (markers.keys != NULL && epoch == markers_epoch)
+		return true;
+	fresh_cxt = AllocSetContextCreate(TopMemoryContext, "wtcache markers", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(fresh_cxt);
+	wtcache_marker_set(redis, my_dbname, &fresh);
+	MemoryContextSwitchTo(old);
+
+	mc = MARKER_OK;
+	if (markers.keys != NULL)
+		mc = wtcache_check_markers(redis, &scripts, &markers, acked_version(), 0,
+								   &seen, err, sizeof(err));
+	if (mc == MARKER_ERROR)
+	{
+		MemoryContextDelete(fresh_cxt);
+		redis_failed("lost the connection to Redis", err);
+		return false;
+	}
+	for (int i = 0; mc == MARKER_OK && markers.keys != NULL && i < fresh.n; i++)
+		if (!marker_in_set(&markers, fresh.keys[i]) &&
+			!wtcache_set_marker(redis, fresh.keys[i], acked_version(), err, sizeof(err)))
+		{
+			MemoryContextDelete(fresh_cxt);
+			redis_failed("could not write to Redis", err);
+			return false;
+		}
+	if (markers_cxt != NULL)
+		MemoryContextDelete(markers_cxt);
+	markers_cxt = fresh_cxt;
+	markers = fresh;
+	markers_epoch = epoch;
+	if (mc == MARKER_LOST)
+	{
+		resync_all(seen < 0 ? "generation marker missing" : "generation marker behind");
+		return redis != NULL;
+	}
+	return true;
+}
+
+/*
+ * Check the generation markers and raise them to new_version.  Returns
+ * false when Redis failed (the connection is then gone).
  */
 static bool
 check_marker(int64 new_version)
@@ -1153,8 +1224,12 @@ check_marker(int64 new_version)
 	int64		seen;
 	MarkerCheck mc;
 
-	mc = wtcache_check_marker(redis, &scripts, marker_key, acked_version(), new_version,
-							  &seen, err, sizeof(err));
+	if (!markers_follow_map())
+		return false;
+	if (redis == NULL)
+		return false;
+	mc = wtcache_check_markers(redis, &scripts, &markers, acked_version(), new_version,
+							   &seen, err, sizeof(err));
 	if (mc == MARKER_ERROR)
 	{
 		redis_failed("lost the connection to Redis", err);
@@ -1255,7 +1330,7 @@ finish_batch(Batch *b)
 
 	BatchContext = b->cxt;
 	MemoryContextSwitchTo(b->cxt);
-	res = wtcache_push_receive(redis, b->ncalls, &applied, &seen, err, sizeof(err));
+	res = wtcache_push_receive(redis, b->ncalls, b->nmarkers, &applied, &seen, err, sizeof(err));
 	MemoryContextSwitchTo(TopMemoryContext);
 	if (res == PUSH_FAILED)
 	{
@@ -1284,8 +1359,11 @@ send_batch(Batch *b)
 	char		err[256];
 	bool		ok;
 
+	if (!markers_follow_map() || redis == NULL)
+		return false;
 	MemoryContextSwitchTo(b->cxt);
-	ok = wtcache_push_send(redis, &scripts, b->items, b->nitems, &b->bumps, marker_key,
+	b->nmarkers = markers.n;
+	ok = wtcache_push_send(redis, &scripts, b->items, b->nitems, &b->bumps, &markers,
 						   acked_version(), b->max_version, &b->ncalls,
 						   err, sizeof(err));
 	MemoryContextSwitchTo(TopMemoryContext);
@@ -1551,9 +1629,6 @@ wtcache_worker_main(Datum main_arg)
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
 		my_dbname = get_database_name(MyDatabaseId);
-		initStringInfo(&mk);
-		wtcache_append_marker_key(&mk, my_dbname);
-		marker_key = mk.data;
 		initStringInfo(&mk);
 		wtcache_append_clock_key(&mk, my_dbname);
 		clock_key = mk.data;

@@ -374,6 +374,8 @@ extern const char *wtc_redis_address(WtcRedis *r);
 extern bool wtc_redis_master_moved(WtcRedis *r);
 extern int	wtc_redis_key_slot(const char *key, size_t len);
 extern int	wtc_redis_node_count(WtcRedis *r);
+extern int	wtc_redis_node_of_slot(WtcRedis *r, int slot);
+extern uint64 wtc_redis_map_epoch(WtcRedis *r);
 extern bool wtc_redis_scan(WtcRedis *r, int node, const char *cursor,
 						   const char *pattern, WtcReply *page);
 extern void wtc_redis_free(WtcRedis *r);
@@ -449,22 +451,33 @@ typedef enum PushResult
 	PUSH_MARKER_LOST			/* applied, but Redis had lost data: resync */
 } PushResult;
 
+/* Generation markers: the database's, and in a Cluster one per master */
+typedef struct MarkerSet
+{
+	int			n;
+	char	  **keys;
+} MarkerSet;
+
+extern void wtcache_marker_set(WtcRedis *r, const char *dbname, MarkerSet *set);
+extern char *wtcache_master_marker_key(WtcRedis *r, const char *dbname, int master);
 extern bool wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
-							  int nitems, const TagBumps *bumps, const char *marker_key,
+							  int nitems, const TagBumps *bumps, const MarkerSet *markers,
 							  int64 acked, int64 new_version, int *ncalls,
 							  char *err, size_t errlen);
 extern bool wtcache_bump_tags(WtcRedis *r, const RedisScripts *scripts, const TagBumps *bumps,
 							  char *err, size_t errlen);
-extern PushResult wtcache_push_receive(WtcRedis *r, int ncalls, int64 *applied,
+extern PushResult wtcache_push_receive(WtcRedis *r, int ncalls, int nmarkers, int64 *applied,
 									   int64 *marker_seen, char *err, size_t errlen);
 extern bool wtcache_purge_pattern(WtcRedis *r, const char *pattern, int64 *removed,
 								  char *err, size_t errlen);
-extern MarkerCheck wtcache_check_marker(WtcRedis *r, const RedisScripts *scripts,
-										const char *marker_key, int64 acked,
-										int64 new_version, int64 *seen,
-										char *err, size_t errlen);
+extern MarkerCheck wtcache_check_markers(WtcRedis *r, const RedisScripts *scripts,
+										 const MarkerSet *markers, int64 acked,
+										 int64 new_version, int64 *seen,
+										 char *err, size_t errlen);
 extern bool wtcache_set_marker(WtcRedis *r, const char *marker_key, int64 version,
 							   char *err, size_t errlen);
+extern bool wtcache_set_markers(WtcRedis *r, const MarkerSet *markers, int64 version,
+								char *err, size_t errlen);
 
 /* ---- worker.c / launcher.c ---- */
 extern PGDLLEXPORT void wtcache_worker_main(Datum main_arg);
