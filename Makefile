@@ -11,6 +11,7 @@ OBJS = \
 	src/watch.o \
 	src/fence.o \
 	src/redis.o \
+	src/cluster.o \
 	src/push.o \
 	src/worker.o \
 	src/launcher.o \
@@ -42,4 +43,4 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # every file includes the shared declarations (struct layouts in shared memory)
-$(OBJS): $(srcdir)/src/wtcache.h
+$(OBJS): $(srcdir)/src/wtcache.h $(srcdir)/src/redis_conn.h

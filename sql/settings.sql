@@ -12,6 +12,15 @@ ALTER SYSTEM SET wtcache.redis_url = 'redis://h:6379/x';
 ALTER SYSTEM SET wtcache.key_prefix = 'a{b}';
 ALTER SYSTEM SET wtcache.key_prefix = '';
 ALTER SYSTEM SET wtcache.batch_size = 0;
+ALTER SYSTEM SET wtcache.redis_sentinels = '127.0.0.1';
+ALTER SYSTEM SET wtcache.redis_sentinels = '127.0.0.1:26379; 127.0.0.1:26380';
+ALTER SYSTEM SET wtcache.redis_cluster_nodes = '127.0.0.1:0';
+ALTER SYSTEM SET wtcache.redis_cluster_nodes = '[::1:7000';
+-- valid lists are accepted (and taken back)
+ALTER SYSTEM SET wtcache.redis_sentinels = '127.0.0.1:26379, [::1]:26380 localhost:26381';
+ALTER SYSTEM RESET wtcache.redis_sentinels;
+ALTER SYSTEM SET wtcache.redis_cluster_nodes = '127.0.0.1:7000,127.0.0.1:7001';
+ALTER SYSTEM RESET wtcache.redis_cluster_nodes;
 -- a valid one is accepted (and taken back)
 ALTER SYSTEM SET wtcache.redis_url = 'redis://user:pa%40ss@[::1]:6380/2';
 ALTER SYSTEM RESET wtcache.redis_url;

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  * redis.c
- *		The one file that talks to hiredis: one Redis server, the master
- *		that Sentinels name, or a Redis Cluster.
+ *		Connections to Redis through hiredis: one server, the master that
+ *		Sentinels name, or the masters of a Redis Cluster (whose routing is
+ *		in cluster.c; only these two files see hiredis).
  *
  * hiredis allocates with malloc and is not written for longjmp: nothing in
  * here calls ereport while hiredis state is in flight.  Replies are copied
@@ -13,79 +14,22 @@
  * Sentinel: the master's address comes from the first Sentinel that
  * answers, and the server must say it is a master (ROLE) before anything
  * is written to it; wtc_redis_master_moved() lets the worker notice a
- * failover while it is idle.
+ * failover.
  *
- * Cluster: the packaged hiredis (0.14) has no cluster support, so routing
- * is done here.  The slot map comes from CLUSTER SLOTS; each command goes
- * to the master of its first key's slot (callers keep every multi-key
- * command and script inside one slot, see push.c).  Pipelines stay
- * pipelines: commands are appended to each node's connection and the
- * replies read back in the order the caller appended them.  Each command
- * is kept, formatted, until its reply is read, so a MOVED, ASK, TRYAGAIN
- * or NOSCRIPT answer is followed transparently: the replies already on
- * their way from the target node are read ahead and held, the command is
- * sent again there, and the map is refreshed at the next quiet moment.
+ * Cluster: pipelines stay pipelines.  Commands are appended to the
+ * connection of the node cluster.c names and the replies read back in the
+ * order the caller appended them.  Each command is kept, formatted, until
+ * its reply is read, so cluster.c can send it again after a MOVED, ASK,
+ * TRYAGAIN or NOSCRIPT answer: the replies already on their way from the
+ * target node are read ahead and held meanwhile.
  *-------------------------------------------------------------------------
  */
-#include "wtcache.h"
+#include "redis_conn.h"
 
 #include <stdarg.h>
 #include <sys/time.h>
 
-#include <hiredis/hiredis.h>
-
 #include "miscadmin.h"
-
-#define CLUSTER_SLOTS 16384
-#define MAX_NODES 64
-#define MAX_REDIRECTS 16
-#define MAX_SCRIPTS 8
-
-typedef struct RedisNode
-{
-	char		host[256];
-	int			port;
-	redisContext *ctx;			/* NULL until first used */
-	int			outstanding;	/* replies sent for and not yet read */
-	redisReply **held;			/* replies read ahead, oldest first */
-	int			heldhead;
-	int			nheld;
-	int			heldcap;
-} RedisNode;
-
-/* Cluster: a command whose reply the caller has not read yet */
-typedef struct PendingCommand
-{
-	int			node;
-	int			slot;			/* -1: no key */
-	char	   *cmd;			/* RESP text, for a redirect */
-	int			len;
-} PendingCommand;
-
-struct WtcRedis
-{
-	RedisTarget target;
-	int			connect_ms;
-	int			command_ms;
-	bool		broken;			/* a connection failed: free and reconnect */
-	char		err[256];
-	char		identity[48];	/* run_id (SINGLE, SENTINEL) or "cluster" */
-	char		address[300];
-	int			nnodes;
-	RedisNode	nodes[MAX_NODES];
-	/* Cluster only */
-	int16		slot_node[CLUSTER_SLOTS];	/* node index, -1 = not served */
-	int			masters[MAX_NODES];
-	int			nmasters;
-	bool		map_stale;
-	uint64		map_epoch;		/* counts slot maps learned */
-	PendingCommand *pend;
-	int			pendhead;
-	int			npend;
-	int			pendcap;
-	const char *scripts[MAX_SCRIPTS];	/* texts, loaded into every node */
-	int			nscripts;
-};
 
 static struct timeval
 ms_to_timeval(int ms)
@@ -97,11 +41,11 @@ ms_to_timeval(int ms)
 	return tv;
 }
 
-static bool
-fail(WtcRedis *r, const char *fmt,...) pg_attribute_printf(2, 3);
+bool
+wtc_fail(WtcRedis *r, const char *fmt,...) pg_attribute_printf(2, 3);
 
-static bool
-fail(WtcRedis *r, const char *fmt,...)
+bool
+wtc_fail(WtcRedis *r, const char *fmt,...)
 {
 	va_list		ap;
 
@@ -112,14 +56,14 @@ fail(WtcRedis *r, const char *fmt,...)
 }
 
 /* A node's connection failed: keep its message, never use it again. */
-static bool
-node_failed(WtcRedis *r, RedisNode *n)
+bool
+wtc_node_failed(WtcRedis *r, RedisNode *n)
 {
 	r->broken = true;
 	if (r->target.mode == WTC_REDIS_CLUSTER)
-		return fail(r, "%s:%d: %s", n->host, n->port,
+		return wtc_fail(r, "%s:%d: %s", n->host, n->port,
 					n->ctx && n->ctx->err ? n->ctx->errstr : "connection lost");
-	return fail(r, "%s", n->ctx && n->ctx->err ? n->ctx->errstr : "connection lost");
+	return wtc_fail(r, "%s", n->ctx && n->ctx->err ? n->ctx->errstr : "connection lost");
 }
 
 const char *
@@ -147,66 +91,12 @@ wtc_redis_address(WtcRedis *r)
 }
 
 /* ---------------------------------------------------------------------
- * Cluster key slots: CRC16 (XMODEM) of the hash tag, modulo 16384
- * ---------------------------------------------------------------------
- */
-static uint16
-crc16_xmodem(const char *buf, size_t len)
-{
-	uint16		crc = 0;
-
-	for (size_t i = 0; i < len; i++)
-	{
-		crc ^= (uint16) ((unsigned char) buf[i]) << 8;
-		for (int bit = 0; bit < 8; bit++)
-			crc = (crc & 0x8000) ? (uint16) ((crc << 1) ^ 0x1021) : (uint16) (crc << 1);
-	}
-	return crc;
-}
-
-/* The slot of a key: of its first non-empty {...}, as Redis Cluster does. */
-int
-wtc_redis_key_slot(const char *key, size_t len)
-{
-	const char *open = memchr(key, '{', len);
-
-	if (open != NULL)
-	{
-		const char *after = open + 1;
-		const char *close = memchr(after, '}', len - (after - key));
-
-		if (close != NULL && close > after)
-			return crc16_xmodem(after, close - after) & (CLUSTER_SLOTS - 1);
-	}
-	return crc16_xmodem(key, len) & (CLUSTER_SLOTS - 1);
-}
-
-/* The slot a command's keys live in, or -1 when it has none. */
-static int
-command_slot(int argc, const char **argv, const size_t *lens)
-{
-	if (argc < 2)
-		return -1;
-	if (pg_strcasecmp(argv[0], "EVALSHA") == 0 || pg_strcasecmp(argv[0], "EVAL") == 0)
-	{
-		if (argc < 4 || atoi(argv[2]) <= 0)
-			return -1;
-		return wtc_redis_key_slot(argv[3], lens[3]);
-	}
-	if (pg_strcasecmp(argv[0], "PUBLISH") == 0 || pg_strcasecmp(argv[0], "SCAN") == 0 ||
-		pg_strcasecmp(argv[0], "SCRIPT") == 0 || pg_strcasecmp(argv[0], "INFO") == 0 ||
-		pg_strcasecmp(argv[0], "CLUSTER") == 0 || pg_strcasecmp(argv[0], "PUBSUB") == 0)
-		return -1;
-	return wtc_redis_key_slot(argv[1], lens[1]);
-}
-
-/* ---------------------------------------------------------------------
  * Nodes
  * ---------------------------------------------------------------------
  */
 
-static int
-node_index(WtcRedis *r, const char *host, int port)
+int
+wtc_node_index(WtcRedis *r, const char *host, int port)
 {
 	for (int i = 0; i < r->nnodes; i++)
 		if (r->nodes[i].port == port && strcmp(r->nodes[i].host, host) == 0)
@@ -219,8 +109,8 @@ node_index(WtcRedis *r, const char *host, int port)
 }
 
 /* Read one reply of a node: a held one first, they came earlier. */
-static redisReply *
-node_take_reply(WtcRedis *r, RedisNode *n)
+redisReply *
+wtc_node_take_reply(WtcRedis *r, RedisNode *n)
 {
 	void	   *raw = NULL;
 
@@ -233,7 +123,7 @@ node_take_reply(WtcRedis *r, RedisNode *n)
 	}
 	if (n->ctx == NULL || redisGetReply(n->ctx, &raw) != REDIS_OK || raw == NULL)
 	{
-		node_failed(r, n);
+		wtc_node_failed(r, n);
 		return NULL;
 	}
 	n->outstanding--;
@@ -262,12 +152,12 @@ node_read_ahead(WtcRedis *r, RedisNode *n)
 				continue;
 			held = realloc(n->held, sizeof(redisReply *) * cap);
 			if (held == NULL)
-				return fail(r, "out of memory");
+				return wtc_fail(r, "out of memory");
 			n->held = held;
 			n->heldcap = cap;
 		}
 		if (redisGetReply(n->ctx, &raw) != REDIS_OK || raw == NULL)
-			return node_failed(r, n);
+			return wtc_node_failed(r, n);
 		n->outstanding--;
 		n->held[n->heldhead + n->nheld++] = raw;
 	}
@@ -275,8 +165,8 @@ node_read_ahead(WtcRedis *r, RedisNode *n)
 }
 
 /* One command on one node, now; the node's earlier replies are held. */
-static redisReply *
-node_sync(WtcRedis *r, int idx, bool asking, const char *cmd, size_t len)
+redisReply *
+wtc_node_sync(WtcRedis *r, int idx, bool asking, const char *cmd, size_t len)
 {
 	RedisNode  *n = &r->nodes[idx];
 	void	   *raw = NULL;
@@ -286,14 +176,14 @@ node_sync(WtcRedis *r, int idx, bool asking, const char *cmd, size_t len)
 	if ((asking && redisAppendCommand(n->ctx, "ASKING") != REDIS_OK) ||
 		redisAppendFormattedCommand(n->ctx, cmd, len) != REDIS_OK)
 	{
-		node_failed(r, n);
+		wtc_node_failed(r, n);
 		return NULL;
 	}
 	if (asking)
 	{
 		if (redisGetReply(n->ctx, &raw) != REDIS_OK || raw == NULL)
 		{
-			node_failed(r, n);
+			wtc_node_failed(r, n);
 			return NULL;
 		}
 		freeReplyObject(raw);
@@ -301,7 +191,7 @@ node_sync(WtcRedis *r, int idx, bool asking, const char *cmd, size_t len)
 	}
 	if (redisGetReply(n->ctx, &raw) != REDIS_OK || raw == NULL)
 	{
-		node_failed(r, n);
+		wtc_node_failed(r, n);
 		return NULL;
 	}
 	return raw;
@@ -316,25 +206,25 @@ node_sync_argv(WtcRedis *r, int idx, int argc, const char **argv, const size_t *
 
 	if (len < 0)
 	{
-		fail(r, "out of memory");
+		wtc_fail(r, "out of memory");
 		return NULL;
 	}
-	reply = node_sync(r, idx, false, cmd, len);
+	reply = wtc_node_sync(r, idx, false, cmd, len);
 	redisFreeCommand(cmd);
 	return reply;
 }
 
 /* A short status or error message of a reply, for err. */
-static const char *
-reply_text(redisReply *reply)
+const char *
+wtc_reply_text(redisReply *reply)
 {
 	if (reply->type == REDIS_REPLY_ERROR || reply->type == REDIS_REPLY_STATUS)
 		return reply->str;
 	return "unexpected reply";
 }
 
-static bool
-node_load_script(WtcRedis *r, int idx, const char *text)
+bool
+wtc_node_load_script(WtcRedis *r, int idx, const char *text)
 {
 	const char *argv[3] = {"SCRIPT", "LOAD", text};
 	size_t		lens[3] = {6, 4, strlen(text)};
@@ -342,32 +232,32 @@ node_load_script(WtcRedis *r, int idx, const char *text)
 	bool		ok;
 
 	if (reply == NULL)
-		return fail(r, "SCRIPT LOAD failed: %s", r->err);
+		return wtc_fail(r, "SCRIPT LOAD failed: %s", r->err);
 	ok = reply->type == REDIS_REPLY_STRING && reply->len == 40;
 	if (!ok)
-		fail(r, "SCRIPT LOAD failed: %s", reply_text(reply));
+		wtc_fail(r, "SCRIPT LOAD failed: %s", wtc_reply_text(reply));
 	freeReplyObject(reply);
 	return ok;
 }
 
 /* Connect (once), log in, select the database, load the known scripts. */
-static bool
-node_connect(WtcRedis *r, int idx)
+bool
+wtc_node_connect(WtcRedis *r, int idx)
 {
 	RedisNode  *n = &r->nodes[idx];
 	const RedisAddress *auth = &r->target.addr;
 	redisReply *reply;
 
 	if (n->ctx != NULL)
-		return !n->ctx->err || node_failed(r, n);
+		return !n->ctx->err || wtc_node_failed(r, n);
 
 	n->ctx = redisConnectWithTimeout(n->host, n->port, ms_to_timeval(r->connect_ms));
 	if (n->ctx == NULL)
-		return fail(r, "cannot allocate a Redis context");
+		return wtc_fail(r, "cannot allocate a Redis context");
 	if (n->ctx->err ||
 		redisSetTimeout(n->ctx, ms_to_timeval(r->command_ms)) != REDIS_OK ||
 		redisEnableKeepAlive(n->ctx) != REDIS_OK)
-		return node_failed(r, n);
+		return wtc_node_failed(r, n);
 
 	if (auth->password[0])
 	{
@@ -376,11 +266,11 @@ node_connect(WtcRedis *r, int idx)
 		else
 			reply = redisCommand(n->ctx, "AUTH %s", auth->password);
 		if (reply == NULL)
-			return node_failed(r, n);
+			return wtc_node_failed(r, n);
 		if (reply->type == REDIS_REPLY_ERROR)
 		{
 			/* the reply names no password; it is safe to show */
-			fail(r, "authentication failed: %s", reply->str);
+			wtc_fail(r, "authentication failed: %s", reply->str);
 			freeReplyObject(reply);
 			r->broken = true;
 			return false;
@@ -391,10 +281,10 @@ node_connect(WtcRedis *r, int idx)
 	{
 		reply = redisCommand(n->ctx, "SELECT %d", auth->db);
 		if (reply == NULL)
-			return node_failed(r, n);
+			return wtc_node_failed(r, n);
 		if (reply->type == REDIS_REPLY_ERROR)
 		{
-			fail(r, "SELECT %d failed: %s", auth->db, reply->str);
+			wtc_fail(r, "SELECT %d failed: %s", auth->db, reply->str);
 			freeReplyObject(reply);
 			r->broken = true;
 			return false;
@@ -402,127 +292,9 @@ node_connect(WtcRedis *r, int idx)
 		freeReplyObject(reply);
 	}
 	for (int i = 0; i < r->nscripts; i++)
-		if (!node_load_script(r, idx, r->scripts[i]))
+		if (!wtc_node_load_script(r, idx, r->scripts[i]))
 			return false;
 	return true;
-}
-
-/* ---------------------------------------------------------------------
- * Cluster slot map
- * ---------------------------------------------------------------------
- */
-
-/* Ask one node for the slot map; false (map unchanged) if it cannot say. */
-static bool
-cluster_map_from(WtcRedis *r, int asked)
-{
-	redisReply *reply;
-	int16	   *map;
-	bool		ok = true;
-
-	if (!node_connect(r, asked))
-		return false;
-	reply = node_sync(r, asked, false, "*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n", 28);
-	if (reply == NULL)
-		return false;
-	if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0)
-	{
-		fail(r, "CLUSTER SLOTS at %s:%d: %s", r->nodes[asked].host, r->nodes[asked].port,
-			 reply->type == REDIS_REPLY_ARRAY ? "no slots are served" : reply_text(reply));
-		freeReplyObject(reply);
-		return false;
-	}
-	map = malloc(sizeof(int16) * CLUSTER_SLOTS);
-	if (map == NULL)
-	{
-		freeReplyObject(reply);
-		return fail(r, "out of memory");
-	}
-	for (int s = 0; s < CLUSTER_SLOTS; s++)
-		map[s] = -1;
-	for (size_t i = 0; i < reply->elements && ok; i++)
-	{
-		redisReply *range = reply->element[i];
-		redisReply *master;
-		const char *host;
-		int			idx;
-
-		if (range->type != REDIS_REPLY_ARRAY || range->elements < 3 ||
-			range->element[0]->type != REDIS_REPLY_INTEGER ||
-			range->element[1]->type != REDIS_REPLY_INTEGER ||
-			range->element[2]->type != REDIS_REPLY_ARRAY ||
-			range->element[2]->elements < 2 ||
-			range->element[2]->element[0]->type != REDIS_REPLY_STRING ||
-			range->element[2]->element[1]->type != REDIS_REPLY_INTEGER)
-		{
-			ok = fail(r, "CLUSTER SLOTS at %s:%d: a reply wtcache cannot read",
-					  r->nodes[asked].host, r->nodes[asked].port);
-			break;
-		}
-		master = range->element[2];
-		/* an empty or unknown endpoint means "where you asked" */
-		host = master->element[0]->str;
-		if (host[0] == '\0' || strcmp(host, "?") == 0)
-			host = r->nodes[asked].host;
-		idx = node_index(r, host, (int) master->element[1]->integer);
-		if (idx < 0)
-		{
-			ok = fail(r, "the cluster has more than %d nodes", MAX_NODES);
-			break;
-		}
-		for (long long s = range->element[0]->integer;
-			 s <= range->element[1]->integer && s < CLUSTER_SLOTS; s++)
-			if (s >= 0)
-				map[s] = (int16) idx;
-	}
-	freeReplyObject(reply);
-	if (ok)
-	{
-		memcpy(r->slot_node, map, sizeof(int16) * CLUSTER_SLOTS);
-		r->nmasters = 0;
-		for (int s = 0; s < CLUSTER_SLOTS; s++)
-		{
-			bool		known = false;
-
-			if (map[s] < 0)
-				continue;
-			for (int m = 0; m < r->nmasters && !known; m++)
-				known = r->masters[m] == map[s];
-			if (!known)
-				r->masters[r->nmasters++] = map[s];
-		}
-		r->map_stale = false;
-		r->map_epoch++;
-		snprintf(r->address, sizeof(r->address), "cluster of %d masters (seed %s:%d)",
-				 r->nmasters, r->target.seeds[0].host, r->target.seeds[0].port);
-	}
-	free(map);
-	return ok;
-}
-
-/* The map from a master we know, else from a seed. */
-static bool
-cluster_refresh(WtcRedis *r)
-{
-	for (int m = 0; m < r->nmasters; m++)
-		if (r->nodes[r->masters[m]].ctx != NULL && !r->nodes[r->masters[m]].ctx->err &&
-			cluster_map_from(r, r->masters[m]))
-			return true;
-	for (int i = 0; i < r->target.nseeds; i++)
-	{
-		int			idx = node_index(r, r->target.seeds[i].host, r->target.seeds[i].port);
-
-		if (idx < 0)
-			break;
-		/* a seed that is down is no reason to give up on the next */
-		if (r->nodes[idx].ctx != NULL && r->nodes[idx].ctx->err)
-			continue;
-		r->broken = false;
-		if (cluster_map_from(r, idx))
-			return true;
-	}
-	r->broken = true;
-	return false;
 }
 
 /* ---------------------------------------------------------------------
@@ -543,14 +315,14 @@ sentinel_master(WtcRedis *r, RedisHostPort *master)
 		if (ctx == NULL || ctx->err ||
 			redisSetTimeout(ctx, ms_to_timeval(r->command_ms)) != REDIS_OK)
 		{
-			fail(r, "Sentinel %s:%d: %s", s->host, s->port, ctx ? ctx->errstr : "cannot allocate a context");
+			wtc_fail(r, "Sentinel %s:%d: %s", s->host, s->port, ctx ? ctx->errstr : "cannot allocate a context");
 			if (ctx)
 				redisFree(ctx);
 			continue;
 		}
 		reply = redisCommand(ctx, "SENTINEL get-master-addr-by-name %s", r->target.master_name);
 		if (reply == NULL)
-			fail(r, "Sentinel %s:%d: %s", s->host, s->port, ctx->errstr);
+			wtc_fail(r, "Sentinel %s:%d: %s", s->host, s->port, ctx->errstr);
 		else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
 				 reply->element[0]->type == REDIS_REPLY_STRING &&
 				 reply->element[1]->type == REDIS_REPLY_STRING &&
@@ -563,7 +335,7 @@ sentinel_master(WtcRedis *r, RedisHostPort *master)
 			return true;
 		}
 		else
-			fail(r, "Sentinel %s:%d does not know master \"%s\"%s%s", s->host, s->port,
+			wtc_fail(r, "Sentinel %s:%d does not know master \"%s\"%s%s", s->host, s->port,
 				 r->target.master_name, reply->type == REDIS_REPLY_ERROR ? ": " : "",
 				 reply->type == REDIS_REPLY_ERROR ? reply->str : "");
 		if (reply)
@@ -666,7 +438,7 @@ wtc_redis_connect(const RedisTarget *target, int connect_timeout_ms,
 			r->nnodes = 1;
 			strlcpy(r->nodes[0].host, target->addr.host, sizeof(r->nodes[0].host));
 			r->nodes[0].port = target->addr.port;
-			if (!node_connect(r, 0))
+			if (!wtc_node_connect(r, 0))
 				break;
 			wtcache_describe_address(&target->addr, r->address, sizeof(r->address));
 			read_identity(r);
@@ -683,13 +455,13 @@ wtc_redis_connect(const RedisTarget *target, int connect_timeout_ms,
 				r->nnodes = 1;
 				r->nodes[0] = (RedisNode) {.port = master.port};
 				strlcpy(r->nodes[0].host, master.host, sizeof(r->nodes[0].host));
-				if (!node_connect(r, 0))
+				if (!wtc_node_connect(r, 0))
 					break;
 				/* a Sentinel can name a master that has just been demoted */
 				role = redisCommand(r->nodes[0].ctx, "ROLE");
 				if (role == NULL)
 				{
-					node_failed(r, &r->nodes[0]);
+					wtc_node_failed(r, &r->nodes[0]);
 					break;
 				}
 				is_master = role->type == REDIS_REPLY_ARRAY && role->elements > 0 &&
@@ -698,7 +470,7 @@ wtc_redis_connect(const RedisTarget *target, int connect_timeout_ms,
 				freeReplyObject(role);
 				if (!is_master)
 				{
-					fail(r, "Sentinel named %s:%d as master \"%s\", but it is not a master (failover in progress)",
+					wtc_fail(r, "Sentinel named %s:%d as master \"%s\", but it is not a master (failover in progress)",
 						 master.host, master.port, target->master_name);
 					break;
 				}
@@ -711,12 +483,12 @@ wtc_redis_connect(const RedisTarget *target, int connect_timeout_ms,
 		case WTC_REDIS_CLUSTER:
 			for (int s = 0; s < CLUSTER_SLOTS; s++)
 				r->slot_node[s] = -1;
-			if (!cluster_refresh(r))
+			if (!wtc_cluster_refresh(r))
 				break;
 			r->broken = false;
 			strlcpy(r->identity, "cluster", sizeof(r->identity));
 			for (int m = 0; m < r->nmasters; m++)
-				if (!node_connect(r, r->masters[m]))
+				if (!wtc_node_connect(r, r->masters[m]))
 					goto failed;
 			return r;
 	}
@@ -755,7 +527,7 @@ wtc_redis_load_script(WtcRedis *r, const char *text, char *sha, char *err, size_
 		}
 		if (reply->type != REDIS_REPLY_STRING || reply->len != 40)
 		{
-			snprintf(err, errlen, "SCRIPT LOAD failed: %s", reply_text(reply));
+			snprintf(err, errlen, "SCRIPT LOAD failed: %s", wtc_reply_text(reply));
 			freeReplyObject(reply);
 			return false;
 		}
@@ -837,16 +609,16 @@ wtc_redis_append(WtcRedis *r, int argc, const char **argv, const size_t *lens)
 		return false;
 	if (r->target.mode != WTC_REDIS_CLUSTER)
 		return redisAppendCommandArgv(r->nodes[0].ctx, argc, argv, lens) == REDIS_OK ||
-			node_failed(r, &r->nodes[0]);
+			wtc_node_failed(r, &r->nodes[0]);
 
 	/* a redirect told us the map changed: learn it before the next pipeline */
-	if (r->map_stale && r->npend == 0 && !cluster_refresh(r))
+	if (r->map_stale && r->npend == 0 && !wtc_cluster_refresh(r))
 		return false;
-	slot = command_slot(argc, argv, lens);
+	slot = wtc_command_slot(argc, argv, lens);
 	idx = slot >= 0 ? r->slot_node[slot] : (r->nmasters > 0 ? r->masters[0] : -1);
 	if (idx < 0)
-		return fail(r, "no cluster node serves slot %d", slot);
-	if (!node_connect(r, idx))
+		return wtc_fail(r, "no cluster node serves slot %d", slot);
+	if (!wtc_node_connect(r, idx))
 		return false;
 
 	if (r->pendhead + r->npend >= r->pendcap)
@@ -862,18 +634,18 @@ wtc_redis_append(WtcRedis *r, int argc, const char **argv, const size_t *lens)
 			PendingCommand *grown = realloc(r->pend, sizeof(PendingCommand) * cap);
 
 			if (grown == NULL)
-				return fail(r, "out of memory");
+				return wtc_fail(r, "out of memory");
 			r->pend = grown;
 			r->pendcap = cap;
 		}
 	}
 	len = redisFormatCommandArgv(&cmd, argc, argv, lens);
 	if (len < 0)
-		return fail(r, "out of memory");
+		return wtc_fail(r, "out of memory");
 	if (redisAppendFormattedCommand(r->nodes[idx].ctx, cmd, len) != REDIS_OK)
 	{
 		redisFreeCommand(cmd);
-		return node_failed(r, &r->nodes[idx]);
+		return wtc_node_failed(r, &r->nodes[idx]);
 	}
 	p = &r->pend[r->pendhead + r->npend++];
 	p->node = idx;
@@ -899,106 +671,9 @@ wtc_redis_flush(WtcRedis *r)
 			continue;
 		while (!done)
 			if (redisBufferWrite(n->ctx, &done) != REDIS_OK)
-				return node_failed(r, n);
+				return wtc_node_failed(r, n);
 	}
 	return true;
-}
-
-static bool
-error_is(redisReply *reply, const char *prefix)
-{
-	return reply->type == REDIS_REPLY_ERROR &&
-		strncmp(reply->str, prefix, strlen(prefix)) == 0;
-}
-
-/* "MOVED 3999 127.0.0.1:6381": the node index of the address, or -1. */
-static int
-redirect_target(WtcRedis *r, const char *msg, int *slot)
-{
-	const char *sp = strchr(msg, ' ');
-	const char *addr;
-	const char *colon;
-	char		host[256];
-
-	if (sp == NULL)
-		return -1;
-	*slot = atoi(sp + 1);
-	addr = strchr(sp + 1, ' ');
-	if (addr == NULL || *slot < 0 || *slot >= CLUSTER_SLOTS)
-		return -1;
-	addr++;
-	colon = strrchr(addr, ':');
-	if (colon == NULL || (size_t) (colon - addr) >= sizeof(host))
-		return -1;
-	memcpy(host, addr, colon - addr);
-	host[colon - addr] = '\0';
-	return node_index(r, host, atoi(colon + 1));
-}
-
-/*
- * Follow MOVED, ASK, TRYAGAIN and NOSCRIPT answers to a pipelined command
- * until a real reply comes back.  TRYAGAIN (a slot half migrated) is
- * retried for at most the command timeout.
- */
-static redisReply *
-follow_redirects(WtcRedis *r, PendingCommand *p, redisReply *raw)
-{
-	int			tries = 0;
-	long		waited_ms = 0;
-
-	while (raw->type == REDIS_REPLY_ERROR && tries++ < MAX_REDIRECTS)
-	{
-		int			target = p->node;
-		bool		asking = false;
-
-		if (error_is(raw, "MOVED ") || error_is(raw, "ASK "))
-		{
-			int			slot;
-
-			asking = error_is(raw, "ASK ");
-			target = redirect_target(r, raw->str, &slot);
-			if (target < 0)
-				break;
-			if (!asking)
-			{
-				r->slot_node[slot] = (int16) target;
-				r->map_stale = true;
-			}
-		}
-		else if (error_is(raw, "TRYAGAIN"))
-		{
-			long		pause_ms = Min(100, 5L << Min(tries, 5));
-
-			if (waited_ms + pause_ms > r->command_ms)
-				break;
-			pg_usleep(pause_ms * 1000L);
-			waited_ms += pause_ms;
-			tries--;			/* bounded by time, not count */
-			if (p->slot >= 0 && r->slot_node[p->slot] >= 0)
-				target = r->slot_node[p->slot];
-		}
-		else if (error_is(raw, "NOSCRIPT"))
-		{
-			/* a replica promoted, or a node restarted: it lacks our scripts */
-			for (int i = 0; i < r->nscripts; i++)
-				if (!node_load_script(r, p->node, r->scripts[i]))
-				{
-					freeReplyObject(raw);
-					return NULL;
-				}
-		}
-		else
-			break;
-
-		freeReplyObject(raw);
-		if (!node_connect(r, target))
-			return NULL;
-		raw = node_sync(r, target, asking, p->cmd, p->len);
-		if (raw == NULL)
-			return NULL;
-		p->node = target;
-	}
-	return raw;
 }
 
 bool
@@ -1014,17 +689,17 @@ wtc_redis_read(WtcRedis *r, WtcReply *out)
 		void	   *reply = NULL;
 
 		if (redisGetReply(r->nodes[0].ctx, &reply) != REDIS_OK || reply == NULL)
-			return node_failed(r, &r->nodes[0]);
+			return wtc_node_failed(r, &r->nodes[0]);
 		hand_over(reply, out);
 		return true;
 	}
 
 	if (r->npend == 0)
-		return fail(r, "no reply is expected");
+		return wtc_fail(r, "no reply is expected");
 	p = &r->pend[r->pendhead];
-	raw = node_take_reply(r, &r->nodes[p->node]);
+	raw = wtc_node_take_reply(r, &r->nodes[p->node]);
 	if (raw != NULL && raw->type == REDIS_REPLY_ERROR)
-		raw = follow_redirects(r, p, raw);
+		raw = wtc_follow_redirects(r, p, raw);
 	redisFreeCommand(p->cmd);
 	r->pendhead++;
 	if (--r->npend == 0)
@@ -1083,9 +758,9 @@ node_command(WtcRedis *r, int node, WtcReply *out, int argc,
 	if (r->target.mode != WTC_REDIS_CLUSTER)
 		return wtc_redis_command(r, out, argc, argv, lens);
 	if (r->broken || node < 0 || node >= r->nmasters)
-		return fail(r, "no such cluster node");
+		return wtc_fail(r, "no such cluster node");
 	idx = r->masters[node];
-	if (!node_connect(r, idx))
+	if (!wtc_node_connect(r, idx))
 		return false;
 	raw = node_sync_argv(r, idx, argc, argv, lens);
 	if (raw == NULL)
@@ -1107,28 +782,3 @@ wtc_redis_scan(WtcRedis *r, int node, const char *cursor, const char *pattern,
 	return node_command(r, node, page, 6, argv, lens);
 }
 
-/* Cluster: which master (0 .. node_count - 1) serves slot; -1 if none, or outside a Cluster. */
-int
-wtc_redis_node_of_slot(WtcRedis *r, int slot)
-{
-	if (r->target.mode != WTC_REDIS_CLUSTER || slot < 0 || slot >= CLUSTER_SLOTS ||
-		r->slot_node[slot] < 0)
-		return -1;
-	for (int m = 0; m < r->nmasters; m++)
-		if (r->masters[m] == r->slot_node[slot])
-			return m;
-	return -1;
-}
-
-/*
- * Cluster: learn the slot map again if a redirect said it changed, at a
- * moment without replies on their way.  Returns the map's epoch, which
- * changes whenever the map is learned.
- */
-uint64
-wtc_redis_map_epoch(WtcRedis *r)
-{
-	if (r->target.mode == WTC_REDIS_CLUSTER && r->map_stale && r->npend == 0 && !r->broken)
-		(void) cluster_refresh(r);
-	return r->map_epoch;
-}

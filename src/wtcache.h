@@ -10,7 +10,8 @@
  *	capture.c	row/TRUNCATE triggers, per-transaction key buffer, wake
  *	watch.c		watch(), unwatch(), resync()/warm()
  *	fence.c		wait(): the read-your-writes fence
- *	redis.c		the only file that talks to hiredis
+ *	redis.c		connections to Redis (one server, Sentinel, Cluster masters)
+ *	cluster.c	Redis Cluster slot map, routing and redirects
  *	push.c		turning a claimed batch into pipelined Redis commands
  *	worker.c	per-database delivery worker
  *	launcher.c	launcher that starts one worker per database

@@ -436,7 +436,13 @@ COPY (SELECT translate(encode(convert_to(wtcache.redis_key(${lit}::regclass, $ke
 		$end = $#order if $end > $#order;
 		push @cmds, [ 'MGET', @order[ $i .. $end ] ];
 	}
-	my $replies = eval { redis_pipeline($port, \@cmds, chunk => 50) };
+	# a Redis Cluster passes its own fetch (opts fetch: MGET commands =>
+	# replies in order; opts scan: pattern => keys)
+	my $replies = eval {
+		$opts{fetch}
+		  ? $opts{fetch}->(\@cmds)
+		  : redis_pipeline($port, \@cmds, chunk => 50);
+	};
 	return _cmp_result(0, "could not read Redis on port $port: $@")
 	  unless defined $replies;
 
@@ -478,7 +484,9 @@ COPY (SELECT translate(encode(convert_to(wtcache.redis_key(${lit}::regclass, $ke
 	  // eval { table_key_pattern($node, $db, $table) };
 	return _cmp_result(0, "could not derive key pattern: $@")
 	  unless defined $pattern;
-	my $keys = eval { redis_row_keys($port, $pattern) };
+	my $keys = eval {
+		$opts{scan} ? $opts{scan}->($pattern) : redis_row_keys($port, $pattern);
+	};
 	return _cmp_result(0, "SCAN failed on port $port: $@")
 	  unless defined $keys;
 	my @extra = grep { !exists $want{$_} } @$keys;

@@ -1,0 +1,160 @@
+# Redis Cluster: a 3-master cluster on loopback.  The worker routes by slot
+# (rows spread over every master), the consistency check passes, reads and
+# cached queries work, a resharding in the middle of a write load (slots
+# with their keys moved between masters: MOVED, ASK and TRYAGAIN answers)
+# loses nothing, TRUNCATE purges keys on every master, verify() scans them
+# all, and a FLUSHALL of every master is noticed and repaired.
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::RealBin/../lib";    # WtcacheTest (PGXS resets PROVE_FLAGS)
+
+use IPC::Run;
+use POSIX ();
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep time);
+use WtcacheTest;
+use RedisTopology;
+
+my @masters = start_redis_cluster(masters => 3);
+my @ports = map { $_->port } @masters;
+my $node = new_wtcache_node(
+	'cluster',
+	redis_port => $ports[0],
+	extra_conf => "wtcache.redis_cluster_nodes = '127.0.0.1:$ports[0], 127.0.0.1:$ports[1]'\n"
+	  . "wtcache.poll_interval = 500\n");
+my $db = 'postgres';
+my %cmp = cluster_compare_opts(@masters);
+
+sub sql { return $node->safe_psql($db, $_[0]); }
+
+sql(q{
+CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL, n int NOT NULL DEFAULT 0,
+                org int NOT NULL DEFAULT 1);
+SELECT wtcache.watch('t', tags => ARRAY['org:{org}']);
+INSERT INTO t SELECT i, md5(i::text), 0, i % 5 FROM generate_series(1, 5000) i;
+CREATE TABLE t2 (a text, b int, payload jsonb, PRIMARY KEY (a, b));
+SELECT wtcache.watch('t2');
+INSERT INTO t2 SELECT 'k:{' || (i % 37) || '}%', i, jsonb_build_object('i', i)
+  FROM generate_series(1, 2000) i;
+});
+ok(wait_drained($node, $db), 'the first rows reach the cluster');
+like(sql(q{SELECT redis_address FROM wtcache.worker_status() WHERE database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())}),
+	qr/^cluster of 3 masters/, 'the status names the cluster');
+compare_table_ok($node, $db, 't', $ports[0], undef, %cmp);
+compare_table_ok($node, $db, 't2', $ports[0], undef, %cmp);
+for my $p (@ports)
+{
+	cmp_ok(redis_cmd($p, 'DBSIZE'), '>', 500, "master $p holds its share of the keys");
+}
+
+#### Reads through the cluster
+
+is(sql(q{SELECT wtcache.get('t', '42') = (SELECT row_to_json(t)::jsonb FROM t WHERE id = 42)}),
+	't', 'get() through the cluster');
+is( sql(q{SELECT count(*) FROM wtcache.get_many('t', ARRAY(SELECT i::text FROM generate_series(1, 300) i)) g
+          JOIN t ON g.row = row_to_json(t)::jsonb}),
+	'300', 'get_many() of 300 keys spread over every master');
+my $hits = sql(q{SELECT read_hits FROM wtcache.status WHERE table_name = 't'::regclass});
+cmp_ok($hits, '>=', 300, 'and they were hits');
+my $q = q{SELECT * FROM wtcache.query('SELECT org, count(*) AS n FROM t GROUP BY org ORDER BY org')};
+my $direct = sql(q{SELECT jsonb_build_object('org', org, 'n', count(*)) FROM t GROUP BY org ORDER BY org});
+is(sql($q), $direct, 'a cached query: first call');
+is(sql($q), $direct, 'a cached query: second call');
+cmp_ok(sql(q{SELECT hits FROM wtcache.query_stats()}), '>=', 1, 'the second call was a hit');
+sql(q{UPDATE t SET org = 9 WHERE id <= 10});
+ok(wait_drained($node, $db), 'an update that moves rows to another org is delivered');
+is(sql($q), sql(q{SELECT jsonb_build_object('org', org, 'n', count(*)) FROM t GROUP BY org ORDER BY org}),
+	'the cached query was invalidated');
+
+#### Resharding in the middle of a write load
+
+my $script = "$PostgreSQL::Test::Utils::tmp_check/cluster_load.sql";
+open(my $fh, '>', $script) or die $!;
+print $fh <<'EOS';
+\set id random(1001, 6000)
+UPDATE t SET v = md5(random()::text), n = n + 1 WHERE id = :id;
+\set id2 random(5001, 6000)
+INSERT INTO t VALUES (:id2, 'new', 0, :id2 % 5) ON CONFLICT (id) DO UPDATE SET n = t.n + 1;
+\set id3 random(1001, 6000)
+DELETE FROM t WHERE id = :id3 AND n % 5 = 3;
+\set b random(1, 2500)
+INSERT INTO t2 VALUES ('k:{' || (:b % 37) || '}%', :b, '{"r": 1}') ON CONFLICT (a, b) DO UPDATE SET payload = jsonb_build_object('r', random());
+EOS
+close $fh;
+my ($out, $err) = ('', '');
+my $load = IPC::Run::start(
+	[ 'pgbench', '-n', '-c', '3', '-j', '1', '-T', '12', '-f', $script,
+	  '-h', $node->host, '-p', $node->port, $db ],
+	'>', \$out, '2>', \$err);
+sleep 2;
+my $from = cluster_node_id($masters[0]);
+my $to = cluster_node_id($masters[1]);
+my $reshard_log = "$PostgreSQL::Test::Utils::log_path/cluster_reshard.log";
+my $reshard = fork() // die "fork: $!";
+if ($reshard == 0)
+{
+	open(STDOUT, '>>', $reshard_log);
+	open(STDERR, '>&', \*STDOUT);
+	exec('redis-cli', '--cluster', 'reshard', "127.0.0.1:$ports[0]", '--cluster-from', $from,
+		'--cluster-to', $to, '--cluster-slots', '2500', '--cluster-yes')
+	  or POSIX::_exit(127);
+}
+# reads keep working while slots move: rows 1-1000, which the load leaves
+# alone, so a read must equal the table exactly
+my ($reads, $reads_ok) = (0, 0);
+while (waitpid($reshard, POSIX::WNOHANG()) == 0)
+{
+	my $ids = join(',', map { 1 + int(rand(1000)) } 1 .. 20);
+	my ($ret, $got, $stderr) = $node->psql($db,
+		"SELECT count(*) FROM unnest(ARRAY[$ids]) i
+		 WHERE wtcache.get('t', i::text) IS DISTINCT FROM (SELECT row_to_json(t)::jsonb FROM t WHERE id = i)");
+	$reads++;
+	if ($ret == 0 && $got eq '0') { $reads_ok++ }
+	else { diag("read of ids $ids: exit $ret, $got differ, $stderr") }
+}
+is($?, 0, 'redis-cli moved 2,500 slots and their keys while the load ran');
+cmp_ok($reads, '>', 10, "reads ran during the resharding ($reads)");
+is($reads_ok, $reads, 'every read during the resharding returned the row of the table');
+IPC::Run::finish($load);
+like($out, qr/number of transactions actually processed: [1-9]/, 'the write load committed transactions')
+  or diag($err);
+cluster_wait_ok(@masters);
+ok(wait_drained($node, $db, '120s'), 'everything is delivered after the resharding');
+my $log = slurp_file($node->logfile);
+is(scalar(() = $log =~ /wtcache: connected to Redis/g), 1,
+	'the worker followed MOVED and ASK inline: it never had to reconnect');
+unlike($log, qr/could not deliver changes/, 'no push failed');
+compare_table_ok($node, $db, 't', $ports[0], undef, %cmp);
+compare_table_ok($node, $db, 't2', $ports[0], undef, %cmp);
+is(sql(q{SELECT count(*) FROM wtcache.verify('t')}), '0', 'verify() finds nothing on any master');
+cmp_ok(redis_cmd($ports[1], 'DBSIZE'), '>', redis_cmd($ports[0], 'DBSIZE'),
+	'the keys moved with their slots');
+
+#### TRUNCATE purges every master
+
+sql(q{TRUNCATE t2});
+ok(wait_drained($node, $db), 'TRUNCATE delivered');
+compare_table_ok($node, $db, 't2', $ports[0], undef, %cmp);
+
+#### FLUSHALL of every master: the generation marker notices
+
+redis_cmd($_, 'FLUSHALL') for @ports;
+my $deadline = time() + 60;
+my $back = 0;
+while (time() < $deadline)
+{
+	my $n = 0;
+	$n += redis_cmd($_, 'DBSIZE') for @ports;
+	if ($n >= 5000) { $back = 1; last }
+	usleep(200_000);
+}
+ok($back, 'the worker resynced the emptied cluster on its own');
+ok(wait_drained($node, $db), 'the resync is delivered');
+compare_table_ok($node, $db, 't', $ports[0], undef, %cmp);
+like(slurp_file($node->logfile), qr/generation marker missing/, 'and said why');
+
+done_testing();
