@@ -196,6 +196,67 @@ wtcache_bump_tags(WtcRedis *r, const RedisScripts *scripts, const TagBumps *bump
 	return ok;
 }
 
+/* Queue one marker script call per marker: check against acked, raise to new_version. */
+static bool
+append_marker_updates(WtcRedis *r, const RedisScripts *scripts, const MarkerSet *markers,
+					  int64 acked, int64 new_version)
+{
+	char		acked_buf[24];
+	char		new_buf[24];
+
+	snprintf(acked_buf, sizeof(acked_buf), INT64_FORMAT, acked);
+	snprintf(new_buf, sizeof(new_buf), INT64_FORMAT, Max(acked, new_version));
+	for (int m = 0; m < markers->n; m++)
+	{
+		const char *argv[6] = {"EVALSHA", scripts->marker_sha, "1", markers->keys[m], acked_buf, new_buf};
+		size_t		lens[6];
+
+		for (int i = 0; i < 6; i++)
+			lens[i] = strlen(argv[i]);
+		if (!wtc_redis_append(r, 6, argv, lens))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Read the replies of append_marker_updates, all of them.  *seen: the
+ * lowest value a marker had (-1: one is missing).
+ */
+static MarkerCheck
+read_marker_replies(WtcRedis *r, int nmarkers, int64 *seen, char *err, size_t errlen)
+{
+	MarkerCheck result = MARKER_OK;
+
+	for (int m = 0; m < nmarkers; m++)
+	{
+		WtcReply	reply;
+		int64		one = -1;
+
+		if (!wtc_redis_read(r, &reply))
+		{
+			snprintf(err, errlen, "%s", wtc_redis_errstr(r));
+			return MARKER_ERROR;
+		}
+		if (result == MARKER_ERROR)
+			continue;
+		if (reply.type != WTC_REPLY_ARRAY || reply.nelem != 2 ||
+			reply.elem[0].type != WTC_REPLY_INTEGER || reply.elem[1].type != WTC_REPLY_INTEGER)
+		{
+			snprintf(err, errlen, "generation marker update failed: %s",
+					 reply.type == WTC_REPLY_ERROR ? reply.str : "unexpected reply");
+			result = MARKER_ERROR;
+			continue;
+		}
+		one = reply.elem[1].integer;
+		if (m == 0 || one < *seen)
+			*seen = one;
+		if (reply.elem[0].integer != 1)
+			result = MARKER_LOST;
+	}
+	return result;
+}
+
 typedef struct SlotOrder
 {
 	int			slot;
@@ -256,8 +317,6 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 	char	   *numbuf;
 	char		tomb_ttl[16];
 	char		nkeys_buf[16];
-	char		acked_buf[24];
-	char		new_buf[24];
 	int			start = 0;
 	StringInfoData channel;
 	bool		in_cluster = wtc_redis_mode(r) == WTC_REDIS_CLUSTER;
@@ -338,45 +397,12 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 	if (!append_tag_bumps(r, scripts, bumps, ncalls, err, errlen))
 		return false;
 
-	snprintf(acked_buf, sizeof(acked_buf), INT64_FORMAT, acked);
-	snprintf(new_buf, sizeof(new_buf), INT64_FORMAT, Max(acked, new_version));
-	for (int m = 0; m < markers->n; m++)
-	{
-		argv[0] = "EVALSHA";
-		argv[1] = scripts->marker_sha;
-		argv[2] = "1";
-		argv[3] = markers->keys[m];
-		argv[4] = acked_buf;
-		argv[5] = new_buf;
-		for (int i = 0; i < 6; i++)
-			lens[i] = strlen(argv[i]);
-		if (!wtc_redis_append(r, 6, argv, lens))
-		{
-			snprintf(err, errlen, "could not send to Redis: %s", wtc_redis_errstr(r));
-			return false;
-		}
-	}
-	if (!wtc_redis_flush(r))
+	if (!append_marker_updates(r, scripts, markers, acked, new_version) || !wtc_redis_flush(r))
 	{
 		snprintf(err, errlen, "could not send to Redis: %s", wtc_redis_errstr(r));
 		return false;
 	}
 	return true;
-}
-
-/* One reply of the marker script: {ok, seen}. */
-static MarkerCheck
-marker_reply(const WtcReply *reply, int64 *seen, char *err, size_t errlen)
-{
-	if (reply->type != WTC_REPLY_ARRAY || reply->nelem != 2 ||
-		reply->elem[0].type != WTC_REPLY_INTEGER || reply->elem[1].type != WTC_REPLY_INTEGER)
-	{
-		snprintf(err, errlen, "generation marker update failed: %s",
-				 reply->type == WTC_REPLY_ERROR ? reply->str : "unexpected reply");
-		return MARKER_ERROR;
-	}
-	*seen = reply->elem[1].integer;
-	return reply->elem[0].integer == 1 ? MARKER_OK : MARKER_LOST;
 }
 
 /*
@@ -408,28 +434,19 @@ wtcache_push_receive(WtcRedis *r, int ncalls, int nmarkers, int64 *applied,
 			result = PUSH_FAILED;
 		}
 	}
-	for (int m = 0; m < nmarkers; m++)
 	{
-		int64		seen = -1;
-		MarkerCheck mc;
+		char		marker_err[256];
+		MarkerCheck mc = read_marker_replies(r, nmarkers, marker_seen, marker_err, sizeof(marker_err));
 
-		if (!wtc_redis_read(r, &reply))
+		if (result != PUSH_OK)
+			return result;
+		if (mc == MARKER_ERROR)
 		{
-			snprintf(err, errlen, "%s", wtc_redis_errstr(r));
+			strlcpy(err, marker_err, errlen);
 			return PUSH_FAILED;
 		}
-		if (result == PUSH_FAILED)
-			continue;
-		mc = marker_reply(&reply, &seen, err, errlen);
-		if (mc == MARKER_ERROR)
-			result = PUSH_FAILED;
-		else if (mc == MARKER_LOST && (result == PUSH_OK || seen < *marker_seen))
-		{
-			result = PUSH_MARKER_LOST;
-			*marker_seen = seen;
-		}
-		else if (result == PUSH_OK && (m == 0 || seen < *marker_seen))
-			*marker_seen = seen;
+		if (mc == MARKER_LOST)
+			return PUSH_MARKER_LOST;
 	}
 	return result;
 }
@@ -538,55 +555,12 @@ MarkerCheck
 wtcache_check_markers(WtcRedis *r, const RedisScripts *scripts, const MarkerSet *markers,
 					  int64 acked, int64 new_version, int64 *seen, char *err, size_t errlen)
 {
-	char		acked_buf[24];
-	char		new_buf[24];
-	MarkerCheck result = MARKER_OK;
-
-	snprintf(acked_buf, sizeof(acked_buf), INT64_FORMAT, acked);
-	snprintf(new_buf, sizeof(new_buf), INT64_FORMAT, Max(acked, new_version));
-	for (int m = 0; m < markers->n; m++)
-	{
-		const char *argv[6] = {"EVALSHA", scripts->marker_sha, "1", markers->keys[m], acked_buf, new_buf};
-		size_t		lens[6];
-
-		for (int i = 0; i < 6; i++)
-			lens[i] = strlen(argv[i]);
-		if (!wtc_redis_append(r, 6, argv, lens))
-		{
-			snprintf(err, errlen, "%s", wtc_redis_errstr(r));
-			return MARKER_ERROR;
-		}
-	}
-	if (!wtc_redis_flush(r))
+	if (!append_marker_updates(r, scripts, markers, acked, new_version) || !wtc_redis_flush(r))
 	{
 		snprintf(err, errlen, "%s", wtc_redis_errstr(r));
 		return MARKER_ERROR;
 	}
-	for (int m = 0; m < markers->n; m++)
-	{
-		WtcReply	reply;
-		int64		one = -1;
-		MarkerCheck mc;
-
-		if (!wtc_redis_read(r, &reply))
-		{
-			snprintf(err, errlen, "%s", wtc_redis_errstr(r));
-			return MARKER_ERROR;
-		}
-		if (result == MARKER_ERROR)
-			continue;
-		mc = marker_reply(&reply, &one, err, errlen);
-		if (mc == MARKER_ERROR)
-			result = MARKER_ERROR;
-		else
-		{
-			if (m == 0 || one < *seen)
-				*seen = one;
-			if (mc == MARKER_LOST)
-				result = MARKER_LOST;
-		}
-	}
-	return result;
+	return read_marker_replies(r, markers->n, seen, err, errlen);
 }
 
 /* Set every marker (after a resync, or to start the markers of new masters). */

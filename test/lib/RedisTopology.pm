@@ -8,6 +8,7 @@ use strict;
 use warnings;
 use Carp;
 use Exporter 'import';
+use IPC::Run;
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(usleep time);
 use PostgreSQL::Test::Cluster;
@@ -21,6 +22,8 @@ our @EXPORT = qw(
   cluster_compare_opts
   start_sentinel
   sentinel_master_port
+  start_write_load
+  set_delivery_paused
 );
 
 my @live_sentinels;
@@ -183,6 +186,45 @@ sub sentinel_master_port
 	my $r = redis_cmd($sentinel->port, 'SENTINEL', 'get-master-addr-by-name',
 		$name // 'mymaster');
 	return ref($r) eq 'ARRAY' ? $r->[1] : undef;
+}
+
+# start_write_load($node, $db, $name, $sql, %opts): pgbench running the
+# script $sql (seconds => 10, clients => 2) in the background.  Returns the
+# IPC::Run harness and references to its stdout and stderr.
+sub start_write_load
+{
+	my ($node, $db, $name, $sql, %opts) = @_;
+	my $script = "$PostgreSQL::Test::Utils::tmp_check/${name}_load.sql";
+	open(my $fh, '>', $script) or croak "$script: $!";
+	print $fh $sql;
+	close $fh;
+	my ($out, $err) = ('', '');
+	my $h = IPC::Run::start(
+		[ 'pgbench', '-n', '-c', $opts{clients} // 2, '-j', '1',
+		  '-T', $opts{seconds} // 10, '-f', $script,
+		  '-h', $node->host, '-p', $node->port, $db ],
+		'>', \$out, '2>', \$err);
+	return ($h, \$out, \$err);
+}
+
+# set_delivery_paused($node, $db, 1|0): wtcache.enabled off (and wait until
+# the worker says it is paused) or back on.  True once done.
+sub set_delivery_paused
+{
+	my ($node, $db, $paused) = @_;
+	if (!$paused)
+	{
+		$node->safe_psql($db, q{ALTER SYSTEM RESET wtcache.enabled; SELECT pg_reload_conf();});
+		return 1;
+	}
+	$node->safe_psql($db, q{ALTER SYSTEM SET wtcache.enabled = off; SELECT pg_reload_conf();});
+	for (1 .. 100)
+	{
+		return 1
+		  if $node->safe_psql($db, q{SELECT worker_state FROM wtcache.status LIMIT 1}) eq 'paused';
+		usleep(100_000);
+	}
+	return 0;
 }
 
 END

@@ -72,9 +72,7 @@ is(sql($q), sql(q{SELECT jsonb_build_object('org', org, 'n', count(*)) FROM t GR
 
 #### Resharding in the middle of a write load
 
-my $script = "$PostgreSQL::Test::Utils::tmp_check/cluster_load.sql";
-open(my $fh, '>', $script) or die $!;
-print $fh <<'EOS';
+my ($load, $out, $err) = start_write_load($node, $db, 'cluster', <<'EOS', clients => 3, seconds => 12);
 \set id random(1001, 6000)
 UPDATE t SET v = md5(random()::text), n = n + 1 WHERE id = :id;
 \set id2 random(5001, 6000)
@@ -84,12 +82,6 @@ DELETE FROM t WHERE id = :id3 AND n % 5 = 3;
 \set b random(1, 2500)
 INSERT INTO t2 VALUES ('k:{' || (:b % 37) || '}%', :b, '{"r": 1}') ON CONFLICT (a, b) DO UPDATE SET payload = jsonb_build_object('r', random());
 EOS
-close $fh;
-my ($out, $err) = ('', '');
-my $load = IPC::Run::start(
-	[ 'pgbench', '-n', '-c', '3', '-j', '1', '-T', '12', '-f', $script,
-	  '-h', $node->host, '-p', $node->port, $db ],
-	'>', \$out, '2>', \$err);
 sleep 2;
 my $from = cluster_node_id($masters[0]);
 my $to = cluster_node_id($masters[1]);
@@ -120,8 +112,8 @@ is($?, 0, 'redis-cli moved 2,500 slots and their keys while the load ran');
 cmp_ok($reads, '>', 10, "reads ran during the resharding ($reads)");
 is($reads_ok, $reads, 'every read during the resharding returned the row of the table');
 IPC::Run::finish($load);
-like($out, qr/number of transactions actually processed: [1-9]/, 'the write load committed transactions')
-  or diag($err);
+like($$out, qr/number of transactions actually processed: [1-9]/, 'the write load committed transactions')
+  or diag($$err);
 cluster_wait_ok(@masters);
 ok(wait_drained($node, $db, '120s'), 'everything is delivered after the resharding');
 my $log = slurp_file($node->logfile);

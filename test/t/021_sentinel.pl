@@ -79,20 +79,12 @@ compare_table_ok($node, $db, 't', $first->port);
 
 #### A failover in the middle of a write load
 
-my $script = "$PostgreSQL::Test::Utils::tmp_check/sentinel_load.sql";
-open(my $fh, '>', $script) or die $!;
-print $fh <<'EOS';
+my ($load, $out, $err) = start_write_load($node, $db, 'sentinel', <<'EOS', clients => 2, seconds => 10);
 \set id random(1001, 3500)
 INSERT INTO t VALUES (:id, 'new', 0) ON CONFLICT (id) DO UPDATE SET v = md5(random()::text), n = t.n + 1;
 \set id2 random(1001, 3500)
 DELETE FROM t WHERE id = :id2 AND n % 4 = 3;
 EOS
-close $fh;
-my ($out, $err) = ('', '');
-my $load = IPC::Run::start(
-	[ 'pgbench', '-n', '-c', '2', '-j', '1', '-T', '10', '-f', $script,
-	  '-h', $node->host, '-p', $node->port, $db ],
-	'>', \$out, '2>', \$err);
 sleep 2;
 redis_cmd($sentinel->port, 'SENTINEL', 'FAILOVER', 'mymaster');
 ok(wait_for_master($second->port), 'the Sentinel promoted the replica');
@@ -108,8 +100,8 @@ while ($load->pumpable)
 	eval { $load->pump_nb };
 }
 $load->finish;
-like($out, qr/number of transactions actually processed: [1-9]/, 'the write load committed transactions')
-  or diag($err);
+like($$out, qr/number of transactions actually processed: [1-9]/, 'the write load committed transactions')
+  or diag($$err);
 cmp_ok($reads, '>', 0, "reads ran after the failover ($reads)");
 is($reads_ok, $reads, 'every one of them returned the rows of the table');
 ok(wait_drained($node, $db, '120s'), 'everything is delivered after the failover');
@@ -130,14 +122,7 @@ ok(wait_drained($node, $db), 'the master acknowledged the update');
 
 # pause delivery, so only the reads' own check stands between a reader and
 # the rows the replica missed
-sql(q{ALTER SYSTEM SET wtcache.enabled = off; SELECT pg_reload_conf();});
-my $paused = 0;
-for (1 .. 100)
-{
-	if (sql(q{SELECT worker_state FROM wtcache.status LIMIT 1}) eq 'paused') { $paused = 1; last; }
-	usleep(100_000);
-}
-ok($paused, 'delivery is paused');
+ok(set_delivery_paused($node, $db, 1), 'delivery is paused');
 $second->kill9;
 kill 'CONT', $first->pid;
 ok(wait_for_master($first->port), 'the Sentinel promoted the replica that missed the update');
@@ -148,7 +133,7 @@ is(sql(q{SELECT count(*) FROM t WHERE id <= 100 AND wtcache.get('t', id::text)->
 cmp_ok(sql(q{SELECT read_bypasses FROM wtcache.status WHERE table_name = 't'::regclass}), '>=', 100,
 	'they read the table: the generation marker is behind');
 
-sql(q{ALTER SYSTEM RESET wtcache.enabled; SELECT pg_reload_conf();});
+set_delivery_paused($node, $db, 0);
 ok(wait_drained($node, $db, '120s'), 'delivery resumes on the promoted replica');
 like(slurp_file($node->logfile), qr/generation marker behind/, 'the worker saw the marker behind and resynced');
 compare_table_ok($node, $db, 't', $first->port, 'the promoted replica matches the table again');

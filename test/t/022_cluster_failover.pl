@@ -81,20 +81,12 @@ compare('the cluster matches the table');
 
 #### A manual failover in the middle of a write load
 
-my $script = "$PostgreSQL::Test::Utils::tmp_check/cfail_load.sql";
-open(my $fh, '>', $script) or die $!;
-print $fh <<'EOS';
+my ($load, $out, $err) = start_write_load($node, $db, 'cfail', <<'EOS', clients => 2, seconds => 8);
 \set id random(1001, 3500)
 INSERT INTO t VALUES (:id, 'new', 0) ON CONFLICT (id) DO UPDATE SET v = md5(random()::text), n = t.n + 1;
 \set id2 random(1001, 3500)
 DELETE FROM t WHERE id = :id2 AND n % 4 = 3;
 EOS
-close $fh;
-my ($out, $err) = ('', '');
-my $load = IPC::Run::start(
-	[ 'pgbench', '-n', '-c', '2', '-j', '1', '-T', '8', '-f', $script,
-	  '-h', $node->host, '-p', $node->port, $db ],
-	'>', \$out, '2>', \$err);
 sleep 2;
 my ($m1) = masters();
 my $r1 = replica_of($m1);
@@ -102,8 +94,8 @@ ok(defined $r1, 'found the replica of a master');
 redis_cmd($r1->port, 'CLUSTER', 'FAILOVER');
 ok(wait_until_master($r1), 'the replica took over from its master');
 $load->finish;
-like($out, qr/number of transactions actually processed: [1-9]/, 'the write load committed transactions')
-  or diag($err);
+like($$out, qr/number of transactions actually processed: [1-9]/, 'the write load committed transactions')
+  or diag($$err);
 ok(wait_drained($node, $db, '120s'), 'everything is delivered after the failover');
 compare('the cluster matches the table after the manual failover');
 
@@ -116,14 +108,7 @@ kill 'STOP', $heir->pid;
 redis_cmd($victim->port, 'CLIENT', 'KILL', 'TYPE', 'replica');
 sql(q{UPDATE t SET v = 'missed' WHERE id <= 1000});
 ok(wait_drained($node, $db), 'the masters acknowledged the update');
-sql(q{ALTER SYSTEM SET wtcache.enabled = off; SELECT pg_reload_conf();});
-my $paused = 0;
-for (1 .. 100)
-{
-	if (sql(q{SELECT worker_state FROM wtcache.status LIMIT 1}) eq 'paused') { $paused = 1; last; }
-	usleep(100_000);
-}
-ok($paused, 'delivery is paused');
+ok(set_delivery_paused($node, $db, 1), 'delivery is paused');
 $victim->kill9;
 kill 'CONT', $heir->pid;
 ok(wait_until_master($heir), 'the replica that missed the update took over');
@@ -135,7 +120,7 @@ cmp_ok(scalar @stale, '>', 0, 'the new master holds rows from before the update 
 is(sql(q{SELECT count(*) FROM t WHERE id <= 1000 AND wtcache.get('t', id::text)->>'v' IS DISTINCT FROM v}),
 	'0', 'reads never return what the new master missed');
 
-sql(q{ALTER SYSTEM RESET wtcache.enabled; SELECT pg_reload_conf();});
+set_delivery_paused($node, $db, 0);
 ok(wait_drained($node, $db, '120s'), 'delivery resumes');
 like(slurp_file($node->logfile), qr/generation marker behind/, 'the worker saw that master\'s marker behind and resynced');
 compare('the cluster matches the table after the lossy failover');
