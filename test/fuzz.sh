@@ -7,20 +7,25 @@
 #   FUZZ_SECONDS=600 bash test/fuzz.sh                   # ten minutes
 #   FUZZ_SEED=1234 FUZZ_SECONDS=120 bash test/fuzz.sh    # replay a seed
 #
+# PostgreSQL reaches Redis through test/lib/redis_proxy.pl, which the
+# fault injection stalls and cuts (see the fault kinds in the test).
+#
 # Environment, passed through to the test: FUZZ_SEED (default: random,
-# printed), FUZZ_SECONDS (default 300 here; 20 in the test suite),
+# printed), FUZZ_SECONDS (default 300 here; 40 in the test suite),
 # FUZZ_SESSIONS (writers, 4), FUZZ_READERS (2), FUZZ_FAULTS (1: inject
 # faults; 0: none), FUZZ_SELFTEST (1: plant stale values in Redis and pass
 # only if they are found), FUZZ_AUDIT (1: keep a copy of every queue row
-# and acknowledgement for a post-mortem).  Every failure prints the line
-# that replays it; test/t/014_fuzz.pl describes what is checked.
+# and acknowledgement for a post-mortem), FUZZ_KEEP (1: keep the copy and
+# its logs after a pass too).  Every failure prints the line that replays
+# it; test/t/014_fuzz.pl describes what is checked.
 #
 # It tests the wtcache that is installed (make install, or
 # test/run_tests.sh as root, installs it); it builds and installs nothing.
 # As root it runs the test as postgres (PostgreSQL refuses root) from a
 # copy of the tree owned by postgres, the way test/run_tests.sh runs
-# `make installcheck`; the copy is removed after a pass and kept, with its
-# logs, after a failure.  Not as root it runs in the tree itself.
+# `make installcheck`; the copy is removed after a pass (unless
+# FUZZ_KEEP=1) and kept, with its logs, after a failure.  Not as root it
+# runs in the tree itself.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -79,7 +84,11 @@ set -e
 
 if [ "$rc" -eq 0 ]; then
     say "passed: $(grep -E '^fuzz: seed .*changes committed' "$out" | tail -n 1)"
-    if [ "$work" != "$ROOT" ]; then rm -rf "$work"; fi
+    if [ "${FUZZ_KEEP:-0}" = 1 ]; then
+        echo "logs kept in $work/tmp_check/log (FUZZ_KEEP=1)"
+    elif [ "$work" != "$ROOT" ]; then
+        rm -rf "$work"
+    fi
     rm -f "$out"
     exit 0
 fi
@@ -94,6 +103,12 @@ for srv in "$logs"/014_fuzz_fuzz*.log; do
     [ -f "$srv" ] || continue
     say "wtcache / crash lines of $srv"
     grep -E 'wtcache|Redis|PANIC|TRAP|terminated by signal' "$srv" | tail -n 40 || true
+done
+# The proxy between PostgreSQL and Redis: its stalls and cuts.
+for px in "$logs"/014_fuzz_proxy_*.log; do
+    [ -f "$px" ] || continue
+    say "last lines of $px"
+    tail -n 20 "$px"
 done
 say "FAILED (exit $rc); logs kept in $logs (sessions: 014_fuzz_writer*.log, 014_fuzz_reader*.log)"
 echo "replay: $replay"

@@ -7,7 +7,10 @@
 #  - new_wtcache_node(): a PostgreSQL::Test::Cluster with wtcache preloaded
 #    and pointed at a Redis port, extension created in 'postgres';
 #  - compare_table(): every row of a table against its Redis key, and no
-#    extra row keys in Redis; wait_drained(): wtcache.wait() returned true.
+#    extra row keys in Redis; wait_drained(): wtcache.wait() returned true;
+#  - start_redis_proxy(): a TCP proxy (test/lib/redis_proxy.pl) in front of
+#    a Redis that can stall or cut every connection on demand, stopped at
+#    exit (END block) like the Redis servers.
 
 package WtcacheTest;
 
@@ -30,6 +33,7 @@ use Test::More;
 
 our @EXPORT = qw(
   start_redis
+  start_redis_proxy
   redis_cmd
   redis_try
   redis_pipeline
@@ -57,6 +61,9 @@ my %live_redis;
 
 # Credentials to send on connections to a port (see start_redis's auth).
 my %port_auth;
+
+# Every proxy started by this process, by PID.
+my %live_proxy;
 
 ############################################################################
 # Redis server
@@ -90,6 +97,71 @@ sub start_redis
 	$self->{logfile} = "$PostgreSQL::Test::Utils::log_path/"
 	  . _test_basename() . "_${name}_$self->{port}.log";
 	$self->start;
+	return $self;
+}
+
+# start_redis_proxy(target_port => $p, %opts): start test/lib/redis_proxy.pl
+# on a free loopback port, relaying to 127.0.0.1:$p.
+#   name => 'proxy'     used for the log and state file names
+#   auth                as start_redis's, for connections the helpers here
+#                       make to the proxy's port
+# Returns an object: ->port, ->pid, ->logfile, ->stats (a hash of the
+# proxy's counters: stalled, stalls, cuts, cut_conns, accepted, open,
+# refused, up, down), ->stall(1|0) (begin or end a stall, returns once the
+# proxy says so), ->cut (close every connection; returns how many were
+# open), ->stop.
+sub start_redis_proxy
+{
+	my (%opts) = @_;
+	croak "start_redis_proxy: target_port is required" unless $opts{target_port};
+	my $name = $opts{name} // 'proxy';
+	my $port = PostgreSQL::Test::Cluster::get_free_port();
+	my $dir = PostgreSQL::Test::Utils::tempdir($name);
+	my $self = bless {
+		name => $name,
+		port => $port,
+		target => $opts{target_port},
+		state => "$dir/state",
+		logfile => "$PostgreSQL::Test::Utils::log_path/" . _test_basename() . "_${name}_$port.log",
+		pid => undef,
+		owner => $$,
+	}, 'WtcacheTest::Proxy';
+	$port_auth{$port} = $opts{auth} if $opts{auth};
+	(my $script = __FILE__) =~ s{[^/]*\z}{redis_proxy.pl};
+	$script = "./$script" unless $script =~ m{/};
+	croak "start_redis_proxy: $script not found" unless -f $script;
+
+	my $pid = fork();
+	croak "fork failed: $!" unless defined $pid;
+	if ($pid == 0)
+	{
+		open(STDIN, '<', '/dev/null');
+		open(STDOUT, '>>', $self->{logfile});
+		open(STDERR, '>&', \*STDOUT);
+		exec($^X, $script, '--listen', $port, '--target', $opts{target_port},
+			'--state', $self->{state}, '--parent', $self->{owner})
+		  or POSIX::_exit(127);
+	}
+	$self->{pid} = $pid;
+	$live_proxy{$pid} = $self;
+	print "### started redis proxy (pid $pid) on port $port for port $opts{target_port}\n";
+	my $deadline = time() + 30;
+	until (-f $self->{state})
+	{
+		if (waitpid($pid, WNOHANG) == $pid)
+		{
+			delete $live_proxy{$pid};
+			$self->{pid} = undef;
+			my $log = -f $self->{logfile} ? PostgreSQL::Test::Utils::slurp_file($self->{logfile}) : '';
+			croak "redis proxy exited at start:\n$log";
+		}
+		if (time() > $deadline)
+		{
+			$self->stop;
+			croak "redis proxy on port $port did not start";
+		}
+		usleep(20_000);
+	}
 	return $self;
 }
 
@@ -546,6 +618,12 @@ sub _quote_literal
 END
 {
 	my $exit = $?;
+	for my $pid (keys %live_proxy)
+	{
+		my $p = $live_proxy{$pid};
+		next unless defined $p;
+		$p->stop if $p->{owner} == $$;
+	}
 	for my $pid (keys %live_redis)
 	{
 		my $r = $live_redis{$pid};
@@ -698,6 +776,106 @@ sub wipe
 		File::Path::remove_tree("$self->{dir}/$f");
 	}
 	closedir $dh;
+	return;
+}
+
+sub DESTROY
+{
+	my ($self) = @_;
+	local ($?, $@, $!);
+	$self->stop if defined $self->{pid} && $self->{owner} == $$;
+	return;
+}
+
+############################################################################
+# WtcacheTest::Proxy: one redis_proxy.pl child process
+############################################################################
+
+package WtcacheTest::Proxy;
+
+use strict;
+use warnings;
+use Carp;
+use POSIX qw(WNOHANG);
+use Time::HiRes qw(usleep time);
+
+sub port { return $_[0]->{port} }
+sub pid { return $_[0]->{pid} }
+sub logfile { return $_[0]->{logfile} }
+
+# The proxy's counters, from its state file.
+sub stats
+{
+	my ($self) = @_;
+	open(my $fh, '<', $self->{state}) or return {};
+	my $line = <$fh> // '';
+	close $fh;
+	chomp $line;
+	return { map { split /=/, $_, 2 } split / /, $line };
+}
+
+# Signal the proxy and wait until its state says $done->(stats) is true.
+sub _tell
+{
+	my ($self, $sig, $done, $what) = @_;
+	croak "redis proxy is not running" unless defined $self->{pid};
+	kill $sig, $self->{pid} or croak "could not signal the redis proxy (pid $self->{pid}): $!";
+	my $deadline = time() + 10;
+	while (1)
+	{
+		my $s = $self->stats;
+		return $s if $done->($s);
+		croak "redis proxy (pid $self->{pid}) did not $what within 10 s" if time() > $deadline;
+		usleep(10_000);
+	}
+}
+
+# stall(1): stop relaying anything until stall(0).  Returns the number of
+# connections open when the stall began (or ended).
+sub stall
+{
+	my ($self, $on) = @_;
+	$on = $on ? 1 : 0;
+	my $s = $self->stats;
+	return $s->{open} if ($s->{stalled} // 0) == $on;
+	$s = $self->_tell('USR1', sub { ($_[0]{stalled} // -1) == $on }, $on ? 'stall' : 'end its stall');
+	return $s->{open};
+}
+
+# cut: close every open connection.  Returns how many it closed.
+sub cut
+{
+	my ($self) = @_;
+	my $before = $self->stats;
+	my $cuts = $before->{cuts} // 0;
+	my $s = $self->_tell('USR2', sub { ($_[0]{cuts} // 0) > $cuts }, 'cut its connections');
+	return $s->{cut_conns} - ($before->{cut_conns} // 0);
+}
+
+# SIGTERM, then wait for exit (SIGKILL after 10 s).
+sub stop
+{
+	my ($self) = @_;
+	my $pid = $self->{pid};
+	return unless defined $pid;
+	return if $self->{owner} != $$;
+	kill 'TERM', $pid;
+	my $deadline = time() + 10;
+	while (1)
+	{
+		my $r = waitpid($pid, WNOHANG);
+		last if $r == $pid || $r == -1;    # -1: reaped elsewhere
+		if (time() > $deadline)
+		{
+			kill 'KILL', $pid;
+			waitpid($pid, 0);
+			last;
+		}
+		usleep(20_000);
+	}
+	delete $live_proxy{$pid};
+	$self->{pid} = undef;
+	print "### stopped redis proxy (pid $pid) on port $self->{port}\n";
 	return;
 }
 

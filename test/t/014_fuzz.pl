@@ -2,8 +2,12 @@
 # against four watched tables while readers check, read after read, that
 # wtcache.get() / get_many() / get_row() never return anything older than
 # what had committed before the read started, and faults are injected
-# (Redis stopped and restarted empty, Redis killed with kill -9, the
-# delivery worker SIGKILLed, PostgreSQL stopped in immediate mode).  At the
+# (Redis stopped and restarted empty, Redis killed with kill -9 and
+# restarted with or without its AOF, the delivery worker SIGKILLed,
+# PostgreSQL stopped in immediate mode, and the connections between
+# PostgreSQL and Redis stalled past wtcache.command_timeout or cut: all of
+# PostgreSQL's Redis traffic goes through test/lib/redis_proxy.pl, while
+# the checks read Redis directly; see "Faults" below).  At the
 # end Redis must equal every table, key for key (compare_table, verify(),
 # a get() of every row), with nothing left counted as pending (reads of
 # every row are served by Redis), and a session that kept reading through
@@ -11,7 +15,7 @@
 # has passed.
 #
 # Knobs (environment): FUZZ_SEED (default random, printed), FUZZ_SECONDS
-# (20: the short form of the test suite), FUZZ_SESSIONS (writers, 4),
+# (40: the short form of the test suite), FUZZ_SESSIONS (writers, 4),
 # FUZZ_READERS (2), FUZZ_FAULTS (1 = inject faults, 0 = none), FUZZ_VERBOSE
 # (1: progress on stderr, as test/fuzz.sh sets it).  test/fuzz.sh runs this
 # file standalone for longer; every failure says how to replay its seed.
@@ -55,7 +59,7 @@ use WtcacheTest;
 my $seed = $ENV{FUZZ_SEED};
 $seed = 1 + int(rand(2**31 - 2)) if !defined $seed || $seed eq '';
 die "FUZZ_SEED must be a positive integer, not '$seed'\n" unless $seed =~ /^[1-9][0-9]{0,9}$/;
-my $secs = $ENV{FUZZ_SECONDS} // 20;
+my $secs = $ENV{FUZZ_SECONDS} // 40;
 my $nwriters = $ENV{FUZZ_SESSIONS} // 4;
 my $nreaders = $ENV{FUZZ_READERS} // 2;
 my $faults_on = $ENV{FUZZ_FAULTS} // 1;
@@ -1096,11 +1100,23 @@ sub spawn_session
 
 srand($seed);
 
-# AOF with appendfsync always: a kill -9 keeps what Redis acknowledged,
-# so "killed and restarted" is a restart with the data (or, at random,
+# AOF with appendfsync always: Redis writes and fsyncs the AOF before it
+# answers, so a kill -9 keeps everything it acknowledged, and "killed and
+# restarted" is a restart with the data (or, when the fault says so,
 # without it: the fault then wipes the files).
 my $redis = start_redis(appendonly => 1);
-my $rp = $redis->port;
+my $rp = $redis->port;    # the checks and the selftest talk to Redis here
+
+# PostgreSQL (the worker and every backend's cached reads) reaches Redis
+# only through this proxy, which the proxy faults stall or cut.
+my $proxy = start_redis_proxy(target_port => $rp);
+my $pp = $proxy->port;
+
+# A stall must outlast wtcache.command_timeout (the worker's limit per
+# Redis reply) and wtcache.read_timeout (250 ms, the readers'), so that
+# both run into their limits; it is shorter here than the 5 s of the other
+# tests to keep stalls short.
+my $command_timeout_ms = 1500;
 
 # Part of the configuration comes from the seed: small batches interleave
 # the worker with the writers more; a tiny pending filter makes collisions
@@ -1108,10 +1124,11 @@ my $rp = $redis->port;
 my $batch = pick(100, 1000, 10000);
 my $poll = pick('500ms', '5s');
 my $slots = pick(1024, 1048576);
-$node = new_wtcache_node('fuzz', redis_port => $rp, extra_conf => qq{
+$node = new_wtcache_node('fuzz', redis_port => $pp, extra_conf => qq{
 wtcache.batch_size = $batch
 wtcache.poll_interval = '$poll'
 wtcache.pending_slots = $slots
+wtcache.command_timeout = $command_timeout_ms
 # expected errors (duplicate keys, deadlocks) without their statements,
 # which may carry values of tens of kB
 deadlock_timeout = '100ms'
@@ -1121,7 +1138,8 @@ max_connections = } . (20 + $nwriters + $nreaders) . qq{
 log_min_messages = info
 });
 $db = 'postgres';
-progress("config: batch_size $batch, poll_interval $poll, pending_slots $slots");
+progress("config: batch_size $batch, poll_interval $poll, pending_slots $slots; "
+	  . "Redis on port $rp (AOF, appendfsync always), PostgreSQL through the proxy on port $pp");
 
 sub sql { return $node->safe_psql($db, $_[0]); }
 
@@ -1238,25 +1256,57 @@ $copydir = PostgreSQL::Test::Utils::tempdir('fuzz');
 # Faults
 ############################################################################
 
+# The kinds of fault (see inject() below):
+#   redis_empty  Redis stopped (SIGTERM), restarted empty;
+#   redis_kill9  Redis killed (kill -9), restarted with its AOF or, at
+#                random, without it;
+#   redis_aof    Redis killed (kill -9), restarted with its AOF
+#                (appendfsync always): it must come back with everything it
+#                acknowledged, and the worker must not take it for a Redis
+#                that lost data;
+#   worker_kill  the delivery worker SIGKILLed (a crash restart);
+#   pg_restart   PostgreSQL stopped in immediate mode and started;
+#   proxy_stall  the proxy between PostgreSQL and Redis relays nothing for
+#                longer than wtcache.command_timeout (the worker and the
+#                readers run into their timeouts), then relays what it held,
+#                late, or (at random) cuts every connection instead;
+#   proxy_cut    the proxy closes every open connection at once, one to
+#                three times 200 ms apart.
 # Each kind once at a random moment (in random order), then, in longer
 # runs, one more about every 12 s; all between 10% and 85% of the run, so
-# that the sessions work before, between and after them.
+# that the sessions work before, between and after them.  Faults are
+# injected one after the other: one that runs late delays the next.
+my @FAULT_KINDS = qw(redis_empty redis_kill9 redis_aof worker_kill pg_restart proxy_stall proxy_cut);
 my @fault_plan;
 if ($faults_on)
 {
-	my @kinds = ('redis_empty', 'redis_kill9', 'worker_kill', 'pg_restart');
-	my $extra = $secs > 20 ? int(($secs - 20) / 12) : 0;
-	push @kinds, pick('redis_empty', 'redis_kill9', 'worker_kill', 'worker_kill', 'redis_empty', 'pg_restart') for 1 .. $extra;
+	my @kinds = @FAULT_KINDS;
+	my $extra = $secs > 30 ? int(($secs - 30) / 12) : 0;
+	push @kinds, pick('redis_empty', 'redis_kill9', 'redis_aof', 'worker_kill', 'worker_kill', 'redis_empty', 'pg_restart',
+		'proxy_stall', 'proxy_cut') for 1 .. $extra;
 	for (my $i = $#kinds; $i > 0; $i--)
 	{
 		my $j = int(rand($i + 1));
 		@kinds[ $i, $j ] = @kinds[ $j, $i ];
 	}
-	my $slot = 0.75 * $secs / @kinds;
+	# (In a short run the last one is planned 10 s before the end at the
+	# latest: a fault takes a few seconds, and a late one waits for it.)
+	my $last = $secs - 10 < 0.85 * $secs ? $secs - 10 : 0.85 * $secs;
+	$last = 0.5 * $secs if $last < 0.5 * $secs;
+	my $slot = ($last - 0.1 * $secs) / @kinds;
 	for my $i (0 .. $#kinds)
 	{
-		push @fault_plan, { at => 0.1 * $secs + $slot * ($i + rand()), kind => $kinds[$i], pause => rand(1.5) };
+		push @fault_plan, { at => 0.1 * $secs + $slot * ($i + rand()), kind => $kinds[$i], pause => rand(1.5), variant => rand() };
 	}
+}
+
+# The generation marker of the database in Redis (the worker raises it
+# with every batch; see README, "Redis losing data").
+my $marker_key;
+{
+	my @m = grep { /\}:gen\z/ } @{ redis_scan_keys($rp, '*gen') };
+	fz_ok(@m == 1, 'the generation marker is in Redis', 'keys ending in }:gen: ' . join(', ', @m));
+	$marker_key = $m[0];
 }
 
 my %read_counters;    # summed over server restarts (they reset the counters)
@@ -1295,6 +1345,69 @@ sub server_up
 }
 
 my @fault_log;
+my %fault_count;    # kind => faults of that kind injected
+my @done_faults;    # the faults injected, in order
+my @aof_faults;     # the redis_aof faults, with what they saw
+my @proxy_faults;   # the proxy_stall and proxy_cut faults, with what they saw
+
+# The delivery worker's view: (connected, whether its last error came
+# after the timestamp $since, that error), or () when there is no worker.
+sub worker_view
+{
+	my ($since) = @_;
+	my $after = defined $since ? "coalesce(last_error_at >= '$since'::timestamptz, false)" : 'false';
+	my ($ret, $out) = eval { $node->psql($db,
+		qq{SELECT connected, $after, coalesce(last_error, '') FROM wtcache.worker_status()
+		   WHERE database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())},
+		timeout => 10, timed_out => \my $timed_out) };
+	return () unless defined $ret && $ret == 0 && defined $out && $out =~ /^([tf])\|([tf])\|(.*)$/s;
+	return ($1 eq 't', $2 eq 't', $3);
+}
+
+sub pg_now
+{
+	my ($ret, $out) = eval { $node->psql($db, 'SELECT clock_timestamp()', timeout => 10, timed_out => \my $t) };
+	return (defined $ret && $ret == 0) ? $out : undef;
+}
+
+# Wait up to $secs for the worker to be connected to Redis (through the
+# proxy); returns whether it is.
+sub wait_worker_connected
+{
+	my ($secs) = @_;
+	my $deadline = time() + $secs;
+	while (1)
+	{
+		my ($connected) = worker_view();
+		return 1 if $connected;
+		return 0 if time() > $deadline;
+		usleep(100_000);
+	}
+}
+
+# After a proxy fault: wait up to $secs for the worker to be connected
+# again and to have failed on Redis since $since (an error reported after
+# that time), or to be connected for $quiet s without a failure (it may
+# not have used Redis); what it reported, for the fault log.
+sub worker_after_proxy_fault
+{
+	my ($since, $secs, $quiet) = @_;
+	my $start = time();
+	my ($connected, $failed, $error);
+	while (1)
+	{
+		($connected, $failed, $error) = worker_view($since);
+		last if $connected && ($failed || time() - $start > $quiet);
+		last if time() - $start > $secs;
+		usleep(100_000);
+	}
+	return { failed => $failed ? 1 : 0, connected => $connected ? 1 : 0, error => $error // '' };
+}
+
+sub fault_counts
+{
+	return join(', ', map { "$_ " . ($fault_count{$_} // 0) } @FAULT_KINDS);
+}
 
 sub inject
 {
@@ -1302,6 +1415,7 @@ sub inject
 	my $kind = $f->{kind};
 	my $what;
 	sample_read_counters();
+	$f->{log_from} = -s $node->logfile;
 	if ($kind eq 'redis_empty')
 	{
 		$redis->stop;
@@ -1318,6 +1432,78 @@ sub inject
 		$redis->start;
 		$what = sprintf('Redis killed (kill -9), restarted after %.1f s %s', $f->{pause},
 			$keep ? 'with its data (AOF)' : 'empty');
+	}
+	elsif ($kind eq 'redis_aof')
+	{
+		# So that what the worker logs after the restart is about this
+		# restart, not an earlier fault it is still recovering from.
+		wait_worker_connected(10) and usleep(300_000);
+		$f->{log_from} = -s $node->logfile;
+		my ($m0) = redis_try($rp, 'GET', $marker_key);
+		my ($n0) = redis_try($rp, 'DBSIZE');
+		$redis->kill9;
+		usleep(int($f->{pause} * 1e6));
+		$redis->start;    # same directory, no wipe: Redis replays its AOF
+		my ($m1) = redis_try($rp, 'GET', $marker_key);
+		my ($n1) = redis_try($rp, 'DBSIZE');
+		my $kept = (!defined $m0 || (defined $m1 && $m1 >= $m0)) && (!$n0 || ($n1 // 0) > 0);
+		$f->{aof} = { marker_before => $m0, marker_after => $m1, keys_before => $n0, keys_after => $n1, kept => $kept };
+		push @aof_faults, $f;
+		$what = sprintf('Redis killed (kill -9), restarted after %.1f s with its AOF: %s keys before, %s after, '
+			  . 'generation marker %s before, %s after%s', $f->{pause}, $n0 // '?', $n1 // '?',
+			$m0 // 'missing', $m1 // 'missing', $kept ? '' : ' (DATA NOT KEPT)');
+	}
+	elsif ($kind eq 'proxy_stall')
+	{
+		# From the seed: 1 s past wtcache.command_timeout, plus up to 3 s.
+		my $stall = $command_timeout_ms / 1000 + 1 + 2 * $f->{pause};
+		my $end_cut = $f->{variant} < 0.3;
+		# The worker's connection is to be among those stalled (it may
+		# still be recovering from the fault before).
+		wait_worker_connected(10);
+		my $since = pg_now();
+		my $fb0 = $read_counters{fallbacks} // 0;
+		my $open = $proxy->stall(1);
+		usleep(int($stall * 1e6));
+		# What the worker reported while nothing reached Redis: only its
+		# timeout can have ended a command.
+		my (undef, $timed_out, $stall_error) = worker_view($since);
+		my $cut = $end_cut ? $proxy->cut : 0;
+		$proxy->stall(0);
+		my $w = worker_after_proxy_fault($since, 15, 1);
+		sample_read_counters();
+		$w->{fallbacks} = ($read_counters{fallbacks} // 0) - $fb0;
+		$w->{open} = $open;
+		$w->{timed_out} = $timed_out ? 1 : 0;
+		$f->{proxy} = $w;
+		push @proxy_faults, $f;
+		$what = sprintf('proxy stalled all %d connections for %.1f s, then %s; worker %s%s; %d reads fell back to the table',
+			$open, $stall, $end_cut ? "cut them ($cut)" : 'relayed what it held',
+			$timed_out ? "timed out during the stall ($stall_error)" : 'reported no failure during the stall',
+			$w->{connected} ? ', connected again after it' : ', NOT connected again after it', $w->{fallbacks});
+	}
+	elsif ($kind eq 'proxy_cut')
+	{
+		my $times = 1 + int($f->{pause} * 2);    # 1 to 3 cuts
+		wait_worker_connected(10);    # the worker's connection is to be among those cut
+		my $since = pg_now();
+		my $fb0 = $read_counters{fallbacks} // 0;
+		my @closed;
+		for my $i (1 .. $times)
+		{
+			push @closed, $proxy->cut;
+			usleep(200_000) if $i < $times;
+		}
+		my $w = worker_after_proxy_fault($since, 10, 3);
+		sample_read_counters();
+		$w->{fallbacks} = ($read_counters{fallbacks} // 0) - $fb0;
+		$w->{open} = $closed[0];
+		$f->{proxy} = $w;
+		push @proxy_faults, $f;
+		$what = sprintf('proxy cut every connection %d time%s (%s closed); worker %s%s; %d reads fell back to the table',
+			$times, $times > 1 ? 's' : '', join(' + ', @closed),
+			$w->{failed} ? "failed ($w->{error})" : 'reported no failure',
+			$w->{connected} ? ' and is connected again' : ' and is NOT connected again', $w->{fallbacks});
 	}
 	elsif ($kind eq 'worker_kill')
 	{
@@ -1340,7 +1526,10 @@ sub inject
 		$what = 'PostgreSQL stopped in immediate mode and started';
 	}
 	server_up() or die "the server did not come back after: $kind";
+	$fault_count{$kind}++;
 	my $line = sprintf('%5.1f s: %s', time() - $t0, $what);
+	$f->{line} = $line;
+	push @done_faults, $f;
 	push @fault_log, $line;
 	progress("fault $line");
 	return 1;
@@ -1487,8 +1676,63 @@ fz_ok(($read_counters{hits} // 0) > 0 || $nreaders == 0,
 	'read counters: ' . join(', ', map { "$_ $read_counters{$_}" } sort keys %read_counters));
 if ($faults_on)
 {
-	fz_ok($faults >= 4 && !@fault_plan, "faults injected: $faults", @fault_log);
+	fz_ok($faults >= @FAULT_KINDS && !@fault_plan && !grep({ !$fault_count{$_} } @FAULT_KINDS),
+		"faults injected: $faults, every kind at least once (" . fault_counts() . ')',
+		(@fault_plan ? scalar(@fault_plan) . ' planned faults were not injected before the end of the run' : ()), @fault_log);
+
+	# A restart with the AOF keeps everything Redis acknowledged: the
+	# generation marker is back, not lower, and the worker, which checks
+	# it when it reconnects, finds nothing lost (until the next fault).
+	my $log_all = slurp_file($node->logfile);
+	my (@lost, @aof_bad);
+	for my $i (0 .. $#done_faults)
+	{
+		my $f = $done_faults[$i];
+		next unless $f->{aof};
+		push @aof_bad, "at $f->{line}" unless $f->{aof}{kept};
+		my $to = $i < $#done_faults ? $done_faults[ $i + 1 ]{log_from} : length($log_all);
+		my $seg = substr($log_all, $f->{log_from}, $to - $f->{log_from});
+		# From the worker's first connection to the restarted Redis on
+		# (the kill cut its connection; what it logged before is about
+		# the Redis before the kill).
+		next unless $seg =~ s/\A.*?wtcache: connected to Redis[^\n]*\n//s;
+		push @lost, "after the fault at $f->{line}:\n    $1" while $seg =~ /^(.*wtcache: Redis at .* lost data.*)$/mg;
+	}
+	if (@aof_faults)
+	{
+		fz_ok(!@aof_bad, 'Redis restarted with its AOF came back with its data (' . scalar(@aof_faults) . ' restarts)', @aof_bad);
+		fz_ok(!@lost, 'after a restart with the AOF the worker found no data lost (no resync)', @lost);
+	}
+
+	# The proxy faults fired: a stall outlasted the worker's
+	# wtcache.command_timeout (the worker reported a failure while it
+	# lasted), a cut closed connections and the worker noticed, and after
+	# each the worker was connected again.
+	my @stalls = grep { $_->{kind} eq 'proxy_stall' } @proxy_faults;
+	my @cuts = grep { $_->{kind} eq 'proxy_cut' } @proxy_faults;
+	if (@stalls)
+	{
+		my $timed_out = grep { $_->{proxy}{timed_out} } @stalls;
+		fz_ok($timed_out > 0, "a proxy stall made the worker run into wtcache.command_timeout (in $timed_out of "
+			  . scalar(@stalls) . ' stalls)', map { $_->{line} } @stalls);
+	}
+	if (@cuts)
+	{
+		my $closed = 0;
+		$closed += $_->{proxy}{open} for @cuts;
+		my $failed = grep { $_->{proxy}{failed} } @cuts;
+		fz_ok($closed > 0 && $failed > 0,
+			"proxy cuts closed connections ($closed in " . scalar(@cuts) . " cuts) and the worker noticed ($failed cuts)",
+			map { $_->{line} } @cuts);
+	}
+	my @not_back = grep { !$_->{proxy}{connected} } @proxy_faults;
+	fz_ok(!@not_back, 'the worker was connected again after every proxy fault', map { $_->{line} } @not_back);
 }
+my $via = sql(q{SELECT redis_address FROM wtcache.worker_status()
+                WHERE database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())});
+my $pstats = $proxy->stats;
+fz_ok($via =~ /:\Q$pp\E\b/ && ($pstats->{accepted} // 0) > 0,
+	"PostgreSQL reached Redis through the proxy (worker's address $via; proxy accepted " . ($pstats->{accepted} // 0) . ' connections)');
 
 ############################################################################
 # The end state: Redis equal to every table, key for key
@@ -1643,16 +1887,26 @@ my @worker_errors = $log =~ /^.*(?:ERROR|WARNING):\s+.*wtcache.*$/mg;
 note(scalar(@worker_errors) . " wtcache ERROR/WARNING lines in the server log" . (@worker_errors ? ", the first:\n  " . join("\n  ", @worker_errors[ 0 .. ($#worker_errors > 4 ? 4 : $#worker_errors) ]) : ''));
 
 my $summary = sprintf('fuzz: seed %d, %d s, changes committed %d, rollbacks %d, errors tolerated %d, '
-	  . 'reads checked %d, stale reads %d, keys compared %d, drift %d, faults %d',
-	$seed, $secs, $changes, $rollbacks, $tolerated, $reads, $stale, $compared, $drift, $faults);
+	  . 'reads checked %d, stale reads %d, keys compared %d, drift %d, faults %d (%s)',
+	$seed, $secs, $changes, $rollbacks, $tolerated, $reads, $stale, $compared, $drift, $faults, fault_counts());
 note($summary);
 to_terminal($summary);
 my $detail = sprintf('fuzz: details: ran %.1f s, %d transactions committed, %d savepoint rollbacks, %d changes rolled back, '
-	  . '%d transactions cut by a fault, %d reads cut by a fault, %d reads of no row, %d reconnects, read counters %s',
+	  . '%d transactions cut by a fault, %d reads cut by a fault, %d reads of no row, %d reconnects, read counters %s; '
+	  . 'proxy: %d connections, %d closed by cuts, %d stalls, %.1f MB to Redis and %.1f MB back; '
+	  . 'the worker timed out in %d of %d stalls and failed after %d of %d cuts, '
+	  . '%d reads fell back to the table during proxy faults',
 	$ran, $w{commits} // 0, $w{savepoint_rollbacks} // 0, $w{changes_rolled_back} // 0, $w{interrupted} // 0,
 	$r{reads_interrupted} // 0, $r{reads_null} // 0,
 	($w{connects} // 0) + ($r{connects} // 0) - $nwriters - $nreaders,
-	join(', ', map { "$_ $read_counters{$_}" } sort keys %read_counters));
+	join(', ', map { "$_ $read_counters{$_}" } sort keys %read_counters),
+	$pstats->{accepted} // 0, $pstats->{cut_conns} // 0, $pstats->{stalls} // 0,
+	($pstats->{up} // 0) / 1e6, ($pstats->{down} // 0) / 1e6,
+	scalar(grep { $_->{kind} eq 'proxy_stall' && $_->{proxy}{timed_out} } @proxy_faults),
+	scalar(grep { $_->{kind} eq 'proxy_stall' } @proxy_faults),
+	scalar(grep { $_->{kind} eq 'proxy_cut' && $_->{proxy}{failed} } @proxy_faults),
+	scalar(grep { $_->{kind} eq 'proxy_cut' } @proxy_faults),
+	eval { my $n = 0; $n += $_->{proxy}{fallbacks} for @proxy_faults; $n });
 note($detail);
 to_terminal($detail) if $verbose;
 
