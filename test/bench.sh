@@ -12,6 +12,21 @@
 #   drain         changes per second from the commit of that UPDATE to
 #                 wtcache.wait() returning, next to what redis-benchmark's
 #                 pipelined SET reaches on one connection;
+#   cluster drain the same UPDATE and wait() by a PostgreSQL of its own
+#                 whose wtcache writes to a 3-master Redis Cluster on
+#                 loopback (test/lib/bench_cluster.sh), next to one Redis;
+#   write load    TPS of pgbench -N (single-row UPDATE of pgbench_accounts,
+#                 SELECT, INSERT into history; 2 clients, BENCH_WRITE_SECONDS
+#                 a run, default 15) on the table unwatched, watched, and
+#                 with the outbox trigger, with synchronous_commit on and off;
+#   write latency p50 of one client's UPDATE + commit of a random row
+#                 (BENCH_WRITE_COUNT writes, default 3,000), unwatched
+#                 and watched, next to the application write-through peer:
+#                 UPDATE ... RETURNING + commit, then SET of the row (two
+#                 round trips); then the keys each leaves stale after a
+#                 batch UPDATE of BENCH_STALE_ROWS rows (default 100,000)
+#                 from psql, which bypasses the application (wtcache's
+#                 counted once wtcache.wait() has returned);
 #   cached reads  from one pgbench client (-M prepared, BENCH_READ_SECONDS
 #                 seconds a run, default 5), random existing keys, every
 #                 row warmed into Redis first: wtcache.get() next to the
@@ -29,13 +44,30 @@
 #                 wtcache.wait() until it is in Redis, for a tag that 10
 #                 cached query results depend on and one that 100,000 do,
 #                 all of them refilled before every run; a result of the
-#                 second tag is a hit before and a miss after.
+#                 second tag is a hit before and a miss after;
+#   lag           commit-to-Redis lag under a steady BENCH_LAG_RATE changes
+#                 per second (default 5,000: pgbench -R, BENCH_LAG_TXN_ROWS
+#                 rows a transaction, default 5, synchronous_commit on),
+#                 BENCH_LAG_SECONDS a run (default 15): a probe commits a
+#                 change 100 times a second and polls Redis until the key
+#                 holds it; p50 and p99;
+#   logical       the logical decoding peer (wal_level = logical from here
+#   decoding      on, after a restart): pg_recvlogical with test_decoding
+#                 feeding test/bench_decode.py, which pipelines SET/DEL to
+#                 Redis on one connection: its lag as above, and its drain
+#                 of the UPDATE of every row (commit to a change committed
+#                 after it being in Redis), next to pg_recvlogical alone
+#                 writing a file (what any consumer could reach).
+# Ends with the goals met and missed.  Helpers: test/bench_client.py (the
+# timed clients), test/bench_decode.py (the peer's consumer); both run with
+# /usr/bin/python3 and Debian's python3-psycopg2 and python3-redis.
 # Starts its own PostgreSQL and Redis on free loopback ports; stops them.
 set -euo pipefail
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 HERE=$(dirname "$SELF")
 . "$HERE/lib/servers.sh"
 if [ "$(id -u)" -eq 0 ]; then
+    install_packages postgresql-15 redis-server redis-tools python3-psycopg2 python3-redis
     if [ "${BENCH_NO_INSTALL:-0}" = 1 ]; then
         # measure the extension as installed (another checkout or another
         # person builds it): the re-run as postgres of
@@ -48,6 +80,7 @@ if [ "$(id -u)" -eq 0 ]; then
         rm -rf "$copy"
         exit "$rc"
     fi
+    install_packages postgresql-server-dev-15 libhiredis-dev make gcc libc6-dev
     run_as_postgres_after_install "$SELF" "$(dirname "$HERE")" "$@"
 fi
 
@@ -55,9 +88,23 @@ RUNS=${BENCH_RUNS:-3}
 SCALE=${BENCH_SCALE:-10}
 READ_SECONDS=${BENCH_READ_SECONDS:-5}
 EVENT_ROWS=${BENCH_EVENT_ROWS:-11000000}
+WRITE_SECONDS=${BENCH_WRITE_SECONDS:-15}
+WRITE_COUNT=${BENCH_WRITE_COUNT:-3000}
+STALE_ROWS=${BENCH_STALE_ROWS:-100000}
+LAG_RATE=${BENCH_LAG_RATE:-5000}
+LAG_TXN_ROWS=${BENCH_LAG_TXN_ROWS:-5}
+LAG_SECONDS=${BENCH_LAG_SECONDS:-15}
+PY=/usr/bin/python3
 export PATH="$(pg_config --bindir):$PATH"
 WORK=$(mktemp -d /tmp/wtcache-bench.XXXXXX)
-trap 'servers_stop_all; rm -rf "$WORK"' EXIT
+# processes started in the background, stopped by their PID at exit
+BG_PIDS=()
+stop_background() {
+    local p
+    for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${BG_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap 'stop_background; servers_stop_all; rm -rf "$WORK"' EXIT
 
 PGPORT=$(free_port)
 REDISPORT=$(free_port)
@@ -70,8 +117,11 @@ start_pg "$WORK/pg" "$PGPORT" \
 export PGHOST=127.0.0.1 PGPORT PGUSER=postgres PGDATABASE=postgres
 PSQL=(psql -X -q -v ON_ERROR_STOP=1)
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo);" \
-     "$(postgres --version | sed 's/ (.*//'); Redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')"
+MACHINE="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo);\
+ PostgreSQL $(postgres --version | sed 's/^[^)]*) \([^ ]*\).*/\1/'); Redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+STARTED=$(date +%s)
+echo "machine: $MACHINE; load average before: $LOAD_BEFORE"
 pgbench -i -q -s "$SCALE" >/dev/null 2>&1
 ROWS=$("${PSQL[@]}" -Atc "SELECT count(*) FROM pgbench_accounts")
 "${PSQL[@]}" >/dev/null <<'SQL'
@@ -116,9 +166,114 @@ done
 redis_set=$(redis-benchmark -p "$REDISPORT" -t set -P 64 -c 1 -n 2000000 -q 2>/dev/null \
             | tr '\r' '\n' | sed -n 's/^SET: \([0-9.]*\) requests per second.*/\1/p' | tail -n 1)
 
+# the same drain into a 3-master Redis Cluster, by a PostgreSQL of its own
+. "$HERE/lib/bench_cluster.sh"
+cluster_drain_runs
+
+# Write load.  Only the trigger named is enabled: none (unwatched), wtcache
+# or the outbox.  Every measurement starts from the same state: the worker
+# idle, the table and the queue vacuumed (autovacuum is off), the outbox
+# emptied.
+capture_with() {
+    local t
+    for t in wtcache_capture_upd outbox_capture; do
+        if [ "$t" = "$1" ]; then
+            "${PSQL[@]}" -c "ALTER TABLE pgbench_accounts ENABLE TRIGGER $t"
+        else
+            "${PSQL[@]}" -c "ALTER TABLE pgbench_accounts DISABLE TRIGGER $t"
+        fi
+    done
+}
+delivered() {
+    [ "$("${PSQL[@]}" -Atc "SELECT wtcache.wait('10 min')")" = t ] \
+        || { echo "bench: the worker did not deliver its backlog in 10 minutes" >&2; exit 1; }
+}
+quiesce() {
+    delivered
+    "${PSQL[@]}" -c "VACUUM pgbench_accounts" -c "VACUUM wtcache.queue" -c "TRUNCATE outbox"
+}
+settle() {
+    quiesce
+    "${PSQL[@]}" -c "CHECKPOINT"
+}
+# The first change to a page after a checkpoint writes the whole page to
+# WAL: right after a CHECKPOINT, most single-row updates of this table
+# would, and the commits measured would be mostly page images.  So the runs
+# of the write figures start with a CHECKPOINT and an UPDATE of every row,
+# and measure the steady state between checkpoints.
+touch_every_page() {
+    capture_with none
+    delivered
+    "${PSQL[@]}" -c "CHECKPOINT" -c "UPDATE pgbench_accounts SET abalance = abalance"
+}
+# TPS of pgbench -N, 2 clients, synchronous_commit $1, with capture $2
+write_tps() {
+    local out
+    capture_with "$2"
+    quiesce
+    if ! out=$(PGOPTIONS="-c synchronous_commit=$1" pgbench -n -N -c 2 -j 2 -T "$WRITE_SECONDS" 2>&1); then
+        echo "$out" >&2
+        return 1
+    fi
+    sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out" | awk '{printf "%.0f", $1}'
+}
+
+tps_on_plain=(); tps_on_wtc=(); tps_on_outbox=(); tps_off_plain=(); tps_off_wtc=(); tps_off_outbox=()
+for run in $(seq "$RUNS"); do
+    touch_every_page
+    tps_on_plain+=("$(write_tps on none)")
+    tps_on_wtc+=("$(write_tps on wtcache_capture_upd)")
+    tps_on_outbox+=("$(write_tps on outbox_capture)")
+    tps_off_plain+=("$(write_tps off none)")
+    tps_off_wtc+=("$(write_tps off wtcache_capture_upd)")
+    tps_off_outbox+=("$(write_tps off outbox_capture)")
+    echo "run $run: pgbench -N TPS, synchronous_commit on: unwatched ${tps_on_plain[-1]}," \
+         "wtcache ${tps_on_wtc[-1]}, outbox ${tps_on_outbox[-1]}; off: unwatched ${tps_off_plain[-1]}," \
+         "wtcache ${tps_off_wtc[-1]}, outbox ${tps_off_outbox[-1]}"
+done
+
+# Write latency and stale keys, next to the application write-through peer.
+# The peer's keys live in Redis database 2, so they never meet wtcache's.
+client() { "$PY" "$HERE/bench_client.py" --redis-port "$REDISPORT" "$@"; }
+# p50 µs of one client's writes; $1: the client's target, $2: capture
+write_latency() {
+    local out
+    capture_with "$2"
+    quiesce
+    out=$(client writes --target "$1" --count "$WRITE_COUNT" --rows "$ROWS" --seed "$run")
+    echo "${out%% *}"
+}
+lat_plain=(); lat_wtc=(); lat_app=(); stale_app=(); stale_wtc=()
+for run in $(seq "$RUNS"); do
+    touch_every_page
+    lat_plain+=("$(write_latency plain none)")
+    lat_wtc+=("$(write_latency wtcache wtcache_capture_upd)")
+    lat_app+=("$(write_latency app none)")
+
+    # the application has rows 1..STALE_ROWS cached, as after writing or
+    # reading them; a batch UPDATE from psql goes around it
+    capture_with none
+    client fill --target app --upto "$STALE_ROWS" >/dev/null
+    "${PSQL[@]}" -c "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= $STALE_ROWS"
+    stale_app+=("$(client stale --target app --upto "$STALE_ROWS")")
+
+    # wtcache: every row current in Redis first (the table changed while
+    # unwatched above), then the same batch UPDATE
+    capture_with wtcache_capture_upd
+    "${PSQL[@]}" -c "SET client_min_messages = warning" -c "SELECT FROM wtcache.warm('pgbench_accounts')" >/dev/null
+    delivered
+    "${PSQL[@]}" -c "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= $STALE_ROWS"
+    delivered
+    stale_wtc+=("$(client stale --target wtcache --upto "$STALE_ROWS")")
+    echo "run $run: write p50, unwatched ${lat_plain[-1]} us, wtcache ${lat_wtc[-1]} us," \
+         "application write-through ${lat_app[-1]} us; keys stale after a batch UPDATE of" \
+         "$STALE_ROWS rows from psql: application ${stale_app[-1]}, wtcache ${stale_wtc[-1]}"
+done
+capture_with none
+
 # Cached reads.  warm() queues every row for the worker; once wait() has
 # returned they are all in Redis and no change is pending, so get() hits.
-"${PSQL[@]}" -c "SELECT FROM wtcache.warm('pgbench_accounts')" >/dev/null
+"${PSQL[@]}" -c "SET client_min_messages = warning" -c "SELECT FROM wtcache.warm('pgbench_accounts')" >/dev/null
 [ "$("${PSQL[@]}" -Atc "SELECT wtcache.wait('10 min')")" = t ] \
     || { echo "bench: warming pgbench_accounts did not finish" >&2; exit 1; }
 
@@ -359,6 +514,11 @@ for run in $(seq "$RUNS"); do
          "(filled in $fill10 s, $fill100k s); a result of bench:hot100k before: $before_inv; after: $after_inv"
 done
 
+# bench_events is done with.  Unwatched without purge, so that the worker's
+# repair of the Redis restarted empty below has only pgbench_accounts to
+# write.
+"${PSQL[@]}" -c "SELECT wtcache.unwatch('bench_events', purge => false)" -c "DROP TABLE bench_events" >/dev/null
+
 # Redis down: stop the Redis started above, measure, start it again on the
 # same port.  The reads in one pgbench run share one backend, whose circuit
 # breaker tries Redis at most once per wtcache.read_retry_interval.
@@ -378,54 +538,241 @@ for run in $(seq "$RUNS"); do
 done
 start_redis "$WORK/redis" "$REDISPORT"
 
-read -r p_med p_min p_max <<<"$(stats "${plain[@]}")"
-read -r w_med w_min w_max <<<"$(stats "${watched[@]}")"
-read -r o_med o_min o_max <<<"$(stats "${outbox[@]}")"
-read -r d_med d_min d_max <<<"$(stats "${drain[@]}")"
+# Lag, and the logical decoding peer, which needs wal_level = logical: a
+# restart, kept for the end so that every figure above is measured with
+# the default wal_level (logical makes updates log whole new rows).  The
+# Redis restarted empty above makes the worker write pgbench_accounts
+# again; that is waited for, so that lag is measured with the worker idle.
+"${PSQL[@]}" -c "ALTER SYSTEM SET wal_level = logical"
+pg_ctl -D "$WORK/pg" -l "$WORK/pg/server.log" -m fast -w restart >/dev/null
+for _ in $(seq 600); do
+    [ "$(redis-cli -p "$REDISPORT" dbsize)" -ge "$ROWS" ] \
+        && [ "$("${PSQL[@]}" -Atc "SELECT wtcache.wait('10 min')")" = t ] && break
+    sleep 1
+done
+[ "$(redis-cli -p "$REDISPORT" dbsize)" -ge "$ROWS" ] \
+    || { echo "bench: the worker did not write pgbench_accounts into the new Redis" >&2; exit 1; }
+"${PSQL[@]}" >/dev/null <<'SQL'
+CREATE TABLE bench_marker (id int PRIMARY KEY, v bigint NOT NULL);
+INSERT INTO bench_marker VALUES (1, 0);
+SQL
+
+# The steady load: LAG_TXN_ROWS random rows a transaction, outside the
+# probe's rows 1..1000, at the rate that makes LAG_RATE changes a second
+# with the probe's 100.
+PROBE_RATE=100
+LOAD_TPS=$(awk -v r="$LAG_RATE" -v p="$PROBE_RATE" -v n="$LAG_TXN_ROWS" 'BEGIN {printf "%.0f", (r - p) / n}')
+{
+    for i in $(seq "$LAG_TXN_ROWS"); do printf '\\set a%d random(1001, %s)\n' "$i" "$ROWS"; done
+    printf 'UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid IN ('
+    for i in $(seq "$LAG_TXN_ROWS"); do printf '%s:a%d' "$([ "$i" -gt 1 ] && echo ', ')" "$i"; done
+    printf ');\n'
+} > "$WORK/lagload.sql"
+# p50 and p99 µs of the probe of target $1 (probe values from $2 down),
+# the changes a second the load and the probe made, and the probes that
+# timed out
+lag_run() {
+    local out load p50 p99 n timeouts tps
+    # --max-tries: two transactions updating the same rows can deadlock
+    pgbench -n -c 4 -j 2 -R "$LOAD_TPS" -T "$((LAG_SECONDS + 6))" --max-tries=10 \
+        -f "$WORK/lagload.sql" >"$WORK/lagload.out" 2>&1 &
+    load=$!
+    sleep 2
+    out=$(client lag --target "$1" --rate "$PROBE_RATE" --seconds "$LAG_SECONDS" --base "$2")
+    if ! wait "$load"; then
+        cat "$WORK/lagload.out" >&2
+        return 1
+    fi
+    read -r p50 p99 n timeouts <<<"$out"
+    tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$WORK/lagload.out")
+    awk -v a="$p50" -v b="$p99" -v t="$tps" -v k="$LAG_TXN_ROWS" -v n="$n" -v s="$LAG_SECONDS" -v o="$timeouts" \
+        'BEGIN {printf "%s %s %.0f %s", a, b, t * k + n / s, o}'
+}
+
+DECODER=
+# the peer: a slot, and pg_recvlogical feeding bench_decode.py, which
+# writes ld:<table>:<key> into Redis database 1
+start_decoder() {
+    "${PSQL[@]}" -c "SELECT FROM pg_create_logical_replication_slot('bench', 'test_decoding')" >/dev/null
+    "$PY" "$HERE/bench_decode.py" --redis-port "$REDISPORT" --db 1 --prefix ld: \
+        --key public.pgbench_accounts=aid --key public.bench_marker=id \
+        -- pg_recvlogical -d "$PGDATABASE" --slot bench --start -f - \
+           -o include-xids=0 -o skip-empty-xacts=1 2>>"$WORK/decode.log" &
+    DECODER=$!
+    BG_PIDS+=("$DECODER")
+    sleep 1
+}
+drop_slot() {
+    for _ in $(seq 100); do
+        [ "$("${PSQL[@]}" -Atc "SELECT active FROM pg_replication_slots WHERE slot_name = 'bench'")" = f ] && break
+        sleep 0.1
+    done
+    "${PSQL[@]}" -c "SELECT FROM pg_drop_replication_slot('bench')" >/dev/null
+}
+stop_decoder() {
+    kill -TERM "$DECODER"
+    if ! wait "$DECODER"; then
+        tail -n 5 "$WORK/decode.log" >&2
+        echo "bench: the logical decoding peer failed" >&2
+        exit 1
+    fi
+    local p pids=()
+    for p in "${BG_PIDS[@]}"; do [ "$p" = "$DECODER" ] || pids+=("$p"); done
+    BG_PIDS=("${pids[@]}")
+    DECODER=
+    drop_slot
+}
+# changes a second from the commit of the UPDATE of every row to
+# pg_recvlogical having written it all to a file: decoding, without a
+# consumer
+decode_alone() {
+    local rl out
+    "${PSQL[@]}" -c "SELECT FROM pg_create_logical_replication_slot('bench', 'test_decoding')" >/dev/null
+    pg_recvlogical -d "$PGDATABASE" --slot bench --start -f "$WORK/decoded.txt" \
+        -o include-xids=0 -o skip-empty-xacts=1 2>>"$WORK/decode.log" &
+    rl=$!
+    sleep 1
+    out=$(client drain --target file --file "$WORK/decoded.txt")
+    kill -INT "$rl"
+    wait "$rl" || true
+    rm -f "$WORK/decoded.txt"
+    drop_slot
+    echo "${out#* }"
+}
+
+# what made a lag figure other than it says, printed under the table; $1:
+# whose probe, $2: changes a second reached, $3: probes that timed out
+LAG_NOTES=()
+note_lag() {
+    [ "$2" -ge "$((LAG_RATE * 95 / 100))" ] \
+        || LAG_NOTES+=("run $run: the load under the $1 probe reached $2 changes/s, not $LAG_RATE")
+    [ "$3" = 0 ] \
+        || LAG_NOTES+=("run $run: $3 probes of $1 saw no change in Redis within 5 s (counted as 5 s)")
+}
+
+lag_wtc_p50=(); lag_wtc_p99=(); lag_ld_p50=(); lag_ld_p99=(); drain_ld=(); drain_file=()
+for run in $(seq "$RUNS"); do
+    capture_with wtcache_capture_upd
+    settle
+    read -r a b rate_wtc to_wtc <<<"$(lag_run wtcache $((-1000000 * (2 * run - 1))))"
+    lag_wtc_p50+=("$a"); lag_wtc_p99+=("$b")
+
+    capture_with none
+    settle
+    start_decoder
+    read -r a b rate_ld to_ld <<<"$(lag_run ld $((-1000000 * 2 * run)))"
+    lag_ld_p50+=("$a"); lag_ld_p99+=("$b")
+    settle
+    read -r upd_ms rate <<<"$(client drain --target ld)"
+    drain_ld+=("$rate")
+    stale_ld=$(client stale --target ld --upto "$STALE_ROWS")
+    [ "$stale_ld" = 0 ] \
+        || { echo "bench: the logical decoding peer left $stale_ld of $STALE_ROWS keys unlike the table" >&2; exit 1; }
+    stop_decoder
+    consumer=$(sed -n 's/^bench_decode: //p' "$WORK/decode.log" | tail -n 1)
+
+    settle
+    drain_file+=("$(decode_alone)")
+    note_lag wtcache "$rate_wtc" "$to_wtc"
+    note_lag "logical decoding" "$rate_ld" "$to_ld"
+    echo "run $run: lag p50/p99, wtcache ${lag_wtc_p50[-1]}/${lag_wtc_p99[-1]} us at $rate_wtc changes/s," \
+         "logical decoding ${lag_ld_p50[-1]}/${lag_ld_p99[-1]} us at $rate_ld changes/s;" \
+         "logical decoding drain ${drain_ld[-1]}/s (UPDATE $upd_ms ms; consumer: $consumer)," \
+         "pg_recvlogical alone ${drain_file[-1]}/s"
+done
+
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+ELAPSED=$((($(date +%s) - STARTED + 30) / 60))
+
+# The table.  A line: label, unit (" ms", " us", "/s" or ""), the runs'
+# values (as "v1 v2 ...": median, min and max are printed), ratio, goal.
+line() {
+    local med mn mx
+    # shellcheck disable=SC2086  # $3 is the list of values, one word each
+    read -r med mn mx <<<"$(stats $3)"
+    printf '%-52s %12s %12s %12s %8s%s\n' "$1" "$med$2" "$mn$2" "$mx$2" "$4" "${5:+ $5}"
+}
+median() { stats "$@" | cut -d' ' -f1; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2fx", a / b}'; }
+# goal TEXT EXPR: EXPR an awk condition on the figures, true when met
+GOALS=()
+goal() {
+    if awk "BEGIN {exit !($2)}"; then
+        GOALS+=("met     $1")
+    else
+        GOALS+=("MISSED  $1")
+    fi
+}
+
+p_med=$(median "${plain[@]}"); w_med=$(median "${watched[@]}"); o_med=$(median "${outbox[@]}")
+dc_med=$(median "${drain_cluster[@]}")
+d_med=$(median "${drain[@]}"); dl_med=$(median "${drain_ld[@]}"); df_med=$(median "${drain_file[@]}")
+on_p=$(median "${tps_on_plain[@]}"); on_w=$(median "${tps_on_wtc[@]}"); on_o=$(median "${tps_on_outbox[@]}")
+off_p=$(median "${tps_off_plain[@]}"); off_w=$(median "${tps_off_wtc[@]}"); off_o=$(median "${tps_off_outbox[@]}")
+lp_med=$(median "${lat_plain[@]}"); lw_med=$(median "${lat_wtc[@]}"); la_med=$(median "${lat_app[@]}")
+sw_max=$(stats "${stale_wtc[@]}" | cut -d' ' -f3)
+w50=$(median "${lag_wtc_p50[@]}"); w99=$(median "${lag_wtc_p99[@]}")
+l50=$(median "${lag_ld_p50[@]}"); l99=$(median "${lag_ld_p99[@]}")
+s_med=$(median "${sel[@]}"); g_med=$(median "${get[@]}"); h_med=$(median "${get100[@]}"); m_med=$(median "${getmany[@]}")
+sd_med=$(median "${sel_down[@]}"); gd_med=$(median "${get_down[@]}")
+qd_med=$(median "${qdirect[@]}"); qc_med=$(median "${qcached[@]}")
+i_med=$(median "${inv10[@]}"); j_med=$(median "${inv100k[@]}")
 
 echo
-printf '%-44s %12s %10s %10s %8s %s\n' "figure ($RUNS runs, $ROWS rows)" median min max ratio goal
-printf '%-44s %9s ms %7s ms %7s ms %8s\n' "UPDATE, unwatched" "$p_med" "$p_min" "$p_max" "1.00x"
-printf '%-44s %9s ms %7s ms %7s ms %7.2fx %s\n' "UPDATE, watched by wtcache" "$w_med" "$w_min" "$w_max" \
-    "$(awk -v a="$w_med" -v b="$p_med" 'BEGIN {print a / b}')" "<= 1.25x"
-printf '%-44s %9s ms %7s ms %7s ms %7.2fx %s\n' "UPDATE, PL/pgSQL outbox trigger (peer)" "$o_med" "$o_min" "$o_max" \
-    "$(awk -v a="$o_med" -v b="$p_med" 'BEGIN {print a / b}')" "(about 2.4x here)"
-printf '%-44s %10s/s %8s/s %8s/s %8s %s\n' "drain into Redis, changes" "$d_med" "$d_min" "$d_max" "" ">= 200000/s"
-printf '%-44s %10.0f/s %8s %8s %7.2fx\n' "redis-benchmark SET -P 64, one connection" "${redis_set:-0}" "" "" \
-    "$(awk -v a="$d_med" -v b="${redis_set:-1}" 'BEGIN {print a / b}')"
+echo "machine: $MACHINE"
+echo "load average before: $LOAD_BEFORE; after: $LOAD_AFTER; $ELAPSED min"
+printf '%-52s %12s %12s %12s %8s %s\n' "figure ($RUNS runs, $ROWS rows)" median min max ratio goal
+line "UPDATE of every row, unwatched" " ms" "${plain[*]}" "1.00x"
+line "UPDATE of every row, watched by wtcache" " ms" "${watched[*]}" "$(ratio "$w_med" "$p_med")" "<= 1.25x"
+line "UPDATE of every row, PL/pgSQL outbox (peer)" " ms" "${outbox[*]}" "$(ratio "$o_med" "$p_med")" "(about 2.4x here)"
+line "pgbench -N TPS, sync commit on, unwatched" "/s" "${tps_on_plain[*]}" "1.00x"
+line "pgbench -N TPS, sync commit on, wtcache" "/s" "${tps_on_wtc[*]}" "$(ratio "$on_w" "$on_p")" ">= 0.97x"
+line "pgbench -N TPS, sync commit on, outbox (peer)" "/s" "${tps_on_outbox[*]}" "$(ratio "$on_o" "$on_p")" "(about 0.925x here)"
+line "pgbench -N TPS, sync commit off, unwatched" "/s" "${tps_off_plain[*]}" "1.00x"
+line "pgbench -N TPS, sync commit off, wtcache" "/s" "${tps_off_wtc[*]}" "$(ratio "$off_w" "$off_p")" ">= 0.93x"
+line "pgbench -N TPS, sync commit off, outbox (peer)" "/s" "${tps_off_outbox[*]}" "$(ratio "$off_o" "$off_p")" "(about 0.88x here)"
+line "write p50, one client, unwatched" " us" "${lat_plain[*]}" "1.00x"
+line "write p50, watched by wtcache" " us" "${lat_wtc[*]}" "$(ratio "$lw_med" "$lp_med")"
+line "write p50, app write-through: UPDATE, SET (peer)" " us" "${lat_app[*]}" "$(ratio "$la_med" "$lp_med")"
+line "stale keys after psql UPDATE of $STALE_ROWS, app (peer)" "" "${stale_app[*]}" ""
+line "stale keys after psql UPDATE of $STALE_ROWS, wtcache" "" "${stale_wtc[*]}" "" "0 (after wtcache.wait())"
+printf '%-52s %12s %12s %12s %8s\n' "redis-benchmark SET -P 64, one connection" "$(printf '%.0f/s' "${redis_set:-0}")" "" "" "1.00x"
+line "drain of the UPDATE into Redis, wtcache" "/s" "${drain[*]}" "$(ratio "$d_med" "${redis_set:-1}")" ">= 200000/s"
+line "drain into a 3-master Redis Cluster, wtcache" "/s" "${drain_cluster[*]}" "$(ratio "$dc_med" "$d_med")" "(next to one Redis)"
+line "drain, logical decoding + consumer (peer)" "/s" "${drain_ld[*]}" "$(ratio "$dl_med" "${redis_set:-1}")"
+line "decoding alone, pg_recvlogical to a file" "/s" "${drain_file[*]}" "$(ratio "$df_med" "${redis_set:-1}")"
+line "lag p50 at $LAG_RATE changes/s, wtcache" " us" "${lag_wtc_p50[*]}" "1.00x" "< 2000 us"
+line "lag p50, logical decoding (peer)" " us" "${lag_ld_p50[*]}" "$(ratio "$l50" "$w50")"
+line "lag p99 at $LAG_RATE changes/s, wtcache" " us" "${lag_wtc_p99[*]}" "1.00x" "< 20000 us"
+line "lag p99, logical decoding (peer)" " us" "${lag_ld_p99[*]}" "$(ratio "$l99" "$w99")"
+line "SELECT by primary key, queries" "/s" "${sel[*]}" "1.00x"
+line "wtcache.get, one key (Redis hit), calls" "/s" "${get[*]}" "$(ratio "$s_med" "$g_med")" "<= 2.00x (time per call)"
+line "wtcache.get, 100 calls of one key each, keys" "/s" "${get100[*]}" "1.00x"
+line "wtcache.get_many, 100 keys in one call, keys" "/s" "${getmany[*]}" "$(ratio "$m_med" "$h_med")" ">= 10x (cheaper per key)"
+line "SELECT by primary key, Redis down, queries" "/s" "${sel_down[*]}" "1.00x" "(Redis down)"
+line "wtcache.get, Redis down (table), calls" "/s" "${get_down[*]}" "$(ratio "$sd_med" "$gd_med")" "(Redis down; time per call)"
+line "GROUP BY over $EVENT_ROWS rows, run" " us" "${qdirect[*]}" "1.00x"
+line "wtcache.query of that GROUP BY, Redis hit" " us" "${qcached[*]}" "$(ratio "$qd_med" "$qc_med")" ">= 20x (faster)"
+line "invalidate + wait, tag of 10 results" " us" "${inv10[*]}" "1.00x"
+line "invalidate + wait, tag of 100,000 results" " us" "${inv100k[*]}" "$(ratio "$j_med" "$i_med")" "~1x (independent of dependents)"
 
-read -r s_med s_min s_max <<<"$(stats "${sel[@]}")"
-read -r g_med g_min g_max <<<"$(stats "${get[@]}")"
-read -r h_med h_min h_max <<<"$(stats "${get100[@]}")"
-read -r m_med m_min m_max <<<"$(stats "${getmany[@]}")"
-read -r sd_med sd_min sd_max <<<"$(stats "${sel_down[@]}")"
-read -r gd_med gd_min gd_max <<<"$(stats "${get_down[@]}")"
-printf '%-44s %10s/s %8s/s %8s/s %8s\n' "SELECT by primary key, queries" "$s_med" "$s_min" "$s_max" "1.00x"
-printf '%-44s %10s/s %8s/s %8s/s %7.2fx %s\n' "wtcache.get, one key (Redis hit), calls" \
-    "$g_med" "$g_min" "$g_max" "$(awk -v a="$s_med" -v b="$g_med" 'BEGIN {print a / b}')" \
-    "<= 2.00x (time per call)"
-printf '%-44s %10s/s %8s/s %8s/s %8s\n' "wtcache.get, 100 calls of one key each, keys" "$h_med" "$h_min" "$h_max" "1.00x"
-printf '%-44s %10s/s %8s/s %8s/s %7.2fx %s\n' "wtcache.get_many, 100 keys in one call, keys" \
-    "$m_med" "$m_min" "$m_max" "$(awk -v a="$m_med" -v b="$h_med" 'BEGIN {print a / b}')" \
-    ">= 10x (cheaper per key)"
-printf '%-44s %10s/s %8s/s %8s/s %8s %s\n' "SELECT by primary key, Redis down, queries" \
-    "$sd_med" "$sd_min" "$sd_max" "1.00x" "(Redis down)"
-printf '%-44s %10s/s %8s/s %8s/s %7.2fx %s\n' "wtcache.get, Redis down (table), calls" \
-    "$gd_med" "$gd_min" "$gd_max" "$(awk -v a="$sd_med" -v b="$gd_med" 'BEGIN {print a / b}')" \
-    "(Redis down; time per call)"
-
-read -r qd_med qd_min qd_max <<<"$(stats "${qdirect[@]}")"
-read -r qc_med qc_min qc_max <<<"$(stats "${qcached[@]}")"
-read -r i_med i_min i_max <<<"$(stats "${inv10[@]}")"
-read -r j_med j_min j_max <<<"$(stats "${inv100k[@]}")"
-printf '%-44s %9s us %7s us %7s us %8s\n' "GROUP BY over $EVENT_ROWS rows, run" "$qd_med" "$qd_min" "$qd_max" "1.00x"
-printf '%-44s %9s us %7s us %7s us %7.2fx %s\n' "wtcache.query of that GROUP BY, Redis hit" \
-    "$qc_med" "$qc_min" "$qc_max" "$(awk -v a="$qd_med" -v b="$qc_med" 'BEGIN {print a / b}')" \
-    ">= 20x (faster)"
-printf '%-44s %9s us %7s us %7s us %8s\n' "invalidate + wait, tag of 10 results" "$i_med" "$i_min" "$i_max" "1.00x"
-printf '%-44s %9s us %7s us %7s us %7.2fx %s\n' "invalidate + wait, tag of 100,000 results" \
-    "$j_med" "$j_min" "$j_max" "$(awk -v a="$j_med" -v b="$i_med" 'BEGIN {print a / b}')" \
-    "~1x (independent of dependents)"
+goal "capture: watched UPDATE $(ratio "$w_med" "$p_med") of unwatched, goal <= 1.25x" "$w_med / $p_med <= 1.25"
+goal "write load, synchronous_commit on: $(ratio "$on_w" "$on_p") of unwatched TPS, goal >= 0.97x" "$on_w / $on_p >= 0.97"
+goal "write load, synchronous_commit off: $(ratio "$off_w" "$off_p") of unwatched TPS, goal >= 0.93x" "$off_w / $off_p >= 0.93"
+goal "no stale key after a batch UPDATE from psql: at most $sw_max" "$sw_max == 0"
+goal "drain: $d_med changes/s, goal >= 200000/s" "$d_med >= 200000"
+goal "lag p50 at $LAG_RATE changes/s: $w50 us, goal < 2000 us" "$w50 < 2000"
+goal "lag p99 at $LAG_RATE changes/s: $w99 us, goal < 20000 us" "$w99 < 20000"
+goal "wtcache.get: $(ratio "$s_med" "$g_med") the time of a primary-key SELECT, goal <= 2.00x" "$s_med / $g_med <= 2"
+goal "get_many of 100: $(ratio "$m_med" "$h_med") cheaper per key than 100 gets, goal >= 10x" "$m_med / $h_med >= 10"
+goal "cached query hit: $(ratio "$qd_med" "$qc_med") faster than the query, goal >= 20x" "$qd_med / $qc_med >= 20"
+echo
+echo "goals:"
+printf '  %s\n' "${GOALS[@]}"
+if [ ${#LAG_NOTES[@]} -gt 0 ]; then
+    echo "the lag figures were not measured quite as their lines say:"
+    printf '  %s\n' "${LAG_NOTES[@]}"
+fi
 
 if [ ${#WARNINGS[@]} -gt 0 ]; then
     echo
