@@ -5,21 +5,16 @@
 # side.  Needs servers.sh, PSQL, SCALE, RUNS and WORK from the caller.
 
 # start_redis_cluster DIR: three masters on free ports, joined by
-# redis-cli; prints "host:port" of the first.
+# redis-cli; CLUSTER_SEED gets "host:port" of the first.  Not in a
+# subshell: servers_stop_all must see their PIDs.
 start_redis_cluster() {
     local dir=$1 port addrs=() i
     for i in 1 2 3; do
+        # the cluster bus listens 10000 ports higher
         port=$(free_port)
-        mkdir -p "$dir/$i"
-        redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
-            --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
-            --dir "$dir/$i" --daemonize yes --pidfile "$dir/$i/redis.pid" \
-            --logfile "$dir/$i/redis.log" >/dev/null
-        for _ in $(seq 100); do
-            redis-cli -p "$port" ping >/dev/null 2>&1 && break
-            sleep 0.05
-        done
-        SERVERS_REDIS_PIDS+=("$(cat "$dir/$i/redis.pid")")
+        while [ "$port" -gt 55535 ]; do port=$(free_port); done
+        start_redis "$dir/$i" "$port" \
+            --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000
         addrs+=("127.0.0.1:$port")
     done
     redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes \
@@ -28,13 +23,14 @@ start_redis_cluster() {
         redis-cli -p "${addrs[0]#*:}" cluster info 2>/dev/null | grep -q 'cluster_state:ok' && break
         sleep 0.1
     done
-    echo "${addrs[0]}"
+    CLUSTER_SEED=${addrs[0]}
 }
 
 # cluster_drain_runs: fills the array drain_cluster (changes/s per run).
 cluster_drain_runs() {
     local seed port ms run
-    seed=$(start_redis_cluster "$WORK/cluster")
+    start_redis_cluster "$WORK/cluster"
+    seed=$CLUSTER_SEED
     port=$(free_port)
     start_pg "$WORK/pgc" "$port" \
         "shared_preload_libraries = 'wtcache'" \

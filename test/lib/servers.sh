@@ -53,13 +53,15 @@ start_pg() {
     pg_ctl -D "$dir" -l "$dir/server.log" -w start >/dev/null
 }
 
-# start_redis DIR PORT: a Redis without persistence, stopped by its PID.
+# start_redis DIR PORT [redis-server options...]: a Redis without
+# persistence, stopped by its PID.
 start_redis() {
     local dir=$1 port=$2
+    shift 2
     mkdir -p "$dir"
     redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
         --dir "$dir" --daemonize yes --pidfile "$dir/redis.pid" \
-        --logfile "$dir/redis.log" >/dev/null
+        --logfile "$dir/redis.log" "$@" >/dev/null
     for _ in $(seq 100); do
         redis-cli -p "$port" ping >/dev/null 2>&1 && break
         sleep 0.05
