@@ -79,12 +79,6 @@ wtc_redis_mode(WtcRedis *r)
 }
 
 const char *
-wtc_redis_identity(WtcRedis *r)
-{
-	return r->identity;
-}
-
-const char *
 wtc_redis_address(WtcRedis *r)
 {
 	return r->address;
@@ -366,32 +360,6 @@ wtc_redis_master_moved(WtcRedis *r)
  * ---------------------------------------------------------------------
  */
 
-/* The server's run_id: it changes when Redis restarts or another takes over. */
-static void
-read_identity(WtcRedis *r)
-{
-	redisReply *reply = redisCommand(r->nodes[0].ctx, "INFO server");
-
-	r->identity[0] = '\0';
-	if (reply != NULL && reply->type == REDIS_REPLY_STRING)
-	{
-		const char *id = strstr(reply->str, "run_id:");
-
-		if (id != NULL)
-		{
-			size_t		len = strcspn(id + 7, "\r\n");
-
-			if (len < sizeof(r->identity))
-			{
-				memcpy(r->identity, id + 7, len);
-				r->identity[len] = '\0';
-			}
-		}
-	}
-	if (reply)
-		freeReplyObject(reply);
-}
-
 void
 wtc_redis_free(WtcRedis *r)
 {
@@ -441,7 +409,6 @@ wtc_redis_connect(const RedisTarget *target, int connect_timeout_ms,
 			if (!wtc_node_connect(r, 0))
 				break;
 			wtcache_describe_address(&target->addr, r->address, sizeof(r->address));
-			read_identity(r);
 			return r;
 
 		case WTC_REDIS_SENTINEL:
@@ -476,8 +443,7 @@ wtc_redis_connect(const RedisTarget *target, int connect_timeout_ms,
 				}
 				snprintf(r->address, sizeof(r->address), "%s:%d (master \"%s\")",
 						 master.host, master.port, target->master_name);
-				read_identity(r);
-				return r;
+					return r;
 			}
 
 		case WTC_REDIS_CLUSTER:
@@ -486,7 +452,6 @@ wtc_redis_connect(const RedisTarget *target, int connect_timeout_ms,
 			if (!wtc_cluster_refresh(r))
 				break;
 			r->broken = false;
-			strlcpy(r->identity, "cluster", sizeof(r->identity));
 			for (int m = 0; m < r->nmasters; m++)
 				if (!wtc_node_connect(r, r->masters[m]))
 					goto failed;

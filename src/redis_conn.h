@@ -45,7 +45,6 @@ struct WtcRedis
 	int			command_ms;
 	bool		broken;			/* a connection failed: free and reconnect */
 	char		err[256];
-	char		identity[48];	/* run_id (SINGLE, SENTINEL) or "cluster" */
 	char		address[300];
 	int			nnodes;
 	RedisNode	nodes[MAX_NODES];

@@ -370,7 +370,6 @@ extern WtcRedis *wtc_redis_connect(const RedisTarget *target, int connect_timeou
 extern bool wtc_redis_load_script(WtcRedis *r, const char *text, char *sha,
 								  char *err, size_t errlen);
 extern WtcRedisMode wtc_redis_mode(WtcRedis *r);
-extern const char *wtc_redis_identity(WtcRedis *r);
 extern const char *wtc_redis_address(WtcRedis *r);
 extern bool wtc_redis_master_moved(WtcRedis *r);
 extern int	wtc_redis_key_slot(const char *key, size_t len);
