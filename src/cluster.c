@@ -293,14 +293,26 @@ wtc_redis_node_of_slot(WtcRedis *r, int slot)
 }
 
 /*
- * Cluster: learn the slot map again if a redirect said it changed, at a
- * moment without replies on their way.  Returns the map's epoch, which
- * changes whenever the map is learned.
+ * Learn the slot map again if a redirect said it changed, at a moment
+ * without replies on their way.  False when no node could say (the
+ * connection is then broken).
+ */
+bool
+wtc_cluster_refresh_if_stale(WtcRedis *r)
+{
+	if (!r->map_stale || r->npend > 0)
+		return true;
+	return wtc_cluster_refresh(r);
+}
+
+/*
+ * Cluster: the slot map's epoch, which changes whenever the map is
+ * learned (again, if it went stale).
  */
 uint64
 wtc_redis_map_epoch(WtcRedis *r)
 {
-	if (r->target.mode == WTC_REDIS_CLUSTER && r->map_stale && r->npend == 0 && !r->broken)
-		(void) wtc_cluster_refresh(r);
+	if (r->target.mode == WTC_REDIS_CLUSTER && !r->broken)
+		(void) wtc_cluster_refresh_if_stale(r);
 	return r->map_epoch;
 }

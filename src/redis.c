@@ -577,7 +577,7 @@ wtc_redis_append(WtcRedis *r, int argc, const char **argv, const size_t *lens)
 			wtc_node_failed(r, &r->nodes[0]);
 
 	/* a redirect told us the map changed: learn it before the next pipeline */
-	if (r->map_stale && r->npend == 0 && !wtc_cluster_refresh(r))
+	if (!wtc_cluster_refresh_if_stale(r))
 		return false;
 	slot = wtc_command_slot(argc, argv, lens);
 	idx = slot >= 0 ? r->slot_node[slot] : (r->nmasters > 0 ? r->masters[0] : -1);

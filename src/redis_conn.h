@@ -74,6 +74,7 @@ extern const char *wtc_reply_text(redisReply *reply);
 /* cluster.c */
 extern int	wtc_command_slot(int argc, const char **argv, const size_t *lens);
 extern bool wtc_cluster_refresh(WtcRedis *r);
+extern bool wtc_cluster_refresh_if_stale(WtcRedis *r);
 extern redisReply *wtc_follow_redirects(WtcRedis *r, PendingCommand *p, redisReply *raw);
 
 #endif

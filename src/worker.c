@@ -1229,8 +1229,6 @@ check_marker(int64 new_version)
 
 	if (!markers_follow_map())
 		return false;
-	if (redis == NULL)
-		return false;
 	mc = wtcache_check_markers(redis, &scripts, &markers, acked_version(), new_version,
 							   &seen, err, sizeof(err));
 	if (mc == MARKER_ERROR)
@@ -1362,7 +1360,7 @@ send_batch(Batch *b)
 	char		err[256];
 	bool		ok;
 
-	if (!markers_follow_map() || redis == NULL)
+	if (!markers_follow_map())
 		return false;
 	MemoryContextSwitchTo(b->cxt);
 	b->nmarkers = markers.n;
