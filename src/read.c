@@ -914,12 +914,28 @@ reader_markers(ReadKey *keys, int *which, int n, int *nmarkers)
 		dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
 	if (wtc_redis_mode(reader) != WTC_REDIS_CLUSTER)
 	{
-		StringInfoData key;
+		/* built once per key prefix: every read needs it */
+		static char *marker_key = NULL;
+		static char *marker_prefix = NULL;
 
-		initStringInfo(&key);
-		wtcache_append_marker_key(&key, dbname);
+		if (marker_prefix == NULL || strcmp(marker_prefix, wtcache_key_prefix) != 0)
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+			StringInfoData key;
+
+			if (marker_key != NULL)
+			{
+				pfree(marker_key);
+				pfree(marker_prefix);
+			}
+			initStringInfo(&key);
+			wtcache_append_marker_key(&key, dbname);
+			marker_key = key.data;
+			marker_prefix = pstrdup(wtcache_key_prefix);
+			MemoryContextSwitchTo(old);
+		}
 		out = palloc(sizeof(char *));
-		out[0] = key.data;
+		out[0] = marker_key;
 		*nmarkers = 1;
 		return out;
 	}
