@@ -165,6 +165,28 @@ sub start_redis_proxy
 	return $self;
 }
 
+# terminate_child($pid, $timeout_s): SIGTERM a child of this process and
+# reap it; SIGKILL if it is still there after $timeout_s seconds.
+sub terminate_child
+{
+	my ($pid, $timeout_s) = @_;
+	kill 'TERM', $pid;
+	my $deadline = time() + $timeout_s;
+	while (1)
+	{
+		my $r = waitpid($pid, POSIX::WNOHANG());
+		last if $r == $pid || $r == -1;    # -1: reaped elsewhere
+		if (time() > $deadline)
+		{
+			kill 'KILL', $pid;
+			waitpid($pid, 0);
+			last;
+		}
+		usleep(20_000);
+	}
+	return;
+}
+
 sub _test_basename
 {
 	my $b = $0;
@@ -716,18 +738,7 @@ sub stop
 	my $pid = $self->{pid};
 	return unless defined $pid;
 	return if $self->{owner} != $$;
-	kill 'TERM', $pid;
-	my $deadline = time() + 30;
-	while (waitpid($pid, WNOHANG) == 0)
-	{
-		if (time() > $deadline)
-		{
-			kill 'KILL', $pid;
-			waitpid($pid, 0);
-			last;
-		}
-		usleep(20_000);
-	}
+	WtcacheTest::terminate_child($pid, 30);
 	delete $live_redis{$pid};
 	$self->{pid} = undef;
 	print "### stopped redis (pid $pid) on port $self->{port}\n";
@@ -859,20 +870,7 @@ sub stop
 	my $pid = $self->{pid};
 	return unless defined $pid;
 	return if $self->{owner} != $$;
-	kill 'TERM', $pid;
-	my $deadline = time() + 10;
-	while (1)
-	{
-		my $r = waitpid($pid, WNOHANG);
-		last if $r == $pid || $r == -1;    # -1: reaped elsewhere
-		if (time() > $deadline)
-		{
-			kill 'KILL', $pid;
-			waitpid($pid, 0);
-			last;
-		}
-		usleep(20_000);
-	}
+	WtcacheTest::terminate_child($pid, 10);
 	delete $live_proxy{$pid};
 	$self->{pid} = undef;
 	print "### stopped redis proxy (pid $pid) on port $self->{port}\n";
