@@ -39,13 +39,17 @@ sub start_redis_cluster
 	my @nodes;
 	for my $i (1 .. $masters * (1 + $replicas))
 	{
+		# The bus port defaults to the node's port + 10000, which lands in
+		# the kernel's ephemeral range (32768 and up) where any outgoing
+		# connection may hold it: reserve one like every other port.
 		push @nodes,
 		  start_redis(
 			name => "cluster$i",
 			args => [
 				'--cluster-enabled' => 'yes',
 				'--cluster-config-file' => 'nodes.conf',
-				'--cluster-node-timeout' => '2000'
+				'--cluster-node-timeout' => '2000',
+				'--cluster-port' => PostgreSQL::Test::Cluster::get_free_port()
 			]);
 	}
 	my $log = "$PostgreSQL::Test::Utils::log_path/redis_cluster_create.log";

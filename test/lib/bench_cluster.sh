@@ -10,11 +10,11 @@
 start_redis_cluster() {
     local dir=$1 port addrs=() i
     for i in 1 2 3; do
-        # the cluster bus listens 10000 ports higher
+        # the bus port is chosen too: port + 10000 may be taken or not exist
         port=$(free_port)
-        while [ "$port" -gt 55535 ]; do port=$(free_port); done
         start_redis "$dir/$i" "$port" \
-            --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000
+            --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+            --cluster-port "$(free_port)"
         addrs+=("127.0.0.1:$port")
     done
     redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes \
