@@ -9,6 +9,7 @@ OBJS = \
 	src/keys.o \
 	src/capture.o \
 	src/watch.o \
+	src/rights.o \
 	src/fence.o \
 	src/redis.o \
 	src/cluster.o \

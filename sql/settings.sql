@@ -45,13 +45,10 @@ SELECT wtcache.wait('-1 second');
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT wtcache.wait('1 second');
 ROLLBACK;
--- with nothing committed before it, the fence holds at once
+-- an empty queue is not enough: the worker must confirm that Redis
+-- holds what was delivered, and Redis is out of reach
 DELETE FROM wtcache.queue;
-SELECT wtcache.wait('0');
-BEGIN;
-INSERT INTO t VALUES (2, 'not committed yet');
-SELECT wtcache.wait('0');
-ROLLBACK;
+SELECT wtcache.wait('100 milliseconds');
 
 INSERT INTO t VALUES (3, 'pending');
 SELECT table_name, captured, pushed, pending, oldest_pending_age > '0' AS lagging,

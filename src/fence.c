@@ -2,16 +2,40 @@
  * fence.c
  *		wtcache.wait(timeout): the read-your-writes fence.
  *
- * The worker deletes queue rows only after Redis acknowledged them, so
- * "everything committed before the call is in Redis" is "every queue row
- * visible at the call is gone".  Rows this transaction wrote itself are not
- * committed yet and are left out.  Each poll runs with a fresh snapshot, so
- * the fence needs READ COMMITTED.
+ * wait() returns true once Redis holds everything committed before the
+ * call.  That takes two things:
+ *
+ *	1. Every change committed before the call was acknowledged by Redis.
+ *	   The worker deletes queue rows only after Redis acknowledged them, so
+ *	   this is "every queue row visible at the call is gone".  Rows this
+ *	   transaction wrote itself are not committed yet and are left out.
+ *	2. Redis did not lose any of them since.  A FLUSHALL, a restart without
+ *	   persistence or a failover to a replica that missed writes takes
+ *	   acknowledged changes away; the worker notices from the generation
+ *	   markers, but only when it next checks them.  So the waiter asks the
+ *	   worker for a check that starts after step 1, and takes its answer:
+ *	   Redis whole, and the fence holds; or Redis lost data, and then the
+ *	   worker has queued every watched row again before answering, so the
+ *	   waiter goes back to step 1 with those rows in view.
+ *
+ * The handshake uses three counters in the worker's slot (wtcache.h):
+ * a waiter takes a ticket (fence_requested + 1) and wakes the worker; the
+ * worker notes the newest ticket before it sends a marker check (an
+ * explicit one, or the marker updates at the end of a batch) and, once the
+ * replies are in, publishes it as confirmed or, after queueing a resync,
+ * as repaired.  Many waiters share one check.  Tickets only grow, so a
+ * waiter compares numbers and never misses an answer.
+ *
+ * A standby has no worker to ask: there wait() is step 1 alone, on the
+ * queue replicated from the primary.
+ *
+ * Each poll runs with a fresh snapshot, so the fence needs READ COMMITTED.
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -22,36 +46,130 @@
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
-/*
- * True once every queue row visible now (and not this transaction's own)
- * is gone, false at the timeout.  Also used by verify() to let changes in
- * flight land before it reports a difference.
+/* ---------------------------------------------------------------------
+ * The worker's side
+ * ---------------------------------------------------------------------
  */
-bool
-wtcache_fence(int64 timeout_ms)
+
+/* The newest ticket a check that starts now answers. */
+uint64
+wtcache_fence_ticket_to_serve(WorkerSlot *slot)
 {
-	TimestampTz deadline;
-	Oid			save_userid;
-	int			save_sec;
-	Oid			queue_owner;
+	uint64		ticket;
+
+	SpinLockAcquire(&slot->mutex);
+	ticket = slot->fence_requested;
+	SpinLockRelease(&slot->mutex);
+	return ticket;
+}
+
+/* Is a waiter waiting for a ticket no check has answered yet? */
+bool
+wtcache_fence_waiting(WorkerSlot *slot)
+{
+	bool		waiting;
+
+	SpinLockAcquire(&slot->mutex);
+	waiting = slot->fence_requested > Max(slot->fence_confirmed, slot->fence_repaired);
+	SpinLockRelease(&slot->mutex);
+	return waiting;
+}
+
+void
+wtcache_fence_confirmed(WorkerSlot *slot, uint64 ticket)
+{
+	SpinLockAcquire(&slot->mutex);
+	if (ticket > slot->fence_confirmed)
+		slot->fence_confirmed = ticket;
+	SpinLockRelease(&slot->mutex);
+}
+
+/* Call once the resync's rows are committed, before anything is confirmed after it. */
+void
+wtcache_fence_repaired(WorkerSlot *slot, uint64 ticket)
+{
+	SpinLockAcquire(&slot->mutex);
+	if (ticket > slot->fence_repaired)
+		slot->fence_repaired = ticket;
+	SpinLockRelease(&slot->mutex);
+}
+
+/* ---------------------------------------------------------------------
+ * The waiter's side
+ * ---------------------------------------------------------------------
+ */
+
+typedef enum FenceAnswer
+{
+	FENCE_WAITING,
+	FENCE_CONFIRMED,
+	FENCE_REPAIRED				/* Redis lost data: look at the queue again */
+} FenceAnswer;
+
+/*
+ * Take a ticket from this database's worker and wake it.  False when the
+ * database has no worker slot yet; ask_for_worker: then ask for one.
+ */
+static bool
+fence_take_ticket(uint64 *ticket, bool ask_for_worker)
+{
+	WorkerSlot *slot;
+	Latch	   *latch = NULL;
+
+	LWLockAcquire(WtcacheSharedState->lock, LW_SHARED);
+	slot = wtcache_find_slot(MyDatabaseId);
+	if (slot != NULL)
+	{
+		SpinLockAcquire(&slot->mutex);
+		*ticket = ++slot->fence_requested;
+		if (slot->pid != 0)
+			latch = slot->latch;
+		SpinLockRelease(&slot->mutex);
+	}
+	LWLockRelease(WtcacheSharedState->lock);
+	if (slot == NULL)
+	{
+		if (ask_for_worker)
+			wtcache_request_worker(MyDatabaseId);
+		return false;
+	}
+	if (latch != NULL)
+		SetLatch(latch);
+	return true;
+}
+
+static FenceAnswer
+fence_answer(uint64 ticket)
+{
+	WorkerSlot *slot;
+	FenceAnswer answer = FENCE_WAITING;
+
+	LWLockAcquire(WtcacheSharedState->lock, LW_SHARED);
+	slot = wtcache_find_slot(MyDatabaseId);
+	if (slot != NULL)
+	{
+		SpinLockAcquire(&slot->mutex);
+		/* repaired first: a check after the repair confirms the marker it set */
+		if (slot->fence_repaired >= ticket)
+			answer = FENCE_REPAIRED;
+		else if (slot->fence_confirmed >= ticket)
+			answer = FENCE_CONFIRMED;
+		SpinLockRelease(&slot->mutex);
+	}
+	LWLockRelease(WtcacheSharedState->lock);
+	return answer;
+}
+
+/*
+ * The queue rows visible now that are not this transaction's own: the
+ * changes committed before this moment that Redis may not have yet.
+ */
+static ArrayType *
+fence_visible_queue_ids(int *nids)
+{
 	Datum	   *ids;
-	int			nids = 0;
-	ArrayType  *idarr;
-	long		sleep_ms = 1;
+	int			n = 0;
 
-	if (IsolationUsesXactSnapshot())
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("wtcache cannot see delivery progress in a REPEATABLE READ or SERIALIZABLE transaction"),
-				 errhint("Call it after COMMIT, or in a READ COMMITTED transaction.")));
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
-
-	queue_owner = wtcache_owner();
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(queue_owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute("SELECT id, xmin FROM wtcache.queue", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wtcache.queue scan failed");
 	ids = palloc(sizeof(Datum) * (SPI_processed + 1));
@@ -62,26 +180,94 @@ wtcache_fence(int64 timeout_ms)
 																 SPI_tuptable->tupdesc, 2, &isnull));
 
 		if (!TransactionIdIsCurrentTransactionId(xmin))
-			ids[nids++] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+			ids[n++] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
 	}
-	idarr = construct_array(ids, nids, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	*nids = n;
+	return construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+}
 
-	while (nids > 0)
+static bool
+fence_queue_rows_remain(ArrayType *idarr)
+{
+	Oid			argtypes[1] = {INT8ARRAYOID};
+	Datum		values[1] = {PointerGetDatum(idarr)};
+
+	if (SPI_execute_with_args("SELECT 1 FROM wtcache.queue WHERE id OPERATOR(pg_catalog.=) ANY($1) LIMIT 1",
+							  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "wtcache.queue scan failed");
+	return SPI_processed > 0;
+}
+
+/*
+ * True once Redis holds every change committed before the call (and not
+ * this transaction's own), false at the timeout.  Also used by verify() to
+ * let changes in flight land before it reports a difference.
+ */
+bool
+wtcache_fence(int64 timeout_ms)
+{
+	TimestampTz deadline;
+	WtcRights	rights;
+	ArrayType  *idarr;
+	int			nids;
+	uint64		ticket = 0;
+	bool		have_ticket = false;
+	long		sleep_ms = 1;
+	bool		held = false;
+	bool		asked_for_worker = false;
+
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("wtcache cannot see delivery progress in a REPEATABLE READ or SERIALIZABLE transaction"),
+				 errhint("Call it after COMMIT, or in a READ COMMITTED transaction.")));
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+
+	/* the queue is not the caller's to read: read it as its owner, immune to the caller's objects */
+	wtcache_rights_enter(&rights, wtcache_owner(), false);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	idarr = fence_visible_queue_ids(&nids);
+
+	for (;;)
 	{
-		Oid			argtypes[1] = {INT8ARRAYOID};
-		Datum		values[1] = {PointerGetDatum(idarr)};
-
-		if (SPI_execute_with_args("SELECT 1 FROM wtcache.queue WHERE id = ANY($1) LIMIT 1",
-								  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "wtcache.queue scan failed");
-		if (SPI_processed == 0)
-			break;
-		if (GetCurrentTimestamp() >= deadline)
+		if (nids > 0 && !fence_queue_rows_remain(idarr))
+			nids = 0;
+		if (nids == 0 && RecoveryInProgress())
 		{
-			SPI_finish();
-			SetUserIdAndSecContext(save_userid, save_sec);
-			return false;
+			/* a standby has no worker to ask: the replicated queue is all it sees */
+			held = true;
+			break;
 		}
+		if (nids == 0)
+		{
+			/* step 2: a marker check that starts after the rows were acknowledged */
+			if (!have_ticket)
+			{
+				have_ticket = fence_take_ticket(&ticket, !asked_for_worker);
+				asked_for_worker = true;
+			}
+			if (have_ticket)
+			{
+				FenceAnswer answer = fence_answer(ticket);
+
+				if (answer == FENCE_CONFIRMED)
+				{
+					held = true;
+					break;
+				}
+				if (answer == FENCE_REPAIRED)
+				{
+					/* the resync's rows are committed: wait for them, then ask again */
+					idarr = fence_visible_queue_ids(&nids);
+					have_ticket = false;
+					sleep_ms = 1;
+					continue;
+				}
+			}
+		}
+		if (GetCurrentTimestamp() >= deadline)
+			break;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 sleep_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
@@ -89,8 +275,8 @@ wtcache_fence(int64 timeout_ms)
 		sleep_ms = Min(sleep_ms * 2, 20);
 	}
 	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec);
-	return true;
+	wtcache_rights_leave(&rights);
+	return held;
 }
 
 PG_FUNCTION_INFO_V1(wtcache_wait);

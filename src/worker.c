@@ -120,6 +120,7 @@ typedef struct Batch
 	int			nitems;
 	int			ncalls;			/* EVALSHAs sent, replies still to read */
 	int			nmarkers;		/* and marker updates after them */
+	uint64		fence_ticket;	/* wait() tickets its marker updates answer */
 	uint32	   *pending;		/* pending-filter counters of the claimed
 								 * rows, released once they are acked */
 	int			npending;
@@ -1058,6 +1059,8 @@ resync_all(const char *why)
 		tables = n;
 	}
 	end_xact();
+	/* waiters now look at the queue again, and find these rows */
+	wtcache_fence_repaired(MySlot, wtcache_fence_ticket_to_serve(MySlot));
 
 	if (tables > 0)
 		ereport(LOG,
@@ -1226,6 +1229,7 @@ check_marker(int64 new_version)
 	char		err[256];
 	int64		seen;
 	MarkerCheck mc;
+	uint64		fence_ticket = wtcache_fence_ticket_to_serve(MySlot);
 
 	if (!markers_follow_map())
 		return false;
@@ -1263,6 +1267,7 @@ check_marker(int64 new_version)
 	SpinLockAcquire(&MySlot->mutex);
 	MySlot->acked_version = Max(MySlot->acked_version, Max(seen, new_version));
 	SpinLockRelease(&MySlot->mutex);
+	wtcache_fence_confirmed(MySlot, fence_ticket);
 	return true;
 }
 
@@ -1351,6 +1356,7 @@ finish_batch(Batch *b)
 		return redis != NULL;
 	}
 	ack_batch(b);
+	wtcache_fence_confirmed(MySlot, b->fence_ticket);
 	return true;
 }
 
@@ -1364,6 +1370,7 @@ send_batch(Batch *b)
 		return false;
 	MemoryContextSwitchTo(b->cxt);
 	b->nmarkers = markers.n;
+	b->fence_ticket = wtcache_fence_ticket_to_serve(MySlot);
 	ok = wtcache_push_send(redis, &scripts, b->items, b->nitems, &b->bumps, &markers,
 						   acked_version(), b->max_version, &b->ncalls,
 						   err, sizeof(err));
@@ -1684,6 +1691,9 @@ wtcache_worker_main(Datum main_arg)
 			}
 			need_marker_check = true;
 		}
+		/* a wait() caller needs a check that starts after its call (fence.c) */
+		if (wtcache_fence_waiting(MySlot))
+			need_marker_check = true;
 		if (need_marker_check)
 		{
 			if (!check_marker(0))

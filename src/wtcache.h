@@ -9,6 +9,7 @@
  *	keys.c		Redis key names, key column rendering, redis_key()
  *	capture.c	row/TRUNCATE triggers, per-transaction key buffer, wake
  *	watch.c		watch(), unwatch(), resync()/warm()
+ *	rights.c	running SQL as another role, immune to the caller's objects
  *	fence.c		wait(): the read-your-writes fence
  *	redis.c		connections to Redis (one server, Sentinel, Cluster masters)
  *	cluster.c	Redis Cluster slot map, routing and redirects
@@ -162,6 +163,17 @@ typedef struct WorkerSlot
 	uint64		batches;
 	uint64		resyncs;
 	int64		acked_version;	/* highest version Redis acknowledged */
+
+	/*
+	 * The wait() fence's handshake (fence.c).  fence_requested: tickets
+	 * handed to waiters; fence_confirmed: the highest ticket that a
+	 * generation marker check started after, and found Redis whole;
+	 * fence_repaired: the highest ticket such a check found Redis had lost
+	 * data for, published once the resync's rows were queued.
+	 */
+	uint64		fence_requested;
+	uint64		fence_confirmed;
+	uint64		fence_repaired;
 } WorkerSlot;
 
 typedef struct WtcacheShared
@@ -266,8 +278,25 @@ extern void wtcache_append_db_prefix(StringInfo buf, const char *dbname);
 extern void wtcache_append_tag_key(StringInfo buf, const char *dbname, const char *tag);
 extern bool wtcache_xact_invalidated(const char *tag);
 
+/* ---- rights.c ---- */
+typedef struct WtcRights
+{
+	Oid			save_userid;
+	int			save_sec;
+	int			nestlevel;
+} WtcRights;
+
+extern void wtcache_rights_enter(WtcRights *rights, Oid userid, bool restricted);
+extern void wtcache_rights_leave(WtcRights *rights);
+extern int	wtcache_pin_search_path(void);
+extern void wtcache_unpin_search_path(int nestlevel);
+
 /* ---- fence.c ---- */
 extern bool wtcache_fence(int64 timeout_ms);
+extern uint64 wtcache_fence_ticket_to_serve(WorkerSlot *slot);
+extern bool wtcache_fence_waiting(WorkerSlot *slot);
+extern void wtcache_fence_confirmed(WorkerSlot *slot, uint64 ticket);
+extern void wtcache_fence_repaired(WorkerSlot *slot, uint64 ticket);
 
 /* ---- watch.c ---- */
 /* A table's watch configuration, as wtcache.watched holds it. */

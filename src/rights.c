@@ -1,0 +1,70 @@
+/*-------------------------------------------------------------------------
+ * rights.c
+ *		Running SQL with rights the caller does not have.
+ *
+ * wtcache reads its own tables as the extension's owner, and users' tables
+ * as their owners, from functions any role may call and from the worker
+ * (a superuser session).  Whatever runs there must be immune to objects
+ * the caller or a table owner created: an operator or function earlier on
+ * the search_path, a cast, an index expression.  So, for the duration:
+ *
+ *	- search_path is pg_catalog, pg_temp, and every statement names
+ *	  wtcache's objects with their schema and operators as
+ *	  OPERATOR(pg_catalog.=);
+ *	- the user id is switched with SECURITY_LOCAL_USERID_CHANGE, and when
+ *	  a user's table is read, as its owner inside a security-restricted
+ *	  operation, as REFRESH MATERIALIZED VIEW, ANALYZE and autovacuum do:
+ *	  code the owner controls then runs with no more than the owner's
+ *	  rights and cannot change session state.
+ *
+ * An error inside unwinds both: transaction abort restores the user id
+ * and security context and AtEOXact_GUC pops the nest level.
+ *-------------------------------------------------------------------------
+ */
+#include "wtcache.h"
+
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+/*
+ * Become userid with search_path pinned.  restricted: also forbid the
+ * session-state changes a security-restricted operation forbids (for
+ * reading a user's table as its owner).
+ */
+void
+wtcache_rights_enter(WtcRights *rights, Oid userid, bool restricted)
+{
+	int			sec;
+
+	GetUserIdAndSecContext(&rights->save_userid, &rights->save_sec);
+	sec = rights->save_sec | SECURITY_LOCAL_USERID_CHANGE;
+	if (restricted)
+		sec |= SECURITY_RESTRICTED_OPERATION;
+	SetUserIdAndSecContext(userid, sec);
+	rights->nestlevel = wtcache_pin_search_path();
+}
+
+void
+wtcache_rights_leave(WtcRights *rights)
+{
+	wtcache_unpin_search_path(rights->nestlevel);
+	SetUserIdAndSecContext(rights->save_userid, rights->save_sec);
+}
+
+/* search_path = pg_catalog, pg_temp until wtcache_unpin_search_path(). */
+int
+wtcache_pin_search_path(void)
+{
+	int			nestlevel = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return nestlevel;
+}
+
+void
+wtcache_unpin_search_path(int nestlevel)
+{
+	AtEOXact_GUC(false, nestlevel);
+}
