@@ -22,7 +22,8 @@ OBJS = \
 	src/stats.o \
 	src/tags.o \
 	src/query.o \
-	src/verify.o
+	src/verify.o \
+	src/setaside.o
 
 EXTENSION = wtcache
 DATA = $(wildcard wtcache--*.sql)

@@ -3,3 +3,23 @@
 \echo Use "ALTER EXTENSION wtcache UPDATE TO '1.2'" to load this file. \quit
 
 -- 1.2: safe in a database shared by roles that do not trust each other.
+
+-- Queue rows the worker could not deliver (the rows of their table could
+-- not be read) are set aside with the reason instead of stopping delivery
+-- of everything else; they stay in the queue, so their keys stay pending
+-- and reads of them go to the table.  discard: given up by the DBA, to be
+-- acknowledged without a push (after the removal of the table's keys).
+ALTER TABLE wtcache.queue ADD COLUMN set_aside text;
+ALTER TABLE wtcache.queue ADD COLUMN discard boolean NOT NULL DEFAULT false;
+
+CREATE FUNCTION wtcache.retry_set_aside(rel regclass DEFAULT NULL)
+RETURNS bigint
+    AS 'MODULE_PATHNAME', 'wtcache_retry_set_aside' LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+COMMENT ON FUNCTION wtcache.retry_set_aside(regclass) IS
+    'deliver again the changes of a table (all tables you own when NULL) that the worker set aside; returns how many queue rows';
+
+CREATE FUNCTION wtcache.discard_set_aside(rel regclass DEFAULT NULL)
+RETURNS bigint
+    AS 'MODULE_PATHNAME', 'wtcache_discard_set_aside' LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+COMMENT ON FUNCTION wtcache.discard_set_aside(regclass) IS
+    'give up the changes of a table (all tables you own when NULL) that the worker set aside, and remove the table''s keys from Redis; returns how many queue rows';

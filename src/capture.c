@@ -31,6 +31,7 @@
 #include "wtcache.h"
 
 #include "access/htup_details.h"
+#include "access/relation.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
@@ -45,6 +46,7 @@
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/inval.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
@@ -52,6 +54,7 @@
 typedef struct CaptureCache
 {
 	Oid			relid;
+	bool		watched;		/* false: record nothing */
 	int			nkeys;
 	KeyColumn	cols[FLEXIBLE_ARRAY_MEMBER];
 } CaptureCache;
@@ -174,17 +177,17 @@ ensure_capture_state(void)
 /*
  * Write one queue row, as the owner of the queue: writers of watched tables
  * need no rights on wtcache's own tables.  keys and tags may be (Datum) 0
- * for NULL.
+ * for NULL.  per_table: rows queued by resync/warm (see pending.c).
  */
-void
-wtcache_queue_insert(Oid relid, Datum keys, int width, const char *table_key,
-					 Datum tags)
+static void
+queue_insert_row(Oid relid, Datum keys, int width, const char *table_key,
+				 Datum tags, bool per_table)
 {
 	Oid			owner;
 	Oid			save_userid;
 	int			save_sec;
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	int			rc;
 	bool		pushed_snapshot = false;
 
@@ -204,11 +207,11 @@ wtcache_queue_insert(Oid relid, Datum keys, int width, const char *table_key,
 		elog(ERROR, "SPI_connect failed");
 	if (insert_plan == NULL)
 	{
-		Oid			argtypes[5] = {OIDOID, TEXTARRAYOID, TEXTOID, INT2OID, TEXTARRAYOID};
+		Oid			argtypes[6] = {OIDOID, TEXTARRAYOID, TEXTOID, INT2OID, TEXTARRAYOID, BOOLOID};
 		SPIPlanPtr	plan;
 
-		plan = SPI_prepare("INSERT INTO wtcache.queue (relid, keys, table_key, key_width, tags) VALUES ($1, $2, $3, $4, $5)",
-						   5, argtypes);
+		plan = SPI_prepare("INSERT INTO wtcache.queue (relid, keys, table_key, key_width, tags, per_table) VALUES ($1, $2, $3, $4, $5, $6)",
+						   6, argtypes);
 		if (plan == NULL)
 			elog(ERROR, "could not prepare the wtcache queue insert: %s",
 				 SPI_result_code_string(SPI_result));
@@ -229,6 +232,7 @@ wtcache_queue_insert(Oid relid, Datum keys, int width, const char *table_key,
 	values[4] = tags;
 	if (tags == (Datum) 0)
 		nulls[4] = 'n';
+	values[5] = BoolGetDatum(per_table);
 	rc = SPI_execute_plan(insert_plan, values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "wtcache queue insert failed: %s", SPI_result_code_string(rc));
@@ -238,6 +242,21 @@ wtcache_queue_insert(Oid relid, Datum keys, int width, const char *table_key,
 
 	SetUserIdAndSecContext(save_userid, save_sec);
 	enqueued_this_xact = true;
+}
+
+void
+wtcache_queue_insert(Oid relid, Datum keys, int width, const char *table_key,
+					 Datum tags)
+{
+	queue_insert_row(relid, keys, width, table_key, tags, false);
+}
+
+/* A chunk of keys queued by resync/warm: counted per table (pending.c). */
+void
+wtcache_queue_insert_per_table(Oid relid, Datum keys, int width)
+{
+	queue_insert_row(relid, keys, width, NULL, (Datum) 0, true);
+	wtcache_count_queue_row(relid, true, 0, NULL, 0, NULL, 0);
 }
 
 /*
@@ -339,8 +358,9 @@ flush_from(int start_offset, int start_nrecords)
 		memcpy(&nvalues, capture_buf.data + pos, sizeof(uint16));
 		pos += sizeof(uint16);
 
+		/* by width too: a key definition changed within the transaction */
 		for (int i = ngroups - 1; i >= 0; i--)
-			if (groups[i].relid == relid)
+			if (groups[i].relid == relid && groups[i].nvalues == nvalues)
 			{
 				g = &groups[i];
 				break;
@@ -496,6 +516,210 @@ capture_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	}
 }
 
+/* ---------------------------------------------------------------------
+ * What the capture functions may be given
+ *
+ * _capture_when() and _capture_when_tagged() are called from the WHEN
+ * clause of the triggers watch() creates, as the writer, so any role that
+ * may write a watched table can also call them directly, with whatever
+ * arguments it likes.  They therefore take nothing on trust: the number
+ * and the types of the key values, the tag templates and the types of the
+ * tag columns must be exactly what the table's watch says.  A call for a
+ * table that is not watched records nothing (the worker would drop it).
+ * The watch is looked up once per backend and table, and looked up again
+ * after an invalidation of the table's relcache entry, which watch() and
+ * unwatch() send.
+ * ---------------------------------------------------------------------
+ */
+typedef struct CaptureWatch
+{
+	Oid			relid;			/* hash key */
+	bool		valid;
+	bool		watched;
+	int			nkeys;
+	Oid			keytypes[INDEX_MAX_KEYS];
+	int			ntemplates;
+	int			ncols;			/* distinct columns the templates name */
+} CaptureWatch;
+
+static HTAB *capture_watches = NULL;
+
+static void
+invalidate_capture_watch(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS seq;
+	CaptureWatch *w;
+
+	hash_seq_init(&seq, capture_watches);
+	while ((w = hash_seq_search(&seq)) != NULL)
+		if (relid == InvalidOid || w->relid == relid)
+			w->valid = false;
+}
+
+/*
+ * The number of templates and of distinct column names in them, counted
+ * by name as watch() was given them: a column renamed since keeps its
+ * place in the compiled templates the triggers carry.
+ */
+static void
+count_template_columns(ArrayType *tags, int *ntemplates, int *ncols)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	List	   *names = NIL;
+
+	deconstruct_array(tags, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, ntemplates);
+	for (int t = 0; t < *ntemplates; t++)
+	{
+		char	   *s = nulls[t] ? "" : TextDatumGetCString(elems[t]);
+
+		for (char *open = strchr(s, '{'); open != NULL; open = strchr(open + 1, '{'))
+		{
+			char	   *close = strchr(open, '}');
+			char	   *name;
+			ListCell   *lc;
+			bool		seen = false;
+
+			if (close == NULL)
+				break;
+			name = pnstrdup(open + 1, close - open - 1);
+			foreach(lc, names)
+				seen |= strcmp(lfirst(lc), name) == 0;
+			if (!seen)
+				names = lappend(names, name);
+		}
+	}
+	*ncols = list_length(names);
+}
+
+static CaptureWatch *
+capture_watch(Oid relid)
+{
+	CaptureWatch *w;
+	bool		found;
+	WatchConfig config;
+	Relation	rel;
+
+	if (capture_watches == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(CaptureWatch);
+		ctl.hcxt = CacheMemoryContext;
+		capture_watches = hash_create("wtcache capture watches", 64, &ctl,
+									  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		CacheRegisterRelcacheCallback(invalidate_capture_watch, (Datum) 0);
+	}
+	w = hash_search(capture_watches, &relid, HASH_ENTER, &found);
+	if (found && w->valid)
+		return w;
+	memset(w, 0, sizeof(*w));
+	w->relid = relid;
+
+	rel = try_relation_open(relid, AccessShareLock);
+	if (rel == NULL)
+		return w;				/* not valid: looked up again next time */
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	w->watched = wtcache_load_watch(relid, &config);
+	if (w->watched)
+	{
+		TupleDesc	desc = RelationGetDescr(rel);
+
+		w->nkeys = config.nkeys;
+		for (int i = 0; i < config.nkeys; i++)
+			w->keytypes[i] = (config.key_attnums[i] >= 1 && config.key_attnums[i] <= desc->natts) ?
+				TupleDescAttr(desc, config.key_attnums[i] - 1)->atttypid : InvalidOid;
+		count_template_columns(config.tags, &w->ntemplates, &w->ncols);
+	}
+	SPI_finish();
+	relation_close(rel, AccessShareLock);
+	w->valid = true;
+	return w;
+}
+
+/*
+ * Compiled templates as watch() makes them: literal text and {n} with
+ * 1 <= n <= ncols, nothing else between braces.
+ */
+static bool
+templates_well_formed(ArrayType *templates, int ntemplates, int ncols)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	if (ARR_NDIM(templates) > 1)
+		return false;
+	deconstruct_array(templates, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (n != ntemplates)
+		return false;
+	for (int t = 0; t < n; t++)
+	{
+		const char *p;
+
+		if (nulls[t])
+			return false;
+		p = TextDatumGetCString(elems[t]);
+		if (*p == '\0')
+			return false;
+		for (; *p; p++)
+		{
+			char	   *end;
+			long		col;
+
+			if (*p == '}')
+				return false;
+			if (*p != '{')
+				continue;
+			if (p[1] < '1' || p[1] > '9')
+				return false;
+			col = strtol(p + 1, &end, 10);
+			if (*end != '}' || col < 1 || col > ncols)
+				return false;
+			p = end;
+		}
+	}
+	return true;
+}
+
+/*
+ * Check a capture call against the table's watch.  first: the position of
+ * the first key value; rows: 2 for an UPDATE (old, then new values), else
+ * 1; ncols and templates: the tag columns per row and the compiled
+ * templates given (0 and NULL for _capture_when).  False when the table is
+ * not watched: record nothing.
+ */
+static bool
+check_capture_call(FunctionCallInfo fcinfo, const char *fname, Oid relid, int first,
+				   int rows, int nkeys, int ncols, ArrayType *templates)
+{
+	CaptureWatch *w = capture_watch(relid);
+	bool		ok;
+
+	if (!w->valid || !w->watched)
+		return false;
+	ok = (nkeys == w->nkeys && ncols == w->ncols &&
+		  (templates != NULL) == (w->ntemplates > 0));
+	for (int r = 0; ok && r < rows; r++)
+		for (int i = 0; ok && i < nkeys; i++)
+			ok = get_fn_expr_argtype(fcinfo->flinfo, first + r * nkeys + i) == w->keytypes[i];
+	if (ok && templates != NULL)
+		ok = templates_well_formed(templates, w->ntemplates, w->ncols);
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("wtcache.%s() arguments do not match the watch of table \"%s\"",
+						fname, get_rel_name(relid)),
+				 errdetail("The watch has %d key column%s and %d tag template%s over %d column%s; the call gave other counts, types or templates.",
+						   w->nkeys, w->nkeys == 1 ? "" : "s", w->ntemplates, w->ntemplates == 1 ? "" : "s",
+						   w->ncols, w->ncols == 1 ? "" : "s"),
+				 errhint("It belongs in the WHEN clause of the triggers wtcache.watch() creates; call wtcache.watch() again to re-create them.")));
+	return true;
+}
+
 static CaptureCache *
 get_capture_cache(FunctionCallInfo fcinfo, TriggerData *trigdata)
 {
@@ -519,6 +743,18 @@ get_capture_cache(FunctionCallInfo fcinfo, TriggerData *trigdata)
 								   sizeof(KeyColumn) * trigger->tgnargs);
 	cache->relid = RelationGetRelid(rel);
 	cache->nkeys = trigger->tgnargs;
+	{
+		/* as for the WHEN functions: the watch says what a key is */
+		CaptureWatch *w = capture_watch(cache->relid);
+
+		cache->watched = w->valid && w->watched;
+		if (cache->watched && w->nkeys != trigger->tgnargs)
+			ereport(ERROR,
+					(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+					 errmsg("wtcache capture trigger \"%s\" on \"%s\" does not match the watch of the table",
+							trigger->tgname, RelationGetRelationName(rel)),
+					 errhint("Call wtcache.watch() again to re-create the triggers.")));
+	}
 	for (int i = 0; i < trigger->tgnargs; i++)
 	{
 		int			attnum = atoi(trigger->tgargs[i]);
@@ -530,6 +766,12 @@ get_capture_cache(FunctionCallInfo fcinfo, TriggerData *trigdata)
 							RelationGetRelationName(rel)),
 					 errhint("Run wtcache.unwatch() and wtcache.watch() on the table again.")));
 		wtcache_init_key_column(&cache->cols[i], rel, attnum, fcinfo->flinfo->fn_mcxt);
+		if (cache->watched && cache->cols[i].typid != capture_watch(cache->relid)->keytypes[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+					 errmsg("wtcache capture trigger \"%s\" on \"%s\" does not match the watch of the table",
+							trigger->tgname, RelationGetRelationName(rel)),
+					 errhint("Call wtcache.watch() again to re-create the triggers.")));
 	}
 	fcinfo->flinfo->fn_extra = cache;
 	return cache;
@@ -663,6 +905,8 @@ wtcache_capture_row(PG_FUNCTION_ARGS)
 
 	rel = trigdata->tg_relation;
 	cache = get_capture_cache(fcinfo, trigdata);
+	if (!cache->watched)
+		return PointerGetDatum(NULL);
 
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 		record_key(cache, rel, trigdata->tg_trigtuple);
@@ -729,6 +973,7 @@ record_when_keys(FunctionCallInfo fcinfo, Oid relid, char op, int first, int nke
 typedef struct WhenCache
 {
 	Oid			relid;
+	bool		watched;		/* false: record nothing */
 	int			nkeys;
 	KeyColumn	cols[FLEXIBLE_ARRAY_MEMBER];
 } WhenCache;
@@ -763,13 +1008,16 @@ wtcache_capture_when(PG_FUNCTION_ARGS)
 									   offsetof(WhenCache, cols) + sizeof(KeyColumn) * nkeys);
 		cache->relid = relid;
 		cache->nkeys = nkeys;
+		cache->watched = check_capture_call(fcinfo, "_capture_when", relid, 2,
+											op == 'u' ? 2 : 1, nkeys, 0, NULL);
 		for (int i = 0; i < nkeys; i++)
 			wtcache_init_key_type(&cache->cols[i], get_fn_expr_argtype(fcinfo->flinfo, 2 + i),
 								  fcinfo->flinfo->fn_mcxt);
 		fcinfo->flinfo->fn_extra = cache;
 	}
 
-	record_when_keys(fcinfo, relid, op, 2, nkeys, cache->cols, NULL, -1);
+	if (cache->watched)
+		record_when_keys(fcinfo, relid, op, 2, nkeys, cache->cols, NULL, -1);
 	PG_RETURN_BOOL(false);
 }
 
@@ -793,6 +1041,7 @@ tag_value_text(KeyColumn *col, Datum value)
 typedef struct TaggedWhenCache
 {
 	Oid			relid;
+	bool		watched;		/* false: record nothing */
 	int			nkeys;
 	int			ncols;
 	int			ntemplates;
@@ -837,6 +1086,9 @@ wtcache_capture_when_tagged(PG_FUNCTION_ARGS)
 		cache->relid = relid;
 		cache->nkeys = nkeys;
 		cache->ncols = ncols;
+		/* the templates too: they were checked when watch() compiled them */
+		cache->watched = check_capture_call(fcinfo, "_capture_when_tagged", relid, 4, rows,
+											nkeys, ncols, PG_GETARG_ARRAYTYPE_P(3));
 		for (int i = 0; i < nkeys; i++)
 			wtcache_init_key_type(&cache->cols[i], get_fn_expr_argtype(fcinfo->flinfo, 4 + i),
 								  fcinfo->flinfo->fn_mcxt);
@@ -854,6 +1106,9 @@ wtcache_capture_when_tagged(PG_FUNCTION_ARGS)
 													   fcinfo->flinfo->fn_mcxt);
 		fcinfo->flinfo->fn_extra = cache;
 	}
+
+	if (!cache->watched)
+		PG_RETURN_BOOL(false);
 
 	/* the tags of the row(s): old and new for an UPDATE, once if equal */
 	tags = palloc(sizeof(char *) * (cache->ntemplates * rows + 1));

@@ -170,7 +170,10 @@ fence_visible_queue_ids(int *nids)
 	Datum	   *ids;
 	int			n = 0;
 
-	if (SPI_execute("SELECT id, xmin FROM wtcache.queue", false, 0) != SPI_OK_SELECT)
+	/* rows the worker set aside wait for a DBA, not for Redis: wtcache.status shows them */
+	if (SPI_execute(wtcache_queue_can_set_aside() ?
+					"SELECT id, xmin FROM wtcache.queue WHERE set_aside IS NULL" :
+					"SELECT id, xmin FROM wtcache.queue", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wtcache.queue scan failed");
 	ids = palloc(sizeof(Datum) * (SPI_processed + 1));
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -192,7 +195,9 @@ fence_queue_rows_remain(ArrayType *idarr)
 	Oid			argtypes[1] = {INT8ARRAYOID};
 	Datum		values[1] = {PointerGetDatum(idarr)};
 
-	if (SPI_execute_with_args("SELECT 1 FROM wtcache.queue WHERE id OPERATOR(pg_catalog.=) ANY($1) LIMIT 1",
+	if (SPI_execute_with_args(wtcache_queue_can_set_aside() ?
+							  "SELECT 1 FROM wtcache.queue WHERE id OPERATOR(pg_catalog.=) ANY($1) AND set_aside IS NULL LIMIT 1" :
+							  "SELECT 1 FROM wtcache.queue WHERE id OPERATOR(pg_catalog.=) ANY($1) LIMIT 1",
 							  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "wtcache.queue scan failed");
 	return SPI_processed > 0;

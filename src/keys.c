@@ -19,6 +19,10 @@
  */
 #include "wtcache.h"
 
+#include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "catalog/pg_index.h"
+#include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
@@ -26,6 +30,7 @@
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 
 /* Types whose text output is the same whatever the session's settings. */
 bool
@@ -97,6 +102,17 @@ wtcache_send_hex(FmgrInfo *send, Datum value, int *len)
 	return hex;
 }
 
+/* A key value's text as the capture trigger records it (palloc'd). */
+char *
+wtcache_render_key_value(KeyColumn *col, Datum value)
+{
+	int			len;
+
+	if (col->binary)
+		return wtcache_send_hex(&col->out, value, &len);
+	return OutputFunctionCall(&col->out, value);
+}
+
 /*
  * The error for a key given with the wrong number of values.
  */
@@ -113,26 +129,199 @@ wtcache_check_key_count(Oid relid, int nkeys, int given)
 }
 
 /*
- * The query that reads the rows of many keys: $1..$n are text arrays, one
- * per key column, holding the canonical key text; it returns each found
- * row's position in the arrays and its row_to_json ("t.*": a column named
- * t must not be taken for the row).  Used by the worker
- * and by cached reads, so both render rows the same way.
+ * A unique, immediate, valid, non-partial index on plain columns whose key
+ * columns are exactly attnums (in any order); InvalidOid if none.
+ */
+Oid
+wtcache_key_index(Relation rel, int nkeys, const AttrNumber *attnums)
+{
+	List	   *indexes = RelationGetIndexList(rel);
+	ListCell   *lc;
+	Oid			found = InvalidOid;
+
+	foreach(lc, indexes)
+	{
+		HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc)));
+		Form_pg_index idx;
+
+		if (!HeapTupleIsValid(tup))
+			continue;
+		idx = (Form_pg_index) GETSTRUCT(tup);
+		if (idx->indisunique && idx->indimmediate && idx->indisvalid &&
+			idx->indnkeyatts == nkeys &&
+			heap_attisnull(tup, Anum_pg_index_indpred, NULL) &&
+			heap_attisnull(tup, Anum_pg_index_indexprs, NULL))
+		{
+			bool		all = true;
+
+			for (int i = 0; i < nkeys && all; i++)
+			{
+				bool		in = false;
+
+				for (int j = 0; j < nkeys; j++)
+					if (idx->indkey.values[j] == attnums[i])
+						in = true;
+				all = in;
+			}
+			if (all)
+				found = idx->indexrelid;
+		}
+		ReleaseSysCache(tup);
+		if (OidIsValid(found))
+			break;
+	}
+	list_free(indexes);
+	return found;
+}
+
+/*
+ * The equality operator the key index uses for column attnum, and the type
+ * a value is compared as.  Falls back to the column's base type and
+ * pg_catalog's "=" when no index covers the key (it was dropped).
+ */
+static void
+key_column_equality(Relation rel, Oid indexoid, AttrNumber attnum,
+					Oid *argtype, char **opsql)
+{
+	Oid			base = getBaseType(TupleDescAttr(RelationGetDescr(rel), attnum - 1)->atttypid);
+	Oid			opno = InvalidOid;
+	HeapTuple	tup;
+
+	*argtype = base;
+	tup = OidIsValid(indexoid) ? SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexoid)) : NULL;
+	if (tup != NULL && HeapTupleIsValid(tup))
+	{
+		Form_pg_index idx = (Form_pg_index) GETSTRUCT(tup);
+		bool		isnull;
+		oidvector  *indclass = (oidvector *) DatumGetPointer(SysCacheGetAttr(INDEXRELID, tup,
+																		   Anum_pg_index_indclass,
+																		   &isnull));
+
+		for (int j = 0; !isnull && j < idx->indnkeyatts; j++)
+		{
+			Oid			opfamily;
+			Oid			opcintype;
+
+			if (idx->indkey.values[j] != attnum)
+				continue;
+			opfamily = get_opclass_family(indclass->values[j]);
+			opcintype = get_opclass_input_type(indclass->values[j]);
+			opno = get_opfamily_member(opfamily, opcintype, opcintype, BTEqualStrategyNumber);
+			/* anyenum, anyarray...: the column's own type */
+			if (OidIsValid(opno) && !IsPolymorphicType(opcintype))
+				*argtype = opcintype;
+			break;
+		}
+		ReleaseSysCache(tup);
+	}
+	if (OidIsValid(opno))
+	{
+		HeapTuple	optup = SearchSysCache1(OPEROID, ObjectIdGetDatum(opno));
+
+		if (HeapTupleIsValid(optup))
+		{
+			Form_pg_operator op = (Form_pg_operator) GETSTRUCT(optup);
+
+			*opsql = psprintf("OPERATOR(%s.%s)",
+							  quote_identifier(get_namespace_name(op->oprnamespace)),
+							  NameStr(op->oprname));
+			ReleaseSysCache(optup);
+			return;
+		}
+	}
+	*opsql = pstrdup("OPERATOR(pg_catalog.=)");
+}
+
+/*
+ * Prepare reading the rows of a watched table by key.  Key values are
+ * given as typed parameters, made from their canonical text by the input
+ * function of the type the key index compares (never a cast: pg_cast is
+ * not schema-bound, and a cast the type's owner created would run as
+ * whoever reads), and compared with that index's own equality operator,
+ * named with its schema.  The statements name every function with its
+ * schema too, so they mean the same whatever the search_path; still, run
+ * them with it pinned (rights.c).  "t.*": a column named t must not be
+ * taken for the row.  Everything is allocated in mcxt.
  */
 void
-wtcache_append_rows_by_keys_sql(StringInfo sql, const char *qname, int nkeys,
-								char **colnames, char **typnames)
+wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys, const int16 *attnums,
+						MemoryContext mcxt)
 {
-	appendStringInfoString(sql, "SELECT k.ord, row_to_json(t.*)::text FROM unnest(");
+	MemoryContext old = MemoryContextSwitchTo(mcxt);
+	AttrNumber	cols[INDEX_MAX_KEYS];
+	Oid			indexoid;
+	char	   *qname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+												   RelationGetRelationName(rel));
+	char	   *ops[INDEX_MAX_KEYS];
+	StringInfoData many;
+	StringInfoData one;
+
+	Assert(nkeys >= 1 && nkeys <= INDEX_MAX_KEYS);
+	kl->nkeys = nkeys;
 	for (int c = 0; c < nkeys; c++)
-		appendStringInfo(sql, "%s$%d::text[]", c ? ", " : "", c + 1);
-	appendStringInfoString(sql, ") WITH ORDINALITY AS k(");
+		cols[c] = attnums[c];
+	indexoid = wtcache_key_index(rel, nkeys, cols);
 	for (int c = 0; c < nkeys; c++)
-		appendStringInfo(sql, "c%d, ", c);
-	appendStringInfo(sql, "ord) JOIN ONLY %s t ON ", qname);
+	{
+		Oid			infunc;
+
+		key_column_equality(rel, indexoid, attnums[c], &kl->argtypes[c], &ops[c]);
+		kl->arraytypes[c] = get_array_type(kl->argtypes[c]);
+		if (!OidIsValid(kl->arraytypes[c]))
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("key column \"%s\" of table \"%s\" has type %s, which has no array type",
+							get_attname(RelationGetRelid(rel), attnums[c], false),
+							RelationGetRelationName(rel), format_type_be(kl->argtypes[c]))));
+		get_typlenbyvalalign(kl->argtypes[c], &kl->typlen[c], &kl->typbyval[c], &kl->typalign[c]);
+		getTypeInputInfo(kl->argtypes[c], &infunc, &kl->ioparams[c]);
+		fmgr_info_cxt(infunc, &kl->input[c], mcxt);
+	}
+
+	initStringInfo(&many);
+	appendStringInfoString(&many,
+						   "SELECT k.ord, pg_catalog.row_to_json(t.*)::pg_catalog.text FROM ROWS FROM (");
 	for (int c = 0; c < nkeys; c++)
-		appendStringInfo(sql, "%st.%s = k.c%d::%s", c ? " AND " : "",
-						 quote_identifier(colnames[c]), c, typnames[c]);
+		appendStringInfo(&many, "%spg_catalog.unnest($%d)", c ? ", " : "", c + 1);
+	appendStringInfoString(&many, ") WITH ORDINALITY AS k(");
+	for (int c = 0; c < nkeys; c++)
+		appendStringInfo(&many, "c%d, ", c);
+	appendStringInfo(&many, "ord) JOIN ONLY %s t ON ", qname);
+	for (int c = 0; c < nkeys; c++)
+		appendStringInfo(&many, "%st.%s %s k.c%d", c ? " AND " : "",
+						 quote_identifier(get_attname(RelationGetRelid(rel), attnums[c], false)),
+						 ops[c], c);
+	kl->sql_many = many.data;
+
+	initStringInfo(&one);
+	appendStringInfo(&one,
+					 "SELECT 1::pg_catalog.int8, pg_catalog.row_to_json(t.*)::pg_catalog.text FROM ONLY %s t WHERE ",
+					 qname);
+	for (int c = 0; c < nkeys; c++)
+		appendStringInfo(&one, "%st.%s %s $%d", c ? " AND " : "",
+						 quote_identifier(get_attname(RelationGetRelid(rel), attnums[c], false)),
+						 ops[c], c + 1);
+	kl->sql_one = one.data;
+	MemoryContextSwitchTo(old);
+}
+
+/* A key value, from its canonical text, as the parameter of column col. */
+Datum
+wtcache_key_lookup_value(KeyLookup *kl, int col, char *text)
+{
+	return InputFunctionCall(&kl->input[col], text, kl->ioparams[col], -1);
+}
+
+/* The values of column col of n keys, as sql_many's array parameter. */
+Datum
+wtcache_key_lookup_array(KeyLookup *kl, int col, char **texts, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = wtcache_key_lookup_value(kl, col, texts[i]);
+	return PointerGetDatum(construct_array(elems, n, kl->argtypes[col], kl->typlen[col],
+										   kl->typbyval[col], kl->typalign[col]));
 }
 
 /* ["a","b",...]: strings as a JSON array (tag lists of events and entries). */

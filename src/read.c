@@ -241,8 +241,9 @@ typedef struct ReadTable
 	bool		all_stable;
 	bool		invalidate_mode;
 	int64		ttl_ms;
-	SPIPlanPtr	fetch_plan;		/* rows of a text[] per key column */
-	SPIPlanPtr	fetch_one_plan; /* the row of one text per key column */
+	KeyLookup	lookup;			/* the reads by key and their parameters */
+	SPIPlanPtr	fetch_plan;		/* lookup.sql_many */
+	SPIPlanPtr	fetch_one_plan; /* lookup.sql_one */
 	bool		render_canonical;	/* row JSON depends on session settings */
 	ReadStats  *stats;
 } ReadTable;
@@ -270,14 +271,13 @@ invalidate_all_read_tables(Datum arg, int cacheid, uint32 hashvalue)
 }
 
 static SPIPlanPtr
-prepare_kept(ReadTable *rt, const char *sql, Oid argtype)
+prepare_kept(ReadTable *rt, const char *sql, const Oid *argtypes)
 {
-	Oid		   *argtypes = palloc(sizeof(Oid) * rt->nkeys);
 	SPIPlanPtr	plan;
+	int			nestlevel = wtcache_pin_search_path();
 
-	for (int c = 0; c < rt->nkeys; c++)
-		argtypes[c] = argtype;
-	plan = SPI_prepare(sql, rt->nkeys, argtypes);
+	plan = SPI_prepare(sql, rt->nkeys, (Oid *) argtypes);
+	wtcache_unpin_search_path(nestlevel);
 	if (plan == NULL)
 		elog(ERROR, "wtcache: could not prepare the read of %s: %s",
 			 rt->qname, SPI_result_code_string(SPI_result));
@@ -285,22 +285,17 @@ prepare_kept(ReadTable *rt, const char *sql, Oid argtype)
 	return plan;
 }
 
+/*
+ * The reads of a table by key (keys.c): statements whose meaning the
+ * caller cannot change, whatever it created or put on its search_path,
+ * since what they return may be stored in Redis and served to everyone.
+ */
 static void
-build_fetch_plan(ReadTable *rt, char **colnames, char **typnames)
+build_fetch_plan(ReadTable *rt, Relation rel, const int16 *attnums)
 {
-	StringInfoData sql;
-
-	initStringInfo(&sql);
-	wtcache_append_rows_by_keys_sql(&sql, rt->qname, rt->nkeys, colnames, typnames);
-	rt->fetch_plan = prepare_kept(rt, sql.data, TEXTARRAYOID);
-
-	/* the one-key case, the common one, without arrays and a join */
-	resetStringInfo(&sql);
-	appendStringInfo(&sql, "SELECT 1::int8, row_to_json(t.*)::text FROM ONLY %s t WHERE ", rt->qname);
-	for (int c = 0; c < rt->nkeys; c++)
-		appendStringInfo(&sql, "%st.%s = $%d::%s", c ? " AND " : "",
-						 quote_identifier(colnames[c]), c + 1, typnames[c]);
-	rt->fetch_one_plan = prepare_kept(rt, sql.data, TEXTOID);
+	wtcache_key_lookup_init(&rt->lookup, rel, rt->nkeys, attnums, rt->cxt);
+	rt->fetch_plan = prepare_kept(rt, rt->lookup.sql_many, rt->lookup.arraytypes);
+	rt->fetch_one_plan = prepare_kept(rt, rt->lookup.sql_one, rt->lookup.argtypes);
 }
 
 /*
@@ -340,8 +335,7 @@ read_table(Oid relid)
 	ReadTable  *rt;
 	bool		found;
 	WatchConfig config;
-	char	  **colnames;
-	char	  **typnames;
+	Relation	rel;
 	MemoryContext old;
 
 	if (read_tables == NULL)
@@ -385,10 +379,11 @@ read_table(Oid relid)
 				 errhint("Call wtcache.watch() on it first.")));
 	}
 
+	rel = relation_open(relid, AccessShareLock);
 	{
 		int16	   *attnums = config.key_attnums;
-		char	   *nspname = get_namespace_name(get_rel_namespace(relid));
-		char	   *relname = get_rel_name(relid);
+		char	   *nspname = get_namespace_name(RelationGetNamespace(rel));
+		char	   *relname = RelationGetRelationName(rel);
 		StringInfoData tk;
 
 		rt->ttl_ms = config.ttl_ms;
@@ -405,8 +400,6 @@ read_table(Oid relid)
 		rt->in = palloc(sizeof(FmgrInfo) * rt->nkeys);
 		rt->out = palloc(sizeof(FmgrInfo) * rt->nkeys);
 		rt->send = palloc(sizeof(FmgrInfo) * rt->nkeys);
-		colnames = palloc(sizeof(char *) * rt->nkeys);
-		typnames = palloc(sizeof(char *) * rt->nkeys);
 		rt->all_stable = true;
 		for (int i = 0; i < rt->nkeys; i++)
 		{
@@ -415,8 +408,6 @@ read_table(Oid relid)
 			Oid			collation;
 
 			get_atttypetypmodcoll(relid, attnums[i], &rt->typids[i], &rt->typmods[i], &collation);
-			colnames[i] = get_attname(relid, attnums[i], false);
-			typnames[i] = format_type_be_qualified(rt->typids[i]);
 			rt->binary[i] = !wtcache_key_type_is_stable(rt->typids[i]);
 			rt->all_stable &= !rt->binary[i];
 			getTypeInputInfo(rt->typids[i], &fn, &rt->ioparams[i]);
@@ -431,7 +422,8 @@ read_table(Oid relid)
 		}
 	}
 	MemoryContextSwitchTo(old);
-	build_fetch_plan(rt, colnames, typnames);
+	build_fetch_plan(rt, rel, config.key_attnums);
+	relation_close(rel, NoLock);
 	rt->render_canonical = rendering_depends_on_settings(relid);
 	/* redis_key() comes here too, also without shared_preload_libraries */
 	rt->stats = WtcacheSharedState ? wtcache_read_stats_entry(MyDatabaseId, relid) : NULL;
@@ -582,10 +574,11 @@ static void
 read_from_table(ReadTable *rt, ReadKey *keys, int nkeys)
 {
 	Datum	   *args = palloc(sizeof(Datum) * rt->nkeys);
-	Datum	   *elems = palloc(sizeof(Datum) * nkeys);
+	char	  **texts = palloc(sizeof(char *) * nkeys);
 	int		   *map = palloc(sizeof(int) * nkeys);
 	int			n = 0;
 	int			nestlevel = 0;
+	int			pathlevel;
 
 	for (int i = 0; i < nkeys; i++)
 		if (keys[i].source != FROM_REDIS)
@@ -598,13 +591,15 @@ read_from_table(ReadTable *rt, ReadKey *keys, int nkeys)
 	{
 		if (n == 1)
 		{
-			args[c] = CStringGetTextDatum(keys[map[0]].canon[c]);
+			args[c] = wtcache_key_lookup_value(&rt->lookup, c, keys[map[0]].canon[c]);
 			continue;
 		}
 		for (int j = 0; j < n; j++)
-			elems[j] = CStringGetTextDatum(keys[map[j]].canon[c]);
-		args[c] = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+			texts[j] = keys[map[j]].canon[c];
+		args[c] = wtcache_key_lookup_array(&rt->lookup, c, texts, n);
 	}
+	/* the statement's meaning must not depend on the caller's search_path */
+	pathlevel = wtcache_pin_search_path();
 	if (rt->render_canonical)
 		nestlevel = wtcache_canonical_settings_push();
 	if (SPI_execute_plan(n == 1 ? rt->fetch_one_plan : rt->fetch_plan, args, NULL,
@@ -612,6 +607,7 @@ read_from_table(ReadTable *rt, ReadKey *keys, int nkeys)
 		elog(ERROR, "wtcache: reading %s failed", rt->qname);
 	if (rt->render_canonical)
 		wtcache_canonical_settings_pop(nestlevel);
+	wtcache_unpin_search_path(pathlevel);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;

@@ -23,8 +23,11 @@
  */
 #include "wtcache.h"
 
+#include "access/htup_details.h"
+#include "catalog/pg_class.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
+#include "utils/syscache.h"
 
 /*
  * Become userid with search_path pinned.  restricted: also forbid the
@@ -42,6 +45,29 @@ wtcache_rights_enter(WtcRights *rights, Oid userid, bool restricted)
 		sec |= SECURITY_RESTRICTED_OPERATION;
 	SetUserIdAndSecContext(userid, sec);
 	rights->nestlevel = wtcache_pin_search_path();
+}
+
+/*
+ * Read a user's table as its owner, restricted, every row: row_security is
+ * off, so a table whose policies apply to its owner (FORCE ROW LEVEL
+ * SECURITY) makes the read fail rather than hide rows, which wtcache would
+ * take for deleted ones.  The caller has the table locked.
+ */
+void
+wtcache_rights_enter_table_owner(WtcRights *rights, Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	wtcache_rights_enter(rights, owner, true);
+	(void) set_config_option("row_security", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 }
 
 void

@@ -18,6 +18,7 @@
  */
 #include "wtcache.h"
 
+#include "access/relation.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
@@ -37,7 +38,8 @@ typedef struct VerifyTable
 	Oid			relid;
 	int			nkeys;
 	char	  **colnames;
-	char	  **typnames;
+	FmgrInfo   *keyout;			/* key columns' output functions */
+	KeyLookup	lookup;			/* reading rows by key (keys.c) */
 	char	   *qname;
 	char	   *table_key;
 	bool		keys_optional;	/* invalidate mode or TTL: keys may be absent */
@@ -156,23 +158,19 @@ row_key_of(VerifyTable *vt, char **values)
 static char **
 rows_of(VerifyTable *vt, char ***values, int n)
 {
-	StringInfoData sql;
-	Oid		   *argtypes = palloc(sizeof(Oid) * vt->nkeys);
 	Datum	   *args = palloc(sizeof(Datum) * vt->nkeys);
-	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	char	  **texts = palloc(sizeof(char *) * Max(n, 1));
 	char	  **rows = palloc0(sizeof(char *) * Max(n, 1));
 	MemoryContext outer = CurrentMemoryContext;
 
-	initStringInfo(&sql);
-	wtcache_append_rows_by_keys_sql(&sql, vt->qname, vt->nkeys, vt->colnames, vt->typnames);
 	for (int c = 0; c < vt->nkeys; c++)
 	{
 		for (int i = 0; i < n; i++)
-			elems[i] = CStringGetTextDatum(values[i][c]);
-		argtypes[c] = TEXTARRAYOID;
-		args[c] = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+			texts[i] = values[i][c];
+		args[c] = wtcache_key_lookup_array(&vt->lookup, c, texts, n);
 	}
-	if (SPI_execute_with_args(sql.data, vt->nkeys, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_with_args(vt->lookup.sql_many, vt->nkeys, vt->lookup.arraytypes, args,
+							  NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wtcache: reading rows of %s failed", vt->qname);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
@@ -232,13 +230,14 @@ check_rows(VerifyTable *vt, int sample, CandidateList *out, int64 *checked)
 	MemoryContext batch_cxt = AllocSetContextCreate(verify_cxt, "wtcache verify batch",
 													ALLOCSET_DEFAULT_SIZES);
 
+	/* key values as they are, rendered here: no cast the type's owner made runs */
 	initStringInfo(&sql);
-	appendStringInfoString(&sql, "SELECT ARRAY[");
+	appendStringInfoString(&sql, "SELECT ");
 	for (int c = 0; c < vt->nkeys; c++)
-		appendStringInfo(&sql, "%st.%s::text", c ? ", " : "", quote_identifier(vt->colnames[c]));
-	appendStringInfo(&sql, "], row_to_json(t.*)::text FROM ONLY %s t", vt->qname);
+		appendStringInfo(&sql, "t.%s, ", quote_identifier(vt->colnames[c]));
+	appendStringInfo(&sql, "pg_catalog.row_to_json(t.*)::pg_catalog.text FROM ONLY %s t", vt->qname);
 	if (sample > 0)
-		appendStringInfo(&sql, " ORDER BY random() LIMIT %d", sample);
+		appendStringInfo(&sql, " ORDER BY pg_catalog.random() LIMIT %d", sample);
 	plan = SPI_prepare(sql.data, 0, NULL);
 	if (plan == NULL)
 		elog(ERROR, "wtcache: could not prepare the scan of %s", vt->qname);
@@ -264,15 +263,16 @@ check_rows(VerifyTable *vt, int sample, CandidateList *out, int64 *checked)
 		for (int i = 0; i < n; i++)
 		{
 			bool		isnull;
-			Datum	   *elems;
-			int			nelems;
 
-			deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)),
-							  TEXTOID, -1, false, TYPALIGN_INT, &elems, NULL, &nelems);
 			values[i] = palloc(sizeof(char *) * vt->nkeys);
-			for (int c = 0; c < vt->nkeys && c < nelems; c++)
-				values[i][c] = TextDatumGetCString(elems[c]);
-			rows[i] = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+			for (int c = 0; c < vt->nkeys; c++)
+			{
+				Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, c + 1, &isnull);
+
+				values[i][c] = isnull ? pstrdup("") : OutputFunctionCall(&vt->keyout[c], d);
+			}
+			rows[i] = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+														vt->nkeys + 1, &isnull));
 			keys[i] = row_key_of(vt, values[i]);
 		}
 		SPI_freetuptable(SPI_tuptable);
@@ -317,7 +317,8 @@ check_keys(VerifyTable *vt, CandidateList *out)
 		MemoryContextReset(page_cxt);
 		MemoryContextSwitchTo(page_cxt);
 		if (r == NULL || !wtc_redis_scan(r, node, cursor, pattern.data, &reply) ||
-			reply.type != WTC_REPLY_ARRAY || reply.nelem != 2)
+			reply.type != WTC_REPLY_ARRAY || reply.nelem != 2 ||
+			reply.elem[0].type != WTC_REPLY_STRING || reply.elem[1].type != WTC_REPLY_ARRAY)
 		{
 			wtcache_reader_lost();
 			ereport(ERROR,
@@ -335,7 +336,8 @@ check_keys(VerifyTable *vt, CandidateList *out)
 			const char *end = k + klen - 1;	/* the closing '}' */
 			char	  **v = palloc(sizeof(char *) * vt->nkeys);
 			int			c = 0;
-			bool		ok = klen > (size_t) head.len && k[klen - 1] == '}';
+			bool		ok = keys->elem[i].type == WTC_REPLY_STRING && k != NULL &&
+				klen > (size_t) head.len && k[klen - 1] == '}';
 
 			while (ok)
 			{
@@ -388,8 +390,8 @@ wtcache_verify(PG_FUNCTION_ARGS)
 	CandidateList cands = {0};
 	int64		checked = 0;
 	int			reported = 0;
-	Oid			save_userid;
-	int			save_sec;
+	WtcRights	rights;
+	Relation	rel;
 	int			nestlevel;
 	char	  **rows = NULL;
 	WtcReply   *replies = NULL;
@@ -434,12 +436,19 @@ wtcache_verify(PG_FUNCTION_ARGS)
 	vt.nkeys = config.nkeys;
 	vt.keys_optional = config.invalidate_mode || config.ttl_ms > 0;
 	vt.colnames = palloc(sizeof(char *) * vt.nkeys);
-	vt.typnames = palloc(sizeof(char *) * vt.nkeys);
+	vt.keyout = palloc(sizeof(FmgrInfo) * vt.nkeys);
+	rel = relation_open(relid, AccessShareLock);
 	for (int c = 0; c < vt.nkeys; c++)
 	{
+		Oid			outfn;
+		bool		isvarlena;
+
 		vt.colnames[c] = get_attname(relid, config.key_attnums[c], false);
-		vt.typnames[c] = format_type_be_qualified(get_atttype(relid, config.key_attnums[c]));
+		getTypeOutputInfo(getBaseType(get_atttype(relid, config.key_attnums[c])), &outfn, &isvarlena);
+		fmgr_info_cxt(outfn, &vt.keyout[c], caller);
 	}
+	wtcache_key_lookup_init(&vt.lookup, rel, vt.nkeys, config.key_attnums, caller);
+	relation_close(rel, NoLock);
 	{
 		char	   *nsp = get_namespace_name(get_rel_namespace(relid));
 		StringInfoData tk;
@@ -450,9 +459,12 @@ wtcache_verify(PG_FUNCTION_ARGS)
 		vt.table_key = tk.data;
 	}
 
-	/* every row, whatever row-level security would show the caller */
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(wtcache_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	/*
+	 * Every row, whatever row-level security would show the caller: as the
+	 * table's owner, restricted (rights.c), so that nothing the table makes
+	 * a read run has more than its owner's rights.
+	 */
+	wtcache_rights_enter_table_owner(&rights, relid);
 	nestlevel = wtcache_canonical_settings_push();
 
 	check_rows(&vt, sample, &cands, &checked);
@@ -482,7 +494,7 @@ wtcache_verify(PG_FUNCTION_ARGS)
 	}
 
 	wtcache_canonical_settings_pop(nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec);
+	wtcache_rights_leave(&rights);
 	SPI_finish();
 	MemoryContextSwitchTo(caller);
 

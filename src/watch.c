@@ -33,15 +33,11 @@
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
 #include "utils/syscache.h"
 
-typedef struct AsOwner
-{
-	Oid			save_userid;
-	int			save_sec;
-} AsOwner;
 
 /*
  * The role that owns wtcache's tables (whoever ran CREATE EXTENSION).
@@ -68,20 +64,20 @@ wtcache_owner(void)
 	return owner;
 }
 
-/* Act as the owner of wtcache's own tables until as_owner_end(). */
+/*
+ * Act as the owner of wtcache's own tables, immune to the caller's
+ * objects (rights.c), until as_owner_end().
+ */
 static void
-as_owner_begin(AsOwner *s)
+as_owner_begin(WtcRights *s)
 {
-	Oid			owner = wtcache_owner();
-
-	GetUserIdAndSecContext(&s->save_userid, &s->save_sec);
-	SetUserIdAndSecContext(owner, s->save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	wtcache_rights_enter(s, wtcache_owner(), false);
 }
 
 static void
-as_owner_end(AsOwner *s)
+as_owner_end(WtcRights *s)
 {
-	SetUserIdAndSecContext(s->save_userid, s->save_sec);
+	wtcache_rights_leave(s);
 }
 
 static Relation
@@ -122,6 +118,15 @@ open_watchable(Oid relid, LOCKMODE lockmode, const char *action)
 				 errhint("The delivery worker cannot read another session's temporary tables.")));
 	if (!pg_class_ownercheck(relid, GetUserId()))
 		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, RelationGetRelationName(rel));
+	/* its rows are read as its owner (rights.c), who must see them all */
+	if (strcmp(action, "watch") == 0 && rel->rd_rel->relforcerowsecurity &&
+		!has_bypassrls_privilege(rel->rd_rel->relowner))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot watch table \"%s\": its row-level security policies apply to its owner",
+						RelationGetRelationName(rel)),
+				 errdetail("wtcache reads a watched table's rows as the table's owner, and must see every row; the table has FORCE ROW LEVEL SECURITY."),
+				 errhint("ALTER TABLE ... NO FORCE ROW LEVEL SECURITY, or give the owner BYPASSRLS.")));
 	return rel;
 }
 
@@ -332,7 +337,7 @@ wtcache_watch(PG_FUNCTION_ARGS)
 	Datum		attnum_datums[INDEX_MAX_KEYS];
 	StringInfoData sql;
 	char	   *qname;
-	AsOwner		owner;
+	WtcRights	owner;
 	int			rc;
 	bool		exists;
 	bool		newly_watched = false;
@@ -514,7 +519,7 @@ wtcache_watch(PG_FUNCTION_ARGS)
 		rc = SPI_execute_with_args("INSERT INTO wtcache.watched AS w (rel, key_columns, key_attnums, tags, ttl, mode) "
 								   "VALUES ($1, $2, $3, $4, $5, $6) "
 								   "ON CONFLICT (rel) DO UPDATE SET tags = EXCLUDED.tags, ttl = EXCLUDED.ttl, mode = EXCLUDED.mode "
-								   "RETURNING (xmax = 0)",
+								   "RETURNING (xmax OPERATOR(pg_catalog.=) 0)",
 								   6, argtypes, values, nulls, false, 0);
 		if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 			elog(ERROR, "wtcache.watched insert failed: %s", SPI_result_code_string(rc));
@@ -560,7 +565,7 @@ wtcache_unwatch(PG_FUNCTION_ARGS)
 	char	   *qname;
 	StringInfoData sql;
 	StringInfoData table_key;
-	AsOwner		owner;
+	WtcRights	owner;
 	Oid			argtypes[1] = {OIDOID};
 	Datum		values[1] = {ObjectIdGetDatum(relid)};
 	int			rc;
@@ -628,8 +633,16 @@ wtcache_load_watch(Oid relid, WatchConfig *config)
 	Datum		ttl;
 	char	   *mode;
 
-	if (SPI_execute_with_args("SELECT key_attnums, mode, ttl FROM wtcache.watched WHERE rel = $1",
-							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+	WtcRights	rights;
+	int			rc;
+
+	/* wtcache's own table, read as its owner whoever asks (rights.c) */
+	as_owner_begin(&rights);
+	/* not read-only: a watch() earlier in this statement (warm => true) must be seen */
+	rc = SPI_execute_with_args("SELECT key_attnums, mode, ttl, tags FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
+							   1, argtypes, values, NULL, false, 1);
+	as_owner_end(&rights);
+	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "wtcache.watched lookup failed");
 	if (SPI_processed == 0)
 		return false;
@@ -643,75 +656,110 @@ wtcache_load_watch(Oid relid, WatchConfig *config)
 	config->invalidate_mode = strcmp(mode, "invalidate") == 0;
 	config->nkeys = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
 	config->key_attnums = (int16 *) ARR_DATA_PTR(arr);
+	config->tags = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 4, &isnull));
 	return true;
 }
 
 /*
  * Queue every row of a watched table: the worker then pushes each row's
  * committed value with a fresh version, so this is safe while writers run.
- * Runs as wtcache's owner so that row-level security cannot hide rows.
+ * The rows are read as the table's owner, restricted, every row whatever
+ * row-level security would show the caller (rights.c); the key values are
+ * rendered here, as the capture trigger renders them, so no cast runs.
+ * The queue rows are written as wtcache's owner (capture.c).
  */
 uint64
 wtcache_enqueue_all_rows(Oid relid)
 {
 	Relation	rel;
+	WatchConfig config;
 	StringInfoData sql;
-	AsOwner		owner;
-	Oid			argtypes[1] = {OIDOID};
-	Datum		values[1] = {ObjectIdGetDatum(relid)};
-	int			rc;
-	int			nkeys;
-	int16	   *attnums;
-	ArrayType  *arr;
-	bool		isnull;
+	WtcRights	rights;
+	KeyColumn  *cols;
+	SPIPlanPtr	plan;
+	Portal		portal;
 	uint64		nrows = 0;
-	int64		queue_rows;
-	int			nestlevel;
+	MemoryContext outer = CurrentMemoryContext;
+	MemoryContext chunk_cxt;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	rc = SPI_execute_with_args("SELECT key_attnums FROM wtcache.watched WHERE rel = $1",
-							   1, argtypes, values, NULL, false, 1);
-	if (rc != SPI_OK_SELECT || SPI_processed == 0)
+	MemoryContextSwitchTo(outer);
+	if (!wtcache_load_watch(relid, &config))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("table \"%s\" is not watched by wtcache", get_rel_name(relid)),
 				 errhint("Call wtcache.watch() on it first.")));
-	arr = DatumGetArrayTypePCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	nkeys = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
-	attnums = (int16 *) ARR_DATA_PTR(arr);
 
 	rel = relation_open(relid, AccessShareLock);
+	cols = palloc(sizeof(KeyColumn) * config.nkeys);
 	initStringInfo(&sql);
-	appendStringInfo(&sql, 
-					 "WITH ins AS (INSERT INTO wtcache.queue (relid, keys, key_width, per_table) "
-					 "SELECT $1, array_agg(u.v ORDER BY s.rn, u.ord), %d, true "
-					 "FROM (SELECT row_number() OVER () - 1 AS rn, ARRAY[", nkeys);
-	for (int i = 0; i < nkeys; i++)
-		appendStringInfo(&sql, "%s%s::text", i ? ", " : "",
-						 quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel), attnums[i] - 1)->attname)));
-	appendStringInfo(&sql,
-					 "] AS a FROM ONLY %s) s, unnest(s.a) WITH ORDINALITY AS u(v, ord) "
-					 "GROUP BY s.rn / %d RETURNING cardinality(keys) AS n) "
-					 "SELECT coalesce(sum(n), 0)::int8, count(*)::int8 FROM ins",
-					 qualified_name(rel), WTCACHE_CHUNK_KEYS);
+	appendStringInfoString(&sql, "SELECT ");
+	for (int i = 0; i < config.nkeys; i++)
+	{
+		wtcache_init_key_column(&cols[i], rel, config.key_attnums[i], outer);
+		appendStringInfo(&sql, "%st.%s", i ? ", " : "",
+						 quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel),
+																config.key_attnums[i] - 1)->attname)));
+	}
+	appendStringInfo(&sql, " FROM ONLY %s t", qualified_name(rel));
 	relation_close(rel, NoLock);
 
-	as_owner_begin(&owner);
-	nestlevel = wtcache_canonical_settings_push();
-	rc = SPI_execute_with_args(sql.data, 1, argtypes, values, NULL, false, 0);
-	wtcache_canonical_settings_pop(nestlevel);
-	as_owner_end(&owner);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "wtcache: queueing the rows of \"%s\" failed: %s",
-			 get_rel_name(relid), SPI_result_code_string(rc));
-	nrows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) / nkeys;
-	queue_rows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	SPI_finish();
+	chunk_cxt = AllocSetContextCreate(outer, "wtcache enqueue chunk", ALLOCSET_DEFAULT_SIZES);
+	wtcache_rights_enter_table_owner(&rights, relid);
+	plan = SPI_prepare(sql.data, 0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "wtcache: could not prepare the scan of \"%s\": %s",
+			 get_rel_name(relid), SPI_result_code_string(SPI_result));
+	/* not read-only: the rows this transaction wrote (a rewrite by ALTER TABLE) count */
+	portal = SPI_cursor_open(NULL, plan, NULL, NULL, false);
+	for (;;)
+	{
+		Datum	   *elems;
+		int			nelems = 0;
+		uint64		n;
 
-	/* counted per table: reads of it go to the table until these are in */
-	for (int64 i = 0; i < queue_rows; i++)
-		wtcache_count_queue_row(relid, true, 0, NULL, 0, NULL, 0);
+		SPI_cursor_fetch(portal, true, WTCACHE_CHUNK_KEYS);
+		n = SPI_processed;
+		if (n == 0)
+			break;
+		MemoryContextReset(chunk_cxt);
+		MemoryContextSwitchTo(chunk_cxt);
+		elems = palloc(sizeof(Datum) * n * config.nkeys);
+		for (uint64 r = 0; r < n; r++)
+		{
+			int			first = nelems;
+
+			for (int c = 0; c < config.nkeys; c++)
+			{
+				bool		isnull;
+				Datum		d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, c + 1, &isnull);
+
+				/* a key column that lost NOT NULL: such a row has no key */
+				if (isnull)
+				{
+					nelems = first;
+					break;
+				}
+				elems[nelems++] = CStringGetTextDatum(wtcache_render_key_value(&cols[c], d));
+			}
+		}
+		SPI_freetuptable(SPI_tuptable);
+		if (nelems > 0)
+			wtcache_queue_insert_per_table(relid,
+										   PointerGetDatum(construct_array(elems, nelems, TEXTOID, -1,
+																		   false, TYPALIGN_INT)),
+										   config.nkeys);
+		nrows += nelems / config.nkeys;
+		MemoryContextSwitchTo(outer);
+		CHECK_FOR_INTERRUPTS();
+	}
+	SPI_cursor_close(portal);
+	SPI_freeplan(plan);
+	wtcache_rights_leave(&rights);
+	SPI_finish();
+	MemoryContextSwitchTo(outer);
+	MemoryContextDelete(chunk_cxt);
 
 	wtcache_note_enqueued();
 	return nrows;
@@ -754,10 +802,16 @@ wtcache_resync(PG_FUNCTION_ARGS)
 	{
 		List	   *rels = NIL;
 		ListCell   *lc;
+		MemoryContext outer = CurrentMemoryContext;
+		WtcRights	owner;
+		int			rc;
 
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		if (SPI_execute("SELECT rel::oid FROM wtcache.watched ORDER BY rel", true, 0) != SPI_OK_SELECT)
+		as_owner_begin(&owner);
+		rc = SPI_execute("SELECT rel::pg_catalog.oid FROM wtcache.watched ORDER BY rel", true, 0);
+		as_owner_end(&owner);
+		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "wtcache.watched lookup failed");
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
@@ -766,7 +820,13 @@ wtcache_resync(PG_FUNCTION_ARGS)
 
 			/* every table the caller owns; superusers own them all */
 			if (pg_class_ownercheck(relid, GetUserId()))
+			{
+				/* the list must outlive SPI_finish */
+				MemoryContext spi = MemoryContextSwitchTo(outer);
+
 				rels = lappend_oid(rels, relid);
+				MemoryContextSwitchTo(spi);
+			}
 		}
 		SPI_finish();
 		foreach(lc, rels)

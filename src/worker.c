@@ -27,9 +27,12 @@
 
 #include <malloc.h>
 
+#include "access/relation.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "utils/resowner.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
@@ -84,8 +87,7 @@ typedef struct TableBatch
 	char	   *table_key;
 	char	   *event_head;		/* {"db":..,"table":..,"key":[ for events */
 	char	   *table_tag;		/* "table:<schema>.<table>" */
-	char	  **colnames;
-	char	  **typnames;
+	KeyLookup	lookup;			/* how to read its rows by key (keys.c) */
 	bool	   *binary;
 	FmgrInfo   *recv;
 	FmgrInfo   *out;
@@ -95,6 +97,8 @@ typedef struct TableBatch
 	int			nbatchkeys;
 	int			maxbatchkeys;
 	int64		records;		/* captured keys in the batch, repeats included */
+	char	   *failure;		/* reading its rows failed: its queue rows
+								 * are set aside with this reason */
 } TableBatch;
 
 typedef struct Batch
@@ -105,6 +109,9 @@ typedef struct Batch
 	Datum	   *ids;
 	int			nids;
 	int			maxids;
+	Oid		   *id_relids;		/* per id: its table */
+	int		   *id_pending;		/* per id: where its counters start in
+								 * pending[]; they end where the next's do */
 	int64		max_version;
 	int64		nrecords;
 	char	   *purge_table_key;	/* a whole-table entry, delivered alone */
@@ -406,37 +413,51 @@ string_set_create(const char *name, long size, MemoryContext cxt)
 					   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
 }
 
+/*
+ * What a batch needs to know about one table.  The table is locked first
+ * (AccessShareLock, until the claim commits), so that a concurrent DROP or
+ * RENAME cannot pull its names away while they are read; a table that is
+ * gone, or no longer watched, stays unwatched and its entries are dropped.
+ */
 static void
 load_table(TableBatch *tb, Oid relid)
 {
 	WatchConfig config;
 	MemoryContext spicxt;
+	Relation	rel;
 	char	   *relname;
 	char	   *nspname;
 
 	memset(tb, 0, sizeof(*tb));
 	tb->relid = relid;
 
-	relname = get_rel_name(relid);
-	if (relname == NULL)
+	rel = try_relation_open(relid, AccessShareLock);
+	if (rel == NULL)
 		return;
+	if (rel->rd_rel->relkind != RELKIND_RELATION)
+	{
+		relation_close(rel, AccessShareLock);
+		return;
+	}
 	spicxt = MemoryContextSwitchTo(BatchContext);
 	if (!wtcache_load_watch(relid, &config))
 	{
 		MemoryContextSwitchTo(spicxt);
+		relation_close(rel, NoLock);
 		return;
 	}
 	{
 		int16	   *attnums = config.key_attnums;
 		StringInfoData tk;
 
+		relname = pstrdup(RelationGetRelationName(rel));
+		nspname = get_namespace_name(RelationGetNamespace(rel));
 		tb->ttl_ms = config.ttl_ms;
 		tb->invalidate = config.invalidate_mode;
 		tb->nkeys = config.nkeys;
-		nspname = get_namespace_name(get_rel_namespace(relid));
 		tb->qname = quote_qualified_identifier(nspname, relname);
 		initStringInfo(&tk);
-		wtcache_append_table_key(&tk, get_database_name(MyDatabaseId), nspname, relname);
+		wtcache_append_table_key(&tk, my_dbname, nspname, relname);
 		tb->table_key = tk.data;
 		tb->table_tag = wtcache_format_table_tag(nspname, relname);
 		{
@@ -451,21 +472,22 @@ load_table(TableBatch *tb, Oid relid)
 			appendStringInfoString(&ev, ",\"key\":[");
 			tb->event_head = ev.data;
 		}
-		tb->colnames = palloc(sizeof(char *) * tb->nkeys);
-		tb->typnames = palloc(sizeof(char *) * tb->nkeys);
 		tb->binary = palloc(sizeof(bool) * tb->nkeys);
 		tb->recv = palloc(sizeof(FmgrInfo) * tb->nkeys);
 		tb->out = palloc(sizeof(FmgrInfo) * tb->nkeys);
 		tb->ioparams = palloc(sizeof(Oid) * tb->nkeys);
 		for (int i = 0; i < tb->nkeys; i++)
 		{
-			Oid			typid = get_atttype(relid, attnums[i]);
+			/*
+			 * The base type's functions: a domain's would check its
+			 * constraints, code the table's owner wrote, as this
+			 * superuser session; the values were checked when written.
+			 */
+			Oid			typid = getBaseType(TupleDescAttr(RelationGetDescr(rel), attnums[i] - 1)->atttypid);
 			Oid			recvfn,
 						outfn;
 			bool		isvarlena;
 
-			tb->colnames[i] = get_attname(relid, attnums[i], false);
-			tb->typnames[i] = format_type_be_qualified(typid);
 			tb->binary[i] = !wtcache_key_type_is_stable(typid);
 			getTypeOutputInfo(typid, &outfn, &isvarlena);
 			fmgr_info_cxt(outfn, &tb->out[i], BatchContext);
@@ -475,6 +497,7 @@ load_table(TableBatch *tb, Oid relid)
 				fmgr_info_cxt(recvfn, &tb->recv[i], BatchContext);
 			}
 		}
+		wtcache_key_lookup_init(&tb->lookup, rel, tb->nkeys, attnums, BatchContext);
 
 		tb->keyhash = string_set_create("wtcache batch keys", 1024, BatchContext);
 		tb->maxbatchkeys = 256;
@@ -482,6 +505,7 @@ load_table(TableBatch *tb, Oid relid)
 		tb->watched = true;
 	}
 	MemoryContextSwitchTo(spicxt);
+	relation_close(rel, NoLock);
 }
 
 static TableBatch *
@@ -594,40 +618,50 @@ add_key(TableBatch *tb, char **captured, int64 version, List *tags)
 	tb->nbatchkeys++;
 }
 
+/* pending_start: b->npending before the row's counters were added */
 static void
-batch_add_id(Batch *b, int64 id)
+batch_add_id(Batch *b, int64 id, Oid relid, int pending_start)
 {
 	if (b->nids == b->maxids)
 	{
 		b->maxids *= 2;
 		b->ids = repalloc(b->ids, sizeof(Datum) * b->maxids);
+		b->id_relids = repalloc(b->id_relids, sizeof(Oid) * b->maxids);
+		b->id_pending = repalloc(b->id_pending, sizeof(int) * b->maxids);
 	}
+	b->id_relids[b->nids] = relid;
+	b->id_pending[b->nids] = pending_start;
 	b->ids[b->nids++] = Int64GetDatum(id);
 	b->max_version = Max(b->max_version, id);
 	(void) hash_search(b->idset, &id, HASH_ENTER, NULL);
 }
 
-/* Read the committed rows of a table's keys, in the claim's snapshot. */
+/*
+ * Read the committed rows of a table's keys, in the claim's snapshot, as
+ * the table's owner (rights.c): whatever the table makes a read run (its
+ * index expressions, the functions of its key types) runs with no more
+ * than the owner's rights, never as this superuser session.
+ */
 static void
 fetch_rows(TableBatch *tb)
 {
-	StringInfoData sql;
-	Oid		   *argtypes = palloc(sizeof(Oid) * tb->nkeys);
 	Datum	   *args = palloc(sizeof(Datum) * tb->nkeys);
-	Datum	   *elems = palloc(sizeof(Datum) * tb->nbatchkeys);
+	char	  **texts = palloc(sizeof(char *) * tb->nbatchkeys);
+	WtcRights	rights;
+	int			rc;
 	MemoryContext old;
 
-	initStringInfo(&sql);
-	wtcache_append_rows_by_keys_sql(&sql, tb->qname, tb->nkeys, tb->colnames, tb->typnames);
-
+	wtcache_rights_enter_table_owner(&rights, tb->relid);
 	for (int c = 0; c < tb->nkeys; c++)
 	{
 		for (int i = 0; i < tb->nbatchkeys; i++)
-			elems[i] = CStringGetTextDatum(tb->keys[i].values[c]);
-		argtypes[c] = TEXTARRAYOID;
-		args[c] = PointerGetDatum(construct_array(elems, tb->nbatchkeys, TEXTOID, -1, false, TYPALIGN_INT));
+			texts[i] = tb->keys[i].values[c];
+		args[c] = wtcache_key_lookup_array(&tb->lookup, c, texts, tb->nbatchkeys);
 	}
-	if (SPI_execute_with_args(sql.data, tb->nkeys, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+	rc = SPI_execute_with_args(tb->lookup.sql_many, tb->nkeys, tb->lookup.arraytypes, args,
+							   NULL, true, 0);
+	wtcache_rights_leave(&rights);
+	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "wtcache: reading rows of %s failed", tb->qname);
 
 	old = MemoryContextSwitchTo(BatchContext);
@@ -662,6 +696,60 @@ fetch_rows(TableBatch *tb)
 }
 
 /*
+ * fetch_rows(), in a subtransaction: a table whose rows cannot be read (its
+ * owner lost the right to read it, its policies apply to its owner, a key
+ * value its type no longer accepts...) must not stop the delivery of every
+ * other table.  Its queue rows are set aside with the reason instead
+ * (ack_batch), which wtcache.status shows and a DBA retries or discards;
+ * their keys stay pending, so reads of them go to the table meanwhile.
+ * Errors that are not about the table (out of memory, a cancel, a
+ * shutdown) go on up.
+ */
+static void
+fetch_rows_or_set_aside(TableBatch *tb)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		fetch_rows(tb);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		int			category;
+
+		MemoryContextSwitchTo(BatchContext);
+		edata = CopyErrorData();
+		category = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+		if (category == ERRCODE_OPERATOR_INTERVENTION ||
+			category == ERRCODE_INSUFFICIENT_RESOURCES ||
+			category == ERRCODE_SYSTEM_ERROR ||
+			category == ERRCODE_INTERNAL_ERROR ||
+			category == ERRCODE_PROGRAM_LIMIT_EXCEEDED)
+		{
+			MemoryContextSwitchTo(cxt);
+			PG_RE_THROW();
+		}
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		tb->failure = MemoryContextStrdup(BatchContext,
+										  psprintf("reading the rows of %s failed: %s",
+												   tb->qname, edata->message));
+		tb->watched = false;	/* nothing of it is pushed */
+	}
+	PG_END_TRY();
+}
+
+/*
  * Claim the next batch.  Runs inside the claim transaction; everything kept
  * goes to BatchContext.  Returns false when the queue is empty.
  */
@@ -672,9 +760,17 @@ claim_batch(Batch *b, Batch *inflight)
 	SPIPlanPtr	plan;
 	bool		done = false;
 	bool		any = false;
+	bool		can_set_aside;
 	MemoryContext spicxt;
 
-	plan = SPI_prepare("SELECT id, relid, keys, table_key, key_width, per_table, tags FROM wtcache.queue ORDER BY id", 0, NULL);
+	/* rows set aside wait for a DBA (wtcache.retry_set_aside()), unless discarded */
+	can_set_aside = wtcache_queue_can_set_aside();
+	if (can_set_aside)
+		plan = SPI_prepare("SELECT id, relid, keys, table_key, key_width, per_table, tags, discard "
+						   "FROM wtcache.queue WHERE set_aside IS NULL OR discard ORDER BY id", 0, NULL);
+	else
+		plan = SPI_prepare("SELECT id, relid, keys, table_key, key_width, per_table, tags, false "
+						   "FROM wtcache.queue ORDER BY id", 0, NULL);
 	if (plan == NULL)
 		elog(ERROR, "wtcache: could not prepare the queue scan");
 	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
@@ -709,6 +805,8 @@ claim_batch(Batch *b, Batch *inflight)
 			Datum	   *tagelems = NULL;
 			int			ntagelems = 0;
 			int			tagpos = 0;
+			bool		discard = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
+			int			pending_start;
 			TableBatch *tb;
 
 			/* sent to Redis already, acknowledged soon */
@@ -733,15 +831,24 @@ claim_batch(Batch *b, Batch *inflight)
 				b->maxpending = Max(b->maxpending * 2, b->npending + nelems + ntagelems + 2);
 				b->pending = repalloc_huge(b->pending, sizeof(uint32) * b->maxpending);
 			}
+			pending_start = b->npending;
 			b->npending += wtcache_pending_row_indexes(MyDatabaseId, relid,
 													   per_table || keys_null,
 													   width_null ? 0 : width,
 													   elems, nelems, tagelems, ntagelems,
 													   b->pending + b->npending);
+			if (discard)
+			{
+				/* given up by a DBA (wtcache.discard_set_aside()): only acknowledged */
+				batch_add_id(b, id, relid, pending_start);
+				any = true;
+				MemoryContextSwitchTo(spicxt);
+				continue;
+			}
 			if (!OidIsValid(relid))
 			{
 				/* wtcache.invalidate(): tags only */
-				batch_add_id(b, id);
+				batch_add_id(b, id, relid, pending_start);
 				any = true;
 				for (int i = 0; i < ntagelems;)
 				{
@@ -766,7 +873,7 @@ claim_batch(Batch *b, Batch *inflight)
 					done = true;
 					break;
 				}
-				batch_add_id(b, id);
+				batch_add_id(b, id, relid, pending_start);
 				b->purge_relid = relid;
 				{
 					char	   *tt = wtcache_table_tag(relid);
@@ -798,7 +905,7 @@ claim_batch(Batch *b, Batch *inflight)
 			MemoryContextSwitchTo(spicxt);
 			tb = batch_table(b, relid);
 			MemoryContextSwitchTo(BatchContext);
-			batch_add_id(b, id);
+			batch_add_id(b, id, relid, pending_start);
 			any = true;
 			if (tb->table_tag)
 				batch_add_tag(b, tb->table_tag);
@@ -842,7 +949,12 @@ claim_batch(Batch *b, Batch *inflight)
 
 	for (int i = 0; i < b->ntables; i++)
 		if (b->tables[i].watched && b->tables[i].nbatchkeys > 0)
-			fetch_rows(&b->tables[i]);
+		{
+			if (can_set_aside)
+				fetch_rows_or_set_aside(&b->tables[i]);
+			else
+				fetch_rows(&b->tables[i]);
+		}
 	return any;
 }
 
@@ -967,17 +1079,105 @@ build_tag_bumps(Batch *b)
 	}
 }
 
+static const char *
+table_failure(Batch *b, Oid relid)
+{
+	for (int t = 0; t < b->ntables; t++)
+		if (b->tables[t].relid == relid)
+			return b->tables[t].failure;
+	return NULL;
+}
+
+/*
+ * In the acknowledging transaction: mark the queue rows of tables whose
+ * rows could not be read, with the reason, and log it once per table until
+ * that table delivers again.
+ */
+static void
+set_aside_failed(Batch *b)
+{
+	static List *logged = NIL;	/* relids, in TopMemoryContext */
+
+	for (int t = 0; t < b->ntables; t++)
+	{
+		TableBatch *tb = &b->tables[t];
+		Datum	   *ids;
+		int			n = 0;
+		Oid			argtypes[2] = {INT8ARRAYOID, TEXTOID};
+		Datum		values[2];
+
+		if (tb->failure == NULL)
+		{
+			if (list_member_oid(logged, tb->relid))
+			{
+				MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+				logged = list_delete_oid(logged, tb->relid);
+				MemoryContextSwitchTo(old);
+			}
+			continue;
+		}
+		ids = palloc(sizeof(Datum) * b->nids);
+		for (int i = 0; i < b->nids; i++)
+			if (b->id_relids[i] == tb->relid)
+				ids[n++] = b->ids[i];
+		values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		values[1] = CStringGetTextDatum(tb->failure);
+		if (SPI_execute_with_args("UPDATE wtcache.queue SET set_aside = $2 WHERE id OPERATOR(pg_catalog.=) ANY($1)",
+								  2, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "wtcache: setting aside queue rows failed");
+		if (!list_member_oid(logged, tb->relid))
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			ereport(LOG,
+					(errmsg("wtcache: changes of %s set aside: %s", tb->qname, tb->failure),
+					 errdetail("Changes of other tables are still delivered; reads of this table's changed keys read the table."),
+					 errhint("Fix the cause, then run wtcache.retry_set_aside('%s'), or wtcache.discard_set_aside('%s') to give them up and remove the table's keys from Redis.",
+							 tb->qname, tb->qname)));
+			logged = lappend_oid(logged, tb->relid);
+			MemoryContextSwitchTo(old);
+		}
+	}
+}
+
 static void
 ack_batch(Batch *b)
 {
 	Oid			argtypes[2] = {INT8ARRAYOID, INT8OID};
 	Datum		values[2];
 
+	Datum	   *done = b->ids;
+	int			ndone = b->nids;
+	uint32	   *release = b->pending;
+	int			nrelease = b->npending;
+
+	/* a table whose rows could not be read: its rows are set aside, not acknowledged */
+	for (int t = 0; t < b->ntables; t++)
+		if (b->tables[t].failure != NULL)
+		{
+			done = palloc(sizeof(Datum) * Max(b->nids, 1));
+			release = palloc(sizeof(uint32) * Max(b->npending, 1));
+			ndone = nrelease = 0;
+			for (int i = 0; i < b->nids; i++)
+			{
+				int			end = (i + 1 < b->nids) ? b->id_pending[i + 1] : b->npending;
+
+				if (table_failure(b, b->id_relids[i]) != NULL)
+					continue;
+				done[ndone++] = b->ids[i];
+				for (int j = b->id_pending[i]; j < end; j++)
+					release[nrelease++] = b->pending[j];
+			}
+			break;
+		}
+
 	begin_xact(false);
-	values[0] = PointerGetDatum(construct_array(b->ids, b->nids, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	if (SPI_execute_with_args("DELETE FROM wtcache.queue WHERE id = ANY($1)",
+	values[0] = PointerGetDatum(construct_array(done, ndone, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	if (SPI_execute_with_args("DELETE FROM wtcache.queue WHERE id OPERATOR(pg_catalog.=) ANY($1)",
 							  1, argtypes, values, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "wtcache: acknowledging the batch failed");
+	set_aside_failed(b);
 	for (int i = 0; i < b->ntables; i++)
 	{
 		TableBatch *tb = &b->tables[i];
@@ -995,7 +1195,7 @@ ack_batch(Batch *b)
 	CommitTransactionCommand();
 	/* right after the commit, before anything that could fail (pending.c) */
 	if (MySlot->pending_ready)
-		wtcache_pending_release(b->pending, b->npending);
+		wtcache_pending_release(release, nrelease);
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 
@@ -1291,6 +1491,8 @@ claim_next(Batch *b, MemoryContext cxt, Batch *inflight)
 	b->tables = palloc(sizeof(TableBatch) * b->maxtables);
 	b->maxids = 64;
 	b->ids = palloc(sizeof(Datum) * b->maxids);
+	b->id_relids = palloc(sizeof(Oid) * b->maxids);
+	b->id_pending = palloc(sizeof(int) * b->maxids);
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(int64);
@@ -1613,6 +1815,8 @@ wtcache_worker_main(Datum main_arg)
 	SetConfigOption("extra_float_digits", "1", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("bytea_output", "hex", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("application_name", "wtcache worker", PGC_SUSET, PGC_S_OVERRIDE);
+	/* no object a user created is ever found by name in this superuser session */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
 	 * The worker's commits acknowledge batches Redis already has.  One lost

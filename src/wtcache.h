@@ -23,6 +23,7 @@
  *	tags.c		tag templates, tag keys, invalidate()
  *	query.c		cached query results: query(), query_key()
  *	verify.c	verify(): Redis against the table
+ *	setaside.c	queue rows the worker could not deliver: retry, discard
  *-------------------------------------------------------------------------
  */
 #ifndef WTCACHE_H
@@ -223,6 +224,7 @@ extern void wtcache_init_key_type(KeyColumn *col, Oid typid, MemoryContext mcxt)
 extern void wtcache_init_key_column(KeyColumn *col, Relation rel,
 									AttrNumber attnum, MemoryContext mcxt);
 extern char *wtcache_send_hex(FmgrInfo *send, Datum value, int *len);
+extern char *wtcache_render_key_value(KeyColumn *col, Datum value);
 extern void wtcache_check_key_count(Oid relid, int nkeys, int given);
 extern void wtcache_append_escaped(StringInfo buf, const char *s, bool is_name);
 extern void wtcache_append_table_key(StringInfo buf, const char *dbname,
@@ -231,8 +233,27 @@ extern void wtcache_append_row_key(StringInfo buf, const char *prefix,
 								   const char *table_key, int nkeys,
 								   char **values);
 extern void wtcache_append_glob_escaped(StringInfo buf, const char *s);
-extern void wtcache_append_rows_by_keys_sql(StringInfo sql, const char *qname, int nkeys,
-											char **colnames, char **typnames);
+/* Reading a watched table's rows by key (see keys.c) */
+typedef struct KeyLookup
+{
+	int			nkeys;
+	char	   *sql_many;		/* $1..$n: arrays of key values; returns
+								 * (position, row JSON) per row found */
+	char	   *sql_one;		/* $1..$n: one key's values; (1, row JSON) */
+	Oid			argtypes[INDEX_MAX_KEYS];	/* the type a key value is given as */
+	Oid			arraytypes[INDEX_MAX_KEYS];
+	int16		typlen[INDEX_MAX_KEYS];
+	bool		typbyval[INDEX_MAX_KEYS];
+	char		typalign[INDEX_MAX_KEYS];
+	FmgrInfo	input[INDEX_MAX_KEYS];
+	Oid			ioparams[INDEX_MAX_KEYS];
+} KeyLookup;
+
+extern Oid	wtcache_key_index(Relation rel, int nkeys, const AttrNumber *attnums);
+extern void wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys,
+									const int16 *attnums, MemoryContext mcxt);
+extern Datum wtcache_key_lookup_value(KeyLookup *kl, int col, char *text);
+extern Datum wtcache_key_lookup_array(KeyLookup *kl, int col, char **texts, int n);
 extern void wtcache_append_json_strings(StringInfo buf, char *const *items, int n);
 extern int	wtcache_canonical_settings_push(void);
 extern void wtcache_canonical_settings_pop(int nestlevel);
@@ -245,6 +266,7 @@ extern bool wtcache_xact_wrote(Oid relid);
 extern void wtcache_enqueue_whole_table(Oid relid, const char *table_key);
 extern void wtcache_queue_insert(Oid relid, Datum keys, int width, const char *table_key,
 								 Datum tags);
+extern void wtcache_queue_insert_per_table(Oid relid, Datum keys, int width);
 extern void wtcache_count_queue_row(Oid relid, bool per_table, int width,
 									Datum *elems, int nelems, Datum *tags, int ntags);
 
@@ -287,6 +309,7 @@ typedef struct WtcRights
 } WtcRights;
 
 extern void wtcache_rights_enter(WtcRights *rights, Oid userid, bool restricted);
+extern void wtcache_rights_enter_table_owner(WtcRights *rights, Oid relid);
 extern void wtcache_rights_leave(WtcRights *rights);
 extern int	wtcache_pin_search_path(void);
 extern void wtcache_unpin_search_path(int nestlevel);
@@ -298,6 +321,9 @@ extern bool wtcache_fence_waiting(WorkerSlot *slot);
 extern void wtcache_fence_confirmed(WorkerSlot *slot, uint64 ticket);
 extern void wtcache_fence_repaired(WorkerSlot *slot, uint64 ticket);
 
+/* ---- setaside.c ---- */
+extern bool wtcache_queue_can_set_aside(void);
+
 /* ---- watch.c ---- */
 /* A table's watch configuration, as wtcache.watched holds it. */
 typedef struct WatchConfig
@@ -306,6 +332,7 @@ typedef struct WatchConfig
 	int16	   *key_attnums;
 	bool		invalidate_mode;
 	int64		ttl_ms;			/* 0: no expiry */
+	ArrayType  *tags;			/* tag templates as given to watch() */
 } WatchConfig;
 
 extern bool wtcache_load_watch(Oid relid, WatchConfig *config);

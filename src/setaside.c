@@ -1,0 +1,165 @@
+/*-------------------------------------------------------------------------
+ * setaside.c
+ *		Queue rows the worker could not deliver: retry or discard them.
+ *
+ * When the rows of a watched table cannot be read (its owner lost the
+ * right to read it, its policies came to apply to its owner...), the worker
+ * marks that table's queue rows with the reason (wtcache.queue.set_aside)
+ * and goes on with the others (worker.c).  Such rows stay queue rows: their
+ * keys stay pending (pending.c), so cached reads of them go to the table,
+ * and wtcache.status counts them.  The DBA, or the table's owner, then
+ *	- retries them once the cause is fixed: the mark is cleared and the
+ *	  worker claims them again, in id order as ever;
+ *	- or discards them: the worker acknowledges them without pushing, and
+ *	  since Redis may then hold older values of their keys, the table's keys
+ *	  are removed from Redis first (a whole-table entry, as TRUNCATE
+ *	  queues), to be refilled from the table by reads.
+ *-------------------------------------------------------------------------
+ */
+#include "wtcache.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+/*
+ * Does this database's wtcache.queue have the set_aside column?  Not before
+ * ALTER EXTENSION wtcache UPDATE to 1.2: until then the worker stops at a
+ * table it cannot read, as before.
+ */
+bool
+wtcache_queue_can_set_aside(void)
+{
+	Oid			nsp = get_namespace_oid(WTCACHE_SCHEMA, true);
+	Oid			queue = OidIsValid(nsp) ? get_relname_relid(WTCACHE_QUEUE_TABLE, nsp) : InvalidOid;
+
+	return OidIsValid(queue) && get_attnum(queue, "set_aside") != InvalidAttrNumber;
+}
+
+/*
+ * The tables whose set-aside rows the caller may act on: rel alone (the
+ * caller must own it), or, for NULL, every table with set-aside rows that
+ * the caller owns (a superuser owns them all).
+ */
+static List *
+set_aside_tables(FunctionCallInfo fcinfo)
+{
+	List	   *rels = NIL;
+	WtcRights	rights;
+	MemoryContext outer = CurrentMemoryContext;
+
+	if (!PG_ARGISNULL(0))
+	{
+		Oid			relid = PG_GETARG_OID(0);
+
+		if (get_rel_name(relid) == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg("relation with OID %u does not exist", relid)));
+		if (!pg_class_ownercheck(relid, GetUserId()))
+			aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, get_rel_name(relid));
+		return list_make1_oid(relid);
+	}
+	wtcache_rights_enter(&rights, wtcache_owner(), false);
+	if (SPI_execute("SELECT DISTINCT relid FROM wtcache.queue WHERE set_aside IS NOT NULL AND NOT discard",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wtcache.queue lookup failed");
+	wtcache_rights_leave(&rights);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Oid			relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+
+		if (pg_class_ownercheck(relid, GetUserId()) || superuser())
+		{
+			MemoryContext spi = MemoryContextSwitchTo(outer);
+
+			rels = lappend_oid(rels, relid);
+			MemoryContextSwitchTo(spi);
+		}
+	}
+	return rels;
+}
+
+static int64
+update_set_aside(Oid relid, const char *sql)
+{
+	WtcRights	rights;
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	int			rc;
+
+	wtcache_rights_enter(&rights, wtcache_owner(), false);
+	rc = SPI_execute_with_args(sql, 1, argtypes, values, NULL, false, 0);
+	wtcache_rights_leave(&rights);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "wtcache: updating set-aside queue rows failed: %s", SPI_result_code_string(rc));
+	return (int64) SPI_processed;
+}
+
+/* wtcache.retry_set_aside(rel regclass DEFAULT NULL) RETURNS bigint */
+PG_FUNCTION_INFO_V1(wtcache_retry_set_aside);
+Datum
+wtcache_retry_set_aside(PG_FUNCTION_ARGS)
+{
+	List	   *rels;
+	ListCell   *lc;
+	int64		total = 0;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rels = set_aside_tables(fcinfo);
+	foreach(lc, rels)
+		total += update_set_aside(lfirst_oid(lc),
+								  "UPDATE wtcache.queue SET set_aside = NULL "
+								  "WHERE relid OPERATOR(pg_catalog.=) $1 AND set_aside IS NOT NULL AND NOT discard");
+	SPI_finish();
+	if (total > 0)
+		wtcache_note_enqueued();	/* wake the worker at commit */
+	PG_RETURN_INT64(total);
+}
+
+/* wtcache.discard_set_aside(rel regclass DEFAULT NULL) RETURNS bigint */
+PG_FUNCTION_INFO_V1(wtcache_discard_set_aside);
+Datum
+wtcache_discard_set_aside(PG_FUNCTION_ARGS)
+{
+	List	   *rels;
+	ListCell   *lc;
+	int64		total = 0;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rels = set_aside_tables(fcinfo);
+	foreach(lc, rels)
+	{
+		Oid			relid = lfirst_oid(lc);
+		int64		n;
+		char	   *relname = get_rel_name(relid);
+
+		n = update_set_aside(relid,
+							 "UPDATE wtcache.queue SET discard = true "
+							 "WHERE relid OPERATOR(pg_catalog.=) $1 AND set_aside IS NOT NULL AND NOT discard");
+		if (n > 0 && relname != NULL)
+		{
+			StringInfoData table_key;
+
+			/* Redis may hold older values of those keys: remove the table's keys */
+			initStringInfo(&table_key);
+			wtcache_append_table_key(&table_key, get_database_name(MyDatabaseId),
+									 get_namespace_name(get_rel_namespace(relid)), relname);
+			wtcache_enqueue_whole_table(relid, table_key.data);
+		}
+		total += n;
+	}
+	SPI_finish();
+	if (total > 0)
+		wtcache_note_enqueued();
+	PG_RETURN_INT64(total);
+}
