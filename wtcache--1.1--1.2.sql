@@ -23,3 +23,25 @@ RETURNS bigint
     AS 'MODULE_PATHNAME', 'wtcache_discard_set_aside' LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 COMMENT ON FUNCTION wtcache.discard_set_aside(regclass) IS
     'give up the changes of a table (all tables you own when NULL) that the worker set aside, and remove the table''s keys from Redis; returns how many queue rows';
+
+-- Capture triggers fire whatever session_replication_role says (a logical
+-- replication subscriber applies changes as replica): watch() creates them
+-- ENABLE ALWAYS from 1.2 on; the triggers of existing watches follow.
+DO $$
+DECLARE
+    t record;
+BEGIN
+    FOR t IN
+        SELECT tg.tgrelid::regclass AS rel, tg.tgname
+          FROM pg_catalog.pg_trigger tg
+          JOIN wtcache.watched w ON w.rel OPERATOR(pg_catalog.=) tg.tgrelid
+         WHERE tg.tgname OPERATOR(pg_catalog.=) ANY (ARRAY['wtcache_capture_ins', 'wtcache_capture_upd',
+                                                          'wtcache_capture_del', 'wtcache_truncate']::pg_catalog.name[])
+    LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', t.rel, t.tgname);
+    END LOOP;
+END
+$$;
+
+-- Immutable and safe in parallel workers: it only looks at its argument's type.
+ALTER FUNCTION wtcache._row_type_table(anyelement) PARALLEL SAFE;

@@ -24,6 +24,7 @@
 #include "catalog/pg_index.h"
 #include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -232,6 +233,37 @@ key_column_equality(Relation rel, Oid indexoid, AttrNumber attnum,
 	*opsql = pstrdup("OPERATOR(pg_catalog.=)");
 }
 
+/* ", t.<key1>, t.<key2>...": each row's own key values, after its JSON */
+static void
+append_key_columns(StringInfo sql, Relation rel, int nkeys, const int16 *attnums)
+{
+	for (int c = 0; c < nkeys; c++)
+		appendStringInfo(sql, ", t.%s",
+						 quote_identifier(get_attname(RelationGetRelid(rel), attnums[c], false)));
+}
+
+/*
+ * Is this row's key, as sql_many or sql_one returned it (columns 3 on),
+ * spelled as canon?  A key type whose equality is looser than its text
+ * (numeric '1.00' = 1.0, float -0 = 0, a nondeterministic collation, citext)
+ * finds the row under another spelling; a value stored under that spelling
+ * would never be updated, since changes are pushed under the row's own.
+ * Call under the settings canon was rendered with.
+ */
+bool
+wtcache_key_lookup_same_key(KeyLookup *kl, HeapTuple tup, TupleDesc desc, char **canon)
+{
+	for (int c = 0; c < kl->nkeys; c++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(tup, desc, c + 3, &isnull);
+
+		if (isnull || strcmp(OutputFunctionCall(&kl->output[c], d), canon[c]) != 0)
+			return false;
+	}
+	return true;
+}
+
 /*
  * Prepare reading the rows of a watched table by key.  Key values are
  * given as typed parameters, made from their canonical text by the input
@@ -276,11 +308,21 @@ wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys, const int16 *att
 		get_typlenbyvalalign(kl->argtypes[c], &kl->typlen[c], &kl->typbyval[c], &kl->typalign[c]);
 		getTypeInputInfo(kl->argtypes[c], &infunc, &kl->ioparams[c]);
 		fmgr_info_cxt(infunc, &kl->input[c], mcxt);
+		{
+			Oid			outfunc;
+			bool		isvarlena;
+
+			getTypeOutputInfo(getBaseType(TupleDescAttr(RelationGetDescr(rel), attnums[c] - 1)->atttypid),
+							  &outfunc, &isvarlena);
+			fmgr_info_cxt(outfunc, &kl->output[c], mcxt);
+		}
 	}
 
 	initStringInfo(&many);
 	appendStringInfoString(&many,
-						   "SELECT k.ord, pg_catalog.row_to_json(t.*)::pg_catalog.text FROM ROWS FROM (");
+						   "SELECT k.ord, pg_catalog.row_to_json(t.*)::pg_catalog.text");
+	append_key_columns(&many, rel, nkeys, attnums);
+	appendStringInfoString(&many, " FROM ROWS FROM (");
 	for (int c = 0; c < nkeys; c++)
 		appendStringInfo(&many, "%spg_catalog.unnest($%d)", c ? ", " : "", c + 1);
 	appendStringInfoString(&many, ") WITH ORDINALITY AS k(");
@@ -294,9 +336,10 @@ wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys, const int16 *att
 	kl->sql_many = many.data;
 
 	initStringInfo(&one);
-	appendStringInfo(&one,
-					 "SELECT 1::pg_catalog.int8, pg_catalog.row_to_json(t.*)::pg_catalog.text FROM ONLY %s t WHERE ",
-					 qname);
+	appendStringInfoString(&one,
+						   "SELECT 1::pg_catalog.int8, pg_catalog.row_to_json(t.*)::pg_catalog.text");
+	append_key_columns(&one, rel, nkeys, attnums);
+	appendStringInfo(&one, " FROM ONLY %s t WHERE ", qname);
 	for (int c = 0; c < nkeys; c++)
 		appendStringInfo(&one, "%st.%s %s $%d", c ? " AND " : "",
 						 quote_identifier(get_attname(RelationGetRelid(rel), attnums[c], false)),

@@ -579,6 +579,7 @@ read_from_table(ReadTable *rt, ReadKey *keys, int nkeys)
 	int			n = 0;
 	int			nestlevel = 0;
 	int			pathlevel;
+	bool		canonical;
 
 	for (int i = 0; i < nkeys; i++)
 		if (keys[i].source != FROM_REDIS)
@@ -600,14 +601,12 @@ read_from_table(ReadTable *rt, ReadKey *keys, int nkeys)
 	}
 	/* the statement's meaning must not depend on the caller's search_path */
 	pathlevel = wtcache_pin_search_path();
-	if (rt->render_canonical)
+	canonical = rt->render_canonical || !rt->all_stable;
+	if (canonical)
 		nestlevel = wtcache_canonical_settings_push();
 	if (SPI_execute_plan(n == 1 ? rt->fetch_one_plan : rt->fetch_plan, args, NULL,
 						 false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wtcache: reading %s failed", rt->qname);
-	if (rt->render_canonical)
-		wtcache_canonical_settings_pop(nestlevel);
-	wtcache_unpin_search_path(pathlevel);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
@@ -622,7 +621,15 @@ read_from_table(ReadTable *rt, ReadKey *keys, int nkeys)
 		k->json = text_to_cstring(json);
 		k->json_len = strlen(k->json);
 		k->found = true;
+		/* found under another spelling of its key: serve it, never fill it */
+		if (k->source == FROM_TABLE_FILL &&
+			!wtcache_key_lookup_same_key(&rt->lookup, SPI_tuptable->vals[r], SPI_tuptable->tupdesc,
+										 k->canon))
+			k->source = FROM_TABLE;
 	}
+	if (canonical)
+		wtcache_canonical_settings_pop(nestlevel);
+	wtcache_unpin_search_path(pathlevel);
 	SPI_freetuptable(SPI_tuptable);
 }
 

@@ -320,6 +320,19 @@ spi_exec_or_error(const char *sql, int expected)
 		elog(ERROR, "wtcache: \"%s\" failed: %s", sql, SPI_result_code_string(rc));
 }
 
+/*
+ * A capture trigger fires whatever session_replication_role says: changes
+ * applied by a logical replication subscriber, or by pg_restore as
+ * replica, must reach Redis like any other.
+ */
+static void
+enable_always(const char *qname, const char *trigger)
+{
+	char	   *sql = psprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER %s", qname, trigger);
+
+	spi_exec_or_error(sql, SPI_OK_UTILITY);
+}
+
 PG_FUNCTION_INFO_V1(wtcache_watch);
 Datum
 wtcache_watch(PG_FUNCTION_ARGS)
@@ -548,6 +561,15 @@ wtcache_watch(PG_FUNCTION_ARGS)
 	/* backends' cached read settings of this table (read.c) go stale */
 	CacheInvalidateRelcache(rel);
 	relation_close(rel, NoLock);
+
+	/* once the table is closed: ALTER TABLE refuses a table in use */
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	enable_always(qname, "wtcache_capture_ins");
+	enable_always(qname, "wtcache_capture_upd");
+	enable_always(qname, "wtcache_capture_del");
+	enable_always(qname, "wtcache_truncate");
+	SPI_finish();
 
 	if (warm)
 		(void) wtcache_enqueue_all_rows(relid);

@@ -32,6 +32,7 @@
 #include "postgres.h"
 
 #include "access/attnum.h"
+#include "access/htup.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "port/atomics.h"
@@ -247,6 +248,7 @@ typedef struct KeyLookup
 	char		typalign[INDEX_MAX_KEYS];
 	FmgrInfo	input[INDEX_MAX_KEYS];
 	Oid			ioparams[INDEX_MAX_KEYS];
+	FmgrInfo	output[INDEX_MAX_KEYS];	/* of the key columns' base types */
 } KeyLookup;
 
 extern Oid	wtcache_key_index(Relation rel, int nkeys, const AttrNumber *attnums);
@@ -254,6 +256,8 @@ extern void wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys,
 									const int16 *attnums, MemoryContext mcxt);
 extern Datum wtcache_key_lookup_value(KeyLookup *kl, int col, char *text);
 extern Datum wtcache_key_lookup_array(KeyLookup *kl, int col, char **texts, int n);
+extern bool wtcache_key_lookup_same_key(KeyLookup *kl, HeapTuple tup, TupleDesc desc,
+										char **canon);
 extern void wtcache_append_json_strings(StringInfo buf, char *const *items, int n);
 extern int	wtcache_canonical_settings_push(void);
 extern void wtcache_canonical_settings_pop(int nestlevel);

@@ -1,0 +1,98 @@
+# The corners PostgreSQL's own behaviour opens (issue 14), one section each:
+# a watched table dropped while its changes are delivered; key spellings
+# that a type's equality accepts but its text does not keep; writes applied
+# as a replica (logical replication apply, pg_restore); key types whose
+# typmod matters.
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::RealBin/../lib";    # WtcacheTest (PGXS resets PROVE_FLAGS)
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use WtcacheTest;
+
+my $redis = start_redis();
+my $rp = $redis->port;
+my $node = new_wtcache_node('corners', redis_port => $rp);
+my $db = 'postgres';
+sub sql { return $node->safe_psql($db, $_[0]); }
+
+my $start = sql(q{SELECT pg_postmaster_start_time()});
+
+#### DROP TABLE while its changes are delivered
+
+# Each round leaves changes queued (delivery paused) and drops the table in
+# the middle of the worker's claim once delivery resumes; the worker must
+# neither crash nor stop.
+sql(q{CREATE TABLE keep (id int PRIMARY KEY, v text NOT NULL); SELECT wtcache.watch('keep');});
+for my $round (1 .. 15)
+{
+	sql(qq{
+CREATE TABLE gone$round (id int PRIMARY KEY, v text NOT NULL);
+SELECT wtcache.watch('gone$round');
+INSERT INTO gone$round SELECT i, 'v' || i FROM generate_series(1, 2000) i;
+INSERT INTO keep VALUES ($round, 'round $round');
+DROP TABLE gone$round;
+});
+}
+ok(wait_drained($node, $db), 'after 15 tables dropped with changes queued, delivery goes on');
+compare_table_ok($node, $db, 'keep', $rp, 'and the table that stays is in Redis');
+is(sql(q{SELECT pg_postmaster_start_time()}), $start, 'the server did not restart');
+unlike(slurp_file($node->logfile), qr/terminated by signal|wtcache: .*does not exist/,
+	'no worker crashed or failed on a dropped table');
+
+#### Key spellings the type's equality accepts
+
+sql(q{
+CREATE TABLE price (amount numeric PRIMARY KEY, label text NOT NULL);
+INSERT INTO price VALUES (1.0, 'one'), (0, 'zero');
+CREATE TABLE fl (x float8 PRIMARY KEY, label text NOT NULL);
+INSERT INTO fl VALUES (0, 'zero');
+SELECT wtcache.watch('price', warm => true);
+SELECT wtcache.watch('fl', warm => true);
+});
+ok(wait_drained($node, $db), 'warmed');
+for my $spelling ('1.00', '1.000', '1.0')
+{
+	is(sql(qq{SELECT wtcache.get('price', '$spelling')->>'label'}), 'one', "get('$spelling') finds the row");
+}
+is(sql(q{SELECT wtcache.get('fl', '-0')->>'label'}), 'zero', "get('-0') of a float key finds 0");
+sql(q{UPDATE price SET label = 'uno' WHERE amount = 1; UPDATE fl SET label = 'nil' WHERE x = 0;});
+ok(wait_drained($node, $db), 'the changes are delivered');
+for my $spelling ('1.00', '1.000', '1.0')
+{
+	is(sql(qq{SELECT wtcache.get('price', '$spelling')->>'label'}), 'uno',
+		"get('$spelling') after the change returns the new value");
+}
+is(sql(q{SELECT wtcache.get('fl', '-0')->>'label'}), 'nil', "get('-0') too");
+is(redis_cmd($rp, 'EXISTS', redis_key_of($node, $db, 'price', '1.00')), 0,
+	'no value was ever stored under another spelling');
+
+#### Writes applied as a replica
+
+sql(q{CREATE TABLE repl (id int PRIMARY KEY, v text NOT NULL); SELECT wtcache.watch('repl');});
+sql(q{SET session_replication_role = replica; INSERT INTO repl VALUES (1, 'applied as replica');});
+ok(wait_drained($node, $db), 'delivered');
+like(redis_cmd($rp, 'GET', redis_key_of($node, $db, 'repl', 1)) // '', qr/applied as replica/,
+	'a change applied with session_replication_role = replica reaches Redis');
+sql(q{SET session_replication_role = replica; UPDATE repl SET v = 'updated as replica'; });
+ok(wait_drained($node, $db), 'delivered');
+is(sql(q{SELECT wtcache.get('repl', '1')->>'v'}), 'updated as replica', 'and reads return it');
+
+#### A key type whose typmod matters
+
+sql(q{
+CREATE TABLE flags (b bit(3) PRIMARY KEY, v text NOT NULL);
+INSERT INTO flags VALUES (B'101', 'five'), (B'001', 'one');
+SELECT wtcache.watch('flags', warm => true);
+});
+ok(wait_drained($node, $db), 'bit(3) keys delivered');
+compare_table_ok($node, $db, 'flags', $rp, 'Redis holds the rows of bit(3) keys, not tombstones');
+is(sql(q{SELECT wtcache.get('flags', '101')->>'v'}), 'five', "get('101') of a bit(3) key");
+
+is(sql(q{SELECT pg_postmaster_start_time()}), $start, 'the server never restarted');
+$node->stop;
+done_testing();
