@@ -36,6 +36,8 @@ double		wtcache_ttl_jitter = 0.1;
 bool		wtcache_publish_events = true;
 bool		wtcache_enabled = true;
 int			wtcache_backlog_warning = 1000000;
+int			wtcache_max_tags_per_call = 100;
+int			wtcache_max_tag_length = 256;
 
 /* An interval in milliseconds, a month counted as 30 days. */
 int64
@@ -682,20 +684,40 @@ wtcache_define_settings(void)
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 
+	/*
+	 * What any caller of query() and invalidate() can make Redis hold is the
+	 * DBA's to bound: superuser-only (or GRANT SET ON PARAMETER), capped.
+	 */
 	DefineCustomIntVariable("wtcache.query_ttl",
 							"How long a cached query result lives when wtcache.query() is given no ttl.",
-							"Results are invalidated by changes; the TTL only bounds how long unused ones take space.",
+							"Results are invalidated by changes; the TTL only bounds how long unused ones take space.  At most 7 days, as the ttl argument of wtcache.query().",
 							&wtcache_query_ttl_s,
-							3600, 1, INT_MAX,
-							PGC_USERSET, GUC_UNIT_S,
+							3600, 1, WTCACHE_QUERY_TTL_MAX_S,
+							PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("wtcache.query_max_size",
 							"Largest query result (as JSON) that wtcache.query() caches; larger ones are returned but not cached.",
-							NULL,
+							"At most 64MB.",
 							&wtcache_query_max_kb,
-							1024, 1, INT_MAX / 1024,
-							PGC_USERSET, GUC_UNIT_KB,
+							1024, 1, WTCACHE_QUERY_MAX_SIZE_MAX_KB,
+							PGC_SUSET, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.max_tags_per_call",
+							"Most tags that one call of wtcache.invalidate() or wtcache.query() may name.",
+							"Each tag can become a Redis key that lives for days.",
+							&wtcache_max_tags_per_call,
+							100, 1, 10000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.max_tag_length",
+							"Longest tag, in bytes, that wtcache.invalidate() or wtcache.query() accepts.",
+							NULL,
+							&wtcache_max_tag_length,
+							256, 16, 8192,
+							PGC_SUSET, 0,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("wtcache.debug_fill_delay",

@@ -121,6 +121,12 @@ extern bool wtcache_redis_target(RedisTarget *target, const char **problem);
 extern uint32 wtcache_redis_settings_hash(void);
 extern void wtcache_describe_target(const RedisTarget *target, char *buf, size_t buflen);
 
+/* Bounds on what any caller can make wtcache keep in Redis (settings.c). */
+#define WTCACHE_QUERY_TTL_MAX_S (7 * 86400)
+#define WTCACHE_QUERY_MAX_SIZE_MAX_KB (64 * 1024)
+extern int	wtcache_max_tags_per_call;
+extern int	wtcache_max_tag_length;
+
 /* ---- shmem.c ---- */
 typedef enum WorkerState
 {
@@ -277,6 +283,7 @@ extern void wtcache_append_marker_key(StringInfo buf, const char *dbname);
 extern void wtcache_append_db_prefix(StringInfo buf, const char *dbname);
 extern void wtcache_append_tag_key(StringInfo buf, const char *dbname, const char *tag);
 extern bool wtcache_xact_invalidated(const char *tag);
+extern void wtcache_check_call_tags(ArrayType *tags);
 
 /* ---- rights.c ---- */
 typedef struct WtcRights
