@@ -115,6 +115,9 @@ typedef struct RedisTarget
 	int			nseeds;			/* Sentinels, or Cluster seed nodes */
 	RedisHostPort seeds[WTC_MAX_SEEDS];
 	char		master_name[128];
+	/* AUTH sent to every Sentinel before asking it (none if no password) */
+	char		sentinel_user[128];
+	char		sentinel_password[256];
 } RedisTarget;
 
 extern bool wtcache_redis_target(RedisTarget *target, const char **problem);
