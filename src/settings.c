@@ -13,6 +13,9 @@
  * server's operating system user can read, checked as PostgreSQL checks
  * ssl_key_file.  The files are read when a connection is made and after
  * every configuration reload; their contents are never logged.
+ *
+ * The log hook below masks the credentials of any Redis URL in every log
+ * line, and hides the STATEMENT: line of a statement that carries one.
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
@@ -25,6 +28,7 @@
 
 #include "common/hashfn.h"
 #include "datatype/timestamp.h"
+#include "tcop/tcopprot.h"
 #include "utils/elog.h"
 #include "utils/guc.h"
 
@@ -660,41 +664,124 @@ wtcache_describe_target(const RedisTarget *target, char *buf, size_t buflen)
 }
 
 static emit_log_hook_type prev_emit_log_hook = NULL;
+static bool log_redaction_installed = false;
+
+/* The first occurrence of word in s, ignoring case, or NULL. */
+static const char *
+find_word_ci(const char *s, const char *word)
+{
+	size_t		len = strlen(word);
+
+	for (; *s; s++)
+		if (pg_strncasecmp(s, word, len) == 0)
+			return s;
+	return NULL;
+}
+
+/* Just after the "://" of the first redis://, rediss://... in s, or NULL. */
+static const char *
+find_redis_scheme(const char *s)
+{
+	for (const char *p = strstr(s, "://"); p != NULL; p = strstr(p + 3, "://"))
+	{
+		const char *b = p;
+
+		while (b > s && (isalnum((unsigned char) b[-1]) || b[-1] == '+' ||
+						 b[-1] == '-' || b[-1] == '.'))
+			b--;
+		if (p - b >= 5 && pg_strncasecmp(b, "redis", 5) == 0)
+			return p + 3;
+	}
+	return NULL;
+}
 
 /*
- * On reload the postmaster logs 'parameter "wtcache.redis_url" changed to
- * "<the whole URL>"', password included.  Rewrite that one message with the
- * credentials masked before it reaches any log destination.
+ * Where credentials may start in a log text, or NULL if it has none: just
+ * after the scheme of a Redis URL, or, for a value given to
+ * wtcache.redis_url without a scheme (a refused one), just after the
+ * setting's name.  What is masked runs from there to the last '@' of the
+ * text: a password may hold '@', quotes (doubled in SQL) or spaces, so
+ * nothing short of the last '@' is known to end it.  Masking too much of a
+ * log line is harmless; too little is a leak.
+ */
+static const char *
+credentials_start(const char *s)
+{
+	const char *scheme = find_redis_scheme(s);
+	const char *name = find_word_ci(s, "redis_url");
+	const char *start = scheme;
+
+	if (name != NULL)
+	{
+		const char *after = name + strlen("redis_url");
+		const char *at = strchr(after, '@');
+
+		/*
+		 * The value after the name starts at the scheme that follows, when
+		 * no '@' comes before it; otherwise right after the name.
+		 */
+		if (scheme == NULL || scheme < after || (at != NULL && at < scheme))
+			start = (scheme != NULL && scheme < after) ? scheme : after;
+	}
+	if (start == NULL || strchr(start, '@') == NULL)
+		return NULL;
+	return start;
+}
+
+/* s with the credentials of Redis URLs masked; s itself if it has none. */
+static char *
+redact_text(char *s)
+{
+	const char *start;
+	const char *at;
+	StringInfoData buf;
+
+	if (s == NULL || (start = credentials_start(s)) == NULL)
+		return s;
+	at = strrchr(start, '@');
+	initStringInfo(&buf);
+	appendBinaryStringInfo(&buf, s, start - s);
+	appendStringInfoString(&buf, "***");
+	appendStringInfoString(&buf, at);
+	return buf.data;
+}
+
+/*
+ * No log line shows the password of a Redis URL: the postmaster logs
+ * 'parameter "wtcache.redis_url" changed to "<the URL>"' on reload,
+ * log_statement logs 'statement: ALTER SYSTEM SET wtcache.redis_url = ...',
+ * and an error in such a statement (a refused URL, a lack of privilege)
+ * is followed by a STATEMENT: line.  Every text of the message is masked;
+ * the STATEMENT: line, which elog.c prints from debug_query_string that a
+ * hook cannot rewrite, is left out (hide_stmt, as errhidestmt() does).
+ * Runs in every process (the hook is set in the postmaster before it
+ * forks), before any log destination, csvlog and jsonlog included.
  */
 static void
-redact_redis_url(ErrorData *edata)
+redact_redis_credentials(ErrorData *edata)
 {
-	/* matched loosely: the message may be translated */
-	if (edata->message != NULL && strstr(edata->message, "\"wtcache.redis_url\"") != NULL)
-	{
-		char	   *at = strrchr(edata->message, '@');
-		char	   *scheme = strstr(edata->message, "redis://");
-
-		if (at != NULL && scheme != NULL && scheme < at)
-		{
-			StringInfoData buf;
-
-			initStringInfo(&buf);
-			appendBinaryStringInfo(&buf, edata->message, scheme + 8 - edata->message);
-			appendStringInfoString(&buf, "***");
-			appendStringInfoString(&buf, at);
-			edata->message = buf.data;
-		}
-	}
+	edata->message = redact_text(edata->message);
+	edata->detail = redact_text(edata->detail);
+	edata->detail_log = redact_text(edata->detail_log);
+	edata->hint = redact_text(edata->hint);
+	edata->context = redact_text(edata->context);
+	edata->internalquery = redact_text(edata->internalquery);
+	if (!edata->hide_stmt && debug_query_string != NULL &&
+		credentials_start(debug_query_string) != NULL)
+		edata->hide_stmt = true;
 	if (prev_emit_log_hook)
 		prev_emit_log_hook(edata);
 }
 
+/* Once per process, whether the library is preloaded or loaded later. */
 void
 wtcache_install_log_redaction(void)
 {
+	if (log_redaction_installed)
+		return;
+	log_redaction_installed = true;
 	prev_emit_log_hook = emit_log_hook;
-	emit_log_hook = redact_redis_url;
+	emit_log_hook = redact_redis_credentials;
 }
 
 static bool
@@ -707,7 +794,7 @@ check_redis_url(char **newval, void **extra, GucSource source)
 	{
 		GUC_check_errmsg("invalid value for parameter \"wtcache.redis_url\"");
 		GUC_check_errdetail("%s", problem);
-		GUC_check_errhint("Use redis://[user:password@]host:port[/db], for example redis://127.0.0.1:6379/0.");
+		GUC_check_errhint("Use redis://host:port[/db], for example redis://127.0.0.1:6379/0, and keep the password in wtcache.redis_password_file.");
 		return false;
 	}
 	return true;
@@ -757,6 +844,9 @@ check_key_prefix(char **newval, void **extra, GucSource source)
 void
 wtcache_define_settings(void)
 {
+	/* also when loaded without shared_preload_libraries */
+	wtcache_install_log_redaction();
+
 	DefineCustomStringVariable("wtcache.redis_url",
 							   "Redis server that wtcache keeps in step, as redis://[user:password@]host:port[/db].",
 							   "Visible to superusers and members of pg_read_all_settings: keep the password in wtcache.redis_password_file instead.",
