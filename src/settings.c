@@ -671,9 +671,11 @@ static const char *
 find_word_ci(const char *s, const char *word)
 {
 	size_t		len = strlen(word);
+	char		first = pg_tolower((unsigned char) word[0]);
 
+	/* the first letter alone rules out most places of a long statement */
 	for (; *s; s++)
-		if (pg_strncasecmp(s, word, len) == 0)
+		if (pg_tolower((unsigned char) *s) == first && pg_strncasecmp(s, word, len) == 0)
 			return s;
 	return NULL;
 }
