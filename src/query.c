@@ -780,6 +780,13 @@ wtcache_query(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("ttl must be positive")));
+	if (ttl != NULL && wtcache_interval_ms(ttl) > (int64) WTCACHE_QUERY_TTL_MAX_S * 1000)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ttl must be at most 7 days"),
+				 errhint("Results are invalidated by changes; the TTL only bounds how long unused ones take space in Redis.")));
+	if (!PG_ARGISNULL(2))
+		wtcache_check_call_tags(PG_GETARG_ARRAYTYPE_P(2));
 	ttl_ms = ttl ? wtcache_interval_ms(ttl) : (int64) wtcache_query_ttl_s * 1000;
 
 	per_query = rsinfo->econtext->ecxt_per_query_memory;

@@ -14,7 +14,10 @@
  * Sentinel: the master's address comes from the first Sentinel that
  * answers, and the server must say it is a master (ROLE) before anything
  * is written to it; wtc_redis_master_moved() lets the worker notice a
- * failover.
+ * failover.  A Sentinel that requires a password (requirepass, or an ACL
+ * user) is sent AUTH first.  Nothing authenticates a Sentinel to us
+ * without TLS: whoever answers at a Sentinel's address names the server
+ * that then receives the master's password (README, Security).
  *
  * Cluster: pipelines stay pipelines.  Commands are appended to the
  * connection of the node cluster.c names and the replies read back in the
@@ -296,6 +299,32 @@ wtc_node_connect(WtcRedis *r, int idx)
  * ---------------------------------------------------------------------
  */
 
+/* Log in to a Sentinel, if wtcache.redis_sentinel_password_file is set. */
+static bool
+sentinel_auth(WtcRedis *r, redisContext *ctx, const RedisHostPort *s)
+{
+	redisReply *reply;
+
+	if (r->target.sentinel_password[0] == '\0')
+		return true;
+	if (r->target.sentinel_user[0])
+		reply = redisCommand(ctx, "AUTH %s %s", r->target.sentinel_user,
+							 r->target.sentinel_password);
+	else
+		reply = redisCommand(ctx, "AUTH %s", r->target.sentinel_password);
+	if (reply == NULL)
+		return wtc_fail(r, "Sentinel %s:%d: %s", s->host, s->port, ctx->errstr);
+	if (reply->type == REDIS_REPLY_ERROR)
+	{
+		/* the reply names no password; it is safe to show */
+		wtc_fail(r, "Sentinel %s:%d: authentication failed: %s", s->host, s->port, reply->str);
+		freeReplyObject(reply);
+		return false;
+	}
+	freeReplyObject(reply);
+	return true;
+}
+
 /* Ask the Sentinels, in order, where the master is. */
 static bool
 sentinel_master(WtcRedis *r, RedisHostPort *master)
@@ -314,6 +343,11 @@ sentinel_master(WtcRedis *r, RedisHostPort *master)
 				redisFree(ctx);
 			continue;
 		}
+		if (!sentinel_auth(r, ctx, s))
+		{
+			redisFree(ctx);
+			continue;
+		}
 		reply = redisCommand(ctx, "SENTINEL get-master-addr-by-name %s", r->target.master_name);
 		if (reply == NULL)
 			wtc_fail(r, "Sentinel %s:%d: %s", s->host, s->port, ctx->errstr);
@@ -328,6 +362,9 @@ sentinel_master(WtcRedis *r, RedisHostPort *master)
 			redisFree(ctx);
 			return true;
 		}
+		else if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOAUTH", 6) == 0)
+			wtc_fail(r, "Sentinel %s:%d requires a password (wtcache.redis_sentinel_password_file): %s",
+					 s->host, s->port, reply->str);
 		else
 			wtc_fail(r, "Sentinel %s:%d does not know master \"%s\"%s%s", s->host, s->port,
 				 r->target.master_name, reply->type == REDIS_REPLY_ERROR ? ": " : "",
@@ -378,6 +415,8 @@ wtc_redis_free(WtcRedis *r)
 	for (int p = 0; p < r->npend; p++)
 		redisFreeCommand(r->pend[r->pendhead + p].cmd);
 	free(r->pend);
+	/* the passwords do not outlive the connection in freed memory */
+	explicit_bzero(&r->target, sizeof(r->target));
 	free(r);
 }
 

@@ -6,16 +6,29 @@
  * rest are PGC_SIGHUP and take effect at the next pg_reload_conf(): the
  * worker re-reads them and reconnects when the Redis address changed.
  * wtcache.redis_url may carry a password, so it is GUC_SUPERUSER_ONLY and
- * is never logged: messages name host:port only.
+ * is never logged: messages name host:port only.  GUC_SUPERUSER_ONLY still
+ * shows it to members of pg_read_all_settings (pg_monitor), so the password
+ * can be kept out of every setting instead: wtcache.redis_password_file
+ * (and wtcache.redis_sentinel_password_file) name a file that only the
+ * server's operating system user can read, checked as PostgreSQL checks
+ * ssl_key_file.  The files are read when a connection is made and after
+ * every configuration reload; their contents are never logged.
+ *
+ * The log hook below masks the credentials of any Redis URL in every log
+ * line, and hides the STATEMENT: line of a statement that carries one.
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
 
 #include <ctype.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/hashfn.h"
 #include "datatype/timestamp.h"
+#include "tcop/tcopprot.h"
 #include "utils/elog.h"
 #include "utils/guc.h"
 
@@ -36,6 +49,13 @@ double		wtcache_ttl_jitter = 0.1;
 bool		wtcache_publish_events = true;
 bool		wtcache_enabled = true;
 int			wtcache_backlog_warning = 1000000;
+int			wtcache_max_tags_per_call = 100;
+int			wtcache_max_tag_length = 256;
+
+static char *redis_password_file = NULL;
+static char *redis_user = NULL;
+static char *redis_sentinel_password_file = NULL;
+static char *redis_sentinel_user = NULL;
 
 /* An interval in milliseconds, a month counted as 30 days. */
 int64
@@ -313,17 +333,211 @@ parse_host_list(const char *list, RedisHostPort *out, int *n, const char **probl
 	return true;
 }
 
+/* ---------------------------------------------------------------------
+ * Passwords kept in files
+ * ---------------------------------------------------------------------
+ */
+
+/* a password file larger than this cannot hold a usable first line */
+#define PASSWORD_FILE_READ_MAX 1024
+
+/*
+ * Settings reloads seen by this process, and the reload whose files the
+ * settings hash last read.  The assign hooks of the password file settings
+ * bump the counter: guc.c runs them at every reload that finds the setting
+ * in a configuration file, changed or not, so a new password in the same
+ * file changes the hash and makes the worker reconnect with it.
+ */
+static uint64 secrets_epoch = 1;
+static uint64 secrets_hashed_epoch = 0;
+static uint32 secrets_hash = 0;
+
+/* what the last refusal of a password file logged, so it is logged once */
+static char secret_problem_logged[MAXPGPATH + 256];
+
+static void
+assign_password_file(const char *newval, void *extra)
+{
+	secrets_epoch++;
+}
+
+/*
+ * The first line of the file named by setting: the password.  The file is
+ * refused as PostgreSQL refuses an ssl_key_file others could read: it must
+ * be a regular file owned by the server's user with no group or other
+ * access (0600 or less), or owned by root with at most group read (0640).
+ * The checks are made on the file opened, not on its name.  On failure
+ * *problem (static storage) says why, never what the file holds.
+ */
+static bool
+read_password_file(const char *setting, const char *path, char *password,
+				   size_t passlen, const char **problem)
+{
+	static char msg[MAXPGPATH + 256];
+	char		buf[PASSWORD_FILE_READ_MAX];
+	struct stat st;
+	size_t		n = 0;
+	size_t		len;
+	const char *eol;
+	int			fd;
+	bool		ok = false;
+
+	password[0] = '\0';
+	*problem = msg;
+	fd = open(path, O_RDONLY | O_CLOEXEC, 0);
+	if (fd < 0)
+	{
+		snprintf(msg, sizeof(msg), "could not open password file \"%s\" (%s): %s",
+				 path, setting, strerror(errno));
+		return false;
+	}
+	if (fstat(fd, &st) != 0)
+		snprintf(msg, sizeof(msg), "could not stat password file \"%s\" (%s): %s",
+				 path, setting, strerror(errno));
+	else if (!S_ISREG(st.st_mode))
+		snprintf(msg, sizeof(msg), "password file \"%s\" (%s) is not a regular file",
+				 path, setting);
+	else if (st.st_uid != geteuid() && st.st_uid != 0)
+		snprintf(msg, sizeof(msg), "password file \"%s\" (%s) must be owned by the operating system user the server runs as, or by root",
+				 path, setting);
+	else if ((st.st_uid == geteuid() && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) ||
+			 (st.st_uid == 0 && (st.st_mode & (S_IWGRP | S_IXGRP | S_IRWXO)) != 0))
+		snprintf(msg, sizeof(msg), "password file \"%s\" (%s) has group or world access: it must have permissions u=rw (0600) or less if owned by the server's user, or u=rw,g=r (0640) or less if owned by root",
+				 path, setting);
+	else
+	{
+		for (;;)
+		{
+			ssize_t		got = read(fd, buf + n, sizeof(buf) - n);
+
+			if (got < 0 && errno == EINTR)
+				continue;
+			if (got < 0)
+			{
+				snprintf(msg, sizeof(msg), "could not read password file \"%s\" (%s): %s",
+						 path, setting, strerror(errno));
+				break;
+			}
+			n += got;
+			if (got == 0 || n == sizeof(buf) || memchr(buf, '\n', n) != NULL)
+			{
+				ok = true;
+				break;
+			}
+		}
+	}
+	close(fd);
+	if (!ok)
+		return false;
+
+	ok = false;
+	eol = memchr(buf, '\n', n);
+	len = eol ? (size_t) (eol - buf) : n;
+	if (len > 0 && buf[len - 1] == '\r')
+		len--;
+	if (eol == NULL && n == sizeof(buf))
+		snprintf(msg, sizeof(msg), "the first line of password file \"%s\" (%s) is too long",
+				 path, setting);
+	else if (len == 0)
+		snprintf(msg, sizeof(msg), "password file \"%s\" (%s) is empty: its first line must be the password",
+				 path, setting);
+	else if (len >= passlen)
+		snprintf(msg, sizeof(msg), "the password in \"%s\" (%s) is longer than %d bytes",
+				 path, setting, (int) passlen - 1);
+	else if (memchr(buf, '\0', len) != NULL)
+		snprintf(msg, sizeof(msg), "the password in \"%s\" (%s) contains a zero byte",
+				 path, setting);
+	else
+	{
+		memcpy(password, buf, len);
+		password[len] = '\0';
+		*problem = NULL;
+		ok = true;
+	}
+	explicit_bzero(buf, sizeof(buf));
+	return ok;
+}
+
+/*
+ * The passwords the files set hold now ("" where no file is set).  The
+ * Sentinels' only when asked for: a Sentinel file nobody uses must not
+ * stop a connection.
+ */
+static bool
+read_password_files(char *redis_pw, char *sentinel_pw, bool want_sentinel,
+					const char **problem)
+{
+	redis_pw[0] = '\0';
+	sentinel_pw[0] = '\0';
+	if (redis_password_file != NULL && redis_password_file[0] != '\0' &&
+		!read_password_file("wtcache.redis_password_file", redis_password_file,
+							redis_pw, sizeof(((RedisAddress *) NULL)->password), problem))
+		return false;
+	if (want_sentinel && redis_sentinel_password_file != NULL &&
+		redis_sentinel_password_file[0] != '\0' &&
+		!read_password_file("wtcache.redis_sentinel_password_file", redis_sentinel_password_file,
+							sentinel_pw, sizeof(((RedisTarget *) NULL)->sentinel_password), problem))
+	{
+		explicit_bzero(redis_pw, sizeof(((RedisAddress *) NULL)->password));
+		return false;
+	}
+	return true;
+}
+
+/*
+ * A refused password file is logged once per process and problem: the
+ * worker retries with backoff, and every reading backend may try too.
+ */
+static void
+report_password_file_problem(const char *problem)
+{
+	if (strcmp(secret_problem_logged, problem) == 0)
+		return;
+	strlcpy(secret_problem_logged, problem, sizeof(secret_problem_logged));
+	ereport(LOG,
+			(errcode(ERRCODE_CONFIG_FILE_ERROR),
+			 errmsg("wtcache: %s", problem),
+			 errdetail("wtcache does not connect to Redis until the file can be used."),
+			 errhint("The file must belong to the operating system user the server runs as and be readable by it alone (chmod 0600), with the password on its first line; then run SELECT pg_reload_conf().")));
+}
+
+/* Is an ACL user name usable?  Redis user names have no spaces. */
+static bool
+check_acl_user(char **newval, void **extra, GucSource source)
+{
+	const char *s = *newval ? *newval : "";
+
+	if (strlen(s) >= sizeof(((RedisAddress *) NULL)->user))
+	{
+		GUC_check_errdetail("The user name must be at most %d bytes long.",
+							(int) sizeof(((RedisAddress *) NULL)->user) - 1);
+		return false;
+	}
+	for (; *s; s++)
+		if (isspace((unsigned char) *s) || iscntrl((unsigned char) *s))
+		{
+			GUC_check_errdetail("A Redis user name cannot contain spaces or control characters.");
+			return false;
+		}
+	return true;
+}
+
 /*
  * Where Redis is, from the settings: wtcache.redis_cluster_nodes makes it a
  * Cluster, wtcache.redis_sentinels a Sentinel-managed master; either way
- * wtcache.redis_url still gives the credentials (and the database, which a
- * Cluster only has as 0).
+ * wtcache.redis_url still gives the database (which a Cluster only has as
+ * 0).  The password is wtcache.redis_password_file's when it is set, else
+ * the URL's; the ACL user wtcache.redis_user's when it is set, else the
+ * URL's.  The password files are read again on every call: a connection
+ * always uses what they hold now.
  */
 bool
 wtcache_redis_target(RedisTarget *target, const char **problem)
 {
 	RedisHostPort sentinels[WTC_MAX_SEEDS];
 	int			nsentinels;
+	char		redis_pw[sizeof(target->addr.password)];
+	char		sentinel_pw[sizeof(target->sentinel_password)];
 
 	memset(target, 0, sizeof(*target));
 	if (!wtcache_parse_redis_url(wtcache_redis_url, &target->addr, problem))
@@ -331,6 +545,29 @@ wtcache_redis_target(RedisTarget *target, const char **problem)
 	if (!parse_host_list(wtcache_redis_cluster_nodes, target->seeds, &target->nseeds, problem) ||
 		!parse_host_list(wtcache_redis_sentinels, sentinels, &nsentinels, problem))
 		return false;
+
+	if (!read_password_files(redis_pw, sentinel_pw, nsentinels > 0 && target->nseeds == 0, problem))
+	{
+		report_password_file_problem(*problem);
+		return false;
+	}
+	secret_problem_logged[0] = '\0';
+	if (redis_pw[0] != '\0')
+		strlcpy(target->addr.password, redis_pw, sizeof(target->addr.password));
+	if (sentinel_pw[0] != '\0')
+		strlcpy(target->sentinel_password, sentinel_pw, sizeof(target->sentinel_password));
+	explicit_bzero(redis_pw, sizeof(redis_pw));
+	explicit_bzero(sentinel_pw, sizeof(sentinel_pw));
+	if (redis_user != NULL && redis_user[0] != '\0')
+	{
+		if (target->addr.password[0] == '\0')
+		{
+			*problem = "wtcache.redis_user is set but there is no password: set wtcache.redis_password_file.";
+			return false;
+		}
+		strlcpy(target->addr.user, redis_user, sizeof(target->addr.user));
+	}
+
 	if (target->nseeds > 0)
 	{
 		if (nsentinels > 0)
@@ -353,6 +590,15 @@ wtcache_redis_target(RedisTarget *target, const char **problem)
 			*problem = "wtcache.redis_sentinels is set but wtcache.redis_master_name is empty.";
 			return false;
 		}
+		if (redis_sentinel_user != NULL && redis_sentinel_user[0] != '\0')
+		{
+			if (target->sentinel_password[0] == '\0')
+			{
+				*problem = "wtcache.redis_sentinel_user is set but there is no password: set wtcache.redis_sentinel_password_file.";
+				return false;
+			}
+			strlcpy(target->sentinel_user, redis_sentinel_user, sizeof(target->sentinel_user));
+		}
 		target->mode = WTC_REDIS_SENTINEL;
 		target->nseeds = nsentinels;
 		memcpy(target->seeds, sentinels, sizeof(sentinels));
@@ -363,17 +609,39 @@ wtcache_redis_target(RedisTarget *target, const char **problem)
 	return true;
 }
 
-/* Changes when any setting that says where Redis is, or how to log in, changes. */
+/*
+ * Changes when any setting that says where Redis is, or how to log in,
+ * changes, including what the password files hold: those are read again
+ * after each reload (not on every call: readers call this on every read).
+ */
 uint32
 wtcache_redis_settings_hash(void)
 {
-	const char *parts[4] = {wtcache_redis_url, wtcache_redis_sentinels,
-	wtcache_redis_master_name, wtcache_redis_cluster_nodes};
+	const char *parts[8] = {wtcache_redis_url, wtcache_redis_sentinels,
+		wtcache_redis_master_name, wtcache_redis_cluster_nodes,
+		redis_password_file, redis_user,
+	redis_sentinel_password_file, redis_sentinel_user};
 	uint32		h = 0;
 
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 8; i++)
 		h = hash_combine(h, parts[i] ? hash_bytes((const unsigned char *) parts[i], strlen(parts[i])) : 0);
-	return h;
+
+	if (secrets_hashed_epoch != secrets_epoch)
+	{
+		char		redis_pw[sizeof(((RedisAddress *) NULL)->password)];
+		char		sentinel_pw[sizeof(((RedisTarget *) NULL)->sentinel_password)];
+		const char *problem = NULL;
+
+		if (read_password_files(redis_pw, sentinel_pw, true, &problem))
+			secrets_hash = hash_combine(hash_bytes((const unsigned char *) redis_pw, strlen(redis_pw)),
+										hash_bytes((const unsigned char *) sentinel_pw, strlen(sentinel_pw)));
+		else
+			secrets_hash = hash_bytes((const unsigned char *) problem, strlen(problem)) ^ 0x5bd1e995;
+		explicit_bzero(redis_pw, sizeof(redis_pw));
+		explicit_bzero(sentinel_pw, sizeof(sentinel_pw));
+		secrets_hashed_epoch = secrets_epoch;
+	}
+	return hash_combine(h, secrets_hash);
 }
 
 /* For status and logs: never the credentials. */
@@ -396,41 +664,126 @@ wtcache_describe_target(const RedisTarget *target, char *buf, size_t buflen)
 }
 
 static emit_log_hook_type prev_emit_log_hook = NULL;
+static bool log_redaction_installed = false;
+
+/* The first occurrence of word in s, ignoring case, or NULL. */
+static const char *
+find_word_ci(const char *s, const char *word)
+{
+	size_t		len = strlen(word);
+	char		first = pg_tolower((unsigned char) word[0]);
+
+	/* the first letter alone rules out most places of a long statement */
+	for (; *s; s++)
+		if (pg_tolower((unsigned char) *s) == first && pg_strncasecmp(s, word, len) == 0)
+			return s;
+	return NULL;
+}
+
+/* Just after the "://" of the first redis://, rediss://... in s, or NULL. */
+static const char *
+find_redis_scheme(const char *s)
+{
+	for (const char *p = strstr(s, "://"); p != NULL; p = strstr(p + 3, "://"))
+	{
+		const char *b = p;
+
+		while (b > s && (isalnum((unsigned char) b[-1]) || b[-1] == '+' ||
+						 b[-1] == '-' || b[-1] == '.'))
+			b--;
+		if (p - b >= 5 && pg_strncasecmp(b, "redis", 5) == 0)
+			return p + 3;
+	}
+	return NULL;
+}
 
 /*
- * On reload the postmaster logs 'parameter "wtcache.redis_url" changed to
- * "<the whole URL>"', password included.  Rewrite that one message with the
- * credentials masked before it reaches any log destination.
+ * Where credentials may start in a log text, or NULL if it has none: just
+ * after the scheme of a Redis URL, or, for a value given to
+ * wtcache.redis_url without a scheme (a refused one), just after the
+ * setting's name.  What is masked runs from there to the last '@' of the
+ * text: a password may hold '@', quotes (doubled in SQL) or spaces, so
+ * nothing short of the last '@' is known to end it.  Masking too much of a
+ * log line is harmless; too little is a leak.
+ */
+static const char *
+credentials_start(const char *s)
+{
+	const char *scheme = find_redis_scheme(s);
+	const char *name = find_word_ci(s, "redis_url");
+	const char *start = scheme;
+
+	if (name != NULL)
+	{
+		const char *after = name + strlen("redis_url");
+		const char *at = strchr(after, '@');
+
+		/*
+		 * The value after the name starts at the scheme that follows, when
+		 * no '@' comes before it; otherwise right after the name.
+		 */
+		if (scheme == NULL || scheme < after || (at != NULL && at < scheme))
+			start = (scheme != NULL && scheme < after) ? scheme : after;
+	}
+	if (start == NULL || strchr(start, '@') == NULL)
+		return NULL;
+	return start;
+}
+
+/* s with the credentials of Redis URLs masked; s itself if it has none. */
+static char *
+redact_text(char *s)
+{
+	const char *start;
+	const char *at;
+	StringInfoData buf;
+
+	if (s == NULL || (start = credentials_start(s)) == NULL)
+		return s;
+	at = strrchr(start, '@');
+	initStringInfo(&buf);
+	appendBinaryStringInfo(&buf, s, start - s);
+	appendStringInfoString(&buf, "***");
+	appendStringInfoString(&buf, at);
+	return buf.data;
+}
+
+/*
+ * No log line shows the password of a Redis URL: the postmaster logs
+ * 'parameter "wtcache.redis_url" changed to "<the URL>"' on reload,
+ * log_statement logs 'statement: ALTER SYSTEM SET wtcache.redis_url = ...',
+ * and an error in such a statement (a refused URL, a lack of privilege)
+ * is followed by a STATEMENT: line.  Every text of the message is masked;
+ * the STATEMENT: line, which elog.c prints from debug_query_string that a
+ * hook cannot rewrite, is left out (hide_stmt, as errhidestmt() does).
+ * Runs in every process (the hook is set in the postmaster before it
+ * forks), before any log destination, csvlog and jsonlog included.
  */
 static void
-redact_redis_url(ErrorData *edata)
+redact_redis_credentials(ErrorData *edata)
 {
-	/* matched loosely: the message may be translated */
-	if (edata->message != NULL && strstr(edata->message, "\"wtcache.redis_url\"") != NULL)
-	{
-		char	   *at = strrchr(edata->message, '@');
-		char	   *scheme = strstr(edata->message, "redis://");
-
-		if (at != NULL && scheme != NULL && scheme < at)
-		{
-			StringInfoData buf;
-
-			initStringInfo(&buf);
-			appendBinaryStringInfo(&buf, edata->message, scheme + 8 - edata->message);
-			appendStringInfoString(&buf, "***");
-			appendStringInfoString(&buf, at);
-			edata->message = buf.data;
-		}
-	}
+	edata->message = redact_text(edata->message);
+	edata->detail = redact_text(edata->detail);
+	edata->detail_log = redact_text(edata->detail_log);
+	edata->hint = redact_text(edata->hint);
+	edata->context = redact_text(edata->context);
+	edata->internalquery = redact_text(edata->internalquery);
+	if (!edata->hide_stmt && debug_query_string != NULL &&
+		credentials_start(debug_query_string) != NULL)
+		edata->hide_stmt = true;
 	if (prev_emit_log_hook)
 		prev_emit_log_hook(edata);
 }
 
+/* Once per process, whether the library is preloaded or loaded later. */
 void
 wtcache_install_log_redaction(void)
 {
+	if (log_redaction_installed)
+		return;
+	log_redaction_installed = true;
 	prev_emit_log_hook = emit_log_hook;
-	emit_log_hook = redact_redis_url;
+	emit_log_hook = redact_redis_credentials;
 }
 
 static bool
@@ -443,7 +796,7 @@ check_redis_url(char **newval, void **extra, GucSource source)
 	{
 		GUC_check_errmsg("invalid value for parameter \"wtcache.redis_url\"");
 		GUC_check_errdetail("%s", problem);
-		GUC_check_errhint("Use redis://[user:password@]host:port[/db], for example redis://127.0.0.1:6379/0.");
+		GUC_check_errhint("Use redis://host:port[/db], for example redis://127.0.0.1:6379/0, and keep the password in wtcache.redis_password_file.");
 		return false;
 	}
 	return true;
@@ -493,14 +846,53 @@ check_key_prefix(char **newval, void **extra, GucSource source)
 void
 wtcache_define_settings(void)
 {
+	/* also when loaded without shared_preload_libraries */
+	wtcache_install_log_redaction();
+
 	DefineCustomStringVariable("wtcache.redis_url",
 							   "Redis server that wtcache keeps in step, as redis://[user:password@]host:port[/db].",
-							   "Visible to superusers only: it may hold a password.",
+							   "Visible to superusers and members of pg_read_all_settings: keep the password in wtcache.redis_password_file instead.",
 							   &wtcache_redis_url,
 							   "redis://127.0.0.1:6379",
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,
 							   check_redis_url, NULL, NULL);
+
+	DefineCustomStringVariable("wtcache.redis_password_file",
+							   "File whose first line is the Redis password; when set, it replaces a password in wtcache.redis_url.",
+							   "It must be owned by the server's operating system user with permissions 0600 or less (or by root, 0640 or less), as ssl_key_file; it is read again at every reload and connection.",
+							   &redis_password_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, assign_password_file, NULL);
+
+	DefineCustomStringVariable("wtcache.redis_user",
+							   "Redis ACL user that wtcache logs in as with the password of wtcache.redis_password_file; when set, it replaces a user in wtcache.redis_url.",
+							   NULL,
+							   &redis_user,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   check_acl_user, NULL, NULL);
+
+	DefineCustomStringVariable("wtcache.redis_sentinel_password_file",
+							   "File whose first line is the password the Redis Sentinels require (requirepass or an ACL user's).",
+							   "Checked and read like wtcache.redis_password_file; sent to each Sentinel before asking it for the master.",
+							   &redis_sentinel_password_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, assign_password_file, NULL);
+
+	DefineCustomStringVariable("wtcache.redis_sentinel_user",
+							   "Sentinel ACL user that wtcache logs in as with the password of wtcache.redis_sentinel_password_file.",
+							   NULL,
+							   &redis_sentinel_user,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   check_acl_user, NULL, NULL);
 
 	DefineCustomStringVariable("wtcache.redis_sentinels",
 							   "Redis Sentinels to ask for the master, as a list of host:port.",
@@ -682,20 +1074,40 @@ wtcache_define_settings(void)
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 
+	/*
+	 * What any caller of query() and invalidate() can make Redis hold is the
+	 * DBA's to bound: superuser-only (or GRANT SET ON PARAMETER), capped.
+	 */
 	DefineCustomIntVariable("wtcache.query_ttl",
 							"How long a cached query result lives when wtcache.query() is given no ttl.",
-							"Results are invalidated by changes; the TTL only bounds how long unused ones take space.",
+							"Results are invalidated by changes; the TTL only bounds how long unused ones take space.  At most 7 days, as the ttl argument of wtcache.query().",
 							&wtcache_query_ttl_s,
-							3600, 1, INT_MAX,
-							PGC_USERSET, GUC_UNIT_S,
+							3600, 1, WTCACHE_QUERY_TTL_MAX_S,
+							PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("wtcache.query_max_size",
 							"Largest query result (as JSON) that wtcache.query() caches; larger ones are returned but not cached.",
-							NULL,
+							"At most 64MB.",
 							&wtcache_query_max_kb,
-							1024, 1, INT_MAX / 1024,
-							PGC_USERSET, GUC_UNIT_KB,
+							1024, 1, WTCACHE_QUERY_MAX_SIZE_MAX_KB,
+							PGC_SUSET, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.max_tags_per_call",
+							"Most tags that one call of wtcache.invalidate() or wtcache.query() may name.",
+							"Each tag can become a Redis key that lives for days.",
+							&wtcache_max_tags_per_call,
+							100, 1, 10000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.max_tag_length",
+							"Longest tag, in bytes, that wtcache.invalidate() or wtcache.query() accepts.",
+							NULL,
+							&wtcache_max_tag_length,
+							256, 16, 8192,
+							PGC_SUSET, 0,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("wtcache.debug_fill_delay",

@@ -295,6 +295,42 @@ wtcache_xact_invalidated(const char *tag)
 }
 
 /*
+ * The tags a caller names in one call of invalidate() or query().  Each may
+ * become a Redis key that lives WTCACHE_TAG_TTL_S, and any role can call
+ * both, so how many and how long is the DBA's to bound
+ * (wtcache.max_tags_per_call, wtcache.max_tag_length, superuser-only).
+ */
+void
+wtcache_check_call_tags(ArrayType *tags)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n = ArrayGetNItems(ARR_NDIM(tags), ARR_DIMS(tags));
+
+	if (n > wtcache_max_tags_per_call)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("too many tags: %d, at most %d are allowed in one call", n,
+						wtcache_max_tags_per_call),
+				 errhint("Pass the tags in several calls, or ask a superuser to raise wtcache.max_tags_per_call.")));
+	deconstruct_array(tags, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+	{
+		int			len;
+
+		if (nulls[i])
+			continue;			/* the callers say what is wrong with it */
+		len = VARSIZE_ANY_EXHDR(DatumGetTextPP(elems[i]));
+		if (len > wtcache_max_tag_length)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("tag %d is %d bytes long, longer than the %d bytes allowed",
+							i + 1, len, wtcache_max_tag_length),
+					 errhint("Use short tag names such as 'org:42', or ask a superuser to raise wtcache.max_tag_length.")));
+	}
+}
+
+/*
  * wtcache.invalidate(tags text[]): a queue row of relid 0 with the tags.
  * Like a captured change, it commits or rolls back with the caller, and
  * the worker delivers it after the changes queued before it.
@@ -315,6 +351,7 @@ wtcache_invalidate(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
 				 errmsg("tags must be a one-dimensional array")));
+	wtcache_check_call_tags(arr);
 	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
 	if (n == 0)
 		PG_RETURN_VOID();

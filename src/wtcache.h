@@ -117,11 +117,20 @@ typedef struct RedisTarget
 	int			nseeds;			/* Sentinels, or Cluster seed nodes */
 	RedisHostPort seeds[WTC_MAX_SEEDS];
 	char		master_name[128];
+	/* AUTH sent to every Sentinel before asking it (none if no password) */
+	char		sentinel_user[128];
+	char		sentinel_password[256];
 } RedisTarget;
 
 extern bool wtcache_redis_target(RedisTarget *target, const char **problem);
 extern uint32 wtcache_redis_settings_hash(void);
 extern void wtcache_describe_target(const RedisTarget *target, char *buf, size_t buflen);
+
+/* Bounds on what any caller can make wtcache keep in Redis (settings.c). */
+#define WTCACHE_QUERY_TTL_MAX_S (7 * 86400)
+#define WTCACHE_QUERY_MAX_SIZE_MAX_KB (64 * 1024)
+extern int	wtcache_max_tags_per_call;
+extern int	wtcache_max_tag_length;
 
 /* ---- shmem.c ---- */
 typedef enum WorkerState
@@ -303,6 +312,7 @@ extern void wtcache_append_marker_key(StringInfo buf, const char *dbname);
 extern void wtcache_append_db_prefix(StringInfo buf, const char *dbname);
 extern void wtcache_append_tag_key(StringInfo buf, const char *dbname, const char *tag);
 extern bool wtcache_xact_invalidated(const char *tag);
+extern void wtcache_check_call_tags(ArrayType *tags);
 
 /* ---- rights.c ---- */
 typedef struct WtcRights

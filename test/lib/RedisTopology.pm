@@ -139,10 +139,25 @@ sub cluster_compare_opts
 # start_sentinel(master_port => P, name => 'mymaster'): a Sentinel on a
 # free port that monitors 127.0.0.1:P with quorum 1 and declares it down
 # after 1 s.  Returns an object with ->port and ->stop.
+#   requirepass => 'pw'         clients must log in (AUTH pw); the helpers
+#                               of WtcacheTest do not: send AUTH yourself
+#   acl_user => [user, pw]      an ACL user allowed every command
+#   master_auth => [user, pw]   what the Sentinel sends to the master it
+#                               monitors (auth-user, if user is defined, and
+#                               auth-pass)
 sub start_sentinel
 {
 	my (%opts) = @_;
 	my $name = $opts{name} // 'mymaster';
+	my $auth_conf = '';
+	$auth_conf .= "requirepass $opts{requirepass}\n" if defined $opts{requirepass};
+	$auth_conf .= "user $opts{acl_user}[0] on >$opts{acl_user}[1] +\@all\n"
+	  if $opts{acl_user};
+	if (my $ma = $opts{master_auth})
+	{
+		$auth_conf .= "sentinel auth-user $name $ma->[0]\n" if defined $ma->[0];
+		$auth_conf .= "sentinel auth-pass $name $ma->[1]\n";
+	}
 	my $port = PostgreSQL::Test::Cluster::get_free_port();
 	my $dir = PostgreSQL::Test::Utils::tempdir('sentinel');
 	my $log = "$PostgreSQL::Test::Utils::log_path/sentinel_$port.log";
@@ -159,6 +174,7 @@ sentinel monitor $name 127.0.0.1 $opts{master_port} 1
 sentinel down-after-milliseconds $name 1000
 sentinel failover-timeout $name 5000
 sentinel parallel-syncs $name 1
+$auth_conf
 EOC
 	close $fh;
 	my $pid = fork();
@@ -175,7 +191,9 @@ EOC
 	  'RedisTopology::Sentinel';
 	push @live_sentinels, $self;
 	my $deadline = time() + 30;
-	until (defined((redis_try($port, 'PING'))[0]))
+	# one that requires a password answers NOAUTH: it is up all the same
+	until (defined((redis_try($port, 'PING'))[0])
+		  || (defined $opts{requirepass} && ((redis_try($port, 'PING'))[1] // '') =~ /NOAUTH/))
 	{
 		croak "sentinel did not start, see $log" if time() > $deadline;
 		usleep(50_000);
