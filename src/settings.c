@@ -31,6 +31,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/elog.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 
 char	   *wtcache_redis_url = NULL;
 char	   *wtcache_redis_sentinels = NULL;
@@ -786,6 +787,37 @@ wtcache_install_log_redaction(void)
 	emit_log_hook = redact_redis_credentials;
 }
 
+/*
+ * SHOW and current_setting() of wtcache.redis_url, with a password masked.
+ * GUC_SUPERUSER_ONLY still lets members of pg_read_all_settings (and so of
+ * pg_monitor) read a setting, and pg_settings shows reset_val and boot_val
+ * without a show hook; so the setting is also GUC_NO_SHOW_ALL, left out of
+ * pg_settings and SHOW ALL, and this is all anyone sees of it from SQL.
+ */
+static const char *
+show_redis_url(void)
+{
+	static char *shown = NULL;
+	const char *url = wtcache_redis_url ? wtcache_redis_url : "";
+	const char *scheme_end = strstr(url, "://");
+	const char *at = strrchr(url, '@');
+	const char *colon;
+
+	if (shown != NULL)
+		pfree(shown);
+	if (scheme_end == NULL || at == NULL || at < scheme_end)
+	{
+		shown = MemoryContextStrdup(TopMemoryContext, url);
+		return shown;
+	}
+	/* keep the user name, if any: user:***@host, or ***@host */
+	colon = memchr(scheme_end + 3, ':', at - (scheme_end + 3));
+	shown = MemoryContextStrdup(TopMemoryContext,
+								psprintf("%.*s***%s",
+										 (int) ((colon ? colon + 1 : scheme_end + 3) - url), url, at));
+	return shown;
+}
+
 static bool
 check_redis_url(char **newval, void **extra, GucSource source)
 {
@@ -851,12 +883,12 @@ wtcache_define_settings(void)
 
 	DefineCustomStringVariable("wtcache.redis_url",
 							   "Redis server that wtcache keeps in step, as redis://[user:password@]host:port[/db].",
-							   "Visible to superusers and members of pg_read_all_settings: keep the password in wtcache.redis_password_file instead.",
+							   "SHOW masks a password in it and pg_settings does not list it; keep the password in wtcache.redis_password_file all the same.",
 							   &wtcache_redis_url,
 							   "redis://127.0.0.1:6379",
 							   PGC_SIGHUP,
-							   GUC_SUPERUSER_ONLY,
-							   check_redis_url, NULL, NULL);
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   check_redis_url, NULL, show_redis_url);
 
 	DefineCustomStringVariable("wtcache.redis_password_file",
 							   "File whose first line is the Redis password; when set, it replaces a password in wtcache.redis_url.",
