@@ -131,6 +131,14 @@ SELECT * FROM wtcache.query('SELECT to_char(''2024-01-01 23:30+00''::timestamptz
                                     date_trunc(''day'', ''2024-01-01 23:30+00''::timestamptz) AS t,
                                     ''2024-01-01 23:30+00''::timestamptz + interval ''1 hour'' AS later,
                                     format(''%s-%s'', 1, ''2024-01-01''::date) AS f');
+-- values are rendered through arrays, ranges, composites, enums and ROW()
+CREATE TYPE query_mood AS ENUM ('calm', 'busy');
+SELECT * FROM wtcache.query('SELECT ARRAY[''2024-01-01 00:00+00''::timestamptz] AS a,
+                                    tstzrange(''2024-01-01 00:00+00'', ''2024-01-02 00:00+00'') AS r,
+                                    ''busy''::query_mood AS m,
+                                    (SELECT jsonb_agg(o ORDER BY o.id) FROM org o) AS j');
+SELECT * FROM wtcache.query('SELECT ROW(id, tableoid::regclass) AS r FROM org');
+SELECT * FROM wtcache.query('SELECT to_json(ARRAY[tableoid::regclass]) AS j FROM org');
 -- the settings that shape a result are part of its key
 SELECT key AS utc_key FROM wtcache.query_key('SELECT * FROM org') \gset
 SET TimeZone = 'Asia/Tokyo';
@@ -176,4 +184,5 @@ SET wtcache.query_safe_functions = 'public.tenant';
 RESET ROLE;
 DROP TABLE tenant_doc;
 DROP ROLE wtcache_query_tenant;
+DROP TYPE query_mood;
 RESET app.tenant;

@@ -709,6 +709,8 @@ check_type_rendering(SessionCheck *sc, Oid typid)
 	bool		isvarlena;
 
 	check_stack_depth();
+	if (!OidIsValid(typid))
+		return;
 	typid = getBaseType(typid);
 	if (list_member_oid(sc->types_ok, typid))
 		return;
