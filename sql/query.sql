@@ -88,3 +88,101 @@ SELECT * FROM wtcache.query('SELECT * FROM org');
 SELECT * FROM wtcache.query('SELECT * FROM member_names');
 RESET ROLE;
 DROP ROLE wtcache_query_nobody;
+
+-- results shared by every session of a role: what reads the session is refused
+SET app.tenant = 'one';
+SELECT * FROM wtcache.query('SELECT id FROM org WHERE name = current_setting(''app.tenant'')');
+CREATE VIEW tenant_org AS SELECT id, name FROM org WHERE name = current_setting('app.tenant');
+SELECT * FROM wtcache.query('SELECT id FROM tenant_org');
+CREATE VIEW tenant_org_names AS SELECT name FROM tenant_org;
+SELECT * FROM wtcache.query('SELECT count(*) FROM tenant_org_names');
+CREATE FUNCTION tenant() RETURNS text STABLE LANGUAGE sql
+  AS $$ SELECT current_setting('app.tenant') $$;                    -- inlinable
+CREATE FUNCTION tenant_opaque() RETURNS text STABLE LANGUAGE sql SET search_path = pg_catalog
+  AS $$ SELECT current_setting('app.tenant') $$;                    -- not inlinable
+CREATE FUNCTION tenant_plpgsql() RETURNS text STABLE LANGUAGE plpgsql
+  AS $$ BEGIN RETURN current_setting('app.tenant'); END $$;
+SELECT * FROM wtcache.query('SELECT id FROM org WHERE name = tenant()');
+SELECT * FROM wtcache.query('SELECT id FROM org WHERE name = tenant_opaque()');
+SELECT * FROM wtcache.query('SELECT id FROM org WHERE name = tenant_plpgsql()');
+SELECT * FROM wtcache.query('SELECT id FROM org WHERE now() > ''2000-01-01''');
+SELECT * FROM wtcache.query('SELECT CURRENT_TIMESTAMP AS t FROM org');
+SELECT * FROM wtcache.query('SELECT id FROM org WHERE CURRENT_DATE > ''2000-01-01''');
+SELECT * FROM wtcache.query('SELECT age(''2000-01-01''::timestamptz) AS a FROM org');
+SELECT * FROM wtcache.query('SELECT session_user AS u FROM org');
+SELECT * FROM wtcache.query('SELECT current_schema AS s FROM org');
+SELECT * FROM wtcache.query('SELECT has_table_privilege(''org'', ''SELECT'') AS p FROM org');
+SELECT * FROM wtcache.query('SELECT pg_has_role(''pg_monitor'', ''MEMBER'') AS p FROM org');
+SELECT * FROM wtcache.query('SELECT inet_client_addr() AS a FROM org');
+SELECT * FROM wtcache.query('SELECT pg_backend_pid() AS p FROM org');
+SELECT * FROM wtcache.query('SELECT id FROM org WHERE txid_current() > 0');
+SELECT * FROM wtcache.query('SELECT id FROM org WHERE ''now''::text::timestamptz > ''2000-01-01''');
+SELECT * FROM wtcache.query('SELECT tableoid::regclass AS t FROM org');
+SELECT * FROM wtcache.query('SELECT concat(id, tableoid::regclass) AS c FROM org');
+SELECT * FROM wtcache.query_key('SELECT id FROM tenant_org');
+CREATE TEMP TABLE scratch (id int);
+SELECT * FROM wtcache.query('SELECT id FROM scratch', ttl => '1 minute');
+
+-- what is the same for every session of the role is accepted
+SELECT * FROM wtcache.query('SELECT id, upper(name) AS up, length(name) AS len FROM org ORDER BY id');
+SELECT * FROM wtcache.query('SELECT current_user = CURRENT_ROLE AS role, current_database() AS db');
+SET TimeZone = 'UTC';
+SELECT * FROM wtcache.query('SELECT to_char(''2024-01-01 23:30+00''::timestamptz, ''YYYY-MM-DD'') AS d,
+                                    date_trunc(''day'', ''2024-01-01 23:30+00''::timestamptz) AS t,
+                                    ''2024-01-01 23:30+00''::timestamptz + interval ''1 hour'' AS later,
+                                    format(''%s-%s'', 1, ''2024-01-01''::date) AS f');
+-- values are rendered through arrays, ranges, composites, enums and ROW()
+CREATE TYPE query_mood AS ENUM ('calm', 'busy');
+SELECT * FROM wtcache.query('SELECT ARRAY[''2024-01-01 00:00+00''::timestamptz] AS a,
+                                    tstzrange(''2024-01-01 00:00+00'', ''2024-01-02 00:00+00'') AS r,
+                                    ''busy''::query_mood AS m,
+                                    (SELECT jsonb_agg(o ORDER BY o.id) FROM org o) AS j');
+SELECT * FROM wtcache.query('SELECT ROW(id, tableoid::regclass) AS r FROM org');
+SELECT * FROM wtcache.query('SELECT to_json(ARRAY[tableoid::regclass]) AS j FROM org');
+-- the settings that shape a result are part of its key
+SELECT key AS utc_key FROM wtcache.query_key('SELECT * FROM org') \gset
+SET TimeZone = 'Asia/Tokyo';
+SELECT key <> :'utc_key' AS other_key FROM wtcache.query_key('SELECT * FROM org');
+SET TimeZone = 'UTC';
+SELECT key = :'utc_key' AS same_key FROM wtcache.query_key('SELECT * FROM org');
+SET extra_float_digits = 0;
+SELECT key <> :'utc_key' AS other_key FROM wtcache.query_key('SELECT * FROM org');
+RESET extra_float_digits;
+RESET TimeZone;
+
+-- under row-level security nothing is cached, so policies may read the session
+CREATE TABLE tenant_doc (id int PRIMARY KEY, tenant text NOT NULL);
+SELECT wtcache.watch('tenant_doc');
+INSERT INTO tenant_doc VALUES (1, 'one'), (2, 'two');
+ALTER TABLE tenant_doc ENABLE ROW LEVEL SECURITY;
+CREATE POLICY by_tenant ON tenant_doc USING (tenant = current_setting('app.tenant'));
+CREATE ROLE wtcache_query_tenant;
+GRANT SELECT ON tenant_doc TO wtcache_query_tenant;
+SET ROLE wtcache_query_tenant;
+SELECT * FROM wtcache.query('SELECT id FROM tenant_doc');
+RESET ROLE;
+
+-- wtcache.query_safe_functions: a superuser vouches for a function
+SHOW wtcache.query_safe_functions;
+SET wtcache.query_safe_functions = 'public.tenant';
+SELECT * FROM wtcache.query('SELECT id FROM org WHERE name = tenant()');
+SELECT * FROM wtcache.query('SELECT id FROM org WHERE name = tenant_opaque()');
+SET wtcache.query_safe_functions = 'public.tenant_plpgsql(), "public".tenant_opaque ( )';
+SELECT * FROM wtcache.query('SELECT id FROM org WHERE name = tenant_plpgsql() AND name = tenant_opaque()');
+SET wtcache.query_safe_functions = 'public.tenant(integer)';
+SELECT * FROM wtcache.query('SELECT id FROM org WHERE name = tenant()');
+SET wtcache.query_safe_functions = 'public.tenant(no_such_type), pg_catalog.has_table_privilege';
+SELECT * FROM wtcache.query('SELECT has_table_privilege(''org'', ''SELECT'') AS p FROM org WHERE id = 1');
+SET wtcache.query_safe_functions = 'pg_catalog.regclassout(regclass)';
+SELECT * FROM wtcache.query('SELECT tableoid::regclass AS t FROM org WHERE id = 1');
+SET wtcache.query_safe_functions = 'tenant';
+SET wtcache.query_safe_functions = 'public.tenant(';
+SET wtcache.query_safe_functions = 'a.b.c';
+RESET wtcache.query_safe_functions;
+SET ROLE wtcache_query_tenant;
+SET wtcache.query_safe_functions = 'public.tenant';
+RESET ROLE;
+DROP TABLE tenant_doc;
+DROP ROLE wtcache_query_tenant;
+DROP TYPE query_mood;
+RESET app.tenant;

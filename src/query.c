@@ -33,14 +33,25 @@
  * call, hits included, and queries over tables where
  * row-level security applies to the caller are never cached: policies may
  * depend on more than the role.
+ *
+ * An entry is shared by every session of its role, so a query whose result
+ * could differ between two of them is refused (a STABLE function that
+ * reads a setting, the clock, the client, privileges; a temporary table:
+ * see check_session_independent), and the key holds what makes two
+ * sessions read, compute or render the same query differently: the
+ * analysed query with its constants, the parameters' values and the
+ * settings in session_key_settings (TimeZone, DateStyle...).
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
 
 #include "access/htup_details.h"
+#include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_namespace.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "common/cryptohash.h"
@@ -53,17 +64,25 @@
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
 #include "parser/analyze.h"
+#include "parser/parse_type.h"
 #include "parser/parser.h"
+#include "parser/scansup.h"
 #include "pgstat.h"
 #include "rewrite/rewriteHandler.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/regproc.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/typcache.h"
+#include "utils/varlena.h"
 
 int			wtcache_query_ttl_s = 3600;
 int			wtcache_query_max_kb = 1024;
@@ -186,6 +205,746 @@ collect_relations(Node *node, QueryPlan *qp)
 	return expression_tree_walker(node, collect_relations, qp);
 }
 
+/*
+ * ---- What may be cached: results that are the same for every session ----
+ *
+ * An entry is shared by every session of a role, so a query is cached only
+ * if its result depends on nothing else than what the key names: the role,
+ * the database, the search_path, the analysed query (constants included),
+ * the parameters' values, the settings in session_key_settings below, and
+ * the tables it reads (whose changes invalidate it).  Everything a query
+ * can call is checked, through views (which the rewriter has expanded) and
+ * sub-selects:
+ *
+ *	- IMMUTABLE functions: fine.  (An IMMUTABLE function that does read
+ *	  session state is already a bug that breaks indexes; it is trusted.)
+ *	- VOLATILE functions: refused above (contain_volatile_functions).
+ *	- STABLE functions: refused, unless in the allow-list below or listed
+ *	  by a superuser in wtcache.query_safe_functions.  An allow-list and not
+ *	  a deny-list: PostgreSQL has some 600 STABLE built-ins, extensions add
+ *	  more every release, and missing one from a deny-list would leak rows
+ *	  silently, while missing one from an allow-list only refuses a query
+ *	  with a message that says how to pass the value as a parameter or mark
+ *	  the function.  A STABLE function in SQL or PL/pgSQL is opaque (its
+ *	  body, inlinable or not, reads what it likes: current_setting(), the
+ *	  clock, tables whose changes would not invalidate the entry), so only
+ *	  the DBA can vouch for it.
+ *	- SQLValueFunction: the clock (CURRENT_DATE, CURRENT_TIMESTAMP,
+ *	  LOCALTIME...), SESSION_USER and CURRENT_SCHEMA (which can name the
+ *	  session's own temporary schema) are refused; CURRENT_USER, USER,
+ *	  CURRENT_ROLE are the role the entry is kept for, and CURRENT_CATALOG
+ *	  the database: both are in the key.
+ *	- Temporary tables are private to a session: refused.
+ *	- Values are rendered (to JSON, to text by a cast, by concat(), format(),
+ *	  to_json()...) with their type's output function: that too must be
+ *	  IMMUTABLE or allowed, through arrays, composites, ranges and domains.
+ *
+ * Refused, not run uncached: a cache that quietly stops caching hides the
+ * problem until the database is under load, and a refusal names the
+ * function and the way out.  Queries under row-level security are the
+ * exception: they are never cached anyway (see query_bypass_reason), so
+ * their policies may read what they like.
+ *
+ * What the CURRENT_USER of a query is needs no check: the query runs as
+ * GetUserId() of the call, which the key holds.
+ */
+
+/*
+ * Settings that change how the same query text and parameters are read,
+ * computed or rendered, so part of the key: two sessions that differ in one
+ * of them get two entries, each rendered as its session renders it.  The
+ * allow-list below admits STABLE functions whose only dependence on the
+ * session is through these (and the search_path and role, also keyed).
+ */
+static const char *const session_key_settings[] = {
+	"DateStyle",				/* date/time input and output */
+	"IntervalStyle",
+	"TimeZone",
+	"timezone_abbreviations",
+	"extra_float_digits",		/* float output */
+	"bytea_output",
+	"lc_monetary",				/* money, to_char */
+	"lc_numeric",
+	"lc_time",
+	"xmlbinary",
+	"xmloption",
+	"default_text_search_config",	/* to_tsvector(text)... */
+	"quote_all_identifiers",	/* quote_ident() */
+	"array_nulls",				/* array input */
+	"standard_conforming_strings",
+	"transform_null_equals",
+	"gin_fuzzy_search_limit",	/* truncates GIN index scans */
+};
+
+/*
+ * Built-in STABLE functions whose result depends only on their arguments
+ * and on what the key holds (the settings above, the role, the database).
+ * Most are STABLE because of TimeZone, DateStyle, IntervalStyle, lc_* or
+ * default_text_search_config; the ones that render arguments of any type
+ * (concat, format, to_json...) also get their arguments' types checked.
+ * Left out on purpose: the clock (now(), age(timestamp), the date/time
+ * input functions, which read 'now' and 'today' at run time), settings
+ * (current_setting), the client and the backend (inet_client_addr,
+ * pg_backend_pid, txid_current), privileges and roles (has_*_privilege,
+ * pg_has_role: a GRANT does not invalidate an entry), the catalogs (reg*
+ * types, to_regclass, pg_get_*, format_type: DDL does not invalidate an
+ * entry, and visibility depends on the session's temporary schema),
+ * statistics, and the functions that run input functions of any type
+ * (record_in, array_in, json_populate_record).  enum_in and enum_out read
+ * the enum's labels, which only DDL (ALTER TYPE ... RENAME VALUE) changes:
+ * allowed, as enum columns are everywhere.
+ */
+static const Oid session_safe_builtins[] = {
+	/* date and time, under TimeZone, DateStyle, IntervalStyle, lc_time */
+	F_DATE_OUT, F_TIMESTAMP_OUT, F_TIMESTAMPTZ_OUT, F_INTERVAL_IN, F_INTERVAL_OUT,
+	F_DATE_PART_TEXT_TIMESTAMPTZ, F_EXTRACT_TEXT_TIMESTAMPTZ,
+	F_TIMESTAMPTZ_DATE, F_TIMESTAMPTZ_DATE_TIME, F_DATE_TIMESTAMPTZ,
+	F_TIMESTAMPTZ_PL_INTERVAL, F_TIMESTAMPTZ_MI_INTERVAL, F_INTERVAL_PL_TIMESTAMPTZ,
+	F_DATE_TRUNC_TEXT_TIMESTAMPTZ, F_DATE_TRUNC_TEXT_TIMESTAMPTZ_TEXT,
+	F_TIMETZ_TIMESTAMPTZ, F_TIME_TIMESTAMPTZ, F_TIMESTAMP_TIMESTAMPTZ,
+	F_TIMESTAMPTZ_TIMESTAMP, F_TIMEZONE_TEXT_TIMETZ, F_TIMETZ_TIME,
+	F_IN_RANGE_TIMESTAMPTZ_TIMESTAMPTZ_INTERVAL_BOOL_BOOL,
+	F_TO_CHAR_TIMESTAMPTZ_TEXT, F_TO_CHAR_TIMESTAMP_TEXT, F_TO_CHAR_INTERVAL_TEXT,
+	F_TO_TIMESTAMP_TEXT_TEXT, F_TO_DATE,
+	F_MAKE_TIMESTAMPTZ_INT4_INT4_INT4_INT4_INT4_FLOAT8,
+	F_MAKE_TIMESTAMPTZ_INT4_INT4_INT4_INT4_INT4_FLOAT8_TEXT,
+	F_GENERATE_SERIES_TIMESTAMPTZ_TIMESTAMPTZ_INTERVAL,
+	F_OVERLAPS_TIMESTAMPTZ_TIMESTAMPTZ_TIMESTAMPTZ_INTERVAL,
+	F_OVERLAPS_TIMESTAMPTZ_INTERVAL_TIMESTAMPTZ_INTERVAL,
+	F_OVERLAPS_TIMESTAMPTZ_INTERVAL_TIMESTAMPTZ_TIMESTAMPTZ,
+	F_DATE_LT_TIMESTAMPTZ, F_DATE_LE_TIMESTAMPTZ, F_DATE_EQ_TIMESTAMPTZ,
+	F_DATE_GT_TIMESTAMPTZ, F_DATE_GE_TIMESTAMPTZ, F_DATE_NE_TIMESTAMPTZ,
+	F_DATE_CMP_TIMESTAMPTZ,
+	F_TIMESTAMPTZ_LT_DATE, F_TIMESTAMPTZ_LE_DATE, F_TIMESTAMPTZ_EQ_DATE,
+	F_TIMESTAMPTZ_GT_DATE, F_TIMESTAMPTZ_GE_DATE, F_TIMESTAMPTZ_NE_DATE,
+	F_TIMESTAMPTZ_CMP_DATE,
+	F_TIMESTAMP_LT_TIMESTAMPTZ, F_TIMESTAMP_LE_TIMESTAMPTZ, F_TIMESTAMP_EQ_TIMESTAMPTZ,
+	F_TIMESTAMP_GT_TIMESTAMPTZ, F_TIMESTAMP_GE_TIMESTAMPTZ, F_TIMESTAMP_NE_TIMESTAMPTZ,
+	F_TIMESTAMP_CMP_TIMESTAMPTZ,
+	F_TIMESTAMPTZ_LT_TIMESTAMP, F_TIMESTAMPTZ_LE_TIMESTAMP, F_TIMESTAMPTZ_EQ_TIMESTAMP,
+	F_TIMESTAMPTZ_GT_TIMESTAMP, F_TIMESTAMPTZ_GE_TIMESTAMP, F_TIMESTAMPTZ_NE_TIMESTAMP,
+	F_TIMESTAMPTZ_CMP_TIMESTAMP,
+	F_JSONB_PATH_EXISTS_TZ, F_JSONB_PATH_MATCH_TZ, F_JSONB_PATH_QUERY_TZ,
+	F_JSONB_PATH_QUERY_ARRAY_TZ, F_JSONB_PATH_QUERY_FIRST_TZ,
+	/* numbers and money, under lc_numeric and lc_monetary */
+	F_TO_CHAR_NUMERIC_TEXT, F_TO_CHAR_INT4_TEXT, F_TO_CHAR_INT8_TEXT,
+	F_TO_CHAR_FLOAT4_TEXT, F_TO_CHAR_FLOAT8_TEXT, F_TO_NUMBER,
+	F_CASH_IN, F_CASH_OUT, F_NUMERIC_MONEY, F_MONEY_NUMERIC, F_MONEY_INT4, F_MONEY_INT8,
+	/* rendering values of any type: their types are checked too */
+	F_CONCAT, F_CONCAT_WS, F_FORMAT_TEXT_ANY, F_FORMAT_TEXT,
+	F_ARRAY_TO_STRING_ANYARRAY_TEXT, F_ARRAY_TO_STRING_ANYARRAY_TEXT_TEXT,
+	F_QUOTE_LITERAL_ANYELEMENT, F_QUOTE_NULLABLE_ANYELEMENT, F_TEXTANYCAT, F_ANYTEXTCAT,
+	F_TO_JSON, F_TO_JSONB, F_ROW_TO_JSON_RECORD, F_ROW_TO_JSON_RECORD_BOOL,
+	F_ARRAY_TO_JSON_ANYARRAY, F_ARRAY_TO_JSON_ANYARRAY_BOOL,
+	F_JSON_AGG, F_JSONB_AGG, F_JSON_OBJECT_AGG, F_JSONB_OBJECT_AGG,
+	F_JSON_BUILD_ARRAY_ANY, F_JSON_BUILD_ARRAY_, F_JSON_BUILD_OBJECT_ANY, F_JSON_BUILD_OBJECT_,
+	F_JSONB_BUILD_ARRAY_ANY, F_JSONB_BUILD_ARRAY_, F_JSONB_BUILD_OBJECT_ANY, F_JSONB_BUILD_OBJECT_,
+	F_ENUM_IN, F_ENUM_OUT,
+	/* text search with the default configuration */
+	F_TO_TSVECTOR_TEXT, F_TO_TSQUERY_TEXT, F_PLAINTO_TSQUERY_TEXT,
+	F_PHRASETO_TSQUERY_TEXT, F_WEBSEARCH_TO_TSQUERY_TEXT,
+	F_TO_TSVECTOR_JSONB, F_TO_TSVECTOR_JSON,
+	F_JSONB_TO_TSVECTOR_JSONB_JSONB, F_JSON_TO_TSVECTOR_JSON_JSONB,
+	F_TS_HEADLINE_TEXT_TSQUERY_TEXT, F_TS_HEADLINE_TEXT_TSQUERY,
+	F_TS_HEADLINE_JSONB_TSQUERY_TEXT, F_TS_HEADLINE_JSONB_TSQUERY,
+	F_TS_HEADLINE_JSON_TSQUERY_TEXT, F_TS_HEADLINE_JSON_TSQUERY,
+	F_TS_MATCH_TT, F_TS_MATCH_TQ,
+	/* the role and the database, both in the key */
+	F_CURRENT_USER, F_GETPGUSERNAME, F_CURRENT_DATABASE, F_GETDATABASEENCODING,
+	F_CONVERT_FROM, F_CONVERT_TO, F_CONVERT, F_LENGTH_BYTEA_NAME,
+	/* XML, under xmloption */
+	F_XML_IN, F_XML, F_XML_IS_WELL_FORMED,
+};
+
+char	   *wtcache_query_safe_functions = NULL;
+
+/*
+ * Split wtcache.query_safe_functions into its entries: commas outside
+ * parentheses and double quotes separate them.  Entries are trimmed; the
+ * string is modified.
+ */
+static List *
+split_safe_functions(char *s)
+{
+	List	   *entries = NIL;
+	int			depth = 0;
+	bool		quoted = false;
+	char	   *start = s;
+
+	for (char *p = s;; p++)
+	{
+		if (*p == '"')
+			quoted = !quoted;
+		else if (!quoted && *p == '(')
+			depth++;
+		else if (!quoted && *p == ')')
+			depth--;
+		if (*p == '\0' || (*p == ',' && !quoted && depth == 0))
+		{
+			bool		last = (*p == '\0');
+			char	   *end = p;
+
+			while (start < end && scanner_isspace(*start))
+				start++;
+			while (end > start && scanner_isspace(end[-1]))
+				end--;
+			*end = '\0';
+			entries = lappend(entries, start);
+			if (last)
+				break;
+			start = p + 1;
+		}
+	}
+	return entries;
+}
+
+/*
+ * The schema-qualified name of an entry ("schema.name" before any "("),
+ * or NIL if it is not one.  *args: what is inside the parentheses, or NULL.
+ */
+static List *
+safe_function_name(const char *entry, char **args)
+{
+	char	   *name = pstrdup(entry);
+	char	   *paren = NULL;
+	bool		quoted = false;
+	List	   *parts;
+
+	*args = NULL;
+	for (char *p = name; *p; p++)
+	{
+		if (*p == '"')
+			quoted = !quoted;
+		else if (!quoted && *p == '(')
+		{
+			paren = p;
+			break;
+		}
+	}
+	if (paren != NULL)
+	{
+		size_t		len = strlen(paren);
+
+		if (len < 2 || paren[len - 1] != ')')
+			return NIL;
+		paren[len - 1] = '\0';
+		*args = pstrdup(paren + 1);
+		*paren = '\0';
+	}
+	if (!SplitIdentifierString(name, '.', &parts) || list_length(parts) != 2)
+		return NIL;
+	return parts;
+}
+
+/* GUC check hook of wtcache.query_safe_functions: syntax only (no catalog) */
+bool
+wtcache_query_safe_functions_check(char **newval, void **extra, GucSource source)
+{
+	char	   *copy = pstrdup(*newval ? *newval : "");
+	ListCell   *lc;
+
+	if (copy[0] == '\0')
+		return true;
+	foreach(lc, split_safe_functions(copy))
+	{
+		char	   *entry = lfirst(lc);
+		char	   *args;
+
+		if (safe_function_name(entry, &args) == NIL)
+		{
+			GUC_check_errdetail("\"%s\" is not a schema-qualified function name or signature.", entry);
+			GUC_check_errhint("List functions as schema.name (every overload) or schema.name(argtype, ...), separated by commas.");
+			return false;
+		}
+	}
+	return true;
+}
+
+typedef struct SafeEntryContext
+{
+	const char *entry;
+} SafeEntryContext;
+
+static void
+safe_entry_error_context(void *arg)
+{
+	errcontext("wtcache.query_safe_functions entry \"%s\"", ((SafeEntryContext *) arg)->entry);
+}
+
+/*
+ * Is the function listed in wtcache.query_safe_functions?  Resolved at
+ * each use, so a function created or renamed later is found; argument
+ * types are resolved with search_path pinned to pg_catalog, so that an
+ * unqualified type name can only mean a built-in type.
+ */
+static bool
+function_marked_safe(Oid funcid)
+{
+	HeapTuple	tup;
+	Form_pg_proc proc;
+	char	   *nspname;
+	char	   *copy;
+	ListCell   *lc;
+	bool		found = false;
+
+	if (wtcache_query_safe_functions == NULL || wtcache_query_safe_functions[0] == '\0')
+		return false;
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(funcid));
+	if (!HeapTupleIsValid(tup))
+		return false;
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	nspname = get_namespace_name(proc->pronamespace);
+	copy = pstrdup(wtcache_query_safe_functions);
+	foreach(lc, split_safe_functions(copy))
+	{
+		char	   *entry = lfirst(lc);
+		char	   *args;
+		List	   *name = safe_function_name(entry, &args);
+
+		if (name == NIL || nspname == NULL ||
+			strcmp(linitial(name), nspname) != 0 ||
+			strcmp(lsecond(name), NameStr(proc->proname)) != 0)
+			continue;
+		if (args == NULL)
+			found = true;
+		else
+		{
+			List	   *types = split_safe_functions(args);
+			SafeEntryContext ectx = {entry};
+			ErrorContextCallback errcb = {error_context_stack, safe_entry_error_context, &ectx};
+			int			nestlevel;
+			int			i = 0;
+			ListCell   *tc;
+
+			if (list_length(types) == 1 && ((char *) linitial(types))[0] == '\0')
+				types = NIL;
+			if (list_length(types) != proc->pronargs)
+				continue;
+			error_context_stack = &errcb;
+			nestlevel = wtcache_pin_search_path();
+			found = true;
+			foreach(tc, types)
+			{
+				Oid			typid;
+				int32		typmod;
+
+				parseTypeString(lfirst(tc), &typid, &typmod, true);
+				if (typid != proc->proargtypes.values[i++])
+				{
+					found = false;
+					break;
+				}
+			}
+			wtcache_unpin_search_path(nestlevel);
+			error_context_stack = errcb.previous;
+		}
+		if (found)
+			break;
+	}
+	ReleaseSysCache(tup);
+	return found;
+}
+
+typedef struct SessionCheck
+{
+	const char *view;			/* the view whose body is being walked */
+	List	   *types_ok;		/* types whose rendering was checked */
+} SessionCheck;
+
+/*
+ * The function as an entry of wtcache.query_safe_functions: schema.name
+ * with its argument types, qualified unless built-in (entries are resolved
+ * with search_path = pg_catalog).
+ */
+static char *
+safe_function_entry(Oid funcid)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(funcid));
+	Form_pg_proc proc;
+	StringInfoData buf;
+
+	if (!HeapTupleIsValid(tup))
+		return format_procedure_qualified(funcid);
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "%s(",
+					 quote_qualified_identifier(get_namespace_name(proc->pronamespace),
+												NameStr(proc->proname)));
+	for (int i = 0; i < proc->pronargs; i++)
+	{
+		Oid			t = proc->proargtypes.values[i];
+		HeapTuple	ttup = SearchSysCache1(TYPEOID, ObjectIdGetDatum(t));
+		bool		builtin = HeapTupleIsValid(ttup) &&
+			((Form_pg_type) GETSTRUCT(ttup))->typnamespace == PG_CATALOG_NAMESPACE;
+
+		if (HeapTupleIsValid(ttup))
+			ReleaseSysCache(ttup);
+		appendStringInfo(&buf, "%s%s", i > 0 ? ", " : "",
+						 builtin ? format_type_be(t) : format_type_be_qualified(t));
+	}
+	appendStringInfoChar(&buf, ')');
+	ReleaseSysCache(tup);
+	return buf.data;
+}
+
+/*
+ * Refuse the query: what (a function's signature or an SQL keyword) makes
+ * its result depend on the session.  funcid: the function, to name it in
+ * the hint as wtcache.query_safe_functions takes it, or InvalidOid.
+ */
+static void refuse_call(SessionCheck *sc, const char *what, const char *detail,
+						Oid funcid) pg_attribute_noreturn();
+
+static void
+refuse_call(SessionCheck *sc, const char *what, const char *detail, Oid funcid)
+{
+	const char *param_hint = "Compute the value outside the cached query and pass it as a "
+		"parameter, as in wtcache.query('... WHERE tenant = $1', ARRAY[current_setting('app.tenant')])";
+	char	   *hint;
+
+	if (OidIsValid(funcid))
+		hint = psprintf("%s; or, if the result of %s depends only on its arguments and on tables "
+						"the query reads, have a superuser list it in wtcache.query_safe_functions.",
+						param_hint, safe_function_entry(funcid));
+	else
+		hint = psprintf("%s.", param_hint);
+	if (sc->view)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("wtcache.query() cannot cache a query that calls %s through view \"%s\"",
+						what, sc->view),
+				 errdetail_internal("%s", detail),
+				 errhint("%s", hint)));
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("wtcache.query() cannot cache a query that calls %s", what),
+			 errdetail_internal("%s", detail),
+			 errhint("%s", hint)));
+}
+
+/*
+ * Check one function.  Returns true if it was admitted by the built-in
+ * allow-list: then the caller checks how its arguments are rendered.
+ */
+static bool
+check_session_function(SessionCheck *sc, Oid funcid)
+{
+	char		vol = func_volatile(funcid);
+	char	   *name;
+
+	if (vol == PROVOLATILE_IMMUTABLE)
+		return false;
+	for (int i = 0; i < lengthof(session_safe_builtins); i++)
+		if (session_safe_builtins[i] == funcid)
+			return true;
+	if (function_marked_safe(funcid))
+		return false;
+	name = format_procedure(funcid);
+	if (funcid < FirstNormalObjectId)
+	{
+		const char *proname = get_func_name(funcid);
+
+		if (funcid == F_NOW || funcid == F_TRANSACTION_TIMESTAMP ||
+			funcid == F_STATEMENT_TIMESTAMP || funcid == F_AGE_TIMESTAMPTZ ||
+			funcid == F_AGE_TIMESTAMP || funcid == F_DATE_IN || funcid == F_TIME_IN ||
+			funcid == F_TIMETZ_IN || funcid == F_TIMESTAMP_IN || funcid == F_TIMESTAMPTZ_IN)
+			refuse_call(sc, name,
+						psprintf("%s reads the clock (date and time input does for 'now' and 'today'): "
+								 "a cached result would be served after the moment it was computed for.",
+								 name),
+						InvalidOid);
+		if (funcid == F_CURRENT_SETTING_TEXT || funcid == F_CURRENT_SETTING_TEXT_BOOL)
+			refuse_call(sc, name,
+						psprintf("%s reads a setting of the session (as SET app.tenant = ...), and "
+								 "cached results are shared by every session of the role, whatever "
+								 "its settings.", name),
+						InvalidOid);
+		if (proname != NULL &&
+			((strncmp(proname, "has_", 4) == 0 && strstr(proname, "_privilege") != NULL) ||
+			 strcmp(proname, "pg_has_role") == 0))
+			refuse_call(sc, name,
+						psprintf("%s reads privileges and role memberships, which GRANT and REVOKE "
+								 "change without invalidating cached results.", name),
+						InvalidOid);
+		refuse_call(sc, name,
+					psprintf("%s is %s: its result can depend on the session (its settings, the clock, "
+							 "the client, the backend, the session user), on privileges or on the "
+							 "catalogs, which neither the cache key nor invalidation covers, so one "
+							 "session could be served another's result, or a stale one.",
+							 name, vol == PROVOLATILE_STABLE ? "STABLE" : "VOLATILE"),
+					InvalidOid);
+	}
+	else
+	{
+		HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(funcid));
+		char	   *lang = "an unknown language";
+
+		if (HeapTupleIsValid(tup))
+		{
+			lang = get_language_name(((Form_pg_proc) GETSTRUCT(tup))->prolang, true);
+			ReleaseSysCache(tup);
+		}
+		refuse_call(sc, name,
+					psprintf("%s is %s and written in %s: wtcache cannot see what it reads "
+							 "(settings, the clock, tables), so its result could depend on the "
+							 "session, and one session could be served another's result.",
+							 name, vol == PROVOLATILE_STABLE ? "STABLE" : "VOLATILE",
+							 lang ? lang : "an unknown language"),
+					funcid);
+	}
+	return false;				/* not reached */
+}
+
+/*
+ * Values of this type are rendered by its output function (to JSON, or to
+ * text by a cast or by concat(), format()...): refuse it if that reads the
+ * session.  Arrays, composites, ranges and domains are rendered through
+ * their parts.
+ */
+static void
+check_type_rendering(SessionCheck *sc, Oid typid)
+{
+	Oid			elem;
+	Oid			out;
+	bool		isvarlena;
+
+	check_stack_depth();
+	if (!OidIsValid(typid))
+		return;
+	typid = getBaseType(typid);
+	if (list_member_oid(sc->types_ok, typid))
+		return;
+	sc->types_ok = lappend_oid(sc->types_ok, typid);
+
+	if ((elem = get_element_type(typid)) != InvalidOid)
+	{
+		check_type_rendering(sc, elem);
+		return;
+	}
+	switch (get_typtype(typid))
+	{
+		case TYPTYPE_COMPOSITE:
+			{
+				TupleDesc	desc = lookup_rowtype_tupdesc(typid, -1);
+				List	   *atts = NIL;
+				ListCell   *lc;
+
+				for (int i = 0; i < desc->natts; i++)
+					if (!TupleDescAttr(desc, i)->attisdropped)
+						atts = lappend_oid(atts, TupleDescAttr(desc, i)->atttypid);
+				ReleaseTupleDesc(desc);
+				foreach(lc, atts)
+					check_type_rendering(sc, lfirst_oid(lc));
+				return;
+			}
+		case TYPTYPE_RANGE:
+			check_type_rendering(sc, get_range_subtype(typid));
+			return;
+		case TYPTYPE_MULTIRANGE:
+			check_type_rendering(sc, get_multirange_range(typid));
+			return;
+		case TYPTYPE_PSEUDO:
+			/* an anonymous record: its columns are checked where they are built */
+			return;
+		default:
+			break;
+	}
+	getTypeOutputInfo(typid, &out, &isvarlena);
+	if (func_volatile(out) == PROVOLATILE_IMMUTABLE)
+		return;
+	for (int i = 0; i < lengthof(session_safe_builtins); i++)
+		if (session_safe_builtins[i] == out)
+			return;
+	if (function_marked_safe(out))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("wtcache.query() cannot cache a query that renders values of type %s",
+					format_type_be(typid)),
+			 errdetail("Its output function %s is STABLE: the text it gives can depend on the "
+					   "session or on the catalogs, which neither the cache key nor invalidation "
+					   "covers.", format_procedure(out)),
+			 errhint("Return another type (a cast to text goes through the same function), or have "
+					 "a superuser list %s in wtcache.query_safe_functions.",
+					 safe_function_entry(out))));
+}
+
+/* the type an expression renders; ROW(...) through its fields */
+static void
+check_expr_rendering(SessionCheck *sc, Node *expr)
+{
+	if (IsA(expr, TargetEntry))
+		expr = (Node *) ((TargetEntry *) expr)->expr;
+	if (IsA(expr, RowExpr) && ((RowExpr *) expr)->row_typeid == RECORDOID)
+	{
+		ListCell   *lc;
+
+		foreach(lc, ((RowExpr *) expr)->args)
+			check_expr_rendering(sc, lfirst(lc));
+		return;
+	}
+	check_type_rendering(sc, exprType(expr));
+}
+
+static bool
+check_function_cb(Oid funcid, void *context)
+{
+	(void) check_session_function((SessionCheck *) context, funcid);
+	return false;
+}
+
+static const char *
+sql_value_function_name(SQLValueFunctionOp op)
+{
+	switch (op)
+	{
+		case SVFOP_CURRENT_DATE:
+			return "CURRENT_DATE";
+		case SVFOP_CURRENT_TIME:
+		case SVFOP_CURRENT_TIME_N:
+			return "CURRENT_TIME";
+		case SVFOP_CURRENT_TIMESTAMP:
+		case SVFOP_CURRENT_TIMESTAMP_N:
+			return "CURRENT_TIMESTAMP";
+		case SVFOP_LOCALTIME:
+		case SVFOP_LOCALTIME_N:
+			return "LOCALTIME";
+		case SVFOP_LOCALTIMESTAMP:
+		case SVFOP_LOCALTIMESTAMP_N:
+			return "LOCALTIMESTAMP";
+		case SVFOP_SESSION_USER:
+			return "SESSION_USER";
+		case SVFOP_CURRENT_SCHEMA:
+			return "CURRENT_SCHEMA";
+		default:
+			return NULL;		/* the role or the database: in the key */
+	}
+}
+
+static bool
+session_walker(Node *node, SessionCheck *sc)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Query))
+	{
+		Query	   *q = (Query *) node;
+		const char *outer_view = sc->view;
+		ListCell   *lc;
+		bool		r;
+
+		foreach(lc, q->rtable)
+		{
+			RangeTblEntry *rte = lfirst_node(RangeTblEntry, lc);
+
+			if (rte->rtekind != RTE_RELATION)
+				continue;
+			/* a view's body keeps the view as a relation entry of its own */
+			if (rte->relkind == RELKIND_VIEW)
+				sc->view = get_rel_name(rte->relid);
+			else if (get_rel_persistence(rte->relid) == RELPERSISTENCE_TEMP)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("wtcache.query() cannot cache a query that reads temporary table \"%s\"",
+								get_rel_name(rte->relid)),
+						 errdetail("A temporary table belongs to one session, but cached results are shared by every session of the role."),
+						 errhint("Read it without wtcache.query().")));
+		}
+		r = query_tree_walker(q, session_walker, sc, 0);
+		sc->view = outer_view;
+		return r;
+	}
+	if (IsA(node, SQLValueFunction))
+	{
+		SQLValueFunction *svf = (SQLValueFunction *) node;
+		const char *name = sql_value_function_name(svf->op);
+
+		if (name != NULL)
+			refuse_call(sc, name,
+						svf->op == SVFOP_SESSION_USER ?
+						"SESSION_USER differs between sessions of one role, and cached results are shared by every session of the role." :
+						svf->op == SVFOP_CURRENT_SCHEMA ?
+						"CURRENT_SCHEMA can name the session's own temporary schema." :
+						psprintf("%s reads the clock: a cached result would be served after the moment it was computed for.", name),
+						InvalidOid);
+	}
+	else if (IsA(node, CoerceViaIO))
+	{
+		/* the source's output function, through its parts; the target's input */
+		CoerceViaIO *io = (CoerceViaIO *) node;
+		Oid			in;
+		Oid			ioparam;
+
+		check_expr_rendering(sc, (Node *) io->arg);
+		getTypeInputInfo(io->resulttype, &in, &ioparam);
+		(void) check_session_function(sc, in);
+	}
+	else
+	{
+		Oid			funcid = InvalidOid;
+		List	   *args = NIL;
+
+		switch (nodeTag(node))
+		{
+			case T_FuncExpr:
+				funcid = ((FuncExpr *) node)->funcid;
+				args = ((FuncExpr *) node)->args;
+				break;
+			case T_OpExpr:
+			case T_DistinctExpr:
+			case T_NullIfExpr:
+				set_opfuncid((OpExpr *) node);
+				funcid = ((OpExpr *) node)->opfuncid;
+				args = ((OpExpr *) node)->args;
+				break;
+			case T_Aggref:
+				funcid = ((Aggref *) node)->aggfnoid;
+				args = ((Aggref *) node)->args;
+				break;
+			case T_WindowFunc:
+				funcid = ((WindowFunc *) node)->winfnoid;
+				args = ((WindowFunc *) node)->args;
+				break;
+			default:
+				break;
+		}
+		if (OidIsValid(funcid))
+		{
+			if (check_session_function(sc, funcid))
+			{
+				ListCell   *lc;
+
+				foreach(lc, args)
+					check_expr_rendering(sc, lfirst(lc));
+			}
+		}
+		else
+			(void) check_functions_in_node(node, check_function_cb, sc);
+	}
+	return expression_tree_walker(node, session_walker, sc);
+}
+
+/*
+ * Refuse a query whose result could differ between sessions of the role
+ * with the same key (see the comment above session_key_settings).
+ */
+static void
+check_session_independent(Query *query)
+{
+	SessionCheck sc = {NULL, NIL};
+	ListCell   *lc;
+
+	(void) session_walker((Node *) query, &sc);
+	/* what run_query renders: every column of the result */
+	foreach(lc, query->targetList)
+	{
+		TargetEntry *tle = lfirst_node(TargetEntry, lc);
+
+		if (!tle->resjunk)
+			check_expr_rendering(&sc, (Node *) tle->expr);
+	}
+}
+
 static int
 cmp_cstring(const void *a, const void *b)
 {
@@ -257,6 +1016,9 @@ plan_query(QueryPlan *qp, text *sqltext, ArrayType *params, ArrayType *tags)
 				 errmsg("wtcache.query() cannot cache a query that calls volatile functions"),
 				 errdetail("Its result could differ on every run (random(), clock_timestamp(), nextval()...)."),
 				 errhint("Compute volatile values outside the cached query and pass them as parameters.")));
+	/* under row-level security nothing is cached: policies may read the session */
+	if (!qp->rls)
+		check_session_independent(query);
 
 	/* parameters, in the types the query gave them */
 	qp->nparams = ngiven;
@@ -377,20 +1139,81 @@ plan_query(QueryPlan *qp, text *sqltext, ArrayType *params, ArrayType *tags)
 
 		if (ctx == NULL || pg_cryptohash_init(ctx) < 0)
 			elog(ERROR, "wtcache: could not hash the query");
-		HASH_STRING("wtcache query 1");
+		HASH_STRING("wtcache query 2");
 		HASH_BYTES(&role, sizeof(role));
 		HASH_STRING(path);
 		HASH_STRING(qp->sql);
+		/* the settings that change how it is read, computed and rendered */
+		for (int i = 0; i < lengthof(session_key_settings); i++)
+		{
+			const char *v = GetConfigOption(session_key_settings[i], true, false);
+
+			HASH_STRING(session_key_settings[i]);
+			HASH_STRING(v ? v : "");
+		}
+
+		/*
+		 * The analysed query: its constants were read by input functions in
+		 * this session's settings ('2024-01-01 15:00' is another instant in
+		 * another TimeZone; 'now' is another instant every time), and it
+		 * holds the views' current definitions.  queryId depends on
+		 * compute_query_id, not on the query.
+		 */
+		{
+			uint64		saved_id = query->queryId;
+			char	   *tree;
+
+			query->queryId = 0;
+			tree = nodeToString(query);
+			query->queryId = saved_id;
+			HASH_STRING(tree);
+			pfree(tree);
+		}
+
+		/*
+		 * The parameters' values, not their text: read in the session's
+		 * settings too, so the same text can be two values ('03/04/2024'
+		 * under DateStyle MDY and DMY, 'now').  Equal images are equal
+		 * values; equal values with different images only cost a miss.
+		 */
 		HASH_BYTES(&ngiven, sizeof(ngiven));
 		for (int i = 0; i < ngiven; i++)
 		{
+			int16		typlen;
+			bool		typbyval;
+
 			HASH_BYTES(&qp->paramtypes[i], sizeof(Oid));
 			if (pnulls[i])
+			{
 				HASH_STRING("n");
+				continue;
+			}
+			HASH_STRING("v");
+			get_typlenbyval(qp->paramtypes[i], &typlen, &typbyval);
+			if (typbyval)
+			{
+				char		image[sizeof(Datum)];
+
+				store_att_byval(image, qp->paramvalues[i], typlen);
+				len = typlen;
+				HASH_BYTES(&len, sizeof(len));
+				HASH_BYTES(image, typlen);
+			}
+			else if (typlen == -1)
+			{
+				struct varlena *v = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(qp->paramvalues[i]));
+
+				len = VARSIZE_ANY_EXHDR(v);
+				HASH_BYTES(&len, sizeof(len));
+				HASH_BYTES(VARDATA_ANY(v), len);
+			}
+			else if (typlen == -2)
+				HASH_STRING(DatumGetCString(qp->paramvalues[i]));
 			else
 			{
-				HASH_STRING("v");
-				HASH_STRING(TextDatumGetCString(pelems[i]));
+				len = typlen;
+				HASH_BYTES(&len, sizeof(len));
+				HASH_BYTES(DatumGetPointer(qp->paramvalues[i]), typlen);
 			}
 		}
 		if (pg_cryptohash_final(ctx, digest, sizeof(digest)) < 0)

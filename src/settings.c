@@ -1142,6 +1142,14 @@ wtcache_define_settings(void)
 							PGC_SUSET, 0,
 							NULL, NULL, NULL);
 
+	DefineCustomStringVariable("wtcache.query_safe_functions",
+							   "STABLE functions that wtcache.query() may cache results of: schema.name or schema.name(argtypes), comma-separated.",
+							   "List a function only if its result depends on nothing but its arguments and tables the query reads or the tags it names: not on settings, the clock, the client or privileges.",
+							   &wtcache_query_safe_functions,
+							   "",
+							   PGC_SUSET, 0,
+							   wtcache_query_safe_functions_check, NULL, NULL);
+
 	DefineCustomIntVariable("wtcache.debug_fill_delay",
 							"Testing aid: pause between a cached read's table read and its fill.",
 							NULL,

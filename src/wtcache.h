@@ -37,6 +37,7 @@
 #include "lib/stringinfo.h"
 #include "port/atomics.h"
 #include "utils/array.h"
+#include "utils/guc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/spin.h"
@@ -407,6 +408,8 @@ extern void wtcache_reader_lost(void);
 extern int	wtcache_query_ttl_s;
 extern int	wtcache_query_max_kb;
 extern bool wtcache_query_load_scripts(struct WtcRedis *r, char *err, size_t errlen);
+extern char *wtcache_query_safe_functions;
+extern bool wtcache_query_safe_functions_check(char **newval, void **extra, GucSource source);
 
 /* ---- ddl.c ---- */
 extern void wtcache_install_utility_hook(void);
