@@ -754,6 +754,7 @@ wtcache_resync(PG_FUNCTION_ARGS)
 	{
 		List	   *rels = NIL;
 		ListCell   *lc;
+		MemoryContext caller = CurrentMemoryContext;
 
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
@@ -766,7 +767,13 @@ wtcache_resync(PG_FUNCTION_ARGS)
 
 			/* every table the caller owns; superusers own them all */
 			if (pg_class_ownercheck(relid, GetUserId()))
+			{
+				/* in the caller's context: SPI_finish() frees SPI's */
+				MemoryContext old = MemoryContextSwitchTo(caller);
+
 				rels = lappend_oid(rels, relid);
+				MemoryContextSwitchTo(old);
+			}
 		}
 		SPI_finish();
 		foreach(lc, rels)
