@@ -259,13 +259,18 @@ is_watched(Oid relid)
 	Datum		values[1] = {ObjectIdGetDatum(relid)};
 	bool		watched;
 
+	WtcRights	rights;
+
 	if (!OidIsValid(get_extension_oid("wtcache", true)))
 		return false;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("SELECT 1 FROM wtcache.watched WHERE rel = $1",
+	/* wtcache.watched is not readable by PUBLIC; this runs before any check */
+	wtcache_rights_enter(&rights, wtcache_owner(), false);
+	if (SPI_execute_with_args("SELECT 1 FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
 							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "wtcache.watched lookup failed");
+	wtcache_rights_leave(&rights);
 	watched = SPI_processed > 0;
 	SPI_finish();
 	return watched;

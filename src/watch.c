@@ -380,9 +380,13 @@ wtcache_watch(PG_FUNCTION_ARGS)
 	{
 		Oid			argtypes[1] = {OIDOID};
 		Datum		values[1] = {ObjectIdGetDatum(relid)};
+		WtcRights	rights;
 
-		rc = SPI_execute_with_args("SELECT key_attnums FROM wtcache.watched WHERE rel = $1",
+		/* wtcache.watched is readable by its owner only */
+		wtcache_rights_enter(&rights, wtcache_owner(), false);
+		rc = SPI_execute_with_args("SELECT key_attnums FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
 								   1, argtypes, values, NULL, false, 1);
+		wtcache_rights_leave(&rights);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "wtcache.watched lookup failed");
 		exists = SPI_processed > 0;
@@ -581,7 +585,7 @@ wtcache_unwatch(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("table \"%s\" is not watched by wtcache", RelationGetRelationName(rel)),
-				 errhint("SELECT rel FROM wtcache.watched lists the watched tables.")));
+				 errhint("SELECT table_name FROM wtcache.status lists the watched tables you can see.")));
 
 	{
 		static const char *const names[] = {
@@ -627,9 +631,15 @@ wtcache_load_watch(Oid relid, WatchConfig *config)
 	ArrayType  *arr;
 	Datum		ttl;
 	char	   *mode;
+	WtcRights	rights;
+	int			rc;
 
-	if (SPI_execute_with_args("SELECT key_attnums, mode, ttl FROM wtcache.watched WHERE rel = $1",
-							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+	/* as the owner of wtcache.watched, whoever the caller (reads, DDL) */
+	wtcache_rights_enter(&rights, wtcache_owner(), false);
+	rc = SPI_execute_with_args("SELECT key_attnums, mode, ttl FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
+							   1, argtypes, values, NULL, true, 1);
+	wtcache_rights_leave(&rights);
+	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "wtcache.watched lookup failed");
 	if (SPI_processed == 0)
 		return false;
@@ -670,8 +680,15 @@ wtcache_enqueue_all_rows(Oid relid)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	rc = SPI_execute_with_args("SELECT key_attnums FROM wtcache.watched WHERE rel = $1",
-							   1, argtypes, values, NULL, false, 1);
+	{
+		WtcRights	rights;
+
+		/* wtcache.watched is readable by its owner only */
+		wtcache_rights_enter(&rights, wtcache_owner(), false);
+		rc = SPI_execute_with_args("SELECT key_attnums FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
+								   1, argtypes, values, NULL, false, 1);
+		wtcache_rights_leave(&rights);
+	}
 	if (rc != SPI_OK_SELECT || SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -754,11 +771,17 @@ wtcache_resync(PG_FUNCTION_ARGS)
 	{
 		List	   *rels = NIL;
 		ListCell   *lc;
+		WtcRights	rights;
+		int			rc;
 		MemoryContext caller = CurrentMemoryContext;
 
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		if (SPI_execute("SELECT rel::oid FROM wtcache.watched ORDER BY rel", true, 0) != SPI_OK_SELECT)
+		/* wtcache.watched is readable by its owner only; filtered below */
+		wtcache_rights_enter(&rights, wtcache_owner(), false);
+		rc = SPI_execute("SELECT rel::pg_catalog.oid FROM wtcache.watched ORDER BY rel", true, 0);
+		wtcache_rights_leave(&rights);
+		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "wtcache.watched lookup failed");
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
