@@ -78,3 +78,12 @@ COMMENT ON VIEW wtcache.status IS
     'per watched table you can see: configuration, captured, pushed, pending and lag; with this database''s delivery worker';
 GRANT SELECT ON wtcache.status TO PUBLIC;
 
+-- The sql_drop handler becomes a C function that runs with the DDL user's
+-- rights (not SECURITY DEFINER): see the end of src/ddl.c for why that
+-- cannot be abused, and how it changes wtcache.watched as its owner.
+DROP EVENT TRIGGER wtcache_sql_drop;
+DROP FUNCTION wtcache._on_sql_drop();
+CREATE FUNCTION wtcache._on_sql_drop() RETURNS event_trigger
+    AS 'MODULE_PATHNAME', 'wtcache_on_sql_drop' LANGUAGE C;
+REVOKE ALL ON FUNCTION wtcache._on_sql_drop() FROM PUBLIC;
+CREATE EVENT TRIGGER wtcache_sql_drop ON sql_drop EXECUTE FUNCTION wtcache._on_sql_drop();

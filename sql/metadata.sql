@@ -90,9 +90,49 @@ SELECT count(*) AS other_workers FROM wtcache.worker_status()
  WHERE database_oid <> (SELECT oid FROM pg_database WHERE datname = current_database());
 RESET ROLE;
 
+-- the sql_drop handler runs with the rights of whoever runs the DDL
+SELECT p.prosecdef, l.lanname
+  FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+ WHERE p.oid = 'wtcache._on_sql_drop'::regproc;
+-- ... and a table owner who is not a superuser still has a dropped
+-- table's watch forgotten, and its keys queued for removal
+SELECT 'md_owned'::regclass::oid AS owned_oid \gset
+DELETE FROM wtcache.queue;
+SET ROLE md_owner;
+DROP TABLE md_owned;
+RESET ROLE;
+SELECT count(*) AS watches_left FROM wtcache.watched WHERE rel::oid = :owned_oid;
+SELECT count(*) AS removals_queued FROM wtcache.queue WHERE relid = :owned_oid AND keys IS NULL;
+-- ... or dropping one of its capture triggers
+SET ROLE md_owner;
+CREATE TABLE md_owned2 (id int PRIMARY KEY);
+SELECT wtcache.watch('md_owned2');
+SELECT count(*) AS watches FROM wtcache.status WHERE table_name = 'md_owned2'::regclass;
+DROP TRIGGER wtcache_capture_upd ON md_owned2;
+SELECT count(*) AS watches_left FROM wtcache.status WHERE table_name = 'md_owned2'::regclass;
+RESET ROLE;
+SELECT count(*) AS watches_left FROM wtcache.watched WHERE rel = 'md_owned2'::regclass;
+
+-- nobody can make wtcache forget a table that was not dropped: not a role
+-- without EXECUTE, not one that was granted it, not a superuser
+SELECT 'md_secret'::regclass::oid AS secret_oid \gset
+DELETE FROM wtcache.queue;
+SET ROLE md_nobody;
+SELECT wtcache._forget_table(:secret_oid, 'public', 'md_secret');
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION wtcache._forget_table(oid, text, text) TO md_nobody;
+SET ROLE md_nobody;
+SELECT wtcache._forget_table(:secret_oid, 'public', 'md_secret');
+RESET ROLE;
+REVOKE EXECUTE ON FUNCTION wtcache._forget_table(oid, text, text) FROM md_nobody;
+SELECT wtcache._forget_table(:secret_oid, 'public', 'md_secret');
+SELECT wtcache._on_sql_drop();
+SELECT count(*) AS removals_queued FROM wtcache.queue WHERE relid = :secret_oid;
+SELECT count(*) AS still_watched FROM wtcache.watched WHERE rel = 'md_secret'::regclass;
+
 DELETE FROM wtcache.queue;
 DROP VIEW md_seen;
-DROP TABLE md_secret, md_shared, md_column, md_owned;
+DROP TABLE md_secret, md_shared, md_column, md_owned2;
 DELETE FROM wtcache.queue;
 REVOKE CREATE ON SCHEMA public FROM md_owner;
 DROP ROLE md_nobody, md_reader, md_colwriter, md_monitor, md_owner_member, md_owner;

@@ -826,28 +826,6 @@ wtcache_warm(PG_FUNCTION_ARGS)
 }
 
 /*
- * wtcache._forget_table(relid, schema, table): the sql_drop handler, for a
- * watched table that was dropped or lost its capture triggers: queue the
- * removal of its keys.  False, doing nothing, while watch() or unwatch()
- * themselves replace the triggers.
- */
-PG_FUNCTION_INFO_V1(wtcache_forget_table);
-Datum
-wtcache_forget_table(PG_FUNCTION_ARGS)
-{
-	StringInfoData table_key;
-
-	if (wtcache_changing_triggers)
-		PG_RETURN_BOOL(false);
-	initStringInfo(&table_key);
-	wtcache_append_table_key(&table_key, get_database_name(MyDatabaseId),
-							 text_to_cstring(PG_GETARG_TEXT_PP(1)),
-							 text_to_cstring(PG_GETARG_TEXT_PP(2)));
-	wtcache_enqueue_whole_table(PG_GETARG_OID(0), table_key.data);
-	PG_RETURN_BOOL(true);
-}
-
-/*
  * After DDL that may have dropped the index a watch relies on: warn when
  * no unique index covers the key any more.  Capture goes on (refusing the
  * DDL would break the user's migration), but two rows could then share a
