@@ -32,7 +32,7 @@ PGFILEDESC = "wtcache - keeps Redis in step with PostgreSQL"
 SHLIB_LINK = -lhiredis
 PG_CPPFLAGS = -I$(srcdir)/src -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 
-REGRESS = watch capture keys settings reads query badinput security_settings
+REGRESS = watch capture keys settings reads query badinput security_settings metadata
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf --temp-instance=./tmp_check
 
 TAP_TESTS = 1

@@ -45,3 +45,93 @@ $$;
 
 -- Immutable and safe in parallel workers: it only looks at its argument's type.
 ALTER FUNCTION wtcache._row_type_table(anyelement) PARALLEL SAFE;
+
+-- Who sees what (issue 13, metadata).
+--
+-- A watched table's configuration, counters and metrics are shown only to
+-- roles that can see the table: its owner's rights, or any privilege on
+-- the table or one of its columns (information_schema.tables' rule), or
+-- pg_read_all_stats (pg_monitor) -- see wtcache_can_see_table() in
+-- src/stats.c, which read_stats() applies too.  worker_status() shows
+-- other databases' workers only to pg_read_all_stats (in C).
+--
+-- wtcache.watched itself is no longer readable by PUBLIC; wtcache.status,
+-- which reads it as its owner, filters it and now shows the watch's
+-- configuration too.  Row-level security on wtcache.watched would keep the
+-- table readable, but pg_dump dumps the policies of an extension's tables
+-- as if they were the user's (CREATE POLICY then fails on restore:
+-- citusdata/pg_cron#113), and a path reading it as the caller would see
+-- rows silently missing; without SELECT such a path fails loudly.  wtcache
+-- reads it as its owner (src/rights.c), the worker as a superuser.
+REVOKE SELECT ON wtcache.watched FROM PUBLIC;
+
+CREATE FUNCTION wtcache._can_see_table(rel regclass) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'wtcache_can_see_table_sql' LANGUAGE C STRICT STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION wtcache._can_see_table(regclass) IS
+    'whether the current role may see wtcache''s information about this table';
+
+DROP VIEW wtcache.status;
+CREATE VIEW wtcache.status AS
+SELECT w.rel                                   AS table_name,
+       w.mode,
+       w.pushed + coalesce(q.pending, 0)       AS captured,
+       w.pushed,
+       coalesce(q.pending, 0)                  AS pending,
+       clock_timestamp() - q.oldest            AS oldest_pending_age,
+       w.errors,
+       w.last_error,
+       w.last_push,
+       k.pid                                   AS worker_pid,
+       k.state                                 AS worker_state,
+       coalesce(k.connected, false)            AS connected,
+       k.redis_address,
+       k.last_error                            AS worker_last_error,
+       coalesce(r.hits, 0)                     AS read_hits,
+       coalesce(r.misses, 0)                   AS read_misses,
+       coalesce(r.fallbacks, 0)                AS read_fallbacks,
+       coalesce(r.bypasses, 0)                 AS read_bypasses,
+       coalesce(r.fills, 0)                    AS read_fills,
+       coalesce(r.fills_rejected, 0)           AS fills_rejected,
+       coalesce(r.stampede_waits, 0)           AS stampede_waits,
+       coalesce(r.table_reads, 0)              AS read_table_reads,
+       k.redis_role,
+       k.next_retry                            AS worker_next_retry,
+       k.last_push                             AS worker_last_push,
+       w.key_columns,
+       w.tags,
+       w.ttl,
+       w.watched_at,
+       coalesce(q.set_aside, 0)                AS set_aside,
+       q.set_aside_reason
+FROM wtcache.watched w
+LEFT JOIN (
+    SELECT qq.relid,
+           sum(coalesce(cardinality(qq.keys), 1)
+               / greatest(cardinality(ww.key_attnums), 1))::bigint AS pending,
+           min(qq.enqueued_at) AS oldest,
+           sum(coalesce(cardinality(qq.keys), 1)
+               / greatest(cardinality(ww.key_attnums), 1))
+               FILTER (WHERE qq.set_aside IS NOT NULL AND NOT qq.discard)::bigint AS set_aside,
+           max(qq.set_aside) FILTER (WHERE NOT qq.discard) AS set_aside_reason
+    FROM wtcache.queue qq
+    JOIN wtcache.watched ww ON ww.rel = qq.relid
+    GROUP BY qq.relid) q ON q.relid = w.rel
+LEFT JOIN wtcache.worker_status() k
+       ON k.database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())
+LEFT JOIN wtcache.read_stats() r ON r.table_name = w.rel
+-- evaluated as the querying role (a view changes the rights tables are
+-- read with, not the current user)
+WHERE wtcache._can_see_table(w.rel);
+COMMENT ON VIEW wtcache.status IS
+    'per watched table you can see: configuration, captured, pushed, pending and lag; with this database''s delivery worker';
+GRANT SELECT ON wtcache.status TO PUBLIC;
+
+-- The sql_drop handler becomes a C function that runs with the DDL user's
+-- rights (not SECURITY DEFINER): see the end of src/ddl.c for why that
+-- cannot be abused, and how it changes wtcache.watched as its owner.
+DROP EVENT TRIGGER wtcache_sql_drop;
+DROP FUNCTION wtcache._on_sql_drop();
+CREATE FUNCTION wtcache._on_sql_drop() RETURNS event_trigger
+    AS 'MODULE_PATHNAME', 'wtcache_on_sql_drop' LANGUAGE C;
+REVOKE ALL ON FUNCTION wtcache._on_sql_drop() FROM PUBLIC;
+CREATE EVENT TRIGGER wtcache_sql_drop ON sql_drop EXECUTE FUNCTION wtcache._on_sql_drop();

@@ -24,7 +24,7 @@
  *	  are queued for removal, and every row is queued under the new one.
  * All of it in the DDL's own transaction, so it rolls back with it.  Drops
  * (of the table, or of its capture triggers) are handled by the sql_drop
- * event trigger (wtcache._on_sql_drop).
+ * event trigger (wtcache._on_sql_drop, at the end of this file).
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
@@ -32,13 +32,17 @@
 #include "access/xact.h"
 #include "catalog/index.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
+#include "commands/event_trigger.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "commands/defrem.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -259,13 +263,18 @@ is_watched(Oid relid)
 	Datum		values[1] = {ObjectIdGetDatum(relid)};
 	bool		watched;
 
+	WtcRights	rights;
+
 	if (!OidIsValid(get_extension_oid("wtcache", true)))
 		return false;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("SELECT 1 FROM wtcache.watched WHERE rel = $1",
+	/* wtcache.watched is not readable by PUBLIC; this runs before any check */
+	wtcache_rights_enter(&rights, wtcache_owner(), false);
+	if (SPI_execute_with_args("SELECT 1 FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
 							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "wtcache.watched lookup failed");
+	wtcache_rights_leave(&rights);
 	watched = SPI_processed > 0;
 	SPI_finish();
 	return watched;
@@ -362,4 +371,228 @@ wtcache_install_utility_hook(void)
 	prev_utility_hook = ProcessUtility_hook;
 	ProcessUtility_hook = wtcache_process_utility;
 	RegisterXactCallback(ddl_xact_callback, NULL);
+}
+
+/* ---------------------------------------------------------------------
+ * The sql_drop event trigger
+ *
+ * A dropped watched table leaves no watch behind and its keys are queued
+ * for removal; a watched table that lost one of its capture triggers is no
+ * longer kept current, so the same happens, with a warning.
+ *
+ * wtcache._on_sql_drop() is this C function, not SECURITY DEFINER: an
+ * event trigger function runs as whoever ran the DDL, and every role that
+ * can drop a table or a trigger can run it.  What it acts on comes only
+ * from pg_event_trigger_dropped_objects(), which PostgreSQL fills with what
+ * the command really dropped (a table or trigger the DDL user owned); it
+ * changes wtcache.watched as the extension's owner (src/rights.c,
+ * search_path pinned), and queues the removal as capture does.  Nothing a
+ * caller passes is trusted, so there is no entry point to abuse: a plpgsql
+ * SECURITY DEFINER handler would run the whole body as a superuser, and a
+ * helper it called would have to be callable by PUBLIC.
+ *
+ * wtcache._forget_table(relid, schema, table), the 1.1 helper, stays
+ * REVOKEd from PUBLIC and refuses anything but a table the current command
+ * dropped or took a capture trigger from, whoever calls it.
+ * ---------------------------------------------------------------------
+ */
+
+typedef struct DroppedWatch
+{
+	Oid			relid;
+	char	   *nspname;
+	char	   *relname;
+	char	   *trigger;		/* the capture trigger dropped, or NULL: the table */
+} DroppedWatch;
+
+static bool
+is_capture_trigger(const char *name)
+{
+	return strcmp(name, "wtcache_capture_ins") == 0 ||
+		strcmp(name, "wtcache_capture_upd") == 0 ||
+		strcmp(name, "wtcache_capture_del") == 0 ||
+		strcmp(name, "wtcache_truncate") == 0;
+}
+
+/*
+ * The tables the current command dropped, and those it dropped a capture
+ * trigger of (watched or not: the caller checks).  Needs SPI; the list
+ * lives until SPI_finish().  Errors out unless called inside an sql_drop
+ * event trigger: pg_event_trigger_dropped_objects() refuses.
+ */
+static List *
+dropped_tables_and_triggers(void)
+{
+	List	   *result = NIL;
+	int			nestlevel = wtcache_pin_search_path();
+	SPITupleTable *tuptable;
+	uint64		ntuples;
+
+	if (SPI_execute("SELECT classid, objid, objsubid, object_type, address_names "
+					"FROM pg_catalog.pg_event_trigger_dropped_objects()",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "pg_event_trigger_dropped_objects() failed");
+	wtcache_unpin_search_path(nestlevel);
+	tuptable = SPI_tuptable;
+	ntuples = SPI_processed;
+
+	for (uint64 i = 0; i < ntuples; i++)
+	{
+		HeapTuple	tup = tuptable->vals[i];
+		TupleDesc	desc = tuptable->tupdesc;
+		bool		isnull;
+		Oid			classid = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+		Oid			objid = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+		int32		objsubid = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+		char	   *type = SPI_getvalue(tup, desc, 4);
+		Datum		names = SPI_getbinval(tup, desc, 5, &isnull);
+		Datum	   *elems;
+		bool	   *nulls;
+		int			n;
+		DroppedWatch *d;
+
+		if (isnull || type == NULL)
+			continue;
+		deconstruct_array(DatumGetArrayTypeP(names), TEXTOID, -1, false, TYPALIGN_INT,
+						  &elems, &nulls, &n);
+		if (n < 2 || nulls[0] || nulls[1])
+			continue;
+		d = palloc0(sizeof(DroppedWatch));
+		d->nspname = TextDatumGetCString(elems[0]);
+		d->relname = TextDatumGetCString(elems[1]);
+		if (classid == RelationRelationId && objsubid == 0 && n == 2 &&
+			strcmp(type, "table") == 0)
+			d->relid = objid;
+		else if (strcmp(type, "trigger") == 0 && n == 3 && !nulls[2] &&
+				 is_capture_trigger(TextDatumGetCString(elems[2])))
+		{
+			/* the table that lost it, if it was not dropped too */
+			Oid			nsp = get_namespace_oid(d->nspname, true);
+
+			d->trigger = TextDatumGetCString(elems[2]);
+			d->relid = OidIsValid(nsp) ? get_relname_relid(d->relname, nsp) : InvalidOid;
+			if (!OidIsValid(d->relid))
+				continue;
+		}
+		else
+			continue;
+		result = lappend(result, d);
+	}
+	return result;
+}
+
+static void
+queue_removal(const DroppedWatch *d)
+{
+	StringInfoData table_key;
+
+	initStringInfo(&table_key);
+	wtcache_append_table_key(&table_key, get_database_name(MyDatabaseId),
+							 d->nspname, d->relname);
+	wtcache_enqueue_whole_table(d->relid, table_key.data);
+}
+
+/* Delete the watch of d's table, as the extension's owner; false if none. */
+static bool
+forget_watch(const DroppedWatch *d)
+{
+	WtcRights	rights;
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(d->relid)};
+	int			rc;
+
+	wtcache_rights_enter(&rights, wtcache_owner(), false);
+	rc = SPI_execute_with_args("DELETE FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
+							   1, argtypes, values, NULL, false, 0);
+	wtcache_rights_leave(&rights);
+	if (rc != SPI_OK_DELETE)
+		elog(ERROR, "wtcache.watched delete failed: %s", SPI_result_code_string(rc));
+	return SPI_processed > 0;
+}
+
+PG_FUNCTION_INFO_V1(wtcache_on_sql_drop);
+Datum
+wtcache_on_sql_drop(PG_FUNCTION_ARGS)
+{
+	List	   *dropped;
+	ListCell   *lc;
+	Oid			nsp;
+
+	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("wtcache._on_sql_drop() must run as an sql_drop event trigger")));
+
+	/* watch() and unwatch() replacing their own triggers */
+	if (wtcache_changing_triggers)
+		PG_RETURN_VOID();
+	/* DROP EXTENSION wtcache, or DROP SCHEMA wtcache CASCADE */
+	nsp = get_namespace_oid(WTCACHE_SCHEMA, true);
+	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid(WTCACHE_WATCHED_TABLE, nsp)) ||
+		!OidIsValid(get_relname_relid(WTCACHE_QUEUE_TABLE, nsp)))
+		PG_RETURN_VOID();
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	dropped = dropped_tables_and_triggers();
+	foreach(lc, dropped)
+	{
+		DroppedWatch *d = lfirst(lc);
+
+		if (!forget_watch(d))
+			continue;
+		queue_removal(d);
+		if (d->trigger != NULL)
+			ereport(WARNING,
+					(errmsg("wtcache: table %s is no longer watched: its capture trigger %s was dropped",
+							quote_qualified_identifier(d->nspname, d->relname), d->trigger),
+					 errdetail("Its keys are removed from Redis; its changes are no longer captured."),
+					 errhint("Run wtcache.watch(%s) to watch it again.",
+							 quote_literal_cstr(quote_qualified_identifier(d->nspname, d->relname)))));
+	}
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * wtcache._forget_table(relid, schema, table): 1.1's helper of the plpgsql
+ * handler, kept for it (a 1.1 install runs it until ALTER EXTENSION
+ * UPDATE).  Queues the removal of the table's keys, only for a table that
+ * the current command dropped or took a capture trigger from; false, doing
+ * nothing, while watch() or unwatch() themselves replace the triggers.
+ */
+PG_FUNCTION_INFO_V1(wtcache_forget_table);
+Datum
+wtcache_forget_table(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	char	   *nspname = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *relname = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	DroppedWatch *found = NULL;
+	List	   *dropped;
+	ListCell   *lc;
+
+	if (wtcache_changing_triggers)
+		PG_RETURN_BOOL(false);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	dropped = dropped_tables_and_triggers();
+	foreach(lc, dropped)
+	{
+		DroppedWatch *d = lfirst(lc);
+
+		if (d->relid == relid && strcmp(d->nspname, nspname) == 0 &&
+			strcmp(d->relname, relname) == 0)
+			found = d;
+	}
+	if (found == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("wtcache._forget_table() forgets only a table that the current command dropped, or dropped a capture trigger of"),
+				 errdetail("Table %u (%s) was not.", relid,
+						   quote_qualified_identifier(nspname, relname))));
+	queue_removal(found);
+	SPI_finish();
+	PG_RETURN_BOOL(true);
 }

@@ -1050,12 +1050,18 @@ plan_query(QueryPlan *qp, text *sqltext, ArrayType *params, ArrayType *tags)
 		int			n = 0;
 		Oid			argtypes[1] = {OIDARRAYOID};
 		Datum		values[1];
+		WtcRights	rights;
+		int			rc;
 
 		foreach(lc, qp->relids)
 			oids[n++] = ObjectIdGetDatum(lfirst_oid(lc));
 		values[0] = PointerGetDatum(construct_array(oids, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
-		if (SPI_execute_with_args("SELECT rel::oid FROM wtcache.watched WHERE rel = ANY($1)",
-								  1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
+		/* as its owner: the caller may read a watched table through a view */
+		wtcache_rights_enter(&rights, wtcache_owner(), false);
+		rc = SPI_execute_with_args("SELECT rel::pg_catalog.oid FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) ANY($1)",
+								   1, argtypes, values, NULL, true, 0);
+		wtcache_rights_leave(&rights);
+		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "wtcache.watched lookup failed");
 		foreach(lc, qp->relids)
 		{

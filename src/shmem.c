@@ -23,6 +23,7 @@
 #include <signal.h>
 
 #include "access/htup_details.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -30,6 +31,7 @@
 #include "storage/ipc.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
@@ -346,11 +348,20 @@ state_name(WorkerState state)
 	return "unknown";
 }
 
+/*
+ * wtcache.worker_status(): one row per database worker.  Everyone sees the
+ * worker of the database they are connected to (wtcache.status shows it
+ * too); other databases' workers, like other sessions' activity in
+ * pg_stat_activity, only members of pg_read_all_stats (pg_monitor) and
+ * superusers.  redis_address is host:port (wtcache_describe_target()),
+ * never the URL: no user name or password.
+ */
 PG_FUNCTION_INFO_V1(wtcache_worker_status);
 Datum
 wtcache_worker_status(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	bool		all_databases = has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_STATS);
 
 	wtcache_require_preload();
 	InitMaterializedSRF(fcinfo, 0);
@@ -369,6 +380,8 @@ wtcache_worker_status(PG_FUNCTION_ARGS)
 		copy.pending_ready = slot->pending_ready;
 		LWLockRelease(WtcacheSharedState->lock);
 		if (!OidIsValid(copy.dboid) || copy.absent)
+			continue;
+		if (copy.dboid != MyDatabaseId && !all_databases)
 			continue;
 
 		SpinLockAcquire(&slot->mutex);

@@ -6,15 +6,22 @@
  * so a backend can keep a pointer to its entry and count with atomic adds
  * and no lock.  When the hash is full, further tables share one entry of
  * table 0 ("other tables").  Counters start at zero with the server.
+ *
+ * Also the rule for who may see what wtcache knows of a table (its watch,
+ * its counters, its metrics): wtcache_can_see_table().
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
 
+#include "catalog/pg_authid.h"
+#include "catalog/pg_class.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/shmem.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/syscache.h"
 
 #define MAX_READ_STATS 4096
 
@@ -83,7 +90,66 @@ wtcache_read_stats_entry(Oid dboid, Oid relid)
 	return s;
 }
 
-/* wtcache.read_stats(): this database's counters, one row per table. */
+/*
+ * May roleid see what wtcache shows of table relid: its row in
+ * wtcache.watched and wtcache.status, its read counters, its metrics?
+ *
+ * The rule of information_schema.tables, the SQL standard's idea of a
+ * table a role can see: the rights of the table's owner (its owner and the
+ * members of the owner's role), or any privilege on the table, or any on
+ * one of its columns.  Whoever can read or change a table (an UPDATE of one
+ * column included) can see how it is delivered; a role that cannot even
+ * name its columns learns nothing about its traffic.  Plus
+ * pg_read_all_stats (so pg_monitor, and superusers), the role PostgreSQL's
+ * own statistics views require to show other roles' activity.
+ *
+ * A table that no longer exists is seen only through pg_read_all_stats.
+ */
+bool
+wtcache_can_see_table(Oid relid, Oid roleid)
+{
+	HeapTuple	tup;
+	Oid			owner;
+	bool		missing = false;
+
+	if (has_privs_of_role(roleid, ROLE_PG_READ_ALL_STATS))
+		return true;
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		return false;
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	if (has_privs_of_role(roleid, owner))
+		return true;
+	if (pg_class_aclmask_ext(relid, roleid,
+							 ACL_SELECT | ACL_INSERT | ACL_UPDATE | ACL_DELETE |
+							 ACL_TRUNCATE | ACL_REFERENCES | ACL_TRIGGER,
+							 ACLMASK_ANY, &missing) != 0)
+		return true;
+	if (missing)
+		return false;
+	return pg_attribute_aclcheck_all(relid, roleid,
+									 ACL_SELECT | ACL_INSERT | ACL_UPDATE | ACL_REFERENCES,
+									 ACLMASK_ANY) == ACLCHECK_OK;
+}
+
+/*
+ * wtcache._can_see_table(rel): the same for the current user, for the
+ * filter of wtcache.status (which reads wtcache.watched as its owner).
+ */
+PG_FUNCTION_INFO_V1(wtcache_can_see_table_sql);
+Datum
+wtcache_can_see_table_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(wtcache_can_see_table(PG_GETARG_OID(0), GetUserId()));
+}
+
+/*
+ * wtcache.read_stats(): this database's counters, one row per table the
+ * caller can see (wtcache_can_see_table).  The entry of table 0, where
+ * tables beyond MAX_READ_STATS share counters, mixes tables: it is shown
+ * only to pg_read_all_stats.
+ */
 PG_FUNCTION_INFO_V1(wtcache_read_stats);
 Datum
 wtcache_read_stats(PG_FUNCTION_ARGS)
@@ -91,32 +157,52 @@ wtcache_read_stats(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	HASH_SEQ_STATUS seq;
 	ReadStats  *s;
+	Oid		   *relids;
+	uint64	  (*counters)[8];
+	int			n = 0;
+	int			max;
+	Oid			user = GetUserId();
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (read_stats == NULL)
 		return (Datum) 0;
 
+	/* copied under the lock; the privilege checks read catalogs, after it */
 	LWLockAcquire(WtcacheSharedState->lock, LW_SHARED);
+	max = (int) hash_get_num_entries(read_stats);
+	relids = palloc(sizeof(Oid) * Max(max, 1));
+	counters = palloc(sizeof(*counters) * Max(max, 1));
 	hash_seq_init(&seq, read_stats);
 	while ((s = hash_seq_search(&seq)) != NULL)
+	{
+		if (s->dboid != MyDatabaseId || s->relid == WTCACHE_QUERY_STATS_RELID || n >= max)
+			continue;
+		relids[n] = s->relid;
+		counters[n][0] = pg_atomic_read_u64(&s->hits);
+		counters[n][1] = pg_atomic_read_u64(&s->misses);
+		counters[n][2] = pg_atomic_read_u64(&s->fallbacks);
+		counters[n][3] = pg_atomic_read_u64(&s->bypasses);
+		counters[n][4] = pg_atomic_read_u64(&s->fills);
+		counters[n][5] = pg_atomic_read_u64(&s->fills_rejected);
+		counters[n][6] = pg_atomic_read_u64(&s->stampede_waits);
+		counters[n][7] = pg_atomic_read_u64(&s->table_reads);
+		n++;
+	}
+	LWLockRelease(WtcacheSharedState->lock);
+
+	for (int i = 0; i < n; i++)
 	{
 		Datum		values[9];
 		bool		nulls[9] = {false};
 
-		if (s->dboid != MyDatabaseId || s->relid == WTCACHE_QUERY_STATS_RELID)
+		if (OidIsValid(relids[i]) ? !wtcache_can_see_table(relids[i], user)
+			: !has_privs_of_role(user, ROLE_PG_READ_ALL_STATS))
 			continue;
-		values[0] = ObjectIdGetDatum(s->relid);
-		values[1] = Int64GetDatum((int64) pg_atomic_read_u64(&s->hits));
-		values[2] = Int64GetDatum((int64) pg_atomic_read_u64(&s->misses));
-		values[3] = Int64GetDatum((int64) pg_atomic_read_u64(&s->fallbacks));
-		values[4] = Int64GetDatum((int64) pg_atomic_read_u64(&s->bypasses));
-		values[5] = Int64GetDatum((int64) pg_atomic_read_u64(&s->fills));
-		values[6] = Int64GetDatum((int64) pg_atomic_read_u64(&s->fills_rejected));
-		values[7] = Int64GetDatum((int64) pg_atomic_read_u64(&s->stampede_waits));
-		values[8] = Int64GetDatum((int64) pg_atomic_read_u64(&s->table_reads));
+		values[0] = ObjectIdGetDatum(relids[i]);
+		for (int c = 0; c < 8; c++)
+			values[c + 1] = Int64GetDatum((int64) counters[i][c]);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
-	LWLockRelease(WtcacheSharedState->lock);
 	return (Datum) 0;
 }
 

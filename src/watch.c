@@ -398,9 +398,13 @@ wtcache_watch(PG_FUNCTION_ARGS)
 	{
 		Oid			argtypes[1] = {OIDOID};
 		Datum		values[1] = {ObjectIdGetDatum(relid)};
+		WtcRights	rights;
 
-		rc = SPI_execute_with_args("SELECT key_attnums FROM wtcache.watched WHERE rel = $1",
+		/* wtcache.watched is readable by its owner only */
+		wtcache_rights_enter(&rights, wtcache_owner(), false);
+		rc = SPI_execute_with_args("SELECT key_attnums FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
 								   1, argtypes, values, NULL, false, 1);
+		wtcache_rights_leave(&rights);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "wtcache.watched lookup failed");
 		exists = SPI_processed > 0;
@@ -608,7 +612,7 @@ wtcache_unwatch(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("table \"%s\" is not watched by wtcache", RelationGetRelationName(rel)),
-				 errhint("SELECT rel FROM wtcache.watched lists the watched tables.")));
+				 errhint("SELECT table_name FROM wtcache.status lists the watched tables you can see.")));
 
 	{
 		static const char *const names[] = {
@@ -654,7 +658,6 @@ wtcache_load_watch(Oid relid, WatchConfig *config)
 	ArrayType  *arr;
 	Datum		ttl;
 	char	   *mode;
-
 	WtcRights	rights;
 	int			rc;
 
@@ -875,28 +878,6 @@ wtcache_warm(PG_FUNCTION_ARGS)
 					get_rel_name(PG_GETARG_OID(0))),
 			 errdetail("The column pending of wtcache.status shows how many are left; wtcache.wait() waits for them.")));
 	PG_RETURN_INT64((int64) rows);
-}
-
-/*
- * wtcache._forget_table(relid, schema, table): the sql_drop handler, for a
- * watched table that was dropped or lost its capture triggers: queue the
- * removal of its keys.  False, doing nothing, while watch() or unwatch()
- * themselves replace the triggers.
- */
-PG_FUNCTION_INFO_V1(wtcache_forget_table);
-Datum
-wtcache_forget_table(PG_FUNCTION_ARGS)
-{
-	StringInfoData table_key;
-
-	if (wtcache_changing_triggers)
-		PG_RETURN_BOOL(false);
-	initStringInfo(&table_key);
-	wtcache_append_table_key(&table_key, get_database_name(MyDatabaseId),
-							 text_to_cstring(PG_GETARG_TEXT_PP(1)),
-							 text_to_cstring(PG_GETARG_TEXT_PP(2)));
-	wtcache_enqueue_whole_table(PG_GETARG_OID(0), table_key.data);
-	PG_RETURN_BOOL(true);
 }
 
 /*

@@ -396,6 +396,7 @@ extern void wtcache_stats_shmem_startup(void);
 #define WTCACHE_QUERY_STATS_RELID ((Oid) 1)
 
 extern ReadStats *wtcache_read_stats_entry(Oid dboid, Oid relid);
+extern bool wtcache_can_see_table(Oid relid, Oid roleid);
 
 /* ---- read.c ---- */
 extern text *wtcache_row_key_text(Oid relid, ArrayType *keyarr);

@@ -138,6 +138,8 @@ isnt($ret, 0, 'a non-superuser cannot read wtcache.redis_url with current_settin
 	  FROM pg_settings WHERE name = 'wtcache.redis_url'},
 	connstr => $alice);
 unlike($out, qr/\Q$password\E/, 'pg_settings shows a non-superuser no password');
+# wtcache.status shows a table's row to roles that can see the table
+sql(q{GRANT SELECT ON t TO alice});
 ($ret, $out, $err) = $node->psql($db, q{SELECT * FROM wtcache.status}, connstr => $alice);
 is($ret, 0, 'a non-superuser can read wtcache.status') or diag($err);
 unlike($out, qr/\Q$password\E/, 'wtcache.status shows no password');

@@ -132,6 +132,48 @@ sql('postgres', q{UPDATE items SET label = 'end'});
 ok(wait_drained($node, 'postgres'), 'postgres drained');
 compare_table_ok($node, 'postgres', 'items', $rp, 'postgres.items in Redis at the end');
 
+#### Who sees which database's worker
+
+# A plain role sees its own database's worker, a pg_monitor member and a
+# superuser every database's; the address never carries credentials.
+sql('postgres', q{CREATE ROLE plain_user LOGIN; CREATE ROLE monitor_user LOGIN IN ROLE pg_monitor});
+my $own_db = q{(SELECT oid FROM pg_database WHERE datname = current_database())};
+sub workers_seen
+{
+	my ($user, $which) = @_;
+	return $node->safe_psql('postgres',
+		qq{SELECT count(*) FROM wtcache.worker_status() WHERE database_oid $which $own_db},
+		extra_params => [ '-U', $user ]);
+}
+is(workers_seen('plain_user', '='), '1', 'a plain role sees its own database\'s worker');
+is(workers_seen('plain_user', '<>'), '0', 'but no other database\'s');
+is(workers_seen('monitor_user', '<>'), '2', 'a pg_monitor member sees the other databases\' workers');
+is(workers_seen($node->safe_psql('postgres', 'SELECT current_user'), '<>'), '2', 'so does a superuser');
+unlike($node->safe_psql('postgres', 'SELECT wtcache.metrics()', extra_params => [ '-U', 'plain_user' ]),
+	qr/database="(shop3|branch)"/, 'metrics() shows a plain role no other database');
+like($node->safe_psql('postgres', 'SELECT wtcache.metrics()', extra_params => [ '-U', 'monitor_user' ]),
+	qr/wtcache_worker_up\{database="shop3"\}/, 'and a pg_monitor member every one');
+
+# With credentials in the URL (wrong ones: the worker keeps failing), no
+# column of worker_status() shows them, to anyone.
+$node->safe_psql('postgres',
+	"ALTER SYSTEM SET wtcache.redis_url = 'redis://md_user:s3cr3t_pw\@127.0.0.1:$rp'; SELECT pg_reload_conf()");
+ok($node->poll_query_until('postgres',
+		qq{SELECT last_error IS NOT NULL AND redis_address IS NOT NULL FROM wtcache.worker_status()
+		    WHERE database_oid = $own_db AND last_error_at > now() - interval '1 minute'
+		      AND last_error LIKE '%WRONGPASS%'}),
+	'the worker fails to authenticate with the wrong credentials');
+for my $user ('plain_user', 'monitor_user')
+{
+	is($node->safe_psql('postgres',
+			q{SELECT count(*) FROM wtcache.worker_status() w WHERE w::text ~ 's3cr3t_pw|md_user'},
+			extra_params => [ '-U', $user ]),
+		'0', "no credentials in worker_status() for $user");
+}
+is($node->safe_psql('postgres', qq{SELECT redis_address FROM wtcache.worker_status() WHERE database_oid = $own_db}),
+	"127.0.0.1:$rp", 'redis_address is host:port');
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET wtcache.redis_url; SELECT pg_reload_conf()');
+
 my $log = slurp_file($node->logfile);
 unlike($log, qr/database \d+ does not exist/, 'no worker tried to connect to a dropped database');
 

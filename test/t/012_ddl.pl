@@ -154,5 +154,60 @@ is(sql(q{SELECT count(*) FROM wtcache.watched WHERE rel = 'other.account'::regcl
 sql(q{SELECT wtcache.unwatch('other.account')});
 is(sql(q{SELECT count(*) FROM wtcache.watched WHERE rel::text = 'other.account'}), '0', 'unwatch() removes it, without a warning');
 
+#### drops by a table owner who is not a superuser
+
+# The sql_drop handler runs with the rights of whoever runs the DDL (it is
+# not SECURITY DEFINER); wtcache's own rows are changed as their owner.
+is(sql(q{SELECT prosecdef FROM pg_proc WHERE oid = 'wtcache._on_sql_drop'::regproc}), 'f',
+	'_on_sql_drop is not SECURITY DEFINER');
+sql(q{CREATE ROLE tab_owner LOGIN; GRANT CREATE ON SCHEMA public TO tab_owner; CREATE ROLE intruder LOGIN});
+sub as_role
+{
+	my ($role, $q) = @_;
+	return $node->psql($db, $q, extra_params => [ '-U', $role ]);
+}
+($ret, $out, $err) = as_role('tab_owner', q{
+CREATE TABLE owned (id int PRIMARY KEY);
+INSERT INTO owned SELECT generate_series(1, 10);
+SELECT wtcache.watch('owned', warm => true);
+CREATE TABLE owned2 (id int PRIMARY KEY);
+INSERT INTO owned2 SELECT generate_series(1, 10);
+SELECT wtcache.watch('owned2', warm => true);
+});
+is($ret, 0, 'a table owner watches two tables') or diag($err);
+ok(wait_drained($node, $db), 'delivered');
+my $owned = table_key_pattern($node, $db, 'owned');
+my $owned2 = table_key_pattern($node, $db, 'owned2');
+is(nkeys($owned) + nkeys($owned2), 20, 'both in Redis');
+my $owned_oid = sql(q{SELECT 'owned'::regclass::oid});
+my $owned2_oid = sql(q{SELECT 'owned2'::regclass::oid});
+
+# someone else cannot make wtcache forget them, even given EXECUTE
+($ret, $out, $err) = as_role('intruder', qq{SELECT wtcache._forget_table($owned_oid, 'public', 'owned')});
+like($err, qr/permission denied for function _forget_table/, 'a non-owner calling _forget_table is refused');
+sql(q{GRANT EXECUTE ON FUNCTION wtcache._forget_table(oid, text, text) TO intruder});
+($ret, $out, $err) = as_role('intruder', qq{SELECT wtcache._forget_table($owned_oid, 'public', 'owned')});
+isnt($ret, 0, 'even with EXECUTE, _forget_table refuses a table that was not dropped');
+sql(q{REVOKE EXECUTE ON FUNCTION wtcache._forget_table(oid, text, text) FROM intruder});
+($ret, $out, $err) = as_role('intruder', q{DROP TABLE owned});
+like($err, qr/must be owner of table owned/, 'nor can it drop the table');
+ok(wait_drained($node, $db), 'delivered');
+is(nkeys($owned), 10, 'the keys are still in Redis');
+is(sql(qq{SELECT count(*) FROM wtcache.watched WHERE rel::oid = $owned_oid}), '1', 'and the watch is kept');
+
+($ret, $out, $err) = as_role('tab_owner', q{DROP TABLE owned});
+is($ret, 0, 'the owner drops the table') or diag($err);
+ok(wait_drained($node, $db), 'drop delivered');
+is(nkeys($owned), 0, 'DROP TABLE by its owner removes the keys');
+is(sql(qq{SELECT count(*) FROM wtcache.watched WHERE rel::oid = $owned_oid}), '0', 'and the watch');
+
+($ret, $out, $err) = as_role('tab_owner', q{DROP TRIGGER wtcache_capture_del ON owned2});
+like($err, qr/WARNING:  wtcache: table public.owned2 is no longer watched: its capture trigger wtcache_capture_del was dropped/,
+	'the owner dropping a capture trigger gets the warning');
+ok(wait_drained($node, $db), 'delivered');
+is(nkeys($owned2), 0, 'its keys are removed');
+is(sql(qq{SELECT count(*) FROM wtcache.watched WHERE rel::oid = $owned2_oid}), '0', 'and the watch');
+sql(q{DROP TABLE owned2; REVOKE CREATE ON SCHEMA public FROM tab_owner; DROP ROLE tab_owner, intruder});
+
 $node->stop;
 done_testing();
