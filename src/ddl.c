@@ -300,6 +300,7 @@ run_table_ddl(TableChange change, Oid relid, PlannedStmt *pstmt, const char *que
 {
 	char	   *old_key = current_table_key(relid);
 	uint64		rows;
+	char	   *failure;
 
 	run_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 	if (get_rel_name(relid) == NULL || !is_watched(relid))
@@ -311,14 +312,26 @@ run_table_ddl(TableChange change, Oid relid, PlannedStmt *pstmt, const char *que
 		return;
 	}
 	if (change == TABLE_RENAMED)
+	{
+		/* SET SCHEMA to the schema it is in, RENAME to its own name */
+		if (strcmp(old_key, current_table_key(relid)) == 0)
+			return;
 		wtcache_enqueue_whole_table(relid, old_key);
-	rows = wtcache_resync_table(relid);
-	ereport(NOTICE,
+	}
+	rows = wtcache_resync_table_or_purge(relid, true, &failure);
+	/* routine, and wtcache.status shows the rows pending: no NOTICE */
+	ereport(DEBUG1,
 			(errmsg("wtcache: %s \"%s\"; its " UINT64_FORMAT " rows are queued for Redis again",
 					change == TABLE_RENAMED ? "renamed watched table" : "changed the columns of watched table",
 					get_rel_name(relid), rows),
 			 change == TABLE_RENAMED ?
 			 errdetail("The keys under its old name are removed.") : 0));
+	if (failure != NULL)
+		ereport(WARNING,
+				(errmsg("wtcache: could not queue the rows of watched table \"%s\" again: %s",
+						get_rel_name(relid), failure),
+				 errdetail("Its keys are removed from Redis instead; cached reads fill them again from the table."),
+				 errhint("wtcache reads a watched table as its owner, who must be able to read every row.")));
 }
 
 static void

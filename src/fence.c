@@ -170,10 +170,7 @@ fence_visible_queue_ids(int *nids)
 	Datum	   *ids;
 	int			n = 0;
 
-	/* rows the worker set aside wait for a DBA, not for Redis: wtcache.status shows them */
-	if (SPI_execute(wtcache_queue_can_set_aside() ?
-					"SELECT id, xmin FROM wtcache.queue WHERE set_aside IS NULL" :
-					"SELECT id, xmin FROM wtcache.queue", false, 0) != SPI_OK_SELECT)
+	if (SPI_execute("SELECT id, xmin FROM wtcache.queue", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wtcache.queue scan failed");
 	ids = palloc(sizeof(Datum) * (SPI_processed + 1));
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -189,18 +186,30 @@ fence_visible_queue_ids(int *nids)
 	return construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 }
 
+/*
+ * Are some of these queue rows still there?  *set_aside: the table of one
+ * that the worker set aside (it waits for a DBA, not for Redis), or
+ * InvalidOid.
+ */
 static bool
-fence_queue_rows_remain(ArrayType *idarr)
+fence_queue_rows_remain(ArrayType *idarr, Oid *set_aside)
 {
 	Oid			argtypes[1] = {INT8ARRAYOID};
 	Datum		values[1] = {PointerGetDatum(idarr)};
+	bool		isnull;
 
+	*set_aside = InvalidOid;
 	if (SPI_execute_with_args(wtcache_queue_can_set_aside() ?
-							  "SELECT 1 FROM wtcache.queue WHERE id OPERATOR(pg_catalog.=) ANY($1) AND set_aside IS NULL LIMIT 1" :
-							  "SELECT 1 FROM wtcache.queue WHERE id OPERATOR(pg_catalog.=) ANY($1) LIMIT 1",
+							  "SELECT relid, set_aside IS NOT NULL AND NOT discard AS aside FROM wtcache.queue "
+							  "WHERE id OPERATOR(pg_catalog.=) ANY($1) ORDER BY aside DESC LIMIT 1" :
+							  "SELECT relid, false FROM wtcache.queue WHERE id OPERATOR(pg_catalog.=) ANY($1) LIMIT 1",
 							  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "wtcache.queue scan failed");
-	return SPI_processed > 0;
+	if (SPI_processed == 0)
+		return false;
+	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
+		*set_aside = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	return true;
 }
 
 /*
@@ -236,8 +245,23 @@ wtcache_fence(int64 timeout_ms)
 
 	for (;;)
 	{
-		if (nids > 0 && !fence_queue_rows_remain(idarr))
+		Oid			set_aside;
+
+		if (nids > 0 && !fence_queue_rows_remain(idarr, &set_aside))
 			nids = 0;
+		else if (nids > 0 && OidIsValid(set_aside))
+		{
+			/* Redis will not have it before a DBA acts: say so, do not wait */
+			char	   *relname = get_rel_name(set_aside);
+
+			ereport(WARNING,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("wtcache: changes of table \"%s\" committed before this call are set aside",
+							relname ? relname : "(dropped)"),
+					 errdetail("The worker could not read that table's rows; wtcache.status shows why. Redis does not hold those changes, and cached reads of them go to the table."),
+					 errhint("Fix the cause and run wtcache.retry_set_aside(), or give them up with wtcache.discard_set_aside().")));
+			break;
+		}
 		if (nids == 0 && RecoveryInProgress())
 		{
 			/* a standby has no worker to ask: the replicated queue is all it sees */

@@ -22,6 +22,7 @@
 #include "access/htup_details.h"
 #include "access/stratnum.h"
 #include "catalog/pg_index.h"
+#include "catalog/pg_namespace.h"
 #include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -177,8 +178,14 @@ wtcache_key_index(Relation rel, int nkeys, const AttrNumber *attnums)
 
 /*
  * The equality operator the key index uses for column attnum, and the type
- * a value is compared as.  Falls back to the column's base type and
- * pg_catalog's "=" when no index covers the key (it was dropped).
+ * a value is compared as.  The statement casts both sides to that type, so
+ * that the operator named with its schema is an exact match there: an
+ * operator with other argument types that someone created in the same
+ * schema (public, where citext's operators live) is never a better match.
+ * Falls back to the column's base type and pg_catalog's "=" when no index
+ * covers the key (it was dropped), or when the opclass takes a pseudo-type
+ * (anyenum, anyarray, record) and its operator lives outside pg_catalog,
+ * where an exact match for the concrete type could be planted.
  */
 static void
 key_column_equality(Relation rel, Oid indexoid, AttrNumber attnum,
@@ -186,6 +193,7 @@ key_column_equality(Relation rel, Oid indexoid, AttrNumber attnum,
 {
 	Oid			base = getBaseType(TupleDescAttr(RelationGetDescr(rel), attnum - 1)->atttypid);
 	Oid			opno = InvalidOid;
+	bool		pseudo = false;
 	HeapTuple	tup;
 
 	*argtype = base;
@@ -208,8 +216,9 @@ key_column_equality(Relation rel, Oid indexoid, AttrNumber attnum,
 			opfamily = get_opclass_family(indclass->values[j]);
 			opcintype = get_opclass_input_type(indclass->values[j]);
 			opno = get_opfamily_member(opfamily, opcintype, opcintype, BTEqualStrategyNumber);
-			/* anyenum, anyarray...: the column's own type */
-			if (OidIsValid(opno) && !IsPolymorphicType(opcintype))
+			pseudo = get_typtype(opcintype) == TYPTYPE_PSEUDO;
+			/* anyenum, anyarray, record...: the column's own type */
+			if (OidIsValid(opno) && !pseudo)
 				*argtype = opcintype;
 			break;
 		}
@@ -223,11 +232,15 @@ key_column_equality(Relation rel, Oid indexoid, AttrNumber attnum,
 		{
 			Form_pg_operator op = (Form_pg_operator) GETSTRUCT(optup);
 
-			*opsql = psprintf("OPERATOR(%s.%s)",
-							  quote_identifier(get_namespace_name(op->oprnamespace)),
-							  NameStr(op->oprname));
+			if (!pseudo || op->oprnamespace == PG_CATALOG_NAMESPACE)
+			{
+				*opsql = psprintf("OPERATOR(%s.%s)",
+								  quote_identifier(get_namespace_name(op->oprnamespace)),
+								  NameStr(op->oprname));
+				ReleaseSysCache(optup);
+				return;
+			}
 			ReleaseSysCache(optup);
-			return;
 		}
 	}
 	*opsql = pstrdup("OPERATOR(pg_catalog.=)");
@@ -285,6 +298,8 @@ wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys, const int16 *att
 	char	   *qname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 												   RelationGetRelationName(rel));
 	char	   *ops[INDEX_MAX_KEYS];
+	char	   *typnames[INDEX_MAX_KEYS];
+	const char *colnames[INDEX_MAX_KEYS];
 	StringInfoData many;
 	StringInfoData one;
 
@@ -298,13 +313,19 @@ wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys, const int16 *att
 		Oid			infunc;
 
 		key_column_equality(rel, indexoid, attnums[c], &kl->argtypes[c], &ops[c]);
+		typnames[c] = format_type_be_qualified(kl->argtypes[c]);
+		colnames[c] = quote_identifier(get_attname(RelationGetRelid(rel), attnums[c], false));
+		/*
+		 * Arrays have no array type of their own, and unnest() in FROM
+		 * spreads a composite over columns: such keys travel as text, cast
+		 * in the statement (an I/O conversion, through the type's input
+		 * function, not pg_cast).
+		 */
 		kl->arraytypes[c] = get_array_type(kl->argtypes[c]);
-		if (!OidIsValid(kl->arraytypes[c]))
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("key column \"%s\" of table \"%s\" has type %s, which has no array type",
-							get_attname(RelationGetRelid(rel), attnums[c], false),
-							RelationGetRelationName(rel), format_type_be(kl->argtypes[c]))));
+		kl->bytext[c] = !OidIsValid(kl->arraytypes[c]) ||
+			get_typtype(kl->argtypes[c]) == TYPTYPE_COMPOSITE;
+		if (kl->bytext[c])
+			kl->arraytypes[c] = TEXTARRAYOID;
 		get_typlenbyvalalign(kl->argtypes[c], &kl->typlen[c], &kl->typbyval[c], &kl->typalign[c]);
 		getTypeInputInfo(kl->argtypes[c], &infunc, &kl->ioparams[c]);
 		fmgr_info_cxt(infunc, &kl->input[c], mcxt);
@@ -330,9 +351,8 @@ wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys, const int16 *att
 		appendStringInfo(&many, "c%d, ", c);
 	appendStringInfo(&many, "ord) JOIN ONLY %s t ON ", qname);
 	for (int c = 0; c < nkeys; c++)
-		appendStringInfo(&many, "%st.%s %s k.c%d", c ? " AND " : "",
-						 quote_identifier(get_attname(RelationGetRelid(rel), attnums[c], false)),
-						 ops[c], c);
+		appendStringInfo(&many, "%st.%s::%s %s k.c%d::%s", c ? " AND " : "",
+						 colnames[c], typnames[c], ops[c], c, typnames[c]);
 	kl->sql_many = many.data;
 
 	initStringInfo(&one);
@@ -341,9 +361,8 @@ wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys, const int16 *att
 	append_key_columns(&one, rel, nkeys, attnums);
 	appendStringInfo(&one, " FROM ONLY %s t WHERE ", qname);
 	for (int c = 0; c < nkeys; c++)
-		appendStringInfo(&one, "%st.%s %s $%d", c ? " AND " : "",
-						 quote_identifier(get_attname(RelationGetRelid(rel), attnums[c], false)),
-						 ops[c], c + 1);
+		appendStringInfo(&one, "%st.%s::%s %s $%d::%s", c ? " AND " : "",
+						 colnames[c], typnames[c], ops[c], c + 1, typnames[c]);
 	kl->sql_one = one.data;
 	MemoryContextSwitchTo(old);
 }
@@ -361,6 +380,12 @@ wtcache_key_lookup_array(KeyLookup *kl, int col, char **texts, int n)
 {
 	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
 
+	if (kl->bytext[col])
+	{
+		for (int i = 0; i < n; i++)
+			elems[i] = CStringGetTextDatum(texts[i]);
+		return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+	}
 	for (int i = 0; i < n; i++)
 		elems[i] = wtcache_key_lookup_value(kl, col, texts[i]);
 	return PointerGetDatum(construct_array(elems, n, kl->argtypes[col], kl->typlen[col],

@@ -817,7 +817,8 @@ fill(ReadTable *rt, ReadKey *keys, int nkeys, const char *token)
 
 		if (!k->lease_held)
 			continue;
-		if (k->found && k->source == FROM_TABLE_FILL)
+		/* a row too large for Redis (wtcache.max_value_size) is only given back the lease */
+		if (k->found && k->source == FROM_TABLE_FILL && k->json_len <= wtcache_max_value_bytes)
 		{
 			const char *body = k->json + 1;
 

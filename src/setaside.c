@@ -27,6 +27,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/syscache.h"
 
 /*
  * Does this database's wtcache.queue have the set_aside column?  Not before
@@ -76,6 +77,9 @@ set_aside_tables(FunctionCallInfo fcinfo)
 		bool		isnull;
 		Oid			relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 
+		/* a table dropped since: the worker acknowledges its rows by itself */
+		if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+			continue;
 		if (pg_class_ownercheck(relid, GetUserId()) || superuser())
 		{
 			MemoryContext spi = MemoryContextSwitchTo(outer);

@@ -50,6 +50,8 @@ double		wtcache_ttl_jitter = 0.1;
 bool		wtcache_publish_events = true;
 bool		wtcache_enabled = true;
 int			wtcache_backlog_warning = 1000000;
+int			wtcache_max_value_kb = 512 * 1024;
+int64		wtcache_max_value_bytes = (int64) 512 * 1024 * 1024 - 64 * 1024;
 int			wtcache_max_tags_per_call = 100;
 int			wtcache_max_tag_length = 256;
 
@@ -818,6 +820,13 @@ show_redis_url(void)
 	return shown;
 }
 
+/* less room for the other arguments of the script call that carries it */
+static void
+assign_max_value_size(int newval, void *extra)
+{
+	wtcache_max_value_bytes = (int64) newval * 1024 - 64 * 1024;
+}
+
 static bool
 check_redis_url(char **newval, void **extra, GucSource source)
 {
@@ -1105,6 +1114,14 @@ wtcache_define_settings(void)
 							1000000, 0, INT_MAX,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.max_value_size",
+							"Largest row value wtcache writes to Redis; match Redis's proto-max-bulk-len.",
+							"A row above it is not written: its key is removed, as in invalidate mode, and reads of it go to the table.  Redis drops a connection that sends a larger value.",
+							&wtcache_max_value_kb,
+							512 * 1024, 1024, 512 * 1024,
+							PGC_SIGHUP, GUC_UNIT_KB,
+							NULL, assign_max_value_size, NULL);
 
 	/*
 	 * What any caller of query() and invalidate() can make Redis hold is the

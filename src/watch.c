@@ -18,6 +18,7 @@
 #include "access/relation.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/index.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
@@ -36,6 +37,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
+#include "utils/resowner.h"
 #include "utils/syscache.h"
 
 
@@ -808,6 +810,62 @@ wtcache_resync_table(Oid relid)
 	relation_close(rel, NoLock);
 	wtcache_enqueue_whole_table(relid, table_key.data);
 	return wtcache_enqueue_all_rows(relid);
+}
+
+/*
+ * wtcache_resync_table() (purge_first) or wtcache_enqueue_all_rows(), or,
+ * when the table's rows cannot be read as its
+ * owner (its owner lost SELECT, its policies apply to its owner...), the
+ * removal of its keys alone: nothing older than the table stays in Redis,
+ * and reads fill the keys again from the table.  For the paths that must
+ * not fail because of one table: the DDL requeue (PostgreSQL accepts the
+ * DDL on an unwatched table) and the worker's resync after data loss
+ * (which removed every key already: no purge_first, and no removal).
+ * *failure: the reason, or NULL.
+ */
+uint64
+wtcache_resync_table_or_purge(Oid relid, bool purge_first, char **failure)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile uint64 rows = 0;
+
+	*failure = NULL;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		rows = purge_first ? wtcache_resync_table(relid) : wtcache_enqueue_all_rows(relid);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		*failure = edata->message;
+	}
+	PG_END_TRY();
+	if (*failure != NULL && purge_first)
+	{
+		Relation	rel = relation_open(relid, AccessShareLock);
+		StringInfoData table_key;
+
+		initStringInfo(&table_key);
+		wtcache_append_table_key(&table_key, get_database_name(MyDatabaseId),
+								 get_namespace_name(RelationGetNamespace(rel)),
+								 RelationGetRelationName(rel));
+		relation_close(rel, NoLock);
+		wtcache_enqueue_whole_table(relid, table_key.data);
+	}
+	return rows;
 }
 
 PG_FUNCTION_INFO_V1(wtcache_resync);

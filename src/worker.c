@@ -57,6 +57,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timeout.h"
 
 /* One distinct key of one table in a batch. */
 typedef struct BatchKey
@@ -134,6 +135,13 @@ typedef struct Batch
 	int			maxpending;
 	MemoryContext cxt;
 } Batch;
+
+/*
+ * How long the read of one batch's rows of one table may take: the table's
+ * owner controls code that runs in it (index expressions), and a read that
+ * never ends would hold back every other table.
+ */
+#define WTCACHE_TABLE_READ_TIMEOUT_MS 60000
 
 static WorkerSlot *MySlot = NULL;
 static MemoryContext BatchContext = NULL;
@@ -658,8 +666,11 @@ fetch_rows(TableBatch *tb)
 			texts[i] = tb->keys[i].values[c];
 		args[c] = wtcache_key_lookup_array(&tb->lookup, c, texts, tb->nbatchkeys);
 	}
+	/* the owner's code (an index expression) must not stall every table */
+	enable_timeout_after(STATEMENT_TIMEOUT, WTCACHE_TABLE_READ_TIMEOUT_MS);
 	rc = SPI_execute_with_args(tb->lookup.sql_many, tb->nkeys, tb->lookup.arraytypes, args,
 							   NULL, true, 0);
+	disable_timeout(STATEMENT_TIMEOUT, false);
 	wtcache_rights_leave(&rights);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "wtcache: reading rows of %s failed", tb->qname);
@@ -679,6 +690,14 @@ fetch_rows(TableBatch *tb)
 		if (ord < 1 || ord > tb->nbatchkeys || isnull)
 			continue;
 		bk = &tb->keys[ord - 1];
+		/*
+		 * Found by the type's equality under another spelling (numeric
+		 * 1.0 for 1.00): not this key's row, which is gone, and changes
+		 * of the row are pushed under its own spelling only.
+		 */
+		if (!wtcache_key_lookup_same_key(&tb->lookup, SPI_tuptable->vals[r], SPI_tuptable->tupdesc,
+										 bk->values))
+			continue;
 
 		/* "_v" first, so Lua reads it from the head of the value */
 		body = VARDATA_ANY(json) + 1;	/* past the '{' */
@@ -698,12 +717,14 @@ fetch_rows(TableBatch *tb)
 /*
  * fetch_rows(), in a subtransaction: a table whose rows cannot be read (its
  * owner lost the right to read it, its policies apply to its owner, a key
- * value its type no longer accepts...) must not stop the delivery of every
- * other table.  Its queue rows are set aside with the reason instead
+ * value its type no longer accepts, its owner's code raised an error or
+ * ran past WTCACHE_TABLE_READ_TIMEOUT_MS...) must not stop the delivery of
+ * every other table.  Its queue rows are set aside with the reason instead
  * (ack_batch), which wtcache.status shows and a DBA retries or discards;
  * their keys stay pending, so reads of them go to the table meanwhile.
- * Errors that are not about the table (out of memory, a cancel, a
- * shutdown) go on up.
+ * Every ERROR counts: the owner's code chooses its SQLSTATE, so none can
+ * be trusted to mean "not about this table".  A shutdown of the worker is
+ * FATAL and never lands here.
  */
 static void
 fetch_rows_or_set_aside(TableBatch *tb)
@@ -723,20 +744,10 @@ fetch_rows_or_set_aside(TableBatch *tb)
 	PG_CATCH();
 	{
 		ErrorData  *edata;
-		int			category;
 
+		disable_timeout(STATEMENT_TIMEOUT, false);
 		MemoryContextSwitchTo(BatchContext);
 		edata = CopyErrorData();
-		category = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
-		if (category == ERRCODE_OPERATOR_INTERVENTION ||
-			category == ERRCODE_INSUFFICIENT_RESOURCES ||
-			category == ERRCODE_SYSTEM_ERROR ||
-			category == ERRCODE_INTERNAL_ERROR ||
-			category == ERRCODE_PROGRAM_LIMIT_EXCEEDED)
-		{
-			MemoryContextSwitchTo(cxt);
-			PG_RE_THROW();
-		}
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
@@ -767,7 +778,10 @@ claim_batch(Batch *b, Batch *inflight)
 	can_set_aside = wtcache_queue_can_set_aside();
 	if (can_set_aside)
 		plan = SPI_prepare("SELECT id, relid, keys, table_key, key_width, per_table, tags, discard "
-						   "FROM wtcache.queue WHERE set_aside IS NULL OR discard ORDER BY id", 0, NULL);
+						   "FROM wtcache.queue q WHERE set_aside IS NULL OR discard "
+						   /* those of a table dropped since: nothing left to deliver */
+						   "OR NOT EXISTS (SELECT FROM pg_catalog.pg_class c "
+						   "WHERE c.oid OPERATOR(pg_catalog.=) q.relid) ORDER BY id", 0, NULL);
 	else
 		plan = SPI_prepare("SELECT id, relid, keys, table_key, key_width, per_table, tags, false "
 						   "FROM wtcache.queue ORDER BY id", 0, NULL);
@@ -958,6 +972,25 @@ claim_batch(Batch *b, Batch *inflight)
 	return any;
 }
 
+/* Once per table and worker: a row too large for Redis. */
+static void
+log_oversized(TableBatch *tb, size_t len)
+{
+	static List *logged = NIL;
+	MemoryContext old;
+
+	if (list_member_oid(logged, tb->relid))
+		return;
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	logged = lappend_oid(logged, tb->relid);
+	MemoryContextSwitchTo(old);
+	ereport(LOG,
+			(errmsg("wtcache: a row of %s is %zu bytes, more than Redis accepts in one value; its key is removed from Redis instead",
+					tb->qname, len),
+			 errdetail("Reads of such rows go to the table.  Redis's proto-max-bulk-len sets the limit."),
+			 errhint("Raise proto-max-bulk-len in Redis, or keep such rows out of a watched table.")));
+}
+
 /* Turn the claimed keys into Redis writes. */
 static PushItem *
 build_items(Batch *b, int *nitems)
@@ -982,6 +1015,18 @@ build_items(Batch *b, int *nitems)
 			BatchKey   *bk = &tb->keys[k];
 			PushItem   *it = &items[n++];
 
+			/*
+			 * A row larger than Redis accepts in one value would make it drop
+			 * the connection, and the batch be sent again for ever: its key
+			 * is removed instead, as in invalidate mode, and reads of it go
+			 * to the table (they never fill what is this large either).
+			 */
+			bool		oversized = bk->payload != NULL && !tb->invalidate &&
+				(int64) bk->payload_len > wtcache_max_value_bytes;
+
+			if (oversized)
+				log_oversized(tb, bk->payload_len);
+
 			it->row_key = psprintf("%s{%s:%s}", wtcache_key_prefix, tb->table_key, bk->suffix);
 			it->row_key_len = strlen(it->row_key);
 			it->version = bk->version;
@@ -1002,7 +1047,7 @@ build_items(Batch *b, int *nitems)
 				}
 				appendStringInfo(&ev, "],\"op\":\"%s\",\"v\":" INT64_FORMAT ",\"tags\":[",
 								 bk->payload == NULL ? "delete" :
-								 tb->invalidate ? "invalidate" : "upsert",
+								 (tb->invalidate || oversized) ? "invalidate" : "upsert",
 								 bk->version);
 				escape_json(&ev, tb->table_tag);
 				{
@@ -1018,7 +1063,7 @@ build_items(Batch *b, int *nitems)
 				it->event = ev.data;
 				it->event_len = ev.len;
 			}
-			if (bk->payload != NULL && !tb->invalidate)
+			if (bk->payload != NULL && !tb->invalidate && !oversized)
 			{
 				it->payload = bk->payload;
 				it->payload_len = bk->payload_len;
@@ -1156,8 +1201,8 @@ ack_batch(Batch *b)
 	for (int t = 0; t < b->ntables; t++)
 		if (b->tables[t].failure != NULL)
 		{
-			done = palloc(sizeof(Datum) * Max(b->nids, 1));
-			release = palloc(sizeof(uint32) * Max(b->npending, 1));
+			done = MemoryContextAlloc(b->cxt, sizeof(Datum) * Max(b->nids, 1));
+			release = MemoryContextAlloc(b->cxt, sizeof(uint32) * Max(b->npending, 1));
 			ndone = nrelease = 0;
 			for (int i = 0; i < b->nids; i++)
 			{
@@ -1255,7 +1300,17 @@ resync_all(const char *why)
 			rels[i] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 		}
 		for (int i = 0; i < n; i++)
-			rows += wtcache_enqueue_all_rows(rels[i]);
+		{
+			char	   *failure;
+
+			/* the keys are gone already; a table whose rows cannot be read stays so */
+			rows += wtcache_resync_table_or_purge(rels[i], false, &failure);
+			if (failure != NULL)
+				ereport(LOG,
+						(errmsg("wtcache: could not queue the rows of table \"%s\" for the resync: %s",
+								get_rel_name(rels[i]), failure),
+						 errdetail("Its keys are not in Redis; cached reads fill them from the table.")));
+		}
 		tables = n;
 	}
 	end_xact();

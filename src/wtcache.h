@@ -86,6 +86,9 @@ extern int	wtcache_poll_interval_ms;
 extern double wtcache_ttl_jitter;
 extern bool wtcache_enabled;
 extern int	wtcache_backlog_warning;
+extern int	wtcache_max_value_kb;
+extern int64 wtcache_max_value_bytes;	/* the setting, less room for a script's
+										 * other arguments */
 
 extern void wtcache_define_settings(void);
 extern int64 wtcache_interval_ms(const Interval *iv);
@@ -252,7 +255,9 @@ typedef struct KeyLookup
 								 * (position, row JSON) per row found */
 	char	   *sql_one;		/* $1..$n: one key's values; (1, row JSON) */
 	Oid			argtypes[INDEX_MAX_KEYS];	/* the type a key value is given as */
-	Oid			arraytypes[INDEX_MAX_KEYS];
+	Oid			arraytypes[INDEX_MAX_KEYS];	/* sql_many's parameter types */
+	bool		bytext[INDEX_MAX_KEYS]; /* argtype has no array type: sql_many
+										 * takes text[] and casts */
 	int16		typlen[INDEX_MAX_KEYS];
 	bool		typbyval[INDEX_MAX_KEYS];
 	char		typalign[INDEX_MAX_KEYS];
@@ -354,6 +359,7 @@ extern bool wtcache_load_watch(Oid relid, WatchConfig *config);
 extern Oid	wtcache_owner(void);
 extern uint64 wtcache_enqueue_all_rows(Oid relid);
 extern uint64 wtcache_resync_table(Oid relid);
+extern uint64 wtcache_resync_table_or_purge(Oid relid, bool purge_first, char **failure);
 extern void wtcache_warn_if_key_unenforced(Oid relid);
 extern bool wtcache_changing_triggers;
 

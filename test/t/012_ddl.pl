@@ -42,10 +42,15 @@ clean('app.acct', 'watched');
 
 #### the row's shape
 
-my ($ret, $out, $err) = $node->psql($db, q{ALTER TABLE app.acct ADD COLUMN level int NOT NULL DEFAULT 3});
-like($err, qr/NOTICE:  wtcache: changed the columns of watched table "acct"; its 200 rows are queued for Redis again/,
-	'ADD COLUMN says the rows are queued again');
+my ($ret, $out, $err) = $node->psql($db, q{BEGIN; ALTER TABLE app.acct ADD COLUMN level int NOT NULL DEFAULT 3;
+SELECT pending FROM wtcache.status WHERE table_name = 'app.acct'::regclass; COMMIT;});
+is($out, '201', 'ADD COLUMN queues the removal of its keys and its 200 rows, in its own transaction');
+is($err, '', 'and says nothing: a routine requeue needs no action');
 clean('app.acct', 'ADD COLUMN with a default');
+
+($ret, $out, $err) = $node->psql($db, q{BEGIN; ALTER TABLE app.acct SET SCHEMA app;
+SELECT pending FROM wtcache.status WHERE table_name = 'app.acct'::regclass; COMMIT;});
+is($out, '0', 'SET SCHEMA to the schema it is in queues nothing');
 like(redis_cmd($rp, 'GET', redis_key_of($node, $db, 'app.acct', 5)), qr/"level":3/, 'rows in Redis have the new column');
 
 sql(q{ALTER TABLE app.acct DROP COLUMN note});
