@@ -135,3 +135,80 @@ CREATE FUNCTION wtcache._on_sql_drop() RETURNS event_trigger
     AS 'MODULE_PATHNAME', 'wtcache_on_sql_drop' LANGUAGE C;
 REVOKE ALL ON FUNCTION wtcache._on_sql_drop() FROM PUBLIC;
 CREATE EVENT TRIGGER wtcache_sql_drop ON sql_drop EXECUTE FUNCTION wtcache._on_sql_drop();
+
+-- metrics(): the set-aside changes, per table, as a gauge to alert on.
+CREATE OR REPLACE FUNCTION wtcache.metrics() RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+WITH db AS (
+    SELECT wtcache._prom_label(current_database()) AS name
+), tables AS (
+    SELECT format('database="%s",table="%s"', db.name,
+                  wtcache._prom_label(s.table_name::text)) AS labels, s.*
+      FROM wtcache.status s, db
+), workers AS (
+    SELECT format('database="%s"', wtcache._prom_label(d.datname)) AS labels, w.*
+      FROM wtcache.worker_status() w
+      JOIN pg_database d ON d.oid = w.database_oid
+), q AS (
+    SELECT format('database="%s"', db.name) AS labels, s.* FROM wtcache.query_stats() s, db
+), metric(name, type, help, ord) AS (VALUES
+    ('wtcache_captured_total', 'counter', 'Changed keys captured for a watched table', 1),
+    ('wtcache_pushed_total', 'counter', 'Changed keys delivered to Redis', 2),
+    ('wtcache_pending', 'gauge', 'Changed keys waiting in wtcache.queue', 3),
+    ('wtcache_oldest_pending_seconds', 'gauge', 'Age of the oldest queued change (delivery lag)', 4),
+    ('wtcache_table_errors_total', 'counter', 'Delivery errors of a watched table', 5),
+    ('wtcache_read_hits_total', 'counter', 'Cached reads served from Redis', 6),
+    ('wtcache_read_misses_total', 'counter', 'Cached reads that found no value in Redis', 7),
+    ('wtcache_read_bypasses_total', 'counter', 'Cached reads sent to the table without asking Redis', 8),
+    ('wtcache_read_fallbacks_total', 'counter', 'Cached reads sent to the table because Redis failed', 9),
+    ('wtcache_read_fills_total', 'counter', 'Misses written to Redis', 10),
+    ('wtcache_read_fills_rejected_total', 'counter', 'Fills refused as stale', 11),
+    ('wtcache_worker_up', 'gauge', '1 while the delivery worker of a database is connected to Redis', 12),
+    ('wtcache_worker_pushed_total', 'counter', 'Changed keys the worker delivered since it started', 13),
+    ('wtcache_worker_batches_total', 'counter', 'Batches the worker delivered since it started', 14),
+    ('wtcache_worker_resyncs_total', 'counter', 'Full resyncs after Redis lost data', 15),
+    ('wtcache_worker_last_push_timestamp_seconds', 'gauge', 'When the worker last delivered a batch', 16),
+    ('wtcache_reads_use_redis', 'gauge', '1 when cached reads of the database may use Redis', 17),
+    ('wtcache_query_hits_total', 'counter', 'Cached query results served from Redis', 18),
+    ('wtcache_query_misses_total', 'counter', 'Cached query results not in Redis', 19),
+    ('wtcache_query_bypasses_total', 'counter', 'Cached queries run against the tables without asking Redis', 20),
+    ('wtcache_query_runs_total', 'counter', 'Cached queries actually executed', 21),
+    ('wtcache_redis_master', 'gauge', '1 while the worker is connected to a Redis master (0: a replica, or not connected)', 22),
+    ('wtcache_set_aside', 'gauge', 'Changed keys set aside because the worker could not read their table (wtcache.retry_set_aside())', 23)
+), sample(name, labels, value) AS (
+    SELECT 'wtcache_captured_total', labels, captured::float8 FROM tables
+    UNION ALL SELECT 'wtcache_pushed_total', labels, pushed FROM tables
+    UNION ALL SELECT 'wtcache_pending', labels, pending FROM tables
+    UNION ALL SELECT 'wtcache_oldest_pending_seconds', labels,
+                     coalesce(extract(epoch FROM oldest_pending_age), 0) FROM tables
+    UNION ALL SELECT 'wtcache_table_errors_total', labels, errors FROM tables
+    UNION ALL SELECT 'wtcache_read_hits_total', labels, read_hits FROM tables
+    UNION ALL SELECT 'wtcache_read_misses_total', labels, read_misses FROM tables
+    UNION ALL SELECT 'wtcache_read_bypasses_total', labels, read_bypasses FROM tables
+    UNION ALL SELECT 'wtcache_read_fallbacks_total', labels, read_fallbacks FROM tables
+    UNION ALL SELECT 'wtcache_read_fills_total', labels, read_fills FROM tables
+    UNION ALL SELECT 'wtcache_read_fills_rejected_total', labels, fills_rejected FROM tables
+    UNION ALL SELECT 'wtcache_worker_up', labels, CASE WHEN connected THEN 1 ELSE 0 END FROM workers
+    UNION ALL SELECT 'wtcache_worker_pushed_total', labels, pushed FROM workers
+    UNION ALL SELECT 'wtcache_worker_batches_total', labels, batches FROM workers
+    UNION ALL SELECT 'wtcache_worker_resyncs_total', labels, resyncs FROM workers
+    UNION ALL SELECT 'wtcache_worker_last_push_timestamp_seconds', labels,
+                     coalesce(extract(epoch FROM last_push), 0) FROM workers
+    UNION ALL SELECT 'wtcache_reads_use_redis', labels, CASE WHEN reads_use_redis THEN 1 ELSE 0 END FROM workers
+    UNION ALL SELECT 'wtcache_query_hits_total', labels, hits FROM q
+    UNION ALL SELECT 'wtcache_query_misses_total', labels, misses FROM q
+    UNION ALL SELECT 'wtcache_query_bypasses_total', labels, bypasses FROM q
+    UNION ALL SELECT 'wtcache_query_runs_total', labels, runs FROM q
+    UNION ALL SELECT 'wtcache_redis_master', labels, CASE WHEN redis_role = 'master' THEN 1 ELSE 0 END FROM workers
+    UNION ALL SELECT 'wtcache_set_aside', labels, set_aside FROM tables
+)
+SELECT coalesce(string_agg(block, ''  ORDER BY ord), '')
+  FROM (SELECT m.ord,
+               format(E'# HELP %s %s\n# TYPE %s %s\n', m.name, m.help, m.name, m.type)
+               || coalesce(string_agg(format(E'%s{%s} %s\n', s.name, s.labels, s.value), '' ORDER BY s.labels), '')
+               AS block
+          FROM metric m LEFT JOIN sample s ON s.name = m.name
+         GROUP BY m.ord, m.name, m.help, m.type) b
+$$;
+COMMENT ON FUNCTION wtcache.metrics() IS
+    'wtcache''s counters and gauges in the Prometheus text exposition format';

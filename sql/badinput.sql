@@ -77,6 +77,29 @@ SELECT wtcache._capture_when_tagged('bad', 'i', 0::int2, '{}', 1);
 SELECT wtcache._capture_when_tagged('bad', 'i', 1::int2, NULL, 1);
 SELECT wtcache._capture_when_tagged('bad', 'u', 1::int2, '{}', 1, 2, 3);
 SELECT wtcache._row_type_table(1);
+-- ... checked against the watch: count, types and templates of the table's
+SELECT wtcache._capture_when('bad', 'i', 'not-a-number'::text);
+SELECT wtcache._capture_when('bad', 'i', 1, 2);
+SELECT wtcache._capture_when('bad', 'u', 1, 2::bigint);
+SELECT wtcache._capture_when_tagged('bad', 'i', 1::int2, ARRAY['{0}'], 1, 'x'::text);
+SELECT wtcache._capture_when('bad', 'i', 1) AS a_valid_call_answers_false;
+CREATE TABLE unwatched_bad (id int PRIMARY KEY);
+SELECT wtcache._capture_when('unwatched_bad', 'i', 1) AS unwatched_records_nothing;
+SELECT count(*) AS queued_for_unwatched FROM wtcache.queue WHERE relid = 'unwatched_bad'::regclass;
+-- set-aside changes: only the table's owner acts on them
+SELECT wtcache.retry_set_aside(12345678);
+SELECT wtcache.retry_set_aside('bad') AS none_set_aside;
+SELECT wtcache.discard_set_aside('bad') AS none_discarded;
+-- a table whose policies apply to its owner: wtcache reads rows as the owner
+ALTER TABLE unwatched_bad ENABLE ROW LEVEL SECURITY;
+ALTER TABLE unwatched_bad FORCE ROW LEVEL SECURITY;
+CREATE ROLE wtc_bad_owner;
+ALTER TABLE unwatched_bad OWNER TO wtc_bad_owner;
+SET ROLE wtc_bad_owner;
+SELECT wtcache.watch('unwatched_bad');
+RESET ROLE;
+DROP TABLE unwatched_bad;
+DROP ROLE wtc_bad_owner;
 
 -- without privileges
 CREATE ROLE wtc_bad_nobody;
@@ -90,6 +113,8 @@ SELECT * FROM wtcache.get_many('bad', ARRAY['1']);
 SELECT * FROM wtcache.verify('bad');
 SELECT * FROM wtcache.query('SELECT * FROM bad');
 SELECT wtcache._capture_when('bad', 'i', 1);
+SELECT wtcache.retry_set_aside('bad');
+SELECT wtcache.discard_set_aside();
 SELECT wtcache._forget_table('bad'::regclass, 'public', 'bad');
 SELECT wtcache._start_worker();
 SELECT count(*) >= 0 AS can_read_status FROM wtcache.status;
