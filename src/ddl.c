@@ -292,6 +292,20 @@ current_table_key(Oid relid)
 	return tk.data;
 }
 
+/* Does an ALTER TABLE change the type of a column? */
+static bool
+alters_column_type(Node *parsetree)
+{
+	ListCell   *lc;
+
+	if (!IsA(parsetree, AlterTableStmt))
+		return false;
+	foreach(lc, ((AlterTableStmt *) parsetree)->cmds)
+		if (lfirst_node(AlterTableCmd, lc)->subtype == AT_AlterColumnType)
+			return true;
+	return false;
+}
+
 /* Run a statement that changes a watched table, then requeue the table. */
 static void
 run_table_ddl(TableChange change, Oid relid, PlannedStmt *pstmt, const char *queryString,
@@ -301,8 +315,22 @@ run_table_ddl(TableChange change, Oid relid, PlannedStmt *pstmt, const char *que
 	char	   *old_key = current_table_key(relid);
 	uint64		rows;
 	char	   *failure;
+	bool		retype = alters_column_type(pstmt->utilityStmt);
 
+	/*
+	 * PostgreSQL refuses to change the type of a column a trigger's WHEN
+	 * clause names (the key and tag columns): the capture triggers make way
+	 * for the statement and are created again from the watch after it, in
+	 * its transaction.  A watch that is lost meanwhile could not be.
+	 */
+	if (retype)
+		wtcache_drop_row_triggers(relid);
 	run_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	if (retype)
+	{
+		CommandCounterIncrement();
+		wtcache_create_row_triggers(relid);
+	}
 	if (get_rel_name(relid) == NULL || !is_watched(relid))
 		return;
 	CommandCounterIncrement();

@@ -132,46 +132,11 @@ open_watchable(Oid relid, LOCKMODE lockmode, const char *action)
 	return rel;
 }
 
-/* Does a unique, usable index cover exactly these columns? */
+/* Does a unique, usable index cover exactly these columns? (keys.c) */
 static bool
 has_unique_index_on(Relation rel, int nkeys, const AttrNumber *attnums)
 {
-	List	   *indexes = RelationGetIndexList(rel);
-	ListCell   *lc;
-	bool		found = false;
-
-	foreach(lc, indexes)
-	{
-		HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc)));
-		Form_pg_index idx;
-
-		if (!HeapTupleIsValid(tup))
-			continue;
-		idx = (Form_pg_index) GETSTRUCT(tup);
-		if (idx->indisunique && idx->indimmediate && idx->indisvalid &&
-			idx->indnkeyatts == nkeys &&
-			heap_attisnull(tup, Anum_pg_index_indpred, NULL) &&
-			heap_attisnull(tup, Anum_pg_index_indexprs, NULL))
-		{
-			bool		all = true;
-
-			for (int i = 0; i < nkeys && all; i++)
-			{
-				bool		in = false;
-
-				for (int j = 0; j < nkeys; j++)
-					if (idx->indkey.values[j] == attnums[i])
-						in = true;
-				all = in;
-			}
-			found = all;
-		}
-		ReleaseSysCache(tup);
-		if (found)
-			break;
-	}
-	list_free(indexes);
-	return found;
+	return OidIsValid(wtcache_key_index(rel, nkeys, attnums));
 }
 
 /* Resolve and check the key columns; returns how many. */
@@ -322,6 +287,146 @@ spi_exec_or_error(const char *sql, int expected)
 		elog(ERROR, "wtcache: \"%s\" failed: %s", sql, SPI_result_code_string(rc));
 }
 
+static void enable_always(const char *qname, const char *trigger);
+
+static const struct
+{
+	const char *name;
+	const char *event;
+	char		op;
+}			row_triggers[] = {
+	{"wtcache_capture_ins", "INSERT", 'i'},
+	{"wtcache_capture_upd", "UPDATE", 'u'},
+	{"wtcache_capture_del", "DELETE", 'd'},
+};
+
+/* Drop the row capture triggers of a table, those that exist.  Needs SPI. */
+static void
+drop_row_triggers(Oid relid, const char *qname)
+{
+	for (int t = 0; t < lengthof(row_triggers); t++)
+		if (trigger_exists(relid, row_triggers[t].name))
+			spi_exec_or_error(psprintf("DROP TRIGGER %s ON %s", row_triggers[t].name, qname),
+							  SPI_OK_UTILITY);
+}
+
+/*
+ * Create the row capture triggers: their WHEN clause hands the key columns'
+ * (and tag columns') old and new values to _capture_when[_tagged]().  Needs
+ * SPI; the caller owns the table.
+ */
+static void
+create_row_triggers(Relation rel, const char *qname, int nkeys, const AttrNumber *attnums,
+					ArrayType *tags)
+{
+	char	   *relliteral = quote_literal_cstr(qname);
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			ntemplates = ArrayGetNItems(ARR_NDIM(tags), ARR_DIMS(tags));
+	AttrNumber	tagcols[WTCACHE_MAX_TAG_COLUMNS];
+	int			ntagcols = 0;
+	StringInfoData templates_sql;
+	StringInfoData sql;
+
+	initStringInfo(&templates_sql);
+	if (ntemplates > 0)
+	{
+		ArrayType  *compiled = wtcache_compile_tag_templates(rel, tags, tagcols, &ntagcols);
+		Datum	   *elems;
+		int			n;
+
+		deconstruct_array(compiled, TEXTOID, -1, false, TYPALIGN_INT, &elems, NULL, &n);
+		appendStringInfoString(&templates_sql, "ARRAY[");
+		for (int i = 0; i < n; i++)
+			appendStringInfo(&templates_sql, "%s%s", i ? ", " : "",
+							 quote_literal_cstr(TextDatumGetCString(elems[i])));
+		appendStringInfoString(&templates_sql, "]::text[]");
+	}
+
+	for (int t = 0; t < lengthof(row_triggers); t++)
+	{
+		const char *rows[2];
+		int			nrows = 0;
+
+		if (row_triggers[t].op != 'i')
+			rows[nrows++] = "OLD";
+		if (row_triggers[t].op != 'd')
+			rows[nrows++] = "NEW";
+
+		initStringInfo(&sql);
+		if (ntemplates > 0)
+			appendStringInfo(&sql,
+							 "CREATE TRIGGER %s AFTER %s ON %s FOR EACH ROW "
+							 "WHEN (wtcache._capture_when_tagged(%s::regclass, '%c', %d::int2, %s",
+							 row_triggers[t].name, row_triggers[t].event, qname,
+							 relliteral, row_triggers[t].op, nkeys, templates_sql.data);
+		else
+			appendStringInfo(&sql,
+							 "CREATE TRIGGER %s AFTER %s ON %s FOR EACH ROW "
+							 "WHEN (wtcache._capture_when(%s::regclass, '%c'",
+							 row_triggers[t].name, row_triggers[t].event, qname,
+							 relliteral, row_triggers[t].op);
+		for (int r = 0; r < nrows; r++)
+			for (int i = 0; i < nkeys; i++)
+				appendStringInfo(&sql, ", %s.%s", rows[r],
+								 quote_identifier(NameStr(TupleDescAttr(desc, attnums[i] - 1)->attname)));
+		for (int r = 0; r < nrows; r++)
+			for (int i = 0; i < ntagcols; i++)
+				appendStringInfo(&sql, ", %s.%s", rows[r],
+								 quote_identifier(NameStr(TupleDescAttr(desc, tagcols[i] - 1)->attname)));
+		appendStringInfoString(&sql, ")) EXECUTE FUNCTION wtcache._capture_row(");
+		for (int i = 0; i < nkeys; i++)
+			appendStringInfo(&sql, "%s'%d'", i ? ", " : "", attnums[i]);
+		appendStringInfoString(&sql, ")");
+		spi_exec_or_error(sql.data, SPI_OK_UTILITY);
+	}
+}
+
+/*
+ * ALTER TABLE ... ALTER COLUMN ... TYPE of a column the row capture
+ * triggers name (a key or tag column) is refused by PostgreSQL while they
+ * exist: ddl.c drops them just before such a statement and creates them
+ * again right after, in its transaction, from the table's watch.  The
+ * int to bigint key migration then works as on an unwatched table.
+ */
+void
+wtcache_drop_row_triggers(Oid relid)
+{
+	Relation	rel = relation_open(relid, AccessShareLock);
+	char	   *qname = qualified_name(rel);
+
+	relation_close(rel, NoLock);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	drop_row_triggers(relid, qname);
+	SPI_finish();
+}
+
+void
+wtcache_create_row_triggers(Oid relid)
+{
+	Relation	rel;
+	WatchConfig config;
+	AttrNumber	attnums[INDEX_MAX_KEYS];
+	char	   *qname;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (!wtcache_load_watch(relid, &config))
+	{
+		SPI_finish();
+		return;
+	}
+	for (int i = 0; i < config.nkeys; i++)
+		attnums[i] = config.key_attnums[i];
+	rel = relation_open(relid, AccessShareLock);
+	qname = qualified_name(rel);
+	create_row_triggers(rel, qname, config.nkeys, attnums, config.tags);
+	relation_close(rel, NoLock);
+	for (int t = 0; t < lengthof(row_triggers); t++)
+		enable_always(qname, row_triggers[t].name);
+	SPI_finish();
+}
+
 /*
  * A capture trigger fires whatever session_replication_role says: changes
  * applied by a logical replication subscriber, or by pg_restore as
@@ -434,83 +539,8 @@ wtcache_watch(PG_FUNCTION_ARGS)
 	 * Row triggers, created as the caller, who owns the table.  Re-created
 	 * on every watch(): the tag templates decide their arguments.
 	 */
-	{
-		static const struct
-		{
-			const char *name;
-			const char *event;
-			char		op;
-		}			row_triggers[] = {
-			{"wtcache_capture_ins", "INSERT", 'i'},
-			{"wtcache_capture_upd", "UPDATE", 'u'},
-			{"wtcache_capture_del", "DELETE", 'd'},
-		};
-		char	   *relliteral = quote_literal_cstr(qname);
-		TupleDesc	desc = RelationGetDescr(rel);
-		int			ntemplates = ArrayGetNItems(ARR_NDIM(tags), ARR_DIMS(tags));
-		AttrNumber	tagcols[WTCACHE_MAX_TAG_COLUMNS];
-		int			ntagcols = 0;
-		StringInfoData templates_sql;
-
-		initStringInfo(&templates_sql);
-		if (ntemplates > 0)
-		{
-			ArrayType  *compiled = wtcache_compile_tag_templates(rel, tags, tagcols, &ntagcols);
-			Datum	   *elems;
-			int			n;
-
-			deconstruct_array(compiled, TEXTOID, -1, false, TYPALIGN_INT, &elems, NULL, &n);
-			appendStringInfoString(&templates_sql, "ARRAY[");
-			for (int i = 0; i < n; i++)
-				appendStringInfo(&templates_sql, "%s%s", i ? ", " : "",
-								 quote_literal_cstr(TextDatumGetCString(elems[i])));
-			appendStringInfoString(&templates_sql, "]::text[]");
-		}
-
-		for (int t = 0; t < lengthof(row_triggers); t++)
-		{
-			const char *rows[2];
-			int			nrows = 0;
-
-			if (row_triggers[t].op != 'i')
-				rows[nrows++] = "OLD";
-			if (row_triggers[t].op != 'd')
-				rows[nrows++] = "NEW";
-
-			initStringInfo(&sql);
-			if (trigger_exists(relid, row_triggers[t].name))
-			{
-				appendStringInfo(&sql, "DROP TRIGGER %s ON %s", row_triggers[t].name, qname);
-				spi_exec_or_error(sql.data, SPI_OK_UTILITY);
-				resetStringInfo(&sql);
-			}
-			if (ntemplates > 0)
-				appendStringInfo(&sql,
-								 "CREATE TRIGGER %s AFTER %s ON %s FOR EACH ROW "
-								 "WHEN (wtcache._capture_when_tagged(%s::regclass, '%c', %d::int2, %s",
-								 row_triggers[t].name, row_triggers[t].event, qname,
-								 relliteral, row_triggers[t].op, nkeys, templates_sql.data);
-			else
-				appendStringInfo(&sql,
-								 "CREATE TRIGGER %s AFTER %s ON %s FOR EACH ROW "
-								 "WHEN (wtcache._capture_when(%s::regclass, '%c'",
-								 row_triggers[t].name, row_triggers[t].event, qname,
-								 relliteral, row_triggers[t].op);
-			for (int r = 0; r < nrows; r++)
-				for (int i = 0; i < nkeys; i++)
-					appendStringInfo(&sql, ", %s.%s", rows[r],
-									 quote_identifier(NameStr(TupleDescAttr(desc, attnums[i] - 1)->attname)));
-			for (int r = 0; r < nrows; r++)
-				for (int i = 0; i < ntagcols; i++)
-					appendStringInfo(&sql, ", %s.%s", rows[r],
-									 quote_identifier(NameStr(TupleDescAttr(desc, tagcols[i] - 1)->attname)));
-			appendStringInfoString(&sql, ")) EXECUTE FUNCTION wtcache._capture_row(");
-			for (int i = 0; i < nkeys; i++)
-				appendStringInfo(&sql, "%s'%d'", i ? ", " : "", attnums[i]);
-			appendStringInfoString(&sql, ")");
-			spi_exec_or_error(sql.data, SPI_OK_UTILITY);
-		}
-	}
+	drop_row_triggers(relid, qname);
+	create_row_triggers(rel, qname, nkeys, attnums, tags);
 	if (!trigger_exists(relid, "wtcache_truncate"))
 	{
 		initStringInfo(&sql);
@@ -792,13 +822,9 @@ wtcache_enqueue_all_rows(Oid relid)
 	return nrows;
 }
 
-/*
- * Queue the removal of the table's keys, then every row: what resync
- * repairs includes keys of rows that no longer exist.  Reads of the table
- * go to the table until both are delivered (both count per table).
- */
-uint64
-wtcache_resync_table(Oid relid)
+/* Queue the removal of the table's keys under its current name. */
+static void
+enqueue_table_removal(Oid relid)
 {
 	Relation	rel = relation_open(relid, AccessShareLock);
 	StringInfoData table_key;
@@ -809,6 +835,17 @@ wtcache_resync_table(Oid relid)
 							 RelationGetRelationName(rel));
 	relation_close(rel, NoLock);
 	wtcache_enqueue_whole_table(relid, table_key.data);
+}
+
+/*
+ * Queue the removal of the table's keys, then every row: what resync
+ * repairs includes keys of rows that no longer exist.  Reads of the table
+ * go to the table until both are delivered (both count per table).
+ */
+uint64
+wtcache_resync_table(Oid relid)
+{
+	enqueue_table_removal(relid);
 	return wtcache_enqueue_all_rows(relid);
 }
 
@@ -854,17 +891,7 @@ wtcache_resync_table_or_purge(Oid relid, bool purge_first, char **failure)
 	}
 	PG_END_TRY();
 	if (*failure != NULL && purge_first)
-	{
-		Relation	rel = relation_open(relid, AccessShareLock);
-		StringInfoData table_key;
-
-		initStringInfo(&table_key);
-		wtcache_append_table_key(&table_key, get_database_name(MyDatabaseId),
-								 get_namespace_name(RelationGetNamespace(rel)),
-								 RelationGetRelationName(rel));
-		relation_close(rel, NoLock);
-		wtcache_enqueue_whole_table(relid, table_key.data);
-	}
+		enqueue_table_removal(relid);
 	return rows;
 }
 

@@ -359,6 +359,8 @@ extern bool wtcache_load_watch(Oid relid, WatchConfig *config);
 extern Oid	wtcache_owner(void);
 extern uint64 wtcache_enqueue_all_rows(Oid relid);
 extern uint64 wtcache_resync_table(Oid relid);
+extern void wtcache_drop_row_triggers(Oid relid);
+extern void wtcache_create_row_triggers(Oid relid);
 extern uint64 wtcache_resync_table_or_purge(Oid relid, bool purge_first, char **failure);
 extern void wtcache_warn_if_key_unenforced(Oid relid);
 extern bool wtcache_changing_triggers;

@@ -93,6 +93,28 @@ ok(wait_drained($node, $db), 'bit(3) keys delivered');
 compare_table_ok($node, $db, 'flags', $rp, 'Redis holds the rows of bit(3) keys, not tombstones');
 is(sql(q{SELECT wtcache.get('flags', '101')->>'v'}), 'five', "get('101') of a bit(3) key");
 
+#### ALTER COLUMN TYPE of the key (the int to bigint migration) and of a tag column
+
+sql(q{
+CREATE TABLE mig (id int PRIMARY KEY, org int NOT NULL, v text NOT NULL);
+INSERT INTO mig SELECT i, i % 3, 'v' || i FROM generate_series(1, 300) i;
+SELECT wtcache.watch('mig', tags => ARRAY['org:{org}'], warm => true);
+});
+ok(wait_drained($node, $db), 'mig delivered');
+my ($ret, $out, $err) = $node->psql($db, q{ALTER TABLE mig ALTER COLUMN id TYPE bigint});
+is($ret, 0, 'ALTER COLUMN TYPE bigint of the key column works on a watched table') or diag($err);
+($ret, $out, $err) = $node->psql($db, q{ALTER TABLE mig ALTER COLUMN org TYPE bigint});
+is($ret, 0, 'and of a tag column') or diag($err);
+is(sql(q{SELECT count(*) FROM pg_trigger WHERE tgrelid = 'mig'::regclass AND tgname LIKE 'wtcache_capture_%' AND tgenabled = 'A'}),
+	'3', 'the capture triggers are back, always enabled');
+sql(q{INSERT INTO mig VALUES (5000000000, 1, 'big'); UPDATE mig SET v = 'after' WHERE id <= 10});
+ok(wait_drained($node, $db), 'delivered after the migration');
+compare_table_ok($node, $db, 'mig', $rp, 'Redis equals the migrated table');
+is(sql(q{SELECT wtcache.get('mig', '5000000000')->>'v'}), 'big', 'a key past int4 reads back');
+($ret, $out, $err) = $node->psql($db, q{BEGIN; ALTER TABLE mig ALTER COLUMN id TYPE numeric; ROLLBACK;});
+is(sql(q{SELECT count(*) FROM pg_trigger WHERE tgrelid = 'mig'::regclass AND tgname LIKE 'wtcache_capture_%'}),
+	'3', 'a migration rolled back leaves the triggers as they were');
+
 is(sql(q{SELECT pg_postmaster_start_time()}), $start, 'the server never restarted');
 $node->stop;
 done_testing();
