@@ -292,6 +292,33 @@ current_table_key(Oid relid)
 	return tk.data;
 }
 
+/*
+ * A capture trigger created by anyone but watch(): pg_restore re-creating
+ * a watched table's triggers after it loaded the table's rows without them
+ * (and the worker may have resynced the database before the rows were
+ * there).  Queue the table's rows, so that a restored database ends up
+ * whole in Redis with no hand work.
+ */
+static void
+requeue_if_restored(CreateTrigStmt *stmt)
+{
+	Oid			relid;
+	char	   *failure;
+
+	if (strcmp(stmt->trigname, "wtcache_capture_ins") != 0)
+		return;
+	relid = RangeVarGetRelid(stmt->relation, NoLock, true);
+	if (!OidIsValid(relid) || !is_watched(relid))
+		return;
+	CommandCounterIncrement();
+	(void) wtcache_resync_table_or_purge(relid, true, &failure);
+	if (failure != NULL)
+		ereport(WARNING,
+				(errmsg("wtcache: could not queue the rows of watched table \"%s\": %s",
+						get_rel_name(relid), failure),
+				 errdetail("Its keys are removed from Redis instead; cached reads fill them again from the table.")));
+}
+
 /* Does an ALTER TABLE change the type of a column? */
 static bool
 alters_column_type(Node *parsetree)
@@ -379,6 +406,14 @@ wtcache_process_utility(PlannedStmt *pstmt, const char *queryString,
 	{
 		Oid			relid;
 		TableChange change = dbname == NULL ? table_change(parsetree, &relid) : TABLE_UNCHANGED;
+
+		if (IsA(parsetree, CreateTrigStmt) && !wtcache_changing_triggers && IsTransactionState())
+		{
+			run_utility(pstmt, queryString, readOnlyTree, context, params,
+						queryEnv, dest, qc);
+			requeue_if_restored((CreateTrigStmt *) parsetree);
+			return;
+		}
 
 		if (change != TABLE_UNCHANGED && IsTransactionState() && is_watched(relid))
 			run_table_ddl(change, relid, pstmt, queryString, readOnlyTree, context,
