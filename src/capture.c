@@ -314,7 +314,7 @@ write_group_chunk(KeyGroup *g)
 	ArrayType  *arr;
 	ArrayType  *tagarr = NULL;
 
-	if (g->nelems == 0)
+	if (g->nrecords == 0)
 		return;
 	arr = construct_array(g->elems, g->nelems, TEXTOID, -1, false, TYPALIGN_INT);
 	if (g->ntagnames > 0)
@@ -787,31 +787,34 @@ append_value(const char *s, uint32 len)
 /*
  * Append one key (one value per key column) to the buffer, and write a
  * chunk when the innermost (sub)transaction's share reaches the chunk size.
- * relname is for messages; NULL looks it up only if one is needed.
  */
 static void
 record_values(Oid relid, int nkeys, KeyColumn *cols, Datum *values, bool *nulls,
-			  const char *relname, char **tags, int ntags)
+			  char **tags, int ntags)
 {
 	uint16		nvalues = (uint16) nkeys;
 	uint16		ntags16 = ntags < 0 ? UNTAGGED : (uint16) ntags;
 	int			innermost_nrecords;
 
+	/*
+	 * A null key value (the DBA dropped the key's NOT NULL): no key names
+	 * such a row, so nothing in Redis is it; PostgreSQL accepts the write,
+	 * and so does wtcache.  The change is still recorded, without values,
+	 * so that its table's and its own tags are invalidated (the worker
+	 * takes a record of width 0 for that).
+	 */
+	for (int i = 0; i < nkeys; i++)
+		if (nulls[i])
+			nvalues = 0;
+
 	ensure_capture_state();
 	note_wrote(relid);
 	appendBinaryStringInfo(&capture_buf, (const char *) &relid, sizeof(Oid));
 	appendBinaryStringInfo(&capture_buf, (const char *) &nvalues, sizeof(uint16));
-	for (int i = 0; i < nkeys; i++)
+	for (int i = 0; i < nvalues; i++)
 	{
 		KeyColumn  *col = &cols[i];
 
-		if (nulls[i])
-			ereport(ERROR,
-					(errcode(ERRCODE_NOT_NULL_VIOLATION),
-					 errmsg("key column %d of watched table \"%s\" is null", i + 1,
-							relname ? relname : get_rel_name(relid)),
-					 errdetail("wtcache names each row in Redis by its key columns."),
-					 errhint("Make the key columns NOT NULL, or watch the table with other key columns.")));
 		if (col->binary)
 		{
 			int			hexlen;
@@ -861,8 +864,7 @@ record_key(CaptureCache *cache, Relation rel, HeapTuple tuple)
 
 	for (int i = 0; i < cache->nkeys; i++)
 		values[i] = heap_getattr(tuple, cache->cols[i].attnum, desc, &nulls[i]);
-	record_values(cache->relid, cache->nkeys, cache->cols, values, nulls,
-				  RelationGetRelationName(rel), NULL, -1);
+	record_values(cache->relid, cache->nkeys, cache->cols, values, nulls, NULL, -1);
 }
 
 static bool
@@ -939,7 +941,7 @@ record_when_keys(FunctionCallInfo fcinfo, Oid relid, char op, int first, int nke
 		values[i] = PG_GETARG_DATUM(first + i);
 		nulls[i] = PG_ARGISNULL(first + i);
 	}
-	record_values(relid, nkeys, cols, values, nulls, NULL, tags, ntags);
+	record_values(relid, nkeys, cols, values, nulls, tags, ntags);
 	if (op != 'u')
 		return;
 	for (int i = 0; i < nkeys && !changed; i++)
@@ -957,7 +959,7 @@ record_when_keys(FunctionCallInfo fcinfo, Oid relid, char op, int first, int nke
 		values[i] = PG_GETARG_DATUM(first + nkeys + i);
 		nulls[i] = PG_ARGISNULL(first + nkeys + i);
 	}
-	record_values(relid, nkeys, cols, values, nulls, NULL, tags, ntags);
+	record_values(relid, nkeys, cols, values, nulls, tags, ntags);
 }
 
 /*

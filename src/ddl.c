@@ -319,6 +319,52 @@ requeue_if_restored(CreateTrigStmt *stmt)
 				 errdetail("Its keys are removed from Redis instead; cached reads fill them again from the table.")));
 }
 
+/* ALTER TABLE ... SET UNLOGGED? */
+static bool
+sets_unlogged(Node *parsetree)
+{
+	ListCell   *lc;
+
+	if (!IsA(parsetree, AlterTableStmt) || ((AlterTableStmt *) parsetree)->objtype != OBJECT_TABLE)
+		return false;
+	foreach(lc, ((AlterTableStmt *) parsetree)->cmds)
+		if (lfirst_node(AlterTableCmd, lc)->subtype == AT_SetUnLogged)
+			return true;
+	return false;
+}
+
+/*
+ * An unlogged table is emptied by crash recovery and is empty on a
+ * promoted standby, while Redis would keep serving its rows: watch()
+ * refuses one, and a watched table made unlogged stops being watched, its
+ * keys removed, with a WARNING (PostgreSQL accepts the statement).  The
+ * DDL user owns the table, so unwatch() runs as it.
+ */
+static void
+unwatch_unlogged(Oid relid)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	int			nestlevel;
+	int			rc;
+
+	CommandCounterIncrement();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	nestlevel = wtcache_pin_search_path();
+	rc = SPI_execute_with_args("SELECT wtcache.unwatch($1::pg_catalog.regclass, true)",
+							   1, argtypes, values, NULL, false, 0);
+	wtcache_unpin_search_path(nestlevel);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "wtcache.unwatch() failed: %s", SPI_result_code_string(rc));
+	SPI_finish();
+	ereport(WARNING,
+			(errmsg("wtcache: table \"%s\" is no longer watched: it is unlogged now",
+					get_rel_name(relid)),
+			 errdetail("Crash recovery empties an unlogged table, and a promoted standby has it empty, while Redis would keep its rows. Its keys are removed from Redis."),
+			 errhint("ALTER TABLE ... SET LOGGED, then call wtcache.watch() again.")));
+}
+
 /* Does an ALTER TABLE change the type of a column? */
 static bool
 alters_column_type(Node *parsetree)
@@ -407,6 +453,17 @@ wtcache_process_utility(PlannedStmt *pstmt, const char *queryString,
 		Oid			relid;
 		TableChange change = dbname == NULL ? table_change(parsetree, &relid) : TABLE_UNCHANGED;
 
+		if (sets_unlogged(parsetree) && IsTransactionState())
+		{
+			Oid			unlogged = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true);
+			bool		watched = OidIsValid(unlogged) && is_watched(unlogged);
+
+			run_utility(pstmt, queryString, readOnlyTree, context, params,
+						queryEnv, dest, qc);
+			if (watched)
+				unwatch_unlogged(unlogged);
+			return;
+		}
 		if (IsA(parsetree, CreateTrigStmt) && !wtcache_changing_triggers && IsTransactionState())
 		{
 			run_utility(pstmt, queryString, readOnlyTree, context, params,

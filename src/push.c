@@ -328,7 +328,13 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 		wtcache_events_channel(&channel);
 	if (in_cluster)
 		items = group_by_slot(items, nitems, &slots);
-	snprintf(tomb_ttl, sizeof(tomb_ttl), "%d", wtcache_tombstone_ttl_s);
+	/*
+	 * A tombstone must outlive any fill lease taken before it was written:
+	 * a fill checks the tombstone it saw with its lease, and one that
+	 * expired meanwhile would let a stale fill in.  Whatever the settings.
+	 */
+	snprintf(tomb_ttl, sizeof(tomb_ttl), "%d",
+			 Max(wtcache_tombstone_ttl_s, 2 * (wtcache_fill_lease_ms / 1000 + 1)));
 	argv = palloc(sizeof(char *) * (6 + ROWS_PER_CALL * 5));
 	lens = palloc(sizeof(size_t) * (6 + ROWS_PER_CALL * 5));
 	/* version and ttl digits of every row, alive until the buffer is sent */

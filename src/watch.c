@@ -112,6 +112,12 @@ open_watchable(Oid relid, LOCKMODE lockmode, const char *action)
 				 errmsg("cannot %s \"%s\": it is not a table", action,
 						RelationGetRelationName(rel)),
 				 errhint("Only ordinary tables can be watched.")));
+	if (rel->rd_rel->relpersistence == RELPERSISTENCE_UNLOGGED && strcmp(action, "watch") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot watch unlogged table \"%s\"", RelationGetRelationName(rel)),
+				 errdetail("Crash recovery empties an unlogged table, and a promoted standby has it empty, while Redis would keep serving its rows."),
+				 errhint("ALTER TABLE ... SET LOGGED first.")));
 	if (rel->rd_rel->relpersistence == RELPERSISTENCE_TEMP)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),

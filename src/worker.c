@@ -952,6 +952,15 @@ claim_batch(Batch *b, Batch *inflight)
 					b->nrecords++;
 				}
 			}
+			/* the tags of changes that name no row (a null key value: width 0) */
+			while (tagpos < ntagelems)
+			{
+				int			count = atoi(TextDatumGetCString(tagelems[tagpos]));
+
+				for (int j = 1; j <= count && tagpos + j < ntagelems; j++)
+					batch_add_tag(b, TextDatumGetCString(tagelems[tagpos + j]));
+				tagpos += count + 1;
+			}
 			MemoryContextSwitchTo(spicxt);
 			if (b->nrecords >= wtcache_batch_size)
 				done = true;
@@ -1267,6 +1276,32 @@ acked_version(void)
 static bool purge_database_keys(int64 *removed);
 
 /*
+ * Announce that every key of the database was removed (a repair after
+ * Redis lost data), as a TRUNCATE is announced for one table: a near cache
+ * fed by the events channel must drop all it holds of the database.  On a
+ * failure, the next repair announces again.
+ */
+static void
+publish_reset(const char *why)
+{
+	StringInfoData channel;
+	StringInfoData ev;
+	WtcReply	reply;
+
+	if (!wtcache_publish_events || redis == NULL)
+		return;
+	initStringInfo(&channel);
+	wtcache_events_channel(&channel);
+	initStringInfo(&ev);
+	appendStringInfoString(&ev, "{\"db\":");
+	escape_json(&ev, my_dbname);
+	appendStringInfo(&ev, ",\"op\":\"reset\",\"v\":" INT64_FORMAT ",\"reason\":", acked_version());
+	escape_json(&ev, why);
+	appendStringInfoChar(&ev, '}');
+	(void) wtc_redis_commandv(redis, &reply, 3, "PUBLISH", channel.data, ev.data);
+}
+
+/*
  * Redis lost data we had pushed: what it kept may be older than the tables
  * (a failover to a replica that missed changes keeps rows deleted since),
  * so remove every key of the database, queue every watched row again, then
@@ -1285,6 +1320,7 @@ resync_all(const char *why)
 	wtcache_slot_set_state(MySlot, WORKER_RESYNCING, true);
 	if (!purge_database_keys(&removed))
 		return;
+	publish_reset(why);
 	begin_xact(false);
 	(void) queue_relid_or_exit();
 	if (SPI_execute("SELECT rel::oid FROM wtcache.watched", true, 0) != SPI_OK_SELECT)

@@ -32,15 +32,31 @@ compare_table_ok($node, $db, 't', $rp, 'Redis matches the table');
 
 #### Redis emptied behind the worker's back
 
+# a near cache fed by the events channel must learn that everything went
+my $sub = WtcacheTest::RedisConn->new($rp, timeout => 30);
+is($sub->command('SUBSCRIBE', 'wtc:events')->[0], 'subscribe', 'subscribed to the events');
+
 for my $round (1 .. 3)
 {
 	my $offset = -s $node->logfile;
 	redis_cmd($rp, 'FLUSHALL');
 	ok(wait_drained($node, $db, '120s'), "round $round: wait() returns true after the FLUSHALL");
+	my $reset;
+	while (!defined $reset)
+	{
+		my $m = eval { $sub->read_reply };
+		last unless ref $m eq 'ARRAY';
+		next unless $m->[0] eq 'message';
+		$reset = $m->[2] if $m->[2] =~ /"op":"reset"/;
+	}
+	like($reset // '', qr/^\{"db":"postgres","op":"reset","v":\d+,"reason":"generation marker missing"\}$/,
+		"round $round: the repair announced that every key of the database was removed");
 	compare_table_ok($node, $db, 't', $rp, "round $round: and Redis then holds every row");
 	like(slurp_file($node->logfile, $offset), qr/generation marker missing/,
 		"round $round: because the worker looked, found the marker missing and resynced");
 }
+
+$sub->close;
 
 #### Redis restarted empty, with a change committed just before
 

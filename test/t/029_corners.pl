@@ -115,6 +115,40 @@ is(sql(q{SELECT wtcache.get('mig', '5000000000')->>'v'}), 'big', 'a key past int
 is(sql(q{SELECT count(*) FROM pg_trigger WHERE tgrelid = 'mig'::regclass AND tgname LIKE 'wtcache_capture_%'}),
 	'3', 'a migration rolled back leaves the triggers as they were');
 
+#### A key column that lost its unique index and NOT NULL
+
+sql(q{CREATE TABLE nk (id int PRIMARY KEY, v text); INSERT INTO nk VALUES (1, 'a');
+      SELECT wtcache.watch('nk', warm => true);});
+ok(wait_drained($node, $db), 'nk delivered');
+$node->psql($db, q{ALTER TABLE nk DROP CONSTRAINT nk_pkey; ALTER TABLE nk ALTER COLUMN id DROP NOT NULL;});
+my $count = q{SELECT r->>'n' FROM wtcache.query('SELECT count(*) AS n FROM nk') r};
+is(sql($count), '1', 'a cached query over it');
+ok(wait_drained($node, $db), 'settled');
+($ret, $out, $err) = $node->psql($db, q{INSERT INTO nk VALUES (NULL, 'no key')});
+is($ret, 0, 'a row with a null key is written, as without wtcache') or diag($err);
+ok(wait_drained($node, $db), 'delivered');
+is(sql($count), '2', 'and it invalidates what depends on the table');
+($ret, $out, $err) = $node->psql($db, q{UPDATE nk SET id = NULL WHERE id = 1});
+is($ret, 0, 'a key set to null is written too');
+ok(wait_drained($node, $db), 'delivered');
+is(sql(q{SELECT wtcache.get('nk', '1')}), '', 'and the row under the old key is gone');
+
+#### UNLOGGED tables: emptied by crash recovery, while Redis would keep them
+
+($ret, $out, $err) = $node->psql($db, q{CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY); SELECT wtcache.watch('scratch');});
+like($err, qr/cannot watch unlogged table "scratch"/, 'watch() refuses an unlogged table');
+sql(q{CREATE TABLE soon_unlogged (id int PRIMARY KEY, v text); INSERT INTO soon_unlogged VALUES (1, 'a');
+      SELECT wtcache.watch('soon_unlogged', warm => true);});
+ok(wait_drained($node, $db), 'delivered');
+my $unlogged_keys = table_key_pattern($node, $db, 'soon_unlogged');
+is(scalar @{ redis_row_keys($rp, $unlogged_keys) }, 1, 'its row is in Redis');
+($ret, $out, $err) = $node->psql($db, q{ALTER TABLE soon_unlogged SET UNLOGGED});
+is($ret, 0, 'SET UNLOGGED of a watched table is accepted');
+like($err, qr/WARNING:  wtcache: table "soon_unlogged" is no longer watched: it is unlogged now/, 'with a warning');
+ok(wait_drained($node, $db), 'the removal is delivered');
+is(scalar @{ redis_row_keys($rp, $unlogged_keys) }, 0,
+	'and its keys are gone from Redis');
+
 is(sql(q{SELECT pg_postmaster_start_time()}), $start, 'the server never restarted');
 $node->stop;
 done_testing();
