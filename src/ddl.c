@@ -40,12 +40,16 @@
 #include "executor/spi.h"
 #include "commands/defrem.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
 #include "nodes/parsenodes.h"
+#include "nodes/value.h"
+#include "parser/parse_type.h"
 #include "tcop/utility.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 
 static ProcessUtility_hook_type prev_utility_hook = NULL;
 
@@ -319,6 +323,94 @@ requeue_if_restored(CreateTrigStmt *stmt)
 				 errdetail("Its keys are removed from Redis instead; cached reads fill them again from the table.")));
 }
 
+/*
+ * DDL that changes the values of a type without touching the tables that
+ * use it: ALTER TYPE ... RENAME VALUE of an enum, and ALTER TYPE ...
+ * ADD/DROP/ALTER/RENAME ATTRIBUTE of a composite type.  *typid: the type.
+ */
+static bool
+changes_type_values(Node *parsetree, Oid *typid)
+{
+	List	   *names = NIL;
+
+	if (IsA(parsetree, AlterEnumStmt) && ((AlterEnumStmt *) parsetree)->oldVal != NULL)
+		names = ((AlterEnumStmt *) parsetree)->typeName;
+	else if (IsA(parsetree, AlterTableStmt) && ((AlterTableStmt *) parsetree)->objtype == OBJECT_TYPE)
+	{
+		RangeVar   *rv = ((AlterTableStmt *) parsetree)->relation;
+
+		names = rv->schemaname ? list_make2(makeString(rv->schemaname), makeString(rv->relname))
+			: list_make1(makeString(rv->relname));
+	}
+	else if (IsA(parsetree, RenameStmt) && ((RenameStmt *) parsetree)->renameType == OBJECT_ATTRIBUTE)
+	{
+		RangeVar   *rv = ((RenameStmt *) parsetree)->relation;
+
+		names = rv->schemaname ? list_make2(makeString(rv->schemaname), makeString(rv->relname))
+			: list_make1(makeString(rv->relname));
+	}
+	if (names == NIL)
+		return false;
+	*typid = LookupTypeNameOid(NULL, makeTypeNameFromNameList(names), true);
+	return OidIsValid(*typid);
+}
+
+/*
+ * Queue again every watched table with a column of type typid, or of a
+ * domain or an array over it: the rows' JSON (and the keys, if a key
+ * column uses it) changed.  Read as the extension's owner, search_path
+ * pinned.
+ */
+static void
+requeue_tables_using_type(Oid typid)
+{
+	WtcRights	rights;
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(typid)};
+	List	   *rels = NIL;
+	ListCell   *lc;
+	MemoryContext outer = CurrentMemoryContext;
+	int			rc;
+
+	if (!OidIsValid(get_extension_oid("wtcache", true)))
+		return;
+	CommandCounterIncrement();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	wtcache_rights_enter(&rights, wtcache_owner(), false);
+	rc = SPI_execute_with_args("SELECT w.rel::pg_catalog.oid FROM wtcache.watched w "
+							   "WHERE EXISTS (SELECT FROM pg_catalog.pg_attribute a "
+							   "JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid "
+							   "WHERE a.attrelid OPERATOR(pg_catalog.=) w.rel AND a.attnum OPERATOR(pg_catalog.>) 0 "
+							   "AND NOT a.attisdropped AND (t.oid OPERATOR(pg_catalog.=) $1 "
+							   "OR t.typbasetype OPERATOR(pg_catalog.=) $1 OR t.typelem OPERATOR(pg_catalog.=) $1))",
+							   1, argtypes, values, NULL, false, 0);
+	wtcache_rights_leave(&rights);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "wtcache.watched lookup failed");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		MemoryContext spi = MemoryContextSwitchTo(outer);
+
+		rels = lappend_oid(rels, DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+																 SPI_tuptable->tupdesc, 1, &isnull)));
+		MemoryContextSwitchTo(spi);
+	}
+	SPI_finish();
+	foreach(lc, rels)
+	{
+		char	   *failure;
+
+		(void) wtcache_resync_table_or_purge(lfirst_oid(lc), true, &failure);
+		if (failure != NULL)
+			ereport(WARNING,
+					(errmsg("wtcache: could not queue the rows of watched table \"%s\" again: %s",
+							get_rel_name(lfirst_oid(lc)), failure),
+					 errdetail("Its keys are removed from Redis instead; cached reads fill them again from the table.")));
+	}
+}
+
 /* ALTER TABLE ... SET UNLOGGED? */
 static bool
 sets_unlogged(Node *parsetree)
@@ -450,9 +542,18 @@ wtcache_process_utility(PlannedStmt *pstmt, const char *queryString,
 
 	if (!OidIsValid(dboid) || dboid == MyDatabaseId || WtcacheSharedState == NULL)
 	{
-		Oid			relid;
+		Oid			relid = InvalidOid;
 		TableChange change = dbname == NULL ? table_change(parsetree, &relid) : TABLE_UNCHANGED;
 
+		Oid			typid = InvalidOid;
+
+		if (IsTransactionState() && changes_type_values(parsetree, &typid))
+		{
+			run_utility(pstmt, queryString, readOnlyTree, context, params,
+						queryEnv, dest, qc);
+			requeue_tables_using_type(typid);
+			return;
+		}
 		if (sets_unlogged(parsetree) && IsTransactionState())
 		{
 			Oid			unlogged = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true);
@@ -536,6 +637,7 @@ typedef struct DroppedWatch
 	char	   *nspname;
 	char	   *relname;
 	char	   *trigger;		/* the capture trigger dropped, or NULL: the table */
+	bool		column;			/* a column of the table was dropped */
 } DroppedWatch;
 
 static bool
@@ -596,6 +698,11 @@ dropped_tables_and_triggers(void)
 		if (classid == RelationRelationId && objsubid == 0 && n == 2 &&
 			strcmp(type, "table") == 0)
 			d->relid = objid;
+		else if (classid == RelationRelationId && objsubid > 0 && strcmp(type, "table column") == 0)
+		{
+			d->relid = objid;
+			d->column = true;
+		}
 		else if (strcmp(type, "trigger") == 0 && n == 3 && !nulls[2] &&
 				 is_capture_trigger(TextDatumGetCString(elems[2])))
 		{
@@ -623,6 +730,24 @@ queue_removal(const DroppedWatch *d)
 	wtcache_append_table_key(&table_key, get_database_name(MyDatabaseId),
 							 d->nspname, d->relname);
 	wtcache_enqueue_whole_table(d->relid, table_key.data);
+}
+
+/* Is the table watched?  Read as the extension's owner.  Needs SPI. */
+static bool
+watched_as_owner(Oid relid)
+{
+	WtcRights	rights;
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	int			rc;
+
+	wtcache_rights_enter(&rights, wtcache_owner(), false);
+	rc = SPI_execute_with_args("SELECT FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
+							   1, argtypes, values, NULL, false, 1);
+	wtcache_rights_leave(&rights);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "wtcache.watched lookup failed");
+	return SPI_processed > 0;
 }
 
 /* Delete the watch of d's table, as the extension's owner; false if none. */
@@ -672,6 +797,24 @@ wtcache_on_sql_drop(PG_FUNCTION_ARGS)
 	{
 		DroppedWatch *d = lfirst(lc);
 
+		if (d->column)
+		{
+			/*
+			 * A column dropped by another command than ALTER TABLE (whose
+			 * requeue the utility hook makes): DROP DOMAIN or DROP TYPE ...
+			 * CASCADE.  Its table's rows lost it: queue them again, unless
+			 * the table goes too.
+			 */
+			EventTriggerData *trigdata = (EventTriggerData *) fcinfo->context;
+			char	   *failure;
+
+			if (trigdata->tag == CMDTAG_ALTER_TABLE ||
+				!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(d->relid)) ||
+				!watched_as_owner(d->relid))
+				continue;
+			(void) wtcache_resync_table_or_purge(d->relid, true, &failure);
+			continue;
+		}
 		if (!forget_watch(d))
 			continue;
 		queue_removal(d);

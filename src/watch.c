@@ -286,9 +286,17 @@ spi_exec_or_error(const char *sql, int expected)
 {
 	int			rc;
 
+	/* reset on an error too: a caller may catch it in a subtransaction */
 	wtcache_changing_triggers = true;
-	rc = SPI_execute(sql, false, 0);
-	wtcache_changing_triggers = false;
+	PG_TRY();
+	{
+		rc = SPI_execute(sql, false, 0);
+	}
+	PG_FINALLY();
+	{
+		wtcache_changing_triggers = false;
+	}
+	PG_END_TRY();
 	if (rc != expected)
 		elog(ERROR, "wtcache: \"%s\" failed: %s", sql, SPI_result_code_string(rc));
 }

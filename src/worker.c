@@ -129,6 +129,7 @@ typedef struct Batch
 	int			ncalls;			/* EVALSHAs sent, replies still to read */
 	int			nmarkers;		/* and marker updates after them */
 	uint64		fence_ticket;	/* wait() tickets its marker updates answer */
+	XLogRecPtr	durable_at;		/* WAL flushed this far before it is sent */
 	uint32	   *pending;		/* pending-filter counters of the claimed
 								 * rows, released once they are acked */
 	int			npending;
@@ -1594,6 +1595,11 @@ claim_next(Batch *b, MemoryContext cxt, Batch *inflight)
 	b->pending = palloc(sizeof(uint32) * b->maxpending);
 
 	begin_xact(true);
+	/*
+	 * A commit is visible only once its commit record is in WAL, so every
+	 * commit this claim's snapshot sees ends before this point.
+	 */
+	b->durable_at = GetXLogInsertRecPtr();
 	queue = queue_relid_or_exit();
 	if (!ConditionalLockRelationOid(queue, AccessShareLock))
 	{
@@ -1653,12 +1659,26 @@ finish_batch(Batch *b)
 	return true;
 }
 
+/*
+ * Only durable commits reach Redis: with synchronous_commit off (or
+ * local), a commit is visible before its WAL is flushed, and a crash then
+ * loses it while Redis would keep a value no committed transaction wrote.
+ * Flush what the batch's snapshot saw before sending it; a no-op when the
+ * writers' commits were flushed already.
+ */
+static void
+batch_durable(Batch *b)
+{
+	XLogFlush(b->durable_at);
+}
+
 static bool
 send_batch(Batch *b)
 {
 	char		err[256];
 	bool		ok;
 
+	batch_durable(b);
 	if (!markers_follow_map())
 		return false;
 	MemoryContextSwitchTo(b->cxt);
@@ -1680,6 +1700,8 @@ run_purge(Batch *b)
 	StringInfoData pattern;
 	int64		removed;
 	char		err[256];
+
+	batch_durable(b);
 
 	MemoryContextSwitchTo(b->cxt);
 	initStringInfo(&pattern);

@@ -12,6 +12,7 @@ use lib "$FindBin::RealBin/../lib";    # WtcacheTest (PGXS resets PROVE_FLAGS)
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(usleep);
 use WtcacheTest;
 
 my $redis = start_redis();
@@ -149,6 +150,53 @@ ok(wait_drained($node, $db), 'the removal is delivered');
 is(scalar @{ redis_row_keys($rp, $unlogged_keys) }, 0,
 	'and its keys are gone from Redis');
 
-is(sql(q{SELECT pg_postmaster_start_time()}), $start, 'the server never restarted');
+#### DDL that changes values without touching the table
+
+sql(q{
+CREATE TYPE mood AS ENUM ('sad', 'ok');
+CREATE DOMAIN note AS text;
+CREATE TYPE point2 AS (x int, y int);
+CREATE TABLE moods (id int PRIMARY KEY, m mood NOT NULL, n note, p point2);
+INSERT INTO moods VALUES (1, 'sad', 'a note', ROW(1, 2));
+CREATE TABLE moodkey (m mood PRIMARY KEY, v text NOT NULL);
+INSERT INTO moodkey VALUES ('ok', 'fine');
+SELECT wtcache.watch('moods', warm => true);
+SELECT wtcache.watch('moodkey', warm => true);
+});
+ok(wait_drained($node, $db), 'delivered');
+sql(q{ALTER TYPE mood RENAME VALUE 'sad' TO 'blue'; ALTER TYPE mood RENAME VALUE 'ok' TO 'good';});
+ok(wait_drained($node, $db), 'the enum rename is delivered');
+compare_table_ok($node, $db, 'moods', $rp, 'rows show the renamed enum value');
+compare_table_ok($node, $db, 'moodkey', $rp, 'a key of the renamed value has its new key, the old one is gone');
+sql(q{ALTER TYPE point2 ADD ATTRIBUTE z int});
+ok(wait_drained($node, $db), 'the composite change is delivered');
+compare_table_ok($node, $db, 'moods', $rp, 'rows show the new attribute');
+sql(q{DROP DOMAIN note CASCADE});
+ok(wait_drained($node, $db), 'the column dropped with its domain is delivered');
+compare_table_ok($node, $db, 'moods', $rp, 'rows lose the column dropped by DROP DOMAIN ... CASCADE');
+
+#### Only durable commits reach Redis
+
+# With synchronous_commit off a commit is visible before its WAL is
+# flushed; the WAL writer flushes it within wal_writer_delay (10 s here).
+# Once Redis has the change, a crash must not lose it.
+sql(q{ALTER SYSTEM SET wal_writer_delay = '10s'; SELECT pg_reload_conf();
+      CREATE TABLE durable (id int PRIMARY KEY, v text NOT NULL); SELECT wtcache.watch('durable');});
+ok(wait_drained($node, $db), 'ready');
+sql(q{SET synchronous_commit = off; INSERT INTO durable VALUES (1, 'async commit');});
+my $dkey = redis_key_of($node, $db, 'durable', 1);
+my $seen = 0;
+for (1 .. 600)
+{
+	$seen = 1, last if (redis_cmd($rp, 'GET', $dkey) // '') =~ /async commit/;
+	usleep(50_000);
+}
+ok($seen, 'Redis has the asynchronously committed row');
+is(sql(q{SELECT pg_postmaster_start_time()}), $start, 'the server never restarted until now');
+$node->stop('immediate');
+$node->start;
+is(sql(q{SELECT v FROM durable WHERE id = 1}), 'async commit',
+	'after a crash the row Redis has is still committed: it was flushed before it was sent');
+sql(q{ALTER SYSTEM RESET wal_writer_delay; SELECT pg_reload_conf();});
 $node->stop;
 done_testing();
