@@ -411,6 +411,95 @@ requeue_tables_using_type(Oid typid)
 	}
 }
 
+/* ALTER TABLE ... ENABLE / DISABLE TRIGGER (any form)? */
+static bool
+toggles_triggers(Node *parsetree)
+{
+	ListCell   *lc;
+
+	if (!IsA(parsetree, AlterTableStmt) || ((AlterTableStmt *) parsetree)->objtype != OBJECT_TABLE)
+		return false;
+	foreach(lc, ((AlterTableStmt *) parsetree)->cmds)
+	{
+		switch (lfirst_node(AlterTableCmd, lc)->subtype)
+		{
+			case AT_EnableTrig:
+			case AT_EnableAlwaysTrig:
+			case AT_EnableReplicaTrig:
+			case AT_DisableTrig:
+			case AT_EnableTrigAll:
+			case AT_DisableTrigAll:
+			case AT_EnableTrigUser:
+			case AT_DisableTrigUser:
+				return true;
+			default:
+				break;
+		}
+	}
+	return false;
+}
+
+/*
+ * After ALTER TABLE ... ENABLE / DISABLE TRIGGER on a watched table: while
+ * a capture trigger is disabled, changes bypass capture, so the table's
+ * reads are held to the table (setaside.c); once they are all enabled
+ * again, they fire ALWAYS again (ENABLE TRIGGER ALL makes them fire on
+ * origin only, and a replica's apply worker would bypass them), the hold
+ * goes and the table is requeued: what changed meanwhile reaches Redis.
+ * pg_restore --disable-triggers does exactly this around a table's data.
+ */
+static void
+follow_trigger_state(Oid relid)
+{
+	int			disabled = 0;
+	int			not_always = 0;
+
+	CommandCounterIncrement();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	{
+		Oid			argtypes[1] = {OIDOID};
+		Datum		values[1] = {ObjectIdGetDatum(relid)};
+		int			nestlevel = wtcache_pin_search_path();
+
+		if (SPI_execute_with_args("SELECT pg_catalog.count(*) FILTER (WHERE tgenabled OPERATOR(pg_catalog.=) 'D'), "
+								  "pg_catalog.count(*) FILTER (WHERE tgenabled OPERATOR(pg_catalog.<>) 'A') "
+								  "FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) $1 "
+								  "AND tgname OPERATOR(pg_catalog.=) ANY (ARRAY['wtcache_capture_ins', 'wtcache_capture_upd', "
+								  "'wtcache_capture_del', 'wtcache_truncate']::pg_catalog.name[])",
+								  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "pg_trigger lookup failed");
+		wtcache_unpin_search_path(nestlevel);
+		if (SPI_processed == 1)
+		{
+			bool		isnull;
+
+			disabled = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			not_always = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		}
+	}
+	if (disabled > 0)
+	{
+		wtcache_hold_table(relid, current_table_key(relid));
+		SPI_finish();
+		return;
+	}
+	SPI_finish();
+	if (not_always > 0)
+		wtcache_enable_capture_always(relid);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (wtcache_release_table(relid))
+	{
+		char	   *failure;
+
+		SPI_finish();
+		(void) wtcache_resync_table_or_purge(relid, true, &failure);
+		return;
+	}
+	SPI_finish();
+}
+
 /* ALTER TABLE ... SET UNLOGGED? */
 static bool
 sets_unlogged(Node *parsetree)
@@ -552,6 +641,18 @@ wtcache_process_utility(PlannedStmt *pstmt, const char *queryString,
 			run_utility(pstmt, queryString, readOnlyTree, context, params,
 						queryEnv, dest, qc);
 			requeue_tables_using_type(typid);
+			return;
+		}
+		/* not while watch() and this hook set their own triggers' state */
+		if (toggles_triggers(parsetree) && !wtcache_changing_triggers && IsTransactionState())
+		{
+			Oid			toggled = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true);
+			bool		watched = OidIsValid(toggled) && is_watched(toggled);
+
+			run_utility(pstmt, queryString, readOnlyTree, context, params,
+						queryEnv, dest, qc);
+			if (watched && wtcache_queue_can_set_aside())
+				follow_trigger_state(toggled);
 			return;
 		}
 		if (sets_unlogged(parsetree) && IsTransactionState())

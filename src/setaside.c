@@ -167,3 +167,67 @@ wtcache_discard_set_aside(PG_FUNCTION_ARGS)
 		wtcache_note_enqueued();
 	PG_RETURN_INT64(total);
 }
+
+/*
+ * Capture triggers disabled (ALTER TABLE ... DISABLE TRIGGER, as
+ * pg_restore --disable-triggers does): the table's changes are no longer
+ * captured, so Redis must not be served for it.  A whole-table queue row,
+ * set aside with WTCACHE_HOLD_REASON, keeps the table's pending counter
+ * raised: reads of the table go to the table and wait() says why it cannot
+ * be true, until the triggers are enabled again (wtcache_release_table).
+ * Needs SPI.
+ */
+void
+wtcache_hold_table(Oid relid, const char *table_key)
+{
+	WtcRights	rights;
+	Oid			argtypes[3] = {OIDOID, TEXTOID, TEXTOID};
+	Datum		values[3];
+	int			rc;
+
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = CStringGetTextDatum(table_key);
+	values[2] = CStringGetTextDatum(WTCACHE_HOLD_REASON);
+	wtcache_rights_enter(&rights, wtcache_owner(), false);
+	rc = SPI_execute_with_args("SELECT FROM wtcache.queue WHERE relid OPERATOR(pg_catalog.=) $1 "
+							   "AND set_aside OPERATOR(pg_catalog.=) $2 AND NOT discard",
+							   2, argtypes, (Datum[]) {values[0], values[2]}, NULL, false, 1);
+	if (rc == SPI_OK_SELECT && SPI_processed == 0)
+		rc = SPI_execute_with_args("INSERT INTO wtcache.queue (relid, table_key, per_table, set_aside) "
+								   "VALUES ($1, $2, true, $3)",
+								   3, argtypes, values, NULL, false, 0);
+	else if (rc == SPI_OK_SELECT)
+		rc = -1;				/* held already */
+	wtcache_rights_leave(&rights);
+	if (rc == SPI_OK_INSERT)
+		wtcache_count_queue_row(relid, true, 0, NULL, 0, NULL, 0);
+	else if (rc != -1)
+		elog(ERROR, "wtcache: holding the reads of a table failed: %s", SPI_result_code_string(rc));
+}
+
+/*
+ * The capture triggers are enabled again: the hold goes (the worker
+ * acknowledges it), and the caller requeues the table, whose changes made
+ * meanwhile were not captured.  True if there was a hold.  Needs SPI.
+ */
+bool
+wtcache_release_table(Oid relid)
+{
+	WtcRights	rights;
+	Oid			argtypes[2] = {OIDOID, TEXTOID};
+	Datum		values[2];
+	int			rc;
+
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = CStringGetTextDatum(WTCACHE_HOLD_REASON);
+	wtcache_rights_enter(&rights, wtcache_owner(), false);
+	rc = SPI_execute_with_args("UPDATE wtcache.queue SET discard = true WHERE relid OPERATOR(pg_catalog.=) $1 "
+							   "AND set_aside OPERATOR(pg_catalog.=) $2 AND NOT discard",
+							   2, argtypes, values, NULL, false, 0);
+	wtcache_rights_leave(&rights);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "wtcache: releasing the reads of a table failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed > 0)
+		wtcache_note_enqueued();
+	return SPI_processed > 0;
+}

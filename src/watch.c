@@ -441,6 +441,24 @@ wtcache_create_row_triggers(Oid relid)
 	SPI_finish();
 }
 
+/* The table's capture triggers fire ALWAYS again (ddl.c, after ENABLE TRIGGER ALL). */
+void
+wtcache_enable_capture_always(Oid relid)
+{
+	Relation	rel = relation_open(relid, AccessShareLock);
+	char	   *qname = qualified_name(rel);
+
+	relation_close(rel, NoLock);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	for (int t = 0; t < lengthof(row_triggers); t++)
+		if (trigger_exists(relid, row_triggers[t].name))
+			enable_always(qname, row_triggers[t].name);
+	if (trigger_exists(relid, "wtcache_truncate"))
+		enable_always(qname, "wtcache_truncate");
+	SPI_finish();
+}
+
 /*
  * A capture trigger fires whatever session_replication_role says: changes
  * applied by a logical replication subscriber, or by pg_restore as

@@ -342,7 +342,10 @@ extern void wtcache_fence_confirmed(WorkerSlot *slot, uint64 ticket);
 extern void wtcache_fence_repaired(WorkerSlot *slot, uint64 ticket);
 
 /* ---- setaside.c ---- */
+#define WTCACHE_HOLD_REASON "its capture triggers are disabled (ALTER TABLE ... DISABLE TRIGGER): changes are not captured until they are enabled again"
 extern bool wtcache_queue_can_set_aside(void);
+extern void wtcache_hold_table(Oid relid, const char *table_key);
+extern bool wtcache_release_table(Oid relid);
 
 /* ---- watch.c ---- */
 /* A table's watch configuration, as wtcache.watched holds it. */
@@ -361,6 +364,7 @@ extern uint64 wtcache_enqueue_all_rows(Oid relid);
 extern uint64 wtcache_resync_table(Oid relid);
 extern void wtcache_drop_row_triggers(Oid relid);
 extern void wtcache_create_row_triggers(Oid relid);
+extern void wtcache_enable_capture_always(Oid relid);
 extern uint64 wtcache_resync_table_or_purge(Oid relid, bool purge_first, char **failure);
 extern void wtcache_warn_if_key_unenforced(Oid relid);
 extern bool wtcache_changing_triggers;

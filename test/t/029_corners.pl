@@ -83,6 +83,24 @@ sql(q{SET session_replication_role = replica; UPDATE repl SET v = 'updated as re
 ok(wait_drained($node, $db), 'delivered');
 is(sql(q{SELECT wtcache.get('repl', '1')->>'v'}), 'updated as replica', 'and reads return it');
 
+#### Capture triggers disabled, as pg_restore --disable-triggers does
+
+sql(q{CREATE TABLE toggled (id int PRIMARY KEY, v text NOT NULL);
+      INSERT INTO toggled SELECT i, 'v' || i FROM generate_series(1, 20) i;
+      SELECT wtcache.watch('toggled', warm => true);});
+ok(wait_drained($node, $db), 'toggled delivered');
+sql(q{ALTER TABLE toggled DISABLE TRIGGER ALL; UPDATE toggled SET v = 'while disabled' WHERE id <= 5;});
+is(sql(q{SELECT wtcache.get('toggled', '3')->>'v'}), 'while disabled',
+	'while its capture triggers are disabled, reads of the table go to the table');
+my ($ret, $out, $err) = $node->psql($db, q{SELECT wtcache.wait('30s')});
+is($out, 'f', 'and wait() cannot say Redis holds everything');
+like($err, qr/changes of table "toggled" committed before this call are set aside/, 'it says why');
+sql(q{ALTER TABLE toggled ENABLE TRIGGER ALL});
+ok(wait_drained($node, $db), 'once enabled again, everything is delivered');
+compare_table_ok($node, $db, 'toggled', $rp, 'including the changes made while they were disabled');
+is(sql(q{SELECT count(*) FROM pg_trigger WHERE tgrelid = 'toggled'::regclass AND tgname LIKE 'wtcache%' AND tgenabled = 'A'}),
+	'4', 'and the capture triggers fire ALWAYS again, for replicas too');
+
 #### A key type whose typmod matters
 
 sql(q{
@@ -102,7 +120,7 @@ INSERT INTO mig SELECT i, i % 3, 'v' || i FROM generate_series(1, 300) i;
 SELECT wtcache.watch('mig', tags => ARRAY['org:{org}'], warm => true);
 });
 ok(wait_drained($node, $db), 'mig delivered');
-my ($ret, $out, $err) = $node->psql($db, q{ALTER TABLE mig ALTER COLUMN id TYPE bigint});
+($ret, $out, $err) = $node->psql($db, q{ALTER TABLE mig ALTER COLUMN id TYPE bigint});
 is($ret, 0, 'ALTER COLUMN TYPE bigint of the key column works on a watched table') or diag($err);
 ($ret, $out, $err) = $node->psql($db, q{ALTER TABLE mig ALTER COLUMN org TYPE bigint});
 is($ret, 0, 'and of a tag column') or diag($err);
