@@ -28,7 +28,10 @@
  * only the subscribers of one node); ARGV[3]: events channel ("" = none).
  * Then per row:
  * version, payload ("" = delete), event message[, ttl_ms].  A row's
- * tombstone is its key plus ":t": same hash tag, same slot.  The event is
+ * tombstone is its key plus ":t": same hash tag, same slot.  A row written
+ * with a TTL gets one too, which outlives it: when the row expires, a
+ * reader's fill takes its "_v" from there, so the version a reader sees
+ * never goes back to 0.  The event is
  * published only when the change is applied, so a redelivery or a late
  * push publishes nothing; and only when someone listens (checked inside the
  * script, so no subscriber can arrive between the check and the publish).
@@ -58,6 +61,7 @@ static const char apply_script[] =
 "      call('SET', rk .. ':t', ARGV[a], 'EX', tomb_ttl)\n"
 "    elseif stride == 4 and ARGV[a + 3] ~= '0' then\n"
 "      call('SET', rk, payload, 'PX', ARGV[a + 3])\n"
+"      call('SET', rk .. ':t', ARGV[a], 'EX', tomb_ttl + math.ceil(tonumber(ARGV[a + 3]) / 1000))\n"
 "    else\n"
 "      call('SET', rk, payload)\n"
 "    end\n"

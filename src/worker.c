@@ -652,20 +652,27 @@ batch_add_id(Batch *b, int64 id, Oid relid, int pending_start)
  * than the owner's rights, never as this superuser session.
  */
 static void
-fetch_rows(TableBatch *tb)
+fetch_rows(TableBatch *tb, const bool *skip)
 {
 	Datum	   *args = palloc(sizeof(Datum) * tb->nkeys);
 	char	  **texts = palloc(sizeof(char *) * tb->nbatchkeys);
+	int		   *map = palloc(sizeof(int) * tb->nbatchkeys);
+	int			n = 0;
 	WtcRights	rights;
 	int			rc;
 	MemoryContext old;
 
+	for (int i = 0; i < tb->nbatchkeys; i++)
+		if (skip == NULL || !skip[i])
+			map[n++] = i;
+	if (n == 0)
+		return;
 	wtcache_rights_enter_table_owner(&rights, tb->relid);
 	for (int c = 0; c < tb->nkeys; c++)
 	{
-		for (int i = 0; i < tb->nbatchkeys; i++)
-			texts[i] = tb->keys[i].values[c];
-		args[c] = wtcache_key_lookup_array(&tb->lookup, c, texts, tb->nbatchkeys);
+		for (int i = 0; i < n; i++)
+			texts[i] = tb->keys[map[i]].values[c];
+		args[c] = wtcache_key_lookup_array(&tb->lookup, c, texts, n);
 	}
 	/* the owner's code (an index expression) must not stall every table */
 	enable_timeout_after(STATEMENT_TIMEOUT, WTCACHE_TABLE_READ_TIMEOUT_MS);
@@ -688,9 +695,9 @@ fetch_rows(TableBatch *tb)
 		const char *body;
 		int			bodylen;
 
-		if (ord < 1 || ord > tb->nbatchkeys || isnull)
+		if (ord < 1 || ord > n || isnull)
 			continue;
-		bk = &tb->keys[ord - 1];
+		bk = &tb->keys[map[ord - 1]];
 		/*
 		 * Found by the type's equality under another spelling (numeric
 		 * 1.0 for 1.00): not this key's row, which is gone, and changes
@@ -716,28 +723,25 @@ fetch_rows(TableBatch *tb)
 }
 
 /*
- * fetch_rows(), in a subtransaction: a table whose rows cannot be read (its
- * owner lost the right to read it, its policies apply to its owner, a key
- * value its type no longer accepts, its owner's code raised an error or
- * ran past WTCACHE_TABLE_READ_TIMEOUT_MS...) must not stop the delivery of
- * every other table.  Its queue rows are set aside with the reason instead
- * (ack_batch), which wtcache.status shows and a DBA retries or discards;
- * their keys stay pending, so reads of them go to the table meanwhile.
- * Every ERROR counts: the owner's code chooses its SQLSTATE, so none can
- * be trusted to mean "not about this table".  A shutdown of the worker is
- * FATAL and never lands here.
+ * fetch_rows(tb, skip), or one of the keys' values alone (key >= 0), in a
+ * subtransaction.  False, with the error's message, when it failed.
  */
-static void
-fetch_rows_or_set_aside(TableBatch *tb)
+static bool
+try_fetch(TableBatch *tb, const bool *skip, int key, char **message)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = true;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		fetch_rows(tb);
+		if (key >= 0)
+			for (int c = 0; c < tb->nkeys; c++)
+				(void) wtcache_key_lookup_value(&tb->lookup, c, tb->keys[key].values[c]);
+		else
+			fetch_rows(tb, skip);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
@@ -753,12 +757,60 @@ fetch_rows_or_set_aside(TableBatch *tb)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
-		tb->failure = MemoryContextStrdup(BatchContext,
-										  psprintf("reading the rows of %s failed: %s",
-												   tb->qname, edata->message));
-		tb->watched = false;	/* nothing of it is pushed */
+		if (message)
+			*message = edata->message;
+		ok = false;
 	}
 	PG_END_TRY();
+	return ok;
+}
+
+/*
+ * fetch_rows(), in a subtransaction: a table whose rows cannot be read (its
+ * owner lost the right to read it, its policies apply to its owner, its
+ * owner's code raised an error or ran past WTCACHE_TABLE_READ_TIMEOUT_MS...)
+ * must not stop the delivery of
+ * every other table.  Its queue rows are set aside with the reason instead
+ * (ack_batch), which wtcache.status shows and a DBA retries or discards;
+ * their keys stay pending, so reads of them go to the table meanwhile.
+ * Every ERROR counts: the owner's code chooses its SQLSTATE, so none can
+ * be trusted to mean "not about this table".  A shutdown of the worker is
+ * FATAL and never lands here.
+ */
+static void
+fetch_rows_or_set_aside(TableBatch *tb)
+{
+	char	   *message = NULL;
+	bool	   *skip;
+	int			nskip = 0;
+
+	if (try_fetch(tb, NULL, -1, &message))
+		return;
+
+	/*
+	 * A key value its type no longer reads (an enum label renamed after
+	 * the change was queued; the rename queued the table again) names no
+	 * row: leave it out of the read, and its key gets a tombstone, as for a
+	 * deleted row.  The other keys are read again.  Each key is tried in a
+	 * subtransaction of its own, on this slow path only.
+	 */
+	skip = palloc0(sizeof(bool) * tb->nbatchkeys);
+	for (int i = 0; i < tb->nbatchkeys; i++)
+		if (!try_fetch(tb, NULL, i, NULL))
+		{
+			skip[i] = true;
+			nskip++;
+		}
+	for (int i = 0; i < tb->nbatchkeys; i++)
+		tb->keys[i].payload = NULL;
+	if (nskip > 0 && try_fetch(tb, skip, -1, &message))
+		return;
+	for (int i = 0; i < tb->nbatchkeys; i++)
+		tb->keys[i].payload = NULL;
+	tb->failure = MemoryContextStrdup(BatchContext,
+									  psprintf("reading the rows of %s failed: %s",
+											   tb->qname, message));
+	tb->watched = false;		/* nothing of it is pushed */
 }
 
 /*
@@ -977,7 +1029,7 @@ claim_batch(Batch *b, Batch *inflight)
 			if (can_set_aside)
 				fetch_rows_or_set_aside(&b->tables[i]);
 			else
-				fetch_rows(&b->tables[i]);
+				fetch_rows(&b->tables[i], NULL);
 		}
 	return any;
 }

@@ -126,9 +126,12 @@ redis_cmd($rp, 'SET', $extra, '{"_v":1,"id":100000,"v":"ghost","at":null}');
 expect_failure('an extra row key', qr/extra key in Redis/);
 redis_cmd($rp, 'DEL', $extra);
 
-$node->safe_psql($db, q{ALTER TABLE t DISABLE TRIGGER USER; UPDATE t SET v = 'sneaky' WHERE id = 7;
-                        ALTER TABLE t ENABLE TRIGGER USER;});
-expect_failure('a row changed without capture', qr/different value/);
+# (a change that bypasses capture cannot be made any more: disabled
+# capture triggers requeue the table when they are enabled again)
+my $k7 = redis_key_of($node, $db, 't', 7);
+(my $sneaky = redis_cmd($rp, 'GET', $k7)) =~ s/"v":"[^"]*"/"v":"sneaky"/;
+redis_cmd($rp, 'SET', $k7, $sneaky);
+expect_failure('a row changed behind wtcache\'s back', qr/different value/);
 fix();
 
 redis_cmd($rp, 'SET', "$k5:t", 'tombstone-ish');

@@ -193,6 +193,26 @@ sql(q{DROP DOMAIN note CASCADE});
 ok(wait_drained($node, $db), 'the column dropped with its domain is delivered');
 compare_table_ok($node, $db, 'moods', $rp, 'rows lose the column dropped by DROP DOMAIN ... CASCADE');
 
+#### A version a reader sees never goes back, also after a TTL expired
+
+sql(q{CREATE TABLE short (id int PRIMARY KEY, v text NOT NULL);
+      SELECT wtcache.watch('short', ttl => '2 seconds');
+      INSERT INTO short VALUES (1, 'one'); UPDATE short SET v = 'uno';});
+ok(wait_drained($node, $db), 'short delivered');
+my $skey = redis_key_of($node, $db, 'short', 1);
+my ($v_before) = (redis_cmd($rp, 'GET', $skey) // '') =~ /^\{"_v":(\d+)/;
+ok(defined $v_before && $v_before > 0, "the row carries its version ($v_before)");
+my $expired = 0;
+for (1 .. 200)
+{
+	$expired = 1, last unless redis_cmd($rp, 'EXISTS', $skey);
+	usleep(50_000);
+}
+ok($expired, 'the row expired');
+is(sql(q{SELECT wtcache.get('short', '1')->>'v'}), 'uno', 'a read refills it');
+my ($v_after) = (redis_cmd($rp, 'GET', $skey) // '') =~ /^\{"_v":(\d+)/;
+cmp_ok($v_after // 0, '>=', $v_before, 'with a version no lower than the one it had');
+
 #### Only durable commits reach Redis
 
 # With synchronous_commit off a commit is visible before its WAL is
