@@ -260,6 +260,17 @@ qualified_name(Relation rel)
 									  RelationGetRelationName(rel));
 }
 
+/* The table's schema-qualified, quoted name, the table locked first. */
+static char *
+qualified_name_of(Oid relid)
+{
+	Relation	rel = relation_open(relid, AccessShareLock);
+	char	   *qname = qualified_name(rel);
+
+	relation_close(rel, NoLock);
+	return qname;
+}
+
 static bool
 trigger_exists(Oid relid, const char *name)
 {
@@ -405,10 +416,8 @@ create_row_triggers(Relation rel, const char *qname, int nkeys, const AttrNumber
 void
 wtcache_drop_row_triggers(Oid relid)
 {
-	Relation	rel = relation_open(relid, AccessShareLock);
-	char	   *qname = qualified_name(rel);
+	char	   *qname = qualified_name_of(relid);
 
-	relation_close(rel, NoLock);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	drop_row_triggers(relid, qname);
@@ -445,10 +454,8 @@ wtcache_create_row_triggers(Oid relid)
 void
 wtcache_enable_capture_always(Oid relid)
 {
-	Relation	rel = relation_open(relid, AccessShareLock);
-	char	   *qname = qualified_name(rel);
+	char	   *qname = qualified_name_of(relid);
 
-	relation_close(rel, NoLock);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	for (int t = 0; t < lengthof(row_triggers); t++)
