@@ -130,6 +130,7 @@ typedef struct Batch
 	int			nmarkers;		/* and marker updates after them */
 	uint64		fence_ticket;	/* wait() tickets its marker updates answer */
 	XLogRecPtr	durable_at;		/* WAL flushed this far before it is sent */
+	Oid			queue;			/* the wtcache.queue it was claimed from */
 	uint32	   *pending;		/* pending-filter counters of the claimed
 								 * rows, released once they are acked */
 	int			npending;
@@ -1280,6 +1281,16 @@ ack_batch(Batch *b)
 		}
 
 	begin_xact(false);
+	/*
+	 * DROP EXTENSION and CREATE EXTENSION between the claim and now: the
+	 * new queue hands out the same ids again, and deleting them would lose
+	 * changes never sent.  The batch's rows went with the old queue.
+	 */
+	if (queue_relid_or_exit() != b->queue)
+	{
+		end_xact();
+		return;
+	}
 	values[0] = PointerGetDatum(construct_array(done, ndone, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	if (SPI_execute_with_args("DELETE FROM wtcache.queue WHERE id OPERATOR(pg_catalog.=) ANY($1)",
 							  1, argtypes, values, NULL, false, 0) != SPI_OK_DELETE)
@@ -1653,6 +1664,7 @@ claim_next(Batch *b, MemoryContext cxt, Batch *inflight)
 	 */
 	b->durable_at = GetXLogInsertRecPtr();
 	queue = queue_relid_or_exit();
+	b->queue = queue;
 	if (!ConditionalLockRelationOid(queue, AccessShareLock))
 	{
 		/* DROP EXTENSION in progress: let it finish */
