@@ -546,17 +546,22 @@ unwatch_unlogged(Oid relid)
 			 errhint("ALTER TABLE ... SET LOGGED, then call wtcache.watch() again.")));
 }
 
-/* Does an ALTER TABLE change the type of a column? */
+/* Does an ALTER TABLE change the type of a column the capture triggers name? */
 static bool
-alters_column_type(Node *parsetree)
+alters_captured_column_type(Node *parsetree, Oid relid)
 {
 	ListCell   *lc;
 
 	if (!IsA(parsetree, AlterTableStmt))
 		return false;
 	foreach(lc, ((AlterTableStmt *) parsetree)->cmds)
-		if (lfirst_node(AlterTableCmd, lc)->subtype == AT_AlterColumnType)
+	{
+		AlterTableCmd *cmd = lfirst_node(AlterTableCmd, lc);
+
+		if (cmd->subtype == AT_AlterColumnType && cmd->name != NULL &&
+			wtcache_column_is_captured(relid, cmd->name))
 			return true;
+	}
 	return false;
 }
 
@@ -569,7 +574,8 @@ run_table_ddl(TableChange change, Oid relid, PlannedStmt *pstmt, const char *que
 	char	   *old_key = current_table_key(relid);
 	uint64		rows;
 	char	   *failure;
-	bool		retype = alters_column_type(pstmt->utilityStmt);
+	bool		retype = alters_captured_column_type(pstmt->utilityStmt, relid);
+	bool		enforced = change != TABLE_INDEX_DROPPED || wtcache_key_enforced(relid);
 
 	/*
 	 * PostgreSQL refuses to change the type of a column a trigger's WHEN
@@ -590,7 +596,9 @@ run_table_ddl(TableChange change, Oid relid, PlannedStmt *pstmt, const char *que
 	CommandCounterIncrement();
 	if (change == TABLE_INDEX_DROPPED)
 	{
-		wtcache_warn_if_key_unenforced(relid);
+		/* once, when the statement took the key's last unique index away */
+		if (enforced)
+			wtcache_warn_if_key_unenforced(relid);
 		return;
 	}
 	if (change == TABLE_RENAMED)

@@ -887,6 +887,8 @@ cache_bypass_reason(ReadTable *rt)
 		return "own writes";
 	if (!wtcache_pending_ready(MyDatabaseId))
 		return "not ready";
+	if (!wtcache_worker_uses_prefix(MyDatabaseId, wtcache_key_prefix))
+		return "key prefix";
 	return NULL;
 }
 

@@ -28,6 +28,7 @@
 
 #include "common/hashfn.h"
 #include "datatype/timestamp.h"
+#include "miscadmin.h"
 #include "tcop/tcopprot.h"
 #include "utils/elog.h"
 #include "utils/guc.h"
@@ -1035,13 +1036,29 @@ wtcache_define_settings(void)
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
 
-	DefineCustomIntVariable("wtcache.max_databases",
-							"Most databases that can have a wtcache worker at once.",
-							NULL,
-							&wtcache_max_databases,
-							16, 1, 1024,
-							PGC_POSTMASTER, 0,
-							NULL, NULL, NULL);
+	/*
+	 * What sizes shared memory can be defined only while the library is
+	 * preloaded: PostgreSQL ends the session (FATAL) otherwise.  Loaded
+	 * later (capture without the worker), these keep their defaults, which
+	 * nothing then uses.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+	{
+		DefineCustomIntVariable("wtcache.max_databases",
+								"Most databases that can have a wtcache worker at once.",
+								NULL,
+								&wtcache_max_databases,
+								16, 1, 1024,
+								PGC_POSTMASTER, 0,
+								NULL, NULL, NULL);
+		DefineCustomIntVariable("wtcache.pending_slots",
+								"Counters of the shared filter of keys whose changes are on their way to Redis (a power of two).",
+								"More counters mean fewer reads sent to the table by a colliding key; each takes 4 bytes of shared memory.",
+								&wtcache_pending_slots,
+								1048576, 1024, 1 << 28,
+								PGC_POSTMASTER, 0,
+								check_power_of_two, NULL, NULL);
+	}
 
 	DefineCustomBoolVariable("wtcache.publish_events",
 							 "Whether every change applied to Redis is also published on the channel <key_prefix>events.",
@@ -1050,14 +1067,6 @@ wtcache_define_settings(void)
 							 true,
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
-
-	DefineCustomIntVariable("wtcache.pending_slots",
-							"Counters of the shared filter of keys whose changes are on their way to Redis (a power of two).",
-							"More counters mean fewer reads sent to the table by a colliding key; each takes 4 bytes of shared memory.",
-							&wtcache_pending_slots,
-							1048576, 1024, 1 << 28,
-							PGC_POSTMASTER, 0,
-							check_power_of_two, NULL, NULL);
 
 	DefineCustomIntVariable("wtcache.read_timeout",
 							"Time limit for each Redis reply to a cached read.",

@@ -87,6 +87,34 @@ wtcache_require_preload(void)
 				 errhint("Add wtcache to shared_preload_libraries in postgresql.conf and restart the server.")));
 }
 
+/*
+ * Does the worker of this database write under this key prefix?  Right
+ * after a reload of wtcache.key_prefix a backend may see the new prefix
+ * before the worker does (or the other way round): a value read or filled
+ * under a prefix the worker does not update would go stale.
+ */
+bool
+wtcache_worker_uses_prefix(Oid dboid, const char *prefix)
+{
+	bool		same = false;
+
+	if (WtcacheSharedState == NULL)
+		return false;
+	for (int i = 0; i < WtcacheSharedState->nslots; i++)
+	{
+		WorkerSlot *slot = &WtcacheSharedState->slots[i];
+
+		if (slot->dboid == dboid)
+		{
+			SpinLockAcquire(&slot->mutex);
+			same = strcmp(slot->key_prefix, prefix) == 0;
+			SpinLockRelease(&slot->mutex);
+			break;
+		}
+	}
+	return same;
+}
+
 /* Caller holds the lock (any mode). */
 WorkerSlot *
 wtcache_find_slot(Oid dboid)

@@ -377,16 +377,20 @@ create_row_triggers(Relation rel, const char *qname, int nkeys, const AttrNumber
 		if (row_triggers[t].op != 'd')
 			rows[nrows++] = "NEW";
 
+		/*
+		 * OR REPLACE: around an ALTER COLUMN TYPE (ddl.c), an event trigger
+		 * of the DBA's may have called watch() while they were away.
+		 */
 		initStringInfo(&sql);
 		if (ntemplates > 0)
 			appendStringInfo(&sql,
-							 "CREATE TRIGGER %s AFTER %s ON %s FOR EACH ROW "
+							 "CREATE OR REPLACE TRIGGER %s AFTER %s ON %s FOR EACH ROW "
 							 "WHEN (wtcache._capture_when_tagged(%s::regclass, '%c', %d::int2, %s",
 							 row_triggers[t].name, row_triggers[t].event, qname,
 							 relliteral, row_triggers[t].op, nkeys, templates_sql.data);
 		else
 			appendStringInfo(&sql,
-							 "CREATE TRIGGER %s AFTER %s ON %s FOR EACH ROW "
+							 "CREATE OR REPLACE TRIGGER %s AFTER %s ON %s FOR EACH ROW "
 							 "WHEN (wtcache._capture_when(%s::regclass, '%c'",
 							 row_triggers[t].name, row_triggers[t].event, qname,
 							 relliteral, row_triggers[t].op);
@@ -1010,8 +1014,8 @@ wtcache_warm(PG_FUNCTION_ARGS)
  * DDL would break the user's migration), but two rows could then share a
  * key and its order of versions is no longer guaranteed.
  */
-void
-wtcache_warn_if_key_unenforced(Oid relid)
+bool
+wtcache_key_enforced(Oid relid)
 {
 	WatchConfig config;
 	Relation	rel;
@@ -1023,7 +1027,7 @@ wtcache_warn_if_key_unenforced(Oid relid)
 	if (!wtcache_load_watch(relid, &config))
 	{
 		SPI_finish();
-		return;
+		return true;
 	}
 	for (int i = 0; i < config.nkeys; i++)
 		attnums[i] = config.key_attnums[i];
@@ -1031,10 +1035,45 @@ wtcache_warn_if_key_unenforced(Oid relid)
 	rel = relation_open(relid, AccessShareLock);
 	enforced = has_unique_index_on(rel, config.nkeys, attnums);
 	relation_close(rel, NoLock);
-	if (!enforced)
+	return enforced;
+}
+
+void
+wtcache_warn_if_key_unenforced(Oid relid)
+{
+	if (!wtcache_key_enforced(relid))
 		ereport(WARNING,
 				(errmsg("the key of watched table \"%s\" is no longer enforced by a unique index",
 						get_rel_name(relid)),
 				 errdetail("wtcache names rows in Redis by their key and orders a key's changes by its row lock; without a unique index two rows may share a key."),
 				 errhint("Create a unique index on the key columns again, or run wtcache.unwatch() and watch the table with another key.")));
+}
+
+/*
+ * Does the table's watch capture this column (a key column, or one a tag
+ * template names), so that the capture triggers' WHEN clause names it?
+ */
+bool
+wtcache_column_is_captured(Oid relid, const char *colname)
+{
+	WatchConfig config;
+	AttrNumber	attnum = get_attnum(relid, colname);
+	bool		captured = false;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	char	   *braced = psprintf("{%s}", colname);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (wtcache_load_watch(relid, &config))
+	{
+		for (int i = 0; i < config.nkeys && !captured; i++)
+			captured = config.key_attnums[i] == attnum;
+		deconstruct_array(config.tags, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+		for (int i = 0; i < n && !captured; i++)
+			captured = !nulls[i] && strstr(TextDatumGetCString(elems[i]), braced) != NULL;
+	}
+	SPI_finish();
+	return captured;
 }

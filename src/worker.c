@@ -238,6 +238,15 @@ redis_failed(const char *what, const char *detail)
 	disconnect_redis();
 }
 
+/* Tell readers which key prefix this worker writes under. */
+static void
+publish_key_prefix(void)
+{
+	SpinLockAcquire(&MySlot->mutex);
+	strlcpy(MySlot->key_prefix, wtcache_key_prefix, sizeof(MySlot->key_prefix));
+	SpinLockRelease(&MySlot->mutex);
+}
+
 static void
 reload_config_if_needed(void)
 {
@@ -245,6 +254,7 @@ reload_config_if_needed(void)
 	{
 		ConfigReloadPending = false;
 		ProcessConfigFile(PGC_SIGHUP);
+		publish_key_prefix();
 		/* a changed address (or credentials) means a new connection */
 		if (wtcache_redis_settings_hash() != connected_settings_hash && redis != NULL)
 		{
@@ -1984,6 +1994,7 @@ wtcache_worker_main(Datum main_arg)
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	claim_slot(dboid);
 	before_shmem_exit(worker_shmem_exit, (Datum) 0);
+	publish_key_prefix();
 
 	/* keys and JSON rendered the same whatever postgresql.conf says */
 	SetConfigOption("DateStyle", "ISO, YMD", PGC_SUSET, PGC_S_OVERRIDE);

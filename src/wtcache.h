@@ -189,6 +189,9 @@ typedef struct WorkerSlot
 	uint64		fence_requested;
 	uint64		fence_confirmed;
 	uint64		fence_repaired;
+
+	/* the wtcache.key_prefix the worker writes under ("": none yet) */
+	char		key_prefix[65];
 } WorkerSlot;
 
 typedef struct WtcacheShared
@@ -212,6 +215,7 @@ extern WorkerSlot *wtcache_assign_slot(Oid dboid);
 extern void wtcache_request_worker(Oid dboid);
 extern void wtcache_wake_worker(Oid dboid);
 extern bool wtcache_slot_is_held(WorkerSlot *slot);
+extern bool wtcache_worker_uses_prefix(Oid dboid, const char *prefix);
 extern bool wtcache_hold_database(Oid dboid);
 extern void wtcache_release_database(Oid dboid, bool dropped, bool restart);
 extern void wtcache_slot_set_error(WorkerSlot *slot, const char *msg);
@@ -367,6 +371,8 @@ extern void wtcache_create_row_triggers(Oid relid);
 extern void wtcache_enable_capture_always(Oid relid);
 extern uint64 wtcache_resync_table_or_purge(Oid relid, bool purge_first, char **failure);
 extern void wtcache_warn_if_key_unenforced(Oid relid);
+extern bool wtcache_key_enforced(Oid relid);
+extern bool wtcache_column_is_captured(Oid relid, const char *colname);
 extern bool wtcache_changing_triggers;
 
 /* ---- pending.c ---- */

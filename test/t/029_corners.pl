@@ -152,6 +152,31 @@ is($ret, 0, 'a key set to null is written too');
 ok(wait_drained($node, $db), 'delivered');
 is(sql(q{SELECT wtcache.get('nk', '1')}), '', 'and the row under the old key is gone');
 
+#### ... also with a DBA's event trigger that watches tables as they change
+
+sql(q{
+CREATE FUNCTION rewatch() RETURNS event_trigger LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT objid FROM pg_event_trigger_ddl_commands() WHERE object_type = 'table' LOOP
+    IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = r.objid AND tgname = 'wtcache_capture_ins') THEN
+      PERFORM wtcache.watch(r.objid::regclass);
+    END IF;
+  END LOOP;
+END $$;
+CREATE EVENT TRIGGER rewatch ON ddl_command_end WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION rewatch();
+CREATE TABLE mig2 (id int PRIMARY KEY, v text NOT NULL);
+SELECT wtcache.watch('mig2');
+INSERT INTO mig2 VALUES (1, 'a');
+});
+($ret, $out, $err) = $node->psql($db, q{ALTER TABLE mig2 ALTER COLUMN v TYPE varchar(10)});
+is($ret, 0, 'ALTER COLUMN TYPE of another column, with an event trigger that re-watches') or diag($err);
+($ret, $out, $err) = $node->psql($db, q{ALTER TABLE mig2 ALTER COLUMN id TYPE bigint});
+is($ret, 0, 'and of the key column') or diag($err);
+sql(q{DROP EVENT TRIGGER rewatch; UPDATE mig2 SET v = 'b'});
+ok(wait_drained($node, $db), 'delivered');
+compare_table_ok($node, $db, 'mig2', $rp, 'Redis equals the table');
+
 #### UNLOGGED tables: emptied by crash recovery, while Redis would keep them
 
 ($ret, $out, $err) = $node->psql($db, q{CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY); SELECT wtcache.watch('scratch');});
@@ -237,4 +262,19 @@ is(sql(q{SELECT v FROM durable WHERE id = 1}), 'async commit',
 	'after a crash the row Redis has is still committed: it was flushed before it was sent');
 sql(q{ALTER SYSTEM RESET wal_writer_delay; SELECT pg_reload_conf();});
 $node->stop;
+
+#### Without shared_preload_libraries, capture still works
+
+my $plain = PostgreSQL::Test::Cluster->new('no_preload');
+$plain->init;
+$plain->start;
+($ret, $out, $err) = $plain->psql('postgres', q{
+CREATE EXTENSION wtcache;
+CREATE TABLE t (id int PRIMARY KEY, v text);
+SELECT wtcache.watch('t');
+INSERT INTO t VALUES (1, 'captured');
+SELECT count(*) FROM wtcache.queue WHERE relid = 't'::regclass AND keys IS NOT NULL;});
+is($ret, 0, 'the library loads in a session of a server that did not preload it') or diag($err);
+is((split /\n/, $out)[-1], '1', 'and the capture triggers queue the change');
+$plain->stop;
 done_testing();
