@@ -30,6 +30,7 @@
 #include "access/relation.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "access/xlog_internal.h"
 #include "utils/resowner.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
@@ -1743,7 +1744,18 @@ finish_batch(Batch *b)
 static void
 batch_durable(Batch *b)
 {
-	XLogFlush(b->durable_at);
+	XLogRecPtr	upto = b->durable_at;
+	uint32		page_offset = upto % XLOG_BLCKSZ;
+
+	/*
+	 * The insert position at a page boundary points past the header of a
+	 * page nothing was written to yet, which XLogFlush() refuses: flush to
+	 * the boundary, which covers every record before it.
+	 */
+	if (page_offset == SizeOfXLogShortPHD ||
+		(page_offset == SizeOfXLogLongPHD && XLogSegmentOffset(upto, wal_segment_size) == page_offset))
+		upto -= page_offset;
+	XLogFlush(upto);
 }
 
 static bool
