@@ -7,12 +7,18 @@
 # PostgreSQL stopped in immediate mode, and the connections between
 # PostgreSQL and Redis stalled past wtcache.command_timeout or cut: all of
 # PostgreSQL's Redis traffic goes through test/lib/redis_proxy.pl, while
-# the checks read Redis directly; see "Faults" below).  At the
+# the checks read Redis directly; and the corners of PostgreSQL's own
+# behaviour: a watched table dropped while its changes are delivered,
+# ALTER COLUMN TYPE of a key under the write load, writes under
+# session_replication_role = replica, and a crash while commits with
+# synchronous_commit = off are visible but not flushed; see "Faults"
+# below).  At the
 # end Redis must equal every table, key for key (compare_table, verify(),
 # a get() of every row), with nothing left counted as pending (reads of
 # every row are served by Redis), and a session that kept reading through
 # a Redis outage must read Redis again once wtcache.read_retry_interval
-# has passed.
+# has passed.  The delivery worker must never fail (no ERROR of its own in
+# the server log: it reports Redis trouble as LOG lines and goes on).
 #
 # Knobs (environment): FUZZ_SEED (default random, printed), FUZZ_SECONDS
 # (40: the short form of the test suite), FUZZ_SESSIONS (writers, 4),
@@ -710,6 +716,7 @@ sub connect_session
 		usleep(50_000 + int(rand(100_000)));
 	}
 	$ctx->{st}{connects}++;
+	$ctx->{settings} = '00';    # a new session: origin role, synchronous commits
 	# Session settings wtcache must not depend on: keys and JSON are
 	# rendered under fixed ones.
 	my $setup = "SET TimeZone = '" . pick('UTC', 'Asia/Kolkata', 'America/St_Johns', 'Pacific/Chatham', 'Europe/Paris')
@@ -833,10 +840,45 @@ sub w_block
 	return ('ok', $rows);
 }
 
+# The session settings of a writer's next transaction.  Some
+# transactions run as a logical replication apply worker does
+# (session_replication_role = replica: only ENABLE ALWAYS triggers fire),
+# a few always and most of them while the parent's replica_role fault has
+# its flag file up; while the async_crash fault has its flag up, most
+# commit with synchronous_commit = off (visible before their WAL is
+# flushed, lost by a crash).  The settings are sent only when they change.
+sub writer_settings
+{
+	my ($ctx) = @_;
+	my $replica = chance(-e "$copydir/replica" ? 0.8 : 0.03) ? 1 : 0;
+	my $async = (-e "$copydir/async" && chance(0.7)) ? 1 : 0;
+	my $want = "$replica$async";
+	return 1 if ($ctx->{settings} // '00') eq $want;
+	my $r = w_control($ctx, 'SET session_replication_role = ' . ($replica ? 'replica' : 'origin')
+		  . '; SET synchronous_commit = ' . ($async ? 'off' : 'on') . ';');
+	return 0 if $r->{kind} ne 'ok';
+	$ctx->{settings} = $want;
+	return 1;
+}
+
+# Count a commit of $rows changes under the session's settings.
+sub count_commit
+{
+	my ($ctx, $rows) = @_;
+	my $st = $ctx->{st};
+	$st->{commits}++;
+	$st->{changes_committed} += $rows;
+	my $set = $ctx->{settings} // '00';
+	$st->{commits_replica}++ if substr($set, 0, 1);
+	$st->{commits_async}++ if substr($set, 1, 1);
+	return;
+}
+
 sub writer_transaction
 {
 	my ($ctx) = @_;
 	my $st = $ctx->{st};
+	if (!writer_settings($ctx)) { $st->{interrupted}++; return; }
 	if (chance(0.4))
 	{
 		# autocommit: each step commits on its own
@@ -847,8 +889,7 @@ sub writer_transaction
 			my $r = w_step($ctx, $step);
 			if ($r->{kind} eq 'lost') { $st->{interrupted}++; return; }
 			last if $r->{kind} eq 'error';
-			$st->{changes_committed} += $r->{rows};
-			$st->{commits}++;
+			count_commit($ctx, $r->{rows});
 		}
 		return;
 	}
@@ -869,8 +910,7 @@ sub writer_transaction
 	if ($r->{kind} eq 'lost') { $st->{interrupted}++; return; }
 	if ($r->{out} =~ /^COMMIT$/m)
 	{
-		$st->{commits}++;
-		$st->{changes_committed} += $rows;
+		count_commit($ctx, $rows);
 	}
 	else
 	{
@@ -1019,6 +1059,16 @@ sub reader_failed
 		$ctx->{st}{reads_interrupted}++;
 		return 1;
 	}
+	# A read can be the victim of a deadlock without holding any lock
+	# anybody waits for: queued behind the AccessExclusiveLock a TRUNCATE
+	# or an ALTER TABLE (the alter_key fault) waits for, it closes a cycle
+	# of waits of the writers' transactions, and PostgreSQL cancels it.
+	# Without wtcache too; the check is skipped.
+	if ($r->{error} && $r->{sqlstate} eq '40P01')
+	{
+		$ctx->{st}{reads_deadlocked}++;
+		return 1;
+	}
 	if ($r->{error})
 	{
 		ctx_problem($ctx, 'unexpected_errors', "reader: $r->{err}\n  statement: $sql");
@@ -1136,6 +1186,10 @@ log_min_error_statement = fatal
 track_commit_timestamp = } . ($audit ? 'on' : 'off') . qq{
 max_connections = } . (20 + $nwriters + $nreaders) . qq{
 log_min_messages = info
+# The WAL writer flushes async commits (the async_crash fault's) only
+# every 2 s, so that some are visible and not yet durable when the crash
+# comes.
+wal_writer_delay = '2s'
 });
 $db = 'postgres';
 progress("config: batch_size $batch, poll_interval $poll, pending_slots $slots; "
@@ -1170,21 +1224,31 @@ END $$;
 # concurrent one, COPY) counts exactly once: INSERT starts an incarnation
 # at ver 0, an UPDATE that keeps the key adds 1 to ver, one that changes
 # the key ends the incarnation and starts another.  (A user trigger that
-# rewrites NEW is also something wtcache's capture must live with.)
+# rewrites NEW is also something wtcache's capture must live with.)  The
+# key comparison is dynamic SQL: the alter_key fault changes the type of
+# a key column, and PL/pgSQL's cached plan of NEW.id would then fail in
+# every session that ran it before ("type of parameter ... does not match
+# that when preparing the plan").  The triggers fire whatever
+# session_replication_role says (ENABLE ALWAYS), as wtcache's do, so that
+# inc, ver and fz_dead are kept by the writers' replica-role transactions
+# too.
 for my $tn (@TNAMES)
 {
 	my $t = $TBL{$tn};
-	my $new = join(', ', map { "NEW.$_" } @{ $t->{keycols} });
-	my $old = join(', ', map { "OLD.$_" } @{ $t->{keycols} });
+	my $new = join(', ', map { "(\$1).$_" } @{ $t->{keycols} });
+	my $old = join(', ', map { "(\$2).$_" } @{ $t->{keycols} });
 	sql(qq{
 CREATE FUNCTION fz_track_$tn() RETURNS trigger LANGUAGE plpgsql AS \$\$
+DECLARE
+    moved boolean;
 BEGIN
     IF TG_OP = 'INSERT' THEN
         NEW.inc := nextval('fz_inc');
         NEW.ver := 0;
         RETURN NEW;
     ELSIF TG_OP = 'UPDATE' THEN
-        IF ROW($new) IS DISTINCT FROM ROW($old) THEN
+        EXECUTE 'SELECT ROW($new) IS DISTINCT FROM ROW($old)' INTO moved USING NEW, OLD;
+        IF moved THEN
             INSERT INTO fz_dead VALUES ('$tn', OLD.inc, pg_current_xact_id());
             NEW.inc := nextval('fz_inc');
             NEW.ver := 0;
@@ -1201,6 +1265,8 @@ CREATE TRIGGER fz_track BEFORE INSERT OR UPDATE OR DELETE ON $tn
     FOR EACH ROW EXECUTE FUNCTION fz_track_$tn();
 CREATE TRIGGER fz_track_truncate BEFORE TRUNCATE ON $tn
     FOR EACH STATEMENT EXECUTE FUNCTION fz_track_truncate();
+ALTER TABLE $tn ENABLE ALWAYS TRIGGER fz_track;
+ALTER TABLE $tn ENABLE ALWAYS TRIGGER fz_track_truncate;
 });
 }
 
@@ -1223,6 +1289,8 @@ BEGIN
     RETURN NULL;
 END $$;
 CREATE TRIGGER fz_queue_acked AFTER DELETE ON wtcache.queue FOR EACH ROW EXECUTE FUNCTION fz_queue_acked();
+ALTER TABLE wtcache.queue ENABLE ALWAYS TRIGGER fz_queue_audit;
+ALTER TABLE wtcache.queue ENABLE ALWAYS TRIGGER fz_queue_acked;
 });
 }
 
@@ -1243,6 +1311,18 @@ sql(q{SELECT wtcache.watch('fz_comp')});
 sql(q{SELECT wtcache.watch('fz_text')});
 sql(q{SELECT wtcache.watch('fz_inv', mode => 'invalidate')});
 sql(initial_rows($_, 150)) for qw(fz_comp fz_text fz_inv);
+
+# fz_own: a watched table only the test itself writes (the sessions do
+# not), so that Redis can be compared with it exactly in the middle of the
+# run: the async_crash fault commits into rows 1 to 70 with
+# synchronous_commit = off up to the crash, the replica_role fault changes
+# rows 1001 to 1020 under session_replication_role = replica.
+sql(q{
+CREATE TABLE fz_own (id int PRIMARY KEY, n int, v text, at timestamptz);
+SELECT wtcache.watch('fz_own');
+INSERT INTO fz_own SELECT g, 0, 'own ' || g, now() FROM generate_series(1, 50) g;
+INSERT INTO fz_own SELECT g, NULL, 'own ' || g, now() FROM generate_series(1001, 1020) g;
+});
 fz_ok(wait_drained($node, $db, '60s'), 'initial rows delivered');
 my $initial = sql(q{SELECT (SELECT count(*) FROM fz_int) + (SELECT count(*) FROM fz_comp)
                          + (SELECT count(*) FROM fz_text) + (SELECT count(*) FROM fz_inv)});
@@ -1271,19 +1351,50 @@ $copydir = PostgreSQL::Test::Utils::tempdir('fuzz');
 #                readers run into their timeouts), then relays what it held,
 #                late, or (at random) cuts every connection instead;
 #   proxy_cut    the proxy closes every open connection at once, one to
-#                three times 200 ms apart.
+#                three times 200 ms apart;
+#   drop_table   three to seven rounds of: fz_drop (a fifth watched table,
+#                the sessions do not use it) created and watched, hundreds
+#                to thousands of rows written to it, and the table dropped
+#                at once, once the worker has begun pushing them, or after
+#                a random pause (its changes queued or in the worker's
+#                hands); then created once more with rows, which must be
+#                in Redis at the end without the dropped ones' keys (the
+#                name is reused).  The worker must neither crash nor fail
+#                on the dropped table (its log lines, the postmaster's start
+#                time) and delivery goes on;
+#   alter_key    ALTER TABLE ... ALTER COLUMN <key column> TYPE of fz_int,
+#                fz_inv or fz_comp (int to bigint, or back) under the
+#                writers' load, retried on a lock timeout or deadlock; the
+#                capture triggers must be back, ENABLE ALWAYS, and the
+#                writers must go on writing the table;
+#   replica_role for 2 to 5 s most writer transactions run with
+#                session_replication_role = replica, as a logical
+#                replication apply worker does (3% do at any time), and
+#                the fault itself changes rows of fz_own (written only by
+#                the test) under that role; the capture triggers fire
+#                ENABLE ALWAYS, so the readers and the final comparisons
+#                see those changes;
+#   async_crash  most writer transactions, and a loop of one-row commits
+#                into fz_own, commit with synchronous_commit = off; once
+#                some of them are visible but not flushed (the WAL writer
+#                runs only every 2 s here), PostgreSQL is stopped in
+#                immediate mode and started: the crash takes back commits
+#                that were acknowledged, and Redis must hold none of them (the
+#                worker flushes the WAL a batch saw before sending it):
+#                once delivery is done, fz_own equals Redis key for key.
 # Each kind once at a random moment (in random order), then, in longer
 # runs, one more about every 12 s; all between 10% and 85% of the run, so
 # that the sessions work before, between and after them.  Faults are
 # injected one after the other: one that runs late delays the next.
-my @FAULT_KINDS = qw(redis_empty redis_kill9 redis_aof worker_kill pg_restart proxy_stall proxy_cut);
+my @FAULT_KINDS = qw(redis_empty redis_kill9 redis_aof worker_kill pg_restart proxy_stall proxy_cut
+  drop_table alter_key replica_role async_crash);
 my @fault_plan;
 if ($faults_on)
 {
 	my @kinds = @FAULT_KINDS;
 	my $extra = $secs > 30 ? int(($secs - 30) / 12) : 0;
 	push @kinds, pick('redis_empty', 'redis_kill9', 'redis_aof', 'worker_kill', 'worker_kill', 'redis_empty', 'pg_restart',
-		'proxy_stall', 'proxy_cut') for 1 .. $extra;
+		'proxy_stall', 'proxy_cut', 'drop_table', 'alter_key', 'replica_role', 'async_crash') for 1 .. $extra;
 	for (my $i = $#kinds; $i > 0; $i--)
 	{
 		my $j = int(rand($i + 1));
@@ -1344,6 +1455,14 @@ sub server_up
 	return 0;
 }
 
+# SQL that may fail (the server may be restarting): (ok, stdout, stderr).
+sub try_sql
+{
+	my ($sql, $timeout) = @_;
+	my ($ret, $out, $err) = eval { $node->psql($db, $sql, timeout => $timeout // 60, timed_out => \my $t) };
+	return (defined $ret && $ret == 0 ? 1 : 0, $out // '', $err // $@ // '');
+}
+
 my @fault_log;
 my %fault_count;    # kind => faults of that kind injected
 my @done_faults;    # the faults injected, in order
@@ -1402,6 +1521,45 @@ sub worker_after_proxy_fault
 		usleep(100_000);
 	}
 	return { failed => $failed ? 1 : 0, connected => $connected ? 1 : 0, error => $error // '' };
+}
+
+# State of the drop_table, alter_key, replica_role and async_crash faults.
+my %ALTER_KEY = (fz_int => 'id', fz_inv => 'id', fz_comp => 'n');    # table => the key column alter_key retypes
+my %key_type = map { $_ => 'int' } keys %ALTER_KEY;                 # its type now
+my $drop_exists = 0;      # fz_drop exists (and is watched)
+my $drop_round = 0;
+my $tables_dropped = 0;
+my $replica_round = 0;
+my $replica_until = 0;    # when the writers' replica-role window ends
+my $async_lost = 0;       # acknowledged commits of fz_own the crashes took back
+
+sub flag_file
+{
+	my ($name, $on) = @_;
+	if ($on)
+	{
+		open(my $fh, '>', "$copydir/$name") or die "create $copydir/$name: $!";
+		close $fh;
+	}
+	else
+	{
+		unlink "$copydir/$name";
+	}
+	return;
+}
+
+# fz_drop created and watched, then $rows rows written to it; returns
+# undef or what failed.
+sub drop_table_create
+{
+	my ($rows) = @_;
+	my ($ok, undef, $err) = try_sql(qq{
+CREATE TABLE fz_drop (id int PRIMARY KEY, round int NOT NULL, v text);
+SELECT wtcache.watch('fz_drop');
+INSERT INTO fz_drop SELECT g, $drop_round, 'round $drop_round row ' || g FROM generate_series(1, $rows) g;
+});
+	$drop_exists = 1 if $ok;
+	return $ok ? undef : "round $drop_round: create and fill: $err";
 }
 
 sub fault_counts
@@ -1525,6 +1683,195 @@ sub inject
 		$node->start;
 		$what = 'PostgreSQL stopped in immediate mode and started';
 	}
+	elsif ($kind eq 'drop_table')
+	{
+		my $rounds = 3 + int($f->{variant} * 5);
+		my (undef, $start0) = try_sql('SELECT pg_postmaster_start_time()');
+		my (@errors, @how);
+		for my $round (1 .. $rounds)
+		{
+			$drop_round++;
+			if ($drop_exists)
+			{
+				# the incarnation left by the fault before: changed, dropped
+				my ($ok, undef, $err) = try_sql("UPDATE fz_drop SET v = v || ' changed' WHERE id % 3 = $round % 3; DROP TABLE fz_drop;");
+				push @errors, "round $drop_round: update and drop of the old table: $err" unless $ok;
+				next unless $ok;
+				$drop_exists = 0;
+				$tables_dropped++;
+			}
+			my $err = drop_table_create(200 + int(rand(2800)));
+			if (defined $err) { push @errors, $err; next; }
+			my $when = rand();
+			if ($when < 0.35)
+			{
+				push @how, 'at once';
+			}
+			elsif ($when < 0.7)
+			{
+				# once the worker has pushed some of its rows
+				my $deadline = time() + 3;
+				my $pushed = 0;
+				while (time() < $deadline)
+				{
+					my ($ok, $out) = try_sql(q{SELECT pushed FROM wtcache.status WHERE table_name = 'fz_drop'::regclass}, 10);
+					last if $ok && $out =~ /^(\d+)$/ && ($pushed = $1) > 0;
+					usleep(10_000);
+				}
+				push @how, "after $pushed pushed";
+			}
+			else
+			{
+				my $pause = rand(0.3);
+				usleep(int($pause * 1e6));
+				push @how, sprintf('after %.2f s', $pause);
+			}
+			my ($ok, undef, $derr) = try_sql('DROP TABLE fz_drop');
+			push @errors, "round $drop_round: drop: $derr" unless $ok;
+			next unless $ok;
+			$drop_exists = 0;
+			$tables_dropped++;
+		}
+		# Once more, kept until the next drop_table fault and compared at
+		# the end.
+		$drop_round++;
+		if (!$drop_exists)
+		{
+			my $err = drop_table_create(100 + int(rand(400)));
+			push @errors, $err if defined $err;
+		}
+		server_up() or die "the server did not come back after: $kind";
+		my (undef, $start1) = try_sql('SELECT pg_postmaster_start_time()');
+		my $restarted = ($start0 // '') ne ($start1 // '');
+		$f->{drop} = { errors => \@errors, restarted => $restarted };
+		$what = sprintf('fz_drop dropped in %d rounds with its changes queued or being pushed (%s)%s%s', $rounds,
+			join(', ', @how), $restarted ? "; THE SERVER RESTARTED ($start0, then $start1)" : '',
+			@errors ? '; FAILED: ' . join('; ', @errors) : '');
+	}
+	elsif ($kind eq 'alter_key')
+	{
+		my $tn = pick(sort keys %ALTER_KEY);
+		my $col = $ALTER_KEY{$tn};
+		my $to = $key_type{$tn} eq 'int' ? 'bigint' : 'int';
+		my (undef, $mark) = try_sql('SELECT last_value FROM fz_inc');
+		my ($ok, $err, $tries) = (0, '', 0);
+		while (!$ok && $tries < 10)
+		{
+			$tries++;
+			(my $done, undef, $err) = try_sql("SET lock_timeout = '3s'; ALTER TABLE $tn ALTER COLUMN $col TYPE $to;");
+			$ok = $done;
+			last unless $ok || $err =~ /lock timeout|deadlock detected/;
+		}
+		$key_type{$tn} = $to if $ok;
+		my (undef, $type) = try_sql("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '$tn'::regclass AND attname = '$col'");
+		my (undef, $trig) = try_sql("SELECT string_agg(tgname || ' ' || tgenabled::text, ', ' ORDER BY tgname) FROM pg_trigger WHERE tgrelid = '$tn'::regclass AND tgname LIKE 'wtcache%'");
+		# The writers go on writing the table: a row written after the
+		# ALTER (an incarnation numbered after it, alive or dead).
+		my $writes = 0;
+		my $deadline = time() + 20;
+		while ($ok && $mark =~ /^\d+$/ && time() < $deadline)
+		{
+			my ($q, $n) = try_sql("SELECT (SELECT count(*) FROM $tn WHERE inc > $mark) + (SELECT count(*) FROM fz_dead WHERE tbl = '$tn' AND inc > $mark)", 10);
+			last if $q && $n =~ /^(\d+)$/ && ($writes = $1) > 0;
+			usleep(50_000);
+		}
+		my $want_trig = join(', ', map { "$_ A" } qw(wtcache_capture_del wtcache_capture_ins wtcache_capture_upd wtcache_truncate));
+		$f->{alter} = { ok => $ok && ($type // '') eq ($to eq 'int' ? 'integer' : 'bigint'), triggers_ok => ($trig // '') eq $want_trig, writes => $writes };
+		$what = sprintf('ALTER TABLE %s ALTER COLUMN %s TYPE %s under load: %s after %d tr%s, the column is %s; capture triggers: %s; '
+			  . '%d rows written after it', $tn, $col, $to, $ok ? 'done' : "FAILED ($err)", $tries, $tries == 1 ? 'y' : 'ies',
+			$type // '?', $trig // '?', $writes);
+	}
+	elsif ($kind eq 'replica_role')
+	{
+		my $window = 2 + 2 * $f->{pause};    # 2 to 5 s, from the seed
+		flag_file('replica', 1);
+		$replica_until = time() + $window;
+		$replica_round++;
+		my $r = $replica_round % 3;
+		my ($ok, undef, $err) = try_sql(qq{
+BEGIN;
+SET LOCAL session_replication_role = replica;
+UPDATE fz_own SET v = 'replica $replica_round ' || id, at = clock_timestamp() WHERE id BETWEEN 1001 AND 1020 AND id % 3 <> $r;
+DELETE FROM fz_own WHERE id BETWEEN 1001 AND 1020 AND id % 3 = $r;
+INSERT INTO fz_own SELECT g, NULL, 'replica insert $replica_round', clock_timestamp() FROM generate_series(1001, 1020) g
+ WHERE g % 3 = ($r + 1) % 3 ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v;
+COMMIT;
+});
+		$f->{replica} = { ok => $ok, err => $err };
+		$what = sprintf('writers run with session_replication_role = replica for %.1f s; the replica-role change of fz_own %s',
+			$window, $ok ? 'committed' : "FAILED ($err)");
+	}
+	elsif ($kind eq 'async_crash')
+	{
+		flag_file('async', 1);
+		my (undef, $n0) = try_sql('SELECT coalesce(max(n), 0) FROM fz_own');
+		$n0 = 0 unless $n0 =~ /^\d+$/;
+		# One-row commits, each asynchronous, until the crash: row
+		# 1 + i % 50 gets n = i, rows 51 to 70 come and go; max(n) is the
+		# last commit.  A NOTICE after each COMMIT tells the test which
+		# commits were acknowledged (a NOTICE is sent at once).
+		my ($lout, $lerr) = ('', '');
+		my $loop = IPC::Run::start([ $psql_bin, '-X', '-q', '-d', $connstr, '-c', 'SET synchronous_commit = off', '-c', qq{
+DO \$\$
+DECLARE
+    i int := $n0;
+BEGIN
+    FOR j IN 1 .. 10000000 LOOP
+        i := i + 1;
+        UPDATE fz_own SET n = i, v = 'async ' || i, at = clock_timestamp() WHERE id = 1 + i % 50;
+        IF i % 4 = 0 THEN
+            DELETE FROM fz_own WHERE id = 51 + i % 20;
+        ELSIF i % 4 = 2 THEN
+            INSERT INTO fz_own VALUES (51 + (i / 2) % 20, i, 'async insert ' || i, clock_timestamp())
+            ON CONFLICT (id) DO UPDATE SET n = EXCLUDED.n, v = EXCLUDED.v;
+        END IF;
+        COMMIT;
+        RAISE NOTICE 'fz_own commit %', i;
+    END LOOP;
+END \$\$;} ], '<', \'', '>', \$lout, '2>', \$lerr);
+		# The writers' async commits flow for 0.5 to 1.5 s (from the seed),
+		# then until some commit is visible and WAL is written past the
+		# flushed end.
+		my $flow_until = time() + 0.5 + 2 * $f->{pause} / 3;
+		my $deadline = $flow_until + 10;
+		my $gap = 0;
+		while (time() < $deadline)
+		{
+			eval { $loop->pump_nb; };
+			$lerr = substr($lerr, -4096) if length($lerr) > 65536;    # only the last NOTICE counts
+			if (time() < $flow_until)
+			{
+				usleep(20_000);
+				next;
+			}
+			my ($ok, $out) = try_sql('SELECT coalesce(max(n), 0) > ' . $n0 . ', pg_current_wal_insert_lsn() - pg_current_wal_flush_lsn() FROM fz_own', 10);
+			$gap = $1 if $ok && $out =~ /^t\|(\d+)$/;
+			last if $gap > 0;
+			usleep(10_000);
+		}
+		$node->stop('immediate');
+		flag_file('async', 0);
+		# What psql received before the crash: the last acknowledged commit.
+		eval { $loop->finish; };
+		eval { $loop->kill_kill(grace => 1); };
+		my @acked = $lerr =~ /fz_own commit (\d+)/g;
+		my $acked = @acked ? $acked[-1] : $n0;
+		$node->start;
+		server_up() or die "the server did not come back after: $kind";
+		my (undef, $after) = try_sql('SELECT coalesce(max(n), 0) FROM fz_own');
+		$after = 0 unless $after =~ /^\d+$/;
+		my $lost = $acked > $after ? $acked - $after : 0;
+		$async_lost += $lost;
+		# Nothing the crash took back may be in Redis: once what committed
+		# is delivered, fz_own (which only this fault and replica_role
+		# write) equals Redis key for key.
+		my $drained = wait_drained($node, $db, '60s');
+		my ($same, $diag) = compare_table($node, $db, 'fz_own', $rp);
+		$f->{async} = { drained => $drained, same => $same, diag => $diag };
+		$what = sprintf('%d commits of fz_own acknowledged with synchronous_commit = off (WAL %d bytes past the flushed end '
+			  . 'at the last look), then PostgreSQL stopped in immediate mode and started: %d of them lost; fz_own and Redis %s',
+			$acked - $n0, $gap, $lost, !$drained ? 'NOT DRAINED' : $same ? 'equal' : "DIFFER: $diag");
+	}
 	server_up() or die "the server did not come back after: $kind";
 	$fault_count{$kind}++;
 	my $line = sprintf('%5.1f s: %s', time() - $t0, $what);
@@ -1592,6 +1939,11 @@ while (time() < $end_time)
 		$faults += inject(shift(@fault_plan), $t0);
 		next;
 	}
+	if ($replica_until && time() >= $replica_until)
+	{
+		flag_file('replica', 0);
+		$replica_until = 0;
+	}
 	if ($selftest && time() >= $next_plant)
 	{
 		plant_stale(10);
@@ -1611,6 +1963,7 @@ while (time() < $end_time)
 	usleep(50_000);
 }
 my $ran = time() - $t0;
+flag_file('replica', 0);
 
 # Sessions finish the transaction they are in, then leave.
 my $wait_until = time() + 150;
@@ -1727,6 +2080,48 @@ if ($faults_on)
 	}
 	my @not_back = grep { !$_->{proxy}{connected} } @proxy_faults;
 	fz_ok(!@not_back, 'the worker was connected again after every proxy fault', map { $_->{line} } @not_back);
+
+	# drop_table: no crash, no failure of the worker on a dropped table
+	# (from the fault to the next one), no restart, and the test's own
+	# statements (create, fill, drop) worked.
+	my (@drop_bad, $drops);
+	for my $i (0 .. $#done_faults)
+	{
+		my $f = $done_faults[$i];
+		next unless $f->{drop};
+		$drops++;
+		my $to = $i < $#done_faults ? $done_faults[ $i + 1 ]{log_from} : length($log_all);
+		my $seg = substr($log_all, $f->{log_from}, $to - $f->{log_from});
+		push @drop_bad, "after the fault at $f->{line}:\n    $1"
+		  while $seg =~ /^(.*(?:terminated by signal|fz_drop.* does not exist|could not open relation with OID|cache lookup failed).*)$/mg;
+		push @drop_bad, "the server restarted during the fault at $f->{line}" if $f->{drop}{restarted};
+		push @drop_bad, map { "in the fault at $f->{line}: $_" } @{ $f->{drop}{errors} };
+	}
+	fz_ok(!@drop_bad, "tables dropped while their changes were delivered ($tables_dropped tables in "
+		  . ($drops // 0) . ' faults): no crash, no restart, no failure of the worker', @drop_bad);
+
+	# alter_key: done, the capture triggers back and firing always, the
+	# writers writing the table after it (the final comparison checks
+	# Redis).
+	my @alters = grep { $_->{alter} } @done_faults;
+	my @alter_bad = map { $_->{line} } grep { !$_->{alter}{ok} || !$_->{alter}{triggers_ok} || !$_->{alter}{writes} } @alters;
+	fz_ok(!@alter_bad, 'ALTER COLUMN TYPE of a key under load: done, capture triggers back (ENABLE ALWAYS), the writers went on ('
+		  . scalar(@alters) . ' times)', @alter_bad);
+
+	# replica_role: replica-role transactions committed (the readers and
+	# the final comparison check that they reached Redis).
+	my @replica_bad = map { $_->{line} } grep { $_->{replica} && !$_->{replica}{ok} } @done_faults;
+	fz_ok(($w{commits_replica} // 0) > 0 && !@replica_bad,
+		'transactions committed with session_replication_role = replica (' . ($w{commits_replica} // 0) . ' by the writers)',
+		@replica_bad);
+
+	# async_crash: after each crash, with what committed delivered, Redis
+	# held exactly fz_own: nothing the crash took back.
+	my @asyncs = grep { $_->{async} } @done_faults;
+	my @async_bad = map { $_->{line} } grep { !$_->{async}{drained} || !$_->{async}{same} } @asyncs;
+	fz_ok(!@async_bad, 'after each crash with synchronous_commit = off Redis held nothing the crash took back ('
+		  . scalar(@asyncs) . " crashes, $async_lost acknowledged commits of fz_own lost in all)", @async_bad);
+	fz_ok(($w{commits_async} // 0) > 0, 'writers committed with synchronous_commit = off (' . ($w{commits_async} // 0) . ')');
 }
 my $via = sql(q{SELECT redis_address FROM wtcache.worker_status()
                 WHERE database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())});
@@ -1745,7 +2140,7 @@ $TODO = $todo;
 my $compared = 0;
 my $drift = 0;
 
-for my $tn (@WRITE_THROUGH)
+for my $tn (@WRITE_THROUGH, 'fz_own', $drop_exists ? ('fz_drop') : ())
 {
 	my ($ok, $diag) = compare_table($node, $db, $tn, $rp);
 	my ($rows, $missing, $wrong, $extra) = $diag =~ /: (\d+) rows, \d+ Redis row keys .*?, (\d+) missing, (\d+) wrong, (\d+) extra/;
@@ -1883,6 +2278,18 @@ my $log = slurp_file($node->logfile);
 my @crashes = grep { !/terminated by signal 9\b/ } ($log =~ /^.*(?:terminated by signal \d+|PANIC:|TRAP:|server process .* exited with exit code [^01]).*$/mg);
 fz_ok(!@crashes, 'no crash other than the injected ones in the server log', @crashes[ 0 .. ($#crashes > 9 ? 9 : $#crashes) ],
 	'server log: ' . $node->logfile);
+# The delivery worker reports what Redis does to it as LOG lines and
+# carries on; an ERROR of its own ends it (the launcher starts another),
+# delivery stalls meanwhile, and whatever it was doing is left half done.
+# Its pids: those the postmaster reported ending, and the one running now.
+{
+	my %wpids = map { $_ => 1 } $log =~ /background worker "wtcache worker[^"]*" \(PID (\d+)\)/g;
+	my $now = worker_pid($node, $db);
+	$wpids{$now} = 1 if defined $now;
+	my @failed = grep { /^\S+ \S+ \S+ \[(\d+)\] (?:\S+ )?ERROR:/ && $wpids{$1} } split /\n/, $log;
+	fz_ok(!@failed, 'the delivery worker never failed (no ERROR of its own in the server log: ' . scalar(@failed) . ')',
+		@failed[ 0 .. ($#failed > 9 ? 9 : $#failed) ], 'server log: ' . $node->logfile);
+}
 my @worker_errors = $log =~ /^.*(?:ERROR|WARNING):\s+.*wtcache.*$/mg;
 note(scalar(@worker_errors) . " wtcache ERROR/WARNING lines in the server log" . (@worker_errors ? ", the first:\n  " . join("\n  ", @worker_errors[ 0 .. ($#worker_errors > 4 ? 4 : $#worker_errors) ]) : ''));
 
@@ -1892,12 +2299,13 @@ my $summary = sprintf('fuzz: seed %d, %d s, changes committed %d, rollbacks %d, 
 note($summary);
 to_terminal($summary);
 my $detail = sprintf('fuzz: details: ran %.1f s, %d transactions committed, %d savepoint rollbacks, %d changes rolled back, '
-	  . '%d transactions cut by a fault, %d reads cut by a fault, %d reads of no row, %d reconnects, read counters %s; '
+	  . '%d transactions cut by a fault, %d reads cut by a fault, %d reads cancelled by a deadlock, %d reads of no row, %d reconnects, read counters %s; '
 	  . 'proxy: %d connections, %d closed by cuts, %d stalls, %.1f MB to Redis and %.1f MB back; '
 	  . 'the worker timed out in %d of %d stalls and failed after %d of %d cuts, '
-	  . '%d reads fell back to the table during proxy faults',
+	  . '%d reads fell back to the table during proxy faults; %d commits with session_replication_role = replica, '
+	  . '%d with synchronous_commit = off, %d acknowledged async commits of fz_own lost by crashes, %d tables dropped',
 	$ran, $w{commits} // 0, $w{savepoint_rollbacks} // 0, $w{changes_rolled_back} // 0, $w{interrupted} // 0,
-	$r{reads_interrupted} // 0, $r{reads_null} // 0,
+	$r{reads_interrupted} // 0, $r{reads_deadlocked} // 0, $r{reads_null} // 0,
 	($w{connects} // 0) + ($r{connects} // 0) - $nwriters - $nreaders,
 	join(', ', map { "$_ $read_counters{$_}" } sort keys %read_counters),
 	$pstats->{accepted} // 0, $pstats->{cut_conns} // 0, $pstats->{stalls} // 0,
@@ -1906,7 +2314,8 @@ my $detail = sprintf('fuzz: details: ran %.1f s, %d transactions committed, %d s
 	scalar(grep { $_->{kind} eq 'proxy_stall' } @proxy_faults),
 	scalar(grep { $_->{kind} eq 'proxy_cut' && $_->{proxy}{failed} } @proxy_faults),
 	scalar(grep { $_->{kind} eq 'proxy_cut' } @proxy_faults),
-	eval { my $n = 0; $n += $_->{proxy}{fallbacks} for @proxy_faults; $n });
+	eval { my $n = 0; $n += $_->{proxy}{fallbacks} for @proxy_faults; $n },
+	$w{commits_replica} // 0, $w{commits_async} // 0, $async_lost, $tables_dropped);
 note($detail);
 to_terminal($detail) if $verbose;
 
