@@ -46,6 +46,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "replication/syncrep.h"
 #include "storage/ipc.h"
 #include "storage/lmgr.h"
 #include "storage/proc.h"
@@ -1756,6 +1757,24 @@ batch_durable(Batch *b)
 		(page_offset == SizeOfXLogLongPHD && XLogSegmentOffset(upto, wal_segment_size) == page_offset))
 		upto -= page_offset;
 	XLogFlush(upto);
+
+	/*
+	 * With synchronous standbys, durable means on them too: a failover to
+	 * one that lacks a change must not leave it in Redis.  The worker's own
+	 * commits are asynchronous (see wtcache_worker_main), so ask for the
+	 * standbys' flush as a synchronous commit would; this waits as the
+	 * writers' commits do while the standbys are away; a shutdown or a
+	 * cancel ends the wait with a WARNING, not an error.
+	 */
+	if (SyncRepStandbyNames != NULL && SyncRepStandbyNames[0] != '\0')
+	{
+		/* through the setting: its assign hook sets the wait mode */
+		SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
+		SyncRepWaitForLSN(upto, false);
+		SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+		/* a shutdown that ended the wait: exit before anything is sent */
+		CHECK_FOR_INTERRUPTS();
+	}
 }
 
 static bool
