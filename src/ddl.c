@@ -841,24 +841,6 @@ queue_removal(const DroppedWatch *d)
 	wtcache_enqueue_whole_table(d->relid, table_key.data);
 }
 
-/* Is the table watched?  Read as the extension's owner.  Needs SPI. */
-static bool
-watched_as_owner(Oid relid)
-{
-	WtcRights	rights;
-	Oid			argtypes[1] = {OIDOID};
-	Datum		values[1] = {ObjectIdGetDatum(relid)};
-	int			rc;
-
-	wtcache_rights_enter(&rights, wtcache_owner(), false);
-	rc = SPI_execute_with_args("SELECT FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
-							   1, argtypes, values, NULL, false, 1);
-	wtcache_rights_leave(&rights);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "wtcache.watched lookup failed");
-	return SPI_processed > 0;
-}
-
 /* Delete the watch of d's table, as the extension's owner; false if none. */
 static bool
 forget_watch(const DroppedWatch *d)
@@ -919,7 +901,7 @@ wtcache_on_sql_drop(PG_FUNCTION_ARGS)
 
 			if (trigdata->tag == CMDTAG_ALTER_TABLE ||
 				!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(d->relid)) ||
-				!watched_as_owner(d->relid))
+				!is_watched(d->relid))
 				continue;
 			(void) wtcache_resync_table_or_purge(d->relid, true, &failure);
 			continue;

@@ -192,14 +192,14 @@ fence_visible_queue_ids(int *nids)
  * InvalidOid.
  */
 static bool
-fence_queue_rows_remain(ArrayType *idarr, Oid *set_aside)
+fence_queue_rows_remain(ArrayType *idarr, bool can_set_aside, Oid *set_aside)
 {
 	Oid			argtypes[1] = {INT8ARRAYOID};
 	Datum		values[1] = {PointerGetDatum(idarr)};
 	bool		isnull;
 
 	*set_aside = InvalidOid;
-	if (SPI_execute_with_args(wtcache_queue_can_set_aside() ?
+	if (SPI_execute_with_args(can_set_aside ?
 							  "SELECT relid, set_aside IS NOT NULL AND NOT discard AS aside FROM wtcache.queue "
 							  "WHERE id OPERATOR(pg_catalog.=) ANY($1) ORDER BY aside DESC LIMIT 1" :
 							  "SELECT relid, false FROM wtcache.queue WHERE id OPERATOR(pg_catalog.=) ANY($1) LIMIT 1",
@@ -229,6 +229,7 @@ wtcache_fence(int64 timeout_ms)
 	long		sleep_ms = 1;
 	bool		held = false;
 	bool		asked_for_worker = false;
+	bool		can_set_aside;
 
 	if (IsolationUsesXactSnapshot())
 		ereport(ERROR,
@@ -242,12 +243,13 @@ wtcache_fence(int64 timeout_ms)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	idarr = fence_visible_queue_ids(&nids);
+	can_set_aside = wtcache_queue_can_set_aside();
 
 	for (;;)
 	{
 		Oid			set_aside;
 
-		if (nids > 0 && !fence_queue_rows_remain(idarr, &set_aside))
+		if (nids > 0 && !fence_queue_rows_remain(idarr, can_set_aside, &set_aside))
 			nids = 0;
 		else if (nids > 0 && OidIsValid(set_aside))
 		{

@@ -43,6 +43,10 @@ wtcache_queue_can_set_aside(void)
 	return OidIsValid(queue) && get_attnum(queue, "set_aside") != InvalidAttrNumber;
 }
 
+/* Rows the worker set aside, given up by nobody yet, and not a hold ($1: the hold's reason) */
+#define SET_ASIDE_BY_THE_WORKER \
+	"set_aside IS NOT NULL AND NOT discard AND set_aside OPERATOR(pg_catalog.<>) $1"
+
 /*
  * The tables whose set-aside rows the caller may act on: rel alone (the
  * caller must own it), or, for NULL, every table with set-aside rows that
@@ -68,8 +72,9 @@ set_aside_tables(FunctionCallInfo fcinfo)
 		return list_make1_oid(relid);
 	}
 	wtcache_rights_enter(&rights, wtcache_owner(), false);
-	if (SPI_execute("SELECT DISTINCT relid FROM wtcache.queue WHERE set_aside IS NOT NULL AND NOT discard",
-					true, 0) != SPI_OK_SELECT)
+	if (SPI_execute_with_args("SELECT DISTINCT relid FROM wtcache.queue WHERE " SET_ASIDE_BY_THE_WORKER,
+							  1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(WTCACHE_HOLD_REASON)},
+							  NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wtcache.queue lookup failed");
 	wtcache_rights_leave(&rights);
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -80,7 +85,7 @@ set_aside_tables(FunctionCallInfo fcinfo)
 		/* a table dropped since: the worker acknowledges its rows by itself */
 		if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
 			continue;
-		if (pg_class_ownercheck(relid, GetUserId()) || superuser())
+		if (pg_class_ownercheck(relid, GetUserId()))
 		{
 			MemoryContext spi = MemoryContextSwitchTo(outer);
 
@@ -91,48 +96,14 @@ set_aside_tables(FunctionCallInfo fcinfo)
 	return rels;
 }
 
+/*
+ * Retry (clear the mark) or discard the set-aside rows of the tables the
+ * caller may act on; returns how many queue rows.  Rows that hold a table
+ * whose capture triggers are disabled (wtcache_hold_table) are not the
+ * worker's set-aside rows: only enabling the triggers releases them.
+ */
 static int64
-update_set_aside(Oid relid, const char *sql)
-{
-	WtcRights	rights;
-	Oid			argtypes[1] = {OIDOID};
-	Datum		values[1] = {ObjectIdGetDatum(relid)};
-	int			rc;
-
-	wtcache_rights_enter(&rights, wtcache_owner(), false);
-	rc = SPI_execute_with_args(sql, 1, argtypes, values, NULL, false, 0);
-	wtcache_rights_leave(&rights);
-	if (rc != SPI_OK_UPDATE)
-		elog(ERROR, "wtcache: updating set-aside queue rows failed: %s", SPI_result_code_string(rc));
-	return (int64) SPI_processed;
-}
-
-/* wtcache.retry_set_aside(rel regclass DEFAULT NULL) RETURNS bigint */
-PG_FUNCTION_INFO_V1(wtcache_retry_set_aside);
-Datum
-wtcache_retry_set_aside(PG_FUNCTION_ARGS)
-{
-	List	   *rels;
-	ListCell   *lc;
-	int64		total = 0;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	rels = set_aside_tables(fcinfo);
-	foreach(lc, rels)
-		total += update_set_aside(lfirst_oid(lc),
-								  "UPDATE wtcache.queue SET set_aside = NULL "
-								  "WHERE relid OPERATOR(pg_catalog.=) $1 AND set_aside IS NOT NULL AND NOT discard");
-	SPI_finish();
-	if (total > 0)
-		wtcache_note_enqueued();	/* wake the worker at commit */
-	PG_RETURN_INT64(total);
-}
-
-/* wtcache.discard_set_aside(rel regclass DEFAULT NULL) RETURNS bigint */
-PG_FUNCTION_INFO_V1(wtcache_discard_set_aside);
-Datum
-wtcache_discard_set_aside(PG_FUNCTION_ARGS)
+act_on_set_aside(FunctionCallInfo fcinfo, bool discard)
 {
 	List	   *rels;
 	ListCell   *lc;
@@ -144,28 +115,45 @@ wtcache_discard_set_aside(PG_FUNCTION_ARGS)
 	foreach(lc, rels)
 	{
 		Oid			relid = lfirst_oid(lc);
-		int64		n;
-		char	   *relname = get_rel_name(relid);
+		WtcRights	rights;
+		Datum		values[2] = {CStringGetTextDatum(WTCACHE_HOLD_REASON), ObjectIdGetDatum(relid)};
+		int			rc;
 
-		n = update_set_aside(relid,
-							 "UPDATE wtcache.queue SET discard = true "
-							 "WHERE relid OPERATOR(pg_catalog.=) $1 AND set_aside IS NOT NULL AND NOT discard");
-		if (n > 0 && relname != NULL)
-		{
-			StringInfoData table_key;
-
-			/* Redis may hold older values of those keys: remove the table's keys */
-			initStringInfo(&table_key);
-			wtcache_append_table_key(&table_key, get_database_name(MyDatabaseId),
-									 get_namespace_name(get_rel_namespace(relid)), relname);
-			wtcache_enqueue_whole_table(relid, table_key.data);
-		}
-		total += n;
+		wtcache_rights_enter(&rights, wtcache_owner(), false);
+		rc = SPI_execute_with_args(discard ?
+								   "UPDATE wtcache.queue SET discard = true "
+								   "WHERE relid OPERATOR(pg_catalog.=) $2 AND " SET_ASIDE_BY_THE_WORKER :
+								   "UPDATE wtcache.queue SET set_aside = NULL "
+								   "WHERE relid OPERATOR(pg_catalog.=) $2 AND " SET_ASIDE_BY_THE_WORKER,
+								   2, (Oid[]) {TEXTOID, OIDOID}, values, NULL, false, 0);
+		wtcache_rights_leave(&rights);
+		if (rc != SPI_OK_UPDATE)
+			elog(ERROR, "wtcache: updating set-aside queue rows failed: %s", SPI_result_code_string(rc));
+		/* Redis may hold older values of those keys: remove the table's keys */
+		if (discard && SPI_processed > 0)
+			wtcache_enqueue_table_removal(relid);
+		total += (int64) SPI_processed;
 	}
 	SPI_finish();
 	if (total > 0)
-		wtcache_note_enqueued();
-	PG_RETURN_INT64(total);
+		wtcache_note_enqueued();	/* wake the worker at commit */
+	return total;
+}
+
+/* wtcache.retry_set_aside(rel regclass DEFAULT NULL) RETURNS bigint */
+PG_FUNCTION_INFO_V1(wtcache_retry_set_aside);
+Datum
+wtcache_retry_set_aside(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(act_on_set_aside(fcinfo, false));
+}
+
+/* wtcache.discard_set_aside(rel regclass DEFAULT NULL) RETURNS bigint */
+PG_FUNCTION_INFO_V1(wtcache_discard_set_aside);
+Datum
+wtcache_discard_set_aside(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(act_on_set_aside(fcinfo, true));
 }
 
 /*

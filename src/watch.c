@@ -866,8 +866,8 @@ wtcache_enqueue_all_rows(Oid relid)
 }
 
 /* Queue the removal of the table's keys under its current name. */
-static void
-enqueue_table_removal(Oid relid)
+void
+wtcache_enqueue_table_removal(Oid relid)
 {
 	Relation	rel = relation_open(relid, AccessShareLock);
 	StringInfoData table_key;
@@ -888,7 +888,7 @@ enqueue_table_removal(Oid relid)
 uint64
 wtcache_resync_table(Oid relid)
 {
-	enqueue_table_removal(relid);
+	wtcache_enqueue_table_removal(relid);
 	return wtcache_enqueue_all_rows(relid);
 }
 
@@ -934,7 +934,7 @@ wtcache_resync_table_or_purge(Oid relid, bool purge_first, char **failure)
 	}
 	PG_END_TRY();
 	if (*failure != NULL && purge_first)
-		enqueue_table_removal(relid);
+		wtcache_enqueue_table_removal(relid);
 	return rows;
 }
 

@@ -366,6 +366,7 @@ extern bool wtcache_load_watch(Oid relid, WatchConfig *config);
 extern Oid	wtcache_owner(void);
 extern uint64 wtcache_enqueue_all_rows(Oid relid);
 extern uint64 wtcache_resync_table(Oid relid);
+extern void wtcache_enqueue_table_removal(Oid relid);
 extern void wtcache_drop_row_triggers(Oid relid);
 extern void wtcache_create_row_triggers(Oid relid);
 extern void wtcache_enable_capture_always(Oid relid);

@@ -95,6 +95,9 @@ is(sql(q{SELECT wtcache.get('toggled', '3')->>'v'}), 'while disabled',
 my ($ret, $out, $err) = $node->psql($db, q{SELECT wtcache.wait('30s')});
 is($out, 'f', 'and wait() cannot say Redis holds everything');
 like($err, qr/changes of table "toggled" committed before this call are set aside/, 'it says why');
+is(sql(q{SELECT wtcache.retry_set_aside('toggled') + wtcache.discard_set_aside('toggled')}), '0',
+	'retry and discard leave that hold alone: only enabling the triggers ends it');
+is(sql(q{SELECT wtcache.get('toggled', '4')->>'v'}), 'while disabled', 'reads still go to the table');
 sql(q{ALTER TABLE toggled ENABLE TRIGGER ALL});
 ok(wait_drained($node, $db), 'once enabled again, everything is delivered');
 compare_table_ok($node, $db, 'toggled', $rp, 'including the changes made while they were disabled');
