@@ -19,14 +19,19 @@
  *
  * An error inside unwinds both: transaction abort restores the user id
  * and security context and AtEOXact_GUC pops the nest level.
+ *
+ * wtcache_run_in_subxact() runs such work where one table's error must not
+ * fail the rest (the worker's reads, requeues after DDL and data loss).
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/pg_class.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
+#include "utils/resowner.h"
 #include "utils/syscache.h"
 
 /*
@@ -93,4 +98,46 @@ void
 wtcache_unpin_search_path(int nestlevel)
 {
 	AtEOXact_GUC(false, nestlevel);
+}
+
+/*
+ * Run fn(arg) in a subtransaction: true once it completed; false if it
+ * raised an ERROR, which is rolled back with everything the subtransaction
+ * did (the rights and settings above included) and its message left in
+ * *message (in the caller's memory context; message may be NULL).  For the
+ * paths that must not fail because of one table.  A FATAL (a shutdown)
+ * goes through.
+ */
+bool
+wtcache_run_in_subxact(void (*fn) (void *arg), void *arg, char **message)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (message != NULL)
+			*message = edata->message;
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
 }

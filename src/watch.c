@@ -903,39 +903,30 @@ wtcache_resync_table(Oid relid)
  * (which removed every key already: no purge_first, and no removal).
  * *failure: the reason, or NULL.
  */
+typedef struct RequeueArgs
+{
+	Oid			relid;
+	bool		purge_first;
+	uint64		rows;
+} RequeueArgs;
+
+static void
+requeue_table(void *arg)
+{
+	RequeueArgs *a = (RequeueArgs *) arg;
+
+	a->rows = a->purge_first ? wtcache_resync_table(a->relid) : wtcache_enqueue_all_rows(a->relid);
+}
+
 uint64
 wtcache_resync_table_or_purge(Oid relid, bool purge_first, char **failure)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile uint64 rows = 0;
+	RequeueArgs a = {relid, purge_first, 0};
 
 	*failure = NULL;
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		rows = purge_first ? wtcache_resync_table(relid) : wtcache_enqueue_all_rows(relid);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		*failure = edata->message;
-	}
-	PG_END_TRY();
-	if (*failure != NULL && purge_first)
+	if (!wtcache_run_in_subxact(requeue_table, &a, failure) && purge_first)
 		wtcache_enqueue_table_removal(relid);
-	return rows;
+	return a.rows;
 }
 
 PG_FUNCTION_INFO_V1(wtcache_resync);

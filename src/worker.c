@@ -735,46 +735,41 @@ fetch_rows(TableBatch *tb, const bool *skip)
 	SPI_freetuptable(SPI_tuptable);
 }
 
+typedef struct FetchArgs
+{
+	TableBatch *tb;
+	const bool *skip;
+	int			key;			/* >= 0: only parse this key's values */
+} FetchArgs;
+
+static void
+fetch_or_parse(void *arg)
+{
+	FetchArgs  *a = (FetchArgs *) arg;
+
+	if (a->key >= 0)
+		for (int c = 0; c < a->tb->nkeys; c++)
+			(void) wtcache_key_lookup_value(&a->tb->lookup, c, a->tb->keys[a->key].values[c]);
+	else
+		fetch_rows(a->tb, a->skip);
+}
+
 /*
- * fetch_rows(tb, skip), or one of the keys' values alone (key >= 0), in a
- * subtransaction.  False, with the error's message, when it failed.
+ * fetch_rows(tb, skip), or the parsing of one key's values alone (key >=
+ * 0), in a subtransaction.  False, with the error's message (in
+ * BatchContext), when it failed.
  */
 static bool
 try_fetch(TableBatch *tb, const bool *skip, int key, char **message)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool ok = true;
+	FetchArgs	a = {tb, skip, key};
+	MemoryContext old = MemoryContextSwitchTo(BatchContext);
+	bool		ok = wtcache_run_in_subxact(fetch_or_parse, &a, message);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		if (key >= 0)
-			for (int c = 0; c < tb->nkeys; c++)
-				(void) wtcache_key_lookup_value(&tb->lookup, c, tb->keys[key].values[c]);
-		else
-			fetch_rows(tb, skip);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
+	MemoryContextSwitchTo(old);
+	/* an error during the read leaves its timeout armed */
+	if (!ok)
 		disable_timeout(STATEMENT_TIMEOUT, false);
-		MemoryContextSwitchTo(BatchContext);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		if (message)
-			*message = edata->message;
-		ok = false;
-	}
-	PG_END_TRY();
 	return ok;
 }
 

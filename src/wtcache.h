@@ -337,6 +337,7 @@ extern void wtcache_rights_enter_table_owner(WtcRights *rights, Oid relid);
 extern void wtcache_rights_leave(WtcRights *rights);
 extern int	wtcache_pin_search_path(void);
 extern void wtcache_unpin_search_path(int nestlevel);
+extern bool wtcache_run_in_subxact(void (*fn) (void *arg), void *arg, char **message);
 
 /* ---- fence.c ---- */
 extern bool wtcache_fence(int64 timeout_ms);
