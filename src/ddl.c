@@ -297,6 +297,27 @@ current_table_key(Oid relid)
 }
 
 /*
+ * Queue a watched table's removal and rows again after DDL, in the DDL's
+ * transaction; when its rows cannot be read as its owner, its keys are
+ * removed instead, with a WARNING (PostgreSQL accepts the DDL all the
+ * same).  Returns the rows queued.
+ */
+static uint64
+requeue_table(Oid relid)
+{
+	char	   *failure;
+	uint64		rows = wtcache_resync_table_or_purge(relid, true, &failure);
+
+	if (failure != NULL)
+		ereport(WARNING,
+				(errmsg("wtcache: could not queue the rows of watched table \"%s\" again: %s",
+						get_rel_name(relid), failure),
+				 errdetail("Its keys are removed from Redis instead; cached reads fill them again from the table."),
+				 errhint("wtcache reads a watched table as its owner, who must be able to read every row.")));
+	return rows;
+}
+
+/*
  * A capture trigger created by anyone but watch(): pg_restore re-creating
  * a watched table's triggers after it loaded the table's rows without them
  * (and the worker may have resynced the database before the rows were
@@ -307,7 +328,6 @@ static void
 requeue_if_restored(CreateTrigStmt *stmt)
 {
 	Oid			relid;
-	char	   *failure;
 
 	if (strcmp(stmt->trigname, "wtcache_capture_ins") != 0)
 		return;
@@ -315,12 +335,7 @@ requeue_if_restored(CreateTrigStmt *stmt)
 	if (!OidIsValid(relid) || !is_watched(relid))
 		return;
 	CommandCounterIncrement();
-	(void) wtcache_resync_table_or_purge(relid, true, &failure);
-	if (failure != NULL)
-		ereport(WARNING,
-				(errmsg("wtcache: could not queue the rows of watched table \"%s\": %s",
-						get_rel_name(relid), failure),
-				 errdetail("Its keys are removed from Redis instead; cached reads fill them again from the table.")));
+	(void) requeue_table(relid);
 }
 
 /*
@@ -399,16 +414,7 @@ requeue_tables_using_type(Oid typid)
 	}
 	SPI_finish();
 	foreach(lc, rels)
-	{
-		char	   *failure;
-
-		(void) wtcache_resync_table_or_purge(lfirst_oid(lc), true, &failure);
-		if (failure != NULL)
-			ereport(WARNING,
-					(errmsg("wtcache: could not queue the rows of watched table \"%s\" again: %s",
-							get_rel_name(lfirst_oid(lc)), failure),
-					 errdetail("Its keys are removed from Redis instead; cached reads fill them again from the table.")));
-	}
+		(void) requeue_table(lfirst_oid(lc));
 }
 
 /* ALTER TABLE ... ENABLE / DISABLE TRIGGER (any form)? */
@@ -491,10 +497,8 @@ follow_trigger_state(Oid relid)
 		elog(ERROR, "SPI_connect failed");
 	if (wtcache_release_table(relid))
 	{
-		char	   *failure;
-
 		SPI_finish();
-		(void) wtcache_resync_table_or_purge(relid, true, &failure);
+		(void) requeue_table(relid);
 		return;
 	}
 	SPI_finish();
@@ -573,7 +577,6 @@ run_table_ddl(TableChange change, Oid relid, PlannedStmt *pstmt, const char *que
 {
 	char	   *old_key = current_table_key(relid);
 	uint64		rows;
-	char	   *failure;
 	bool		retype = alters_captured_column_type(pstmt->utilityStmt, relid);
 	bool		enforced = change != TABLE_INDEX_DROPPED || wtcache_key_enforced(relid);
 
@@ -608,7 +611,7 @@ run_table_ddl(TableChange change, Oid relid, PlannedStmt *pstmt, const char *que
 			return;
 		wtcache_enqueue_whole_table(relid, old_key);
 	}
-	rows = wtcache_resync_table_or_purge(relid, true, &failure);
+	rows = requeue_table(relid);
 	/* routine, and wtcache.status shows the rows pending: no NOTICE */
 	ereport(DEBUG1,
 			(errmsg("wtcache: %s \"%s\"; its " UINT64_FORMAT " rows are queued for Redis again",
@@ -616,12 +619,6 @@ run_table_ddl(TableChange change, Oid relid, PlannedStmt *pstmt, const char *que
 					get_rel_name(relid), rows),
 			 change == TABLE_RENAMED ?
 			 errdetail("The keys under its old name are removed.") : 0));
-	if (failure != NULL)
-		ereport(WARNING,
-				(errmsg("wtcache: could not queue the rows of watched table \"%s\" again: %s",
-						get_rel_name(relid), failure),
-				 errdetail("Its keys are removed from Redis instead; cached reads fill them again from the table."),
-				 errhint("wtcache reads a watched table as its owner, who must be able to read every row.")));
 }
 
 static void
@@ -897,13 +894,12 @@ wtcache_on_sql_drop(PG_FUNCTION_ARGS)
 			 * the table goes too.
 			 */
 			EventTriggerData *trigdata = (EventTriggerData *) fcinfo->context;
-			char	   *failure;
 
 			if (trigdata->tag == CMDTAG_ALTER_TABLE ||
 				!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(d->relid)) ||
 				!is_watched(d->relid))
 				continue;
-			(void) wtcache_resync_table_or_purge(d->relid, true, &failure);
+			(void) requeue_table(d->relid);
 			continue;
 		}
 		if (!forget_watch(d))
