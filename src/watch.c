@@ -865,12 +865,19 @@ wtcache_enqueue_all_rows(Oid relid)
 	return nrows;
 }
 
-/* Queue the removal of the table's keys under its current name. */
+/*
+ * Queue the removal of the table's keys under its current name.  A table
+ * dropped meanwhile (by a concurrent DROP TABLE) is left to the drop
+ * handler, which removes its keys.
+ */
 void
 wtcache_enqueue_table_removal(Oid relid)
 {
-	Relation	rel = relation_open(relid, AccessShareLock);
+	Relation	rel = try_relation_open(relid, AccessShareLock);
 	StringInfoData table_key;
+
+	if (rel == NULL)
+		return;
 
 	initStringInfo(&table_key);
 	wtcache_append_table_key(&table_key, get_database_name(MyDatabaseId),
