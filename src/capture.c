@@ -233,6 +233,7 @@ queue_insert_row(Oid relid, Datum keys, int width, const char *table_key,
 	if (tags == (Datum) 0)
 		nulls[4] = 'n';
 	values[5] = BoolGetDatum(per_table);
+	wtcache_pending_before_queue_write();
 	rc = SPI_execute_plan(insert_plan, values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "wtcache queue insert failed: %s", SPI_result_code_string(rc));
@@ -261,7 +262,8 @@ wtcache_queue_insert_per_table(Oid relid, Datum keys, int width)
 
 /*
  * Count a queue row this transaction just wrote in the pending filter.
- * After the insert took its lock on the queue: see pending.c.
+ * After the insert, which took the filter lock if the filter was not
+ * ready: see pending.c.
  */
 void
 wtcache_count_queue_row(Oid relid, bool per_table, int width, Datum *elems, int nelems,
@@ -270,14 +272,16 @@ wtcache_count_queue_row(Oid relid, bool per_table, int width, Datum *elems, int 
 	uint32	   *indexes;
 	int			n;
 
-	if (!wtcache_pending_ready(MyDatabaseId))
-		return;
-	indexes = palloc(sizeof(uint32) * (nelems / Max(width, 1) + ntags + 2));
-	n = wtcache_pending_row_indexes(MyDatabaseId, relid, per_table, width,
-									elems, nelems, tags, ntags, indexes);
-	for (int i = 0; i < n; i++)
-		wtcache_pending_add(indexes[i]);
-	pfree(indexes);
+	if (wtcache_pending_ready(MyDatabaseId))
+	{
+		indexes = palloc(sizeof(uint32) * (nelems / Max(width, 1) + ntags + 2));
+		n = wtcache_pending_row_indexes(MyDatabaseId, relid, per_table, width,
+										elems, nelems, tags, ntags, indexes);
+		for (int i = 0; i < n; i++)
+			wtcache_pending_add(indexes[i]);
+		pfree(indexes);
+	}
+	wtcache_pending_after_queue_write();
 }
 
 typedef struct KeyGroup

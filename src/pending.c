@@ -25,30 +25,48 @@
  * Shared memory starts empty (server start, crash restart) while the queue
  * may hold rows.  Until this database's worker has counted them the filter
  * is not "ready": writers add nothing, and readers treat every key as
- * pending (they read the table).  The worker counts under a SHARE lock on
- * the queue, which waits for every transaction that wrote queue rows
- * before and holds back new ones, then sets ready; so each queue row is
- * counted once, by its writer or by the worker.
+ * pending (they read the table).  So that each queue row is counted once,
+ * by its writer or by the worker, a writer that finds the filter not ready
+ * holds the filter lock (a share lock, see filter_locktag) from before its
+ * queue insert until it has looked again whether to count it; the worker
+ * counts holding that lock exclusively, then sets ready.  A writer's row is
+ * thus either written before the count began (the count sees it) or looked
+ * at after ready was set (its writer counts it).
  *
- * A prepared transaction keeps its counts; ROLLBACK PREPARED leaves them
- * behind, which only sends readers of those keys to the table.  While a
- * prepared transaction of the database exists the worker does not count
- * (it could not see that transaction's rows), and readers read tables.
+ * The count sees the rows of transactions still in progress too, with a
+ * dirty snapshot: a prepared transaction may stay in progress across any
+ * number of restarts, and it must neither keep the filter from getting
+ * ready nor have its keys served from Redis while it is pending.  The
+ * worker remembers which transactions those rows belong to and takes their
+ * counts back if they abort (ROLLBACK PREPARED); if they commit, their rows
+ * are delivered and released like any other.  The filter lock, unlike a
+ * lock on wtcache.queue, is held for moments and never by a prepared
+ * transaction, so nothing can hold the count off for long.
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
 
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/transam.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/lmgr.h"
+#include "storage/lock.h"
+#include "storage/procarray.h"
 #include "storage/shmem.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
 int			wtcache_pending_slots = 1048576;
 
@@ -66,6 +84,26 @@ static PendingAdd *adds = NULL;
 static int	nadds = 0;
 static int	maxadds = 0;
 static bool callbacks_registered = false;
+
+/* This backend holds the filter lock for a queue write (see the header). */
+static bool holding_filter_lock = false;
+
+/*
+ * The worker's: counts its last count made for rows of transactions then
+ * in progress, to be taken back if they abort.  Entry i owns
+ * unsettled_indexes[unsettled[i].first .. + n).
+ */
+typedef struct UnsettledRows
+{
+	TransactionId xid;
+	int64		first;
+	int			n;
+} UnsettledRows;
+
+static UnsettledRows *unsettled = NULL;
+static int	nunsettled = 0;
+static uint32 *unsettled_indexes = NULL;
+static int64 nunsettled_indexes = 0;
 
 static Size
 pending_shmem_size(void)
@@ -168,6 +206,17 @@ wtcache_pending_clear(uint32 key_index, uint32 table_index)
 		pg_atomic_read_u32(&pending_counters[table_index]) == 0;
 }
 
+/*
+ * The filter lock of this database.  An advisory lock tag, with a fourth
+ * field that pg_advisory_lock() never uses (1 and 2 are its own), so no
+ * user's advisory lock can collide with it.
+ */
+static void
+filter_locktag(LOCKTAG *tag)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, 0x77746361, 0x70656e64, 7);
+}
+
 static void
 pending_xact_callback(XactEvent event, void *arg)
 {
@@ -178,11 +227,14 @@ pending_xact_callback(XactEvent event, void *arg)
 			for (int i = 0; i < nadds; i++)
 				pg_atomic_fetch_sub_u32(&pending_counters[adds[i].index], 1);
 			nadds = 0;
+			holding_filter_lock = false;	/* released with the transaction */
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PREPARE:
 			nadds = 0;
+			Assert(!holding_filter_lock);
+			holding_filter_lock = false;
 			break;
 		default:
 			break;
@@ -211,6 +263,8 @@ pending_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		case SUBXACT_EVENT_ABORT_SUB:
 			while (nadds > 0 && adds[nadds - 1].subid >= mySubid)
 				pg_atomic_fetch_sub_u32(&pending_counters[adds[--nadds].index], 1);
+			/* taken in this subtransaction (nothing starts one in between) */
+			holding_filter_lock = false;
 			break;
 		default:
 			break;
@@ -221,8 +275,8 @@ pending_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
  * A queue row holding this key (or whole table) was just written by this
  * transaction.  Caller checked wtcache_pending_ready() after writing it.
  */
-void
-wtcache_pending_add(uint32 index)
+static void
+register_callbacks(void)
 {
 	if (!callbacks_registered)
 	{
@@ -230,6 +284,43 @@ wtcache_pending_add(uint32 index)
 		RegisterSubXactCallback(pending_subxact_callback, NULL);
 		callbacks_registered = true;
 	}
+}
+
+/*
+ * Before writing a queue row: if the filter is not ready, take the filter
+ * lock in share mode, so the worker cannot count between this write and
+ * the look at ready that follows it (wtcache_pending_after_queue_write).
+ */
+void
+wtcache_pending_before_queue_write(void)
+{
+	LOCKTAG		tag;
+
+	if (holding_filter_lock || wtcache_pending_ready(MyDatabaseId))
+		return;
+	register_callbacks();
+	filter_locktag(&tag);
+	(void) LockAcquire(&tag, ShareLock, false, false);
+	holding_filter_lock = true;
+}
+
+/* The queue row was written and counted, or not: let the worker count. */
+void
+wtcache_pending_after_queue_write(void)
+{
+	LOCKTAG		tag;
+
+	if (!holding_filter_lock)
+		return;
+	filter_locktag(&tag);
+	LockRelease(&tag, ShareLock, false);
+	holding_filter_lock = false;
+}
+
+void
+wtcache_pending_add(uint32 index)
+{
+	register_callbacks();
 	if (nadds == maxadds)
 	{
 		int			newmax = maxadds ? maxadds * 2 : 1024;
@@ -326,137 +417,188 @@ wtcache_pending_row_indexes(Oid dboid, Oid relid, bool per_table, int width,
 	return n;
 }
 
-/*
- * LOCK wtcache.queue IN SHARE MODE, giving up after a second: a lock
- * timeout must not take the worker down, so it is caught.
- */
-static bool
-lock_queue_briefly(void)
+/* Column numbers of wtcache.queue, by name: the table may have been upgraded. */
+typedef struct QueueColumns
 {
-	MemoryContext outer = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	volatile bool locked = false;
+	AttrNumber	relid;
+	AttrNumber	keys;
+	AttrNumber	key_width;
+	AttrNumber	per_table;
+	AttrNumber	tags;
+} QueueColumns;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(outer);
-	PG_TRY();
+static void
+queue_columns(Oid queue, QueueColumns *cols)
+{
+	cols->relid = get_attnum(queue, "relid");
+	cols->keys = get_attnum(queue, "keys");
+	cols->key_width = get_attnum(queue, "key_width");
+	cols->per_table = get_attnum(queue, "per_table");
+	cols->tags = get_attnum(queue, "tags");
+	if (cols->relid == InvalidAttrNumber || cols->keys == InvalidAttrNumber ||
+		cols->key_width == InvalidAttrNumber || cols->per_table == InvalidAttrNumber ||
+		cols->tags == InvalidAttrNumber)
+		elog(ERROR, "wtcache: wtcache.queue lacks a column the pending filter counts");
+}
+
+static void
+remember_unsettled(TransactionId xid, int64 first, int n, MemoryContext cxt)
+{
+	static int	maxunsettled = 0;
+
+	if (nunsettled > 0 && unsettled[nunsettled - 1].xid == xid)
 	{
-		int			nestlevel = NewGUCNestLevel();
-
-		(void) set_config_option("lock_timeout", "1000", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-		if (SPI_execute("LOCK TABLE wtcache.queue IN SHARE MODE", false, 0) != SPI_OK_UTILITY)
-			elog(ERROR, "wtcache: could not lock wtcache.queue");
-		AtEOXact_GUC(true, nestlevel);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(outer);
-		CurrentResourceOwner = oldowner;
-		locked = true;
+		unsettled[nunsettled - 1].n += n;
+		return;
 	}
-	PG_CATCH();
+	if (nunsettled == maxunsettled)
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(outer);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(outer);
-		CurrentResourceOwner = oldowner;
-		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
-			ReThrowError(edata);
-		FreeErrorData(edata);
+		maxunsettled = maxunsettled ? maxunsettled * 2 : 16;
+		unsettled = unsettled ? repalloc(unsettled, sizeof(UnsettledRows) * maxunsettled)
+			: MemoryContextAlloc(cxt, sizeof(UnsettledRows) * maxunsettled);
 	}
-	PG_END_TRY();
-
-	return locked;
+	unsettled[nunsettled].xid = xid;
+	unsettled[nunsettled].first = first;
+	unsettled[nunsettled].n = n;
+	nunsettled++;
 }
 
 /*
  * The worker, in a transaction of its own: count the queue and make the
- * filter ready.  Returns false (nothing changed) when a prepared
- * transaction of this database exists or the lock could not be had within
- * a second; the worker tries again later.
+ * filter ready.  Returns false (nothing changed) when writers held the
+ * filter lock at that moment; the worker tries again later.
  */
 bool
-wtcache_pending_rebuild(WorkerSlot *slot)
+wtcache_pending_rebuild(WorkerSlot *slot, Oid queue)
 {
 	uint32	   *indexes;
 	int64		nindexes = 0;
 	int64		maxindexes = 1024;
-	Portal		portal;
-	SPIPlanPtr	plan;
-	MemoryContext outer = CurrentMemoryContext;
+	LOCKTAG		tag;
+	QueueColumns cols;
+	SnapshotData dirty;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	MemoryContext rowcxt;
 	MemoryContext oldcxt;
 
-	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_prepared_xacts WHERE database = current_database() LIMIT 1",
-					true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "wtcache: pg_prepared_xacts lookup failed");
-	if (SPI_processed > 0)
+	filter_locktag(&tag);
+	if (LockAcquire(&tag, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
 		return false;
 
-	if (!lock_queue_briefly())
-		return false;
+	queue_columns(queue, &cols);
+	/* rows still to settle from an earlier count are counted again below */
+	if (unsettled_indexes != NULL)
+		pfree(unsettled_indexes);
+	unsettled_indexes = NULL;
+	nunsettled = 0;
+	nunsettled_indexes = 0;
 
 	/* Count everything first; nothing can fail once counters move. */
-	indexes = palloc(sizeof(uint32) * maxindexes);
-	plan = SPI_prepare("SELECT relid, keys, key_width, per_table, tags FROM wtcache.queue", 0, NULL);
-	if (plan == NULL)
-		elog(ERROR, "wtcache: could not prepare the queue count");
-	/* not read-only: a new snapshot, which sees what committed during the lock wait */
-	portal = SPI_cursor_open(NULL, plan, NULL, NULL, false);
-	for (;;)
+	indexes = MemoryContextAllocHuge(TopMemoryContext, sizeof(uint32) * maxindexes);
+	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "wtcache queue count", ALLOCSET_SMALL_SIZES);
+	InitDirtySnapshot(dirty);
+	rel = table_open(queue, AccessShareLock);
+	scan = table_beginscan(rel, &dirty, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
-		SPI_cursor_fetch(portal, true, 256);
-		if (SPI_processed == 0)
-			break;
-		for (uint64 r = 0; r < SPI_processed; r++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[r];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull,
-						keys_null,
-						width_null;
-			Oid			relid = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
-			Datum		keys = SPI_getbinval(tup, desc, 2, &keys_null);
-			int			width = DatumGetInt16(SPI_getbinval(tup, desc, 3, &width_null));
-			bool		per_table = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
-			bool		tags_null;
-			Datum		tagarr = SPI_getbinval(tup, desc, 5, &tags_null);
-			Datum	   *elems = NULL;
-			int			nelems = 0;
-			Datum	   *tags = NULL;
-			int			ntags = 0;
+		TupleDesc	desc = RelationGetDescr(rel);
+		TransactionId in_progress = dirty.xmin;
+		bool		isnull,
+					keys_null,
+					width_null,
+					tags_null;
+		Oid			relid;
+		Datum		keys;
+		int			width;
+		bool		per_table;
+		Datum		tagarr;
+		Datum	   *elems = NULL;
+		int			nelems = 0;
+		Datum	   *tags = NULL;
+		int			ntags = 0;
+		int			n;
 
-			if (!keys_null)
-				deconstruct_array(DatumGetArrayTypeP(keys), TEXTOID, -1, false,
-								  TYPALIGN_INT, &elems, NULL, &nelems);
-			if (!tags_null)
-				deconstruct_array(DatumGetArrayTypeP(tagarr), TEXTOID, -1, false,
-								  TYPALIGN_INT, &tags, NULL, &ntags);
-			oldcxt = MemoryContextSwitchTo(outer);
-			if (nindexes + nelems + ntags + 2 > maxindexes)
-			{
-				maxindexes = Max(maxindexes * 2, nindexes + nelems + ntags + 2);
-				indexes = repalloc_huge(indexes, sizeof(uint32) * maxindexes);
-			}
-			MemoryContextSwitchTo(oldcxt);
-			nindexes += wtcache_pending_row_indexes(MyDatabaseId, relid,
-													per_table || keys_null,
-													width_null ? 0 : width,
-													elems, nelems, tags, ntags,
-													indexes + nindexes);
+		/*
+		 * A new version written by an UPDATE in progress (retry or discard
+		 * of set-aside rows): its old version, still live, is the one
+		 * counted.
+		 */
+		if (TransactionIdIsValid(in_progress) && (tup->t_data->t_infomask & HEAP_UPDATED))
+			continue;
+
+		oldcxt = MemoryContextSwitchTo(rowcxt);
+		relid = DatumGetObjectId(heap_getattr(tup, cols.relid, desc, &isnull));
+		keys = heap_getattr(tup, cols.keys, desc, &keys_null);
+		width = DatumGetInt16(heap_getattr(tup, cols.key_width, desc, &width_null));
+		per_table = DatumGetBool(heap_getattr(tup, cols.per_table, desc, &isnull));
+		tagarr = heap_getattr(tup, cols.tags, desc, &tags_null);
+		if (!keys_null)
+			deconstruct_array(DatumGetArrayTypeP(keys), TEXTOID, -1, false,
+							  TYPALIGN_INT, &elems, NULL, &nelems);
+		if (!tags_null)
+			deconstruct_array(DatumGetArrayTypeP(tagarr), TEXTOID, -1, false,
+							  TYPALIGN_INT, &tags, NULL, &ntags);
+		MemoryContextSwitchTo(oldcxt);
+		if (nindexes + nelems + ntags + 2 > maxindexes)
+		{
+			maxindexes = Max(maxindexes * 2, nindexes + nelems + ntags + 2);
+			indexes = repalloc_huge(indexes, sizeof(uint32) * maxindexes);
 		}
-		SPI_freetuptable(SPI_tuptable);
+		n = wtcache_pending_row_indexes(MyDatabaseId, relid,
+										per_table || keys_null,
+										width_null ? 0 : width,
+										elems, nelems, tags, ntags,
+										indexes + nindexes);
+		if (TransactionIdIsValid(in_progress))
+			remember_unsettled(in_progress, nindexes, n, TopMemoryContext);
+		nindexes += n;
+		MemoryContextReset(rowcxt);
 	}
-	SPI_cursor_close(portal);
-	SPI_freeplan(plan);
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	MemoryContextDelete(rowcxt);
 
 	for (int64 i = 0; i < nindexes; i++)
 		pg_atomic_fetch_add_u32(&pending_counters[indexes[i]], 1);
 	LWLockAcquire(WtcacheSharedState->lock, LW_EXCLUSIVE);
 	slot->pending_ready = true;
 	LWLockRelease(WtcacheSharedState->lock);
-	pfree(indexes);
+	LockRelease(&tag, ExclusiveLock, false);
+
+	if (nunsettled > 0)
+		unsettled_indexes = indexes;	/* kept for wtcache_pending_settle() */
+	else
+		pfree(indexes);
 	return true;
+}
+
+/*
+ * The worker, in a transaction: take back the counts of rows whose
+ * transactions were in progress at the count and have since aborted.
+ * Those that committed are delivered and released as any other row.
+ * True while some are still in progress (prepared transactions).
+ */
+bool
+wtcache_pending_settle(void)
+{
+	int			kept = 0;
+
+	for (int i = 0; i < nunsettled; i++)
+	{
+		UnsettledRows *u = &unsettled[i];
+
+		if (TransactionIdIsInProgress(u->xid))
+			unsettled[kept++] = *u;
+		else if (!TransactionIdDidCommit(u->xid))
+			wtcache_pending_release(unsettled_indexes + u->first, u->n);
+	}
+	nunsettled = kept;
+	if (nunsettled == 0 && unsettled_indexes != NULL)
+	{
+		pfree(unsettled_indexes);
+		unsettled_indexes = NULL;
+	}
+	return nunsettled > 0;
 }

@@ -181,9 +181,12 @@ wtcache_hold_table(Oid relid, const char *table_key)
 							   "AND set_aside OPERATOR(pg_catalog.=) $2 AND NOT discard",
 							   2, argtypes, (Datum[]) {values[0], values[2]}, NULL, false, 1);
 	if (rc == SPI_OK_SELECT && SPI_processed == 0)
+	{
+		wtcache_pending_before_queue_write();
 		rc = SPI_execute_with_args("INSERT INTO wtcache.queue (relid, table_key, per_table, set_aside) "
 								   "VALUES ($1, $2, true, $3)",
 								   3, argtypes, values, NULL, false, 0);
+	}
 	else if (rc == SPI_OK_SELECT)
 		rc = -1;				/* held already */
 	wtcache_rights_leave(&rights);

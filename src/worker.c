@@ -1901,21 +1901,35 @@ drain(void)
 /*
  * Until the pending filter counts this database's queue, cached reads go
  * to the tables.  Counting waits for a moment without writers of the
- * queue, and none may be prepared (pending.c): retried every poll interval.
+ * queue (pending.c): retried every poll interval.  Once counted, the rows
+ * of transactions then in progress are settled at every wake-up until
+ * they are all committed or aborted.
  */
 static void
 count_pending_if_needed(void)
 {
 	static TimestampTz next_try = 0;
 	static bool waiting_logged = false;
+	static bool unsettled = false;	/* counted rows of transactions in progress */
 	bool		counted;
 
+	if (MySlot->pending_ready)
+	{
+		if (unsettled)
+		{
+			begin_xact(true);
+			unsettled = wtcache_pending_settle();
+			end_xact();
+		}
+		return;
+	}
 	/* not before Redis is known not to be ahead of us (check_marker) */
-	if (MySlot->pending_ready || !redis_verified || GetCurrentTimestamp() < next_try)
+	if (!redis_verified || GetCurrentTimestamp() < next_try)
 		return;
 	begin_xact(false);
-	counted = wtcache_pending_rebuild(MySlot);
+	counted = wtcache_pending_rebuild(MySlot, queue_relid_or_exit());
 	end_xact();
+	unsettled = counted;
 	if (counted)
 	{
 		if (waiting_logged)
@@ -1927,8 +1941,7 @@ count_pending_if_needed(void)
 	if (!waiting_logged)
 		ereport(LOG,
 				(errmsg("wtcache: cached reads of database \"%s\" read the tables for now", my_dbname),
-				 errdetail("The worker could not yet count the changes still queued: a prepared transaction exists or writers kept the queue busy."),
-				 errhint("COMMIT PREPARED or ROLLBACK PREPARED the transactions in pg_prepared_xacts.")));
+				 errdetail("The worker could not yet count the changes still queued: writers kept the queue busy.")));
 	waiting_logged = true;
 }
 
