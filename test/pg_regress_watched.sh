@@ -28,10 +28,16 @@
 #     watched tables the suite left, and greps the server log for crashes and
 #     for the worker's errors.
 #
+# Each hunk of the differences is classified (see compare()): the capture
+# triggers listed, wtcache's warnings on a key losing its unique index and on
+# SET UNLOGGED; anything else is unexplained.
+#
 # Everything is kept in $WORK (printed at the end): without/ and with/ hold
 # each run's results/, regression.diffs and server.log; watched.diffs the
-# differences between the runs; report.txt the summary.  Exit status 0 when
-# the runs' outputs are equal and the checks are clean, 1 otherwise.
+# differences between the runs, unexplained.diffs the hunks of no known
+# kind; report.txt the report, ending with a summary.  Exit status 0 when
+# every difference is of a kind that must differ and the checks are clean,
+# 1 otherwise.
 set -euo pipefail
 
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
@@ -162,8 +168,14 @@ BEGIN
         END;
     END LOOP;
 EXCEPTION WHEN OTHERS THEN
-    -- never let the suite's statement fail because of this trigger
-    NULL;
+    -- never let the suite's statement fail because of this trigger; but
+    -- say so (the report counts these)
+    BEGIN
+        INSERT INTO wtcache_regress.seen (name, command, watched, reason)
+        VALUES (NULL, NULL, false, 'event trigger failed ' || SQLSTATE || ': ' || SQLERRM);
+    EXCEPTION WHEN OTHERS THEN
+        NULL;
+    END;
 END
 $fn$;
 CREATE EVENT TRIGGER wtcache_regress_watch_new ON ddl_command_end
@@ -206,9 +218,11 @@ checks() {
     echo "-- tables the event trigger saw, by outcome"
     "${psql[@]}" -c "SELECT coalesce(reason, 'watched') AS outcome, count(*)
                       FROM wtcache_regress.seen GROUP BY 1 ORDER BY 2 DESC"
-    echo "-- errors of watch() (first 20)"
+    echo "-- errors of watch() and of the event trigger (first 20)"
     "${psql[@]}" -c "SELECT name, command, reason FROM wtcache_regress.seen
-                      WHERE reason LIKE 'error%' ORDER BY at LIMIT 20"
+                      WHERE reason LIKE 'error%' OR reason LIKE 'event trigger failed%'
+                      ORDER BY at LIMIT 20"
+    echo "-- tables watched by the event trigger: $("${psql[@]}" -Atc "SELECT count(*) FROM wtcache_regress.seen WHERE watched")"
     echo "-- watched tables left: $("${psql[@]}" -Atc 'SELECT count(*) FROM wtcache.watched')"
     echo "-- wtcache.wait('120s'): $("${psql[@]}" -Atc "SELECT wtcache.wait('120 seconds')")"
     echo "-- tables with pending, set-aside or failed changes"
@@ -257,8 +271,11 @@ SQL
     echo "-- server log: changes the worker set aside (it goes on with other tables)"
     grep -E "wtcache worker LOG: .*set aside" "$log" || echo "(none)"
     echo "-- server log: other lines that name wtcache at WARNING or above (first 40)"
-    grep -E "(WARNING|ERROR|FATAL|PANIC): .*wtcache" "$log" | grep -vE "wtcache (worker|launcher) " \
+    grep -E "(WARNING|ERROR|FATAL|PANIC): .*(wtcache|the key of watched table)" "$log" | grep -vE "wtcache (worker|launcher) " \
         | head -n 40 || true
+    [ "$("${psql[@]}" -Atc "SELECT count(*) FROM wtcache_regress.seen
+                             WHERE reason LIKE 'error%' OR reason LIKE 'event trigger failed%'")" = 0 ] \
+        || bad+=(watch-errors)
     [ "$("${psql[@]}" -Atc "SELECT wtcache.wait('10 seconds')")" = t ] || bad+=(wait-false)
     [ "$("${psql[@]}" -Atc "SELECT count(*) FROM wtcache.status
                              WHERE pending > 0 OR set_aside > 0 OR errors > 0")" = 0 ] || bad+=(undelivered)
@@ -325,6 +342,76 @@ build_libs() {
 }
 
 # ------------------------------------------------------------ compare --
+# What must differ, by kind: each hunk of the diff is explained when, once
+# the added lines of these kinds are left out, its other lines are the
+# same on both sides but for alignment and row counts (psql widens a
+# column for the longer names).
+#   listing:  \d's "Triggers firing always" and pg_trigger rows show the
+#             capture triggers (ENABLE ALWAYS); sql_drop/ddl_command_end
+#             event triggers see them created and dropped; pg_event_trigger
+#             lists wtcache_sql_drop and this check's own trigger;
+#   key:      wtcache's WARNING when the key of a watched table loses its
+#             unique index (the DBA must act: two rows may share a key);
+#   unlogged: wtcache's WARNING when SET UNLOGGED ends a watch (its keys
+#             are removed from Redis: crash recovery would empty the table).
+CLASSIFY_PY='
+import re, sys
+diffs, unexplained = sys.argv[1], sys.argv[2]
+KINDS = [
+    ("key", re.compile(r"^(WARNING:  the key of watched table .* is no longer enforced by a unique index"
+                       r"|DETAIL:  wtcache names rows in Redis by their key"
+                       r"|HINT:  Create a unique index on the key columns again)")),
+    ("unlogged", re.compile(r"^(WARNING:  wtcache: table .* is no longer watched: it is unlogged now"
+                            r"|DETAIL:  Crash recovery empties an unlogged table"
+                            r"|HINT:  ALTER TABLE \.\.\. SET LOGGED, then call wtcache\.watch\(\) again)")),
+    ("listing", re.compile(r"^Triggers firing always:$"
+                           r"|\bwtcache_(capture_(ins|upd|del)|truncate|sql_drop|regress_watch_new)\b")),
+]
+def norm(lines):
+    out = []
+    for l in lines:
+        l = " ".join(l.split())
+        if re.fullmatch(r"[-+ ]*", l) or re.fullmatch(r"\(\d+ rows?\)", l):
+            continue
+        out.append(l)
+    return sorted(out)
+hunks, f = [], None
+for line in open(diffs):
+    if line.startswith("--- "):
+        f = line.split()[1].rsplit("/", 1)[-1][:-4]
+    elif line.startswith("+++ "):
+        pass
+    elif line.startswith("@@"):
+        hunks.append((f, [line]))
+    elif hunks:
+        hunks[-1][1].append(line)
+counts, tests, bad = {}, {}, []
+for f, lines in hunks:
+    minus = [l[1:].rstrip("\n") for l in lines[1:] if l.startswith("-")]
+    plus = [l[1:].rstrip("\n") for l in lines[1:] if l.startswith("+")]
+    kinds, rest = set(), []
+    for l in plus:
+        k = next((k for k, r in KINDS if r.search(l)), None)
+        if k:
+            kinds.add(k)
+        else:
+            rest.append(l)
+    if not kinds or norm(minus) != norm(rest):
+        kinds = {"UNEXPLAINED"}
+        bad.append((f, lines))
+    for k in kinds:
+        counts[k] = counts.get(k, 0) + 1
+        tests.setdefault(k, set()).add(f)
+with open(unexplained, "w") as out:
+    for f, lines in bad:
+        out.write("--- " + f + "\n" + "".join(lines))
+print("-- differing hunks by kind (%d hunks):" % len(hunks))
+for k in ["listing", "key", "unlogged", "UNEXPLAINED"]:
+    if k in counts:
+        print("   %-11s %3d hunks in %s" % (k, counts[k], " ".join(sorted(tests[k]))))
+print("unexplained hunks: %d" % len(bad))
+'
+
 compare() {
     local work=$1
     local out=$work/watched.diffs
@@ -339,8 +426,8 @@ compare() {
     echo "-- pg_regress, without wtcache: $(grep -E 'tests (passed|failed)|of .* tests' "$work/without/pg_regress.out" | tr -d '=' | xargs)"
     echo "-- pg_regress, with wtcache:    $(grep -E 'tests (passed|failed)|of .* tests' "$work/with/pg_regress.out" | tr -d '=' | xargs)"
     echo "-- tests whose output differs between the runs (${#differ[@]}): ${differ[*]:-none}"
-    echo "   (diff -u without with: $out)"
-    [ ${#differ[@]} -eq 0 ]
+    echo "   (diff -u without with: $out; hunks of no known kind: $work/unexplained.diffs)"
+    python3 -c "$CLASSIFY_PY" "$out" "$work/unexplained.diffs"
 }
 
 # --------------------------------------------------------------- main --
@@ -386,7 +473,30 @@ as_server_user without "$WORK" "$SRC" "$WORK/lib" || rc=1
 
 compare "$WORK" > "$WORK/report.txt" || rc=1
 cat "$WORK/with/checks.txt" >> "$WORK/report.txt" 2>/dev/null || echo "no checks: the WITH run failed" >> "$WORK/report.txt"
-grep -q "^== checks: clean$" "$WORK/report.txt" || rc=1
+unexplained=$(sed -n 's/^unexplained hunks: //p' "$WORK/report.txt")
+checks=$(sed -n 's/^== checks: //p' "$WORK/report.txt")
+[ "$unexplained" = 0 ] || rc=1
+[ "$checks" = clean ] || rc=1
+{
+    echo
+    echo "== summary"
+    echo "   source $(basename "$SRC"), server $(pg_config --version)"
+    sed -n 's/^-- pg_regress, /   pg_regress, /p' "$WORK/report.txt"
+    echo "   tables the event trigger watched: $(sed -n 's/^-- tables watched by the event trigger: //p' "$WORK/report.txt");" \
+         "left at the end and verified: $(sed -n 's/^-- watched tables left: //p' "$WORK/report.txt")"
+    sed -n 's/^-- tests whose output differs between the runs (\([0-9]*\)).*/   tests whose output differs: \1/p' "$WORK/report.txt"
+    sed -n '/^-- differing hunks by kind/,/^unexplained hunks/p' "$WORK/report.txt" | sed '1d;$d'
+    echo "   hunks of no known kind: ${unexplained:-?} (see $WORK/unexplained.diffs)"
+    echo "   tables whose changes the worker set aside (reads of their changed keys read the table):" \
+         "$(grep -oE 'wtcache worker LOG: +wtcache: changes of [^ ]+ set aside' "$WORK/with/pgdata/server.log" 2>/dev/null \
+            | awk '{print $(NF-2)}' | sort -u | xargs | sed 's/^$/none/')"
+    echo "   checks after the run (crashes, worker errors, watch() errors, wait(), pending, verify()): ${checks:-not run}"
+    if [ $rc -eq 0 ]; then
+        echo "== PASS: every difference is of a kind that must differ, and the checks are clean"
+    else
+        echo "== FAIL: see above"
+    fi
+} >> "$WORK/report.txt"
 cat "$WORK/report.txt"
-echo "== kept in $WORK (report.txt, watched.diffs, without/, with/)"
+echo "== kept in $WORK (report.txt, watched.diffs, unexplained.diffs, without/, with/)"
 exit $rc
