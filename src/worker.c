@@ -160,6 +160,7 @@ static uint64 markers_epoch;	/* of the slot map they were chosen for */
 static MemoryContext markers_cxt = NULL;
 static bool need_marker_check = true;
 static bool redis_verified = false;	/* first marker check passed */
+static XLogRecPtr durable_lsn;	/* WAL made durable before anything was sent */
 static char *my_dbname = NULL;
 static char *clock_key = NULL;		/* <prefix>{<db>}:clock, for tag stamps */
 static StringInfoData suffix_buf;	/* scratch for add_key, in TopMemoryContext */
@@ -1346,6 +1347,10 @@ acked_version(void)
 
 static bool purge_database_keys(int64 *removed);
 
+/* "<system identifier>/<timeline>/<LSN>" and its NUL */
+#define MARKER_POSITION_LEN 64
+static void marker_position(char *buf, size_t len);
+
 /*
  * Announce that every key of the database was removed (a repair after
  * Redis lost data), as a TRUNCATE is announced for one table: a near cache
@@ -1387,6 +1392,7 @@ resync_all(const char *why)
 	int			tables = 0;
 	int64		removed = 0;
 	char		err[256];
+	char		position[MARKER_POSITION_LEN];
 
 	wtcache_slot_set_state(MySlot, WORKER_RESYNCING, true);
 	if (!purge_database_keys(&removed))
@@ -1434,7 +1440,8 @@ resync_all(const char *why)
 
 	/* the rows must outlive a crash before the marker says Redis is whole */
 	XLogFlush(XactLastCommitEnd);
-	if (!wtcache_set_markers(redis, &markers, acked_version(), err, sizeof(err)))
+	marker_position(position, sizeof(position));
+	if (!wtcache_set_markers(redis, &markers, acked_version(), position, err, sizeof(err)))
 		redis_failed("could not write to Redis", err);
 	else
 		wtcache_slot_set_state(MySlot, WORKER_CONNECTED, true);
@@ -1516,6 +1523,28 @@ master_moved(void)
 	return true;
 }
 
+/* ---------------------------------------------------------------------
+ * Where in WAL history the generation markers were raised
+ *
+ * With every raise, a marker records "<system identifier>/<timeline>/<LSN>":
+ * LSN is WAL this worker made durable (flushed, and acknowledged by the
+ * synchronous standbys: batch_durable) before it sent anything with a
+ * version up to the marker's, so every commit behind those versions ends
+ * before it.  A server whose WAL history does not reach that position
+ * lacks some of those commits: a backup restored to an earlier point, a
+ * standby promoted before it received them (the worker never runs during
+ * recovery, so a standby records nothing).  A position of another
+ * database system says nothing: the sequence check decides (check_marker).
+ * ---------------------------------------------------------------------
+ */
+
+static void
+marker_position(char *buf, size_t len)
+{
+	snprintf(buf, len, UINT64_FORMAT "/%u/%X/%X", GetSystemIdentifier(),
+			 GetWALInsertionTimeLine(), LSN_FORMAT_ARGS(durable_lsn));
+}
+
 static bool
 marker_in_set(const MarkerSet *set, const char *key)
 {
@@ -1542,9 +1571,11 @@ markers_follow_map(void)
 	MarkerCheck mc;
 	int64		seen = 0;
 	char		err[256];
+	char		position[MARKER_POSITION_LEN];
 
 	if (markers.keys != NULL && epoch == markers_epoch)
 		return true;
+	marker_position(position, sizeof(position));
 	fresh_cxt = AllocSetContextCreate(TopMemoryContext, "wtcache markers", ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(fresh_cxt);
 	wtcache_marker_set(redis, my_dbname, &fresh);
@@ -1553,7 +1584,7 @@ markers_follow_map(void)
 	mc = MARKER_OK;
 	if (markers.keys != NULL)
 		mc = wtcache_check_markers(redis, &scripts, &markers, acked_version(), 0,
-								   &seen, err, sizeof(err));
+								   position, &seen, NULL, err, sizeof(err));
 	if (mc == MARKER_ERROR)
 	{
 		MemoryContextDelete(fresh_cxt);
@@ -1562,7 +1593,8 @@ markers_follow_map(void)
 	}
 	for (int i = 0; mc == MARKER_OK && markers.keys != NULL && i < fresh.n; i++)
 		if (!marker_in_set(&markers, fresh.keys[i]) &&
-			!wtcache_set_marker(redis, fresh.keys[i], acked_version(), err, sizeof(err)))
+			!wtcache_set_marker(redis, fresh.keys[i], fresh.wal_keys[i], acked_version(),
+								position, err, sizeof(err)))
 		{
 			MemoryContextDelete(fresh_cxt);
 			redis_failed("could not write to Redis", err);
@@ -1589,14 +1621,16 @@ static bool
 check_marker(int64 new_version)
 {
 	char		err[256];
+	char		position[MARKER_POSITION_LEN];
 	int64		seen;
 	MarkerCheck mc;
 	uint64		fence_ticket = wtcache_fence_ticket_to_serve(MySlot);
 
 	if (!markers_follow_map())
 		return false;
+	marker_position(position, sizeof(position));
 	mc = wtcache_check_markers(redis, &scripts, &markers, acked_version(), new_version,
-							   &seen, err, sizeof(err));
+							   position, &seen, NULL, err, sizeof(err));
 	if (mc == MARKER_ERROR)
 	{
 		redis_failed("lost the connection to Redis", err);
@@ -1770,12 +1804,16 @@ batch_durable(Batch *b)
 		/* a shutdown that ended the wait: exit before anything is sent */
 		CHECK_FOR_INTERRUPTS();
 	}
+	/* recorded with the markers this batch raises (marker_position) */
+	if (upto > durable_lsn)
+		durable_lsn = upto;
 }
 
 static bool
 send_batch(Batch *b)
 {
 	char		err[256];
+	char		position[MARKER_POSITION_LEN];
 	bool		ok;
 
 	batch_durable(b);
@@ -1784,8 +1822,9 @@ send_batch(Batch *b)
 	MemoryContextSwitchTo(b->cxt);
 	b->nmarkers = markers.n;
 	b->fence_ticket = wtcache_fence_ticket_to_serve(MySlot);
+	marker_position(position, sizeof(position));
 	ok = wtcache_push_send(redis, &scripts, b->items, b->nitems, &b->bumps, &markers,
-						   acked_version(), b->max_version, &b->ncalls,
+						   acked_version(), b->max_version, position, &b->ncalls,
 						   err, sizeof(err));
 	MemoryContextSwitchTo(TopMemoryContext);
 	if (!ok)
@@ -2071,6 +2110,8 @@ wtcache_worker_main(Datum main_arg)
 		MemoryContextSwitchTo(old);
 	}
 	end_xact();
+	/* every marker raised so far lies within (marker_position) */
+	durable_lsn = GetFlushRecPtr(NULL);
 	ereport(LOG, (errmsg("wtcache: worker started for database \"%s\"", my_dbname)));
 
 	for (;;)
