@@ -28,6 +28,7 @@
 #include <malloc.h>
 
 #include "access/relation.h"
+#include "access/timeline.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "access/xlog_internal.h"
@@ -160,6 +161,7 @@ static uint64 markers_epoch;	/* of the slot map they were chosen for */
 static MemoryContext markers_cxt = NULL;
 static bool need_marker_check = true;
 static bool redis_verified = false;	/* first marker check passed */
+static XLogRecPtr start_flush_lsn;	/* WAL flushed when the worker started */
 static XLogRecPtr durable_lsn;	/* WAL made durable before anything was sent */
 static char *my_dbname = NULL;
 static char *clock_key = NULL;		/* <prefix>{<db>}:clock, for tag stamps */
@@ -1545,6 +1547,89 @@ marker_position(char *buf, size_t len)
 			 GetWALInsertionTimeLine(), LSN_FORMAT_ARGS(durable_lsn));
 }
 
+/* Parse a marker's position; false if it is not one (Redis is not trusted). */
+static bool
+parse_marker_position(const char *pos, uint64 *sysid, TimeLineID *tli, XLogRecPtr *lsn)
+{
+	const char *p = pos;
+	char	   *end;
+	unsigned long long parts[4];
+	const int	bases[4] = {10, 10, 16, 16};
+
+	for (int i = 0; i < 4; i++)
+	{
+		if (!isdigit((unsigned char) *p) && !(bases[i] == 16 && isxdigit((unsigned char) *p)))
+			return false;
+		errno = 0;
+		parts[i] = strtoull(p, &end, bases[i]);
+		if (errno != 0 || *end != (i < 3 ? '/' : '\0'))
+			return false;
+		p = end + 1;
+	}
+	if (parts[1] == 0 || parts[1] > PG_UINT32_MAX || parts[2] > PG_UINT32_MAX ||
+		parts[3] > PG_UINT32_MAX)
+		return false;
+	*sysid = (uint64) parts[0];
+	*tli = (TimeLineID) parts[1];
+	*lsn = ((uint64) parts[2] << 32) | (uint64) parts[3];
+	return true;
+}
+
+/*
+ * Is a marker's position beyond this server's WAL history?  Logs why when
+ * it is.  False when unknown (no position: written by an older version;
+ * another database system; not a position).
+ */
+static bool
+position_not_ours(const char *pos)
+{
+	uint64		sysid;
+	TimeLineID	tli;
+	TimeLineID	our_tli;
+	XLogRecPtr	lsn;
+	XLogRecPtr	reached;
+	List	   *history;
+	char		detail[256];
+	bool		beyond;
+
+	if (pos == NULL || !parse_marker_position(pos, &sysid, &tli, &lsn) ||
+		sysid != GetSystemIdentifier())
+		return false;
+	our_tli = GetWALInsertionTimeLine();
+	history = readTimeLineHistory(our_tli);
+	if (!tliInHistory(tli, history))
+	{
+		beyond = true;
+		snprintf(detail, sizeof(detail),
+				 "It was raised at %X/%X on timeline %u, which is not in the history of this server's timeline %u.",
+				 LSN_FORMAT_ARGS(lsn), tli, our_tli);
+	}
+	else
+	{
+		/*
+		 * On our timeline, WAL that was there when the worker started: a
+		 * marker raised since by this server is below it, and a server
+		 * restored from a file-level copy without a new timeline does not
+		 * get to cover the lost positions with WAL it writes afterwards.
+		 */
+		reached = (tli == our_tli) ? start_flush_lsn : tliSwitchPoint(tli, history, NULL);
+		beyond = lsn > reached;
+		snprintf(detail, sizeof(detail),
+				 tli == our_tli ?
+				 "It was raised at %X/%X on timeline %u; this server's WAL ended at %X/%X when the worker started." :
+				 "It was raised at %X/%X on timeline %u; this server's history left that timeline at %X/%X.",
+				 LSN_FORMAT_ARGS(lsn), tli, LSN_FORMAT_ARGS(reached));
+	}
+	list_free_deep(history);
+	if (beyond)
+		ereport(LOG,
+				(errmsg("wtcache: Redis at %s holds versions of database \"%s\" from commits this server does not have",
+						redis_address, my_dbname),
+				 errdetail("%s The database was restored to an earlier point, or a standby that missed commits was promoted; its keys in Redis are removed and resynced.",
+						   detail)));
+	return beyond;
+}
+
 static bool
 marker_in_set(const MarkerSet *set, const char *key)
 {
@@ -1622,6 +1707,8 @@ check_marker(int64 new_version)
 {
 	char		err[256];
 	char		position[MARKER_POSITION_LEN];
+	char	  **positions = NULL;
+	bool		ahead = false;
 	int64		seen;
 	MarkerCheck mc;
 	uint64		fence_ticket = wtcache_fence_ticket_to_serve(MySlot);
@@ -1629,8 +1716,22 @@ check_marker(int64 new_version)
 	if (!markers_follow_map())
 		return false;
 	marker_position(position, sizeof(position));
+	/* the first check also reads where the markers were raised */
+	if (!redis_verified)
+		positions = palloc0(sizeof(char *) * markers.n);
 	mc = wtcache_check_markers(redis, &scripts, &markers, acked_version(), new_version,
-							   position, &seen, NULL, err, sizeof(err));
+							   position, &seen, positions, err, sizeof(err));
+	if (positions != NULL)
+	{
+		for (int i = 0; i < markers.n; i++)
+		{
+			if (mc == MARKER_OK && !ahead)
+				ahead = position_not_ours(positions[i]);
+			if (positions[i] != NULL)
+				pfree(positions[i]);
+		}
+		pfree(positions);
+	}
 	if (mc == MARKER_ERROR)
 	{
 		redis_failed("lost the connection to Redis", err);
@@ -1644,14 +1745,26 @@ check_marker(int64 new_version)
 	if (!redis_verified)
 	{
 		/*
-		 * Versions in Redis beyond any this database has handed out: the
-		 * database was restored from a backup (or recreated) under the same
-		 * name.  Its changes would carry lower versions and be refused, and
-		 * reads would serve rows from its future: clear its keys, resync.
+		 * Redis ahead of the database: it holds versions of commits this
+		 * database does not have.  Its changes would carry lower versions
+		 * and be refused, and reads would serve rows from a future that
+		 * never happened here: clear its keys, resync.
+		 *
+		 * First the WAL position the markers were raised at: not on this
+		 * server's history means the database went back in time (restored
+		 * from a backup, promoted standby that missed commits).  Then the
+		 * sequence, for what WAL cannot tell: a database restored with
+		 * pg_restore or recreated under the same name, another cluster.  The
+		 * sequence alone misses the first kind: WAL-logged 32 values ahead,
+		 * it comes back past ids the lost commits took.
 		 */
-		int64		last_id = queue_last_id();
-
-		if (seen > last_id)
+		if (ahead)
+		{
+			resync_all("Redis held versions of commits this server's WAL history does not have");
+			redis_verified = (redis != NULL);
+			return redis != NULL;
+		}
+		if (seen > queue_last_id())
 		{
 			resync_all("Redis held versions this database never handed out: it was restored or recreated");
 			redis_verified = (redis != NULL);
@@ -2110,8 +2223,8 @@ wtcache_worker_main(Datum main_arg)
 		MemoryContextSwitchTo(old);
 	}
 	end_xact();
-	/* every marker raised so far lies within (marker_position) */
-	durable_lsn = GetFlushRecPtr(NULL);
+	/* the WAL every marker raised so far lies within (position_not_ours) */
+	start_flush_lsn = durable_lsn = GetFlushRecPtr(NULL);
 	ereport(LOG, (errmsg("wtcache: worker started for database \"%s\"", my_dbname)));
 
 	for (;;)
