@@ -161,8 +161,8 @@ static uint64 markers_epoch;	/* of the slot map they were chosen for */
 static MemoryContext markers_cxt = NULL;
 static bool need_marker_check = true;
 static bool redis_verified = false;	/* first marker check passed */
-static XLogRecPtr start_flush_lsn;	/* WAL flushed when the worker started */
-static XLogRecPtr durable_lsn;	/* WAL made durable before anything was sent */
+static XLogRecPtr durable_lsn;	/* WAL flushed when the worker started, or
+								 * made durable since before a batch was sent */
 static char *my_dbname = NULL;
 static char *clock_key = NULL;		/* <prefix>{<db>}:clock, for tag stamps */
 static StringInfoData suffix_buf;	/* scratch for add_key, in TopMemoryContext */
@@ -1607,16 +1607,20 @@ position_not_ours(const char *pos)
 	else
 	{
 		/*
-		 * On our timeline, WAL that was there when the worker started: a
-		 * marker raised since by this server is below it, and a server
-		 * restored from a file-level copy without a new timeline does not
-		 * get to cover the lost positions with WAL it writes afterwards.
+		 * On our timeline, the WAL this worker knows durable: flushed when
+		 * it started (what earlier workers raised markers at, in this
+		 * server's life or before a crash or restart), or made durable
+		 * since (what it raised them at itself, e.g. while refilling Redis
+		 * after a resync).  Not the flush of the moment: a server restored
+		 * from a file-level copy by crash recovery keeps its timeline, and
+		 * the WAL unrelated writers add after the start must not cover the
+		 * lost positions.
 		 */
-		reached = (tli == our_tli) ? start_flush_lsn : tliSwitchPoint(tli, history, NULL);
+		reached = (tli == our_tli) ? durable_lsn : tliSwitchPoint(tli, history, NULL);
 		beyond = lsn > reached;
 		snprintf(detail, sizeof(detail),
 				 tli == our_tli ?
-				 "It was raised at %X/%X on timeline %u; this server's WAL ended at %X/%X when the worker started." :
+				 "It was raised at %X/%X on timeline %u; this server's WAL was durable up to %X/%X." :
 				 "It was raised at %X/%X on timeline %u; this server's history left that timeline at %X/%X.",
 				 LSN_FORMAT_ARGS(lsn), tli, LSN_FORMAT_ARGS(reached));
 	}
@@ -2224,7 +2228,7 @@ wtcache_worker_main(Datum main_arg)
 	}
 	end_xact();
 	/* the WAL every marker raised so far lies within (position_not_ours) */
-	start_flush_lsn = durable_lsn = GetFlushRecPtr(NULL);
+	durable_lsn = GetFlushRecPtr(NULL);
 	ereport(LOG, (errmsg("wtcache: worker started for database \"%s\"", my_dbname)));
 
 	for (;;)

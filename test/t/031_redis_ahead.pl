@@ -71,6 +71,19 @@ $primary->stop('immediate');
 $primary->start;
 no_repair_after($primary, $offset, 'after an immediate stop', 4);
 
+# Redis lost everything while the server was down: one repair, and the
+# positions it writes while it refills Redis are not taken for Redis ahead
+# at the check after it.
+$primary->stop;
+redis_cmd($rp, 'FLUSHALL');
+$offset = -s $primary->logfile;
+$primary->start;
+ok(wait_drained($primary, $db), 'after Redis lost everything: wait() returns');
+ok(wait_drained($primary, $db), 'and again, after one more marker check');
+is(resyncs($primary), '1', 'one resync');
+unlike(slurp_file($primary->logfile, $offset), $ahead_log, 'Redis is not taken to be ahead');
+compare_table_ok($primary, $db, 't', $rp, 'Redis equals the table');
+
 #### A standby that misses the last commits
 
 $primary->backup('b1');
