@@ -12,7 +12,10 @@
  * The generation marker <prefix>{<database>}:gen holds the highest version
  * Redis acknowledged.  Missing, or lower than what the worker knows it
  * acknowledged, means Redis lost data (restart without persistence,
- * FLUSHALL, failover to a stale replica): the worker then resyncs.
+ * FLUSHALL, failover to a stale replica): the worker then resyncs.  Next
+ * to each marker, in the same slot, "<marker>:wal" says where in the
+ * database's WAL history the marker was last raised, so that the worker
+ * can tell a Redis that is ahead of the database (worker.c).
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
@@ -88,17 +91,25 @@ WTCACHE_LUA_NEW_STAMP
 "return 0\n";
 
 /*
- * KEYS: marker.  ARGV: acked (highest version we know Redis has), new.
- * Returns {ok, seen}: ok = 0 when the marker is missing or behind (and then
- * leaves it alone), seen = the marker's value or -1.
+ * KEYS: marker, its WAL position.  ARGV: acked (highest version we know
+ * Redis has), new, the WAL position to record with new.  Returns {ok,
+ * seen, at}: ok = 0 when the marker is missing or behind (and then leaves
+ * it alone), seen = the marker's value or -1, at = the WAL position it had
+ * ("" if none: written by a version without them).  The position changes
+ * only with the marker, in the same script: the two always agree, on a
+ * replica too.
  */
 static const char marker_script[] =
 "local cur = redis.call('GET', KEYS[1])\n"
-"if not cur then return {0, -1} end\n"
+"local at = redis.call('GET', KEYS[2]) or ''\n"
+"if not cur then return {0, -1, at} end\n"
 "cur = tonumber(cur) or -1\n"
-"if cur < tonumber(ARGV[1]) then return {0, cur} end\n"
-"if tonumber(ARGV[2]) > cur then redis.call('SET', KEYS[1], ARGV[2]) end\n"
-"return {1, cur}\n";
+"if cur < tonumber(ARGV[1]) then return {0, cur, at} end\n"
+"if tonumber(ARGV[2]) > cur then\n"
+"  redis.call('SET', KEYS[1], ARGV[2])\n"
+"  redis.call('SET', KEYS[2], ARGV[3])\n"
+"end\n"
+"return {1, cur, at}\n";
 
 bool
 wtcache_load_scripts(WtcRedis *r, RedisScripts *scripts, char *err, size_t errlen)
@@ -200,10 +211,13 @@ wtcache_bump_tags(WtcRedis *r, const RedisScripts *scripts, const TagBumps *bump
 	return ok;
 }
 
-/* Queue one marker script call per marker: check against acked, raise to new_version. */
+/*
+ * Queue one marker script call per marker: check against acked, raise to
+ * new_version, recording position with it.
+ */
 static bool
 append_marker_updates(WtcRedis *r, const RedisScripts *scripts, const MarkerSet *markers,
-					  int64 acked, int64 new_version)
+					  int64 acked, int64 new_version, const char *position)
 {
 	char		acked_buf[24];
 	char		new_buf[24];
@@ -212,12 +226,13 @@ append_marker_updates(WtcRedis *r, const RedisScripts *scripts, const MarkerSet 
 	snprintf(new_buf, sizeof(new_buf), INT64_FORMAT, Max(acked, new_version));
 	for (int m = 0; m < markers->n; m++)
 	{
-		const char *argv[6] = {"EVALSHA", scripts->marker_sha, "1", markers->keys[m], acked_buf, new_buf};
-		size_t		lens[6];
+		const char *argv[8] = {"EVALSHA", scripts->marker_sha, "2", markers->keys[m],
+		markers->wal_keys[m], acked_buf, new_buf, position};
+		size_t		lens[8];
 
-		for (int i = 0; i < 6; i++)
+		for (int i = 0; i < 8; i++)
 			lens[i] = strlen(argv[i]);
-		if (!wtc_redis_append(r, 6, argv, lens))
+		if (!wtc_redis_append(r, 8, argv, lens))
 			return false;
 	}
 	return true;
@@ -225,10 +240,12 @@ append_marker_updates(WtcRedis *r, const RedisScripts *scripts, const MarkerSet 
 
 /*
  * Read the replies of append_marker_updates, all of them.  *seen: the
- * lowest value a marker had (-1: one is missing).
+ * lowest value a marker had (-1: one is missing).  positions, if not NULL:
+ * per marker, the WAL position it had (palloc'd), NULL if none.
  */
 static MarkerCheck
-read_marker_replies(WtcRedis *r, int nmarkers, int64 *seen, char *err, size_t errlen)
+read_marker_replies(WtcRedis *r, int nmarkers, int64 *seen, char **positions,
+					char *err, size_t errlen)
 {
 	MarkerCheck result = MARKER_OK;
 
@@ -244,8 +261,9 @@ read_marker_replies(WtcRedis *r, int nmarkers, int64 *seen, char *err, size_t er
 		}
 		if (result == MARKER_ERROR)
 			continue;
-		if (reply.type != WTC_REPLY_ARRAY || reply.nelem != 2 ||
-			reply.elem[0].type != WTC_REPLY_INTEGER || reply.elem[1].type != WTC_REPLY_INTEGER)
+		if (reply.type != WTC_REPLY_ARRAY || reply.nelem != 3 ||
+			reply.elem[0].type != WTC_REPLY_INTEGER || reply.elem[1].type != WTC_REPLY_INTEGER ||
+			reply.elem[2].type != WTC_REPLY_STRING)
 		{
 			snprintf(err, errlen, "generation marker update failed: %s",
 					 reply.type == WTC_REPLY_ERROR ? reply.str : "unexpected reply");
@@ -253,6 +271,8 @@ read_marker_replies(WtcRedis *r, int nmarkers, int64 *seen, char *err, size_t er
 			continue;
 		}
 		one = reply.elem[1].integer;
+		if (positions != NULL)
+			positions[m] = reply.elem[2].len > 0 ? pnstrdup(reply.elem[2].str, reply.elem[2].len) : NULL;
 		if (m == 0 || one < *seen)
 			*seen = one;
 		if (reply.elem[0].integer != 1)
@@ -314,7 +334,8 @@ group_by_slot(PushItem *items, int nitems, int **slots)
 bool
 wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 				  int nitems, const TagBumps *bumps, const MarkerSet *markers,
-				  int64 acked, int64 new_version, int *ncalls, char *err, size_t errlen)
+				  int64 acked, int64 new_version, const char *position, int *ncalls,
+				  char *err, size_t errlen)
 {
 	const char **argv;
 	size_t	   *lens;
@@ -407,7 +428,8 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 	if (!append_tag_bumps(r, scripts, bumps, ncalls, err, errlen))
 		return false;
 
-	if (!append_marker_updates(r, scripts, markers, acked, new_version) || !wtc_redis_flush(r))
+	if (!append_marker_updates(r, scripts, markers, acked, new_version, position) ||
+		!wtc_redis_flush(r))
 	{
 		snprintf(err, errlen, "could not send to Redis: %s", wtc_redis_errstr(r));
 		return false;
@@ -446,7 +468,8 @@ wtcache_push_receive(WtcRedis *r, int ncalls, int nmarkers, int64 *applied,
 	}
 	{
 		char		marker_err[256];
-		MarkerCheck mc = read_marker_replies(r, nmarkers, marker_seen, marker_err, sizeof(marker_err));
+		MarkerCheck mc = read_marker_replies(r, nmarkers, marker_seen, NULL,
+											 marker_err, sizeof(marker_err));
 
 		if (result != PUSH_OK)
 			return result;
@@ -558,30 +581,45 @@ wtcache_purge_pattern(WtcRedis *r, const char *pattern, int64 *removed,
 }
 
 /*
- * Check every marker and raise it to new_version.  *seen: the lowest value
- * a marker had (-1: one is missing).
+ * Check every marker and raise it to new_version, recording position with
+ * it.  *seen: the lowest value a marker had (-1: one is missing).
+ * positions, if not NULL, gets the WAL position each marker had (see
+ * read_marker_replies).
  */
 MarkerCheck
 wtcache_check_markers(WtcRedis *r, const RedisScripts *scripts, const MarkerSet *markers,
-					  int64 acked, int64 new_version, int64 *seen, char *err, size_t errlen)
+					  int64 acked, int64 new_version, const char *position,
+					  int64 *seen, char **positions, char *err, size_t errlen)
 {
-	if (!append_marker_updates(r, scripts, markers, acked, new_version) || !wtc_redis_flush(r))
+	if (!append_marker_updates(r, scripts, markers, acked, new_version, position) ||
+		!wtc_redis_flush(r))
 	{
 		snprintf(err, errlen, "%s", wtc_redis_errstr(r));
 		return MARKER_ERROR;
 	}
-	return read_marker_replies(r, markers->n, seen, err, errlen);
+	return read_marker_replies(r, markers->n, seen, positions, err, errlen);
 }
 
 /* Set every marker (after a resync, or to start the markers of new masters). */
 bool
 wtcache_set_markers(WtcRedis *r, const MarkerSet *markers, int64 version,
-					char *err, size_t errlen)
+					const char *position, char *err, size_t errlen)
 {
 	for (int m = 0; m < markers->n; m++)
-		if (!wtcache_set_marker(r, markers->keys[m], version, err, errlen))
+		if (!wtcache_set_marker(r, markers->keys[m], markers->wal_keys[m], version, position,
+								err, errlen))
 			return false;
 	return true;
+}
+
+/*
+ * The key that holds a marker's WAL position: the marker's name and
+ * ":wal", so that it shares the marker's hash tag, and its Cluster slot.
+ */
+char *
+wtcache_marker_wal_key(const char *marker_key)
+{
+	return psprintf("%s:wal", marker_key);
 }
 
 /*
@@ -598,6 +636,7 @@ wtcache_marker_set(WtcRedis *r, const char *dbname, MarkerSet *set)
 	StringInfoData key;
 
 	set->keys = palloc(sizeof(char *) * (1 + nmasters));
+	set->wal_keys = palloc(sizeof(char *) * (1 + nmasters));
 	initStringInfo(&key);
 	wtcache_append_marker_key(&key, dbname);
 	set->keys[0] = key.data;
@@ -609,6 +648,8 @@ wtcache_marker_set(WtcRedis *r, const char *dbname, MarkerSet *set)
 		if (k != NULL)
 			set->keys[set->n++] = k;
 	}
+	for (int m = 0; m < set->n; m++)
+		set->wal_keys[m] = wtcache_marker_wal_key(set->keys[m]);
 }
 
 /* The marker key of the m-th master; NULL if none of the first names hash to it. */
@@ -642,15 +683,19 @@ wtcache_master_marker_key(WtcRedis *r, const char *dbname, int master)
 	return NULL;
 }
 
+/*
+ * Set a marker and its WAL position, in one MSET (one slot: their hash tag
+ * is the same), so that a reader of the two never sees them disagree.
+ */
 bool
-wtcache_set_marker(WtcRedis *r, const char *marker_key, int64 version,
-				   char *err, size_t errlen)
+wtcache_set_marker(WtcRedis *r, const char *marker_key, const char *wal_key, int64 version,
+				   const char *position, char *err, size_t errlen)
 {
 	WtcReply	reply = {.type = WTC_REPLY_NIL};
 	char		vbuf[24];
 
 	snprintf(vbuf, sizeof(vbuf), INT64_FORMAT, version);
-	if (!wtc_redis_commandv(r, &reply, 3, "SET", marker_key, vbuf) ||
+	if (!wtc_redis_commandv(r, &reply, 5, "MSET", marker_key, vbuf, wal_key, position) ||
 		reply.type == WTC_REPLY_ERROR)
 	{
 		snprintf(err, errlen, "could not set the generation marker: %s",

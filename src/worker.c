@@ -28,6 +28,7 @@
 #include <malloc.h>
 
 #include "access/relation.h"
+#include "access/timeline.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "access/xlog_internal.h"
@@ -160,6 +161,8 @@ static uint64 markers_epoch;	/* of the slot map they were chosen for */
 static MemoryContext markers_cxt = NULL;
 static bool need_marker_check = true;
 static bool redis_verified = false;	/* first marker check passed */
+static XLogRecPtr durable_lsn;	/* WAL flushed when the worker started, or
+								 * made durable since before a batch was sent */
 static char *my_dbname = NULL;
 static char *clock_key = NULL;		/* <prefix>{<db>}:clock, for tag stamps */
 static StringInfoData suffix_buf;	/* scratch for add_key, in TopMemoryContext */
@@ -1346,6 +1349,10 @@ acked_version(void)
 
 static bool purge_database_keys(int64 *removed);
 
+/* "<system identifier>/<timeline>/<LSN>" and its NUL */
+#define MARKER_POSITION_LEN 64
+static void marker_position(char *buf, size_t len);
+
 /*
  * Announce that every key of the database was removed (a repair after
  * Redis lost data), as a TRUNCATE is announced for one table: a near cache
@@ -1387,6 +1394,7 @@ resync_all(const char *why)
 	int			tables = 0;
 	int64		removed = 0;
 	char		err[256];
+	char		position[MARKER_POSITION_LEN];
 
 	wtcache_slot_set_state(MySlot, WORKER_RESYNCING, true);
 	if (!purge_database_keys(&removed))
@@ -1434,7 +1442,8 @@ resync_all(const char *why)
 
 	/* the rows must outlive a crash before the marker says Redis is whole */
 	XLogFlush(XactLastCommitEnd);
-	if (!wtcache_set_markers(redis, &markers, acked_version(), err, sizeof(err)))
+	marker_position(position, sizeof(position));
+	if (!wtcache_set_markers(redis, &markers, acked_version(), position, err, sizeof(err)))
 		redis_failed("could not write to Redis", err);
 	else
 		wtcache_slot_set_state(MySlot, WORKER_CONNECTED, true);
@@ -1516,6 +1525,115 @@ master_moved(void)
 	return true;
 }
 
+/* ---------------------------------------------------------------------
+ * Where in WAL history the generation markers were raised
+ *
+ * With every raise, a marker records "<system identifier>/<timeline>/<LSN>":
+ * LSN is WAL this worker made durable (flushed, and acknowledged by the
+ * synchronous standbys: batch_durable) before it sent anything with a
+ * version up to the marker's, so every commit behind those versions ends
+ * before it.  A server whose WAL history does not reach that position
+ * lacks some of those commits: a backup restored to an earlier point, a
+ * standby promoted before it received them (the worker never runs during
+ * recovery, so a standby records nothing).  A position of another
+ * database system says nothing: the sequence check decides (check_marker).
+ * ---------------------------------------------------------------------
+ */
+
+static void
+marker_position(char *buf, size_t len)
+{
+	snprintf(buf, len, UINT64_FORMAT "/%u/%X/%X", GetSystemIdentifier(),
+			 GetWALInsertionTimeLine(), LSN_FORMAT_ARGS(durable_lsn));
+}
+
+/* Parse a marker's position; false if it is not one (Redis is not trusted). */
+static bool
+parse_marker_position(const char *pos, uint64 *sysid, TimeLineID *tli, XLogRecPtr *lsn)
+{
+	const char *p = pos;
+	char	   *end;
+	unsigned long long parts[4];
+	const int	bases[4] = {10, 10, 16, 16};
+
+	for (int i = 0; i < 4; i++)
+	{
+		if (!isdigit((unsigned char) *p) && !(bases[i] == 16 && isxdigit((unsigned char) *p)))
+			return false;
+		errno = 0;
+		parts[i] = strtoull(p, &end, bases[i]);
+		if (errno != 0 || *end != (i < 3 ? '/' : '\0'))
+			return false;
+		p = end + 1;
+	}
+	if (parts[1] == 0 || parts[1] > PG_UINT32_MAX || parts[2] > PG_UINT32_MAX ||
+		parts[3] > PG_UINT32_MAX)
+		return false;
+	*sysid = (uint64) parts[0];
+	*tli = (TimeLineID) parts[1];
+	*lsn = ((uint64) parts[2] << 32) | (uint64) parts[3];
+	return true;
+}
+
+/*
+ * Is a marker's position beyond this server's WAL history?  Logs why when
+ * it is.  False when unknown (no position: written by an older version;
+ * another database system; not a position).
+ */
+static bool
+position_not_ours(const char *pos)
+{
+	uint64		sysid;
+	TimeLineID	tli;
+	TimeLineID	our_tli;
+	XLogRecPtr	lsn;
+	XLogRecPtr	reached;
+	List	   *history;
+	char		detail[256];
+	bool		beyond;
+
+	if (pos == NULL || !parse_marker_position(pos, &sysid, &tli, &lsn) ||
+		sysid != GetSystemIdentifier())
+		return false;
+	our_tli = GetWALInsertionTimeLine();
+	history = readTimeLineHistory(our_tli);
+	if (!tliInHistory(tli, history))
+	{
+		beyond = true;
+		snprintf(detail, sizeof(detail),
+				 "It was raised at %X/%X on timeline %u, which is not in the history of this server's timeline %u.",
+				 LSN_FORMAT_ARGS(lsn), tli, our_tli);
+	}
+	else
+	{
+		/*
+		 * On our timeline, the WAL this worker knows durable: flushed when
+		 * it started (what earlier workers raised markers at, in this
+		 * server's life or before a crash or restart), or made durable
+		 * since (what it raised them at itself, e.g. while refilling Redis
+		 * after a resync).  Not the flush of the moment: a server restored
+		 * from a file-level copy by crash recovery keeps its timeline, and
+		 * the WAL unrelated writers add after the start must not cover the
+		 * lost positions.
+		 */
+		reached = (tli == our_tli) ? durable_lsn : tliSwitchPoint(tli, history, NULL);
+		beyond = lsn > reached;
+		snprintf(detail, sizeof(detail),
+				 tli == our_tli ?
+				 "It was raised at %X/%X on timeline %u; this server's WAL was durable up to %X/%X." :
+				 "It was raised at %X/%X on timeline %u; this server's history left that timeline at %X/%X.",
+				 LSN_FORMAT_ARGS(lsn), tli, LSN_FORMAT_ARGS(reached));
+	}
+	list_free_deep(history);
+	if (beyond)
+		ereport(LOG,
+				(errmsg("wtcache: Redis at %s holds versions of database \"%s\" from commits this server does not have",
+						redis_address, my_dbname),
+				 errdetail("%s The database was restored to an earlier point, or a standby that missed commits was promoted; its keys in Redis are removed and resynced.",
+						   detail)));
+	return beyond;
+}
+
 static bool
 marker_in_set(const MarkerSet *set, const char *key)
 {
@@ -1542,9 +1660,11 @@ markers_follow_map(void)
 	MarkerCheck mc;
 	int64		seen = 0;
 	char		err[256];
+	char		position[MARKER_POSITION_LEN];
 
 	if (markers.keys != NULL && epoch == markers_epoch)
 		return true;
+	marker_position(position, sizeof(position));
 	fresh_cxt = AllocSetContextCreate(TopMemoryContext, "wtcache markers", ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(fresh_cxt);
 	wtcache_marker_set(redis, my_dbname, &fresh);
@@ -1553,7 +1673,7 @@ markers_follow_map(void)
 	mc = MARKER_OK;
 	if (markers.keys != NULL)
 		mc = wtcache_check_markers(redis, &scripts, &markers, acked_version(), 0,
-								   &seen, err, sizeof(err));
+								   position, &seen, NULL, err, sizeof(err));
 	if (mc == MARKER_ERROR)
 	{
 		MemoryContextDelete(fresh_cxt);
@@ -1562,7 +1682,8 @@ markers_follow_map(void)
 	}
 	for (int i = 0; mc == MARKER_OK && markers.keys != NULL && i < fresh.n; i++)
 		if (!marker_in_set(&markers, fresh.keys[i]) &&
-			!wtcache_set_marker(redis, fresh.keys[i], acked_version(), err, sizeof(err)))
+			!wtcache_set_marker(redis, fresh.keys[i], fresh.wal_keys[i], acked_version(),
+								position, err, sizeof(err)))
 		{
 			MemoryContextDelete(fresh_cxt);
 			redis_failed("could not write to Redis", err);
@@ -1589,14 +1710,32 @@ static bool
 check_marker(int64 new_version)
 {
 	char		err[256];
+	char		position[MARKER_POSITION_LEN];
+	char	  **positions = NULL;
+	bool		ahead = false;
 	int64		seen;
 	MarkerCheck mc;
 	uint64		fence_ticket = wtcache_fence_ticket_to_serve(MySlot);
 
 	if (!markers_follow_map())
 		return false;
+	marker_position(position, sizeof(position));
+	/* the first check also reads where the markers were raised */
+	if (!redis_verified)
+		positions = palloc0(sizeof(char *) * markers.n);
 	mc = wtcache_check_markers(redis, &scripts, &markers, acked_version(), new_version,
-							   &seen, err, sizeof(err));
+							   position, &seen, positions, err, sizeof(err));
+	if (positions != NULL)
+	{
+		for (int i = 0; i < markers.n; i++)
+		{
+			if (mc == MARKER_OK && !ahead)
+				ahead = position_not_ours(positions[i]);
+			if (positions[i] != NULL)
+				pfree(positions[i]);
+		}
+		pfree(positions);
+	}
 	if (mc == MARKER_ERROR)
 	{
 		redis_failed("lost the connection to Redis", err);
@@ -1610,14 +1749,26 @@ check_marker(int64 new_version)
 	if (!redis_verified)
 	{
 		/*
-		 * Versions in Redis beyond any this database has handed out: the
-		 * database was restored from a backup (or recreated) under the same
-		 * name.  Its changes would carry lower versions and be refused, and
-		 * reads would serve rows from its future: clear its keys, resync.
+		 * Redis ahead of the database: it holds versions of commits this
+		 * database does not have.  Its changes would carry lower versions
+		 * and be refused, and reads would serve rows from a future that
+		 * never happened here: clear its keys, resync.
+		 *
+		 * First the WAL position the markers were raised at: not on this
+		 * server's history means the database went back in time (restored
+		 * from a backup, promoted standby that missed commits).  Then the
+		 * sequence, for what WAL cannot tell: a database restored with
+		 * pg_restore or recreated under the same name, another cluster.  The
+		 * sequence alone misses the first kind: WAL-logged 32 values ahead,
+		 * it comes back past ids the lost commits took.
 		 */
-		int64		last_id = queue_last_id();
-
-		if (seen > last_id)
+		if (ahead)
+		{
+			resync_all("Redis held versions of commits this server's WAL history does not have");
+			redis_verified = (redis != NULL);
+			return redis != NULL;
+		}
+		if (seen > queue_last_id())
 		{
 			resync_all("Redis held versions this database never handed out: it was restored or recreated");
 			redis_verified = (redis != NULL);
@@ -1770,12 +1921,16 @@ batch_durable(Batch *b)
 		/* a shutdown that ended the wait: exit before anything is sent */
 		CHECK_FOR_INTERRUPTS();
 	}
+	/* recorded with the markers this batch raises (marker_position) */
+	if (upto > durable_lsn)
+		durable_lsn = upto;
 }
 
 static bool
 send_batch(Batch *b)
 {
 	char		err[256];
+	char		position[MARKER_POSITION_LEN];
 	bool		ok;
 
 	batch_durable(b);
@@ -1784,8 +1939,9 @@ send_batch(Batch *b)
 	MemoryContextSwitchTo(b->cxt);
 	b->nmarkers = markers.n;
 	b->fence_ticket = wtcache_fence_ticket_to_serve(MySlot);
+	marker_position(position, sizeof(position));
 	ok = wtcache_push_send(redis, &scripts, b->items, b->nitems, &b->bumps, &markers,
-						   acked_version(), b->max_version, &b->ncalls,
+						   acked_version(), b->max_version, position, &b->ncalls,
 						   err, sizeof(err));
 	MemoryContextSwitchTo(TopMemoryContext);
 	if (!ok)
@@ -2084,6 +2240,8 @@ wtcache_worker_main(Datum main_arg)
 		MemoryContextSwitchTo(old);
 	}
 	end_xact();
+	/* the WAL every marker raised so far lies within (position_not_ours) */
+	durable_lsn = GetFlushRecPtr(NULL);
 	ereport(LOG, (errmsg("wtcache: worker started for database \"%s\"", my_dbname)));
 
 	for (;;)

@@ -553,14 +553,17 @@ typedef struct MarkerSet
 {
 	int			n;
 	char	  **keys;
+	char	  **wal_keys;		/* per marker: where in the database's WAL
+								 * history it was last raised (worker.c) */
 } MarkerSet;
 
 extern void wtcache_marker_set(WtcRedis *r, const char *dbname, MarkerSet *set);
 extern char *wtcache_master_marker_key(WtcRedis *r, const char *dbname, int master);
+extern char *wtcache_marker_wal_key(const char *marker_key);
 extern bool wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 							  int nitems, const TagBumps *bumps, const MarkerSet *markers,
-							  int64 acked, int64 new_version, int *ncalls,
-							  char *err, size_t errlen);
+							  int64 acked, int64 new_version, const char *position,
+							  int *ncalls, char *err, size_t errlen);
 extern bool wtcache_bump_tags(WtcRedis *r, const RedisScripts *scripts, const TagBumps *bumps,
 							  char *err, size_t errlen);
 extern PushResult wtcache_push_receive(WtcRedis *r, int ncalls, int nmarkers, int64 *applied,
@@ -569,12 +572,14 @@ extern bool wtcache_purge_pattern(WtcRedis *r, const char *pattern, int64 *remov
 								  char *err, size_t errlen);
 extern MarkerCheck wtcache_check_markers(WtcRedis *r, const RedisScripts *scripts,
 										 const MarkerSet *markers, int64 acked,
-										 int64 new_version, int64 *seen,
+										 int64 new_version, const char *position,
+										 int64 *seen, char **positions,
 										 char *err, size_t errlen);
-extern bool wtcache_set_marker(WtcRedis *r, const char *marker_key, int64 version,
+extern bool wtcache_set_marker(WtcRedis *r, const char *marker_key, const char *wal_key,
+							   int64 version, const char *position,
 							   char *err, size_t errlen);
 extern bool wtcache_set_markers(WtcRedis *r, const MarkerSet *markers, int64 version,
-								char *err, size_t errlen);
+								const char *position, char *err, size_t errlen);
 
 /* ---- worker.c / launcher.c ---- */
 extern PGDLLEXPORT void wtcache_worker_main(Datum main_arg);
