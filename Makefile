@@ -23,7 +23,8 @@ OBJS = \
 	src/tags.o \
 	src/query.o \
 	src/verify.o \
-	src/setaside.o
+	src/setaside.o \
+	src/plans.o
 
 EXTENSION = wtcache
 DATA = $(wildcard wtcache--*.sql)

@@ -739,8 +739,9 @@ wtcache_load_watch(Oid relid, WatchConfig *config)
 	/* wtcache's own table, read as its owner whoever asks (rights.c) */
 	as_owner_begin(&rights);
 	/* not read-only: a watch() earlier in this statement (warm => true) must be seen */
-	rc = SPI_execute_with_args("SELECT key_attnums, mode, ttl, tags FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
-							   1, argtypes, values, NULL, false, 1);
+	rc = SPI_execute_plan(wtcache_kept_plan("SELECT key_attnums, mode, ttl, tags FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
+											1, argtypes),
+						  values, NULL, false, 1);
 	as_owner_end(&rights);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "wtcache.watched lookup failed");

@@ -836,22 +836,28 @@ claim_batch(Batch *b, Batch *inflight)
 	bool		done = false;
 	bool		any = false;
 	bool		can_set_aside;
+	Datum		limit;
 	MemoryContext spicxt;
 
-	/* rows set aside wait for a DBA (wtcache.retry_set_aside()), unless discarded */
+	/*
+	 * In id order, through the queue's primary key and no further than one
+	 * batch can take: with a backlog, sorting the whole queue at every
+	 * claim would cost more the further behind the worker is.  Rows set
+	 * aside wait for a DBA (wtcache.retry_set_aside()), unless discarded.
+	 */
 	can_set_aside = wtcache_queue_can_set_aside();
 	if (can_set_aside)
-		plan = SPI_prepare("SELECT id, relid, keys, table_key, key_width, per_table, tags, discard "
-						   "FROM wtcache.queue q WHERE set_aside IS NULL OR discard "
-						   /* those of a table dropped since: nothing left to deliver */
-						   "OR NOT EXISTS (SELECT FROM pg_catalog.pg_class c "
-						   "WHERE c.oid OPERATOR(pg_catalog.=) q.relid) ORDER BY id", 0, NULL);
+		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, discard "
+								 "FROM wtcache.queue q WHERE set_aside IS NULL OR discard "
+								 /* those of a table dropped since: nothing left to deliver */
+								 "OR NOT EXISTS (SELECT FROM pg_catalog.pg_class c "
+								 "WHERE c.oid OPERATOR(pg_catalog.=) q.relid) ORDER BY id LIMIT $1",
+								 1, (Oid[]) {INT8OID});
 	else
-		plan = SPI_prepare("SELECT id, relid, keys, table_key, key_width, per_table, tags, false "
-						   "FROM wtcache.queue ORDER BY id", 0, NULL);
-	if (plan == NULL)
-		elog(ERROR, "wtcache: could not prepare the queue scan");
-	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
+		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, false "
+								 "FROM wtcache.queue ORDER BY id LIMIT $1", 1, (Oid[]) {INT8OID});
+	limit = Int64GetDatum(wtcache_batch_size);
+	portal = SPI_cursor_open(NULL, plan, &limit, NULL, true);
 
 	while (!done)
 	{
@@ -1032,7 +1038,6 @@ claim_batch(Batch *b, Batch *inflight)
 		SPI_freetuptable(chunk);
 	}
 	SPI_cursor_close(portal);
-	SPI_freeplan(plan);
 
 	for (int i = 0; i < b->ntables; i++)
 		if (b->tables[i].watched && b->tables[i].nbatchkeys > 0)
@@ -1302,8 +1307,9 @@ ack_batch(Batch *b)
 		return;
 	}
 	values[0] = PointerGetDatum(construct_array(done, ndone, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	if (SPI_execute_with_args("DELETE FROM wtcache.queue WHERE id OPERATOR(pg_catalog.=) ANY($1)",
-							  1, argtypes, values, NULL, false, 0) != SPI_OK_DELETE)
+	if (SPI_execute_plan(wtcache_kept_plan("DELETE FROM wtcache.queue WHERE id OPERATOR(pg_catalog.=) ANY($1)",
+										   1, argtypes),
+						 values, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "wtcache: acknowledging the batch failed");
 	set_aside_failed(b);
 	for (int i = 0; i < b->ntables; i++)
@@ -1314,8 +1320,9 @@ ack_batch(Batch *b)
 
 		if (!tb->watched)
 			continue;
-		if (SPI_execute_with_args("UPDATE wtcache.watched SET pushed = pushed + $2, last_push = clock_timestamp() WHERE rel = $1",
-								  2, uargtypes, uvalues, NULL, false, 0) != SPI_OK_UPDATE)
+		if (SPI_execute_plan(wtcache_kept_plan("UPDATE wtcache.watched SET pushed = pushed + $2, last_push = clock_timestamp() WHERE rel = $1",
+											   2, uargtypes),
+							 uvalues, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "wtcache: updating counters failed");
 	}
 	SPI_finish();
@@ -1999,6 +2006,37 @@ run_purge(Batch *b)
 }
 
 /*
+ * Writers set our latch at every commit, and drain() claims whatever has
+ * committed since its last claim.  When commits come one at a time and
+ * fast, that is a claim, a Redis round trip, a WAL flush and an
+ * acknowledgement per change or two: on a machine the writers share, CPU
+ * taken from them.  So after a small batch, wait a moment before the next
+ * claim: commits that arrive meanwhile make one batch.  The wait doubles
+ * while batches stay small (up to COALESCE_MAX_US, well under the lag a
+ * reader would notice) and is dropped as soon as a batch is large enough
+ * or the queue is empty.
+ */
+#define COALESCE_SMALL_BATCH	64
+#define COALESCE_MIN_US			25
+#define COALESCE_MAX_US			800
+
+static int	coalesce_us = 0;
+
+static void
+coalesce_after_claim(int64 claimed)
+{
+	if (claimed == 0 || claimed >= COALESCE_SMALL_BATCH)
+	{
+		coalesce_us = 0;
+		return;
+	}
+	coalesce_us = Min(Max(coalesce_us * 2, COALESCE_MIN_US), COALESCE_MAX_US);
+	pgstat_report_wait_start(PG_WAIT_EXTENSION);
+	pg_usleep(coalesce_us);
+	pgstat_report_wait_end();
+}
+
+/*
  * Deliver until the queue is empty or Redis fails.  While Redis applies
  * one batch the next is claimed, so PostgreSQL's work and Redis's overlap;
  * a batch is sent only after the one before it was acknowledged, so Redis
@@ -2038,7 +2076,10 @@ drain(void)
 			inflight = NULL;
 		}
 		if (!have_next)
+		{
+			coalesce_us = 0;
 			return;
+		}
 		if (next->purge_table_key != NULL)
 		{
 			if (!run_purge(next))
@@ -2051,6 +2092,7 @@ drain(void)
 			inflight = next;
 		}
 		cur = 1 - cur;
+		coalesce_after_claim(next->nrecords);
 	}
 }
 
@@ -2200,6 +2242,19 @@ wtcache_worker_main(Datum main_arg)
 	SetConfigOption("application_name", "wtcache worker", PGC_SUSET, PGC_S_OVERRIDE);
 	/* no object a user created is ever found by name in this superuser session */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * Rows are read by key, a batch's keys joined to the table.  For a batch
+	 * of thousands of keys the planner's estimates favour a merge or hash
+	 * join over the whole table, with parallel workers: reading a table of
+	 * millions of rows to find a few thousand, on CPUs the writers need,
+	 * which makes the worker fall further behind and its next batch larger
+	 * still.  Key lookups through the key's unique index stay proportional
+	 * to the batch.
+	 */
+	SetConfigOption("enable_hashjoin", "off", PGC_USERSET, PGC_S_OVERRIDE);
+	SetConfigOption("enable_mergejoin", "off", PGC_USERSET, PGC_S_OVERRIDE);
+	SetConfigOption("max_parallel_workers_per_gather", "0", PGC_USERSET, PGC_S_OVERRIDE);
 
 	/*
 	 * The worker's commits acknowledge batches Redis already has.  One lost

@@ -24,6 +24,7 @@
  *	query.c		cached query results: query(), query_key()
  *	verify.c	verify(): Redis against the table
  *	setaside.c	queue rows the worker could not deliver: retry, discard
+ *	plans.c		SPI plans kept for the life of the backend
  *-------------------------------------------------------------------------
  */
 #ifndef WTCACHE_H
@@ -338,6 +339,10 @@ extern void wtcache_rights_leave(WtcRights *rights);
 extern int	wtcache_pin_search_path(void);
 extern void wtcache_unpin_search_path(int nestlevel);
 extern bool wtcache_run_in_subxact(void (*fn) (void *arg), void *arg, char **message);
+
+/* ---- plans.c ---- */
+struct _SPI_plan;
+extern struct _SPI_plan *wtcache_kept_plan(const char *sql, int nargs, Oid *argtypes);
 
 /* ---- fence.c ---- */
 extern bool wtcache_fence(int64 timeout_ms);
