@@ -40,6 +40,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -251,17 +252,39 @@ wtcache_queue_insert(Oid relid, Datum keys, int width, const char *table_key,
 	queue_insert_row(relid, keys, width, table_key, tags, false);
 }
 
+/*
+ * Take the lock the queue insert takes, ahead of it, so that a queue row
+ * is counted in the pending filter before the insert draws its id from
+ * wtcache.queue_id_seq: counting needs the lock (pending.c), and a reader
+ * that has seen an id handed out (the sequence's last_value, which a fill
+ * takes as its version: read.c) must also see that id's keys pending.
+ * Counted first, an insert that fails takes its counts back with the
+ * (sub)transaction's abort.
+ */
+static void
+lock_queue_for_insert(void)
+{
+	Oid			nsp = get_namespace_oid(WTCACHE_SCHEMA, true);
+	Oid			queue = OidIsValid(nsp) ? get_relname_relid(WTCACHE_QUEUE_TABLE, nsp) : InvalidOid;
+
+	/* without a queue the insert itself fails */
+	if (OidIsValid(queue))
+		LockRelationOid(queue, RowExclusiveLock);
+}
+
 /* A chunk of keys queued by resync/warm: counted per table (pending.c). */
 void
 wtcache_queue_insert_per_table(Oid relid, Datum keys, int width)
 {
-	queue_insert_row(relid, keys, width, NULL, (Datum) 0, true);
+	lock_queue_for_insert();
 	wtcache_count_queue_row(relid, true, 0, NULL, 0, NULL, 0);
+	queue_insert_row(relid, keys, width, NULL, (Datum) 0, true);
 }
 
 /*
- * Count a queue row this transaction just wrote in the pending filter.
- * After the insert took its lock on the queue: see pending.c.
+ * Count a queue row this transaction writes in the pending filter.  Under
+ * the lock its insert takes on the queue (see pending.c); key and per-table
+ * rows are counted before the insert (lock_queue_for_insert).
  */
 void
 wtcache_count_queue_row(Oid relid, bool per_table, int width, Datum *elems, int nelems,
@@ -319,10 +342,11 @@ write_group_chunk(KeyGroup *g)
 	arr = construct_array(g->elems, g->nelems, TEXTOID, -1, false, TYPALIGN_INT);
 	if (g->ntagnames > 0)
 		tagarr = construct_array(g->tagelems, g->ntagelems, TEXTOID, -1, false, TYPALIGN_INT);
-	wtcache_queue_insert(g->relid, PointerGetDatum(arr), g->nvalues, NULL,
-						 tagarr ? PointerGetDatum(tagarr) : (Datum) 0);
+	lock_queue_for_insert();
 	wtcache_count_queue_row(g->relid, false, g->nvalues, g->elems, g->nelems,
 							tagarr ? g->tagelems : NULL, tagarr ? g->ntagelems : 0);
+	wtcache_queue_insert(g->relid, PointerGetDatum(arr), g->nvalues, NULL,
+						 tagarr ? PointerGetDatum(tagarr) : (Datum) 0);
 	g->nelems = 0;
 	g->nrecords = 0;
 	g->ntagelems = 0;
@@ -1165,8 +1189,9 @@ wtcache_enqueue_whole_table(Oid relid, const char *table_key)
 {
 	ensure_capture_state();
 	note_wrote(relid);
-	wtcache_queue_insert(relid, (Datum) 0, 0, table_key, (Datum) 0);
+	lock_queue_for_insert();
 	wtcache_count_queue_row(relid, true, 0, NULL, 0, NULL, 0);
+	wtcache_queue_insert(relid, (Datum) 0, 0, table_key, (Datum) 0);
 }
 
 PG_FUNCTION_INFO_V1(wtcache_capture_truncate);

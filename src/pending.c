@@ -15,9 +15,11 @@
  * counter that reads zero is exact.
  *
  * The counts follow the queue rows exactly:
- *	- a writer adds one per key when it writes a queue row, before it
- *	  commits, and takes them back if that row is rolled back (a savepoint,
- *	  or the whole transaction, even after PRE_COMMIT);
+ *	- a writer adds one per key when it writes a queue row, before the
+ *	  row draws its id (so whoever sees the id handed out sees the key
+ *	  pending: read.c's fills rely on it) and before it commits, and takes
+ *	  them back if that row is rolled back (a savepoint, or the whole
+ *	  transaction, even after PRE_COMMIT);
  *	- the worker takes one per key off after the transaction that deleted
  *	  acknowledged queue rows committed, with nothing that can fail between
  *	  the commit and the subtraction.
@@ -218,8 +220,9 @@ pending_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 }
 
 /*
- * A queue row holding this key (or whole table) was just written by this
- * transaction.  Caller checked wtcache_pending_ready() after writing it.
+ * A queue row holding this key (or whole table) is written by this
+ * transaction (counted before or after the insert: see its caller).  Caller checked wtcache_pending_ready() holding the lock
+ * that writing it takes on the queue.
  */
 void
 wtcache_pending_add(uint32 index)
