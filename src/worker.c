@@ -1770,6 +1770,11 @@ batch_durable(Batch *b)
 		/* a shutdown that ended the wait: exit before anything is sent */
 		CHECK_FOR_INTERRUPTS();
 	}
+	/* readers' fills take versions only from WAL this durable (read.c) */
+	SpinLockAcquire(&MySlot->mutex);
+	if (upto > MySlot->durable_lsn)
+		MySlot->durable_lsn = upto;
+	SpinLockRelease(&MySlot->mutex);
 }
 
 static bool
