@@ -40,6 +40,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -233,7 +234,6 @@ queue_insert_row(Oid relid, Datum keys, int width, const char *table_key,
 	if (tags == (Datum) 0)
 		nulls[4] = 'n';
 	values[5] = BoolGetDatum(per_table);
-	wtcache_pending_before_queue_write();
 	rc = SPI_execute_plan(insert_plan, values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "wtcache queue insert failed: %s", SPI_result_code_string(rc));
@@ -256,14 +256,19 @@ wtcache_queue_insert(Oid relid, Datum keys, int width, const char *table_key,
 void
 wtcache_queue_insert_per_table(Oid relid, Datum keys, int width)
 {
-	queue_insert_row(relid, keys, width, NULL, (Datum) 0, true);
+	wtcache_pending_before_queue_write();
 	wtcache_count_queue_row(relid, true, 0, NULL, 0, NULL, 0);
+	queue_insert_row(relid, keys, width, NULL, (Datum) 0, true);
+	wtcache_pending_after_queue_write();
 }
 
 /*
- * Count a queue row this transaction just wrote in the pending filter.
- * After the insert, which took the filter lock if the filter was not
- * ready: see pending.c.
+ * Count a queue row this transaction writes in the pending filter, before
+ * the insert draws its id: whoever sees the id handed out (a fill takes the
+ * sequence's last_value as its version: read.c) must also see the keys
+ * pending.  Counted first, an insert that fails takes its counts back with
+ * the (sub)transaction's abort.  Between wtcache_pending_before_queue_write()
+ * and wtcache_pending_after_queue_write(): see pending.c.
  */
 void
 wtcache_count_queue_row(Oid relid, bool per_table, int width, Datum *elems, int nelems,
@@ -281,7 +286,6 @@ wtcache_count_queue_row(Oid relid, bool per_table, int width, Datum *elems, int 
 			wtcache_pending_add(indexes[i]);
 		pfree(indexes);
 	}
-	wtcache_pending_after_queue_write();
 }
 
 typedef struct KeyGroup
@@ -323,10 +327,12 @@ write_group_chunk(KeyGroup *g)
 	arr = construct_array(g->elems, g->nelems, TEXTOID, -1, false, TYPALIGN_INT);
 	if (g->ntagnames > 0)
 		tagarr = construct_array(g->tagelems, g->ntagelems, TEXTOID, -1, false, TYPALIGN_INT);
-	wtcache_queue_insert(g->relid, PointerGetDatum(arr), g->nvalues, NULL,
-						 tagarr ? PointerGetDatum(tagarr) : (Datum) 0);
+	wtcache_pending_before_queue_write();
 	wtcache_count_queue_row(g->relid, false, g->nvalues, g->elems, g->nelems,
 							tagarr ? g->tagelems : NULL, tagarr ? g->ntagelems : 0);
+	wtcache_queue_insert(g->relid, PointerGetDatum(arr), g->nvalues, NULL,
+						 tagarr ? PointerGetDatum(tagarr) : (Datum) 0);
+	wtcache_pending_after_queue_write();
 	g->nelems = 0;
 	g->nrecords = 0;
 	g->ntagelems = 0;
@@ -1169,8 +1175,10 @@ wtcache_enqueue_whole_table(Oid relid, const char *table_key)
 {
 	ensure_capture_state();
 	note_wrote(relid);
-	wtcache_queue_insert(relid, (Datum) 0, 0, table_key, (Datum) 0);
+	wtcache_pending_before_queue_write();
 	wtcache_count_queue_row(relid, true, 0, NULL, 0, NULL, 0);
+	wtcache_queue_insert(relid, (Datum) 0, 0, table_key, (Datum) 0);
+	wtcache_pending_after_queue_write();
 }
 
 PG_FUNCTION_INFO_V1(wtcache_capture_truncate);

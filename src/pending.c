@@ -15,9 +15,11 @@
  * counter that reads zero is exact.
  *
  * The counts follow the queue rows exactly:
- *	- a writer adds one per key when it writes a queue row, before it
- *	  commits, and takes them back if that row is rolled back (a savepoint,
- *	  or the whole transaction, even after PRE_COMMIT);
+ *	- a writer adds one per key when it writes a queue row, before the
+ *	  row draws its id (so whoever sees the id handed out sees the key
+ *	  pending: read.c's fills rely on it) and before it commits, and takes
+ *	  them back if that row is rolled back (a savepoint, or the whole
+ *	  transaction, even after PRE_COMMIT);
  *	- the worker takes one per key off after the transaction that deleted
  *	  acknowledged queue rows committed, with nothing that can fail between
  *	  the commit and the subtraction.
@@ -27,11 +29,11 @@
  * is not "ready": writers add nothing, and readers treat every key as
  * pending (they read the table).  So that each queue row is counted once,
  * by its writer or by the worker, a writer that finds the filter not ready
- * holds the filter lock (a share lock, see filter_locktag) from before its
- * queue insert until it has looked again whether to count it; the worker
- * counts holding that lock exclusively, then sets ready.  A writer's row is
- * thus either written before the count began (the count sees it) or looked
- * at after ready was set (its writer counts it).
+ * holds the filter lock (a share lock, see filter_locktag) from that look
+ * through its count and its insert; the worker counts holding that lock
+ * exclusively, then sets ready.  A writer's row is thus either written
+ * before the count began (the count sees it) or counted by a writer that
+ * found ready set.
  *
  * The count sees the rows of transactions still in progress too, with a
  * dirty snapshot: a prepared transaction may stay in progress across any
@@ -272,8 +274,8 @@ pending_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 }
 
 /*
- * A queue row holding this key (or whole table) was just written by this
- * transaction.  Caller checked wtcache_pending_ready() after writing it.
+ * A queue row holding this key (or whole table) is about to be written by
+ * this transaction, which found the filter ready (capture.c).
  */
 static void
 register_callbacks(void)
@@ -287,9 +289,10 @@ register_callbacks(void)
 }
 
 /*
- * Before writing a queue row: if the filter is not ready, take the filter
- * lock in share mode, so the worker cannot count between this write and
- * the look at ready that follows it (wtcache_pending_after_queue_write).
+ * Before counting and writing a queue row: if the filter is not ready,
+ * take the filter lock in share mode, so the worker cannot count between
+ * this transaction's look at ready and its insert; released once the row
+ * is written (wtcache_pending_after_queue_write).
  */
 void
 wtcache_pending_before_queue_write(void)

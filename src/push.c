@@ -32,9 +32,13 @@
  * Then per row:
  * version, payload ("" = delete), event message[, ttl_ms].  A row's
  * tombstone is its key plus ":t": same hash tag, same slot.  A row written
- * with a TTL gets one too, which outlives it: when the row expires, a
- * reader's fill takes its "_v" from there, so the version a reader sees
- * never goes back to 0.  The event is
+ * with a TTL gets one too, which outlives it, so that a reader's fill
+ * leased before the row expired sees it changed and is refused.  An
+ * applied change also deletes the row's fill lease "<row key>:l": a fill
+ * whose table read missed it must be refused even if the value it wrote
+ * was evicted meanwhile (read.c).  (pcall: while its slot migrates, Redis
+ * refuses to touch a key that is not on this node, as for the tombstone.)
+ * The event is
  * published only when the change is applied, so a redelivery or a late
  * push publishes nothing; and only when someone listens (checked inside the
  * script, so no subscriber can arrive between the check and the publish).
@@ -68,6 +72,7 @@ static const char apply_script[] =
 "    else\n"
 "      call('SET', rk, payload)\n"
 "    end\n"
+"    pcall('DEL', rk .. ':l')\n"
 "    applied = applied + 1\n"
 "    if chan ~= '' and ARGV[a + 2] ~= '' then call('PUBLISH', chan, ARGV[a + 2]) end\n"
 "  end\n"

@@ -12,21 +12,34 @@
  *	  REPEATABLE READ or SERIALIZABLE) the row is read from the table and
  *	  Redis is left alone.
  *
- * A miss fills Redis under a lease, in three steps that make a fill that
- * raced with a writer harmless:
+ * A miss fills Redis under a lease, in steps that make a fill that raced
+ * with a writer harmless and keep the versions a reader sees from going
+ * back:
  *	1. the lease script, atomically: return the value if there is one now;
  *	   else take the lease <row key>:l (SET NX PX) and return the row's
  *	   tombstone version T (or nothing);
- *	2. check the pending filter again and read the table with a snapshot
- *	   taken after the lease (READ COMMITTED takes a new one per query);
- *	3. the fill script writes the row, with "_v" = T, only if our lease is
- *	   still there, the key is still missing and the tombstone is still T.
- * A change committed before the snapshot of step 2 is in the row read, or
- * still pending at step 2 (then nothing is filled).  A change pushed after
- * the lease writes the key or a newer tombstone, so step 3 refuses.  A
- * change pushed after the fill has a higher version than T (versions of
- * one key follow commit order) and overwrites it.  Readers that find the
- * lease taken wait up to wtcache.fill_wait for the value (stampede
+ *	2. read the table with a snapshot S taken after the lease (READ
+ *	   COMMITTED takes a new one per query);
+ *	3. read F, the last id wtcache.queue_id_seq handed out, made durable;
+ *	4. check the pending filter again: a key with a change pending is not
+ *	   filled;
+ *	5. the fill script writes the row, with "_v" = max(F, T), only if our
+ *	   lease is still there, the key is still missing and the tombstone is
+ *	   still T.
+ * Versions are queue ids.  A writer counts its keys in the pending filter
+ * before its queue row draws its id (capture.c), and commits after both.
+ * So a change with an id <= F counted its key before step 3: at step 4 it
+ * is still pending (no fill), or it is in S, or it committed after S and
+ * was pushed since, after the lease, and every push deletes the lease
+ * (push.c), so step 5 refuses.  A change with an id > F replaces the fill
+ * when it is pushed: a fill never refuses a later change.  And every
+ * version Redis held for the key, pushed or filled before, is <= F (the
+ * id was handed out before), so "_v" never goes back, even after the key
+ * was evicted: nothing in Redis needs to remember it.  F must survive a
+ * crash or a failover, or ids <= F would be handed out again: its WAL is
+ * flushed, and with synchronous standbys a fill waits for nothing but is
+ * skipped until the worker has seen that WAL on them.  Readers that find
+ * the lease taken wait up to wtcache.fill_wait for the value (stampede
  * protection), then read the table without filling.
  *
  * Each backend keeps one Redis connection, with the connect and read
@@ -37,18 +50,23 @@
  */
 #include "wtcache.h"
 
+#include "access/htup_details.h"
 #include "access/relation.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
+#include "commands/sequence.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "parser/parse_type.h"
 #include "pgstat.h"
+#include "replication/syncrep.h"
+#include "storage/bufmgr.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -792,8 +810,71 @@ wait_for_fills(ReadTable *rt, ReadKey *keys, int nkeys, const char *token)
 	return true;
 }
 
+/*
+ * F of the top of the file: the last id wtcache.queue_id_seq handed out,
+ * read from the sequence's page (no SQL, so no rights on the sequence are
+ * needed), made durable.  False: no fill now.
+ */
+static bool
+fill_version(int64 *version)
+{
+	Oid			nsp = get_namespace_oid(WTCACHE_SCHEMA, true);
+	Oid			seqid = OidIsValid(nsp) ? get_relname_relid(WTCACHE_QUEUE_SEQ, nsp) : InvalidOid;
+	Relation	seqrel;
+	Buffer		buf;
+	Page		page;
+	XLogRecPtr	lsn = InvalidXLogRecPtr;
+	int64		last = 0;
+	bool		called = false;
+	bool		ok = false;
+
+	/* a standby's ids are not the primary's */
+	if (!OidIsValid(seqid) || RecoveryInProgress())
+		return false;
+	seqrel = try_relation_open(seqid, AccessShareLock);
+	if (seqrel == NULL)
+		return false;
+	if (seqrel->rd_rel->relkind == RELKIND_SEQUENCE &&
+		seqrel->rd_rel->relpersistence == RELPERSISTENCE_PERMANENT)
+	{
+		/* nextval() changes the page under an exclusive lock */
+		buf = ReadBuffer(seqrel, 0);
+		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		page = BufferGetPage(buf);
+		if (PageGetMaxOffsetNumber(page) >= FirstOffsetNumber)
+		{
+			HeapTupleHeader tup = (HeapTupleHeader) PageGetItem(page, PageGetItemId(page, FirstOffsetNumber));
+			Form_pg_sequence_data seq = (Form_pg_sequence_data) ((char *) tup + tup->t_hoff);
+
+			/* the page's LSN is that of the record covering last_value */
+			lsn = PageGetLSN(page);
+			last = seq->last_value;
+			called = seq->is_called;
+			ok = true;
+		}
+		UnlockReleaseBuffer(buf);
+	}
+	relation_close(seqrel, AccessShareLock);
+	if (!ok)
+		return false;
+
+	/*
+	 * Crash recovery or a failover must not hand out ids <= F again.  The
+	 * record is usually flushed already (by the commit of the writer that
+	 * drew the id); with synchronous standbys, rather than wait for them in
+	 * a read, fill only once the worker has seen the record reach them.
+	 */
+	if (lsn > GetFlushRecPtr(NULL))
+		XLogFlush(lsn);
+	if (SyncRepStandbyNames != NULL && SyncRepStandbyNames[0] != '\0' &&
+		lsn > wtcache_durable_lsn(MyDatabaseId))
+		return false;
+	*version = called ? last : last - 1;
+	return true;
+}
+
 static void
-fill(ReadTable *rt, ReadKey *keys, int nkeys, const char *token)
+fill(ReadTable *rt, ReadKey *keys, int nkeys, const char *token, int64 version)
 {
 	int			nfills = 0;
 	WtcReply	reply;
@@ -821,8 +902,10 @@ fill(ReadTable *rt, ReadKey *keys, int nkeys, const char *token)
 		if (k->found && k->source == FROM_TABLE_FILL && k->json_len <= wtcache_max_value_bytes)
 		{
 			const char *body = k->json + 1;
+			int64		tombstone = k->tombstone[0] ? strtoi64(k->tombstone, NULL, 10) : 0;
 
-			payload = psprintf("{\"_v\":%s%s%s", k->tombstone[0] ? k->tombstone : "0",
+			/* the tombstone too: never below a version Redis has shown */
+			payload = psprintf("{\"_v\":" INT64_FORMAT "%s%s", Max(version, tombstone),
 							   strlen(body) > 1 ? "," : "", body);
 			if (rt->ttl_ms > 0)
 			{
@@ -979,6 +1062,7 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 	int			nmisses = 0;
 	bool		use_redis = (cache_bypass_reason(rt) == NULL);
 	bool		any_fill = false;
+	int64		version;
 	WtcReply	reply;
 	uint32		table_index = wtcache_pending_table_index(MyDatabaseId, rt->relid);
 
@@ -1090,22 +1174,31 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 		}
 	}
 
-	/*
-	 * A change may have become pending since the lease: then read the table
-	 * but do not fill (the lease is given back, so waiters stop waiting).
-	 */
 	for (int i = 0; i < nkeys; i++)
 		if (keys[i].source == FROM_TABLE_FILL)
 		{
 			keys[i].lease_held = true;
 			any_fill = true;
-			if (!wtcache_pending_clear(keys[i].pending_index, table_index))
-				keys[i].source = FROM_TABLE;
 		}
 
 	read_from_table(rt, keys, nkeys);
-	if (any_fill && reader != NULL)
-		fill(rt, keys, nkeys, token);
+	if (!any_fill || reader == NULL)
+		return;
+
+	/*
+	 * After the snapshot, the version; after the version, the filter (see
+	 * the top of the file).  A key that became pending, or every key when
+	 * the version cannot be had, is not filled: the lease is given back, so
+	 * waiters stop waiting.
+	 */
+	if (!fill_version(&version))
+		version = -1;
+	pg_memory_barrier();
+	for (int i = 0; i < nkeys; i++)
+		if (keys[i].source == FROM_TABLE_FILL &&
+			(version < 0 || !wtcache_pending_clear(keys[i].pending_index, table_index)))
+			keys[i].source = FROM_TABLE;
+	fill(rt, keys, nkeys, token, version);
 }
 
 /* The table's settings, from this backend's cache or loaded. */

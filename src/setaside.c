@@ -182,17 +182,18 @@ wtcache_hold_table(Oid relid, const char *table_key)
 							   2, argtypes, (Datum[]) {values[0], values[2]}, NULL, false, 1);
 	if (rc == SPI_OK_SELECT && SPI_processed == 0)
 	{
+		/* counted before the insert draws its id (wtcache_count_queue_row) */
 		wtcache_pending_before_queue_write();
+		wtcache_count_queue_row(relid, true, 0, NULL, 0, NULL, 0);
 		rc = SPI_execute_with_args("INSERT INTO wtcache.queue (relid, table_key, per_table, set_aside) "
 								   "VALUES ($1, $2, true, $3)",
 								   3, argtypes, values, NULL, false, 0);
+		wtcache_pending_after_queue_write();
 	}
 	else if (rc == SPI_OK_SELECT)
 		rc = -1;				/* held already */
 	wtcache_rights_leave(&rights);
-	if (rc == SPI_OK_INSERT)
-		wtcache_count_queue_row(relid, true, 0, NULL, 0, NULL, 0);
-	else if (rc != -1)
+	if (rc != SPI_OK_INSERT && rc != -1)
 		elog(ERROR, "wtcache: holding the reads of a table failed: %s", SPI_result_code_string(rc));
 }
 

@@ -346,6 +346,33 @@ wtcache_acked_version(Oid dboid)
 	return acked;
 }
 
+/*
+ * How far the worker of dboid has made WAL durable as it makes what it
+ * pushes durable: flushed, and on the synchronous standbys when there are
+ * some (InvalidXLogRecPtr if it has not yet).
+ */
+XLogRecPtr
+wtcache_durable_lsn(Oid dboid)
+{
+	XLogRecPtr	lsn = InvalidXLogRecPtr;
+
+	if (WtcacheSharedState == NULL)
+		return lsn;
+	for (int i = 0; i < WtcacheSharedState->nslots; i++)
+	{
+		WorkerSlot *slot = &WtcacheSharedState->slots[i];
+
+		if (slot->dboid == dboid)
+		{
+			SpinLockAcquire(&slot->mutex);
+			lsn = slot->durable_lsn;
+			SpinLockRelease(&slot->mutex);
+			break;
+		}
+	}
+	return lsn;
+}
+
 void
 wtcache_slot_set_state(WorkerSlot *slot, WorkerState state, bool connected)
 {

@@ -367,9 +367,11 @@ wtcache_invalidate(PG_FUNCTION_ARGS)
 		group[i + 1] = elems[i];
 	}
 
+	wtcache_pending_before_queue_write();
+	wtcache_count_queue_row(InvalidOid, false, 0, NULL, 0, group, n + 1);
 	wtcache_queue_insert(InvalidOid, (Datum) 0, 0, NULL,
 						 PointerGetDatum(construct_array(group, n + 1, TEXTOID, -1, false, TYPALIGN_INT)));
-	wtcache_count_queue_row(InvalidOid, false, 0, NULL, 0, group, n + 1);
+	wtcache_pending_after_queue_write();
 
 	if (!tag_callbacks_registered)
 	{

@@ -1931,6 +1931,11 @@ batch_durable(Batch *b)
 	/* recorded with the markers this batch raises (marker_position) */
 	if (upto > durable_lsn)
 		durable_lsn = upto;
+	/* readers' fills take versions only from WAL this durable (read.c) */
+	SpinLockAcquire(&MySlot->mutex);
+	if (upto > MySlot->durable_lsn)
+		MySlot->durable_lsn = upto;
+	SpinLockRelease(&MySlot->mutex);
 }
 
 static bool

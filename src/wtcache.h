@@ -34,6 +34,7 @@
 
 #include "access/attnum.h"
 #include "access/htup.h"
+#include "access/xlogdefs.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "port/atomics.h"
@@ -48,6 +49,7 @@
 
 #define WTCACHE_SCHEMA			"wtcache"
 #define WTCACHE_QUEUE_TABLE		"queue"
+#define WTCACHE_QUEUE_SEQ		"queue_id_seq"
 #define WTCACHE_WATCHED_TABLE	"watched"
 
 /* Keys per queue row: large enough to make the queue cheap, small enough
@@ -179,6 +181,8 @@ typedef struct WorkerSlot
 	uint64		batches;
 	uint64		resyncs;
 	int64		acked_version;	/* highest version Redis acknowledged */
+	XLogRecPtr	durable_lsn;	/* WAL flushed, and on the synchronous
+								 * standbys, this far (read.c's fills) */
 
 	/*
 	 * The wait() fence's handshake (fence.c).  fence_requested: tickets
@@ -212,6 +216,7 @@ extern void wtcache_shmem_startup(void);
 extern void wtcache_require_preload(void);
 extern WorkerSlot *wtcache_find_slot(Oid dboid);
 extern int64 wtcache_acked_version(Oid dboid);
+extern XLogRecPtr wtcache_durable_lsn(Oid dboid);
 extern WorkerSlot *wtcache_assign_slot(Oid dboid);
 extern void wtcache_request_worker(Oid dboid);
 extern void wtcache_wake_worker(Oid dboid);

@@ -139,6 +139,24 @@ is(row_in_redis(51), undef, 'a fill that raced with a delete does not bring the 
 ok(defined redis_cmd($rp, 'GET', "$k51:t"), 'the tombstone stays');
 $filler->query_safe(q{RESET wtcache.debug_fill_delay});
 
+# The same with an update, and Redis evicts the pushed value before the
+# held fill is written: the key is missing again and no tombstone changed,
+# so only the push taking the lease away keeps the older row out.
+my $k52 = redis_key_of($node, $db, 'acct', 52);
+redis_cmd($rp, 'DEL', $k52);
+$filler->query_safe(q{SET wtcache.debug_fill_delay = '3s'});
+$filler->query_until(qr/started\n/, "\\echo started\nSELECT wtcache.get('acct', '52')->>'owner';\n");
+for (1 .. 200) { last if redis_cmd($rp, 'EXISTS', "$k52:l"); usleep(10_000); }
+sql(q{UPDATE acct SET owner = 'owner 52 changed' WHERE id = 52});
+ok(wait_drained($node, $db), 'the update was delivered while the fill was held');
+like(row_in_redis(52) // '', qr/owner 52 changed/, 'Redis had the update');
+redis_cmd($rp, 'DEL', $k52);    # as an eviction would
+$filler->query_until(qr/finished\n/, "\\echo finished\n");
+unlike(row_in_redis(52) // '', qr/"owner":"owner 52"/,
+	'a fill held across a push and an eviction does not write the older row');
+is(sql(q{SELECT wtcache.get('acct', '52')->>'owner'}), 'owner 52 changed', 'reads return the update');
+$filler->query_safe(q{RESET wtcache.debug_fill_delay});
+
 #### Stampede: concurrent misses of one cold key read the table once
 
 my $k60 = redis_key_of($node, $db, 'acct', 60);

@@ -2,7 +2,8 @@
 # a watched table dropped while its changes are delivered; key spellings
 # that a type's equality accepts but its text does not keep; writes applied
 # as a replica (logical replication apply, pg_restore); key types whose
-# typmod matters.
+# typmod matters; versions that must not go back when a row's key expired
+# or was evicted.
 use strict;
 use warnings;
 
@@ -241,6 +242,39 @@ is(sql(q{SELECT wtcache.get('short', '1')->>'v'}), 'uno', 'a read refills it');
 my ($v_after) = (redis_cmd($rp, 'GET', $skey) // '') =~ /^\{"_v":(\d+)/;
 cmp_ok($v_after // 0, '>=', $v_before, 'with a version no lower than the one it had');
 
+#### ... and after a row of a table without a TTL was evicted
+
+# Nothing in Redis remembers the version of such a row once its key is
+# gone; the reader's fill must still not write it back with a lower "_v",
+# nor with one that refuses the next change.
+sql(q{CREATE TABLE kept (id int PRIMARY KEY, v text NOT NULL); SELECT wtcache.watch('kept');
+      INSERT INTO kept VALUES (1, 'v0'), (2, 'w0');});
+sql(qq{UPDATE kept SET v = 'v$_' WHERE id = 1}) for 1 .. 5;
+ok(wait_drained($node, $db), 'kept delivered');
+my $kkey = redis_key_of($node, $db, 'kept', 1);
+my ($v_pushed) = redis_row_version(redis_cmd($rp, 'GET', $kkey));
+ok(defined $v_pushed && $v_pushed > 0, 'the row carries its version (' . ($v_pushed // 'none') . ')');
+redis_cmd($rp, 'DEL', $kkey);    # as an eviction would
+is(sql(q{SELECT wtcache.get('kept', '1')->>'v'}), 'v5', 'a read after the eviction returns the row');
+my ($v_filled) = redis_row_version(redis_cmd($rp, 'GET', $kkey));
+ok(defined $v_filled, 'and fills it into Redis');
+cmp_ok($v_filled // 0, '>=', $v_pushed // 1, 'with a version no lower than the one pushed before');
+sql(q{UPDATE kept SET v = 'v6' WHERE id = 1});
+ok(wait_drained($node, $db), 'a later change is delivered');
+my ($v_next, $rest) = redis_row_version(redis_cmd($rp, 'GET', $kkey));
+like($rest // '', qr/"v":"v6"/, 'and replaces the filled row: a fill never refuses a later change');
+cmp_ok($v_next // 0, '>', $v_filled // 0, 'with a higher version');
+# get_many() fills the same way
+my $k2 = redis_key_of($node, $db, 'kept', 2);
+my ($v2_pushed) = redis_row_version(redis_cmd($rp, 'GET', $k2));
+redis_cmd($rp, 'DEL', $kkey, $k2);
+is(sql(q{SELECT string_agg("row"->>'v', ',') FROM wtcache.get_many('kept', ARRAY['1', '2'])}),
+	'v6,w0', 'get_many() after the eviction returns the rows');
+my ($v1_many) = redis_row_version(redis_cmd($rp, 'GET', $kkey));
+my ($v2_many) = redis_row_version(redis_cmd($rp, 'GET', $k2));
+ok(defined $v1_many && $v1_many >= $v_next && defined $v2_many && $v2_many >= $v2_pushed,
+	'and fills them with versions no lower than before');
+
 #### Only durable commits reach Redis
 
 # With synchronous_commit off a commit is visible before its WAL is
@@ -280,4 +314,48 @@ SELECT count(*) FROM wtcache.queue WHERE relid = 't'::regclass AND keys IS NOT N
 is($ret, 0, 'the library loads in a session of a server that did not preload it') or diag($err);
 is((split /\n/, $out)[-1], '1', 'and the capture triggers queue the change');
 $plain->stop;
+
+#### A real eviction: maxmemory with allkeys-lru
+
+# A Redis of its own, so that the row is the only key idle long enough for
+# LRU to choose it, and the generation marker stays.
+my $eredis = start_redis(name => 'evict');
+my $erp = $eredis->port;
+my $enode = new_wtcache_node('evict', redis_port => $erp);
+$enode->safe_psql($db, q{
+CREATE TABLE big (id int PRIMARY KEY, v text NOT NULL); SELECT wtcache.watch('big');
+INSERT INTO big VALUES (1, repeat('a', 200000));
+UPDATE big SET v = repeat('b', 200000); UPDATE big SET v = repeat('c', 200000);});
+ok(wait_drained($enode, $db), 'big delivered');
+my $bkey = redis_key_of($enode, $db, 'big', 1);
+my ($v_big) = redis_row_version(redis_cmd($erp, 'GET', $bkey));
+ok(defined $v_big && $v_big > 0, 'the big row carries its version');
+my $idle = 0;
+for (1 .. 100)
+{
+	$idle = 1, last if redis_cmd($erp, 'OBJECT', 'IDLETIME', $bkey) >= 2;
+	usleep(100_000);
+}
+ok($idle, 'the row has been idle for two seconds');
+my @others = grep { $_ ne $bkey } @{ redis_scan_keys($erp, '*') };
+redis_cmd($erp, 'TOUCH', @others) if @others;
+my ($used) = redis_cmd($erp, 'INFO', 'memory') =~ /^used_memory:(\d+)/m;
+redis_cmd($erp, 'CONFIG', 'SET', 'maxmemory-policy', 'allkeys-lru');
+redis_cmd($erp, 'CONFIG', 'SET', 'maxmemory-samples', '10');
+redis_cmd($erp, 'CONFIG', 'SET', 'maxmemory', $used - 100_000);
+redis_cmd($erp, 'PING');    # a command runs the eviction
+redis_cmd($erp, 'CONFIG', 'SET', 'maxmemory', '0');
+my ($evicted) = redis_cmd($erp, 'INFO', 'stats') =~ /^evicted_keys:(\d+)/m;
+is($evicted, 1, 'Redis evicted one key');
+is(redis_cmd($erp, 'EXISTS', $bkey), 0, 'the row');
+is($enode->safe_psql($db, q{SELECT left(wtcache.get('big', '1')->>'v', 3)}), 'ccc',
+	'a read after the eviction returns the row');
+my ($v_big_filled) = redis_row_version(redis_cmd($erp, 'GET', $bkey));
+cmp_ok($v_big_filled // 0, '>=', $v_big, 'and fills it with a version no lower than the evicted one');
+$enode->safe_psql($db, q{UPDATE big SET v = 'd'});
+ok(wait_drained($enode, $db), 'a later change is delivered');
+my ($v_big_next, $big_rest) = redis_row_version(redis_cmd($erp, 'GET', $bkey));
+like($big_rest // '', qr/"v":"d"/, 'and replaces the filled row');
+cmp_ok($v_big_next // 0, '>', $v_big_filled // 0, 'with a higher version');
+$enode->stop;
 done_testing();

@@ -42,8 +42,22 @@ ok($primary->poll_query_until($db,
 is(redis_cmd($rp, 'EXISTS', redis_key_of($primary, $db, 't', 2)), 0,
 	'and Redis does not have the change the standby lacks');
 
+# A reader's fill gives the row the last queue id handed out as its
+# version; while that id's WAL is not on the standby, a failover could
+# hand the id out again, and the next change of the row would be refused.
+my $k1 = redis_key_of($primary, $db, 't', 1);
+# more queue ids than the sequence logs ahead (32), one per transaction:
+# at least one new sequence record the standby lacks
+sql(q{SET synchronous_commit = local;} . join('', map { "INSERT INTO t VALUES ($_, 'more');" } 3 .. 50));
+redis_cmd($rp, 'DEL', $k1);    # as an eviction would
+is(sql(q{SELECT wtcache.get('t', '1')->>'v'}), 'with the standby',
+	'a read of an evicted row while the standby is away returns it');
+is(redis_cmd($rp, 'EXISTS', $k1), 0, 'but does not fill it with a version the standby lacks');
+
 $standby->start;
 ok(wait_drained($primary, $db), 'once the standby is back, it is delivered');
+is(sql(q{SELECT wtcache.get('t', '1')->>'v'}), 'with the standby', 'the evicted row is read again');
+ok(defined((redis_row_version(redis_cmd($rp, 'GET', $k1)))[0]), 'and filled now');
 compare_table_ok($primary, $db, 't', $rp, 'Redis equals the table');
 
 $standby->stop;
