@@ -689,8 +689,11 @@ wtcache_master_marker_key(WtcRedis *r, const char *dbname, int master)
 }
 
 /*
- * Set a marker and its WAL position, in one MSET (one slot: their hash tag
- * is the same), so that a reader of the two never sees them disagree.
+ * Set a marker and its WAL position: the position first, so that a marker
+ * is never seen with a position older than the one it was set with.  Two
+ * SETs, not an MSET: SET is among the commands the documented ACL grants
+ * (README), MSET is not.  A position without its marker (a failure in
+ * between) is a marker missing, which is repaired as such.
  */
 bool
 wtcache_set_marker(WtcRedis *r, const char *marker_key, const char *wal_key, int64 version,
@@ -700,7 +703,9 @@ wtcache_set_marker(WtcRedis *r, const char *marker_key, const char *wal_key, int
 	char		vbuf[24];
 
 	snprintf(vbuf, sizeof(vbuf), INT64_FORMAT, version);
-	if (!wtc_redis_commandv(r, &reply, 5, "MSET", marker_key, vbuf, wal_key, position) ||
+	if (!wtc_redis_commandv(r, &reply, 3, "SET", wal_key, position) ||
+		reply.type == WTC_REPLY_ERROR ||
+		!wtc_redis_commandv(r, &reply, 3, "SET", marker_key, vbuf) ||
 		reply.type == WTC_REPLY_ERROR)
 	{
 		snprintf(err, errlen, "could not set the generation marker: %s",
