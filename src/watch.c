@@ -808,6 +808,9 @@ wtcache_enqueue_all_rows(Oid relid)
 
 	chunk_cxt = AllocSetContextCreate(outer, "wtcache enqueue chunk", ALLOCSET_DEFAULT_SIZES);
 	wtcache_rights_enter_table_owner(&rights, relid);
+	/* every row: the worker prefers index scans for itself (worker.c) */
+	(void) set_config_option("enable_seqscan", "on", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	plan = SPI_prepare(sql.data, 0, NULL);
 	if (plan == NULL)
 		elog(ERROR, "wtcache: could not prepare the scan of \"%s\": %s",

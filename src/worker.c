@@ -692,8 +692,9 @@ fetch_rows(TableBatch *tb, const bool *skip)
 	}
 	/* the owner's code (an index expression) must not stall every table */
 	enable_timeout_after(STATEMENT_TIMEOUT, WTCACHE_TABLE_READ_TIMEOUT_MS);
-	rc = SPI_execute_with_args(tb->lookup.sql_many, tb->nkeys, tb->lookup.arraytypes, args,
-							   NULL, true, 0);
+	/* a kept plan: joins other than a nested loop are off (worker_main) */
+	rc = SPI_execute_plan(wtcache_kept_plan(tb->lookup.sql_many, tb->nkeys, tb->lookup.arraytypes),
+						  args, NULL, true, 0);
 	disable_timeout(STATEMENT_TIMEOUT, false);
 	wtcache_rights_leave(&rights);
 	if (rc != SPI_OK_SELECT)
@@ -1267,8 +1268,8 @@ set_aside_failed(Batch *b)
 static void
 ack_batch(Batch *b)
 {
-	Oid			argtypes[2] = {INT8ARRAYOID, INT8OID};
-	Datum		values[2];
+	Oid			argtypes[3] = {INT8ARRAYOID, INT8OID, INT8OID};
+	Datum		values[3];
 
 	Datum	   *done = b->ids;
 	int			ndone = b->nids;
@@ -1307,8 +1308,26 @@ ack_batch(Batch *b)
 		return;
 	}
 	values[0] = PointerGetDatum(construct_array(done, ndone, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	if (SPI_execute_plan(wtcache_kept_plan("DELETE FROM wtcache.queue WHERE id OPERATOR(pg_catalog.=) ANY($1)",
-										   1, argtypes),
+	/*
+	 * The range, which the ids of a batch (claimed in id order) span, lets
+	 * the kept plan's estimate favour the primary key over a scan of the
+	 * whole queue, whose dead rows between vacuums can be many.
+	 */
+	{
+		int64		lo = PG_INT64_MAX,
+					hi = PG_INT64_MIN;
+
+		for (int i = 0; i < ndone; i++)
+		{
+			lo = Min(lo, DatumGetInt64(done[i]));
+			hi = Max(hi, DatumGetInt64(done[i]));
+		}
+		values[1] = Int64GetDatum(lo);
+		values[2] = Int64GetDatum(hi);
+	}
+	if (SPI_execute_plan(wtcache_kept_plan("DELETE FROM wtcache.queue WHERE id OPERATOR(pg_catalog.=) ANY($1) "
+										   "AND id OPERATOR(pg_catalog.>=) $2 AND id OPERATOR(pg_catalog.<=) $3",
+										   3, argtypes),
 						 values, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "wtcache: acknowledging the batch failed");
 	set_aside_failed(b);
@@ -2260,6 +2279,15 @@ wtcache_worker_main(Datum main_arg)
 	SetConfigOption("enable_hashjoin", "off", PGC_USERSET, PGC_S_OVERRIDE);
 	SetConfigOption("enable_mergejoin", "off", PGC_USERSET, PGC_S_OVERRIDE);
 	SetConfigOption("max_parallel_workers_per_gather", "0", PGC_USERSET, PGC_S_OVERRIDE);
+
+	/*
+	 * The statements run at every batch keep their plans (plans.c), made
+	 * once, maybe while the queue was empty; between vacuums its dead rows
+	 * make a scan of it cost more every batch, while its primary key finds
+	 * a batch's rows at once.  Reading a whole table (resync) turns scans
+	 * back on for itself (wtcache_enqueue_all_rows), hence PGC_S_SESSION.
+	 */
+	SetConfigOption("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION);
 
 	/*
 	 * The worker's commits acknowledge batches Redis already has.  One lost
