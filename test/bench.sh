@@ -206,14 +206,34 @@ touch_every_page() {
     delivered
     "${PSQL[@]}" -c "CHECKPOINT" -c "UPDATE pgbench_accounts SET abalance = abalance"
 }
-# TPS of pgbench -N, 2 clients, synchronous_commit $1, with capture $2
+# The delivery worker's pid, and its CPU time in clock ticks from /proc.
+worker_pid() {
+    "${PSQL[@]}" -Atc "SELECT pid FROM wtcache.worker_status() WHERE pid IS NOT NULL
+                        AND database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+}
+worker_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+worker_pushed() {
+    "${PSQL[@]}" -Atc "SELECT pushed FROM wtcache.worker_status() WHERE pid = $1"
+}
+# TPS of pgbench -N, 2 clients, synchronous_commit $1, with capture $2.
+# With wtcache, the worker's CPU per delivered change over the run and its
+# drain is appended to $WORK/worker_us.$1 (this runs in a subshell).
 write_tps() {
-    local out
+    local out pid t0 p0
     capture_with "$2"
     quiesce
+    if [ "$2" = wtcache_capture_upd ]; then
+        pid=$(worker_pid); t0=$(worker_ticks "$pid"); p0=$(worker_pushed "$pid")
+    fi
     if ! out=$(PGOPTIONS="-c synchronous_commit=$1" pgbench -n -N -c 2 -j 2 -T "$WRITE_SECONDS" 2>&1); then
         echo "$out" >&2
         return 1
+    fi
+    if [ "$2" = wtcache_capture_upd ]; then
+        delivered
+        awk -v t="$(( $(worker_ticks "$pid") - t0 ))" -v n="$(( $(worker_pushed "$pid") - p0 ))" \
+            -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f\n", n > 0 ? t * 1000000 / hz / n : 0}' \
+            >>"$WORK/worker_us.$1"
     fi
     sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out" | awk '{printf "%.0f", $1}'
 }
@@ -731,6 +751,8 @@ line "pgbench -N TPS, sync commit on, outbox (peer)" "/s" "${tps_on_outbox[*]}" 
 line "pgbench -N TPS, sync commit off, unwatched" "/s" "${tps_off_plain[*]}" "1.00x"
 line "pgbench -N TPS, sync commit off, wtcache" "/s" "${tps_off_wtc[*]}" "$(ratio "$off_w" "$off_p")" ">= 0.93x"
 line "pgbench -N TPS, sync commit off, outbox (peer)" "/s" "${tps_off_outbox[*]}" "$(ratio "$off_o" "$off_p")" "(about 0.88x here)"
+line "worker CPU per change, pgbench -N, sync commit on" " us" "$(cat "$WORK/worker_us.on")" ""
+line "worker CPU per change, pgbench -N, sync commit off" " us" "$(cat "$WORK/worker_us.off")" "" "<= 20 us"
 line "write p50, one client, unwatched" " us" "${lat_plain[*]}" "1.00x"
 line "write p50, watched by wtcache" " us" "${lat_wtc[*]}" "$(ratio "$lw_med" "$lp_med")"
 line "write p50, app write-through: UPDATE, SET (peer)" " us" "${lat_app[*]}" "$(ratio "$la_med" "$lp_med")"
@@ -759,6 +781,8 @@ line "invalidate + wait, tag of 100,000 results" " us" "${inv100k[*]}" "$(ratio 
 goal "capture: watched UPDATE $(ratio "$w_med" "$p_med") of unwatched, goal <= 1.25x" "$w_med / $p_med <= 1.25"
 goal "write load, synchronous_commit on: $(ratio "$on_w" "$on_p") of unwatched TPS, goal >= 0.97x" "$on_w / $on_p >= 0.97"
 goal "write load, synchronous_commit off: $(ratio "$off_w" "$off_p") of unwatched TPS, goal >= 0.93x" "$off_w / $off_p >= 0.93"
+wc_off=$(stats $(cat "$WORK/worker_us.off") | cut -d' ' -f1)
+goal "worker CPU per change, pgbench -N, sync commit off: $wc_off us, goal <= 20 us" "$wc_off <= 20"
 goal "no stale key after a batch UPDATE from psql: at most $sw_max" "$sw_max == 0"
 goal "drain: $d_med changes/s, goal >= 200000/s" "$d_med >= 200000"
 goal "lag p50 at $LAG_RATE changes/s: $w50 us, goal < 2000 us" "$w50 < 2000"
