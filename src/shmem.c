@@ -318,30 +318,34 @@ wtcache_slot_set_error(WorkerSlot *slot, const char *msg)
 	SpinLockRelease(&slot->mutex);
 }
 
+/* The slot of dboid's worker, or NULL, found without the lock as wtcache_pending_ready() finds it. */
+static WorkerSlot *
+slot_of_database(Oid dboid)
+{
+	if (WtcacheSharedState == NULL)
+		return NULL;
+	for (int i = 0; i < WtcacheSharedState->nslots; i++)
+		if (WtcacheSharedState->slots[i].dboid == dboid)
+			return &WtcacheSharedState->slots[i];
+	return NULL;
+}
+
 /*
  * The highest version the worker of dboid knows Redis acknowledged (0 if
  * none).  A Redis whose generation marker is lower lost data that reads
- * must not serve.  The slot is found without the lock, as in
- * wtcache_pending_ready().
+ * must not serve.
  */
 int64
 wtcache_acked_version(Oid dboid)
 {
+	WorkerSlot *slot = slot_of_database(dboid);
 	int64		acked = 0;
 
-	if (WtcacheSharedState == NULL)
-		return 0;
-	for (int i = 0; i < WtcacheSharedState->nslots; i++)
+	if (slot != NULL)
 	{
-		WorkerSlot *slot = &WtcacheSharedState->slots[i];
-
-		if (slot->dboid == dboid)
-		{
-			SpinLockAcquire(&slot->mutex);
-			acked = slot->acked_version;
-			SpinLockRelease(&slot->mutex);
-			break;
-		}
+		SpinLockAcquire(&slot->mutex);
+		acked = slot->acked_version;
+		SpinLockRelease(&slot->mutex);
 	}
 	return acked;
 }
@@ -354,21 +358,14 @@ wtcache_acked_version(Oid dboid)
 XLogRecPtr
 wtcache_durable_lsn(Oid dboid)
 {
+	WorkerSlot *slot = slot_of_database(dboid);
 	XLogRecPtr	lsn = InvalidXLogRecPtr;
 
-	if (WtcacheSharedState == NULL)
-		return lsn;
-	for (int i = 0; i < WtcacheSharedState->nslots; i++)
+	if (slot != NULL)
 	{
-		WorkerSlot *slot = &WtcacheSharedState->slots[i];
-
-		if (slot->dboid == dboid)
-		{
-			SpinLockAcquire(&slot->mutex);
-			lsn = slot->durable_lsn;
-			SpinLockRelease(&slot->mutex);
-			break;
-		}
+		SpinLockAcquire(&slot->mutex);
+		lsn = slot->durable_lsn;
+		SpinLockRelease(&slot->mutex);
 	}
 	return lsn;
 }
