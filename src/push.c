@@ -38,6 +38,11 @@
  * whose table read missed it must be refused even if the value it wrote
  * was evicted meanwhile (read.c).  (pcall: while its slot migrates, Redis
  * refuses to touch a key that is not on this node, as for the tombstone.)
+ * In a Cluster ("k" in ARGV[2]) the tombstone and lease keys are KEYS too,
+ * three per row: a script may touch only keys it declares to be sure they
+ * are here, and while a slot migrates Redis then answers ASK or TRYAGAIN
+ * for the whole call, which cluster.c follows, instead of failing it
+ * half way ("non local key") and costing a reconnect.
  * The event is
  * published only when the change is applied, so a redelivery or a late
  * push publishes nothing; and only when someone listens (checked inside the
@@ -47,32 +52,35 @@ static const char apply_script[] =
 "local call, pcall, match, tonumber = redis.call, redis.pcall, string.match, tonumber\n"
 "local tomb_ttl = ARGV[1]\n"
 "local stride = string.find(ARGV[2], 't', 1, true) and 4 or 3\n"
+"local kstride = string.find(ARGV[2], 'k', 1, true) and 3 or 1\n"
 "local chan = ARGV[3]\n"
 "if chan ~= '' and not string.find(ARGV[2], 'p', 1, true) and call('PUBSUB', 'NUMSUB', chan)[2] == 0 and call('PUBSUB', 'NUMPAT') == 0 then chan = '' end\n"
 "local applied = 0\n"
-"for i = 1, #KEYS do\n"
-"  local rk = KEYS[i]\n"
+"for i = 1, #KEYS / kstride do\n"
+"  local rk = KEYS[(i - 1) * kstride + 1]\n"
+"  local tk = kstride == 3 and KEYS[(i - 1) * 3 + 2] or rk .. ':t'\n"
+"  local lk = kstride == 3 and KEYS[(i - 1) * 3 + 3] or rk .. ':l'\n"
 "  local a = 4 + (i - 1) * stride\n"
 "  local v = tonumber(ARGV[a])\n"
 "  local head = pcall('GETRANGE', rk, 0, 24)\n"
 "  local cur\n"
 "  if type(head) == 'string' then cur = match(head, '^{\"_v\":(%d+)') else call('DEL', rk) end\n"
 "  if cur then cur = tonumber(cur) else\n"
-"    local t = pcall('GET', rk .. ':t')\n"
+"    local t = pcall('GET', tk)\n"
 "    cur = (type(t) == 'string' and tonumber(t)) or 0\n"
 "  end\n"
 "  if v > cur then\n"
 "    local payload = ARGV[a + 1]\n"
 "    if payload == '' then\n"
 "      call('DEL', rk)\n"
-"      call('SET', rk .. ':t', ARGV[a], 'EX', tomb_ttl)\n"
+"      call('SET', tk, ARGV[a], 'EX', tomb_ttl)\n"
 "    elseif stride == 4 and ARGV[a + 3] ~= '0' then\n"
 "      call('SET', rk, payload, 'PX', ARGV[a + 3])\n"
-"      call('SET', rk .. ':t', ARGV[a], 'EX', tomb_ttl + math.ceil(tonumber(ARGV[a + 3]) / 1000))\n"
+"      call('SET', tk, ARGV[a], 'EX', tomb_ttl + math.ceil(tonumber(ARGV[a + 3]) / 1000))\n"
 "    else\n"
 "      call('SET', rk, payload)\n"
 "    end\n"
-"    pcall('DEL', rk .. ':l')\n"
+"    pcall('DEL', lk)\n"
 "    applied = applied + 1\n"
 "    if chan ~= '' and ARGV[a + 2] ~= '' then call('PUBLISH', chan, ARGV[a + 2]) end\n"
 "  end\n"
@@ -351,6 +359,7 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 	StringInfoData channel;
 	bool		in_cluster = wtc_redis_mode(r) == WTC_REDIS_CLUSTER;
 	int		   *slots = NULL;
+	StringInfoData companions;
 
 	*ncalls = 0;
 	initStringInfo(&channel);
@@ -365,8 +374,11 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 	 */
 	snprintf(tomb_ttl, sizeof(tomb_ttl), "%d",
 			 Max(wtcache_tombstone_ttl_s, 2 * (wtcache_fill_lease_ms / 1000 + 1)));
-	argv = palloc(sizeof(char *) * (6 + ROWS_PER_CALL * 5));
-	lens = palloc(sizeof(size_t) * (6 + ROWS_PER_CALL * 5));
+	argv = palloc(sizeof(char *) * (6 + ROWS_PER_CALL * 7));
+	lens = palloc(sizeof(size_t) * (6 + ROWS_PER_CALL * 7));
+	/* a Cluster's companion keys, "<row key>:t" and ":l", alive until sent */
+	if (in_cluster)
+		initStringInfo(&companions);
 	/* version and ttl digits of every row, alive until the buffer is sent */
 	numbuf = palloc((size_t) Max(nitems, 1) * 48);
 
@@ -386,17 +398,44 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 		lens[argc++] = 7;
 		argv[argc] = scripts->apply_sha;
 		lens[argc++] = 40;
-		snprintf(nkeys_buf, sizeof(nkeys_buf), "%d", n);
+		snprintf(nkeys_buf, sizeof(nkeys_buf), "%d", in_cluster ? 3 * n : n);
 		argv[argc] = nkeys_buf;
 		lens[argc++] = strlen(nkeys_buf);
-		for (int i = 0; i < n; i++)
+		if (in_cluster)
 		{
-			argv[argc] = items[start + i].row_key;
-			lens[argc++] = items[start + i].row_key_len;
+			int			first = 0;	/* offsets: the buffer moves while it grows */
+
+			resetStringInfo(&companions);
+			for (int i = 0; i < n; i++)
+			{
+				appendBinaryStringInfo(&companions, items[start + i].row_key, items[start + i].row_key_len);
+				appendBinaryStringInfo(&companions, ":t", 3);
+				appendBinaryStringInfo(&companions, items[start + i].row_key, items[start + i].row_key_len);
+				appendBinaryStringInfo(&companions, ":l", 3);
+			}
+			for (int i = 0; i < n; i++)
+			{
+				int			klen = items[start + i].row_key_len;
+
+				argv[argc] = items[start + i].row_key;
+				lens[argc++] = klen;
+				argv[argc] = companions.data + first;
+				lens[argc++] = klen + 2;
+				first += klen + 3;
+				argv[argc] = companions.data + first;
+				lens[argc++] = klen + 2;
+				first += klen + 3;
+			}
 		}
+		else
+			for (int i = 0; i < n; i++)
+			{
+				argv[argc] = items[start + i].row_key;
+				lens[argc++] = items[start + i].row_key_len;
+			}
 		argv[argc] = tomb_ttl;
 		lens[argc++] = strlen(tomb_ttl);
-		argv[argc] = with_ttl ? (in_cluster ? "tp" : "t") : (in_cluster ? "p" : "");
+		argv[argc] = with_ttl ? (in_cluster ? "tpk" : "t") : (in_cluster ? "pk" : "");
 		lens[argc] = strlen(argv[argc]);
 		argc++;
 		argv[argc] = channel.data;
