@@ -80,7 +80,7 @@ if [ "$(id -u)" -eq 0 ]; then
         rm -rf "$copy"
         exit "$rc"
     fi
-    install_packages postgresql-server-dev-15 libhiredis-dev make gcc libc6-dev
+    install_packages postgresql-server-dev-15 libhiredis-dev libssl-dev make gcc libc6-dev
     run_as_postgres_after_install "$SELF" "$(dirname "$HERE")" "$@"
 fi
 
