@@ -670,6 +670,7 @@ static const struct
 	{"unsupported protocol", HINT_VERSION},
 	{"alert protocol version", HINT_VERSION},
 	{"no protocols available", HINT_VERSION},
+	{"TLS handshake failed: timed out", "The server did not complete the TLS handshake within wtcache.connect_timeout: check that the address is Redis's tls-port and that it is reachable and not overloaded."},
 	{"wtcache.redis_tls_key_file", "The key file must hold the unencrypted PEM key of wtcache.redis_tls_cert_file and belong to the operating system user the server runs as, readable by it alone (chmod 0600); then SELECT pg_reload_conf()."},
 	{"wtcache.redis_tls_", HINT_FILE},
 };

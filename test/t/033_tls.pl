@@ -139,14 +139,16 @@ sub refused_then_fixed
 	return;
 }
 
-# Restore something with $restore, and wait until the worker connected again.
+# Restore something with $restore, and wait until the worker connected
+# again (to $port, by default Redis's TLS port).
 sub restored
 {
-	my ($label, $restore) = @_;
+	my ($label, $restore, $port) = @_;
 	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	$port //= $tls_port;
 	my $offset = -s $node->logfile;
 	$restore->();
-	ok($node->wait_for_log(qr/wtcache: connected to Redis at 127\.0\.0\.1:$tls_port \(TLS\)\n/, $offset),
+	ok($node->wait_for_log(qr/wtcache: connected to Redis at 127\.0\.0\.1:$port \(TLS\)\n/, $offset),
 		"$label: the worker connects again, verifying the certificate fully");
 	return;
 }
@@ -225,6 +227,39 @@ refused_then_fixed(
 
 is(sql(q{SELECT redis_address ~ '\(TLS\)$' AND connected FROM wtcache.status LIMIT 1}), 't',
 	'after the repairs the worker is connected with full verification again');
+
+#### A server that stops answering: the handshake and reads time out
+
+# a TCP proxy in front of the TLS port, which can stall (it still accepts)
+my $proxy = start_redis_proxy(target_port => $tls_port, name => 'tls_proxy');
+my $pp = $proxy->port;
+restored('through a TCP proxy',
+	sub { set_and_reload("wtcache.redis_url = 'rediss://127.0.0.1:$pp'") }, $pp);
+my $stall_offset = -s $node->logfile;
+$proxy->stall(1);
+$proxy->cut;
+ok($node->wait_for_log(qr/wtcache: could not connect to Redis at 127\.0\.0\.1:$pp \(TLS\): TLS handshake failed: timed out/,
+		$stall_offset),
+	'a handshake that gets no answer fails at wtcache.connect_timeout');
+like(substr(slurp_file($node->logfile), $stall_offset), qr/handshake failed: timed out\n[^\n]*DETAIL:[^\n]*\n[^\n]*HINT:  The server did not complete the TLS handshake within wtcache\.connect_timeout/,
+	'with a hint');
+my $t0 = time();
+my ($ret, $out, $err) = $node->psql($db,
+	"SET statement_timeout = '5s'; UPDATE accounts SET owner = 'stalled' WHERE id % 17 = 1", timeout => 60);
+is($ret, 0, 'writes commit while the server does not answer') or diag($err);
+cmp_ok(time() - $t0, '<', 5, 'without waiting for it');
+$t0 = time();
+is( sql(q{SELECT count(*) FROM generate_series(1, 50) i
+          WHERE wtcache.get('accounts', i::text) IS NOT DISTINCT FROM
+                (SELECT row_to_json(a)::jsonb FROM accounts a WHERE id = i)}),
+	'50', 'cached reads return the rows of the table meanwhile');
+cmp_ok(time() - $t0, '<', 5,
+	'50 reads in one session pay one connect timeout: the circuit breaker opens, as on TCP');
+$proxy->stall(0);
+ok(wait_drained($node, $db, '60s'), 'delivery resumes when the server answers again');
+compare_table_ok($node, $db, 'accounts', $rp, 'Redis matches the table after the stall');
+restored('straight to Redis again', sub { set_and_reload('wtcache.redis_url') });
+$proxy->stop;
 
 #### Redis killed and restarted in the middle of a drain
 
