@@ -104,6 +104,27 @@ my $log = slurp_file($node->logfile);
 like($log, qr/wtcache: connected to Redis at 127\.0\.0\.1:$tls_port \(TLS\)/, 'the log names the TLS connection');
 unlike($log, qr/could not connect to Redis/, 'no connection failed so far');
 
+# a reload that changes nothing keeps the connection (the worker has
+# processed it once it delivered a change committed after it) ...
+{
+	my $offset = -s $node->logfile;
+	sql('SELECT pg_reload_conf()');
+	sql(q{UPDATE accounts SET owner = 'after a reload' WHERE id = 1});
+	ok(wait_drained($node, $db), 'a change after a reload that changes nothing is delivered');
+	unlike(substr(slurp_file($node->logfile), $offset), qr/settings changed|connected to Redis/,
+		'on the same connection');
+}
+# ... and a renewed client certificate (the same file, written again) is
+# used from the next reload on
+{
+	my $offset = -s $node->logfile;
+	utime(undef, undef, $certs->{client_crt}) or die "utime: $!";
+	sql('SELECT pg_reload_conf()');
+	ok($node->wait_for_log(qr/wtcache: the Redis settings changed, reconnecting\n[^\n]*wtcache: connected to Redis at 127\.0\.0\.1:$tls_port \(TLS\)/,
+			$offset),
+		'a certificate file written again makes the worker reconnect at the reload');
+}
+
 #### Refusals: each with its reason and a hint; writes and reads go on
 
 my $round = 0;
