@@ -12,6 +12,7 @@ OBJS = \
 	src/rights.o \
 	src/fence.o \
 	src/redis.o \
+	src/tls.o \
 	src/cluster.o \
 	src/push.o \
 	src/worker.o \
@@ -30,7 +31,7 @@ EXTENSION = wtcache
 DATA = $(wildcard wtcache--*.sql)
 PGFILEDESC = "wtcache - keeps Redis in step with PostgreSQL"
 
-SHLIB_LINK = -lhiredis
+SHLIB_LINK = -lhiredis -lssl -lcrypto
 PG_CPPFLAGS = -I$(srcdir)/src -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 
 REGRESS = watch capture keys settings reads query badinput security_settings metadata
@@ -46,4 +47,4 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # every file includes the shared declarations (struct layouts in shared memory)
-$(OBJS): $(srcdir)/src/wtcache.h $(srcdir)/src/redis_conn.h
+$(OBJS): $(srcdir)/src/wtcache.h $(srcdir)/src/redis_conn.h $(srcdir)/src/tls.h

@@ -24,6 +24,16 @@ ALTER SYSTEM RESET wtcache.redis_cluster_nodes;
 -- a valid one is accepted (and taken back)
 ALTER SYSTEM SET wtcache.redis_url = 'redis://user:pa%40ss@[::1]:6380/2';
 ALTER SYSTEM RESET wtcache.redis_url;
+-- TLS: rediss:// and its settings
+ALTER SYSTEM SET wtcache.redis_url = 'rediss://redis.internal:6380';
+ALTER SYSTEM RESET wtcache.redis_url;
+ALTER SYSTEM SET wtcache.redis_url = 'redisss://redis.internal:6380';
+ALTER SYSTEM SET wtcache.redis_tls_server_name = 'two words';
+ALTER SYSTEM SET wtcache.redis_tls_verify = 'maybe';
+ALTER SYSTEM SET wtcache.redis_tls_min_protocol_version = 'TLSv1.1';
+SHOW wtcache.redis_tls_verify;
+SHOW wtcache.redis_tls_min_protocol_version;
+SET wtcache.redis_tls_verify = 'none';
 -- reloadable settings cannot be changed per session
 SET wtcache.redis_url = 'redis://127.0.0.1:6379';
 SET wtcache.batch_size = 5;

@@ -150,8 +150,9 @@ cluster_map_from(WtcRedis *r, int asked)
 		}
 		r->map_stale = false;
 		r->map_epoch++;
-		snprintf(r->address, sizeof(r->address), "cluster of %d masters (seed %s:%d)",
-				 r->nmasters, r->target.seeds[0].host, r->target.seeds[0].port);
+		snprintf(r->address, sizeof(r->address), "cluster of %d masters (seed %s:%d%s)",
+				 r->nmasters, r->target.seeds[0].host, r->target.seeds[0].port,
+				 wtc_tls_note(r));
 	}
 	free(map);
 	return ok;

@@ -19,6 +19,17 @@
  * without TLS: whoever answers at a Sentinel's address names the server
  * that then receives the master's password (README, Security).
  *
+ * TLS (a rediss:// URL): every connection, to a server, a Sentinel or a
+ * Cluster node, is connected by hiredis and then carries a TLS session
+ * (tls.c).  hiredis still formats the commands into its output buffer and
+ * parses the replies from its reader; only the bytes take another way:
+ * node_write() and node_get_reply() stand for redisBufferWrite() and
+ * redisGetReply(), and a TLS failure is recorded in the context as a
+ * hiredis I/O error, so everything above (retries, the circuit breaker,
+ * the worker's backoff) treats it as any lost connection.  The names
+ * verified are the hosts connected to: the URL's, the one a Sentinel
+ * names, the ones CLUSTER SLOTS and MOVED announce.
+ *
  * Cluster: pipelines stay pipelines.  Commands are appended to the
  * connection of the node cluster.c names and the replies read back in the
  * order the caller appended them.  Each command is kept, formatted, until
@@ -31,6 +42,9 @@
 
 #include <stdarg.h>
 #include <sys/time.h>
+#include <time.h>
+
+#include <hiredis/sds.h>
 
 #include "miscadmin.h"
 
@@ -58,15 +72,32 @@ wtc_fail(WtcRedis *r, const char *fmt,...)
 	return false;
 }
 
+/* Why a node's connection failed: TLS's reason, else hiredis's. */
+static const char *
+node_errstr(RedisNode *n)
+{
+	if (n->err[0] != '\0')
+		return n->err;
+	return n->ctx && n->ctx->err ? n->ctx->errstr : "connection lost";
+}
+
 /* A node's connection failed: keep its message, never use it again. */
 bool
 wtc_node_failed(WtcRedis *r, RedisNode *n)
 {
 	r->broken = true;
 	if (r->target.mode == WTC_REDIS_CLUSTER)
-		return wtc_fail(r, "%s:%d: %s", n->host, n->port,
-					n->ctx && n->ctx->err ? n->ctx->errstr : "connection lost");
-	return wtc_fail(r, "%s", n->ctx && n->ctx->err ? n->ctx->errstr : "connection lost");
+		return wtc_fail(r, "%s:%d: %s", n->host, n->port, node_errstr(n));
+	return wtc_fail(r, "%s", node_errstr(n));
+}
+
+/* ", TLS" after the other notes of an address, for status and logs */
+const char *
+wtc_tls_note(WtcRedis *r)
+{
+	if (!r->target.tls.enabled)
+		return "";
+	return r->target.tls.verify == WTC_TLS_VERIFY_NONE ? ", TLS, unverified" : ", TLS";
 }
 
 const char *
@@ -85,6 +116,176 @@ const char *
 wtc_redis_address(WtcRedis *r)
 {
 	return r->address;
+}
+
+/* ---------------------------------------------------------------------
+ * Bytes to and from a node: hiredis's socket, or TLS on it
+ * ---------------------------------------------------------------------
+ */
+
+/* TLS failed (n->err says why): the context is in error, as hiredis's own. */
+static void
+node_tls_failed(RedisNode *n)
+{
+	n->ctx->err = REDIS_ERR_IO;
+	strlcpy(n->ctx->errstr, n->err, sizeof(n->ctx->errstr));
+}
+
+/* Write everything appended to a node's connection. */
+static bool
+node_write(WtcRedis *r, RedisNode *n)
+{
+	redisContext *c = n->ctx;
+	size_t		len;
+
+	if (n->tls == NULL)
+	{
+		int			done = 0;
+
+		while (!done)
+			if (redisBufferWrite(c, &done) != REDIS_OK)
+				return false;
+		return true;
+	}
+	if (c->err)
+		return false;
+	len = sdslen(c->obuf);
+	if (len == 0)
+		return true;
+	if (!wtc_tls_write(n->tls, c->obuf, len, r->command_ms, n->err, sizeof(n->err)))
+	{
+		node_tls_failed(n);
+		return false;
+	}
+	/* as hiredis does once all is written: a big pipeline's buffer goes */
+	sdsfree(c->obuf);
+	c->obuf = sdsempty();
+	if (c->obuf == NULL)
+	{
+		strlcpy(n->err, "out of memory", sizeof(n->err));
+		node_tls_failed(n);
+		return false;
+	}
+	return true;
+}
+
+/* The next reply on a node's connection, as redisGetReply() gives it. */
+static int
+node_get_reply(WtcRedis *r, RedisNode *n, void **reply)
+{
+	redisContext *c = n->ctx;
+
+	*reply = NULL;
+	if (n->tls == NULL)
+		return redisGetReply(c, reply);
+	if (c->err)
+		return REDIS_ERR;
+	if (redisGetReplyFromReader(c, reply) != REDIS_OK)
+		return REDIS_ERR;
+	if (*reply != NULL)
+		return REDIS_OK;
+	if (!node_write(r, n))
+		return REDIS_ERR;
+	while (*reply == NULL)
+	{
+		char		buf[16 * 1024];
+		ssize_t		got = wtc_tls_read(n->tls, buf, sizeof(buf), r->command_ms,
+									   n->err, sizeof(n->err));
+
+		if (got <= 0)
+		{
+			node_tls_failed(n);
+			return REDIS_ERR;
+		}
+		/* a protocol error is reported by the reader, into c->err */
+		(void) redisReaderFeed(c->reader, buf, got);
+		if (redisGetReplyFromReader(c, reply) != REDIS_OK)
+			return REDIS_ERR;
+	}
+	return REDIS_OK;
+}
+
+/* A command and its reply, now: redisCommand(), through TLS when on. */
+static redisReply *
+node_commandf(WtcRedis *r, RedisNode *n, const char *fmt,...)
+{
+	va_list		ap;
+	int			rc;
+	void	   *reply = NULL;
+
+	va_start(ap, fmt);
+	rc = redisvAppendCommand(n->ctx, fmt, ap);
+	va_end(ap);
+	if (rc != REDIS_OK || node_get_reply(r, n, &reply) != REDIS_OK)
+		return NULL;
+	return reply;
+}
+
+static int64
+elapsed_ms_since(const struct timespec *start)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (int64) (now.tv_sec - start->tv_sec) * 1000 +
+		(now.tv_nsec - start->tv_nsec) / 1000000;
+}
+
+/*
+ * Connect a node's socket (host and port set), within the connect timeout
+ * for TCP and TLS together.  False with the reason in the node (its ctx
+ * in error) or, if no context could be made, in r.
+ */
+static bool
+node_open(WtcRedis *r, RedisNode *n)
+{
+	struct timespec start;
+	int64		left;
+	redisReply *pong;
+
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	n->err[0] = '\0';
+	n->ctx = redisConnectWithTimeout(n->host, n->port, ms_to_timeval(r->connect_ms));
+	if (n->ctx == NULL)
+		return wtc_fail(r, "cannot allocate a Redis context");
+	if (n->ctx->err ||
+		redisSetTimeout(n->ctx, ms_to_timeval(r->command_ms)) != REDIS_OK ||
+		redisEnableKeepAlive(n->ctx) != REDIS_OK)
+		return false;
+	if (r->tls == NULL)
+		return true;
+
+	left = r->connect_ms - elapsed_ms_since(&start);
+	n->tls = wtc_tls_connect(r->tls, n->ctx->fd, n->host, (int) Max(left, 0),
+							 n->err, sizeof(n->err));
+	if (n->tls == NULL)
+	{
+		node_tls_failed(n);
+		return false;
+	}
+
+	/*
+	 * In TLS 1.3 the client's handshake ends before the server has judged
+	 * the client's certificate: a server that wants one, or refuses ours,
+	 * says so on the first read.  One round trip now makes that a failure
+	 * to connect, with its reason, rather than of whatever comes next.
+	 * Any reply will do (NOAUTH too: AUTH follows).
+	 */
+	pong = node_commandf(r, n, "PING");
+	if (pong == NULL)
+		return false;
+	freeReplyObject(pong);
+	return true;
+}
+
+static void
+node_close(RedisNode *n)
+{
+	wtc_tls_close(n->tls);
+	n->tls = NULL;
+	if (n->ctx)
+		redisFree(n->ctx);
+	n->ctx = NULL;
 }
 
 /* ---------------------------------------------------------------------
@@ -118,7 +319,7 @@ wtc_node_take_reply(WtcRedis *r, RedisNode *n)
 			n->heldhead = 0;
 		return raw;
 	}
-	if (n->ctx == NULL || redisGetReply(n->ctx, &raw) != REDIS_OK || raw == NULL)
+	if (n->ctx == NULL || node_get_reply(r, n, &raw) != REDIS_OK || raw == NULL)
 	{
 		wtc_node_failed(r, n);
 		return NULL;
@@ -153,7 +354,7 @@ node_read_ahead(WtcRedis *r, RedisNode *n)
 			n->held = held;
 			n->heldcap = cap;
 		}
-		if (redisGetReply(n->ctx, &raw) != REDIS_OK || raw == NULL)
+		if (node_get_reply(r, n, &raw) != REDIS_OK || raw == NULL)
 			return wtc_node_failed(r, n);
 		n->outstanding--;
 		n->held[n->heldhead + n->nheld++] = raw;
@@ -178,7 +379,7 @@ wtc_node_sync(WtcRedis *r, int idx, bool asking, const char *cmd, size_t len)
 	}
 	if (asking)
 	{
-		if (redisGetReply(n->ctx, &raw) != REDIS_OK || raw == NULL)
+		if (node_get_reply(r, n, &raw) != REDIS_OK || raw == NULL)
 		{
 			wtc_node_failed(r, n);
 			return NULL;
@@ -186,7 +387,7 @@ wtc_node_sync(WtcRedis *r, int idx, bool asking, const char *cmd, size_t len)
 		freeReplyObject(raw);
 		raw = NULL;
 	}
-	if (redisGetReply(n->ctx, &raw) != REDIS_OK || raw == NULL)
+	if (node_get_reply(r, n, &raw) != REDIS_OK || raw == NULL)
 	{
 		wtc_node_failed(r, n);
 		return NULL;
@@ -248,20 +449,15 @@ wtc_node_connect(WtcRedis *r, int idx)
 	if (n->ctx != NULL)
 		return !n->ctx->err || wtc_node_failed(r, n);
 
-	n->ctx = redisConnectWithTimeout(n->host, n->port, ms_to_timeval(r->connect_ms));
-	if (n->ctx == NULL)
-		return wtc_fail(r, "cannot allocate a Redis context");
-	if (n->ctx->err ||
-		redisSetTimeout(n->ctx, ms_to_timeval(r->command_ms)) != REDIS_OK ||
-		redisEnableKeepAlive(n->ctx) != REDIS_OK)
-		return wtc_node_failed(r, n);
+	if (!node_open(r, n))
+		return n->ctx == NULL ? false : wtc_node_failed(r, n);
 
 	if (auth->password[0])
 	{
 		if (auth->user[0])
-			reply = redisCommand(n->ctx, "AUTH %s %s", auth->user, auth->password);
+			reply = node_commandf(r, n, "AUTH %s %s", auth->user, auth->password);
 		else
-			reply = redisCommand(n->ctx, "AUTH %s", auth->password);
+			reply = node_commandf(r, n, "AUTH %s", auth->password);
 		if (reply == NULL)
 			return wtc_node_failed(r, n);
 		if (reply->type == REDIS_REPLY_ERROR)
@@ -276,7 +472,7 @@ wtc_node_connect(WtcRedis *r, int idx)
 	}
 	if (auth->db != 0)
 	{
-		reply = redisCommand(n->ctx, "SELECT %d", auth->db);
+		reply = node_commandf(r, n, "SELECT %d", auth->db);
 		if (reply == NULL)
 			return wtc_node_failed(r, n);
 		if (reply->type == REDIS_REPLY_ERROR)
@@ -301,19 +497,19 @@ wtc_node_connect(WtcRedis *r, int idx)
 
 /* Log in to a Sentinel, if wtcache.redis_sentinel_password_file is set. */
 static bool
-sentinel_auth(WtcRedis *r, redisContext *ctx, const RedisHostPort *s)
+sentinel_auth(WtcRedis *r, RedisNode *sn, const RedisHostPort *s)
 {
 	redisReply *reply;
 
 	if (r->target.sentinel_password[0] == '\0')
 		return true;
 	if (r->target.sentinel_user[0])
-		reply = redisCommand(ctx, "AUTH %s %s", r->target.sentinel_user,
-							 r->target.sentinel_password);
+		reply = node_commandf(r, sn, "AUTH %s %s", r->target.sentinel_user,
+							  r->target.sentinel_password);
 	else
-		reply = redisCommand(ctx, "AUTH %s", r->target.sentinel_password);
+		reply = node_commandf(r, sn, "AUTH %s", r->target.sentinel_password);
 	if (reply == NULL)
-		return wtc_fail(r, "Sentinel %s:%d: %s", s->host, s->port, ctx->errstr);
+		return wtc_fail(r, "Sentinel %s:%d: %s", s->host, s->port, node_errstr(sn));
 	if (reply->type == REDIS_REPLY_ERROR)
 	{
 		/* the reply names no password; it is safe to show */
@@ -332,25 +528,26 @@ sentinel_master(WtcRedis *r, RedisHostPort *master)
 	for (int i = 0; i < r->target.nseeds; i++)
 	{
 		const RedisHostPort *s = &r->target.seeds[i];
-		redisContext *ctx = redisConnectWithTimeout(s->host, s->port, ms_to_timeval(r->connect_ms));
+		RedisNode	sn = {.port = s->port};
 		redisReply *reply = NULL;
 
-		if (ctx == NULL || ctx->err ||
-			redisSetTimeout(ctx, ms_to_timeval(r->command_ms)) != REDIS_OK)
+		/* a Sentinel is a connection like any other: TLS too, with rediss:// */
+		strlcpy(sn.host, s->host, sizeof(sn.host));
+		if (!node_open(r, &sn))
 		{
-			wtc_fail(r, "Sentinel %s:%d: %s", s->host, s->port, ctx ? ctx->errstr : "cannot allocate a context");
-			if (ctx)
-				redisFree(ctx);
+			if (sn.ctx != NULL)
+				wtc_fail(r, "Sentinel %s:%d: %s", s->host, s->port, node_errstr(&sn));
+			node_close(&sn);
 			continue;
 		}
-		if (!sentinel_auth(r, ctx, s))
+		if (!sentinel_auth(r, &sn, s))
 		{
-			redisFree(ctx);
+			node_close(&sn);
 			continue;
 		}
-		reply = redisCommand(ctx, "SENTINEL get-master-addr-by-name %s", r->target.master_name);
+		reply = node_commandf(r, &sn, "SENTINEL get-master-addr-by-name %s", r->target.master_name);
 		if (reply == NULL)
-			wtc_fail(r, "Sentinel %s:%d: %s", s->host, s->port, ctx->errstr);
+			wtc_fail(r, "Sentinel %s:%d: %s", s->host, s->port, node_errstr(&sn));
 		else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
 				 reply->element[0]->type == REDIS_REPLY_STRING &&
 				 reply->element[1]->type == REDIS_REPLY_STRING &&
@@ -359,7 +556,7 @@ sentinel_master(WtcRedis *r, RedisHostPort *master)
 			strlcpy(master->host, reply->element[0]->str, sizeof(master->host));
 			master->port = atoi(reply->element[1]->str);
 			freeReplyObject(reply);
-			redisFree(ctx);
+			node_close(&sn);
 			return true;
 		}
 		else if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOAUTH", 6) == 0)
@@ -371,7 +568,7 @@ sentinel_master(WtcRedis *r, RedisHostPort *master)
 				 reply->type == REDIS_REPLY_ERROR ? reply->str : "");
 		if (reply)
 			freeReplyObject(reply);
-		redisFree(ctx);
+		node_close(&sn);
 	}
 	return false;
 }
@@ -409,12 +606,12 @@ wtc_redis_free(WtcRedis *r)
 		for (int h = 0; h < n->nheld; h++)
 			freeReplyObject(n->held[n->heldhead + h]);
 		free(n->held);
-		if (n->ctx)
-			redisFree(n->ctx);
+		node_close(n);
 	}
 	for (int p = 0; p < r->npend; p++)
 		redisFreeCommand(r->pend[r->pendhead + p].cmd);
 	free(r->pend);
+	wtc_tls_free(r->tls);
 	/* the passwords do not outlive the connection in freed memory */
 	explicit_bzero(&r->target, sizeof(r->target));
 	free(r);
@@ -439,6 +636,11 @@ wtc_redis_connect(const RedisTarget *target, int connect_timeout_ms,
 	r->connect_ms = connect_timeout_ms;
 	r->command_ms = command_timeout_ms;
 
+	/* the CA, certificate and key files, read now: what they hold now is used */
+	if (target->tls.enabled &&
+		(r->tls = wtc_tls_new(&target->tls, r->err, sizeof(r->err))) == NULL)
+		goto failed;
+
 	switch (target->mode)
 	{
 		case WTC_REDIS_SINGLE:
@@ -448,6 +650,13 @@ wtc_redis_connect(const RedisTarget *target, int connect_timeout_ms,
 			if (!wtc_node_connect(r, 0))
 				break;
 			wtcache_describe_address(&target->addr, r->address, sizeof(r->address));
+			if (target->tls.enabled)
+			{
+				size_t		len = strlen(r->address);
+
+				snprintf(r->address + len, sizeof(r->address) - len, " (%s)",
+						 wtcache_tls_label(&target->tls));
+			}
 			return r;
 
 		case WTC_REDIS_SENTINEL:
@@ -464,7 +673,7 @@ wtc_redis_connect(const RedisTarget *target, int connect_timeout_ms,
 				if (!wtc_node_connect(r, 0))
 					break;
 				/* a Sentinel can name a master that has just been demoted */
-				role = redisCommand(r->nodes[0].ctx, "ROLE");
+				role = node_commandf(r, &r->nodes[0], "ROLE");
 				if (role == NULL)
 				{
 					wtc_node_failed(r, &r->nodes[0]);
@@ -480,8 +689,8 @@ wtc_redis_connect(const RedisTarget *target, int connect_timeout_ms,
 						 master.host, master.port, target->master_name);
 					break;
 				}
-				snprintf(r->address, sizeof(r->address), "%s:%d (master \"%s\")",
-						 master.host, master.port, target->master_name);
+				snprintf(r->address, sizeof(r->address), "%s:%d (master \"%s\"%s)",
+						 master.host, master.port, target->master_name, wtc_tls_note(r));
 					return r;
 			}
 
@@ -669,13 +878,11 @@ wtc_redis_flush(WtcRedis *r)
 	for (int i = 0; i < r->nnodes; i++)
 	{
 		RedisNode  *n = &r->nodes[i];
-		int			done = 0;
 
 		if (n->ctx == NULL)
 			continue;
-		while (!done)
-			if (redisBufferWrite(n->ctx, &done) != REDIS_OK)
-				return wtc_node_failed(r, n);
+		if (!node_write(r, n))
+			return wtc_node_failed(r, n);
 	}
 	return true;
 }
@@ -692,7 +899,7 @@ wtc_redis_read(WtcRedis *r, WtcReply *out)
 	{
 		void	   *reply = NULL;
 
-		if (redisGetReply(r->nodes[0].ctx, &reply) != REDIS_OK || reply == NULL)
+		if (node_get_reply(r, &r->nodes[0], &reply) != REDIS_OK || reply == NULL)
 			return wtc_node_failed(r, &r->nodes[0]);
 		hand_over(reply, out);
 		return true;

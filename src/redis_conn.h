@@ -2,7 +2,7 @@
  * redis_conn.h
  *		What redis.c (connections, pipelines, Sentinel) and cluster.c
  *		(slot map, routing, redirects) share; no other file includes it,
- *		so hiredis stays inside those two.
+ *		so hiredis stays inside those two.  TLS (tls.c) sits under them.
  *-------------------------------------------------------------------------
  */
 #ifndef WTCACHE_REDIS_CONN_H
@@ -11,6 +11,8 @@
 #include "wtcache.h"
 
 #include <hiredis/hiredis.h>
+
+#include "tls.h"
 
 #define CLUSTER_SLOTS 16384
 #define MAX_NODES 64
@@ -22,6 +24,8 @@ typedef struct RedisNode
 	char		host[256];
 	int			port;
 	redisContext *ctx;			/* NULL until first used */
+	WtcTlsConn *tls;			/* its TLS session (rediss://), or NULL */
+	char		err[256];		/* why TLS failed (hiredis's errstr is short) */
 	int			outstanding;	/* replies sent for and not yet read */
 	redisReply **held;			/* replies read ahead, oldest first */
 	int			heldhead;
@@ -41,6 +45,7 @@ typedef struct PendingCommand
 struct WtcRedis
 {
 	RedisTarget target;
+	WtcTls	   *tls;			/* rediss://: shared by every connection */
 	int			connect_ms;
 	int			command_ms;
 	bool		broken;			/* a connection failed: free and reconnect */
@@ -70,6 +75,7 @@ extern redisReply *wtc_node_take_reply(WtcRedis *r, RedisNode *n);
 extern redisReply *wtc_node_sync(WtcRedis *r, int idx, bool asking, const char *cmd, size_t len);
 extern bool wtc_node_load_script(WtcRedis *r, int idx, const char *text);
 extern const char *wtc_reply_text(redisReply *reply);
+extern const char *wtc_tls_note(WtcRedis *r);
 
 /* cluster.c */
 extern int	wtc_command_slot(int argc, const char **argv, const size_t *lens);

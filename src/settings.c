@@ -16,6 +16,11 @@
  *
  * The log hook below masks the credentials of any Redis URL in every log
  * line, and hides the STATEMENT: line of a statement that carries one.
+ *
+ * TLS (a rediss:// URL) is configured by the wtcache.redis_tls_* settings,
+ * gathered here into the RedisTarget that every connection is made from;
+ * tls.c loads the files when it connects, the client key checked as the
+ * password files are.
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
@@ -60,6 +65,27 @@ static char *redis_password_file = NULL;
 static char *redis_user = NULL;
 static char *redis_sentinel_password_file = NULL;
 static char *redis_sentinel_user = NULL;
+static char *redis_tls_ca_file = NULL;
+static char *redis_tls_ca_dir = NULL;
+static char *redis_tls_cert_file = NULL;
+static char *redis_tls_key_file = NULL;
+static char *redis_tls_server_name = NULL;
+static int	redis_tls_verify = WTC_TLS_VERIFY_FULL;
+static int	redis_tls_min_version = 0x0303;	/* TLS1_2_VERSION */
+
+static const struct config_enum_entry tls_verify_options[] = {
+	{"full", WTC_TLS_VERIFY_FULL, false},
+	{"ca", WTC_TLS_VERIFY_CA, false},
+	{"none", WTC_TLS_VERIFY_NONE, false},
+	{NULL, 0, false}
+};
+
+/* the values are OpenSSL's TLS1_2_VERSION and TLS1_3_VERSION */
+static const struct config_enum_entry tls_version_options[] = {
+	{"TLSv1.2", 0x0303, false},
+	{"TLSv1.3", 0x0304, false},
+	{NULL, 0, false}
+};
 
 /* An interval in milliseconds, a month counted as 30 days. */
 int64
@@ -115,7 +141,7 @@ copy_decoded(char *dst, size_t dstlen, const char *s, size_t len)
 }
 
 /*
- * Parse redis://[user:password@]host[:port][/db].  On failure *problem says
+ * Parse redis[s]://[user:password@]host[:port][/db].  On failure *problem says
  * what is wrong, without quoting the URL (it may hold a password).
  */
 bool
@@ -129,12 +155,18 @@ wtcache_parse_redis_url(const char *url, RedisAddress *addr, const char **proble
 	memset(addr, 0, sizeof(*addr));
 	addr->port = 6379;
 
-	if (url == NULL || strncmp(url, "redis://", 8) != 0)
+	if (url != NULL && strncmp(url, "rediss://", 9) == 0)
 	{
-		*problem = "The URL must start with \"redis://\".";
+		addr->tls = true;
+		p = url + 9;
+	}
+	else if (url != NULL && strncmp(url, "redis://", 8) == 0)
+		p = url + 8;
+	else
+	{
+		*problem = "The URL must start with \"redis://\", or \"rediss://\" for TLS.";
 		return false;
 	}
-	p = url + 8;
 	end = p + strlen(p);
 
 	/* credentials end at the last '@' before the path */
@@ -366,6 +398,27 @@ assign_password_file(const char *newval, void *extra)
 }
 
 /*
+ * Why a file holding a secret (a password, a TLS client key) may not be
+ * used, or NULL if it may: the rule PostgreSQL applies to ssl_key_file.  A
+ * regular file owned by the server's user with no group or other access
+ * (0600 or less), or owned by root with at most group read (0640).  Given
+ * the stat of the file opened, not of its name.  The text follows the
+ * file's name in a message.
+ */
+const char *
+wtcache_secret_file_problem(const struct stat *st)
+{
+	if (!S_ISREG(st->st_mode))
+		return "is not a regular file";
+	if (st->st_uid != geteuid() && st->st_uid != 0)
+		return "must be owned by the operating system user the server runs as, or by root";
+	if ((st->st_uid == geteuid() && (st->st_mode & (S_IRWXG | S_IRWXO)) != 0) ||
+		(st->st_uid == 0 && (st->st_mode & (S_IWGRP | S_IXGRP | S_IRWXO)) != 0))
+		return "has group or world access: it must have permissions u=rw (0600) or less if owned by the server's user, or u=rw,g=r (0640) or less if owned by root";
+	return NULL;
+}
+
+/*
  * The first line of the file named by setting: the password.  The file is
  * refused as PostgreSQL refuses an ssl_key_file others could read: it must
  * be a regular file owned by the server's user with no group or other
@@ -383,6 +436,7 @@ read_password_file(const char *setting, const char *path, char *password,
 	size_t		n = 0;
 	size_t		len;
 	const char *eol;
+	const char *unusable;
 	int			fd;
 	bool		ok = false;
 
@@ -398,16 +452,8 @@ read_password_file(const char *setting, const char *path, char *password,
 	if (fstat(fd, &st) != 0)
 		snprintf(msg, sizeof(msg), "could not stat password file \"%s\" (%s): %s",
 				 path, setting, strerror(errno));
-	else if (!S_ISREG(st.st_mode))
-		snprintf(msg, sizeof(msg), "password file \"%s\" (%s) is not a regular file",
-				 path, setting);
-	else if (st.st_uid != geteuid() && st.st_uid != 0)
-		snprintf(msg, sizeof(msg), "password file \"%s\" (%s) must be owned by the operating system user the server runs as, or by root",
-				 path, setting);
-	else if ((st.st_uid == geteuid() && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) ||
-			 (st.st_uid == 0 && (st.st_mode & (S_IWGRP | S_IXGRP | S_IRWXO)) != 0))
-		snprintf(msg, sizeof(msg), "password file \"%s\" (%s) has group or world access: it must have permissions u=rw (0600) or less if owned by the server's user, or u=rw,g=r (0640) or less if owned by root",
-				 path, setting);
+	else if ((unusable = wtcache_secret_file_problem(&st)) != NULL)
+		snprintf(msg, sizeof(msg), "password file \"%s\" (%s) %s", path, setting, unusable);
 	else
 	{
 		for (;;)
@@ -505,6 +551,89 @@ report_password_file_problem(const char *problem)
 			 errhint("The file must belong to the operating system user the server runs as and be readable by it alone (chmod 0600), with the password on its first line; then run SELECT pg_reload_conf().")));
 }
 
+/* ---------------------------------------------------------------------
+ * TLS
+ * ---------------------------------------------------------------------
+ */
+
+/* a TLS file setting changed, or a reload found it: look at the files again */
+static void
+assign_tls_file(const char *newval, void *extra)
+{
+	secrets_epoch++;
+}
+
+static bool
+check_tls_path(char **newval, void **extra, GucSource source)
+{
+	if (*newval != NULL && strlen(*newval) >= MAXPGPATH)
+	{
+		GUC_check_errdetail("A path must be shorter than %d bytes.", MAXPGPATH);
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_tls_server_name(char **newval, void **extra, GucSource source)
+{
+	const char *s = *newval ? *newval : "";
+
+	if (strlen(s) >= sizeof(((RedisTls *) NULL)->server_name))
+	{
+		GUC_check_errdetail("The server name must be at most %d bytes long.",
+							(int) sizeof(((RedisTls *) NULL)->server_name) - 1);
+		return false;
+	}
+	for (; *s; s++)
+		if (isspace((unsigned char) *s) || iscntrl((unsigned char) *s) || *s == '/' || *s == '@')
+		{
+			GUC_check_errdetail("A server name is a DNS name or an IP address, without spaces, \"/\" or \"@\".");
+			GUC_check_errhint("Use the name the Redis server's certificate has, for example redis.internal.");
+			return false;
+		}
+	return true;
+}
+
+/*
+ * The TLS part of the target, for a rediss:// URL.  The files are not
+ * opened here: tls.c does, at every connection, so what they hold now is
+ * what is used.  Turning verification off is logged by the worker once,
+ * as a WARNING: the server is then whoever answers at its address.
+ */
+static bool
+tls_target(RedisTls *tls, const char **problem)
+{
+	static bool unverified_warned = false;
+
+	tls->enabled = true;
+	tls->verify = (WtcTlsVerify) redis_tls_verify;
+	tls->min_version = redis_tls_min_version;
+	strlcpy(tls->ca_file, redis_tls_ca_file ? redis_tls_ca_file : "", sizeof(tls->ca_file));
+	strlcpy(tls->ca_dir, redis_tls_ca_dir ? redis_tls_ca_dir : "", sizeof(tls->ca_dir));
+	strlcpy(tls->cert_file, redis_tls_cert_file ? redis_tls_cert_file : "", sizeof(tls->cert_file));
+	strlcpy(tls->key_file, redis_tls_key_file ? redis_tls_key_file : "", sizeof(tls->key_file));
+	strlcpy(tls->server_name, redis_tls_server_name ? redis_tls_server_name : "",
+			sizeof(tls->server_name));
+	if ((tls->cert_file[0] == '\0') != (tls->key_file[0] == '\0'))
+	{
+		*problem = "wtcache.redis_tls_cert_file and wtcache.redis_tls_key_file must be set together: a client certificate needs its key.";
+		return false;
+	}
+	if (tls->verify != WTC_TLS_VERIFY_NONE)
+		unverified_warned = false;
+	else if (!unverified_warned && MyBackendType == B_BG_WORKER)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_WARNING),
+				 errmsg("wtcache: wtcache.redis_tls_verify is none: Redis servers' certificates are not verified"),
+				 errdetail("The connections are encrypted, but whoever answers at a Redis address, or on the path to it, receives the Redis password and every row sent."),
+				 errhint("Set wtcache.redis_tls_ca_file to the CA that signed the servers' certificates and wtcache.redis_tls_verify to full.")));
+		unverified_warned = true;
+	}
+	return true;
+}
+
 /* Is an ACL user name usable?  Redis user names have no spaces. */
 static bool
 check_acl_user(char **newval, void **extra, GucSource source)
@@ -545,6 +674,8 @@ wtcache_redis_target(RedisTarget *target, const char **problem)
 
 	memset(target, 0, sizeof(*target));
 	if (!wtcache_parse_redis_url(wtcache_redis_url, &target->addr, problem))
+		return false;
+	if (target->addr.tls && !tls_target(&target->tls, problem))
 		return false;
 	if (!parse_host_list(wtcache_redis_cluster_nodes, target->seeds, &target->nseeds, problem) ||
 		!parse_host_list(wtcache_redis_sentinels, sentinels, &nsentinels, problem))
@@ -621,14 +752,20 @@ wtcache_redis_target(RedisTarget *target, const char **problem)
 uint32
 wtcache_redis_settings_hash(void)
 {
-	const char *parts[8] = {wtcache_redis_url, wtcache_redis_sentinels,
+	const char *parts[13] = {wtcache_redis_url, wtcache_redis_sentinels,
 		wtcache_redis_master_name, wtcache_redis_cluster_nodes,
 		redis_password_file, redis_user,
-	redis_sentinel_password_file, redis_sentinel_user};
+		redis_sentinel_password_file, redis_sentinel_user,
+		redis_tls_ca_file, redis_tls_ca_dir, redis_tls_cert_file,
+	redis_tls_key_file, redis_tls_server_name};
+	const char *tls_files[4] = {redis_tls_ca_file, redis_tls_ca_dir,
+	redis_tls_cert_file, redis_tls_key_file};
 	uint32		h = 0;
 
-	for (int i = 0; i < 8; i++)
+	for (int i = 0; i < lengthof(parts); i++)
 		h = hash_combine(h, parts[i] ? hash_bytes((const unsigned char *) parts[i], strlen(parts[i])) : 0);
+	h = hash_combine(h, hash_uint32((uint32) redis_tls_verify));
+	h = hash_combine(h, hash_uint32((uint32) redis_tls_min_version));
 
 	if (secrets_hashed_epoch != secrets_epoch)
 	{
@@ -643,6 +780,23 @@ wtcache_redis_settings_hash(void)
 			secrets_hash = hash_bytes((const unsigned char *) problem, strlen(problem)) ^ 0x5bd1e995;
 		explicit_bzero(redis_pw, sizeof(redis_pw));
 		explicit_bzero(sentinel_pw, sizeof(sentinel_pw));
+
+		/*
+		 * A renewed certificate, key or CA bundle is a new file (or the same
+		 * one rewritten): which file, and when it was written, are enough to
+		 * reconnect with it at the reload that follows.  Nothing of a key's
+		 * contents goes into the hash.
+		 */
+		for (int i = 0; i < lengthof(tls_files); i++)
+		{
+			struct stat st;
+
+			if (tls_files[i] == NULL || tls_files[i][0] == '\0' || stat(tls_files[i], &st) != 0)
+				continue;
+			secrets_hash = hash_combine(secrets_hash, hash_bytes((const unsigned char *) &st.st_ino, sizeof(st.st_ino)));
+			secrets_hash = hash_combine(secrets_hash, hash_bytes((const unsigned char *) &st.st_size, sizeof(st.st_size)));
+			secrets_hash = hash_combine(secrets_hash, hash_bytes((const unsigned char *) &st.st_mtim, sizeof(st.st_mtim)));
+		}
 		secrets_hashed_epoch = secrets_epoch;
 	}
 	return hash_combine(h, secrets_hash);
@@ -665,6 +819,19 @@ wtcache_describe_target(const RedisTarget *target, char *buf, size_t buflen)
 			snprintf(buf, buflen, "cluster (seed %s:%d)", target->seeds[0].host, target->seeds[0].port);
 			break;
 	}
+	if (target->tls.enabled)
+	{
+		size_t		len = strlen(buf);
+
+		snprintf(buf + len, buflen - len, " (%s)", wtcache_tls_label(&target->tls));
+	}
+}
+
+/* "TLS", or "TLS, unverified": how status and logs say a connection is made */
+const char *
+wtcache_tls_label(const RedisTls *tls)
+{
+	return tls->verify == WTC_TLS_VERIFY_NONE ? "TLS, unverified" : "TLS";
 }
 
 static emit_log_hook_type prev_emit_log_hook = NULL;
@@ -838,7 +1005,7 @@ check_redis_url(char **newval, void **extra, GucSource source)
 	{
 		GUC_check_errmsg("invalid value for parameter \"wtcache.redis_url\"");
 		GUC_check_errdetail("%s", problem);
-		GUC_check_errhint("Use redis://host:port[/db], for example redis://127.0.0.1:6379/0, and keep the password in wtcache.redis_password_file.");
+		GUC_check_errhint("Use redis://host:port[/db], for example redis://127.0.0.1:6379/0, or rediss:// for TLS, and keep the password in wtcache.redis_password_file.");
 		return false;
 	}
 	return true;
@@ -892,7 +1059,7 @@ wtcache_define_settings(void)
 	wtcache_install_log_redaction();
 
 	DefineCustomStringVariable("wtcache.redis_url",
-							   "Redis server that wtcache keeps in step, as redis://[user:password@]host:port[/db].",
+							   "Redis server that wtcache keeps in step, as redis://[user:password@]host:port[/db] (rediss:// for TLS).",
 							   "SHOW masks a password in it and pg_settings does not list it; keep the password in wtcache.redis_password_file all the same.",
 							   &wtcache_redis_url,
 							   "redis://127.0.0.1:6379",
@@ -935,6 +1102,71 @@ wtcache_define_settings(void)
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,
 							   check_acl_user, NULL, NULL);
+
+	DefineCustomStringVariable("wtcache.redis_tls_ca_file",
+							   "File of CA certificates (PEM) that Redis servers' certificates must chain to, with a rediss:// URL.",
+							   "Empty, with wtcache.redis_tls_ca_dir empty too: the operating system's trusted CAs.  Read at every connection.",
+							   &redis_tls_ca_file,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   check_tls_path, assign_tls_file, NULL);
+
+	DefineCustomStringVariable("wtcache.redis_tls_ca_dir",
+							   "Directory of CA certificates, named by their hash (openssl rehash), that Redis servers' certificates may chain to.",
+							   NULL,
+							   &redis_tls_ca_dir,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   check_tls_path, assign_tls_file, NULL);
+
+	DefineCustomStringVariable("wtcache.redis_tls_cert_file",
+							   "Client certificate (PEM, with its chain) that wtcache presents to Redis servers that require one (tls-auth-clients).",
+							   NULL,
+							   &redis_tls_cert_file,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   check_tls_path, assign_tls_file, NULL);
+
+	DefineCustomStringVariable("wtcache.redis_tls_key_file",
+							   "Private key (PEM, unencrypted) of wtcache.redis_tls_cert_file.",
+							   "It must be owned by the server's operating system user with permissions 0600 or less (or by root, 0640 or less), as ssl_key_file; it is read at every connection.",
+							   &redis_tls_key_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   check_tls_path, assign_tls_file, NULL);
+
+	DefineCustomStringVariable("wtcache.redis_tls_server_name",
+							   "Name that Redis servers' certificates must have, and that is sent as SNI; empty: the host connected to.",
+							   "Set it when the servers are reached by addresses their certificates do not name, such as the IP addresses a Cluster or Sentinel announces.",
+							   &redis_tls_server_name,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   check_tls_server_name, NULL, NULL);
+
+	DefineCustomEnumVariable("wtcache.redis_tls_verify",
+							 "What TLS verifies of Redis servers' certificates: full (a trusted CA and the name), ca (a trusted CA), none.",
+							 "none encrypts without knowing who answers; the worker logs a warning.",
+							 &redis_tls_verify,
+							 WTC_TLS_VERIFY_FULL,
+							 tls_verify_options,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("wtcache.redis_tls_min_protocol_version",
+							 "Oldest TLS version wtcache accepts from Redis servers.",
+							 NULL,
+							 &redis_tls_min_version,
+							 0x0303,
+							 tls_version_options,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomStringVariable("wtcache.redis_sentinels",
 							   "Redis Sentinels to ask for the master, as a list of host:port.",

@@ -156,6 +156,7 @@ static char redis_address[300];
 static uint32 connected_settings_hash;
 static int	consecutive_failures = 0;
 static bool failure_logged = false;
+static bool connect_failure_logged = false;
 static MarkerSet markers;		/* generation markers, for this connection */
 static uint64 markers_epoch;	/* of the slot map they were chosen for */
 static MemoryContext markers_cxt = NULL;
@@ -222,22 +223,31 @@ disconnect_redis(void)
 	wtcache_slot_set_state(MySlot, WORKER_BACKOFF, false);
 }
 
-/* Log a failure once per outage, then count retries quietly. */
+/*
+ * Log a failure once per outage, then count retries quietly.  An outage
+ * that began with a lost connection also logs its first failure to
+ * connect again: why Redis cannot be reached (a refused certificate, a
+ * wrong password) is what the operator needs, not only that it went.
+ */
 static void
 redis_failed(const char *what, const char *detail)
 {
 	char		msg[256];
+	bool		connecting = strncmp(what, "could not connect", 17) == 0;
 
 	snprintf(msg, sizeof(msg), "%s: %s", what, detail);
 	wtcache_slot_set_error(MySlot, msg);
-	if (!failure_logged)
+	if (!failure_logged || (connecting && !connect_failure_logged))
 	{
+		const char *hint = wtc_redis_error_hint(detail);
+
 		ereport(LOG,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("wtcache: %s at %s: %s", what, redis_address, detail),
 				 errdetail("Captured changes stay in wtcache.queue and are delivered when Redis answers again."),
-				 errhint("Check that Redis is running and that wtcache.redis_url points to it.")));
+				 errhint("%s", hint ? hint : "Check that Redis is running and that wtcache.redis_url points to it.")));
 		failure_logged = true;
+		connect_failure_logged |= connecting;
 	}
 	consecutive_failures++;
 	disconnect_redis();
@@ -265,6 +275,12 @@ reload_config_if_needed(void)
 		{
 			ereport(LOG, (errmsg("wtcache: the Redis settings changed, reconnecting")));
 			disconnect_redis();
+			consecutive_failures = 0;
+		}
+		/* new settings that fail too fail anew: say why, once */
+		else if (wtcache_redis_settings_hash() != connected_settings_hash)
+		{
+			failure_logged = connect_failure_logged = false;
 			consecutive_failures = 0;
 		}
 	}
@@ -356,7 +372,7 @@ ensure_connected(void)
 	ereport(LOG, (errmsg("wtcache: connected to Redis at %s", redis_address)));
 	wtcache_slot_set_state(MySlot, WORKER_CONNECTED, true);
 	consecutive_failures = 0;
-	failure_logged = false;
+	failure_logged = connect_failure_logged = false;
 	return true;
 }
 

@@ -12,6 +12,7 @@
  *	rights.c	running SQL as another role, immune to the caller's objects
  *	fence.c		wait(): the read-your-writes fence
  *	redis.c		connections to Redis (one server, Sentinel, Cluster masters)
+ *	tls.c		TLS under those connections (OpenSSL), certificate checks
  *	cluster.c	Redis Cluster slot map, routing and redirects
  *	push.c		turning a claimed batch into pipelined Redis commands
  *	worker.c	per-database delivery worker
@@ -62,6 +63,7 @@ typedef struct RedisAddress
 	char		host[256];
 	int			port;
 	int			db;
+	bool		tls;			/* rediss:// */
 	char		user[128];
 	char		password[256];
 } RedisAddress;
@@ -117,6 +119,27 @@ typedef struct RedisHostPort
 	int			port;
 } RedisHostPort;
 
+/* How much of the server's certificate TLS verifies (wtcache.redis_tls_verify). */
+typedef enum WtcTlsVerify
+{
+	WTC_TLS_VERIFY_FULL,		/* chain to a trusted CA, and the name */
+	WTC_TLS_VERIFY_CA,			/* chain only */
+	WTC_TLS_VERIFY_NONE			/* nothing: encryption without authentication */
+} WtcTlsVerify;
+
+/* TLS to every server, Sentinel and Cluster node, when the URL is rediss:// */
+typedef struct RedisTls
+{
+	bool		enabled;
+	WtcTlsVerify verify;
+	int			min_version;	/* TLS1_2_VERSION or TLS1_3_VERSION's value */
+	char		ca_file[MAXPGPATH];
+	char		ca_dir[MAXPGPATH];
+	char		cert_file[MAXPGPATH];
+	char		key_file[MAXPGPATH];
+	char		server_name[256];	/* "": the host connected to */
+} RedisTls;
+
 typedef struct RedisTarget
 {
 	WtcRedisMode mode;
@@ -127,11 +150,15 @@ typedef struct RedisTarget
 	/* AUTH sent to every Sentinel before asking it (none if no password) */
 	char		sentinel_user[128];
 	char		sentinel_password[256];
+	RedisTls	tls;
 } RedisTarget;
 
 extern bool wtcache_redis_target(RedisTarget *target, const char **problem);
 extern uint32 wtcache_redis_settings_hash(void);
 extern void wtcache_describe_target(const RedisTarget *target, char *buf, size_t buflen);
+extern const char *wtcache_tls_label(const RedisTls *tls);
+struct stat;
+extern const char *wtcache_secret_file_problem(const struct stat *st);
 
 /* Bounds on what any caller can make wtcache keep in Redis (settings.c). */
 #define WTCACHE_QUERY_TTL_MAX_S (7 * 86400)
@@ -493,6 +520,9 @@ extern bool wtc_redis_command(WtcRedis *r, WtcReply *out, int argc, const char *
 							  const size_t *lens);
 extern bool wtc_redis_commandv(WtcRedis *r, WtcReply *out, int argc, ...);
 extern const char *wtc_redis_errstr(WtcRedis *r);
+
+/* ---- tls.c ---- */
+extern const char *wtc_redis_error_hint(const char *err);
 
 /* ---- push.c ---- */
 typedef struct PushItem

@@ -34,6 +34,10 @@
 #                 wtcache.get_many() call next to 100 wtcache.get() calls;
 #                 and, last, get() and the SELECT again with Redis stopped
 #                 (reads fall back to the table);
+#   TLS           (BENCH_TLS=0 skips it) the drain of that UPDATE and
+#                 wtcache.get() of one key over TLS (rediss://, the same
+#                 Redis given a TLS port) next to plain TCP, alternated
+#                 (test/lib/bench_tls.sh);
 #   cached query  a GROUP BY over bench_events (BENCH_EVENT_ROWS rows,
 #                 default 11,000,000: about 1 s here) run directly, next to
 #                 SELECT * FROM wtcache.query() of the same text once its
@@ -67,7 +71,7 @@ SELF=$(readlink -f "${BASH_SOURCE[0]}")
 HERE=$(dirname "$SELF")
 . "$HERE/lib/servers.sh"
 if [ "$(id -u)" -eq 0 ]; then
-    install_packages postgresql-15 redis-server redis-tools python3-psycopg2 python3-redis
+    install_packages postgresql-15 redis-server redis-tools openssl python3-psycopg2 python3-redis
     if [ "${BENCH_NO_INSTALL:-0}" = 1 ]; then
         # measure the extension as installed (another checkout or another
         # person builds it): the re-run as postgres of
@@ -80,7 +84,7 @@ if [ "$(id -u)" -eq 0 ]; then
         rm -rf "$copy"
         exit "$rc"
     fi
-    install_packages postgresql-server-dev-15 libhiredis-dev make gcc libc6-dev
+    install_packages postgresql-server-dev-15 libhiredis-dev libssl-dev make gcc libc6-dev
     run_as_postgres_after_install "$SELF" "$(dirname "$HERE")" "$@"
 fi
 
@@ -362,6 +366,13 @@ for run in $(seq "$RUNS"); do
     echo "run $run: SELECT ${sel[-1]}/s, get ${get[-1]}/s ($hits% Redis hits)," \
          "100 x get ${get100[-1]} keys/s, get_many ${getmany[-1]} keys/s"
 done
+
+# TLS: the drain and get() over TLS next to plain TCP, to the same Redis
+drain_tcp=(); drain_tls=(); get_tcp=(); get_tls=()
+if [ "${BENCH_TLS:-1}" = 1 ]; then
+    . "$HERE/lib/bench_tls.sh"
+    tls_runs
+fi
 
 # Cached query.  The rows are loaded before watch(), so that capturing them
 # neither slows the load nor leaves changes to deliver (query() runs, and
@@ -771,6 +782,14 @@ line "SELECT by primary key, queries" "/s" "${sel[*]}" "1.00x"
 line "wtcache.get, one key (Redis hit), calls" "/s" "${get[*]}" "$(ratio "$s_med" "$g_med")" "<= 2.00x (time per call)"
 line "wtcache.get, 100 calls of one key each, keys" "/s" "${get100[*]}" "1.00x"
 line "wtcache.get_many, 100 keys in one call, keys" "/s" "${getmany[*]}" "$(ratio "$m_med" "$h_med")" ">= 10x (cheaper per key)"
+if [ ${#drain_tls[@]} -gt 0 ]; then
+    dtcp=$(median "${drain_tcp[@]}"); dtls=$(median "${drain_tls[@]}")
+    gtcp=$(median "${get_tcp[@]}"); gtls=$(median "${get_tls[@]}")
+    line "drain of the UPDATE, plain TCP (TLS section)" "/s" "${drain_tcp[*]}" "1.00x"
+    line "drain of the UPDATE, TLS" "/s" "${drain_tls[*]}" "$(ratio "$dtls" "$dtcp")" "(next to TCP)"
+    line "wtcache.get, plain TCP (TLS section), calls" "/s" "${get_tcp[*]}" "1.00x"
+    line "wtcache.get, TLS, calls" "/s" "${get_tls[*]}" "$(ratio "$gtcp" "$gtls")" "(time per call, next to TCP)"
+fi
 line "SELECT by primary key, Redis down, queries" "/s" "${sel_down[*]}" "1.00x" "(Redis down)"
 line "wtcache.get, Redis down (table), calls" "/s" "${get_down[*]}" "$(ratio "$sd_med" "$gd_med")" "(Redis down; time per call)"
 line "GROUP BY over $EVENT_ROWS rows, run" " us" "${qdirect[*]}" "1.00x"

@@ -19,7 +19,7 @@ HERE=$(dirname "$SELF")
 # As root: packages, build and install, then the demo as 'postgres' (from a
 # copy of test/ it can read wherever the repository lives).
 if [ "$(id -u)" -eq 0 ]; then
-    install_packages postgresql-15 postgresql-server-dev-15 libhiredis-dev \
+    install_packages postgresql-15 postgresql-server-dev-15 libhiredis-dev libssl-dev \
         redis-server redis-tools make gcc libc6-dev
     echo "building and installing wtcache ..."
     run_as_postgres_after_install "$SELF" "$(dirname "$HERE")" "$@"

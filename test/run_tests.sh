@@ -16,8 +16,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 MAKE=(make with_llvm=no)
-PKGS=(postgresql-15 postgresql-server-dev-15 libhiredis-dev redis-server
-      redis-tools libipc-run-perl python3-redis python3-psycopg2
+PKGS=(postgresql-15 postgresql-server-dev-15 libhiredis-dev libssl-dev redis-server
+      redis-tools openssl libipc-run-perl python3-redis python3-psycopg2
       make gcc libc6-dev)
 
 say() { printf '\n==> %s\n' "$*"; }

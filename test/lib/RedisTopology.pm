@@ -31,6 +31,11 @@ my @live_sentinels;
 # start_redis_cluster(masters => 3, replicas => 0): that many redis-servers
 # in cluster mode, joined by redis-cli --cluster create.  Returns the
 # WtcacheTest::Redis objects, masters first.
+#   tls => $certs            every node also listens with TLS (->tls_port),
+#                            the cluster bus is TLS (tls-cluster) and the
+#                            cluster is made over the TLS ports, so CLUSTER
+#                            SLOTS and MOVED name TLS ports to TLS clients
+#   tls_auth_clients => 'yes'   as start_redis's
 sub start_redis_cluster
 {
 	my (%opts) = @_;
@@ -45,16 +50,19 @@ sub start_redis_cluster
 		push @nodes,
 		  start_redis(
 			name => "cluster$i",
+			($opts{tls} ? (tls => $opts{tls}, tls_auth_clients => $opts{tls_auth_clients}) : ()),
 			args => [
 				'--cluster-enabled' => 'yes',
 				'--cluster-config-file' => 'nodes.conf',
 				'--cluster-node-timeout' => '2000',
-				'--cluster-port' => PostgreSQL::Test::Cluster::get_free_port()
+				'--cluster-port' => PostgreSQL::Test::Cluster::get_free_port(),
+				($opts{tls} ? ('--tls-cluster' => 'yes', '--tls-replication' => 'yes') : ())
 			]);
 	}
 	my $log = "$PostgreSQL::Test::Utils::log_path/redis_cluster_create.log";
-	my @addrs = map { '127.0.0.1:' . $_->port } @nodes;
-	system("redis-cli --cluster create @addrs --cluster-replicas $replicas "
+	my @addrs = map { '127.0.0.1:' . ($opts{tls} ? $_->tls_port : $_->port) } @nodes;
+	my $tls = $opts{tls} ? join(' ', redis_cli_tls_args($opts{tls})) : '';
+	system("redis-cli $tls --cluster create @addrs --cluster-replicas $replicas "
 		  . "--cluster-yes >>'$log' 2>&1") == 0
 	  or croak "redis-cli --cluster create failed, see $log";
 	cluster_wait_ok(@nodes);
@@ -145,11 +153,26 @@ sub cluster_compare_opts
 #   master_auth => [user, pw]   what the Sentinel sends to the master it
 #                               monitors (auth-user, if user is defined, and
 #                               auth-pass)
+#   helper_auth => [user, pw]   what the helpers of WtcacheTest send (AUTH)
+#                               on their connections to it
+#   tls => $certs               also listen with TLS (->tls_port), and reach
+#                               the servers it monitors with TLS (their TLS
+#                               ports: master_port must be one)
+#   tls_auth_clients => 'yes'   require a client certificate (default no)
 sub start_sentinel
 {
 	my (%opts) = @_;
 	my $name = $opts{name} // 'mymaster';
 	my $auth_conf = '';
+	my $tls_port;
+	if (my $c = $opts{tls})
+	{
+		$tls_port = PostgreSQL::Test::Cluster::get_free_port();
+		$auth_conf .= "tls-port $tls_port\ntls-cert-file $c->{server_crt}\n"
+		  . "tls-key-file $c->{server_key}\ntls-ca-cert-file $c->{ca}\n"
+		  . 'tls-auth-clients ' . ($opts{tls_auth_clients} // 'no') . "\n"
+		  . "tls-replication yes\n";
+	}
 	$auth_conf .= "requirepass $opts{requirepass}\n" if defined $opts{requirepass};
 	$auth_conf .= "user $opts{acl_user}[0] on >$opts{acl_user}[1] +\@all\n"
 	  if $opts{acl_user};
@@ -187,8 +210,9 @@ EOC
 		exec('redis-server', "$dir/sentinel.conf", '--sentinel')
 		  or POSIX::_exit(127);
 	}
-	my $self = bless { port => $port, pid => $pid, owner => $$ },
+	my $self = bless { port => $port, tls_port => $tls_port, pid => $pid, owner => $$ },
 	  'RedisTopology::Sentinel';
+	set_port_auth($port, $opts{helper_auth}) if $opts{helper_auth};
 	push @live_sentinels, $self;
 	my $deadline = time() + 30;
 	# one that requires a password answers NOAUTH: it is up all the same
@@ -259,6 +283,7 @@ END
 package RedisTopology::Sentinel;
 
 sub port { return $_[0]->{port} }
+sub tls_port { return $_[0]->{tls_port} }
 
 sub stop
 {

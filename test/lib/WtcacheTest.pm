@@ -10,7 +10,10 @@
 #    extra row keys in Redis; wait_drained(): wtcache.wait() returned true;
 #  - start_redis_proxy(): a TCP proxy (test/lib/redis_proxy.pl) in front of
 #    a Redis that can stall or cut every connection on demand, stopped at
-#    exit (END block) like the Redis servers.
+#    exit (END block) like the Redis servers;
+#  - make_tls_certs(): a CA and certificates made with openssl, for Redis
+#    servers started with start_redis(tls => ...), which then listen on a
+#    TLS port besides the plain one the helpers here use.
 
 package WtcacheTest;
 
@@ -50,6 +53,9 @@ our @EXPORT = qw(
   worker_pid
   wait_for_worker
   glob_escape
+  make_tls_certs
+  redis_cli_tls_args
+  set_port_auth
 );
 
 # Key values and JSON travel as UTF-8 bytes both ways.
@@ -78,18 +84,36 @@ my %live_proxy;
 #   auth => [user, pw]  credentials the helpers here send (AUTH) on every
 #                       connection to this port, e.g. for a server started
 #                       with args => ['--user', 'u', 'on', '>pw', ...]
-# Returns an object: ->port, ->dir, ->logfile, ->pid, ->stop, ->kill9,
-# ->restart(keep_data => 0|1), ->start.
+#   tls => $certs       also listen with TLS (make_tls_certs' certificates:
+#                       the server certificate, the CA for clients') on a
+#                       free port, ->tls_port; the plain port stays, for the
+#                       helpers here
+#   tls_auth_clients => 'yes'   require a client certificate (default no)
+# Returns an object: ->port, ->tls_port, ->dir, ->logfile, ->pid, ->stop,
+# ->kill9, ->restart(keep_data => 0|1), ->start.
 sub start_redis
 {
 	my (%opts) = @_;
 	my $name = $opts{name} // 'redis';
+	my @args = @{ $opts{args} // [] };
+	my $tls_port;
+	if (my $certs = $opts{tls})
+	{
+		$tls_port = PostgreSQL::Test::Cluster::get_free_port();
+		unshift @args,
+		  '--tls-port' => $tls_port,
+		  '--tls-cert-file' => $certs->{server_crt},
+		  '--tls-key-file' => $certs->{server_key},
+		  '--tls-ca-cert-file' => $certs->{ca},
+		  '--tls-auth-clients' => $opts{tls_auth_clients} // 'no';
+	}
 	my $self = bless {
 		name => $name,
 		port => $opts{port} // PostgreSQL::Test::Cluster::get_free_port(),
+		tls_port => $tls_port,
 		dir => PostgreSQL::Test::Utils::tempdir($name),
 		appendonly => $opts{appendonly} ? 1 : 0,
-		args => $opts{args} // [],
+		args => \@args,
 		pid => undef,
 		owner => $$,
 	}, 'WtcacheTest::Redis';
@@ -163,6 +187,74 @@ sub start_redis_proxy
 		usleep(20_000);
 	}
 	return $self;
+}
+
+# set_port_auth($port, [user, pw]): the helpers here send AUTH user pw on
+# every connection to $port (a Sentinel started with requirepass, say).
+sub set_port_auth
+{
+	my ($port, $auth) = @_;
+	$port_auth{$port} = $auth;
+	return;
+}
+
+# make_tls_certs($dir): with the openssl command, into $dir, EC P-256 keys
+# (mode 0600) and certificates valid for 2 days unless said otherwise:
+#   ca              the CA that signs the others (ca.crt)
+#   other_ca        a CA that signed none of them
+#   server          for IP 127.0.0.1 and DNS localhost (also used by Redis
+#                   servers as their client certificate, for replication,
+#                   Sentinel and the cluster bus)
+#   client          CN=wtcache, for wtcache's mutual TLS
+#   expired         like server, but its validity ended before it began
+#   wrong_name      like server, but for DNS other.example only
+# Returns a hash of paths: ca, other_ca, and NAME_crt, NAME_key for each.
+sub make_tls_certs
+{
+	my ($dir) = @_;
+	my $log = "$PostgreSQL::Test::Utils::log_path/" . _test_basename() . '_openssl.log';
+	my $run = sub {
+		my @cmd = @_;
+		system("@cmd >>'$log' 2>&1") == 0 or croak "openssl failed (see $log): @cmd";
+	};
+	my $newkey = '-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes';
+	my %c;
+	for my $ca ('ca', 'other_ca')
+	{
+		$run->("openssl req -x509 $newkey -keyout $dir/$ca.key -out $dir/$ca.crt"
+			  . " -days 2 -subj /CN=wtcache-test-$ca");
+		$c{$ca} = "$dir/$ca.crt";
+	}
+	my %san = (
+		server => 'IP:127.0.0.1,DNS:localhost',
+		client => 'DNS:wtcache',
+		expired => 'IP:127.0.0.1,DNS:localhost',
+		wrong_name => 'DNS:other.example');
+	for my $name (sort keys %san)
+	{
+		my $cn = $name eq 'wrong_name' ? 'other.example' : $name eq 'client' ? 'wtcache' : '127.0.0.1';
+		open(my $fh, '>', "$dir/$name.ext") or croak "$dir/$name.ext: $!";
+		print $fh "subjectAltName=$san{$name}\n";
+		close $fh;
+		$run->("openssl req $newkey -keyout $dir/$name.key -out $dir/$name.csr -subj /CN=$cn");
+		# a negative validity ends before it starts: expired at once
+		my $days = $name eq 'expired' ? -1 : 2;
+		$run->("openssl x509 -req -in $dir/$name.csr -CA $dir/ca.crt -CAkey $dir/ca.key"
+			  . " -CAcreateserial -out $dir/$name.crt -days $days -extfile $dir/$name.ext");
+		chmod(0600, "$dir/$name.key") or croak "chmod $dir/$name.key: $!";
+		$c{"${name}_crt"} = "$dir/$name.crt";
+		$c{"${name}_key"} = "$dir/$name.key";
+	}
+	return \%c;
+}
+
+# redis_cli_tls_args($certs): what redis-cli needs to talk to a TLS port
+# of those servers (with the server certificate as its client certificate).
+sub redis_cli_tls_args
+{
+	my ($certs) = @_;
+	return ('--tls', '--cacert', $certs->{ca}, '--cert', $certs->{server_crt},
+		'--key', $certs->{server_key});
 }
 
 # terminate_child($pid, $timeout_s): SIGTERM a child of this process and
@@ -669,6 +761,7 @@ use Time::HiRes qw(usleep time);
 use Test::More;
 
 sub port { return $_[0]->{port} }
+sub tls_port { return $_[0]->{tls_port} }
 sub dir { return $_[0]->{dir} }
 sub pid { return $_[0]->{pid} }
 sub logfile { return $_[0]->{logfile} }
