@@ -143,6 +143,19 @@ CREATE TRIGGER outbox_capture AFTER UPDATE ON pgbench_accounts
 ALTER TABLE pgbench_accounts DISABLE TRIGGER outbox_capture;
 SQL
 
+# The worker idle.  While wtcache's trigger is disabled (the unwatched and
+# outbox runs) the table is held: wait() says false at once (README, DDL),
+# and what must be gone is every other queued change.
+delivered() {
+    local deadline=$((SECONDS + 600))
+    while :; do
+        [ "$("${PSQL[@]}" -Atc "SET client_min_messages = error; SELECT wtcache.wait('10 min')")" = t ] && return 0
+        [ "$("${PSQL[@]}" -Atc "SELECT count(*) FROM wtcache.queue WHERE set_aside IS NULL OR discard")" = 0 ] && return 0
+        [ "$SECONDS" -lt "$deadline" ] \
+            || { echo "bench: the worker did not deliver its backlog in 10 minutes" >&2; exit 1; }
+        sleep 0.2
+    done
+}
 # ms of one full-table UPDATE, after a VACUUM and CHECKPOINT so that runs
 # start from the same state
 timed_update() {
@@ -156,6 +169,9 @@ for run in $(seq "$RUNS"); do
     plain+=("$(timed_update)")
 
     "${PSQL[@]}" -c "ALTER TABLE pgbench_accounts ENABLE TRIGGER wtcache_capture_upd"
+    # enabling the trigger requeues the table (its changes meanwhile were
+    # not captured): delivered first, so that neither figure counts it
+    delivered
     watched+=("$(timed_update)")
     ms=$("${PSQL[@]}" -c '\timing on' -c "SELECT wtcache.wait('600s')" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
     drain+=("$(awk -v r="$ROWS" -v ms="$ms" 'BEGIN {printf "%.0f", r / (ms / 1000)}')")
@@ -187,10 +203,6 @@ capture_with() {
             "${PSQL[@]}" -c "ALTER TABLE pgbench_accounts DISABLE TRIGGER $t"
         fi
     done
-}
-delivered() {
-    [ "$("${PSQL[@]}" -Atc "SELECT wtcache.wait('10 min')")" = t ] \
-        || { echo "bench: the worker did not deliver its backlog in 10 minutes" >&2; exit 1; }
 }
 quiesce() {
     delivered
@@ -293,7 +305,9 @@ for run in $(seq "$RUNS"); do
          "application write-through ${lat_app[-1]} us; keys stale after a batch UPDATE of" \
          "$STALE_ROWS rows from psql: application ${stale_app[-1]}, wtcache ${stale_wtc[-1]}"
 done
-capture_with none
+# reads of a table whose capture trigger is disabled go to the table
+capture_with wtcache_capture_upd
+delivered
 
 # Cached reads.  warm() queues every row for the worker; once wait() has
 # returned they are all in Redis and no change is pending, so get() hits.
