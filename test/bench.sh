@@ -248,7 +248,7 @@ write_tps() {
     if [ "$2" = wtcache_capture_upd ]; then
         delivered
         awk -v t="$(( $(worker_ticks "$pid") - t0 ))" -v n="$(( $(worker_pushed "$pid") - p0 ))" \
-            -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f\n", n > 0 ? t * 1000000 / hz / n : 0}' \
+            -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f\n", (n > 0 ? t * 1000000 / hz / n : 0)}' \
             >>"$WORK/worker_us.$1"
     fi
     sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out" | awk '{printf "%.0f", $1}'
