@@ -2140,7 +2140,7 @@ drain(void)
  * Until the pending filter counts this database's queue, cached reads go
  * to the tables.  Counting waits for a moment without writers of the
  * queue (pending.c): retried every poll interval.  Once counted, the rows
- * of transactions then in progress are settled at every wake-up until
+ * of transactions then in progress are settled once a poll interval until
  * they are all committed or aborted.
  */
 static void
@@ -2153,11 +2153,13 @@ count_pending_if_needed(void)
 
 	if (MySlot->pending_ready)
 	{
-		if (unsettled)
+		/* a transaction each poll interval at most, not each wake-up */
+		if (unsettled && GetCurrentTimestamp() >= next_try)
 		{
 			begin_xact(true);
 			unsettled = wtcache_pending_settle();
 			end_xact();
+			next_try = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wtcache_poll_interval_ms);
 		}
 		return;
 	}
