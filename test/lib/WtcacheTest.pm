@@ -417,6 +417,11 @@ shared_preload_libraries = 'wtcache'
 wtcache.redis_url = '$url'
 wtcache.connect_timeout = 1000
 wtcache.command_timeout = 5000
+# A reply later than wtcache.read_timeout (250 ms by default) makes a cached
+# read fall back to the table without filling Redis: right for users, but
+# on a loaded test machine it turns checks of hits and fills into checks of
+# the scheduler.  Tests of the timeout itself set their own.
+wtcache.read_timeout = 5000
 wtcache.retry_interval = 100
 wtcache.retry_max = 500
 restart_after_crash = on

@@ -1179,6 +1179,7 @@ wtcache.batch_size = $batch
 wtcache.poll_interval = '$poll'
 wtcache.pending_slots = $slots
 wtcache.command_timeout = $command_timeout_ms
+wtcache.read_timeout = 250
 # expected errors (duplicate keys, deadlocks) without their statements,
 # which may carry values of tens of kB
 deadlock_timeout = '100ms'
