@@ -467,12 +467,66 @@ remember_unsettled(TransactionId xid, int64 first, int n, MemoryContext cxt)
 }
 
 /*
+ * The filter lock, exclusively, for the count.  Writers hold it a row at a
+ * time while the filter is not ready, so under a steady load (a bulk load
+ * of a single row after another) a mere try finds it held nearly every
+ * time, and cached reads would stay off Redis as long as the load lasts.
+ * Waiting in the lock's queue instead gets it at the next release: writers
+ * that ask after us queue behind us for the moment of the count.  The wait
+ * is bounded (wait_ms): a writer holding it while its insert waits for a
+ * lock on the queue, say, must stall neither delivery nor the writers
+ * queued behind us.  False if it was not had in time, or a deadlock was
+ * found (this side gives way; PostgreSQL reports nothing).
+ */
+static bool
+lock_filter_for_count(const LOCKTAG *tag, int wait_ms)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	int			nest = NewGUCNestLevel();
+	char		timeout[16];
+	volatile bool got = false;
+
+	snprintf(timeout, sizeof(timeout), "%d", Max(wait_ms, 1));
+	(void) set_config_option("lock_timeout", timeout, PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	/* a lock timeout is an ERROR: contained in a subtransaction */
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		(void) LockAcquire(tag, ExclusiveLock, false, false);
+		got = true;
+		/* the lock passes to the transaction around us */
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (got || (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE &&
+					edata->sqlerrcode != ERRCODE_T_R_DEADLOCK_DETECTED))
+			PG_RE_THROW();
+		FlushErrorState();
+		FreeErrorData(edata);
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	AtEOXact_GUC(true, nest);
+	return got;
+}
+
+/*
  * The worker, in a transaction of its own: count the queue and make the
- * filter ready.  Returns false (nothing changed) when writers held the
- * filter lock at that moment; the worker tries again later.
+ * filter ready.  Returns false (nothing changed) when writers kept the
+ * filter lock for longer than wait_ms; the worker tries again later.
  */
 bool
-wtcache_pending_rebuild(WorkerSlot *slot, Oid queue)
+wtcache_pending_rebuild(WorkerSlot *slot, Oid queue, int wait_ms)
 {
 	uint32	   *indexes;
 	int64		nindexes = 0;
@@ -487,7 +541,7 @@ wtcache_pending_rebuild(WorkerSlot *slot, Oid queue)
 	MemoryContext oldcxt;
 
 	filter_locktag(&tag);
-	if (LockAcquire(&tag, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+	if (!lock_filter_for_count(&tag, wait_ms))
 		return false;
 
 	queue_columns(queue, &cols);

@@ -53,6 +53,7 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
+#include "utils/inval.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/guc.h"
@@ -864,14 +865,14 @@ claim_batch(Batch *b, Batch *inflight)
 	 */
 	can_set_aside = wtcache_queue_can_set_aside();
 	if (can_set_aside)
-		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, discard "
+		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, discard, xmin "
 								 "FROM wtcache.queue q WHERE set_aside IS NULL OR discard "
 								 /* those of a table dropped since: nothing left to deliver */
 								 "OR NOT EXISTS (SELECT FROM pg_catalog.pg_class c "
 								 "WHERE c.oid OPERATOR(pg_catalog.=) q.relid) ORDER BY id LIMIT $1",
 								 1, (Oid[]) {INT8OID});
 	else
-		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, false "
+		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, false, xmin "
 								 "FROM wtcache.queue ORDER BY id LIMIT $1", 1, (Oid[]) {INT8OID});
 	limit = Int64GetDatum(wtcache_batch_size);
 	portal = SPI_cursor_open(NULL, plan, &limit, NULL, true);
@@ -976,6 +977,23 @@ claim_batch(Batch *b, Batch *inflight)
 				}
 				batch_add_id(b, id, relid, pending_start);
 				b->purge_relid = relid;
+
+				/*
+				 * A whole-table entry is queued by DDL (TRUNCATE, or a
+				 * requeue after DDL), and the rows that follow it must be
+				 * read with the catalogs as that DDL left them.  DDL on a
+				 * type (ALTER TYPE ... ADD ATTRIBUTE, RENAME VALUE) holds
+				 * no lock on the tables whose rows it requeued, so nothing
+				 * else orders our reads after it: wait until its
+				 * transaction is wholly over (its invalidations are sent
+				 * before its locks go), then drop every cache this worker
+				 * holds.  The invalidations alone were not enough: under
+				 * load the worker kept an enum label as it was before the
+				 * rename and pushed rows under the old key (test/t/
+				 * 029_corners.pl).  A rebuild costs a few milliseconds,
+				 * once per TRUNCATE or DDL of a watched table.
+				 */
+				InvalidateSystemCaches();
 				{
 					char	   *tt = wtcache_table_tag(relid);
 
@@ -1785,7 +1803,9 @@ check_marker(int64 new_version)
 	}
 	if (mc == MARKER_LOST)
 	{
+		/* what Redis kept is gone with it: nothing in it can be ahead of us */
 		resync_all(seen < 0 ? "generation marker missing" : "generation marker behind");
+		redis_verified = (redis != NULL);
 		return redis != NULL;
 	}
 	if (!redis_verified)
@@ -2138,15 +2158,22 @@ drain(void)
 
 /*
  * Until the pending filter counts this database's queue, cached reads go
- * to the tables.  Counting waits for a moment without writers of the
- * queue (pending.c): retried every poll interval.  Once counted, the rows
- * of transactions then in progress are settled once a poll interval until
- * they are all committed or aborted.
+ * to the tables.  Counting waits up to PENDING_COUNT_WAIT_MS for the
+ * writers of the queue to let it (pending.c); if they did not, it is tried
+ * again after a pause that doubles up to the poll interval, so that a
+ * writer stuck while holding them off costs the others little.  Once
+ * counted, the rows of transactions then in progress are settled once a
+ * poll interval until they are all committed or aborted.
  */
+#define PENDING_COUNT_WAIT_MS	100
+
+static TimestampTz pending_next_try = 0;
+
 static void
 count_pending_if_needed(void)
 {
 	static TimestampTz next_try = 0;
+	static int	retry_ms = PENDING_COUNT_WAIT_MS;
 	static bool waiting_logged = false;
 	static bool unsettled = false;	/* counted rows of transactions in progress */
 	bool		counted;
@@ -2167,7 +2194,7 @@ count_pending_if_needed(void)
 	if (!redis_verified || GetCurrentTimestamp() < next_try)
 		return;
 	begin_xact(false);
-	counted = wtcache_pending_rebuild(MySlot, queue_relid_or_exit());
+	counted = wtcache_pending_rebuild(MySlot, queue_relid_or_exit(), PENDING_COUNT_WAIT_MS);
 	end_xact();
 	unsettled = counted;
 	if (counted)
@@ -2175,14 +2202,30 @@ count_pending_if_needed(void)
 		if (waiting_logged)
 			ereport(LOG, (errmsg("wtcache: cached reads of database \"%s\" use Redis again", my_dbname)));
 		waiting_logged = false;
+		retry_ms = PENDING_COUNT_WAIT_MS;
+		pending_next_try = 0;
 		return;
 	}
-	next_try = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wtcache_poll_interval_ms);
+	next_try = pending_next_try = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), retry_ms);
+	retry_ms = Min(retry_ms * 2, Max(wtcache_poll_interval_ms, PENDING_COUNT_WAIT_MS));
 	if (!waiting_logged)
 		ereport(LOG,
 				(errmsg("wtcache: cached reads of database \"%s\" read the tables for now", my_dbname),
 				 errdetail("The worker could not yet count the changes still queued: writers kept the queue busy.")));
 	waiting_logged = true;
+}
+
+/* How long to sleep without a wake-up: a poll interval, or until the next count of the filter. */
+static long
+idle_timeout_ms(void)
+{
+	long		secs;
+	int			usecs;
+
+	if (MySlot->pending_ready || pending_next_try == 0)
+		return wtcache_poll_interval_ms;
+	TimestampDifference(GetCurrentTimestamp(), pending_next_try, &secs, &usecs);
+	return Min((long) wtcache_poll_interval_ms, secs * 1000 + usecs / 1000 + 1);
 }
 
 /*
@@ -2410,7 +2453,7 @@ wtcache_worker_main(Datum main_arg)
 		}
 		wtcache_slot_set_state(MySlot, WORKER_CONNECTED, true);
 		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					   wtcache_poll_interval_ms, PG_WAIT_EXTENSION);
+					   idle_timeout_ms(), PG_WAIT_EXTENSION);
 		/* idle: notice a FLUSHALL or a restarted Redis without waiting for a write */
 		if (rc & WL_TIMEOUT)
 			need_marker_check = true;

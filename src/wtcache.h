@@ -430,7 +430,7 @@ extern void wtcache_pending_release(const uint32 *indexes, int n);
 extern int	wtcache_pending_row_indexes(Oid dboid, Oid relid, bool per_table, int width,
 										Datum *elems, int nelems, Datum *tags, int ntags,
 										uint32 *out);
-extern bool wtcache_pending_rebuild(WorkerSlot *slot, Oid queue);
+extern bool wtcache_pending_rebuild(WorkerSlot *slot, Oid queue, int wait_ms);
 extern bool wtcache_pending_settle(void);
 extern void wtcache_pending_before_queue_write(void);
 extern void wtcache_pending_after_queue_write(void);

@@ -222,6 +222,28 @@ sql(q{DROP DOMAIN note CASCADE});
 ok(wait_drained($node, $db), 'the column dropped with its domain is delivered');
 compare_table_ok($node, $db, 'moods', $rp, 'rows lose the column dropped by DROP DOMAIN ... CASCADE');
 
+# ... also when such DDL follows DDL: the worker must read the rows each
+# one requeued with the catalogs as it left them, never with a cache of
+# the type from before (it once pushed rows under an enum label renamed
+# away, or without an attribute just added, now and then).
+sql(q{CREATE TYPE tag AS ENUM ('t0'); CREATE TYPE pair AS (a int, b int);
+      CREATE TABLE tagged (t tag PRIMARY KEY, p pair);
+      INSERT INTO tagged VALUES ('t0', ROW(1, 2));
+      SELECT wtcache.watch('tagged', warm => true);});
+ok(wait_drained($node, $db), 'tagged delivered');
+my @stale_rounds;
+for my $round (1 .. 40)
+{
+	my $prev = $round - 1;
+	sql($round % 2 ? "ALTER TYPE pair ADD ATTRIBUTE c$round int" : "ALTER TYPE pair DROP ATTRIBUTE c$prev");
+	sql("ALTER TYPE tag RENAME VALUE 't$prev' TO 't$round'");
+	wait_drained($node, $db) or push(@stale_rounds, "$round (not drained)"), next;
+	my $in_redis = redis_cmd($rp, 'GET', redis_key_of($node, $db, 'tagged', "t$round")) // '';
+	$in_redis =~ s/^\{"_v":\d+,/{/;
+	push @stale_rounds, $round if $in_redis ne sql(q{SELECT row_to_json(r)::text FROM tagged r});
+}
+is(join(', ', @stale_rounds), '', 'after each of 40 rounds of type DDL, Redis holds the row as the table has it, under its key');
+
 #### A version a reader sees never goes back, also after a TTL expired
 
 sql(q{CREATE TABLE short (id int PRIMARY KEY, v text NOT NULL);

@@ -13,6 +13,7 @@ use lib "$FindBin::RealBin/../lib";    # WtcacheTest (PGXS resets PROVE_FLAGS)
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IPC::Run;
 use Time::HiRes qw(usleep);
 use WtcacheTest;
 
@@ -84,6 +85,54 @@ while (!$hit && time() < $deadline)
 ok($hit, 'after ROLLBACK PREPARED the key is served from Redis again');
 is(sql(q{SELECT wtcache.get('t', '2')->>'v'}), 'v2', 'with the value that stands');
 compare_table_ok($node, $db, 't', $rp, 'Redis equals the table');
+
+#### The count under a steady load of writers
+
+# While the filter is not ready, writers hold the filter lock a row at a
+# time; the count must get its moment while they keep writing (a mere try
+# once a poll interval found it held nearly every time: cached reads stayed
+# off Redis as long as a bulk load lasted).  Redis is down across the
+# restart and comes back empty, as after a restart without persistence:
+# the worker counts only once the writers run, and right after the resync
+# it then queues (which once left the filter uncounted until the next
+# marker check, after the whole backlog was delivered).
+sql(q{CREATE TABLE load (id bigint PRIMARY KEY, v text NOT NULL); SELECT wtcache.watch('load');
+      CREATE TABLE load_stop (); });
+$redis->stop;
+$node->restart;
+my @writers;
+for my $w (1 .. 4)
+{
+	my ($out, $err) = ('', '');
+	push @writers, IPC::Run::start([ 'psql', '-X', '-q', '-d', $node->connstr($db), '-c', qq{
+DO \$load_writer\$
+BEGIN
+    FOR i IN 0 .. 499 LOOP
+        INSERT INTO load SELECT g, 'w$w' FROM generate_series($w * 10000000 + i * 1000, $w * 10000000 + i * 1000 + 999) g;
+        COMMIT;
+        EXIT WHEN EXISTS (SELECT FROM load_stop);
+    END LOOP;
+END \$load_writer\$;} ], '<', \'', '>', \$out, '2>', \$err);
+}
+my $writing = q{SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%load_writer%' AND pid <> pg_backend_pid()};
+ok($node->poll_query_until($db, q{SELECT count(*) > 0 FROM wtcache.queue WHERE relid = 'load'::regclass}),
+	'the writers are writing while Redis is down');
+$redis->start;
+# ready, or every writer done
+$node->poll_query_until($db, qq{SELECT (SELECT reads_use_redis FROM wtcache.worker_status()
+                                        WHERE database_oid = (SELECT oid FROM pg_database WHERE datname = current_database()))
+                                       OR ($writing) = 0});
+my $still_writing = sql($writing);
+ok(sql(q{SELECT reads_use_redis FROM wtcache.worker_status()
+         WHERE database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())}) eq 't'
+	  && $still_writing > 0,
+	"the count had its moment while the writers kept writing ($still_writing still writing)");
+sql(q{INSERT INTO load_stop DEFAULT VALUES});
+$_->finish for @writers;
+ok(wait_drained($node, $db, '300s'), 'their rows are delivered');
+is(sql(q{SELECT count(*) FROM load l WHERE l.id % 101 = 0 AND wtcache.get('load', l.id::text)->>'v' IS DISTINCT FROM l.v}), '0',
+	'and reads return the table\'s rows');
+compare_table_ok($node, $db, 'load', $rp, 'Redis equals the table');
 
 $node->stop;
 done_testing();
