@@ -113,6 +113,21 @@ RESET ROLE;
 SELECT * FROM q;
 DELETE FROM wtcache.queue;
 
+-- the queue row is written without INSERT's executor, with the table's
+-- defaults; a queue whose columns someone changed gets a plain INSERT
+INSERT INTO t VALUES (5003, 'direct');
+SELECT count(*) AS queued, bool_and(enqueued_at > now() - interval '1 hour') AS stamped,
+       bool_and(NOT per_table AND NOT discard AND set_aside IS NULL AND key_width = 1) AS defaults,
+       bool_and(id <= (SELECT last_value FROM wtcache.queue_id_seq)) AS ids_from_sequence
+FROM wtcache.queue;
+ALTER TABLE wtcache.queue ADD COLUMN note text DEFAULT 'from the default';
+INSERT INTO t VALUES (5001, 'with a column added to the queue');
+SELECT note FROM wtcache.queue ORDER BY id;
+ALTER TABLE wtcache.queue DROP COLUMN note;
+INSERT INTO t VALUES (5002, 'with a column dropped from the queue');
+SELECT * FROM q;
+DELETE FROM wtcache.queue;
+
 -- the trigger functions refuse to be misused
 SELECT wtcache._capture_row();
 SELECT wtcache._capture_when('t', 'x', 1);

@@ -37,7 +37,11 @@
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/trigger.h"
+#include "commands/sequence.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
+#include "nodes/makefuncs.h"
+#include "utils/timestamp.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
@@ -176,34 +180,121 @@ ensure_capture_state(void)
 }
 
 /*
- * Write one queue row, as the owner of the queue: writers of watched tables
- * need no rights on wtcache's own tables.  keys and tags may be (Datum) 0
- * for NULL.  per_table: rows queued by resync/warm (see pending.c).
+ * The queue's columns, by name: upgrade scripts add columns at its end.
+ * Checked at every write against the relation (its OID and width), so
+ * DROP/CREATE EXTENSION and ALTER EXTENSION UPDATE are followed.
+ */
+typedef struct QueueLayout
+{
+	Oid			queue;
+	int			natts;
+	Oid			seq;
+	bool		direct;			/* false: a column or trigger we do not know */
+	AttrNumber	id,
+				relid,
+				keys,
+				table_key,
+				key_width,
+				per_table,
+				tags,
+				enqueued_at,
+				set_aside,
+				discard;
+} QueueLayout;
+
+static QueueLayout layout;
+
+static void
+learn_queue_layout(Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	Oid			nsp = RelationGetNamespace(rel);
+	int			known = 0;
+
+	memset(&layout, 0, sizeof(layout));
+	layout.queue = RelationGetRelid(rel);
+	layout.natts = desc->natts;
+	layout.seq = get_relname_relid(WTCACHE_QUEUE_SEQ, nsp);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		const char *name = NameStr(att->attname);
+		AttrNumber *slot = NULL;
+
+		if (att->attisdropped)
+			continue;
+		if (strcmp(name, "id") == 0)
+			slot = &layout.id;
+		else if (strcmp(name, "relid") == 0)
+			slot = &layout.relid;
+		else if (strcmp(name, "keys") == 0)
+			slot = &layout.keys;
+		else if (strcmp(name, "table_key") == 0)
+			slot = &layout.table_key;
+		else if (strcmp(name, "key_width") == 0)
+			slot = &layout.key_width;
+		else if (strcmp(name, "per_table") == 0)
+			slot = &layout.per_table;
+		else if (strcmp(name, "tags") == 0)
+			slot = &layout.tags;
+		else if (strcmp(name, "enqueued_at") == 0)
+			slot = &layout.enqueued_at;
+		else if (strcmp(name, "set_aside") == 0)
+			slot = &layout.set_aside;
+		else if (strcmp(name, "discard") == 0)
+			slot = &layout.discard;
+		if (slot == NULL)
+			return;				/* a column whose default we would not apply */
+		*slot = att->attnum;
+		known++;
+	}
+
+	/*
+	 * The executor would also run triggers and row security; our own queue
+	 * has neither, and if someone gave it some, INSERT applies them.
+	 */
+	layout.direct = OidIsValid(layout.seq) && layout.id && layout.relid && layout.keys &&
+		layout.table_key && layout.key_width && layout.per_table && layout.tags &&
+		layout.enqueued_at && rel->trigdesc == NULL && !rel->rd_rel->relrowsecurity;
+}
+
+/*
+ * The row, with what the table's defaults would give (the id from its
+ * sequence, drawn now: see the top of the file), inserted and indexed as
+ * logical replication's apply does it: the writer pays no parse, plan or
+ * executor start-up for each commit.
  */
 static void
-queue_insert_row(Oid relid, Datum keys, int width, const char *table_key,
-				 Datum tags, bool per_table)
+queue_insert_direct(Relation rel, Datum *values, bool *nulls)
 {
-	Oid			owner;
-	Oid			save_userid;
-	int			save_sec;
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	EState	   *estate = CreateExecutorState();
+	ResultRelInfo *rri = makeNode(ResultRelInfo);
+	RangeTblEntry *rte = makeNode(RangeTblEntry);
+	TupleTableSlot *slot;
+
+	rte->rtekind = RTE_RELATION;
+	rte->relid = RelationGetRelid(rel);
+	rte->relkind = rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+	ExecInitRangeTable(estate, list_make1(rte));
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
+	ExecClearTuple(slot);
+	memcpy(slot->tts_values, values, sizeof(Datum) * layout.natts);
+	memcpy(slot->tts_isnull, nulls, sizeof(bool) * layout.natts);
+	ExecStoreVirtualTuple(slot);
+	ExecSimpleRelationInsert(rri, estate, slot);
+	ExecCloseIndices(rri);
+	ExecResetTupleTable(estate->es_tupleTable, false);
+	FreeExecutorState(estate);
+}
+
+static void
+queue_insert_spi(Datum *args, char *argnulls)
+{
 	int			rc;
-	bool		pushed_snapshot = false;
 
-	ensure_capture_state();
-	owner = wtcache_owner();
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(owner,
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-
-	/* at PRE_COMMIT no snapshot is active any more */
-	if (!ActiveSnapshotSet())
-	{
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pushed_snapshot = true;
-	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (insert_plan == NULL)
@@ -219,25 +310,96 @@ queue_insert_row(Oid relid, Datum keys, int width, const char *table_key,
 		SPI_keepplan(plan);
 		insert_plan = plan;
 	}
-	values[0] = ObjectIdGetDatum(relid);
-	values[1] = keys;
-	if (keys == (Datum) 0)
-		nulls[1] = 'n';
-	if (table_key)
-		values[2] = CStringGetTextDatum(table_key);
-	else
-		nulls[2] = 'n';
-	values[3] = Int16GetDatum((int16) width);
-	if (keys == (Datum) 0)
-		nulls[3] = 'n';
-	values[4] = tags;
-	if (tags == (Datum) 0)
-		nulls[4] = 'n';
-	values[5] = BoolGetDatum(per_table);
-	rc = SPI_execute_plan(insert_plan, values, nulls, false, 0);
+	rc = SPI_execute_plan(insert_plan, args, argnulls, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "wtcache queue insert failed: %s", SPI_result_code_string(rc));
 	SPI_finish();
+}
+
+/*
+ * Write one queue row, as the owner of the queue: writers of watched tables
+ * need no rights on wtcache's own tables.  keys and tags may be (Datum) 0
+ * for NULL.  per_table: rows queued by resync/warm (see pending.c).
+ */
+static void
+queue_insert_row(Oid relid, Datum keys, int width, const char *table_key,
+				 Datum tags, bool per_table)
+{
+	Oid			owner;
+	Oid			save_userid;
+	int			save_sec;
+	Oid			nsp;
+	Oid			queue;
+	Relation	rel;
+	bool		pushed_snapshot = false;
+
+	ensure_capture_state();
+	owner = wtcache_owner();
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(owner,
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+
+	/* at PRE_COMMIT no snapshot is active any more */
+	if (!ActiveSnapshotSet())
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pushed_snapshot = true;
+	}
+
+	nsp = get_namespace_oid(WTCACHE_SCHEMA, true);
+	queue = OidIsValid(nsp) ? get_relname_relid(WTCACHE_QUEUE_TABLE, nsp) : InvalidOid;
+	rel = OidIsValid(queue) ? try_relation_open(queue, RowExclusiveLock) : NULL;
+	if (rel != NULL && (layout.queue != queue || layout.natts != RelationGetDescr(rel)->natts))
+		learn_queue_layout(rel);
+	if (rel != NULL && layout.direct)
+	{
+		Datum	   *values = palloc0(sizeof(Datum) * layout.natts);
+		bool	   *nulls = palloc(sizeof(bool) * layout.natts);
+
+		memset(nulls, true, sizeof(bool) * layout.natts);
+#define SET_COLUMN(att, datum) (values[(att) - 1] = (datum), nulls[(att) - 1] = false)
+		SET_COLUMN(layout.relid, ObjectIdGetDatum(relid));
+		if (keys != (Datum) 0)
+		{
+			SET_COLUMN(layout.keys, keys);
+			SET_COLUMN(layout.key_width, Int16GetDatum((int16) width));
+		}
+		if (table_key)
+			SET_COLUMN(layout.table_key, CStringGetTextDatum(table_key));
+		if (tags != (Datum) 0)
+			SET_COLUMN(layout.tags, tags);
+		SET_COLUMN(layout.per_table, BoolGetDatum(per_table));
+		SET_COLUMN(layout.enqueued_at, TimestampTzGetDatum(GetCurrentTimestamp()));
+		if (layout.discard)
+			SET_COLUMN(layout.discard, BoolGetDatum(false));
+		/* last, as the executor evaluates the id's default after the others */
+		SET_COLUMN(layout.id, Int64GetDatum(nextval_internal(layout.seq, false)));
+#undef SET_COLUMN
+		queue_insert_direct(rel, values, nulls);
+		pfree(values);
+		pfree(nulls);
+	}
+	else
+	{
+		Datum		args[6];
+		char		argnulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+
+		args[0] = ObjectIdGetDatum(relid);
+		args[1] = keys;
+		if (keys == (Datum) 0)
+			argnulls[1] = argnulls[3] = 'n';
+		args[2] = table_key ? CStringGetTextDatum(table_key) : (Datum) 0;
+		if (table_key == NULL)
+			argnulls[2] = 'n';
+		args[3] = Int16GetDatum((int16) width);
+		args[4] = tags;
+		if (tags == (Datum) 0)
+			argnulls[4] = 'n';
+		args[5] = BoolGetDatum(per_table);
+		queue_insert_spi(args, argnulls);
+	}
+	if (rel != NULL)
+		relation_close(rel, NoLock);
 	if (pushed_snapshot)
 		PopActiveSnapshot();
 
