@@ -1943,6 +1943,9 @@ finish_batch(Batch *b)
 	return true;
 }
 
+/* The last batch's WAL was not flushed yet: see coalesce_after_claim() */
+static bool last_batch_flushed_wal = false;
+
 /*
  * Only durable commits reach Redis: with synchronous_commit off (or
  * local), a commit is visible before its WAL is flushed, and a crash then
@@ -1964,6 +1967,7 @@ batch_durable(Batch *b)
 	if (page_offset == SizeOfXLogShortPHD ||
 		(page_offset == SizeOfXLogLongPHD && XLogSegmentOffset(upto, wal_segment_size) == page_offset))
 		upto -= page_offset;
+	last_batch_flushed_wal = upto > GetFlushRecPtr(NULL);
 	XLogFlush(upto);
 
 	/*
@@ -2075,10 +2079,18 @@ run_purge(Batch *b)
  * while batches stay small (up to COALESCE_MAX_US, well under the lag a
  * reader would notice) and is dropped as soon as a batch is large enough
  * or the queue is empty.
+ *
+ * Writers with synchronous_commit off leave their WAL to the WAL writer,
+ * and the worker must flush it itself before it sends (batch_durable): an
+ * fsync a batch, a thousand a second under such a load, on CPUs the
+ * writers asked to spare.  Logical decoding sees those commits only once
+ * the WAL writer flushed them, up to wal_writer_delay later; wtcache waits
+ * up to COALESCE_MAX_ASYNC_US while the batches it flushes stay small.
  */
 #define COALESCE_SMALL_BATCH	64
 #define COALESCE_MIN_US			25
 #define COALESCE_MAX_US			800
+#define COALESCE_MAX_ASYNC_US	4000
 
 static int	coalesce_us = 0;
 
@@ -2090,7 +2102,8 @@ coalesce_after_claim(int64 claimed)
 		coalesce_us = 0;
 		return;
 	}
-	coalesce_us = Min(Max(coalesce_us * 2, COALESCE_MIN_US), COALESCE_MAX_US);
+	coalesce_us = Min(Max(coalesce_us * 2, COALESCE_MIN_US),
+					  last_batch_flushed_wal ? COALESCE_MAX_ASYNC_US : COALESCE_MAX_US);
 	pgstat_report_wait_start(PG_WAIT_EXTENSION);
 	pg_usleep(coalesce_us);
 	pgstat_report_wait_end();
