@@ -127,6 +127,25 @@ ALTER TABLE wtcache.queue DROP COLUMN note;
 INSERT INTO t VALUES (5002, 'with a column dropped from the queue');
 SELECT * FROM q;
 DELETE FROM wtcache.queue;
+-- ... and so does a queue given a trigger, a rule or another column type,
+-- also in a session that wrote directly before
+CREATE TABLE queue_audit (what text);
+CREATE FUNCTION queue_audit() RETURNS trigger LANGUAGE plpgsql
+    AS $$BEGIN INSERT INTO public.queue_audit VALUES ('trigger'); RETURN NEW; END$$;
+CREATE TRIGGER queue_audit AFTER INSERT ON wtcache.queue FOR EACH ROW EXECUTE FUNCTION queue_audit();
+INSERT INTO t VALUES (5004, 'with a trigger on the queue');
+DROP TRIGGER queue_audit ON wtcache.queue;
+CREATE RULE queue_audit AS ON INSERT TO wtcache.queue DO ALSO INSERT INTO public.queue_audit VALUES ('rule');
+INSERT INTO t VALUES (5005, 'with a rule on the queue');
+DROP RULE queue_audit ON wtcache.queue;
+ALTER TABLE wtcache.queue ALTER COLUMN key_width TYPE numeric;
+INSERT INTO t VALUES (5006, 'with another type of a queue column');
+ALTER TABLE wtcache.queue ALTER COLUMN key_width TYPE int2;
+SELECT * FROM queue_audit;
+SELECT rel, keys, key_width FROM q JOIN wtcache.queue USING (keys);
+DELETE FROM wtcache.queue;
+DROP TABLE queue_audit;
+DROP FUNCTION queue_audit();
 
 -- the trigger functions refuse to be misused
 SELECT wtcache._capture_row();

@@ -180,16 +180,15 @@ ensure_capture_state(void)
 }
 
 /*
- * The queue's columns, by name: upgrade scripts add columns at its end.
- * Checked at every write against the relation (its OID and width), so
- * DROP/CREATE EXTENSION and ALTER EXTENSION UPDATE are followed.
+ * The queue's columns, by name (upgrade scripts add columns at its end),
+ * read from the relation at every write: a dozen comparisons, and nothing
+ * to go stale when a superuser alters, or adds a trigger or a rule to, the
+ * queue in the middle of a session.
  */
 typedef struct QueueLayout
 {
-	Oid			queue;
-	int			natts;
 	Oid			seq;
-	bool		direct;			/* false: a column or trigger we do not know */
+	bool		direct;			/* false: something INSERT must handle */
 	AttrNumber	id,
 				relid,
 				keys,
@@ -198,64 +197,51 @@ typedef struct QueueLayout
 				per_table,
 				tags,
 				enqueued_at,
-				set_aside,
 				discard;
 } QueueLayout;
 
-static QueueLayout layout;
+static bool
+queue_column(Form_pg_attribute att, const char *name, Oid type, AttrNumber *slot)
+{
+	if (strcmp(NameStr(att->attname), name) != 0)
+		return false;
+	/* a column of another type than ours keeps the plain INSERT */
+	*slot = att->atttypid == type ? att->attnum : InvalidAttrNumber;
+	return true;
+}
 
 static void
-learn_queue_layout(Relation rel)
+queue_layout(Relation rel, QueueLayout *layout)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
-	Oid			nsp = RelationGetNamespace(rel);
-	int			known = 0;
 
-	memset(&layout, 0, sizeof(layout));
-	layout.queue = RelationGetRelid(rel);
-	layout.natts = desc->natts;
-	layout.seq = get_relname_relid(WTCACHE_QUEUE_SEQ, nsp);
+	memset(layout, 0, sizeof(*layout));
+	/* the executor would run triggers, rules and row security; INSERT does */
+	if (rel->trigdesc != NULL || rel->rd_rules != NULL || rel->rd_rel->relrowsecurity)
+		return;
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
-		const char *name = NameStr(att->attname);
-		AttrNumber *slot = NULL;
+		AttrNumber	set_aside = InvalidAttrNumber;
 
 		if (att->attisdropped)
 			continue;
-		if (strcmp(name, "id") == 0)
-			slot = &layout.id;
-		else if (strcmp(name, "relid") == 0)
-			slot = &layout.relid;
-		else if (strcmp(name, "keys") == 0)
-			slot = &layout.keys;
-		else if (strcmp(name, "table_key") == 0)
-			slot = &layout.table_key;
-		else if (strcmp(name, "key_width") == 0)
-			slot = &layout.key_width;
-		else if (strcmp(name, "per_table") == 0)
-			slot = &layout.per_table;
-		else if (strcmp(name, "tags") == 0)
-			slot = &layout.tags;
-		else if (strcmp(name, "enqueued_at") == 0)
-			slot = &layout.enqueued_at;
-		else if (strcmp(name, "set_aside") == 0)
-			slot = &layout.set_aside;
-		else if (strcmp(name, "discard") == 0)
-			slot = &layout.discard;
-		if (slot == NULL)
+		if (!queue_column(att, "id", INT8OID, &layout->id) &&
+			!queue_column(att, "relid", OIDOID, &layout->relid) &&
+			!queue_column(att, "keys", TEXTARRAYOID, &layout->keys) &&
+			!queue_column(att, "table_key", TEXTOID, &layout->table_key) &&
+			!queue_column(att, "key_width", INT2OID, &layout->key_width) &&
+			!queue_column(att, "per_table", BOOLOID, &layout->per_table) &&
+			!queue_column(att, "tags", TEXTARRAYOID, &layout->tags) &&
+			!queue_column(att, "enqueued_at", TIMESTAMPTZOID, &layout->enqueued_at) &&
+			!queue_column(att, "discard", BOOLOID, &layout->discard) &&
+			!(queue_column(att, "set_aside", TEXTOID, &set_aside) && set_aside != InvalidAttrNumber))
 			return;				/* a column whose default we would not apply */
-		*slot = att->attnum;
-		known++;
 	}
-
-	/*
-	 * The executor would also run triggers and row security; our own queue
-	 * has neither, and if someone gave it some, INSERT applies them.
-	 */
-	layout.direct = OidIsValid(layout.seq) && layout.id && layout.relid && layout.keys &&
-		layout.table_key && layout.key_width && layout.per_table && layout.tags &&
-		layout.enqueued_at && rel->trigdesc == NULL && !rel->rd_rel->relrowsecurity;
+	layout->seq = get_relname_relid(WTCACHE_QUEUE_SEQ, RelationGetNamespace(rel));
+	layout->direct = OidIsValid(layout->seq) && layout->id && layout->relid && layout->keys &&
+		layout->table_key && layout->key_width && layout->per_table && layout->tags &&
+		layout->enqueued_at;
 }
 
 /*
@@ -268,8 +254,10 @@ static void
 queue_insert_direct(Relation rel, Datum *values, bool *nulls)
 {
 	EState	   *estate = CreateExecutorState();
+	MemoryContext old = MemoryContextSwitchTo(estate->es_query_cxt);
 	ResultRelInfo *rri = makeNode(ResultRelInfo);
 	RangeTblEntry *rte = makeNode(RangeTblEntry);
+	int			natts = RelationGetDescr(rel)->natts;
 	TupleTableSlot *slot;
 
 	rte->rtekind = RTE_RELATION;
@@ -281,12 +269,13 @@ queue_insert_direct(Relation rel, Datum *values, bool *nulls)
 	ExecOpenIndices(rri, false);
 	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
 	ExecClearTuple(slot);
-	memcpy(slot->tts_values, values, sizeof(Datum) * layout.natts);
-	memcpy(slot->tts_isnull, nulls, sizeof(bool) * layout.natts);
+	memcpy(slot->tts_values, values, sizeof(Datum) * natts);
+	memcpy(slot->tts_isnull, nulls, sizeof(bool) * natts);
 	ExecStoreVirtualTuple(slot);
 	ExecSimpleRelationInsert(rri, estate, slot);
 	ExecCloseIndices(rri);
 	ExecResetTupleTable(estate->es_tupleTable, false);
+	MemoryContextSwitchTo(old);
 	FreeExecutorState(estate);
 }
 
@@ -331,6 +320,7 @@ queue_insert_row(Oid relid, Datum keys, int width, const char *table_key,
 	Oid			nsp;
 	Oid			queue;
 	Relation	rel;
+	QueueLayout layout;
 	bool		pushed_snapshot = false;
 
 	ensure_capture_state();
@@ -349,14 +339,15 @@ queue_insert_row(Oid relid, Datum keys, int width, const char *table_key,
 	nsp = get_namespace_oid(WTCACHE_SCHEMA, true);
 	queue = OidIsValid(nsp) ? get_relname_relid(WTCACHE_QUEUE_TABLE, nsp) : InvalidOid;
 	rel = OidIsValid(queue) ? try_relation_open(queue, RowExclusiveLock) : NULL;
-	if (rel != NULL && (layout.queue != queue || layout.natts != RelationGetDescr(rel)->natts))
-		learn_queue_layout(rel);
+	if (rel != NULL)
+		queue_layout(rel, &layout);
 	if (rel != NULL && layout.direct)
 	{
-		Datum	   *values = palloc0(sizeof(Datum) * layout.natts);
-		bool	   *nulls = palloc(sizeof(bool) * layout.natts);
+		int			natts = RelationGetDescr(rel)->natts;
+		Datum	   *values = palloc0(sizeof(Datum) * natts);
+		bool	   *nulls = palloc(sizeof(bool) * natts);
 
-		memset(nulls, true, sizeof(bool) * layout.natts);
+		memset(nulls, true, sizeof(bool) * natts);
 #define SET_COLUMN(att, datum) (values[(att) - 1] = (datum), nulls[(att) - 1] = false)
 		SET_COLUMN(layout.relid, ObjectIdGetDatum(relid));
 		if (keys != (Datum) 0)

@@ -134,6 +134,7 @@ typedef struct Batch
 	int			nmarkers;		/* and marker updates after them */
 	uint64		fence_ticket;	/* wait() tickets its marker updates answer */
 	XLogRecPtr	durable_at;		/* WAL flushed this far before it is sent */
+	XLogRecPtr	own_ack_before; /* the worker's last acknowledgement then */
 	Oid			queue;			/* the wtcache.queue it was claimed from */
 	uint32	   *pending;		/* pending-filter counters of the claimed
 								 * rows, released once they are acked */
@@ -163,6 +164,7 @@ static uint64 markers_epoch;	/* of the slot map they were chosen for */
 static MemoryContext markers_cxt = NULL;
 static bool need_marker_check = true;
 static bool redis_verified = false;	/* first marker check passed */
+static XLogRecPtr own_ack_end = InvalidXLogRecPtr;	/* of the last acknowledgement's commit */
 static XLogRecPtr durable_lsn;	/* WAL flushed when the worker started, or
 								 * made durable since before a batch was sent */
 static char *my_dbname = NULL;
@@ -865,14 +867,14 @@ claim_batch(Batch *b, Batch *inflight)
 	 */
 	can_set_aside = wtcache_queue_can_set_aside();
 	if (can_set_aside)
-		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, discard, xmin "
+		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, discard "
 								 "FROM wtcache.queue q WHERE set_aside IS NULL OR discard "
 								 /* those of a table dropped since: nothing left to deliver */
 								 "OR NOT EXISTS (SELECT FROM pg_catalog.pg_class c "
 								 "WHERE c.oid OPERATOR(pg_catalog.=) q.relid) ORDER BY id LIMIT $1",
 								 1, (Oid[]) {INT8OID});
 	else
-		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, false, xmin "
+		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, false "
 								 "FROM wtcache.queue ORDER BY id LIMIT $1", 1, (Oid[]) {INT8OID});
 	limit = Int64GetDatum(wtcache_batch_size);
 	portal = SPI_cursor_open(NULL, plan, &limit, NULL, true);
@@ -983,15 +985,14 @@ claim_batch(Batch *b, Batch *inflight)
 				 * requeue after DDL), and the rows that follow it must be
 				 * read with the catalogs as that DDL left them.  DDL on a
 				 * type (ALTER TYPE ... ADD ATTRIBUTE, RENAME VALUE) holds
-				 * no lock on the tables whose rows it requeued, so nothing
-				 * else orders our reads after it: wait until its
-				 * transaction is wholly over (its invalidations are sent
-				 * before its locks go), then drop every cache this worker
-				 * holds.  The invalidations alone were not enough: under
-				 * load the worker kept an enum label as it was before the
-				 * rename and pushed rows under the old key (test/t/
-				 * 029_corners.pl).  A rebuild costs a few milliseconds,
-				 * once per TRUNCATE or DDL of a watched table.
+				 * no lock on the tables whose rows it requeued, and the
+				 * worker kept, now and then, an enum label as it was
+				 * before the rename (AcceptInvalidationMessages() did not
+				 * drop it), then pushed rows under the old key
+				 * (test/t/029_corners.pl).  So drop every cache here; the
+				 * DDL's commit is in our snapshot, so what is read again
+				 * sees it.  A rebuild costs a few milliseconds and the
+				 * kept plans, once per TRUNCATE or DDL of a watched table.
 				 */
 				InvalidateSystemCaches();
 				{
@@ -1381,6 +1382,7 @@ ack_batch(Batch *b)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	own_ack_end = XactLastCommitEnd;
 	/* right after the commit, before anything that could fail (pending.c) */
 	if (MySlot->pending_ready)
 		wtcache_pending_release(release, nrelease);
@@ -1883,6 +1885,7 @@ claim_next(Batch *b, MemoryContext cxt, Batch *inflight)
 	 * commit this claim's snapshot sees ends before this point.
 	 */
 	b->durable_at = GetXLogInsertRecPtr();
+	b->own_ack_before = own_ack_end;
 	queue = queue_relid_or_exit();
 	b->queue = queue;
 	if (!ConditionalLockRelationOid(queue, AccessShareLock))
@@ -1943,8 +1946,12 @@ finish_batch(Batch *b)
 	return true;
 }
 
-/* The last batch's WAL was not flushed yet: see coalesce_after_claim() */
-static bool last_batch_flushed_wal = false;
+/*
+ * The last batch had others' WAL to flush, past the worker's own last
+ * acknowledgement (asynchronous, and no reason to wait longer):
+ * coalesce_after_claim().
+ */
+static bool writers_async = false;
 
 /*
  * Only durable commits reach Redis: with synchronous_commit off (or
@@ -1967,7 +1974,7 @@ batch_durable(Batch *b)
 	if (page_offset == SizeOfXLogShortPHD ||
 		(page_offset == SizeOfXLogLongPHD && XLogSegmentOffset(upto, wal_segment_size) == page_offset))
 		upto -= page_offset;
-	last_batch_flushed_wal = upto > GetFlushRecPtr(NULL);
+	writers_async = upto > GetFlushRecPtr(NULL) && upto > b->own_ack_before;
 	XLogFlush(upto);
 
 	/*
@@ -2085,7 +2092,11 @@ run_purge(Batch *b)
  * fsync a batch, a thousand a second under such a load, on CPUs the
  * writers asked to spare.  Logical decoding sees those commits only once
  * the WAL writer flushed them, up to wal_writer_delay later; wtcache waits
- * up to COALESCE_MAX_ASYNC_US while the batches it flushes stay small.
+ * up to COALESCE_MAX_ASYNC_US while the batches it flushes stay small.  Its
+ * own acknowledgements are asynchronous too, so WAL left to flush up to
+ * the last of them does not count; the WAL of others' transactions in
+ * progress does, and with synchronous writers may stretch a wait now and
+ * then (the bench's lag at 5,000 changes/s did not move).
  */
 #define COALESCE_SMALL_BATCH	64
 #define COALESCE_MIN_US			25
@@ -2103,7 +2114,7 @@ coalesce_after_claim(int64 claimed)
 		return;
 	}
 	coalesce_us = Min(Max(coalesce_us * 2, COALESCE_MIN_US),
-					  last_batch_flushed_wal ? COALESCE_MAX_ASYNC_US : COALESCE_MAX_US);
+					  writers_async ? COALESCE_MAX_ASYNC_US : COALESCE_MAX_US);
 	pgstat_report_wait_start(PG_WAIT_EXTENSION);
 	pg_usleep(coalesce_us);
 	pgstat_report_wait_end();
@@ -2178,7 +2189,7 @@ drain(void)
  * counted, the rows of transactions then in progress are settled once a
  * poll interval until they are all committed or aborted.
  */
-#define PENDING_COUNT_WAIT_MS	100
+#define PENDING_COUNT_WAIT_MS	20
 
 static TimestampTz pending_next_try = 0;
 
@@ -2465,11 +2476,15 @@ wtcache_worker_main(Datum main_arg)
 			continue;
 		}
 		wtcache_slot_set_state(MySlot, WORKER_CONNECTED, true);
-		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					   idle_timeout_ms(), PG_WAIT_EXTENSION);
-		/* idle: notice a FLUSHALL or a restarted Redis without waiting for a write */
-		if (rc & WL_TIMEOUT)
-			need_marker_check = true;
+		{
+			long		timeout_ms = idle_timeout_ms();
+
+			rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						   timeout_ms, PG_WAIT_EXTENSION);
+			/* idle: notice a FLUSHALL or a restarted Redis without waiting for a write */
+			if ((rc & WL_TIMEOUT) && timeout_ms >= wtcache_poll_interval_ms)
+				need_marker_check = true;
+		}
 		/* and a Sentinel failover: a demoted master refuses only writes */
 		if (master_moved())
 			continue;
