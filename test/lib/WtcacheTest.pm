@@ -55,6 +55,8 @@ our @EXPORT = qw(
   glob_escape
   make_tls_certs
   redis_cli_tls_args
+  tls_client_conf
+  write_secret
   set_port_auth
 );
 
@@ -255,6 +257,28 @@ sub redis_cli_tls_args
 	my ($certs) = @_;
 	return ('--tls', '--cacert', $certs->{ca}, '--cert', $certs->{server_crt},
 		'--key', $certs->{server_key});
+}
+
+# tls_client_conf($certs): the postgresql.conf lines that give wtcache the
+# CA and the client certificate of make_tls_certs(), for mutual TLS.
+sub tls_client_conf
+{
+	my ($certs) = @_;
+	return "wtcache.redis_tls_ca_file = '$certs->{ca}'\n"
+	  . "wtcache.redis_tls_cert_file = '$certs->{client_crt}'\n"
+	  . "wtcache.redis_tls_key_file = '$certs->{client_key}'\n";
+}
+
+# write_secret($file, $content, $mode): write a password file with that
+# mode (0600 for one wtcache accepts); returns $file.
+sub write_secret
+{
+	my ($file, $content, $mode) = @_;
+	open(my $fh, '>', $file) or croak "$file: $!";
+	print $fh $content;
+	close $fh;
+	chmod($mode, $file) or croak "chmod $file: $!";
+	return $file;
 }
 
 # terminate_child($pid, $timeout_s): SIGTERM a child of this process and

@@ -43,16 +43,6 @@ my $port = $redis->port;
 
 my $dir = PostgreSQL::Test::Utils::tempdir('secrets');
 
-sub write_secret
-{
-	my ($file, $content, $mode) = @_;
-	open(my $fh, '>', $file) or die "$file: $!";
-	print $fh $content;
-	close $fh;
-	chmod($mode, $file) or die "chmod $file: $!";
-	return $file;
-}
-
 my $pwfile = write_secret("$dir/redis.pw", "$pw\n", 0600);
 
 my $node = new_wtcache_node(

@@ -40,20 +40,14 @@ my $redis = start_redis(
 my $rp = $redis->port;
 my $tls_port = $redis->tls_port;
 
-my $pwfile = "$dir/redis.pw";
-open(my $fh, '>', $pwfile) or die "$pwfile: $!";
-print $fh "$acl_pw\n";
-close $fh;
-chmod(0600, $pwfile) or die "chmod: $!";
+my $pwfile = write_secret("$dir/redis.pw", "$acl_pw\n", 0600);
 
 my $node = new_wtcache_node(
 	'tls',
 	redis_url => "rediss://127.0.0.1:$tls_port",
 	extra_conf => "wtcache.redis_user = 'wtc'\n"
 	  . "wtcache.redis_password_file = '$pwfile'\n"
-	  . "wtcache.redis_tls_ca_file = '$certs->{ca}'\n"
-	  . "wtcache.redis_tls_cert_file = '$certs->{client_crt}'\n"
-	  . "wtcache.redis_tls_key_file = '$certs->{client_key}'\n"
+	  . tls_client_conf($certs)
 	  . "wtcache.poll_interval = 500\n");
 my $db = 'postgres';
 

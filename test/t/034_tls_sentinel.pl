@@ -72,11 +72,7 @@ sub wait_for_master
 
 ok(wait_for_replica($second), 'the Sentinel sees the replica, over TLS');
 
-my $pwfile = "$dir/sentinel.pw";
-open(my $fh, '>', $pwfile) or die "$pwfile: $!";
-print $fh "$sent_pw\n";
-close $fh;
-chmod(0600, $pwfile) or die "chmod: $!";
+my $pwfile = write_secret("$dir/sentinel.pw", "$sent_pw\n", 0600);
 
 my $node = new_wtcache_node(
 	'tls_sentinel',
@@ -86,9 +82,7 @@ my $node = new_wtcache_node(
 	  . "wtcache.redis_master_name = 'mymaster'\n"
 	  . "wtcache.redis_sentinel_user = 'wtsent'\n"
 	  . "wtcache.redis_sentinel_password_file = '$pwfile'\n"
-	  . "wtcache.redis_tls_ca_file = '$certs->{ca}'\n"
-	  . "wtcache.redis_tls_cert_file = '$certs->{client_crt}'\n"
-	  . "wtcache.redis_tls_key_file = '$certs->{client_key}'\n"
+	  . tls_client_conf($certs)
 	  . "wtcache.poll_interval = 500\n");
 my $db = 'postgres';
 sub sql { return $node->safe_psql($db, $_[0]); }

@@ -33,9 +33,7 @@ my $node = new_wtcache_node(
 	'tls_cluster',
 	redis_url => "rediss://127.0.0.1:$tls_ports[0]",
 	extra_conf => "wtcache.redis_cluster_nodes = '127.0.0.1:$tls_ports[0]'\n"
-	  . "wtcache.redis_tls_ca_file = '$certs->{ca}'\n"
-	  . "wtcache.redis_tls_cert_file = '$certs->{client_crt}'\n"
-	  . "wtcache.redis_tls_key_file = '$certs->{client_key}'\n"
+	  . tls_client_conf($certs)
 	  . "wtcache.poll_interval = 500\n");
 my $db = 'postgres';
 sub sql { return $node->safe_psql($db, $_[0]); }
