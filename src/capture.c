@@ -317,14 +317,16 @@ queue_insert_row(Oid relid, Datum keys, int width, const char *table_key,
 	Oid			owner;
 	Oid			save_userid;
 	int			save_sec;
-	Oid			nsp;
 	Oid			queue;
 	Relation	rel;
 	QueueLayout layout;
 	bool		pushed_snapshot = false;
 
 	ensure_capture_state();
-	owner = wtcache_owner();
+	/* opening takes no privilege; the queue's owner is wtcache_owner() */
+	queue = wtcache_queue_relid();
+	rel = OidIsValid(queue) ? try_relation_open(queue, RowExclusiveLock) : NULL;
+	owner = rel != NULL ? rel->rd_rel->relowner : wtcache_owner();	/* the latter: its ERROR */
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	SetUserIdAndSecContext(owner,
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
@@ -336,9 +338,6 @@ queue_insert_row(Oid relid, Datum keys, int width, const char *table_key,
 		pushed_snapshot = true;
 	}
 
-	nsp = get_namespace_oid(WTCACHE_SCHEMA, true);
-	queue = OidIsValid(nsp) ? get_relname_relid(WTCACHE_QUEUE_TABLE, nsp) : InvalidOid;
-	rel = OidIsValid(queue) ? try_relation_open(queue, RowExclusiveLock) : NULL;
 	if (rel != NULL)
 		queue_layout(rel, &layout);
 	if (rel != NULL && layout.direct)

@@ -37,8 +37,7 @@
 bool
 wtcache_queue_can_set_aside(void)
 {
-	Oid			nsp = get_namespace_oid(WTCACHE_SCHEMA, true);
-	Oid			queue = OidIsValid(nsp) ? get_relname_relid(WTCACHE_QUEUE_TABLE, nsp) : InvalidOid;
+	Oid			queue = wtcache_queue_relid();
 
 	return OidIsValid(queue) && get_attnum(queue, "set_aside") != InvalidAttrNumber;
 }

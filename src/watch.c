@@ -41,6 +41,15 @@
 #include "utils/syscache.h"
 
 
+/* wtcache.queue, found by schema and name; InvalidOid when not installed. */
+Oid
+wtcache_queue_relid(void)
+{
+	Oid			nsp = get_namespace_oid(WTCACHE_SCHEMA, true);
+
+	return OidIsValid(nsp) ? get_relname_relid(WTCACHE_QUEUE_TABLE, nsp) : InvalidOid;
+}
+
 /*
  * The role that owns wtcache's tables (whoever ran CREATE EXTENSION).
  * Errors out when the extension is not installed in this database.
@@ -48,8 +57,7 @@
 Oid
 wtcache_owner(void)
 {
-	Oid			nsp = get_namespace_oid(WTCACHE_SCHEMA, true);
-	Oid			queue = OidIsValid(nsp) ? get_relname_relid(WTCACHE_QUEUE_TABLE, nsp) : InvalidOid;
+	Oid			queue = wtcache_queue_relid();
 	HeapTuple	tup;
 	Oid			owner;
 

@@ -409,8 +409,7 @@ end_xact(void)
 static Oid
 queue_relid_or_exit(void)
 {
-	Oid			nsp = get_namespace_oid(WTCACHE_SCHEMA, true);
-	Oid			queue = OidIsValid(nsp) ? get_relname_relid(WTCACHE_QUEUE_TABLE, nsp) : InvalidOid;
+	Oid			queue = wtcache_queue_relid();
 
 	if (!OidIsValid(get_extension_oid("wtcache", true)) || !OidIsValid(queue))
 	{
@@ -2184,20 +2183,22 @@ drain(void)
  * Until the pending filter counts this database's queue, cached reads go
  * to the tables.  Counting waits up to PENDING_COUNT_WAIT_MS for the
  * writers of the queue to let it (pending.c); if they did not, it is tried
- * again after a pause that doubles up to the poll interval, so that a
- * writer stuck while holding them off costs the others little.  Once
+ * again after PENDING_COUNT_RETRY_MS, a pause that doubles up to the poll
+ * interval, so that a writer stuck while holding them off costs the others
+ * little.  Once
  * counted, the rows of transactions then in progress are settled once a
  * poll interval until they are all committed or aborted.
  */
 #define PENDING_COUNT_WAIT_MS	20
+#define PENDING_COUNT_RETRY_MS	100
 
-static TimestampTz pending_next_try = 0;
+/* the next count of the filter, or settling of its counts once ready */
+static TimestampTz next_try = 0;
 
 static void
 count_pending_if_needed(void)
 {
-	static TimestampTz next_try = 0;
-	static int	retry_ms = PENDING_COUNT_WAIT_MS;
+	static int	retry_ms = PENDING_COUNT_RETRY_MS;
 	static bool waiting_logged = false;
 	static bool unsettled = false;	/* counted rows of transactions in progress */
 	bool		counted;
@@ -2226,12 +2227,11 @@ count_pending_if_needed(void)
 		if (waiting_logged)
 			ereport(LOG, (errmsg("wtcache: cached reads of database \"%s\" use Redis again", my_dbname)));
 		waiting_logged = false;
-		retry_ms = PENDING_COUNT_WAIT_MS;
-		pending_next_try = 0;
+		retry_ms = PENDING_COUNT_RETRY_MS;
 		return;
 	}
-	next_try = pending_next_try = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), retry_ms);
-	retry_ms = Min(retry_ms * 2, Max(wtcache_poll_interval_ms, PENDING_COUNT_WAIT_MS));
+	next_try = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), retry_ms);
+	retry_ms = Min(retry_ms * 2, Max(wtcache_poll_interval_ms, PENDING_COUNT_RETRY_MS));
 	if (!waiting_logged)
 		ereport(LOG,
 				(errmsg("wtcache: cached reads of database \"%s\" read the tables for now", my_dbname),
@@ -2243,12 +2243,14 @@ count_pending_if_needed(void)
 static long
 idle_timeout_ms(void)
 {
+	TimestampTz now = GetCurrentTimestamp();
 	long		secs;
 	int			usecs;
 
-	if (MySlot->pending_ready || pending_next_try == 0)
+	/* past: no count is due (not ready only until Redis is verified) */
+	if (MySlot->pending_ready || now >= next_try)
 		return wtcache_poll_interval_ms;
-	TimestampDifference(GetCurrentTimestamp(), pending_next_try, &secs, &usecs);
+	TimestampDifference(now, next_try, &secs, &usecs);
 	return Min((long) wtcache_poll_interval_ms, secs * 1000 + usecs / 1000 + 1);
 }
 
