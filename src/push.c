@@ -25,11 +25,11 @@
 #define TAGS_PER_CALL 512
 
 /*
- * KEYS: row keys, all in one Cluster slot.  ARGV[1]: tombstone TTL in
+ * KEYS: row keys (but see "m" below).  ARGV[1]: tombstone TTL in
  * seconds; ARGV[2]: flags, "t" when rows carry a TTL, "p" to publish
  * without asking whether anyone listens (in a Cluster PUBSUB NUMSUB counts
  * only the subscribers of one node); ARGV[3]: events channel ("" = none).
- * Then per row:
+ * Then per row: ["m": row key,]
  * version, payload ("" = delete), event message[, ttl_ms].  A row's
  * tombstone is its key plus ":t": same hash tag, same slot.  A row written
  * with a TTL gets one too, which outlives it, so that a reader's fill
@@ -37,12 +37,20 @@
  * applied change also deletes the row's fill lease "<row key>:l": a fill
  * whose table read missed it must be refused even if the value it wrote
  * was evicted meanwhile (read.c).  (pcall: while its slot migrates, Redis
- * refuses to touch a key that is not on this node, as for the tombstone.)
- * In a Cluster ("k" in ARGV[2]) the tombstone and lease keys are KEYS too,
- * three per row: a script may touch only keys it declares to be sure they
- * are here, and while a slot migrates Redis then answers ASK or TRYAGAIN
- * for the whole call, which cluster.c follows, instead of failing it
- * half way ("non local key") and costing a reconnect.
+ * refuses to touch a key that is not on this node, as for the tombstone;
+ * but see "m" below.)
+ * In a Cluster the rows of one call may be of one slot ("k" in ARGV[2]):
+ * the tombstone and lease keys are then KEYS too, three per row, so that
+ * while a slot migrates Redis answers ASK or TRYAGAIN for the whole call,
+ * which cluster.c follows, before anything ran.  Or they may be of every
+ * slot one master serves ("m"): KEYS is then only the first row key, which
+ * routes the call, and each row's key leads its ARGV.  Redis declares keys
+ * of one slot at most, but lets a script without flags touch undeclared
+ * keys of any slot its node serves; one that is not (moved, or migrating
+ * and gone) stops the script with an error, the rows before it applied.
+ * So in such a call nothing is touched with pcall, and a row's lease goes
+ * first and its tombstone before its value: a row stopped half way still
+ * has its old value (or none), which the batch sent again replaces.
  * The event is
  * published only when the change is applied, so a redelivery or a late
  * push publishes nothing; and only when someone listens (checked inside the
@@ -53,34 +61,38 @@ static const char apply_script[] =
 "local tomb_ttl = ARGV[1]\n"
 "local stride = string.find(ARGV[2], 't', 1, true) and 4 or 3\n"
 "local kstride = string.find(ARGV[2], 'k', 1, true) and 3 or 1\n"
+"local keyed = string.find(ARGV[2], 'm', 1, true) and 1 or 0\n"
+"local companion = keyed == 1 and call or pcall\n"
 "local chan = ARGV[3]\n"
 "if chan ~= '' and not string.find(ARGV[2], 'p', 1, true) and call('PUBSUB', 'NUMSUB', chan)[2] == 0 and call('PUBSUB', 'NUMPAT') == 0 then chan = '' end\n"
 "local applied = 0\n"
-"for i = 1, #KEYS / kstride do\n"
-"  local rk = KEYS[(i - 1) * kstride + 1]\n"
+"local nrows = keyed == 1 and (#ARGV - 3) / (stride + 1) or #KEYS / kstride\n"
+"for i = 1, nrows do\n"
+"  local a = 4 + (i - 1) * (stride + keyed)\n"
+"  local rk = keyed == 1 and ARGV[a] or KEYS[(i - 1) * kstride + 1]\n"
 "  local tk = kstride == 3 and KEYS[(i - 1) * 3 + 2] or rk .. ':t'\n"
 "  local lk = kstride == 3 and KEYS[(i - 1) * 3 + 3] or rk .. ':l'\n"
-"  local a = 4 + (i - 1) * stride\n"
+"  a = a + keyed\n"
 "  local v = tonumber(ARGV[a])\n"
 "  local head = pcall('GETRANGE', rk, 0, 24)\n"
 "  local cur\n"
 "  if type(head) == 'string' then cur = match(head, '^{\"_v\":(%d+)') else call('DEL', rk) end\n"
 "  if cur then cur = tonumber(cur) else\n"
-"    local t = pcall('GET', tk)\n"
+"    local t = companion('GET', tk)\n"
 "    cur = (type(t) == 'string' and tonumber(t)) or 0\n"
 "  end\n"
 "  if v > cur then\n"
 "    local payload = ARGV[a + 1]\n"
+"    companion('DEL', lk)\n"
 "    if payload == '' then\n"
-"      call('DEL', rk)\n"
 "      call('SET', tk, ARGV[a], 'EX', tomb_ttl)\n"
+"      call('DEL', rk)\n"
 "    elseif stride == 4 and ARGV[a + 3] ~= '0' then\n"
-"      call('SET', rk, payload, 'PX', ARGV[a + 3])\n"
 "      call('SET', tk, ARGV[a], 'EX', tomb_ttl + math.ceil(tonumber(ARGV[a + 3]) / 1000))\n"
+"      call('SET', rk, payload, 'PX', ARGV[a + 3])\n"
 "    else\n"
 "      call('SET', rk, payload)\n"
 "    end\n"
-"    pcall('DEL', lk)\n"
 "    applied = applied + 1\n"
 "    if chan ~= '' and ARGV[a + 2] ~= '' then call('PUBLISH', chan, ARGV[a + 2]) end\n"
 "  end\n"
@@ -294,45 +306,67 @@ read_marker_replies(WtcRedis *r, int nmarkers, int64 *seen, char **positions,
 	return result;
 }
 
-typedef struct SlotOrder
+typedef struct GroupOrder
 {
-	int			slot;
+	int			group;
 	int			pos;
-} SlotOrder;
+} GroupOrder;
 
 static int
-slot_order_cmp(const void *a, const void *b)
+group_order_cmp(const void *a, const void *b)
 {
-	const SlotOrder *x = a;
-	const SlotOrder *y = b;
+	const GroupOrder *x = a;
+	const GroupOrder *y = b;
 
-	if (x->slot != y->slot)
-		return x->slot < y->slot ? -1 : 1;
+	if (x->group != y->group)
+		return x->group < y->group ? -1 : 1;
 	return x->pos < y->pos ? -1 : (x->pos > y->pos);
 }
 
 /*
- * In a Cluster a script may only touch keys of one slot: the items again,
- * grouped by slot, each key's changes still in their order.  *slots gets
- * the slot of each.
+ * Calls that span slots are paused after one of them failed: a slot
+ * moved or is migrating, and rows are delivered a slot at a time, through
+ * the redirects cluster.c follows, until this time.  The worker reads a
+ * batch's replies before it sends the next, so sent_by_master says how
+ * the batch being read was sent.
+ */
+#define BY_MASTER_PAUSE_MS	10000
+
+static TimestampTz by_master_paused_until = 0;
+static bool sent_by_master = false;
+
+/*
+ * In a Cluster a call goes to one master: the items again, grouped by the
+ * master that serves their slot (*by_master) or by slot, each key's
+ * changes still in their order.  *groups gets the group of each.
+ * *by_master is cleared when a slot has no known master.
  */
 static PushItem *
-group_by_slot(PushItem *items, int nitems, int **slots)
+group_for_cluster(WtcRedis *r, PushItem *items, int nitems, bool *by_master, int **groups)
 {
-	SlotOrder  *order = palloc(sizeof(SlotOrder) * Max(nitems, 1));
+	GroupOrder *order = palloc(sizeof(GroupOrder) * Max(nitems, 1));
 	PushItem   *grouped = palloc(sizeof(PushItem) * Max(nitems, 1));
 
-	*slots = palloc(sizeof(int) * Max(nitems, 1));
+	*groups = palloc(sizeof(int) * Max(nitems, 1));
 	for (int i = 0; i < nitems; i++)
 	{
-		order[i].slot = wtc_redis_key_slot(items[i].row_key, items[i].row_key_len);
+		int			slot = wtc_redis_key_slot(items[i].row_key, items[i].row_key_len);
+		int			master = *by_master ? wtc_redis_node_of_slot(r, slot) : -1;
+
+		if (*by_master && master < 0)
+		{
+			*by_master = false;
+			i = -1;				/* again, by slot */
+			continue;
+		}
+		order[i].group = *by_master ? master : slot;
 		order[i].pos = i;
 	}
-	qsort(order, nitems, sizeof(SlotOrder), slot_order_cmp);
+	qsort(order, nitems, sizeof(GroupOrder), group_order_cmp);
 	for (int i = 0; i < nitems; i++)
 	{
 		grouped[i] = items[order[i].pos];
-		(*slots)[i] = order[i].slot;
+		(*groups)[i] = order[i].group;
 	}
 	pfree(order);
 	return grouped;
@@ -358,7 +392,8 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 	int			start = 0;
 	StringInfoData channel;
 	bool		in_cluster = wtc_redis_mode(r) == WTC_REDIS_CLUSTER;
-	int		   *slots = NULL;
+	bool		by_master = in_cluster && GetCurrentTimestamp() >= by_master_paused_until;
+	int		   *groups = NULL;
 	StringInfoData companions;
 
 	*ncalls = 0;
@@ -366,7 +401,8 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 	if (wtcache_publish_events)
 		wtcache_events_channel(&channel);
 	if (in_cluster)
-		items = group_by_slot(items, nitems, &slots);
+		items = group_for_cluster(r, items, nitems, &by_master, &groups);
+	sent_by_master = by_master;
 	/*
 	 * A tombstone must outlive any fill lease taken before it was written:
 	 * a fill checks the tombstone it saw with its lease, and one that
@@ -388,20 +424,29 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 		int			n = 0;
 		int			argc = 0;
 
-		/* one call: up to ROWS_PER_CALL rows that agree on carrying a TTL */
+		/*
+		 * one call: up to ROWS_PER_CALL rows of one master or slot that
+		 * agree on carrying a TTL
+		 */
 		while (start + n < nitems && n < ROWS_PER_CALL &&
 			   (items[start + n].ttl_ms > 0) == with_ttl &&
-			   (slots == NULL || slots[start + n] == slots[start]))
+			   (groups == NULL || groups[start + n] == groups[start]))
 			n++;
 
 		argv[argc] = "EVALSHA";
 		lens[argc++] = 7;
 		argv[argc] = scripts->apply_sha;
 		lens[argc++] = 40;
-		snprintf(nkeys_buf, sizeof(nkeys_buf), "%d", in_cluster ? 3 * n : n);
+		snprintf(nkeys_buf, sizeof(nkeys_buf), "%d", by_master ? 1 : in_cluster ? 3 * n : n);
 		argv[argc] = nkeys_buf;
 		lens[argc++] = strlen(nkeys_buf);
-		if (in_cluster)
+		if (by_master)
+		{
+			/* routes the call: to the master of the first row's slot */
+			argv[argc] = items[start].row_key;
+			lens[argc++] = items[start].row_key_len;
+		}
+		else if (in_cluster)
 		{
 			int			first = 0;	/* offsets: the buffer moves while it grows */
 
@@ -435,7 +480,8 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 			}
 		argv[argc] = tomb_ttl;
 		lens[argc++] = strlen(tomb_ttl);
-		argv[argc] = with_ttl ? (in_cluster ? "tpk" : "t") : (in_cluster ? "pk" : "");
+		argv[argc] = by_master ? (with_ttl ? "tpm" : "pm") :
+			in_cluster ? (with_ttl ? "tpk" : "pk") : (with_ttl ? "t" : "");
 		lens[argc] = strlen(argv[argc]);
 		argc++;
 		argv[argc] = channel.data;
@@ -446,6 +492,11 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 			char	   *vbuf = numbuf + (size_t) (start + i) * 48;
 			char	   *tbuf = vbuf + 24;
 
+			if (by_master)
+			{
+				argv[argc] = it->row_key;
+				lens[argc++] = it->row_key_len;
+			}
 			snprintf(vbuf, 24, INT64_FORMAT, it->version);
 			argv[argc] = vbuf;
 			lens[argc++] = strlen(vbuf);
@@ -507,8 +558,23 @@ wtcache_push_receive(WtcRedis *r, int ncalls, int nmarkers, int64 *applied,
 		{
 			snprintf(err, errlen, "Redis refused a row push: %s",
 					 reply.type == WTC_REPLY_ERROR ? reply.str : "unexpected reply");
-			result = PUSH_FAILED;
+			/*
+			 * A call that spans slots stops at a key its master no longer
+			 * serves (a slot moved or migrating), the rows before it
+			 * applied.  Rows pushed twice are no-ops, so the batch can be
+			 * sent again, a slot at a time, which follows the redirects.
+			 */
+			result = sent_by_master ? PUSH_RESEND : PUSH_FAILED;
 		}
+	}
+	if (result == PUSH_RESEND)
+	{
+		by_master_paused_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															 BY_MASTER_PAUSE_MS);
+		ereport(LOG,
+				(errmsg("wtcache: a script call spanning the slots of one Redis Cluster master failed; delivering slot by slot for %d s",
+						BY_MASTER_PAUSE_MS / 1000),
+				 errdetail_internal("%s", err)));
 	}
 	{
 		char		marker_err[256];

@@ -1910,6 +1910,8 @@ claim_next(Batch *b, MemoryContext cxt, Batch *inflight)
 	return any;
 }
 
+static bool send_batch(Batch *b);
+
 /* Read a sent batch's replies and acknowledge it.  False on Redis failure. */
 static bool
 finish_batch(Batch *b)
@@ -1923,6 +1925,15 @@ finish_batch(Batch *b)
 	MemoryContextSwitchTo(b->cxt);
 	res = wtcache_push_receive(redis, b->ncalls, b->nmarkers, &applied, &seen, err, sizeof(err));
 	MemoryContextSwitchTo(TopMemoryContext);
+	if (res == PUSH_RESEND)
+	{
+		if (!send_batch(b))
+			return false;
+		MemoryContextSwitchTo(b->cxt);
+		res = wtcache_push_receive(redis, b->ncalls, b->nmarkers, &applied, &seen, err, sizeof(err));
+		MemoryContextSwitchTo(TopMemoryContext);
+		Assert(res != PUSH_RESEND);
+	}
 	if (res == PUSH_FAILED)
 	{
 		redis_failed("could not deliver changes to Redis", err);

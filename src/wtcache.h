@@ -586,6 +586,8 @@ typedef enum PushResult
 {
 	PUSH_OK,
 	PUSH_FAILED,				/* connection or Redis error: retry later */
+	PUSH_RESEND,				/* a Cluster call spanning slots failed:
+								 * send the batch again, now by slot */
 	PUSH_MARKER_LOST			/* applied, but Redis had lost data: resync */
 } PushResult;
 

@@ -51,6 +51,58 @@ for my $p (@ports)
 	cmp_ok(redis_cmd($p, 'DBSIZE'), '>', 500, "master $p holds its share of the keys");
 }
 
+#### One script call per master, and a slot half migrated
+
+sub evalsha_calls
+{
+	my $n = 0;
+	for my $p (@ports)
+	{
+		my $stats = redis_cmd($p, 'INFO', 'commandstats');
+		$n += $1 if $stats =~ /^cmdstat_evalsha:calls=(\d+)/m;
+	}
+	return $n;
+}
+redis_cmd($_, 'CONFIG', 'RESETSTAT') for @ports;
+sql(q{UPDATE t SET n = n + 1});
+ok(wait_drained($node, $db), 'an update of 5,000 rows is delivered');
+# a call per slot would be about one a row: the rows' keys are of ~4,300 slots
+cmp_ok(evalsha_calls(), '<', 500, 'the rows went in calls that span the slots of a master');
+compare_table_ok($node, $db, 't', $ports[0], undef, %cmp);
+
+# A slot moved behind the worker's back (its keys and then the slot, as
+# the last steps of a resharding do): a call spanning the slots of the
+# master the worker still takes for the slot's stops at its first key
+# there ("non local key"), and the batch is sent again, a slot at a time,
+# which follows the MOVED.  Without a reconnect (checked below).
+my ($mig_id, $mig_key, $mig_from);
+for my $id (1 .. 1000)
+{
+	my $key = redis_key_of($node, $db, 't', $id);
+	for my $m (0 .. 2)
+	{
+		my ($exists) = redis_try($ports[$m], 'EXISTS', $key);
+		($mig_id, $mig_key, $mig_from) = ($id, $key, $m) if defined $exists && $exists eq '1';
+	}
+	last if defined $mig_id;
+}
+my $mig_to = ($mig_from + 1) % 3;
+my $slot = redis_cmd($ports[0], 'CLUSTER', 'KEYSLOT', $mig_key);
+redis_cmd($ports[$mig_to], 'CLUSTER', 'SETSLOT', $slot, 'IMPORTING', cluster_node_id($masters[$mig_from]));
+redis_cmd($ports[$mig_from], 'CLUSTER', 'SETSLOT', $slot, 'MIGRATING', cluster_node_id($masters[$mig_to]));
+my $in_slot = redis_cmd($ports[$mig_from], 'CLUSTER', 'GETKEYSINSLOT', $slot, 1000);
+redis_cmd($ports[$mig_from], 'MIGRATE', '127.0.0.1', $ports[$mig_to], '', 0, 5000, 'KEYS', @$in_slot);
+redis_cmd($_, 'CLUSTER', 'SETSLOT', $slot, 'NODE', cluster_node_id($masters[$mig_to])) for @ports;
+cluster_wait_ok(@masters);
+my (undef, $moved) = redis_try($ports[$mig_from], 'EXISTS', $mig_key);
+like($moved, qr/\bMOVED $slot /, "the slot of row ${mig_id}'s key moved to another master with its keys");
+my $others = join(',', 1 .. 200);
+sql(qq{UPDATE t SET n = n + 1 WHERE id = $mig_id OR id IN ($others)});
+ok(wait_drained($node, $db), 'a batch with a key of the moved slot is delivered');
+like(slurp_file($node->logfile), qr/spanning the slots of one Redis Cluster master failed; delivering slot by slot/,
+	'the call that met the moved key was sent again, a slot at a time');
+compare_table_ok($node, $db, 't', $ports[0], undef, %cmp);
+
 #### Reads through the cluster
 
 is(sql(q{SELECT wtcache.get('t', '42') = (SELECT row_to_json(t)::jsonb FROM t WHERE id = 42)}),
