@@ -36,7 +36,11 @@
  * leased before the row expired sees it changed and is refused.  An
  * applied change also deletes the row's fill lease "<row key>:l": a fill
  * whose table read missed it must be refused even if the value it wrote
- * was evicted meanwhile (read.c).  (pcall: while its slot migrates, Redis
+ * was evicted meanwhile (read.c).  Only a change that finds no value does:
+ * a lease is taken only while the row key is missing (in one script with
+ * the check), the fill that holds it deletes it, and whatever else writes
+ * the key is a change applied here, so the first one after a lease finds
+ * the key missing.  That saves a call a row where values are kept.  (pcall: while its slot migrates, Redis
  * refuses to touch a key that is not on this node, as for the tombstone;
  * but see "m" below.)
  * In a Cluster the rows of one call may be of one slot ("k" in ARGV[2]):
@@ -77,13 +81,14 @@ static const char apply_script[] =
 "  local head = pcall('GETRANGE', rk, 0, 24)\n"
 "  local cur\n"
 "  if type(head) == 'string' then cur = match(head, '^{\"_v\":(%d+)') else call('DEL', rk) end\n"
+"  local held = cur ~= nil\n"
 "  if cur then cur = tonumber(cur) else\n"
 "    local t = companion('GET', tk)\n"
 "    cur = (type(t) == 'string' and tonumber(t)) or 0\n"
 "  end\n"
 "  if v > cur then\n"
 "    local payload = ARGV[a + 1]\n"
-"    companion('DEL', lk)\n"
+"    if not held then companion('DEL', lk) end\n"
 "    if payload == '' then\n"
 "      call('SET', tk, ARGV[a], 'EX', tomb_ttl)\n"
 "      call('DEL', rk)\n"
