@@ -61,7 +61,17 @@
 #                 Redis on one connection: its lag as above, and its drain
 #                 of the UPDATE of every row (commit to a change committed
 #                 after it being in Redis), next to pg_recvlogical alone
-#                 writing a file (what any consumer could reach).
+#                 writing a file (what any consumer could reach);
+#   beside the    (wal_level = logical still, test/lib/bench_load.sh) the
+#   peer          write load's TPS unwatched, watched and with the logical
+#                 decoding peer running, sync commit on and off;
+#   clients       the write load's TPS unwatched and watched, and the lag
+#                 probe beside the watched runs, at 1, 2, 4 and 8 clients
+#                 (BENCH_SCALE_SECONDS a run, default 10);
+#   databases     10 databases with pgbench tables (scale 1) watched, one
+#                 pgbench -N client each at once: total TPS unwatched and
+#                 watched, the workers' CPU per change and private memory.
+# The drains also print Redis's CPU per row (INFO cpu, all masters).
 # Ends with the goals met and missed.  Helpers: test/bench_client.py (the
 # timed clients), test/bench_decode.py (the peer's consumer); both run with
 # /usr/bin/python3 and Debian's python3-psycopg2 and python3-redis.
@@ -117,7 +127,7 @@ start_pg "$WORK/pg" "$PGPORT" \
     "shared_preload_libraries = 'wtcache'" \
     "wtcache.redis_url = 'redis://127.0.0.1:$REDISPORT'" \
     "shared_buffers = '1GB'" "max_wal_size = '8GB'" "checkpoint_timeout = '30min'" \
-    "autovacuum = off"
+    "autovacuum = off" "max_worker_processes = 32"
 export PGHOST=127.0.0.1 PGPORT PGUSER=postgres PGDATABASE=postgres
 PSQL=(psql -X -q -v ON_ERROR_STOP=1)
 
@@ -164,7 +174,17 @@ timed_update() {
         | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p'
 }
 
-plain=(); watched=(); outbox=(); drain=()
+# CPU time (user + system) in µs that the Redis servers on the ports given
+# have used, all together
+redis_cpu_us() {
+    local p
+    for p in "$@"; do redis-cli -p "$p" info cpu; done \
+        | tr -d '\r' | awk -F: '/^used_cpu_(user|sys):/ {t += $2} END {printf "%.0f", t * 1000000}'
+}
+# ns a row from CPU µs $1 and $2 (before and after)
+per_row() { awk -v a="$1" -v b="$2" -v r="$ROWS" 'BEGIN {printf "%.0f", (b - a) * 1000 / r}'; }
+
+plain=(); watched=(); outbox=(); drain=(); redis_row_ns=()
 for run in $(seq "$RUNS"); do
     plain+=("$(timed_update)")
 
@@ -172,15 +192,18 @@ for run in $(seq "$RUNS"); do
     # enabling the trigger requeues the table (its changes meanwhile were
     # not captured): delivered first, so that neither figure counts it
     delivered
+    rc0=$(redis_cpu_us "$REDISPORT")
     watched+=("$(timed_update)")
     ms=$("${PSQL[@]}" -c '\timing on' -c "SELECT wtcache.wait('600s')" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
     drain+=("$(awk -v r="$ROWS" -v ms="$ms" 'BEGIN {printf "%.0f", r / (ms / 1000)}')")
+    redis_row_ns+=("$(per_row "$rc0" "$(redis_cpu_us "$REDISPORT")")")
     "${PSQL[@]}" -c "ALTER TABLE pgbench_accounts DISABLE TRIGGER wtcache_capture_upd"
 
     "${PSQL[@]}" -c "ALTER TABLE pgbench_accounts ENABLE TRIGGER outbox_capture"
     outbox+=("$(timed_update)")
     "${PSQL[@]}" -c "ALTER TABLE pgbench_accounts DISABLE TRIGGER outbox_capture"
-    echo "run $run: plain ${plain[-1]} ms, wtcache ${watched[-1]} ms (drain ${drain[-1]}/s), outbox ${outbox[-1]} ms"
+    echo "run $run: plain ${plain[-1]} ms, wtcache ${watched[-1]} ms (drain ${drain[-1]}/s," \
+         "Redis CPU ${redis_row_ns[-1]} ns a row), outbox ${outbox[-1]} ms"
 done
 
 redis_set=$(redis-benchmark -p "$REDISPORT" -t set -P 64 -c 1 -n 2000000 -q 2>/dev/null \
@@ -231,25 +254,31 @@ worker_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 worker_pushed() {
     "${PSQL[@]}" -Atc "SELECT pushed FROM wtcache.worker_status() WHERE pid = $1"
 }
-# TPS of pgbench -N, 2 clients, synchronous_commit $1, with capture $2.
-# With wtcache, the worker's CPU per delivered change over the run and its
-# drain is appended to $WORK/worker_us.$1 (this runs in a subshell).
+# TPS of pgbench -N, WRITE_CLIENTS clients (default 2) for WRITE_SECONDS,
+# synchronous_commit $1, with capture $2 (a trigger, none, or ld: none, the
+# logical decoding peer running, which needs wal_level = logical).  With
+# wtcache, the worker's CPU per delivered change over the run and its
+# drain is appended to $WORK/worker_us$WORKER_US_TAG.$1 (this runs in a
+# subshell).
 write_tps() {
-    local out pid t0 p0
-    capture_with "$2"
+    local out pid t0 p0 clients=${WRITE_CLIENTS:-2}
+    capture_with "$([ "$2" = ld ] && echo none || echo "$2")"
     quiesce
     if [ "$2" = wtcache_capture_upd ]; then
         pid=$(worker_pid); t0=$(worker_ticks "$pid"); p0=$(worker_pushed "$pid")
     fi
-    if ! out=$(PGOPTIONS="-c synchronous_commit=$1" pgbench -n -N -c 2 -j 2 -T "$WRITE_SECONDS" 2>&1); then
+    [ "$2" = ld ] && start_decoder
+    if ! out=$(PGOPTIONS="-c synchronous_commit=$1" \
+               pgbench -n -N -c "$clients" -j "$clients" -T "${WRITE_SECONDS_RUN:-$WRITE_SECONDS}" 2>&1); then
         echo "$out" >&2
         return 1
     fi
+    [ "$2" = ld ] && stop_decoder
     if [ "$2" = wtcache_capture_upd ]; then
         delivered
         awk -v t="$(( $(worker_ticks "$pid") - t0 ))" -v n="$(( $(worker_pushed "$pid") - p0 ))" \
             -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f\n", (n > 0 ? t * 1000000 / hz / n : 0)}' \
-            >>"$WORK/worker_us.$1"
+            >>"$WORK/worker_us${WORKER_US_TAG:-}.$1"
     fi
     sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out" | awk '{printf "%.0f", $1}'
 }
@@ -726,6 +755,12 @@ for run in $(seq "$RUNS"); do
          "pg_recvlogical alone ${drain_file[-1]}/s"
 done
 
+# how the write load's cost compares with the peer's and grows
+. "$HERE/lib/bench_load.sh"
+peer_write_runs
+client_scaling_runs
+databases_runs
+
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 ELAPSED=$((($(date +%s) - STARTED + 30) / 60))
 
@@ -776,6 +811,25 @@ line "pgbench -N TPS, sync commit on, outbox (peer)" "/s" "${tps_on_outbox[*]}" 
 line "pgbench -N TPS, sync commit off, unwatched" "/s" "${tps_off_plain[*]}" "1.00x"
 line "pgbench -N TPS, sync commit off, wtcache" "/s" "${tps_off_wtc[*]}" "$(ratio "$off_w" "$off_p")" ">= 0.93x"
 line "pgbench -N TPS, sync commit off, outbox (peer)" "/s" "${tps_off_outbox[*]}" "$(ratio "$off_o" "$off_p")" "(about 0.88x here)"
+ldp_on=$(median "${ld_on_plain[@]}"); ldw_on=$(median "${ld_on_wtc[@]}"); ldl_on=$(median "${ld_on_peer[@]}")
+ldp_off=$(median "${ld_off_plain[@]}"); ldw_off=$(median "${ld_off_wtc[@]}"); ldl_off=$(median "${ld_off_peer[@]}")
+line "wal_level logical: pgbench -N TPS, sync on, unwatched" "/s" "${ld_on_plain[*]}" "1.00x"
+line "  wtcache" "/s" "${ld_on_wtc[*]}" "$(ratio "$ldw_on" "$ldp_on")" "> the peer's"
+line "  logical decoding + consumer running (peer)" "/s" "${ld_on_peer[*]}" "$(ratio "$ldl_on" "$ldp_on")"
+line "wal_level logical: pgbench -N TPS, sync off, unwatched" "/s" "${ld_off_plain[*]}" "1.00x"
+line "  wtcache" "/s" "${ld_off_wtc[*]}" "$(ratio "$ldw_off" "$ldp_off")" "> the peer's"
+line "  logical decoding + consumer running (peer)" "/s" "${ld_off_peer[*]}" "$(ratio "$ldl_off" "$ldp_off")"
+for c in "${SCALE_CLIENTS[@]}"; do
+    eval "sp=(\"\${scale_plain_$c[@]}\"); sw=(\"\${scale_wtc_$c[@]}\"); s50=(\"\${scale_p50_$c[@]}\"); s99=(\"\${scale_p99_$c[@]}\")"
+    line "pgbench -N TPS, sync on, $c client(s), unwatched" "/s" "${sp[*]}" "1.00x"
+    line "  wtcache" "/s" "${sw[*]}" "$(ratio "$(median "${sw[@]}")" "$(median "${sp[@]}")")"
+    line "  lag p50 / p99 under it" " us" "${s50[*]}" "" "p99 median $(median "${s99[@]}") us"
+done
+line "$DB_COUNT databases written at once, TPS, unwatched" "/s" "${dbs_plain[*]}" "1.00x"
+line "  wtcache" "/s" "${dbs_wtc[*]}" "$(ratio "$(median "${dbs_wtc[@]}")" "$(median "${dbs_plain[@]}")")"
+line "  the $DB_COUNT workers' CPU per change" " us" "${dbs_us[*]}" ""
+line "  private memory of the largest worker" " kB" "${dbs_rss_max_kb[*]}" ""
+line "  private memory of all $DB_COUNT workers" " kB" "${dbs_rss_sum_kb[*]}" ""
 line "worker CPU per change, pgbench -N, sync commit on" " us" "$(cat "$WORK/worker_us.on")" ""
 line "worker CPU per change, pgbench -N, sync commit off" " us" "$(cat "$WORK/worker_us.off")" "" "<= 20 us"
 line "write p50, one client, unwatched" " us" "${lat_plain[*]}" "1.00x"
@@ -786,6 +840,9 @@ line "stale keys after psql UPDATE of $STALE_ROWS, wtcache" "" "${stale_wtc[*]}"
 printf '%-52s %12s %12s %12s %8s\n' "redis-benchmark SET -P 64, one connection" "$(printf '%.0f/s' "${redis_set:-0}")" "" "" "1.00x"
 line "drain of the UPDATE into Redis, wtcache" "/s" "${drain[*]}" "$(ratio "$d_med" "${redis_set:-1}")" ">= 0.50x (of redis-benchmark)"
 line "drain into a 3-master Redis Cluster, wtcache" "/s" "${drain_cluster[*]}" "$(ratio "$dc_med" "$d_med")" ">= 1.00x (next to one Redis)"
+line "Redis CPU a row in that drain, one Redis" " ns" "${redis_row_ns[*]}" "1.00x"
+line "Redis CPU a row, 3-master Cluster (all masters)" " ns" "${redis_row_ns_cluster[*]}" \
+    "$(ratio "$(median "${redis_row_ns_cluster[@]}")" "$(median "${redis_row_ns[@]}")")"
 line "drain, logical decoding + consumer (peer)" "/s" "${drain_ld[*]}" "$(ratio "$dl_med" "${redis_set:-1}")"
 line "decoding alone, pg_recvlogical to a file" "/s" "${drain_file[*]}" "$(ratio "$df_med" "${redis_set:-1}")"
 line "lag p50 at $LAG_RATE changes/s, wtcache" " us" "${lag_wtc_p50[*]}" "1.00x" "< 1500 us and < the peer's"
@@ -817,6 +874,8 @@ goal "write load, synchronous_commit off: $(ratio "$off_w" "$off_p") of unwatche
 wc_off=$(stats $(cat "$WORK/worker_us.off") | cut -d' ' -f1)
 goal "worker CPU per change, pgbench -N, sync commit off: $wc_off us, goal <= 20 us" "$wc_off <= 20"
 goal "no stale key after a batch UPDATE from psql: at most $sw_max" "$sw_max == 0"
+goal "write load beside the logical decoding peer, sync on: wtcache $(ratio "$ldw_on" "$ldp_on"), peer $(ratio "$ldl_on" "$ldp_on"), goal: wtcache costs writers less" "$ldw_on > $ldl_on"
+goal "write load beside the logical decoding peer, sync off: wtcache $(ratio "$ldw_off" "$ldp_off"), peer $(ratio "$ldl_off" "$ldp_off"), goal: wtcache costs writers less" "$ldw_off > $ldl_off"
 goal "drain: $d_med changes/s, $(ratio "$d_med" "${redis_set:-1}") of redis-benchmark's pipelined SET, goal >= 0.50x" "$d_med / ${redis_set:-1} >= 0.5"
 goal "drain into a 3-master Cluster: $(ratio "$dc_med" "$d_med") of one Redis, goal >= 1.00x" "$dc_med / $d_med >= 1"
 goal "lag p50 at $LAG_RATE changes/s: $w50 us (peer $l50 us), goal < 1500 us and below the peer" "$w50 < 1500 && $w50 < $l50"

@@ -24,11 +24,14 @@ start_redis_cluster() {
         sleep 0.1
     done
     CLUSTER_SEED=${addrs[0]}
+    CLUSTER_PORTS=("${addrs[@]#*:}")
 }
 
-# cluster_drain_runs: fills the array drain_cluster (changes/s per run).
+# cluster_drain_runs: fills the arrays drain_cluster (changes/s per run)
+# and redis_row_ns_cluster (CPU ns a row, all masters together); needs
+# redis_cpu_us and per_row.
 cluster_drain_runs() {
-    local seed port ms run
+    local seed port ms run rc0
     start_redis_cluster "$WORK/cluster"
     seed=$CLUSTER_SEED
     port=$(free_port)
@@ -41,14 +44,16 @@ cluster_drain_runs() {
     PGPORT=$port "${PSQL[@]}" -c "CREATE EXTENSION wtcache" \
         -c "SELECT FROM wtcache.watch('pgbench_accounts')" \
         -c "SELECT wtcache.wait('600s')" >/dev/null
-    drain_cluster=()
+    drain_cluster=(); redis_row_ns_cluster=()
     for run in $(seq "$RUNS"); do
         PGPORT=$port "${PSQL[@]}" -c "VACUUM pgbench_accounts" -c "CHECKPOINT"
+        rc0=$(redis_cpu_us "${CLUSTER_PORTS[@]}")
         PGPORT=$port "${PSQL[@]}" -c "UPDATE pgbench_accounts SET abalance = abalance + 1"
         ms=$(PGPORT=$port "${PSQL[@]}" -c '\timing on' -c "SELECT wtcache.wait('600s')" \
              | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
         drain_cluster+=("$(awk -v r="$ROWS" -v ms="$ms" 'BEGIN {printf "%.0f", r / (ms / 1000)}')")
-        echo "cluster run $run: drain ${drain_cluster[-1]}/s"
+        redis_row_ns_cluster+=("$(per_row "$rc0" "$(redis_cpu_us "${CLUSTER_PORTS[@]}")")")
+        echo "cluster run $run: drain ${drain_cluster[-1]}/s, Redis CPU ${redis_row_ns_cluster[-1]} ns a row (3 masters)"
     done
     pg_ctl -D "$WORK/pgc" -m fast -w stop >/dev/null
 }
