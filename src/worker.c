@@ -405,12 +405,21 @@ end_xact(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
-/* Is the extension (still) here?  Exits the worker if not. */
+/*
+ * Is the extension (still) here?  Exits the worker if not.  A table named
+ * like the queue is the extension's only if the extension is there too
+ * (after a DROP EXTENSION, a role with CREATE on the database could make
+ * one); pg_extension has no catalog cache, so that is asked once per queue:
+ * another queue, even one of the same name, is another relation OID.
+ */
 static Oid
 queue_relid_or_exit(void)
 {
+	static Oid	verified_queue = InvalidOid;
 	Oid			queue = wtcache_queue_relid();
 
+	if (OidIsValid(queue) && queue == verified_queue)
+		return queue;
 	if (!OidIsValid(get_extension_oid("wtcache", true)) || !OidIsValid(queue))
 	{
 		ereport(DEBUG1, (errmsg("wtcache: extension not installed in database \"%s\", worker exits",
@@ -418,6 +427,7 @@ queue_relid_or_exit(void)
 		end_xact();
 		mark_absent_and_exit();
 	}
+	verified_queue = queue;
 	return queue;
 }
 
@@ -2131,6 +2141,31 @@ coalesce_after_claim(int64 claimed)
 }
 
 /*
+ * Give the batches' memory back, once the worker was idle for a poll
+ * interval.  Their keeper blocks stay across resets so that batch after
+ * batch touches no new page, but then a burst (a big UPDATE, a resync)
+ * leaves what its largest batches touched resident, in every database's
+ * worker, for good.  What malloc kept of freed memory goes back too.
+ * Between drains: no batch is in flight.
+ */
+static MemoryContext batch_cxts[2];
+
+static void
+release_batch_memory(void)
+{
+	for (int i = 0; i < 2; i++)
+		if (batch_cxts[i] != NULL)
+		{
+			MemoryContextDelete(batch_cxts[i]);
+			batch_cxts[i] = NULL;
+		}
+	BatchContext = NULL;
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+}
+
+/*
  * Deliver until the queue is empty or Redis fails.  While Redis applies
  * one batch the next is claimed, so PostgreSQL's work and Redis's overlap;
  * a batch is sent only after the one before it was acknowledged, so Redis
@@ -2140,7 +2175,7 @@ static void
 drain(void)
 {
 	static Batch batches[2];
-	static MemoryContext cxts[2];
+	MemoryContext *cxts = batch_cxts;
 	Batch	   *inflight = NULL;
 	int			cur = 0;
 
@@ -2377,6 +2412,12 @@ wtcache_worker_main(Datum main_arg)
 	SetConfigOption("enable_hashjoin", "off", PGC_USERSET, PGC_S_OVERRIDE);
 	SetConfigOption("enable_mergejoin", "off", PGC_USERSET, PGC_S_OVERRIDE);
 	SetConfigOption("max_parallel_workers_per_gather", "0", PGC_USERSET, PGC_S_OVERRIDE);
+	/*
+	 * The worker's statements are simple and planned once; a resync's scan
+	 * of a large table passes jit_above_cost, and compiling it loaded LLVM
+	 * for good: about 25 MB of private memory in every database's worker.
+	 */
+	SetConfigOption("jit", "off", PGC_USERSET, PGC_S_OVERRIDE);
 
 	/*
 	 * The statements run at every batch keep their plans (plans.c), made
@@ -2496,7 +2537,10 @@ wtcache_worker_main(Datum main_arg)
 						   timeout_ms, PG_WAIT_EXTENSION);
 			/* idle: notice a FLUSHALL or a restarted Redis without waiting for a write */
 			if ((rc & WL_TIMEOUT) && timeout_ms >= wtcache_poll_interval_ms)
+			{
 				need_marker_check = true;
+				release_batch_memory();
+			}
 		}
 		/* and a Sentinel failover: a demoted master refuses only writes */
 		if (master_moved())

@@ -11,11 +11,15 @@ use lib "$FindBin::RealBin/../lib";    # WtcacheTest (PGXS resets PROVE_FLAGS)
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(usleep);
 use WtcacheTest;
 
 my $redis = start_redis();
 my $rp = $redis->port;
-my $node = new_wtcache_node('memory', redis_port => $rp);
+# jit_above_cost = 0: every statement that may be compiled is, so a
+# worker that left JIT on would load LLVM at once.
+my $node = new_wtcache_node('memory', redis_port => $rp,
+	extra_conf => "jit_above_cost = 0\nwtcache.poll_interval = 1000\n");
 my $db = 'postgres';
 
 sub sql { return $node->safe_psql($db, $_[0]); }
@@ -72,6 +76,34 @@ my $w_after = worker_bytes();
 note("worker memory: $w_before bytes, then $w_after after 300 more batches");
 cmp_ok($w_after - $w_before, '<', 512 * 1024, 'the worker does not grow over 300 more batches');
 is($node->safe_psql($db, q{SELECT count(*) FROM wtcache.verify('acct')}), '0', 'and Redis equals the table');
+
+# A burst (a whole table requeued, an UPDATE of every row) is delivered in
+# large batches whose memory the worker keeps for the next ones; once it
+# was idle for a poll interval, it gives that back.
+sub worker_private_kb
+{
+	open(my $fh, '<', "/proc/$pid/status") or die "worker $pid: $!";
+	my ($kb) = join('', <$fh>) =~ /^RssAnon:\s+(\d+) kB/m;
+	return $kb;
+}
+sql(q{
+CREATE TABLE burst (id int PRIMARY KEY, payload text NOT NULL);
+INSERT INTO burst SELECT i, repeat(md5(i::text), 8) FROM generate_series(1, 100000) i;
+SELECT wtcache.watch('burst');
+UPDATE burst SET payload = payload || '.';
+});
+ok(wait_drained($node, $db, '120s'), 'a table of 100,000 rows watched and updated whole is delivered');
+my $busy = worker_private_kb();
+cmp_ok($busy, '>', 20 * 1024, "the worker's private memory after the burst: $busy kB");
+my $idle = $busy;
+for (1 .. 300)
+{
+	$idle = worker_private_kb();
+	last if $idle < $busy / 2;
+	usleep(100_000);
+}
+cmp_ok($idle, '<', $busy / 2, "and once idle, less than half of it: $idle kB");
+unlike(slurp_file("/proc/$pid/maps"), qr/llvm/i, 'the worker never loaded the JIT compiler');
 
 $node->stop;
 done_testing();
