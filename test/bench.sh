@@ -830,6 +830,8 @@ line "  wtcache" "/s" "${dbs_wtc[*]}" "$(ratio "$(median "${dbs_wtc[@]}")" "$(me
 line "  the $DB_COUNT workers' CPU per change" " us" "${dbs_us[*]}" ""
 line "  private memory of the largest worker" " kB" "${dbs_rss_max_kb[*]}" ""
 line "  private memory of all $DB_COUNT workers" " kB" "${dbs_rss_sum_kb[*]}" ""
+line "  the same once idle, largest worker" " kB" "${dbs_idle_max_kb[*]}" ""
+line "  the same once idle, all $DB_COUNT workers" " kB" "${dbs_idle_sum_kb[*]}" ""
 line "worker CPU per change, pgbench -N, sync commit on" " us" "$(cat "$WORK/worker_us.on")" ""
 line "worker CPU per change, pgbench -N, sync commit off" " us" "$(cat "$WORK/worker_us.off")" "" "<= 20 us"
 line "write p50, one client, unwatched" " us" "${lat_plain[*]}" "1.00x"

@@ -66,8 +66,9 @@ client_scaling_runs() {
 # written by its own pgbench -N client at once (synchronous_commit on,
 # WRITE_SECONDS): total TPS unwatched and watched, the ten workers' CPU
 # per change, and their memory: private (anonymous) resident memory of
-# the largest, and of all ten, after the run.  Fills dbs_plain, dbs_wtc,
-# dbs_us, dbs_rss_max_kb, dbs_rss_sum_kb.
+# the largest, and of all ten, after the run and once they were idle for a
+# poll interval.  Fills dbs_plain, dbs_wtc, dbs_us, dbs_rss_{max,sum}_kb,
+# dbs_idle_{max,sum}_kb.
 DB_COUNT=10
 dbs_write() {
     local d pids=() out tps=0
@@ -103,9 +104,17 @@ dbs_workers() {
                         WHERE d.datname LIKE 'bench\_db%' AND s.pid IS NOT NULL ORDER BY s.pid" \
         | while IFS='|' read -r pid pushed; do echo "$pid $(worker_ticks "$pid") $pushed"; done
 }
+# the largest and the sum of the private (anonymous) resident memory of the
+# workers listed in $1 (dbs_workers lines)
+workers_private_kb() {
+    local pid
+    while read -r pid _; do
+        awk '/^RssAnon:/ {print $2}' "/proc/$pid/status"
+    done <<<"$1" | awk '{s += $1; if ($1 > m) m = $1} END {print m, s}'
+}
 databases_runs() {
-    local d run before after max sum
-    dbs_plain=(); dbs_wtc=(); dbs_us=(); dbs_rss_max_kb=(); dbs_rss_sum_kb=()
+    local d run before after max sum imax isum
+    dbs_plain=(); dbs_wtc=(); dbs_us=(); dbs_rss_max_kb=(); dbs_rss_sum_kb=(); dbs_idle_max_kb=(); dbs_idle_sum_kb=()
     for d in $(seq "$DB_COUNT"); do
         "${PSQL[@]}" -c "CREATE DATABASE bench_db$d"
         PGDATABASE=bench_db$d pgbench -i -q -s 1 >/dev/null 2>&1
@@ -128,12 +137,14 @@ databases_runs() {
                         ($1 in t) {dt += $2 - t[$1]; dn += $3 - n[$1]}
                         END {printf "%.1f", (dn > 0 ? dt * 1000000 / hz / dn : 0)}' \
                     <(echo "$before") <(echo "$after"))")
-        read -r max sum <<<"$(while read -r pid _; do
-                                  awk '/^RssAnon:/ {print $2}' "/proc/$pid/status"
-                              done <<<"$after" | awk '{s += $1; if ($1 > m) m = $1} END {print m, s}')"
+        read -r max sum <<<"$(workers_private_kb "$after")"
         dbs_rss_max_kb+=("$max"); dbs_rss_sum_kb+=("$sum")
+        # idle for a poll interval, a worker gives back its batches' memory
+        sleep "$(( $("${PSQL[@]}" -Atc "SELECT setting FROM pg_settings WHERE name = 'wtcache.poll_interval'") / 1000 + 2 ))"
+        read -r imax isum <<<"$(workers_private_kb "$after")"
+        dbs_idle_max_kb+=("$imax"); dbs_idle_sum_kb+=("$isum")
         echo "run $run: $DB_COUNT databases, one pgbench -N client each: TPS unwatched ${dbs_plain[-1]}," \
              "wtcache ${dbs_wtc[-1]}; workers ${dbs_us[-1]} us CPU a change, private memory" \
-             "largest ${max} kB, all ${sum} kB"
+             "largest ${max} kB, all ${sum} kB; idle: largest ${imax} kB, all ${isum} kB"
     done
 }
