@@ -216,7 +216,8 @@ redirect_target(WtcRedis *r, const char *msg, int *slot)
 
 /*
  * Follow MOVED, ASK, TRYAGAIN and NOSCRIPT answers to a pipelined command
- * until a real reply comes back.  TRYAGAIN (a slot half migrated) is
+ * until a real reply comes back (not ASK for a command spanning slots:
+ * wtc_redis_append_spanning).  TRYAGAIN (a slot half migrated) is
  * retried for at most the command timeout.
  */
 redisReply *
@@ -235,6 +236,9 @@ wtc_follow_redirects(WtcRedis *r, PendingCommand *p, redisReply *raw)
 			int			slot;
 
 			asking = error_is(raw, "ASK ");
+			/* the caller sends such a command again, a slot at a time */
+			if (asking && p->spanning)
+				break;
 			target = redirect_target(r, raw->str, &slot);
 			if (target < 0)
 				break;

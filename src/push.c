@@ -52,9 +52,14 @@
  * of one slot at most, but lets a script without flags touch undeclared
  * keys of any slot its node serves; one that is not (moved, or migrating
  * and gone) stops the script with an error, the rows before it applied.
- * So in such a call nothing is touched with pcall, and a row's lease goes
- * first and its tombstone before its value: a row stopped half way still
- * has its old value (or none), which the batch sent again replaces.
+ * So in such a call a row writes nothing before its lease is deleted (not
+ * with pcall there) and its tombstone before its value: a row stopped half
+ * way still has its old value (or none), which the batch sent again
+ * replaces.  (A missing key stops it before that: pcall's GETRANGE fails,
+ * and the DEL that follows raises.)  Its first key may be of a migrating
+ * slot and missing: the ASK that Redis then answers is not followed
+ * (redis.c), since the importing node, asked, would serve every key of
+ * that slot, moved yet or not.
  * The event is
  * published only when the change is applied, so a redelivery or a late
  * push publishes nothing; and only when someone listens (checked inside the
@@ -83,7 +88,7 @@ static const char apply_script[] =
 "  if type(head) == 'string' then cur = match(head, '^{\"_v\":(%d+)') else call('DEL', rk) end\n"
 "  local held = cur ~= nil\n"
 "  if cur then cur = tonumber(cur) else\n"
-"    local t = companion('GET', tk)\n"
+"    local t = pcall('GET', tk)\n"
 "    cur = (type(t) == 'string' and tonumber(t)) or 0\n"
 "  end\n"
 "  if v > cur then\n"
@@ -339,6 +344,16 @@ group_order_cmp(const void *a, const void *b)
 
 static TimestampTz by_master_paused_until = 0;
 static bool sent_by_master = false;
+static bool resend_by_slot = false;	/* the next send: the batch again */
+
+/* What a call spanning slots fails with when a slot moved or migrates. */
+static bool
+slot_moved_error(const char *msg)
+{
+	return strstr(msg, "non local key") != NULL ||
+		strncmp(msg, "ASK ", 4) == 0 || strncmp(msg, "MOVED ", 6) == 0 ||
+		strncmp(msg, "TRYAGAIN", 8) == 0 || strncmp(msg, "CROSSSLOT", 9) == 0;
+}
 
 /*
  * In a Cluster a call goes to one master: the items again, grouped by the
@@ -397,7 +412,8 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 	int			start = 0;
 	StringInfoData channel;
 	bool		in_cluster = wtc_redis_mode(r) == WTC_REDIS_CLUSTER;
-	bool		by_master = in_cluster && GetCurrentTimestamp() >= by_master_paused_until;
+	bool		by_master = in_cluster && !resend_by_slot &&
+		GetCurrentTimestamp() >= by_master_paused_until;
 	int		   *groups = NULL;
 	StringInfoData companions;
 
@@ -408,6 +424,7 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 	if (in_cluster)
 		items = group_for_cluster(r, items, nitems, &by_master, &groups);
 	sent_by_master = by_master;
+	resend_by_slot = false;
 	/*
 	 * A tombstone must outlive any fill lease taken before it was written:
 	 * a fill checks the tombstone it saw with its lease, and one that
@@ -516,7 +533,8 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 				lens[argc++] = strlen(tbuf);
 			}
 		}
-		if (!wtc_redis_append(r, argc, argv, lens))
+		if (!(by_master ? wtc_redis_append_spanning(r, argc, argv, lens) :
+			  wtc_redis_append(r, argc, argv, lens)))
 		{
 			snprintf(err, errlen, "could not queue a command: %s", wtc_redis_errstr(r));
 			return false;
@@ -569,11 +587,13 @@ wtcache_push_receive(WtcRedis *r, int ncalls, int nmarkers, int64 *applied,
 			 * applied.  Rows pushed twice are no-ops, so the batch can be
 			 * sent again, a slot at a time, which follows the redirects.
 			 */
-			result = sent_by_master ? PUSH_RESEND : PUSH_FAILED;
+			result = sent_by_master && reply.type == WTC_REPLY_ERROR &&
+				slot_moved_error(reply.str) ? PUSH_RESEND : PUSH_FAILED;
 		}
 	}
 	if (result == PUSH_RESEND)
 	{
+		resend_by_slot = true;
 		by_master_paused_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 															 BY_MASTER_PAUSE_MS);
 		ereport(LOG,

@@ -809,8 +809,29 @@ hand_over(redisReply *raw, WtcReply *out)
 	freeReplyObject(held);
 }
 
+static bool redis_append(WtcRedis *r, int argc, const char **argv, const size_t *lens,
+						 bool spanning);
+
 bool
 wtc_redis_append(WtcRedis *r, int argc, const char **argv, const size_t *lens)
+{
+	return redis_append(r, argc, argv, lens, false);
+}
+
+/*
+ * A command routed by its first key that touches keys of other slots its
+ * node serves (push.c's calls per master): an ASK is answered to the
+ * caller instead of followed, since the importing node, asked, would
+ * serve every key of the migrating slot, moved yet or not.
+ */
+bool
+wtc_redis_append_spanning(WtcRedis *r, int argc, const char **argv, const size_t *lens)
+{
+	return redis_append(r, argc, argv, lens, true);
+}
+
+static bool
+redis_append(WtcRedis *r, int argc, const char **argv, const size_t *lens, bool spanning)
 {
 	int			slot;
 	int			idx;
@@ -865,6 +886,7 @@ wtc_redis_append(WtcRedis *r, int argc, const char **argv, const size_t *lens)
 	p->slot = slot;
 	p->cmd = cmd;
 	p->len = len;
+	p->spanning = spanning;
 	r->nodes[idx].outstanding++;
 	return true;
 }

@@ -40,6 +40,8 @@ typedef struct PendingCommand
 	int			slot;			/* -1: no key */
 	char	   *cmd;			/* RESP text, for a redirect */
 	int			len;
+	bool		spanning;		/* touches keys of other slots than its
+								 * first: an ASK is not followed */
 } PendingCommand;
 
 struct WtcRedis

@@ -409,15 +409,29 @@ end_xact(void)
  * Is the extension (still) here?  Exits the worker if not.  A table named
  * like the queue is the extension's only if the extension is there too
  * (after a DROP EXTENSION, a role with CREATE on the database could make
- * one); pg_extension has no catalog cache, so that is asked once per queue:
- * another queue, even one of the same name, is another relation OID.
+ * one); pg_extension has no catalog cache, so that is asked once per
+ * queue, until its relcache entry is invalidated (a DROP does).
  */
+static Oid	verified_queue = InvalidOid;
+
+static void
+verified_queue_inval(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == verified_queue)
+		verified_queue = InvalidOid;
+}
+
 static Oid
 queue_relid_or_exit(void)
 {
-	static Oid	verified_queue = InvalidOid;
+	static bool callback_registered = false;
 	Oid			queue = wtcache_queue_relid();
 
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(verified_queue_inval, (Datum) 0);
+		callback_registered = true;
+	}
 	if (OidIsValid(queue) && queue == verified_queue)
 		return queue;
 	if (!OidIsValid(get_extension_oid("wtcache", true)) || !OidIsValid(queue))
@@ -1942,7 +1956,9 @@ finish_batch(Batch *b)
 		MemoryContextSwitchTo(b->cxt);
 		res = wtcache_push_receive(redis, b->ncalls, b->nmarkers, &applied, &seen, err, sizeof(err));
 		MemoryContextSwitchTo(TopMemoryContext);
-		Assert(res != PUSH_RESEND);
+		/* sent a slot at a time, it cannot ask for that again */
+		if (res == PUSH_RESEND)
+			res = PUSH_FAILED;
 	}
 	if (res == PUSH_FAILED)
 	{

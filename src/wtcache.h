@@ -515,6 +515,7 @@ extern bool wtc_redis_scan(WtcRedis *r, int node, const char *cursor,
 						   const char *pattern, WtcReply *page);
 extern void wtc_redis_free(WtcRedis *r);
 extern bool wtc_redis_append(WtcRedis *r, int argc, const char **argv, const size_t *lens);
+extern bool wtc_redis_append_spanning(WtcRedis *r, int argc, const char **argv, const size_t *lens);
 extern bool wtc_redis_flush(WtcRedis *r);
 extern bool wtc_redis_read(WtcRedis *r, WtcReply *out);
 extern bool wtc_redis_command(WtcRedis *r, WtcReply *out, int argc, const char **argv,

@@ -271,6 +271,7 @@ write_tps() {
     if ! out=$(PGOPTIONS="-c synchronous_commit=$1" \
                pgbench -n -N -c "$clients" -j "$clients" -T "${WRITE_SECONDS_RUN:-$WRITE_SECONDS}" 2>&1); then
         echo "$out" >&2
+        [ "$2" = ld ] && stop_decoder
         return 1
     fi
     [ "$2" = ld ] && stop_decoder
@@ -671,7 +672,7 @@ start_decoder() {
     "$PY" "$HERE/bench_decode.py" --redis-port "$REDISPORT" --db 1 --prefix ld: \
         --key public.pgbench_accounts=aid --key public.bench_marker=id \
         -- pg_recvlogical -d "$PGDATABASE" --slot bench --start -f - \
-           -o include-xids=0 -o skip-empty-xacts=1 2>>"$WORK/decode.log" &
+           -o include-xids=0 -o skip-empty-xacts=1 >/dev/null 2>>"$WORK/decode.log" &
     DECODER=$!
     BG_PIDS+=("$DECODER")
     sleep 1

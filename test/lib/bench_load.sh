@@ -34,26 +34,41 @@ peer_write_runs() {
 # beside it (100 probes a second, which the unwatched runs do not carry).
 # Fills scale_plain_<c>, scale_wtc_<c>, scale_p50_<c>, scale_p99_<c>.
 SCALE_CLIENTS=(1 2 4 8)
+# TPS of pgbench -N with $1 clients for $2 s, synchronous_commit on
+scale_tps() {
+    local out
+    if ! out=$(PGOPTIONS="-c synchronous_commit=on" pgbench -n -N -c "$1" -j "$1" -T "$2" 2>&1); then
+        echo "$out" >&2
+        return 1
+    fi
+    sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out" | awk '{printf "%.0f", $1}'
+}
 client_scaling_runs() {
-    local run c probe seconds=${BENCH_SCALE_SECONDS:-10} base=-500000000 lagout
+    local run c probe tps seconds=${BENCH_SCALE_SECONDS:-10} base=-500000000 lagout
+    [ "$seconds" -ge 3 ] || seconds=3
     for c in "${SCALE_CLIENTS[@]}"; do
         eval "scale_plain_$c=(); scale_wtc_$c=(); scale_p50_$c=(); scale_p99_$c=()"
     done
     for run in $(seq "$RUNS"); do
         touch_every_page
         for c in "${SCALE_CLIENTS[@]}"; do
-            eval "scale_plain_$c+=(\"\$(WRITE_CLIENTS=$c WRITE_SECONDS_RUN=$seconds write_tps on none)\")"
+            capture_with none
+            quiesce
+            tps=$(scale_tps "$c" "$seconds")
+            eval "scale_plain_$c+=($tps)"
             capture_with wtcache_capture_upd
             quiesce
             base=$((base - 1000000))
-            client lag --target wtcache --rate 100 --seconds "$((seconds - 2))" --base "$base" \
+            client lag --target wtcache --rate 100 --seconds "$((seconds - 1))" --base "$base" \
                 >"$WORK/scale_lag.out" &
             probe=$!
-            eval "scale_wtc_$c+=(\"\$(WRITE_CLIENTS=$c WRITE_SECONDS_RUN=$seconds WORKER_US_TAG=.scale \
-                  write_tps on wtcache_capture_upd)\")"
+            BG_PIDS+=("$probe")
+            tps=$(scale_tps "$c" "$seconds")
+            eval "scale_wtc_$c+=($tps)"
             wait "$probe"
+            unset 'BG_PIDS[-1]'
             read -r -a lagout <"$WORK/scale_lag.out"
-            eval "scale_p50_$c+=(${lagout[0]}); scale_p99_$c+=(${lagout[1]})"
+            eval "scale_p50_$c+=(${lagout[0]:-0}); scale_p99_$c+=(${lagout[1]:-0})"
         done
         echo "run $run: pgbench -N TPS unwatched / wtcache (lag p50/p99 us) by clients:" \
              "$(for c in "${SCALE_CLIENTS[@]}"; do

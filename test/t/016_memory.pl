@@ -18,8 +18,10 @@ my $redis = start_redis();
 my $rp = $redis->port;
 # jit_above_cost = 0: every statement that may be compiled is, so a
 # worker that left JIT on would load LLVM at once.
+# A long poll interval: the worker gives its batches' memory back only once
+# idle for one, which must not happen between two readings below.
 my $node = new_wtcache_node('memory', redis_port => $rp,
-	extra_conf => "jit_above_cost = 0\nwtcache.poll_interval = 1000\n");
+	extra_conf => "jit_above_cost = 0\nwtcache.poll_interval = 600000\n");
 my $db = 'postgres';
 
 sub sql { return $node->safe_psql($db, $_[0]); }
@@ -95,6 +97,8 @@ UPDATE burst SET payload = payload || '.';
 ok(wait_drained($node, $db, '120s'), 'a table of 100,000 rows watched and updated whole is delivered');
 my $busy = worker_private_kb();
 cmp_ok($busy, '>', 20 * 1024, "the worker's private memory after the burst: $busy kB");
+sql(q{ALTER SYSTEM SET wtcache.poll_interval = 1000});
+sql(q{SELECT pg_reload_conf()});
 my $idle = $busy;
 for (1 .. 300)
 {

@@ -184,6 +184,50 @@ sql(q{TRUNCATE t2});
 ok(wait_drained($node, $db), 'TRUNCATE delivered');
 compare_table_ok($node, $db, 't2', $ports[0], undef, %cmp);
 
+#### A call per master whose first key is of a half migrated slot
+
+# Rows a and b share slot S on one master; a's key is missing there (never
+# filled, or evicted), and S is being migrated, no key moved yet.  The call
+# for that master is routed by a's key, so Redis answers ASK: followed,
+# the importing master, asked, would write b there while b's key still
+# lives on the source (a stale read, and a MIGRATE refused with BUSYKEY).
+# The worker instead sends the batch again a slot at a time, which waits
+# for the migration (TRYAGAIN) and then follows the slot.
+# (keys of ids of one length never share a slot: CRC16 tells apart strings
+# that differ in two bytes, so the ids are taken from the whole table)
+my (%first_of_slot, $row_a, $row_b, $half_slot);
+for my $id (split /\n/, sql(q{SELECT id FROM t ORDER BY id}))
+{
+	my $s = redis_cmd($ports[0], 'CLUSTER', 'KEYSLOT', redis_key_of($node, $db, 't', $id));
+	if (exists $first_of_slot{$s}) { ($row_a, $row_b, $half_slot) = ($first_of_slot{$s}, $id, $s); last }
+	$first_of_slot{$s} = $id;
+}
+my ($key_a, $key_b) = map { redis_key_of($node, $db, 't', $_) } ($row_a, $row_b);
+my $src;
+for my $m (0 .. 2)
+{
+	my ($e) = redis_try($ports[$m], 'EXISTS', $key_b);
+	$src = $m if defined $e && $e eq '1';
+}
+my $dst = ($src + 1) % 3;
+redis_cmd($ports[$src], 'DEL', $key_a);
+redis_cmd($ports[$dst], 'CLUSTER', 'SETSLOT', $half_slot, 'IMPORTING', cluster_node_id($masters[$src]));
+redis_cmd($ports[$src], 'CLUSTER', 'SETSLOT', $half_slot, 'MIGRATING', cluster_node_id($masters[$dst]));
+my $log_at = -s $node->logfile;
+sql(qq{BEGIN; UPDATE t SET n = 111 WHERE id = $row_a; UPDATE t SET n = 222 WHERE id = $row_b; COMMIT;});
+ok($node->wait_for_log(qr/spanning the slots of one Redis Cluster master failed.*\n.*ASK $half_slot /, $log_at),
+	"the call routed by row ${row_a}'s missing key got ASK, and the batch went again slot by slot");
+is(redis_pipeline($ports[$dst], [['ASKING'], ['GET', $key_b]])->[1], undef,
+	"row ${row_b} was not written on the importing master while its key is on the source");
+my $slot_keys = redis_cmd($ports[$src], 'CLUSTER', 'GETKEYSINSLOT', $half_slot, 1000);
+is(redis_cmd($ports[$src], 'MIGRATE', '127.0.0.1', $ports[$dst], '', 0, 5000, 'KEYS', @$slot_keys), 'OK',
+	'the migration moves the slot\'s keys');
+redis_cmd($_, 'CLUSTER', 'SETSLOT', $half_slot, 'NODE', cluster_node_id($masters[$dst])) for @ports;
+cluster_wait_ok(@masters);
+ok(wait_drained($node, $db, '120s'), 'the batch is delivered once the slot moved');
+is(sql(qq{SELECT wtcache.get('t', '$row_b')::jsonb ->> 'n'}), '222', 'and reads return the change');
+compare_table_ok($node, $db, 't', $ports[0], undef, %cmp);
+
 #### FLUSHALL of every master: the generation marker notices
 
 my $rows = sql(q{SELECT count(*) FROM t});
