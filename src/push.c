@@ -40,9 +40,9 @@
  * a lease is taken only while the row key is missing (in one script with
  * the check), the fill that holds it deletes it, and whatever else writes
  * the key is a change applied here, so the first one after a lease finds
- * the key missing.  That saves a call a row where values are kept.  (pcall: while its slot migrates, Redis
- * refuses to touch a key that is not on this node, as for the tombstone;
- * but see "m" below.)
+ * the key missing.  That saves a call a row where values are kept.
+ * (pcall: while its slot migrates, Redis refuses to touch a key that is
+ * not on this node, as for the tombstone; but see "m" below.)
  * In a Cluster the rows of one call may be of one slot ("k" in ARGV[2]):
  * the tombstone and lease keys are then KEYS too, three per row, so that
  * while a slot migrates Redis answers ASK or TRYAGAIN for the whole call,

@@ -809,27 +809,6 @@ hand_over(redisReply *raw, WtcReply *out)
 	freeReplyObject(held);
 }
 
-static bool redis_append(WtcRedis *r, int argc, const char **argv, const size_t *lens,
-						 bool spanning);
-
-bool
-wtc_redis_append(WtcRedis *r, int argc, const char **argv, const size_t *lens)
-{
-	return redis_append(r, argc, argv, lens, false);
-}
-
-/*
- * A command routed by its first key that touches keys of other slots its
- * node serves (push.c's calls per master): an ASK is answered to the
- * caller instead of followed, since the importing node, asked, would
- * serve every key of the migrating slot, moved yet or not.
- */
-bool
-wtc_redis_append_spanning(WtcRedis *r, int argc, const char **argv, const size_t *lens)
-{
-	return redis_append(r, argc, argv, lens, true);
-}
-
 static bool
 redis_append(WtcRedis *r, int argc, const char **argv, const size_t *lens, bool spanning)
 {
@@ -889,6 +868,24 @@ redis_append(WtcRedis *r, int argc, const char **argv, const size_t *lens, bool 
 	p->spanning = spanning;
 	r->nodes[idx].outstanding++;
 	return true;
+}
+
+bool
+wtc_redis_append(WtcRedis *r, int argc, const char **argv, const size_t *lens)
+{
+	return redis_append(r, argc, argv, lens, false);
+}
+
+/*
+ * A command routed by its first key that touches keys of other slots its
+ * node serves (push.c's calls per master): an ASK is answered to the
+ * caller instead of followed, since the importing node, asked, would
+ * serve every key of the migrating slot, moved yet or not.
+ */
+bool
+wtc_redis_append_spanning(WtcRedis *r, int argc, const char **argv, const size_t *lens)
+{
+	return redis_append(r, argc, argv, lens, true);
 }
 
 /* Write everything appended so far; replies are read later. */

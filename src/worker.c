@@ -2191,15 +2191,14 @@ static void
 drain(void)
 {
 	static Batch batches[2];
-	MemoryContext *cxts = batch_cxts;
 	Batch	   *inflight = NULL;
 	int			cur = 0;
 
-	if (cxts[0] == NULL)
+	if (batch_cxts[0] == NULL)
 	{
 		/* large keeper blocks survive resets: no page faults batch after batch */
 		for (int i = 0; i < 2; i++)
-			cxts[i] = AllocSetContextCreate(TopMemoryContext, "wtcache batch",
+			batch_cxts[i] = AllocSetContextCreate(TopMemoryContext, "wtcache batch",
 											16 * 1024 * 1024, 16 * 1024 * 1024,
 											64 * 1024 * 1024);
 	}
@@ -2213,7 +2212,7 @@ drain(void)
 		/* a batch in flight is acknowledged by nobody: claimed again later */
 		if (master_moved())
 			return;
-		have_next = claim_next(next, cxts[cur], inflight);
+		have_next = claim_next(next, batch_cxts[cur], inflight);
 		if (inflight != NULL)
 		{
 			if (!finish_batch(inflight))

@@ -254,23 +254,29 @@ worker_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 worker_pushed() {
     "${PSQL[@]}" -Atc "SELECT pushed FROM wtcache.worker_status() WHERE pid = $1"
 }
-# TPS of pgbench -N, WRITE_CLIENTS clients (default 2) for WRITE_SECONDS,
-# synchronous_commit $1, with capture $2 (a trigger, none, or ld: none, the
-# logical decoding peer running, which needs wal_level = logical).  With
-# wtcache, the worker's CPU per delivered change over the run and its
-# drain is appended to $WORK/worker_us$WORKER_US_TAG.$1 (this runs in a
-# subshell).
+# TPS of pgbench -N: synchronous_commit $1, $2 clients, $3 seconds
+pgbench_write_tps() {
+    local out
+    if ! out=$(PGOPTIONS="-c synchronous_commit=$1" pgbench -n -N -c "$2" -j "$2" -T "$3" 2>&1); then
+        echo "$out" >&2
+        return 1
+    fi
+    sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out" | awk '{printf "%.0f", $1}'
+}
+# TPS of pgbench -N, 2 clients, synchronous_commit $1, with capture $2 (a
+# trigger, none, or ld: none, the logical decoding peer running, which
+# needs wal_level = logical).  With wtcache, the worker's CPU per
+# delivered change over the run and its drain is appended to
+# $WORK/worker_us$WORKER_US_TAG.$1 (this runs in a subshell).
 write_tps() {
-    local out pid t0 p0 clients=${WRITE_CLIENTS:-2}
+    local tps pid t0 p0
     capture_with "$([ "$2" = ld ] && echo none || echo "$2")"
     quiesce
     if [ "$2" = wtcache_capture_upd ]; then
         pid=$(worker_pid); t0=$(worker_ticks "$pid"); p0=$(worker_pushed "$pid")
     fi
     [ "$2" = ld ] && start_decoder
-    if ! out=$(PGOPTIONS="-c synchronous_commit=$1" \
-               pgbench -n -N -c "$clients" -j "$clients" -T "${WRITE_SECONDS_RUN:-$WRITE_SECONDS}" 2>&1); then
-        echo "$out" >&2
+    if ! tps=$(pgbench_write_tps "$1" 2 "$WRITE_SECONDS"); then
         [ "$2" = ld ] && stop_decoder
         return 1
     fi
@@ -281,7 +287,7 @@ write_tps() {
             -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f\n", (n > 0 ? t * 1000000 / hz / n : 0)}' \
             >>"$WORK/worker_us${WORKER_US_TAG:-}.$1"
     fi
-    sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out" | awk '{printf "%.0f", $1}'
+    echo "$tps"
 }
 
 tps_on_plain=(); tps_on_wtc=(); tps_on_outbox=(); tps_off_plain=(); tps_off_wtc=(); tps_off_outbox=()

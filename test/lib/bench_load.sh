@@ -1,7 +1,7 @@
 # How the write load's cost compares and grows (sourced by test/bench.sh,
 # after the lag section: wal_level is logical here, for every figure of
 # this file, so each is set next to the unwatched one measured with it).
-# Needs write_tps, start_decoder, stop_decoder, capture_with, delivered,
+# Needs write_tps, pgbench_write_tps, start_decoder, stop_decoder, capture_with, delivered,
 # client, worker_pid, worker_ticks, PSQL, RUNS, ROWS and WORK from the
 # caller.
 
@@ -34,15 +34,6 @@ peer_write_runs() {
 # beside it (100 probes a second, which the unwatched runs do not carry).
 # Fills scale_plain_<c>, scale_wtc_<c>, scale_p50_<c>, scale_p99_<c>.
 SCALE_CLIENTS=(1 2 4 8)
-# TPS of pgbench -N with $1 clients for $2 s, synchronous_commit on
-scale_tps() {
-    local out
-    if ! out=$(PGOPTIONS="-c synchronous_commit=on" pgbench -n -N -c "$1" -j "$1" -T "$2" 2>&1); then
-        echo "$out" >&2
-        return 1
-    fi
-    sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out" | awk '{printf "%.0f", $1}'
-}
 client_scaling_runs() {
     local run c probe tps seconds=${BENCH_SCALE_SECONDS:-10} base=-500000000 lagout
     [ "$seconds" -ge 3 ] || seconds=3
@@ -54,7 +45,7 @@ client_scaling_runs() {
         for c in "${SCALE_CLIENTS[@]}"; do
             capture_with none
             quiesce
-            tps=$(scale_tps "$c" "$seconds")
+            tps=$(pgbench_write_tps on "$c" "$seconds")
             eval "scale_plain_$c+=($tps)"
             capture_with wtcache_capture_upd
             quiesce
@@ -63,7 +54,7 @@ client_scaling_runs() {
                 >"$WORK/scale_lag.out" &
             probe=$!
             BG_PIDS+=("$probe")
-            tps=$(scale_tps "$c" "$seconds")
+            tps=$(pgbench_write_tps on "$c" "$seconds")
             eval "scale_wtc_$c+=($tps)"
             wait "$probe"
             unset 'BG_PIDS[-1]'
