@@ -161,6 +161,32 @@ fence_answer(uint64 ticket)
 }
 
 /*
+ * The worker sends asynchronous commits once the WAL writer flushed them
+ * (worker.c, batch_durable), up to twice wal_writer_delay later.  A
+ * caller waiting for changes should not wait for that: flush what the
+ * worker waits for, which also covers the caller's changes if they are in
+ * the worker's batch.
+ */
+static void
+fence_flush_awaited(void)
+{
+	WorkerSlot *slot;
+	XLogRecPtr	awaited = InvalidXLogRecPtr;
+
+	LWLockAcquire(WtcacheSharedState->lock, LW_SHARED);
+	slot = wtcache_find_slot(MyDatabaseId);
+	if (slot != NULL)
+	{
+		SpinLockAcquire(&slot->mutex);
+		awaited = slot->wal_awaited;
+		SpinLockRelease(&slot->mutex);
+	}
+	LWLockRelease(WtcacheSharedState->lock);
+	if (awaited > GetFlushRecPtr(NULL))
+		XLogFlush(awaited);
+}
+
+/*
  * The queue rows visible now that are not this transaction's own: the
  * changes committed before this moment that Redis may not have yet.
  */
@@ -251,6 +277,8 @@ wtcache_fence(int64 timeout_ms)
 
 		if (nids > 0 && !fence_queue_rows_remain(idarr, can_set_aside, &set_aside))
 			nids = 0;
+		else if (nids > 0 && !OidIsValid(set_aside) && !RecoveryInProgress())
+			fence_flush_awaited();
 		else if (nids > 0 && OidIsValid(set_aside))
 		{
 			/* Redis will not have it before a DBA acts: say so, do not wait */

@@ -29,9 +29,9 @@
 
 #include "access/relation.h"
 #include "access/timeline.h"
+#include "access/transam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
-#include "access/xlog_internal.h"
 #include "utils/resowner.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
@@ -47,6 +47,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "postmaster/walwriter.h"
 #include "replication/syncrep.h"
 #include "storage/ipc.h"
 #include "storage/lmgr.h"
@@ -133,8 +134,12 @@ typedef struct Batch
 	int			ncalls;			/* EVALSHAs sent, replies still to read */
 	int			nmarkers;		/* and marker updates after them */
 	uint64		fence_ticket;	/* wait() tickets its marker updates answer */
-	XLogRecPtr	durable_at;		/* WAL flushed this far before it is sent */
-	XLogRecPtr	own_ack_before; /* the worker's last acknowledgement then */
+	XLogRecPtr	commits_end;	/* end of its rows' latest asynchronous
+								 * commit: WAL flushed this far before it
+								 * is sent (batch_durable) */
+	bool		others_async;	/* commits_end is not the worker's own */
+	XLogRecPtr	flushed_at_claim;	/* WAL flushed when it was claimed */
+	TransactionId last_xmin;	/* of the last row whose commit was looked at */
 	Oid			queue;			/* the wtcache.queue it was claimed from */
 	uint32	   *pending;		/* pending-filter counters of the claimed
 								 * rows, released once they are acked */
@@ -164,7 +169,6 @@ static uint64 markers_epoch;	/* of the slot map they were chosen for */
 static MemoryContext markers_cxt = NULL;
 static bool need_marker_check = true;
 static bool redis_verified = false;	/* first marker check passed */
-static XLogRecPtr own_ack_end = InvalidXLogRecPtr;	/* of the last acknowledgement's commit */
 static XLogRecPtr durable_lsn;	/* WAL flushed when the worker started, or
 								 * made durable since before a batch was sent */
 static char *my_dbname = NULL;
@@ -384,6 +388,41 @@ ensure_connected(void)
  * ---------------------------------------------------------------------
  */
 
+/*
+ * The ends of the worker's own latest commits.  They are asynchronous
+ * (see wtcache_worker_main), and the commit log keeps one commit end per
+ * group of transactions, the latest asynchronous one: a group of
+ * synchronous writers' commits and one of the worker's carries the
+ * worker's.  Telling them apart lets batch_durable() flush at once what
+ * only the worker's own commits left unflushed, instead of waiting for
+ * the WAL writer as for asynchronous writers.  A group spans 32
+ * transactions, so the last few of the worker's commits are enough.
+ */
+#define OWN_COMMITS_KEPT 32
+static XLogRecPtr own_commit_ends[OWN_COMMITS_KEPT];
+static int	own_commit_next = 0;
+
+static void
+note_own_commit(void)
+{
+	int			last = (own_commit_next + OWN_COMMITS_KEPT - 1) % OWN_COMMITS_KEPT;
+
+	if (XactLastCommitEnd != own_commit_ends[last])
+	{
+		own_commit_ends[own_commit_next] = XactLastCommitEnd;
+		own_commit_next = (own_commit_next + 1) % OWN_COMMITS_KEPT;
+	}
+}
+
+static bool
+is_own_commit_end(XLogRecPtr commit_end)
+{
+	for (int i = 0; i < OWN_COMMITS_KEPT; i++)
+		if (own_commit_ends[i] == commit_end)
+			return true;
+	return false;
+}
+
 static void
 begin_xact(bool read_only)
 {
@@ -401,6 +440,7 @@ end_xact(void)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	note_own_commit();
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
@@ -685,10 +725,47 @@ add_key(TableBatch *tb, char **captured, int64 version, List *tags)
 	tb->nbatchkeys++;
 }
 
-/* pending_start: b->npending before the row's counters were added */
-static void
-batch_add_id(Batch *b, int64 id, Oid relid, int pending_start)
+/*
+ * Where the WAL must be flushed to for a committed transaction to be
+ * durable: InvalidXLogRecPtr once it is.  An asynchronous commit leaves
+ * its commit record's end in the commit log (for a group of transactions:
+ * an upper bound), for hint bits to wait for; a synchronous one was
+ * flushed before anyone could see it and leaves none.  The xmin column
+ * is the raw one: a row frozen long ago may name a transaction whose
+ * commit log is truncated (and flushed long since); truncation holds
+ * XactTruncationLock, as pg_xact_status() relies on.
+ */
+static XLogRecPtr
+async_commit_end(TransactionId xid)
 {
+	XLogRecPtr	commit_end = InvalidXLogRecPtr;
+
+	LWLockAcquire(XactTruncationLock, LW_SHARED);
+	if (TransactionIdIsNormal(xid) &&
+		!TransactionIdPrecedes(xid, ShmemVariableCache->oldestClogXid))
+		commit_end = TransactionIdGetCommitLSN(xid);
+	LWLockRelease(XactTruncationLock);
+	return commit_end;
+}
+
+/*
+ * pending_start: b->npending before the row's counters were added; xmin:
+ * the row's, whose commit must be durable before the batch is sent.
+ */
+static void
+batch_add_id(Batch *b, int64 id, Oid relid, int pending_start, TransactionId xmin)
+{
+	/* one transaction's rows are usually adjacent */
+	if (xmin != b->last_xmin)
+	{
+		XLogRecPtr	commit_end = async_commit_end(xmin);
+
+		b->last_xmin = xmin;
+		if (commit_end > b->commits_end)
+			b->commits_end = commit_end;
+		if (!XLogRecPtrIsInvalid(commit_end) && !is_own_commit_end(commit_end))
+			b->others_async = true;
+	}
 	if (b->nids == b->maxids)
 	{
 		b->maxids *= 2;
@@ -890,14 +967,14 @@ claim_batch(Batch *b, Batch *inflight)
 	 */
 	can_set_aside = wtcache_queue_can_set_aside();
 	if (can_set_aside)
-		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, discard "
+		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, discard, xmin "
 								 "FROM wtcache.queue q WHERE set_aside IS NULL OR discard "
 								 /* those of a table dropped since: nothing left to deliver */
 								 "OR NOT EXISTS (SELECT FROM pg_catalog.pg_class c "
 								 "WHERE c.oid OPERATOR(pg_catalog.=) q.relid) ORDER BY id LIMIT $1",
 								 1, (Oid[]) {INT8OID});
 	else
-		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, false "
+		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, false, xmin "
 								 "FROM wtcache.queue ORDER BY id LIMIT $1", 1, (Oid[]) {INT8OID});
 	limit = Int64GetDatum(wtcache_batch_size);
 	portal = SPI_cursor_open(NULL, plan, &limit, NULL, true);
@@ -933,6 +1010,7 @@ claim_batch(Batch *b, Batch *inflight)
 			int			ntagelems = 0;
 			int			tagpos = 0;
 			bool		discard = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
+			TransactionId xmin = DatumGetTransactionId(SPI_getbinval(tup, desc, 9, &isnull));
 			int			pending_start;
 			TableBatch *tb;
 
@@ -967,7 +1045,7 @@ claim_batch(Batch *b, Batch *inflight)
 			if (discard)
 			{
 				/* given up by a DBA (wtcache.discard_set_aside()): only acknowledged */
-				batch_add_id(b, id, relid, pending_start);
+				batch_add_id(b, id, relid, pending_start, xmin);
 				any = true;
 				MemoryContextSwitchTo(spicxt);
 				continue;
@@ -975,7 +1053,7 @@ claim_batch(Batch *b, Batch *inflight)
 			if (!OidIsValid(relid))
 			{
 				/* wtcache.invalidate(): tags only */
-				batch_add_id(b, id, relid, pending_start);
+				batch_add_id(b, id, relid, pending_start, xmin);
 				any = true;
 				for (int i = 0; i < ntagelems;)
 				{
@@ -1000,7 +1078,7 @@ claim_batch(Batch *b, Batch *inflight)
 					done = true;
 					break;
 				}
-				batch_add_id(b, id, relid, pending_start);
+				batch_add_id(b, id, relid, pending_start, xmin);
 				b->purge_relid = relid;
 
 				/*
@@ -1048,7 +1126,7 @@ claim_batch(Batch *b, Batch *inflight)
 			MemoryContextSwitchTo(spicxt);
 			tb = batch_table(b, relid);
 			MemoryContextSwitchTo(BatchContext);
-			batch_add_id(b, id, relid, pending_start);
+			batch_add_id(b, id, relid, pending_start, xmin);
 			any = true;
 			if (tb->table_tag)
 				batch_add_tag(b, tb->table_tag);
@@ -1405,7 +1483,7 @@ ack_batch(Batch *b)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
-	own_ack_end = XactLastCommitEnd;
+	note_own_commit();
 	/* right after the commit, before anything that could fail (pending.c) */
 	if (MySlot->pending_ready)
 		wtcache_pending_release(release, nrelease);
@@ -1904,11 +1982,13 @@ claim_next(Batch *b, MemoryContext cxt, Batch *inflight)
 
 	begin_xact(true);
 	/*
-	 * A commit is visible only once its commit record is in WAL, so every
-	 * commit this claim's snapshot sees ends before this point.
+	 * A synchronous commit is visible only once its commit record is
+	 * flushed, so every such commit this claim's snapshot sees ends before
+	 * this point; the asynchronous ones are looked up row by row
+	 * (batch_add_id).
 	 */
-	b->durable_at = GetXLogInsertRecPtr();
-	b->own_ack_before = own_ack_end;
+	b->flushed_at_claim = GetFlushRecPtr(NULL);
+	b->last_xmin = InvalidTransactionId;
 	queue = queue_relid_or_exit();
 	b->queue = queue;
 	if (!ConditionalLockRelationOid(queue, AccessShareLock))
@@ -1983,35 +2063,53 @@ finish_batch(Batch *b)
 }
 
 /*
- * The last batch had others' WAL to flush, past the worker's own last
- * acknowledgement (asynchronous, and no reason to wait longer):
- * coalesce_after_claim().
+ * Only durable commits reach Redis: with synchronous_commit off, a commit
+ * is visible before its WAL is flushed, and a crash then loses it while
+ * Redis would keep a value no committed transaction wrote.  So the WAL of
+ * the batch's asynchronous commits must be flushed before it is sent.
+ *
+ * The WAL writer flushes it within wal_writer_delay, which is also when
+ * logical decoding first sees those commits.  Flushing it here instead
+ * cost an fsync a batch, a batch every millisecond or so under a load of
+ * asynchronous commits: I/O and CPU that the writers asked to spare by
+ * turning synchronous_commit off (the bench's TPS ratio with it off rose
+ * from about 0.70x to 0.82x-0.91x once the worker waited instead).  So
+ * wait for the WAL writer, polling, and flush only if it did not within
+ * twice its delay.  A wait() caller flushes what the worker waits for
+ * (fence.c), so read-your-writes does not wait for the WAL writer.  Synchronous commits were flushed before they became visible:
+ * batches of them never wait; what the worker's own commits left
+ * unflushed is flushed at once (note_own_commit).
  */
-static bool writers_async = false;
+#define ASYNC_FLUSH_POLL_US		1000
 
-/*
- * Only durable commits reach Redis: with synchronous_commit off (or
- * local), a commit is visible before its WAL is flushed, and a crash then
- * loses it while Redis would keep a value no committed transaction wrote.
- * Flush what the batch's snapshot saw before sending it; a no-op when the
- * writers' commits were flushed already.
- */
 static void
 batch_durable(Batch *b)
 {
-	XLogRecPtr	upto = b->durable_at;
-	uint32		page_offset = upto % XLOG_BLCKSZ;
+	/* every commit the batch's rows come from ends before this */
+	XLogRecPtr	durable = Max(b->commits_end, b->flushed_at_claim);
 
-	/*
-	 * The insert position at a page boundary points past the header of a
-	 * page nothing was written to yet, which XLogFlush() refuses: flush to
-	 * the boundary, which covers every record before it.
-	 */
-	if (page_offset == SizeOfXLogShortPHD ||
-		(page_offset == SizeOfXLogLongPHD && XLogSegmentOffset(upto, wal_segment_size) == page_offset))
-		upto -= page_offset;
-	writers_async = upto > GetFlushRecPtr(NULL) && upto > b->own_ack_before;
-	XLogFlush(upto);
+	if (b->commits_end > GetFlushRecPtr(NULL) && b->others_async)
+	{
+		TimestampTz give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														  2 * WalWriterDelay);
+
+		SpinLockAcquire(&MySlot->mutex);
+		MySlot->wal_awaited = b->commits_end;
+		SpinLockRelease(&MySlot->mutex);
+		pgstat_report_activity(STATE_RUNNING, "wtcache: waiting for the WAL writer");
+		while (b->commits_end > GetFlushRecPtr(NULL) && GetCurrentTimestamp() < give_up)
+		{
+			pgstat_report_wait_start(PG_WAIT_EXTENSION);
+			pg_usleep(ASYNC_FLUSH_POLL_US);
+			pgstat_report_wait_end();
+			CHECK_FOR_INTERRUPTS();
+		}
+		pgstat_report_activity(STATE_IDLE, NULL);
+		SpinLockAcquire(&MySlot->mutex);
+		MySlot->wal_awaited = InvalidXLogRecPtr;
+		SpinLockRelease(&MySlot->mutex);
+	}
+	XLogFlush(b->commits_end);
 
 	/*
 	 * With synchronous standbys, durable means on them too: a failover to
@@ -2025,18 +2123,18 @@ batch_durable(Batch *b)
 	{
 		/* through the setting: its assign hook sets the wait mode */
 		SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
-		SyncRepWaitForLSN(upto, false);
+		SyncRepWaitForLSN(durable, false);
 		SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 		/* a shutdown that ended the wait: exit before anything is sent */
 		CHECK_FOR_INTERRUPTS();
 	}
 	/* recorded with the markers this batch raises (marker_position) */
-	if (upto > durable_lsn)
-		durable_lsn = upto;
+	if (durable > durable_lsn)
+		durable_lsn = durable;
 	/* readers' fills take versions only from WAL this durable (read.c) */
 	SpinLockAcquire(&MySlot->mutex);
-	if (upto > MySlot->durable_lsn)
-		MySlot->durable_lsn = upto;
+	if (durable > MySlot->durable_lsn)
+		MySlot->durable_lsn = durable;
 	SpinLockRelease(&MySlot->mutex);
 }
 
@@ -2115,29 +2213,17 @@ run_purge(Batch *b)
 /*
  * Writers set our latch at every commit, and drain() claims whatever has
  * committed since its last claim.  When commits come one at a time and
- * fast, that is a claim, a Redis round trip, a WAL flush and an
- * acknowledgement per change or two: on a machine the writers share, CPU
+ * fast, that is a claim, a Redis round trip and an acknowledgement per
+ * change or two: on a machine the writers share, CPU
  * taken from them.  So after a small batch, wait a moment before the next
  * claim: commits that arrive meanwhile make one batch.  The wait doubles
  * while batches stay small (up to COALESCE_MAX_US, well under the lag a
  * reader would notice) and is dropped as soon as a batch is large enough
  * or the queue is empty.
- *
- * Writers with synchronous_commit off leave their WAL to the WAL writer,
- * and the worker must flush it itself before it sends (batch_durable): an
- * fsync a batch, a thousand a second under such a load, on CPUs the
- * writers asked to spare.  Logical decoding sees those commits only once
- * the WAL writer flushed them, up to wal_writer_delay later; wtcache waits
- * up to COALESCE_MAX_ASYNC_US while the batches it flushes stay small.  Its
- * own acknowledgements are asynchronous too, so WAL left to flush up to
- * the last of them does not count; the WAL of others' transactions in
- * progress does, and with synchronous writers may stretch a wait now and
- * then (the bench's lag at 5,000 changes/s did not move).
  */
 #define COALESCE_SMALL_BATCH	64
 #define COALESCE_MIN_US			25
 #define COALESCE_MAX_US			800
-#define COALESCE_MAX_ASYNC_US	4000
 
 static int	coalesce_us = 0;
 
@@ -2149,8 +2235,7 @@ coalesce_after_claim(int64 claimed)
 		coalesce_us = 0;
 		return;
 	}
-	coalesce_us = Min(Max(coalesce_us * 2, COALESCE_MIN_US),
-					  writers_async ? COALESCE_MAX_ASYNC_US : COALESCE_MAX_US);
+	coalesce_us = Min(Max(coalesce_us * 2, COALESCE_MIN_US), COALESCE_MAX_US);
 	pgstat_report_wait_start(PG_WAIT_EXTENSION);
 	pg_usleep(coalesce_us);
 	pgstat_report_wait_end();

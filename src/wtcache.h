@@ -210,6 +210,9 @@ typedef struct WorkerSlot
 	int64		acked_version;	/* highest version Redis acknowledged */
 	XLogRecPtr	durable_lsn;	/* WAL flushed, and on the synchronous
 								 * standbys, this far (read.c's fills) */
+	XLogRecPtr	wal_awaited;	/* asynchronous commits' WAL the worker
+								 * waits for the WAL writer to flush, or
+								 * invalid; wait() flushes it (fence.c) */
 
 	/*
 	 * The wait() fence's handshake (fence.c).  fence_requested: tickets

@@ -300,7 +300,8 @@ ok(defined $v1_many && $v1_many >= $v_next && defined $v2_many && $v2_many >= $v
 #### Only durable commits reach Redis
 
 # With synchronous_commit off a commit is visible before its WAL is
-# flushed; the WAL writer flushes it within wal_writer_delay (10 s here).
+# flushed; the WAL writer flushes it within wal_writer_delay (10 s here),
+# and the worker waits for it up to twice that.
 # Once Redis has the change, a crash must not lose it.
 sql(q{ALTER SYSTEM SET wal_writer_delay = '10s'; SELECT pg_reload_conf();
       CREATE TABLE durable (id int PRIMARY KEY, v text NOT NULL); SELECT wtcache.watch('durable');});
@@ -308,7 +309,7 @@ ok(wait_drained($node, $db), 'ready');
 sql(q{SET synchronous_commit = off; INSERT INTO durable VALUES (1, 'async commit');});
 my $dkey = redis_key_of($node, $db, 'durable', 1);
 my $seen = 0;
-for (1 .. 600)
+for (1 .. 1200)
 {
 	$seen = 1, last if (redis_cmd($rp, 'GET', $dkey) // '') =~ /async commit/;
 	usleep(50_000);
