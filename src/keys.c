@@ -343,7 +343,8 @@ wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys, const int16 *att
 	appendStringInfoString(&many,
 						   "SELECT k.ord, pg_catalog.row_to_json(t.*)::pg_catalog.text");
 	append_key_columns(&many, rel, nkeys, attnums);
-	appendStringInfoString(&many, " FROM ROWS FROM (");
+	/* who wrote it: the worker must send only durable commits */
+	appendStringInfoString(&many, ", t.xmin FROM ROWS FROM (");
 	for (int c = 0; c < nkeys; c++)
 		appendStringInfo(&many, "%spg_catalog.unnest($%d)", c ? ", " : "", c + 1);
 	appendStringInfoString(&many, ") WITH ORDINALITY AS k(");

@@ -32,6 +32,7 @@
 #include "access/transam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "access/xlog_internal.h"
 #include "utils/resowner.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
@@ -51,6 +52,7 @@
 #include "replication/syncrep.h"
 #include "storage/ipc.h"
 #include "storage/lmgr.h"
+#include "storage/pmsignal.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
@@ -81,9 +83,12 @@ typedef struct KeyHashEntry
 	int			index;
 } KeyHashEntry;
 
+struct Batch;
+
 /* What a batch holds for one table. */
 typedef struct TableBatch
 {
+	struct Batch *batch;		/* that it is part of */
 	Oid			relid;
 	bool		watched;		/* false: entries are dropped */
 	bool		invalidate;
@@ -134,11 +139,16 @@ typedef struct Batch
 	int			ncalls;			/* EVALSHAs sent, replies still to read */
 	int			nmarkers;		/* and marker updates after them */
 	uint64		fence_ticket;	/* wait() tickets its marker updates answer */
-	XLogRecPtr	commits_end;	/* end of its rows' latest asynchronous
-								 * commit: WAL flushed this far before it
-								 * is sent (batch_durable) */
+	/*
+	 * What must be durable before it is sent (batch_durable): the commits
+	 * its queue rows and the table rows it read come from.
+	 */
+	XLogRecPtr	commits_end;	/* the end of the latest asynchronous one */
 	bool		others_async;	/* commits_end is not the worker's own */
+	bool		rows_gone;		/* a key has no row: its delete may be a
+								 * later commit than any known here */
 	XLogRecPtr	flushed_at_claim;	/* WAL flushed when it was claimed */
+	XLogRecPtr	inserted_at_claim;	/* WAL inserted then */
 	TransactionId last_xmin;	/* of the last row whose commit was looked at */
 	Oid			queue;			/* the wtcache.queue it was claimed from */
 	uint32	   *pending;		/* pending-filter counters of the claimed
@@ -627,6 +637,7 @@ batch_table(Batch *b, Oid relid)
 		b->tables = repalloc(b->tables, sizeof(TableBatch) * b->maxtables);
 	}
 	load_table(&b->tables[b->ntables], relid);
+	b->tables[b->ntables].batch = b;
 	return &b->tables[b->ntables++];
 }
 
@@ -726,6 +737,24 @@ add_key(TableBatch *tb, char **captured, int64 version, List *tags)
 }
 
 /*
+ * The WAL insert position, as a position XLogFlush() accepts: at a page
+ * boundary it points past the header of a page nothing was written to
+ * yet, which XLogFlush() refuses; the boundary covers every record before
+ * it.
+ */
+static XLogRecPtr
+wal_inserted(void)
+{
+	XLogRecPtr	pos = GetXLogInsertRecPtr();
+	uint32		page_offset = pos % XLOG_BLCKSZ;
+
+	if (page_offset == SizeOfXLogShortPHD ||
+		(page_offset == SizeOfXLogLongPHD && XLogSegmentOffset(pos, wal_segment_size) == page_offset))
+		pos -= page_offset;
+	return pos;
+}
+
+/*
  * Where the WAL must be flushed to for a committed transaction to be
  * durable: InvalidXLogRecPtr once it is.  An asynchronous commit leaves
  * its commit record's end in the commit log (for a group of transactions:
@@ -733,39 +762,50 @@ add_key(TableBatch *tb, char **captured, int64 version, List *tags)
  * flushed before anyone could see it and leaves none.  The xmin column
  * is the raw one: a row frozen long ago may name a transaction whose
  * commit log is truncated (and flushed long since); truncation holds
- * XactTruncationLock, as pg_xact_status() relies on.
+ * XactTruncationLock, as pg_xact_status() relies on.  A prepared
+ * transaction's COMMIT PREPARED is always flushed.
  */
 static XLogRecPtr
 async_commit_end(TransactionId xid)
 {
 	XLogRecPtr	commit_end = InvalidXLogRecPtr;
+	TransactionId next = ReadNextTransactionId();
 
+	/* both bounds: an xid 2^31 older than the truncation point wraps past it */
 	LWLockAcquire(XactTruncationLock, LW_SHARED);
 	if (TransactionIdIsNormal(xid) &&
-		!TransactionIdPrecedes(xid, ShmemVariableCache->oldestClogXid))
+		!TransactionIdPrecedes(xid, ShmemVariableCache->oldestClogXid) &&
+		TransactionIdPrecedes(xid, next))
 		commit_end = TransactionIdGetCommitLSN(xid);
 	LWLockRelease(XactTruncationLock);
 	return commit_end;
 }
 
 /*
- * pending_start: b->npending before the row's counters were added; xmin:
- * the row's, whose commit must be durable before the batch is sent.
+ * A row of the batch (a queue row, or a table row it sends) was written by
+ * xmin: its commit must be durable before the batch is sent.  One
+ * transaction's rows are usually adjacent.
  */
+static void
+batch_note_writer(Batch *b, TransactionId xmin)
+{
+	XLogRecPtr	commit_end;
+
+	if (xmin == b->last_xmin)
+		return;
+	b->last_xmin = xmin;
+	commit_end = async_commit_end(xmin);
+	if (commit_end > b->commits_end)
+		b->commits_end = commit_end;
+	if (!XLogRecPtrIsInvalid(commit_end) && !is_own_commit_end(commit_end))
+		b->others_async = true;
+}
+
+/* pending_start: b->npending before the row's counters were added */
 static void
 batch_add_id(Batch *b, int64 id, Oid relid, int pending_start, TransactionId xmin)
 {
-	/* one transaction's rows are usually adjacent */
-	if (xmin != b->last_xmin)
-	{
-		XLogRecPtr	commit_end = async_commit_end(xmin);
-
-		b->last_xmin = xmin;
-		if (commit_end > b->commits_end)
-			b->commits_end = commit_end;
-		if (!XLogRecPtrIsInvalid(commit_end) && !is_own_commit_end(commit_end))
-			b->others_async = true;
-	}
+	batch_note_writer(b, xmin);
 	if (b->nids == b->maxids)
 	{
 		b->maxids *= 2;
@@ -833,6 +873,10 @@ fetch_rows(TableBatch *tb, const bool *skip)
 
 		if (ord < 1 || ord > n || isnull)
 			continue;
+		/* the value sent may be from a later commit than any queue row claimed */
+		batch_note_writer(tb->batch,
+						  DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc,
+															  tb->nkeys + 3, &isnull)));
 		bk = &tb->keys[map[ord - 1]];
 		/*
 		 * Found by the type's equality under another spelling (numeric
@@ -856,6 +900,14 @@ fetch_rows(TableBatch *tb, const bool *skip)
 	}
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
+
+	/*
+	 * A key without a row is sent as deleted; the delete may be a later
+	 * commit than any row here names, and nothing is left to name it.
+	 */
+	for (int i = 0; i < n && !tb->batch->rows_gone; i++)
+		if (tb->keys[map[i]].payload == NULL)
+			tb->batch->rows_gone = true;
 }
 
 typedef struct FetchArgs
@@ -1982,12 +2034,14 @@ claim_next(Batch *b, MemoryContext cxt, Batch *inflight)
 
 	begin_xact(true);
 	/*
-	 * A synchronous commit is visible only once its commit record is
-	 * flushed, so every such commit this claim's snapshot sees ends before
-	 * this point; the asynchronous ones are looked up row by row
-	 * (batch_add_id).
+	 * A commit is visible only once its commit record is in WAL, and a
+	 * synchronous one only once it is flushed: every commit this claim's
+	 * snapshot sees ends before the insert position read now, and every
+	 * synchronous one before the flush position.  Asynchronous ones are
+	 * looked up row by row (batch_note_writer).
 	 */
 	b->flushed_at_claim = GetFlushRecPtr(NULL);
+	b->inserted_at_claim = wal_inserted();
 	b->last_xmin = InvalidTransactionId;
 	queue = queue_relid_or_exit();
 	b->queue = queue;
@@ -2066,7 +2120,10 @@ finish_batch(Batch *b)
  * Only durable commits reach Redis: with synchronous_commit off, a commit
  * is visible before its WAL is flushed, and a crash then loses it while
  * Redis would keep a value no committed transaction wrote.  So the WAL of
- * the batch's asynchronous commits must be flushed before it is sent.
+ * the batch's asynchronous commits must be flushed before it is sent:
+ * those of its queue rows, of the table rows it read (a row may have
+ * changed again since, by a commit whose queue row is in a later batch),
+ * and, for a key whose row is gone, whatever was in WAL at the claim.
  *
  * The WAL writer flushes it within wal_writer_delay, which is also when
  * logical decoding first sees those commits.  Flushing it here instead
@@ -2076,40 +2133,54 @@ finish_batch(Batch *b)
  * from about 0.70x to 0.82x-0.91x once the worker waited instead).  So
  * wait for the WAL writer, polling, and flush only if it did not within
  * twice its delay.  A wait() caller flushes what the worker waits for
- * (fence.c), so read-your-writes does not wait for the WAL writer.  Synchronous commits were flushed before they became visible:
- * batches of them never wait; what the worker's own commits left
- * unflushed is flushed at once (note_own_commit).
+ * (fence.c), so read-your-writes does not wait for the WAL writer.
+ * Synchronous commits were flushed before they became visible: batches of
+ * them wait only if another session's asynchronous commit shares their
+ * commit-log group; what the worker's own commits left unflushed there is
+ * flushed at once (note_own_commit).
  */
 #define ASYNC_FLUSH_POLL_US		1000
 
 static void
 batch_durable(Batch *b)
 {
-	/* every commit the batch's rows come from ends before this */
-	XLogRecPtr	durable = Max(b->commits_end, b->flushed_at_claim);
+	XLogRecPtr	upto = b->commits_end;
+	XLogRecPtr	durable;
 
-	if (b->commits_end > GetFlushRecPtr(NULL) && b->others_async)
+	/* a delete's commit is known only to be visible: in WAL by the claim */
+	if (b->rows_gone)
+		upto = Max(upto, b->inserted_at_claim);
+	/* every commit the batch's rows come from ends before this */
+	durable = Max(upto, b->flushed_at_claim);
+
+	if (upto > GetFlushRecPtr(NULL) && b->others_async)
 	{
 		TimestampTz give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														  2 * WalWriterDelay);
 
 		SpinLockAcquire(&MySlot->mutex);
-		MySlot->wal_awaited = b->commits_end;
+		MySlot->wal_awaited = upto;
 		SpinLockRelease(&MySlot->mutex);
 		pgstat_report_activity(STATE_RUNNING, "wtcache: waiting for the WAL writer");
-		while (b->commits_end > GetFlushRecPtr(NULL) && GetCurrentTimestamp() < give_up)
+		/*
+		 * Not on the latch: every commit sets it, and a worker asleep on it
+		 * costs each committer a signal.
+		 */
+		while (upto > GetFlushRecPtr(NULL) && GetCurrentTimestamp() < give_up)
 		{
 			pgstat_report_wait_start(PG_WAIT_EXTENSION);
 			pg_usleep(ASYNC_FLUSH_POLL_US);
 			pgstat_report_wait_end();
 			CHECK_FOR_INTERRUPTS();
+			if (!PostmasterIsAlive())
+				proc_exit(1);
 		}
 		pgstat_report_activity(STATE_IDLE, NULL);
 		SpinLockAcquire(&MySlot->mutex);
 		MySlot->wal_awaited = InvalidXLogRecPtr;
 		SpinLockRelease(&MySlot->mutex);
 	}
-	XLogFlush(b->commits_end);
+	XLogFlush(upto);
 
 	/*
 	 * With synchronous standbys, durable means on them too: a failover to

@@ -292,7 +292,8 @@ typedef struct KeyLookup
 {
 	int			nkeys;
 	char	   *sql_many;		/* $1..$n: arrays of key values; returns
-								 * (position, row JSON) per row found */
+								 * (position, row JSON, key columns...,
+								 * xmin) per row found */
 	char	   *sql_one;		/* $1..$n: one key's values; (1, row JSON) */
 	Oid			argtypes[INDEX_MAX_KEYS];	/* the type a key value is given as */
 	Oid			arraytypes[INDEX_MAX_KEYS];	/* sql_many's parameter types */
