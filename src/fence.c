@@ -138,22 +138,28 @@ fence_take_ticket(uint64 *ticket, bool ask_for_worker)
 	return true;
 }
 
+/*
+ * What the worker says: its answer to a ticket (0: none asked), and the
+ * WAL it waits for the WAL writer to flush (worker.c, batch_durable).
+ */
 static FenceAnswer
-fence_answer(uint64 ticket)
+fence_worker_state(uint64 ticket, XLogRecPtr *wal_awaited)
 {
 	WorkerSlot *slot;
 	FenceAnswer answer = FENCE_WAITING;
 
+	*wal_awaited = InvalidXLogRecPtr;
 	LWLockAcquire(WtcacheSharedState->lock, LW_SHARED);
 	slot = wtcache_find_slot(MyDatabaseId);
 	if (slot != NULL)
 	{
 		SpinLockAcquire(&slot->mutex);
 		/* repaired first: a check after the repair confirms the marker it set */
-		if (slot->fence_repaired >= ticket)
+		if (ticket > 0 && slot->fence_repaired >= ticket)
 			answer = FENCE_REPAIRED;
-		else if (slot->fence_confirmed >= ticket)
+		else if (ticket > 0 && slot->fence_confirmed >= ticket)
 			answer = FENCE_CONFIRMED;
+		*wal_awaited = slot->wal_awaited;
 		SpinLockRelease(&slot->mutex);
 	}
 	LWLockRelease(WtcacheSharedState->lock);
@@ -170,18 +176,9 @@ fence_answer(uint64 ticket)
 static void
 fence_flush_awaited(void)
 {
-	WorkerSlot *slot;
-	XLogRecPtr	awaited = InvalidXLogRecPtr;
+	XLogRecPtr	awaited;
 
-	LWLockAcquire(WtcacheSharedState->lock, LW_SHARED);
-	slot = wtcache_find_slot(MyDatabaseId);
-	if (slot != NULL)
-	{
-		SpinLockAcquire(&slot->mutex);
-		awaited = slot->wal_awaited;
-		SpinLockRelease(&slot->mutex);
-	}
-	LWLockRelease(WtcacheSharedState->lock);
+	(void) fence_worker_state(0, &awaited);
 	if (awaited > GetFlushRecPtr(NULL))
 		XLogFlush(awaited);
 }
@@ -308,7 +305,12 @@ wtcache_fence(int64 timeout_ms)
 			}
 			if (have_ticket)
 			{
-				FenceAnswer answer = fence_answer(ticket);
+				XLogRecPtr	awaited;
+				FenceAnswer answer = fence_worker_state(ticket, &awaited);
+
+				/* the check that answers is sent with a batch the worker may hold for the WAL writer */
+				if (answer == FENCE_WAITING && awaited > GetFlushRecPtr(NULL))
+					XLogFlush(awaited);
 
 				if (answer == FENCE_CONFIRMED)
 				{

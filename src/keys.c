@@ -21,6 +21,7 @@
 
 #include "access/htup_details.h"
 #include "access/stratnum.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_operator.h"
@@ -343,8 +344,13 @@ wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys, const int16 *att
 	appendStringInfoString(&many,
 						   "SELECT k.ord, pg_catalog.row_to_json(t.*)::pg_catalog.text");
 	append_key_columns(&many, rel, nkeys, attnums);
-	/* who wrote it: the worker must send only durable commits */
-	appendStringInfoString(&many, ", t.xmin FROM ROWS FROM (");
+	/*
+	 * Who wrote it: the worker sends only durable commits.  A table access
+	 * method other than heap may have no xmin: NULL, and the worker
+	 * assumes the latest commit.
+	 */
+	appendStringInfo(&many, ", %s FROM ROWS FROM (",
+					 rel->rd_rel->relam == HEAP_TABLE_AM_OID ? "t.xmin" : "NULL::pg_catalog.xid");
 	for (int c = 0; c < nkeys; c++)
 		appendStringInfo(&many, "%spg_catalog.unnest($%d)", c ? ", " : "", c + 1);
 	appendStringInfoString(&many, ") WITH ORDINALITY AS k(");

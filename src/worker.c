@@ -64,6 +64,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timeout.h"
 
 /* One distinct key of one table in a batch. */
@@ -145,10 +146,13 @@ typedef struct Batch
 	 */
 	XLogRecPtr	commits_end;	/* the end of the latest asynchronous one */
 	bool		others_async;	/* commits_end is not the worker's own */
-	bool		rows_gone;		/* a key has no row: its delete may be a
-								 * later commit than any known here */
+	bool		writer_unknown;	/* something sent names no commit: a key
+								 * with no row (its delete may be a later
+								 * commit than any known here), a key left
+								 * out (below) */
 	XLogRecPtr	flushed_at_claim;	/* WAL flushed when it was claimed */
-	XLogRecPtr	inserted_at_claim;	/* WAL inserted then */
+	XLogRecPtr	inserted_at_claim;	/* WAL inserted then, or when a key was
+									 * left out */
 	TransactionId last_xmin;	/* of the last row whose commit was looked at */
 	Oid			queue;			/* the wtcache.queue it was claimed from */
 	uint32	   *pending;		/* pending-filter counters of the claimed
@@ -625,6 +629,8 @@ load_table(TableBatch *tb, Oid relid)
 	relation_close(rel, NoLock);
 }
 
+static void batch_note_writer(Batch *b, TransactionId xmin);
+
 static TableBatch *
 batch_table(Batch *b, Oid relid)
 {
@@ -638,6 +644,29 @@ batch_table(Batch *b, Oid relid)
 	}
 	load_table(&b->tables[b->ntables], relid);
 	b->tables[b->ntables].batch = b;
+
+	/*
+	 * The catalog is read as it is now, not as of the claim's snapshot:
+	 * keys go out under the table's and its schema's names as a rename
+	 * committed since left them.  Its commit must be durable too.
+	 */
+	{
+		HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+
+		if (HeapTupleIsValid(tup))
+		{
+			Oid			nsp = ((Form_pg_class) GETSTRUCT(tup))->relnamespace;
+
+			batch_note_writer(b, HeapTupleHeaderGetRawXmin(tup->t_data));
+			ReleaseSysCache(tup);
+			tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nsp));
+			if (HeapTupleIsValid(tup))
+			{
+				batch_note_writer(b, HeapTupleHeaderGetRawXmin(tup->t_data));
+				ReleaseSysCache(tup);
+			}
+		}
+	}
 	return &b->tables[b->ntables++];
 }
 
@@ -793,11 +822,13 @@ batch_note_writer(Batch *b, TransactionId xmin)
 
 	if (xmin == b->last_xmin)
 		return;
-	b->last_xmin = xmin;
 	commit_end = async_commit_end(xmin);
+	/* after the lookup, which can fail: a retry must look again */
+	b->last_xmin = xmin;
 	if (commit_end > b->commits_end)
 		b->commits_end = commit_end;
-	if (!XLogRecPtrIsInvalid(commit_end) && !is_own_commit_end(commit_end))
+	/* flushed by the claim: nothing to wait for */
+	if (commit_end > b->flushed_at_claim && !is_own_commit_end(commit_end))
 		b->others_async = true;
 }
 
@@ -874,9 +905,16 @@ fetch_rows(TableBatch *tb, const bool *skip)
 		if (ord < 1 || ord > n || isnull)
 			continue;
 		/* the value sent may be from a later commit than any queue row claimed */
-		batch_note_writer(tb->batch,
-						  DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc,
-															  tb->nkeys + 3, &isnull)));
+		{
+			bool		xmin_null;
+			Datum		xmin = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc,
+											 tb->nkeys + 3, &xmin_null);
+
+			if (xmin_null)
+				tb->batch->writer_unknown = true;	/* not a heap table (keys.c) */
+			else
+				batch_note_writer(tb->batch, DatumGetTransactionId(xmin));
+		}
 		bk = &tb->keys[map[ord - 1]];
 		/*
 		 * Found by the type's equality under another spelling (numeric
@@ -905,9 +943,9 @@ fetch_rows(TableBatch *tb, const bool *skip)
 	 * A key without a row is sent as deleted; the delete may be a later
 	 * commit than any row here names, and nothing is left to name it.
 	 */
-	for (int i = 0; i < n && !tb->batch->rows_gone; i++)
+	for (int i = 0; i < n && !tb->batch->writer_unknown; i++)
 		if (tb->keys[map[i]].payload == NULL)
-			tb->batch->rows_gone = true;
+			tb->batch->writer_unknown = true;
 }
 
 typedef struct FetchArgs
@@ -986,6 +1024,16 @@ fetch_rows_or_set_aside(TableBatch *tb)
 		}
 	for (int i = 0; i < tb->nbatchkeys; i++)
 		tb->keys[i].payload = NULL;
+	if (nskip > 0)
+	{
+		/*
+		 * The type read the value under the catalog as it is now, which
+		 * may show a commit (the rename) later than the claim's snapshot:
+		 * whatever is in WAL by now covers it.
+		 */
+		tb->batch->writer_unknown = true;
+		tb->batch->inserted_at_claim = Max(tb->batch->inserted_at_claim, wal_inserted());
+	}
 	if (nskip > 0 && try_fetch(tb, skip, -1, &message))
 		return;
 	for (int i = 0; i < tb->nbatchkeys; i++)
@@ -2148,25 +2196,29 @@ batch_durable(Batch *b)
 	XLogRecPtr	durable;
 
 	/* a delete's commit is known only to be visible: in WAL by the claim */
-	if (b->rows_gone)
+	if (b->writer_unknown)
 		upto = Max(upto, b->inserted_at_claim);
 	/* every commit the batch's rows come from ends before this */
 	durable = Max(upto, b->flushed_at_claim);
 
-	if (upto > GetFlushRecPtr(NULL) && b->others_async)
+	/*
+	 * Wait for what asynchronous commits left; the WAL writer flushes no
+	 * further than them, so the rest (upto) is flushed here.
+	 */
+	if (b->commits_end > GetFlushRecPtr(NULL) && b->others_async)
 	{
-		TimestampTz give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														  2 * WalWriterDelay);
+		/* counted, not timed: a clock set back must not stretch it */
+		long		polls = 2000L * WalWriterDelay / ASYNC_FLUSH_POLL_US;
 
 		SpinLockAcquire(&MySlot->mutex);
-		MySlot->wal_awaited = upto;
+		MySlot->wal_awaited = b->commits_end;
 		SpinLockRelease(&MySlot->mutex);
 		pgstat_report_activity(STATE_RUNNING, "wtcache: waiting for the WAL writer");
 		/*
 		 * Not on the latch: every commit sets it, and a worker asleep on it
 		 * costs each committer a signal.
 		 */
-		while (upto > GetFlushRecPtr(NULL) && GetCurrentTimestamp() < give_up)
+		while (b->commits_end > GetFlushRecPtr(NULL) && polls-- > 0)
 		{
 			pgstat_report_wait_start(PG_WAIT_EXTENSION);
 			pg_usleep(ASYNC_FLUSH_POLL_US);
