@@ -154,6 +154,7 @@ typedef struct Batch
 	XLogRecPtr	inserted_at_claim;	/* WAL inserted then, or when a key was
 									 * left out */
 	TransactionId last_xmin;	/* of the last row whose commit was looked at */
+	uint64		catalog_changes;	/* counted by the end of its claim */
 	Oid			queue;			/* the wtcache.queue it was claimed from */
 	uint32	   *pending;		/* pending-filter counters of the claimed
 								 * rows, released once they are acked */
@@ -437,6 +438,33 @@ is_own_commit_end(XLogRecPtr commit_end)
 	return false;
 }
 
+/*
+ * Values and keys are rendered with the catalog as the worker's caches
+ * have it, not as of the claim's snapshot: a table, schema or column
+ * renamed, an enum label or a composite type's attribute renamed (no lock
+ * on the tables that use them) by a commit the snapshot does not see, or
+ * one whose queue rows come in a later batch.  Such a commit is durable
+ * only once flushed like any other, and nothing in the batch names it.
+ * So count the invalidations the worker's caches take in: when any came
+ * in since the last claim, the batch takes all WAL written by the end of
+ * its claim (claim_next), which holds every commit those caches show.
+ */
+static uint64 catalog_changes = 0;
+static uint64 catalog_changes_claimed = PG_UINT64_MAX;	/* none yet: caches
+														 * loaded at start */
+
+static void
+count_catalog_change(Datum arg, Oid relid)
+{
+	catalog_changes++;
+}
+
+static void
+count_syscache_change(Datum arg, int cacheid, uint32 hashvalue)
+{
+	catalog_changes++;
+}
+
 static void
 begin_xact(bool read_only)
 {
@@ -484,6 +512,10 @@ queue_relid_or_exit(void)
 	if (!callback_registered)
 	{
 		CacheRegisterRelcacheCallback(verified_queue_inval, (Datum) 0);
+		CacheRegisterRelcacheCallback(count_catalog_change, (Datum) 0);
+		CacheRegisterSyscacheCallback(ENUMOID, count_syscache_change, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, count_syscache_change, (Datum) 0);
+		CacheRegisterSyscacheCallback(TYPEOID, count_syscache_change, (Datum) 0);
 		callback_registered = true;
 	}
 	if (OidIsValid(queue) && queue == verified_queue)
@@ -629,8 +661,6 @@ load_table(TableBatch *tb, Oid relid)
 	relation_close(rel, NoLock);
 }
 
-static void batch_note_writer(Batch *b, TransactionId xmin);
-
 static TableBatch *
 batch_table(Batch *b, Oid relid)
 {
@@ -645,28 +675,6 @@ batch_table(Batch *b, Oid relid)
 	load_table(&b->tables[b->ntables], relid);
 	b->tables[b->ntables].batch = b;
 
-	/*
-	 * The catalog is read as it is now, not as of the claim's snapshot:
-	 * keys go out under the table's and its schema's names as a rename
-	 * committed since left them.  Its commit must be durable too.
-	 */
-	{
-		HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-
-		if (HeapTupleIsValid(tup))
-		{
-			Oid			nsp = ((Form_pg_class) GETSTRUCT(tup))->relnamespace;
-
-			batch_note_writer(b, HeapTupleHeaderGetRawXmin(tup->t_data));
-			ReleaseSysCache(tup);
-			tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nsp));
-			if (HeapTupleIsValid(tup))
-			{
-				batch_note_writer(b, HeapTupleHeaderGetRawXmin(tup->t_data));
-				ReleaseSysCache(tup);
-			}
-		}
-	}
 	return &b->tables[b->ntables++];
 }
 
@@ -2110,6 +2118,13 @@ claim_next(Batch *b, MemoryContext cxt, Batch *inflight)
 	{
 		MemoryContextSwitchTo(cxt);
 		build_tag_bumps(b);
+		/* rendered with catalog changes no batch has made durable yet */
+		b->catalog_changes = catalog_changes;
+		if (catalog_changes != catalog_changes_claimed)
+		{
+			b->writer_unknown = true;
+			b->inserted_at_claim = Max(b->inserted_at_claim, wal_inserted());
+		}
 	}
 	end_xact();
 	MemoryContextSwitchTo(TopMemoryContext);
@@ -2171,7 +2186,8 @@ finish_batch(Batch *b)
  * the batch's asynchronous commits must be flushed before it is sent:
  * those of its queue rows, of the table rows it read (a row may have
  * changed again since, by a commit whose queue row is in a later batch),
- * and, for a key whose row is gone, whatever was in WAL at the claim.
+ * and, for a key whose row is gone or after catalog changes
+ * (catalog_changes), whatever was in WAL at the claim.
  *
  * The WAL writer flushes it within wal_writer_delay, which is also when
  * logical decoding first sees those commits.  Flushing it here instead
@@ -2233,6 +2249,7 @@ batch_durable(Batch *b)
 		SpinLockRelease(&MySlot->mutex);
 	}
 	XLogFlush(upto);
+	catalog_changes_claimed = b->catalog_changes;
 
 	/*
 	 * With synchronous standbys, durable means on them too: a failover to
