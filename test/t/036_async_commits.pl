@@ -35,6 +35,10 @@ my $db = 'postgres';
 sub sql { return $node->safe_psql($db, $_[0]); }
 
 sql(q{CREATE TABLE pad (n int);
+      CREATE TYPE mood AS ENUM ('happy', 'sad');
+      CREATE TABLE e (id int PRIMARY KEY, m mood NOT NULL);
+      SELECT wtcache.watch('e');
+      INSERT INTO e VALUES (1, 'sad');
       CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL);
       SELECT wtcache.watch('t');
       INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 300) g;});
@@ -132,6 +136,46 @@ note(sprintf('wait() took %.3f s', time() - $t0));
 like(redis_cmd($rp, 'GET', $key), qr/"v":"async"/, 'the asynchronous commit is in Redis after wait()');
 is(sql(qq{SELECT pg_current_wal_flush_lsn() >= '$commit_lsn'::pg_lsn}), 't',
 	'and its WAL is flushed');
+
+# --- a value rendered after a catalog change ------------------------------
+# An enum label renamed asynchronously after a synchronous change of a row
+# that uses it: the batch of that change renders the row with the new
+# label (the worker's catalog caches have it), while the rename's own
+# queue entry (a requeue of the table) comes in a later batch, which
+# waits for the WAL writer.  The label must not reach Redis before the
+# rename's WAL is flushed.
+sql(q{ALTER SYSTEM SET wtcache.enabled = off; SELECT pg_reload_conf();});
+$paused = 0;
+for (my $deadline = time() + 60; time() < $deadline;)
+{
+	$paused = 1, last if worker_state() eq 'paused';
+	usleep(20_000);
+}
+ok($paused, 'delivery paused again');
+sql(q{UPDATE e SET m = 'happy' WHERE id = 1});
+# the rename's requeue of the table beyond the first batch (batch_size 100)
+sql(join("\n", map { "UPDATE t SET v = 'other again' WHERE id = $_;" } 101 .. 210));
+# into another commit-log group than the rename's
+sql(join("\n", map { "INSERT INTO pad VALUES ($_);" } 1 .. 40));
+my $rename_lsn = sql(q{SET synchronous_commit = off;
+                       BEGIN;
+                       ALTER TYPE mood RENAME VALUE 'happy' TO 'glad';
+                       SELECT pg_current_wal_insert_lsn();
+                       COMMIT;});
+my $ekey = redis_key_of($node, $db, 'e', 1);
+sql(q{ALTER SYSTEM RESET wtcache.enabled; SELECT pg_reload_conf();});
+my ($early_label, $seen_label) = (0, 0);
+for (my $deadline = time() + 60; time() < $deadline && !$seen_label;)
+{
+	my $v = redis_cmd($rp, 'GET', $ekey) // '';
+	my $flushed = sql(qq{SELECT pg_current_wal_flush_lsn() >= '$rename_lsn'::pg_lsn});
+	if ($v =~ /"m":"glad"/) { $seen_label = 1; $early_label++ if $flushed ne 't'; }
+	sql(q{SELECT wtcache.wait('15s')})
+	  if !$seen_label && worker_activity() eq 'wtcache: waiting for the WAL writer';
+	usleep(5_000);
+}
+ok($seen_label, 'the renamed label is delivered');
+is($early_label, 0, 'a label renamed asynchronously was not in Redis before the rename was flushed');
 
 # --- synchronous commits never wait for the WAL writer ----------------------
 # Two sessions commit one row at a time, synchronously, while the WAL
