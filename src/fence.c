@@ -139,16 +139,20 @@ fence_take_ticket(uint64 *ticket, bool ask_for_worker)
 }
 
 /*
- * What the worker says: its answer to a ticket (0: none asked), and the
- * WAL it waits for the WAL writer to flush (worker.c, batch_durable).
+ * The worker's answer to a ticket (0: none asked yet).  While there is
+ * none, flush the WAL the worker waits for the WAL writer to flush
+ * (worker.c, batch_durable): it sends asynchronous commits, and the marker
+ * check that answers a ticket, up to twice wal_writer_delay later, and a
+ * caller waiting for changes should not wait for that.  What the worker
+ * waits for covers the caller's changes if they are in its batch.
  */
 static FenceAnswer
-fence_worker_state(uint64 ticket, XLogRecPtr *wal_awaited)
+fence_poll_worker(uint64 ticket)
 {
 	WorkerSlot *slot;
 	FenceAnswer answer = FENCE_WAITING;
+	XLogRecPtr	awaited = InvalidXLogRecPtr;
 
-	*wal_awaited = InvalidXLogRecPtr;
 	LWLockAcquire(WtcacheSharedState->lock, LW_SHARED);
 	slot = wtcache_find_slot(MyDatabaseId);
 	if (slot != NULL)
@@ -159,28 +163,13 @@ fence_worker_state(uint64 ticket, XLogRecPtr *wal_awaited)
 			answer = FENCE_REPAIRED;
 		else if (ticket > 0 && slot->fence_confirmed >= ticket)
 			answer = FENCE_CONFIRMED;
-		*wal_awaited = slot->wal_awaited;
+		awaited = slot->wal_awaited;
 		SpinLockRelease(&slot->mutex);
 	}
 	LWLockRelease(WtcacheSharedState->lock);
-	return answer;
-}
-
-/*
- * The worker sends asynchronous commits once the WAL writer flushed them
- * (worker.c, batch_durable), up to twice wal_writer_delay later.  A
- * caller waiting for changes should not wait for that: flush what the
- * worker waits for, which also covers the caller's changes if they are in
- * the worker's batch.
- */
-static void
-fence_flush_awaited(void)
-{
-	XLogRecPtr	awaited;
-
-	(void) fence_worker_state(0, &awaited);
-	if (awaited > GetFlushRecPtr(NULL))
+	if (answer == FENCE_WAITING && awaited > GetFlushRecPtr(NULL))
 		XLogFlush(awaited);
+	return answer;
 }
 
 /*
@@ -275,7 +264,7 @@ wtcache_fence(int64 timeout_ms)
 		if (nids > 0 && !fence_queue_rows_remain(idarr, can_set_aside, &set_aside))
 			nids = 0;
 		else if (nids > 0 && !OidIsValid(set_aside) && !RecoveryInProgress())
-			fence_flush_awaited();
+			(void) fence_poll_worker(0);
 		else if (nids > 0 && OidIsValid(set_aside))
 		{
 			/* Redis will not have it before a DBA acts: say so, do not wait */
@@ -305,12 +294,7 @@ wtcache_fence(int64 timeout_ms)
 			}
 			if (have_ticket)
 			{
-				XLogRecPtr	awaited;
-				FenceAnswer answer = fence_worker_state(ticket, &awaited);
-
-				/* the check that answers is sent with a batch the worker may hold for the WAL writer */
-				if (answer == FENCE_WAITING && awaited > GetFlushRecPtr(NULL))
-					XLogFlush(awaited);
+				FenceAnswer answer = fence_poll_worker(ticket);
 
 				if (answer == FENCE_CONFIRMED)
 				{
