@@ -154,6 +154,7 @@ typedef struct Batch
 	XLogRecPtr	inserted_at_claim;	/* WAL inserted then, or when a key was
 									 * left out */
 	TransactionId last_xmin;	/* of the last row whose commit was looked at */
+	TransactionId visible_below;	/* the claim snapshot's xmax */
 	uint64		catalog_changes;	/* counted by the end of its claim */
 	Oid			queue;			/* the wtcache.queue it was claimed from */
 	uint32	   *pending;		/* pending-filter counters of the claimed
@@ -803,16 +804,19 @@ wal_inserted(void)
  * transaction's COMMIT PREPARED is always flushed.
  */
 static XLogRecPtr
-async_commit_end(TransactionId xid)
+async_commit_end(TransactionId xid, TransactionId visible_below)
 {
 	XLogRecPtr	commit_end = InvalidXLogRecPtr;
-	TransactionId next = ReadNextTransactionId();
 
-	/* both bounds: an xid 2^31 older than the truncation point wraps past it */
+	/*
+	 * Both bounds: an xid 2^31 older than the truncation point wraps past
+	 * it.  visible_below: the claim snapshot's xmax, which every xid the
+	 * claim sees precedes, and no lock to read.
+	 */
 	LWLockAcquire(XactTruncationLock, LW_SHARED);
 	if (TransactionIdIsNormal(xid) &&
 		!TransactionIdPrecedes(xid, ShmemVariableCache->oldestClogXid) &&
-		TransactionIdPrecedes(xid, next))
+		TransactionIdPrecedes(xid, visible_below))
 		commit_end = TransactionIdGetCommitLSN(xid);
 	LWLockRelease(XactTruncationLock);
 	return commit_end;
@@ -830,7 +834,7 @@ batch_note_writer(Batch *b, TransactionId xmin)
 
 	if (xmin == b->last_xmin)
 		return;
-	commit_end = async_commit_end(xmin);
+	commit_end = async_commit_end(xmin, b->visible_below);
 	/* after the lookup, which can fail: a retry must look again */
 	b->last_xmin = xmin;
 	if (commit_end > b->commits_end)
@@ -2099,6 +2103,7 @@ claim_next(Batch *b, MemoryContext cxt, Batch *inflight)
 	b->flushed_at_claim = GetFlushRecPtr(NULL);
 	b->inserted_at_claim = wal_inserted();
 	b->last_xmin = InvalidTransactionId;
+	b->visible_below = GetActiveSnapshot()->xmax;
 	queue = queue_relid_or_exit();
 	b->queue = queue;
 	if (!ConditionalLockRelationOid(queue, AccessShareLock))
