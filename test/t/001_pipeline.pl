@@ -135,6 +135,14 @@ sql(q{UPDATE items SET qty = qty + 1 WHERE id <= 500});
 drained('an UPDATE of rows whose values are in Redis');
 my ($lease_dels) = redis_cmd($rp, 'INFO', 'commandstats') =~ /^cmdstat_del:calls=(\d+)/m;
 is($lease_dels // 0, 0, 'its apply deleted no fill lease');
+# ... and reads and writes their values with one MGET and one MSET a call
+# (of up to 128 rows), not a GETRANGE and a SET a row.
+my %calls = map { /^cmdstat_(\w+):calls=(\d+)/ ? ($1 => $2) : () }
+  split /\r?\n/, redis_cmd($rp, 'INFO', 'commandstats');
+note(join ', ', map { "$_ $calls{$_}" } sort keys %calls);
+is($calls{getrange} // 0, 0, 'its apply read no value a row at a time');
+cmp_ok($calls{set} // 0, '<', 50, 'nor wrote one a row at a time');
+cmp_ok($calls{mset} // 0, '>=', 4, 'it wrote them in calls of many rows');
 compare_table_ok($node, $db, 'items', $rp, 'items: Redis matches after it');
 
 #### Primary key changes

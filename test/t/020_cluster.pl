@@ -161,7 +161,8 @@ while (waitpid($reshard, POSIX::WNOHANG()) == 0)
 	else { diag("read of ids $ids: exit $ret, $got differ, $stderr") }
 }
 is($?, 0, 'redis-cli moved 2,500 slots and their keys while the load ran');
-cmp_ok($reads, '>', 10, "reads ran during the resharding ($reads)");
+# how many fit in depends on the machine (5 to 40 here): at least one did
+cmp_ok($reads, '>', 0, "reads ran during the resharding ($reads)");
 is($reads_ok, $reads, 'every read during the resharding returned the row of the table');
 IPC::Run::finish($load);
 like($$out, qr/number of transactions actually processed: [1-9]/, 'the write load committed transactions')
