@@ -22,11 +22,14 @@
 
 /* rows per EVALSHA: bounds Lua's time per call and the argument vector */
 #define ROWS_PER_CALL 128
+/* above this, a call reads its values a row at a time (apply_script) */
+#define MGET_MAX_AVG_PAYLOAD 1024
 #define TAGS_PER_CALL 512
 
 /*
  * KEYS: row keys (but see "m" below).  ARGV[1]: tombstone TTL in
- * seconds; ARGV[2]: flags, "t" when rows carry a TTL, "p" to publish
+ * seconds; ARGV[2]: flags, "t" when rows carry a TTL, "g" to read and
+ * write the values a call at a time (see below), "p" to publish
  * without asking whether anyone listens (in a Cluster PUBSUB NUMSUB counts
  * only the subscribers of one node); ARGV[3]: events channel ("" = none).
  * Then per row: ["m": row key,]
@@ -60,14 +63,20 @@
  * slot and missing: the ASK that Redis then answers is not followed
  * (redis.c), since the importing node, asked, would serve every key of
  * that slot, moved yet or not.
- * Outside "m" calls the row keys' values are read with one MGET and the
+ * With "g" in ARGV[2] the row keys' values are read with one MGET and the
  * plain values written with one MSET: a call into Redis from Lua costs more
- * than the command, and one GETRANGE and one SET a row were most of Redis's
- * time in a drain (3.6 µs a row, 2.8 µs with these).  A batch carries each
- * key once (worker.c, add_key), so what the MGET read is current for every
- * row of the call.  A value MGET did not return or that carries no version
- * is looked at as before.  An "m" call cannot: one command may not span
- * slots.  The event is
+ * than the command, and a GETRANGE and a SET a row were most of Redis's
+ * time in a drain (3.6 µs a row, 2.8 µs with these).  Not in "m" calls
+ * (one command may not span slots), nor for rows of more than
+ * MGET_MAX_AVG_PAYLOAD bytes on average, where copying whole values into
+ * Lua costs more than the calls.  A value MGET did not return or that
+ * carries no version is looked at as before.  A batch carries each key
+ * once, but a key met again in a call (two tables' names swapped between
+ * their loads) first writes what is pending and reads it anew.  The events
+ * of rows written by the MSET are published after it, so that one failing
+ * (out of memory) announces nothing it did not write.  Without the rights
+ * to MGET or MSET (a Redis ACL older than this script) the call falls back
+ * to a command a row.  The event is
  * published only when the change is applied, so a redelivery or a late
  * push publishes nothing; and only when someone listens (checked inside the
  * script, so no subscriber can arrive between the check and the publish).
@@ -83,11 +92,24 @@ static const char apply_script[] =
 "if chan ~= '' and not string.find(ARGV[2], 'p', 1, true) and call('PUBSUB', 'NUMSUB', chan)[2] == 0 and call('PUBSUB', 'NUMPAT') == 0 then chan = '' end\n"
 "local applied = 0\n"
 "local nrows = keyed == 1 and (#ARGV - 3) / (stride + 1) or #KEYS / kstride\n"
-"local heads, sets = false, {}\n"
-"if keyed == 0 then\n"
+"local heads = false\n"
+"if string.find(ARGV[2], 'g', 1, true) then\n"
 "  local rks = {}\n"
 "  for i = 1, nrows do rks[i] = KEYS[(i - 1) * kstride + 1] end\n"
-"  heads = call('MGET', unpack(rks))\n"
+"  heads = pcall('MGET', unpack(rks))\n"
+"  if heads.err then heads = false end\n"
+"end\n"
+"local sets, events, seen = {}, {}, {}\n"
+"local function flush_sets()\n"
+"  if #sets > 0 then\n"
+"    local r = pcall('MSET', unpack(sets))\n"
+"    if type(r) == 'table' and r.err then\n"
+"      for j = 1, #sets, 2 do call('SET', sets[j], sets[j + 1]) end\n"
+"    end\n"
+"    sets = {}\n"
+"  end\n"
+"  for j = 1, #events do call('PUBLISH', chan, events[j]) end\n"
+"  events = {}\n"
 "end\n"
 "for i = 1, nrows do\n"
 "  local a = 4 + (i - 1) * (stride + keyed)\n"
@@ -97,7 +119,7 @@ static const char apply_script[] =
 "  a = a + keyed\n"
 "  local v = tonumber(ARGV[a])\n"
 "  local cur\n"
-"  if heads and heads[i] then cur = match(heads[i], '^{\"_v\":(%d+)') end\n"
+"  if seen[rk] then flush_sets() elseif heads and heads[i] then cur = match(heads[i], '^{\"_v\":(%d+)') end\n"
 "  if not cur then\n"
 "    local head = pcall('GETRANGE', rk, 0, 24)\n"
 "    if type(head) == 'string' then cur = match(head, '^{\"_v\":(%d+)') else call('DEL', rk) end\n"
@@ -109,6 +131,7 @@ static const char apply_script[] =
 "  end\n"
 "  if v > cur then\n"
 "    local payload = ARGV[a + 1]\n"
+"    local event = chan ~= '' and ARGV[a + 2] ~= '' and ARGV[a + 2]\n"
 "    if not held then companion('DEL', lk) end\n"
 "    if payload == '' then\n"
 "      call('SET', tk, ARGV[a], 'EX', tomb_ttl)\n"
@@ -116,17 +139,20 @@ static const char apply_script[] =
 "    elseif stride == 4 and ARGV[a + 3] ~= '0' then\n"
 "      call('SET', tk, ARGV[a], 'EX', tomb_ttl + math.ceil(tonumber(ARGV[a + 3]) / 1000))\n"
 "      call('SET', rk, payload, 'PX', ARGV[a + 3])\n"
-"    elseif keyed == 0 then\n"
+"    elseif heads then\n"
 "      sets[#sets + 1] = rk\n"
 "      sets[#sets + 1] = payload\n"
+"      if event then events[#events + 1] = event end\n"
+"      event = false\n"
 "    else\n"
 "      call('SET', rk, payload)\n"
 "    end\n"
+"    seen[rk] = true\n"
 "    applied = applied + 1\n"
-"    if chan ~= '' and ARGV[a + 2] ~= '' then call('PUBLISH', chan, ARGV[a + 2]) end\n"
+"    if event then call('PUBLISH', chan, event) end\n"
 "  end\n"
 "end\n"
-"if #sets > 0 then call('MSET', unpack(sets)) end\n"
+"flush_sets()\n"
 "return applied\n";
 
 /*
@@ -522,8 +548,18 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 			}
 		argv[argc] = tomb_ttl;
 		lens[argc++] = strlen(tomb_ttl);
-		argv[argc] = by_master ? (with_ttl ? "tpm" : "pm") :
-			in_cluster ? (with_ttl ? "tpk" : "pk") : (with_ttl ? "t" : "");
+		{
+			size_t		payload = 0;
+
+			for (int i = 0; i < n; i++)
+				payload += items[start + i].payload_len;
+			if (by_master)
+				argv[argc] = with_ttl ? "tpm" : "pm";
+			else if (payload > (size_t) n * MGET_MAX_AVG_PAYLOAD)
+				argv[argc] = in_cluster ? (with_ttl ? "tpk" : "pk") : (with_ttl ? "t" : "");
+			else
+				argv[argc] = in_cluster ? (with_ttl ? "tpkg" : "pkg") : (with_ttl ? "tg" : "g");
+		}
 		lens[argc] = strlen(argv[argc]);
 		argc++;
 		argv[argc] = channel.data;

@@ -56,6 +56,7 @@
 #include "storage/lmgr.h"
 #include "storage/pmsignal.h"
 #include "storage/proc.h"
+#include "storage/procarray.h"
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/inval.h"
@@ -456,9 +457,21 @@ static uint64 catalog_changes = 0;
 static uint64 catalog_changes_claimed = PG_UINT64_MAX;	/* none yet: caches
 														 * loaded at start */
 
+/*
+ * The queue and its indexes, as last seen by vacuum_queue_if_due: their
+ * invalidations (the statistics a VACUUM of the queue writes in place)
+ * change no rendered value, and counting them would make the next batch
+ * flush WAL for nothing.
+ */
+static Oid	queue_relids[8];
+static int	nqueue_relids = 0;
+
 static void
 count_catalog_change(Datum arg, Oid relid)
 {
+	for (int i = 0; i < nqueue_relids; i++)
+		if (relid == queue_relids[i])
+			return;
 	catalog_changes++;
 }
 
@@ -1515,8 +1528,9 @@ set_aside_failed(Batch *b)
 	}
 }
 
-/* queue rows deleted since the worker last vacuumed the queue */
+/* queue rows deleted since the worker last vacuumed the queue, and by whom first */
 static int64 deleted_since_vacuum = 0;
+static TransactionId first_unvacuumed_deleter = InvalidTransactionId;
 
 static void
 ack_batch(Batch *b)
@@ -1597,6 +1611,8 @@ ack_batch(Batch *b)
 							 uvalues, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "wtcache: updating counters failed");
 	}
+	if (!TransactionIdIsValid(first_unvacuumed_deleter))
+		first_unvacuumed_deleter = GetTopTransactionIdIfAny();
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -2423,38 +2439,66 @@ release_batch_memory(void)
  * until a VACUUM removes them.  Under a load of small commits, a thousand
  * batches a second, that walk was a tenth of the worker's CPU only seconds
  * after a VACUUM, and autovacuum comes back a minute later at the
- * defaults.  So the worker vacuums the queue itself every
- * QUEUE_VACUUM_ROWS rows it deleted, at most once a second: a millisecond
- * or so for that many, and VACUUM also reads pg_class to update the
- * database's frozen xid, which takes longer where tables are many.
- * Between batches, outside any transaction (VACUUM makes its own).
- * SKIP_LOCKED: one already running (autovacuum's) does the work, and the
- * worker never waits for a lock here.  No truncation: its exclusive lock
- * would stop the writers.  The relation is given by OID alone, so that a
- * queue dropped meanwhile is skipped without a WARNING.
+ * defaults.  So the worker vacuums the queue itself once it deleted
+ * QUEUE_VACUUM_ROWS rows, when the queue was just found empty and no batch
+ * is in flight: the queue is then small, and nothing waits for the
+ * worker.  VACUUM also reads pg_class to update the database's frozen
+ * xid, so runs are spaced by a second at least, and by a hundred times
+ * the last run's length where that is longer.  Not while the rows deleted
+ * are not yet removable (a long transaction holds the horizon back): that
+ * VACUUM would remove nothing, and warn each time.  Outside any
+ * transaction (VACUUM makes its own); SKIP_LOCKED: one already running
+ * (autovacuum's) does the work, and the worker waits for no lock here.
+ * No truncation: its exclusive lock would stop the writers.  The relation
+ * is given by OID alone, so that a queue dropped meanwhile is skipped
+ * without a WARNING.
  */
 #define QUEUE_VACUUM_ROWS 4096
 #define QUEUE_VACUUM_MIN_INTERVAL_MS 1000
 
-static TimestampTz last_queue_vacuum = 0;
+static TimestampTz next_queue_vacuum = 0;
 
 static void
 vacuum_queue_if_due(void)
 {
 	VacuumParams params;
 	MemoryContext cxt;
-	MemoryContext old;
+	List	   *rels;
 	Oid			queue;
+	Relation	rel;
+	bool		removable;
+	TimestampTz start;
+	long		secs;
+	int			usecs;
 
-	if (deleted_since_vacuum < QUEUE_VACUUM_ROWS ||
-		!TimestampDifferenceExceeds(last_queue_vacuum, GetCurrentTimestamp(),
-									QUEUE_VACUUM_MIN_INTERVAL_MS))
+	if (deleted_since_vacuum < QUEUE_VACUUM_ROWS || GetCurrentTimestamp() < next_queue_vacuum)
 		return;
-	deleted_since_vacuum = 0;
 
 	begin_xact(true);
 	queue = queue_relid_or_exit();
+	rel = try_relation_open(queue, AccessShareLock);
+	removable = rel != NULL &&
+		(!TransactionIdIsValid(first_unvacuumed_deleter) ||
+		 TransactionIdPrecedes(first_unvacuumed_deleter, GetOldestNonRemovableTransactionId(rel)));
+	if (rel != NULL)
+	{
+		List	   *indexes = RelationGetIndexList(rel);
+		ListCell   *lc;
+
+		nqueue_relids = 0;
+		queue_relids[nqueue_relids++] = queue;
+		foreach(lc, indexes)
+			if (nqueue_relids < lengthof(queue_relids))
+				queue_relids[nqueue_relids++] = lfirst_oid(lc);
+		relation_close(rel, AccessShareLock);
+	}
 	end_xact();
+	start = GetCurrentTimestamp();
+	next_queue_vacuum = TimestampTzPlusMilliseconds(start, QUEUE_VACUUM_MIN_INTERVAL_MS);
+	if (!removable)
+		return;
+	deleted_since_vacuum = 0;
+	first_unvacuumed_deleter = InvalidTransactionId;
 
 	memset(&params, 0, sizeof(params));
 	params.options = VACOPT_VACUUM | VACOPT_SKIP_LOCKED;
@@ -2467,19 +2511,24 @@ vacuum_queue_if_due(void)
 	params.truncate = VACOPTVALUE_DISABLED;
 	params.nworkers = -1;
 
-	/* what vacuum() keeps across its own transactions lives here */
+	/* what vacuum() keeps across the transactions it makes lives here */
 	cxt = AllocSetContextCreate(TopMemoryContext, "wtcache queue vacuum", ALLOCSET_SMALL_SIZES);
+	MemoryContextSwitchTo(cxt);
+	rels = list_make1(makeVacuumRelation(NULL, queue, NIL));
 	PortalContext = cxt;
 	pgstat_report_activity(STATE_RUNNING, "wtcache: vacuuming the queue");
 	StartTransactionCommand();
-	old = MemoryContextSwitchTo(cxt);
-	vacuum(list_make1(makeVacuumRelation(NULL, queue, NIL)), &params, NULL, true);
-	MemoryContextSwitchTo(old);
+	vacuum(rels, &params, NULL, true);
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(TopMemoryContext);
 	PortalContext = NULL;
 	MemoryContextDelete(cxt);
 	pgstat_report_activity(STATE_IDLE, NULL);
-	last_queue_vacuum = GetCurrentTimestamp();
+
+	TimestampDifference(start, GetCurrentTimestamp(), &secs, &usecs);
+	next_queue_vacuum = TimestampTzPlusMilliseconds(start,
+													Max(QUEUE_VACUUM_MIN_INTERVAL_MS,
+														100 * (secs * 1000 + usecs / 1000)));
 }
 
 /*
@@ -2513,7 +2562,6 @@ drain(void)
 		/* a batch in flight is acknowledged by nobody: claimed again later */
 		if (master_moved())
 			return;
-		vacuum_queue_if_due();
 		have_next = claim_next(next, batch_cxts[cur], inflight);
 		if (inflight != NULL)
 		{
@@ -2524,7 +2572,7 @@ drain(void)
 		if (!have_next)
 		{
 			coalesce_us = 0;
-			/* nothing in flight: the best moment */
+			/* the queue was empty, and nothing is in flight */
 			vacuum_queue_if_due();
 			return;
 		}

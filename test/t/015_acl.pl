@@ -15,7 +15,7 @@ use WtcacheTest;
 
 # keep in step with README.md, "Security"
 my @acl = qw(~wtc:* &wtc:events -@all
-  +get +set +del +unlink +exists +getrange +incr +hmget +hset +pexpire +scan
+  +get +set +del +unlink +exists +getrange +mget +mset +incr +hmget +hset +pexpire +scan
   +evalsha +script|load +publish +pubsub|numsub +pubsub|numpat +time +role
   +select +ping);
 my $password = 'acl-Pw-91c2e7';
@@ -65,6 +65,30 @@ sql(q{SELECT wtcache.unwatch('item')});
 ok(wait_drained($node, $db), 'unwatch with purge delivered');
 is(scalar(@{ redis_scan_keys($rp, 'wtc:{postgres:public.item:*}') }), 0, 'the keys are gone');
 is_deeply(redis_cmd($rp, 'ACL', 'LOG'), [], 'still nothing denied');
+
+# The ACL of earlier releases lacks MGET and MSET, which the worker uses
+# to read and write the values of many rows at once: it still delivers,
+# a command a row (src/push.c).
+sql(q{SELECT wtcache.watch('item')});
+ok(wait_drained($node, $db), 'watched again');
+redis_cmd($rp, 'ACL', 'SETUSER', 'wtcache', '-mget', '-mset');
+my $sub2 = WtcacheTest::RedisConn->new($rp, timeout => 5);
+$sub2->command('SUBSCRIBE', 'wtc:events');
+sql(q{INSERT INTO item SELECT i, i % 3, 'again ' || i FROM generate_series(2, 50) i;
+	  UPDATE item SET name = 'older ACL'});
+ok(wait_drained($node, $db), 'delivered by a user without MGET and MSET');
+compare_table_ok($node, $db, 'item', $rp, 'Redis matches the table');
+my %events;
+for (1 .. 50)
+{
+	my $e = $sub2->read_reply;
+	$events{$e->[2]}++ if ref $e eq 'ARRAY' && $e->[0] eq 'message';
+}
+is(scalar(keys %events), 50, 'every row changed was announced');
+$sub2->close;
+like(join(' ', map { ref $_ eq 'ARRAY' ? join(' ', @$_) : '' } @{ redis_cmd($rp, 'ACL', 'LOG') }),
+	qr/\bmget\b/, 'Redis refused the MGET, nothing else stopped delivery');
+is(sql(q{SELECT count(*) FROM wtcache.status WHERE worker_last_error IS NOT NULL}), '0', 'the worker saw no error');
 
 $node->stop;
 done_testing();

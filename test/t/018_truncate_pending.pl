@@ -13,7 +13,7 @@ use WtcacheTest;
 # The worker's Redis user loses SCAN after the setup: a TRUNCATE's purge
 # fails (and is retried) while row changes are delivered.
 my @acl = qw(~wtc:* &wtc:events -@all
-  +get +set +del +unlink +exists +getrange +incr +hmget +hset +pexpire +scan
+  +get +set +del +unlink +exists +getrange +mget +mset +incr +hmget +hset +pexpire +scan
   +evalsha +script|load +publish +pubsub|numsub +pubsub|numpat +time +role
   +select +ping);
 my $redis = start_redis(args => [ '--user', 'wtcache', 'on', '>pw', @acl ]);
