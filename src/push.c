@@ -551,8 +551,14 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 		{
 			size_t		payload = 0;
 
+			/*
+			 * The new values' sizes stand for the current ones; a row
+			 * without one (a delete, a table in invalidate mode) says
+			 * nothing of what MGET would copy.
+			 */
 			for (int i = 0; i < n; i++)
-				payload += items[start + i].payload_len;
+				payload += items[start + i].payload ? items[start + i].payload_len :
+					(size_t) ROWS_PER_CALL * MGET_MAX_AVG_PAYLOAD + 1;
 			if (by_master)
 				argv[argc] = with_ttl ? "tpm" : "pm";
 			else if (payload > (size_t) n * MGET_MAX_AVG_PAYLOAD)

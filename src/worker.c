@@ -2442,9 +2442,12 @@ release_batch_memory(void)
  * defaults.  So the worker vacuums the queue itself once it deleted
  * QUEUE_VACUUM_ROWS rows, when the queue was just found empty and no batch
  * is in flight: the queue is then small, and nothing waits for the
- * worker.  VACUUM also reads pg_class to update the database's frozen
- * xid, so runs are spaced by a second at least, and by a hundred times
- * the last run's length where that is longer.  Not while the rows deleted
+ * worker.  (Not during a backlog: a VACUUM then reads every queued row
+ * and index entry, more than the walk it saves; a claim of thousands of
+ * rows walks once for all of them.)  VACUUM also reads pg_class to update
+ * the database's frozen xid, so runs are spaced by a second at least, and
+ * by a hundred times the last run's length where that is longer, up to a
+ * minute.  Not while the rows deleted
  * are not yet removable (a long transaction holds the horizon back): that
  * VACUUM would remove nothing, and warn each time.  Outside any
  * transaction (VACUUM makes its own); SKIP_LOCKED: one already running
@@ -2456,7 +2459,11 @@ release_batch_memory(void)
 #define QUEUE_VACUUM_ROWS 4096
 #define QUEUE_VACUUM_MIN_INTERVAL_MS 1000
 
-static TimestampTz next_queue_vacuum = 0;
+#define QUEUE_VACUUM_MAX_INTERVAL_MS 60000
+
+/* when the last run started, and how long to wait after it */
+static TimestampTz last_queue_vacuum = 0;
+static long queue_vacuum_spacing_ms = 0;
 
 static void
 vacuum_queue_if_due(void)
@@ -2471,15 +2478,21 @@ vacuum_queue_if_due(void)
 	long		secs;
 	int			usecs;
 
-	if (deleted_since_vacuum < QUEUE_VACUUM_ROWS || GetCurrentTimestamp() < next_queue_vacuum)
+	start = GetCurrentTimestamp();
+	/* a clock set back makes it due at once */
+	if (deleted_since_vacuum < QUEUE_VACUUM_ROWS ||
+		(start >= last_queue_vacuum &&
+		 !TimestampDifferenceExceeds(last_queue_vacuum, start, queue_vacuum_spacing_ms)))
 		return;
 
 	begin_xact(true);
 	queue = queue_relid_or_exit();
 	rel = try_relation_open(queue, AccessShareLock);
 	removable = rel != NULL &&
-		(!TransactionIdIsValid(first_unvacuumed_deleter) ||
-		 TransactionIdPrecedes(first_unvacuumed_deleter, GetOldestNonRemovableTransactionId(rel)));
+		(!TransactionIdIsNormal(first_unvacuumed_deleter) ||
+		 TransactionIdPrecedes(first_unvacuumed_deleter, GetOldestNonRemovableTransactionId(rel)) ||
+		 /* so old it wrapped around: long gone */
+		 !TransactionIdPrecedes(first_unvacuumed_deleter, ReadNextTransactionId()));
 	if (rel != NULL)
 	{
 		List	   *indexes = RelationGetIndexList(rel);
@@ -2493,8 +2506,8 @@ vacuum_queue_if_due(void)
 		relation_close(rel, AccessShareLock);
 	}
 	end_xact();
-	start = GetCurrentTimestamp();
-	next_queue_vacuum = TimestampTzPlusMilliseconds(start, QUEUE_VACUUM_MIN_INTERVAL_MS);
+	last_queue_vacuum = start;
+	queue_vacuum_spacing_ms = QUEUE_VACUUM_MIN_INTERVAL_MS;
 	if (!removable)
 		return;
 	deleted_since_vacuum = 0;
@@ -2526,9 +2539,8 @@ vacuum_queue_if_due(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 
 	TimestampDifference(start, GetCurrentTimestamp(), &secs, &usecs);
-	next_queue_vacuum = TimestampTzPlusMilliseconds(start,
-													Max(QUEUE_VACUUM_MIN_INTERVAL_MS,
-														100 * (secs * 1000 + usecs / 1000)));
+	queue_vacuum_spacing_ms = Min(Max(QUEUE_VACUUM_MIN_INTERVAL_MS, 100 * (secs * 1000 + usecs / 1000)),
+								  QUEUE_VACUUM_MAX_INTERVAL_MS);
 }
 
 /*
