@@ -40,13 +40,11 @@
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
-#include "commands/vacuum.h"
 #include "common/hashfn.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
-#include "nodes/makefuncs.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
@@ -56,7 +54,6 @@
 #include "storage/lmgr.h"
 #include "storage/pmsignal.h"
 #include "storage/proc.h"
-#include "storage/procarray.h"
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/inval.h"
@@ -457,21 +454,9 @@ static uint64 catalog_changes = 0;
 static uint64 catalog_changes_claimed = PG_UINT64_MAX;	/* none yet: caches
 														 * loaded at start */
 
-/*
- * The queue and its indexes, as last seen by vacuum_queue_if_due: their
- * invalidations (the statistics a VACUUM of the queue writes in place)
- * change no rendered value, and counting them would make the next batch
- * flush WAL for nothing.
- */
-static Oid	queue_relids[8];
-static int	nqueue_relids = 0;
-
 static void
 count_catalog_change(Datum arg, Oid relid)
 {
-	for (int i = 0; i < nqueue_relids; i++)
-		if (relid == queue_relids[i])
-			return;
 	catalog_changes++;
 }
 
@@ -1096,9 +1081,15 @@ claim_batch(Batch *b, Batch *inflight)
 	if (can_set_aside)
 		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, discard, xmin "
 								 "FROM wtcache.queue q WHERE set_aside IS NULL OR discard "
-								 /* those of a table dropped since: nothing left to deliver */
-								 "OR NOT EXISTS (SELECT FROM pg_catalog.pg_class c "
-								 "WHERE c.oid OPERATOR(pg_catalog.=) q.relid) ORDER BY id LIMIT $1",
+								 /*
+								  * those of a table dropped since: nothing left to
+								  * deliver.  NULL for an OID no relation has (the
+								  * worker, a superuser, may read any other): a
+								  * NOT EXISTS subquery on pg_class cost a plan to
+								  * start at every claim, 3% of the worker's CPU
+								  */
+								 "OR pg_catalog.has_table_privilege(q.relid, 'SELECT') IS NULL "
+								 "ORDER BY id LIMIT $1",
 								 1, (Oid[]) {INT8OID});
 	else
 		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, false, xmin "
@@ -1528,10 +1519,6 @@ set_aside_failed(Batch *b)
 	}
 }
 
-/* queue rows deleted since the worker last vacuumed the queue, and by whom first */
-static int64 deleted_since_vacuum = 0;
-static TransactionId first_unvacuumed_deleter = InvalidTransactionId;
-
 static void
 ack_batch(Batch *b)
 {
@@ -1611,13 +1598,10 @@ ack_batch(Batch *b)
 							 uvalues, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "wtcache: updating counters failed");
 	}
-	if (!TransactionIdIsValid(first_unvacuumed_deleter))
-		first_unvacuumed_deleter = GetTopTransactionIdIfAny();
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	note_own_commit();
-	deleted_since_vacuum += ndone;
 	/* right after the commit, before anything that could fail (pending.c) */
 	if (MySlot->pending_ready)
 		wtcache_pending_release(release, nrelease);
@@ -2434,116 +2418,6 @@ release_batch_memory(void)
 }
 
 /*
- * The worker deletes the rows it delivered, and a claim reads the queue's
- * primary key from its start, past the index entries of every deleted row
- * until a VACUUM removes them.  Under a load of small commits, a thousand
- * batches a second, that walk was a tenth of the worker's CPU only seconds
- * after a VACUUM, and autovacuum comes back a minute later at the
- * defaults.  So the worker vacuums the queue itself once it deleted
- * QUEUE_VACUUM_ROWS rows, when the queue was just found empty and no batch
- * is in flight: the queue is then small, and nothing waits for the
- * worker.  (Not during a backlog: a VACUUM then reads every queued row
- * and index entry, more than the walk it saves; a claim of thousands of
- * rows walks once for all of them.)  VACUUM also reads pg_class to update
- * the database's frozen xid, so runs are spaced by a second at least, and
- * by a hundred times the last run's length where that is longer, up to a
- * minute.  Not while the rows deleted
- * are not yet removable (a long transaction holds the horizon back): that
- * VACUUM would remove nothing, and warn each time.  Outside any
- * transaction (VACUUM makes its own); SKIP_LOCKED: one already running
- * (autovacuum's) does the work, and the worker waits for no lock here.
- * No truncation: its exclusive lock would stop the writers.  The relation
- * is given by OID alone, so that a queue dropped meanwhile is skipped
- * without a WARNING.
- */
-#define QUEUE_VACUUM_ROWS 4096
-#define QUEUE_VACUUM_MIN_INTERVAL_MS 1000
-
-#define QUEUE_VACUUM_MAX_INTERVAL_MS 60000
-
-/* when the last run started, and how long to wait after it */
-static TimestampTz last_queue_vacuum = 0;
-static long queue_vacuum_spacing_ms = 0;
-
-static void
-vacuum_queue_if_due(void)
-{
-	VacuumParams params;
-	MemoryContext cxt;
-	List	   *rels;
-	Oid			queue;
-	Relation	rel;
-	bool		removable;
-	TimestampTz start;
-	long		secs;
-	int			usecs;
-
-	start = GetCurrentTimestamp();
-	/* a clock set back makes it due at once */
-	if (deleted_since_vacuum < QUEUE_VACUUM_ROWS ||
-		(start >= last_queue_vacuum &&
-		 !TimestampDifferenceExceeds(last_queue_vacuum, start, queue_vacuum_spacing_ms)))
-		return;
-
-	begin_xact(true);
-	queue = queue_relid_or_exit();
-	rel = try_relation_open(queue, AccessShareLock);
-	removable = rel != NULL &&
-		(!TransactionIdIsNormal(first_unvacuumed_deleter) ||
-		 TransactionIdPrecedes(first_unvacuumed_deleter, GetOldestNonRemovableTransactionId(rel)) ||
-		 /* so old it wrapped around: long gone */
-		 !TransactionIdPrecedes(first_unvacuumed_deleter, ReadNextTransactionId()));
-	if (rel != NULL)
-	{
-		List	   *indexes = RelationGetIndexList(rel);
-		ListCell   *lc;
-
-		nqueue_relids = 0;
-		queue_relids[nqueue_relids++] = queue;
-		foreach(lc, indexes)
-			if (nqueue_relids < lengthof(queue_relids))
-				queue_relids[nqueue_relids++] = lfirst_oid(lc);
-		relation_close(rel, AccessShareLock);
-	}
-	end_xact();
-	last_queue_vacuum = start;
-	queue_vacuum_spacing_ms = QUEUE_VACUUM_MIN_INTERVAL_MS;
-	if (!removable)
-		return;
-	deleted_since_vacuum = 0;
-	first_unvacuumed_deleter = InvalidTransactionId;
-
-	memset(&params, 0, sizeof(params));
-	params.options = VACOPT_VACUUM | VACOPT_SKIP_LOCKED;
-	params.freeze_min_age = -1;
-	params.freeze_table_age = -1;
-	params.multixact_freeze_min_age = -1;
-	params.multixact_freeze_table_age = -1;
-	params.log_min_duration = -1;
-	params.index_cleanup = VACOPTVALUE_ENABLED;
-	params.truncate = VACOPTVALUE_DISABLED;
-	params.nworkers = -1;
-
-	/* what vacuum() keeps across the transactions it makes lives here */
-	cxt = AllocSetContextCreate(TopMemoryContext, "wtcache queue vacuum", ALLOCSET_SMALL_SIZES);
-	MemoryContextSwitchTo(cxt);
-	rels = list_make1(makeVacuumRelation(NULL, queue, NIL));
-	PortalContext = cxt;
-	pgstat_report_activity(STATE_RUNNING, "wtcache: vacuuming the queue");
-	StartTransactionCommand();
-	vacuum(rels, &params, NULL, true);
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(TopMemoryContext);
-	PortalContext = NULL;
-	MemoryContextDelete(cxt);
-	pgstat_report_activity(STATE_IDLE, NULL);
-
-	TimestampDifference(start, GetCurrentTimestamp(), &secs, &usecs);
-	queue_vacuum_spacing_ms = Min(Max(QUEUE_VACUUM_MIN_INTERVAL_MS, 100 * (secs * 1000 + usecs / 1000)),
-								  QUEUE_VACUUM_MAX_INTERVAL_MS);
-}
-
-/*
  * Deliver until the queue is empty or Redis fails.  While Redis applies
  * one batch the next is claimed, so PostgreSQL's work and Redis's overlap;
  * a batch is sent only after the one before it was acknowledged, so Redis
@@ -2584,8 +2458,6 @@ drain(void)
 		if (!have_next)
 		{
 			coalesce_us = 0;
-			/* the queue was empty, and nothing is in flight */
-			vacuum_queue_if_due();
 			return;
 		}
 		if (next->purge_table_key != NULL)
