@@ -400,28 +400,6 @@ sql(q{INSERT INTO texts VALUES ('after unwatch', 1)});
 drained('an insert into an unwatched table');
 is(scalar @{ redis_row_keys($rp, $texts_pattern) }, 0, 'changes to an unwatched table are not delivered');
 
-#### The worker vacuums the queue it empties
-
-# A claim reads the queue's primary key from its start, past every row
-# delivered since the last VACUUM, so the worker vacuums the queue itself
-# every 4,096 rows it deleted (src/worker.c).  Nothing else here vacuums
-# it by hand: autovacuum counts elsewhere.
-my $vacuums_before = sql(q{SELECT vacuum_count FROM pg_stat_all_tables
-	WHERE relid = 'wtcache.queue'::regclass});
-sql(q{CREATE PROCEDURE one_change_a_commit(n int) LANGUAGE plpgsql AS $$
-	BEGIN
-		FOR i IN 1 .. n LOOP
-			UPDATE items SET qty = qty + 1 WHERE id = 2;
-			COMMIT;
-		END LOOP;
-	END $$});
-sql(q{CALL one_change_a_commit(4200)});
-drained('4,200 transactions of one change each');
-ok($node->poll_query_until($db, qq{SELECT vacuum_count > $vacuums_before FROM pg_stat_all_tables
-	WHERE relid = 'wtcache.queue'::regclass}),
-	'the worker vacuumed the queue once it had deleted that many rows');
-compare_table_ok($node, $db, 'items', $rp, 'items: Redis matches after them');
-
 #### Final check of every watched table
 
 for my $t (qw(items pairs ekey ctext uu bi trunc_t))
