@@ -455,6 +455,7 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 	char	   *numbuf;
 	char		tomb_ttl[16];
 	char		nkeys_buf[16];
+	char		flags[8];		/* ARGV[2] of the call being built */
 	int			start = 0;
 	StringInfoData channel;
 	bool		in_cluster = wtc_redis_mode(r) == WTC_REDIS_CLUSTER;
@@ -549,25 +550,34 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 		argv[argc] = tomb_ttl;
 		lens[argc++] = strlen(tomb_ttl);
 		{
-			size_t		payload = 0;
-
 			/*
 			 * The new values' sizes stand for the current ones; a row
 			 * without one (a delete, a table in invalidate mode) says
 			 * nothing of what MGET would copy.
 			 */
-			for (int i = 0; i < n; i++)
-				payload += items[start + i].payload ? items[start + i].payload_len :
-					(size_t) ROWS_PER_CALL * MGET_MAX_AVG_PAYLOAD + 1;
+			bool		small = !by_master;
+			size_t		payload = 0;
+			int			f = 0;
+
+			for (int i = 0; i < n && small; i++)
+			{
+				small = items[start + i].payload != NULL;
+				payload += items[start + i].payload_len;
+			}
+			small = small && payload <= (size_t) n * MGET_MAX_AVG_PAYLOAD;
+			if (with_ttl)
+				flags[f++] = 't';
+			if (in_cluster)
+				flags[f++] = 'p';
 			if (by_master)
-				argv[argc] = with_ttl ? "tpm" : "pm";
-			else if (payload > (size_t) n * MGET_MAX_AVG_PAYLOAD)
-				argv[argc] = in_cluster ? (with_ttl ? "tpk" : "pk") : (with_ttl ? "t" : "");
-			else
-				argv[argc] = in_cluster ? (with_ttl ? "tpkg" : "pkg") : (with_ttl ? "tg" : "g");
+				flags[f++] = 'm';
+			else if (in_cluster)
+				flags[f++] = 'k';
+			if (small)
+				flags[f++] = 'g';
+			argv[argc] = flags;
+			lens[argc++] = f;
 		}
-		lens[argc] = strlen(argv[argc]);
-		argc++;
 		argv[argc] = channel.data;
 		lens[argc++] = channel.len;
 		for (int i = 0; i < n; i++)

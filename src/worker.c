@@ -675,7 +675,6 @@ batch_table(Batch *b, Oid relid)
 	}
 	load_table(&b->tables[b->ntables], relid);
 	b->tables[b->ntables].batch = b;
-
 	return &b->tables[b->ntables++];
 }
 
@@ -790,6 +789,18 @@ wal_inserted(void)
 		(page_offset == SizeOfXLogLongPHD && XLogSegmentOffset(pos, wal_segment_size) == page_offset))
 		pos -= page_offset;
 	return pos;
+}
+
+/*
+ * The batch renders something under the catalog as the worker's caches
+ * have it now, which may show a commit no row of the batch names: it
+ * takes all WAL written by now, which holds every such commit.
+ */
+static void
+batch_covers_wal_now(Batch *b)
+{
+	b->writer_unknown = true;
+	b->inserted_at_claim = Max(b->inserted_at_claim, wal_inserted());
 }
 
 /*
@@ -1038,13 +1049,8 @@ fetch_rows_or_set_aside(TableBatch *tb)
 		tb->keys[i].payload = NULL;
 	if (nskip > 0)
 	{
-		/*
-		 * The type read the value under the catalog as it is now, which
-		 * may show a commit (the rename) later than the claim's snapshot:
-		 * whatever is in WAL by now covers it.
-		 */
-		tb->batch->writer_unknown = true;
-		tb->batch->inserted_at_claim = Max(tb->batch->inserted_at_claim, wal_inserted());
+		/* the type read the value under a rename the snapshot may not see */
+		batch_covers_wal_now(tb->batch);
 	}
 	if (nskip > 0 && try_fetch(tb, skip, -1, &message))
 		return;
@@ -2132,10 +2138,7 @@ claim_next(Batch *b, MemoryContext cxt, Batch *inflight)
 		/* rendered with catalog changes no batch has made durable yet */
 		b->catalog_changes = catalog_changes;
 		if (catalog_changes != catalog_changes_claimed)
-		{
-			b->writer_unknown = true;
-			b->inserted_at_claim = Max(b->inserted_at_claim, wal_inserted());
-		}
+			batch_covers_wal_now(b);
 	}
 	end_xact();
 	MemoryContextSwitchTo(TopMemoryContext);
