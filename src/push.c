@@ -893,8 +893,8 @@ wtcache_master_marker_key(WtcRedis *r, const char *dbname, int master)
 /*
  * Set a marker and its WAL position: the position first, so that a marker
  * is never seen with a position older than the one it was set with.  Two
- * SETs, not an MSET: SET is among the commands the documented ACL grants
- * (README), MSET is not.  A position without its marker (a failure in
+ * SETs, not an MSET: an ACL user set up before 1.2 lacks MSET (README.md,
+ * Security), and markers have no fallback.  A position without its marker (a failure in
  * between) is a marker missing, which is repaired as such.
  */
 bool

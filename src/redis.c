@@ -17,7 +17,7 @@
  * failover.  A Sentinel that requires a password (requirepass, or an ACL
  * user) is sent AUTH first.  Nothing authenticates a Sentinel to us
  * without TLS: whoever answers at a Sentinel's address names the server
- * that then receives the master's password (README, Security).
+ * that then receives the master's password (README.md, "Sentinel, Cluster and TLS").
  *
  * TLS (a rediss:// URL): every connection, to a server, a Sentinel or a
  * Cluster node, is connected by hiredis and then carries a TLS session

@@ -154,7 +154,7 @@ ALTER TABLE pgbench_accounts DISABLE TRIGGER outbox_capture;
 SQL
 
 # The worker idle.  While wtcache's trigger is disabled (the unwatched and
-# outbox runs) the table is held: wait() says false at once (README, DDL),
+# outbox runs) the table is held: wait() says false at once (src/README.md, DDL),
 # and what must be gone is every other queued change.
 delivered() {
     local deadline=$((SECONDS + 600))

@@ -1413,7 +1413,7 @@ if ($faults_on)
 }
 
 # The generation marker of the database in Redis (the worker raises it
-# with every batch; see README, "Redis losing data").
+# with every batch; see src/README.md, "Redis losing data").
 my $marker_key;
 {
 	my @m = grep { /\}:gen\z/ } @{ redis_scan_keys($rp, '*gen') };
