@@ -1052,12 +1052,10 @@ check_key_prefix(char **newval, void **extra, GucSource source)
 	return true;
 }
 
-void
-wtcache_define_settings(void)
+/* Where Redis is and how to log in: the servers, Sentinels and Cluster nodes. */
+static void
+define_server_settings(void)
 {
-	/* also when loaded without shared_preload_libraries */
-	wtcache_install_log_redaction();
-
 	DefineCustomStringVariable("wtcache.redis_url",
 							   "Redis server that wtcache keeps in step, as redis://[user:password@]host:port[/db] (rediss:// for TLS).",
 							   "SHOW masks a password in it and pg_settings does not list it; keep the password in wtcache.redis_password_file all the same.",
@@ -1103,6 +1101,39 @@ wtcache_define_settings(void)
 							   GUC_SUPERUSER_ONLY,
 							   check_acl_user, NULL, NULL);
 
+
+	DefineCustomStringVariable("wtcache.redis_sentinels",
+							   "Redis Sentinels to ask for the master, as a list of host:port.",
+							   "When set, the host and port of wtcache.redis_url are not used; its credentials and database are.",
+							   &wtcache_redis_sentinels,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   check_host_list, NULL, NULL);
+
+	DefineCustomStringVariable("wtcache.redis_master_name",
+							   "Name of the master that wtcache.redis_sentinels monitor.",
+							   NULL,
+							   &wtcache_redis_master_name,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("wtcache.redis_cluster_nodes",
+							   "Redis Cluster nodes to learn the slot map from, as a list of host:port.",
+							   "When set, the host and port of wtcache.redis_url are not used; its credentials are.",
+							   &wtcache_redis_cluster_nodes,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   check_host_list, NULL, NULL);
+}
+
+/* TLS to every server, Sentinel and Cluster node (tls.c). */
+static void
+define_tls_settings(void)
+{
 	DefineCustomStringVariable("wtcache.redis_tls_ca_file",
 							   "File of CA certificates (PEM) that Redis servers' certificates must chain to, with a rediss:// URL.",
 							   "Empty, with wtcache.redis_tls_ca_dir empty too: the operating system's trusted CAs.  Read at every connection.",
@@ -1167,34 +1198,12 @@ wtcache_define_settings(void)
 							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
+}
 
-	DefineCustomStringVariable("wtcache.redis_sentinels",
-							   "Redis Sentinels to ask for the master, as a list of host:port.",
-							   "When set, the host and port of wtcache.redis_url are not used; its credentials and database are.",
-							   &wtcache_redis_sentinels,
-							   "",
-							   PGC_SIGHUP,
-							   0,
-							   check_host_list, NULL, NULL);
-
-	DefineCustomStringVariable("wtcache.redis_master_name",
-							   "Name of the master that wtcache.redis_sentinels monitor.",
-							   NULL,
-							   &wtcache_redis_master_name,
-							   "",
-							   PGC_SIGHUP,
-							   0,
-							   NULL, NULL, NULL);
-
-	DefineCustomStringVariable("wtcache.redis_cluster_nodes",
-							   "Redis Cluster nodes to learn the slot map from, as a list of host:port.",
-							   "When set, the host and port of wtcache.redis_url are not used; its credentials are.",
-							   &wtcache_redis_cluster_nodes,
-							   "",
-							   PGC_SIGHUP,
-							   0,
-							   check_host_list, NULL, NULL);
-
+/* What the worker writes to Redis, and how it paces itself. */
+static void
+define_delivery_settings(void)
+{
 	DefineCustomStringVariable("wtcache.key_prefix",
 							   "Prefix of every Redis key wtcache writes.",
 							   NULL,
@@ -1300,6 +1309,36 @@ wtcache_define_settings(void)
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
 
+
+	DefineCustomBoolVariable("wtcache.enabled",
+							 "Whether the workers deliver captured changes to Redis.",
+							 "Off pauses delivery: changes are still captured and queued, cached reads stay correct (keys with changes queued are read from the tables), and delivery resumes where it stopped.",
+							 &wtcache_enabled,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.backlog_warning",
+							"Changes waiting for Redis above which the worker logs a warning (0: never).",
+							"Logged once when the backlog grows past it, and once when it is back under half of it.",
+							&wtcache_backlog_warning,
+							1000000, 0, INT_MAX,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.max_value_size",
+							"Largest row value wtcache writes to Redis; match Redis's proto-max-bulk-len.",
+							"A row above it is not written: its key is removed, as in invalidate mode, and reads of it go to the table.  Redis drops a connection that sends a larger value.",
+							&wtcache_max_value_kb,
+							512 * 1024, 1024, 512 * 1024,
+							PGC_SIGHUP, GUC_UNIT_KB,
+							NULL, assign_max_value_size, NULL);
+}
+
+/* Cached reads: all but the lease per session, tuned where the reads run. */
+static void
+define_read_settings(void)
+{
 	DefineCustomIntVariable("wtcache.read_timeout",
 							"Time limit for each Redis reply to a cached read.",
 							NULL,
@@ -1339,31 +1378,12 @@ wtcache_define_settings(void)
 							50, 0, 600000,
 							PGC_USERSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
+}
 
-	DefineCustomBoolVariable("wtcache.enabled",
-							 "Whether the workers deliver captured changes to Redis.",
-							 "Off pauses delivery: changes are still captured and queued, cached reads stay correct (keys with changes queued are read from the tables), and delivery resumes where it stopped.",
-							 &wtcache_enabled,
-							 true,
-							 PGC_SIGHUP, 0,
-							 NULL, NULL, NULL);
-
-	DefineCustomIntVariable("wtcache.backlog_warning",
-							"Changes waiting for Redis above which the worker logs a warning (0: never).",
-							"Logged once when the backlog grows past it, and once when it is back under half of it.",
-							&wtcache_backlog_warning,
-							1000000, 0, INT_MAX,
-							PGC_SIGHUP, 0,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("wtcache.max_value_size",
-							"Largest row value wtcache writes to Redis; match Redis's proto-max-bulk-len.",
-							"A row above it is not written: its key is removed, as in invalidate mode, and reads of it go to the table.  Redis drops a connection that sends a larger value.",
-							&wtcache_max_value_kb,
-							512 * 1024, 1024, 512 * 1024,
-							PGC_SIGHUP, GUC_UNIT_KB,
-							NULL, assign_max_value_size, NULL);
-
+/* Cached queries and tags. */
+static void
+define_query_settings(void)
+{
 	/*
 	 * What any caller of query() and invalidate() can make Redis hold is the
 	 * DBA's to bound: superuser-only (or GRANT SET ON PARAMETER), capped.
@@ -1415,6 +1435,19 @@ wtcache_define_settings(void)
 							0, 0, 600000,
 							PGC_SUSET, GUC_UNIT_MS | GUC_NOT_IN_SAMPLE,
 							NULL, NULL, NULL);
+}
+
+void
+wtcache_define_settings(void)
+{
+	/* also when loaded without shared_preload_libraries */
+	wtcache_install_log_redaction();
+
+	define_server_settings();
+	define_tls_settings();
+	define_delivery_settings();
+	define_read_settings();
+	define_query_settings();
 
 	MarkGUCPrefixReserved("wtcache");
 }

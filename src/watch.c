@@ -491,160 +491,196 @@ enable_always(const char *qname, const char *trigger)
 	spi_exec_or_error(sql, SPI_OK_UTILITY);
 }
 
-PG_FUNCTION_INFO_V1(wtcache_watch);
-Datum
-wtcache_watch(PG_FUNCTION_ARGS)
+/* What a call of watch() asks for, checked before any lock is taken. */
+typedef struct WatchRequest
 {
 	Oid			relid;
-	ArrayType  *keyarr = PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1);
-	ArrayType  *tags;
-	Interval   *ttl = PG_ARGISNULL(3) ? NULL : PG_GETARG_INTERVAL_P(3);
+	ArrayType  *keyarr;			/* NULL: the primary key */
+	ArrayType  *tags;			/* tag templates, never NULL */
+	Interval   *ttl;			/* NULL: keys do not expire */
 	char	   *mode;
-	bool		warm = PG_ARGISNULL(5) ? false : PG_GETARG_BOOL(5);
-	Relation	rel;
-	AttrNumber	attnums[INDEX_MAX_KEYS];
-	int			nkeys;
-	Datum		keynames[INDEX_MAX_KEYS];
-	Datum		attnum_datums[INDEX_MAX_KEYS];
-	StringInfoData sql;
-	char	   *qname;
-	WtcRights	owner;
-	int			rc;
-	bool		exists;
-	bool		newly_watched = false;
-	bool		isnull;
+	bool		warm;
+} WatchRequest;
 
+static void
+watch_request_from_args(FunctionCallInfo fcinfo, WatchRequest *req)
+{
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("the table to watch must not be null")));
-	relid = PG_GETARG_OID(0);
-	if (PG_ARGISNULL(2))
-		tags = construct_empty_array(TEXTOID);
-	else
-		tags = PG_GETARG_ARRAYTYPE_P(2);
-	if (array_contains_nulls(tags))
+	req->relid = PG_GETARG_OID(0);
+	req->keyarr = PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1);
+	req->tags = PG_ARGISNULL(2) ? construct_empty_array(TEXTOID) : PG_GETARG_ARRAYTYPE_P(2);
+	if (array_contains_nulls(req->tags))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("tags must not contain nulls")));
-	mode = PG_ARGISNULL(4) ? "write_through" : text_to_cstring(PG_GETARG_TEXT_PP(4));
-	if (strcmp(mode, "write_through") != 0 && strcmp(mode, "invalidate") != 0)
+	req->mode = PG_ARGISNULL(4) ? "write_through" : text_to_cstring(PG_GETARG_TEXT_PP(4));
+	if (strcmp(req->mode, "write_through") != 0 && strcmp(req->mode, "invalidate") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown wtcache mode \"%s\"", mode),
+				 errmsg("unknown wtcache mode \"%s\"", req->mode),
 				 errhint("Use 'write_through' (Redis holds each row) or 'invalidate' (a change deletes the row's key).")));
-	if (ttl != NULL && wtcache_interval_ms(ttl) <= 0)
+	req->ttl = PG_ARGISNULL(3) ? NULL : PG_GETARG_INTERVAL_P(3);
+	if (req->ttl != NULL && wtcache_interval_ms(req->ttl) <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("ttl must be positive"),
 				 errhint("Pass NULL for keys that do not expire.")));
+	req->warm = PG_ARGISNULL(5) ? false : PG_GETARG_BOOL(5);
+}
 
-	/* same lock as CREATE TRIGGER: no concurrent DDL, writers still run */
-	rel = open_watchable(relid, ShareRowExclusiveLock, "watch");
-	nkeys = resolve_key(rel, keyarr, attnums);
-	for (int i = 0; i < nkeys; i++)
-	{
-		keynames[i] = NameGetDatum(&TupleDescAttr(RelationGetDescr(rel), attnums[i] - 1)->attname);
-		attnum_datums[i] = Int16GetDatum(attnums[i]);
-	}
-	qname = qualified_name(rel);
+/*
+ * An existing watch keeps its key: its rows' Redis keys are made from it,
+ * and a different key would leave every one of them behind, unmaintained.
+ */
+static void
+refuse_other_key(Relation rel, const char *qname, int nkeys, const AttrNumber *attnums)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(RelationGetRelid(rel))};
+	WtcRights	rights;
+	int			rc;
+	bool		isnull;
+	ArrayType  *old;
+	int			nold;
+	int16	   *oldatt;
+	bool		same;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	/* wtcache.watched is readable by its owner only */
+	wtcache_rights_enter(&rights, wtcache_owner(), false);
+	rc = SPI_execute_with_args("SELECT key_attnums FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
+							   1, argtypes, values, NULL, false, 1);
+	wtcache_rights_leave(&rights);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "wtcache.watched lookup failed");
+	if (SPI_processed == 0)
+		return;
 
-	/* an existing watch keeps its key: the Redis keys are made from it */
-	{
-		Oid			argtypes[1] = {OIDOID};
-		Datum		values[1] = {ObjectIdGetDatum(relid)};
-		WtcRights	rights;
+	old = DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	nold = ArrayGetNItems(ARR_NDIM(old), ARR_DIMS(old));
+	oldatt = (int16 *) ARR_DATA_PTR(old);
+	same = (nold == nkeys);
+	for (int i = 0; same && i < nkeys; i++)
+		same = (oldatt[i] == attnums[i]);
+	if (!same)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s\" is already watched with another key", RelationGetRelationName(rel)),
+				 errdetail("Its rows' Redis keys are made from the key columns."),
+				 errhint("Call wtcache.unwatch('%s') first, then watch it with the new key.", qname)));
+}
 
-		/* wtcache.watched is readable by its owner only */
-		wtcache_rights_enter(&rights, wtcache_owner(), false);
-		rc = SPI_execute_with_args("SELECT key_attnums FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
-								   1, argtypes, values, NULL, false, 1);
-		wtcache_rights_leave(&rights);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "wtcache.watched lookup failed");
-		exists = SPI_processed > 0;
-		if (exists)
-		{
-			bool		isnull;
-			ArrayType  *old = DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[0],
-															   SPI_tuptable->tupdesc, 1, &isnull));
-			int			nold = ArrayGetNItems(ARR_NDIM(old), ARR_DIMS(old));
-			int16	   *oldatt = (int16 *) ARR_DATA_PTR(old);
-			bool		same = (nold == nkeys);
-
-			for (int i = 0; same && i < nkeys; i++)
-				same = (oldatt[i] == attnums[i]);
-			if (!same)
-				ereport(ERROR,
-						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-						 errmsg("table \"%s\" is already watched with another key", RelationGetRelationName(rel)),
-						 errdetail("Its rows' Redis keys are made from the key columns."),
-						 errhint("Call wtcache.unwatch('%s') first, then watch it with the new key.", qname)));
-		}
-	}
-
-	/*
-	 * Row triggers, created as the caller, who owns the table.  Re-created
-	 * on every watch(): the tag templates decide their arguments.
-	 */
-	drop_row_triggers(relid, qname);
+/*
+ * Row triggers, created as the caller, who owns the table.  Re-created on
+ * every watch(): the tag templates decide their arguments.
+ */
+static void
+install_capture_triggers(Relation rel, const char *qname, int nkeys,
+						 const AttrNumber *attnums, ArrayType *tags)
+{
+	drop_row_triggers(RelationGetRelid(rel), qname);
 	create_row_triggers(rel, qname, nkeys, attnums, tags);
-	if (!trigger_exists(relid, "wtcache_truncate"))
+	if (!trigger_exists(RelationGetRelid(rel), "wtcache_truncate"))
 	{
+		StringInfoData sql;
+
 		initStringInfo(&sql);
 		appendStringInfo(&sql,
 						 "CREATE TRIGGER wtcache_truncate AFTER TRUNCATE ON %s "
 						 "FOR EACH STATEMENT EXECUTE FUNCTION wtcache._capture_truncate()", qname);
 		spi_exec_or_error(sql.data, SPI_OK_UTILITY);
 	}
+}
 
-	/* configuration, written as wtcache's owner */
+/*
+ * The watch's row in wtcache.watched, written as wtcache's owner.  True if
+ * the table was not watched before.
+ */
+static bool
+record_watch(Relation rel, const WatchRequest *req, int nkeys, const AttrNumber *attnums)
+{
+	Oid			argtypes[6] = {OIDOID, NAMEARRAYOID, INT2ARRAYOID, TEXTARRAYOID, INTERVALOID, TEXTOID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		keynames[INDEX_MAX_KEYS];
+	Datum		attnum_datums[INDEX_MAX_KEYS];
+	WtcRights	owner;
+	int			rc;
+	bool		isnull;
+	bool		newly_watched;
+
+	for (int i = 0; i < nkeys; i++)
+	{
+		keynames[i] = NameGetDatum(&TupleDescAttr(RelationGetDescr(rel), attnums[i] - 1)->attname);
+		attnum_datums[i] = Int16GetDatum(attnums[i]);
+	}
+	values[0] = ObjectIdGetDatum(RelationGetRelid(rel));
+	values[1] = PointerGetDatum(construct_array(keynames, nkeys, NAMEOID, NAMEDATALEN, false, TYPALIGN_CHAR));
+	values[2] = PointerGetDatum(construct_array(attnum_datums, nkeys, INT2OID, 2, true, TYPALIGN_SHORT));
+	values[3] = PointerGetDatum(req->tags);
+	values[4] = req->ttl ? IntervalPGetDatum(req->ttl) : (Datum) 0;
+	if (!req->ttl)
+		nulls[4] = 'n';
+	values[5] = CStringGetTextDatum(req->mode);
+
 	as_owner_begin(&owner);
-	{
-		Oid			argtypes[6] = {OIDOID, NAMEARRAYOID, INT2ARRAYOID, TEXTARRAYOID, INTERVALOID, TEXTOID};
-		Datum		values[6];
-		char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
-
-		values[0] = ObjectIdGetDatum(relid);
-		values[1] = PointerGetDatum(construct_array(keynames, nkeys, NAMEOID, NAMEDATALEN, false, TYPALIGN_CHAR));
-		values[2] = PointerGetDatum(construct_array(attnum_datums, nkeys, INT2OID, 2, true, TYPALIGN_SHORT));
-		values[3] = PointerGetDatum(tags);
-		values[4] = ttl ? IntervalPGetDatum(ttl) : (Datum) 0;
-		if (!ttl)
-			nulls[4] = 'n';
-		values[5] = CStringGetTextDatum(mode);
-		rc = SPI_execute_with_args("INSERT INTO wtcache.watched AS w (rel, key_columns, key_attnums, tags, ttl, mode) "
-								   "VALUES ($1, $2, $3, $4, $5, $6) "
-								   "ON CONFLICT (rel) DO UPDATE SET tags = EXCLUDED.tags, ttl = EXCLUDED.ttl, mode = EXCLUDED.mode "
-								   "RETURNING (xmax OPERATOR(pg_catalog.=) 0)",
-								   6, argtypes, values, nulls, false, 0);
-		if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
-			elog(ERROR, "wtcache.watched insert failed: %s", SPI_result_code_string(rc));
-		newly_watched = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	}
+	rc = SPI_execute_with_args("INSERT INTO wtcache.watched AS w (rel, key_columns, key_attnums, tags, ttl, mode) "
+							   "VALUES ($1, $2, $3, $4, $5, $6) "
+							   "ON CONFLICT (rel) DO UPDATE SET tags = EXCLUDED.tags, ttl = EXCLUDED.ttl, mode = EXCLUDED.mode "
+							   "RETURNING (xmax OPERATOR(pg_catalog.=) 0)",
+							   6, argtypes, values, nulls, false, 0);
+	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+		elog(ERROR, "wtcache.watched insert failed: %s", SPI_result_code_string(rc));
+	newly_watched = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	as_owner_end(&owner);
+	return newly_watched;
+}
 
-	/*
-	 * Keys Redis may still hold from an earlier watch of this table (unwatch
-	 * without purge, a dropped and re-created extension) were not kept up to
-	 * date meanwhile: reads must not serve them.  Queue the removal of the
-	 * table's keys first; until it is done, reads of the table go to it.
-	 */
-	if (newly_watched)
-	{
-		StringInfoData table_key;
+/*
+ * Keys Redis may still hold from an earlier watch of this table (unwatch
+ * without purge, a dropped and re-created extension) were not kept up to
+ * date meanwhile: reads must not serve them.  Queue the removal of the
+ * table's keys first; until it is done, reads of the table go to it.
+ */
+static void
+forget_earlier_keys(Relation rel)
+{
+	StringInfoData table_key;
 
-		initStringInfo(&table_key);
-		wtcache_append_table_key(&table_key, get_database_name(MyDatabaseId),
-								 get_namespace_name(RelationGetNamespace(rel)),
-								 RelationGetRelationName(rel));
-		wtcache_enqueue_whole_table(relid, table_key.data);
-	}
+	initStringInfo(&table_key);
+	wtcache_append_table_key(&table_key, get_database_name(MyDatabaseId),
+							 get_namespace_name(RelationGetNamespace(rel)),
+							 RelationGetRelationName(rel));
+	wtcache_enqueue_whole_table(RelationGetRelid(rel), table_key.data);
+}
 
+PG_FUNCTION_INFO_V1(wtcache_watch);
+Datum
+wtcache_watch(PG_FUNCTION_ARGS)
+{
+	WatchRequest req;
+	Relation	rel;
+	AttrNumber	attnums[INDEX_MAX_KEYS];
+	int			nkeys;
+	char	   *qname;
+
+	watch_request_from_args(fcinfo, &req);
+
+	/* same lock as CREATE TRIGGER: no concurrent DDL, writers still run */
+	rel = open_watchable(req.relid, ShareRowExclusiveLock, "watch");
+	nkeys = resolve_key(rel, req.keyarr, attnums);
+	qname = qualified_name(rel);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	refuse_other_key(rel, qname, nkeys, attnums);
+	install_capture_triggers(rel, qname, nkeys, attnums, req.tags);
+	if (record_watch(rel, &req, nkeys, attnums))
+		forget_earlier_keys(rel);
 	SPI_finish();
+
 	/* backends' cached read settings of this table (read.c) go stale */
 	CacheInvalidateRelcache(rel);
 	relation_close(rel, NoLock);
@@ -658,8 +694,8 @@ wtcache_watch(PG_FUNCTION_ARGS)
 	enable_always(qname, "wtcache_truncate");
 	SPI_finish();
 
-	if (warm)
-		(void) wtcache_enqueue_all_rows(relid);
+	if (req.warm)
+		(void) wtcache_enqueue_all_rows(req.relid);
 
 	PG_RETURN_VOID();
 }
