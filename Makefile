@@ -25,7 +25,8 @@ OBJS = \
 	src/query.o \
 	src/verify.o \
 	src/setaside.o \
-	src/plans.o
+	src/plans.o \
+	src/xact.o
 
 EXTENSION = wtcache
 DATA = $(wildcard wtcache--*.sql)

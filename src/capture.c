@@ -94,13 +94,8 @@ static bool worker_wanted_at_commit = false;
 static Oid *wrote_relids = NULL;
 static int	nwrote = 0;
 static int	maxwrote = 0;
-static bool callbacks_registered = false;
 
 static SPIPlanPtr insert_plan = NULL;
-
-static void capture_xact_callback(XactEvent event, void *arg);
-static void capture_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-									 SubTransactionId parentSubid, void *arg);
 
 static void
 reset_capture_state(void)
@@ -146,23 +141,21 @@ wtcache_xact_wrote(Oid relid)
 }
 
 /*
- * Called from _PG_init when preloaded, so that every backend tracks
- * savepoints from its first transaction on; otherwise at the first capture.
- * A savepoint opened before that has no mark, and rolling it back leaves
- * its keys in the buffer: harmless, since the worker delivers the committed
- * row, but a wasted push.
+ * Called from _PG_init, with the transaction callbacks' registration
+ * (xact.c), so that every backend tracks savepoints from its first
+ * transaction on.  Loaded without shared_preload_libraries, that is at
+ * the first capture: a savepoint opened before has no mark, and rolling it
+ * back leaves its keys in the buffer, harmless (the worker delivers the
+ * committed row) but a wasted push.
  */
 void
 wtcache_capture_init(void)
 {
-	if (callbacks_registered)
+	if (CaptureContext != NULL)
 		return;
 	CaptureContext = AllocSetContextCreate(TopMemoryContext,
 										   "wtcache capture",
 										   ALLOCSET_SMALL_SIZES);
-	RegisterXactCallback(capture_xact_callback, NULL);
-	RegisterSubXactCallback(capture_subxact_callback, NULL);
-	callbacks_registered = true;
 }
 
 static void
@@ -605,8 +598,8 @@ flush_from(int start_offset, int start_nrecords)
 	capture_nrecords = start_nrecords;
 }
 
-static void
-capture_xact_callback(XactEvent event, void *arg)
+void
+wtcache_capture_xact_event(XactEvent event)
 {
 	switch (event)
 	{
@@ -634,9 +627,9 @@ capture_xact_callback(XactEvent event, void *arg)
 	}
 }
 
-static void
-capture_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-						 SubTransactionId parentSubid, void *arg)
+void
+wtcache_capture_subxact_event(SubXactEvent event, SubTransactionId mySubid,
+							  SubTransactionId parentSubid)
 {
 	switch (event)
 	{

@@ -160,8 +160,8 @@ remember_hold(Oid dboid, bool restart)
 	return &held[nheld++];
 }
 
-static void
-ddl_xact_callback(XactEvent event, void *arg)
+void
+wtcache_ddl_xact_event(XactEvent event)
 {
 	bool		committed;
 
@@ -710,7 +710,6 @@ wtcache_install_utility_hook(void)
 {
 	prev_utility_hook = ProcessUtility_hook;
 	ProcessUtility_hook = wtcache_process_utility;
-	RegisterXactCallback(ddl_xact_callback, NULL);
 }
 
 /* ---------------------------------------------------------------------

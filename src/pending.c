@@ -85,7 +85,6 @@ typedef struct PendingAdd
 static PendingAdd *adds = NULL;
 static int	nadds = 0;
 static int	maxadds = 0;
-static bool callbacks_registered = false;
 
 /* This backend holds the filter lock for a queue write (see the header). */
 static bool holding_filter_lock = false;
@@ -219,8 +218,8 @@ filter_locktag(LOCKTAG *tag)
 	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, 0x77746361, 0x70656e64, 7);
 }
 
-static void
-pending_xact_callback(XactEvent event, void *arg)
+void
+wtcache_pending_xact_event(XactEvent event)
 {
 	switch (event)
 	{
@@ -250,9 +249,9 @@ pending_xact_callback(XactEvent event, void *arg)
 	}
 }
 
-static void
-pending_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-						 SubTransactionId parentSubid, void *arg)
+void
+wtcache_pending_subxact_event(SubXactEvent event, SubTransactionId mySubid,
+							  SubTransactionId parentSubid)
 {
 	int			i = nadds;
 
@@ -277,16 +276,6 @@ pending_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
  * A queue row holding this key (or whole table) is about to be written by
  * this transaction, which found the filter ready (capture.c).
  */
-static void
-register_callbacks(void)
-{
-	if (!callbacks_registered)
-	{
-		RegisterXactCallback(pending_xact_callback, NULL);
-		RegisterSubXactCallback(pending_subxact_callback, NULL);
-		callbacks_registered = true;
-	}
-}
 
 /*
  * Before counting and writing a queue row: if the filter is not ready,
@@ -301,7 +290,6 @@ wtcache_pending_before_queue_write(void)
 
 	if (holding_filter_lock || wtcache_pending_ready(MyDatabaseId))
 		return;
-	register_callbacks();
 	filter_locktag(&tag);
 	(void) LockAcquire(&tag, ShareLock, false, false);
 	holding_filter_lock = true;
@@ -323,7 +311,6 @@ wtcache_pending_after_queue_write(void)
 void
 wtcache_pending_add(uint32 index)
 {
-	register_callbacks();
 	if (nadds == maxadds)
 	{
 		int			newmax = maxadds ? maxadds * 2 : 1024;

@@ -1537,8 +1537,8 @@ corrupt:
 static MemoryContext QueryContext = NULL;
 static int	query_depth = 0;
 
-static void
-query_depth_reset(XactEvent event, void *arg)
+void
+wtcache_query_xact_event(XactEvent event)
 {
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
@@ -1553,7 +1553,6 @@ query_scratch_begin(void)
 	{
 		QueryContext = AllocSetContextCreate(TopMemoryContext, "wtcache query",
 											 256 * 1024, 256 * 1024, 8 * 1024 * 1024);
-		RegisterXactCallback(query_depth_reset, NULL);
 	}
 	if (query_depth++ == 0)
 	{

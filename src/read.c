@@ -495,8 +495,8 @@ typedef struct ReadCall
 	bool		outer_spi_open;
 } ReadCall;
 
-static void
-read_call_reset(XactEvent event, void *arg)
+void
+wtcache_read_xact_event(XactEvent event)
 {
 	/* an error may have skipped read_call_end */
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
@@ -521,7 +521,6 @@ read_call_begin(ReadCall *call)
 		row_key_scratch.data = MemoryContextAlloc(TopMemoryContext, 1024);
 		row_key_scratch.maxlen = 1024;
 		resetStringInfo(&row_key_scratch);
-		RegisterXactCallback(read_call_reset, NULL);
 	}
 	call->nested = NULL;
 	if (read_depth++ == 0)

@@ -37,7 +37,6 @@
 
 /* Tags invalidated by this transaction (query.c must not serve them). */
 static List *xact_invalidated = NIL;
-static bool tag_callbacks_registered = false;
 
 /*
  * Compile a table's templates.  Returns the compiled text[] and fills
@@ -273,8 +272,8 @@ wtcache_append_tag_key(StringInfo buf, const char *dbname, const char *tag)
 	wtcache_append_escaped(buf, tag, false);
 }
 
-static void
-tags_xact_callback(XactEvent event, void *arg)
+void
+wtcache_tags_xact_event(XactEvent event)
 {
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
@@ -373,11 +372,6 @@ wtcache_invalidate(PG_FUNCTION_ARGS)
 						 PointerGetDatum(construct_array(group, n + 1, TEXTOID, -1, false, TYPALIGN_INT)));
 	wtcache_pending_after_queue_write();
 
-	if (!tag_callbacks_registered)
-	{
-		RegisterXactCallback(tags_xact_callback, NULL);
-		tag_callbacks_registered = true;
-	}
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	for (int i = 0; i < n; i++)
 		xact_invalidated = lappend(xact_invalidated, TextDatumGetCString(elems[i]));

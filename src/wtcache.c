@@ -42,6 +42,7 @@ _PG_init(void)
 {
 	wtcache_define_settings();
 	wtcache_capture_init();
+	wtcache_xact_callbacks_init();
 
 	/* pg_upgrade runs the server without our workers' business */
 	if (!process_shared_preload_libraries_in_progress || IsBinaryUpgrade)

@@ -26,6 +26,7 @@
  *	verify.c	verify(): Redis against the table
  *	setaside.c	queue rows the worker could not deliver: retry, discard
  *	plans.c		SPI plans kept for the life of the backend
+ *	xact.c		transaction and subtransaction ends, in one stated order
  *-------------------------------------------------------------------------
  */
 #ifndef WTCACHE_H
@@ -35,6 +36,7 @@
 
 #include "access/attnum.h"
 #include "access/htup.h"
+#include "access/xact.h"
 #include "access/xlogdefs.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
@@ -317,6 +319,20 @@ extern bool wtcache_key_lookup_same_key(KeyLookup *kl, HeapTuple tup, TupleDesc 
 extern void wtcache_append_json_strings(StringInfo buf, char *const *items, int n);
 extern int	wtcache_canonical_settings_push(void);
 extern void wtcache_canonical_settings_pop(int nestlevel);
+
+/* ---- xact.c: each module's part of a transaction's end, called in the
+ * order xact.c states ---- */
+extern void wtcache_xact_callbacks_init(void);
+extern void wtcache_capture_xact_event(XactEvent event);
+extern void wtcache_capture_subxact_event(SubXactEvent event, SubTransactionId mySubid,
+										  SubTransactionId parentSubid);
+extern void wtcache_pending_xact_event(XactEvent event);
+extern void wtcache_pending_subxact_event(SubXactEvent event, SubTransactionId mySubid,
+										  SubTransactionId parentSubid);
+extern void wtcache_ddl_xact_event(XactEvent event);
+extern void wtcache_tags_xact_event(XactEvent event);
+extern void wtcache_read_xact_event(XactEvent event);
+extern void wtcache_query_xact_event(XactEvent event);
 
 /* ---- capture.c ---- */
 extern void wtcache_capture_init(void);

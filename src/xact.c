@@ -1,0 +1,69 @@
+/*-------------------------------------------------------------------------
+ * xact.c
+ *		The one place wtcache hears of transaction ends.
+ *
+ * Six modules keep state for the length of a transaction.  PostgreSQL calls
+ * registered callbacks newest first, and most of them used to register at
+ * their first use, so the order they ran in depended on what a backend
+ * happened to call first.  Instead there is one callback of each kind,
+ * registered once when the library is loaded, and it calls them in this
+ * order:
+ *
+ *	capture		pre-commit (and pre-prepare): writes the keys still
+ *				buffered as queue rows, which counts them in the pending
+ *				filter; so it runs while everything else still holds its
+ *				state.  At commit it wakes the worker, once the commit is
+ *				visible.
+ *	pending		at commit the filter counts become the worker's to take
+ *				back; at abort this backend takes back its own.  After
+ *				capture, whose pre-commit writes add counts.
+ *	ddl			at commit or abort, lets a database's worker come back
+ *				(or go, if its database was dropped) once the DDL that held
+ *				it off is over.
+ *	tags, read, query
+ *				forget per-transaction state: tags invalidated by this
+ *				transaction, nesting depths an error may have left behind.
+ *				Each only resets itself, so their order among themselves
+ *				does not matter.
+ *
+ * Subtransaction events go to capture (its buffer's savepoint marks) and
+ * pending (the counts of a rolled-back savepoint), in that order.
+ *
+ * Past pre-commit none of them may fail: at commit the commit record is
+ * written, and an error could no longer undo what it describes.
+ *-------------------------------------------------------------------------
+ */
+#include "wtcache.h"
+
+#include "access/xact.h"
+
+static bool registered = false;
+
+static void
+wtcache_xact_callback(XactEvent event, void *arg)
+{
+	wtcache_capture_xact_event(event);
+	wtcache_pending_xact_event(event);
+	wtcache_ddl_xact_event(event);
+	wtcache_tags_xact_event(event);
+	wtcache_read_xact_event(event);
+	wtcache_query_xact_event(event);
+}
+
+static void
+wtcache_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						 SubTransactionId parentSubid, void *arg)
+{
+	wtcache_capture_subxact_event(event, mySubid, parentSubid);
+	wtcache_pending_subxact_event(event, mySubid, parentSubid);
+}
+
+void
+wtcache_xact_callbacks_init(void)
+{
+	if (registered)
+		return;
+	RegisterXactCallback(wtcache_xact_callback, NULL);
+	RegisterSubXactCallback(wtcache_subxact_callback, NULL);
+	registered = true;
+}
