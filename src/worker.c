@@ -1719,7 +1719,8 @@ resync_all(const char *why)
 	/* waiters now look at the queue again, and find these rows */
 	wtcache_fence_repaired(MySlot, wtcache_fence_ticket_to_serve(MySlot));
 
-	if (tables > 0)
+	/* silent only where there was nothing to repair: a first start */
+	if (tables > 0 || removed > 0)
 		ereport(LOG,
 				(errmsg("wtcache: Redis at %s lost data (%s); removed " INT64_FORMAT " keys it kept and queued " UINT64_FORMAT " rows of %d watched tables for resync",
 						redis_address, why, removed, rows, tables)));
