@@ -19,6 +19,7 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "keyspace.h"
 
 /* rows per EVALSHA: bounds Lua's time per call and the argument vector */
 #define ROWS_PER_CALL 128
@@ -820,21 +821,9 @@ wtcache_set_markers(WtcRedis *r, const MarkerSet *markers, int64 version,
 }
 
 /*
- * The key that holds a marker's WAL position: the marker's name and
- * ":wal", so that it shares the marker's hash tag, and its Cluster slot.
- */
-char *
-wtcache_marker_wal_key(const char *marker_key)
-{
-	return psprintf("%s:wal", marker_key);
-}
-
-/*
  * The markers to keep: the database's, next to its tags and query results;
- * in a Cluster also one on every master, "<prefix>{<db>:gen<n>}" with the
- * smallest n whose slot that master serves, so a failover that loses
- * writes on any master is noticed.  (Never a row key: those name a
- * schema-qualified table, with a dot.)
+ * in a Cluster also one on every master (wtcache_master_marker_key), so a
+ * failover that loses writes on any master is noticed.
  */
 void
 wtcache_marker_set(WtcRedis *r, const char *dbname, MarkerSet *set)
@@ -857,37 +846,6 @@ wtcache_marker_set(WtcRedis *r, const char *dbname, MarkerSet *set)
 	}
 	for (int m = 0; m < set->n; m++)
 		set->wal_keys[m] = wtcache_marker_wal_key(set->keys[m]);
-}
-
-/* The marker key of the m-th master; NULL if none of the first names hash to it. */
-char *
-wtcache_master_marker_key(WtcRedis *r, const char *dbname, int master)
-{
-	StringInfoData key;
-	int			tag_start;
-
-	initStringInfo(&key);
-	appendStringInfoString(&key, wtcache_key_prefix);
-	appendStringInfoChar(&key, '{');
-	tag_start = key.len;
-	wtcache_append_escaped(&key, dbname, true);
-	appendStringInfoString(&key, ":gen");
-	for (int n = 0; n < 1000000; n++)
-	{
-		int			len = key.len;
-		int			slot;
-
-		appendStringInfo(&key, "%d", n);
-		slot = wtc_redis_key_slot(key.data + tag_start, key.len - tag_start);
-		if (wtc_redis_node_of_slot(r, slot) == master)
-		{
-			appendStringInfoChar(&key, '}');
-			return key.data;
-		}
-		key.len = len;
-		key.data[len] = '\0';
-	}
-	return NULL;
 }
 
 /*

@@ -44,6 +44,7 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "keyspace.h"
 
 #include "access/htup_details.h"
 #include "access/transam.h"

@@ -49,6 +49,7 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "keyspace.h"
 
 #include "access/htup_details.h"
 #include "access/relation.h"

@@ -17,6 +17,7 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "keyspace.h"
 
 #include "access/relation.h"
 #include "catalog/pg_type.h"

@@ -24,6 +24,7 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "keyspace.h"
 
 #include <malloc.h>
 
