@@ -115,15 +115,15 @@ static const char apply_script[] =
 "for i = 1, nrows do\n"
 "  local a = 4 + (i - 1) * (stride + keyed)\n"
 "  local rk = keyed == 1 and ARGV[a] or KEYS[(i - 1) * kstride + 1]\n"
-"  local tk = kstride == 3 and KEYS[(i - 1) * 3 + 2] or rk .. ':t'\n"
-"  local lk = kstride == 3 and KEYS[(i - 1) * 3 + 3] or rk .. ':l'\n"
+"  local tk = kstride == 3 and KEYS[(i - 1) * 3 + 2] or rk .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) "\n"
+"  local lk = kstride == 3 and KEYS[(i - 1) * 3 + 3] or rk .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) "\n"
 "  a = a + keyed\n"
 "  local v = tonumber(ARGV[a])\n"
 "  local cur\n"
-"  if seen[rk] then flush_sets() elseif heads and heads[i] then cur = match(heads[i], '^{\"_v\":(%d+)') end\n"
+"  if seen[rk] then flush_sets() elseif heads and heads[i] then cur = match(heads[i], " WTC_LUA_VALUE_VERSION ") end\n"
 "  if not cur then\n"
 "    local head = pcall('GETRANGE', rk, 0, 24)\n"
-"    if type(head) == 'string' then cur = match(head, '^{\"_v\":(%d+)') else call('DEL', rk) end\n"
+"    if type(head) == 'string' then cur = match(head, " WTC_LUA_VALUE_VERSION ") else call('DEL', rk) end\n"
 "  end\n"
 "  local held = cur ~= nil\n"
 "  if cur then cur = tonumber(cur) else\n"
@@ -482,7 +482,7 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 			 Max(wtcache_tombstone_ttl_s, 2 * (wtcache_fill_lease_ms / 1000 + 1)));
 	argv = palloc(sizeof(char *) * (6 + ROWS_PER_CALL * 7));
 	lens = palloc(sizeof(size_t) * (6 + ROWS_PER_CALL * 7));
-	/* a Cluster's companion keys, "<row key>:t" and ":l", alive until sent */
+	/* a Cluster's companion keys, tombstone and lease, alive until sent */
 	if (in_cluster)
 		initStringInfo(&companions);
 	/* version and ttl digits of every row, alive until the buffer is sent */
@@ -520,13 +520,16 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 		{
 			int			first = 0;	/* offsets: the buffer moves while it grows */
 
+			/* each with its NUL: sizeof, not strlen */
 			resetStringInfo(&companions);
 			for (int i = 0; i < n; i++)
 			{
 				appendBinaryStringInfo(&companions, items[start + i].row_key, items[start + i].row_key_len);
-				appendBinaryStringInfo(&companions, ":t", 3);
+				appendBinaryStringInfo(&companions, WTC_KEY_TOMBSTONE_SUFFIX,
+									   sizeof(WTC_KEY_TOMBSTONE_SUFFIX));
 				appendBinaryStringInfo(&companions, items[start + i].row_key, items[start + i].row_key_len);
-				appendBinaryStringInfo(&companions, ":l", 3);
+				appendBinaryStringInfo(&companions, WTC_KEY_LEASE_SUFFIX,
+									   sizeof(WTC_KEY_LEASE_SUFFIX));
 			}
 			for (int i = 0; i < n; i++)
 			{
@@ -535,11 +538,11 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 				argv[argc] = items[start + i].row_key;
 				lens[argc++] = klen;
 				argv[argc] = companions.data + first;
-				lens[argc++] = klen + 2;
-				first += klen + 3;
+				lens[argc++] = klen + sizeof(WTC_KEY_TOMBSTONE_SUFFIX) - 1;
+				first += klen + sizeof(WTC_KEY_TOMBSTONE_SUFFIX);
 				argv[argc] = companions.data + first;
-				lens[argc++] = klen + 2;
-				first += klen + 3;
+				lens[argc++] = klen + sizeof(WTC_KEY_LEASE_SUFFIX) - 1;
+				first += klen + sizeof(WTC_KEY_LEASE_SUFFIX);
 			}
 		}
 		else

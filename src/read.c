@@ -94,8 +94,8 @@ int			wtcache_debug_fill_delay_ms = 0;
 static const char lease_script[] =
 "local v = redis.call('GET', KEYS[1])\n"
 "if v then return {1, v} end\n"
-"local t = redis.call('GET', KEYS[1] .. ':t') or ''\n"
-"if redis.call('SET', KEYS[1] .. ':l', ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, t} end\n"
+"local t = redis.call('GET', KEYS[1] .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) ") or ''\n"
+"if redis.call('SET', KEYS[1] .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) ", ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, t} end\n"
 "return {3, ''}\n";
 
 /*
@@ -104,12 +104,12 @@ static const char lease_script[] =
  * 1 filled, 0 refused (stale), -1 lease given back.
  */
 static const char fill_script[] =
-"local l = KEYS[1] .. ':l'\n"
+"local l = KEYS[1] .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) "\n"
 "if redis.call('GET', l) ~= ARGV[1] then return 0 end\n"
 "redis.call('DEL', l)\n"
 "if ARGV[3] == '' then return -1 end\n"
 "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
-"if (redis.call('GET', KEYS[1] .. ':t') or '') ~= ARGV[2] then return 0 end\n"
+"if (redis.call('GET', KEYS[1] .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) ") or '') ~= ARGV[2] then return 0 end\n"
 "if ARGV[4] ~= '0' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])\n"
 "else redis.call('SET', KEYS[1], ARGV[3]) end\n"
 "return 1\n";
