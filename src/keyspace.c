@@ -348,8 +348,8 @@ wtcache_append_database_pattern(StringInfo buf, const char *dbname, bool own_key
 
 /*
  * A row value: json, a row_to_json object of len bytes, with the version
- * spliced in as its first member (palloc'd, NUL-terminated; *outlen gets
- * its length).
+ * spliced in as its first member (palloc'd, NUL-terminated; *outlen, if
+ * not NULL, gets its length).
  */
 char *
 wtcache_encode_value(int64 version, const char *json, size_t len, size_t *outlen)
@@ -363,11 +363,12 @@ wtcache_encode_value(int64 version, const char *json, size_t len, size_t *outlen
 	Assert(len >= 2 && json[0] == '{');
 	headlen = snprintf(head, sizeof(head), WTC_VALUE_HEAD INT64_FORMAT "%s",
 					   version, bodylen > 1 ? "," : "");
-	*outlen = headlen + bodylen;
-	value = palloc(*outlen + 1);
+	value = palloc(headlen + bodylen + 1);
 	memcpy(value, head, headlen);
 	memcpy(value + headlen, body, bodylen);
-	value[*outlen] = '\0';
+	value[headlen + bodylen] = '\0';
+	if (outlen != NULL)
+		*outlen = headlen + bodylen;
 	return value;
 }
 

@@ -81,26 +81,6 @@ add_candidate(CandidateList *l, VerifyTable *vt, char **values, const char *row_
 	MemoryContextSwitchTo(old);
 }
 
-/* The row JSON of a Redis value: without its leading "_v" member. */
-static char *
-value_body(const char *value, size_t len)
-{
-	const char *p;
-	StringInfoData buf;
-
-	if (len < 7 || strncmp(value, "{\"_v\":", 6) != 0)
-		return pnstrdup(value, len);
-	p = value + 6;
-	while (p < value + len && *p >= '0' && *p <= '9')
-		p++;
-	if (p < value + len && *p == ',')
-		p++;
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	appendBinaryStringInfo(&buf, p, value + len - p);
-	return buf.data;
-}
-
 /* What is wrong with this key, or NULL.  row: the table's row JSON or NULL. */
 static const char *
 classify(VerifyTable *vt, const char *row, const WtcReply *value)
@@ -111,7 +91,7 @@ classify(VerifyTable *vt, const char *row, const WtcReply *value)
 		return vt->keys_optional ? NULL : "missing";
 	if (row == NULL && in_redis)
 		return "extra";
-	if (row != NULL && strcmp(row, value_body(value->str, value->len)) != 0)
+	if (row != NULL && strcmp(row, wtcache_decode_value(value->str, value->len)) != 0)
 		return "differs";
 	return NULL;
 }

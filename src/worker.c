@@ -74,7 +74,8 @@ typedef struct BatchKey
 	char	   *suffix;			/* escaped values joined by ':' (hash key) */
 	char	  **values;			/* canonical text, one per key column */
 	int64		version;
-	char	   *payload;		/* {"_v":N,...row...}, NULL if the row is gone */
+	char	   *payload;		/* the value (keyspace.h), NULL if the row
+								 * is gone */
 	size_t		payload_len;
 	List	   *tags;			/* tags of its changes (template tables) */
 } BatchKey;
@@ -921,10 +922,6 @@ fetch_rows(TableBatch *tb, const bool *skip)
 		int64		ord = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
 		text	   *json = DatumGetTextPP(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull));
 		BatchKey   *bk;
-		char		head[32];
-		int			headlen;
-		const char *body;
-		int			bodylen;
 
 		if (ord < 1 || ord > n || isnull)
 			continue;
@@ -949,16 +946,8 @@ fetch_rows(TableBatch *tb, const bool *skip)
 										 bk->values))
 			continue;
 
-		/* "_v" first, so Lua reads it from the head of the value */
-		body = VARDATA_ANY(json) + 1;	/* past the '{' */
-		bodylen = VARSIZE_ANY_EXHDR(json) - 1;
-		headlen = snprintf(head, sizeof(head), "{\"_v\":" INT64_FORMAT "%s",
-						   bk->version, bodylen > 1 ? "," : "");
-		bk->payload_len = headlen + bodylen;
-		bk->payload = palloc(bk->payload_len + 1);
-		memcpy(bk->payload, head, headlen);
-		memcpy(bk->payload + headlen, body, bodylen);
-		bk->payload[bk->payload_len] = '\0';
+		bk->payload = wtcache_encode_value(bk->version, VARDATA_ANY(json),
+										   VARSIZE_ANY_EXHDR(json), &bk->payload_len);
 	}
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
