@@ -18,7 +18,7 @@
  * settings (timestamps, floats, intervals, bytea...) would give one row two
  * keys, and its JSON two forms, so both are rendered under the fixed
  * settings of canonical_settings below: the worker for its whole life, a
- * backend around the rendering (keys.c, read.c, verify.c).
+ * backend around the rendering (read.c, verify.c).
  *-------------------------------------------------------------------------
  */
 #include "keyspace.h"
@@ -37,8 +37,8 @@
  * Escape one component.  is_name: a database, schema or table name, which
  * also escapes the "." that separates schema and table.
  */
-void
-wtcache_append_escaped(StringInfo buf, const char *s, bool is_name)
+static void
+append_escaped(StringInfo buf, const char *s, bool is_name)
 {
 	const char *reserved = is_name ? NAME_RESERVED : KEY_RESERVED;
 
@@ -57,8 +57,8 @@ wtcache_append_escaped(StringInfo buf, const char *s, bool is_name)
 }
 
 /* Decode one escaped component into out; false if malformed. */
-bool
-wtcache_unescape(const char *s, size_t len, StringInfo out)
+static bool
+unescape(const char *s, size_t len, StringInfo out)
 {
 	for (size_t i = 0; i < len; i++)
 	{
@@ -86,8 +86,8 @@ wtcache_unescape(const char *s, size_t len, StringInfo out)
 }
 
 /* For SCAN MATCH patterns: Redis glob metacharacters get a backslash. */
-void
-wtcache_append_glob_escaped(StringInfo buf, const char *s)
+static void
+append_glob_escaped(StringInfo buf, const char *s)
 {
 	for (const char *p = s; *p; p++)
 	{
@@ -102,11 +102,11 @@ void
 wtcache_append_table_key(StringInfo buf, const char *dbname,
 						 const char *nspname, const char *relname)
 {
-	wtcache_append_escaped(buf, dbname, true);
+	append_escaped(buf, dbname, true);
 	appendStringInfoString(buf, WTC_KEY_SEP);
-	wtcache_append_escaped(buf, nspname, true);
+	append_escaped(buf, nspname, true);
 	appendStringInfoString(buf, WTC_KEY_NAME_SEP);
-	wtcache_append_escaped(buf, relname, true);
+	append_escaped(buf, relname, true);
 }
 
 /* "P{D:S.T:", what every row key of a table starts with. */
@@ -130,7 +130,7 @@ wtcache_append_key_values(StringInfo buf, int nkeys, char **values)
 	{
 		if (i > 0)
 			appendStringInfoString(buf, WTC_KEY_SEP);
-		wtcache_append_escaped(buf, values[i], false);
+		append_escaped(buf, values[i], false);
 	}
 }
 
@@ -180,7 +180,7 @@ wtcache_parse_row_key(const char *key, size_t len, size_t headlen,
 		if (c == nkeys)
 			return false;		/* more components than key columns */
 		initStringInfo(&s);
-		if (!wtcache_unescape(p, stop - p, &s))
+		if (!unescape(p, stop - p, &s))
 			return false;
 		values[c++] = s.data;
 		if (sep == NULL)
@@ -201,12 +201,12 @@ wtcache_lease_key(const char *key)
 }
 
 /* "P{D}:", under which a database's tags, clock, marker and queries live. */
-void
-wtcache_append_db_prefix(StringInfo buf, const char *dbname)
+static void
+append_db_prefix(StringInfo buf, const char *dbname)
 {
 	appendStringInfoString(buf, wtcache_key_prefix);
 	appendStringInfoString(buf, WTC_KEY_TAG_OPEN);
-	wtcache_append_escaped(buf, dbname, true);
+	append_escaped(buf, dbname, true);
 	appendStringInfoString(buf, WTC_KEY_TAG_CLOSE WTC_KEY_SEP);
 }
 
@@ -214,7 +214,7 @@ wtcache_append_db_prefix(StringInfo buf, const char *dbname)
 void
 wtcache_append_clock_key(StringInfo buf, const char *dbname)
 {
-	wtcache_append_db_prefix(buf, dbname);
+	append_db_prefix(buf, dbname);
 	appendStringInfoString(buf, WTC_KEY_CLOCK);
 }
 
@@ -225,7 +225,7 @@ wtcache_append_clock_key(StringInfo buf, const char *dbname)
 void
 wtcache_append_marker_key(StringInfo buf, const char *dbname)
 {
-	wtcache_append_db_prefix(buf, dbname);
+	append_db_prefix(buf, dbname);
 	appendStringInfoString(buf, WTC_KEY_MARKER);
 }
 
@@ -246,7 +246,7 @@ wtcache_master_marker_key(WtcRedis *r, const char *dbname, int master)
 	appendStringInfoString(&key, wtcache_key_prefix);
 	appendStringInfoString(&key, WTC_KEY_TAG_OPEN);
 	tag_start = key.len;
-	wtcache_append_escaped(&key, dbname, true);
+	append_escaped(&key, dbname, true);
 	appendStringInfoString(&key, WTC_KEY_SEP WTC_KEY_MARKER);
 	for (int n = 0; n < 1000000; n++)
 	{
@@ -281,16 +281,16 @@ wtcache_marker_wal_key(const char *marker_key)
 void
 wtcache_append_tag_key(StringInfo buf, const char *dbname, const char *tag)
 {
-	wtcache_append_db_prefix(buf, dbname);
+	append_db_prefix(buf, dbname);
 	appendStringInfoString(buf, WTC_KEY_TAG);
-	wtcache_append_escaped(buf, tag, false);
+	append_escaped(buf, tag, false);
 }
 
 /* A cached query result's key, from the hex digest of what keys it (query.c). */
 void
 wtcache_append_query_key(StringInfo buf, const char *dbname, const char *digest_hex)
 {
-	wtcache_append_db_prefix(buf, dbname);
+	append_db_prefix(buf, dbname);
 	appendStringInfoString(buf, WTC_KEY_QUERY);
 	appendStringInfoString(buf, digest_hex);
 }
@@ -319,7 +319,7 @@ wtcache_append_table_rows_pattern(StringInfo buf, const char *prefix,
 
 	initStringInfo(&head);
 	wtcache_append_row_key_head(&head, prefix, table_key);
-	wtcache_append_glob_escaped(buf, head.data);
+	append_glob_escaped(buf, head.data);
 	appendStringInfoString(buf, "*" WTC_KEY_TAG_CLOSE);
 	pfree(head.data);
 }
@@ -337,11 +337,11 @@ wtcache_append_database_pattern(StringInfo buf, const char *dbname, bool own_key
 	initStringInfo(&head);
 	appendStringInfoString(&head, wtcache_key_prefix);
 	appendStringInfoString(&head, WTC_KEY_TAG_OPEN);
-	wtcache_append_escaped(&head, dbname, true);
+	append_escaped(&head, dbname, true);
 	if (own_keys)
 		appendStringInfoString(&head, WTC_KEY_TAG_CLOSE);
 	appendStringInfoString(&head, WTC_KEY_SEP);
-	wtcache_append_glob_escaped(buf, head.data);
+	append_glob_escaped(buf, head.data);
 	appendStringInfoChar(buf, '*');
 	pfree(head.data);
 }

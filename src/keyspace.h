@@ -18,7 +18,7 @@
  *
  * With P the key prefix (wtcache.key_prefix), D the database, S.T the
  * table and K1... the key column values in key order, each escaped by
- * wtcache_append_escaped (% : { } as %XX, and . too in D, S and T):
+ * keyspace.c (% : { } as %XX, and . too in D, S and T):
  *
  *	P{D:S.T:K1[:K2...]}		a row: its row_to_json with "_v" first (the
  *							value codec below); missing means not cached
@@ -116,11 +116,6 @@
 	"  return t[1] .. string.format('%06d', tonumber(t[2])) .. '-' .. redis.call('INCR', clock)\n" \
 	"end\n"
 
-/* Components */
-extern void wtcache_append_escaped(StringInfo buf, const char *s, bool is_name);
-extern bool wtcache_unescape(const char *s, size_t len, StringInfo out);
-extern void wtcache_append_glob_escaped(StringInfo buf, const char *s);
-
 /* Rows and their companions */
 extern void wtcache_append_table_key(StringInfo buf, const char *dbname,
 									 const char *nspname, const char *relname);
@@ -137,7 +132,6 @@ extern bool wtcache_parse_row_key(const char *key, size_t len, size_t headlen,
 extern char *wtcache_lease_key(const char *key);
 
 /* A database's keys */
-extern void wtcache_append_db_prefix(StringInfo buf, const char *dbname);
 extern void wtcache_append_clock_key(StringInfo buf, const char *dbname);
 extern void wtcache_append_marker_key(StringInfo buf, const char *dbname);
 extern char *wtcache_master_marker_key(WtcRedis *r, const char *dbname, int master);

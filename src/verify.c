@@ -172,35 +172,6 @@ rows_of(VerifyTable *vt, char ***values, int n)
 	return rows;
 }
 
-/* Decode one escaped key component (keys.c); false if malformed. */
-static bool
-unescape_component(const char *s, size_t len, StringInfo out)
-{
-	for (size_t i = 0; i < len; i++)
-	{
-		if (s[i] == '%')
-		{
-			char		hex[3];
-			char	   *end;
-			long		v;
-
-			if (i + 2 >= len)
-				return false;
-			hex[0] = s[i + 1];
-			hex[1] = s[i + 2];
-			hex[2] = '\0';
-			v = strtol(hex, &end, 16);
-			if (*end != '\0')
-				return false;
-			appendStringInfoChar(out, (char) v);
-			i += 2;
-		}
-		else
-			appendStringInfoChar(out, s[i]);
-	}
-	return true;
-}
-
 /* Pass 1: the table's rows (or a sample) against Redis. */
 static void
 check_rows(VerifyTable *vt, int sample, CandidateList *out, int64 *checked)
@@ -283,10 +254,9 @@ check_keys(VerifyTable *vt, CandidateList *out)
 												   ALLOCSET_DEFAULT_SIZES);
 
 	initStringInfo(&head);
-	appendStringInfo(&head, "%s{%s:", wtcache_key_prefix, vt->table_key);
+	wtcache_append_row_key_head(&head, wtcache_key_prefix, vt->table_key);
 	initStringInfo(&pattern);
-	wtcache_append_glob_escaped(&pattern, head.data);
-	appendStringInfoString(&pattern, "*}");
+	wtcache_append_table_rows_pattern(&pattern, wtcache_key_prefix, vt->table_key);
 	do
 	{
 		WtcReply	reply;
@@ -311,35 +281,12 @@ check_keys(VerifyTable *vt, CandidateList *out)
 		values = palloc(sizeof(char **) * Max(keys->nelem, 1));
 		for (int i = 0; i < keys->nelem; i++)
 		{
-			const char *k = keys->elem[i].str;
-			size_t		klen = keys->elem[i].len;
-			const char *p = k + head.len;
-			const char *end = k + klen - 1;	/* the closing '}' */
 			char	  **v = palloc(sizeof(char *) * vt->nkeys);
-			int			c = 0;
-			bool		ok = keys->elem[i].type == WTC_REPLY_STRING && k != NULL &&
-				klen > (size_t) head.len && k[klen - 1] == '}';
 
-			while (ok)
-			{
-				const char *colon = memchr(p, ':', end - p);
-				const char *stop = colon ? colon : end;
-				StringInfoData s;
-
-				if (c == vt->nkeys)
-				{
-					ok = false; /* more components than key columns */
-					break;
-				}
-				initStringInfo(&s);
-				ok = unescape_component(p, stop - p, &s);
-				v[c++] = s.data;
-				if (colon == NULL)
-					break;
-				p = colon + 1;
-			}
 			/* a key of another key definition, or not wtcache's */
-			if (!ok || c != vt->nkeys)
+			if (keys->elem[i].type != WTC_REPLY_STRING ||
+				!wtcache_parse_row_key(keys->elem[i].str, keys->elem[i].len, head.len,
+									   vt->nkeys, v))
 				continue;
 			values[n++] = v;
 		}
