@@ -6,6 +6,7 @@ OBJS = \
 	src/wtcache.o \
 	src/settings.o \
 	src/shmem.o \
+	src/keyspace.o \
 	src/keys.o \
 	src/capture.o \
 	src/watch.o \
@@ -48,4 +49,5 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # every file includes the shared declarations (struct layouts in shared memory)
-$(OBJS): $(srcdir)/src/wtcache.h $(srcdir)/src/redis_conn.h $(srcdir)/src/tls.h
+# and many the Redis layout
+$(OBJS): $(srcdir)/src/wtcache.h $(srcdir)/src/keyspace.h $(srcdir)/src/redis_conn.h $(srcdir)/src/tls.h

@@ -29,6 +29,7 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "keyspace.h"
 
 #include "access/htup_details.h"
 #include "access/relation.h"

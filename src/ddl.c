@@ -28,6 +28,7 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "keyspace.h"
 
 #include "access/xact.h"
 #include "catalog/index.h"

@@ -1,20 +1,14 @@
 /*-------------------------------------------------------------------------
  * keys.c
- *		Redis key names and the rendering of key column values.
+ *		Key columns: how their values are rendered, and reading a watched
+ *		table's rows by key.
  *
- * A row lives at
- *		<prefix>{<database>:<schema>.<table>:<key1>[:<key2>...]}
- * Every component is escaped (% : { } as %XX, and . too inside schema and
- * table names) so that no two rows share a key and the first "{...}" is
- * always the Redis Cluster hash tag.  Everything else wtcache stores for a
- * row (its tombstone) appends to the row key after the closing brace, so it
- * sits in the same cluster slot and a row key (which always ends in "}") is
- * never anything but a live row.
- *
- * Key values are the column's text output.  Outputs that depend on session
- * settings (timestamps, floats, intervals, bytea...) would give one row two
- * keys, so for those types the trigger records the binary send format and
- * the worker renders it under fixed settings (canonical_settings below).
+ * Key values are the column's text output; the Redis key they make up,
+ * and why it must not change, are keyspace.h's.  Outputs that depend on
+ * session settings (timestamps, floats, intervals, bytea...) would give
+ * one row two keys, so for those types the trigger records the binary send
+ * format and the worker renders it under the canonical settings
+ * (keyspace.c).
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
@@ -29,7 +23,6 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -411,102 +404,6 @@ wtcache_append_json_strings(StringInfo buf, char *const *items, int n)
 		escape_json(buf, items[i]);
 	}
 	appendStringInfoChar(buf, ']');
-}
-
-/* The Redis channel that applied changes are published on. */
-void
-wtcache_events_channel(StringInfo buf)
-{
-	appendStringInfoString(buf, wtcache_key_prefix);
-	appendStringInfoString(buf, "events");
-}
-
-/*
- * Escape one component.  Names also escape '.', which separates schema and
- * table.  Control characters pass through: Redis keys are binary safe.
- */
-void
-wtcache_append_escaped(StringInfo buf, const char *s, bool is_name)
-{
-	for (const char *p = s; *p; p++)
-	{
-		unsigned char c = (unsigned char) *p;
-
-		if (c == '%' || c == ':' || c == '{' || c == '}' || (is_name && c == '.'))
-			appendStringInfo(buf, "%%%02X", c);
-		else
-			appendStringInfoChar(buf, (char) c);
-	}
-}
-
-/* "<database>:<schema>.<table>", the part of a row key that names a table. */
-void
-wtcache_append_table_key(StringInfo buf, const char *dbname,
-						 const char *nspname, const char *relname)
-{
-	wtcache_append_escaped(buf, dbname, true);
-	appendStringInfoChar(buf, ':');
-	wtcache_append_escaped(buf, nspname, true);
-	appendStringInfoChar(buf, '.');
-	wtcache_append_escaped(buf, relname, true);
-}
-
-void
-wtcache_append_row_key(StringInfo buf, const char *prefix,
-					   const char *table_key, int nkeys, char **values)
-{
-	appendStringInfoString(buf, prefix);
-	appendStringInfoChar(buf, '{');
-	appendStringInfoString(buf, table_key);
-	for (int i = 0; i < nkeys; i++)
-	{
-		appendStringInfoChar(buf, ':');
-		wtcache_append_escaped(buf, values[i], false);
-	}
-	appendStringInfoChar(buf, '}');
-}
-
-/* For SCAN MATCH patterns: Redis glob metacharacters get a backslash. */
-void
-wtcache_append_glob_escaped(StringInfo buf, const char *s)
-{
-	for (const char *p = s; *p; p++)
-	{
-		if (strchr("*?[]\\^", *p))
-			appendStringInfoChar(buf, '\\');
-		appendStringInfoChar(buf, *p);
-	}
-}
-
-/*
- * Fixed settings under which key values and row JSON are rendered, so a row
- * has one Redis key and one JSON form whoever wrote it.  The worker keeps
- * them for its whole life; a backend wraps redis_key() in push/pop.
- */
-static const char *const canonical_settings[][2] = {
-	{"DateStyle", "ISO, YMD"},
-	{"IntervalStyle", "postgres"},
-	{"TimeZone", "UTC"},
-	{"extra_float_digits", "1"},
-	{"bytea_output", "hex"},
-};
-
-int
-wtcache_canonical_settings_push(void)
-{
-	int			nestlevel = NewGUCNestLevel();
-
-	for (int i = 0; i < lengthof(canonical_settings); i++)
-		(void) set_config_option(canonical_settings[i][0], canonical_settings[i][1],
-								 PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-	return nestlevel;
-}
-
-void
-wtcache_canonical_settings_pop(int nestlevel)
-{
-	AtEOXact_GUC(true, nestlevel);
 }
 
 /* wtcache.redis_key(rel, VARIADIC key text[]) */

@@ -19,6 +19,7 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "keyspace.h"
 
 /* rows per EVALSHA: bounds Lua's time per call and the argument vector */
 #define ROWS_PER_CALL 128
@@ -114,15 +115,15 @@ static const char apply_script[] =
 "for i = 1, nrows do\n"
 "  local a = 4 + (i - 1) * (stride + keyed)\n"
 "  local rk = keyed == 1 and ARGV[a] or KEYS[(i - 1) * kstride + 1]\n"
-"  local tk = kstride == 3 and KEYS[(i - 1) * 3 + 2] or rk .. ':t'\n"
-"  local lk = kstride == 3 and KEYS[(i - 1) * 3 + 3] or rk .. ':l'\n"
+"  local tk = kstride == 3 and KEYS[(i - 1) * 3 + 2] or rk .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) "\n"
+"  local lk = kstride == 3 and KEYS[(i - 1) * 3 + 3] or rk .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) "\n"
 "  a = a + keyed\n"
 "  local v = tonumber(ARGV[a])\n"
 "  local cur\n"
-"  if seen[rk] then flush_sets() elseif heads and heads[i] then cur = match(heads[i], '^{\"_v\":(%d+)') end\n"
+"  if seen[rk] then flush_sets() elseif heads and heads[i] then cur = match(heads[i], " WTC_LUA_VALUE_VERSION ") end\n"
 "  if not cur then\n"
 "    local head = pcall('GETRANGE', rk, 0, 24)\n"
-"    if type(head) == 'string' then cur = match(head, '^{\"_v\":(%d+)') else call('DEL', rk) end\n"
+"    if type(head) == 'string' then cur = match(head, " WTC_LUA_VALUE_VERSION ") else call('DEL', rk) end\n"
 "  end\n"
 "  local held = cur ~= nil\n"
 "  if cur then cur = tonumber(cur) else\n"
@@ -481,7 +482,7 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 			 Max(wtcache_tombstone_ttl_s, 2 * (wtcache_fill_lease_ms / 1000 + 1)));
 	argv = palloc(sizeof(char *) * (6 + ROWS_PER_CALL * 7));
 	lens = palloc(sizeof(size_t) * (6 + ROWS_PER_CALL * 7));
-	/* a Cluster's companion keys, "<row key>:t" and ":l", alive until sent */
+	/* a Cluster's companion keys, tombstone and lease, alive until sent */
 	if (in_cluster)
 		initStringInfo(&companions);
 	/* version and ttl digits of every row, alive until the buffer is sent */
@@ -519,13 +520,16 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 		{
 			int			first = 0;	/* offsets: the buffer moves while it grows */
 
+			/* each with its NUL: sizeof, not strlen */
 			resetStringInfo(&companions);
 			for (int i = 0; i < n; i++)
 			{
 				appendBinaryStringInfo(&companions, items[start + i].row_key, items[start + i].row_key_len);
-				appendBinaryStringInfo(&companions, ":t", 3);
+				appendBinaryStringInfo(&companions, WTC_KEY_TOMBSTONE_SUFFIX,
+									   sizeof(WTC_KEY_TOMBSTONE_SUFFIX));
 				appendBinaryStringInfo(&companions, items[start + i].row_key, items[start + i].row_key_len);
-				appendBinaryStringInfo(&companions, ":l", 3);
+				appendBinaryStringInfo(&companions, WTC_KEY_LEASE_SUFFIX,
+									   sizeof(WTC_KEY_LEASE_SUFFIX));
 			}
 			for (int i = 0; i < n; i++)
 			{
@@ -534,11 +538,11 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 				argv[argc] = items[start + i].row_key;
 				lens[argc++] = klen;
 				argv[argc] = companions.data + first;
-				lens[argc++] = klen + 2;
-				first += klen + 3;
+				lens[argc++] = klen + sizeof(WTC_KEY_TOMBSTONE_SUFFIX) - 1;
+				first += klen + sizeof(WTC_KEY_TOMBSTONE_SUFFIX);
 				argv[argc] = companions.data + first;
-				lens[argc++] = klen + 2;
-				first += klen + 3;
+				lens[argc++] = klen + sizeof(WTC_KEY_LEASE_SUFFIX) - 1;
+				first += klen + sizeof(WTC_KEY_LEASE_SUFFIX);
 			}
 		}
 		else
@@ -820,21 +824,9 @@ wtcache_set_markers(WtcRedis *r, const MarkerSet *markers, int64 version,
 }
 
 /*
- * The key that holds a marker's WAL position: the marker's name and
- * ":wal", so that it shares the marker's hash tag, and its Cluster slot.
- */
-char *
-wtcache_marker_wal_key(const char *marker_key)
-{
-	return psprintf("%s:wal", marker_key);
-}
-
-/*
  * The markers to keep: the database's, next to its tags and query results;
- * in a Cluster also one on every master, "<prefix>{<db>:gen<n>}" with the
- * smallest n whose slot that master serves, so a failover that loses
- * writes on any master is noticed.  (Never a row key: those name a
- * schema-qualified table, with a dot.)
+ * in a Cluster also one on every master (wtcache_master_marker_key), so a
+ * failover that loses writes on any master is noticed.
  */
 void
 wtcache_marker_set(WtcRedis *r, const char *dbname, MarkerSet *set)
@@ -857,37 +849,6 @@ wtcache_marker_set(WtcRedis *r, const char *dbname, MarkerSet *set)
 	}
 	for (int m = 0; m < set->n; m++)
 		set->wal_keys[m] = wtcache_marker_wal_key(set->keys[m]);
-}
-
-/* The marker key of the m-th master; NULL if none of the first names hash to it. */
-char *
-wtcache_master_marker_key(WtcRedis *r, const char *dbname, int master)
-{
-	StringInfoData key;
-	int			tag_start;
-
-	initStringInfo(&key);
-	appendStringInfoString(&key, wtcache_key_prefix);
-	appendStringInfoChar(&key, '{');
-	tag_start = key.len;
-	wtcache_append_escaped(&key, dbname, true);
-	appendStringInfoString(&key, ":gen");
-	for (int n = 0; n < 1000000; n++)
-	{
-		int			len = key.len;
-		int			slot;
-
-		appendStringInfo(&key, "%d", n);
-		slot = wtc_redis_key_slot(key.data + tag_start, key.len - tag_start);
-		if (wtc_redis_node_of_slot(r, slot) == master)
-		{
-			appendStringInfoChar(&key, '}');
-			return key.data;
-		}
-		key.len = len;
-		key.data[len] = '\0';
-	}
-	return NULL;
 }
 
 /*

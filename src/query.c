@@ -44,6 +44,7 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "keyspace.h"
 
 #include "access/htup_details.h"
 #include "access/transam.h"
@@ -106,8 +107,9 @@ WTCACHE_LUA_NEW_STAMP
 "  if not v then v = new_stamp(KEYS[3]); redis.call('SET', KEYS[i], v, 'EX', ARGV[4]) end\n"
 "  stamps[#stamps + 1] = v\n"
 "end\n"
-"local versions = table.concat(stamps, ',')\n"
-"local e = redis.call('HMGET', KEYS[1], 'versions', 'tags', 'rows')\n"
+"local versions = table.concat(stamps, " WTC_LUA_STR(WTC_QUERY_VERSIONS_SEP) ")\n"
+"local e = redis.call('HMGET', KEYS[1], " WTC_LUA_STR(WTC_QUERY_VERSIONS) ", "
+WTC_LUA_STR(WTC_QUERY_TAGS) ", " WTC_LUA_STR(WTC_QUERY_ROWS) ")\n"
 "if e[1] then\n"
 "  if e[1] == versions and e[2] == ARGV[1] and e[3] then return {1, e[3]} end\n"
 "  redis.call('DEL', KEYS[1])\n"
@@ -127,9 +129,10 @@ static const char query_fill_script[] =
 "  stamps[#stamps + 1] = v\n"
 "end\n"
 "local ok = 0\n"
-"if ARGV[3] ~= '' and stamps and table.concat(stamps, ',') == ARGV[1] then\n"
+"if ARGV[3] ~= '' and stamps and table.concat(stamps, " WTC_LUA_STR(WTC_QUERY_VERSIONS_SEP) ") == ARGV[1] then\n"
 "  redis.call('DEL', KEYS[1])\n"
-"  redis.call('HSET', KEYS[1], 'rows', ARGV[3], 'tags', ARGV[2], 'versions', ARGV[1])\n"
+"  redis.call('HSET', KEYS[1], " WTC_LUA_STR(WTC_QUERY_ROWS) ", ARGV[3], "
+WTC_LUA_STR(WTC_QUERY_TAGS) ", ARGV[2], " WTC_LUA_STR(WTC_QUERY_VERSIONS) ", ARGV[1])\n"
 "  redis.call('PEXPIRE', KEYS[1], ARGV[4])\n"
 "  ok = 1\n"
 "end\n"
@@ -1231,10 +1234,9 @@ plan_query(QueryPlan *qp, text *sqltext, ArrayType *params, ArrayType *tags)
 		hex[sizeof(hex) - 1] = '\0';
 
 		initStringInfo(&k);
-		wtcache_append_db_prefix(&k, dbname);
-		appendStringInfo(&k, "query:%s", hex);
+		wtcache_append_query_key(&k, dbname, hex);
 		qp->key = k.data;
-		qp->lease_key = psprintf("%s:l", k.data);
+		qp->lease_key = wtcache_lease_key(k.data);
 		initStringInfo(&k);
 		wtcache_append_clock_key(&k, dbname);
 		qp->clock_key = k.data;

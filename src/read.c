@@ -49,6 +49,7 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "keyspace.h"
 
 #include "access/htup_details.h"
 #include "access/relation.h"
@@ -93,8 +94,8 @@ int			wtcache_debug_fill_delay_ms = 0;
 static const char lease_script[] =
 "local v = redis.call('GET', KEYS[1])\n"
 "if v then return {1, v} end\n"
-"local t = redis.call('GET', KEYS[1] .. ':t') or ''\n"
-"if redis.call('SET', KEYS[1] .. ':l', ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, t} end\n"
+"local t = redis.call('GET', KEYS[1] .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) ") or ''\n"
+"if redis.call('SET', KEYS[1] .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) ", ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, t} end\n"
 "return {3, ''}\n";
 
 /*
@@ -103,12 +104,12 @@ static const char lease_script[] =
  * 1 filled, 0 refused (stale), -1 lease given back.
  */
 static const char fill_script[] =
-"local l = KEYS[1] .. ':l'\n"
+"local l = KEYS[1] .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) "\n"
 "if redis.call('GET', l) ~= ARGV[1] then return 0 end\n"
 "redis.call('DEL', l)\n"
 "if ARGV[3] == '' then return -1 end\n"
 "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
-"if (redis.call('GET', KEYS[1] .. ':t') or '') ~= ARGV[2] then return 0 end\n"
+"if (redis.call('GET', KEYS[1] .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) ") or '') ~= ARGV[2] then return 0 end\n"
 "if ARGV[4] ~= '0' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])\n"
 "else redis.call('SET', KEYS[1], ARGV[3]) end\n"
 "return 1\n";
@@ -469,7 +470,8 @@ typedef struct ReadKey
 	bool		waited;			/* someone else's lease: waited for it */
 	bool		lease_held;		/* ours: fill, or give back */
 	char	   *tombstone;		/* with the lease: "" or the version */
-	char	   *json;			/* result: the row as stored ("_v" first) */
+	char	   *json;			/* result: the row as stored, with its
+								 * version (keyspace.h) */
 	int			json_len;
 	bool		found;
 } ReadKey;
@@ -651,15 +653,15 @@ read_from_table(ReadTable *rt, ReadKey *keys, int nkeys)
 }
 
 /*
- * "{"_v":N,...}" without its "_v", as jsonb in memory context dest.  The
- * parser's working memory (several times the row) stays in a context of
- * its own, reset after each row, so 100 rows cost one row's worth.
+ * A row value without its version (keyspace.h), as jsonb in memory context
+ * dest.  The parser's working memory (several times the row) stays in a
+ * context of its own, reset after each row, so 100 rows cost one row's
+ * worth.
  */
 static Datum
 row_jsonb(const char *json, int len, MemoryContext dest)
 {
 	static MemoryContext ParseContext = NULL;
-	const char *p = json;
 	char	   *text;
 	Datum		parsed;
 	MemoryContext old;
@@ -670,19 +672,7 @@ row_jsonb(const char *json, int len, MemoryContext dest)
 		ParseContext = AllocSetContextCreate(TopMemoryContext, "wtcache jsonb parse",
 											 32 * 1024, 32 * 1024, 1024 * 1024);
 	old = MemoryContextSwitchTo(ParseContext);
-	if (strncmp(p, "{\"_v\":", 6) == 0)
-	{
-		p += 6;
-		while (*p == '-' || (*p >= '0' && *p <= '9'))
-			p++;
-		if (*p == ',')
-			p++;
-		text = palloc(len + 2);
-		text[0] = '{';
-		strlcpy(text + 1, p, len + 1);
-	}
-	else
-		text = pnstrdup(json, len);
+	text = wtcache_decode_value(json, len);
 	parsed = DirectFunctionCall1(jsonb_in, CStringGetDatum(text));
 	size = VARSIZE(DatumGetPointer(parsed));
 	copy = MemoryContextAlloc(dest, size);
@@ -900,12 +890,10 @@ fill(ReadTable *rt, ReadKey *keys, int nkeys, const char *token, int64 version)
 		/* a row too large for Redis (wtcache.max_value_size) is only given back the lease */
 		if (k->found && k->source == FROM_TABLE_FILL && k->json_len <= wtcache_max_value_bytes)
 		{
-			const char *body = k->json + 1;
 			int64		tombstone = k->tombstone[0] ? strtoi64(k->tombstone, NULL, 10) : 0;
 
 			/* the tombstone too: never below a version Redis has shown */
-			payload = psprintf("{\"_v\":" INT64_FORMAT "%s%s", Max(version, tombstone),
-							   strlen(body) > 1 ? "," : "", body);
+			payload = wtcache_encode_value(Max(version, tombstone), k->json, k->json_len, NULL);
 			if (rt->ttl_ms > 0)
 			{
 				double		spread = wtcache_ttl_jitter * (2.0 * pg_prng_double(&pg_global_prng_state) - 1.0);

@@ -24,6 +24,7 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "keyspace.h"
 
 #include <ctype.h>
 #include <fcntl.h>
@@ -1035,10 +1036,10 @@ check_key_prefix(char **newval, void **extra, GucSource source)
 	if (s == NULL || s[0] == '\0')
 	{
 		GUC_check_errdetail("The key prefix must not be empty.");
-		GUC_check_errhint("Use a short namespace such as \"wtc:\".");
+		GUC_check_errhint("Use a short namespace such as \"%s\".", WTC_KEY_PREFIX_DEFAULT);
 		return false;
 	}
-	if (strpbrk(s, "{}*?[]\\") != NULL)
+	if (strpbrk(s, WTC_KEY_PREFIX_FORBIDDEN) != NULL)
 	{
 		GUC_check_errdetail("The key prefix must not contain { } * ? [ ] or \\.");
 		GUC_check_errhint("Braces are reserved for Redis Cluster hash tags in row keys.");
@@ -1208,7 +1209,7 @@ define_delivery_settings(void)
 							   "Prefix of every Redis key wtcache writes.",
 							   NULL,
 							   &wtcache_key_prefix,
-							   "wtc:",
+							   WTC_KEY_PREFIX_DEFAULT,
 							   PGC_SIGHUP,
 							   0,
 							   check_key_prefix, NULL, NULL);

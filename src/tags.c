@@ -23,6 +23,7 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "keyspace.h"
 
 #include "access/htup_details.h"
 #include "access/xact.h"
@@ -218,13 +219,7 @@ wtcache_render_tags(const TagTemplate *templates, int ntemplates,
 	return n;
 }
 
-/* "table:<schema>.<table>": the tag every watched table has. */
-char *
-wtcache_format_table_tag(const char *nspname, const char *relname)
-{
-	return psprintf("table:%s.%s", nspname, relname);
-}
-
+/* The tag every watched table has (keyspace.h), or NULL if it is gone. */
 char *
 wtcache_table_tag(Oid relid)
 {
@@ -233,43 +228,6 @@ wtcache_table_tag(Oid relid)
 	if (relname == NULL)
 		return NULL;
 	return wtcache_format_table_tag(get_namespace_name(get_rel_namespace(relid)), relname);
-}
-
-/* "<prefix>{<database>}:" under which tags and query results live. */
-void
-wtcache_append_db_prefix(StringInfo buf, const char *dbname)
-{
-	appendStringInfoString(buf, wtcache_key_prefix);
-	appendStringInfoChar(buf, '{');
-	wtcache_append_escaped(buf, dbname, true);
-	appendStringInfoString(buf, "}:");
-}
-
-/* The counter that keeps tag stamps unique (WTCACHE_LUA_NEW_STAMP). */
-void
-wtcache_append_clock_key(StringInfo buf, const char *dbname)
-{
-	wtcache_append_db_prefix(buf, dbname);
-	appendStringInfoString(buf, "clock");
-}
-
-/*
- * The generation marker: the highest version Redis acknowledged (push.c).
- * Lower than what the worker knows was acknowledged means Redis lost data.
- */
-void
-wtcache_append_marker_key(StringInfo buf, const char *dbname)
-{
-	wtcache_append_db_prefix(buf, dbname);
-	appendStringInfoString(buf, "gen");
-}
-
-void
-wtcache_append_tag_key(StringInfo buf, const char *dbname, const char *tag)
-{
-	wtcache_append_db_prefix(buf, dbname);
-	appendStringInfoString(buf, "tag:");
-	wtcache_append_escaped(buf, tag, false);
 }
 
 void

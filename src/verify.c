@@ -17,6 +17,7 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "keyspace.h"
 
 #include "access/relation.h"
 #include "catalog/pg_type.h"
@@ -80,26 +81,6 @@ add_candidate(CandidateList *l, VerifyTable *vt, char **values, const char *row_
 	MemoryContextSwitchTo(old);
 }
 
-/* The row JSON of a Redis value: without its leading "_v" member. */
-static char *
-value_body(const char *value, size_t len)
-{
-	const char *p;
-	StringInfoData buf;
-
-	if (len < 7 || strncmp(value, "{\"_v\":", 6) != 0)
-		return pnstrdup(value, len);
-	p = value + 6;
-	while (p < value + len && *p >= '0' && *p <= '9')
-		p++;
-	if (p < value + len && *p == ',')
-		p++;
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	appendBinaryStringInfo(&buf, p, value + len - p);
-	return buf.data;
-}
-
 /* What is wrong with this key, or NULL.  row: the table's row JSON or NULL. */
 static const char *
 classify(VerifyTable *vt, const char *row, const WtcReply *value)
@@ -110,7 +91,7 @@ classify(VerifyTable *vt, const char *row, const WtcReply *value)
 		return vt->keys_optional ? NULL : "missing";
 	if (row == NULL && in_redis)
 		return "extra";
-	if (row != NULL && strcmp(row, value_body(value->str, value->len)) != 0)
+	if (row != NULL && strcmp(row, wtcache_decode_value(value->str, value->len)) != 0)
 		return "differs";
 	return NULL;
 }
@@ -189,35 +170,6 @@ rows_of(VerifyTable *vt, char ***values, int n)
 	SPI_freetuptable(SPI_tuptable);
 	MemoryContextSwitchTo(outer);
 	return rows;
-}
-
-/* Decode one escaped key component (keys.c); false if malformed. */
-static bool
-unescape_component(const char *s, size_t len, StringInfo out)
-{
-	for (size_t i = 0; i < len; i++)
-	{
-		if (s[i] == '%')
-		{
-			char		hex[3];
-			char	   *end;
-			long		v;
-
-			if (i + 2 >= len)
-				return false;
-			hex[0] = s[i + 1];
-			hex[1] = s[i + 2];
-			hex[2] = '\0';
-			v = strtol(hex, &end, 16);
-			if (*end != '\0')
-				return false;
-			appendStringInfoChar(out, (char) v);
-			i += 2;
-		}
-		else
-			appendStringInfoChar(out, s[i]);
-	}
-	return true;
 }
 
 /* Pass 1: the table's rows (or a sample) against Redis. */
@@ -302,10 +254,9 @@ check_keys(VerifyTable *vt, CandidateList *out)
 												   ALLOCSET_DEFAULT_SIZES);
 
 	initStringInfo(&head);
-	appendStringInfo(&head, "%s{%s:", wtcache_key_prefix, vt->table_key);
+	wtcache_append_row_key_head(&head, wtcache_key_prefix, vt->table_key);
 	initStringInfo(&pattern);
-	wtcache_append_glob_escaped(&pattern, head.data);
-	appendStringInfoString(&pattern, "*}");
+	wtcache_append_table_rows_pattern(&pattern, wtcache_key_prefix, vt->table_key);
 	do
 	{
 		WtcReply	reply;
@@ -330,35 +281,12 @@ check_keys(VerifyTable *vt, CandidateList *out)
 		values = palloc(sizeof(char **) * Max(keys->nelem, 1));
 		for (int i = 0; i < keys->nelem; i++)
 		{
-			const char *k = keys->elem[i].str;
-			size_t		klen = keys->elem[i].len;
-			const char *p = k + head.len;
-			const char *end = k + klen - 1;	/* the closing '}' */
 			char	  **v = palloc(sizeof(char *) * vt->nkeys);
-			int			c = 0;
-			bool		ok = keys->elem[i].type == WTC_REPLY_STRING && k != NULL &&
-				klen > (size_t) head.len && k[klen - 1] == '}';
 
-			while (ok)
-			{
-				const char *colon = memchr(p, ':', end - p);
-				const char *stop = colon ? colon : end;
-				StringInfoData s;
-
-				if (c == vt->nkeys)
-				{
-					ok = false; /* more components than key columns */
-					break;
-				}
-				initStringInfo(&s);
-				ok = unescape_component(p, stop - p, &s);
-				v[c++] = s.data;
-				if (colon == NULL)
-					break;
-				p = colon + 1;
-			}
 			/* a key of another key definition, or not wtcache's */
-			if (!ok || c != vt->nkeys)
+			if (keys->elem[i].type != WTC_REPLY_STRING ||
+				!wtcache_parse_row_key(keys->elem[i].str, keys->elem[i].len, head.len,
+									   vt->nkeys, v))
 				continue;
 			values[n++] = v;
 		}

@@ -13,6 +13,7 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "keyspace.h"
 
 #include "access/genam.h"
 #include "access/relation.h"

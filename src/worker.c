@@ -24,6 +24,7 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "keyspace.h"
 
 #include <malloc.h>
 
@@ -70,10 +71,11 @@
 /* One distinct key of one table in a batch. */
 typedef struct BatchKey
 {
-	char	   *suffix;			/* escaped values joined by ':' (hash key) */
+	char	   *suffix;			/* its part of the row key (hash key) */
 	char	  **values;			/* canonical text, one per key column */
 	int64		version;
-	char	   *payload;		/* {"_v":N,...row...}, NULL if the row is gone */
+	char	   *payload;		/* the value (keyspace.h), NULL if the row
+								 * is gone */
 	size_t		payload_len;
 	List	   *tags;			/* tags of its changes (template tables) */
 } BatchKey;
@@ -727,14 +729,10 @@ add_key(TableBatch *tb, char **captured, int64 version, List *tags)
 	KeyHashEntry *entry;
 	bool		found;
 
-	resetStringInfo(suffix);
 	for (int i = 0; i < tb->nkeys; i++)
-	{
 		values[i] = canonical_value(tb, i, captured[i]);
-		if (i)
-			appendStringInfoChar(suffix, ':');
-		wtcache_append_escaped(suffix, values[i], false);
-	}
+	resetStringInfo(suffix);
+	wtcache_append_key_values(suffix, tb->nkeys, values);
 	probe = suffix->data;
 	entry = hash_search(tb->keyhash, &probe, HASH_ENTER, &found);
 	if (found)
@@ -920,10 +918,6 @@ fetch_rows(TableBatch *tb, const bool *skip)
 		int64		ord = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
 		text	   *json = DatumGetTextPP(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull));
 		BatchKey   *bk;
-		char		head[32];
-		int			headlen;
-		const char *body;
-		int			bodylen;
 
 		if (ord < 1 || ord > n || isnull)
 			continue;
@@ -948,16 +942,8 @@ fetch_rows(TableBatch *tb, const bool *skip)
 										 bk->values))
 			continue;
 
-		/* "_v" first, so Lua reads it from the head of the value */
-		body = VARDATA_ANY(json) + 1;	/* past the '{' */
-		bodylen = VARSIZE_ANY_EXHDR(json) - 1;
-		headlen = snprintf(head, sizeof(head), "{\"_v\":" INT64_FORMAT "%s",
-						   bk->version, bodylen > 1 ? "," : "");
-		bk->payload_len = headlen + bodylen;
-		bk->payload = palloc(bk->payload_len + 1);
-		memcpy(bk->payload, head, headlen);
-		memcpy(bk->payload + headlen, body, bodylen);
-		bk->payload[bk->payload_len] = '\0';
+		bk->payload = wtcache_encode_value(bk->version, VARDATA_ANY(json),
+										   VARSIZE_ANY_EXHDR(json), &bk->payload_len);
 	}
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
@@ -1366,7 +1352,8 @@ build_items(Batch *b, int *nitems)
 			if (oversized)
 				log_oversized(tb, bk->payload_len);
 
-			it->row_key = psprintf("%s{%s:%s}", wtcache_key_prefix, tb->table_key, bk->suffix);
+			it->row_key = wtcache_row_key_from_values(wtcache_key_prefix, tb->table_key,
+													  bk->suffix);
 			it->row_key_len = strlen(it->row_key);
 			it->version = bk->version;
 			it->ttl_ms = 0;
@@ -1760,24 +1747,18 @@ queue_last_id(void)
 static bool
 purge_database_keys(int64 *removed)
 {
-	StringInfoData db;
 	StringInfoData pattern;
 	char		err[256];
 
 	*removed = 0;
-	initStringInfo(&db);
-	wtcache_append_escaped(&db, my_dbname, true);
 	initStringInfo(&pattern);
-	/* its rows and tombstones, "{<db>:...", then its tags and query results, "{<db>}:..." */
+	/* its rows and their companions, then its tags and query results */
 	for (int pass = 0; pass < 2; pass++)
 	{
 		int64		more;
 
 		resetStringInfo(&pattern);
-		wtcache_append_glob_escaped(&pattern, wtcache_key_prefix);
-		appendStringInfoChar(&pattern, '{');
-		wtcache_append_glob_escaped(&pattern, db.data);
-		appendStringInfoString(&pattern, pass == 0 ? ":*" : "}:*");
+		wtcache_append_database_pattern(&pattern, my_dbname, pass == 1);
 		if (!wtcache_purge_pattern(redis, pattern.data, &more, err, sizeof(err)))
 		{
 			redis_failed("lost the connection to Redis", err);
@@ -2328,10 +2309,7 @@ run_purge(Batch *b)
 
 	MemoryContextSwitchTo(b->cxt);
 	initStringInfo(&pattern);
-	wtcache_append_glob_escaped(&pattern, wtcache_key_prefix);
-	appendStringInfoChar(&pattern, '{');
-	wtcache_append_glob_escaped(&pattern, b->purge_table_key);
-	appendStringInfoString(&pattern, ":*}");
+	wtcache_append_table_rows_pattern(&pattern, wtcache_key_prefix, b->purge_table_key);
 	if (!wtcache_purge_pattern(redis, pattern.data, &removed, err, sizeof(err)))
 	{
 		MemoryContextSwitchTo(TopMemoryContext);
@@ -2646,11 +2624,7 @@ wtcache_worker_main(Datum main_arg)
 	publish_key_prefix();
 
 	/* keys and JSON rendered the same whatever postgresql.conf says */
-	SetConfigOption("DateStyle", "ISO, YMD", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("IntervalStyle", "postgres", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("TimeZone", "UTC", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("extra_float_digits", "1", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("bytea_output", "hex", PGC_SUSET, PGC_S_OVERRIDE);
+	wtcache_canonical_settings_fix();
 	SetConfigOption("application_name", "wtcache worker", PGC_SUSET, PGC_S_OVERRIDE);
 	/* no object a user created is ever found by name in this superuser session */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);

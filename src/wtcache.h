@@ -6,7 +6,9 @@
  *	wtcache.c	module entry point, preload gate
  *	settings.c	wtcache.* settings and Redis URL parsing
  *	shmem.c		shared state: worker slots, launcher latch, status SRF
- *	keys.c		Redis key names, key column rendering, redis_key()
+ *	keyspace.c	the Redis layout: key names, value codec, canonical
+ *				settings (keyspace.h is the contract)
+ *	keys.c		key columns: rendering, reading rows by key, redis_key()
  *	capture.c	row/TRUNCATE triggers, per-transaction key buffer, wake
  *	watch.c		watch(), unwatch(), resync()/warm()
  *	rights.c	running SQL as another role, immune to the caller's objects
@@ -282,13 +284,6 @@ extern void wtcache_init_key_column(KeyColumn *col, Relation rel,
 extern char *wtcache_send_hex(FmgrInfo *send, Datum value, int *len);
 extern char *wtcache_render_key_value(KeyColumn *col, Datum value);
 extern void wtcache_check_key_count(Oid relid, int nkeys, int given);
-extern void wtcache_append_escaped(StringInfo buf, const char *s, bool is_name);
-extern void wtcache_append_table_key(StringInfo buf, const char *dbname,
-									 const char *nspname, const char *relname);
-extern void wtcache_append_row_key(StringInfo buf, const char *prefix,
-								   const char *table_key, int nkeys,
-								   char **values);
-extern void wtcache_append_glob_escaped(StringInfo buf, const char *s);
 /* Reading a watched table's rows by key (see keys.c) */
 typedef struct KeyLookup
 {
@@ -317,8 +312,6 @@ extern Datum wtcache_key_lookup_array(KeyLookup *kl, int col, char **texts, int 
 extern bool wtcache_key_lookup_same_key(KeyLookup *kl, HeapTuple tup, TupleDesc desc,
 										char **canon);
 extern void wtcache_append_json_strings(StringInfo buf, char *const *items, int n);
-extern int	wtcache_canonical_settings_push(void);
-extern void wtcache_canonical_settings_pop(int nestlevel);
 
 /* ---- xact.c: each module's part of a transaction's end, called in the
  * order xact.c states ---- */
@@ -368,12 +361,7 @@ extern TagTemplate *wtcache_parse_tag_templates(ArrayType *compiled, int *ntempl
 												MemoryContext mcxt);
 extern int	wtcache_render_tags(const TagTemplate *templates, int ntemplates,
 								char **colvals, char **out);
-extern char *wtcache_format_table_tag(const char *nspname, const char *relname);
 extern char *wtcache_table_tag(Oid relid);
-extern void wtcache_append_clock_key(StringInfo buf, const char *dbname);
-extern void wtcache_append_marker_key(StringInfo buf, const char *dbname);
-extern void wtcache_append_db_prefix(StringInfo buf, const char *dbname);
-extern void wtcache_append_tag_key(StringInfo buf, const char *dbname, const char *tag);
 extern bool wtcache_xact_invalidated(const char *tag);
 extern void wtcache_check_call_tags(ArrayType *tags);
 
@@ -582,17 +570,6 @@ typedef struct TagBumps
  * only turns the entries that depend on it into misses (tags.c). */
 #define WTCACHE_TAG_TTL_S (7 * 86400)
 
-/*
- * Lua: a tag stamp never handed out before, from Redis's clock and a
- * counter (<prefix>{<db>}:clock), so that even a tag key that expired or
- * was evicted never comes back with a value an old entry recorded.
- */
-#define WTCACHE_LUA_NEW_STAMP \
-	"local function new_stamp(clock)\n" \
-	"  local t = redis.call('TIME')\n" \
-	"  return t[1] .. string.format('%06d', tonumber(t[2])) .. '-' .. redis.call('INCR', clock)\n" \
-	"end\n"
-
 typedef enum MarkerCheck
 {
 	MARKER_OK,
@@ -601,7 +578,6 @@ typedef enum MarkerCheck
 } MarkerCheck;
 
 extern bool wtcache_publish_events;
-extern void wtcache_events_channel(StringInfo buf);
 extern bool wtcache_load_scripts(WtcRedis *r, RedisScripts *scripts, char *err, size_t errlen);
 typedef enum PushResult
 {
@@ -622,8 +598,6 @@ typedef struct MarkerSet
 } MarkerSet;
 
 extern void wtcache_marker_set(WtcRedis *r, const char *dbname, MarkerSet *set);
-extern char *wtcache_master_marker_key(WtcRedis *r, const char *dbname, int master);
-extern char *wtcache_marker_wal_key(const char *marker_key);
 extern bool wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 							  int nitems, const TagBumps *bumps, const MarkerSet *markers,
 							  int64 acked, int64 new_version, const char *position,

@@ -1,0 +1,161 @@
+/*-------------------------------------------------------------------------
+ * keyspace.h
+ *		The Redis layout: every key name, key suffix and SCAN pattern
+ *		wtcache uses, the format of the values it stores, and the settings
+ *		values are rendered under.  keyspace.c builds the names.
+ *
+ * This layout is a contract, not an internal detail.  Users' Redis holds
+ * keys and values in this form, written by earlier versions, and
+ * applications in any language GET row keys and decode their JSON
+ * themselves (README, "Redis layout"); during an upgrade a worker of one
+ * version and backends of another share the same keys.  A byte changed
+ * here orphans every cached row (never updated again, served stale until
+ * it expires), loses the tombstones and leases that keep fills from going
+ * back in time, and breaks every reader that decodes a value.  So each
+ * part is spelled here once, the Lua scripts are put together from the
+ * same macros, and no other file writes a ':', a brace or "_v" of a key or
+ * a value.
+ *
+ * With P the key prefix (wtcache.key_prefix), D the database, S.T the
+ * table and K1... the key column values in key order, each escaped by
+ * keyspace.c (% : { } as %XX, and . too in D, S and T):
+ *
+ *	P{D:S.T:K1[:K2...]}		a row: its row_to_json with "_v" first (the
+ *							value codec below); missing means not cached
+ *	<row key>:t				its tombstone: the version of its delete, or
+ *							of a write with a TTL, outliving the row
+ *	<row key>:l				a reader's fill lease (read.c)
+ *	P{D}:tag:<tag>			a tag's stamp (tags.c)
+ *	P{D}:clock				the counter that keeps tag stamps unique
+ *	P{D}:query:<sha256>		a cached query result, a hash (query.c)
+ *	<query key>:l			the lease of its fill
+ *	P{D}:gen				the generation marker (push.c)
+ *	P{D:gen<n>}				in a Cluster, the marker of one master
+ *	<marker>:wal			where in the WAL a marker was last raised
+ *	Pevents					the channel applied changes are published on
+ *
+ * Why this shape: the first "{...}" is the Redis Cluster hash tag, so a
+ * row's companions, written after its closing brace, live in its slot,
+ * and a database's tags, clock, markers and query results share one slot,
+ * where one script can read them together.  A row key always ends in "}";
+ * the only other keys that do, the masters' markers, name no table (no
+ * unescaped "."), so a plain GET of a row key returns a live row or
+ * nothing.  The prefix may hold no brace (it would move the hash tag) and
+ * no glob character (the SCAN patterns below would match other keys).
+ *-------------------------------------------------------------------------
+ */
+#ifndef WTCACHE_KEYSPACE_H
+#define WTCACHE_KEYSPACE_H
+
+#include "wtcache.h"
+
+#define WTC_KEY_PREFIX_DEFAULT	"wtc:"
+/* what wtcache.key_prefix may not hold: hash tag braces, glob characters */
+#define WTC_KEY_PREFIX_FORBIDDEN "{}*?[]\\"
+
+/* The grammar of a key name */
+#define WTC_KEY_TAG_OPEN	"{"		/* the Redis Cluster hash tag */
+#define WTC_KEY_TAG_CLOSE	"}"
+#define WTC_KEY_SEP			":"		/* between components */
+#define WTC_KEY_NAME_SEP	"."		/* between schema and table */
+#define WTC_KEY_ESCAPE		"%"		/* then two hex digits */
+
+/* Companions of a row key (the lease, of a query result key too) */
+#define WTC_KEY_TOMBSTONE_SUFFIX	WTC_KEY_SEP "t"
+#define WTC_KEY_LEASE_SUFFIX		WTC_KEY_SEP "l"
+/* Companion of a generation marker */
+#define WTC_KEY_WAL_SUFFIX			WTC_KEY_SEP "wal"
+
+/* A database's own keys: "P{D}:" and one of these */
+#define WTC_KEY_CLOCK		"clock"
+#define WTC_KEY_MARKER		"gen"
+#define WTC_KEY_TAG			"tag" WTC_KEY_SEP
+#define WTC_KEY_QUERY		"query" WTC_KEY_SEP
+
+/* The events channel: P and this */
+#define WTC_EVENTS_CHANNEL	"events"
+
+/*
+ * The tag every watched table has, from its unescaped schema and table
+ * names: users invalidate it by this name.
+ */
+#define WTC_TABLE_TAG_FORMAT "table:%s.%s"
+
+/*
+ * The value codec.  A row value is the row's row_to_json text with the
+ * member "_v", its version, spliced in first:
+ *		{"_v":42,"id":1,"name":"x"}
+ * First, so that a script reads the version with a GETRANGE of a few bytes;
+ * a JSON member, so that readers that GET and decode JSON keep working.
+ */
+#define WTC_VALUE_VERSION	"_v"
+#define WTC_VALUE_HEAD		"{\"" WTC_VALUE_VERSION "\":"
+
+/* A cached query result: a hash of these fields (query.c) */
+#define WTC_QUERY_ROWS		"rows"		/* the rows, a JSON array */
+#define WTC_QUERY_TAGS		"tags"		/* its tag keys, a JSON array */
+#define WTC_QUERY_VERSIONS	"versions"	/* their stamps, joined by: */
+#define WTC_QUERY_VERSIONS_SEP ","
+
+/*
+ * The same parts as Lua string literals, to be pasted into script text by
+ * string-literal concatenation.  None of them holds a quote or backslash.
+ */
+#define WTC_LUA_STR(s)		"'" s "'"
+/* a Lua pattern capturing the version at the head of a row value */
+#define WTC_LUA_VALUE_VERSION	WTC_LUA_STR("^" WTC_VALUE_HEAD "(%d+)")
+
+/*
+ * Lua: a tag stamp never handed out before, from Redis's clock and a
+ * counter (P{D}:clock), so that even a tag key that expired or was
+ * evicted never comes back with a value an old entry recorded.
+ */
+#define WTCACHE_LUA_NEW_STAMP \
+	"local function new_stamp(clock)\n" \
+	"  local t = redis.call('TIME')\n" \
+	"  return t[1] .. string.format('%06d', tonumber(t[2])) .. '-' .. redis.call('INCR', clock)\n" \
+	"end\n"
+
+/* Rows and their companions */
+extern void wtcache_append_table_key(StringInfo buf, const char *dbname,
+									 const char *nspname, const char *relname);
+extern void wtcache_append_row_key_head(StringInfo buf, const char *prefix,
+										const char *table_key);
+extern void wtcache_append_key_values(StringInfo buf, int nkeys, char **values);
+extern void wtcache_append_row_key(StringInfo buf, const char *prefix,
+								   const char *table_key, int nkeys,
+								   char **values);
+extern char *wtcache_row_key_from_values(const char *prefix, const char *table_key,
+										 const char *key_values);
+extern bool wtcache_parse_row_key(const char *key, size_t len, size_t headlen,
+								  int nkeys, char **values);
+extern char *wtcache_lease_key(const char *key);
+
+/* A database's keys */
+extern void wtcache_append_clock_key(StringInfo buf, const char *dbname);
+extern void wtcache_append_marker_key(StringInfo buf, const char *dbname);
+extern char *wtcache_master_marker_key(WtcRedis *r, const char *dbname, int master);
+extern char *wtcache_marker_wal_key(const char *marker_key);
+extern void wtcache_append_tag_key(StringInfo buf, const char *dbname, const char *tag);
+extern void wtcache_append_query_key(StringInfo buf, const char *dbname,
+									 const char *digest_hex);
+extern char *wtcache_format_table_tag(const char *nspname, const char *relname);
+extern void wtcache_events_channel(StringInfo buf);
+
+/* SCAN MATCH patterns */
+extern void wtcache_append_table_rows_pattern(StringInfo buf, const char *prefix,
+											  const char *table_key);
+extern void wtcache_append_database_pattern(StringInfo buf, const char *dbname,
+											bool own_keys);
+
+/* The value codec */
+extern char *wtcache_encode_value(int64 version, const char *json, size_t len,
+								  size_t *outlen);
+extern char *wtcache_decode_value(const char *value, size_t len);
+
+/* Canonical rendering */
+extern int	wtcache_canonical_settings_push(void);
+extern void wtcache_canonical_settings_pop(int nestlevel);
+extern void wtcache_canonical_settings_fix(void);
+
+#endif							/* WTCACHE_KEYSPACE_H */
