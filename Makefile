@@ -25,6 +25,7 @@ OBJS = \
 	src/query.o \
 	src/verify.o \
 	src/setaside.o \
+	src/queue.o \
 	src/plans.o
 
 EXTENSION = wtcache
@@ -47,4 +48,4 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # every file includes the shared declarations (struct layouts in shared memory)
-$(OBJS): $(srcdir)/src/wtcache.h $(srcdir)/src/redis_conn.h $(srcdir)/src/tls.h
+$(OBJS): $(srcdir)/src/wtcache.h $(srcdir)/src/redis_conn.h $(srcdir)/src/tls.h $(srcdir)/src/queue.h

@@ -29,6 +29,7 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "queue.h"
 
 #include "access/htup_details.h"
 #include "access/relation.h"
@@ -431,9 +432,18 @@ wtcache_count_queue_row(Oid relid, bool per_table, int width, Datum *elems, int 
 
 	if (wtcache_pending_ready(MyDatabaseId))
 	{
-		indexes = palloc(sizeof(uint32) * (nelems / Max(width, 1) + ntags + 2));
-		n = wtcache_pending_row_indexes(MyDatabaseId, relid, per_table, width,
-										elems, nelems, tags, ntags, indexes);
+		QueueRow	row = {0};
+
+		row.relid = relid;
+		row.has_keys = true;
+		row.per_table = per_table;
+		row.key_width = width;
+		row.keys = elems;
+		row.nkeys = nelems;
+		row.tags = tags;
+		row.ntags = ntags;
+		indexes = palloc(sizeof(uint32) * wtcache_queue_max_indexes(&row));
+		n = wtcache_pending_row_indexes(MyDatabaseId, &row, indexes);
 		for (int i = 0; i < n; i++)
 			wtcache_pending_add(indexes[i]);
 		pfree(indexes);
