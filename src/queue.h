@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  * queue.h
- *		The row of wtcache.queue: its struct, decoder, tag groups.
+ *		The row of wtcache.queue: its struct, decoder, tag groups, writer.
  *
  * Capture, resync, invalidate() and the hold of a table write queue rows;
  * the worker (from an SPI result) and the pending filter's count (from a
@@ -89,6 +89,7 @@ wtcache_queue_tags_begin(QueueTagIter *it, const QueueRow *row)
 }
 
 extern bool wtcache_queue_tags_next(QueueTagIter *it, const Datum **names, int *count);
+extern Datum wtcache_queue_tag_count(int count);
 
 /* The pending-filter indexes of a row (pending.c) need at most this many. */
 static inline int
@@ -96,5 +97,7 @@ wtcache_queue_max_indexes(const QueueRow *row)
 {
 	return row->nkeys / Max(row->key_width, 1) + row->ntags + 2;
 }
+
+extern void wtcache_queue_write(const QueueRow *row);
 
 #endif							/* WTCACHE_QUEUE_H */

@@ -25,7 +25,7 @@
  *	query.c		cached query results: query(), query_key()
  *	verify.c	verify(): Redis against the table
  *	setaside.c	queue rows the worker could not deliver: retry, discard
- *	queue.c		the queue row: columns, decoder, tag groups (queue.h)
+ *	queue.c		the queue row: columns, decoder, tag groups, writer (queue.h)
  *	plans.c		SPI plans kept for the life of the backend
  *-------------------------------------------------------------------------
  */
@@ -325,11 +325,7 @@ extern void wtcache_note_enqueued(void);
 extern void wtcache_request_worker_at_commit(void);
 extern bool wtcache_xact_wrote(Oid relid);
 extern void wtcache_enqueue_whole_table(Oid relid, const char *table_key);
-extern void wtcache_queue_insert(Oid relid, Datum keys, int width, const char *table_key,
-								 Datum tags);
-extern void wtcache_queue_insert_per_table(Oid relid, Datum keys, int width);
-extern void wtcache_count_queue_row(Oid relid, bool per_table, int width,
-									Datum *elems, int nelems, Datum *tags, int ntags);
+extern void wtcache_queue_insert_per_table(Oid relid, Datum *keys, int nkeys, int width);
 
 /* ---- tags.c ---- */
 /* tag columns per table: the UPDATE trigger passes each twice, plus keys */
