@@ -184,14 +184,14 @@ enqueue(const QueueRow *row)
 
 /* A chunk of keys queued by resync/warm: counted per table (pending.c). */
 void
-wtcache_queue_insert_per_table(Oid relid, Datum *keys, int nkeys, int width)
+wtcache_queue_insert_per_table(Oid relid, Datum *keys, int nvalues, int width)
 {
 	QueueRow	row = {0};
 
 	row.relid = relid;
 	row.has_keys = true;
 	row.keys = keys;
-	row.nkeys = nkeys;
+	row.nvalues = nvalues;
 	row.key_width = width;
 	row.per_table = true;
 	enqueue(&row);
@@ -235,7 +235,7 @@ write_group_chunk(KeyGroup *g)
 	row.relid = g->relid;
 	row.has_keys = true;
 	row.keys = g->elems;
-	row.nkeys = g->nelems;
+	row.nvalues = g->nelems;
 	row.key_width = g->nvalues;
 	if (g->ntagnames > 0)
 	{

@@ -381,7 +381,7 @@ wtcache_pending_row_indexes(Oid dboid, const QueueRow *row, uint32 *out)
 			out[n++] = wtcache_pending_table_index(dboid, row->relid);
 		else
 		{
-			for (int i = 0; i + width <= row->nkeys; i += width)
+			for (int i = 0; i + width <= row->nvalues; i += width)
 			{
 				for (int c = 0; c < width; c++)
 				{

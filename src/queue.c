@@ -171,7 +171,7 @@ wtcache_queue_expand(QueueRow *row)
 {
 	if (row->keys_array != (Datum) 0)
 		deconstruct_array(DatumGetArrayTypeP(row->keys_array), TEXTOID, -1, false,
-						  TYPALIGN_INT, &row->keys, NULL, &row->nkeys);
+						  TYPALIGN_INT, &row->keys, NULL, &row->nvalues);
 	if (row->tags_array != (Datum) 0)
 		deconstruct_array(DatumGetArrayTypeP(row->tags_array), TEXTOID, -1, false,
 						  TYPALIGN_INT, &row->tags, NULL, &row->ntags);
@@ -416,7 +416,7 @@ wtcache_queue_write(const QueueRow *row)
 	Datum		tags = (Datum) 0;
 
 	if (row->has_keys)
-		keys = PointerGetDatum(construct_array(row->keys, row->nkeys, TEXTOID,
+		keys = PointerGetDatum(construct_array(row->keys, row->nvalues, TEXTOID,
 											   -1, false, TYPALIGN_INT));
 	if (row->ntags > 0)
 		tags = PointerGetDatum(construct_array(row->tags, row->ntags, TEXTOID,

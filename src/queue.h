@@ -28,12 +28,12 @@ typedef struct QueueRow
 	Oid			relid;
 	bool		has_keys;		/* false: keys is NULL */
 	Datum	   *keys;
-	int			nkeys;			/* elements of keys, not keys */
+	int			nvalues;		/* elements of keys: key_width per key */
 	int			key_width;		/* 0 when NULL */
 	char	   *table_key;
 	bool		per_table;
 	Datum	   *tags;
-	int			ntags;			/* elements of tags; 0 for NULL */
+	int			ntags;			/* elements of tags, counts and names */
 	char	   *set_aside;		/* the reason the worker skips the row */
 	bool		discard;		/* read only: given up by a DBA */
 	TransactionId xmin;			/* read only, if the reader's SELECT has it */
@@ -95,7 +95,7 @@ extern Datum wtcache_queue_tag_count(int count);
 static inline int
 wtcache_queue_max_indexes(const QueueRow *row)
 {
-	return row->nkeys / Max(row->key_width, 1) + row->ntags + 2;
+	return row->nvalues / Max(row->key_width, 1) + row->ntags + 2;
 }
 
 extern void wtcache_queue_write(const QueueRow *row);

@@ -1250,7 +1250,7 @@ claim_batch(Batch *b, Batch *inflight)
 			{
 				char	  **captured = palloc(sizeof(char *) * tb->nkeys);
 
-				for (int i = 0; i + tb->nkeys <= row.nkeys; i += tb->nkeys)
+				for (int i = 0; i + tb->nkeys <= row.nvalues; i += tb->nkeys)
 				{
 					List	   *keytags = NIL;
 					const Datum *names;

@@ -325,7 +325,7 @@ extern void wtcache_note_enqueued(void);
 extern void wtcache_request_worker_at_commit(void);
 extern bool wtcache_xact_wrote(Oid relid);
 extern void wtcache_enqueue_whole_table(Oid relid, const char *table_key);
-extern void wtcache_queue_insert_per_table(Oid relid, Datum *keys, int nkeys, int width);
+extern void wtcache_queue_insert_per_table(Oid relid, Datum *keys, int nvalues, int width);
 
 /* ---- tags.c ---- */
 /* tag columns per table: the UPDATE trigger passes each twice, plus keys */
