@@ -26,6 +26,7 @@ OBJS = \
 	src/query.o \
 	src/verify.o \
 	src/setaside.o \
+	src/queue.o \
 	src/plans.o \
 	src/xact.o
 
@@ -50,4 +51,4 @@ include $(PGXS)
 
 # every file includes the shared declarations (struct layouts in shared memory)
 # and many the Redis layout
-$(OBJS): $(srcdir)/src/wtcache.h $(srcdir)/src/keyspace.h $(srcdir)/src/redis_conn.h $(srcdir)/src/tls.h
+$(OBJS): $(srcdir)/src/wtcache.h $(srcdir)/src/keyspace.h $(srcdir)/src/redis_conn.h $(srcdir)/src/tls.h $(srcdir)/src/queue.h

@@ -30,6 +30,7 @@
  */
 #include "wtcache.h"
 #include "keyspace.h"
+#include "queue.h"
 
 #include "access/htup_details.h"
 #include "access/relation.h"
@@ -38,11 +39,7 @@
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/trigger.h"
-#include "commands/sequence.h"
-#include "executor/executor.h"
 #include "executor/spi.h"
-#include "nodes/makefuncs.h"
-#include "utils/timestamp.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
@@ -54,7 +51,6 @@
 #include "utils/memutils.h"
 #include "utils/inval.h"
 #include "utils/rel.h"
-#include "utils/snapmgr.h"
 
 /* Per trigger call site (lives for one statement in fn_extra). */
 typedef struct CaptureCache
@@ -96,7 +92,6 @@ static Oid *wrote_relids = NULL;
 static int	nwrote = 0;
 static int	maxwrote = 0;
 
-static SPIPlanPtr insert_plan = NULL;
 
 static void
 reset_capture_state(void)
@@ -173,265 +168,28 @@ ensure_capture_state(void)
 	}
 }
 
-/*
- * The queue's columns, by name (upgrade scripts add columns at its end),
- * read from the relation at every write: a dozen comparisons, and nothing
- * to go stale when a superuser alters, or adds a trigger or a rule to, the
- * queue in the middle of a session.
- */
-typedef struct QueueLayout
-{
-	Oid			seq;
-	bool		direct;			/* false: something INSERT must handle */
-	AttrNumber	id,
-				relid,
-				keys,
-				table_key,
-				key_width,
-				per_table,
-				tags,
-				enqueued_at,
-				discard;
-} QueueLayout;
-
-static bool
-queue_column(Form_pg_attribute att, const char *name, Oid type, AttrNumber *slot)
-{
-	if (strcmp(NameStr(att->attname), name) != 0)
-		return false;
-	/* a column of another type than ours keeps the plain INSERT */
-	*slot = att->atttypid == type ? att->attnum : InvalidAttrNumber;
-	return true;
-}
-
+/* Write a queue row (queue.c); the worker is woken when this transaction commits. */
 static void
-queue_layout(Relation rel, QueueLayout *layout)
+enqueue(const QueueRow *row)
 {
-	TupleDesc	desc = RelationGetDescr(rel);
-
-	memset(layout, 0, sizeof(*layout));
-	/* the executor would run triggers, rules and row security; INSERT does */
-	if (rel->trigdesc != NULL || rel->rd_rules != NULL || rel->rd_rel->relrowsecurity)
-		return;
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-		AttrNumber	set_aside = InvalidAttrNumber;
-
-		if (att->attisdropped)
-			continue;
-		if (!queue_column(att, "id", INT8OID, &layout->id) &&
-			!queue_column(att, "relid", OIDOID, &layout->relid) &&
-			!queue_column(att, "keys", TEXTARRAYOID, &layout->keys) &&
-			!queue_column(att, "table_key", TEXTOID, &layout->table_key) &&
-			!queue_column(att, "key_width", INT2OID, &layout->key_width) &&
-			!queue_column(att, "per_table", BOOLOID, &layout->per_table) &&
-			!queue_column(att, "tags", TEXTARRAYOID, &layout->tags) &&
-			!queue_column(att, "enqueued_at", TIMESTAMPTZOID, &layout->enqueued_at) &&
-			!queue_column(att, "discard", BOOLOID, &layout->discard) &&
-			!(queue_column(att, "set_aside", TEXTOID, &set_aside) && set_aside != InvalidAttrNumber))
-			return;				/* a column whose default we would not apply */
-	}
-	layout->seq = get_relname_relid(WTCACHE_QUEUE_SEQ, RelationGetNamespace(rel));
-	layout->direct = OidIsValid(layout->seq) && layout->id && layout->relid && layout->keys &&
-		layout->table_key && layout->key_width && layout->per_table && layout->tags &&
-		layout->enqueued_at;
-}
-
-/*
- * The row, with what the table's defaults would give (the id from its
- * sequence, drawn now: see the top of the file), inserted and indexed as
- * logical replication's apply does it: the writer pays no parse, plan or
- * executor start-up for each commit.
- */
-static void
-queue_insert_direct(Relation rel, Datum *values, bool *nulls)
-{
-	EState	   *estate = CreateExecutorState();
-	MemoryContext old = MemoryContextSwitchTo(estate->es_query_cxt);
-	ResultRelInfo *rri = makeNode(ResultRelInfo);
-	RangeTblEntry *rte = makeNode(RangeTblEntry);
-	int			natts = RelationGetDescr(rel)->natts;
-	TupleTableSlot *slot;
-
-	rte->rtekind = RTE_RELATION;
-	rte->relid = RelationGetRelid(rel);
-	rte->relkind = rel->rd_rel->relkind;
-	rte->rellockmode = RowExclusiveLock;
-	ExecInitRangeTable(estate, list_make1(rte));
-	InitResultRelInfo(rri, rel, 1, NULL, 0);
-	ExecOpenIndices(rri, false);
-	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
-	ExecClearTuple(slot);
-	memcpy(slot->tts_values, values, sizeof(Datum) * natts);
-	memcpy(slot->tts_isnull, nulls, sizeof(bool) * natts);
-	ExecStoreVirtualTuple(slot);
-	ExecSimpleRelationInsert(rri, estate, slot);
-	ExecCloseIndices(rri);
-	ExecResetTupleTable(estate->es_tupleTable, false);
-	MemoryContextSwitchTo(old);
-	FreeExecutorState(estate);
-}
-
-static void
-queue_insert_spi(Datum *args, char *argnulls)
-{
-	int			rc;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (insert_plan == NULL)
-	{
-		Oid			argtypes[6] = {OIDOID, TEXTARRAYOID, TEXTOID, INT2OID, TEXTARRAYOID, BOOLOID};
-		SPIPlanPtr	plan;
-
-		plan = SPI_prepare("INSERT INTO wtcache.queue (relid, keys, table_key, key_width, tags, per_table) VALUES ($1, $2, $3, $4, $5, $6)",
-						   6, argtypes);
-		if (plan == NULL)
-			elog(ERROR, "could not prepare the wtcache queue insert: %s",
-				 SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		insert_plan = plan;
-	}
-	rc = SPI_execute_plan(insert_plan, args, argnulls, false, 0);
-	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "wtcache queue insert failed: %s", SPI_result_code_string(rc));
-	SPI_finish();
-}
-
-/*
- * Write one queue row, as the owner of the queue: writers of watched tables
- * need no rights on wtcache's own tables.  keys and tags may be (Datum) 0
- * for NULL.  per_table: rows queued by resync/warm (see pending.c).
- */
-static void
-queue_insert_row(Oid relid, Datum keys, int width, const char *table_key,
-				 Datum tags, bool per_table)
-{
-	Oid			owner;
-	Oid			save_userid;
-	int			save_sec;
-	Oid			queue;
-	Relation	rel;
-	QueueLayout layout;
-	bool		pushed_snapshot = false;
-
 	ensure_capture_state();
-	/* opening takes no privilege; the queue's owner is wtcache_owner() */
-	queue = wtcache_queue_relid();
-	rel = OidIsValid(queue) ? try_relation_open(queue, RowExclusiveLock) : NULL;
-	owner = rel != NULL ? rel->rd_rel->relowner : wtcache_owner();	/* the latter: its ERROR */
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(owner,
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-
-	/* at PRE_COMMIT no snapshot is active any more */
-	if (!ActiveSnapshotSet())
-	{
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pushed_snapshot = true;
-	}
-
-	if (rel != NULL)
-		queue_layout(rel, &layout);
-	if (rel != NULL && layout.direct)
-	{
-		int			natts = RelationGetDescr(rel)->natts;
-		Datum	   *values = palloc0(sizeof(Datum) * natts);
-		bool	   *nulls = palloc(sizeof(bool) * natts);
-
-		memset(nulls, true, sizeof(bool) * natts);
-#define SET_COLUMN(att, datum) (values[(att) - 1] = (datum), nulls[(att) - 1] = false)
-		SET_COLUMN(layout.relid, ObjectIdGetDatum(relid));
-		if (keys != (Datum) 0)
-		{
-			SET_COLUMN(layout.keys, keys);
-			SET_COLUMN(layout.key_width, Int16GetDatum((int16) width));
-		}
-		if (table_key)
-			SET_COLUMN(layout.table_key, CStringGetTextDatum(table_key));
-		if (tags != (Datum) 0)
-			SET_COLUMN(layout.tags, tags);
-		SET_COLUMN(layout.per_table, BoolGetDatum(per_table));
-		SET_COLUMN(layout.enqueued_at, TimestampTzGetDatum(GetCurrentTimestamp()));
-		if (layout.discard)
-			SET_COLUMN(layout.discard, BoolGetDatum(false));
-		/* last, as the executor evaluates the id's default after the others */
-		SET_COLUMN(layout.id, Int64GetDatum(nextval_internal(layout.seq, false)));
-#undef SET_COLUMN
-		queue_insert_direct(rel, values, nulls);
-		pfree(values);
-		pfree(nulls);
-	}
-	else
-	{
-		Datum		args[6];
-		char		argnulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
-
-		args[0] = ObjectIdGetDatum(relid);
-		args[1] = keys;
-		if (keys == (Datum) 0)
-			argnulls[1] = argnulls[3] = 'n';
-		args[2] = table_key ? CStringGetTextDatum(table_key) : (Datum) 0;
-		if (table_key == NULL)
-			argnulls[2] = 'n';
-		args[3] = Int16GetDatum((int16) width);
-		args[4] = tags;
-		if (tags == (Datum) 0)
-			argnulls[4] = 'n';
-		args[5] = BoolGetDatum(per_table);
-		queue_insert_spi(args, argnulls);
-	}
-	if (rel != NULL)
-		relation_close(rel, NoLock);
-	if (pushed_snapshot)
-		PopActiveSnapshot();
-
-	SetUserIdAndSecContext(save_userid, save_sec);
+	wtcache_queue_write(row);
 	enqueued_this_xact = true;
-}
-
-void
-wtcache_queue_insert(Oid relid, Datum keys, int width, const char *table_key,
-					 Datum tags)
-{
-	queue_insert_row(relid, keys, width, table_key, tags, false);
 }
 
 /* A chunk of keys queued by resync/warm: counted per table (pending.c). */
 void
-wtcache_queue_insert_per_table(Oid relid, Datum keys, int width)
+wtcache_queue_insert_per_table(Oid relid, Datum *keys, int nvalues, int width)
 {
-	wtcache_pending_before_queue_write();
-	wtcache_count_queue_row(relid, true, 0, NULL, 0, NULL, 0);
-	queue_insert_row(relid, keys, width, NULL, (Datum) 0, true);
-	wtcache_pending_after_queue_write();
-}
+	QueueRow	row = {0};
 
-/*
- * Count a queue row this transaction writes in the pending filter, before
- * the insert draws its id: whoever sees the id handed out (a fill takes the
- * sequence's last_value as its version: read.c) must also see the keys
- * pending.  Counted first, an insert that fails takes its counts back with
- * the (sub)transaction's abort.  Between wtcache_pending_before_queue_write()
- * and wtcache_pending_after_queue_write(): see pending.c.
- */
-void
-wtcache_count_queue_row(Oid relid, bool per_table, int width, Datum *elems, int nelems,
-						Datum *tags, int ntags)
-{
-	uint32	   *indexes;
-	int			n;
-
-	if (wtcache_pending_ready(MyDatabaseId))
-	{
-		indexes = palloc(sizeof(uint32) * (nelems / Max(width, 1) + ntags + 2));
-		n = wtcache_pending_row_indexes(MyDatabaseId, relid, per_table, width,
-										elems, nelems, tags, ntags, indexes);
-		for (int i = 0; i < n; i++)
-			wtcache_pending_add(indexes[i]);
-		pfree(indexes);
-	}
+	row.relid = relid;
+	row.has_keys = true;
+	row.keys = keys;
+	row.nvalues = nvalues;
+	row.key_width = width;
+	row.per_table = true;
+	enqueue(&row);
 }
 
 typedef struct KeyGroup
@@ -465,20 +223,21 @@ group_add_tag_elem(KeyGroup *g, Datum d)
 static void
 write_group_chunk(KeyGroup *g)
 {
-	ArrayType  *arr;
-	ArrayType  *tagarr = NULL;
+	QueueRow	row = {0};
 
 	if (g->nrecords == 0)
 		return;
-	arr = construct_array(g->elems, g->nelems, TEXTOID, -1, false, TYPALIGN_INT);
+	row.relid = g->relid;
+	row.has_keys = true;
+	row.keys = g->elems;
+	row.nvalues = g->nelems;
+	row.key_width = g->nvalues;
 	if (g->ntagnames > 0)
-		tagarr = construct_array(g->tagelems, g->ntagelems, TEXTOID, -1, false, TYPALIGN_INT);
-	wtcache_pending_before_queue_write();
-	wtcache_count_queue_row(g->relid, false, g->nvalues, g->elems, g->nelems,
-							tagarr ? g->tagelems : NULL, tagarr ? g->ntagelems : 0);
-	wtcache_queue_insert(g->relid, PointerGetDatum(arr), g->nvalues, NULL,
-						 tagarr ? PointerGetDatum(tagarr) : (Datum) 0);
-	wtcache_pending_after_queue_write();
+	{
+		row.tags = g->tagelems;
+		row.ntags = g->ntagelems;
+	}
+	enqueue(&row);
 	g->nelems = 0;
 	g->nrecords = 0;
 	g->ntagelems = 0;
@@ -565,15 +324,10 @@ flush_from(int start_offset, int start_nrecords)
 			{
 				/* the chunk's first tags: earlier records had none */
 				for (int i = 0; i < g->nrecords; i++)
-					group_add_tag_elem(g, CStringGetTextDatum("0"));
+					group_add_tag_elem(g, wtcache_queue_tag_count(0));
 			}
 			if (g->ntagnames > 0 || (ntags != UNTAGGED && ntags > 0))
-			{
-				char		cnt[8];
-
-				snprintf(cnt, sizeof(cnt), "%d", ntags == UNTAGGED ? 0 : ntags);
-				group_add_tag_elem(g, CStringGetTextDatum(cnt));
-			}
+				group_add_tag_elem(g, wtcache_queue_tag_count(ntags == UNTAGGED ? 0 : ntags));
 			for (int i = 0; ntags != UNTAGGED && i < ntags; i++)
 			{
 				uint32		len;
@@ -1319,12 +1073,13 @@ wtcache_request_worker_at_commit(void)
 void
 wtcache_enqueue_whole_table(Oid relid, const char *table_key)
 {
+	QueueRow	row = {0};
+
 	ensure_capture_state();
 	note_wrote(relid);
-	wtcache_pending_before_queue_write();
-	wtcache_count_queue_row(relid, true, 0, NULL, 0, NULL, 0);
-	wtcache_queue_insert(relid, (Datum) 0, 0, table_key, (Datum) 0);
-	wtcache_pending_after_queue_write();
+	row.relid = relid;
+	row.table_key = unconstify(char *, table_key);
+	enqueue(&row);
 }
 
 PG_FUNCTION_INFO_V1(wtcache_capture_truncate);

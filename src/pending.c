@@ -47,6 +47,7 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "queue.h"
 
 #include "access/heapam.h"
 #include "access/htup_details.h"
@@ -346,54 +347,51 @@ cmp_uint32(const void *a, const void *b)
 /*
  * The indexes a queue row counts under: one per key, or its table's for a
  * whole-table or resync row; its table's "changed" counter; and each tag
- * it names, once.  tags is the queue row's tags array (count, names...).
- * Writers and the worker both go through here, so they agree.  out needs
- * room for nelems / width + ntags + 2 indexes.
+ * it names, once.  Writers (queue.c) and the worker both go through here,
+ * so they agree.  out needs room for wtcache_queue_max_indexes(row).
  */
 int
-wtcache_pending_row_indexes(Oid dboid, Oid relid, bool per_table, int width,
-							Datum *elems, int nelems, Datum *tags, int ntags,
-							uint32 *out)
+wtcache_pending_row_indexes(Oid dboid, const QueueRow *row, uint32 *out)
 {
 	const char *vals[INDEX_MAX_KEYS];
 	int			lens[INDEX_MAX_KEYS];
+	int			width = row->key_width;
 	int			n = 0;
 	int			first_tag;
+	QueueTagIter tagit;
+	const Datum *names;
+	int			nnames;
 
-	if (OidIsValid(relid))
+	if (OidIsValid(row->relid))
 	{
-		if (per_table || width <= 0 || width > INDEX_MAX_KEYS)
-			out[n++] = wtcache_pending_table_index(dboid, relid);
+		if (row->per_table || !row->has_keys || width <= 0 || width > INDEX_MAX_KEYS)
+			out[n++] = wtcache_pending_table_index(dboid, row->relid);
 		else
 		{
-			for (int i = 0; i + width <= nelems; i += width)
+			for (int i = 0; i + width <= row->nvalues; i += width)
 			{
 				for (int c = 0; c < width; c++)
 				{
-					text	   *t = DatumGetTextPP(elems[i + c]);
+					text	   *t = DatumGetTextPP(row->keys[i + c]);
 
 					vals[c] = VARDATA_ANY(t);
 					lens[c] = VARSIZE_ANY_EXHDR(t);
 				}
-				out[n++] = wtcache_pending_key_index(dboid, relid, width, vals, lens);
+				out[n++] = wtcache_pending_key_index(dboid, row->relid, width, vals, lens);
 			}
 		}
-		out[n++] = wtcache_pending_changed_index(dboid, relid);
+		out[n++] = wtcache_pending_changed_index(dboid, row->relid);
 	}
 
 	first_tag = n;
-	for (int i = 0; i < ntags;)
-	{
-		int			count = atoi(TextDatumGetCString(tags[i]));
-
-		for (int j = 1; j <= count && i + j < ntags; j++)
+	wtcache_queue_tags_begin(&tagit, row);
+	while (wtcache_queue_tags_next(&tagit, &names, &nnames))
+		for (int j = 0; j < nnames; j++)
 		{
-			text	   *t = DatumGetTextPP(tags[i + j]);
+			text	   *t = DatumGetTextPP(names[j]);
 
 			out[n++] = wtcache_pending_tag_index(dboid, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 		}
-		i += count + 1;
-	}
 	if (n - first_tag > 1)
 	{
 		int			k = first_tag;
@@ -405,30 +403,6 @@ wtcache_pending_row_indexes(Oid dboid, Oid relid, bool per_table, int width,
 		n = k;
 	}
 	return n;
-}
-
-/* Column numbers of wtcache.queue, by name: the table may have been upgraded. */
-typedef struct QueueColumns
-{
-	AttrNumber	relid;
-	AttrNumber	keys;
-	AttrNumber	key_width;
-	AttrNumber	per_table;
-	AttrNumber	tags;
-} QueueColumns;
-
-static void
-queue_columns(Oid queue, QueueColumns *cols)
-{
-	cols->relid = get_attnum(queue, "relid");
-	cols->keys = get_attnum(queue, "keys");
-	cols->key_width = get_attnum(queue, "key_width");
-	cols->per_table = get_attnum(queue, "per_table");
-	cols->tags = get_attnum(queue, "tags");
-	if (cols->relid == InvalidAttrNumber || cols->keys == InvalidAttrNumber ||
-		cols->key_width == InvalidAttrNumber || cols->per_table == InvalidAttrNumber ||
-		cols->tags == InvalidAttrNumber)
-		elog(ERROR, "wtcache: wtcache.queue lacks a column the pending filter counts");
 }
 
 static void
@@ -522,6 +496,7 @@ wtcache_pending_rebuild(WorkerSlot *slot, Oid queue, int wait_ms)
 	QueueColumns cols;
 	SnapshotData dirty;
 	Relation	rel;
+	TupleDesc	desc;
 	TableScanDesc scan;
 	HeapTuple	tup;
 	MemoryContext rowcxt;
@@ -531,7 +506,9 @@ wtcache_pending_rebuild(WorkerSlot *slot, Oid queue, int wait_ms)
 	if (!lock_filter_for_count(&tag, wait_ms))
 		return false;
 
-	queue_columns(queue, &cols);
+	rel = table_open(queue, AccessShareLock);
+	desc = RelationGetDescr(rel);
+	wtcache_queue_columns(desc, &cols);
 	/* rows still to settle from an earlier count are counted again below */
 	if (unsettled_indexes != NULL)
 		pfree(unsettled_indexes);
@@ -543,25 +520,11 @@ wtcache_pending_rebuild(WorkerSlot *slot, Oid queue, int wait_ms)
 	indexes = MemoryContextAllocHuge(TopMemoryContext, sizeof(uint32) * maxindexes);
 	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "wtcache queue count", ALLOCSET_SMALL_SIZES);
 	InitDirtySnapshot(dirty);
-	rel = table_open(queue, AccessShareLock);
 	scan = table_beginscan(rel, &dirty, 0, NULL);
 	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
-		TupleDesc	desc = RelationGetDescr(rel);
 		TransactionId in_progress = dirty.xmin;
-		bool		isnull,
-					keys_null,
-					width_null,
-					tags_null;
-		Oid			relid;
-		Datum		keys;
-		int			width;
-		bool		per_table;
-		Datum		tagarr;
-		Datum	   *elems = NULL;
-		int			nelems = 0;
-		Datum	   *tags = NULL;
-		int			ntags = 0;
+		QueueRow	row;
 		int			n;
 
 		/*
@@ -573,28 +536,15 @@ wtcache_pending_rebuild(WorkerSlot *slot, Oid queue, int wait_ms)
 			continue;
 
 		oldcxt = MemoryContextSwitchTo(rowcxt);
-		relid = DatumGetObjectId(heap_getattr(tup, cols.relid, desc, &isnull));
-		keys = heap_getattr(tup, cols.keys, desc, &keys_null);
-		width = DatumGetInt16(heap_getattr(tup, cols.key_width, desc, &width_null));
-		per_table = DatumGetBool(heap_getattr(tup, cols.per_table, desc, &isnull));
-		tagarr = heap_getattr(tup, cols.tags, desc, &tags_null);
-		if (!keys_null)
-			deconstruct_array(DatumGetArrayTypeP(keys), TEXTOID, -1, false,
-							  TYPALIGN_INT, &elems, NULL, &nelems);
-		if (!tags_null)
-			deconstruct_array(DatumGetArrayTypeP(tagarr), TEXTOID, -1, false,
-							  TYPALIGN_INT, &tags, NULL, &ntags);
+		wtcache_queue_decode(tup, desc, &cols, &row);
+		wtcache_queue_expand(&row);
 		MemoryContextSwitchTo(oldcxt);
-		if (nindexes + nelems + ntags + 2 > maxindexes)
+		if (nindexes + wtcache_queue_max_indexes(&row) > maxindexes)
 		{
-			maxindexes = Max(maxindexes * 2, nindexes + nelems + ntags + 2);
+			maxindexes = Max(maxindexes * 2, nindexes + wtcache_queue_max_indexes(&row));
 			indexes = repalloc_huge(indexes, sizeof(uint32) * maxindexes);
 		}
-		n = wtcache_pending_row_indexes(MyDatabaseId, relid,
-										per_table || keys_null,
-										width_null ? 0 : width,
-										elems, nelems, tags, ntags,
-										indexes + nindexes);
+		n = wtcache_pending_row_indexes(MyDatabaseId, &row, indexes + nindexes);
 		if (TransactionIdIsValid(in_progress))
 			remember_unsettled(in_progress, nindexes, n, TopMemoryContext);
 		nindexes += n;

@@ -17,6 +17,7 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "queue.h"
 
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
@@ -168,32 +169,29 @@ void
 wtcache_hold_table(Oid relid, const char *table_key)
 {
 	WtcRights	rights;
-	Oid			argtypes[3] = {OIDOID, TEXTOID, TEXTOID};
-	Datum		values[3];
+	Oid			argtypes[2] = {OIDOID, TEXTOID};
+	Datum		values[2];
 	int			rc;
 
 	values[0] = ObjectIdGetDatum(relid);
-	values[1] = CStringGetTextDatum(table_key);
-	values[2] = CStringGetTextDatum(WTCACHE_HOLD_REASON);
+	values[1] = CStringGetTextDatum(WTCACHE_HOLD_REASON);
 	wtcache_rights_enter(&rights, wtcache_owner(), false);
 	rc = SPI_execute_with_args("SELECT FROM wtcache.queue WHERE relid OPERATOR(pg_catalog.=) $1 "
 							   "AND set_aside OPERATOR(pg_catalog.=) $2 AND NOT discard",
-							   2, argtypes, (Datum[]) {values[0], values[2]}, NULL, false, 1);
-	if (rc == SPI_OK_SELECT && SPI_processed == 0)
-	{
-		/* counted before the insert draws its id (wtcache_count_queue_row) */
-		wtcache_pending_before_queue_write();
-		wtcache_count_queue_row(relid, true, 0, NULL, 0, NULL, 0);
-		rc = SPI_execute_with_args("INSERT INTO wtcache.queue (relid, table_key, per_table, set_aside) "
-								   "VALUES ($1, $2, true, $3)",
-								   3, argtypes, values, NULL, false, 0);
-		wtcache_pending_after_queue_write();
-	}
-	else if (rc == SPI_OK_SELECT)
-		rc = -1;				/* held already */
-	wtcache_rights_leave(&rights);
-	if (rc != SPI_OK_INSERT && rc != -1)
+							   2, argtypes, values, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "wtcache: holding the reads of a table failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+	{
+		QueueRow	row = {0};
+
+		row.relid = relid;
+		row.table_key = unconstify(char *, table_key);
+		row.per_table = true;
+		row.set_aside = WTCACHE_HOLD_REASON;
+		wtcache_queue_write(&row);
+	}
+	wtcache_rights_leave(&rights);
 }
 
 /*

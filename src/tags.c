@@ -24,6 +24,7 @@
  */
 #include "wtcache.h"
 #include "keyspace.h"
+#include "queue.h"
 
 #include "access/htup_details.h"
 #include "access/xact.h"
@@ -301,6 +302,7 @@ wtcache_invalidate(PG_FUNCTION_ARGS)
 	bool	   *nulls;
 	int			n;
 	Datum	   *group;
+	QueueRow	row = {0};
 	MemoryContext old;
 
 	wtcache_require_preload();
@@ -313,7 +315,7 @@ wtcache_invalidate(PG_FUNCTION_ARGS)
 	if (n == 0)
 		PG_RETURN_VOID();
 	group = palloc(sizeof(Datum) * (n + 1));
-	group[0] = CStringGetTextDatum(psprintf("%d", n));
+	group[0] = wtcache_queue_tag_count(n);
 	for (int i = 0; i < n; i++)
 	{
 		if (nulls[i] || VARSIZE_ANY_EXHDR(DatumGetTextPP(elems[i])) == 0)
@@ -324,11 +326,11 @@ wtcache_invalidate(PG_FUNCTION_ARGS)
 		group[i + 1] = elems[i];
 	}
 
-	wtcache_pending_before_queue_write();
-	wtcache_count_queue_row(InvalidOid, false, 0, NULL, 0, group, n + 1);
-	wtcache_queue_insert(InvalidOid, (Datum) 0, 0, NULL,
-						 PointerGetDatum(construct_array(group, n + 1, TEXTOID, -1, false, TYPALIGN_INT)));
-	wtcache_pending_after_queue_write();
+	row.relid = InvalidOid;
+	row.tags = group;
+	row.ntags = n + 1;
+	wtcache_queue_write(&row);
+	wtcache_note_enqueued();
 
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	for (int i = 0; i < n; i++)

@@ -895,10 +895,7 @@ wtcache_enqueue_all_rows(Oid relid)
 		}
 		SPI_freetuptable(SPI_tuptable);
 		if (nelems > 0)
-			wtcache_queue_insert_per_table(relid,
-										   PointerGetDatum(construct_array(elems, nelems, TEXTOID, -1,
-																		   false, TYPALIGN_INT)),
-										   config.nkeys);
+			wtcache_queue_insert_per_table(relid, elems, nelems, config.nkeys);
 		nrows += nelems / config.nkeys;
 		MemoryContextSwitchTo(outer);
 		CHECK_FOR_INTERRUPTS();

@@ -25,6 +25,7 @@
  */
 #include "wtcache.h"
 #include "keyspace.h"
+#include "queue.h"
 
 #include <malloc.h>
 
@@ -1048,6 +1049,18 @@ fetch_rows_or_set_aside(TableBatch *tb)
 	tb->watched = false;		/* nothing of it is pushed */
 }
 
+/* The tags of the tag groups left in a queue row, each once in the batch. */
+static void
+batch_add_tag_groups(Batch *b, QueueTagIter *it)
+{
+	const Datum *names;
+	int			nnames;
+
+	while (wtcache_queue_tags_next(it, &names, &nnames))
+		for (int j = 0; j < nnames; j++)
+			batch_add_tag(b, TextDatumGetCString(names[j]));
+}
+
 /*
  * Claim the next batch.  Runs inside the claim transaction; everything kept
  * goes to BatchContext.  Returns false when the queue is empty.
@@ -1062,6 +1075,8 @@ claim_batch(Batch *b, Batch *inflight)
 	bool		can_set_aside;
 	Datum		limit;
 	MemoryContext spicxt;
+	QueueColumns cols;
+	bool		mapped = false;
 
 	/*
 	 * In id order, through the queue's primary key and no further than one
@@ -1084,7 +1099,7 @@ claim_batch(Batch *b, Batch *inflight)
 								 "ORDER BY id LIMIT $1",
 								 1, (Oid[]) {INT8OID});
 	else
-		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, false, xmin "
+		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, false AS discard, xmin "
 								 "FROM wtcache.queue ORDER BY id LIMIT $1", 1, (Oid[]) {INT8OID});
 	limit = Int64GetDatum(wtcache_batch_size);
 	portal = SPI_cursor_open(NULL, plan, &limit, NULL, true);
@@ -1100,86 +1115,62 @@ claim_batch(Batch *b, Batch *inflight)
 		nchunk = SPI_processed;
 		if (nchunk == 0)
 			break;
+		if (!mapped)
+		{
+			wtcache_queue_columns(chunk->tupdesc, &cols);
+			mapped = true;
+		}
 		for (uint64 r = 0; r < nchunk && !done; r++)
 		{
-			HeapTuple	tup = chunk->vals[r];
-			TupleDesc	desc = chunk->tupdesc;
-			bool		isnull,
-						keys_null,
-						width_null;
-			int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-			Oid			relid = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
-			Datum		keys = SPI_getbinval(tup, desc, 3, &keys_null);
-			int			width = DatumGetInt16(SPI_getbinval(tup, desc, 5, &width_null));
-			bool		per_table = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
-			bool		tags_null;
-			Datum		tagarr = SPI_getbinval(tup, desc, 7, &tags_null);
-			Datum	   *elems = NULL;
-			int			nelems = 0;
-			Datum	   *tagelems = NULL;
-			int			ntagelems = 0;
-			int			tagpos = 0;
-			bool		discard = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
-			TransactionId xmin = DatumGetTransactionId(SPI_getbinval(tup, desc, 9, &isnull));
+			QueueRow	row;
+			QueueTagIter tagit;
 			int			pending_start;
 			TableBatch *tb;
 
+			wtcache_queue_decode(chunk->vals[r], chunk->tupdesc, &cols, &row);
+
 			/* sent to Redis already, acknowledged soon */
-			if (inflight && hash_search(inflight->idset, &id, HASH_FIND, NULL))
+			if (inflight && hash_search(inflight->idset, &row.id, HASH_FIND, NULL))
 				continue;
 
 			/* a whole-table entry goes alone: it ends a batch that has rows */
-			if (keys_null && OidIsValid(relid) && any)
+			if (!row.has_keys && OidIsValid(row.relid) && any)
 			{
 				done = true;
 				break;
 			}
 			spicxt = MemoryContextSwitchTo(BatchContext);
-			if (!keys_null)
-				deconstruct_array(DatumGetArrayTypeP(keys), TEXTOID, -1, false,
-								  TYPALIGN_INT, &elems, NULL, &nelems);
-			if (!tags_null)
-				deconstruct_array(DatumGetArrayTypeP(tagarr), TEXTOID, -1, false,
-								  TYPALIGN_INT, &tagelems, NULL, &ntagelems);
-			if (b->npending + nelems + ntagelems + 2 > b->maxpending)
+			wtcache_queue_expand(&row);
+			wtcache_queue_tags_begin(&tagit, &row);
+			if (b->npending + wtcache_queue_max_indexes(&row) > b->maxpending)
 			{
-				b->maxpending = Max(b->maxpending * 2, b->npending + nelems + ntagelems + 2);
+				b->maxpending = Max(b->maxpending * 2, b->npending + wtcache_queue_max_indexes(&row));
 				b->pending = repalloc_huge(b->pending, sizeof(uint32) * b->maxpending);
 			}
 			pending_start = b->npending;
-			b->npending += wtcache_pending_row_indexes(MyDatabaseId, relid,
-													   per_table || keys_null,
-													   width_null ? 0 : width,
-													   elems, nelems, tagelems, ntagelems,
+			b->npending += wtcache_pending_row_indexes(MyDatabaseId, &row,
 													   b->pending + b->npending);
-			if (discard)
+			if (row.discard)
 			{
 				/* given up by a DBA (wtcache.discard_set_aside()): only acknowledged */
-				batch_add_id(b, id, relid, pending_start, xmin);
+				batch_add_id(b, row.id, row.relid, pending_start, row.xmin);
 				any = true;
 				MemoryContextSwitchTo(spicxt);
 				continue;
 			}
-			if (!OidIsValid(relid))
+			if (!OidIsValid(row.relid))
 			{
 				/* wtcache.invalidate(): tags only */
-				batch_add_id(b, id, relid, pending_start, xmin);
+				batch_add_id(b, row.id, row.relid, pending_start, row.xmin);
 				any = true;
-				for (int i = 0; i < ntagelems;)
-				{
-					int			count = atoi(TextDatumGetCString(tagelems[i]));
-
-					for (int j = 1; j <= count && i + j < ntagelems; j++)
-						batch_add_tag(b, TextDatumGetCString(tagelems[i + j]));
-					i += count + 1;
-				}
+				batch_add_tag_groups(b, &tagit);
 				b->nrecords++;
 				MemoryContextSwitchTo(spicxt);
 				if (b->nrecords >= wtcache_batch_size)
 					done = true;
 				continue;
 			}
-			if (keys_null)
+			if (!row.has_keys)
 			{
 				/* a whole-table entry goes alone */
 				if (any)
@@ -1188,8 +1179,8 @@ claim_batch(Batch *b, Batch *inflight)
 					done = true;
 					break;
 				}
-				batch_add_id(b, id, relid, pending_start, xmin);
-				b->purge_relid = relid;
+				batch_add_id(b, row.id, row.relid, pending_start, row.xmin);
+				b->purge_relid = row.relid;
 
 				/*
 				 * A whole-table entry is queued by DDL (TRUNCATE, or a
@@ -1207,13 +1198,13 @@ claim_batch(Batch *b, Batch *inflight)
 				 */
 				InvalidateSystemCaches();
 				{
-					char	   *tt = wtcache_table_tag(relid);
+					char	   *tt = wtcache_table_tag(row.relid);
 
 					if (tt)
 						batch_add_tag(b, tt);
 				}
-				b->purge_table_key = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
-				if (wtcache_publish_events && get_rel_name(relid) != NULL)
+				b->purge_table_key = row.table_key;
+				if (wtcache_publish_events && get_rel_name(row.relid) != NULL)
 				{
 					StringInfoData ev;
 
@@ -1222,9 +1213,9 @@ claim_batch(Batch *b, Batch *inflight)
 					escape_json(&ev, my_dbname);
 					appendStringInfoString(&ev, ",\"table\":");
 					escape_json(&ev, psprintf("%s.%s",
-											  get_namespace_name(get_rel_namespace(relid)),
-											  get_rel_name(relid)));
-					appendStringInfo(&ev, ",\"op\":\"truncate\",\"v\":" INT64_FORMAT "}", id);
+											  get_namespace_name(get_rel_namespace(row.relid)),
+											  get_rel_name(row.relid)));
+					appendStringInfo(&ev, ",\"op\":\"truncate\",\"v\":" INT64_FORMAT "}", row.id);
 					b->purge_event = ev.data;
 				}
 				MemoryContextSwitchTo(spicxt);
@@ -1234,50 +1225,40 @@ claim_batch(Batch *b, Batch *inflight)
 			}
 
 			MemoryContextSwitchTo(spicxt);
-			tb = batch_table(b, relid);
+			tb = batch_table(b, row.relid);
 			MemoryContextSwitchTo(BatchContext);
-			batch_add_id(b, id, relid, pending_start, xmin);
+			batch_add_id(b, row.id, row.relid, pending_start, row.xmin);
 			any = true;
 			if (tb->table_tag)
 				batch_add_tag(b, tb->table_tag);
 			/* rows captured under another key definition name no row now */
-			if (tb->watched && (width_null || width == tb->nkeys))
+			if (tb->watched && (row.key_width == 0 || row.key_width == tb->nkeys))
 			{
 				char	  **captured = palloc(sizeof(char *) * tb->nkeys);
 
-				for (int i = 0; i + tb->nkeys <= nelems; i += tb->nkeys)
+				for (int i = 0; i + tb->nkeys <= row.nvalues; i += tb->nkeys)
 				{
 					List	   *keytags = NIL;
+					const Datum *names;
+					int			nnames;
 
 					for (int c = 0; c < tb->nkeys; c++)
-						captured[c] = TextDatumGetCString(elems[i + c]);
-					if (tagpos < ntagelems)
-					{
-						int			count = atoi(TextDatumGetCString(tagelems[tagpos]));
-
-						for (int j = 1; j <= count && tagpos + j < ntagelems; j++)
+						captured[c] = TextDatumGetCString(row.keys[i + c]);
+					if (wtcache_queue_tags_next(&tagit, &names, &nnames))
+						for (int j = 0; j < nnames; j++)
 						{
-							char	   *tag = TextDatumGetCString(tagelems[tagpos + j]);
+							char	   *tag = TextDatumGetCString(names[j]);
 
 							keytags = lappend(keytags, tag);
 							batch_add_tag(b, tag);
 						}
-						tagpos += count + 1;
-					}
-					add_key(tb, captured, id, keytags);
+					add_key(tb, captured, row.id, keytags);
 					tb->records++;
 					b->nrecords++;
 				}
 			}
 			/* the tags of changes that name no row (a null key value: width 0) */
-			while (tagpos < ntagelems)
-			{
-				int			count = atoi(TextDatumGetCString(tagelems[tagpos]));
-
-				for (int j = 1; j <= count && tagpos + j < ntagelems; j++)
-					batch_add_tag(b, TextDatumGetCString(tagelems[tagpos + j]));
-				tagpos += count + 1;
-			}
+			batch_add_tag_groups(b, &tagit);
 			MemoryContextSwitchTo(spicxt);
 			if (b->nrecords >= wtcache_batch_size)
 				done = true;

@@ -27,6 +27,7 @@
  *	query.c		cached query results: query(), query_key()
  *	verify.c	verify(): Redis against the table
  *	setaside.c	queue rows the worker could not deliver: retry, discard
+ *	queue.c		the queue row: columns, decoder, tag groups, writer (queue.h)
  *	plans.c		SPI plans kept for the life of the backend
  *	xact.c		transaction and subtransaction ends, in one stated order
  *-------------------------------------------------------------------------
@@ -333,11 +334,7 @@ extern void wtcache_note_enqueued(void);
 extern void wtcache_request_worker_at_commit(void);
 extern bool wtcache_xact_wrote(Oid relid);
 extern void wtcache_enqueue_whole_table(Oid relid, const char *table_key);
-extern void wtcache_queue_insert(Oid relid, Datum keys, int width, const char *table_key,
-								 Datum tags);
-extern void wtcache_queue_insert_per_table(Oid relid, Datum keys, int width);
-extern void wtcache_count_queue_row(Oid relid, bool per_table, int width,
-									Datum *elems, int nelems, Datum *tags, int ntags);
+extern void wtcache_queue_insert_per_table(Oid relid, Datum *keys, int nvalues, int width);
 
 /* ---- tags.c ---- */
 /* tag columns per table: the UPDATE trigger passes each twice, plus keys */
@@ -436,9 +433,8 @@ extern bool wtcache_pending_ready(Oid dboid);
 extern bool wtcache_pending_clear(uint32 key_index, uint32 table_index);
 extern void wtcache_pending_add(uint32 index);
 extern void wtcache_pending_release(const uint32 *indexes, int n);
-extern int	wtcache_pending_row_indexes(Oid dboid, Oid relid, bool per_table, int width,
-										Datum *elems, int nelems, Datum *tags, int ntags,
-										uint32 *out);
+struct QueueRow;
+extern int	wtcache_pending_row_indexes(Oid dboid, const struct QueueRow *row, uint32 *out);
 extern bool wtcache_pending_rebuild(WorkerSlot *slot, Oid queue, int wait_ms);
 extern bool wtcache_pending_settle(void);
 extern void wtcache_pending_before_queue_write(void);
