@@ -317,8 +317,7 @@ static void
 insert_row(const QueueRow *row, Datum keys, Datum tags)
 {
 	Oid			owner;
-	Oid			save_userid;
-	int			save_sec;
+	WtcRights	rights;
 	Oid			queue;
 	Relation	rel;
 	QueueColumns cols;
@@ -329,9 +328,7 @@ insert_row(const QueueRow *row, Datum keys, Datum tags)
 	queue = wtcache_queue_relid();
 	rel = OidIsValid(queue) ? try_relation_open(queue, RowExclusiveLock) : NULL;
 	owner = rel != NULL ? rel->rd_rel->relowner : wtcache_owner();	/* the latter: its ERROR */
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(owner,
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	wtcache_rights_enter_unpinned(&rights, owner);
 
 	/* at PRE_COMMIT no snapshot is active any more */
 	if (!ActiveSnapshotSet())
@@ -380,7 +377,7 @@ insert_row(const QueueRow *row, Datum keys, Datum tags)
 	if (pushed_snapshot)
 		PopActiveSnapshot();
 
-	SetUserIdAndSecContext(save_userid, save_sec);
+	wtcache_rights_leave(&rights);
 }
 
 /*

@@ -17,6 +17,9 @@
  *	  code the owner controls then runs with no more than the owner's
  *	  rights and cannot change session state.
  *
+ * One exception, the queue row every capturing transaction writes, skips
+ * the search_path pin (wtcache_rights_enter_unpinned says why it may).
+ *
  * An error inside unwinds both: transaction abort restores the user id
  * and security context and AtEOXact_GUC pops the nest level.
  *
@@ -75,10 +78,29 @@ wtcache_rights_enter_table_owner(WtcRights *rights, Oid relid)
 							 GUC_ACTION_SAVE, true, 0, false);
 }
 
+/*
+ * Become userid, restricted, without pinning search_path: for the queue
+ * row every capturing transaction writes (queue.c), where a GUC nest level
+ * per chunk would cost more than the insert.  Safe without the pin because
+ * that write resolves no name through search_path: its heap insert is
+ * direct, and its fallback INSERT was planned once with every object
+ * schema-qualified; what that can run (the queue's own triggers and
+ * defaults) is the queue owner's, run as the owner, restricted.
+ */
+void
+wtcache_rights_enter_unpinned(WtcRights *rights, Oid userid)
+{
+	GetUserIdAndSecContext(&rights->save_userid, &rights->save_sec);
+	SetUserIdAndSecContext(userid, rights->save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	rights->nestlevel = -1;
+}
+
 void
 wtcache_rights_leave(WtcRights *rights)
 {
-	wtcache_unpin_search_path(rights->nestlevel);
+	if (rights->nestlevel >= 0)
+		wtcache_unpin_search_path(rights->nestlevel);
 	SetUserIdAndSecContext(rights->save_userid, rights->save_sec);
 }
 

@@ -372,6 +372,7 @@ typedef struct WtcRights
 
 extern void wtcache_rights_enter(WtcRights *rights, Oid userid, bool restricted);
 extern void wtcache_rights_enter_table_owner(WtcRights *rights, Oid relid);
+extern void wtcache_rights_enter_unpinned(WtcRights *rights, Oid userid);
 extern void wtcache_rights_leave(WtcRights *rights);
 extern int	wtcache_pin_search_path(void);
 extern void wtcache_unpin_search_path(int nestlevel);
