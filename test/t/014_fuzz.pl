@@ -58,6 +58,7 @@ use Test::More;
 use Time::HiRes qw(time usleep);
 use WtcacheTest;
 use WtcacheFuzz::Generate;
+use WtcacheFuzz::Sessions;
 
 ############################################################################
 # Knobs, seed, replay line
@@ -103,6 +104,7 @@ to_terminal("fuzz: seed $seed, $secs s, $nwriters writers, $nreaders readers, fa
 note("fuzz: seed $seed (replay: $replay)");
 
 my $parent_pid = $$;
+my $logdir = $PostgreSQL::Test::Utils::log_path;
 my %children;    # pid => name, of the sessions forked below
 
 # A die anywhere in the parent (a helper croaking, a psql that fails) still
@@ -137,604 +139,6 @@ sub progress
 }
 
 ############################################################################
-# A psql session that survives errors and reports a lost connection
-############################################################################
-
-# Like PostgreSQL::Test::BackgroundPsql, but quiet (no note() per query:
-# thousands of statements would drown the test log), tolerant of errors
-# (ON_ERROR_STOP off: the caller decides) and telling apart an error, a
-# lost connection (psql exits when the server goes away, as in a crash
-# restart) and a statement that hangs.
-package FuzzSession;
-
-sub new
-{
-	my ($class, %opts) = @_;
-	return bless { %opts, h => undef, seq => 0, in => '', out => '', err => '' }, $class;
-}
-
-sub connected { return defined $_[0]->{h}; }
-
-sub connect
-{
-	my ($self) = @_;
-	$self->disconnect;
-	my @cmd = ($self->{psql}, '-X', '-A', '-t', '-v', 'ON_ERROR_STOP=0', '-v', 'VERBOSITY=verbose',
-		($self->{quiet} ? ('-q') : ()), '-d', $self->{connstr}, '-f', '-');
-	$self->{in} = $self->{out} = $self->{err} = '';
-	$self->{timer} = IPC::Run::timeout($self->{timeout}, exception => 'fuzz session timeout');
-	my $h = eval {
-		IPC::Run::start(\@cmd, '<', \$self->{in}, '>', \$self->{out}, '2>', \$self->{err}, $self->{timer});
-	};
-	return 0 unless $h;
-	$self->{h} = $h;
-	my $r = $self->run('');
-	return $r->{lost} ? 0 : 1;
-}
-
-# run($text): send SQL (or a psql meta-command line) and wait for its end.
-# Returns { out, err, error (ERROR in stderr), sqlstate, lost, timeout }.
-sub run
-{
-	my ($self, $text) = @_;
-	my $h = $self->{h};
-	return { lost => 1, out => '', err => 'not connected' } unless $h;
-	my $mark = '@@fuzz ' . ++$self->{seq} . '@@';
-	my $re = qr/\Q$mark\E\n/;
-	$self->{out} = '';
-	$self->{err} = '';
-	$self->{in} .= ($text eq '' ? '' : "$text\n") . "\\echo '$mark'\n\\warn '$mark'\n";
-	$self->{timer}->start($self->{timeout});
-	while (!($self->{out} =~ $re && $self->{err} =~ $re))
-	{
-		my $ok = eval { $h->pumpable && $h->pump; 1 };
-		if (!$ok || !$h->pumpable)
-		{
-			my $timeout = (!$ok && $@ =~ /fuzz session timeout/) ? 1 : 0;
-			my $r = { lost => 1, timeout => $timeout, out => $self->{out}, err => $self->{err} };
-			$self->_reap;
-			return $r;
-		}
-	}
-	(my $out = $self->{out}) =~ s/$re//;
-	(my $err = $self->{err}) =~ s/$re//;
-	# A connection lost in the middle of a query does not always make psql
-	# exit before it runs the next lines (the markers): it does at the next
-	# query.  Its messages say so.
-	if ($err =~ /server closed the connection unexpectedly|connection to server was lost|no connection to the server|terminating connection because|could not (?:receive|send) data (?:from|to) server/)
-	{
-		$self->_reap;
-		return { lost => 1, timeout => 0, out => $out, err => $err };
-	}
-	# ERROR and worse from the server; anything psql itself reports
-	# without a severity of NOTICE or less is an error too.
-	my $error = ($err =~ /(?:^|: )(?:ERROR|FATAL|PANIC):/m
-		  || $err =~ /^psql:<stdin>:\d+: (?!(?:NOTICE|WARNING|INFO|LOG|DEBUG)\b)/m) ? 1 : 0;
-	my ($state) = $err =~ /(?:ERROR|FATAL|PANIC):\s+([0-9A-Z]{5}):/;
-	return { out => $out, err => $err, error => $error, sqlstate => $state // '', lost => 0 };
-}
-
-sub _reap
-{
-	my ($self) = @_;
-	my $h = $self->{h} or return;
-	$self->{h} = undef;
-	eval { $h->kill_kill(grace => 2); };
-	return;
-}
-
-sub disconnect
-{
-	my ($self) = @_;
-	my $h = $self->{h} or return;
-	$self->{in} .= "\\q\n";
-	$self->{timer}->start(10);
-	if (!eval { $h->finish; 1 })
-	{
-		eval { $h->kill_kill(grace => 1); };
-	}
-	$self->{h} = undef;
-	return;
-}
-
-package main;
-
-############################################################################
-# Sessions (forked processes): writers and readers
-############################################################################
-
-# Expected errors of concurrent writers; anything else is reported.
-my %EXPECTED_STATE = (
-	'40P01' => 'deadlock',
-	'23505' => 'unique violation',
-	'21000' => 'ON CONFLICT DO UPDATE twice',
-	'40001' => 'serialization failure',
-);
-
-my ($node, $db, $psql_bin, $connstr, $copydir, $end_time);
-my $logdir = $PostgreSQL::Test::Utils::log_path;
-
-# Time of day in UTC to the millisecond, as in the server log.
-sub stamp
-{
-	my $t = time();
-	return POSIX::strftime('%H:%M:%S', gmtime($t)) . sprintf('.%03d', ($t - int($t)) * 1000);
-}
-
-# Each session keeps its last statements in a ring, written to its log on
-# anything unexpected and at the end.
-sub ring_add
-{
-	my ($ctx, $text, $r) = @_;
-	my $t = length($text) > 400 ? substr($text, 0, 400) . '...(' . length($text) . ' chars)' : $text;
-	my $res = $r->{lost} ? ($r->{timeout} ? 'TIMEOUT' : 'LOST') : $r->{error} ? "ERROR $r->{sqlstate}" : 'ok';
-	my $out = $r->{out} // '';
-	$out = substr($out, 0, 300) . '...' if length($out) > 300;
-	push @{ $ctx->{ring} }, sprintf('%s %s => %s%s', stamp(), $t, $res, $out ne '' ? " [$out]" : '');
-	shift @{ $ctx->{ring} } if @{ $ctx->{ring} } > 200;
-	return;
-}
-
-sub ctx_log
-{
-	my ($ctx, $msg) = @_;
-	print { $ctx->{log} } stamp() . " $msg\n";
-	return;
-}
-
-# Something that must fail the test: kept for the parent, logged with the
-# statements that led to it.
-sub ctx_problem
-{
-	my ($ctx, $kind, $msg) = @_;
-	$ctx->{st}{$kind}++;
-	push @{ $ctx->{problems} }, "$kind: $msg" if @{ $ctx->{problems} } < 20;
-	ctx_log($ctx, "PROBLEM $kind: $msg\n  last statements:\n    " . join("\n    ", @{ $ctx->{ring} }));
-	return;
-}
-
-sub connect_session
-{
-	my ($ctx) = @_;
-	my $s = $ctx->{s};
-	my $give_up = $end_time + 90;
-	my $tries = 0;
-	while (!$s->connect)
-	{
-		$tries++;
-		return 0 if time() > $give_up;
-		usleep(50_000 + int(rand(100_000)));
-	}
-	$ctx->{st}{connects}++;
-	$ctx->{settings} = '00';    # a new session: origin role, synchronous commits
-	# Session settings wtcache must not depend on: keys and JSON are
-	# rendered under fixed ones.
-	my $setup = "SET TimeZone = '" . pick('UTC', 'Asia/Kolkata', 'America/St_Johns', 'Pacific/Chatham', 'Europe/Paris')
-	  . "'; SET DateStyle = '" . pick('ISO, MDY', 'SQL, DMY', 'German', 'Postgres, YMD') . "'; "
-	  . "SET extra_float_digits = " . pick(0, 1, 3) . ';';
-	my $r = $s->run($setup);
-	ring_add($ctx, $setup, $r);
-	return 0 if $r->{lost};
-	ctx_problem($ctx, 'unexpected_errors', "session setup failed: $r->{err}") if $r->{error};
-	return 1;
-}
-
-# Run one step; classify its outcome.  Returns the run() result with rows
-# (rows changed, from the command tags) and kind ('ok', 'error', 'lost').
-sub w_step
-{
-	my ($ctx, $step) = @_;
-	my $text = $step;
-	if (ref $step)
-	{
-		my $file = "$copydir/$ctx->{name}.copy";
-		open(my $fh, '>', $file) or die "open $file: $!";
-		print $fh join("\t", map { copy_field($_) } @$_) . "\n" for @{ $step->{rows} };
-		close $fh;
-		$text = "\\copy $step->{copy} (" . join(', ', @{ $step->{cols} }) . ") FROM '$file'";
-	}
-	my $r = $ctx->{s}->run($text);
-	ring_add($ctx, $text, $r);
-	$ctx->{st}{statements}++;
-	if ($r->{lost})
-	{
-		if ($r->{timeout})
-		{
-			ctx_problem($ctx, 'hangs', "no answer in $ctx->{s}{timeout} s to: " . substr($text, 0, 300));
-			$ctx->{stop} = 1;
-		}
-		$r->{kind} = 'lost';
-		return $r;
-	}
-	if ($r->{error})
-	{
-		my $what = $EXPECTED_STATE{ $r->{sqlstate} };
-		if (defined $what)
-		{
-			$ctx->{st}{errors_tolerated}++;
-			$ctx->{st}{"error $r->{sqlstate} ($what)"}++;
-		}
-		else
-		{
-			ctx_problem($ctx, 'unexpected_errors', "$r->{err}\n  statement: " . substr($text, 0, 500));
-		}
-		$r->{kind} = 'error';
-		return $r;
-	}
-	my $rows = 0;
-	$rows += $1 for $r->{out} =~ /^(?:INSERT \d+|UPDATE|DELETE|COPY) (\d+)$/mg;
-	$r->{rows} = $rows;
-	$r->{kind} = 'ok';
-	return $r;
-}
-
-sub w_control
-{
-	my ($ctx, $sql) = @_;
-	my $r = $ctx->{s}->run($sql);
-	ring_add($ctx, $sql, $r);
-	if (!$r->{lost} && $r->{error})
-	{
-		ctx_problem($ctx, 'unexpected_errors', "$r->{err}\n  statement: $sql");
-		$r->{kind} = 'error';
-	}
-	$r->{kind} //= $r->{lost} ? 'lost' : 'ok';
-	return $r;
-}
-
-# Statements of a transaction, with nested savepoints.  Returns (status,
-# rows) with status 'ok', 'error' (the transaction is aborted) or 'lost'.
-sub w_block
-{
-	my ($ctx, $depth) = @_;
-	my $rows = 0;
-	for (0 .. int(rand(4)))
-	{
-		if ($depth < 3 && chance(0.2))
-		{
-			my $sp = "sp$depth";
-			my $r = w_control($ctx, "SAVEPOINT $sp;");
-			return ('lost') if $r->{kind} eq 'lost';
-			my ($status, $inner) = w_block($ctx, $depth + 1);
-			return ('lost') if $status eq 'lost';
-			if ($status eq 'error' || chance(0.3))
-			{
-				$r = w_control($ctx, "ROLLBACK TO SAVEPOINT $sp;");
-				return ('lost') if $r->{kind} eq 'lost';
-				$ctx->{st}{savepoint_rollbacks}++;
-				$ctx->{st}{changes_rolled_back} += $inner;
-			}
-			else
-			{
-				$rows += $inner;
-			}
-			if (chance(0.6))
-			{
-				$r = w_control($ctx, "RELEASE SAVEPOINT $sp;");
-				return ('lost') if $r->{kind} eq 'lost';
-			}
-			next;
-		}
-		# Sometimes hold the locks a little: more waits, more deadlocks.
-		usleep(int(rand(20_000))) if chance(0.1);
-		my ($kind, @steps) = random_statement();
-		$ctx->{st}{"statement $kind"}++;
-		for my $step (@steps)
-		{
-			my $r = w_step($ctx, $step);
-			return ('lost') if $r->{kind} eq 'lost';
-			return ('error', $rows) if $r->{kind} eq 'error';
-			$rows += $r->{rows};
-		}
-	}
-	return ('ok', $rows);
-}
-
-# The session settings of a writer's next transaction.  Some
-# transactions run as a logical replication apply worker does
-# (session_replication_role = replica: only ENABLE ALWAYS triggers fire),
-# a few always and most of them while the parent's replica_role fault has
-# its flag file up; while the async_crash fault has its flag up, most
-# commit with synchronous_commit = off (visible before their WAL is
-# flushed, lost by a crash).  The settings are sent only when they change.
-sub writer_settings
-{
-	my ($ctx) = @_;
-	my $replica = chance(-e "$copydir/replica" ? 0.8 : 0.03) ? 1 : 0;
-	my $async = (-e "$copydir/async" && chance(0.7)) ? 1 : 0;
-	my $want = "$replica$async";
-	return 1 if ($ctx->{settings} // '00') eq $want;
-	my $r = w_control($ctx, 'SET session_replication_role = ' . ($replica ? 'replica' : 'origin')
-		  . '; SET synchronous_commit = ' . ($async ? 'off' : 'on') . ';');
-	return 0 if $r->{kind} ne 'ok';
-	$ctx->{settings} = $want;
-	return 1;
-}
-
-# Count a commit of $rows changes under the session's settings.
-sub count_commit
-{
-	my ($ctx, $rows) = @_;
-	my $st = $ctx->{st};
-	$st->{commits}++;
-	$st->{changes_committed} += $rows;
-	my $set = $ctx->{settings} // '00';
-	$st->{commits_replica}++ if substr($set, 0, 1);
-	$st->{commits_async}++ if substr($set, 1, 1);
-	return;
-}
-
-sub writer_transaction
-{
-	my ($ctx) = @_;
-	my $st = $ctx->{st};
-	if (!writer_settings($ctx)) { $st->{interrupted}++; return; }
-	if (chance(0.4))
-	{
-		# autocommit: each step commits on its own
-		my ($kind, @steps) = random_statement();
-		$st->{"statement $kind"}++;
-		for my $step (@steps)
-		{
-			my $r = w_step($ctx, $step);
-			if ($r->{kind} eq 'lost') { $st->{interrupted}++; return; }
-			last if $r->{kind} eq 'error';
-			count_commit($ctx, $r->{rows});
-		}
-		return;
-	}
-	my $r = w_control($ctx, 'BEGIN;');
-	if ($r->{kind} eq 'lost') { $st->{interrupted}++; return; }
-	my ($status, $rows) = w_block($ctx, 0);
-	if ($status eq 'lost') { $st->{interrupted}++; return; }
-	if ($status eq 'error' || chance(0.15))
-	{
-		$r = w_control($ctx, 'ROLLBACK;');
-		if ($r->{kind} eq 'lost') { $st->{interrupted}++; return; }
-		$st->{rollbacks}++;
-		$st->{changes_rolled_back} += $rows;
-		return;
-	}
-	$r = w_control($ctx, 'COMMIT;');
-	# A connection lost during COMMIT leaves its outcome unknown.
-	if ($r->{kind} eq 'lost') { $st->{interrupted}++; return; }
-	if ($r->{out} =~ /^COMMIT$/m)
-	{
-		count_commit($ctx, $rows);
-	}
-	else
-	{
-		ctx_problem($ctx, 'unexpected_errors', "COMMIT answered '$r->{out}' $r->{err}");
-	}
-	return;
-}
-
-# One freshness check of 1 to 8 keys of one table, three statements:
-#   A  the committed state of each key (inc, ver, or no row) and the
-#      statement's snapshot, pg_current_snapshot();
-#   B  wtcache.get() / get_many() / get_row() of the same keys, in a later
-#      statement, so everything A saw committed before B started;
-#   C  the state again, and for the row B returned: whether its death
-#      (DELETE, key change, TRUNCATE: a row of fz_dead written by the same
-#      transaction) is committed, and whether it was already visible in A's
-#      snapshot.
-# A read is stale only when one of these holds (each is impossible for a
-# read that is not older than A, whatever the writers did meanwhile):
-#   - B returned a row whose death A's snapshot already saw;
-#   - B returned the incarnation A saw, with a smaller ver;
-#   - A and C saw the same incarnation (so it was there throughout) and B
-#     returned no row, or another incarnation.
-# And B returned something that never committed when:
-#   - B's incarnation is neither in C nor dead (never committed), or it
-#     is in C with a smaller ver than B's (B is ahead of the database);
-#   - the row B returned has other key values than asked.
-sub reader_check
-{
-	my ($ctx) = @_;
-	my $st = $ctx->{st};
-	my $tn = pick(fuzz_tables());
-	my $t = fuzz_table($tn);
-	my $nkc = scalar @{ $t->{keycols} };
-	my @keys = some_keys($tn, chance(0.6) ? 1 : 2 + int(rand(7)));
-	my $method = pick('get', 'get', 'get', 'get_many', 'get_many', 'get_row');
-	my @kcols = map { "k$_" } 1 .. $nkc;
-	my $kalias = 'k(i, ' . join(', ', @kcols) . ')';
-	my $values = join(', ', map { my $i = $_; '(' . join(', ', $i + 1, map { sql_quote($_) } @{ $keys[$i] }) . ')' } 0 .. $#keys);
-	my $join = join(' AND ', map { "t.$t->{keycols}[$_] = k.k" . ($_ + 1) . "::$t->{keytypes}[$_]" } 0 .. $nkc - 1);
-	my $kargs = join(', ', map { "k.$_" } @kcols);
-
-	my $sql_a = "SELECT pg_current_snapshot(), k.i, t.inc, t.ver FROM (VALUES $values) $kalias LEFT JOIN $tn t ON $join ORDER BY k.i;";
-	my $sql_b;
-	if ($method eq 'get_row')
-	{
-		my $match = join(' AND ', map { "r.$t->{keycols}[$_]::text = k.k" . ($_ + 1) } 0 .. $nkc - 1);
-		$sql_b = "SELECT k.i, r.inc IS NULL, r.inc, r.ver, $match FROM (VALUES $values) $kalias "
-		  . "CROSS JOIN LATERAL wtcache.get_row(NULL::$tn, $kargs) r ORDER BY k.i;";
-	}
-	else
-	{
-		my $match = join(' AND ', map { "(g.j->>'$t->{keycols}[$_]') = k.k" . ($_ + 1) } 0 .. $nkc - 1);
-		my $cols = "k.i, g.j IS NULL, g.j->>'inc', g.j->>'ver', $match";
-		if ($method eq 'get')
-		{
-			$sql_b = "SELECT $cols FROM (VALUES $values) $kalias CROSS JOIN LATERAL "
-			  . "(SELECT wtcache.get('$tn', $kargs) AS j OFFSET 0) g ORDER BY k.i;";
-		}
-		else
-		{
-			my $arr = $nkc == 1
-			  ? 'ARRAY[' . join(', ', map { sql_quote($_->[0]) } @keys) . ']'
-			  : 'ARRAY[' . join(', ', map { my $k = $_; '[' . join(', ', map { sql_quote($_) } @$k) . ']' } @keys) . ']';
-			$sql_b = "SELECT $cols FROM wtcache.get_many('$tn', $arr) WITH ORDINALITY g(gk, j, i) "
-			  . "JOIN (VALUES $values) $kalias ON k.i = g.i ORDER BY k.i;";
-		}
-	}
-
-	my $ra = $ctx->{s}->run($sql_a);
-	ring_add($ctx, $sql_a, $ra);
-	return if reader_failed($ctx, $ra, $sql_a);
-	my $rb = $ctx->{s}->run($sql_b);
-	ring_add($ctx, $sql_b, $rb);
-	return if reader_failed($ctx, $rb, $sql_b);
-
-	my @a = map { [ split /\|/, $_, -1 ] } split /\n/, $ra->{out};
-	my @b = map { [ split /\|/, $_, -1 ] } split /\n/, $rb->{out};
-	if (@a != @keys || @b != @keys)
-	{
-		ctx_problem($ctx, 'unexpected_errors', "reader: " . scalar(@keys) . " keys, A gave " . scalar(@a)
-			  . " rows, B gave " . scalar(@b) . " rows:\n  $sql_a\n  $sql_b\n  A: $ra->{out}\n  B: $rb->{out}");
-		return;
-	}
-	my $snap = $a[0][0];
-	my $cvalues = join(', ', map {
-		my $i = $_;
-		my $binc = ($b[$i][1] eq 'f' && $b[$i][2] =~ /^\d+$/) ? $b[$i][2] : 'NULL';
-		'(' . join(', ', $i + 1, (map { sql_quote($_) } @{ $keys[$i] }), "$binc\::bigint") . ')'
-	} 0 .. $#keys);
-	my $sql_c = "SELECT k.i, t.inc, t.ver, "
-	  . "(SELECT bool_or(pg_visible_in_snapshot(d.xid, '$snap'::pg_snapshot)) FROM fz_dead d WHERE d.inc = k.binc), "
-	  . "EXISTS (SELECT 1 FROM fz_dead d WHERE d.inc = k.binc) "
-	  . "FROM (VALUES $cvalues) k(i, " . join(', ', @kcols) . ", binc) LEFT JOIN $tn t ON $join ORDER BY k.i;";
-	my $rc = $ctx->{s}->run($sql_c);
-	ring_add($ctx, $sql_c, $rc);
-	return if reader_failed($ctx, $rc, $sql_c);
-	my @c = map { [ split /\|/, $_, -1 ] } split /\n/, $rc->{out};
-	if (@c != @keys)
-	{
-		ctx_problem($ctx, 'unexpected_errors', "reader: C gave " . scalar(@c) . " rows for " . scalar(@keys) . " keys: $rc->{out}");
-		return;
-	}
-
-	for my $i (0 .. $#keys)
-	{
-		my (undef, undef, $ai, $av) = @{ $a[$i] };
-		my (undef, $bnull, $bi, $bv, $bmatch) = @{ $b[$i] };
-		my (undef, $ci, $cv, $dead_in_a, $dead_now) = @{ $c[$i] };
-		my $A = $ai ne '';
-		my $B = $bnull eq 'f';
-		my $C = $ci ne '';
-		my $why;
-		if ($B && $bmatch ne 't') { $why = 'returned a row with other key values'; }
-		elsif ($B && $dead_in_a eq 't') { $why = 'returned a row deleted (or moved, or truncated) before the read started'; }
-		elsif ($B && $A && $bi eq $ai && $bv < $av) { $why = "returned ver $bv of the row, older than ver $av committed before the read"; }
-		elsif (!$B && $A && $C && $ai eq $ci) { $why = 'returned no row while the row existed throughout'; }
-		elsif ($B && $A && $C && $ai eq $ci && $bi ne $ai) { $why = 'returned another incarnation while the row existed throughout'; }
-		elsif ($B && !($C && $ci eq $bi) && $dead_now ne 't') { $why = 'returned a row that never committed (neither there nor deleted)'; }
-		elsif ($B && $C && $ci eq $bi && $bv > $cv) { $why = "returned ver $bv, ahead of the committed ver $cv"; }
-		$st->{reads_checked}++;
-		$st->{"reads_checked $method"}++;
-		$st->{reads_null}++ unless $B;
-		next unless defined $why;
-		my $key = join(', ', map { "'$_'" } @{ $keys[$i] });
-		ctx_problem($ctx, 'stale_reads', "$tn ($key) by $method: $why\n"
-			  . "  A (before): " . ($A ? "inc $ai ver $av" : 'no row') . ", snapshot $snap\n"
-			  . "  B (wtcache): " . ($B ? "inc $bi ver $bv" : 'NULL') . "\n"
-			  . "  C (after): " . ($C ? "inc $ci ver $cv" : 'no row') . ", B's row dead: " . ($dead_now eq 't' ? 'yes' : 'no')
-			  . ($dead_in_a eq 't' ? ' (visible in A\'s snapshot)' : '') . "\n"
-			  . "  statements:\n    $sql_a\n    $sql_b\n    $sql_c");
-	}
-	return;
-}
-
-sub reader_failed
-{
-	my ($ctx, $r, $sql) = @_;
-	if ($r->{lost})
-	{
-		if ($r->{timeout})
-		{
-			ctx_problem($ctx, 'hangs', "no answer in $ctx->{s}{timeout} s to: $sql");
-			$ctx->{stop} = 1;
-		}
-		$ctx->{st}{reads_interrupted}++;
-		return 1;
-	}
-	# A read can be the victim of a deadlock without holding any lock
-	# anybody waits for: queued behind the AccessExclusiveLock a TRUNCATE
-	# or an ALTER TABLE (the alter_key fault) waits for, it closes a cycle
-	# of waits of the writers' transactions, and PostgreSQL cancels it.
-	# Without wtcache too; the check is skipped.
-	if ($r->{error} && $r->{sqlstate} eq '40P01')
-	{
-		$ctx->{st}{reads_deadlocked}++;
-		return 1;
-	}
-	if ($r->{error})
-	{
-		ctx_problem($ctx, 'unexpected_errors', "reader: $r->{err}\n  statement: $sql");
-		return 1;
-	}
-	return 0;
-}
-
-sub session_main
-{
-	my ($role, $idx) = @_;
-	my $name = ($role eq 'w' ? 'writer' : 'reader') . $idx;
-	open(my $log, '>>', "$logdir/014_fuzz_$name.log") or die "open log: $!";
-	$log->autoflush(1);
-	my $ctx = {
-		name => $name,
-		log => $log,
-		st => {},
-		ring => [],
-		problems => [],
-		s => FuzzSession->new(psql => $psql_bin, connstr => $connstr, quiet => ($role eq 'r'), timeout => 60),
-	};
-	ctx_log($ctx, "$name starts, seed $seed");
-	while (time() < $end_time && !$ctx->{stop})
-	{
-		if (!$ctx->{s}->connected)
-		{
-			if (!connect_session($ctx))
-			{
-				ctx_problem($ctx, 'unexpected_errors', 'could not connect again within 90 s after the end of the run');
-				last;
-			}
-		}
-		$role eq 'w' ? writer_transaction($ctx) : reader_check($ctx);
-	}
-	$ctx->{s}->disconnect;
-	ctx_log($ctx, "$name ends; last statements:\n    " . join("\n    ", @{ $ctx->{ring} }));
-	open(my $out, '>', "$copydir/$name.stats") or die "open stats: $!";
-	for my $k (sort keys %{ $ctx->{st} })
-	{
-		print $out "stat\t$k\t$ctx->{st}{$k}\n";
-	}
-	for my $p (@{ $ctx->{problems} })
-	{
-		(my $one = $p) =~ s/\n/\\n/g;
-		print $out "problem\t$name\t$one\n";
-	}
-	close $out;
-	return;
-}
-
-sub spawn_session
-{
-	my ($role, $idx) = @_;
-	my $pid = fork();
-	die "fork: $!" unless defined $pid;
-	if ($pid == 0)
-	{
-		# The child must never run the test's END blocks (they would stop
-		# the node and Redis) nor write TAP: it leaves with _exit.
-		$SIG{__DIE__} = 'DEFAULT';
-		$SIG{PIPE} = 'IGNORE';
-		untie *STDOUT;
-		untie *STDERR;
-		open(STDOUT, '>>', "$logdir/014_fuzz_" . ($role eq 'w' ? 'writer' : 'reader') . "$idx.log");
-		open(STDERR, '>&', \*STDOUT);
-		srand(($seed * 1009 + ($role eq 'w' ? 1 : 500) + $idx) % 4294967296);
-		my $ok = eval { session_main($role, $idx); 1 };
-		print STDERR "session died: $@\n" unless $ok;
-		POSIX::_exit($ok ? 0 : 1);
-	}
-	$children{$pid} = ($role eq 'w' ? 'writer' : 'reader') . $idx;
-	return $pid;
-}
-
-############################################################################
 # Setup
 ############################################################################
 
@@ -764,7 +168,7 @@ my $command_timeout_ms = 1500;
 my $batch = pick(100, 1000, 10000);
 my $poll = pick('500ms', '5s');
 my $slots = pick(1024, 1048576);
-$node = new_wtcache_node('fuzz', redis_port => $pp, extra_conf => qq{
+my $node = new_wtcache_node('fuzz', redis_port => $pp, extra_conf => qq{
 wtcache.batch_size = $batch
 wtcache.poll_interval = '$poll'
 wtcache.pending_slots = $slots
@@ -782,7 +186,7 @@ log_min_messages = info
 # comes.
 wal_writer_delay = '2s'
 });
-$db = 'postgres';
+my $db = 'postgres';
 progress("config: batch_size $batch, poll_interval $poll, pending_slots $slots; "
 	  . "Redis on port $rp (AOF, appendfsync always), PostgreSQL through the proxy on port $pp");
 
@@ -910,9 +314,9 @@ my $initial = sql(q{SELECT (SELECT count(*) FROM fz_int) + (SELECT count(*) FROM
                          + (SELECT count(*) FROM fz_text) + (SELECT count(*) FROM fz_inv)});
 progress("initial rows: $initial");
 
-$psql_bin = $node->installed_command('psql');
-$connstr = $node->connstr($db);
-$copydir = PostgreSQL::Test::Utils::tempdir('fuzz');
+my $psql_bin = $node->installed_command('psql');
+my $connstr = $node->connstr($db);
+my $copydir = PostgreSQL::Test::Utils::tempdir('fuzz');
 
 ############################################################################
 # Faults
@@ -1500,9 +904,17 @@ sub plant_stale
 ############################################################################
 
 my $t0 = time();
-$end_time = $t0 + $secs;
-spawn_session('w', $_) for 1 .. $nwriters;
-spawn_session('r', $_) for 1 .. $nreaders;
+my $end_time = $t0 + $secs;
+my $run = { seed => $seed, logdir => $logdir, psql => $psql_bin, connstr => $connstr, copydir => $copydir,
+	end_time => $end_time };
+for my $role ('w', 'r')
+{
+	for my $i (1 .. ($role eq 'w' ? $nwriters : $nreaders))
+	{
+		my ($pid, $name) = spawn_session($run, $role, $i);
+		$children{$pid} = $name;
+	}
+}
 progress("running $nwriters writers and $nreaders readers for $secs s");
 
 my $faults = 0;
@@ -1566,20 +978,10 @@ fz_ok(!@stuck && !@bad_exit, 'every session ran to the end and left',
 sample_read_counters();
 
 # Gather what the sessions counted.
-my (%w, %r, @problems);
-for my $f (glob("$copydir/*.stats"))
-{
-	my $role = $f =~ m{/writer\d+\.stats$} ? \%w : \%r;
-	open(my $fh, '<', $f) or die "open $f: $!";
-	while (my $line = <$fh>)
-	{
-		chomp $line;
-		my ($type, $k, $v) = split /\t/, $line, 3;
-		if ($type eq 'stat') { $role->{$k} += $v; }
-		else { $v =~ s/\\n/\n/g; push @problems, "$k: $v"; }
-	}
-	close $fh;
-}
+my ($wstats, $rstats, $problems) = collect_stats($copydir);
+my %w = %$wstats;
+my %r = %$rstats;
+my @problems = @$problems;
 my $changes = $w{changes_committed} // 0;
 my $rollbacks = $w{rollbacks} // 0;
 my $tolerated = ($w{errors_tolerated} // 0);
