@@ -45,20 +45,20 @@
 # in test/lib/WtcacheFuzz/: Generate.pm (values, keys, the watched tables,
 # statements), Schema.pm (the tables and the triggers the checks rest on),
 # Psql.pm and Sessions.pm (the writers and readers), Faults.pm (the
-# faults and their schedule).
+# faults and their schedule), Checks.pm (comparisons of the end state).
 use strict;
 use warnings;
 
 use FindBin;
 use lib "$FindBin::RealBin/../lib";    # WtcacheTest, WtcacheFuzz::* (PGXS resets PROVE_FLAGS)
 
-use MIME::Base64 qw(decode_base64);
 use POSIX qw(WNOHANG);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
 use WtcacheTest;
+use WtcacheFuzz::Checks;
 use WtcacheFuzz::Faults;
 use WtcacheFuzz::Generate;
 use WtcacheFuzz::Schema;
@@ -387,8 +387,7 @@ if ($faults_on)
 		my $f = $done_faults->[$i];
 		next unless $f->{aof};
 		push @aof_bad, "at $f->{line}" unless $f->{aof}{kept};
-		my $to = $i < $#$done_faults ? $done_faults->[ $i + 1 ]{log_from} : length($log_all);
-		my $seg = substr($log_all, $f->{log_from}, $to - $f->{log_from});
+		my $seg = log_after_fault($log_all, $done_faults, $i);
 		# From the worker's first connection to the restarted Redis on
 		# (the kill cut its connection; what it logged before is about
 		# the Redis before the kill).
@@ -434,8 +433,7 @@ if ($faults_on)
 		my $f = $done_faults->[$i];
 		next unless $f->{drop};
 		$drops++;
-		my $to = $i < $#$done_faults ? $done_faults->[ $i + 1 ]{log_from} : length($log_all);
-		my $seg = substr($log_all, $f->{log_from}, $to - $f->{log_from});
+		my $seg = log_after_fault($log_all, $done_faults, $i);
 		push @drop_bad, "after the fault at $f->{line}:\n    $1"
 		  while $seg =~ /^(.*(?:terminated by signal|fz_drop.* does not exist|could not open relation with OID|cache lookup failed).*)$/mg;
 		push @drop_bad, "the server restarted during the fault at $f->{line}" if $f->{drop}{restarted};
@@ -498,50 +496,11 @@ for my $tn (write_through_tables(), 'fz_own', $fz->{drop_exists} ? ('fz_drop') :
 # invalidate mode: keys may be missing (a change deletes them, a read
 # fills them), but a key that is there holds the row.  Read every row
 # first so that most keys are there to compare.
-sub compare_present_keys
-{
-	my ($tn) = @_;
-	my $t = fuzz_table($tn);
-	my $keyexpr = join(', ', map { "($_)::text" } @{ $t->{keycols} });
-	my $out = sql(qq{SET TimeZone = 'UTC';
-COPY (SELECT translate(encode(convert_to(wtcache.redis_key('$tn'::regclass, $keyexpr), 'UTF8'), 'base64'), E'\\n', ''),
-             translate(encode(convert_to(row_to_json(r)::text, 'UTF8'), 'base64'), E'\\n', '')
-      FROM $tn r) TO STDOUT;});
-	my %want;
-	for my $line (split /\n/, $out)
-	{
-		my ($k, $j) = split /\t/, $line;
-		$want{ decode_base64($k) } = decode_base64($j);
-	}
-	my $keys = redis_row_keys($rp, table_key_pattern($node, $db, $tn));
-	my @cmds;
-	for (my $i = 0; $i < @$keys; $i += 500)
-	{
-		my $e = $i + 499 > $#$keys ? $#$keys : $i + 499;
-		push @cmds, [ 'MGET', @{$keys}[ $i .. $e ] ];
-	}
-	my @values = map { @$_ } @{ redis_pipeline($rp, \@cmds) };
-	my ($n, @diffs) = (0);
-	for my $i (0 .. $#$keys)
-	{
-		my ($key, $value) = ($keys->[$i], $values[$i]);
-		next unless defined $value;
-		$n++;
-		my ($v, $rest) = redis_row_version($value);
-		if (!exists $want{$key}) { push @diffs, "key without a row: $key = " . substr($value, 0, 200); }
-		elsif (!defined $v || '{' . $rest ne $want{$key})
-		{
-			push @diffs, "differs: $key\n    redis: " . substr($value, 0, 200) . "\n    table: " . substr($want{$key}, 0, 200);
-		}
-	}
-	return ($n, scalar(keys %want), \@diffs);
-}
-
 for my $tn (grep { fuzz_table($_)->{mode} } fuzz_tables())
 {
 	my $keyargs = join(', ', map { "$_\::text" } @{ fuzz_table($tn)->{keycols} });
 	sql("SELECT count(wtcache.get('$tn', $keyargs)) FROM $tn");
-	my ($n, $rows, $diffs) = compare_present_keys($tn);
+	my ($n, $rows, $diffs) = compare_present_keys($node, $db, $rp, $tn);
 	$compared += $n;
 	$drift += @$diffs;
 	fz_ok(!@$diffs, "$tn (invalidate mode): the $n keys Redis holds equal their rows ($rows rows)",

@@ -447,8 +447,8 @@ sub random_statement
 	return ('update1', "UPDATE fz_int SET qty = 1 WHERE id = 1;");
 }
 
-# Initial rows: $n rows of $tn with every column set, those whose key
-# exists skipped.
+# The first rows of a table: $n rows with every column set (the writers'
+# statements set a random subset).
 sub initial_rows
 {
 	my ($tn, $n) = @_;
