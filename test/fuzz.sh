@@ -8,7 +8,8 @@
 #   FUZZ_SEED=1234 FUZZ_SECONDS=120 bash test/fuzz.sh    # replay a seed
 #
 # PostgreSQL reaches Redis through test/lib/redis_proxy.pl, which the
-# fault injection stalls and cuts (see the fault kinds in the test).
+# fault injection stalls and cuts (see the fault kinds in
+# test/lib/WtcacheFuzz/Faults.pm).
 #
 # Environment, passed through to the test: FUZZ_SEED (default: random,
 # printed), FUZZ_SECONDS (default 300 here; 40 in the test suite),

@@ -11,11 +11,11 @@
 # behaviour: a watched table dropped while its changes are delivered,
 # ALTER COLUMN TYPE of a key under the write load, writes under
 # session_replication_role = replica, and a crash while commits with
-# synchronous_commit = off are visible but not flushed; see "Faults"
-# below).  At the
-# end Redis must equal every table, key for key (compare_table, verify(),
-# a get() of every row), with nothing left counted as pending (reads of
-# every row are served by Redis), and a session that kept reading through
+# synchronous_commit = off are visible but not flushed; see the fault
+# kinds in test/lib/WtcacheFuzz/Faults.pm).  At the end Redis must equal
+# every table, key for key (compare_table, verify(), a get() of every
+# row), with nothing left counted as pending (reads of every row are
+# served by Redis), and a session that kept reading through
 # a Redis outage must read Redis again once wtcache.read_retry_interval
 # has passed.  The delivery worker must never fail (no ERROR of its own in
 # the server log: it reports Redis trouble as LOG lines and goes on).
@@ -41,22 +41,28 @@
 # fault schedule; which statements meet each other depends on timing, so a
 # replay explores the same neighbourhood rather than the same interleaving.
 #
-# This file is UTF-8 and deliberately has no "use utf8": strings are bytes,
-# as they go to psql and come back from it.
+# This file is the scenario: setup, the run, the checks.  The parts live
+# in test/lib/WtcacheFuzz/: Generate.pm (values, keys, the watched tables,
+# statements), Schema.pm (the tables and the triggers the checks rest on),
+# Psql.pm and Sessions.pm (the writers and readers), Faults.pm (the
+# faults and their schedule), Checks.pm (comparisons of the end state).
 use strict;
 use warnings;
 
 use FindBin;
-use lib "$FindBin::RealBin/../lib";    # WtcacheTest (PGXS resets PROVE_FLAGS)
+use lib "$FindBin::RealBin/../lib";    # WtcacheTest, WtcacheFuzz::* (PGXS resets PROVE_FLAGS)
 
-use IPC::Run ();
-use MIME::Base64 qw(decode_base64);
 use POSIX qw(WNOHANG);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
 use WtcacheTest;
+use WtcacheFuzz::Checks;
+use WtcacheFuzz::Faults;
+use WtcacheFuzz::Generate;
+use WtcacheFuzz::Schema;
+use WtcacheFuzz::Sessions;
 
 ############################################################################
 # Knobs, seed, replay line
@@ -102,6 +108,7 @@ to_terminal("fuzz: seed $seed, $secs s, $nwriters writers, $nreaders readers, fa
 note("fuzz: seed $seed (replay: $replay)");
 
 my $parent_pid = $$;
+my $logdir = $PostgreSQL::Test::Utils::log_path;
 my %children;    # pid => name, of the sessions forked below
 
 # A die anywhere in the parent (a helper croaking, a psql that fails) still
@@ -136,1015 +143,6 @@ sub progress
 }
 
 ############################################################################
-# Random values (only rand(), seeded per process, so a seed replays)
-############################################################################
-
-sub pick { return $_[ int(rand(scalar @_)) ]; }
-sub chance { return rand() < $_[0]; }
-
-# Text with what keys and JSON must survive: separators of the key layout,
-# quotes, backslashes, tabs, newlines, non-ASCII.
-my @TEXT_BITS = ('plain', "it's", 'a:b', '{c}', '}{', '100%', '%3A', 'with space', "tab\there",
-	"new\nline", 'back\\slash', 'ünïcødé ☃', '"dq"', '', ' ', '日本');
-
-sub g_text
-{
-	return undef if chance(0.15);
-	return join('', map { pick(@TEXT_BITS) } 0 .. int(rand(3))) . int(rand(1000));
-}
-
-sub g_int
-{
-	return undef if chance(0.15);
-	return pick(0, -1, 1, 2147483, -2147483) if chance(0.1);
-	return int(rand(2000)) - 1000;
-}
-
-sub g_numeric
-{
-	return undef if chance(0.15);
-	return pick('NaN', 'Infinity', '-Infinity', '0', '-0.000', '1e-20',
-		'123456789012345678901234567890.123456789') if chance(0.08);
-	return sprintf('%.*f', int(rand(6)), (rand() - 0.5) * 10**int(rand(9)));
-}
-
-sub g_intarr
-{
-	return undef if chance(0.2);
-	return '{}' if chance(0.1);
-	return '{{1,2},{3,NULL}}' if chance(0.05);
-	return '{' . join(',', map { chance(0.1) ? 'NULL' : int(rand(100000)) - 50000 } 0 .. int(rand(6))) . '}';
-}
-
-sub json_str
-{
-	my ($s) = @_;
-	$s =~ s/(["\\])/\\$1/g;
-	$s =~ s/\n/\\n/g;
-	$s =~ s/\t/\\t/g;
-	return qq{"$s"};
-}
-
-sub json_value
-{
-	my ($depth) = @_;
-	my $r = rand();
-	if ($depth <= 0 || $r < 0.45)
-	{
-		return pick(
-			sub { int(rand(1e6)) - 500000 },
-			sub { sprintf('%.3f', rand(1000) - 500) },
-			sub { pick('1.5e10', '-0.25', '0', '1e-7', '12345678901234567890') },
-			sub { json_str(pick(@TEXT_BITS) . int(rand(100))) },
-			sub { pick('"\u00e9\u2603"', '"\\\\"', '"x:y{z}%"') },
-			sub { pick('true', 'false', 'null') })->();
-	}
-	if ($r < 0.7)
-	{
-		return '[' . join(', ', map { json_value($depth - 1) } 1 .. int(rand(4))) . ']';
-	}
-	my %seen;
-	my @keys = grep { !$seen{$_}++ } map { pick('a', 'k:1', '{x}', '%', 'sp ace', 'ü', '', 'n') } 1 .. int(rand(5));
-	return '{' . join(', ', map { json_str($_) . ': ' . json_value($depth - 1) } @keys) . '}';
-}
-
-sub g_json
-{
-	return undef if chance(0.15);
-	return pick('null', '0', '"s"', '[]', '{}', 'true') if chance(0.15);
-	return json_value(3);
-}
-
-sub g_ts
-{
-	return undef if chance(0.15);
-	return pick('infinity', '-infinity', '1999-12-31 23:59:59.999999+00', '2000-02-29 12:00:00-08',
-		'0044-03-15 12:00:00+00 BC', '2024-03-31 02:30:00') if chance(0.06);
-	my @g = gmtime(946684800 + int(rand(40 * 365 * 86400)));
-	return sprintf('%04d-%02d-%02d %02d:%02d:%02d%s%s', $g[5] + 1900, $g[4] + 1, $g[3], $g[2], $g[1], $g[0],
-		chance(0.5) ? sprintf('.%06d', int(rand(1e6))) : '',
-		pick('+00', '+02', '-05', '+05:30', '+13:45', ''));    # '': the session's TimeZone
-}
-
-# Mostly NULL; sometimes tens of kB (TOASTed), hex noise or a long run.
-sub g_big
-{
-	return undef unless chance(0.06);
-	my $n = 10_000 + int(rand(50_000));
-	return 'x' x $n if chance(0.3);
-	return join('', map { sprintf('%08x', int(rand(4294967296))) } 1 .. int($n / 8));
-}
-
-sub sql_quote
-{
-	my ($s) = @_;
-	$s =~ s/'/''/g;
-	return "'$s'";
-}
-
-sub sql_lit
-{
-	my ($v, $type) = @_;
-	return 'NULL' unless defined $v;
-	return sql_quote($v) . "::$type";
-}
-
-# COPY text format
-sub copy_field
-{
-	my ($v) = @_;
-	return '\N' unless defined $v;
-	$v =~ s/\\/\\\\/g;
-	$v =~ s/\t/\\t/g;
-	$v =~ s/\n/\\n/g;
-	$v =~ s/\r/\\r/g;
-	return $v;
-}
-
-############################################################################
-# The watched tables
-############################################################################
-
-# Keys are drawn so that a hot handful is hit often (contention, deadlocks,
-# reads racing writes) and the rest spreads over a few hundred rows.
-sub key_int { return [ chance(0.3) ? 1 + int(rand(12)) : 1 + int(rand(300)) ]; }
-
-my @ORGS = ('plain', 'a:b', '{x}', 'y}', '{', '100%', '%3A', 'with space', ' lead', 'x y:z{1}%', 'ü:☃');
-sub key_comp { return chance(0.3) ? [ 'a:b', 1 + int(rand(3)) ] : [ pick(@ORGS), 1 + int(rand(20)) ]; }
-
-my @TEXT_TEMPLATES = ('k%d', 'k:%d', '{k%d}', '%d%%', 'key %d', '%%7B%d', 'a:b{%d}%%c d', ' lead%d',
-	'trail%d ', 'ünï%d☃', 'x}{%d', ':%d:', "quote'd %d", 'back\\slash%d');
-my @TEXT_KEYS = map { sprintf($TEXT_TEMPLATES[ $_ % @TEXT_TEMPLATES ], $_) } 1 .. 200;
-sub key_text { return [ chance(0.3) ? $TEXT_KEYS[ int(rand(8)) ] : pick(@TEXT_KEYS) ]; }
-
-# Every table has inc and ver, kept by the trigger fz_track_<table>
-# (see below): inc names one incarnation of a row (an INSERT, or the row
-# an UPDATE of the key moves to), ver counts the updates of it.
-my %TBL = (
-	fz_int => {
-		keycols => ['id'],
-		keytypes => ['int'],
-		key => \&key_int,
-		cols => [
-			[ name => 'text', \&g_text ],
-			[ qty => 'int', \&g_int ],
-			[ price => 'numeric', \&g_numeric ],
-			[ tags => 'int[]', \&g_intarr ],
-			[ doc => 'jsonb', \&g_json ],
-			[ at => 'timestamptz', \&g_ts ],
-			[ big => 'text', \&g_big ],
-		],
-	},
-	fz_comp => {
-		keycols => [ 'org', 'n' ],
-		keytypes => [ 'text', 'int' ],
-		key => \&key_comp,
-		cols => [
-			[ v => 'text', \&g_text ],
-			[ note => 'text', \&g_big ],
-			[ amount => 'numeric', \&g_numeric ],
-			[ at => 'timestamptz', \&g_ts ],
-		],
-	},
-	fz_text => {
-		keycols => ['k'],
-		keytypes => ['text'],
-		key => \&key_text,
-		cols => [
-			[ payload => 'jsonb', \&g_json ],
-			[ amount => 'numeric', \&g_numeric ],
-			[ at => 'timestamptz', \&g_ts ],
-			[ tags => 'int[]', \&g_intarr ],
-			[ big => 'text', \&g_big ],
-		],
-	},
-	fz_inv => {
-		keycols => ['id'],
-		keytypes => ['int'],
-		key => \&key_int,
-		mode => 'invalidate',
-		cols => [
-			[ v => 'text', \&g_text ],
-			[ doc => 'jsonb', \&g_json ],
-			[ at => 'timestamptz', \&g_ts ],
-			[ qty => 'int', \&g_int ],
-		],
-	},
-);
-my @TNAMES = qw(fz_int fz_comp fz_text fz_inv);
-my @WRITE_THROUGH = grep { !$TBL{$_}{mode} } @TNAMES;
-
-sub key_where
-{
-	my ($tn, $key, $alias) = @_;
-	my $t = $TBL{$tn};
-	my $p = defined $alias ? "$alias." : '';
-	return join(' AND ', map { "$p$t->{keycols}[$_] = " . sql_lit($key->[$_], $t->{keytypes}[$_]) } 0 .. $#{ $t->{keycols} });
-}
-
-sub key_list_sql { return join(', ', @{ $TBL{ $_[0] }{keycols} }); }
-
-# Distinct random keys
-sub some_keys
-{
-	my ($tn, $n) = @_;
-	my (%seen, @keys);
-	for (1 .. $n * 3)
-	{
-		my $k = $TBL{$tn}{key}->();
-		push @keys, $k unless $seen{ join("\0", @$k) }++;
-		last if @keys == $n;
-	}
-	return @keys;
-}
-
-# A random subset of the non-key columns (at least one)
-sub some_cols
-{
-	my ($tn) = @_;
-	my @c = grep { chance(0.6) } @{ $TBL{$tn}{cols} };
-	@c = (pick(@{ $TBL{$tn}{cols} })) unless @c;
-	return @c;
-}
-
-# One row's VALUES list for these key values and columns
-sub row_values
-{
-	my ($tn, $key, $cols) = @_;
-	my $t = $TBL{$tn};
-	return '(' . join(', ',
-		(map { sql_lit($key->[$_], $t->{keytypes}[$_]) } 0 .. $#{ $t->{keycols} }),
-		(map { sql_lit($_->[2]->(), $_->[1]) } @$cols)) . ')';
-}
-
-sub set_list
-{
-	my ($cols) = @_;
-	return join(', ', map { "$_->[0] = " . sql_lit($_->[2]->(), $_->[1]) } @$cols);
-}
-
-# A WHERE clause over several rows (ranges, lists, a non-key predicate)
-sub range_where
-{
-	my ($tn) = @_;
-	my $r = rand();
-	if ($tn eq 'fz_int' || $tn eq 'fz_inv')
-	{
-		my $a = 1 + int(rand(300));
-		return "id BETWEEN $a AND " . ($a + int(rand(15))) if $r < 0.7;
-		return "qty % 7 = " . int(rand(7)) . " AND id < " . int(rand(300)) if $r < 0.9;
-		return "id IN (" . join(', ', map { $_->[0] } some_keys($tn, 5)) . ")";
-	}
-	if ($tn eq 'fz_comp')
-	{
-		my $org = sql_quote(pick(@ORGS));
-		my $a = 1 + int(rand(20));
-		return "org = $org AND n BETWEEN $a AND " . ($a + int(rand(6))) if $r < 0.7;
-		return "org IN ($org, " . sql_quote(pick(@ORGS)) . ") AND n < " . int(rand(8)) if $r < 0.9;
-		return "(org, n) IN (" . join(', ', map { '(' . sql_quote($_->[0]) . ", $_->[1])" } some_keys($tn, 4)) . ")";
-	}
-	return "k IN (" . join(', ', map { sql_quote($_->[0]) } some_keys($tn, 2 + int(rand(8)))) . ")" if $r < 0.8;
-	return "k LIKE " . sql_quote(pick('k%', '%:%', '{%', '%\\%%', '% %'));
-}
-
-# SET clause of an UPDATE of several rows: new values, or arithmetic on
-# what is there (NULL, NaN and Infinity included).
-sub range_set
-{
-	my ($tn) = @_;
-	my @c = some_cols($tn);
-	return set_list(\@c) if chance(0.5);
-	return 'qty = coalesce(qty, 0) + 1' if $tn eq 'fz_int' || $tn eq 'fz_inv';
-	return 'amount = amount + 1.5, at = at + interval \'1 day\'';
-}
-
-############################################################################
-# Statements.  A statement is a list of steps; a step is SQL text, or a
-# COPY: { copy => $table, cols => [...], rows => [[...], ...] }, sent as
-# \copy from a file.  A failing step fails the statement.
-############################################################################
-
-sub st_insert
-{
-	my ($tn, $nrows) = @_;
-	my @cols = some_cols($tn);
-	my @keys = some_keys($tn, $nrows);
-	# Half the keys exist: without ON CONFLICT many inserts fail (and roll
-	# their transaction back, which is worth testing too, up to a point).
-	return "INSERT INTO $tn (" . join(', ', key_list_sql($tn), map { $_->[0] } @cols) . ") VALUES "
-	  . join(', ', map { row_values($tn, $_, \@cols) } @keys) . (chance(0.4) ? ' ON CONFLICT DO NOTHING;' : ';');
-}
-
-sub st_insert_select
-{
-	my ($tn) = @_;
-	my $a = 1 + int(rand(300));
-	my $b = $a + int(rand(40));
-	my $conflict = chance(0.7) ? ' ON CONFLICT DO NOTHING' : '';
-	my $ts = "timestamptz '2024-01-01 00:00:00+00' + g * interval '1 hour'";
-	return "INSERT INTO fz_int (id, name, qty, at, tags) SELECT g, 'gen ' || g, g % 13, $ts, ARRAY[g, -g] FROM generate_series($a, $b) g$conflict;"
-	  if $tn eq 'fz_int';
-	return "INSERT INTO fz_inv (id, v, qty, at) SELECT g, 'gen:' || g, g % 13, $ts FROM generate_series($a, $b) g$conflict;"
-	  if $tn eq 'fz_inv';
-	return "INSERT INTO fz_comp (org, n, v, amount) SELECT " . sql_quote(pick(@ORGS))
-	  . ", g, 'gen ' || g, g / 7.0 FROM generate_series(1, " . int(rand(25)) . ") g$conflict;"
-	  if $tn eq 'fz_comp';
-	return "INSERT INTO fz_text (k, payload, amount) SELECT 'g:' || g || ' {x}%', jsonb_build_object('g', g, 'k:', '{}'), g FROM generate_series($a % 60, $a % 60 + "
-	  . int(rand(10)) . ") g$conflict;";
-}
-
-sub st_upsert
-{
-	my ($tn) = @_;
-	my @cols = some_cols($tn);
-	my @keys = some_keys($tn, 1 + int(rand(4)));
-	my $ins = "INSERT INTO $tn AS t (" . join(', ', key_list_sql($tn), map { $_->[0] } @cols) . ") VALUES "
-	  . join(', ', map { row_values($tn, $_, \@cols) } @keys) . " ON CONFLICT (" . key_list_sql($tn) . ")";
-	return "$ins DO NOTHING;" if chance(0.2);
-	my @set = map { chance(0.7) ? "$_->[0] = EXCLUDED.$_->[0]" : "$_->[0] = t.$_->[0]" } @cols;
-	my $where = chance(0.2) ? ' WHERE t.ver % 2 = 0' : '';    # a conditional upsert
-	return "$ins DO UPDATE SET " . join(', ', @set) . "$where;";
-}
-
-sub st_update_key
-{
-	my ($tn) = @_;
-	my ($old) = $TBL{$tn}{key}->();
-	if ($tn eq 'fz_int' || $tn eq 'fz_inv')
-	{
-		return "UPDATE $tn SET id = " . key_int()->[0] . " WHERE id = $old->[0];" if chance(0.6);
-		my $a = 1 + int(rand(300));
-		my $d = pick(1, -1, 7, -13, 50, -50);
-		return "UPDATE $tn SET id = id + ($d) WHERE id BETWEEN $a AND " . ($a + int(rand(8))) . ';';
-	}
-	if ($tn eq 'fz_comp')
-	{
-		return "UPDATE fz_comp SET org = " . sql_quote(pick(@ORGS)) . " WHERE " . key_where($tn, $old) . ';' if chance(0.5);
-		return "UPDATE fz_comp SET n = n + " . pick(1, 3, 20, -1) . " WHERE org = " . sql_quote($old->[0])
-		  . " AND n BETWEEN $old->[1] AND " . ($old->[1] + int(rand(4))) . ';';
-	}
-	return "UPDATE fz_text SET k = " . sql_quote(key_text()->[0]) . ", amount = 1 WHERE " . key_where($tn, $old) . ';';
-}
-
-sub st_copy
-{
-	my ($tn, $in_txn) = @_;
-	my @cols = some_cols($tn);
-	my @keys = some_keys($tn, 2 + int(rand(18)));
-	my $t = $TBL{$tn};
-	my @rows = map { my $k = $_; [ @$k, map { $_->[2]->() } @cols ] } @keys;
-	my @steps;
-	# Replace the rows by a COPY, as a batch load does; without the DELETE
-	# the COPY often fails on a duplicate key (and rolls back whole).
-	push @steps, "DELETE FROM $tn WHERE (" . key_list_sql($tn) . ") IN ("
-	  . join(', ', map { my $k = $_; '(' . join(', ', map { sql_lit($k->[$_], $t->{keytypes}[$_]) } 0 .. $#$k) . ')' } @keys) . ');'
-	  if chance(0.8);
-	push @steps, { copy => $tn, cols => [ @{ $t->{keycols} }, map { $_->[0] } @cols ], rows => \@rows };
-	return @steps;
-}
-
-# A data-modifying CTE that moves a row from one watched table to another:
-# one statement, two tables.
-sub st_move_row
-{
-	my ($id) = @{ key_int() };
-	return "WITH d AS (DELETE FROM fz_int WHERE id = $id RETURNING id, name, doc, at, qty) "
-	  . "INSERT INTO fz_inv AS t (id, v, doc, at, qty) SELECT id, name, doc, at, qty FROM d "
-	  . "ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v, doc = EXCLUDED.doc;";
-}
-
-my @KINDS = (
-	[ insert1 => 10, sub { st_insert($_[0], 1) } ],
-	[ insertN => 6, sub { st_insert($_[0], 2 + int(rand(5))) } ],
-	[ insert_select => 3, sub { st_insert_select($_[0]) } ],
-	[ upsert => 8, sub { st_upsert($_[0]) } ],
-	[ update1 => 14, sub { "UPDATE $_[0] SET " . set_list([ some_cols($_[0]) ]) . " WHERE " . key_where($_[0], $TBL{ $_[0] }{key}->()) . ';' } ],
-	[ update_noop => 2, sub { my @c = some_cols($_[0]); "UPDATE $_[0] SET $c[0][0] = $c[0][0] WHERE " . key_where($_[0], $TBL{ $_[0] }{key}->()) . ';' } ],
-	[ update_range => 6, sub { "UPDATE $_[0] SET " . range_set($_[0]) . " WHERE " . range_where($_[0]) . ';' } ],
-	[ update_key => 6, sub { st_update_key($_[0]) } ],
-	[ delete1 => 8, sub { "DELETE FROM $_[0] WHERE " . key_where($_[0], $TBL{ $_[0] }{key}->()) . ';' } ],
-	[ delete_range => 3, sub { "DELETE FROM $_[0] WHERE " . range_where($_[0]) . ';' } ],
-	[ lock_rows => 2, sub { "SELECT count(*) FROM (SELECT 1 FROM $_[0] WHERE " . range_where($_[0]) . " FOR " . pick('UPDATE', 'NO KEY UPDATE', 'SHARE') . ") s;" } ],
-	[ copy => 3, sub { st_copy($_[0]) } ],
-	[ move_row => 2, sub { st_move_row() } ],
-	[ truncate => 0.1, sub { "TRUNCATE $_[0];" } ],
-);
-my $KIND_TOTAL = 0;
-$KIND_TOTAL += $_->[1] for @KINDS;
-
-sub random_statement
-{
-	my $r = rand($KIND_TOTAL);
-	for my $k (@KINDS)
-	{
-		if (($r -= $k->[1]) < 0)
-		{
-			my $tn = pick(@TNAMES);
-			return ($k->[0], $k->[2]->($tn));
-		}
-	}
-	return ('update1', "UPDATE fz_int SET qty = 1 WHERE id = 1;");
-}
-
-############################################################################
-# A psql session that survives errors and reports a lost connection
-############################################################################
-
-# Like PostgreSQL::Test::BackgroundPsql, but quiet (no note() per query:
-# thousands of statements would drown the test log), tolerant of errors
-# (ON_ERROR_STOP off: the caller decides) and telling apart an error, a
-# lost connection (psql exits when the server goes away, as in a crash
-# restart) and a statement that hangs.
-package FuzzSession;
-
-sub new
-{
-	my ($class, %opts) = @_;
-	return bless { %opts, h => undef, seq => 0, in => '', out => '', err => '' }, $class;
-}
-
-sub connected { return defined $_[0]->{h}; }
-
-sub connect
-{
-	my ($self) = @_;
-	$self->disconnect;
-	my @cmd = ($self->{psql}, '-X', '-A', '-t', '-v', 'ON_ERROR_STOP=0', '-v', 'VERBOSITY=verbose',
-		($self->{quiet} ? ('-q') : ()), '-d', $self->{connstr}, '-f', '-');
-	$self->{in} = $self->{out} = $self->{err} = '';
-	$self->{timer} = IPC::Run::timeout($self->{timeout}, exception => 'fuzz session timeout');
-	my $h = eval {
-		IPC::Run::start(\@cmd, '<', \$self->{in}, '>', \$self->{out}, '2>', \$self->{err}, $self->{timer});
-	};
-	return 0 unless $h;
-	$self->{h} = $h;
-	my $r = $self->run('');
-	return $r->{lost} ? 0 : 1;
-}
-
-# run($text): send SQL (or a psql meta-command line) and wait for its end.
-# Returns { out, err, error (ERROR in stderr), sqlstate, lost, timeout }.
-sub run
-{
-	my ($self, $text) = @_;
-	my $h = $self->{h};
-	return { lost => 1, out => '', err => 'not connected' } unless $h;
-	my $mark = '@@fuzz ' . ++$self->{seq} . '@@';
-	my $re = qr/\Q$mark\E\n/;
-	$self->{out} = '';
-	$self->{err} = '';
-	$self->{in} .= ($text eq '' ? '' : "$text\n") . "\\echo '$mark'\n\\warn '$mark'\n";
-	$self->{timer}->start($self->{timeout});
-	while (!($self->{out} =~ $re && $self->{err} =~ $re))
-	{
-		my $ok = eval { $h->pumpable && $h->pump; 1 };
-		if (!$ok || !$h->pumpable)
-		{
-			my $timeout = (!$ok && $@ =~ /fuzz session timeout/) ? 1 : 0;
-			my $r = { lost => 1, timeout => $timeout, out => $self->{out}, err => $self->{err} };
-			$self->_reap;
-			return $r;
-		}
-	}
-	(my $out = $self->{out}) =~ s/$re//;
-	(my $err = $self->{err}) =~ s/$re//;
-	# A connection lost in the middle of a query does not always make psql
-	# exit before it runs the next lines (the markers): it does at the next
-	# query.  Its messages say so.
-	if ($err =~ /server closed the connection unexpectedly|connection to server was lost|no connection to the server|terminating connection because|could not (?:receive|send) data (?:from|to) server/)
-	{
-		$self->_reap;
-		return { lost => 1, timeout => 0, out => $out, err => $err };
-	}
-	# ERROR and worse from the server; anything psql itself reports
-	# without a severity of NOTICE or less is an error too.
-	my $error = ($err =~ /(?:^|: )(?:ERROR|FATAL|PANIC):/m
-		  || $err =~ /^psql:<stdin>:\d+: (?!(?:NOTICE|WARNING|INFO|LOG|DEBUG)\b)/m) ? 1 : 0;
-	my ($state) = $err =~ /(?:ERROR|FATAL|PANIC):\s+([0-9A-Z]{5}):/;
-	return { out => $out, err => $err, error => $error, sqlstate => $state // '', lost => 0 };
-}
-
-sub _reap
-{
-	my ($self) = @_;
-	my $h = $self->{h} or return;
-	$self->{h} = undef;
-	eval { $h->kill_kill(grace => 2); };
-	return;
-}
-
-sub disconnect
-{
-	my ($self) = @_;
-	my $h = $self->{h} or return;
-	$self->{in} .= "\\q\n";
-	$self->{timer}->start(10);
-	if (!eval { $h->finish; 1 })
-	{
-		eval { $h->kill_kill(grace => 1); };
-	}
-	$self->{h} = undef;
-	return;
-}
-
-package main;
-
-############################################################################
-# Sessions (forked processes): writers and readers
-############################################################################
-
-# Expected errors of concurrent writers; anything else is reported.
-my %EXPECTED_STATE = (
-	'40P01' => 'deadlock',
-	'23505' => 'unique violation',
-	'21000' => 'ON CONFLICT DO UPDATE twice',
-	'40001' => 'serialization failure',
-);
-
-my ($node, $db, $psql_bin, $connstr, $copydir, $end_time);
-my $logdir = $PostgreSQL::Test::Utils::log_path;
-
-# Time of day in UTC to the millisecond, as in the server log.
-sub stamp
-{
-	my $t = time();
-	return POSIX::strftime('%H:%M:%S', gmtime($t)) . sprintf('.%03d', ($t - int($t)) * 1000);
-}
-
-# Each session keeps its last statements in a ring, written to its log on
-# anything unexpected and at the end.
-sub ring_add
-{
-	my ($ctx, $text, $r) = @_;
-	my $t = length($text) > 400 ? substr($text, 0, 400) . '...(' . length($text) . ' chars)' : $text;
-	my $res = $r->{lost} ? ($r->{timeout} ? 'TIMEOUT' : 'LOST') : $r->{error} ? "ERROR $r->{sqlstate}" : 'ok';
-	my $out = $r->{out} // '';
-	$out = substr($out, 0, 300) . '...' if length($out) > 300;
-	push @{ $ctx->{ring} }, sprintf('%s %s => %s%s', stamp(), $t, $res, $out ne '' ? " [$out]" : '');
-	shift @{ $ctx->{ring} } if @{ $ctx->{ring} } > 200;
-	return;
-}
-
-sub ctx_log
-{
-	my ($ctx, $msg) = @_;
-	print { $ctx->{log} } stamp() . " $msg\n";
-	return;
-}
-
-# Something that must fail the test: kept for the parent, logged with the
-# statements that led to it.
-sub ctx_problem
-{
-	my ($ctx, $kind, $msg) = @_;
-	$ctx->{st}{$kind}++;
-	push @{ $ctx->{problems} }, "$kind: $msg" if @{ $ctx->{problems} } < 20;
-	ctx_log($ctx, "PROBLEM $kind: $msg\n  last statements:\n    " . join("\n    ", @{ $ctx->{ring} }));
-	return;
-}
-
-sub connect_session
-{
-	my ($ctx) = @_;
-	my $s = $ctx->{s};
-	my $give_up = $end_time + 90;
-	my $tries = 0;
-	while (!$s->connect)
-	{
-		$tries++;
-		return 0 if time() > $give_up;
-		usleep(50_000 + int(rand(100_000)));
-	}
-	$ctx->{st}{connects}++;
-	$ctx->{settings} = '00';    # a new session: origin role, synchronous commits
-	# Session settings wtcache must not depend on: keys and JSON are
-	# rendered under fixed ones.
-	my $setup = "SET TimeZone = '" . pick('UTC', 'Asia/Kolkata', 'America/St_Johns', 'Pacific/Chatham', 'Europe/Paris')
-	  . "'; SET DateStyle = '" . pick('ISO, MDY', 'SQL, DMY', 'German', 'Postgres, YMD') . "'; "
-	  . "SET extra_float_digits = " . pick(0, 1, 3) . ';';
-	my $r = $s->run($setup);
-	ring_add($ctx, $setup, $r);
-	return 0 if $r->{lost};
-	ctx_problem($ctx, 'unexpected_errors', "session setup failed: $r->{err}") if $r->{error};
-	return 1;
-}
-
-# Run one step; classify its outcome.  Returns the run() result with rows
-# (rows changed, from the command tags) and kind ('ok', 'error', 'lost').
-sub w_step
-{
-	my ($ctx, $step) = @_;
-	my $text = $step;
-	if (ref $step)
-	{
-		my $file = "$copydir/$ctx->{name}.copy";
-		open(my $fh, '>', $file) or die "open $file: $!";
-		print $fh join("\t", map { copy_field($_) } @$_) . "\n" for @{ $step->{rows} };
-		close $fh;
-		$text = "\\copy $step->{copy} (" . join(', ', @{ $step->{cols} }) . ") FROM '$file'";
-	}
-	my $r = $ctx->{s}->run($text);
-	ring_add($ctx, $text, $r);
-	$ctx->{st}{statements}++;
-	if ($r->{lost})
-	{
-		if ($r->{timeout})
-		{
-			ctx_problem($ctx, 'hangs', "no answer in $ctx->{s}{timeout} s to: " . substr($text, 0, 300));
-			$ctx->{stop} = 1;
-		}
-		$r->{kind} = 'lost';
-		return $r;
-	}
-	if ($r->{error})
-	{
-		my $what = $EXPECTED_STATE{ $r->{sqlstate} };
-		if (defined $what)
-		{
-			$ctx->{st}{errors_tolerated}++;
-			$ctx->{st}{"error $r->{sqlstate} ($what)"}++;
-		}
-		else
-		{
-			ctx_problem($ctx, 'unexpected_errors', "$r->{err}\n  statement: " . substr($text, 0, 500));
-		}
-		$r->{kind} = 'error';
-		return $r;
-	}
-	my $rows = 0;
-	$rows += $1 for $r->{out} =~ /^(?:INSERT \d+|UPDATE|DELETE|COPY) (\d+)$/mg;
-	$r->{rows} = $rows;
-	$r->{kind} = 'ok';
-	return $r;
-}
-
-sub w_control
-{
-	my ($ctx, $sql) = @_;
-	my $r = $ctx->{s}->run($sql);
-	ring_add($ctx, $sql, $r);
-	if (!$r->{lost} && $r->{error})
-	{
-		ctx_problem($ctx, 'unexpected_errors', "$r->{err}\n  statement: $sql");
-		$r->{kind} = 'error';
-	}
-	$r->{kind} //= $r->{lost} ? 'lost' : 'ok';
-	return $r;
-}
-
-# Statements of a transaction, with nested savepoints.  Returns (status,
-# rows) with status 'ok', 'error' (the transaction is aborted) or 'lost'.
-sub w_block
-{
-	my ($ctx, $depth) = @_;
-	my $rows = 0;
-	for (0 .. int(rand(4)))
-	{
-		if ($depth < 3 && chance(0.2))
-		{
-			my $sp = "sp$depth";
-			my $r = w_control($ctx, "SAVEPOINT $sp;");
-			return ('lost') if $r->{kind} eq 'lost';
-			my ($status, $inner) = w_block($ctx, $depth + 1);
-			return ('lost') if $status eq 'lost';
-			if ($status eq 'error' || chance(0.3))
-			{
-				$r = w_control($ctx, "ROLLBACK TO SAVEPOINT $sp;");
-				return ('lost') if $r->{kind} eq 'lost';
-				$ctx->{st}{savepoint_rollbacks}++;
-				$ctx->{st}{changes_rolled_back} += $inner;
-			}
-			else
-			{
-				$rows += $inner;
-			}
-			if (chance(0.6))
-			{
-				$r = w_control($ctx, "RELEASE SAVEPOINT $sp;");
-				return ('lost') if $r->{kind} eq 'lost';
-			}
-			next;
-		}
-		# Sometimes hold the locks a little: more waits, more deadlocks.
-		usleep(int(rand(20_000))) if chance(0.1);
-		my ($kind, @steps) = random_statement();
-		$ctx->{st}{"statement $kind"}++;
-		for my $step (@steps)
-		{
-			my $r = w_step($ctx, $step);
-			return ('lost') if $r->{kind} eq 'lost';
-			return ('error', $rows) if $r->{kind} eq 'error';
-			$rows += $r->{rows};
-		}
-	}
-	return ('ok', $rows);
-}
-
-# The session settings of a writer's next transaction.  Some
-# transactions run as a logical replication apply worker does
-# (session_replication_role = replica: only ENABLE ALWAYS triggers fire),
-# a few always and most of them while the parent's replica_role fault has
-# its flag file up; while the async_crash fault has its flag up, most
-# commit with synchronous_commit = off (visible before their WAL is
-# flushed, lost by a crash).  The settings are sent only when they change.
-sub writer_settings
-{
-	my ($ctx) = @_;
-	my $replica = chance(-e "$copydir/replica" ? 0.8 : 0.03) ? 1 : 0;
-	my $async = (-e "$copydir/async" && chance(0.7)) ? 1 : 0;
-	my $want = "$replica$async";
-	return 1 if ($ctx->{settings} // '00') eq $want;
-	my $r = w_control($ctx, 'SET session_replication_role = ' . ($replica ? 'replica' : 'origin')
-		  . '; SET synchronous_commit = ' . ($async ? 'off' : 'on') . ';');
-	return 0 if $r->{kind} ne 'ok';
-	$ctx->{settings} = $want;
-	return 1;
-}
-
-# Count a commit of $rows changes under the session's settings.
-sub count_commit
-{
-	my ($ctx, $rows) = @_;
-	my $st = $ctx->{st};
-	$st->{commits}++;
-	$st->{changes_committed} += $rows;
-	my $set = $ctx->{settings} // '00';
-	$st->{commits_replica}++ if substr($set, 0, 1);
-	$st->{commits_async}++ if substr($set, 1, 1);
-	return;
-}
-
-sub writer_transaction
-{
-	my ($ctx) = @_;
-	my $st = $ctx->{st};
-	if (!writer_settings($ctx)) { $st->{interrupted}++; return; }
-	if (chance(0.4))
-	{
-		# autocommit: each step commits on its own
-		my ($kind, @steps) = random_statement();
-		$st->{"statement $kind"}++;
-		for my $step (@steps)
-		{
-			my $r = w_step($ctx, $step);
-			if ($r->{kind} eq 'lost') { $st->{interrupted}++; return; }
-			last if $r->{kind} eq 'error';
-			count_commit($ctx, $r->{rows});
-		}
-		return;
-	}
-	my $r = w_control($ctx, 'BEGIN;');
-	if ($r->{kind} eq 'lost') { $st->{interrupted}++; return; }
-	my ($status, $rows) = w_block($ctx, 0);
-	if ($status eq 'lost') { $st->{interrupted}++; return; }
-	if ($status eq 'error' || chance(0.15))
-	{
-		$r = w_control($ctx, 'ROLLBACK;');
-		if ($r->{kind} eq 'lost') { $st->{interrupted}++; return; }
-		$st->{rollbacks}++;
-		$st->{changes_rolled_back} += $rows;
-		return;
-	}
-	$r = w_control($ctx, 'COMMIT;');
-	# A connection lost during COMMIT leaves its outcome unknown.
-	if ($r->{kind} eq 'lost') { $st->{interrupted}++; return; }
-	if ($r->{out} =~ /^COMMIT$/m)
-	{
-		count_commit($ctx, $rows);
-	}
-	else
-	{
-		ctx_problem($ctx, 'unexpected_errors', "COMMIT answered '$r->{out}' $r->{err}");
-	}
-	return;
-}
-
-# One freshness check of 1 to 8 keys of one table, three statements:
-#   A  the committed state of each key (inc, ver, or no row) and the
-#      statement's snapshot, pg_current_snapshot();
-#   B  wtcache.get() / get_many() / get_row() of the same keys, in a later
-#      statement, so everything A saw committed before B started;
-#   C  the state again, and for the row B returned: whether its death
-#      (DELETE, key change, TRUNCATE: a row of fz_dead written by the same
-#      transaction) is committed, and whether it was already visible in A's
-#      snapshot.
-# A read is stale only when one of these holds (each is impossible for a
-# read that is not older than A, whatever the writers did meanwhile):
-#   - B returned a row whose death A's snapshot already saw;
-#   - B returned the incarnation A saw, with a smaller ver;
-#   - A and C saw the same incarnation (so it was there throughout) and B
-#     returned no row, or another incarnation.
-# And B returned something that never committed when:
-#   - B's incarnation is neither in C nor dead (never committed), or it
-#     is in C with a smaller ver than B's (B is ahead of the database);
-#   - the row B returned has other key values than asked.
-sub reader_check
-{
-	my ($ctx) = @_;
-	my $st = $ctx->{st};
-	my $tn = pick(@TNAMES);
-	my $t = $TBL{$tn};
-	my $nkc = scalar @{ $t->{keycols} };
-	my @keys = some_keys($tn, chance(0.6) ? 1 : 2 + int(rand(7)));
-	my $method = pick('get', 'get', 'get', 'get_many', 'get_many', 'get_row');
-	my @kcols = map { "k$_" } 1 .. $nkc;
-	my $kalias = 'k(i, ' . join(', ', @kcols) . ')';
-	my $values = join(', ', map { my $i = $_; '(' . join(', ', $i + 1, map { sql_quote($_) } @{ $keys[$i] }) . ')' } 0 .. $#keys);
-	my $join = join(' AND ', map { "t.$t->{keycols}[$_] = k.k" . ($_ + 1) . "::$t->{keytypes}[$_]" } 0 .. $nkc - 1);
-	my $kargs = join(', ', map { "k.$_" } @kcols);
-
-	my $sql_a = "SELECT pg_current_snapshot(), k.i, t.inc, t.ver FROM (VALUES $values) $kalias LEFT JOIN $tn t ON $join ORDER BY k.i;";
-	my $sql_b;
-	if ($method eq 'get_row')
-	{
-		my $match = join(' AND ', map { "r.$t->{keycols}[$_]::text = k.k" . ($_ + 1) } 0 .. $nkc - 1);
-		$sql_b = "SELECT k.i, r.inc IS NULL, r.inc, r.ver, $match FROM (VALUES $values) $kalias "
-		  . "CROSS JOIN LATERAL wtcache.get_row(NULL::$tn, $kargs) r ORDER BY k.i;";
-	}
-	else
-	{
-		my $match = join(' AND ', map { "(g.j->>'$t->{keycols}[$_]') = k.k" . ($_ + 1) } 0 .. $nkc - 1);
-		my $cols = "k.i, g.j IS NULL, g.j->>'inc', g.j->>'ver', $match";
-		if ($method eq 'get')
-		{
-			$sql_b = "SELECT $cols FROM (VALUES $values) $kalias CROSS JOIN LATERAL "
-			  . "(SELECT wtcache.get('$tn', $kargs) AS j OFFSET 0) g ORDER BY k.i;";
-		}
-		else
-		{
-			my $arr = $nkc == 1
-			  ? 'ARRAY[' . join(', ', map { sql_quote($_->[0]) } @keys) . ']'
-			  : 'ARRAY[' . join(', ', map { my $k = $_; '[' . join(', ', map { sql_quote($_) } @$k) . ']' } @keys) . ']';
-			$sql_b = "SELECT $cols FROM wtcache.get_many('$tn', $arr) WITH ORDINALITY g(gk, j, i) "
-			  . "JOIN (VALUES $values) $kalias ON k.i = g.i ORDER BY k.i;";
-		}
-	}
-
-	my $ra = $ctx->{s}->run($sql_a);
-	ring_add($ctx, $sql_a, $ra);
-	return if reader_failed($ctx, $ra, $sql_a);
-	my $rb = $ctx->{s}->run($sql_b);
-	ring_add($ctx, $sql_b, $rb);
-	return if reader_failed($ctx, $rb, $sql_b);
-
-	my @a = map { [ split /\|/, $_, -1 ] } split /\n/, $ra->{out};
-	my @b = map { [ split /\|/, $_, -1 ] } split /\n/, $rb->{out};
-	if (@a != @keys || @b != @keys)
-	{
-		ctx_problem($ctx, 'unexpected_errors', "reader: " . scalar(@keys) . " keys, A gave " . scalar(@a)
-			  . " rows, B gave " . scalar(@b) . " rows:\n  $sql_a\n  $sql_b\n  A: $ra->{out}\n  B: $rb->{out}");
-		return;
-	}
-	my $snap = $a[0][0];
-	my $cvalues = join(', ', map {
-		my $i = $_;
-		my $binc = ($b[$i][1] eq 'f' && $b[$i][2] =~ /^\d+$/) ? $b[$i][2] : 'NULL';
-		'(' . join(', ', $i + 1, (map { sql_quote($_) } @{ $keys[$i] }), "$binc\::bigint") . ')'
-	} 0 .. $#keys);
-	my $sql_c = "SELECT k.i, t.inc, t.ver, "
-	  . "(SELECT bool_or(pg_visible_in_snapshot(d.xid, '$snap'::pg_snapshot)) FROM fz_dead d WHERE d.inc = k.binc), "
-	  . "EXISTS (SELECT 1 FROM fz_dead d WHERE d.inc = k.binc) "
-	  . "FROM (VALUES $cvalues) k(i, " . join(', ', @kcols) . ", binc) LEFT JOIN $tn t ON $join ORDER BY k.i;";
-	my $rc = $ctx->{s}->run($sql_c);
-	ring_add($ctx, $sql_c, $rc);
-	return if reader_failed($ctx, $rc, $sql_c);
-	my @c = map { [ split /\|/, $_, -1 ] } split /\n/, $rc->{out};
-	if (@c != @keys)
-	{
-		ctx_problem($ctx, 'unexpected_errors', "reader: C gave " . scalar(@c) . " rows for " . scalar(@keys) . " keys: $rc->{out}");
-		return;
-	}
-
-	for my $i (0 .. $#keys)
-	{
-		my (undef, undef, $ai, $av) = @{ $a[$i] };
-		my (undef, $bnull, $bi, $bv, $bmatch) = @{ $b[$i] };
-		my (undef, $ci, $cv, $dead_in_a, $dead_now) = @{ $c[$i] };
-		my $A = $ai ne '';
-		my $B = $bnull eq 'f';
-		my $C = $ci ne '';
-		my $why;
-		if ($B && $bmatch ne 't') { $why = 'returned a row with other key values'; }
-		elsif ($B && $dead_in_a eq 't') { $why = 'returned a row deleted (or moved, or truncated) before the read started'; }
-		elsif ($B && $A && $bi eq $ai && $bv < $av) { $why = "returned ver $bv of the row, older than ver $av committed before the read"; }
-		elsif (!$B && $A && $C && $ai eq $ci) { $why = 'returned no row while the row existed throughout'; }
-		elsif ($B && $A && $C && $ai eq $ci && $bi ne $ai) { $why = 'returned another incarnation while the row existed throughout'; }
-		elsif ($B && !($C && $ci eq $bi) && $dead_now ne 't') { $why = 'returned a row that never committed (neither there nor deleted)'; }
-		elsif ($B && $C && $ci eq $bi && $bv > $cv) { $why = "returned ver $bv, ahead of the committed ver $cv"; }
-		$st->{reads_checked}++;
-		$st->{"reads_checked $method"}++;
-		$st->{reads_null}++ unless $B;
-		next unless defined $why;
-		my $key = join(', ', map { "'$_'" } @{ $keys[$i] });
-		ctx_problem($ctx, 'stale_reads', "$tn ($key) by $method: $why\n"
-			  . "  A (before): " . ($A ? "inc $ai ver $av" : 'no row') . ", snapshot $snap\n"
-			  . "  B (wtcache): " . ($B ? "inc $bi ver $bv" : 'NULL') . "\n"
-			  . "  C (after): " . ($C ? "inc $ci ver $cv" : 'no row') . ", B's row dead: " . ($dead_now eq 't' ? 'yes' : 'no')
-			  . ($dead_in_a eq 't' ? ' (visible in A\'s snapshot)' : '') . "\n"
-			  . "  statements:\n    $sql_a\n    $sql_b\n    $sql_c");
-	}
-	return;
-}
-
-sub reader_failed
-{
-	my ($ctx, $r, $sql) = @_;
-	if ($r->{lost})
-	{
-		if ($r->{timeout})
-		{
-			ctx_problem($ctx, 'hangs', "no answer in $ctx->{s}{timeout} s to: $sql");
-			$ctx->{stop} = 1;
-		}
-		$ctx->{st}{reads_interrupted}++;
-		return 1;
-	}
-	# A read can be the victim of a deadlock without holding any lock
-	# anybody waits for: queued behind the AccessExclusiveLock a TRUNCATE
-	# or an ALTER TABLE (the alter_key fault) waits for, it closes a cycle
-	# of waits of the writers' transactions, and PostgreSQL cancels it.
-	# Without wtcache too; the check is skipped.
-	if ($r->{error} && $r->{sqlstate} eq '40P01')
-	{
-		$ctx->{st}{reads_deadlocked}++;
-		return 1;
-	}
-	if ($r->{error})
-	{
-		ctx_problem($ctx, 'unexpected_errors', "reader: $r->{err}\n  statement: $sql");
-		return 1;
-	}
-	return 0;
-}
-
-sub session_main
-{
-	my ($role, $idx) = @_;
-	my $name = ($role eq 'w' ? 'writer' : 'reader') . $idx;
-	open(my $log, '>>', "$logdir/014_fuzz_$name.log") or die "open log: $!";
-	$log->autoflush(1);
-	my $ctx = {
-		name => $name,
-		log => $log,
-		st => {},
-		ring => [],
-		problems => [],
-		s => FuzzSession->new(psql => $psql_bin, connstr => $connstr, quiet => ($role eq 'r'), timeout => 60),
-	};
-	ctx_log($ctx, "$name starts, seed $seed");
-	while (time() < $end_time && !$ctx->{stop})
-	{
-		if (!$ctx->{s}->connected)
-		{
-			if (!connect_session($ctx))
-			{
-				ctx_problem($ctx, 'unexpected_errors', 'could not connect again within 90 s after the end of the run');
-				last;
-			}
-		}
-		$role eq 'w' ? writer_transaction($ctx) : reader_check($ctx);
-	}
-	$ctx->{s}->disconnect;
-	ctx_log($ctx, "$name ends; last statements:\n    " . join("\n    ", @{ $ctx->{ring} }));
-	open(my $out, '>', "$copydir/$name.stats") or die "open stats: $!";
-	for my $k (sort keys %{ $ctx->{st} })
-	{
-		print $out "stat\t$k\t$ctx->{st}{$k}\n";
-	}
-	for my $p (@{ $ctx->{problems} })
-	{
-		(my $one = $p) =~ s/\n/\\n/g;
-		print $out "problem\t$name\t$one\n";
-	}
-	close $out;
-	return;
-}
-
-sub spawn_session
-{
-	my ($role, $idx) = @_;
-	my $pid = fork();
-	die "fork: $!" unless defined $pid;
-	if ($pid == 0)
-	{
-		# The child must never run the test's END blocks (they would stop
-		# the node and Redis) nor write TAP: it leaves with _exit.
-		$SIG{__DIE__} = 'DEFAULT';
-		$SIG{PIPE} = 'IGNORE';
-		untie *STDOUT;
-		untie *STDERR;
-		open(STDOUT, '>>', "$logdir/014_fuzz_" . ($role eq 'w' ? 'writer' : 'reader') . "$idx.log");
-		open(STDERR, '>&', \*STDOUT);
-		srand(($seed * 1009 + ($role eq 'w' ? 1 : 500) + $idx) % 4294967296);
-		my $ok = eval { session_main($role, $idx); 1 };
-		print STDERR "session died: $@\n" unless $ok;
-		POSIX::_exit($ok ? 0 : 1);
-	}
-	$children{$pid} = ($role eq 'w' ? 'writer' : 'reader') . $idx;
-	return $pid;
-}
-
-############################################################################
 # Setup
 ############################################################################
 
@@ -1174,7 +172,7 @@ my $command_timeout_ms = 1500;
 my $batch = pick(100, 1000, 10000);
 my $poll = pick('500ms', '5s');
 my $slots = pick(1024, 1048576);
-$node = new_wtcache_node('fuzz', redis_port => $pp, extra_conf => qq{
+my $node = new_wtcache_node('fuzz', redis_port => $pp, extra_conf => qq{
 wtcache.batch_size = $batch
 wtcache.poll_interval = '$poll'
 wtcache.pending_slots = $slots
@@ -1192,120 +190,19 @@ log_min_messages = info
 # comes.
 wal_writer_delay = '2s'
 });
-$db = 'postgres';
+my $db = 'postgres';
 progress("config: batch_size $batch, poll_interval $poll, pending_slots $slots; "
 	  . "Redis on port $rp (AOF, appendfsync always), PostgreSQL through the proxy on port $pp");
 
 sub sql { return $node->safe_psql($db, $_[0]); }
 
-# fz_dead: every incarnation that died (deleted, moved by a key change,
-# truncated), with the top-level transaction that killed it.  The readers'
-# check compares it with their snapshots.
-sql(q{
-CREATE SEQUENCE fz_inc;
-CREATE TABLE fz_dead (tbl text NOT NULL, inc bigint NOT NULL, xid xid8 NOT NULL);
-CREATE INDEX ON fz_dead (inc);
-CREATE TABLE fz_int (id int PRIMARY KEY, inc bigint NOT NULL DEFAULT 0, ver int NOT NULL DEFAULT 0,
-                     name text, qty int, price numeric, tags int[], doc jsonb, at timestamptz, big text);
-CREATE TABLE fz_comp (org text, n int, inc bigint NOT NULL DEFAULT 0, ver int NOT NULL DEFAULT 0,
-                      v text, note text, amount numeric, at timestamptz, PRIMARY KEY (org, n));
-CREATE TABLE fz_text (k text PRIMARY KEY, inc bigint NOT NULL DEFAULT 0, ver int NOT NULL DEFAULT 0,
-                      payload jsonb, amount numeric, at timestamptz, tags int[], big text);
-CREATE TABLE fz_inv (id int PRIMARY KEY, inc bigint NOT NULL DEFAULT 0, ver int NOT NULL DEFAULT 0,
-                     v text, doc jsonb, at timestamptz, qty int);
-CREATE FUNCTION fz_track_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE format('INSERT INTO fz_dead SELECT %L, inc, pg_current_xact_id() FROM %I', TG_TABLE_NAME, TG_TABLE_NAME);
-    RETURN NULL;
-END $$;
-});
-
-# inc and ver are set by a BEFORE trigger, not by the statements, so that
-# every path (ON CONFLICT DO UPDATE, an UPDATE re-checked after a
-# concurrent one, COPY) counts exactly once: INSERT starts an incarnation
-# at ver 0, an UPDATE that keeps the key adds 1 to ver, one that changes
-# the key ends the incarnation and starts another.  (A user trigger that
-# rewrites NEW is also something wtcache's capture must live with.)  The
-# key comparison is dynamic SQL: the alter_key fault changes the type of
-# a key column, and PL/pgSQL's cached plan of NEW.id would then fail in
-# every session that ran it before ("type of parameter ... does not match
-# that when preparing the plan").  The triggers fire whatever
-# session_replication_role says (ENABLE ALWAYS), as wtcache's do, so that
-# inc, ver and fz_dead are kept by the writers' replica-role transactions
-# too.
-for my $tn (@TNAMES)
-{
-	my $t = $TBL{$tn};
-	my $new = join(', ', map { "(\$1).$_" } @{ $t->{keycols} });
-	my $old = join(', ', map { "(\$2).$_" } @{ $t->{keycols} });
-	sql(qq{
-CREATE FUNCTION fz_track_$tn() RETURNS trigger LANGUAGE plpgsql AS \$\$
-DECLARE
-    moved boolean;
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        NEW.inc := nextval('fz_inc');
-        NEW.ver := 0;
-        RETURN NEW;
-    ELSIF TG_OP = 'UPDATE' THEN
-        EXECUTE 'SELECT ROW($new) IS DISTINCT FROM ROW($old)' INTO moved USING NEW, OLD;
-        IF moved THEN
-            INSERT INTO fz_dead VALUES ('$tn', OLD.inc, pg_current_xact_id());
-            NEW.inc := nextval('fz_inc');
-            NEW.ver := 0;
-        ELSE
-            NEW.inc := OLD.inc;
-            NEW.ver := OLD.ver + 1;
-        END IF;
-        RETURN NEW;
-    END IF;
-    INSERT INTO fz_dead VALUES ('$tn', OLD.inc, pg_current_xact_id());
-    RETURN OLD;
-END \$\$;
-CREATE TRIGGER fz_track BEFORE INSERT OR UPDATE OR DELETE ON $tn
-    FOR EACH ROW EXECUTE FUNCTION fz_track_$tn();
-CREATE TRIGGER fz_track_truncate BEFORE TRUNCATE ON $tn
-    FOR EACH STATEMENT EXECUTE FUNCTION fz_track_truncate();
-ALTER TABLE $tn ENABLE ALWAYS TRIGGER fz_track;
-ALTER TABLE $tn ENABLE ALWAYS TRIGGER fz_track_truncate;
-});
-}
-
-if ($audit)
-{
-	sql(q{
-CREATE TABLE fz_queue_audit (id bigint, relid oid, keys text[], table_key text, per_table boolean,
-                             xid xid8, at timestamptz);
-CREATE FUNCTION fz_queue_audit() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO fz_queue_audit VALUES (NEW.id, NEW.relid, NEW.keys, NEW.table_key, NEW.per_table,
-                                       pg_current_xact_id(), clock_timestamp());
-    RETURN NULL;
-END $$;
-CREATE TRIGGER fz_queue_audit AFTER INSERT ON wtcache.queue FOR EACH ROW EXECUTE FUNCTION fz_queue_audit();
-CREATE TABLE fz_queue_acked (id bigint, pid int, xid xid8, at timestamptz);
-CREATE FUNCTION fz_queue_acked() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO fz_queue_acked VALUES (OLD.id, pg_backend_pid(), pg_current_xact_id(), clock_timestamp());
-    RETURN NULL;
-END $$;
-CREATE TRIGGER fz_queue_acked AFTER DELETE ON wtcache.queue FOR EACH ROW EXECUTE FUNCTION fz_queue_acked();
-ALTER TABLE wtcache.queue ENABLE ALWAYS TRIGGER fz_queue_audit;
-ALTER TABLE wtcache.queue ENABLE ALWAYS TRIGGER fz_queue_acked;
-});
-}
+# The watched tables (not watched yet) and the triggers that keep the
+# readers' bookkeeping: see WtcacheFuzz::Schema.
+create_tables($node, $db);
+create_queue_audit($node, $db) if $audit;
 
 # Initial rows: fz_int's exist before its watch (warm => true pushes
 # them), the others are inserted under the watch.
-sub initial_rows
-{
-	my ($tn, $n) = @_;
-	my $t = $TBL{$tn};
-	my @cols = @{ $t->{cols} };
-	my @keys = some_keys($tn, $n);
-	return "INSERT INTO $tn (" . join(', ', @{ $t->{keycols} }, map { $_->[0] } @cols) . ") VALUES "
-	  . join(', ', map { row_values($tn, $_, \@cols) } @keys) . " ON CONFLICT DO NOTHING;";
-}
 sql(initial_rows('fz_int', 200));
 sql(q{SELECT wtcache.watch('fz_int', warm => true)});
 sql(q{SELECT wtcache.watch('fz_comp')});
@@ -1329,88 +226,17 @@ my $initial = sql(q{SELECT (SELECT count(*) FROM fz_int) + (SELECT count(*) FROM
                          + (SELECT count(*) FROM fz_text) + (SELECT count(*) FROM fz_inv)});
 progress("initial rows: $initial");
 
-$psql_bin = $node->installed_command('psql');
-$connstr = $node->connstr($db);
-$copydir = PostgreSQL::Test::Utils::tempdir('fuzz');
+my $psql_bin = $node->installed_command('psql');
+my $connstr = $node->connstr($db);
+my $copydir = PostgreSQL::Test::Utils::tempdir('fuzz');
 
 ############################################################################
 # Faults
 ############################################################################
 
-# The kinds of fault (see inject() below):
-#   redis_empty  Redis stopped (SIGTERM), restarted empty;
-#   redis_kill9  Redis killed (kill -9), restarted with its AOF or, at
-#                random, without it;
-#   redis_aof    Redis killed (kill -9), restarted with its AOF
-#                (appendfsync always): it must come back with everything it
-#                acknowledged, and the worker must not take it for a Redis
-#                that lost data;
-#   worker_kill  the delivery worker SIGKILLed (a crash restart);
-#   pg_restart   PostgreSQL stopped in immediate mode and started;
-#   proxy_stall  the proxy between PostgreSQL and Redis relays nothing for
-#                longer than wtcache.command_timeout (the worker and the
-#                readers run into their timeouts), then relays what it held,
-#                late, or (at random) cuts every connection instead;
-#   proxy_cut    the proxy closes every open connection at once, one to
-#                three times 200 ms apart;
-#   drop_table   three to seven rounds of: fz_drop (a fifth watched table,
-#                the sessions do not use it) created and watched, hundreds
-#                to thousands of rows written to it, and the table dropped
-#                at once, once the worker has begun pushing them, or after
-#                a random pause (its changes queued or in the worker's
-#                hands); then created once more with rows, which must be
-#                in Redis at the end without the dropped ones' keys (the
-#                name is reused).  The worker must neither crash nor fail
-#                on the dropped table (its log lines, the postmaster's start
-#                time) and delivery goes on;
-#   alter_key    ALTER TABLE ... ALTER COLUMN <key column> TYPE of fz_int,
-#                fz_inv or fz_comp (int to bigint, or back) under the
-#                writers' load, retried on a lock timeout or deadlock; the
-#                capture triggers must be back, ENABLE ALWAYS, and the
-#                writers must go on writing the table;
-#   replica_role for 2 to 5 s most writer transactions run with
-#                session_replication_role = replica, as a logical
-#                replication apply worker does (3% do at any time), and
-#                the fault itself changes rows of fz_own (written only by
-#                the test) under that role; the capture triggers fire
-#                ENABLE ALWAYS, so the readers and the final comparisons
-#                see those changes;
-#   async_crash  most writer transactions, and a loop of one-row commits
-#                into fz_own, commit with synchronous_commit = off; once
-#                some of them are visible but not flushed (the WAL writer
-#                runs only every 2 s here), PostgreSQL is stopped in
-#                immediate mode and started: the crash takes back commits
-#                that were acknowledged, and Redis must hold none of them (the
-#                worker flushes the WAL a batch saw before sending it):
-#                once delivery is done, fz_own equals Redis key for key.
-# Each kind once at a random moment (in random order), then, in longer
-# runs, one more about every 12 s; all between 10% and 85% of the run, so
-# that the sessions work before, between and after them.  Faults are
-# injected one after the other: one that runs late delays the next.
-my @FAULT_KINDS = qw(redis_empty redis_kill9 redis_aof worker_kill pg_restart proxy_stall proxy_cut
-  drop_table alter_key replica_role async_crash);
-my @fault_plan;
-if ($faults_on)
-{
-	my @kinds = @FAULT_KINDS;
-	my $extra = $secs > 30 ? int(($secs - 30) / 12) : 0;
-	push @kinds, pick('redis_empty', 'redis_kill9', 'redis_aof', 'worker_kill', 'worker_kill', 'redis_empty', 'pg_restart',
-		'proxy_stall', 'proxy_cut', 'drop_table', 'alter_key', 'replica_role', 'async_crash') for 1 .. $extra;
-	for (my $i = $#kinds; $i > 0; $i--)
-	{
-		my $j = int(rand($i + 1));
-		@kinds[ $i, $j ] = @kinds[ $j, $i ];
-	}
-	# (In a short run the last one is planned 10 s before the end at the
-	# latest: a fault takes a few seconds, and a late one waits for it.)
-	my $last = $secs - 10 < 0.85 * $secs ? $secs - 10 : 0.85 * $secs;
-	$last = 0.5 * $secs if $last < 0.5 * $secs;
-	my $slot = ($last - 0.1 * $secs) / @kinds;
-	for my $i (0 .. $#kinds)
-	{
-		push @fault_plan, { at => 0.1 * $secs + $slot * ($i + rand()), kind => $kinds[$i], pause => rand(1.5), variant => rand() };
-	}
-}
+# The seed's schedule: each kind once, in random order, then more in
+# longer runs (see WtcacheFuzz::Faults for the kinds).
+my @fault_plan = $faults_on ? plan_faults($secs) : ();
 
 # The generation marker of the database in Redis (the worker raises it
 # with every batch; see src/README.md, "Redis losing data").
@@ -1421,507 +247,36 @@ my $marker_key;
 	$marker_key = $m[0];
 }
 
-my %read_counters;    # summed over server restarts (they reset the counters)
-my %read_last;
-
-sub sample_read_counters
-{
-	my ($ret, $out) = eval { $node->psql($db,
-		q{SELECT coalesce(sum(read_hits), 0), coalesce(sum(read_misses), 0), coalesce(sum(read_bypasses), 0),
-		         coalesce(sum(read_fallbacks), 0), coalesce(sum(read_fills), 0), coalesce(sum(fills_rejected), 0)
-		  FROM wtcache.status}, timeout => 10, timed_out => \my $timed_out) };
-	return unless defined $ret && $ret == 0 && $out =~ /^[0-9|]+$/;
-	my @v = split /\|/, $out;
-	my @names = qw(hits misses bypasses fallbacks fills fills_rejected);
-	for my $i (0 .. $#names)
-	{
-		my $last = $read_last{ $names[$i] } // 0;
-		$read_counters{ $names[$i] } += $v[$i] >= $last ? $v[$i] - $last : $v[$i];
-		$read_last{ $names[$i] } = $v[$i];
-	}
-	return;
-}
-
-# (Not poll_query_until: its psql may die of a broken pipe when the
-# server refuses connections while it recovers, and that croaks.)
-sub server_up
-{
-	my $deadline = time() + 180;
-	while (time() < $deadline)
-	{
-		my ($ret, $out) = eval { $node->psql($db, 'SELECT 1', timeout => 10, timed_out => \my $t) };
-		return 1 if defined $ret && $ret == 0 && defined $out && $out eq '1';
-		usleep(100_000);
-	}
-	return 0;
-}
-
-# SQL that may fail (the server may be restarting): (ok, stdout, stderr).
-sub try_sql
-{
-	my ($sql, $timeout) = @_;
-	my ($ret, $out, $err) = eval { $node->psql($db, $sql, timeout => $timeout // 60, timed_out => \my $t) };
-	return (defined $ret && $ret == 0 ? 1 : 0, $out // '', $err // $@ // '');
-}
-
-my @fault_log;
-my %fault_count;    # kind => faults of that kind injected
-my @done_faults;    # the faults injected, in order
-my @aof_faults;     # the redis_aof faults, with what they saw
-my @proxy_faults;   # the proxy_stall and proxy_cut faults, with what they saw
-
-# The delivery worker's view: (connected, whether its last error came
-# after the timestamp $since, that error), or () when there is no worker.
-sub worker_view
-{
-	my ($since) = @_;
-	my $after = defined $since ? "coalesce(last_error_at >= '$since'::timestamptz, false)" : 'false';
-	my ($ret, $out) = eval { $node->psql($db,
-		qq{SELECT connected, $after, coalesce(last_error, '') FROM wtcache.worker_status()
-		   WHERE database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())},
-		timeout => 10, timed_out => \my $timed_out) };
-	return () unless defined $ret && $ret == 0 && defined $out && $out =~ /^([tf])\|([tf])\|(.*)$/s;
-	return ($1 eq 't', $2 eq 't', $3);
-}
-
-sub pg_now
-{
-	my ($ret, $out) = eval { $node->psql($db, 'SELECT clock_timestamp()', timeout => 10, timed_out => \my $t) };
-	return (defined $ret && $ret == 0) ? $out : undef;
-}
-
-# Wait up to $secs for the worker to be connected to Redis (through the
-# proxy); returns whether it is.
-sub wait_worker_connected
-{
-	my ($secs) = @_;
-	my $deadline = time() + $secs;
-	while (1)
-	{
-		my ($connected) = worker_view();
-		return 1 if $connected;
-		return 0 if time() > $deadline;
-		usleep(100_000);
-	}
-}
-
-# After a proxy fault: wait up to $secs for the worker to be connected
-# again and to have failed on Redis since $since (an error reported after
-# that time), or to be connected for $quiet s without a failure (it may
-# not have used Redis); what it reported, for the fault log.
-sub worker_after_proxy_fault
-{
-	my ($since, $secs, $quiet) = @_;
-	my $start = time();
-	my ($connected, $failed, $error);
-	while (1)
-	{
-		($connected, $failed, $error) = worker_view($since);
-		last if $connected && ($failed || time() - $start > $quiet);
-		last if time() - $start > $secs;
-		usleep(100_000);
-	}
-	return { failed => $failed ? 1 : 0, connected => $connected ? 1 : 0, error => $error // '' };
-}
-
-# State of the drop_table, alter_key, replica_role and async_crash faults.
-my %ALTER_KEY = (fz_int => 'id', fz_inv => 'id', fz_comp => 'n');    # table => the key column alter_key retypes
-my %key_type = map { $_ => 'int' } keys %ALTER_KEY;                 # its type now
-my $drop_exists = 0;      # fz_drop exists (and is watched)
-my $drop_round = 0;
-my $tables_dropped = 0;
-my $replica_round = 0;
-my $replica_until = 0;    # when the writers' replica-role window ends
-my $async_lost = 0;       # acknowledged commits of fz_own the crashes took back
-
-sub flag_file
-{
-	my ($name, $on) = @_;
-	if ($on)
-	{
-		open(my $fh, '>', "$copydir/$name") or die "create $copydir/$name: $!";
-		close $fh;
-	}
-	else
-	{
-		unlink "$copydir/$name";
-	}
-	return;
-}
-
-# fz_drop created and watched, then $rows rows written to it; returns
-# undef or what failed.
-sub drop_table_create
-{
-	my ($rows) = @_;
-	my ($ok, undef, $err) = try_sql(qq{
-CREATE TABLE fz_drop (id int PRIMARY KEY, round int NOT NULL, v text);
-SELECT wtcache.watch('fz_drop');
-INSERT INTO fz_drop SELECT g, $drop_round, 'round $drop_round row ' || g FROM generate_series(1, $rows) g;
-});
-	$drop_exists = 1 if $ok;
-	return $ok ? undef : "round $drop_round: create and fill: $err";
-}
-
-sub fault_counts
-{
-	return join(', ', map { "$_ " . ($fault_count{$_} // 0) } @FAULT_KINDS);
-}
-
-sub inject
-{
-	my ($f, $t0) = @_;
-	my $kind = $f->{kind};
-	my $what;
-	sample_read_counters();
-	$f->{log_from} = -s $node->logfile;
-	if ($kind eq 'redis_empty')
-	{
-		$redis->stop;
-		usleep(int($f->{pause} * 1e6));
-		$redis->restart(keep_data => 0);
-		$what = sprintf('Redis stopped for %.1f s, restarted empty', $f->{pause});
-	}
-	elsif ($kind eq 'redis_kill9')
-	{
-		my $keep = $f->{pause} < 0.9;    # from the seed, like the pause
-		$redis->kill9;
-		usleep(int($f->{pause} * 1e6));
-		$redis->wipe unless $keep;
-		$redis->start;
-		$what = sprintf('Redis killed (kill -9), restarted after %.1f s %s', $f->{pause},
-			$keep ? 'with its data (AOF)' : 'empty');
-	}
-	elsif ($kind eq 'redis_aof')
-	{
-		# So that what the worker logs after the restart is about this
-		# restart, not an earlier fault it is still recovering from.
-		wait_worker_connected(10) and usleep(300_000);
-		$f->{log_from} = -s $node->logfile;
-		my ($m0) = redis_try($rp, 'GET', $marker_key);
-		my ($n0) = redis_try($rp, 'DBSIZE');
-		$redis->kill9;
-		usleep(int($f->{pause} * 1e6));
-		$redis->start;    # same directory, no wipe: Redis replays its AOF
-		my ($m1) = redis_try($rp, 'GET', $marker_key);
-		my ($n1) = redis_try($rp, 'DBSIZE');
-		my $kept = (!defined $m0 || (defined $m1 && $m1 >= $m0)) && (!$n0 || ($n1 // 0) > 0);
-		$f->{aof} = { marker_before => $m0, marker_after => $m1, keys_before => $n0, keys_after => $n1, kept => $kept };
-		push @aof_faults, $f;
-		$what = sprintf('Redis killed (kill -9), restarted after %.1f s with its AOF: %s keys before, %s after, '
-			  . 'generation marker %s before, %s after%s', $f->{pause}, $n0 // '?', $n1 // '?',
-			$m0 // 'missing', $m1 // 'missing', $kept ? '' : ' (DATA NOT KEPT)');
-	}
-	elsif ($kind eq 'proxy_stall')
-	{
-		# From the seed: 1 s past wtcache.command_timeout, plus up to 3 s.
-		my $stall = $command_timeout_ms / 1000 + 1 + 2 * $f->{pause};
-		my $end_cut = $f->{variant} < 0.3;
-		# The worker's connection is to be among those stalled (it may
-		# still be recovering from the fault before).
-		wait_worker_connected(10);
-		my $since = pg_now();
-		my $fb0 = $read_counters{fallbacks} // 0;
-		my $open = $proxy->stall(1);
-		usleep(int($stall * 1e6));
-		# What the worker reported while nothing reached Redis: only its
-		# timeout can have ended a command.
-		my (undef, $timed_out, $stall_error) = worker_view($since);
-		my $cut = $end_cut ? $proxy->cut : 0;
-		$proxy->stall(0);
-		my $w = worker_after_proxy_fault($since, 15, 1);
-		sample_read_counters();
-		$w->{fallbacks} = ($read_counters{fallbacks} // 0) - $fb0;
-		$w->{open} = $open;
-		$w->{timed_out} = $timed_out ? 1 : 0;
-		$f->{proxy} = $w;
-		push @proxy_faults, $f;
-		$what = sprintf('proxy stalled all %d connections for %.1f s, then %s; worker %s%s; %d reads fell back to the table',
-			$open, $stall, $end_cut ? "cut them ($cut)" : 'relayed what it held',
-			$timed_out ? "timed out during the stall ($stall_error)" : 'reported no failure during the stall',
-			$w->{connected} ? ', connected again after it' : ', NOT connected again after it', $w->{fallbacks});
-	}
-	elsif ($kind eq 'proxy_cut')
-	{
-		my $times = 1 + int($f->{pause} * 2);    # 1 to 3 cuts
-		wait_worker_connected(10);    # the worker's connection is to be among those cut
-		my $since = pg_now();
-		my $fb0 = $read_counters{fallbacks} // 0;
-		my @closed;
-		for my $i (1 .. $times)
-		{
-			push @closed, $proxy->cut;
-			usleep(200_000) if $i < $times;
-		}
-		my $w = worker_after_proxy_fault($since, 10, 3);
-		sample_read_counters();
-		$w->{fallbacks} = ($read_counters{fallbacks} // 0) - $fb0;
-		$w->{open} = $closed[0];
-		$f->{proxy} = $w;
-		push @proxy_faults, $f;
-		$what = sprintf('proxy cut every connection %d time%s (%s closed); worker %s%s; %d reads fell back to the table',
-			$times, $times > 1 ? 's' : '', join(' + ', @closed),
-			$w->{failed} ? "failed ($w->{error})" : 'reported no failure',
-			$w->{connected} ? ' and is connected again' : ' and is NOT connected again', $w->{fallbacks});
-	}
-	elsif ($kind eq 'worker_kill')
-	{
-		my $pid = wait_for_worker($node, $db, 30);
-		if (!defined $pid)
-		{
-			push @fault_log, 'no delivery worker to kill';
-			return 0;
-		}
-		my $offset = -s $node->logfile;
-		kill 'KILL', $pid;
-		$node->wait_for_log(qr/all server processes terminated; reinitializing/, $offset);
-		$what = "delivery worker (pid $pid) SIGKILLed: crash restart";
-	}
-	elsif ($kind eq 'pg_restart')
-	{
-		$node->stop('immediate');
-		usleep(int($f->{pause} * 1e6 / 3));
-		$node->start;
-		$what = 'PostgreSQL stopped in immediate mode and started';
-	}
-	elsif ($kind eq 'drop_table')
-	{
-		my $rounds = 3 + int($f->{variant} * 5);
-		my (undef, $start0) = try_sql('SELECT pg_postmaster_start_time()');
-		my (@errors, @how);
-		for my $round (1 .. $rounds)
-		{
-			$drop_round++;
-			if ($drop_exists)
-			{
-				# the incarnation left by the fault before: changed, dropped
-				my ($ok, undef, $err) = try_sql("UPDATE fz_drop SET v = v || ' changed' WHERE id % 3 = $round % 3; DROP TABLE fz_drop;");
-				push @errors, "round $drop_round: update and drop of the old table: $err" unless $ok;
-				next unless $ok;
-				$drop_exists = 0;
-				$tables_dropped++;
-			}
-			my $err = drop_table_create(200 + int(rand(2800)));
-			if (defined $err) { push @errors, $err; next; }
-			my $when = rand();
-			if ($when < 0.35)
-			{
-				push @how, 'at once';
-			}
-			elsif ($when < 0.7)
-			{
-				# once the worker has pushed some of its rows
-				my $deadline = time() + 3;
-				my $pushed = 0;
-				while (time() < $deadline)
-				{
-					my ($ok, $out) = try_sql(q{SELECT pushed FROM wtcache.status WHERE table_name = 'fz_drop'::regclass}, 10);
-					last if $ok && $out =~ /^(\d+)$/ && ($pushed = $1) > 0;
-					usleep(10_000);
-				}
-				push @how, "after $pushed pushed";
-			}
-			else
-			{
-				my $pause = rand(0.3);
-				usleep(int($pause * 1e6));
-				push @how, sprintf('after %.2f s', $pause);
-			}
-			my ($ok, undef, $derr) = try_sql('DROP TABLE fz_drop');
-			push @errors, "round $drop_round: drop: $derr" unless $ok;
-			next unless $ok;
-			$drop_exists = 0;
-			$tables_dropped++;
-		}
-		# Once more, kept until the next drop_table fault and compared at
-		# the end.
-		$drop_round++;
-		if (!$drop_exists)
-		{
-			my $err = drop_table_create(100 + int(rand(400)));
-			push @errors, $err if defined $err;
-		}
-		server_up() or die "the server did not come back after: $kind";
-		my (undef, $start1) = try_sql('SELECT pg_postmaster_start_time()');
-		my $restarted = ($start0 // '') ne ($start1 // '');
-		$f->{drop} = { errors => \@errors, restarted => $restarted };
-		$what = sprintf('fz_drop dropped in %d rounds with its changes queued or being pushed (%s)%s%s', $rounds,
-			join(', ', @how), $restarted ? "; THE SERVER RESTARTED ($start0, then $start1)" : '',
-			@errors ? '; FAILED: ' . join('; ', @errors) : '');
-	}
-	elsif ($kind eq 'alter_key')
-	{
-		my $tn = pick(sort keys %ALTER_KEY);
-		my $col = $ALTER_KEY{$tn};
-		my $to = $key_type{$tn} eq 'int' ? 'bigint' : 'int';
-		my (undef, $mark) = try_sql('SELECT last_value FROM fz_inc');
-		my ($ok, $err, $tries) = (0, '', 0);
-		while (!$ok && $tries < 10)
-		{
-			$tries++;
-			(my $done, undef, $err) = try_sql("SET lock_timeout = '3s'; ALTER TABLE $tn ALTER COLUMN $col TYPE $to;");
-			$ok = $done;
-			last unless $ok || $err =~ /lock timeout|deadlock detected/;
-		}
-		$key_type{$tn} = $to if $ok;
-		my (undef, $type) = try_sql("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '$tn'::regclass AND attname = '$col'");
-		my (undef, $trig) = try_sql("SELECT string_agg(tgname || ' ' || tgenabled::text, ', ' ORDER BY tgname) FROM pg_trigger WHERE tgrelid = '$tn'::regclass AND tgname LIKE 'wtcache%'");
-		# The writers go on writing the table: a row written after the
-		# ALTER (an incarnation numbered after it, alive or dead).
-		my $writes = 0;
-		my $deadline = time() + 20;
-		while ($ok && $mark =~ /^\d+$/ && time() < $deadline)
-		{
-			my ($q, $n) = try_sql("SELECT (SELECT count(*) FROM $tn WHERE inc > $mark) + (SELECT count(*) FROM fz_dead WHERE tbl = '$tn' AND inc > $mark)", 10);
-			last if $q && $n =~ /^(\d+)$/ && ($writes = $1) > 0;
-			usleep(50_000);
-		}
-		my $want_trig = join(', ', map { "$_ A" } qw(wtcache_capture_del wtcache_capture_ins wtcache_capture_upd wtcache_truncate));
-		$f->{alter} = { ok => $ok && ($type // '') eq ($to eq 'int' ? 'integer' : 'bigint'), triggers_ok => ($trig // '') eq $want_trig, writes => $writes };
-		$what = sprintf('ALTER TABLE %s ALTER COLUMN %s TYPE %s under load: %s after %d tr%s, the column is %s; capture triggers: %s; '
-			  . '%d rows written after it', $tn, $col, $to, $ok ? 'done' : "FAILED ($err)", $tries, $tries == 1 ? 'y' : 'ies',
-			$type // '?', $trig // '?', $writes);
-	}
-	elsif ($kind eq 'replica_role')
-	{
-		my $window = 2 + 2 * $f->{pause};    # 2 to 5 s, from the seed
-		flag_file('replica', 1);
-		$replica_until = time() + $window;
-		$replica_round++;
-		my $r = $replica_round % 3;
-		my ($ok, undef, $err) = try_sql(qq{
-BEGIN;
-SET LOCAL session_replication_role = replica;
-UPDATE fz_own SET v = 'replica $replica_round ' || id, at = clock_timestamp() WHERE id BETWEEN 1001 AND 1020 AND id % 3 <> $r;
-DELETE FROM fz_own WHERE id BETWEEN 1001 AND 1020 AND id % 3 = $r;
-INSERT INTO fz_own SELECT g, NULL, 'replica insert $replica_round', clock_timestamp() FROM generate_series(1001, 1020) g
- WHERE g % 3 = ($r + 1) % 3 ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v;
-COMMIT;
-});
-		$f->{replica} = { ok => $ok, err => $err };
-		$what = sprintf('writers run with session_replication_role = replica for %.1f s; the replica-role change of fz_own %s',
-			$window, $ok ? 'committed' : "FAILED ($err)");
-	}
-	elsif ($kind eq 'async_crash')
-	{
-		flag_file('async', 1);
-		my (undef, $n0) = try_sql('SELECT coalesce(max(n), 0) FROM fz_own');
-		$n0 = 0 unless $n0 =~ /^\d+$/;
-		# One-row commits, each asynchronous, until the crash: row
-		# 1 + i % 50 gets n = i, rows 51 to 70 come and go; max(n) is the
-		# last commit.  A NOTICE after each COMMIT tells the test which
-		# commits were acknowledged (a NOTICE is sent at once).
-		my ($lout, $lerr) = ('', '');
-		my $loop = IPC::Run::start([ $psql_bin, '-X', '-q', '-d', $connstr, '-c', 'SET synchronous_commit = off', '-c', qq{
-DO \$\$
-DECLARE
-    i int := $n0;
-BEGIN
-    FOR j IN 1 .. 10000000 LOOP
-        i := i + 1;
-        UPDATE fz_own SET n = i, v = 'async ' || i, at = clock_timestamp() WHERE id = 1 + i % 50;
-        IF i % 4 = 0 THEN
-            DELETE FROM fz_own WHERE id = 51 + i % 20;
-        ELSIF i % 4 = 2 THEN
-            INSERT INTO fz_own VALUES (51 + (i / 2) % 20, i, 'async insert ' || i, clock_timestamp())
-            ON CONFLICT (id) DO UPDATE SET n = EXCLUDED.n, v = EXCLUDED.v;
-        END IF;
-        COMMIT;
-        RAISE NOTICE 'fz_own commit %', i;
-    END LOOP;
-END \$\$;} ], '<', \'', '>', \$lout, '2>', \$lerr);
-		# The writers' async commits flow for 0.5 to 1.5 s (from the seed),
-		# then until some commit is visible and WAL is written past the
-		# flushed end.
-		my $flow_until = time() + 0.5 + 2 * $f->{pause} / 3;
-		my $deadline = $flow_until + 10;
-		my $gap = 0;
-		while (time() < $deadline)
-		{
-			eval { $loop->pump_nb; };
-			$lerr = substr($lerr, -4096) if length($lerr) > 65536;    # only the last NOTICE counts
-			if (time() < $flow_until)
-			{
-				usleep(20_000);
-				next;
-			}
-			my ($ok, $out) = try_sql('SELECT coalesce(max(n), 0) > ' . $n0 . ', pg_current_wal_insert_lsn() - pg_current_wal_flush_lsn() FROM fz_own', 10);
-			$gap = $1 if $ok && $out =~ /^t\|(\d+)$/;
-			last if $gap > 0;
-			usleep(10_000);
-		}
-		$node->stop('immediate');
-		flag_file('async', 0);
-		# What psql received before the crash: the last acknowledged commit.
-		eval { $loop->finish; };
-		eval { $loop->kill_kill(grace => 1); };
-		my @acked = $lerr =~ /fz_own commit (\d+)/g;
-		my $acked = @acked ? $acked[-1] : $n0;
-		$node->start;
-		server_up() or die "the server did not come back after: $kind";
-		my (undef, $after) = try_sql('SELECT coalesce(max(n), 0) FROM fz_own');
-		$after = 0 unless $after =~ /^\d+$/;
-		my $lost = $acked > $after ? $acked - $after : 0;
-		$async_lost += $lost;
-		# Nothing the crash took back may be in Redis: once what committed
-		# is delivered, fz_own (which only this fault and replica_role
-		# write) equals Redis key for key.
-		my $drained = wait_drained($node, $db, '60s');
-		my ($same, $diag) = compare_table($node, $db, 'fz_own', $rp);
-		$f->{async} = { drained => $drained, same => $same, diag => $diag };
-		$what = sprintf('%d commits of fz_own acknowledged with synchronous_commit = off (WAL %d bytes past the flushed end '
-			  . 'at the last look), then PostgreSQL stopped in immediate mode and started: %d of them lost; fz_own and Redis %s',
-			$acked - $n0, $gap, $lost, !$drained ? 'NOT DRAINED' : $same ? 'equal' : "DIFFER: $diag");
-	}
-	server_up() or die "the server did not come back after: $kind";
-	$fault_count{$kind}++;
-	my $line = sprintf('%5.1f s: %s', time() - $t0, $what);
-	$f->{line} = $line;
-	push @done_faults, $f;
-	push @fault_log, $line;
-	progress("fault $line");
-	return 1;
-}
-
-# FUZZ_SELFTEST: what a bug would leave in Redis.  A row value with its
-# ver lowered (an older version of the row), or, for a row not updated
-# yet, with an incarnation that never existed; "_v" is kept, so the
-# worker replaces it only at the row's next change.
-my %plant_pattern;
-my $planted = 0;
-
-sub plant_stale
-{
-	my ($n) = @_;
-	my $done = 0;
-	for my $tn (qw(fz_int fz_text))
-	{
-		$plant_pattern{$tn} //= table_key_pattern($node, $db, $tn);
-		my $keys = eval { redis_row_keys($rp, $plant_pattern{$tn}) } or next;
-		for (1 .. $n)
-		{
-			last unless @$keys;
-			my $key = $keys->[ int(rand(scalar @$keys)) ];
-			my ($value) = redis_try($rp, 'GET', $key);
-			next unless defined $value;
-			next unless $value =~ s/"ver":([1-9][0-9]*)/'"ver":' . ($1 - 1)/e
-			  || $value =~ s/"inc":([0-9]+)/'"inc":' . ($1 + 1_000_000_000_000)/e;
-			my ($ok) = redis_try($rp, 'SET', $key, $value);
-			$done++ if defined $ok;
-		}
-	}
-	$planted += $done;
-	return $done;
-}
+my $fz = WtcacheFuzz::Faults->new(
+	node => $node,
+	db => $db,
+	redis => $redis,
+	rp => $rp,
+	proxy => $proxy,
+	copydir => $copydir,
+	psql => $psql_bin,
+	connstr => $connstr,
+	command_timeout_ms => $command_timeout_ms,
+	marker_key => $marker_key,
+	progress => \&progress);
+my $read_counters = $fz->{read_counters};    # summed over server restarts (they reset the counters)
 
 ############################################################################
 # The run
 ############################################################################
 
 my $t0 = time();
-$end_time = $t0 + $secs;
-spawn_session('w', $_) for 1 .. $nwriters;
-spawn_session('r', $_) for 1 .. $nreaders;
+my $end_time = $t0 + $secs;
+my $run = { seed => $seed, logdir => $logdir, psql => $psql_bin, connstr => $connstr, copydir => $copydir,
+	end_time => $end_time };
+for my $role ('w', 'r')
+{
+	for my $i (1 .. ($role eq 'w' ? $nwriters : $nreaders))
+	{
+		my ($pid, $name) = spawn_session($run, $role, $i);
+		$children{$pid} = $name;
+	}
+}
 progress("running $nwriters writers and $nreaders readers for $secs s");
 
 my $faults = 0;
@@ -1937,34 +292,30 @@ while (time() < $end_time)
 	}
 	if (@fault_plan && time() - $t0 >= $fault_plan[0]{at})
 	{
-		$faults += inject(shift(@fault_plan), $t0);
+		$faults += $fz->inject(shift(@fault_plan), $t0);
 		next;
 	}
-	if ($replica_until && time() >= $replica_until)
-	{
-		flag_file('replica', 0);
-		$replica_until = 0;
-	}
+	$fz->end_replica_window;
 	if ($selftest && time() >= $next_plant)
 	{
-		plant_stale(10);
+		$fz->plant_stale(10);
 		$next_plant = time() + 0.5;
 	}
 	if (time() >= $next_sample)
 	{
-		sample_read_counters();
+		$fz->sample_read_counters;
 		$next_sample = time() + 1;
 	}
 	if ($verbose && time() >= $next_progress)
 	{
 		progress(sprintf('%3.0f s: %d faults so far, read counters: %s', time() - $t0, $faults,
-			join(', ', map { "$_ $read_counters{$_}" } sort keys %read_counters)));
+			join(', ', map { "$_ $read_counters->{$_}" } sort keys %$read_counters)));
 		$next_progress += 10;
 	}
 	usleep(50_000);
 }
 my $ran = time() - $t0;
-flag_file('replica', 0);
+$fz->flag_file('replica', 0);
 
 # Sessions finish the transaction they are in, then leave.
 my $wait_until = time() + 150;
@@ -1982,23 +333,13 @@ fz_ok(!@stuck && !@bad_exit, 'every session ran to the end and left',
 	(map { "session $children{$_} did not end within 150 s after the run (killed); see $logdir/014_fuzz_$children{$_}.log" } @stuck),
 	(map { "session $children{$_} exited with status $exited{$_}; see $logdir/014_fuzz_$children{$_}.log" } @bad_exit));
 %children = ();
-sample_read_counters();
+$fz->sample_read_counters;
 
 # Gather what the sessions counted.
-my (%w, %r, @problems);
-for my $f (glob("$copydir/*.stats"))
-{
-	my $role = $f =~ m{/writer\d+\.stats$} ? \%w : \%r;
-	open(my $fh, '<', $f) or die "open $f: $!";
-	while (my $line = <$fh>)
-	{
-		chomp $line;
-		my ($type, $k, $v) = split /\t/, $line, 3;
-		if ($type eq 'stat') { $role->{$k} += $v; }
-		else { $v =~ s/\\n/\n/g; push @problems, "$k: $v"; }
-	}
-	close $fh;
-}
+my ($wstats, $rstats, $problems) = collect_stats($copydir);
+my %w = %$wstats;
+my %r = %$rstats;
+my @problems = @$problems;
 my $changes = $w{changes_committed} // 0;
 my $rollbacks = $w{rollbacks} // 0;
 my $tolerated = ($w{errors_tolerated} // 0);
@@ -2009,8 +350,8 @@ my $hangs = ($w{hangs} // 0) + ($r{hangs} // 0);
 
 note("writers: " . join(', ', map { "$_ $w{$_}" } sort keys %w));
 note("readers: " . join(', ', map { "$_ $r{$_}" } sort keys %r));
-note("faults:\n  " . join("\n  ", @fault_log)) if @fault_log;
-note("read counters (wtcache.status, summed over restarts): " . join(', ', map { "$_ $read_counters{$_}" } sort keys %read_counters));
+note("faults:\n  " . join("\n  ", @{ $fz->{fault_log} })) if @{ $fz->{fault_log} };
+note("read counters (wtcache.status, summed over restarts): " . join(', ', map { "$_ $read_counters->{$_}" } sort keys %$read_counters));
 
 our $TODO;
 my $todo = $selftest ? 'FUZZ_SELFTEST planted stale values: this check must fail' : undef;
@@ -2025,36 +366,37 @@ fz_ok($unexpected == 0 && $hangs == 0, 'no unexpected error and no statement tha
 	@other_problems, "session logs: $logdir/014_fuzz_*.log");
 fz_ok($changes > 0 && ($w{commits} // 0) > 0, "writers committed changes ($changes)");
 fz_ok($nreaders == 0 || $reads > 0, "readers checked reads ($reads)");
-fz_ok(($read_counters{hits} // 0) > 0 || $nreaders == 0,
+fz_ok(($read_counters->{hits} // 0) > 0 || $nreaders == 0,
 	'some reads were served from Redis (the check is not only of table reads)',
-	'read counters: ' . join(', ', map { "$_ $read_counters{$_}" } sort keys %read_counters));
+	'read counters: ' . join(', ', map { "$_ $read_counters->{$_}" } sort keys %$read_counters));
 if ($faults_on)
 {
-	fz_ok($faults >= @FAULT_KINDS && !@fault_plan && !grep({ !$fault_count{$_} } @FAULT_KINDS),
-		"faults injected: $faults, every kind at least once (" . fault_counts() . ')',
-		(@fault_plan ? scalar(@fault_plan) . ' planned faults were not injected before the end of the run' : ()), @fault_log);
+	my @kinds = fault_kinds();
+	fz_ok($faults >= @kinds && !@fault_plan && !grep({ !$fz->{fault_count}{$_} } @kinds),
+		"faults injected: $faults, every kind at least once (" . $fz->fault_counts . ')',
+		(@fault_plan ? scalar(@fault_plan) . ' planned faults were not injected before the end of the run' : ()), @{ $fz->{fault_log} });
 
 	# A restart with the AOF keeps everything Redis acknowledged: the
 	# generation marker is back, not lower, and the worker, which checks
 	# it when it reconnects, finds nothing lost (until the next fault).
 	my $log_all = slurp_file($node->logfile);
+	my $done_faults = $fz->{done_faults};
 	my (@lost, @aof_bad);
-	for my $i (0 .. $#done_faults)
+	for my $i (0 .. $#$done_faults)
 	{
-		my $f = $done_faults[$i];
+		my $f = $done_faults->[$i];
 		next unless $f->{aof};
 		push @aof_bad, "at $f->{line}" unless $f->{aof}{kept};
-		my $to = $i < $#done_faults ? $done_faults[ $i + 1 ]{log_from} : length($log_all);
-		my $seg = substr($log_all, $f->{log_from}, $to - $f->{log_from});
+		my $seg = log_after_fault($log_all, $done_faults, $i);
 		# From the worker's first connection to the restarted Redis on
 		# (the kill cut its connection; what it logged before is about
 		# the Redis before the kill).
 		next unless $seg =~ s/\A.*?wtcache: connected to Redis[^\n]*\n//s;
 		push @lost, "after the fault at $f->{line}:\n    $1" while $seg =~ /^(.*wtcache: Redis at .* lost data.*)$/mg;
 	}
-	if (@aof_faults)
+	if (@{ $fz->{aof_faults} })
 	{
-		fz_ok(!@aof_bad, 'Redis restarted with its AOF came back with its data (' . scalar(@aof_faults) . ' restarts)', @aof_bad);
+		fz_ok(!@aof_bad, 'Redis restarted with its AOF came back with its data (' . scalar(@{ $fz->{aof_faults} }) . ' restarts)', @aof_bad);
 		fz_ok(!@lost, 'after a restart with the AOF the worker found no data lost (no resync)', @lost);
 	}
 
@@ -2062,8 +404,8 @@ if ($faults_on)
 	# wtcache.command_timeout (the worker reported a failure while it
 	# lasted), a cut closed connections and the worker noticed, and after
 	# each the worker was connected again.
-	my @stalls = grep { $_->{kind} eq 'proxy_stall' } @proxy_faults;
-	my @cuts = grep { $_->{kind} eq 'proxy_cut' } @proxy_faults;
+	my @stalls = grep { $_->{kind} eq 'proxy_stall' } @{ $fz->{proxy_faults} };
+	my @cuts = grep { $_->{kind} eq 'proxy_cut' } @{ $fz->{proxy_faults} };
 	if (@stalls)
 	{
 		my $timed_out = grep { $_->{proxy}{timed_out} } @stalls;
@@ -2079,49 +421,48 @@ if ($faults_on)
 			"proxy cuts closed connections ($closed in " . scalar(@cuts) . " cuts) and the worker noticed ($failed cuts)",
 			map { $_->{line} } @cuts);
 	}
-	my @not_back = grep { !$_->{proxy}{connected} } @proxy_faults;
+	my @not_back = grep { !$_->{proxy}{connected} } @{ $fz->{proxy_faults} };
 	fz_ok(!@not_back, 'the worker was connected again after every proxy fault', map { $_->{line} } @not_back);
 
 	# drop_table: no crash, no failure of the worker on a dropped table
 	# (from the fault to the next one), no restart, and the test's own
 	# statements (create, fill, drop) worked.
 	my (@drop_bad, $drops);
-	for my $i (0 .. $#done_faults)
+	for my $i (0 .. $#$done_faults)
 	{
-		my $f = $done_faults[$i];
+		my $f = $done_faults->[$i];
 		next unless $f->{drop};
 		$drops++;
-		my $to = $i < $#done_faults ? $done_faults[ $i + 1 ]{log_from} : length($log_all);
-		my $seg = substr($log_all, $f->{log_from}, $to - $f->{log_from});
+		my $seg = log_after_fault($log_all, $done_faults, $i);
 		push @drop_bad, "after the fault at $f->{line}:\n    $1"
 		  while $seg =~ /^(.*(?:terminated by signal|fz_drop.* does not exist|could not open relation with OID|cache lookup failed).*)$/mg;
 		push @drop_bad, "the server restarted during the fault at $f->{line}" if $f->{drop}{restarted};
 		push @drop_bad, map { "in the fault at $f->{line}: $_" } @{ $f->{drop}{errors} };
 	}
-	fz_ok(!@drop_bad, "tables dropped while their changes were delivered ($tables_dropped tables in "
+	fz_ok(!@drop_bad, "tables dropped while their changes were delivered ($fz->{tables_dropped} tables in "
 		  . ($drops // 0) . ' faults): no crash, no restart, no failure of the worker', @drop_bad);
 
 	# alter_key: done, the capture triggers back and firing always, the
 	# writers writing the table after it (the final comparison checks
 	# Redis).
-	my @alters = grep { $_->{alter} } @done_faults;
+	my @alters = grep { $_->{alter} } @$done_faults;
 	my @alter_bad = map { $_->{line} } grep { !$_->{alter}{ok} || !$_->{alter}{triggers_ok} || !$_->{alter}{writes} } @alters;
 	fz_ok(!@alter_bad, 'ALTER COLUMN TYPE of a key under load: done, capture triggers back (ENABLE ALWAYS), the writers went on ('
 		  . scalar(@alters) . ' times)', @alter_bad);
 
 	# replica_role: replica-role transactions committed (the readers and
 	# the final comparison check that they reached Redis).
-	my @replica_bad = map { $_->{line} } grep { $_->{replica} && !$_->{replica}{ok} } @done_faults;
+	my @replica_bad = map { $_->{line} } grep { $_->{replica} && !$_->{replica}{ok} } @$done_faults;
 	fz_ok(($w{commits_replica} // 0) > 0 && !@replica_bad,
 		'transactions committed with session_replication_role = replica (' . ($w{commits_replica} // 0) . ' by the writers)',
 		@replica_bad);
 
 	# async_crash: after each crash, with what committed delivered, Redis
 	# held exactly fz_own: nothing the crash took back.
-	my @asyncs = grep { $_->{async} } @done_faults;
+	my @asyncs = grep { $_->{async} } @$done_faults;
 	my @async_bad = map { $_->{line} } grep { !$_->{async}{drained} || !$_->{async}{same} } @asyncs;
 	fz_ok(!@async_bad, 'after each crash with synchronous_commit = off Redis held nothing the crash took back ('
-		  . scalar(@asyncs) . " crashes, $async_lost acknowledged commits of fz_own lost in all)", @async_bad);
+		  . scalar(@asyncs) . " crashes, $fz->{async_lost} acknowledged commits of fz_own lost in all)", @async_bad);
 	fz_ok(($w{commits_async} // 0) > 0, 'writers committed with synchronous_commit = off (' . ($w{commits_async} // 0) . ')');
 }
 my $via = sql(q{SELECT redis_address FROM wtcache.worker_status()
@@ -2135,13 +476,13 @@ fz_ok($via =~ /:\Q$pp\E\b/ && ($pstats->{accepted} // 0) > 0,
 ############################################################################
 
 fz_ok(wait_drained($node, $db, '180s'), 'everything committed reached Redis (wait() returned true)');
-plant_stale(5) if $selftest;
+$fz->plant_stale(5) if $selftest;
 $TODO = $todo;
 
 my $compared = 0;
 my $drift = 0;
 
-for my $tn (@WRITE_THROUGH, 'fz_own', $drop_exists ? ('fz_drop') : ())
+for my $tn (write_through_tables(), 'fz_own', $fz->{drop_exists} ? ('fz_drop') : ())
 {
 	my ($ok, $diag) = compare_table($node, $db, $tn, $rp);
 	my ($rows, $missing, $wrong, $extra) = $diag =~ /: (\d+) rows, \d+ Redis row keys .*?, (\d+) missing, (\d+) wrong, (\d+) extra/;
@@ -2155,50 +496,11 @@ for my $tn (@WRITE_THROUGH, 'fz_own', $drop_exists ? ('fz_drop') : ())
 # invalidate mode: keys may be missing (a change deletes them, a read
 # fills them), but a key that is there holds the row.  Read every row
 # first so that most keys are there to compare.
-sub compare_present_keys
+for my $tn (grep { fuzz_table($_)->{mode} } fuzz_tables())
 {
-	my ($tn) = @_;
-	my $t = $TBL{$tn};
-	my $keyexpr = join(', ', map { "($_)::text" } @{ $t->{keycols} });
-	my $out = sql(qq{SET TimeZone = 'UTC';
-COPY (SELECT translate(encode(convert_to(wtcache.redis_key('$tn'::regclass, $keyexpr), 'UTF8'), 'base64'), E'\\n', ''),
-             translate(encode(convert_to(row_to_json(r)::text, 'UTF8'), 'base64'), E'\\n', '')
-      FROM $tn r) TO STDOUT;});
-	my %want;
-	for my $line (split /\n/, $out)
-	{
-		my ($k, $j) = split /\t/, $line;
-		$want{ decode_base64($k) } = decode_base64($j);
-	}
-	my $keys = redis_row_keys($rp, table_key_pattern($node, $db, $tn));
-	my @cmds;
-	for (my $i = 0; $i < @$keys; $i += 500)
-	{
-		my $e = $i + 499 > $#$keys ? $#$keys : $i + 499;
-		push @cmds, [ 'MGET', @{$keys}[ $i .. $e ] ];
-	}
-	my @values = map { @$_ } @{ redis_pipeline($rp, \@cmds) };
-	my ($n, @diffs) = (0);
-	for my $i (0 .. $#$keys)
-	{
-		my ($key, $value) = ($keys->[$i], $values[$i]);
-		next unless defined $value;
-		$n++;
-		my ($v, $rest) = redis_row_version($value);
-		if (!exists $want{$key}) { push @diffs, "key without a row: $key = " . substr($value, 0, 200); }
-		elsif (!defined $v || '{' . $rest ne $want{$key})
-		{
-			push @diffs, "differs: $key\n    redis: " . substr($value, 0, 200) . "\n    table: " . substr($want{$key}, 0, 200);
-		}
-	}
-	return ($n, scalar(keys %want), \@diffs);
-}
-
-for my $tn (grep { $TBL{$_}{mode} } @TNAMES)
-{
-	my $keyargs = join(', ', map { "$_\::text" } @{ $TBL{$tn}{keycols} });
+	my $keyargs = join(', ', map { "$_\::text" } @{ fuzz_table($tn)->{keycols} });
 	sql("SELECT count(wtcache.get('$tn', $keyargs)) FROM $tn");
-	my ($n, $rows, $diffs) = compare_present_keys($tn);
+	my ($n, $rows, $diffs) = compare_present_keys($node, $db, $rp, $tn);
 	$compared += $n;
 	$drift += @$diffs;
 	fz_ok(!@$diffs, "$tn (invalidate mode): the $n keys Redis holds equal their rows ($rows rows)",
@@ -2216,7 +518,7 @@ fz_ok($node->poll_query_until($db,
 		q{SELECT reads_use_redis FROM wtcache.worker_status() w JOIN pg_database d
 		  ON d.oid = w.database_oid WHERE d.datname = current_database()}),
 	'the worker counted the queue (reads_use_redis)');
-for my $tn (@TNAMES)
+for my $tn (fuzz_tables())
 {
 	my $problems = sql(qq{SELECT count(*) || E'\\n' || coalesce(string_agg(array_to_string(key, ',') || ': ' || problem, E'\\n'), '')
 	                      FROM (SELECT * FROM wtcache.verify('$tn') LIMIT 20) v});
@@ -2224,7 +526,7 @@ for my $tn (@TNAMES)
 	$drift += $count;
 	fz_ok($count == 0, "wtcache.verify('$tn') finds no difference", @lines);
 
-	my $keyargs = join(', ', map { "$_\::text" } @{ $TBL{$tn}{keycols} });
+	my $keyargs = join(', ', map { "$_\::text" } @{ fuzz_table($tn)->{keycols} });
 	my $bypass_sql = qq{SELECT read_bypasses FROM wtcache.status WHERE table_name = '$tn'::regclass};
 	my $bypasses0 = sql($bypass_sql);
 	my ($bad, $rows) = split /\|/, sql(qq{SET TimeZone = 'UTC';
@@ -2239,7 +541,7 @@ for my $tn (@TNAMES)
 $TODO = undef;
 if ($selftest)
 {
-	fz_ok($planted > 0, "selftest: planted $planted older row values in Redis");
+	fz_ok($fz->{planted} > 0, "selftest: planted $fz->{planted} older row values in Redis");
 	fz_ok($stale > 0, "selftest: the readers reported $stale stale reads");
 	fz_ok($drift > 0, "selftest: the final comparison reported drift ($drift)");
 }
@@ -2296,7 +598,7 @@ note(scalar(@worker_errors) . " wtcache ERROR/WARNING lines in the server log" .
 
 my $summary = sprintf('fuzz: seed %d, %d s, changes committed %d, rollbacks %d, errors tolerated %d, '
 	  . 'reads checked %d, stale reads %d, keys compared %d, drift %d, faults %d (%s)',
-	$seed, $secs, $changes, $rollbacks, $tolerated, $reads, $stale, $compared, $drift, $faults, fault_counts());
+	$seed, $secs, $changes, $rollbacks, $tolerated, $reads, $stale, $compared, $drift, $faults, $fz->fault_counts);
 note($summary);
 to_terminal($summary);
 my $detail = sprintf('fuzz: details: ran %.1f s, %d transactions committed, %d savepoint rollbacks, %d changes rolled back, '
@@ -2308,15 +610,15 @@ my $detail = sprintf('fuzz: details: ran %.1f s, %d transactions committed, %d s
 	$ran, $w{commits} // 0, $w{savepoint_rollbacks} // 0, $w{changes_rolled_back} // 0, $w{interrupted} // 0,
 	$r{reads_interrupted} // 0, $r{reads_deadlocked} // 0, $r{reads_null} // 0,
 	($w{connects} // 0) + ($r{connects} // 0) - $nwriters - $nreaders,
-	join(', ', map { "$_ $read_counters{$_}" } sort keys %read_counters),
+	join(', ', map { "$_ $read_counters->{$_}" } sort keys %$read_counters),
 	$pstats->{accepted} // 0, $pstats->{cut_conns} // 0, $pstats->{stalls} // 0,
 	($pstats->{up} // 0) / 1e6, ($pstats->{down} // 0) / 1e6,
-	scalar(grep { $_->{kind} eq 'proxy_stall' && $_->{proxy}{timed_out} } @proxy_faults),
-	scalar(grep { $_->{kind} eq 'proxy_stall' } @proxy_faults),
-	scalar(grep { $_->{kind} eq 'proxy_cut' && $_->{proxy}{failed} } @proxy_faults),
-	scalar(grep { $_->{kind} eq 'proxy_cut' } @proxy_faults),
-	eval { my $n = 0; $n += $_->{proxy}{fallbacks} for @proxy_faults; $n },
-	$w{commits_replica} // 0, $w{commits_async} // 0, $async_lost, $tables_dropped);
+	scalar(grep { $_->{kind} eq 'proxy_stall' && $_->{proxy}{timed_out} } @{ $fz->{proxy_faults} }),
+	scalar(grep { $_->{kind} eq 'proxy_stall' } @{ $fz->{proxy_faults} }),
+	scalar(grep { $_->{kind} eq 'proxy_cut' && $_->{proxy}{failed} } @{ $fz->{proxy_faults} }),
+	scalar(grep { $_->{kind} eq 'proxy_cut' } @{ $fz->{proxy_faults} }),
+	eval { my $n = 0; $n += $_->{proxy}{fallbacks} for @{ $fz->{proxy_faults} }; $n },
+	$w{commits_replica} // 0, $w{commits_async} // 0, $fz->{async_lost}, $fz->{tables_dropped});
 note($detail);
 to_terminal($detail) if $verbose;
 

@@ -1,0 +1,71 @@
+# WtcacheFuzz::Checks: comparisons of the consistency fuzzer's end state
+# (test/t/014_fuzz.pl) that are more than a call of WtcacheTest's
+# compare_table().
+package WtcacheFuzz::Checks;
+
+use strict;
+use warnings;
+
+use Exporter 'import';
+use MIME::Base64 qw(decode_base64);
+
+use WtcacheFuzz::Generate qw(fuzz_table);
+use WtcacheTest;
+
+our @EXPORT = qw(compare_present_keys log_after_fault);
+
+# invalidate mode: keys may be missing (a change deletes them, a read
+# fills them), but a key that is there holds the row; the caller reads
+# every row first so that most keys are there to compare.  Returns (keys
+# compared, rows, [differences]).
+sub compare_present_keys
+{
+	my ($node, $db, $rp, $tn) = @_;
+	my $t = fuzz_table($tn);
+	my $keyexpr = join(', ', map { "($_)::text" } @{ $t->{keycols} });
+	my $out = $node->safe_psql($db, qq{SET TimeZone = 'UTC';
+COPY (SELECT translate(encode(convert_to(wtcache.redis_key('$tn'::regclass, $keyexpr), 'UTF8'), 'base64'), E'\\n', ''),
+             translate(encode(convert_to(row_to_json(r)::text, 'UTF8'), 'base64'), E'\\n', '')
+      FROM $tn r) TO STDOUT;});
+	my %want;
+	for my $line (split /\n/, $out)
+	{
+		my ($k, $j) = split /\t/, $line;
+		$want{ decode_base64($k) } = decode_base64($j);
+	}
+	my $keys = redis_row_keys($rp, table_key_pattern($node, $db, $tn));
+	my @cmds;
+	for (my $i = 0; $i < @$keys; $i += 500)
+	{
+		my $e = $i + 499 > $#$keys ? $#$keys : $i + 499;
+		push @cmds, [ 'MGET', @{$keys}[ $i .. $e ] ];
+	}
+	my @values = map { @$_ } @{ redis_pipeline($rp, \@cmds) };
+	my ($n, @diffs) = (0);
+	for my $i (0 .. $#$keys)
+	{
+		my ($key, $value) = ($keys->[$i], $values[$i]);
+		next unless defined $value;
+		$n++;
+		my ($v, $rest) = redis_row_version($value);
+		if (!exists $want{$key}) { push @diffs, "key without a row: $key = " . substr($value, 0, 200); }
+		elsif (!defined $v || '{' . $rest ne $want{$key})
+		{
+			push @diffs, "differs: $key\n    redis: " . substr($value, 0, 200) . "\n    table: " . substr($want{$key}, 0, 200);
+		}
+	}
+	return ($n, scalar(keys %want), \@diffs);
+}
+
+# The part of the server log $log written from the $i-th injected fault
+# ($faults->[$i], as WtcacheFuzz::Faults records it) to the next one, or
+# to the end.
+sub log_after_fault
+{
+	my ($log, $faults, $i) = @_;
+	my $f = $faults->[$i];
+	my $to = $i < $#$faults ? $faults->[ $i + 1 ]{log_from} : length($log);
+	return substr($log, $f->{log_from}, $to - $f->{log_from});
+}
+
+1;
