@@ -955,35 +955,17 @@ cmp_cstring(const void *a, const void *b)
 }
 
 /*
- * Parse and check the query, find its tables, and name its Redis keys.
- * Needs SPI (for the wtcache.watched lookup).
+ * Parse, analyse and rewrite the query, find the relations it reads, and
+ * refuse what cannot be cached.  *types and *ntypes: the parameters' types
+ * as the query gave them; ngiven values must match them.
  */
-static void
-plan_query(QueryPlan *qp, text *sqltext, ArrayType *params, ArrayType *tags)
+static Query *
+analyze_cacheable(QueryPlan *qp, int ngiven, Oid **types, int *ntypes)
 {
 	List	   *raw;
 	RawStmt    *stmt;
 	Query	   *query;
 	List	   *rewritten;
-	Datum	   *pelems = NULL;
-	bool	   *pnulls = NULL;
-	int			ngiven = 0;
-	Oid		   *types = NULL;
-	int			ntypes = 0;
-	ListCell   *lc;
-	char	   *dbname = get_database_name(MyDatabaseId);
-
-	memset(qp, 0, sizeof(*qp));
-	qp->sql = text_to_cstring(sqltext);
-
-	if (params != NULL)
-	{
-		if (ARR_NDIM(params) > 1)
-			ereport(ERROR,
-					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-					 errmsg("params must be a one-dimensional array")));
-		deconstruct_array(params, TEXTOID, -1, false, TYPALIGN_INT, &pelems, &pnulls, &ngiven);
-	}
 
 	raw = raw_parser(qp->sql, RAW_PARSE_DEFAULT);
 	if (list_length(raw) != 1)
@@ -991,7 +973,7 @@ plan_query(QueryPlan *qp, text *sqltext, ArrayType *params, ArrayType *tags)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("wtcache.query() takes exactly one statement, not %d", list_length(raw))));
 	stmt = linitial_node(RawStmt, raw);
-	query = parse_analyze_varparams(stmt, qp->sql, &types, &ntypes, NULL);
+	query = parse_analyze_varparams(stmt, qp->sql, types, ntypes, NULL);
 	if (query->commandType != CMD_SELECT || query->utilityStmt != NULL ||
 		query->hasModifyingCTE || query->rowMarks != NIL)
 		ereport(ERROR,
@@ -999,11 +981,11 @@ plan_query(QueryPlan *qp, text *sqltext, ArrayType *params, ArrayType *tags)
 				 errmsg("wtcache.query() caches only plain SELECT statements"),
 				 errdetail("Statements that write or lock rows (FOR UPDATE, data-modifying WITH) cannot be cached."),
 				 errhint("Run the statement directly.")));
-	if (ntypes != ngiven)
+	if (*ntypes != ngiven)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("the query has %d parameter%s, but %d value%s given",
-						ntypes, ntypes == 1 ? "" : "s", ngiven, ngiven == 1 ? " was" : "s were"),
+						*ntypes, *ntypes == 1 ? "" : "s", ngiven, ngiven == 1 ? " was" : "s were"),
 				 errhint("Pass one text value per $n parameter in params, in order.")));
 
 	rewritten = QueryRewrite(query);
@@ -1023,7 +1005,13 @@ plan_query(QueryPlan *qp, text *sqltext, ArrayType *params, ArrayType *tags)
 	if (!qp->rls)
 		check_session_independent(query);
 
-	/* parameters, in the types the query gave them */
+	return query;
+}
+
+/* The parameters' text values, read in the types the query gave them. */
+static void
+bind_params(QueryPlan *qp, Datum *pelems, bool *pnulls, int ngiven, Oid *types, int ntypes)
+{
 	qp->nparams = ngiven;
 	qp->paramtypes = palloc(sizeof(Oid) * Max(ngiven, 1));
 	qp->paramvalues = palloc(sizeof(Datum) * Max(ngiven, 1));
@@ -1045,46 +1033,57 @@ plan_query(QueryPlan *qp, text *sqltext, ArrayType *params, ArrayType *tags)
 													  ioparam, -1);
 		}
 	}
+}
 
-	/* which tables are watched */
-	if (qp->relids != NIL)
+/* Which of the relations it reads wtcache watches. */
+static void
+find_watched(QueryPlan *qp)
+{
+	ListCell   *lc;
+	Datum	   *oids;
+	int			n = 0;
+	Oid			argtypes[1] = {OIDARRAYOID};
+	Datum		values[1];
+	WtcRights	rights;
+	int			rc;
+
+	if (qp->relids == NIL)
+		return;
+	oids = palloc(sizeof(Datum) * list_length(qp->relids));
+	foreach(lc, qp->relids)
+		oids[n++] = ObjectIdGetDatum(lfirst_oid(lc));
+	values[0] = PointerGetDatum(construct_array(oids, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
+	/* as its owner: the caller may read a watched table through a view */
+	wtcache_rights_enter(&rights, wtcache_owner(), false);
+	rc = SPI_execute_with_args("SELECT rel::pg_catalog.oid FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) ANY($1)",
+							   1, argtypes, values, NULL, true, 0);
+	wtcache_rights_leave(&rights);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "wtcache.watched lookup failed");
+	foreach(lc, qp->relids)
 	{
-		Datum	   *oids = palloc(sizeof(Datum) * list_length(qp->relids));
-		int			n = 0;
-		Oid			argtypes[1] = {OIDARRAYOID};
-		Datum		values[1];
-		WtcRights	rights;
-		int			rc;
+		Oid			relid = lfirst_oid(lc);
+		bool		found = false;
 
-		foreach(lc, qp->relids)
-			oids[n++] = ObjectIdGetDatum(lfirst_oid(lc));
-		values[0] = PointerGetDatum(construct_array(oids, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
-		/* as its owner: the caller may read a watched table through a view */
-		wtcache_rights_enter(&rights, wtcache_owner(), false);
-		rc = SPI_execute_with_args("SELECT rel::pg_catalog.oid FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) ANY($1)",
-								   1, argtypes, values, NULL, true, 0);
-		wtcache_rights_leave(&rights);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "wtcache.watched lookup failed");
-		foreach(lc, qp->relids)
+		for (uint64 r = 0; r < SPI_processed && !found; r++)
 		{
-			Oid			relid = lfirst_oid(lc);
-			bool		found = false;
+			bool		isnull;
 
-			for (uint64 r = 0; r < SPI_processed && !found; r++)
-			{
-				bool		isnull;
-
-				found = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull)) == relid;
-			}
-			if (found)
-				qp->watched = lappend_oid(qp->watched, relid);
-			else
-				qp->unwatched = lappend_oid(qp->unwatched, relid);
+			found = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull)) == relid;
 		}
+		if (found)
+			qp->watched = lappend_oid(qp->watched, relid);
+		else
+			qp->unwatched = lappend_oid(qp->unwatched, relid);
 	}
+}
 
-	/* its tags: the watched tables', then the caller's */
+/* Its tags: the watched tables', then the caller's; their keys, sorted, once each. */
+static void
+collect_tags(QueryPlan *qp, ArrayType *tags, const char *dbname)
+{
+	ListCell   *lc;
+
 	foreach(lc, qp->watched)
 		qp->tags = lappend(qp->tags, wtcache_table_tag(lfirst_oid(lc)));
 	if (tags != NULL)
@@ -1129,121 +1128,160 @@ plan_query(QueryPlan *qp, text *sqltext, ArrayType *params, ArrayType *tags)
 		wtcache_append_json_strings(&j, qp->tag_keys, qp->ntags);
 		qp->tags_json = j.data;
 	}
+}
 
-	/* the entry's key: the role, what resolves names, the text, the values */
-	{
-		pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
-		uint8		digest[PG_SHA256_DIGEST_LENGTH];
-		char		hex[PG_SHA256_DIGEST_LENGTH * 2 + 1];
-		Oid			role = GetUserId();
-		const char *path = namespace_search_path ? namespace_search_path : "";
-		uint32		len;
-		StringInfoData k;
+/*
+ * The entry's key: the role, what resolves names, the text, the settings,
+ * the analysed query and the parameters' values; and its companion keys.
+ */
+static void
+name_entry(QueryPlan *qp, Query *query, const char *dbname)
+{
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+	uint8		digest[PG_SHA256_DIGEST_LENGTH];
+	char		hex[PG_SHA256_DIGEST_LENGTH * 2 + 1];
+	Oid			role = GetUserId();
+	const char *path = namespace_search_path ? namespace_search_path : "";
+	uint32		len;
+	StringInfoData k;
 
 #define HASH_BYTES(p, n) \
-		do { if (pg_cryptohash_update(ctx, (const uint8 *) (p), (n)) < 0) \
-				elog(ERROR, "wtcache: could not hash the query: %s", pg_cryptohash_error(ctx)); } while (0)
+	do { if (pg_cryptohash_update(ctx, (const uint8 *) (p), (n)) < 0) \
+			elog(ERROR, "wtcache: could not hash the query: %s", pg_cryptohash_error(ctx)); } while (0)
 #define HASH_STRING(s) \
-		do { len = strlen(s); HASH_BYTES(&len, sizeof(len)); HASH_BYTES((s), len); } while (0)
+	do { len = strlen(s); HASH_BYTES(&len, sizeof(len)); HASH_BYTES((s), len); } while (0)
 
-		if (ctx == NULL || pg_cryptohash_init(ctx) < 0)
-			elog(ERROR, "wtcache: could not hash the query");
-		HASH_STRING("wtcache query 2");
-		HASH_BYTES(&role, sizeof(role));
-		HASH_STRING(path);
-		HASH_STRING(qp->sql);
-		/* the settings that change how it is read, computed and rendered */
-		for (int i = 0; i < lengthof(session_key_settings); i++)
+	if (ctx == NULL || pg_cryptohash_init(ctx) < 0)
+		elog(ERROR, "wtcache: could not hash the query");
+	HASH_STRING("wtcache query 2");
+	HASH_BYTES(&role, sizeof(role));
+	HASH_STRING(path);
+	HASH_STRING(qp->sql);
+	/* the settings that change how it is read, computed and rendered */
+	for (int i = 0; i < lengthof(session_key_settings); i++)
+	{
+		const char *v = GetConfigOption(session_key_settings[i], true, false);
+
+		HASH_STRING(session_key_settings[i]);
+		HASH_STRING(v ? v : "");
+	}
+
+	/*
+	 * The analysed query: its constants were read by input functions in
+	 * this session's settings ('2024-01-01 15:00' is another instant in
+	 * another TimeZone; 'now' is another instant every time), and it
+	 * holds the views' current definitions.  queryId depends on
+	 * compute_query_id, not on the query.
+	 */
+	{
+		uint64		saved_id = query->queryId;
+		char	   *tree;
+
+		query->queryId = 0;
+		tree = nodeToString(query);
+		query->queryId = saved_id;
+		HASH_STRING(tree);
+		pfree(tree);
+	}
+
+	/*
+	 * The parameters' values, not their text: read in the session's
+	 * settings too, so the same text can be two values ('03/04/2024'
+	 * under DateStyle MDY and DMY, 'now').  Equal images are equal
+	 * values; equal values with different images only cost a miss.
+	 */
+	HASH_BYTES(&qp->nparams, sizeof(qp->nparams));
+	for (int i = 0; i < qp->nparams; i++)
+	{
+		int16		typlen;
+		bool		typbyval;
+
+		HASH_BYTES(&qp->paramtypes[i], sizeof(Oid));
+		if (qp->paramnulls[i] == 'n')
 		{
-			const char *v = GetConfigOption(session_key_settings[i], true, false);
-
-			HASH_STRING(session_key_settings[i]);
-			HASH_STRING(v ? v : "");
+			HASH_STRING("n");
+			continue;
 		}
-
-		/*
-		 * The analysed query: its constants were read by input functions in
-		 * this session's settings ('2024-01-01 15:00' is another instant in
-		 * another TimeZone; 'now' is another instant every time), and it
-		 * holds the views' current definitions.  queryId depends on
-		 * compute_query_id, not on the query.
-		 */
+		HASH_STRING("v");
+		get_typlenbyval(qp->paramtypes[i], &typlen, &typbyval);
+		if (typbyval)
 		{
-			uint64		saved_id = query->queryId;
-			char	   *tree;
+			char		image[sizeof(Datum)];
 
-			query->queryId = 0;
-			tree = nodeToString(query);
-			query->queryId = saved_id;
-			HASH_STRING(tree);
-			pfree(tree);
+			store_att_byval(image, qp->paramvalues[i], typlen);
+			len = typlen;
+			HASH_BYTES(&len, sizeof(len));
+			HASH_BYTES(image, typlen);
 		}
-
-		/*
-		 * The parameters' values, not their text: read in the session's
-		 * settings too, so the same text can be two values ('03/04/2024'
-		 * under DateStyle MDY and DMY, 'now').  Equal images are equal
-		 * values; equal values with different images only cost a miss.
-		 */
-		HASH_BYTES(&ngiven, sizeof(ngiven));
-		for (int i = 0; i < ngiven; i++)
+		else if (typlen == -1)
 		{
-			int16		typlen;
-			bool		typbyval;
+			struct varlena *v = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(qp->paramvalues[i]));
 
-			HASH_BYTES(&qp->paramtypes[i], sizeof(Oid));
-			if (pnulls[i])
-			{
-				HASH_STRING("n");
-				continue;
-			}
-			HASH_STRING("v");
-			get_typlenbyval(qp->paramtypes[i], &typlen, &typbyval);
-			if (typbyval)
-			{
-				char		image[sizeof(Datum)];
-
-				store_att_byval(image, qp->paramvalues[i], typlen);
-				len = typlen;
-				HASH_BYTES(&len, sizeof(len));
-				HASH_BYTES(image, typlen);
-			}
-			else if (typlen == -1)
-			{
-				struct varlena *v = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(qp->paramvalues[i]));
-
-				len = VARSIZE_ANY_EXHDR(v);
-				HASH_BYTES(&len, sizeof(len));
-				HASH_BYTES(VARDATA_ANY(v), len);
-			}
-			else if (typlen == -2)
-				HASH_STRING(DatumGetCString(qp->paramvalues[i]));
-			else
-			{
-				len = typlen;
-				HASH_BYTES(&len, sizeof(len));
-				HASH_BYTES(DatumGetPointer(qp->paramvalues[i]), typlen);
-			}
+			len = VARSIZE_ANY_EXHDR(v);
+			HASH_BYTES(&len, sizeof(len));
+			HASH_BYTES(VARDATA_ANY(v), len);
 		}
-		if (pg_cryptohash_final(ctx, digest, sizeof(digest)) < 0)
-			elog(ERROR, "wtcache: could not hash the query: %s", pg_cryptohash_error(ctx));
-		pg_cryptohash_free(ctx);
+		else if (typlen == -2)
+			HASH_STRING(DatumGetCString(qp->paramvalues[i]));
+		else
+		{
+			len = typlen;
+			HASH_BYTES(&len, sizeof(len));
+			HASH_BYTES(DatumGetPointer(qp->paramvalues[i]), typlen);
+		}
+	}
+	if (pg_cryptohash_final(ctx, digest, sizeof(digest)) < 0)
+		elog(ERROR, "wtcache: could not hash the query: %s", pg_cryptohash_error(ctx));
+	pg_cryptohash_free(ctx);
 #undef HASH_BYTES
 #undef HASH_STRING
-		hex_encode((const char *) digest, sizeof(digest), hex);
-		hex[sizeof(hex) - 1] = '\0';
+	hex_encode((const char *) digest, sizeof(digest), hex);
+	hex[sizeof(hex) - 1] = '\0';
 
-		initStringInfo(&k);
-		wtcache_append_query_key(&k, dbname, hex);
-		qp->key = k.data;
-		qp->lease_key = wtcache_lease_key(k.data);
-		initStringInfo(&k);
-		wtcache_append_clock_key(&k, dbname);
-		qp->clock_key = k.data;
-		initStringInfo(&k);
-		wtcache_append_marker_key(&k, dbname);
-		qp->marker_key = k.data;
+	initStringInfo(&k);
+	wtcache_append_query_key(&k, dbname, hex);
+	qp->key = k.data;
+	qp->lease_key = wtcache_lease_key(k.data);
+	initStringInfo(&k);
+	wtcache_append_clock_key(&k, dbname);
+	qp->clock_key = k.data;
+	initStringInfo(&k);
+	wtcache_append_marker_key(&k, dbname);
+	qp->marker_key = k.data;
+}
+
+/*
+ * Parse and check the query, find its tables, and name its Redis keys.
+ * Needs SPI (for the wtcache.watched lookup).
+ */
+static void
+plan_query(QueryPlan *qp, text *sqltext, ArrayType *params, ArrayType *tags)
+{
+	Query	   *query;
+	Datum	   *pelems = NULL;
+	bool	   *pnulls = NULL;
+	int			ngiven = 0;
+	Oid		   *types = NULL;
+	int			ntypes = 0;
+	char	   *dbname = get_database_name(MyDatabaseId);
+
+	memset(qp, 0, sizeof(*qp));
+	qp->sql = text_to_cstring(sqltext);
+
+	if (params != NULL)
+	{
+		if (ARR_NDIM(params) > 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("params must be a one-dimensional array")));
+		deconstruct_array(params, TEXTOID, -1, false, TYPALIGN_INT, &pelems, &pnulls, &ngiven);
 	}
+
+	query = analyze_cacheable(qp, ngiven, &types, &ntypes);
+	bind_params(qp, pelems, pnulls, ngiven, types, ntypes);
+	find_watched(qp);
+	collect_tags(qp, tags, dbname);
+	name_entry(qp, query, dbname);
 }
 
 /*
