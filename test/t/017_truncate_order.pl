@@ -1,4 +1,5 @@
-# Repro: a TRUNCATE delivered after later changes to its table.
+# A TRUNCATE is delivered in its place among its table's changes, never
+# after later ones (found as a bug: it once was).
 use strict;
 use warnings;
 use FindBin;

@@ -1,5 +1,6 @@
-# Repro: a batch that stops before a whole-table (TRUNCATE) entry releases
-# that entry's pending counters when the batch is acknowledged.
+# A batch that stops before a whole-table (TRUNCATE) entry must not release
+# that entry's pending counters when it is acknowledged (found as a bug:
+# it once did).
 use strict;
 use warnings;
 use FindBin;

@@ -1,6 +1,6 @@
-# Repro: after a TRUNCATE that was not first in its claim, the table's
-# pending counter is released twice (it wraps), and reads of the table
-# never use Redis again.
+# A TRUNCATE that was not first in its claim releases its table's pending
+# counter once: released twice (a bug it once had), the counter wraps and
+# reads of the table never use Redis again.
 use strict;
 use warnings;
 use FindBin;

@@ -1,6 +1,8 @@
-# A hostile review of the rights, key-lookup and set-aside work of issue 13
-# (d3633e8) and of the wait() fence handshake (ef7affc).  Each section is
-# one finding: the attack or the situation, then the invariant it breaks.
+# Hostile tables: what a table's owner (or a role with CREATE on a schema)
+# can make the worker, the key lookup, set-aside and the wait() fence do
+# with the objects it controls.  Found by a hostile review of issue 13's
+# work (d3633e8) and of the fence handshake (ef7affc); each section is one
+# finding: the attack or the situation, then the invariant it breaks.
 # Every section repairs what it broke, so that the next is judged alone.
 #
 #   creator_r  CREATE on schema public
