@@ -268,18 +268,14 @@ is_watched(Oid relid)
 	Datum		values[1] = {ObjectIdGetDatum(relid)};
 	bool		watched;
 
-	WtcRights	rights;
-
 	if (!OidIsValid(get_extension_oid("wtcache", true)))
 		return false;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	/* wtcache.watched is not readable by PUBLIC; this runs before any check */
-	wtcache_rights_enter(&rights, wtcache_owner(), false);
-	if (SPI_execute_with_args("SELECT 1 FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
-							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+	if (wtcache_spi_as_extension_owner("SELECT 1 FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
+									   1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "wtcache.watched lookup failed");
-	wtcache_rights_leave(&rights);
 	watched = SPI_processed > 0;
 	SPI_finish();
 	return watched;
@@ -380,7 +376,6 @@ changes_type_values(Node *parsetree, Oid *typid)
 static void
 requeue_tables_using_type(Oid typid)
 {
-	WtcRights	rights;
 	Oid			argtypes[1] = {OIDOID};
 	Datum		values[1] = {ObjectIdGetDatum(typid)};
 	List	   *rels = NIL;
@@ -393,15 +388,13 @@ requeue_tables_using_type(Oid typid)
 	CommandCounterIncrement();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	wtcache_rights_enter(&rights, wtcache_owner(), false);
-	rc = SPI_execute_with_args("SELECT w.rel::pg_catalog.oid FROM wtcache.watched w "
+	rc = wtcache_spi_as_extension_owner("SELECT w.rel::pg_catalog.oid FROM wtcache.watched w "
 							   "WHERE EXISTS (SELECT FROM pg_catalog.pg_attribute a "
 							   "JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid "
 							   "WHERE a.attrelid OPERATOR(pg_catalog.=) w.rel AND a.attnum OPERATOR(pg_catalog.>) 0 "
 							   "AND NOT a.attisdropped AND (t.oid OPERATOR(pg_catalog.=) $1 "
 							   "OR t.typbasetype OPERATOR(pg_catalog.=) $1 OR t.typelem OPERATOR(pg_catalog.=) $1))",
 							   1, argtypes, values, NULL, false, 0);
-	wtcache_rights_leave(&rights);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "wtcache.watched lookup failed");
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -842,15 +835,12 @@ queue_removal(const DroppedWatch *d)
 static bool
 forget_watch(const DroppedWatch *d)
 {
-	WtcRights	rights;
 	Oid			argtypes[1] = {OIDOID};
 	Datum		values[1] = {ObjectIdGetDatum(d->relid)};
 	int			rc;
 
-	wtcache_rights_enter(&rights, wtcache_owner(), false);
-	rc = SPI_execute_with_args("DELETE FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
-							   1, argtypes, values, NULL, false, 0);
-	wtcache_rights_leave(&rights);
+	rc = wtcache_spi_as_extension_owner("DELETE FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
+										1, argtypes, values, NULL, false, 0);
 	if (rc != SPI_OK_DELETE)
 		elog(ERROR, "wtcache.watched delete failed: %s", SPI_result_code_string(rc));
 	return SPI_processed > 0;

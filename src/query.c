@@ -1044,7 +1044,6 @@ find_watched(QueryPlan *qp)
 	int			n = 0;
 	Oid			argtypes[1] = {OIDARRAYOID};
 	Datum		values[1];
-	WtcRights	rights;
 	int			rc;
 
 	if (qp->relids == NIL)
@@ -1054,10 +1053,8 @@ find_watched(QueryPlan *qp)
 		oids[n++] = ObjectIdGetDatum(lfirst_oid(lc));
 	values[0] = PointerGetDatum(construct_array(oids, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
 	/* as its owner: the caller may read a watched table through a view */
-	wtcache_rights_enter(&rights, wtcache_owner(), false);
-	rc = SPI_execute_with_args("SELECT rel::pg_catalog.oid FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) ANY($1)",
-							   1, argtypes, values, NULL, true, 0);
-	wtcache_rights_leave(&rights);
+	rc = wtcache_spi_as_extension_owner("SELECT rel::pg_catalog.oid FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) ANY($1)",
+										1, argtypes, values, NULL, true, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "wtcache.watched lookup failed");
 	foreach(lc, qp->relids)

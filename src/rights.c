@@ -31,6 +31,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "executor/spi.h"
 #include "catalog/pg_class.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
@@ -102,6 +103,24 @@ wtcache_rights_leave(WtcRights *rights)
 	if (rights->nestlevel >= 0)
 		wtcache_unpin_search_path(rights->nestlevel);
 	SetUserIdAndSecContext(rights->save_userid, rights->save_sec);
+}
+
+/*
+ * One statement on wtcache's own tables, as the extension's owner: they
+ * are not readable by the roles that call wtcache's functions.  SPI's
+ * result code; an error inside unwinds the rights with the transaction.
+ */
+int
+wtcache_spi_as_extension_owner(const char *sql, int nargs, Oid *argtypes, Datum *values,
+							   const char *nulls, bool read_only, long count)
+{
+	WtcRights	rights;
+	int			rc;
+
+	wtcache_rights_enter(&rights, wtcache_owner(), false);
+	rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, read_only, count);
+	wtcache_rights_leave(&rights);
+	return rc;
 }
 
 /* search_path = pg_catalog, pg_temp until wtcache_unpin_search_path(). */

@@ -56,7 +56,6 @@ static List *
 set_aside_tables(FunctionCallInfo fcinfo)
 {
 	List	   *rels = NIL;
-	WtcRights	rights;
 	MemoryContext outer = CurrentMemoryContext;
 
 	if (!PG_ARGISNULL(0))
@@ -71,12 +70,10 @@ set_aside_tables(FunctionCallInfo fcinfo)
 			aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, get_rel_name(relid));
 		return list_make1_oid(relid);
 	}
-	wtcache_rights_enter(&rights, wtcache_owner(), false);
-	if (SPI_execute_with_args("SELECT DISTINCT relid FROM wtcache.queue WHERE " SET_ASIDE_BY_THE_WORKER,
-							  1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(WTCACHE_HOLD_REASON)},
-							  NULL, true, 0) != SPI_OK_SELECT)
+	if (wtcache_spi_as_extension_owner("SELECT DISTINCT relid FROM wtcache.queue WHERE " SET_ASIDE_BY_THE_WORKER,
+									   1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(WTCACHE_HOLD_REASON)},
+									   NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wtcache.queue lookup failed");
-	wtcache_rights_leave(&rights);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
@@ -115,18 +112,15 @@ act_on_set_aside(FunctionCallInfo fcinfo, bool discard)
 	foreach(lc, rels)
 	{
 		Oid			relid = lfirst_oid(lc);
-		WtcRights	rights;
 		Datum		values[2] = {CStringGetTextDatum(WTCACHE_HOLD_REASON), ObjectIdGetDatum(relid)};
 		int			rc;
 
-		wtcache_rights_enter(&rights, wtcache_owner(), false);
-		rc = SPI_execute_with_args(discard ?
-								   "UPDATE wtcache.queue SET discard = true "
-								   "WHERE relid OPERATOR(pg_catalog.=) $2 AND " SET_ASIDE_BY_THE_WORKER :
-								   "UPDATE wtcache.queue SET set_aside = NULL "
-								   "WHERE relid OPERATOR(pg_catalog.=) $2 AND " SET_ASIDE_BY_THE_WORKER,
-								   2, (Oid[]) {TEXTOID, OIDOID}, values, NULL, false, 0);
-		wtcache_rights_leave(&rights);
+		rc = wtcache_spi_as_extension_owner(discard ?
+											"UPDATE wtcache.queue SET discard = true "
+											"WHERE relid OPERATOR(pg_catalog.=) $2 AND " SET_ASIDE_BY_THE_WORKER :
+											"UPDATE wtcache.queue SET set_aside = NULL "
+											"WHERE relid OPERATOR(pg_catalog.=) $2 AND " SET_ASIDE_BY_THE_WORKER,
+											2, (Oid[]) {TEXTOID, OIDOID}, values, NULL, false, 0);
 		if (rc != SPI_OK_UPDATE)
 			elog(ERROR, "wtcache: updating set-aside queue rows failed: %s", SPI_result_code_string(rc));
 		/* Redis may hold older values of those keys: remove the table's keys */
@@ -202,18 +196,15 @@ wtcache_hold_table(Oid relid, const char *table_key)
 bool
 wtcache_release_table(Oid relid)
 {
-	WtcRights	rights;
 	Oid			argtypes[2] = {OIDOID, TEXTOID};
 	Datum		values[2];
 	int			rc;
 
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = CStringGetTextDatum(WTCACHE_HOLD_REASON);
-	wtcache_rights_enter(&rights, wtcache_owner(), false);
-	rc = SPI_execute_with_args("UPDATE wtcache.queue SET discard = true WHERE relid OPERATOR(pg_catalog.=) $1 "
-							   "AND set_aside OPERATOR(pg_catalog.=) $2 AND NOT discard",
-							   2, argtypes, values, NULL, false, 0);
-	wtcache_rights_leave(&rights);
+	rc = wtcache_spi_as_extension_owner("UPDATE wtcache.queue SET discard = true WHERE relid OPERATOR(pg_catalog.=) $1 "
+										"AND set_aside OPERATOR(pg_catalog.=) $2 AND NOT discard",
+										2, argtypes, values, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "wtcache: releasing the reads of a table failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed > 0)

@@ -541,7 +541,6 @@ refuse_other_key(Relation rel, const char *qname, int nkeys, const AttrNumber *a
 {
 	Oid			argtypes[1] = {OIDOID};
 	Datum		values[1] = {ObjectIdGetDatum(RelationGetRelid(rel))};
-	WtcRights	rights;
 	int			rc;
 	bool		isnull;
 	ArrayType  *old;
@@ -550,10 +549,8 @@ refuse_other_key(Relation rel, const char *qname, int nkeys, const AttrNumber *a
 	bool		same;
 
 	/* wtcache.watched is readable by its owner only */
-	wtcache_rights_enter(&rights, wtcache_owner(), false);
-	rc = SPI_execute_with_args("SELECT key_attnums FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
-							   1, argtypes, values, NULL, false, 1);
-	wtcache_rights_leave(&rights);
+	rc = wtcache_spi_as_extension_owner("SELECT key_attnums FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
+										1, argtypes, values, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "wtcache.watched lookup failed");
 	if (SPI_processed == 0)
@@ -607,7 +604,6 @@ record_watch(Relation rel, const WatchRequest *req, int nkeys, const AttrNumber 
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	Datum		keynames[INDEX_MAX_KEYS];
 	Datum		attnum_datums[INDEX_MAX_KEYS];
-	WtcRights	owner;
 	int			rc;
 	bool		isnull;
 	bool		newly_watched;
@@ -626,16 +622,14 @@ record_watch(Relation rel, const WatchRequest *req, int nkeys, const AttrNumber 
 		nulls[4] = 'n';
 	values[5] = CStringGetTextDatum(req->mode);
 
-	as_owner_begin(&owner);
-	rc = SPI_execute_with_args("INSERT INTO wtcache.watched AS w (rel, key_columns, key_attnums, tags, ttl, mode) "
-							   "VALUES ($1, $2, $3, $4, $5, $6) "
-							   "ON CONFLICT (rel) DO UPDATE SET tags = EXCLUDED.tags, ttl = EXCLUDED.ttl, mode = EXCLUDED.mode "
-							   "RETURNING (xmax OPERATOR(pg_catalog.=) 0)",
-							   6, argtypes, values, nulls, false, 0);
+	rc = wtcache_spi_as_extension_owner("INSERT INTO wtcache.watched AS w (rel, key_columns, key_attnums, tags, ttl, mode) "
+										"VALUES ($1, $2, $3, $4, $5, $6) "
+										"ON CONFLICT (rel) DO UPDATE SET tags = EXCLUDED.tags, ttl = EXCLUDED.ttl, mode = EXCLUDED.mode "
+										"RETURNING (xmax OPERATOR(pg_catalog.=) 0)",
+										6, argtypes, values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "wtcache.watched insert failed: %s", SPI_result_code_string(rc));
 	newly_watched = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	as_owner_end(&owner);
 	return newly_watched;
 }
 
@@ -711,7 +705,6 @@ wtcache_unwatch(PG_FUNCTION_ARGS)
 	char	   *qname;
 	StringInfoData sql;
 	StringInfoData table_key;
-	WtcRights	owner;
 	Oid			argtypes[1] = {OIDOID};
 	Datum		values[1] = {ObjectIdGetDatum(relid)};
 	int			rc;
@@ -722,10 +715,8 @@ wtcache_unwatch(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	as_owner_begin(&owner);
-	rc = SPI_execute_with_args("DELETE FROM wtcache.watched WHERE rel = $1",
-							   1, argtypes, values, NULL, false, 0);
-	as_owner_end(&owner);
+	rc = wtcache_spi_as_extension_owner("DELETE FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
+										1, argtypes, values, NULL, false, 0);
 	if (rc != SPI_OK_DELETE)
 		elog(ERROR, "wtcache.watched delete failed");
 	if (SPI_processed == 0)
@@ -1000,14 +991,12 @@ wtcache_resync(PG_FUNCTION_ARGS)
 		List	   *rels = NIL;
 		ListCell   *lc;
 		MemoryContext outer = CurrentMemoryContext;
-		WtcRights	owner;
 		int			rc;
 
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		as_owner_begin(&owner);
-		rc = SPI_execute("SELECT rel::pg_catalog.oid FROM wtcache.watched ORDER BY rel", true, 0);
-		as_owner_end(&owner);
+		rc = wtcache_spi_as_extension_owner("SELECT rel::pg_catalog.oid FROM wtcache.watched ORDER BY rel",
+											0, NULL, NULL, NULL, true, 0);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "wtcache.watched lookup failed");
 		for (uint64 i = 0; i < SPI_processed; i++)

@@ -373,6 +373,9 @@ typedef struct WtcRights
 extern void wtcache_rights_enter(WtcRights *rights, Oid userid, bool restricted);
 extern void wtcache_rights_enter_table_owner(WtcRights *rights, Oid relid);
 extern void wtcache_rights_enter_unpinned(WtcRights *rights, Oid userid);
+extern int	wtcache_spi_as_extension_owner(const char *sql, int nargs, Oid *argtypes,
+										   Datum *values, const char *nulls,
+										   bool read_only, long count);
 extern void wtcache_rights_leave(WtcRights *rights);
 extern int	wtcache_pin_search_path(void);
 extern void wtcache_unpin_search_path(int nestlevel);
