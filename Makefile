@@ -36,6 +36,7 @@ PGFILEDESC = "wtcache - keeps Redis in step with PostgreSQL"
 
 SHLIB_LINK = -lhiredis -lssl -lcrypto
 PG_CPPFLAGS = -I$(srcdir)/src -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+PG_CFLAGS = -MMD -MP
 
 REGRESS = watch capture keys settings reads query badinput security_settings metadata
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf --temp-instance=./tmp_check
@@ -43,12 +44,14 @@ REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf --temp-instance=./tmp_c
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
 
-EXTRA_CLEAN = tmp_check results regression.diffs regression.out
+EXTRA_CLEAN = tmp_check results regression.diffs regression.out $(OBJS:.o=.d)
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# every file includes the shared declarations (struct layouts in shared memory)
-# and many the Redis layout
-$(OBJS): $(srcdir)/src/wtcache.h $(srcdir)/src/keyspace.h $(srcdir)/src/redis_conn.h $(srcdir)/src/tls.h $(srcdir)/src/queue.h
+# Each object depends on the headers it included, as the compiler found
+# them (-MMD in PG_CFLAGS: the .o compile, not the bitcode one), so an edit
+# of one module's header rebuilds its users only, and a new header needs no
+# line here.
+-include $(OBJS:.o=.d)
