@@ -10,6 +10,8 @@
 #ifndef WTCACHE_QUEUE_H
 #define WTCACHE_QUEUE_H
 
+#include "wtcache.h"
+
 #include "access/htup.h"
 #include "access/tupdesc.h"
 
