@@ -164,7 +164,7 @@ typedef struct Batch
 								 * rows, released once they are acked */
 	int			npending;
 	int			maxpending;
-	MemoryContext cxt;
+	MemoryContext cxt;			/* all of the batch; reset at its claim */
 } Batch;
 
 /*
@@ -174,39 +174,116 @@ typedef struct Batch
  */
 #define WTCACHE_TABLE_READ_TIMEOUT_MS 60000
 
-static WorkerSlot *MySlot = NULL;
-static MemoryContext BatchContext = NULL;
-static WtcRedis *redis = NULL;
-static RedisScripts scripts;
-static char redis_address[300];
-static uint32 connected_settings_hash;
-static int	consecutive_failures = 0;
-static bool failure_logged = false;
-static bool connect_failure_logged = false;
-static MarkerSet markers;		/* generation markers, for this connection */
-static uint64 markers_epoch;	/* of the slot map they were chosen for */
-static MemoryContext markers_cxt = NULL;
-static bool need_marker_check = true;
-static bool redis_verified = false;	/* first marker check passed */
-static XLogRecPtr durable_lsn;	/* WAL flushed when the worker started, or
-								 * made durable since before a batch was sent */
-static char *my_dbname = NULL;
-static char *clock_key = NULL;		/* <prefix>{<db>}:clock, for tag stamps */
-static StringInfoData suffix_buf;	/* scratch for add_key, in TopMemoryContext */
+/*
+ * The ends of the worker's own latest commits are kept (note_own_commit):
+ * a commit-log group spans 32 transactions.
+ */
+#define OWN_COMMITS_KEPT 32
+
+/* the first pause between counts of the pending filter (count_pending_if_needed) */
+#define PENDING_COUNT_RETRY_MS	100
+
+/*
+ * Everything the worker process keeps between one step and the next, in
+ * one place, so that what a function changes for the others is visible at
+ * its use (Worker.x) and each field's owner and reset are stated once.
+ * One instance, Worker; nothing in it is shared with other processes (that
+ * is the WorkerSlot, slot below).  Functions whose static is a private
+ * rate limit or log-once list of their own keep it local.
+ */
+typedef struct WorkerProcess
+{
+	/* Set once at start (claim_slot, wtcache_worker_main), never reset */
+	WorkerSlot *slot;			/* this database's slot in shared memory */
+	char	   *dbname;			/* in TopMemoryContext */
+	char	   *clock_key;		/* <prefix>{<db>}:clock, for tag stamps */
+	StringInfoData suffix_buf;	/* scratch for add_key, in TopMemoryContext */
+
+	/*
+	 * The connection to Redis.  ensure_connected sets them; redis is NULL
+	 * when there is none (disconnect_redis, a pause); redis_address keeps
+	 * the last one for messages.
+	 */
+	WtcRedis   *redis;
+	RedisScripts scripts;		/* loaded at each connection */
+	char		redis_address[300];
+	uint32		connected_settings_hash;	/* the settings it was made with */
+
+	/*
+	 * The outage: redis_failed counts and logs, a connection
+	 * (ensure_connected) or a change of settings (reload_config_if_needed)
+	 * resets.
+	 */
+	int			consecutive_failures;	/* paces backoff_sleep */
+	bool		failure_logged; /* once per outage */
+	bool		connect_failure_logged; /* and its first failure to connect */
+
+	/*
+	 * Generation markers.  markers: for this connection, in markers_cxt;
+	 * chosen by markers_follow_map, dropped by disconnect_redis.
+	 */
+	MarkerSet	markers;
+	uint64		markers_epoch;	/* of the slot map they were chosen for */
+	MemoryContext markers_cxt;
+	bool		need_marker_check;	/* set by a connection, wait() or idle
+									 * time; cleared by a check (main loop) */
+	bool		redis_verified; /* first marker check passed (check_marker) */
+	XLogRecPtr	durable_lsn;	/* WAL flushed when the worker started, or
+								 * made durable since before a batch was
+								 * sent (batch_durable); only grows */
+
+	/* Durability of what a batch sends (batch_durable); never reset */
+	XLogRecPtr	own_commit_ends[OWN_COMMITS_KEPT];	/* ring, note_own_commit */
+	int			own_commit_next;
+	uint64		catalog_changes;	/* invalidations taken in (the cache
+									 * callbacks count) */
+	uint64		catalog_changes_claimed;	/* as of the last batch made
+											 * durable; PG_UINT64_MAX: none
+											 * yet, caches loaded at start */
+
+	/* the queue known to be the extension's; a relcache invalidation of it resets */
+	Oid			verified_queue;
+
+	/*
+	 * Batches: drain() claims into one while the other is in flight.  The
+	 * contexts are made at the first drain and deleted by
+	 * release_batch_memory when idle; each claim resets its own.
+	 */
+	Batch		batches[2];
+	MemoryContext batch_cxts[2];
+	int			coalesce_us;	/* the pause after a small batch; 0 when a
+								 * batch was large or the queue empty */
+
+	/* Counting the pending filter (count_pending_if_needed) */
+	struct
+	{
+		TimestampTz next_try;	/* the next count, or settling of its
+								 * counts once ready (idle_timeout_ms) */
+		int			retry_ms;	/* the pause after a failed count */
+		bool		waiting_logged;
+		bool		unsettled;	/* counted rows of transactions in progress */
+	}			pending;
+} WorkerProcess;
+
+static WorkerProcess Worker = {
+	.need_marker_check = true,
+	.catalog_changes_claimed = PG_UINT64_MAX,
+	.pending.retry_ms = PENDING_COUNT_RETRY_MS,
+};
 
 static void
 worker_shmem_exit(int code, Datum arg)
 {
-	if (MySlot)
+	if (Worker.slot)
 	{
-		SpinLockAcquire(&MySlot->mutex);
-		MySlot->pid = 0;
-		MySlot->latch = NULL;
-		MySlot->connected = false;
-		SpinLockRelease(&MySlot->mutex);
+		SpinLockAcquire(&Worker.slot->mutex);
+		Worker.slot->pid = 0;
+		Worker.slot->latch = NULL;
+		Worker.slot->connected = false;
+		SpinLockRelease(&Worker.slot->mutex);
 	}
-	wtc_redis_free(redis);
-	redis = NULL;
+	wtc_redis_free(Worker.redis);
+	Worker.redis = NULL;
 }
 
 /*
@@ -219,8 +296,8 @@ static void
 mark_absent_and_exit(void)
 {
 	LWLockAcquire(WtcacheSharedState->lock, LW_EXCLUSIVE);
-	if (!MySlot->requested)
-		MySlot->absent = true;
+	if (!Worker.slot->requested)
+		Worker.slot->absent = true;
 	LWLockRelease(WtcacheSharedState->lock);
 	proc_exit(0);
 }
@@ -228,9 +305,9 @@ mark_absent_and_exit(void)
 static void
 update_slot_address(void)
 {
-	SpinLockAcquire(&MySlot->mutex);
-	strlcpy(MySlot->redis_address, redis_address, sizeof(MySlot->redis_address));
-	SpinLockRelease(&MySlot->mutex);
+	SpinLockAcquire(&Worker.slot->mutex);
+	strlcpy(Worker.slot->redis_address, Worker.redis_address, sizeof(Worker.slot->redis_address));
+	SpinLockRelease(&Worker.slot->mutex);
 }
 
 /* ---------------------------------------------------------------------
@@ -241,12 +318,12 @@ update_slot_address(void)
 static void
 disconnect_redis(void)
 {
-	markers.keys = NULL;		/* chosen again for the next connection */
-	if (markers_cxt != NULL)
-		MemoryContextReset(markers_cxt);
-	wtc_redis_free(redis);
-	redis = NULL;
-	wtcache_slot_set_state(MySlot, WORKER_BACKOFF, false);
+	Worker.markers.keys = NULL;		/* chosen again for the next connection */
+	if (Worker.markers_cxt != NULL)
+		MemoryContextReset(Worker.markers_cxt);
+	wtc_redis_free(Worker.redis);
+	Worker.redis = NULL;
+	wtcache_slot_set_state(Worker.slot, WORKER_BACKOFF, false);
 }
 
 /*
@@ -262,20 +339,20 @@ redis_failed(const char *what, const char *detail)
 	bool		connecting = strncmp(what, "could not connect", 17) == 0;
 
 	snprintf(msg, sizeof(msg), "%s: %s", what, detail);
-	wtcache_slot_set_error(MySlot, msg);
-	if (!failure_logged || (connecting && !connect_failure_logged))
+	wtcache_slot_set_error(Worker.slot, msg);
+	if (!Worker.failure_logged || (connecting && !Worker.connect_failure_logged))
 	{
 		const char *hint = wtc_redis_error_hint(detail);
 
 		ereport(LOG,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("wtcache: %s at %s: %s", what, redis_address, detail),
+				 errmsg("wtcache: %s at %s: %s", what, Worker.redis_address, detail),
 				 errdetail("Captured changes stay in wtcache.queue and are delivered when Redis answers again."),
 				 errhint("%s", hint ? hint : "Check that Redis is running and that wtcache.redis_url points to it.")));
-		failure_logged = true;
-		connect_failure_logged |= connecting;
+		Worker.failure_logged = true;
+		Worker.connect_failure_logged |= connecting;
 	}
-	consecutive_failures++;
+	Worker.consecutive_failures++;
 	disconnect_redis();
 }
 
@@ -283,9 +360,9 @@ redis_failed(const char *what, const char *detail)
 static void
 publish_key_prefix(void)
 {
-	SpinLockAcquire(&MySlot->mutex);
-	strlcpy(MySlot->key_prefix, wtcache_key_prefix, sizeof(MySlot->key_prefix));
-	SpinLockRelease(&MySlot->mutex);
+	SpinLockAcquire(&Worker.slot->mutex);
+	strlcpy(Worker.slot->key_prefix, wtcache_key_prefix, sizeof(Worker.slot->key_prefix));
+	SpinLockRelease(&Worker.slot->mutex);
 }
 
 static void
@@ -297,17 +374,17 @@ reload_config_if_needed(void)
 		ProcessConfigFile(PGC_SIGHUP);
 		publish_key_prefix();
 		/* a changed address (or credentials) means a new connection */
-		if (wtcache_redis_settings_hash() != connected_settings_hash && redis != NULL)
+		if (wtcache_redis_settings_hash() != Worker.connected_settings_hash && Worker.redis != NULL)
 		{
 			ereport(LOG, (errmsg("wtcache: the Redis settings changed, reconnecting")));
 			disconnect_redis();
-			consecutive_failures = 0;
+			Worker.consecutive_failures = 0;
 		}
 		/* new settings that fail too fail anew: say why, once */
-		else if (wtcache_redis_settings_hash() != connected_settings_hash)
+		else if (wtcache_redis_settings_hash() != Worker.connected_settings_hash)
 		{
-			failure_logged = connect_failure_logged = false;
-			consecutive_failures = 0;
+			Worker.failure_logged = Worker.connect_failure_logged = false;
+			Worker.consecutive_failures = 0;
 		}
 	}
 }
@@ -319,15 +396,15 @@ backoff_sleep(void)
 	int64		delay = wtcache_retry_interval_ms;
 	TimestampTz deadline;
 
-	for (int i = 1; i < consecutive_failures && delay < wtcache_retry_max_ms; i++)
+	for (int i = 1; i < Worker.consecutive_failures && delay < wtcache_retry_max_ms; i++)
 		delay *= 2;
 	delay = Min(delay, wtcache_retry_max_ms);
 	/* jitter: between half and all of the delay */
 	delay = delay / 2 + (int64) (pg_prng_double(&pg_global_prng_state) * (delay / 2 + 1));
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
-	SpinLockAcquire(&MySlot->mutex);
-	MySlot->next_retry = deadline;
-	SpinLockRelease(&MySlot->mutex);
+	SpinLockAcquire(&Worker.slot->mutex);
+	Worker.slot->next_retry = deadline;
+	SpinLockRelease(&Worker.slot->mutex);
 
 	for (;;)
 	{
@@ -354,31 +431,31 @@ ensure_connected(void)
 	const char *problem;
 	char		err[256];
 
-	if (redis != NULL)
+	if (Worker.redis != NULL)
 		return true;
 
-	connected_settings_hash = wtcache_redis_settings_hash();
+	Worker.connected_settings_hash = wtcache_redis_settings_hash();
 	if (!wtcache_redis_target(&target, &problem))
 	{
 		/* the check hooks cannot see every combination of settings */
 		redis_failed("invalid Redis settings", problem);
 		return false;
 	}
-	wtcache_describe_target(&target, redis_address, sizeof(redis_address));
+	wtcache_describe_target(&target, Worker.redis_address, sizeof(Worker.redis_address));
 	update_slot_address();
-	wtcache_slot_set_state(MySlot, WORKER_CONNECTING, false);
+	wtcache_slot_set_state(Worker.slot, WORKER_CONNECTING, false);
 
-	redis = wtc_redis_connect(&target, wtcache_connect_timeout_ms, wtcache_command_timeout_ms,
+	Worker.redis = wtc_redis_connect(&target, wtcache_connect_timeout_ms, wtcache_command_timeout_ms,
 							  err, sizeof(err));
-	if (redis == NULL)
+	if (Worker.redis == NULL)
 	{
 		redis_failed("could not connect to Redis", err);
 		return false;
 	}
 	/* the master a Sentinel named, or the cluster's size */
-	strlcpy(redis_address, wtc_redis_address(redis), sizeof(redis_address));
+	strlcpy(Worker.redis_address, wtc_redis_address(Worker.redis), sizeof(Worker.redis_address));
 	update_slot_address();
-	if (!wtcache_load_scripts(redis, &scripts, err, sizeof(err)))
+	if (!wtcache_load_scripts(Worker.redis, &Worker.scripts, err, sizeof(err)))
 	{
 		redis_failed("could not load wtcache's scripts into Redis", err);
 		return false;
@@ -388,17 +465,17 @@ ensure_connected(void)
 		const char *name = "";
 
 		/* "master" or "slave": a worker writing to a replica fails, and says so */
-		if (wtc_redis_commandv(redis, &role, 1, "ROLE") && role.type == WTC_REPLY_ARRAY &&
+		if (wtc_redis_commandv(Worker.redis, &role, 1, "ROLE") && role.type == WTC_REPLY_ARRAY &&
 			role.nelem > 0 && role.elem[0].type == WTC_REPLY_STRING)
 			name = role.elem[0].str;
-		SpinLockAcquire(&MySlot->mutex);
-		strlcpy(MySlot->redis_role, name, sizeof(MySlot->redis_role));
-		SpinLockRelease(&MySlot->mutex);
+		SpinLockAcquire(&Worker.slot->mutex);
+		strlcpy(Worker.slot->redis_role, name, sizeof(Worker.slot->redis_role));
+		SpinLockRelease(&Worker.slot->mutex);
 	}
-	ereport(LOG, (errmsg("wtcache: connected to Redis at %s", redis_address)));
-	wtcache_slot_set_state(MySlot, WORKER_CONNECTED, true);
-	consecutive_failures = 0;
-	failure_logged = connect_failure_logged = false;
+	ereport(LOG, (errmsg("wtcache: connected to Redis at %s", Worker.redis_address)));
+	wtcache_slot_set_state(Worker.slot, WORKER_CONNECTED, true);
+	Worker.consecutive_failures = 0;
+	Worker.failure_logged = Worker.connect_failure_logged = false;
 	return true;
 }
 
@@ -417,19 +494,16 @@ ensure_connected(void)
  * the WAL writer as for asynchronous writers.  A group spans 32
  * transactions, so the last few of the worker's commits are enough.
  */
-#define OWN_COMMITS_KEPT 32
-static XLogRecPtr own_commit_ends[OWN_COMMITS_KEPT];
-static int	own_commit_next = 0;
 
 static void
 note_own_commit(void)
 {
-	int			last = (own_commit_next + OWN_COMMITS_KEPT - 1) % OWN_COMMITS_KEPT;
+	int			last = (Worker.own_commit_next + OWN_COMMITS_KEPT - 1) % OWN_COMMITS_KEPT;
 
-	if (XactLastCommitEnd != own_commit_ends[last])
+	if (XactLastCommitEnd != Worker.own_commit_ends[last])
 	{
-		own_commit_ends[own_commit_next] = XactLastCommitEnd;
-		own_commit_next = (own_commit_next + 1) % OWN_COMMITS_KEPT;
+		Worker.own_commit_ends[Worker.own_commit_next] = XactLastCommitEnd;
+		Worker.own_commit_next = (Worker.own_commit_next + 1) % OWN_COMMITS_KEPT;
 	}
 }
 
@@ -437,7 +511,7 @@ static bool
 is_own_commit_end(XLogRecPtr commit_end)
 {
 	for (int i = 0; i < OWN_COMMITS_KEPT; i++)
-		if (own_commit_ends[i] == commit_end)
+		if (Worker.own_commit_ends[i] == commit_end)
 			return true;
 	return false;
 }
@@ -453,20 +527,16 @@ is_own_commit_end(XLogRecPtr commit_end)
  * in since the last claim, the batch takes all WAL written by the end of
  * its claim (claim_next), which holds every commit those caches show.
  */
-static uint64 catalog_changes = 0;
-static uint64 catalog_changes_claimed = PG_UINT64_MAX;	/* none yet: caches
-														 * loaded at start */
-
 static void
 count_catalog_change(Datum arg, Oid relid)
 {
-	catalog_changes++;
+	Worker.catalog_changes++;
 }
 
 static void
 count_syscache_change(Datum arg, int cacheid, uint32 hashvalue)
 {
-	catalog_changes++;
+	Worker.catalog_changes++;
 }
 
 static void
@@ -498,18 +568,18 @@ end_xact(void)
  * one); pg_extension has no catalog cache, so that is asked once per
  * queue, until its relcache entry is invalidated (a DROP does).
  */
-static Oid	verified_queue = InvalidOid;
 
 static void
 verified_queue_inval(Datum arg, Oid relid)
 {
-	if (relid == InvalidOid || relid == verified_queue)
-		verified_queue = InvalidOid;
+	if (relid == InvalidOid || relid == Worker.verified_queue)
+		Worker.verified_queue = InvalidOid;
 }
 
 static Oid
 queue_relid_or_exit(void)
 {
+	/* local: registered once per process, and nothing else asks */
 	static bool callback_registered = false;
 	Oid			queue = wtcache_queue_relid();
 
@@ -522,7 +592,7 @@ queue_relid_or_exit(void)
 		CacheRegisterSyscacheCallback(TYPEOID, count_syscache_change, (Datum) 0);
 		callback_registered = true;
 	}
-	if (OidIsValid(queue) && queue == verified_queue)
+	if (OidIsValid(queue) && queue == Worker.verified_queue)
 		return queue;
 	if (!OidIsValid(get_extension_oid("wtcache", true)) || !OidIsValid(queue))
 	{
@@ -531,7 +601,7 @@ queue_relid_or_exit(void)
 		end_xact();
 		mark_absent_and_exit();
 	}
-	verified_queue = queue;
+	Worker.verified_queue = queue;
 	return queue;
 }
 
@@ -577,7 +647,7 @@ string_set_create(const char *name, long size, MemoryContext cxt)
  * gone, or no longer watched, stays unwatched and its entries are dropped.
  */
 static void
-load_table(TableBatch *tb, Oid relid)
+load_table(TableBatch *tb, Batch *b, Oid relid)
 {
 	WatchConfig config;
 	MemoryContext spicxt;
@@ -586,6 +656,7 @@ load_table(TableBatch *tb, Oid relid)
 	char	   *nspname;
 
 	memset(tb, 0, sizeof(*tb));
+	tb->batch = b;
 	tb->relid = relid;
 
 	rel = try_relation_open(relid, AccessShareLock);
@@ -596,7 +667,7 @@ load_table(TableBatch *tb, Oid relid)
 		relation_close(rel, AccessShareLock);
 		return;
 	}
-	spicxt = MemoryContextSwitchTo(BatchContext);
+	spicxt = MemoryContextSwitchTo(b->cxt);
 	if (!wtcache_load_watch(relid, &config))
 	{
 		MemoryContextSwitchTo(spicxt);
@@ -614,7 +685,7 @@ load_table(TableBatch *tb, Oid relid)
 		tb->nkeys = config.nkeys;
 		tb->qname = quote_qualified_identifier(nspname, relname);
 		initStringInfo(&tk);
-		wtcache_append_table_key(&tk, my_dbname, nspname, relname);
+		wtcache_append_table_key(&tk, Worker.dbname, nspname, relname);
 		tb->table_key = tk.data;
 		tb->table_tag = wtcache_format_table_tag(nspname, relname);
 		{
@@ -623,7 +694,7 @@ load_table(TableBatch *tb, Oid relid)
 
 			initStringInfo(&ev);
 			appendStringInfoString(&ev, "{\"db\":");
-			escape_json(&ev, my_dbname);
+			escape_json(&ev, Worker.dbname);
 			appendStringInfoString(&ev, ",\"table\":");
 			escape_json(&ev, qualified);
 			appendStringInfoString(&ev, ",\"key\":[");
@@ -647,16 +718,16 @@ load_table(TableBatch *tb, Oid relid)
 
 			tb->binary[i] = !wtcache_key_type_is_stable(typid);
 			getTypeOutputInfo(typid, &outfn, &isvarlena);
-			fmgr_info_cxt(outfn, &tb->out[i], BatchContext);
+			fmgr_info_cxt(outfn, &tb->out[i], b->cxt);
 			if (tb->binary[i])
 			{
 				getTypeBinaryInputInfo(typid, &recvfn, &tb->ioparams[i]);
-				fmgr_info_cxt(recvfn, &tb->recv[i], BatchContext);
+				fmgr_info_cxt(recvfn, &tb->recv[i], b->cxt);
 			}
 		}
-		wtcache_key_lookup_init(&tb->lookup, rel, tb->nkeys, attnums, BatchContext);
+		wtcache_key_lookup_init(&tb->lookup, rel, tb->nkeys, attnums, b->cxt);
 
-		tb->keyhash = string_set_create("wtcache batch keys", 1024, BatchContext);
+		tb->keyhash = string_set_create("wtcache batch keys", 1024, b->cxt);
 		tb->maxbatchkeys = 256;
 		tb->keys = palloc(sizeof(BatchKey) * tb->maxbatchkeys);
 		tb->watched = true;
@@ -676,8 +747,7 @@ batch_table(Batch *b, Oid relid)
 		b->maxtables *= 2;
 		b->tables = repalloc(b->tables, sizeof(TableBatch) * b->maxtables);
 	}
-	load_table(&b->tables[b->ntables], relid);
-	b->tables[b->ntables].batch = b;
+	load_table(&b->tables[b->ntables], b, relid);
 	return &b->tables[b->ntables++];
 }
 
@@ -725,7 +795,7 @@ static void
 add_key(TableBatch *tb, char **captured, int64 version, List *tags)
 {
 	char	  **values = palloc(sizeof(char *) * tb->nkeys);
-	StringInfo	suffix = &suffix_buf;
+	StringInfo	suffix = &Worker.suffix_buf;
 	char	   *probe;
 	KeyHashEntry *entry;
 	bool		found;
@@ -912,7 +982,7 @@ fetch_rows(TableBatch *tb, const bool *skip)
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "wtcache: reading rows of %s failed", tb->qname);
 
-	old = MemoryContextSwitchTo(BatchContext);
+	old = MemoryContextSwitchTo(tb->batch->cxt);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
@@ -980,13 +1050,13 @@ fetch_or_parse(void *arg)
 /*
  * fetch_rows(tb, skip), or the parsing of one key's values alone (key >=
  * 0), in a subtransaction.  False, with the error's message (in
- * BatchContext), when it failed.
+ * the batch's memory), when it failed.
  */
 static bool
 try_fetch(TableBatch *tb, const bool *skip, int key, char **message)
 {
 	FetchArgs	a = {tb, skip, key};
-	MemoryContext old = MemoryContextSwitchTo(BatchContext);
+	MemoryContext old = MemoryContextSwitchTo(tb->batch->cxt);
 	bool		ok = wtcache_run_in_subxact(fetch_or_parse, &a, message);
 
 	MemoryContextSwitchTo(old);
@@ -1043,7 +1113,7 @@ fetch_rows_or_set_aside(TableBatch *tb)
 		return;
 	for (int i = 0; i < tb->nbatchkeys; i++)
 		tb->keys[i].payload = NULL;
-	tb->failure = MemoryContextStrdup(BatchContext,
+	tb->failure = MemoryContextStrdup(tb->batch->cxt,
 									  psprintf("reading the rows of %s failed: %s",
 											   tb->qname, message));
 	tb->watched = false;		/* nothing of it is pushed */
@@ -1063,7 +1133,7 @@ batch_add_tag_groups(Batch *b, QueueTagIter *it)
 
 /*
  * Claim the next batch.  Runs inside the claim transaction; everything kept
- * goes to BatchContext.  Returns false when the queue is empty.
+ * goes to the batch's memory (b->cxt).  Returns false when the queue is empty.
  */
 static bool
 claim_batch(Batch *b, Batch *inflight)
@@ -1139,7 +1209,7 @@ claim_batch(Batch *b, Batch *inflight)
 				done = true;
 				break;
 			}
-			spicxt = MemoryContextSwitchTo(BatchContext);
+			spicxt = MemoryContextSwitchTo(b->cxt);
 			wtcache_queue_expand(&row);
 			wtcache_queue_tags_begin(&tagit, &row);
 			if (b->npending + wtcache_queue_max_indexes(&row) > b->maxpending)
@@ -1210,7 +1280,7 @@ claim_batch(Batch *b, Batch *inflight)
 
 					initStringInfo(&ev);
 					appendStringInfoString(&ev, "{\"db\":");
-					escape_json(&ev, my_dbname);
+					escape_json(&ev, Worker.dbname);
 					appendStringInfoString(&ev, ",\"table\":");
 					escape_json(&ev, psprintf("%s.%s",
 											  get_namespace_name(get_rel_namespace(row.relid)),
@@ -1226,7 +1296,7 @@ claim_batch(Batch *b, Batch *inflight)
 
 			MemoryContextSwitchTo(spicxt);
 			tb = batch_table(b, row.relid);
-			MemoryContextSwitchTo(BatchContext);
+			MemoryContextSwitchTo(b->cxt);
 			batch_add_id(b, row.id, row.relid, pending_start, row.xmin);
 			any = true;
 			if (tb->table_tag)
@@ -1282,6 +1352,7 @@ claim_batch(Batch *b, Batch *inflight)
 static void
 log_oversized(TableBatch *tb, size_t len)
 {
+	/* local: this message's log-once list, read by nothing else */
 	static List *logged = NIL;
 	MemoryContext old;
 
@@ -1399,7 +1470,7 @@ build_tag_bumps(Batch *b)
 	TagBumps   *tb = &b->bumps;
 
 	tb->ntags = b->ntags;
-	tb->clock_key = clock_key;
+	tb->clock_key = Worker.clock_key;
 	tb->event = NULL;
 	tb->event_len = 0;
 	if (b->ntags == 0)
@@ -1411,7 +1482,7 @@ build_tag_bumps(Batch *b)
 		StringInfoData key;
 
 		initStringInfo(&key);
-		wtcache_append_tag_key(&key, my_dbname, b->tags[i]);
+		wtcache_append_tag_key(&key, Worker.dbname, b->tags[i]);
 		tb->keys[i] = key.data;
 		tb->lens[i] = key.len;
 	}
@@ -1421,7 +1492,7 @@ build_tag_bumps(Batch *b)
 
 		initStringInfo(&ev);
 		appendStringInfoString(&ev, "{\"db\":");
-		escape_json(&ev, my_dbname);
+		escape_json(&ev, Worker.dbname);
 		appendStringInfo(&ev, ",\"op\":\"invalidate\",\"v\":" INT64_FORMAT ",\"tags\":",
 						 b->max_version);
 		wtcache_append_json_strings(&ev, b->tags, b->ntags);
@@ -1448,7 +1519,8 @@ table_failure(Batch *b, Oid relid)
 static void
 set_aside_failed(Batch *b)
 {
-	static List *logged = NIL;	/* relids, in TopMemoryContext */
+	/* local: this message's log-once list (relids, in TopMemoryContext) */
+	static List *logged = NIL;
 
 	for (int t = 0; t < b->ntables; t++)
 	{
@@ -1577,18 +1649,18 @@ ack_batch(Batch *b)
 	CommitTransactionCommand();
 	note_own_commit();
 	/* right after the commit, before anything that could fail (pending.c) */
-	if (MySlot->pending_ready)
+	if (Worker.slot->pending_ready)
 		wtcache_pending_release(release, nrelease);
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 
-	SpinLockAcquire(&MySlot->mutex);
-	MySlot->pushed += b->nrecords;
-	MySlot->batches++;
-	MySlot->last_push = GetCurrentTimestamp();
-	if (b->max_version > MySlot->acked_version)
-		MySlot->acked_version = b->max_version;
-	SpinLockRelease(&MySlot->mutex);
+	SpinLockAcquire(&Worker.slot->mutex);
+	Worker.slot->pushed += b->nrecords;
+	Worker.slot->batches++;
+	Worker.slot->last_push = GetCurrentTimestamp();
+	if (b->max_version > Worker.slot->acked_version)
+		Worker.slot->acked_version = b->max_version;
+	SpinLockRelease(&Worker.slot->mutex);
 }
 
 static int64
@@ -1596,9 +1668,9 @@ acked_version(void)
 {
 	int64		v;
 
-	SpinLockAcquire(&MySlot->mutex);
-	v = MySlot->acked_version;
-	SpinLockRelease(&MySlot->mutex);
+	SpinLockAcquire(&Worker.slot->mutex);
+	v = Worker.slot->acked_version;
+	SpinLockRelease(&Worker.slot->mutex);
 	return v;
 }
 
@@ -1621,17 +1693,17 @@ publish_reset(const char *why)
 	StringInfoData ev;
 	WtcReply	reply;
 
-	if (!wtcache_publish_events || redis == NULL)
+	if (!wtcache_publish_events || Worker.redis == NULL)
 		return;
 	initStringInfo(&channel);
 	wtcache_events_channel(&channel);
 	initStringInfo(&ev);
 	appendStringInfoString(&ev, "{\"db\":");
-	escape_json(&ev, my_dbname);
+	escape_json(&ev, Worker.dbname);
 	appendStringInfo(&ev, ",\"op\":\"reset\",\"v\":" INT64_FORMAT ",\"reason\":", acked_version());
 	escape_json(&ev, why);
 	appendStringInfoChar(&ev, '}');
-	(void) wtc_redis_commandv(redis, &reply, 3, "PUBLISH", channel.data, ev.data);
+	(void) wtc_redis_commandv(Worker.redis, &reply, 3, "PUBLISH", channel.data, ev.data);
 }
 
 /*
@@ -1651,7 +1723,7 @@ resync_all(const char *why)
 	char		err[256];
 	char		position[MARKER_POSITION_LEN];
 
-	wtcache_slot_set_state(MySlot, WORKER_RESYNCING, true);
+	wtcache_slot_set_state(Worker.slot, WORKER_RESYNCING, true);
 	if (!purge_database_keys(&removed))
 		return;
 	publish_reset(why);
@@ -1685,24 +1757,24 @@ resync_all(const char *why)
 	}
 	end_xact();
 	/* waiters now look at the queue again, and find these rows */
-	wtcache_fence_repaired(MySlot, wtcache_fence_ticket_to_serve(MySlot));
+	wtcache_fence_repaired(Worker.slot, wtcache_fence_ticket_to_serve(Worker.slot));
 
 	/* silent only where there was nothing to repair: a first start */
 	if (tables > 0 || removed > 0)
 		ereport(LOG,
 				(errmsg("wtcache: Redis at %s lost data (%s); removed " INT64_FORMAT " keys it kept and queued " UINT64_FORMAT " rows of %d watched tables for resync",
-						redis_address, why, removed, rows, tables)));
-	SpinLockAcquire(&MySlot->mutex);
-	MySlot->resyncs++;
-	SpinLockRelease(&MySlot->mutex);
+						Worker.redis_address, why, removed, rows, tables)));
+	SpinLockAcquire(&Worker.slot->mutex);
+	Worker.slot->resyncs++;
+	SpinLockRelease(&Worker.slot->mutex);
 
 	/* the rows must outlive a crash before the marker says Redis is whole */
 	XLogFlush(XactLastCommitEnd);
 	marker_position(position, sizeof(position));
-	if (!wtcache_set_markers(redis, &markers, acked_version(), position, err, sizeof(err)))
+	if (!wtcache_set_markers(Worker.redis, &Worker.markers, acked_version(), position, err, sizeof(err)))
 		redis_failed("could not write to Redis", err);
 	else
-		wtcache_slot_set_state(MySlot, WORKER_CONNECTED, true);
+		wtcache_slot_set_state(Worker.slot, WORKER_CONNECTED, true);
 }
 
 /* The highest queue id this database has handed out. */
@@ -1739,8 +1811,8 @@ purge_database_keys(int64 *removed)
 		int64		more;
 
 		resetStringInfo(&pattern);
-		wtcache_append_database_pattern(&pattern, my_dbname, pass == 1);
-		if (!wtcache_purge_pattern(redis, pattern.data, &more, err, sizeof(err)))
+		wtcache_append_database_pattern(&pattern, Worker.dbname, pass == 1);
+		if (!wtcache_purge_pattern(Worker.redis, pattern.data, &more, err, sizeof(err)))
 		{
 			redis_failed("lost the connection to Redis", err);
 			return false;
@@ -1759,18 +1831,19 @@ purge_database_keys(int64 *removed)
 static bool
 master_moved(void)
 {
+	/* local: the pace of this question alone */
 	static TimestampTz next_check = 0;
 	TimestampTz now;
 
-	if (redis == NULL || wtc_redis_mode(redis) != WTC_REDIS_SENTINEL)
+	if (Worker.redis == NULL || wtc_redis_mode(Worker.redis) != WTC_REDIS_SENTINEL)
 		return false;
 	now = GetCurrentTimestamp();
 	if (now < next_check)
 		return false;
 	next_check = TimestampTzPlusMilliseconds(now, Min(wtcache_poll_interval_ms, 1000));
-	if (!wtc_redis_master_moved(redis))
+	if (!wtc_redis_master_moved(Worker.redis))
 		return false;
-	ereport(LOG, (errmsg("wtcache: the Sentinels name another master than %s, reconnecting", redis_address)));
+	ereport(LOG, (errmsg("wtcache: the Sentinels name another master than %s, reconnecting", Worker.redis_address)));
 	disconnect_redis();
 	return true;
 }
@@ -1794,7 +1867,7 @@ static void
 marker_position(char *buf, size_t len)
 {
 	snprintf(buf, len, UINT64_FORMAT "/%u/%X/%X", GetSystemIdentifier(),
-			 GetWALInsertionTimeLine(), LSN_FORMAT_ARGS(durable_lsn));
+			 GetWALInsertionTimeLine(), LSN_FORMAT_ARGS(Worker.durable_lsn));
 }
 
 /* Parse a marker's position; false if it is not one (Redis is not trusted). */
@@ -1866,7 +1939,7 @@ position_not_ours(const char *pos)
 		 * the WAL unrelated writers add after the start must not cover the
 		 * lost positions.
 		 */
-		reached = (tli == our_tli) ? durable_lsn : tliSwitchPoint(tli, history, NULL);
+		reached = (tli == our_tli) ? Worker.durable_lsn : tliSwitchPoint(tli, history, NULL);
 		beyond = lsn > reached;
 		snprintf(detail, sizeof(detail),
 				 tli == our_tli ?
@@ -1878,7 +1951,7 @@ position_not_ours(const char *pos)
 	if (beyond)
 		ereport(LOG,
 				(errmsg("wtcache: Redis at %s holds versions of database \"%s\" from commits this server does not have",
-						redis_address, my_dbname),
+						Worker.redis_address, Worker.dbname),
 				 errdetail("%s The database was restored to an earlier point, or a standby that missed commits was promoted; its keys in Redis are removed and resynced.",
 						   detail)));
 	return beyond;
@@ -1903,7 +1976,7 @@ marker_in_set(const MarkerSet *set, const char *key)
 static bool
 markers_follow_map(void)
 {
-	uint64		epoch = wtc_redis_map_epoch(redis);
+	uint64		epoch = wtc_redis_map_epoch(Worker.redis);
 	MemoryContext fresh_cxt;
 	MemoryContext old;
 	MarkerSet	fresh;
@@ -1912,17 +1985,17 @@ markers_follow_map(void)
 	char		err[256];
 	char		position[MARKER_POSITION_LEN];
 
-	if (markers.keys != NULL && epoch == markers_epoch)
+	if (Worker.markers.keys != NULL && epoch == Worker.markers_epoch)
 		return true;
 	marker_position(position, sizeof(position));
 	fresh_cxt = AllocSetContextCreate(TopMemoryContext, "wtcache markers", ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(fresh_cxt);
-	wtcache_marker_set(redis, my_dbname, &fresh);
+	wtcache_marker_set(Worker.redis, Worker.dbname, &fresh);
 	MemoryContextSwitchTo(old);
 
 	mc = MARKER_OK;
-	if (markers.keys != NULL)
-		mc = wtcache_check_markers(redis, &scripts, &markers, acked_version(), 0,
+	if (Worker.markers.keys != NULL)
+		mc = wtcache_check_markers(Worker.redis, &Worker.scripts, &Worker.markers, acked_version(), 0,
 								   position, &seen, NULL, err, sizeof(err));
 	if (mc == MARKER_ERROR)
 	{
@@ -1930,24 +2003,24 @@ markers_follow_map(void)
 		redis_failed("lost the connection to Redis", err);
 		return false;
 	}
-	for (int i = 0; mc == MARKER_OK && markers.keys != NULL && i < fresh.n; i++)
-		if (!marker_in_set(&markers, fresh.keys[i]) &&
-			!wtcache_set_marker(redis, fresh.keys[i], fresh.wal_keys[i], acked_version(),
+	for (int i = 0; mc == MARKER_OK && Worker.markers.keys != NULL && i < fresh.n; i++)
+		if (!marker_in_set(&Worker.markers, fresh.keys[i]) &&
+			!wtcache_set_marker(Worker.redis, fresh.keys[i], fresh.wal_keys[i], acked_version(),
 								position, err, sizeof(err)))
 		{
 			MemoryContextDelete(fresh_cxt);
 			redis_failed("could not write to Redis", err);
 			return false;
 		}
-	if (markers_cxt != NULL)
-		MemoryContextDelete(markers_cxt);
-	markers_cxt = fresh_cxt;
-	markers = fresh;
-	markers_epoch = epoch;
+	if (Worker.markers_cxt != NULL)
+		MemoryContextDelete(Worker.markers_cxt);
+	Worker.markers_cxt = fresh_cxt;
+	Worker.markers = fresh;
+	Worker.markers_epoch = epoch;
 	if (mc == MARKER_LOST)
 	{
 		resync_all(seen < 0 ? "generation marker missing" : "generation marker behind");
-		return redis != NULL;
+		return Worker.redis != NULL;
 	}
 	return true;
 }
@@ -1965,19 +2038,19 @@ check_marker(int64 new_version)
 	bool		ahead = false;
 	int64		seen;
 	MarkerCheck mc;
-	uint64		fence_ticket = wtcache_fence_ticket_to_serve(MySlot);
+	uint64		fence_ticket = wtcache_fence_ticket_to_serve(Worker.slot);
 
 	if (!markers_follow_map())
 		return false;
 	marker_position(position, sizeof(position));
 	/* the first check also reads where the markers were raised */
-	if (!redis_verified)
-		positions = palloc0(sizeof(char *) * markers.n);
-	mc = wtcache_check_markers(redis, &scripts, &markers, acked_version(), new_version,
+	if (!Worker.redis_verified)
+		positions = palloc0(sizeof(char *) * Worker.markers.n);
+	mc = wtcache_check_markers(Worker.redis, &Worker.scripts, &Worker.markers, acked_version(), new_version,
 							   position, &seen, positions, err, sizeof(err));
 	if (positions != NULL)
 	{
-		for (int i = 0; i < markers.n; i++)
+		for (int i = 0; i < Worker.markers.n; i++)
 		{
 			if (mc == MARKER_OK && !ahead)
 				ahead = position_not_ours(positions[i]);
@@ -1995,10 +2068,10 @@ check_marker(int64 new_version)
 	{
 		/* what Redis kept is gone with it: nothing in it can be ahead of us */
 		resync_all(seen < 0 ? "generation marker missing" : "generation marker behind");
-		redis_verified = (redis != NULL);
-		return redis != NULL;
+		Worker.redis_verified = (Worker.redis != NULL);
+		return Worker.redis != NULL;
 	}
-	if (!redis_verified)
+	if (!Worker.redis_verified)
 	{
 		/*
 		 * Redis ahead of the database: it holds versions of commits this
@@ -2017,22 +2090,22 @@ check_marker(int64 new_version)
 		if (ahead)
 		{
 			resync_all("Redis held versions of commits this server's WAL history does not have");
-			redis_verified = (redis != NULL);
-			return redis != NULL;
+			Worker.redis_verified = (Worker.redis != NULL);
+			return Worker.redis != NULL;
 		}
 		if (seen > queue_last_id())
 		{
 			resync_all("Redis held versions this database never handed out: it was restored or recreated");
-			redis_verified = (redis != NULL);
-			return redis != NULL;
+			Worker.redis_verified = (Worker.redis != NULL);
+			return Worker.redis != NULL;
 		}
-		redis_verified = true;
+		Worker.redis_verified = true;
 	}
 	/* after a server restart, learn what Redis already has */
-	SpinLockAcquire(&MySlot->mutex);
-	MySlot->acked_version = Max(MySlot->acked_version, Max(seen, new_version));
-	SpinLockRelease(&MySlot->mutex);
-	wtcache_fence_confirmed(MySlot, fence_ticket);
+	SpinLockAcquire(&Worker.slot->mutex);
+	Worker.slot->acked_version = Max(Worker.slot->acked_version, Max(seen, new_version));
+	SpinLockRelease(&Worker.slot->mutex);
+	wtcache_fence_confirmed(Worker.slot, fence_ticket);
 	return true;
 }
 
@@ -2048,7 +2121,6 @@ claim_next(Batch *b, MemoryContext cxt, Batch *inflight)
 	Oid			queue;
 
 	MemoryContextReset(cxt);
-	BatchContext = cxt;
 	MemoryContextSwitchTo(cxt);
 	memset(b, 0, sizeof(*b));
 	b->cxt = cxt;
@@ -2099,8 +2171,8 @@ claim_next(Batch *b, MemoryContext cxt, Batch *inflight)
 		MemoryContextSwitchTo(cxt);
 		build_tag_bumps(b);
 		/* rendered with catalog changes no batch has made durable yet */
-		b->catalog_changes = catalog_changes;
-		if (catalog_changes != catalog_changes_claimed)
+		b->catalog_changes = Worker.catalog_changes;
+		if (Worker.catalog_changes != Worker.catalog_changes_claimed)
 			batch_covers_wal_now(b);
 	}
 	end_xact();
@@ -2119,16 +2191,15 @@ finish_batch(Batch *b)
 	char		err[256];
 	PushResult	res;
 
-	BatchContext = b->cxt;
 	MemoryContextSwitchTo(b->cxt);
-	res = wtcache_push_receive(redis, b->ncalls, b->nmarkers, &applied, &seen, err, sizeof(err));
+	res = wtcache_push_receive(Worker.redis, b->ncalls, b->nmarkers, &applied, &seen, err, sizeof(err));
 	MemoryContextSwitchTo(TopMemoryContext);
 	if (res == PUSH_RESEND)
 	{
 		if (!send_batch(b))
 			return false;
 		MemoryContextSwitchTo(b->cxt);
-		res = wtcache_push_receive(redis, b->ncalls, b->nmarkers, &applied, &seen, err, sizeof(err));
+		res = wtcache_push_receive(Worker.redis, b->ncalls, b->nmarkers, &applied, &seen, err, sizeof(err));
 		MemoryContextSwitchTo(TopMemoryContext);
 		/* sent a slot at a time, it cannot ask for that again */
 		if (res == PUSH_RESEND)
@@ -2149,10 +2220,10 @@ finish_batch(Batch *b)
 		 */
 		ack_batch(b);
 		resync_all(seen < 0 ? "generation marker missing" : "generation marker behind");
-		return redis != NULL;
+		return Worker.redis != NULL;
 	}
 	ack_batch(b);
-	wtcache_fence_confirmed(MySlot, b->fence_ticket);
+	wtcache_fence_confirmed(Worker.slot, b->fence_ticket);
 	return true;
 }
 
@@ -2203,9 +2274,9 @@ batch_durable(Batch *b)
 		/* counted, not timed: a clock set back must not stretch it */
 		long		polls = 2000L * WalWriterDelay / ASYNC_FLUSH_POLL_US;
 
-		SpinLockAcquire(&MySlot->mutex);
-		MySlot->wal_awaited = b->commits_end;
-		SpinLockRelease(&MySlot->mutex);
+		SpinLockAcquire(&Worker.slot->mutex);
+		Worker.slot->wal_awaited = b->commits_end;
+		SpinLockRelease(&Worker.slot->mutex);
 		pgstat_report_activity(STATE_RUNNING, "wtcache: waiting for the WAL writer");
 		/*
 		 * Not on the latch: every commit sets it, and a worker asleep on it
@@ -2221,12 +2292,12 @@ batch_durable(Batch *b)
 				proc_exit(1);
 		}
 		pgstat_report_activity(STATE_IDLE, NULL);
-		SpinLockAcquire(&MySlot->mutex);
-		MySlot->wal_awaited = InvalidXLogRecPtr;
-		SpinLockRelease(&MySlot->mutex);
+		SpinLockAcquire(&Worker.slot->mutex);
+		Worker.slot->wal_awaited = InvalidXLogRecPtr;
+		SpinLockRelease(&Worker.slot->mutex);
 	}
 	XLogFlush(upto);
-	catalog_changes_claimed = b->catalog_changes;
+	Worker.catalog_changes_claimed = b->catalog_changes;
 
 	/*
 	 * With synchronous standbys, durable means on them too: a failover to
@@ -2246,13 +2317,13 @@ batch_durable(Batch *b)
 		CHECK_FOR_INTERRUPTS();
 	}
 	/* recorded with the markers this batch raises (marker_position) */
-	if (durable > durable_lsn)
-		durable_lsn = durable;
+	if (durable > Worker.durable_lsn)
+		Worker.durable_lsn = durable;
 	/* readers' fills take versions only from WAL this durable (read.c) */
-	SpinLockAcquire(&MySlot->mutex);
-	if (durable > MySlot->durable_lsn)
-		MySlot->durable_lsn = durable;
-	SpinLockRelease(&MySlot->mutex);
+	SpinLockAcquire(&Worker.slot->mutex);
+	if (durable > Worker.slot->durable_lsn)
+		Worker.slot->durable_lsn = durable;
+	SpinLockRelease(&Worker.slot->mutex);
 }
 
 static bool
@@ -2266,10 +2337,10 @@ send_batch(Batch *b)
 	if (!markers_follow_map())
 		return false;
 	MemoryContextSwitchTo(b->cxt);
-	b->nmarkers = markers.n;
-	b->fence_ticket = wtcache_fence_ticket_to_serve(MySlot);
+	b->nmarkers = Worker.markers.n;
+	b->fence_ticket = wtcache_fence_ticket_to_serve(Worker.slot);
 	marker_position(position, sizeof(position));
-	ok = wtcache_push_send(redis, &scripts, b->items, b->nitems, &b->bumps, &markers,
+	ok = wtcache_push_send(Worker.redis, &Worker.scripts, b->items, b->nitems, &b->bumps, &Worker.markers,
 						   acked_version(), b->max_version, position, &b->ncalls,
 						   err, sizeof(err));
 	MemoryContextSwitchTo(TopMemoryContext);
@@ -2291,13 +2362,13 @@ run_purge(Batch *b)
 	MemoryContextSwitchTo(b->cxt);
 	initStringInfo(&pattern);
 	wtcache_append_table_rows_pattern(&pattern, wtcache_key_prefix, b->purge_table_key);
-	if (!wtcache_purge_pattern(redis, pattern.data, &removed, err, sizeof(err)))
+	if (!wtcache_purge_pattern(Worker.redis, pattern.data, &removed, err, sizeof(err)))
 	{
 		MemoryContextSwitchTo(TopMemoryContext);
 		redis_failed("lost the connection to Redis", err);
 		return false;
 	}
-	if (!wtcache_bump_tags(redis, &scripts, &b->bumps, err, sizeof(err)))
+	if (!wtcache_bump_tags(Worker.redis, &Worker.scripts, &b->bumps, err, sizeof(err)))
 	{
 		MemoryContextSwitchTo(TopMemoryContext);
 		redis_failed("could not invalidate tags in Redis", err);
@@ -2310,10 +2381,10 @@ run_purge(Batch *b)
 
 		initStringInfo(&channel);
 		wtcache_events_channel(&channel);
-		if (!wtc_redis_commandv(redis, &reply, 3, "PUBLISH", channel.data, b->purge_event))
+		if (!wtc_redis_commandv(Worker.redis, &reply, 3, "PUBLISH", channel.data, b->purge_event))
 		{
 			MemoryContextSwitchTo(TopMemoryContext);
-			redis_failed("lost the connection to Redis", wtc_redis_errstr(redis));
+			redis_failed("lost the connection to Redis", wtc_redis_errstr(Worker.redis));
 			return false;
 		}
 	}
@@ -2339,19 +2410,17 @@ run_purge(Batch *b)
 #define COALESCE_MIN_US			25
 #define COALESCE_MAX_US			800
 
-static int	coalesce_us = 0;
-
 static void
 coalesce_after_claim(int64 claimed)
 {
 	if (claimed == 0 || claimed >= COALESCE_SMALL_BATCH)
 	{
-		coalesce_us = 0;
+		Worker.coalesce_us = 0;
 		return;
 	}
-	coalesce_us = Min(Max(coalesce_us * 2, COALESCE_MIN_US), COALESCE_MAX_US);
+	Worker.coalesce_us = Min(Max(Worker.coalesce_us * 2, COALESCE_MIN_US), COALESCE_MAX_US);
 	pgstat_report_wait_start(PG_WAIT_EXTENSION);
-	pg_usleep(coalesce_us);
+	pg_usleep(Worker.coalesce_us);
 	pgstat_report_wait_end();
 }
 
@@ -2363,18 +2432,15 @@ coalesce_after_claim(int64 claimed)
  * worker, for good.  What malloc kept of freed memory goes back too.
  * Between drains: no batch is in flight.
  */
-static MemoryContext batch_cxts[2];
-
 static void
 release_batch_memory(void)
 {
 	for (int i = 0; i < 2; i++)
-		if (batch_cxts[i] != NULL)
+		if (Worker.batch_cxts[i] != NULL)
 		{
-			MemoryContextDelete(batch_cxts[i]);
-			batch_cxts[i] = NULL;
+			MemoryContextDelete(Worker.batch_cxts[i]);
+			Worker.batch_cxts[i] = NULL;
 		}
-	BatchContext = NULL;
 #ifdef __GLIBC__
 	malloc_trim(0);
 #endif
@@ -2389,29 +2455,28 @@ release_batch_memory(void)
 static void
 drain(void)
 {
-	static Batch batches[2];
 	Batch	   *inflight = NULL;
 	int			cur = 0;
 
-	if (batch_cxts[0] == NULL)
+	if (Worker.batch_cxts[0] == NULL)
 	{
 		/* large keeper blocks survive resets: no page faults batch after batch */
 		for (int i = 0; i < 2; i++)
-			batch_cxts[i] = AllocSetContextCreate(TopMemoryContext, "wtcache batch",
+			Worker.batch_cxts[i] = AllocSetContextCreate(TopMemoryContext, "wtcache batch",
 											16 * 1024 * 1024, 16 * 1024 * 1024,
 											64 * 1024 * 1024);
 	}
 
 	for (;;)
 	{
-		Batch	   *next = &batches[cur];
+		Batch	   *next = &Worker.batches[cur];
 		bool		have_next;
 
 		CHECK_FOR_INTERRUPTS();
 		/* a batch in flight is acknowledged by nobody: claimed again later */
 		if (master_moved())
 			return;
-		have_next = claim_next(next, batch_cxts[cur], inflight);
+		have_next = claim_next(next, Worker.batch_cxts[cur], inflight);
 		if (inflight != NULL)
 		{
 			if (!finish_batch(inflight))
@@ -2420,7 +2485,7 @@ drain(void)
 		}
 		if (!have_next)
 		{
-			coalesce_us = 0;
+			Worker.coalesce_us = 0;
 			return;
 		}
 		if (next->purge_table_key != NULL)
@@ -2450,53 +2515,46 @@ drain(void)
  * poll interval until they are all committed or aborted.
  */
 #define PENDING_COUNT_WAIT_MS	20
-#define PENDING_COUNT_RETRY_MS	100
-
-/* the next count of the filter, or settling of its counts once ready */
-static TimestampTz next_try = 0;
 
 static void
 count_pending_if_needed(void)
 {
-	static int	retry_ms = PENDING_COUNT_RETRY_MS;
-	static bool waiting_logged = false;
-	static bool unsettled = false;	/* counted rows of transactions in progress */
 	bool		counted;
 
-	if (MySlot->pending_ready)
+	if (Worker.slot->pending_ready)
 	{
 		/* a transaction each poll interval at most, not each wake-up */
-		if (unsettled && GetCurrentTimestamp() >= next_try)
+		if (Worker.pending.unsettled && GetCurrentTimestamp() >= Worker.pending.next_try)
 		{
 			begin_xact(true);
-			unsettled = wtcache_pending_settle();
+			Worker.pending.unsettled = wtcache_pending_settle();
 			end_xact();
-			next_try = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wtcache_poll_interval_ms);
+			Worker.pending.next_try = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wtcache_poll_interval_ms);
 		}
 		return;
 	}
 	/* not before Redis is known not to be ahead of us (check_marker) */
-	if (!redis_verified || GetCurrentTimestamp() < next_try)
+	if (!Worker.redis_verified || GetCurrentTimestamp() < Worker.pending.next_try)
 		return;
 	begin_xact(false);
-	counted = wtcache_pending_rebuild(MySlot, queue_relid_or_exit(), PENDING_COUNT_WAIT_MS);
+	counted = wtcache_pending_rebuild(Worker.slot, queue_relid_or_exit(), PENDING_COUNT_WAIT_MS);
 	end_xact();
-	unsettled = counted;
+	Worker.pending.unsettled = counted;
 	if (counted)
 	{
-		if (waiting_logged)
-			ereport(LOG, (errmsg("wtcache: cached reads of database \"%s\" use Redis again", my_dbname)));
-		waiting_logged = false;
-		retry_ms = PENDING_COUNT_RETRY_MS;
+		if (Worker.pending.waiting_logged)
+			ereport(LOG, (errmsg("wtcache: cached reads of database \"%s\" use Redis again", Worker.dbname)));
+		Worker.pending.waiting_logged = false;
+		Worker.pending.retry_ms = PENDING_COUNT_RETRY_MS;
 		return;
 	}
-	next_try = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), retry_ms);
-	retry_ms = Min(retry_ms * 2, Max(wtcache_poll_interval_ms, PENDING_COUNT_RETRY_MS));
-	if (!waiting_logged)
+	Worker.pending.next_try = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), Worker.pending.retry_ms);
+	Worker.pending.retry_ms = Min(Worker.pending.retry_ms * 2, Max(wtcache_poll_interval_ms, PENDING_COUNT_RETRY_MS));
+	if (!Worker.pending.waiting_logged)
 		ereport(LOG,
-				(errmsg("wtcache: cached reads of database \"%s\" read the tables for now", my_dbname),
+				(errmsg("wtcache: cached reads of database \"%s\" read the tables for now", Worker.dbname),
 				 errdetail("The worker could not yet count the changes still queued: writers kept the queue busy.")));
-	waiting_logged = true;
+	Worker.pending.waiting_logged = true;
 }
 
 /* How long to sleep without a wake-up: a poll interval, or until the next count of the filter. */
@@ -2508,9 +2566,9 @@ idle_timeout_ms(void)
 	int			usecs;
 
 	/* past: no count is due (not ready only until Redis is verified) */
-	if (MySlot->pending_ready || now >= next_try)
+	if (Worker.slot->pending_ready || now >= Worker.pending.next_try)
 		return wtcache_poll_interval_ms;
-	TimestampDifference(now, next_try, &secs, &usecs);
+	TimestampDifference(now, Worker.pending.next_try, &secs, &usecs);
 	return Min((long) wtcache_poll_interval_ms, secs * 1000 + usecs / 1000 + 1);
 }
 
@@ -2522,6 +2580,7 @@ idle_timeout_ms(void)
 static void
 check_backlog(void)
 {
+	/* local: this warning's own pace and state, read by nothing else */
 	static TimestampTz next_check = 0;
 	static bool warned = false;
 	int64		backlog = 0;
@@ -2545,7 +2604,7 @@ check_backlog(void)
 	{
 		ereport(WARNING,
 				(errmsg("wtcache: " INT64_FORMAT " changes of database \"%s\" wait for Redis, the oldest for %.0f s",
-						backlog, my_dbname, oldest_s),
+						backlog, Worker.dbname, oldest_s),
 				 errdetail("wtcache.backlog_warning is %d.", wtcache_backlog_warning),
 				 errhint("See wtcache.status for the worker's state and last error.")));
 		warned = true;
@@ -2554,7 +2613,7 @@ check_backlog(void)
 	{
 		ereport(LOG,
 				(errmsg("wtcache: the backlog of database \"%s\" is down to " INT64_FORMAT " changes",
-						my_dbname, backlog)));
+						Worker.dbname, backlog)));
 		warned = false;
 	}
 }
@@ -2587,7 +2646,7 @@ claim_slot(Oid dboid)
 	slot->last_error[0] = '\0';
 	SpinLockRelease(&slot->mutex);
 	LWLockRelease(WtcacheSharedState->lock);
-	MySlot = slot;
+	Worker.slot = slot;
 }
 
 void
@@ -2660,7 +2719,7 @@ wtcache_worker_main(Datum main_arg)
 	{
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
-		initStringInfo(&suffix_buf);
+		initStringInfo(&Worker.suffix_buf);
 		MemoryContextSwitchTo(old);
 	}
 
@@ -2670,16 +2729,16 @@ wtcache_worker_main(Datum main_arg)
 		StringInfoData mk;
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
-		my_dbname = get_database_name(MyDatabaseId);
+		Worker.dbname = get_database_name(MyDatabaseId);
 		initStringInfo(&mk);
-		wtcache_append_clock_key(&mk, my_dbname);
-		clock_key = mk.data;
+		wtcache_append_clock_key(&mk, Worker.dbname);
+		Worker.clock_key = mk.data;
 		MemoryContextSwitchTo(old);
 	}
 	end_xact();
 	/* the WAL every marker raised so far lies within (position_not_ours) */
-	durable_lsn = GetFlushRecPtr(NULL);
-	ereport(LOG, (errmsg("wtcache: worker started for database \"%s\"", my_dbname)));
+	Worker.durable_lsn = GetFlushRecPtr(NULL);
+	ereport(LOG, (errmsg("wtcache: worker started for database \"%s\"", Worker.dbname)));
 
 	for (;;)
 	{
@@ -2694,52 +2753,52 @@ wtcache_worker_main(Datum main_arg)
 		if (!wtcache_enabled)
 		{
 			/* paused: the queue keeps everything; a reload wakes us */
-			if (MySlot->state != WORKER_PAUSED)
+			if (Worker.slot->state != WORKER_PAUSED)
 			{
 				ereport(LOG, (errmsg("wtcache: delivery paused (wtcache.enabled = off); changes stay queued")));
-				wtc_redis_free(redis);
-				redis = NULL;
-				wtcache_slot_set_state(MySlot, WORKER_PAUSED, false);
+				wtc_redis_free(Worker.redis);
+				Worker.redis = NULL;
+				wtcache_slot_set_state(Worker.slot, WORKER_PAUSED, false);
 			}
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 wtcache_poll_interval_ms, PG_WAIT_EXTENSION);
 			continue;
 		}
-		if (MySlot->state == WORKER_PAUSED)
+		if (Worker.slot->state == WORKER_PAUSED)
 			ereport(LOG, (errmsg("wtcache: delivery resumed (wtcache.enabled = on)")));
 
-		if (redis == NULL)
+		if (Worker.redis == NULL)
 		{
 			if (!ensure_connected())
 			{
 				backoff_sleep();
 				continue;
 			}
-			need_marker_check = true;
+			Worker.need_marker_check = true;
 		}
 		/* a wait() caller needs a check that starts after its call (fence.c) */
-		if (wtcache_fence_waiting(MySlot))
-			need_marker_check = true;
-		if (need_marker_check)
+		if (wtcache_fence_waiting(Worker.slot))
+			Worker.need_marker_check = true;
+		if (Worker.need_marker_check)
 		{
 			if (!check_marker(0))
 			{
 				backoff_sleep();
 				continue;
 			}
-			need_marker_check = false;
+			Worker.need_marker_check = false;
 			/* Redis is verified now: let cached reads use it without waiting a poll */
 			count_pending_if_needed();
 		}
 
 		drain();
 
-		if (redis == NULL)
+		if (Worker.redis == NULL)
 		{
 			backoff_sleep();
 			continue;
 		}
-		wtcache_slot_set_state(MySlot, WORKER_CONNECTED, true);
+		wtcache_slot_set_state(Worker.slot, WORKER_CONNECTED, true);
 		{
 			long		timeout_ms = idle_timeout_ms();
 
@@ -2748,7 +2807,7 @@ wtcache_worker_main(Datum main_arg)
 			/* idle: notice a FLUSHALL or a restarted Redis without waiting for a write */
 			if ((rc & WL_TIMEOUT) && timeout_ms >= wtcache_poll_interval_ms)
 			{
-				need_marker_check = true;
+				Worker.need_marker_check = true;
 				release_batch_memory();
 			}
 		}
