@@ -17,6 +17,10 @@ OBJS = \
 	src/cluster.o \
 	src/push.o \
 	src/worker.o \
+	src/batch.o \
+	src/durable.o \
+	src/deliver.o \
+	src/markers.o \
 	src/launcher.o \
 	src/ddl.o \
 	src/pending.o \
@@ -52,3 +56,6 @@ include $(PGXS)
 # every file includes the shared declarations (struct layouts in shared memory)
 # and many the Redis layout
 $(OBJS): $(srcdir)/src/wtcache.h $(srcdir)/src/keyspace.h $(srcdir)/src/redis_conn.h $(srcdir)/src/tls.h $(srcdir)/src/queue.h
+# the worker's files share its private header
+WORKER_OBJS = src/worker.o src/batch.o src/durable.o src/deliver.o src/markers.o
+$(WORKER_OBJS): $(srcdir)/src/worker_int.h

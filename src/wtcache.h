@@ -17,7 +17,12 @@
  *	tls.c		TLS under those connections (OpenSSL), certificate checks
  *	cluster.c	Redis Cluster slot map, routing and redirects
  *	push.c		turning a claimed batch into pipelined Redis commands
- *	worker.c	per-database delivery worker
+ *	worker.c	per-database delivery worker: the process, its loop
+ *				(worker_int.h: what the worker's files share)
+ *	batch.c		the worker claiming a batch: queue rows to Redis writes
+ *	durable.c	the worker: what must be durable before a batch is sent
+ *	deliver.c	the worker: a batch sent, acknowledged or set aside
+ *	markers.c	the worker: generation markers, resync
  *	launcher.c	launcher that starts one worker per database
  *	ddl.c		moving the worker out of the way of DROP DATABASE & co.
  *	pending.c	shared filter of keys whose changes Redis lacks
