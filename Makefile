@@ -20,6 +20,7 @@ OBJS = \
 	src/batch.o \
 	src/durable.o \
 	src/deliver.o \
+	src/events.o \
 	src/markers.o \
 	src/launcher.o \
 	src/ddl.o \
@@ -57,5 +58,5 @@ include $(PGXS)
 # and many the Redis layout
 $(OBJS): $(srcdir)/src/wtcache.h $(srcdir)/src/keyspace.h $(srcdir)/src/redis_conn.h $(srcdir)/src/tls.h $(srcdir)/src/queue.h
 # the worker's files share its private header
-WORKER_OBJS = src/worker.o src/batch.o src/durable.o src/deliver.o src/markers.o
+WORKER_OBJS = src/worker.o src/batch.o src/durable.o src/deliver.o src/events.o src/markers.o
 $(WORKER_OBJS): $(srcdir)/src/worker_int.h

@@ -35,7 +35,6 @@
 #include "storage/lmgr.h"
 #include "utils/inval.h"
 #include "utils/builtins.h"
-#include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timeout.h"
@@ -136,18 +135,7 @@ load_table(TableBatch *tb, Batch *b, Oid relid)
 		wtcache_append_table_key(&tk, Worker.dbname, nspname, relname);
 		tb->table_key = tk.data;
 		tb->table_tag = wtcache_format_table_tag(nspname, relname);
-		{
-			StringInfoData ev;
-			char	   *qualified = psprintf("%s.%s", nspname, relname);
-
-			initStringInfo(&ev);
-			appendStringInfoString(&ev, "{\"db\":");
-			escape_json(&ev, Worker.dbname);
-			appendStringInfoString(&ev, ",\"table\":");
-			escape_json(&ev, qualified);
-			appendStringInfoString(&ev, ",\"key\":[");
-			tb->event_head = ev.data;
-		}
+		tb->event_head = event_row_head(nspname, relname);
 		tb->binary = palloc(sizeof(bool) * tb->nkeys);
 		tb->recv = palloc(sizeof(FmgrInfo) * tb->nkeys);
 		tb->out = palloc(sizeof(FmgrInfo) * tb->nkeys);
@@ -640,20 +628,8 @@ claim_batch(Batch *b, Batch *inflight)
 						batch_add_tag(b, tt);
 				}
 				b->purge_table_key = row.table_key;
-				if (wtcache_publish_events && get_rel_name(row.relid) != NULL)
-				{
-					StringInfoData ev;
-
-					initStringInfo(&ev);
-					appendStringInfoString(&ev, "{\"db\":");
-					escape_json(&ev, Worker.dbname);
-					appendStringInfoString(&ev, ",\"table\":");
-					escape_json(&ev, psprintf("%s.%s",
-											  get_namespace_name(get_rel_namespace(row.relid)),
-											  get_rel_name(row.relid)));
-					appendStringInfo(&ev, ",\"op\":\"truncate\",\"v\":" INT64_FORMAT "}", row.id);
-					b->purge_event = ev.data;
-				}
+				if (wtcache_publish_events)
+					b->purge_event = event_truncate(row.relid, row.id);
 				MemoryContextSwitchTo(spicxt);
 				done = true;
 				any = true;
@@ -778,35 +754,9 @@ build_items(Batch *b, int *nitems)
 			it->event = NULL;
 			it->event_len = 0;
 			if (wtcache_publish_events)
-			{
-				StringInfoData ev;
-
-				initStringInfo(&ev);
-				appendStringInfoString(&ev, tb->event_head);
-				for (int c = 0; c < tb->nkeys; c++)
-				{
-					if (c)
-						appendStringInfoChar(&ev, ',');
-					escape_json(&ev, bk->values[c]);
-				}
-				appendStringInfo(&ev, "],\"op\":\"%s\",\"v\":" INT64_FORMAT ",\"tags\":[",
-								 bk->payload == NULL ? "delete" :
-								 (tb->invalidate || oversized) ? "invalidate" : "upsert",
-								 bk->version);
-				escape_json(&ev, tb->table_tag);
-				{
-					ListCell   *lc;
-
-					foreach(lc, bk->tags)
-					{
-						appendStringInfoChar(&ev, ',');
-						escape_json(&ev, lfirst(lc));
-					}
-				}
-				appendStringInfoString(&ev, "]}");
-				it->event = ev.data;
-				it->event_len = ev.len;
-			}
+				event_row(it, tb, bk,
+						  bk->payload == NULL ? "delete" :
+						  (tb->invalidate || oversized) ? "invalidate" : "upsert");
 			if (bk->payload != NULL && !tb->invalidate && !oversized)
 			{
 				it->payload = bk->payload;
@@ -853,19 +803,7 @@ build_tag_bumps(Batch *b)
 		tb->lens[i] = key.len;
 	}
 	if (wtcache_publish_events)
-	{
-		StringInfoData ev;
-
-		initStringInfo(&ev);
-		appendStringInfoString(&ev, "{\"db\":");
-		escape_json(&ev, Worker.dbname);
-		appendStringInfo(&ev, ",\"op\":\"invalidate\",\"v\":" INT64_FORMAT ",\"tags\":",
-						 b->max_version);
-		wtcache_append_json_strings(&ev, b->tags, b->ntags);
-		appendStringInfoChar(&ev, '}');
-		tb->event = ev.data;
-		tb->event_len = ev.len;
-	}
+		event_tags(tb, b->tags, b->ntags, b->max_version);
 }
 
 /*

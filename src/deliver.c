@@ -276,19 +276,11 @@ run_purge(Batch *b)
 		redis_failed("could not invalidate tags in Redis", err);
 		return false;
 	}
-	if (b->purge_event != NULL)
+	if (b->purge_event != NULL && !event_publish(b->purge_event))
 	{
-		StringInfoData channel;
-		WtcReply	reply;
-
-		initStringInfo(&channel);
-		wtcache_events_channel(&channel);
-		if (!wtc_redis_commandv(Worker.redis, &reply, 3, "PUBLISH", channel.data, b->purge_event))
-		{
-			MemoryContextSwitchTo(TopMemoryContext);
-			redis_failed("lost the connection to Redis", wtc_redis_errstr(Worker.redis));
-			return false;
-		}
+		MemoryContextSwitchTo(TopMemoryContext);
+		redis_failed("lost the connection to Redis", wtc_redis_errstr(Worker.redis));
+		return false;
 	}
 	MemoryContextSwitchTo(TopMemoryContext);
 	if (!check_marker(b->max_version))

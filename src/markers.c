@@ -24,37 +24,10 @@
 
 #include "access/timeline.h"
 #include "executor/spi.h"
-#include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
 static bool purge_database_keys(int64 *removed);
-
-/*
- * Announce that every key of the database was removed (a repair after
- * Redis lost data), as a TRUNCATE is announced for one table: a near cache
- * fed by the events channel must drop all it holds of the database.  On a
- * failure, the next repair announces again.
- */
-static void
-publish_reset(const char *why)
-{
-	StringInfoData channel;
-	StringInfoData ev;
-	WtcReply	reply;
-
-	if (!wtcache_publish_events || Worker.redis == NULL)
-		return;
-	initStringInfo(&channel);
-	wtcache_events_channel(&channel);
-	initStringInfo(&ev);
-	appendStringInfoString(&ev, "{\"db\":");
-	escape_json(&ev, Worker.dbname);
-	appendStringInfo(&ev, ",\"op\":\"reset\",\"v\":" INT64_FORMAT ",\"reason\":", acked_version());
-	escape_json(&ev, why);
-	appendStringInfoChar(&ev, '}');
-	(void) wtc_redis_commandv(Worker.redis, &reply, 3, "PUBLISH", channel.data, ev.data);
-}
 
 /*
  * Redis lost data we had pushed: what it kept may be older than the tables

@@ -14,6 +14,7 @@
  *				for it
  *	deliver.c	sending a batch and reading its replies, a whole table's
  *				purge, acknowledging, setting aside
+ *	events.c	the messages of the events channel: their one encoder
  *	markers.c	the generation-marker protocol: WAL positions, checks,
  *				markers following a Cluster's slot map, the resync
  *
@@ -258,6 +259,14 @@ extern void batch_durable(Batch *b);
 extern bool send_batch(Batch *b);
 extern bool finish_batch(Batch *b);
 extern bool run_purge(Batch *b);
+
+/* events.c */
+extern char *event_row_head(const char *nspname, const char *relname);
+extern void event_row(PushItem *it, const TableBatch *tb, const BatchKey *bk, const char *op);
+extern char *event_truncate(Oid relid, int64 version);
+extern void event_tags(TagBumps *bumps, char *const *tags, int ntags, int64 version);
+extern bool event_publish(const char *message);
+extern void publish_reset(const char *why);
 
 /* markers.c */
 extern void marker_position(char *buf, size_t len);

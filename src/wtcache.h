@@ -22,6 +22,7 @@
  *	batch.c		the worker claiming a batch: queue rows to Redis writes
  *	durable.c	the worker: what must be durable before a batch is sent
  *	deliver.c	the worker: a batch sent, acknowledged or set aside
+ *	events.c	the worker: messages on the events channel
  *	markers.c	the worker: generation markers, resync
  *	launcher.c	launcher that starts one worker per database
  *	ddl.c		moving the worker out of the way of DROP DATABASE & co.
