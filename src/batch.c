@@ -486,29 +486,18 @@ batch_add_tag_groups(Batch *b, QueueTagIter *it)
 }
 
 /*
- * Claim the next batch.  Runs inside the claim transaction; everything kept
- * goes to the batch's memory (b->cxt).  Returns false when the queue is empty.
+ * The claim's cursor over the queue.  In id order, through the queue's
+ * primary key and no further than one batch can take: with a backlog,
+ * sorting the whole queue at every claim would cost more the further behind
+ * the worker is.  Rows set aside wait for a DBA (wtcache.retry_set_aside()),
+ * unless discarded.
  */
-static bool
-claim_batch(Batch *b, Batch *inflight)
+static Portal
+claim_open_queue(bool can_set_aside)
 {
-	Portal		portal;
 	SPIPlanPtr	plan;
-	bool		done = false;
-	bool		any = false;
-	bool		can_set_aside;
 	Datum		limit;
-	MemoryContext spicxt;
-	QueueColumns cols;
-	bool		mapped = false;
 
-	/*
-	 * In id order, through the queue's primary key and no further than one
-	 * batch can take: with a backlog, sorting the whole queue at every
-	 * claim would cost more the further behind the worker is.  Rows set
-	 * aside wait for a DBA (wtcache.retry_set_aside()), unless discarded.
-	 */
-	can_set_aside = wtcache_queue_can_set_aside();
 	if (can_set_aside)
 		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, discard, xmin "
 								 "FROM wtcache.queue q WHERE set_aside IS NULL OR discard "
@@ -526,7 +515,157 @@ claim_batch(Batch *b, Batch *inflight)
 		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, false AS discard, xmin "
 								 "FROM wtcache.queue ORDER BY id LIMIT $1", 1, (Oid[]) {INT8OID});
 	limit = Int64GetDatum(wtcache_batch_size);
-	portal = SPI_cursor_open(NULL, plan, &limit, NULL, true);
+	return SPI_cursor_open(NULL, plan, &limit, NULL, true);
+}
+
+/*
+ * Keep a claimed row's pending-filter counters, to be released once it is
+ * acknowledged.  Returns where they start in b->pending: they end where the
+ * next row's do.
+ */
+static int
+claim_pending_counters(Batch *b, const QueueRow *row)
+{
+	int			start = b->npending;
+
+	if (b->npending + wtcache_queue_max_indexes(row) > b->maxpending)
+	{
+		b->maxpending = Max(b->maxpending * 2, b->npending + wtcache_queue_max_indexes(row));
+		b->pending = repalloc_huge(b->pending, sizeof(uint32) * b->maxpending);
+	}
+	b->npending += wtcache_pending_row_indexes(MyDatabaseId, row, b->pending + b->npending);
+	return start;
+}
+
+/* wtcache.invalidate(): tags only.  True when the batch is full. */
+static bool
+claim_tags_row(Batch *b, const QueueRow *row, QueueTagIter *tagit, int pending_start)
+{
+	batch_add_id(b, row->id, row->relid, pending_start, row->xmin);
+	batch_add_tag_groups(b, tagit);
+	b->nrecords++;
+	return b->nrecords >= wtcache_batch_size;
+}
+
+/*
+ * A whole-table entry: the batch holds it alone, so it ends the batch.
+ */
+static void
+claim_whole_table_row(Batch *b, const QueueRow *row, int pending_start)
+{
+	batch_add_id(b, row->id, row->relid, pending_start, row->xmin);
+	b->purge_relid = row->relid;
+
+	/*
+	 * A whole-table entry is queued by DDL (TRUNCATE, or a requeue after
+	 * DDL), and the rows that follow it must be read with the catalogs as
+	 * that DDL left them.  DDL on a type (ALTER TYPE ... ADD ATTRIBUTE,
+	 * RENAME VALUE) holds no lock on the tables whose rows it requeued, and
+	 * the worker kept, now and then, an enum label as it was before the
+	 * rename (AcceptInvalidationMessages() did not drop it), then pushed
+	 * rows under the old key (test/t/029_corners.pl).  So drop every cache
+	 * here; the DDL's commit is in our snapshot, so what is read again sees
+	 * it.  A rebuild costs a few milliseconds and the kept plans, once per
+	 * TRUNCATE or DDL of a watched table.
+	 */
+	InvalidateSystemCaches();
+	{
+		char	   *tt = wtcache_table_tag(row->relid);
+
+		if (tt)
+			batch_add_tag(b, tt);
+	}
+	b->purge_table_key = row->table_key;
+	if (wtcache_publish_events)
+		b->purge_event = event_truncate(row->relid, row->id);
+}
+
+/*
+ * The keys of a row of changes, each with the tags of its group; then the
+ * tags of changes that name no row (a null key value: width 0).
+ */
+static void
+claim_keys(Batch *b, TableBatch *tb, const QueueRow *row, QueueTagIter *tagit)
+{
+	/* rows captured under another key definition name no row now */
+	if (tb->watched && (row->key_width == 0 || row->key_width == tb->nkeys))
+	{
+		char	  **captured = palloc(sizeof(char *) * tb->nkeys);
+
+		for (int i = 0; i + tb->nkeys <= row->nvalues; i += tb->nkeys)
+		{
+			List	   *keytags = NIL;
+			const Datum *names;
+			int			nnames;
+
+			for (int c = 0; c < tb->nkeys; c++)
+				captured[c] = TextDatumGetCString(row->keys[i + c]);
+			if (wtcache_queue_tags_next(tagit, &names, &nnames))
+				for (int j = 0; j < nnames; j++)
+				{
+					char	   *tag = TextDatumGetCString(names[j]);
+
+					keytags = lappend(keytags, tag);
+					batch_add_tag(b, tag);
+				}
+			add_key(tb, captured, row->id, keytags);
+			tb->records++;
+			b->nrecords++;
+		}
+	}
+	batch_add_tag_groups(b, tagit);
+}
+
+/*
+ * Claim one queue row, in the batch's memory: its pending-filter counters,
+ * then what its kind asks for.  True when the batch ends with it.
+ * spicxt: the context to read its table's watch in (batch_table runs SPI).
+ */
+static bool
+claim_row(Batch *b, QueueRow *row, MemoryContext spicxt)
+{
+	QueueTagIter tagit;
+	int			pending_start;
+	TableBatch *tb;
+
+	wtcache_queue_expand(row);
+	wtcache_queue_tags_begin(&tagit, row);
+	pending_start = claim_pending_counters(b, row);
+	if (row->discard)
+	{
+		/* given up by a DBA (wtcache.discard_set_aside()): only acknowledged */
+		batch_add_id(b, row->id, row->relid, pending_start, row->xmin);
+		return false;
+	}
+	if (!OidIsValid(row->relid))
+		return claim_tags_row(b, row, &tagit, pending_start);
+	if (!row->has_keys)
+	{
+		claim_whole_table_row(b, row, pending_start);
+		return true;
+	}
+
+	MemoryContextSwitchTo(spicxt);
+	tb = batch_table(b, row->relid);
+	MemoryContextSwitchTo(b->cxt);
+	batch_add_id(b, row->id, row->relid, pending_start, row->xmin);
+	if (tb->table_tag)
+		batch_add_tag(b, tb->table_tag);
+	claim_keys(b, tb, row, &tagit);
+	return b->nrecords >= wtcache_batch_size;
+}
+
+/*
+ * Claim queue rows until the batch is full, a whole-table entry ends it,
+ * or the queue has no more.  Returns false when it claimed none.
+ */
+static bool
+claim_rows(Batch *b, Batch *inflight, Portal portal)
+{
+	bool		done = false;
+	bool		any = false;
+	QueueColumns cols;
+	bool		mapped = false;
 
 	while (!done)
 	{
@@ -547,9 +686,7 @@ claim_batch(Batch *b, Batch *inflight)
 		for (uint64 r = 0; r < nchunk && !done; r++)
 		{
 			QueueRow	row;
-			QueueTagIter tagit;
-			int			pending_start;
-			TableBatch *tb;
+			MemoryContext spicxt;
 
 			wtcache_queue_decode(chunk->vals[r], chunk->tupdesc, &cols, &row);
 
@@ -563,120 +700,30 @@ claim_batch(Batch *b, Batch *inflight)
 				done = true;
 				break;
 			}
+
 			spicxt = MemoryContextSwitchTo(b->cxt);
-			wtcache_queue_expand(&row);
-			wtcache_queue_tags_begin(&tagit, &row);
-			if (b->npending + wtcache_queue_max_indexes(&row) > b->maxpending)
-			{
-				b->maxpending = Max(b->maxpending * 2, b->npending + wtcache_queue_max_indexes(&row));
-				b->pending = repalloc_huge(b->pending, sizeof(uint32) * b->maxpending);
-			}
-			pending_start = b->npending;
-			b->npending += wtcache_pending_row_indexes(MyDatabaseId, &row,
-													   b->pending + b->npending);
-			if (row.discard)
-			{
-				/* given up by a DBA (wtcache.discard_set_aside()): only acknowledged */
-				batch_add_id(b, row.id, row.relid, pending_start, row.xmin);
-				any = true;
-				MemoryContextSwitchTo(spicxt);
-				continue;
-			}
-			if (!OidIsValid(row.relid))
-			{
-				/* wtcache.invalidate(): tags only */
-				batch_add_id(b, row.id, row.relid, pending_start, row.xmin);
-				any = true;
-				batch_add_tag_groups(b, &tagit);
-				b->nrecords++;
-				MemoryContextSwitchTo(spicxt);
-				if (b->nrecords >= wtcache_batch_size)
-					done = true;
-				continue;
-			}
-			if (!row.has_keys)
-			{
-				/* a whole-table entry goes alone */
-				if (any)
-				{
-					MemoryContextSwitchTo(spicxt);
-					done = true;
-					break;
-				}
-				batch_add_id(b, row.id, row.relid, pending_start, row.xmin);
-				b->purge_relid = row.relid;
-
-				/*
-				 * A whole-table entry is queued by DDL (TRUNCATE, or a
-				 * requeue after DDL), and the rows that follow it must be
-				 * read with the catalogs as that DDL left them.  DDL on a
-				 * type (ALTER TYPE ... ADD ATTRIBUTE, RENAME VALUE) holds
-				 * no lock on the tables whose rows it requeued, and the
-				 * worker kept, now and then, an enum label as it was
-				 * before the rename (AcceptInvalidationMessages() did not
-				 * drop it), then pushed rows under the old key
-				 * (test/t/029_corners.pl).  So drop every cache here; the
-				 * DDL's commit is in our snapshot, so what is read again
-				 * sees it.  A rebuild costs a few milliseconds and the
-				 * kept plans, once per TRUNCATE or DDL of a watched table.
-				 */
-				InvalidateSystemCaches();
-				{
-					char	   *tt = wtcache_table_tag(row.relid);
-
-					if (tt)
-						batch_add_tag(b, tt);
-				}
-				b->purge_table_key = row.table_key;
-				if (wtcache_publish_events)
-					b->purge_event = event_truncate(row.relid, row.id);
-				MemoryContextSwitchTo(spicxt);
-				done = true;
-				any = true;
-				break;
-			}
-
+			done = claim_row(b, &row, spicxt);
 			MemoryContextSwitchTo(spicxt);
-			tb = batch_table(b, row.relid);
-			MemoryContextSwitchTo(b->cxt);
-			batch_add_id(b, row.id, row.relid, pending_start, row.xmin);
 			any = true;
-			if (tb->table_tag)
-				batch_add_tag(b, tb->table_tag);
-			/* rows captured under another key definition name no row now */
-			if (tb->watched && (row.key_width == 0 || row.key_width == tb->nkeys))
-			{
-				char	  **captured = palloc(sizeof(char *) * tb->nkeys);
-
-				for (int i = 0; i + tb->nkeys <= row.nvalues; i += tb->nkeys)
-				{
-					List	   *keytags = NIL;
-					const Datum *names;
-					int			nnames;
-
-					for (int c = 0; c < tb->nkeys; c++)
-						captured[c] = TextDatumGetCString(row.keys[i + c]);
-					if (wtcache_queue_tags_next(&tagit, &names, &nnames))
-						for (int j = 0; j < nnames; j++)
-						{
-							char	   *tag = TextDatumGetCString(names[j]);
-
-							keytags = lappend(keytags, tag);
-							batch_add_tag(b, tag);
-						}
-					add_key(tb, captured, row.id, keytags);
-					tb->records++;
-					b->nrecords++;
-				}
-			}
-			/* the tags of changes that name no row (a null key value: width 0) */
-			batch_add_tag_groups(b, &tagit);
-			MemoryContextSwitchTo(spicxt);
-			if (b->nrecords >= wtcache_batch_size)
-				done = true;
 		}
 		SPI_freetuptable(chunk);
 	}
+	return any;
+}
+
+/*
+ * Claim the next batch.  Runs inside the claim transaction; everything kept
+ * goes to the batch's memory (b->cxt).  Returns false when the queue is
+ * empty.  In three phases: open the queue, claim its rows, read the rows
+ * of their keys.
+ */
+static bool
+claim_batch(Batch *b, Batch *inflight)
+{
+	bool		can_set_aside = wtcache_queue_can_set_aside();
+	Portal		portal = claim_open_queue(can_set_aside);
+	bool		any = claim_rows(b, inflight, portal);
+
 	SPI_cursor_close(portal);
 
 	for (int i = 0; i < b->ntables; i++)

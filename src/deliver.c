@@ -85,36 +85,73 @@ set_aside_failed(Batch *b)
 	}
 }
 
+/*
+ * The queue rows to delete and the pending-filter counters to release: all
+ * of the batch's, but those of a table whose rows could not be read, which
+ * are set aside, not acknowledged.
+ */
 static void
-ack_batch(Batch *b)
+ack_rows(Batch *b, Datum **done, int *ndone, uint32 **release, int *nrelease)
 {
-	Oid			argtypes[3] = {INT8ARRAYOID, INT8OID, INT8OID};
-	Datum		values[3];
+	*done = b->ids;
+	*ndone = b->nids;
+	*release = b->pending;
+	*nrelease = b->npending;
 
-	Datum	   *done = b->ids;
-	int			ndone = b->nids;
-	uint32	   *release = b->pending;
-	int			nrelease = b->npending;
-
-	/* a table whose rows could not be read: its rows are set aside, not acknowledged */
 	for (int t = 0; t < b->ntables; t++)
 		if (b->tables[t].failure != NULL)
 		{
-			done = MemoryContextAlloc(b->cxt, sizeof(Datum) * Max(b->nids, 1));
-			release = MemoryContextAlloc(b->cxt, sizeof(uint32) * Max(b->npending, 1));
-			ndone = nrelease = 0;
+			*done = MemoryContextAlloc(b->cxt, sizeof(Datum) * Max(b->nids, 1));
+			*release = MemoryContextAlloc(b->cxt, sizeof(uint32) * Max(b->npending, 1));
+			*ndone = *nrelease = 0;
 			for (int i = 0; i < b->nids; i++)
 			{
 				int			end = (i + 1 < b->nids) ? b->id_pending[i + 1] : b->npending;
 
 				if (table_failure(b, b->id_relids[i]) != NULL)
 					continue;
-				done[ndone++] = b->ids[i];
+				(*done)[(*ndone)++] = b->ids[i];
 				for (int j = b->id_pending[i]; j < end; j++)
-					release[nrelease++] = b->pending[j];
+					(*release)[(*nrelease)++] = b->pending[j];
 			}
 			break;
 		}
+}
+
+/* In the acknowledging transaction: each watched table's counters. */
+static void
+count_pushed(Batch *b)
+{
+	for (int i = 0; i < b->ntables; i++)
+	{
+		TableBatch *tb = &b->tables[i];
+		Oid			uargtypes[2] = {OIDOID, INT8OID};
+		Datum		uvalues[2] = {ObjectIdGetDatum(tb->relid), Int64GetDatum(tb->records)};
+
+		if (!tb->watched)
+			continue;
+		if (SPI_execute_plan(wtcache_kept_plan("UPDATE wtcache.watched SET pushed = pushed + $2, last_push = clock_timestamp() WHERE rel = $1",
+											   2, uargtypes),
+							 uvalues, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "wtcache: updating counters failed");
+	}
+}
+
+/*
+ * Delete the batch's queue rows (set aside those of tables that failed),
+ * count them, commit, and only then release their pending-filter counts.
+ */
+static void
+ack_batch(Batch *b)
+{
+	Oid			argtypes[3] = {INT8ARRAYOID, INT8OID, INT8OID};
+	Datum		values[3];
+	Datum	   *done;
+	int			ndone;
+	uint32	   *release;
+	int			nrelease;
+
+	ack_rows(b, &done, &ndone, &release, &nrelease);
 
 	begin_xact(false);
 	/*
@@ -151,19 +188,7 @@ ack_batch(Batch *b)
 						 values, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "wtcache: acknowledging the batch failed");
 	set_aside_failed(b);
-	for (int i = 0; i < b->ntables; i++)
-	{
-		TableBatch *tb = &b->tables[i];
-		Oid			uargtypes[2] = {OIDOID, INT8OID};
-		Datum		uvalues[2] = {ObjectIdGetDatum(tb->relid), Int64GetDatum(tb->records)};
-
-		if (!tb->watched)
-			continue;
-		if (SPI_execute_plan(wtcache_kept_plan("UPDATE wtcache.watched SET pushed = pushed + $2, last_push = clock_timestamp() WHERE rel = $1",
-											   2, uargtypes),
-							 uvalues, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "wtcache: updating counters failed");
-	}
+	count_pushed(b);
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();

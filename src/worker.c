@@ -626,20 +626,12 @@ claim_slot(Oid dboid)
 	Worker.slot = slot;
 }
 
-void
-wtcache_worker_main(Datum main_arg)
+/*
+ * The session settings the worker runs under, set once at its start.
+ */
+static void
+worker_settings(void)
 {
-	Oid			dboid = DatumGetObjectId(main_arg);
-
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-
-	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
-	claim_slot(dboid);
-	before_shmem_exit(worker_shmem_exit, (Datum) 0);
-	publish_key_prefix();
-
 	/* keys and JSON rendered the same whatever postgresql.conf says */
 	wtcache_canonical_settings_fix();
 	SetConfigOption("application_name", "wtcache worker", PGC_SUSET, PGC_S_OVERRIDE);
@@ -692,6 +684,104 @@ wtcache_worker_main(Datum main_arg)
 	 */
 	mallopt(M_TRIM_THRESHOLD, 512 * 1024 * 1024);
 	mallopt(M_MMAP_THRESHOLD, 64 * 1024 * 1024);
+}
+
+/*
+ * One turn of the loop: settings, the pending filter, the backlog, then
+ * Redis: connect, check the markers when due, deliver what is queued, and
+ * sleep until a commit or the poll interval.
+ */
+static void
+worker_iteration(void)
+{
+	int			rc;
+
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+	reload_config_if_needed();
+	count_pending_if_needed();
+	check_backlog();
+
+	if (!wtcache_enabled)
+	{
+		/* paused: the queue keeps everything; a reload wakes us */
+		if (Worker.slot->state != WORKER_PAUSED)
+		{
+			ereport(LOG, (errmsg("wtcache: delivery paused (wtcache.enabled = off); changes stay queued")));
+			wtc_redis_free(Worker.redis);
+			Worker.redis = NULL;
+			wtcache_slot_set_state(Worker.slot, WORKER_PAUSED, false);
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 wtcache_poll_interval_ms, PG_WAIT_EXTENSION);
+		return;
+	}
+	if (Worker.slot->state == WORKER_PAUSED)
+		ereport(LOG, (errmsg("wtcache: delivery resumed (wtcache.enabled = on)")));
+
+	if (Worker.redis == NULL)
+	{
+		if (!ensure_connected())
+		{
+			backoff_sleep();
+			return;
+		}
+		Worker.need_marker_check = true;
+	}
+	/* a wait() caller needs a check that starts after its call (fence.c) */
+	if (wtcache_fence_waiting(Worker.slot))
+		Worker.need_marker_check = true;
+	if (Worker.need_marker_check)
+	{
+		if (!check_marker(0))
+		{
+			backoff_sleep();
+			return;
+		}
+		Worker.need_marker_check = false;
+		/* Redis is verified now: let cached reads use it without waiting a poll */
+		count_pending_if_needed();
+	}
+
+	drain();
+
+	if (Worker.redis == NULL)
+	{
+		backoff_sleep();
+		return;
+	}
+	wtcache_slot_set_state(Worker.slot, WORKER_CONNECTED, true);
+	{
+		long		timeout_ms = idle_timeout_ms();
+
+		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					   timeout_ms, PG_WAIT_EXTENSION);
+		/* idle: notice a FLUSHALL or a restarted Redis without waiting for a write */
+		if ((rc & WL_TIMEOUT) && timeout_ms >= wtcache_poll_interval_ms)
+		{
+			Worker.need_marker_check = true;
+			release_batch_memory();
+		}
+	}
+	/* and a Sentinel failover: a demoted master refuses only writes */
+	(void) master_moved();
+}
+
+void
+wtcache_worker_main(Datum main_arg)
+{
+	Oid			dboid = DatumGetObjectId(main_arg);
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	claim_slot(dboid);
+	before_shmem_exit(worker_shmem_exit, (Datum) 0);
+	publish_key_prefix();
+
+	worker_settings();
 
 	{
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
@@ -718,78 +808,5 @@ wtcache_worker_main(Datum main_arg)
 	ereport(LOG, (errmsg("wtcache: worker started for database \"%s\"", Worker.dbname)));
 
 	for (;;)
-	{
-		int			rc;
-
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		reload_config_if_needed();
-		count_pending_if_needed();
-		check_backlog();
-
-		if (!wtcache_enabled)
-		{
-			/* paused: the queue keeps everything; a reload wakes us */
-			if (Worker.slot->state != WORKER_PAUSED)
-			{
-				ereport(LOG, (errmsg("wtcache: delivery paused (wtcache.enabled = off); changes stay queued")));
-				wtc_redis_free(Worker.redis);
-				Worker.redis = NULL;
-				wtcache_slot_set_state(Worker.slot, WORKER_PAUSED, false);
-			}
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 wtcache_poll_interval_ms, PG_WAIT_EXTENSION);
-			continue;
-		}
-		if (Worker.slot->state == WORKER_PAUSED)
-			ereport(LOG, (errmsg("wtcache: delivery resumed (wtcache.enabled = on)")));
-
-		if (Worker.redis == NULL)
-		{
-			if (!ensure_connected())
-			{
-				backoff_sleep();
-				continue;
-			}
-			Worker.need_marker_check = true;
-		}
-		/* a wait() caller needs a check that starts after its call (fence.c) */
-		if (wtcache_fence_waiting(Worker.slot))
-			Worker.need_marker_check = true;
-		if (Worker.need_marker_check)
-		{
-			if (!check_marker(0))
-			{
-				backoff_sleep();
-				continue;
-			}
-			Worker.need_marker_check = false;
-			/* Redis is verified now: let cached reads use it without waiting a poll */
-			count_pending_if_needed();
-		}
-
-		drain();
-
-		if (Worker.redis == NULL)
-		{
-			backoff_sleep();
-			continue;
-		}
-		wtcache_slot_set_state(Worker.slot, WORKER_CONNECTED, true);
-		{
-			long		timeout_ms = idle_timeout_ms();
-
-			rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						   timeout_ms, PG_WAIT_EXTENSION);
-			/* idle: notice a FLUSHALL or a restarted Redis without waiting for a write */
-			if ((rc & WL_TIMEOUT) && timeout_ms >= wtcache_poll_interval_ms)
-			{
-				Worker.need_marker_check = true;
-				release_batch_memory();
-			}
-		}
-		/* and a Sentinel failover: a demoted master refuses only writes */
-		if (master_moved())
-			continue;
-	}
+		worker_iteration();
 }
