@@ -596,7 +596,7 @@ typedef struct MarkerSet
 	int			n;
 	char	  **keys;
 	char	  **wal_keys;		/* per marker: where in the database's WAL
-								 * history it was last raised (worker.c) */
+								 * history it was last raised (markers.c) */
 } MarkerSet;
 
 extern void wtcache_marker_set(WtcRedis *r, const char *dbname, MarkerSet *set);
@@ -621,7 +621,7 @@ extern bool wtcache_set_marker(WtcRedis *r, const char *marker_key, const char *
 extern bool wtcache_set_markers(WtcRedis *r, const MarkerSet *markers, int64 version,
 								const char *position, char *err, size_t errlen);
 
-/* ---- worker.c / launcher.c ---- */
+/* ---- worker.c (worker_int.h: its other files) / launcher.c ---- */
 extern PGDLLEXPORT void wtcache_worker_main(Datum main_arg);
 extern PGDLLEXPORT void wtcache_launcher_main(Datum main_arg);
 extern void wtcache_register_launcher(void);
