@@ -17,6 +17,11 @@ OBJS = \
 	src/cluster.o \
 	src/push.o \
 	src/worker.o \
+	src/batch.o \
+	src/durable.o \
+	src/deliver.o \
+	src/events.o \
+	src/markers.o \
 	src/launcher.o \
 	src/ddl.o \
 	src/pending.o \

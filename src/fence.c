@@ -141,7 +141,7 @@ fence_take_ticket(uint64 *ticket, bool ask_for_worker)
 /*
  * The worker's answer to a ticket (0: none asked yet).  While there is
  * none, flush the WAL the worker waits for the WAL writer to flush
- * (worker.c, batch_durable): it sends asynchronous commits, and the marker
+ * (durable.c, batch_durable): it sends asynchronous commits, and the marker
  * check that answers a ticket, up to twice wal_writer_delay later, and a
  * caller waiting for changes should not wait for that.  What the worker
  * waits for covers the caller's changes if they are in its batch.

@@ -15,7 +15,7 @@
  * FLUSHALL, failover to a stale replica): the worker then resyncs.  Next
  * to each marker, in the same slot, "<marker>:wal" says where in the
  * database's WAL history the marker was last raised, so that the worker
- * can tell a Redis that is ahead of the database (worker.c).
+ * can tell a Redis that is ahead of the database (markers.c).
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"

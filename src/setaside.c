@@ -5,7 +5,7 @@
  * When the rows of a watched table cannot be read (its owner lost the
  * right to read it, its policies came to apply to its owner...), the worker
  * marks that table's queue rows with the reason (wtcache.queue.set_aside)
- * and goes on with the others (worker.c).  Such rows stay queue rows: their
+ * and goes on with the others (batch.c, deliver.c).  Such rows stay queue rows: their
  * keys stay pending (pending.c), so cached reads of them go to the table,
  * and wtcache.status counts them.  The DBA, or the table's owner, then
  *	- retries them once the cause is fixed: the mark is cleared and the

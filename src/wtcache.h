@@ -17,7 +17,13 @@
  *	tls.c		TLS under those connections (OpenSSL), certificate checks
  *	cluster.c	Redis Cluster slot map, routing and redirects
  *	push.c		turning a claimed batch into pipelined Redis commands
- *	worker.c	per-database delivery worker
+ *	worker.c	per-database delivery worker: the process, its loop
+ *				(worker_int.h: what the worker's files share)
+ *	batch.c		the worker claiming a batch: queue rows to Redis writes
+ *	durable.c	the worker: what must be durable before a batch is sent
+ *	deliver.c	the worker: a batch sent, acknowledged or set aside
+ *	events.c	the worker: messages on the events channel
+ *	markers.c	the worker: generation markers, resync
  *	launcher.c	launcher that starts one worker per database
  *	ddl.c		moving the worker out of the way of DROP DATABASE & co.
  *	pending.c	shared filter of keys whose changes Redis lacks
@@ -594,7 +600,7 @@ typedef struct MarkerSet
 	int			n;
 	char	  **keys;
 	char	  **wal_keys;		/* per marker: where in the database's WAL
-								 * history it was last raised (worker.c) */
+								 * history it was last raised (markers.c) */
 } MarkerSet;
 
 extern void wtcache_marker_set(WtcRedis *r, const char *dbname, MarkerSet *set);
@@ -619,7 +625,7 @@ extern bool wtcache_set_marker(WtcRedis *r, const char *marker_key, const char *
 extern bool wtcache_set_markers(WtcRedis *r, const MarkerSet *markers, int64 version,
 								const char *position, char *err, size_t errlen);
 
-/* ---- worker.c / launcher.c ---- */
+/* ---- worker.c (worker_int.h: its other files) / launcher.c ---- */
 extern PGDLLEXPORT void wtcache_worker_main(Datum main_arg);
 extern PGDLLEXPORT void wtcache_launcher_main(Datum main_arg);
 extern void wtcache_register_launcher(void);

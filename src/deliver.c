@@ -1,0 +1,315 @@
+/*-------------------------------------------------------------------------
+ * deliver.c
+ *		A claimed batch to Redis and back: send, replies, purge,
+ *		acknowledgement, set-aside.
+ *
+ * In this order, always: the batch's commits are made durable
+ * (batch_durable), the markers follow the slot map, the writes, tag
+ * invalidations and marker updates are pipelined (push.c), the replies are
+ * read, and only then the queue rows are deleted in a transaction of their
+ * own, whose commit releases their pending-filter counts.  A whole-table
+ * entry is not pipelined: its keys are removed synchronously and the
+ * markers checked before it is acknowledged.  A Redis failure anywhere
+ * leaves the batch in the queue, to be claimed and sent again.
+ *-------------------------------------------------------------------------
+ */
+#include "worker_int.h"
+#include "keyspace.h"
+
+#include "executor/spi.h"
+#include "pgstat.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+static const char *
+table_failure(Batch *b, Oid relid)
+{
+	for (int t = 0; t < b->ntables; t++)
+		if (b->tables[t].relid == relid)
+			return b->tables[t].failure;
+	return NULL;
+}
+
+/*
+ * In the acknowledging transaction: mark the queue rows of tables whose
+ * rows could not be read, with the reason, and log it once per table until
+ * that table delivers again.
+ */
+static void
+set_aside_failed(Batch *b)
+{
+	/* local: this message's log-once list (relids, in TopMemoryContext) */
+	static List *logged = NIL;
+
+	for (int t = 0; t < b->ntables; t++)
+	{
+		TableBatch *tb = &b->tables[t];
+		Datum	   *ids;
+		int			n = 0;
+		Oid			argtypes[2] = {INT8ARRAYOID, TEXTOID};
+		Datum		values[2];
+
+		if (tb->failure == NULL)
+		{
+			if (list_member_oid(logged, tb->relid))
+			{
+				MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+				logged = list_delete_oid(logged, tb->relid);
+				MemoryContextSwitchTo(old);
+			}
+			continue;
+		}
+		ids = palloc(sizeof(Datum) * b->nids);
+		for (int i = 0; i < b->nids; i++)
+			if (b->id_relids[i] == tb->relid)
+				ids[n++] = b->ids[i];
+		values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		values[1] = CStringGetTextDatum(tb->failure);
+		if (SPI_execute_with_args("UPDATE wtcache.queue SET set_aside = $2 WHERE id OPERATOR(pg_catalog.=) ANY($1)",
+								  2, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "wtcache: setting aside queue rows failed");
+		if (!list_member_oid(logged, tb->relid))
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			ereport(LOG,
+					(errmsg("wtcache: changes of %s set aside: %s", tb->qname, tb->failure),
+					 errdetail("Changes of other tables are still delivered; reads of this table's changed keys read the table."),
+					 errhint("Fix the cause, then run wtcache.retry_set_aside('%s'), or wtcache.discard_set_aside('%s') to give them up and remove the table's keys from Redis.",
+							 tb->qname, tb->qname)));
+			logged = lappend_oid(logged, tb->relid);
+			MemoryContextSwitchTo(old);
+		}
+	}
+}
+
+/*
+ * The queue rows to delete and the pending-filter counters to release: all
+ * of the batch's, but those of a table whose rows could not be read, which
+ * are set aside, not acknowledged.
+ */
+static void
+ack_rows(Batch *b, Datum **done, int *ndone, uint32 **release, int *nrelease)
+{
+	*done = b->ids;
+	*ndone = b->nids;
+	*release = b->pending;
+	*nrelease = b->npending;
+
+	for (int t = 0; t < b->ntables; t++)
+		if (b->tables[t].failure != NULL)
+		{
+			*done = MemoryContextAlloc(b->cxt, sizeof(Datum) * Max(b->nids, 1));
+			*release = MemoryContextAlloc(b->cxt, sizeof(uint32) * Max(b->npending, 1));
+			*ndone = *nrelease = 0;
+			for (int i = 0; i < b->nids; i++)
+			{
+				int			end = (i + 1 < b->nids) ? b->id_pending[i + 1] : b->npending;
+
+				if (table_failure(b, b->id_relids[i]) != NULL)
+					continue;
+				(*done)[(*ndone)++] = b->ids[i];
+				for (int j = b->id_pending[i]; j < end; j++)
+					(*release)[(*nrelease)++] = b->pending[j];
+			}
+			break;
+		}
+}
+
+/* In the acknowledging transaction: each watched table's counters. */
+static void
+count_pushed(Batch *b)
+{
+	for (int i = 0; i < b->ntables; i++)
+	{
+		TableBatch *tb = &b->tables[i];
+		Oid			uargtypes[2] = {OIDOID, INT8OID};
+		Datum		uvalues[2] = {ObjectIdGetDatum(tb->relid), Int64GetDatum(tb->records)};
+
+		if (!tb->watched)
+			continue;
+		if (SPI_execute_plan(wtcache_kept_plan("UPDATE wtcache.watched SET pushed = pushed + $2, last_push = clock_timestamp() WHERE rel = $1",
+											   2, uargtypes),
+							 uvalues, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "wtcache: updating counters failed");
+	}
+}
+
+/*
+ * Delete the batch's queue rows (set aside those of tables that failed),
+ * count them, commit, and only then release their pending-filter counts.
+ */
+static void
+ack_batch(Batch *b)
+{
+	Oid			argtypes[3] = {INT8ARRAYOID, INT8OID, INT8OID};
+	Datum		values[3];
+	Datum	   *done;
+	int			ndone;
+	uint32	   *release;
+	int			nrelease;
+
+	ack_rows(b, &done, &ndone, &release, &nrelease);
+
+	begin_xact(false);
+	/*
+	 * DROP EXTENSION and CREATE EXTENSION between the claim and now: the
+	 * new queue hands out the same ids again, and deleting them would lose
+	 * changes never sent.  The batch's rows went with the old queue.
+	 */
+	if (queue_relid_or_exit() != b->queue)
+	{
+		end_xact();
+		return;
+	}
+	values[0] = PointerGetDatum(construct_array(done, ndone, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	/*
+	 * The range, which the ids of a batch (claimed in id order) span, lets
+	 * the kept plan's estimate favour the primary key over a scan of the
+	 * whole queue, whose dead rows between vacuums can be many.
+	 */
+	{
+		int64		lo = PG_INT64_MAX,
+					hi = PG_INT64_MIN;
+
+		for (int i = 0; i < ndone; i++)
+		{
+			lo = Min(lo, DatumGetInt64(done[i]));
+			hi = Max(hi, DatumGetInt64(done[i]));
+		}
+		values[1] = Int64GetDatum(lo);
+		values[2] = Int64GetDatum(hi);
+	}
+	if (SPI_execute_plan(wtcache_kept_plan("DELETE FROM wtcache.queue WHERE id OPERATOR(pg_catalog.=) ANY($1) "
+										   "AND id OPERATOR(pg_catalog.>=) $2 AND id OPERATOR(pg_catalog.<=) $3",
+										   3, argtypes),
+						 values, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "wtcache: acknowledging the batch failed");
+	set_aside_failed(b);
+	count_pushed(b);
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	note_own_commit();
+	/* right after the commit, before anything that could fail (pending.c) */
+	if (Worker.slot->pending_ready)
+		wtcache_pending_release(release, nrelease);
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	SpinLockAcquire(&Worker.slot->mutex);
+	Worker.slot->pushed += b->nrecords;
+	Worker.slot->batches++;
+	Worker.slot->last_push = GetCurrentTimestamp();
+	if (b->max_version > Worker.slot->acked_version)
+		Worker.slot->acked_version = b->max_version;
+	SpinLockRelease(&Worker.slot->mutex);
+}
+
+/* Read a sent batch's replies and acknowledge it.  False on Redis failure. */
+bool
+finish_batch(Batch *b)
+{
+	int64		applied;
+	int64		seen = -1;
+	char		err[256];
+	PushResult	res;
+
+	MemoryContextSwitchTo(b->cxt);
+	res = wtcache_push_receive(Worker.redis, b->ncalls, b->nmarkers, &applied, &seen, err, sizeof(err));
+	MemoryContextSwitchTo(TopMemoryContext);
+	if (res == PUSH_RESEND)
+	{
+		if (!send_batch(b))
+			return false;
+		MemoryContextSwitchTo(b->cxt);
+		res = wtcache_push_receive(Worker.redis, b->ncalls, b->nmarkers, &applied, &seen, err, sizeof(err));
+		MemoryContextSwitchTo(TopMemoryContext);
+		/* sent a slot at a time, it cannot ask for that again */
+		if (res == PUSH_RESEND)
+			res = PUSH_FAILED;
+	}
+	if (res == PUSH_FAILED)
+	{
+		redis_failed("could not deliver changes to Redis", err);
+		return false;
+	}
+	if (res == PUSH_MARKER_LOST)
+	{
+		/*
+		 * The rows were applied; what Redis lost before them is resynced.
+		 * Acknowledge them first: the marker the resync sets must cover
+		 * this batch, or the next batch finds it behind and resyncs again,
+		 * batch after batch.  A crash in between finds the marker behind.
+		 */
+		ack_batch(b);
+		resync_all(seen < 0 ? "generation marker missing" : "generation marker behind");
+		return Worker.redis != NULL;
+	}
+	ack_batch(b);
+	wtcache_fence_confirmed(Worker.slot, b->fence_ticket);
+	return true;
+}
+
+bool
+send_batch(Batch *b)
+{
+	char		err[256];
+	char		position[MARKER_POSITION_LEN];
+	bool		ok;
+
+	batch_durable(b);
+	if (!markers_follow_map())
+		return false;
+	MemoryContextSwitchTo(b->cxt);
+	b->nmarkers = Worker.markers.n;
+	b->fence_ticket = wtcache_fence_ticket_to_serve(Worker.slot);
+	marker_position(position, sizeof(position));
+	ok = wtcache_push_send(Worker.redis, &Worker.scripts, b->items, b->nitems, &b->bumps, &Worker.markers,
+						   acked_version(), b->max_version, position, &b->ncalls,
+						   err, sizeof(err));
+	MemoryContextSwitchTo(TopMemoryContext);
+	if (!ok)
+		redis_failed("could not deliver changes to Redis", err);
+	return ok;
+}
+
+/* A whole-table entry: remove the table's row keys, synchronously. */
+bool
+run_purge(Batch *b)
+{
+	StringInfoData pattern;
+	int64		removed;
+	char		err[256];
+
+	batch_durable(b);
+
+	MemoryContextSwitchTo(b->cxt);
+	initStringInfo(&pattern);
+	wtcache_append_table_rows_pattern(&pattern, wtcache_key_prefix, b->purge_table_key);
+	if (!wtcache_purge_pattern(Worker.redis, pattern.data, &removed, err, sizeof(err)))
+	{
+		MemoryContextSwitchTo(TopMemoryContext);
+		redis_failed("lost the connection to Redis", err);
+		return false;
+	}
+	if (!wtcache_bump_tags(Worker.redis, &Worker.scripts, &b->bumps, err, sizeof(err)))
+	{
+		MemoryContextSwitchTo(TopMemoryContext);
+		redis_failed("could not invalidate tags in Redis", err);
+		return false;
+	}
+	if (b->purge_event != NULL && !event_publish(b->purge_event))
+	{
+		MemoryContextSwitchTo(TopMemoryContext);
+		redis_failed("lost the connection to Redis", wtc_redis_errstr(Worker.redis));
+		return false;
+	}
+	MemoryContextSwitchTo(TopMemoryContext);
+	if (!check_marker(b->max_version))
+		return false;
+	ack_batch(b);
+	return true;
+}

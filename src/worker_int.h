@@ -1,0 +1,279 @@
+/*-------------------------------------------------------------------------
+ * worker_int.h
+ *		What the files of the delivery worker share; nothing else
+ *		includes it.
+ *
+ * One worker process per database.  Its files, by concern:
+ *	worker.c	the process: start, signals, the latch loop, the connection
+ *				to Redis and its backoff, drain(), idle time, the pending
+ *				filter's count, the backlog warning, its transactions
+ *	batch.c		claiming a batch: the queue rows by kind, repeated keys
+ *				collapsed, rows read in the claim's snapshot, the Redis
+ *				writes built
+ *	durable.c	what must be durable before a batch is sent, and the wait
+ *				for it
+ *	deliver.c	sending a batch and reading its replies, a whole table's
+ *				purge, acknowledging, setting aside
+ *	events.c	the messages of the events channel: their one encoder
+ *	markers.c	the generation-marker protocol: WAL positions, checks,
+ *				markers following a Cluster's slot map, the resync
+ *
+ * What they keep between steps is in one struct, Worker (below).
+ *
+ * Invariants all of them keep:
+ *	- Only durable commits reach Redis: batch_durable() runs before
+ *	  anything of a batch is sent (durable.c).
+ *	- Redis sees changes in queue order: a batch is sent only once the one
+ *	  before it was acknowledged (drain), and a whole-table entry alone.
+ *	- A queue row is deleted only once Redis applied its batch, and its
+ *	  pending-filter counts are released right after that commit, before
+ *	  anything that could fail (ack_batch).
+ *	- Redis is never waited for inside a transaction: a claim and an
+ *	  acknowledgement are short transactions of their own.
+ *	- A failed Redis call goes through redis_failed(), which counts the
+ *	  outage and drops the connection: a function that reports a Redis
+ *	  failure by returning false leaves Worker.redis NULL, and the loop
+ *	  backs off.
+ *
+ * Every declaration here is hidden: PostgreSQL loads libraries with
+ * RTLD_GLOBAL, where an exported name like another library's would be
+ * taken for it.
+ *-------------------------------------------------------------------------
+ */
+#ifndef WTCACHE_WORKER_INT_H
+#define WTCACHE_WORKER_INT_H
+
+#include "wtcache.h"
+
+#include "access/xlogdefs.h"
+#include "nodes/pg_list.h"
+#include "utils/hsearch.h"
+
+#pragma GCC visibility push(hidden)
+
+/* One distinct key of one table in a batch. */
+typedef struct BatchKey
+{
+	char	   *suffix;			/* its part of the row key (hash key) */
+	char	  **values;			/* canonical text, one per key column */
+	int64		version;
+	char	   *payload;		/* the value (keyspace.h), NULL if the row
+								 * is gone */
+	size_t		payload_len;
+	List	   *tags;			/* tags of its changes (template tables) */
+} BatchKey;
+
+struct Batch;
+
+/* What a batch holds for one table. */
+typedef struct TableBatch
+{
+	struct Batch *batch;		/* that it is part of */
+	Oid			relid;
+	bool		watched;		/* false: entries are dropped */
+	bool		invalidate;
+	int64		ttl_ms;
+	int			nkeys;
+	char	   *qname;
+	char	   *table_key;
+	char	   *event_head;		/* {"db":..,"table":..,"key":[ for events */
+	char	   *table_tag;		/* "table:<schema>.<table>" */
+	KeyLookup	lookup;			/* how to read its rows by key (keys.c) */
+	bool	   *binary;
+	FmgrInfo   *recv;
+	FmgrInfo   *out;
+	Oid		   *ioparams;
+	HTAB	   *keyhash;
+	BatchKey   *keys;
+	int			nbatchkeys;
+	int			maxbatchkeys;
+	int64		records;		/* captured keys in the batch, repeats included */
+	char	   *failure;		/* reading its rows failed: its queue rows
+								 * are set aside with this reason */
+} TableBatch;
+
+typedef struct Batch
+{
+	TableBatch *tables;
+	int			ntables;
+	int			maxtables;
+	Datum	   *ids;
+	int			nids;
+	int			maxids;
+	Oid		   *id_relids;		/* per id: its table */
+	int		   *id_pending;		/* per id: where its counters start in
+								 * pending[]; they end where the next's do */
+	int64		max_version;
+	int64		nrecords;
+	char	   *purge_table_key;	/* a whole-table entry, delivered alone */
+	Oid			purge_relid;
+	char	   *purge_event;	/* published after the purge, or NULL */
+	HTAB	   *idset;			/* ids claimed, so the next claim skips them */
+	HTAB	   *tagset;			/* tags to invalidate, each once */
+	char	  **tags;
+	int			ntags;
+	int			maxtags;
+	TagBumps	bumps;			/* the tags, as Redis keys */
+	PushItem   *items;
+	int			nitems;
+	int			ncalls;			/* EVALSHAs sent, replies still to read */
+	int			nmarkers;		/* and marker updates after them */
+	uint64		fence_ticket;	/* wait() tickets its marker updates answer */
+	/*
+	 * What must be durable before it is sent (batch_durable): the commits
+	 * its queue rows and the table rows it read come from.
+	 */
+	XLogRecPtr	commits_end;	/* the end of the latest asynchronous one */
+	bool		others_async;	/* commits_end is not the worker's own */
+	bool		writer_unknown;	/* something sent names no commit: a key
+								 * with no row (its delete may be a later
+								 * commit than any known here), a key left
+								 * out (below) */
+	XLogRecPtr	flushed_at_claim;	/* WAL flushed when it was claimed */
+	XLogRecPtr	inserted_at_claim;	/* WAL inserted then, or when a key was
+									 * left out */
+	TransactionId last_xmin;	/* of the last row whose commit was looked at */
+	TransactionId visible_below;	/* the claim snapshot's xmax */
+	uint64		catalog_changes;	/* counted by the end of its claim */
+	Oid			queue;			/* the wtcache.queue it was claimed from */
+	uint32	   *pending;		/* pending-filter counters of the claimed
+								 * rows, released once they are acked */
+	int			npending;
+	int			maxpending;
+	MemoryContext cxt;			/* all of the batch; reset at its claim */
+} Batch;
+
+/*
+ * The ends of the worker's own latest commits are kept (note_own_commit):
+ * a commit-log group spans 32 transactions.
+ */
+#define OWN_COMMITS_KEPT 32
+
+/*
+ * Everything the worker process keeps between one step and the next, in
+ * one place, so that what a function changes for the others is visible at
+ * its use (Worker.x) and each field's owner and reset are stated once.
+ * One instance, Worker; nothing in it is shared with other processes (that
+ * is the WorkerSlot, slot below).  Functions whose static is a private
+ * rate limit or log-once list of their own keep it local.
+ */
+typedef struct WorkerProcess
+{
+	/* Set once at start (claim_slot, wtcache_worker_main), never reset */
+	WorkerSlot *slot;			/* this database's slot in shared memory */
+	char	   *dbname;			/* in TopMemoryContext */
+	char	   *clock_key;		/* <prefix>{<db>}:clock, for tag stamps */
+	StringInfoData suffix_buf;	/* scratch for add_key, in TopMemoryContext */
+
+	/*
+	 * The connection to Redis.  ensure_connected sets them; redis is NULL
+	 * when there is none (disconnect_redis, a pause); redis_address keeps
+	 * the last one for messages.
+	 */
+	WtcRedis   *redis;
+	RedisScripts scripts;		/* loaded at each connection */
+	char		redis_address[300];
+	uint32		connected_settings_hash;	/* the settings it was made with */
+
+	/*
+	 * The outage: redis_failed counts and logs, a connection
+	 * (ensure_connected) or a change of settings (reload_config_if_needed)
+	 * resets.
+	 */
+	int			consecutive_failures;	/* paces backoff_sleep */
+	bool		failure_logged; /* once per outage */
+	bool		connect_failure_logged; /* and its first failure to connect */
+
+	/*
+	 * Generation markers.  markers: for this connection, in markers_cxt;
+	 * chosen by markers_follow_map, dropped by disconnect_redis.
+	 */
+	MarkerSet	markers;
+	uint64		markers_epoch;	/* of the slot map they were chosen for */
+	MemoryContext markers_cxt;
+	bool		need_marker_check;	/* set by a connection, wait() or idle
+									 * time; cleared by a check (main loop) */
+	bool		redis_verified; /* first marker check passed (check_marker) */
+	XLogRecPtr	durable_lsn;	/* WAL flushed when the worker started, or
+								 * made durable since before a batch was
+								 * sent (batch_durable); only grows */
+
+	/* Durability of what a batch sends (batch_durable); never reset */
+	XLogRecPtr	own_commit_ends[OWN_COMMITS_KEPT];	/* ring, note_own_commit */
+	int			own_commit_next;
+	uint64		catalog_changes;	/* invalidations taken in (the cache
+									 * callbacks count) */
+	uint64		catalog_changes_claimed;	/* as of the last batch made
+											 * durable; PG_UINT64_MAX: none
+											 * yet, caches loaded at start */
+
+	/* the queue known to be the extension's; a relcache invalidation of it resets */
+	Oid			verified_queue;
+
+	/*
+	 * Batches: drain() claims into one while the other is in flight.  The
+	 * contexts are made at the first drain and deleted by
+	 * release_batch_memory when idle; each claim resets its own.
+	 */
+	Batch		batches[2];
+	MemoryContext batch_cxts[2];
+	int			coalesce_us;	/* the pause after a small batch; 0 when a
+								 * batch was large or the queue empty */
+
+	/* Counting the pending filter (count_pending_if_needed) */
+	struct
+	{
+		TimestampTz next_try;	/* the next count, or settling of its
+								 * counts once ready (idle_timeout_ms) */
+		int			retry_ms;	/* the pause after a failed count */
+		bool		waiting_logged;
+		bool		unsettled;	/* counted rows of transactions in progress */
+	}			pending;
+} WorkerProcess;
+
+extern WorkerProcess Worker;
+
+/* "<system identifier>/<timeline>/<LSN>" and its NUL */
+#define MARKER_POSITION_LEN 64
+
+/* worker.c */
+extern void begin_xact(bool read_only);
+extern void end_xact(void);
+extern Oid	queue_relid_or_exit(void);
+extern void redis_failed(const char *what, const char *detail);
+extern int64 acked_version(void);
+
+/* batch.c */
+extern bool claim_next(Batch *b, MemoryContext cxt, Batch *inflight);
+
+/* durable.c */
+extern void note_own_commit(void);
+extern void durable_watch_catalog(void);
+extern void batch_wal_at_claim(Batch *b);
+extern void batch_catalog_at_claim(Batch *b);
+extern void batch_note_writer(Batch *b, TransactionId xmin);
+extern void batch_covers_wal_now(Batch *b);
+extern void batch_durable(Batch *b);
+
+/* deliver.c */
+extern bool send_batch(Batch *b);
+extern bool finish_batch(Batch *b);
+extern bool run_purge(Batch *b);
+
+/* events.c */
+extern char *event_row_head(const char *nspname, const char *relname);
+extern void event_row(PushItem *it, const TableBatch *tb, const BatchKey *bk, const char *op);
+extern char *event_truncate(Oid relid, int64 version);
+extern void event_tags(TagBumps *bumps, char *const *tags, int ntags, int64 version);
+extern bool event_publish(const char *message);
+extern void publish_reset(const char *why);
+
+/* markers.c */
+extern void marker_position(char *buf, size_t len);
+extern bool markers_follow_map(void);
+extern bool check_marker(int64 new_version);
+extern void resync_all(const char *why);
+
+#pragma GCC visibility pop
+
+#endif							/* WTCACHE_WORKER_INT_H */
