@@ -20,6 +20,7 @@ OBJS = \
 	src/launcher.o \
 	src/ddl.o \
 	src/pending.o \
+	src/session.o \
 	src/read.o \
 	src/stats.o \
 	src/tags.o \
@@ -51,4 +52,4 @@ include $(PGXS)
 
 # every file includes the shared declarations (struct layouts in shared memory)
 # and many the Redis layout
-$(OBJS): $(srcdir)/src/wtcache.h $(srcdir)/src/keyspace.h $(srcdir)/src/redis_conn.h $(srcdir)/src/tls.h $(srcdir)/src/queue.h
+$(OBJS): $(srcdir)/src/wtcache.h $(srcdir)/src/keyspace.h $(srcdir)/src/redis_conn.h $(srcdir)/src/tls.h $(srcdir)/src/queue.h $(srcdir)/src/session.h

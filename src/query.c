@@ -45,6 +45,7 @@
  */
 #include "wtcache.h"
 #include "keyspace.h"
+#include "session.h"
 
 #include "access/htup_details.h"
 #include "access/transam.h"
@@ -139,16 +140,10 @@ WTC_LUA_STR(WTC_QUERY_TAGS) ", ARGV[2], " WTC_LUA_STR(WTC_QUERY_VERSIONS) ", ARG
 "if redis.call('GET', KEYS[2]) == ARGV[5] then redis.call('DEL', KEYS[2]) end\n"
 "return ok\n";
 
-static char read_sha[41];
-static char fill_sha[41];
-static uint64 query_lease_counter = 0;
+SessionScript wtcache_query_read_script = {query_read_script};
+SessionScript wtcache_query_fill_script = {query_fill_script};
 
-bool
-wtcache_query_load_scripts(WtcRedis *r, char *err, size_t errlen)
-{
-	return wtc_redis_load_script(r, query_read_script, read_sha, err, errlen) &&
-		wtc_redis_load_script(r, query_fill_script, fill_sha, err, errlen);
-}
+static uint64 query_lease_counter = 0;
 
 /* What a query reads and depends on. */
 typedef struct QueryPlan
@@ -1295,46 +1290,33 @@ typedef enum QueryLookup
 } QueryLookup;
 
 /*
- * EVALSHA of one of the scripts above: KEYS are the entry, its lease, the
- * clock and marker keys when with_clock, and the tag keys; then ARGV.  False when
+ * One of the scripts above: KEYS are the entry, its lease, the clock and
+ * marker keys when with_clock, and the tag keys; then ARGV.  False when
  * Redis failed (the caller decides what that means for the read).
  */
 static bool
-call_entry_script(WtcRedis *r, QueryPlan *qp, const char *sha, bool with_clock,
+call_entry_script(WtcRedis *r, QueryPlan *qp, const SessionScript *script, bool with_clock,
 				  const char **args, int nargs, WtcReply *reply)
 {
-	int			argc = 0;
-	int			max = qp->ntags + nargs + 7;
-	const char **argv = palloc(sizeof(char *) * max);
-	size_t	   *lens = palloc(sizeof(size_t) * max);
+	int			nkeys = 0;
+	const char **keys = palloc(sizeof(char *) * (qp->ntags + 4));
 
-	argv[argc++] = "EVALSHA";
-	argv[argc++] = sha;
-	argv[argc++] = psprintf("%d", qp->ntags + (with_clock ? 4 : 2));
-	argv[argc++] = qp->key;
-	argv[argc++] = qp->lease_key;
+	keys[nkeys++] = qp->key;
+	keys[nkeys++] = qp->lease_key;
 	if (with_clock)
 	{
-		argv[argc++] = qp->clock_key;
-		argv[argc++] = qp->marker_key;
+		keys[nkeys++] = qp->clock_key;
+		keys[nkeys++] = qp->marker_key;
 	}
 	for (int i = 0; i < qp->ntags; i++)
-		argv[argc++] = qp->tag_keys[i];
-	for (int i = 0; i < nargs; i++)
-		argv[argc++] = args[i];
-	for (int i = 0; i < argc; i++)
-		lens[i] = strlen(argv[i]);
-	wtcache_reader_set_busy(true);
-	if (!wtc_redis_command(r, reply, argc, argv, lens))
-		return false;
-	wtcache_reader_set_busy(false);
-	return true;
+		keys[nkeys++] = qp->tag_keys[i];
+	return wtcache_session_eval(r, script, nkeys, keys, nargs, args, reply);
 }
 
 static QueryLookup
 lookup(QueryPlan *qp, const char *token, char **rows, size_t *rows_len, char **versions)
 {
-	WtcRedis   *r = wtcache_reader();
+	WtcRedis   *r = wtcache_session_redis();
 	char		lease_ms[16];
 	char		tag_ttl[16];
 	char		acked[24];
@@ -1351,13 +1333,13 @@ lookup(QueryPlan *qp, const char *token, char **rows, size_t *rows_len, char **v
 	args[2] = lease_ms;
 	args[3] = tag_ttl;
 	args[4] = acked;
-	if (!call_entry_script(r, qp, read_sha, true, args, 5, &reply))
+	if (!call_entry_script(r, qp, &wtcache_query_read_script, true, args, 5, &reply))
 		return LOOKUP_FAILED;
 	if (reply.type != WTC_REPLY_ARRAY || reply.nelem != 2 ||
 		reply.elem[0].type != WTC_REPLY_INTEGER || reply.elem[1].type != WTC_REPLY_STRING)
 	{
 		/* NOSCRIPT after a Redis restart: the next call loads them again */
-		wtcache_reader_reload();
+		wtcache_session_reload_scripts();
 		return LOOKUP_FAILED;
 	}
 	switch (reply.elem[0].integer)
@@ -1382,7 +1364,7 @@ static void
 store(QueryPlan *qp, const char *versions, const char *rows, int64 ttl_ms, const char *token,
 	  ReadStats *st)
 {
-	WtcRedis   *r = wtcache_reader();
+	WtcRedis   *r = wtcache_session_redis();
 	char		ttl[24];
 	const char *args[5];
 	WtcReply	reply;
@@ -1396,9 +1378,9 @@ store(QueryPlan *qp, const char *versions, const char *rows, int64 ttl_ms, const
 	args[2] = rows;
 	args[3] = ttl;
 	args[4] = token;
-	if (!call_entry_script(r, qp, fill_sha, false, args, 5, &reply))
+	if (!call_entry_script(r, qp, &wtcache_query_fill_script, false, args, 5, &reply))
 	{
-		wtcache_reader_lost();
+		wtcache_session_lost();
 		return;
 	}
 	if (rows[0] == '\0')
@@ -1674,7 +1656,7 @@ wtcache_query(PG_FUNCTION_ARGS)
 		if (found == LOOKUP_FAILED)
 		{
 			pg_atomic_fetch_add_u64(&st->fallbacks, 1);
-			wtcache_reader_lost();
+			wtcache_session_lost();
 		}
 		else if (found == LOOKUP_HIT)
 			pg_atomic_fetch_add_u64(&st->hits, 1);

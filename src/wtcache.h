@@ -21,6 +21,8 @@
  *	launcher.c	launcher that starts one worker per database
  *	ddl.c		moving the worker out of the way of DROP DATABASE & co.
  *	pending.c	shared filter of keys whose changes Redis lacks
+ *	session.c	the backend's Redis session: connection, circuit breaker,
+ *				scripts (session.h)
  *	read.c		cached reads: get(), get_many()
  *	stats.c		shared read counters per table
  *	tags.c		tag templates, tag keys, invalidate()
@@ -465,15 +467,10 @@ extern bool wtcache_can_see_table(Oid relid, Oid roleid);
 
 /* ---- read.c ---- */
 extern text *wtcache_row_key_text(Oid relid, ArrayType *keyarr);
-extern struct WtcRedis *wtcache_reader(void);
-extern void wtcache_reader_set_busy(bool busy);
-extern void wtcache_reader_reload(void);
-extern void wtcache_reader_lost(void);
 
 /* ---- query.c ---- */
 extern int	wtcache_query_ttl_s;
 extern int	wtcache_query_max_kb;
-extern bool wtcache_query_load_scripts(struct WtcRedis *r, char *err, size_t errlen);
 extern char *wtcache_query_safe_functions;
 extern bool wtcache_query_safe_functions_check(char **newval, void **extra, GucSource source);
 

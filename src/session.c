@@ -1,0 +1,225 @@
+/*-------------------------------------------------------------------------
+ * session.c
+ *		The backend's Redis session: one connection with its circuit
+ *		breaker and the backend's scripts, shared by cached reads (read.c),
+ *		cached queries (query.c) and verify() (verify.c).  What to read and
+ *		how to fill stays with them; session.h is what they see.
+ *
+ * The connection goes through the transport (redis.c: one server, the
+ * master Sentinel names, a Cluster; TLS under any of them) with
+ * wtcache.connect_timeout and, for each reply, wtcache.read_timeout.
+ * Invariants:
+ *	- it is handed out only with every script of the registry below loaded,
+ *	  and only while the Redis settings are those it was made for: a reload
+ *	  that changes them reconnects at the next use;
+ *	- a connection that may have replies left unread (an error between a
+ *	  client's flush and its last read: clients mark that window with
+ *	  wtcache_session_set_busy), or whose scripts Redis lost (NOSCRIPT after
+ *	  a restart, seen by a client as a reply its script never gives), is
+ *	  dropped before its next use, never reused;
+ *	- when Redis fails, the circuit breaker hands out no connection for
+ *	  wtcache.read_retry_interval, so reads go to the tables without paying
+ *	  a timeout each (or fail, wtcache.read_fallback = off); a failure while
+ *	  it is open does not keep it open longer.
+ * Nothing here runs user code, so a client holds the connection only
+ * until it runs some (a table read, a query): a nested call may drop it.
+ *-------------------------------------------------------------------------
+ */
+#include "wtcache.h"
+#include "session.h"
+
+#include "utils/timestamp.h"
+
+int			wtcache_read_timeout_ms = 250;
+int			wtcache_read_retry_interval_ms = 1000;
+bool		wtcache_read_fallback = true;
+int			wtcache_fill_lease_ms = 2000;
+int			wtcache_fill_wait_ms = 50;
+int			wtcache_debug_fill_delay_ms = 0;
+
+/*
+ * The backend's scripts, loaded in this order into every connection.  A
+ * client that adds one lists it here: a connection without it would answer
+ * its EVALSHA with NOSCRIPT until the next reconnect.
+ */
+static SessionScript *const session_scripts[] = {
+	&wtcache_row_lease_script,
+	&wtcache_row_fill_script,
+	&wtcache_query_read_script,
+	&wtcache_query_fill_script,
+};
+
+/* EVALSHA's arguments fit on the stack up to this many */
+#define EVAL_STACK_ARGS 16
+
+/* ---------------------------------------------------------------------
+ * The connection and the circuit breaker
+ * ---------------------------------------------------------------------
+ */
+static WtcRedis *session = NULL;
+static uint32 session_settings_hash;	/* of the Redis settings it was made for */
+static bool session_busy = false;	/* replies may be unread: drop it */
+static bool session_reload = false; /* scripts gone (Redis restarted) */
+static TimestampTz breaker_open_until = 0;
+
+static void
+session_drop(void)
+{
+	wtc_redis_free(session);
+	session = NULL;
+	session_busy = false;
+	session_reload = false;
+}
+
+/* Redis failed: drop the connection and open the breaker. */
+void
+wtcache_session_failed(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	session_drop();
+	/* a read while the breaker is open does not keep it open */
+	if (breaker_open_until == 0 || now >= breaker_open_until)
+		breaker_open_until = TimestampTzPlusMilliseconds(now, wtcache_read_retry_interval_ms);
+}
+
+/* A usable connection, or NULL while Redis is failing. */
+WtcRedis *
+wtcache_session_redis(void)
+{
+	RedisTarget target;
+	const char *problem;
+	char		err[256];
+
+	if (session_busy || session_reload)
+		session_drop();			/* replies left unread, or scripts lost */
+	if (session != NULL && session_settings_hash == wtcache_redis_settings_hash())
+		return session;
+	session_drop();
+	if (breaker_open_until != 0 && GetCurrentTimestamp() < breaker_open_until)
+		return NULL;
+	session_settings_hash = wtcache_redis_settings_hash();
+	if (!wtcache_redis_target(&target, &problem))
+	{
+		wtcache_session_failed();
+		return NULL;
+	}
+	session = wtc_redis_connect(&target, wtcache_connect_timeout_ms, wtcache_read_timeout_ms,
+								err, sizeof(err));
+	if (session == NULL)
+	{
+		wtcache_session_failed();
+		return NULL;
+	}
+	for (int i = 0; i < lengthof(session_scripts); i++)
+		if (!wtc_redis_load_script(session, session_scripts[i]->text,
+								   session_scripts[i]->sha, err, sizeof(err)))
+		{
+			wtcache_session_failed();
+			return NULL;
+		}
+	breaker_open_until = 0;
+	return session;
+}
+
+/*
+ * The connection as it is, without connecting: for a client that took
+ * leases on it and has run user code since (a nested call may have dropped
+ * it, or made another).
+ */
+WtcRedis *
+wtcache_session_connected(void)
+{
+	return session;
+}
+
+/* Replies may be left unread if what follows fails: then drop it. */
+void
+wtcache_session_set_busy(bool busy)
+{
+	session_busy = busy;
+}
+
+/*
+ * Redis failed during a read: open the breaker, and raise an error unless
+ * reads fall back to the tables.
+ */
+void
+wtcache_session_lost(void)
+{
+	wtcache_session_failed();
+	if (!wtcache_read_fallback)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("wtcache: Redis is not available for reads"),
+				 errdetail("wtcache.read_fallback is off, so reads do not fall back to the table."),
+				 errhint("Check that Redis is running and that wtcache.redis_url points to it, or set wtcache.read_fallback = on.")));
+}
+
+/* ---------------------------------------------------------------------
+ * The scripts
+ * ---------------------------------------------------------------------
+ */
+
+/* Append EVALSHA of script with these keys and arguments to the pipeline. */
+bool
+wtcache_session_eval_append(WtcRedis *r, const SessionScript *script,
+							int nkeys, const char *const *keys,
+							int nargs, const char *const *args)
+{
+	const char *stack_argv[EVAL_STACK_ARGS];
+	size_t		stack_lens[EVAL_STACK_ARGS];
+	const char **argv = stack_argv;
+	size_t	   *lens = stack_lens;
+	char		numkeys[12];
+	int			argc = 0;
+	bool		ok;
+
+	if (3 + nkeys + nargs > EVAL_STACK_ARGS)
+	{
+		argv = palloc(sizeof(char *) * (3 + nkeys + nargs));
+		lens = palloc(sizeof(size_t) * (3 + nkeys + nargs));
+	}
+	snprintf(numkeys, sizeof(numkeys), "%d", nkeys);
+	argv[argc++] = "EVALSHA";
+	argv[argc++] = script->sha;
+	argv[argc++] = numkeys;
+	for (int i = 0; i < nkeys; i++)
+		argv[argc++] = keys[i];
+	for (int i = 0; i < nargs; i++)
+		argv[argc++] = args[i];
+	for (int i = 0; i < argc; i++)
+		lens[i] = strlen(argv[i]);
+	ok = wtc_redis_append(r, argc, argv, lens);
+	if (argv != stack_argv)
+	{
+		pfree(argv);
+		pfree(lens);
+	}
+	return ok;
+}
+
+/* EVALSHA and its reply.  False when Redis failed: the caller decides. */
+bool
+wtcache_session_eval(WtcRedis *r, const SessionScript *script,
+					 int nkeys, const char *const *keys,
+					 int nargs, const char *const *args, WtcReply *reply)
+{
+	session_busy = true;
+	if (!wtcache_session_eval_append(r, script, nkeys, keys, nargs, args) ||
+		!wtc_redis_flush(r) || !wtc_redis_read(r, reply))
+		return false;
+	session_busy = false;
+	return true;
+}
+
+/*
+ * A script answered what it never answers: NOSCRIPT (Redis restarted, or
+ * a failover to a server that never had them) or a foreign value.  The
+ * next use reconnects, which loads them again.
+ */
+void
+wtcache_session_reload_scripts(void)
+{
+	session_reload = true;
+}
