@@ -57,7 +57,6 @@
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "common/cryptohash.h"
-#include "common/pg_prng.h"
 #include "common/sha2.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
@@ -69,7 +68,6 @@
 #include "parser/parse_type.h"
 #include "parser/parser.h"
 #include "parser/scansup.h"
-#include "pgstat.h"
 #include "rewrite/rewriteHandler.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -142,8 +140,6 @@ WTC_LUA_STR(WTC_QUERY_TAGS) ", ARGV[2], " WTC_LUA_STR(WTC_QUERY_VERSIONS) ", ARG
 
 SessionScript wtcache_query_read_script = {query_read_script};
 SessionScript wtcache_query_fill_script = {query_fill_script};
-
-static uint64 query_lease_counter = 0;
 
 /* What a query reads and depends on. */
 typedef struct QueryPlan
@@ -1314,10 +1310,10 @@ call_entry_script(WtcRedis *r, QueryPlan *qp, const SessionScript *script, bool 
 }
 
 static QueryLookup
-lookup(QueryPlan *qp, const char *token, char **rows, size_t *rows_len, char **versions)
+lookup(QueryPlan *qp, const SessionLease *lease, char **rows, size_t *rows_len,
+	   char **versions)
 {
 	WtcRedis   *r = wtcache_session_redis();
-	char		lease_ms[16];
 	char		tag_ttl[16];
 	char		acked[24];
 	const char *args[5];
@@ -1325,12 +1321,11 @@ lookup(QueryPlan *qp, const char *token, char **rows, size_t *rows_len, char **v
 
 	if (r == NULL)
 		return LOOKUP_FAILED;
-	snprintf(lease_ms, sizeof(lease_ms), "%d", wtcache_fill_lease_ms);
 	snprintf(tag_ttl, sizeof(tag_ttl), "%d", WTCACHE_TAG_TTL_S);
 	snprintf(acked, sizeof(acked), INT64_FORMAT, wtcache_acked_version(MyDatabaseId));
 	args[0] = qp->tags_json;
-	args[1] = token;
-	args[2] = lease_ms;
+	args[1] = lease->token;
+	args[2] = lease->ms;
 	args[3] = tag_ttl;
 	args[4] = acked;
 	if (!call_entry_script(r, qp, &wtcache_query_read_script, true, args, 5, &reply))
@@ -1361,23 +1356,23 @@ lookup(QueryPlan *qp, const char *token, char **rows, size_t *rows_len, char **v
 
 /* Store the result if the stamps still are those read before the query ran. */
 static void
-store(QueryPlan *qp, const char *versions, const char *rows, int64 ttl_ms, const char *token,
-	  ReadStats *st)
+store(QueryPlan *qp, const char *versions, const char *rows, int64 ttl_ms,
+	  const SessionLease *lease, ReadStats *st)
 {
 	WtcRedis   *r = wtcache_session_redis();
 	char		ttl[24];
 	const char *args[5];
 	WtcReply	reply;
-	double		spread = wtcache_ttl_jitter * (2.0 * pg_prng_double(&pg_global_prng_state) - 1.0);
+	int64		fill_ttl = wtcache_session_fill_ttl(ttl_ms);
 
 	if (r == NULL)
 		return;
-	snprintf(ttl, sizeof(ttl), INT64_FORMAT, Max((int64) 1, (int64) (ttl_ms * (1.0 + spread))));
+	snprintf(ttl, sizeof(ttl), INT64_FORMAT, fill_ttl);
 	args[0] = versions;
 	args[1] = qp->tags_json;
 	args[2] = rows;
 	args[3] = ttl;
-	args[4] = token;
+	args[4] = lease->token;
 	if (!call_entry_script(r, qp, &wtcache_query_fill_script, false, args, 5, &reply))
 	{
 		wtcache_session_lost();
@@ -1571,7 +1566,7 @@ wtcache_query(PG_FUNCTION_ARGS)
 	Interval   *ttl = PG_ARGISNULL(3) ? NULL : PG_GETARG_INTERVAL_P(3);
 	int64		ttl_ms;
 	const char *bypass;
-	char		token[64];
+	SessionLease lease;
 	char	   *rows = NULL;
 	size_t		rows_len = 0;
 	char	   *versions = NULL;
@@ -1632,26 +1627,20 @@ wtcache_query(PG_FUNCTION_ARGS)
 
 	st = wtcache_read_stats_entry(MyDatabaseId, WTCACHE_QUERY_STATS_RELID);
 	bypass = query_bypass_reason(&qp);
-	snprintf(token, sizeof(token), "%d:" UINT64_FORMAT ":%08x", MyProcPid,
-			 ++query_lease_counter, (uint32) pg_prng_uint32(&pg_global_prng_state));
+	wtcache_session_new_lease(&lease);
 	if (bypass == NULL)
 	{
-		found = lookup(&qp, token, &rows, &rows_len, &versions);
+		found = lookup(&qp, &lease, &rows, &rows_len, &versions);
 		if (found == LOOKUP_BUSY)
 			pg_atomic_fetch_add_u64(&st->stampede_waits, 1);
 		if (found == LOOKUP_BUSY)
 		{
 			/* someone else runs it: wait a little for their result */
-			TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wtcache_fill_wait_ms);
-			long		sleep_us = 200;
+			SessionWait wait;
 
-			while (found == LOOKUP_BUSY && GetCurrentTimestamp() < deadline)
-			{
-				pg_usleep(sleep_us);
-				CHECK_FOR_INTERRUPTS();
-				sleep_us = Min(sleep_us * 2, 2000);
-				found = lookup(&qp, token, &rows, &rows_len, &versions);
-			}
+			wtcache_session_wait_start(&wait);
+			while (found == LOOKUP_BUSY && wtcache_session_wait(&wait))
+				found = lookup(&qp, &lease, &rows, &rows_len, &versions);
 		}
 		if (found == LOOKUP_FAILED)
 		{
@@ -1680,16 +1669,10 @@ wtcache_query(PG_FUNCTION_ARGS)
 		/* BUSY past the wait: fill too, the stamps guard it */
 		if (found == LOOKUP_FILL || found == LOOKUP_BUSY)
 		{
-			if (wtcache_debug_fill_delay_ms > 0)
-			{
-				pgstat_report_wait_start(PG_WAIT_EXTENSION);
-				pg_usleep(wtcache_debug_fill_delay_ms * 1000L);
-				pgstat_report_wait_end();
-				CHECK_FOR_INTERRUPTS();
-			}
+			wtcache_session_debug_fill_delay();
 			if (strlen(json) > (size_t) wtcache_query_max_kb * 1024)
 				json = "";		/* too big to cache: give the lease back */
-			store(&qp, versions, json, ttl_ms, token, st);
+			store(&qp, versions, json, ttl_ms, &lease, st);
 		}
 	}
 

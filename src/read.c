@@ -60,12 +60,10 @@
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/sequence.h"
-#include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "parser/parse_type.h"
-#include "pgstat.h"
 #include "replication/syncrep.h"
 #include "storage/bufmgr.h"
 #include "utils/acl.h"
@@ -110,8 +108,6 @@ static const char fill_script[] =
 "return 1\n";
 
 SessionScript wtcache_row_fill_script = {fill_script};
-
-static uint64 lease_counter = 0;
 
 /*
  * SPI is connected only when a call needs it (a table read, or a table's
@@ -585,17 +581,16 @@ row_jsonb(const char *json, int len, MemoryContext dest)
 
 /* Send one EVALSHA of the lease script per FROM_REDIS miss; read replies. */
 static bool
-take_leases(WtcRedis *r, ReadKey *keys, int nkeys, int *misses, int nmisses, const char *token)
+take_leases(WtcRedis *r, ReadKey *keys, int nkeys, int *misses, int nmisses,
+			const SessionLease *lease)
 {
-	char		lease_ms[16];
 	WtcReply	reply;
 
-	snprintf(lease_ms, sizeof(lease_ms), "%d", wtcache_fill_lease_ms);
 	for (int j = 0; j < nmisses; j++)
 	{
 		ReadKey    *k = &keys[misses[j]];
 		const char *key[1] = {k->row_key};
-		const char *args[2] = {token, lease_ms};
+		const char *args[2] = {lease->token, lease->ms};
 
 		if (!wtcache_session_eval_append(r, &wtcache_row_lease_script, 1, key, 2, args))
 			return false;
@@ -643,13 +638,14 @@ take_leases(WtcRedis *r, ReadKey *keys, int nkeys, int *misses, int nmisses, con
  * wtcache.fill_wait; what does not show up is read from the table.
  */
 static bool
-wait_for_fills(WtcRedis *r, ReadTable *rt, ReadKey *keys, int nkeys, const char *token)
+wait_for_fills(WtcRedis *r, ReadTable *rt, ReadKey *keys, int nkeys,
+			   const SessionLease *lease)
 {
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wtcache_fill_wait_ms);
-	long		sleep_us = 200;
+	SessionWait wait;
 	int		   *waiting = palloc(sizeof(int) * nkeys);
 	int			nwaiting = 0;
 
+	wtcache_session_wait_start(&wait);
 	for (int i = 0; i < nkeys; i++)
 		if (keys[i].waited && !keys[i].found && keys[i].source == FROM_REDIS)
 		{
@@ -660,18 +656,15 @@ wait_for_fills(WtcRedis *r, ReadTable *rt, ReadKey *keys, int nkeys, const char 
 	{
 		int			still = 0;
 
-		if (GetCurrentTimestamp() >= deadline)
+		if (!wtcache_session_wait(&wait))
 		{
 			for (int j = 0; j < nwaiting; j++)
 				keys[waiting[j]].source = FROM_TABLE;
 			break;
 		}
-		pg_usleep(sleep_us);
-		CHECK_FOR_INTERRUPTS();
-		sleep_us = Min(sleep_us * 2, 2000);
 		for (int j = 0; j < nwaiting; j++)
 			keys[waiting[j]].waited = false;
-		if (!take_leases(r, keys, nkeys, waiting, nwaiting, token))
+		if (!take_leases(r, keys, nkeys, waiting, nwaiting, lease))
 			return false;
 		for (int j = 0; j < nwaiting; j++)
 		{
@@ -751,19 +744,13 @@ fill_version(int64 *version)
 }
 
 static void
-fill(WtcRedis *r, ReadTable *rt, ReadKey *keys, int nkeys, const char *token, int64 version)
+fill(WtcRedis *r, ReadTable *rt, ReadKey *keys, int nkeys, const SessionLease *lease,
+	 int64 version)
 {
 	int			nfills = 0;
 	WtcReply	reply;
 
-	if (wtcache_debug_fill_delay_ms > 0)
-	{
-		/* lets tests hold a fill between its table read and its write */
-		pgstat_report_wait_start(PG_WAIT_EXTENSION);
-		pg_usleep(wtcache_debug_fill_delay_ms * 1000L);
-		pgstat_report_wait_end();
-		CHECK_FOR_INTERRUPTS();
-	}
+	wtcache_session_debug_fill_delay();
 
 	for (int i = 0; i < nkeys; i++)
 	{
@@ -783,14 +770,9 @@ fill(WtcRedis *r, ReadTable *rt, ReadKey *keys, int nkeys, const char *token, in
 			/* the tombstone too: never below a version Redis has shown */
 			payload = wtcache_encode_value(Max(version, tombstone), k->json, k->json_len, NULL);
 			if (rt->ttl_ms > 0)
-			{
-				double		spread = wtcache_ttl_jitter * (2.0 * pg_prng_double(&pg_global_prng_state) - 1.0);
-
-				snprintf(ttl, sizeof(ttl), INT64_FORMAT,
-						 Max((int64) 1, (int64) (rt->ttl_ms * (1.0 + spread))));
-			}
+				snprintf(ttl, sizeof(ttl), INT64_FORMAT, wtcache_session_fill_ttl(rt->ttl_ms));
 		}
-		args[0] = token;
+		args[0] = lease->token;
 		args[1] = k->tombstone;
 		args[2] = payload;
 		args[3] = ttl;
@@ -926,7 +908,7 @@ reader_markers(WtcRedis *r, ReadKey *keys, int *which, int n, int *nmarkers)
 static void
 read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 {
-	char		token[64];
+	SessionLease lease;
 	int		   *misses = palloc(sizeof(int) * Max(nkeys, 1));
 	int			nmisses = 0;
 	bool		use_redis = (cache_bypass_reason(rt) == NULL);
@@ -1026,11 +1008,10 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 			wtcache_session_set_busy(false);
 		if (ok && nmisses > 0)
 		{
-			snprintf(token, sizeof(token), "%d:" UINT64_FORMAT ":%08x", MyProcPid,
-					 ++lease_counter, (uint32) pg_prng_uint32(&pg_global_prng_state));
+			wtcache_session_new_lease(&lease);
 			pg_atomic_fetch_add_u64(&rt->stats->misses, nmisses);
-			ok = take_leases(r, keys, nkeys, misses, nmisses, token) &&
-				wait_for_fills(r, rt, keys, nkeys, token);
+			ok = take_leases(r, keys, nkeys, misses, nmisses, &lease) &&
+				wait_for_fills(r, rt, keys, nkeys, &lease);
 		}
 		if (!ok)
 		{
@@ -1070,7 +1051,7 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 		if (keys[i].source == FROM_TABLE_FILL &&
 			(version < 0 || !wtcache_pending_clear(keys[i].pending_index, table_index)))
 			keys[i].source = FROM_TABLE;
-	fill(r, rt, keys, nkeys, token, version);
+	fill(r, rt, keys, nkeys, &lease, version);
 }
 
 /* The table's settings, from this backend's cache or loaded. */

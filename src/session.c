@@ -23,11 +23,18 @@
  *	  it is open does not keep it open longer.
  * Nothing here runs user code, so a client holds the connection only
  * until it runs some (a table read, a query): a nested call may drop it.
+ *
+ * Fills, in read.c and query.c alike, take a lease whose token is unique
+ * to the call, wait for another holder's fill at most wtcache.fill_wait,
+ * and give what they store a TTL spread by wtcache.ttl_jitter.
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
 #include "session.h"
 
+#include "common/pg_prng.h"
+#include "miscadmin.h"
+#include "pgstat.h"
 #include "utils/timestamp.h"
 
 int			wtcache_read_timeout_ms = 250;
@@ -222,4 +229,72 @@ void
 wtcache_session_reload_scripts(void)
 {
 	session_reload = true;
+}
+
+/* ---------------------------------------------------------------------
+ * Fills: leases, the TTL spread, waiting for another reader's fill
+ * ---------------------------------------------------------------------
+ */
+static uint64 lease_counter = 0;
+
+/*
+ * A lease for one call's fills.  The token tells this call's leases from
+ * every other holder's, in this backend or another, so that a fill or a
+ * give-back whose lease expired and was taken again touches nothing.
+ */
+void
+wtcache_session_new_lease(SessionLease *lease)
+{
+	snprintf(lease->token, sizeof(lease->token), "%d:" UINT64_FORMAT ":%08x", MyProcPid,
+			 ++lease_counter, (uint32) pg_prng_uint32(&pg_global_prng_state));
+	snprintf(lease->ms, sizeof(lease->ms), "%d", wtcache_fill_lease_ms);
+}
+
+/*
+ * The TTL of a filled value: spread by wtcache.ttl_jitter either way, so
+ * that values filled together do not all expire, and miss, together.
+ */
+int64
+wtcache_session_fill_ttl(int64 ttl_ms)
+{
+	double		spread = wtcache_ttl_jitter * (2.0 * pg_prng_double(&pg_global_prng_state) - 1.0);
+
+	return Max((int64) 1, (int64) (ttl_ms * (1.0 + spread)));
+}
+
+/* Lets tests hold a fill between its read of the tables and its write. */
+void
+wtcache_session_debug_fill_delay(void)
+{
+	if (wtcache_debug_fill_delay_ms <= 0)
+		return;
+	pgstat_report_wait_start(PG_WAIT_EXTENSION);
+	pg_usleep(wtcache_debug_fill_delay_ms * 1000L);
+	pgstat_report_wait_end();
+	CHECK_FOR_INTERRUPTS();
+}
+
+/*
+ * Someone else holds the lease: poll for their fill, up to
+ * wtcache.fill_wait from now.  The first polls come soon, as a fill is
+ * usually one table read away; later ones back off, so that many waiters
+ * do not hammer Redis.
+ */
+void
+wtcache_session_wait_start(SessionWait *wait)
+{
+	wait->deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wtcache_fill_wait_ms);
+	wait->sleep_us = 200;
+}
+
+/* Sleep before the next poll; false once the wait is over: read the tables. */
+bool
+wtcache_session_wait(SessionWait *wait)
+{
+	if (GetCurrentTimestamp() >= wait->deadline)
+		return false;
+	pg_usleep(wait->sleep_us);
+	CHECK_FOR_INTERRUPTS();
+	wait->sleep_us = Min(wait->sleep_us * 2, 2000);
+	return true;
 }

@@ -44,4 +44,23 @@ extern bool wtcache_session_eval(WtcRedis *r, const SessionScript *script,
 								 int nargs, const char *const *args, WtcReply *reply);
 extern void wtcache_session_reload_scripts(void);
 
+/* ---- Fills: leases, the TTL spread, waiting for another's fill ---- */
+typedef struct SessionLease
+{
+	char		token[64];		/* only its holder fills or gives it back */
+	char		ms[16];			/* wtcache.fill_lease, as the scripts take it */
+} SessionLease;
+
+typedef struct SessionWait
+{
+	TimestampTz deadline;		/* now + wtcache.fill_wait */
+	long		sleep_us;
+} SessionWait;
+
+extern void wtcache_session_new_lease(SessionLease *lease);
+extern int64 wtcache_session_fill_ttl(int64 ttl_ms);
+extern void wtcache_session_debug_fill_delay(void);
+extern void wtcache_session_wait_start(SessionWait *wait);
+extern bool wtcache_session_wait(SessionWait *wait);
+
 #endif							/* WTCACHE_SESSION_H */

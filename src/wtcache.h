@@ -22,7 +22,7 @@
  *	ddl.c		moving the worker out of the way of DROP DATABASE & co.
  *	pending.c	shared filter of keys whose changes Redis lacks
  *	session.c	the backend's Redis session: connection, circuit breaker,
- *				scripts (session.h)
+ *				scripts, fill leases and waits (session.h)
  *	read.c		cached reads: get(), get_many()
  *	stats.c		shared read counters per table
  *	tags.c		tag templates, tag keys, invalidate()
