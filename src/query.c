@@ -1506,52 +1506,6 @@ corrupt:
 			 errhint("Delete the key; the next call computes the result again.")));
 }
 
-/*
- * Scratch memory for one call.  The outermost call reuses a context whose
- * first block is kept between calls: the reply of a hit would otherwise
- * have its memory mapped and unmapped by malloc on every call, and pay a
- * page fault per page.  A call nested in the
- * query of another (through a function) gets a context of its own.
- */
-static MemoryContext QueryContext = NULL;
-static int	query_depth = 0;
-
-void
-wtcache_query_xact_event(XactEvent event)
-{
-	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
-		event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
-		event == XACT_EVENT_PREPARE)
-		query_depth = 0;
-}
-
-static MemoryContext
-query_scratch_begin(void)
-{
-	if (QueryContext == NULL)
-	{
-		QueryContext = AllocSetContextCreate(TopMemoryContext, "wtcache query",
-											 256 * 1024, 256 * 1024, 8 * 1024 * 1024);
-	}
-	if (query_depth++ == 0)
-	{
-		MemoryContextReset(QueryContext);
-		return QueryContext;
-	}
-	return AllocSetContextCreate(CurrentMemoryContext, "wtcache nested query",
-								 ALLOCSET_DEFAULT_SIZES);
-}
-
-static void
-query_scratch_end(MemoryContext scratch)
-{
-	query_depth--;
-	if (scratch == QueryContext)
-		MemoryContextReset(QueryContext);
-	else
-		MemoryContextDelete(scratch);
-}
-
 PG_FUNCTION_INFO_V1(wtcache_query);
 Datum
 wtcache_query(PG_FUNCTION_ARGS)
@@ -1559,7 +1513,7 @@ wtcache_query(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	MemoryContext per_query;
 	MemoryContext old;
-	MemoryContext scratch;
+	SessionCall call;
 	TupleDesc	outdesc;
 	Tuplestorestate *ts;
 	QueryPlan	qp;
@@ -1606,12 +1560,10 @@ wtcache_query(PG_FUNCTION_ARGS)
 	rsinfo->setDesc = outdesc;
 	MemoryContextSwitchTo(old);
 
-	scratch = query_scratch_begin();
-	old = MemoryContextSwitchTo(scratch);
-
+	wtcache_session_call_begin(&call);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	MemoryContextSwitchTo(scratch);
+	MemoryContextSwitchTo(call.scratch);
 	plan_query(&qp, PG_GETARG_TEXT_PP(0),
 			   PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1),
 			   PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2));
@@ -1664,7 +1616,7 @@ wtcache_query(PG_FUNCTION_ARGS)
 		char	   *json;
 
 		pg_atomic_fetch_add_u64(&st->table_reads, 1);
-		json = run_query(&qp, ts, outdesc, scratch);
+		json = run_query(&qp, ts, outdesc, call.scratch);
 
 		/* BUSY past the wait: fill too, the stamps guard it */
 		if (found == LOOKUP_FILL || found == LOOKUP_BUSY)
@@ -1677,8 +1629,7 @@ wtcache_query(PG_FUNCTION_ARGS)
 	}
 
 	SPI_finish();
-	MemoryContextSwitchTo(old);
-	query_scratch_end(scratch);
+	wtcache_session_call_end(&call);
 	return (Datum) 0;
 }
 

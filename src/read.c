@@ -374,25 +374,19 @@ typedef struct ReadKey
 } ReadKey;
 
 /*
- * Scratch memory of one call, reset at the start of the next: its first
- * block is kept, so a call does not go to malloc (and glibc does not hand
- * memory back to the kernel and fault it in again) every time.
- *
- * Calls can nest: the table read of one runs user code (a row-level
- * security policy, a function in a view...) that may call get() again.
- * A nested call gets a scratch context of its own and keeps its SPI
- * connection apart, so it never frees what the outer call still uses.
+ * One call: the session's scratch memory (session.c), and SPI of its own.
+ * Calls nest (a table read runs user code that may call get() again): a
+ * nested call keeps its SPI connection apart from the outer call's, so it
+ * never finishes what the outer call still uses.
  */
-static MemoryContext ReadContext = NULL;
-static StringInfoData row_key_scratch;
-static int	read_depth = 0;
-
 typedef struct ReadCall
 {
-	MemoryContext caller;		/* results go here */
-	MemoryContext nested;		/* a nested call's scratch, or NULL */
+	SessionCall mem;
 	bool		outer_spi_open;
 } ReadCall;
+
+/* Where a row key is put together, before the call keeps a copy. */
+static StringInfoData row_key_scratch;
 
 void
 wtcache_read_xact_event(XactEvent event)
@@ -401,38 +395,21 @@ wtcache_read_xact_event(XactEvent event)
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_PREPARE)
-	{
-		read_depth = 0;
 		spi_open = false;
-	}
 }
 
 static void
 read_call_begin(ReadCall *call)
 {
-	call->caller = CurrentMemoryContext;
 	call->outer_spi_open = spi_open;
 	spi_open = false;
-	if (ReadContext == NULL)
+	if (row_key_scratch.data == NULL)
 	{
-		ReadContext = AllocSetContextCreate(TopMemoryContext, "wtcache read",
-											128 * 1024, 128 * 1024, 8 * 1024 * 1024);
 		row_key_scratch.data = MemoryContextAlloc(TopMemoryContext, 1024);
 		row_key_scratch.maxlen = 1024;
 		resetStringInfo(&row_key_scratch);
 	}
-	call->nested = NULL;
-	if (read_depth++ == 0)
-	{
-		MemoryContextReset(ReadContext);
-		MemoryContextSwitchTo(ReadContext);
-	}
-	else
-	{
-		call->nested = AllocSetContextCreate(call->caller, "wtcache nested read",
-											 ALLOCSET_DEFAULT_SIZES);
-		MemoryContextSwitchTo(call->nested);
-	}
+	wtcache_session_call_begin(&call->mem);
 }
 
 static void
@@ -440,10 +417,7 @@ read_call_end(ReadCall *call)
 {
 	end_spi();
 	spi_open = call->outer_spi_open;
-	read_depth--;
-	MemoryContextSwitchTo(call->caller);
-	if (call->nested)
-		MemoryContextDelete(call->nested);
+	wtcache_session_call_end(&call->mem);
 }
 
 /* The key text the trigger records (keys.c): output, or \x-hex of send. */
@@ -1126,7 +1100,7 @@ wtcache_get(PG_FUNCTION_ARGS)
 	key_from_text(rt, vals, &key);
 	read_keys(rt, &key, 1);
 	if (key.found)
-		result = row_jsonb(key.json, key.json_len, call.caller);
+		result = row_jsonb(key.json, key.json_len, call.mem.caller);
 	read_call_end(&call);
 	if (!key.found)
 		PG_RETURN_NULL();
@@ -1182,13 +1156,13 @@ wtcache_get_many(PG_FUNCTION_ARGS)
 	read_keys(rt, keys, nkeys);
 
 	/* built in the caller's memory: the call's scratch and SPI's go */
-	results = MemoryContextAlloc(call.caller, sizeof(Datum) * nkeys);
-	found = MemoryContextAlloc(call.caller, sizeof(bool) * nkeys);
+	results = MemoryContextAlloc(call.mem.caller, sizeof(Datum) * nkeys);
+	found = MemoryContextAlloc(call.mem.caller, sizeof(bool) * nkeys);
 	for (int i = 0; i < nkeys; i++)
 	{
 		found[i] = keys[i].found;
 		if (found[i])
-			results[i] = row_jsonb(keys[i].json, keys[i].json_len, call.caller);
+			results[i] = row_jsonb(keys[i].json, keys[i].json_len, call.mem.caller);
 	}
 	read_call_end(&call);
 
@@ -1248,7 +1222,7 @@ wtcache_row_key_text(Oid relid, ArrayType *keyarr)
 	check_key_count(rt, n);
 	memset(&key, 0, sizeof(key));
 	key_from_text(rt, vals, &key);
-	result = (text *) MemoryContextAlloc(call.caller, VARHDRSZ + strlen(key.row_key));
+	result = (text *) MemoryContextAlloc(call.mem.caller, VARHDRSZ + strlen(key.row_key));
 	SET_VARSIZE(result, VARHDRSZ + strlen(key.row_key));
 	memcpy(VARDATA(result), key.row_key, strlen(key.row_key));
 	read_call_end(&call);

@@ -27,6 +27,19 @@
  * Fills, in read.c and query.c alike, take a lease whose token is unique
  * to the call, wait for another holder's fill at most wtcache.fill_wait,
  * and give what they store a TTL spread by wtcache.ttl_jitter.
+ *
+ * A call's working memory (Redis replies, keys, rows on their way out) is
+ * one context whose first block is kept between calls, so that a cached
+ * read does not go to malloc (and glibc does not hand memory back to the
+ * kernel and fault it in again) every time; it is reset when the
+ * outermost call begins and ends.  Calls nest: a table read runs user
+ * code (a row-level security policy, a function in a view, the SQL of
+ * query()) that may call get() or query() again, so a nested call gets a
+ * context of its own under its caller's, and never frees what the outer
+ * call still uses.  Results are copied to the caller's context before the
+ * call ends.  An error may skip a call's end: the nesting depth is
+ * forgotten at the end of the transaction, and the context, left as the
+ * error found it, is reset by the next outermost call.
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
@@ -35,6 +48,7 @@
 #include "common/pg_prng.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 int			wtcache_read_timeout_ms = 250;
@@ -297,4 +311,52 @@ wtcache_session_wait(SessionWait *wait)
 	CHECK_FOR_INTERRUPTS();
 	wait->sleep_us = Min(wait->sleep_us * 2, 2000);
 	return true;
+}
+
+/* ---------------------------------------------------------------------
+ * Per-call scratch memory
+ * ---------------------------------------------------------------------
+ */
+static MemoryContext SessionCallContext = NULL;
+static int	call_depth = 0;
+
+/* Switch to the call's scratch memory. */
+void
+wtcache_session_call_begin(SessionCall *call)
+{
+	call->caller = CurrentMemoryContext;
+	if (SessionCallContext == NULL)
+		SessionCallContext = AllocSetContextCreate(TopMemoryContext, "wtcache call",
+											256 * 1024, 256 * 1024, 8 * 1024 * 1024);
+	if (call_depth++ == 0)
+	{
+		MemoryContextReset(SessionCallContext);
+		call->scratch = SessionCallContext;
+	}
+	else
+		call->scratch = AllocSetContextCreate(call->caller, "wtcache nested call",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(call->scratch);
+}
+
+/* Back to the caller's memory; the call's is freed. */
+void
+wtcache_session_call_end(SessionCall *call)
+{
+	call_depth--;
+	MemoryContextSwitchTo(call->caller);
+	if (call->scratch == SessionCallContext)
+		MemoryContextReset(SessionCallContext);
+	else
+		MemoryContextDelete(call->scratch);
+}
+
+void
+wtcache_session_xact_event(XactEvent event)
+{
+	/* an error may have skipped wtcache_session_call_end */
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		call_depth = 0;
 }

@@ -63,4 +63,16 @@ extern void wtcache_session_debug_fill_delay(void);
 extern void wtcache_session_wait_start(SessionWait *wait);
 extern bool wtcache_session_wait(SessionWait *wait);
 
+/* ---- Per-call scratch memory ---- */
+typedef struct SessionCall
+{
+	MemoryContext caller;		/* results go here */
+	MemoryContext scratch;		/* the call's working memory */
+} SessionCall;
+
+extern void wtcache_session_call_begin(SessionCall *call);
+extern void wtcache_session_call_end(SessionCall *call);
+
+extern void wtcache_session_xact_event(XactEvent event);
+
 #endif							/* WTCACHE_SESSION_H */

@@ -22,7 +22,8 @@
  *	ddl.c		moving the worker out of the way of DROP DATABASE & co.
  *	pending.c	shared filter of keys whose changes Redis lacks
  *	session.c	the backend's Redis session: connection, circuit breaker,
- *				scripts, fill leases and waits (session.h)
+ *				scripts, fill leases and waits, per-call scratch memory
+ *				(session.h)
  *	read.c		cached reads: get(), get_many()
  *	stats.c		shared read counters per table
  *	tags.c		tag templates, tag keys, invalidate()
@@ -327,8 +328,8 @@ extern void wtcache_pending_subxact_event(SubXactEvent event, SubTransactionId m
 										  SubTransactionId parentSubid);
 extern void wtcache_ddl_xact_event(XactEvent event);
 extern void wtcache_tags_xact_event(XactEvent event);
+extern void wtcache_session_xact_event(XactEvent event);
 extern void wtcache_read_xact_event(XactEvent event);
-extern void wtcache_query_xact_event(XactEvent event);
 
 /* ---- capture.c ---- */
 extern void wtcache_capture_init(void);
