@@ -1,9 +1,11 @@
 /*-------------------------------------------------------------------------
  * session.c
  *		The backend's Redis session: one connection with its circuit
- *		breaker and the backend's scripts, shared by cached reads (read.c),
- *		cached queries (query.c) and verify() (verify.c).  What to read and
- *		how to fill stays with them; session.h is what they see.
+ *		breaker and the backend's scripts, the mechanics of fills, and
+ *		per-call scratch memory, shared by cached reads (read.c), cached
+ *		queries (query.c) and verify() (verify.c).  What to read and how to
+ *		fill it (the scripts' Lua) stays with them; session.h is what they
+ *		see.
  *
  * The connection goes through the transport (redis.c: one server, the
  * master Sentinel names, a Cluster; TLS under any of them) with
@@ -21,8 +23,8 @@
  *	  wtcache.read_retry_interval, so reads go to the tables without paying
  *	  a timeout each (or fail, wtcache.read_fallback = off); a failure while
  *	  it is open does not keep it open longer.
- * Nothing here runs user code, so a client holds the connection only
- * until it runs some (a table read, a query): a nested call may drop it.
+ * A client keeps the connection it was given only until it runs user code
+ * (a table read, a query): a nested call may drop it, or make another.
  *
  * Fills, in read.c and query.c alike, take a lease whose token is unique
  * to the call, wait for another holder's fill at most wtcache.fill_wait,
@@ -59,9 +61,9 @@ int			wtcache_fill_wait_ms = 50;
 int			wtcache_debug_fill_delay_ms = 0;
 
 /*
- * The backend's scripts, loaded in this order into every connection.  A
- * client that adds one lists it here: a connection without it would answer
- * its EVALSHA with NOSCRIPT until the next reconnect.
+ * The backend's scripts, loaded in this order into every connection (and,
+ * in a Cluster, into every node met later: redis.c keeps the texts).  A
+ * client's script left out of this list would never be loaded.
  */
 static SessionScript *const session_scripts[] = {
 	&wtcache_row_lease_script,
