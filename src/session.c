@@ -327,9 +327,11 @@ void
 wtcache_session_call_begin(SessionCall *call)
 {
 	call->caller = CurrentMemoryContext;
+	/* a first block large enough for a hit's reply and a modest result */
 	if (SessionCallContext == NULL)
 		SessionCallContext = AllocSetContextCreate(TopMemoryContext, "wtcache call",
-											256 * 1024, 256 * 1024, 8 * 1024 * 1024);
+												   256 * 1024, 256 * 1024,
+												   8 * 1024 * 1024);
 	if (call_depth++ == 0)
 	{
 		MemoryContextReset(SessionCallContext);
