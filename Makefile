@@ -25,6 +25,7 @@ OBJS = \
 	src/launcher.o \
 	src/ddl.o \
 	src/pending.o \
+	src/session.o \
 	src/read.o \
 	src/stats.o \
 	src/tags.o \

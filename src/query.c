@@ -45,6 +45,7 @@
  */
 #include "wtcache.h"
 #include "keyspace.h"
+#include "session.h"
 
 #include "access/htup_details.h"
 #include "access/transam.h"
@@ -56,7 +57,6 @@
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "common/cryptohash.h"
-#include "common/pg_prng.h"
 #include "common/sha2.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
@@ -68,7 +68,6 @@
 #include "parser/parse_type.h"
 #include "parser/parser.h"
 #include "parser/scansup.h"
-#include "pgstat.h"
 #include "rewrite/rewriteHandler.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -139,16 +138,8 @@ WTC_LUA_STR(WTC_QUERY_TAGS) ", ARGV[2], " WTC_LUA_STR(WTC_QUERY_VERSIONS) ", ARG
 "if redis.call('GET', KEYS[2]) == ARGV[5] then redis.call('DEL', KEYS[2]) end\n"
 "return ok\n";
 
-static char read_sha[41];
-static char fill_sha[41];
-static uint64 query_lease_counter = 0;
-
-bool
-wtcache_query_load_scripts(WtcRedis *r, char *err, size_t errlen)
-{
-	return wtc_redis_load_script(r, query_read_script, read_sha, err, errlen) &&
-		wtc_redis_load_script(r, query_fill_script, fill_sha, err, errlen);
-}
+SessionScript wtcache_query_read_script = {query_read_script};
+SessionScript wtcache_query_fill_script = {query_fill_script};
 
 /* What a query reads and depends on. */
 typedef struct QueryPlan
@@ -1330,47 +1321,34 @@ typedef enum QueryLookup
 } QueryLookup;
 
 /*
- * EVALSHA of one of the scripts above: KEYS are the entry, its lease, the
- * clock and marker keys when with_clock, and the tag keys; then ARGV.  False when
+ * One of the scripts above: KEYS are the entry, its lease, the clock and
+ * marker keys when with_clock, and the tag keys; then ARGV.  False when
  * Redis failed (the caller decides what that means for the read).
  */
 static bool
-call_entry_script(WtcRedis *r, QueryPlan *qp, const char *sha, bool with_clock,
+call_entry_script(WtcRedis *r, QueryPlan *qp, const SessionScript *script, bool with_clock,
 				  const char **args, int nargs, WtcReply *reply)
 {
-	int			argc = 0;
-	int			max = qp->ntags + nargs + 7;
-	const char **argv = palloc(sizeof(char *) * max);
-	size_t	   *lens = palloc(sizeof(size_t) * max);
+	int			nkeys = 0;
+	const char **keys = palloc(sizeof(char *) * (qp->ntags + 4));
 
-	argv[argc++] = "EVALSHA";
-	argv[argc++] = sha;
-	argv[argc++] = psprintf("%d", qp->ntags + (with_clock ? 4 : 2));
-	argv[argc++] = qp->key;
-	argv[argc++] = qp->lease_key;
+	keys[nkeys++] = qp->key;
+	keys[nkeys++] = qp->lease_key;
 	if (with_clock)
 	{
-		argv[argc++] = qp->clock_key;
-		argv[argc++] = qp->marker_key;
+		keys[nkeys++] = qp->clock_key;
+		keys[nkeys++] = qp->marker_key;
 	}
 	for (int i = 0; i < qp->ntags; i++)
-		argv[argc++] = qp->tag_keys[i];
-	for (int i = 0; i < nargs; i++)
-		argv[argc++] = args[i];
-	for (int i = 0; i < argc; i++)
-		lens[i] = strlen(argv[i]);
-	wtcache_reader_set_busy(true);
-	if (!wtc_redis_command(r, reply, argc, argv, lens))
-		return false;
-	wtcache_reader_set_busy(false);
-	return true;
+		keys[nkeys++] = qp->tag_keys[i];
+	return wtcache_session_eval(r, script, nkeys, keys, nargs, args, reply);
 }
 
 static QueryLookup
-lookup(QueryPlan *qp, const char *token, char **rows, size_t *rows_len, char **versions)
+lookup(QueryPlan *qp, const SessionLease *lease, char **rows, size_t *rows_len,
+	   char **versions)
 {
-	WtcRedis   *r = wtcache_reader();
-	char		lease_ms[16];
+	WtcRedis   *r = wtcache_session_redis();
 	char		tag_ttl[16];
 	char		acked[24];
 	const char *args[5];
@@ -1378,21 +1356,20 @@ lookup(QueryPlan *qp, const char *token, char **rows, size_t *rows_len, char **v
 
 	if (r == NULL)
 		return LOOKUP_FAILED;
-	snprintf(lease_ms, sizeof(lease_ms), "%d", wtcache_fill_lease_ms);
 	snprintf(tag_ttl, sizeof(tag_ttl), "%d", WTCACHE_TAG_TTL_S);
 	snprintf(acked, sizeof(acked), INT64_FORMAT, wtcache_acked_version(MyDatabaseId));
 	args[0] = qp->tags_json;
-	args[1] = token;
-	args[2] = lease_ms;
+	args[1] = lease->token;
+	args[2] = lease->ms;
 	args[3] = tag_ttl;
 	args[4] = acked;
-	if (!call_entry_script(r, qp, read_sha, true, args, 5, &reply))
+	if (!call_entry_script(r, qp, &wtcache_query_read_script, true, args, 5, &reply))
 		return LOOKUP_FAILED;
 	if (reply.type != WTC_REPLY_ARRAY || reply.nelem != 2 ||
 		reply.elem[0].type != WTC_REPLY_INTEGER || reply.elem[1].type != WTC_REPLY_STRING)
 	{
 		/* NOSCRIPT after a Redis restart: the next call loads them again */
-		wtcache_reader_reload();
+		wtcache_session_reload_scripts();
 		return LOOKUP_FAILED;
 	}
 	switch (reply.elem[0].integer)
@@ -1414,26 +1391,26 @@ lookup(QueryPlan *qp, const char *token, char **rows, size_t *rows_len, char **v
 
 /* Store the result if the stamps still are those read before the query ran. */
 static void
-store(QueryPlan *qp, const char *versions, const char *rows, int64 ttl_ms, const char *token,
-	  ReadStats *st)
+store(QueryPlan *qp, const char *versions, const char *rows, int64 ttl_ms,
+	  const SessionLease *lease, ReadStats *st)
 {
-	WtcRedis   *r = wtcache_reader();
+	WtcRedis   *r = wtcache_session_redis();
 	char		ttl[24];
 	const char *args[5];
 	WtcReply	reply;
-	double		spread = wtcache_ttl_jitter * (2.0 * pg_prng_double(&pg_global_prng_state) - 1.0);
+	int64		fill_ttl = wtcache_session_fill_ttl(ttl_ms);
 
 	if (r == NULL)
 		return;
-	snprintf(ttl, sizeof(ttl), INT64_FORMAT, Max((int64) 1, (int64) (ttl_ms * (1.0 + spread))));
+	snprintf(ttl, sizeof(ttl), INT64_FORMAT, fill_ttl);
 	args[0] = versions;
 	args[1] = qp->tags_json;
 	args[2] = rows;
 	args[3] = ttl;
-	args[4] = token;
-	if (!call_entry_script(r, qp, fill_sha, false, args, 5, &reply))
+	args[4] = lease->token;
+	if (!call_entry_script(r, qp, &wtcache_query_fill_script, false, args, 5, &reply))
 	{
-		wtcache_reader_lost();
+		wtcache_session_lost();
 		return;
 	}
 	if (rows[0] == '\0')
@@ -1564,52 +1541,6 @@ corrupt:
 			 errhint("Delete the key; the next call computes the result again.")));
 }
 
-/*
- * Scratch memory for one call.  The outermost call reuses a context whose
- * first block is kept between calls: the reply of a hit would otherwise
- * have its memory mapped and unmapped by malloc on every call, and pay a
- * page fault per page.  A call nested in the
- * query of another (through a function) gets a context of its own.
- */
-static MemoryContext QueryContext = NULL;
-static int	query_depth = 0;
-
-void
-wtcache_query_xact_event(XactEvent event)
-{
-	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
-		event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
-		event == XACT_EVENT_PREPARE)
-		query_depth = 0;
-}
-
-static MemoryContext
-query_scratch_begin(void)
-{
-	if (QueryContext == NULL)
-	{
-		QueryContext = AllocSetContextCreate(TopMemoryContext, "wtcache query",
-											 256 * 1024, 256 * 1024, 8 * 1024 * 1024);
-	}
-	if (query_depth++ == 0)
-	{
-		MemoryContextReset(QueryContext);
-		return QueryContext;
-	}
-	return AllocSetContextCreate(CurrentMemoryContext, "wtcache nested query",
-								 ALLOCSET_DEFAULT_SIZES);
-}
-
-static void
-query_scratch_end(MemoryContext scratch)
-{
-	query_depth--;
-	if (scratch == QueryContext)
-		MemoryContextReset(QueryContext);
-	else
-		MemoryContextDelete(scratch);
-}
-
 PG_FUNCTION_INFO_V1(wtcache_query);
 Datum
 wtcache_query(PG_FUNCTION_ARGS)
@@ -1617,14 +1548,14 @@ wtcache_query(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	MemoryContext per_query;
 	MemoryContext old;
-	MemoryContext scratch;
+	SessionCall call;
 	TupleDesc	outdesc;
 	Tuplestorestate *ts;
 	QueryPlan	qp;
 	Interval   *ttl = PG_ARGISNULL(3) ? NULL : PG_GETARG_INTERVAL_P(3);
 	int64		ttl_ms;
 	const char *bypass;
-	char		token[64];
+	SessionLease lease;
 	char	   *rows = NULL;
 	size_t		rows_len = 0;
 	char	   *versions = NULL;
@@ -1664,12 +1595,10 @@ wtcache_query(PG_FUNCTION_ARGS)
 	rsinfo->setDesc = outdesc;
 	MemoryContextSwitchTo(old);
 
-	scratch = query_scratch_begin();
-	old = MemoryContextSwitchTo(scratch);
-
+	wtcache_session_call_begin(&call);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	MemoryContextSwitchTo(scratch);
+	MemoryContextSwitchTo(call.scratch);
 	plan_query(&qp, PG_GETARG_TEXT_PP(0),
 			   PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1),
 			   PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2));
@@ -1685,31 +1614,25 @@ wtcache_query(PG_FUNCTION_ARGS)
 
 	st = wtcache_read_stats_entry(MyDatabaseId, WTCACHE_QUERY_STATS_RELID);
 	bypass = query_bypass_reason(&qp);
-	snprintf(token, sizeof(token), "%d:" UINT64_FORMAT ":%08x", MyProcPid,
-			 ++query_lease_counter, (uint32) pg_prng_uint32(&pg_global_prng_state));
+	wtcache_session_new_lease(&lease);
 	if (bypass == NULL)
 	{
-		found = lookup(&qp, token, &rows, &rows_len, &versions);
+		found = lookup(&qp, &lease, &rows, &rows_len, &versions);
 		if (found == LOOKUP_BUSY)
 			pg_atomic_fetch_add_u64(&st->stampede_waits, 1);
 		if (found == LOOKUP_BUSY)
 		{
 			/* someone else runs it: wait a little for their result */
-			TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wtcache_fill_wait_ms);
-			long		sleep_us = 200;
+			SessionWait wait;
 
-			while (found == LOOKUP_BUSY && GetCurrentTimestamp() < deadline)
-			{
-				pg_usleep(sleep_us);
-				CHECK_FOR_INTERRUPTS();
-				sleep_us = Min(sleep_us * 2, 2000);
-				found = lookup(&qp, token, &rows, &rows_len, &versions);
-			}
+			wtcache_session_wait_start(&wait);
+			while (found == LOOKUP_BUSY && wtcache_session_wait(&wait))
+				found = lookup(&qp, &lease, &rows, &rows_len, &versions);
 		}
 		if (found == LOOKUP_FAILED)
 		{
 			pg_atomic_fetch_add_u64(&st->fallbacks, 1);
-			wtcache_reader_lost();
+			wtcache_session_lost();
 		}
 		else if (found == LOOKUP_HIT)
 			pg_atomic_fetch_add_u64(&st->hits, 1);
@@ -1728,27 +1651,20 @@ wtcache_query(PG_FUNCTION_ARGS)
 		char	   *json;
 
 		pg_atomic_fetch_add_u64(&st->table_reads, 1);
-		json = run_query(&qp, ts, outdesc, scratch);
+		json = run_query(&qp, ts, outdesc, call.scratch);
 
 		/* BUSY past the wait: fill too, the stamps guard it */
 		if (found == LOOKUP_FILL || found == LOOKUP_BUSY)
 		{
-			if (wtcache_debug_fill_delay_ms > 0)
-			{
-				pgstat_report_wait_start(PG_WAIT_EXTENSION);
-				pg_usleep(wtcache_debug_fill_delay_ms * 1000L);
-				pgstat_report_wait_end();
-				CHECK_FOR_INTERRUPTS();
-			}
+			wtcache_session_debug_fill_delay();
 			if (strlen(json) > (size_t) wtcache_query_max_kb * 1024)
 				json = "";		/* too big to cache: give the lease back */
-			store(&qp, versions, json, ttl_ms, token, st);
+			store(&qp, versions, json, ttl_ms, &lease, st);
 		}
 	}
 
 	SPI_finish();
-	MemoryContextSwitchTo(old);
-	query_scratch_end(scratch);
+	wtcache_session_call_end(&call);
 	return (Datum) 0;
 }
 

@@ -42,14 +42,14 @@
  * the lease taken wait up to wtcache.fill_wait for the value (stampede
  * protection), then read the table without filling.
  *
- * Each backend keeps one Redis connection, with the connect and read
- * timeouts.  When Redis fails, a circuit breaker sends reads to the table
- * (or raises an error, wtcache.read_fallback = off) for
- * wtcache.read_retry_interval before trying to connect again.
+ * Redis is reached through the backend's session (session.c): when its
+ * circuit breaker is open, reads go to the table (or raise an error,
+ * wtcache.read_fallback = off).
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
 #include "keyspace.h"
+#include "session.h"
 
 #include "access/htup_details.h"
 #include "access/relation.h"
@@ -60,12 +60,10 @@
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/sequence.h"
-#include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "parser/parse_type.h"
-#include "pgstat.h"
 #include "replication/syncrep.h"
 #include "storage/bufmgr.h"
 #include "utils/acl.h"
@@ -80,13 +78,6 @@
 #include "utils/rls.h"
 #include "utils/syscache.h"
 
-int			wtcache_read_timeout_ms = 250;
-int			wtcache_read_retry_interval_ms = 1000;
-bool		wtcache_read_fallback = true;
-int			wtcache_fill_lease_ms = 2000;
-int			wtcache_fill_wait_ms = 50;
-int			wtcache_debug_fill_delay_ms = 0;
-
 /*
  * KEYS[1]: row key.  ARGV: lease token, lease ms.
  * {1, value} | {2, tombstone or ""} (lease is ours) | {3} (someone else's)
@@ -97,6 +88,8 @@ static const char lease_script[] =
 "local t = redis.call('GET', KEYS[1] .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) ") or ''\n"
 "if redis.call('SET', KEYS[1] .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) ", ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, t} end\n"
 "return {3, ''}\n";
+
+SessionScript wtcache_row_lease_script = {lease_script};
 
 /*
  * KEYS[1]: row key.  ARGV: lease token, tombstone seen with the lease,
@@ -114,103 +107,7 @@ static const char fill_script[] =
 "else redis.call('SET', KEYS[1], ARGV[3]) end\n"
 "return 1\n";
 
-/* ---------------------------------------------------------------------
- * The backend's Redis connection and circuit breaker
- * ---------------------------------------------------------------------
- */
-static WtcRedis *reader = NULL;
-static uint32 reader_settings_hash;	/* of the Redis settings it was made for */
-static bool reader_busy = false;	/* replies may be unread: drop it */
-static bool reader_reload = false;	/* scripts gone (Redis restarted) */
-static TimestampTz breaker_open_until = 0;
-static char lease_sha[41];
-static char fill_sha[41];
-static uint64 lease_counter = 0;
-
-static void
-reader_drop(void)
-{
-	wtc_redis_free(reader);
-	reader = NULL;
-	reader_busy = false;
-	reader_reload = false;
-}
-
-static void
-reader_failed(void)
-{
-	TimestampTz now = GetCurrentTimestamp();
-
-	reader_drop();
-	/* a read while the breaker is open does not keep it open */
-	if (breaker_open_until == 0 || now >= breaker_open_until)
-		breaker_open_until = TimestampTzPlusMilliseconds(now, wtcache_read_retry_interval_ms);
-}
-
-/* A usable connection, or NULL while Redis is failing. */
-static WtcRedis *
-reader_connection(void)
-{
-	RedisTarget target;
-	const char *problem;
-	char		err[256];
-
-	if (reader_busy || reader_reload)
-		reader_drop();			/* replies left unread, or scripts lost */
-	if (reader != NULL && reader_settings_hash == wtcache_redis_settings_hash())
-		return reader;
-	reader_drop();
-	if (breaker_open_until != 0 && GetCurrentTimestamp() < breaker_open_until)
-		return NULL;
-	reader_settings_hash = wtcache_redis_settings_hash();
-	if (!wtcache_redis_target(&target, &problem))
-	{
-		reader_failed();
-		return NULL;
-	}
-	reader = wtc_redis_connect(&target, wtcache_connect_timeout_ms, wtcache_read_timeout_ms,
-							   err, sizeof(err));
-	if (reader == NULL ||
-		!wtc_redis_load_script(reader, lease_script, lease_sha, err, sizeof(err)) ||
-		!wtc_redis_load_script(reader, fill_script, fill_sha, err, sizeof(err)) ||
-		!wtcache_query_load_scripts(reader, err, sizeof(err)))
-	{
-		reader_failed();
-		return NULL;
-	}
-	breaker_open_until = 0;
-	return reader;
-}
-
-/* The connection for query.c, which shares it and its circuit breaker. */
-WtcRedis *
-wtcache_reader(void)
-{
-	return reader_connection();
-}
-
-/* Replies may be left unread if what follows fails: then drop it. */
-void
-wtcache_reader_set_busy(bool busy)
-{
-	reader_busy = busy;
-}
-
-/* A reply was not what the scripts give: reload them next time. */
-void
-wtcache_reader_reload(void)
-{
-	reader_reload = true;
-}
-
-static bool redis_failed_during_read(void);
-
-/* Redis failed during a read: open the breaker, or error (no fallback). */
-void
-wtcache_reader_lost(void)
-{
-	(void) redis_failed_during_read();
-}
+SessionScript wtcache_row_fill_script = {fill_script};
 
 /*
  * SPI is connected only when a call needs it (a table read, or a table's
@@ -477,25 +374,19 @@ typedef struct ReadKey
 } ReadKey;
 
 /*
- * Scratch memory of one call, reset at the start of the next: its first
- * block is kept, so a call does not go to malloc (and glibc does not hand
- * memory back to the kernel and fault it in again) every time.
- *
- * Calls can nest: the table read of one runs user code (a row-level
- * security policy, a function in a view...) that may call get() again.
- * A nested call gets a scratch context of its own and keeps its SPI
- * connection apart, so it never frees what the outer call still uses.
+ * One call: the session's scratch memory (session.c), and SPI of its own.
+ * Calls nest (a table read runs user code that may call get() again): a
+ * nested call keeps its SPI connection apart from the outer call's, so it
+ * never finishes what the outer call still uses.
  */
-static MemoryContext ReadContext = NULL;
-static StringInfoData row_key_scratch;
-static int	read_depth = 0;
-
 typedef struct ReadCall
 {
-	MemoryContext caller;		/* results go here */
-	MemoryContext nested;		/* a nested call's scratch, or NULL */
+	SessionCall mem;
 	bool		outer_spi_open;
 } ReadCall;
+
+/* Where a row key is put together, before the call keeps a copy. */
+static StringInfoData row_key_scratch;
 
 void
 wtcache_read_xact_event(XactEvent event)
@@ -504,38 +395,21 @@ wtcache_read_xact_event(XactEvent event)
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_PREPARE)
-	{
-		read_depth = 0;
 		spi_open = false;
-	}
 }
 
 static void
 read_call_begin(ReadCall *call)
 {
-	call->caller = CurrentMemoryContext;
 	call->outer_spi_open = spi_open;
 	spi_open = false;
-	if (ReadContext == NULL)
+	if (row_key_scratch.data == NULL)
 	{
-		ReadContext = AllocSetContextCreate(TopMemoryContext, "wtcache read",
-											128 * 1024, 128 * 1024, 8 * 1024 * 1024);
 		row_key_scratch.data = MemoryContextAlloc(TopMemoryContext, 1024);
 		row_key_scratch.maxlen = 1024;
 		resetStringInfo(&row_key_scratch);
 	}
-	call->nested = NULL;
-	if (read_depth++ == 0)
-	{
-		MemoryContextReset(ReadContext);
-		MemoryContextSwitchTo(ReadContext);
-	}
-	else
-	{
-		call->nested = AllocSetContextCreate(call->caller, "wtcache nested read",
-											 ALLOCSET_DEFAULT_SIZES);
-		MemoryContextSwitchTo(call->nested);
-	}
+	wtcache_session_call_begin(&call->mem);
 }
 
 static void
@@ -543,10 +417,7 @@ read_call_end(ReadCall *call)
 {
 	end_spi();
 	spi_open = call->outer_spi_open;
-	read_depth--;
-	MemoryContextSwitchTo(call->caller);
-	if (call->nested)
-		MemoryContextDelete(call->nested);
+	wtcache_session_call_end(&call->mem);
 }
 
 /* The key text the trigger records (keys.c): output, or \x-hex of send. */
@@ -682,44 +553,30 @@ row_jsonb(const char *json, int len, MemoryContext dest)
 	return PointerGetDatum(copy);
 }
 
-static bool
-redis_failed_during_read(void)
-{
-	reader_failed();
-	if (!wtcache_read_fallback)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("wtcache: Redis is not available for reads"),
-				 errdetail("wtcache.read_fallback is off, so reads do not fall back to the table."),
-				 errhint("Check that Redis is running and that wtcache.redis_url points to it, or set wtcache.read_fallback = on.")));
-	return false;
-}
-
 /* Send one EVALSHA of the lease script per FROM_REDIS miss; read replies. */
 static bool
-take_leases(ReadKey *keys, int nkeys, int *misses, int nmisses, const char *token)
+take_leases(WtcRedis *r, ReadKey *keys, int nkeys, int *misses, int nmisses,
+			const SessionLease *lease)
 {
-	char		lease_ms[16];
 	WtcReply	reply;
 
-	snprintf(lease_ms, sizeof(lease_ms), "%d", wtcache_fill_lease_ms);
 	for (int j = 0; j < nmisses; j++)
 	{
 		ReadKey    *k = &keys[misses[j]];
-		const char *argv[6] = {"EVALSHA", lease_sha, "1", k->row_key, token, lease_ms};
-		size_t		lens[6] = {7, 40, 1, strlen(k->row_key), strlen(token), strlen(lease_ms)};
+		const char *key[1] = {k->row_key};
+		const char *args[2] = {lease->token, lease->ms};
 
-		if (!wtc_redis_append(reader, 6, argv, lens))
+		if (!wtcache_session_eval_append(r, &wtcache_row_lease_script, 1, key, 2, args))
 			return false;
 	}
-	reader_busy = true;
-	if (!wtc_redis_flush(reader))
+	wtcache_session_set_busy(true);
+	if (!wtc_redis_flush(r))
 		return false;
 	for (int j = 0; j < nmisses; j++)
 	{
 		ReadKey    *k = &keys[misses[j]];
 
-		if (!wtc_redis_read(reader, &reply))
+		if (!wtc_redis_read(r, &reply))
 			return false;
 		if (reply.type != WTC_REPLY_ARRAY || reply.nelem != 2 ||
 			reply.elem[0].type != WTC_REPLY_INTEGER)
@@ -727,7 +584,7 @@ take_leases(ReadKey *keys, int nkeys, int *misses, int nmisses, const char *toke
 			/* NOSCRIPT after a Redis restart, or a foreign value: read the
 			 * table; the next call reconnects and loads the scripts */
 			k->source = FROM_TABLE;
-			reader_reload = true;
+			wtcache_session_reload_scripts();
 			continue;
 		}
 		switch (reply.elem[0].integer)
@@ -746,7 +603,7 @@ take_leases(ReadKey *keys, int nkeys, int *misses, int nmisses, const char *toke
 				break;
 		}
 	}
-	reader_busy = false;
+	wtcache_session_set_busy(false);
 	return true;
 }
 
@@ -755,13 +612,14 @@ take_leases(ReadKey *keys, int nkeys, int *misses, int nmisses, const char *toke
  * wtcache.fill_wait; what does not show up is read from the table.
  */
 static bool
-wait_for_fills(ReadTable *rt, ReadKey *keys, int nkeys, const char *token)
+wait_for_fills(WtcRedis *r, ReadTable *rt, ReadKey *keys, int nkeys,
+			   const SessionLease *lease)
 {
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wtcache_fill_wait_ms);
-	long		sleep_us = 200;
+	SessionWait wait;
 	int		   *waiting = palloc(sizeof(int) * nkeys);
 	int			nwaiting = 0;
 
+	wtcache_session_wait_start(&wait);
 	for (int i = 0; i < nkeys; i++)
 		if (keys[i].waited && !keys[i].found && keys[i].source == FROM_REDIS)
 		{
@@ -772,18 +630,15 @@ wait_for_fills(ReadTable *rt, ReadKey *keys, int nkeys, const char *token)
 	{
 		int			still = 0;
 
-		if (GetCurrentTimestamp() >= deadline)
+		if (!wtcache_session_wait(&wait))
 		{
 			for (int j = 0; j < nwaiting; j++)
 				keys[waiting[j]].source = FROM_TABLE;
 			break;
 		}
-		pg_usleep(sleep_us);
-		CHECK_FOR_INTERRUPTS();
-		sleep_us = Min(sleep_us * 2, 2000);
 		for (int j = 0; j < nwaiting; j++)
 			keys[waiting[j]].waited = false;
-		if (!take_leases(keys, nkeys, waiting, nwaiting, token))
+		if (!take_leases(r, keys, nkeys, waiting, nwaiting, lease))
 			return false;
 		for (int j = 0; j < nwaiting; j++)
 		{
@@ -863,27 +718,21 @@ fill_version(int64 *version)
 }
 
 static void
-fill(ReadTable *rt, ReadKey *keys, int nkeys, const char *token, int64 version)
+fill(WtcRedis *r, ReadTable *rt, ReadKey *keys, int nkeys, const SessionLease *lease,
+	 int64 version)
 {
 	int			nfills = 0;
 	WtcReply	reply;
 
-	if (wtcache_debug_fill_delay_ms > 0)
-	{
-		/* lets tests hold a fill between its table read and its write */
-		pgstat_report_wait_start(PG_WAIT_EXTENSION);
-		pg_usleep(wtcache_debug_fill_delay_ms * 1000L);
-		pgstat_report_wait_end();
-		CHECK_FOR_INTERRUPTS();
-	}
+	wtcache_session_debug_fill_delay();
 
 	for (int i = 0; i < nkeys; i++)
 	{
 		ReadKey    *k = &keys[i];
 		char	   *payload = "";
 		char		ttl[24] = "0";
-		const char *argv[8];
-		size_t		lens[8];
+		const char *key[1] = {k->row_key};
+		const char *args[4];
 
 		if (!k->lease_held)
 			continue;
@@ -895,43 +744,32 @@ fill(ReadTable *rt, ReadKey *keys, int nkeys, const char *token, int64 version)
 			/* the tombstone too: never below a version Redis has shown */
 			payload = wtcache_encode_value(Max(version, tombstone), k->json, k->json_len, NULL);
 			if (rt->ttl_ms > 0)
-			{
-				double		spread = wtcache_ttl_jitter * (2.0 * pg_prng_double(&pg_global_prng_state) - 1.0);
-
-				snprintf(ttl, sizeof(ttl), INT64_FORMAT,
-						 Max((int64) 1, (int64) (rt->ttl_ms * (1.0 + spread))));
-			}
+				snprintf(ttl, sizeof(ttl), INT64_FORMAT, wtcache_session_fill_ttl(rt->ttl_ms));
 		}
-		argv[0] = "EVALSHA";
-		argv[1] = fill_sha;
-		argv[2] = "1";
-		argv[3] = k->row_key;
-		argv[4] = token;
-		argv[5] = k->tombstone;
-		argv[6] = payload;
-		argv[7] = ttl;
-		for (int a = 0; a < 8; a++)
-			lens[a] = strlen(argv[a]);
-		if (!wtc_redis_append(reader, 8, argv, lens))
+		args[0] = lease->token;
+		args[1] = k->tombstone;
+		args[2] = payload;
+		args[3] = ttl;
+		if (!wtcache_session_eval_append(r, &wtcache_row_fill_script, 1, key, 4, args))
 		{
-			reader_failed();
+			wtcache_session_failed();
 			return;
 		}
 		nfills++;
 	}
 	if (nfills == 0)
 		return;
-	reader_busy = true;
-	if (!wtc_redis_flush(reader))
+	wtcache_session_set_busy(true);
+	if (!wtc_redis_flush(r))
 	{
-		reader_failed();
+		wtcache_session_failed();
 		return;
 	}
 	for (int j = 0; j < nfills; j++)
 	{
-		if (!wtc_redis_read(reader, &reply))
+		if (!wtc_redis_read(r, &reply))
 		{
-			reader_failed();
+			wtcache_session_failed();
 			return;
 		}
 		if (reply.type == WTC_REPLY_INTEGER && reply.integer == 1)
@@ -939,7 +777,7 @@ fill(ReadTable *rt, ReadKey *keys, int nkeys, const char *token, int64 version)
 		else if (reply.type == WTC_REPLY_INTEGER && reply.integer == 0)
 			pg_atomic_fetch_add_u64(&rt->stats->fills_rejected, 1);
 	}
-	reader_busy = false;
+	wtcache_session_set_busy(false);
 }
 
 /*
@@ -980,7 +818,7 @@ check_read_privilege(Oid relid)
  * a Cluster the marker of each master that serves one of them (push.c).
  */
 static char **
-reader_markers(ReadKey *keys, int *which, int n, int *nmarkers)
+reader_markers(WtcRedis *r, ReadKey *keys, int *which, int n, int *nmarkers)
 {
 	static char *dbname = NULL;
 	char	  **out;
@@ -988,7 +826,7 @@ reader_markers(ReadKey *keys, int *which, int n, int *nmarkers)
 	/* its name cannot change while we are connected to it */
 	if (dbname == NULL)
 		dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
-	if (wtc_redis_mode(reader) != WTC_REDIS_CLUSTER)
+	if (wtc_redis_mode(r) != WTC_REDIS_CLUSTER)
 	{
 		/* built once per key prefix: every read needs it */
 		static char *marker_key = NULL;
@@ -1016,7 +854,7 @@ reader_markers(ReadKey *keys, int *which, int n, int *nmarkers)
 		return out;
 	}
 	{
-		int			nmasters = wtc_redis_node_count(reader);
+		int			nmasters = wtc_redis_node_count(r);
 		bool	   *used = palloc0(sizeof(bool) * Max(nmasters, 1));
 
 		out = palloc(sizeof(char *) * Max(nmasters, 1));
@@ -1024,13 +862,13 @@ reader_markers(ReadKey *keys, int *which, int n, int *nmarkers)
 		for (int j = 0; j < n; j++)
 		{
 			const char *k = keys[which[j]].row_key;
-			int			m = wtc_redis_node_of_slot(reader, wtc_redis_key_slot(k, strlen(k)));
+			int			m = wtc_redis_node_of_slot(r, wtc_redis_key_slot(k, strlen(k)));
 			char	   *marker;
 
 			if (m < 0 || used[m])
 				continue;
 			used[m] = true;
-			marker = wtcache_master_marker_key(reader, dbname, m);
+			marker = wtcache_master_marker_key(r, dbname, m);
 			if (marker != NULL)
 				out[(*nmarkers)++] = marker;
 		}
@@ -1044,7 +882,7 @@ reader_markers(ReadKey *keys, int *which, int n, int *nmarkers)
 static void
 read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 {
-	char		token[64];
+	SessionLease lease;
 	int		   *misses = palloc(sizeof(int) * Max(nkeys, 1));
 	int			nmisses = 0;
 	bool		use_redis = (cache_bypass_reason(rt) == NULL);
@@ -1052,6 +890,7 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 	int64		version;
 	WtcReply	reply;
 	uint32		table_index = wtcache_pending_table_index(MyDatabaseId, rt->relid);
+	WtcRedis   *r = NULL;
 
 	for (int i = 0; i < nkeys; i++)
 	{
@@ -1065,9 +904,9 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 	for (int i = 0; i < nkeys; i++)
 		if (keys[i].source == FROM_REDIS)
 			misses[nmisses++] = i;
-	if (nmisses > 0 && reader_connection() == NULL)
+	if (nmisses > 0 && (r = wtcache_session_redis()) == NULL)
 	{
-		(void) redis_failed_during_read();
+		wtcache_session_lost();
 		for (int j = 0; j < nmisses; j++)
 			keys[misses[j]].source = FROM_TABLE;
 		pg_atomic_fetch_add_u64(&rt->stats->fallbacks, nmisses);
@@ -1088,27 +927,27 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 		int			nget = nmisses;
 		int64		acked = wtcache_acked_version(MyDatabaseId);
 		int			nmarkers;
-		char	  **markers = reader_markers(keys, misses, nget, &nmarkers);
+		char	  **markers = reader_markers(r, keys, misses, nget, &nmarkers);
 
 		for (int m = 0; m < nmarkers && ok; m++)
 		{
 			const char *margv[2] = {"GET", markers[m]};
 			size_t		mlens[2] = {3, strlen(markers[m])};
 
-			ok = wtc_redis_append(reader, 2, margv, mlens);
+			ok = wtc_redis_append(r, 2, margv, mlens);
 		}
 		for (int j = 0; j < nget && ok; j++)
 		{
 			const char *argv[2] = {"GET", keys[misses[j]].row_key};
 			size_t		lens[2] = {3, strlen(keys[misses[j]].row_key)};
 
-			ok = wtc_redis_append(reader, 2, argv, lens);
+			ok = wtc_redis_append(r, 2, argv, lens);
 		}
-		reader_busy = true;
-		ok = ok && wtc_redis_flush(reader);
+		wtcache_session_set_busy(true);
+		ok = ok && wtc_redis_flush(r);
 		for (int m = 0; m < nmarkers && ok; m++)
 		{
-			ok = wtc_redis_read(reader, &reply);
+			ok = wtc_redis_read(r, &reply);
 			if (ok)
 			{
 				char	   *end = NULL;
@@ -1123,7 +962,7 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 		{
 			ReadKey    *k = &keys[misses[j]];
 
-			ok = wtc_redis_read(reader, &reply);
+			ok = wtc_redis_read(r, &reply);
 			if (ok && behind)
 			{
 				k->source = FROM_TABLE;
@@ -1140,18 +979,17 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 				misses[nmisses++] = misses[j];
 		}
 		if (ok)
-			reader_busy = false;
+			wtcache_session_set_busy(false);
 		if (ok && nmisses > 0)
 		{
-			snprintf(token, sizeof(token), "%d:" UINT64_FORMAT ":%08x", MyProcPid,
-					 ++lease_counter, (uint32) pg_prng_uint32(&pg_global_prng_state));
+			wtcache_session_new_lease(&lease);
 			pg_atomic_fetch_add_u64(&rt->stats->misses, nmisses);
-			ok = take_leases(keys, nkeys, misses, nmisses, token) &&
-				wait_for_fills(rt, keys, nkeys, token);
+			ok = take_leases(r, keys, nkeys, misses, nmisses, &lease) &&
+				wait_for_fills(r, rt, keys, nkeys, &lease);
 		}
 		if (!ok)
 		{
-			(void) redis_failed_during_read();
+			wtcache_session_lost();
 			for (int i = 0; i < nkeys; i++)
 				if (keys[i].source == FROM_TABLE_FILL || (keys[i].source == FROM_REDIS && !keys[i].found))
 				{
@@ -1169,7 +1007,9 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 		}
 
 	read_from_table(rt, keys, nkeys);
-	if (!any_fill || reader == NULL)
+	/* the table read ran user code, which may have dropped the connection */
+	r = wtcache_session_connected();
+	if (!any_fill || r == NULL)
 		return;
 
 	/*
@@ -1185,7 +1025,7 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 		if (keys[i].source == FROM_TABLE_FILL &&
 			(version < 0 || !wtcache_pending_clear(keys[i].pending_index, table_index)))
 			keys[i].source = FROM_TABLE;
-	fill(rt, keys, nkeys, token, version);
+	fill(r, rt, keys, nkeys, &lease, version);
 }
 
 /* The table's settings, from this backend's cache or loaded. */
@@ -1260,7 +1100,7 @@ wtcache_get(PG_FUNCTION_ARGS)
 	key_from_text(rt, vals, &key);
 	read_keys(rt, &key, 1);
 	if (key.found)
-		result = row_jsonb(key.json, key.json_len, call.caller);
+		result = row_jsonb(key.json, key.json_len, call.mem.caller);
 	read_call_end(&call);
 	if (!key.found)
 		PG_RETURN_NULL();
@@ -1316,13 +1156,13 @@ wtcache_get_many(PG_FUNCTION_ARGS)
 	read_keys(rt, keys, nkeys);
 
 	/* built in the caller's memory: the call's scratch and SPI's go */
-	results = MemoryContextAlloc(call.caller, sizeof(Datum) * nkeys);
-	found = MemoryContextAlloc(call.caller, sizeof(bool) * nkeys);
+	results = MemoryContextAlloc(call.mem.caller, sizeof(Datum) * nkeys);
+	found = MemoryContextAlloc(call.mem.caller, sizeof(bool) * nkeys);
 	for (int i = 0; i < nkeys; i++)
 	{
 		found[i] = keys[i].found;
 		if (found[i])
-			results[i] = row_jsonb(keys[i].json, keys[i].json_len, call.caller);
+			results[i] = row_jsonb(keys[i].json, keys[i].json_len, call.mem.caller);
 	}
 	read_call_end(&call);
 
@@ -1382,7 +1222,7 @@ wtcache_row_key_text(Oid relid, ArrayType *keyarr)
 	check_key_count(rt, n);
 	memset(&key, 0, sizeof(key));
 	key_from_text(rt, vals, &key);
-	result = (text *) MemoryContextAlloc(call.caller, VARHDRSZ + strlen(key.row_key));
+	result = (text *) MemoryContextAlloc(call.mem.caller, VARHDRSZ + strlen(key.row_key));
 	SET_VARSIZE(result, VARHDRSZ + strlen(key.row_key));
 	memcpy(VARDATA(result), key.row_key, strlen(key.row_key));
 	read_call_end(&call);

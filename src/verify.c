@@ -18,6 +18,7 @@
  */
 #include "wtcache.h"
 #include "keyspace.h"
+#include "session.h"
 
 #include "access/relation.h"
 #include "catalog/pg_type.h"
@@ -100,7 +101,7 @@ classify(VerifyTable *vt, const char *row, const WtcReply *value)
 static void
 get_values(char **keys, int n, WtcReply *replies)
 {
-	WtcRedis   *r = wtcache_reader();
+	WtcRedis   *r = wtcache_session_redis();
 	bool		ok = (r != NULL);
 
 	for (int i = 0; i < n && ok; i++)
@@ -110,19 +111,19 @@ get_values(char **keys, int n, WtcReply *replies)
 
 		ok = wtc_redis_append(r, 2, argv, lens);
 	}
-	wtcache_reader_set_busy(true);
+	wtcache_session_set_busy(true);
 	ok = ok && wtc_redis_flush(r);
 	for (int i = 0; i < n && ok; i++)
 		ok = wtc_redis_read(r, &replies[i]);
 	if (!ok)
 	{
-		wtcache_reader_lost();
+		wtcache_session_lost();
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("wtcache.verify() could not read from Redis"),
 				 errhint("Check that Redis is running and that wtcache.redis_url points to it.")));
 	}
-	wtcache_reader_set_busy(false);
+	wtcache_session_set_busy(false);
 }
 
 static char *
@@ -245,7 +246,7 @@ check_rows(VerifyTable *vt, int sample, CandidateList *out, int64 *checked)
 static void
 check_keys(VerifyTable *vt, CandidateList *out)
 {
-	WtcRedis   *r = wtcache_reader();
+	WtcRedis   *r = wtcache_session_redis();
 	StringInfoData pattern;
 	StringInfoData head;
 	char		cursor[32] = "0";
@@ -271,7 +272,7 @@ check_keys(VerifyTable *vt, CandidateList *out)
 			reply.type != WTC_REPLY_ARRAY || reply.nelem != 2 ||
 			reply.elem[0].type != WTC_REPLY_STRING || reply.elem[1].type != WTC_REPLY_ARRAY)
 		{
-			wtcache_reader_lost();
+			wtcache_session_lost();
 			ereport(ERROR,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
 					 errmsg("wtcache.verify() could not scan Redis")));
@@ -353,7 +354,7 @@ wtcache_verify(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("table \"%s\" is not watched by wtcache", get_rel_name(relid)),
 				 errhint("Call wtcache.watch() on it first.")));
-	if (wtcache_reader() == NULL)
+	if (wtcache_session_redis() == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("wtcache.verify() cannot reach Redis"),

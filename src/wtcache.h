@@ -27,6 +27,9 @@
  *	launcher.c	launcher that starts one worker per database
  *	ddl.c		moving the worker out of the way of DROP DATABASE & co.
  *	pending.c	shared filter of keys whose changes Redis lacks
+ *	session.c	the backend's Redis session: connection, circuit breaker,
+ *				scripts, fill leases and waits, per-call scratch memory
+ *				(session.h)
  *	read.c		cached reads: get(), get_many()
  *	stats.c		shared read counters per table
  *	tags.c		tag templates, tag keys, invalidate()
@@ -331,8 +334,8 @@ extern void wtcache_pending_subxact_event(SubXactEvent event, SubTransactionId m
 										  SubTransactionId parentSubid);
 extern void wtcache_ddl_xact_event(XactEvent event);
 extern void wtcache_tags_xact_event(XactEvent event);
+extern void wtcache_session_xact_event(XactEvent event);
 extern void wtcache_read_xact_event(XactEvent event);
-extern void wtcache_query_xact_event(XactEvent event);
 
 /* ---- capture.c ---- */
 extern void wtcache_capture_init(void);
@@ -475,15 +478,10 @@ extern bool wtcache_can_see_table(Oid relid, Oid roleid);
 
 /* ---- read.c ---- */
 extern text *wtcache_row_key_text(Oid relid, ArrayType *keyarr);
-extern struct WtcRedis *wtcache_reader(void);
-extern void wtcache_reader_set_busy(bool busy);
-extern void wtcache_reader_reload(void);
-extern void wtcache_reader_lost(void);
 
 /* ---- query.c ---- */
 extern int	wtcache_query_ttl_s;
 extern int	wtcache_query_max_kb;
-extern bool wtcache_query_load_scripts(struct WtcRedis *r, char *err, size_t errlen);
 extern char *wtcache_query_safe_functions;
 extern bool wtcache_query_safe_functions_check(char **newval, void **extra, GucSource source);
 

@@ -20,9 +20,10 @@
  *	ddl			at commit or abort, lets a database's worker come back
  *				(or go, if its database was dropped) once the DDL that held
  *				it off is over.
- *	tags, read, query
+ *	tags, session, read
  *				forget per-transaction state: tags invalidated by this
- *				transaction, nesting depths an error may have left behind.
+ *				transaction, the nesting depth and SPI state an error may
+ *				have left behind.
  *				Each only resets itself, so their order among themselves
  *				does not matter.
  *
@@ -46,8 +47,8 @@ wtcache_xact_callback(XactEvent event, void *arg)
 	wtcache_pending_xact_event(event);
 	wtcache_ddl_xact_event(event);
 	wtcache_tags_xact_event(event);
+	wtcache_session_xact_event(event);
 	wtcache_read_xact_event(event);
-	wtcache_query_xact_event(event);
 }
 
 static void
