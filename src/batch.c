@@ -24,6 +24,15 @@
  *-------------------------------------------------------------------------
  */
 #include "worker_int.h"
+#include "keys.h"
+#include "pending.h"
+#include "plans.h"
+#include "push.h"
+#include "rights.h"
+#include "setaside.h"
+#include "settings.h"
+#include "tags.h"
+#include "watch.h"
 #include "keyspace.h"
 #include "queue.h"
 

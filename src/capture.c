@@ -29,6 +29,12 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "capture.h"
+#include "keys.h"
+#include "shmem.h"
+#include "tags.h"
+#include "watch.h"
+#include "xact.h"
 #include "keyspace.h"
 #include "queue.h"
 

@@ -7,6 +7,8 @@
  *-------------------------------------------------------------------------
  */
 #include "redis_conn.h"
+#include "redis.h"
+#include "settings.h"
 
 #include "miscadmin.h"
 

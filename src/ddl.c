@@ -28,6 +28,13 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "capture.h"
+#include "ddl.h"
+#include "rights.h"
+#include "setaside.h"
+#include "shmem.h"
+#include "watch.h"
+#include "xact.h"
 #include "keyspace.h"
 
 #include "access/xact.h"

@@ -14,6 +14,12 @@
  *-------------------------------------------------------------------------
  */
 #include "worker_int.h"
+#include "fence.h"
+#include "pending.h"
+#include "plans.h"
+#include "push.h"
+#include "redis.h"
+#include "settings.h"
 #include "keyspace.h"
 
 #include "executor/spi.h"

@@ -24,6 +24,9 @@
  *-------------------------------------------------------------------------
  */
 #include "worker_int.h"
+#include "keys.h"
+#include "push.h"
+#include "redis.h"
 #include "keyspace.h"
 
 #include "utils/json.h"

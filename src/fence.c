@@ -33,6 +33,12 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "fence.h"
+#include "rights.h"
+#include "setaside.h"
+#include "settings.h"
+#include "shmem.h"
+#include "watch.h"
 
 #include "access/xact.h"
 #include "access/xlog.h"

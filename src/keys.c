@@ -12,6 +12,8 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "keys.h"
+#include "read.h"
 
 #include "access/htup_details.h"
 #include "access/stratnum.h"

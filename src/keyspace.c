@@ -22,6 +22,8 @@
  *-------------------------------------------------------------------------
  */
 #include "keyspace.h"
+#include "redis.h"
+#include "settings.h"
 
 #include "utils/builtins.h"
 #include "utils/guc.h"

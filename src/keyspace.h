@@ -48,6 +48,7 @@
 #define WTCACHE_KEYSPACE_H
 
 #include "wtcache.h"
+#include "redis.h"
 
 #define WTC_KEY_PREFIX_DEFAULT	"wtc:"
 /* what wtcache.key_prefix may not hold: hash tag braces, glob characters */

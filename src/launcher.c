@@ -18,6 +18,8 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "shmem.h"
+#include "worker.h"
 
 #include "access/heapam.h"
 #include "access/htup_details.h"

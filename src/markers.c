@@ -20,6 +20,11 @@
  *-------------------------------------------------------------------------
  */
 #include "worker_int.h"
+#include "fence.h"
+#include "push.h"
+#include "redis.h"
+#include "shmem.h"
+#include "watch.h"
 #include "keyspace.h"
 
 #include "access/timeline.h"

@@ -47,6 +47,10 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "pending.h"
+#include "settings.h"
+#include "shmem.h"
+#include "xact.h"
 #include "queue.h"
 
 #include "access/heapam.h"

@@ -13,6 +13,7 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "plans.h"
 
 #include "common/hashfn.h"
 #include "executor/spi.h"

@@ -19,6 +19,9 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "push.h"
+#include "redis.h"
+#include "settings.h"
 #include "keyspace.h"
 
 /* rows per EVALSHA: bounds Lua's time per call and the argument vector */

@@ -44,6 +44,16 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "keys.h"
+#include "pending.h"
+#include "push.h"
+#include "query.h"
+#include "redis.h"
+#include "rights.h"
+#include "settings.h"
+#include "shmem.h"
+#include "stats.h"
+#include "tags.h"
 #include "keyspace.h"
 #include "session.h"
 

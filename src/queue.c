@@ -23,6 +23,9 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "pending.h"
+#include "rights.h"
+#include "watch.h"
 #include "queue.h"
 
 #include "access/htup_details.h"

@@ -48,6 +48,17 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "capture.h"
+#include "keys.h"
+#include "pending.h"
+#include "read.h"
+#include "redis.h"
+#include "rights.h"
+#include "settings.h"
+#include "shmem.h"
+#include "stats.h"
+#include "watch.h"
+#include "xact.h"
 #include "keyspace.h"
 #include "session.h"
 

@@ -39,6 +39,8 @@
  *-------------------------------------------------------------------------
  */
 #include "redis_conn.h"
+#include "redis.h"
+#include "settings.h"
 
 #include <stdarg.h>
 #include <sys/time.h>

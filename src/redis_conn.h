@@ -9,6 +9,8 @@
 #define WTCACHE_REDIS_CONN_H
 
 #include "wtcache.h"
+#include "redis.h"
+#include "settings.h"
 
 #include <hiredis/hiredis.h>
 

@@ -28,6 +28,8 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "rights.h"
+#include "watch.h"
 
 #include "access/htup_details.h"
 #include "access/xact.h"

@@ -45,6 +45,9 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "redis.h"
+#include "settings.h"
+#include "xact.h"
 #include "session.h"
 
 #include "common/pg_prng.h"

@@ -9,6 +9,8 @@
 #define WTCACHE_SESSION_H
 
 #include "wtcache.h"
+#include "redis.h"
+#include "xact.h"
 
 /* ---- The connection and its circuit breaker ---- */
 extern WtcRedis *wtcache_session_redis(void);

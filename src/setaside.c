@@ -17,6 +17,10 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "capture.h"
+#include "rights.h"
+#include "setaside.h"
+#include "watch.h"
 #include "queue.h"
 
 #include "catalog/namespace.h"

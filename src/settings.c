@@ -24,6 +24,9 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "push.h"
+#include "query.h"
+#include "settings.h"
 #include "keyspace.h"
 
 #include <ctype.h>

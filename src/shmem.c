@@ -19,6 +19,11 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "capture.h"
+#include "pending.h"
+#include "settings.h"
+#include "shmem.h"
+#include "stats.h"
 
 #include <signal.h>
 

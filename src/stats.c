@@ -12,6 +12,8 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "shmem.h"
+#include "stats.h"
 
 #include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"

@@ -23,6 +23,12 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "capture.h"
+#include "keys.h"
+#include "settings.h"
+#include "shmem.h"
+#include "tags.h"
+#include "xact.h"
 #include "keyspace.h"
 #include "queue.h"
 

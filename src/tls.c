@@ -36,6 +36,8 @@
  *-------------------------------------------------------------------------
  */
 #include "tls.h"
+#include "redis.h"
+#include "settings.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

@@ -13,6 +13,7 @@
 #define WTCACHE_TLS_H
 
 #include "wtcache.h"
+#include "settings.h"
 
 /* what every connection of one WtcRedis shares: an SSL_CTX and its settings */
 typedef struct WtcTls WtcTls;

@@ -17,6 +17,13 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "fence.h"
+#include "keys.h"
+#include "redis.h"
+#include "rights.h"
+#include "settings.h"
+#include "shmem.h"
+#include "watch.h"
 #include "keyspace.h"
 #include "session.h"
 

@@ -13,6 +13,13 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "capture.h"
+#include "keys.h"
+#include "plans.h"
+#include "rights.h"
+#include "settings.h"
+#include "tags.h"
+#include "watch.h"
 #include "keyspace.h"
 
 #include "access/genam.h"

@@ -33,6 +33,14 @@
  *-------------------------------------------------------------------------
  */
 #include "worker_int.h"
+#include "fence.h"
+#include "pending.h"
+#include "push.h"
+#include "redis.h"
+#include "settings.h"
+#include "shmem.h"
+#include "watch.h"
+#include "worker.h"
 #include "keyspace.h"
 
 #include <malloc.h>

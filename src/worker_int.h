@@ -44,6 +44,10 @@
 #define WTCACHE_WORKER_INT_H
 
 #include "wtcache.h"
+#include "keys.h"
+#include "push.h"
+#include "redis.h"
+#include "shmem.h"
 
 #include "access/xlogdefs.h"
 #include "nodes/pg_list.h"

@@ -9,6 +9,12 @@
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
+#include "capture.h"
+#include "ddl.h"
+#include "settings.h"
+#include "shmem.h"
+#include "worker.h"
+#include "xact.h"
 
 #include "fmgr.h"
 #include "miscadmin.h"

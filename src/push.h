@@ -1,0 +1,97 @@
+/*-------------------------------------------------------------------------
+ * push.h
+ *		What these offer the other modules:
+ *		push.c: turning a claimed batch into pipelined Redis commands
+ *-------------------------------------------------------------------------
+ */
+#ifndef WTCACHE_PUSH_H
+#define WTCACHE_PUSH_H
+
+#include "wtcache.h"
+#include "redis.h"
+
+typedef struct PushItem
+{
+	char	   *row_key;
+	size_t		row_key_len;
+	int64		version;
+	char	   *payload;		/* NULL: the row is gone, or invalidate mode */
+	size_t		payload_len;
+	int64		ttl_ms;			/* 0: no expiry */
+	char	   *event;			/* JSON published on the events channel if
+								 * the change is applied; NULL: none */
+	size_t		event_len;
+} PushItem;
+
+typedef struct RedisScripts
+{
+	char		apply_sha[41];
+	char		tags_sha[41];
+	char		marker_sha[41];
+} RedisScripts;
+
+/* Tags to give new stamps, and the event that announces it. */
+typedef struct TagBumps
+{
+	int			ntags;
+	char	  **keys;
+	size_t	   *lens;
+	const char *clock_key;
+	char	   *event;			/* NULL: none */
+	size_t		event_len;
+} TagBumps;
+
+/* How long a tag key lives after its last invalidation: a missing tag key
+ * only turns the entries that depend on it into misses (tags.c). */
+#define WTCACHE_TAG_TTL_S (7 * 86400)
+
+typedef enum MarkerCheck
+{
+	MARKER_OK,
+	MARKER_LOST,				/* Redis lost data we pushed: resync */
+	MARKER_ERROR
+} MarkerCheck;
+
+extern bool wtcache_publish_events;
+extern bool wtcache_load_scripts(WtcRedis *r, RedisScripts *scripts, char *err, size_t errlen);
+typedef enum PushResult
+{
+	PUSH_OK,
+	PUSH_FAILED,				/* connection or Redis error: retry later */
+	PUSH_RESEND,				/* a Cluster call spanning slots failed:
+								 * send the batch again, now by slot */
+	PUSH_MARKER_LOST			/* applied, but Redis had lost data: resync */
+} PushResult;
+
+/* Generation markers: the database's, and in a Cluster one per master */
+typedef struct MarkerSet
+{
+	int			n;
+	char	  **keys;
+	char	  **wal_keys;		/* per marker: where in the database's WAL
+								 * history it was last raised (markers.c) */
+} MarkerSet;
+
+extern void wtcache_marker_set(WtcRedis *r, const char *dbname, MarkerSet *set);
+extern bool wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
+							  int nitems, const TagBumps *bumps, const MarkerSet *markers,
+							  int64 acked, int64 new_version, const char *position,
+							  int *ncalls, char *err, size_t errlen);
+extern bool wtcache_bump_tags(WtcRedis *r, const RedisScripts *scripts, const TagBumps *bumps,
+							  char *err, size_t errlen);
+extern PushResult wtcache_push_receive(WtcRedis *r, int ncalls, int nmarkers, int64 *applied,
+									   int64 *marker_seen, char *err, size_t errlen);
+extern bool wtcache_purge_pattern(WtcRedis *r, const char *pattern, int64 *removed,
+								  char *err, size_t errlen);
+extern MarkerCheck wtcache_check_markers(WtcRedis *r, const RedisScripts *scripts,
+										 const MarkerSet *markers, int64 acked,
+										 int64 new_version, const char *position,
+										 int64 *seen, char **positions,
+										 char *err, size_t errlen);
+extern bool wtcache_set_marker(WtcRedis *r, const char *marker_key, const char *wal_key,
+							   int64 version, const char *position,
+							   char *err, size_t errlen);
+extern bool wtcache_set_markers(WtcRedis *r, const MarkerSet *markers, int64 version,
+								const char *position, char *err, size_t errlen);
+
+#endif							/* WTCACHE_PUSH_H */

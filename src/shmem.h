@@ -1,0 +1,103 @@
+/*-------------------------------------------------------------------------
+ * shmem.h
+ *		What these offer the other modules:
+ *		shmem.c: shared state: worker slots, launcher latch, status SRF
+ *-------------------------------------------------------------------------
+ */
+#ifndef WTCACHE_SHMEM_H
+#define WTCACHE_SHMEM_H
+
+#include "wtcache.h"
+
+typedef enum WorkerState
+{
+	WORKER_STARTING = 0,
+	WORKER_CONNECTING,
+	WORKER_CONNECTED,
+	WORKER_BACKOFF,
+	WORKER_RESYNCING,
+	WORKER_PAUSED				/* wtcache.enabled = off */
+} WorkerState;
+
+/*
+ * One slot per database that has (or had) a worker.  See the locking rules
+ * at the top of shmem.c.
+ */
+typedef struct WorkerSlot
+{
+	/* assigned under WtcacheShared->lock (exclusive) */
+	Oid			dboid;
+	bool		absent;			/* worker found no extension there */
+	bool		requested;		/* a backend asked for a worker */
+	pid_t		held_by;		/* backend running DDL that needs the
+								 * database to itself (DROP DATABASE...) */
+	bool		pending_ready;	/* the pending filter counts this database's
+								 * queue (pending.c) */
+
+	/* written by the worker of this slot, under mutex */
+	slock_t		mutex;
+	pid_t		pid;
+	Latch	   *latch;
+	WorkerState state;
+	bool		connected;
+	char		redis_address[300];
+	char		last_error[256];
+	TimestampTz last_error_at;
+	TimestampTz last_push;
+	TimestampTz next_retry;		/* while waiting to retry Redis */
+	char		redis_role[16]; /* ROLE of the Redis it is connected to */
+	uint64		pushed;
+	uint64		batches;
+	uint64		resyncs;
+	int64		acked_version;	/* highest version Redis acknowledged */
+	XLogRecPtr	durable_lsn;	/* WAL flushed, and on the synchronous
+								 * standbys, this far (read.c's fills) */
+	XLogRecPtr	wal_awaited;	/* asynchronous commits' WAL the worker
+								 * waits for the WAL writer to flush, or
+								 * invalid; wait() flushes it (fence.c) */
+
+	/*
+	 * The wait() fence's handshake (fence.c).  fence_requested: tickets
+	 * handed to waiters; fence_confirmed: the highest ticket that a
+	 * generation marker check started after, and found Redis whole;
+	 * fence_repaired: the highest ticket such a check found Redis had lost
+	 * data for, published once the resync's rows were queued.
+	 */
+	uint64		fence_requested;
+	uint64		fence_confirmed;
+	uint64		fence_repaired;
+
+	/* the wtcache.key_prefix the worker writes under ("": none yet) */
+	char		key_prefix[65];
+} WorkerSlot;
+
+typedef struct WtcacheShared
+{
+	LWLock	   *lock;
+	slock_t		mutex;			/* protects launcher_* */
+	pid_t		launcher_pid;
+	Latch	   *launcher_latch;
+	int			nslots;
+	WorkerSlot	slots[FLEXIBLE_ARRAY_MEMBER];
+} WtcacheShared;
+
+extern WtcacheShared *WtcacheSharedState;
+
+extern void wtcache_shmem_request(void);
+extern void wtcache_shmem_startup(void);
+extern void wtcache_require_preload(void);
+extern WorkerSlot *wtcache_find_slot(Oid dboid);
+extern int64 wtcache_acked_version(Oid dboid);
+extern XLogRecPtr wtcache_durable_lsn(Oid dboid);
+extern WorkerSlot *wtcache_assign_slot(Oid dboid);
+extern void wtcache_request_worker(Oid dboid);
+extern void wtcache_wake_worker(Oid dboid);
+extern bool wtcache_slot_is_held(WorkerSlot *slot);
+extern bool wtcache_worker_uses_prefix(Oid dboid, const char *prefix);
+extern bool wtcache_hold_database(Oid dboid);
+extern void wtcache_release_database(Oid dboid, bool dropped, bool restart);
+extern void wtcache_slot_set_error(WorkerSlot *slot, const char *msg);
+extern void wtcache_slot_set_state(WorkerSlot *slot, WorkerState state,
+								   bool connected);
+
+#endif							/* WTCACHE_SHMEM_H */

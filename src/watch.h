@@ -1,0 +1,37 @@
+/*-------------------------------------------------------------------------
+ * watch.h
+ *		What these offer the other modules:
+ *		watch.c: watch(), unwatch(), resync()/warm()
+ *-------------------------------------------------------------------------
+ */
+#ifndef WTCACHE_WATCH_H
+#define WTCACHE_WATCH_H
+
+#include "wtcache.h"
+
+/* A table's watch configuration, as wtcache.watched holds it. */
+typedef struct WatchConfig
+{
+	int			nkeys;
+	int16	   *key_attnums;
+	bool		invalidate_mode;
+	int64		ttl_ms;			/* 0: no expiry */
+	ArrayType  *tags;			/* tag templates as given to watch() */
+} WatchConfig;
+
+extern bool wtcache_load_watch(Oid relid, WatchConfig *config);
+extern Oid	wtcache_queue_relid(void);
+extern Oid	wtcache_owner(void);
+extern uint64 wtcache_enqueue_all_rows(Oid relid);
+extern uint64 wtcache_resync_table(Oid relid);
+extern void wtcache_enqueue_table_removal(Oid relid);
+extern void wtcache_drop_row_triggers(Oid relid);
+extern void wtcache_create_row_triggers(Oid relid);
+extern void wtcache_enable_capture_always(Oid relid);
+extern uint64 wtcache_resync_table_or_purge(Oid relid, bool purge_first, char **failure);
+extern void wtcache_warn_if_key_unenforced(Oid relid);
+extern bool wtcache_key_enforced(Oid relid);
+extern bool wtcache_column_is_captured(Oid relid, const char *colname);
+extern bool wtcache_changing_triggers;
+
+#endif							/* WTCACHE_WATCH_H */
