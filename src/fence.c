@@ -38,7 +38,6 @@
 #include "setaside.h"
 #include "settings.h"
 #include "shmem.h"
-#include "watch.h"
 
 #include "access/xact.h"
 #include "access/xlog.h"

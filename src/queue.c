@@ -25,7 +25,6 @@
 #include "wtcache.h"
 #include "pending.h"
 #include "rights.h"
-#include "watch.h"
 #include "queue.h"
 
 #include "access/htup_details.h"
@@ -42,6 +41,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+
 
 /* The columns, in the table's order (1.2); xmin only a SELECT has. */
 typedef struct QueueColumnDef

@@ -29,16 +29,50 @@
  */
 #include "wtcache.h"
 #include "rights.h"
-#include "watch.h"
 
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "executor/spi.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "utils/lsyscache.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/resowner.h"
 #include "utils/syscache.h"
+
+/* wtcache.queue, found by schema and name; InvalidOid when not installed. */
+Oid
+wtcache_queue_relid(void)
+{
+	Oid			nsp = get_namespace_oid(WTCACHE_SCHEMA, true);
+
+	return OidIsValid(nsp) ? get_relname_relid(WTCACHE_QUEUE_TABLE, nsp) : InvalidOid;
+}
+
+/*
+ * The role that owns wtcache's tables (whoever ran CREATE EXTENSION).
+ * Errors out when the extension is not installed in this database.
+ */
+Oid
+wtcache_owner(void)
+{
+	Oid			queue = wtcache_queue_relid();
+	HeapTuple	tup;
+	Oid			owner;
+
+	if (!OidIsValid(queue))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the wtcache extension is not installed in this database"),
+				 errhint("Run CREATE EXTENSION wtcache, or drop leftover wtcache_capture triggers.")));
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(queue));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", queue);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
 
 /*
  * Become userid with search_path pinned.  restricted: also forbid the

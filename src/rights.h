@@ -27,4 +27,8 @@ extern int	wtcache_pin_search_path(void);
 extern void wtcache_unpin_search_path(int nestlevel);
 extern bool wtcache_run_in_subxact(void (*fn) (void *arg), void *arg, char **message);
 
+/* wtcache's own tables: where the queue is, and who owns them */
+extern Oid	wtcache_queue_relid(void);
+extern Oid	wtcache_owner(void);
+
 #endif							/* WTCACHE_RIGHTS_H */

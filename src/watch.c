@@ -49,39 +49,6 @@
 #include "utils/syscache.h"
 
 
-/* wtcache.queue, found by schema and name; InvalidOid when not installed. */
-Oid
-wtcache_queue_relid(void)
-{
-	Oid			nsp = get_namespace_oid(WTCACHE_SCHEMA, true);
-
-	return OidIsValid(nsp) ? get_relname_relid(WTCACHE_QUEUE_TABLE, nsp) : InvalidOid;
-}
-
-/*
- * The role that owns wtcache's tables (whoever ran CREATE EXTENSION).
- * Errors out when the extension is not installed in this database.
- */
-Oid
-wtcache_owner(void)
-{
-	Oid			queue = wtcache_queue_relid();
-	HeapTuple	tup;
-	Oid			owner;
-
-	if (!OidIsValid(queue))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("the wtcache extension is not installed in this database"),
-				 errhint("Run CREATE EXTENSION wtcache, or drop leftover wtcache_capture triggers.")));
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(queue));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", queue);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
-
 /*
  * Act as the owner of wtcache's own tables, immune to the caller's
  * objects (rights.c), until as_owner_end().

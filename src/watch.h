@@ -20,8 +20,6 @@ typedef struct WatchConfig
 } WatchConfig;
 
 extern bool wtcache_load_watch(Oid relid, WatchConfig *config);
-extern Oid	wtcache_queue_relid(void);
-extern Oid	wtcache_owner(void);
 extern uint64 wtcache_enqueue_all_rows(Oid relid);
 extern uint64 wtcache_resync_table(Oid relid);
 extern void wtcache_enqueue_table_removal(Oid relid);

@@ -33,6 +33,7 @@
  *-------------------------------------------------------------------------
  */
 #include "worker_int.h"
+#include "rights.h"
 #include "fence.h"
 #include "pending.h"
 #include "push.h"
