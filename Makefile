@@ -61,3 +61,6 @@ include $(PGXS)
 # of one module's header rebuilds its users only, and a new header needs no
 # line here.
 -include $(OBJS:.o=.d)
+# and on this file, whose flags they were built with (a tree built before
+# -MMD has no .d files to tell it that a header changed)
+$(OBJS): Makefile
