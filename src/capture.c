@@ -59,13 +59,36 @@
 #include "utils/rel.h"
 
 /* Per trigger call site (lives for one statement in fn_extra). */
-typedef struct CaptureCache
+/*
+ * What a capture entry point keeps in its fn_extra for the table it last
+ * served: one shape for the three of them.  The row trigger fills the key
+ * columns from its trigger's attnums, the WHEN functions from their
+ * arguments' types; only _capture_when_tagged() has tag columns (after the
+ * key columns in cols) and templates.
+ */
+typedef struct CaptureCall
 {
 	Oid			relid;
 	bool		watched;		/* false: record nothing */
 	int			nkeys;
+	int			ncols;
+	int			ntemplates;
+	TagTemplate *templates;
 	KeyColumn	cols[FLEXIBLE_ARRAY_MEMBER];
-} CaptureCache;
+} CaptureCall;
+
+static CaptureCall *
+new_capture_call(FunctionCallInfo fcinfo, Oid relid, int nkeys, int ncols)
+{
+	CaptureCall *call = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt,
+											   offsetof(CaptureCall, cols) +
+											   sizeof(KeyColumn) * (nkeys + ncols));
+
+	call->relid = relid;
+	call->nkeys = nkeys;
+	call->ncols = ncols;
+	return call;
+}
 
 typedef struct SubxactMark
 {
@@ -636,10 +659,10 @@ check_capture_call(FunctionCallInfo fcinfo, const char *fname, Oid relid, int fi
 	return true;
 }
 
-static CaptureCache *
+static CaptureCall *
 get_capture_cache(FunctionCallInfo fcinfo, TriggerData *trigdata)
 {
-	CaptureCache *cache = (CaptureCache *) fcinfo->flinfo->fn_extra;
+	CaptureCall *cache = (CaptureCall *) fcinfo->flinfo->fn_extra;
 	Relation	rel = trigdata->tg_relation;
 	Trigger    *trigger = trigdata->tg_trigger;
 	TupleDesc	desc = RelationGetDescr(rel);
@@ -654,11 +677,7 @@ get_capture_cache(FunctionCallInfo fcinfo, TriggerData *trigdata)
 						RelationGetRelationName(rel)),
 				 errhint("Re-create it with wtcache.watch().")));
 
-	cache = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt,
-								   offsetof(CaptureCache, cols) +
-								   sizeof(KeyColumn) * trigger->tgnargs);
-	cache->relid = RelationGetRelid(rel);
-	cache->nkeys = trigger->tgnargs;
+	cache = new_capture_call(fcinfo, RelationGetRelid(rel), trigger->tgnargs, 0);
 	{
 		/* as for the WHEN functions: the watch says what a key is */
 		CaptureWatch *w = capture_watch(cache->relid);
@@ -772,7 +791,7 @@ record_values(Oid relid, int nkeys, KeyColumn *cols, Datum *values, bool *nulls,
 }
 
 static void
-record_key(CaptureCache *cache, Relation rel, HeapTuple tuple)
+record_key(CaptureCall *cache, Relation rel, HeapTuple tuple)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 	Datum		values[INDEX_MAX_KEYS];
@@ -784,7 +803,7 @@ record_key(CaptureCache *cache, Relation rel, HeapTuple tuple)
 }
 
 static bool
-key_changed(CaptureCache *cache, TupleDesc desc, HeapTuple oldtup, HeapTuple newtup)
+key_changed(CaptureCall *cache, TupleDesc desc, HeapTuple oldtup, HeapTuple newtup)
 {
 	for (int i = 0; i < cache->nkeys; i++)
 	{
@@ -807,7 +826,7 @@ Datum
 wtcache_capture_row(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	CaptureCache *cache;
+	CaptureCall *cache;
 	Relation	rel;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
@@ -838,6 +857,54 @@ wtcache_capture_row(PG_FUNCTION_ARGS)
 			record_key(cache, rel, trigdata->tg_newtuple);
 	}
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * A WHEN function's preparation, the first time its call site serves a
+ * table: the arguments' shape (shape_ok, computed by the caller), the
+ * caller's right to write the table, the watch.  first: the position of
+ * the first key value; rows: 2 for an UPDATE, else 1; ncols tag columns
+ * per row follow the key values, with their templates.
+ */
+static CaptureCall *
+prepare_when_call(FunctionCallInfo fcinfo, const char *fname, Oid relid, int first, int rows,
+				  int nkeys, int ncols, bool shape_ok, ArrayType *templates)
+{
+	AclMode		write = ACL_INSERT | ACL_UPDATE | ACL_DELETE;
+	CaptureCall *call;
+
+	if (!shape_ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("wtcache.%s() called with the wrong arguments", fname),
+				 errhint("It belongs in the WHEN clause of triggers made by wtcache.watch().")));
+
+	/* only someone who may write the table can make wtcache push it */
+	if (pg_class_aclmask(relid, GetUserId(), write, ACLMASK_ANY) == 0 &&
+		pg_attribute_aclcheck_all(relid, GetUserId(), ACL_INSERT | ACL_UPDATE, ACLMASK_ANY) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, get_rel_name(relid));
+
+	call = new_capture_call(fcinfo, relid, nkeys, ncols);
+	/* the templates too: they were checked when watch() compiled them */
+	call->watched = check_capture_call(fcinfo, fname, relid, first, rows, nkeys, ncols, templates);
+	for (int i = 0; i < nkeys; i++)
+		wtcache_init_key_type(&call->cols[i], get_fn_expr_argtype(fcinfo->flinfo, first + i),
+							  fcinfo->flinfo->fn_mcxt);
+	for (int i = 0; i < ncols; i++)
+	{
+		KeyColumn  *col = &call->cols[nkeys + i];
+		Oid			funcid;
+		bool		isvarlena;
+
+		col->typid = get_fn_expr_argtype(fcinfo->flinfo, first + rows * nkeys + i);
+		getTypeOutputInfo(col->typid, &funcid, &isvarlena);
+		fmgr_info_cxt(funcid, &col->out, fcinfo->flinfo->fn_mcxt);
+	}
+	if (templates != NULL)
+		call->templates = wtcache_parse_tag_templates(templates, &call->ntemplates,
+													  fcinfo->flinfo->fn_mcxt);
+	fcinfo->flinfo->fn_extra = call;
+	return call;
 }
 
 /*
@@ -888,51 +955,23 @@ record_when_keys(FunctionCallInfo fcinfo, Oid relid, char op, int first, int nke
  * an AFTER ROW trigger costs.  For 'u' the arguments are the old key
  * values, then the new ones.
  */
-typedef struct WhenCache
-{
-	Oid			relid;
-	bool		watched;		/* false: record nothing */
-	int			nkeys;
-	KeyColumn	cols[FLEXIBLE_ARRAY_MEMBER];
-} WhenCache;
 
 PG_FUNCTION_INFO_V1(wtcache_capture_when);
 Datum
 wtcache_capture_when(PG_FUNCTION_ARGS)
 {
-	WhenCache  *cache = (WhenCache *) fcinfo->flinfo->fn_extra;
+	CaptureCall *cache = (CaptureCall *) fcinfo->flinfo->fn_extra;
 	Oid			relid = PG_GETARG_OID(0);
 	char		op = PG_GETARG_CHAR(1);
 	int			nargs = PG_NARGS() - 2;
 	int			nkeys = (op == 'u') ? nargs / 2 : nargs;
 
 	if (cache == NULL || cache->relid != relid)
-	{
-		AclMode		write = ACL_INSERT | ACL_UPDATE | ACL_DELETE;
-
-		if (nkeys < 1 || nkeys > INDEX_MAX_KEYS || (op == 'u' && nargs % 2 != 0) ||
-			(op != 'i' && op != 'u' && op != 'd'))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("wtcache._capture_when() called with the wrong arguments"),
-					 errhint("It belongs in the WHEN clause of triggers made by wtcache.watch().")));
-
-		/* only someone who may write the table can make wtcache push it */
-		if (pg_class_aclmask(relid, GetUserId(), write, ACLMASK_ANY) == 0 &&
-			pg_attribute_aclcheck_all(relid, GetUserId(), ACL_INSERT | ACL_UPDATE, ACLMASK_ANY) != ACLCHECK_OK)
-			aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, get_rel_name(relid));
-
-		cache = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt,
-									   offsetof(WhenCache, cols) + sizeof(KeyColumn) * nkeys);
-		cache->relid = relid;
-		cache->nkeys = nkeys;
-		cache->watched = check_capture_call(fcinfo, "_capture_when", relid, 2,
-											op == 'u' ? 2 : 1, nkeys, 0, NULL);
-		for (int i = 0; i < nkeys; i++)
-			wtcache_init_key_type(&cache->cols[i], get_fn_expr_argtype(fcinfo->flinfo, 2 + i),
-								  fcinfo->flinfo->fn_mcxt);
-		fcinfo->flinfo->fn_extra = cache;
-	}
+		cache = prepare_when_call(fcinfo, "_capture_when", relid, 2, op == 'u' ? 2 : 1, nkeys, 0,
+								  nkeys >= 1 && nkeys <= INDEX_MAX_KEYS &&
+								  (op != 'u' || nargs % 2 == 0) &&
+								  (op == 'i' || op == 'u' || op == 'd'),
+								  NULL);
 
 	if (cache->watched)
 		record_when_keys(fcinfo, relid, op, 2, nkeys, cache->cols, NULL, -1);
@@ -956,23 +995,12 @@ tag_value_text(KeyColumn *col, Datum value)
  * (old, then new for 'u'), then the tag columns' values (old, then new for
  * 'u').  Each recorded key carries the tags of the old and the new row.
  */
-typedef struct TaggedWhenCache
-{
-	Oid			relid;
-	bool		watched;		/* false: record nothing */
-	int			nkeys;
-	int			ncols;
-	int			ntemplates;
-	TagTemplate *templates;
-	KeyColumn	cols[FLEXIBLE_ARRAY_MEMBER];	/* nkeys key columns, then
-												 * ncols tag columns */
-} TaggedWhenCache;
 
 PG_FUNCTION_INFO_V1(wtcache_capture_when_tagged);
 Datum
 wtcache_capture_when_tagged(PG_FUNCTION_ARGS)
 {
-	TaggedWhenCache *cache = (TaggedWhenCache *) fcinfo->flinfo->fn_extra;
+	CaptureCall *cache = (CaptureCall *) fcinfo->flinfo->fn_extra;
 	Oid			relid = PG_GETARG_OID(0);
 	char		op = PG_GETARG_CHAR(1);
 	int			nkeys = PG_GETARG_INT16(2);
@@ -984,46 +1012,12 @@ wtcache_capture_when_tagged(PG_FUNCTION_ARGS)
 	int			ntags = 0;
 
 	if (cache == NULL || cache->relid != relid)
-	{
-		AclMode		write = ACL_INSERT | ACL_UPDATE | ACL_DELETE;
-
-		if (nkeys < 1 || nkeys > INDEX_MAX_KEYS || ncols < 0 || ncols > WTCACHE_MAX_TAG_COLUMNS ||
-			nargs != rows * (nkeys + ncols) || PG_ARGISNULL(3) ||
-			(op != 'i' && op != 'u' && op != 'd'))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("wtcache._capture_when_tagged() called with the wrong arguments"),
-					 errhint("It belongs in the WHEN clause of triggers made by wtcache.watch().")));
-		if (pg_class_aclmask(relid, GetUserId(), write, ACLMASK_ANY) == 0 &&
-			pg_attribute_aclcheck_all(relid, GetUserId(), ACL_INSERT | ACL_UPDATE, ACLMASK_ANY) != ACLCHECK_OK)
-			aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, get_rel_name(relid));
-
-		cache = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt,
-									   offsetof(TaggedWhenCache, cols) +
-									   sizeof(KeyColumn) * (nkeys + ncols));
-		cache->relid = relid;
-		cache->nkeys = nkeys;
-		cache->ncols = ncols;
-		/* the templates too: they were checked when watch() compiled them */
-		cache->watched = check_capture_call(fcinfo, "_capture_when_tagged", relid, 4, rows,
-											nkeys, ncols, PG_GETARG_ARRAYTYPE_P(3));
-		for (int i = 0; i < nkeys; i++)
-			wtcache_init_key_type(&cache->cols[i], get_fn_expr_argtype(fcinfo->flinfo, 4 + i),
-								  fcinfo->flinfo->fn_mcxt);
-		for (int i = 0; i < ncols; i++)
-		{
-			KeyColumn  *col = &cache->cols[nkeys + i];
-			Oid			funcid;
-			bool		isvarlena;
-
-			col->typid = get_fn_expr_argtype(fcinfo->flinfo, 4 + rows * nkeys + i);
-			getTypeOutputInfo(col->typid, &funcid, &isvarlena);
-			fmgr_info_cxt(funcid, &col->out, fcinfo->flinfo->fn_mcxt);
-		}
-		cache->templates = wtcache_parse_tag_templates(PG_GETARG_ARRAYTYPE_P(3), &cache->ntemplates,
-													   fcinfo->flinfo->fn_mcxt);
-		fcinfo->flinfo->fn_extra = cache;
-	}
+		cache = prepare_when_call(fcinfo, "_capture_when_tagged", relid, 4, rows, nkeys, ncols,
+								  nkeys >= 1 && nkeys <= INDEX_MAX_KEYS && ncols >= 0 &&
+								  ncols <= WTCACHE_MAX_TAG_COLUMNS &&
+								  nargs == rows * (nkeys + ncols) && !PG_ARGISNULL(3) &&
+								  (op == 'i' || op == 'u' || op == 'd'),
+								  PG_ARGISNULL(3) ? NULL : PG_GETARG_ARRAYTYPE_P(3));
 
 	if (!cache->watched)
 		PG_RETURN_BOOL(false);

@@ -35,6 +35,7 @@
 #include "executor/spi.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "utils/acl.h"
 #include "utils/lsyscache.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
@@ -48,6 +49,22 @@ wtcache_queue_relid(void)
 	Oid			nsp = get_namespace_oid(WTCACHE_SCHEMA, true);
 
 	return OidIsValid(nsp) ? get_relname_relid(WTCACHE_QUEUE_TABLE, nsp) : InvalidOid;
+}
+
+/*
+ * The functions that act on a table for its owner (verify(),
+ * retry_set_aside(), discard_set_aside()) refuse anyone else, as ALTER
+ * TABLE would.
+ */
+void
+wtcache_check_table_owner(Oid relid)
+{
+	if (get_rel_name(relid) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	if (!pg_class_ownercheck(relid, GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, get_rel_name(relid));
 }
 
 /*

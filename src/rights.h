@@ -30,5 +30,6 @@ extern bool wtcache_run_in_subxact(void (*fn) (void *arg), void *arg, char **mes
 /* wtcache's own tables: where the queue is, and who owns them */
 extern Oid	wtcache_queue_relid(void);
 extern Oid	wtcache_owner(void);
+extern void wtcache_check_table_owner(Oid relid);
 
 #endif							/* WTCACHE_RIGHTS_H */

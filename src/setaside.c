@@ -66,12 +66,7 @@ set_aside_tables(FunctionCallInfo fcinfo)
 	{
 		Oid			relid = PG_GETARG_OID(0);
 
-		if (get_rel_name(relid) == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_TABLE),
-					 errmsg("relation with OID %u does not exist", relid)));
-		if (!pg_class_ownercheck(relid, GetUserId()))
-			aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, get_rel_name(relid));
+		wtcache_check_table_owner(relid);
 		return list_make1_oid(relid);
 	}
 	if (wtcache_spi_as_extension_owner("SELECT DISTINCT relid FROM wtcache.queue WHERE " SET_ASIDE_BY_THE_WORKER,

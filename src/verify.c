@@ -344,12 +344,7 @@ wtcache_verify(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("sample must be positive"),
 				 errhint("Pass NULL to check every row, and every key Redis has for the table.")));
-	if (get_rel_name(relid) == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation with OID %u does not exist", relid)));
-	if (!pg_class_ownercheck(relid, GetUserId()))
-		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, get_rel_name(relid));
+	wtcache_check_table_owner(relid);
 	InitMaterializedSRF(fcinfo, 0);
 	verify_cxt = caller;
 
