@@ -646,7 +646,7 @@ claim_row(Batch *b, QueueRow *row, MemoryContext spicxt)
 		batch_add_id(b, row->id, row->relid, pending_start, row->xmin);
 		return false;
 	}
-	if (!OidIsValid(row->relid))
+	if (row->relid == WTCACHE_TAGS_ONLY)
 		return claim_tags_row(b, row, &tagit, pending_start);
 	if (!row->has_keys)
 	{

@@ -366,7 +366,7 @@ wtcache_pending_row_indexes(Oid dboid, const QueueRow *row, uint32 *out)
 	const Datum *names;
 	int			nnames;
 
-	if (OidIsValid(row->relid))
+	if (row->relid != WTCACHE_TAGS_ONLY)
 	{
 		if (row->per_table || !row->has_keys || width <= 0 || width > INDEX_MAX_KEYS)
 			out[n++] = wtcache_pending_table_index(dboid, row->relid);

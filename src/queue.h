@@ -15,11 +15,14 @@
 #include "access/htup.h"
 #include "access/tupdesc.h"
 
+/* The relid of a queue row that only invalidates tags (wtcache.invalidate()) */
+#define WTCACHE_TAGS_ONLY InvalidOid
+
 /*
  * One queue row.  Rows are either the keys of a chunk of changes (has_keys:
  * key_width values per key, flattened, as text), the whole table relid
  * (keys NULL: TRUNCATE, unwatch with purge, a hold; table_key names it), or
- * for relid InvalidOid an invalidate() of tags alone.  tags holds tag
+ * for relid WTCACHE_TAGS_ONLY an invalidate() of tags alone.  tags holds tag
  * groups (see QueueTagIter).  per_table: rows of resync/warm, pending per
  * table (pending.c).
  */

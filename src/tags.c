@@ -295,7 +295,8 @@ wtcache_check_call_tags(ArrayType *tags)
 }
 
 /*
- * wtcache.invalidate(tags text[]): a queue row of relid 0 with the tags.
+ * wtcache.invalidate(tags text[]): a queue row of relid WTCACHE_TAGS_ONLY
+ * with the tags.
  * Like a captured change, it commits or rolls back with the caller, and
  * the worker delivers it after the changes queued before it.
  */
@@ -332,7 +333,7 @@ wtcache_invalidate(PG_FUNCTION_ARGS)
 		group[i + 1] = elems[i];
 	}
 
-	row.relid = InvalidOid;
+	row.relid = WTCACHE_TAGS_ONLY;
 	row.tags = group;
 	row.ntags = n + 1;
 	wtcache_queue_write(&row);
