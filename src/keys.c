@@ -13,7 +13,6 @@
  */
 #include "wtcache.h"
 #include "keys.h"
-#include "read.h"
 
 #include "access/htup_details.h"
 #include "access/stratnum.h"
@@ -406,12 +405,4 @@ wtcache_append_json_strings(StringInfo buf, char *const *items, int n)
 		escape_json(buf, items[i]);
 	}
 	appendStringInfoChar(buf, ']');
-}
-
-/* wtcache.redis_key(rel, VARIADIC key text[]) */
-PG_FUNCTION_INFO_V1(wtcache_redis_key);
-Datum
-wtcache_redis_key(PG_FUNCTION_ARGS)
-{
-	PG_RETURN_TEXT_P(wtcache_row_key_text(PG_GETARG_OID(0), PG_GETARG_ARRAYTYPE_P(1)));
 }

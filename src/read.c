@@ -51,7 +51,6 @@
 #include "capture.h"
 #include "keys.h"
 #include "pending.h"
-#include "read.h"
 #include "redis.h"
 #include "rights.h"
 #include "settings.h"
@@ -1217,8 +1216,8 @@ wtcache_row_type_table(PG_FUNCTION_ARGS)
  * each value goes through the column's input and canonical output, exactly
  * as for a read, so '042' and '42' name one row.
  */
-text *
-wtcache_row_key_text(Oid relid, ArrayType *keyarr)
+static text *
+row_key_text(Oid relid, ArrayType *keyarr)
 {
 	ReadCall	call;
 	ReadTable  *rt;
@@ -1238,4 +1237,15 @@ wtcache_row_key_text(Oid relid, ArrayType *keyarr)
 	memcpy(VARDATA(result), key.row_key, strlen(key.row_key));
 	read_call_end(&call);
 	return result;
+}
+
+/*
+ * wtcache.redis_key(rel, VARIADIC key text[]): the key a read of that row
+ * would look up, made by the same path.
+ */
+PG_FUNCTION_INFO_V1(wtcache_redis_key);
+Datum
+wtcache_redis_key(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(row_key_text(PG_GETARG_OID(0), PG_GETARG_ARRAYTYPE_P(1)));
 }

@@ -14,7 +14,7 @@
  *	shmem.c		shared state: worker slots, launcher latch, status SRF
  *	keyspace.c	the Redis layout: key names, value codec, canonical
  *				settings (keyspace.h is the contract)
- *	keys.c		key columns: rendering, reading rows by key, redis_key()
+ *	keys.c		key columns: rendering, reading rows by key
  *	capture.c	row/TRUNCATE triggers, per-transaction key buffer, wake
  *	watch.c		watch(), unwatch(), resync()/warm()
  *	rights.c	running SQL as another role, immune to the caller's objects
@@ -36,7 +36,7 @@
  *	session.c	the backend's Redis session: connection, circuit breaker,
  *				scripts, fill leases and waits, per-call scratch memory
  *				(session.h)
- *	read.c		cached reads: get(), get_many()
+ *	read.c		cached reads: get(), get_many(), get_row(), redis_key()
  *	stats.c		shared read counters per table
  *	tags.c		tag templates, tag keys, invalidate()
  *	query.c		cached query results: query(), query_key()
