@@ -1082,13 +1082,24 @@ wtcache_enqueue_whole_table(Oid relid, const char *table_key)
 	enqueue(&row);
 }
 
+/* The same for an open table, under the name it has now. */
+void
+wtcache_enqueue_whole_relation(Relation rel)
+{
+	StringInfoData table_key;
+
+	initStringInfo(&table_key);
+	wtcache_append_table_key(&table_key, get_database_name(MyDatabaseId),
+							 get_namespace_name(RelationGetNamespace(rel)),
+							 RelationGetRelationName(rel));
+	wtcache_enqueue_whole_table(RelationGetRelid(rel), table_key.data);
+}
+
 PG_FUNCTION_INFO_V1(wtcache_capture_truncate);
 Datum
 wtcache_capture_truncate(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	Relation	rel;
-	StringInfoData table_key;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
 		ereport(ERROR,
@@ -1096,11 +1107,6 @@ wtcache_capture_truncate(PG_FUNCTION_ARGS)
 				 errmsg("wtcache._capture_truncate() must run as a TRUNCATE trigger"),
 				 errhint("Use wtcache.watch() to install it.")));
 
-	rel = trigdata->tg_relation;
-	initStringInfo(&table_key);
-	wtcache_append_table_key(&table_key, get_database_name(MyDatabaseId),
-							 get_namespace_name(RelationGetNamespace(rel)),
-							 RelationGetRelationName(rel));
-	wtcache_enqueue_whole_table(RelationGetRelid(rel), table_key.data);
+	wtcache_enqueue_whole_relation(trigdata->tg_relation);
 	return PointerGetDatum(NULL);
 }

@@ -20,7 +20,6 @@
 #include "settings.h"
 #include "tags.h"
 #include "watch.h"
-#include "keyspace.h"
 
 #include "access/genam.h"
 #include "access/relation.h"
@@ -607,24 +606,6 @@ record_watch(Relation rel, const WatchRequest *req, int nkeys, const AttrNumber 
 	return newly_watched;
 }
 
-/*
- * Keys Redis may still hold from an earlier watch of this table (unwatch
- * without purge, a dropped and re-created extension) were not kept up to
- * date meanwhile: reads must not serve them.  Queue the removal of the
- * table's keys first; until it is done, reads of the table go to it.
- */
-static void
-forget_earlier_keys(Relation rel)
-{
-	StringInfoData table_key;
-
-	initStringInfo(&table_key);
-	wtcache_append_table_key(&table_key, get_database_name(MyDatabaseId),
-							 get_namespace_name(RelationGetNamespace(rel)),
-							 RelationGetRelationName(rel));
-	wtcache_enqueue_whole_table(RelationGetRelid(rel), table_key.data);
-}
-
 PG_FUNCTION_INFO_V1(wtcache_watch);
 Datum
 wtcache_watch(PG_FUNCTION_ARGS)
@@ -646,8 +627,14 @@ wtcache_watch(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	refuse_other_key(rel, qname, nkeys, attnums);
 	install_capture_triggers(rel, qname, nkeys, attnums, req.tags);
+	/*
+	 * Keys Redis may still hold from an earlier watch of this table (unwatch
+	 * without purge, a dropped and re-created extension) were not kept up to
+	 * date meanwhile: reads must not serve them.  Queue the removal of the
+	 * table's keys first; until it is done, reads of the table go to it.
+	 */
 	if (record_watch(rel, &req, nkeys, attnums))
-		forget_earlier_keys(rel);
+		wtcache_enqueue_whole_relation(rel);
 	SPI_finish();
 
 	/* backends' cached read settings of this table (read.c) go stale */
@@ -678,7 +665,6 @@ wtcache_unwatch(PG_FUNCTION_ARGS)
 	Relation	rel;
 	char	   *qname;
 	StringInfoData sql;
-	StringInfoData table_key;
 	Oid			argtypes[1] = {OIDOID};
 	Datum		values[1] = {ObjectIdGetDatum(relid)};
 	int			rc;
@@ -715,13 +701,7 @@ wtcache_unwatch(PG_FUNCTION_ARGS)
 	SPI_finish();
 
 	if (purge)
-	{
-		initStringInfo(&table_key);
-		wtcache_append_table_key(&table_key, get_database_name(MyDatabaseId),
-								 get_namespace_name(RelationGetNamespace(rel)),
-								 RelationGetRelationName(rel));
-		wtcache_enqueue_whole_table(relid, table_key.data);
-	}
+		wtcache_enqueue_whole_relation(rel);
 	CacheInvalidateRelcache(rel);
 	relation_close(rel, NoLock);
 	PG_RETURN_VOID();
@@ -885,17 +865,11 @@ void
 wtcache_enqueue_table_removal(Oid relid)
 {
 	Relation	rel = try_relation_open(relid, AccessShareLock);
-	StringInfoData table_key;
 
 	if (rel == NULL)
 		return;
-
-	initStringInfo(&table_key);
-	wtcache_append_table_key(&table_key, get_database_name(MyDatabaseId),
-							 get_namespace_name(RelationGetNamespace(rel)),
-							 RelationGetRelationName(rel));
+	wtcache_enqueue_whole_relation(rel);
 	relation_close(rel, NoLock);
-	wtcache_enqueue_whole_table(relid, table_key.data);
 }
 
 /*
