@@ -407,19 +407,6 @@ wtcache_writer_may_write_tree(Oid root)
 	return false;
 }
 
-static Oid
-table_owner(Oid relid)
-{
-	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
-
 /*
  * Unwatch a table, its keys removed, as its owner: the DDL that calls for
  * it needs only to own a partition or the parent it is attached to.
@@ -435,7 +422,7 @@ wtcache_unwatch_as_owner(Oid relid)
 	CommandCounterIncrement();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	wtcache_rights_enter(&rights, table_owner(relid), true);
+	wtcache_rights_enter_table_owner(&rights, relid);
 	rc = SPI_execute_with_args("SELECT wtcache.unwatch($1::pg_catalog.regclass, true)",
 							   1, argtypes, values, NULL, false, 0);
 	wtcache_rights_leave(&rights);
