@@ -25,6 +25,7 @@
  */
 #include "worker_int.h"
 #include "keys.h"
+#include "partition.h"
 #include "pending.h"
 #include "plans.h"
 #include "push.h"
@@ -115,6 +116,9 @@ load_table(TableBatch *tb, Batch *b, Oid relid)
 	tb->batch = b;
 	tb->relid = relid;
 
+	/* after an ATTACH or DETACH CONCURRENTLY has fully ended (partition.c) */
+	if (get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE)
+		wtcache_partition_read_barrier(relid);
 	rel = try_relation_open(relid, AccessShareLock);
 	if (rel == NULL)
 		return;
@@ -329,6 +333,8 @@ fetch_rows(TableBatch *tb, const bool *skip)
 			map[n++] = i;
 	if (n == 0)
 		return;
+	/* a partition's code must not run as the owner of its parent */
+	wtcache_check_tree_owner(tb->relid);
 	wtcache_rights_enter_table_owner(&rights, tb->relid);
 	for (int c = 0; c < tb->nkeys; c++)
 	{

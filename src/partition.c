@@ -67,6 +67,7 @@
 #include "nodes/parsenodes.h"
 #include "storage/lmgr.h"
 #include "utils/acl.h"
+#include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
@@ -81,7 +82,8 @@ enum
 	PARTITION_DDL_NONE = 0,
 	PARTITION_DDL_ATTACH,
 	PARTITION_DDL_DETACH,
-	PARTITION_DDL_CREATE
+	PARTITION_DDL_CREATE,
+	PARTITION_DDL_OWNER
 };
 
 static object_access_hook_type prev_object_access_hook = NULL;
@@ -96,6 +98,10 @@ static object_access_hook_type prev_object_access_hook = NULL;
 #define MAX_STATEMENT_TABLES 64
 static Oid	dropping_watched[MAX_STATEMENT_TABLES];
 static int	ndropping_watched = 0;
+static Oid	dropping_schemas[MAX_STATEMENT_TABLES];	/* DROP SCHEMA */
+static int	ndropping_schemas = 0;
+static Oid	dropping_owners[MAX_STATEMENT_TABLES];	/* DROP OWNED BY */
+static int	ndropping_owners = 0;
 static Oid	truncating[MAX_STATEMENT_TABLES];
 static int	ntruncating = 0;
 
@@ -294,6 +300,95 @@ wtcache_enqueue_partition_rows(Oid root, Oid part)
 }
 
 /*
+ * ATTACH PARTITION and DETACH ... CONCURRENTLY change a tree under a lock
+ * that lets readers in, and their commit is visible before PostgreSQL
+ * sends the invalidation of the parent's partition list: a worker woken
+ * by that commit could read the keys it queued through a partition list
+ * from before it, find no row, and write tombstones over the rows just
+ * attached (or push rows just detached).  So such a DDL holds this lock
+ * until its end, which comes after the invalidation is sent, and the
+ * worker takes it, then takes in the invalidations, before it reads a
+ * partitioned table.  An advisory lock tag of wtcache's own (field 4,
+ * where pg_advisory_lock() puts 1 or 2).
+ */
+#define WTCACHE_TREE_LOCK	0x7774
+
+static void
+tree_lock(Oid root, LOCKMODE mode)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, root, 0, WTCACHE_TREE_LOCK);
+	(void) LockAcquire(&tag, mode, false, false);
+}
+
+static void
+hold_tree_until_commit(Oid root)
+{
+	tree_lock(root, ExclusiveLock);
+}
+
+void
+wtcache_partition_read_barrier(Oid root)
+{
+	tree_lock(root, ShareLock);
+	AcceptInvalidationMessages();
+}
+
+/*
+ * A partition of root owned by another role than root, or InvalidOid.
+ * wtcache reads a watched table as its owner (the worker, warm(),
+ * resync(), verify()), and a read through a partitioned table runs code of
+ * every partition: the planner evaluates their partial index predicates
+ * and index expressions.  A partition's owner must not have that run with
+ * the root owner's rights, so a watched tree has one owner.
+ */
+Oid
+wtcache_tree_stranger(Oid root)
+{
+	Oid			owner;
+	ListCell   *lc;
+	HeapTuple	tup;
+
+	if (get_rel_relkind(root) != RELKIND_PARTITIONED_TABLE)
+		return InvalidOid;
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(root));
+	if (!HeapTupleIsValid(tup))
+		return InvalidOid;
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	foreach(lc, find_all_inheritors(root, NoLock, NULL))
+	{
+		Oid			member = lfirst_oid(lc);
+		Oid			member_owner;
+
+		tup = SearchSysCache1(RELOID, ObjectIdGetDatum(member));
+		if (!HeapTupleIsValid(tup))
+			continue;
+		member_owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+		ReleaseSysCache(tup);
+		if (member_owner != owner)
+			return member;
+	}
+	return InvalidOid;
+}
+
+/* Before a read of root as its owner: refuse a tree of several owners. */
+void
+wtcache_check_tree_owner(Oid root)
+{
+	Oid			stranger = wtcache_tree_stranger(root);
+
+	if (OidIsValid(stranger))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("partition \"%s\" of watched table \"%s\" has another owner",
+						get_rel_name(stranger), get_rel_name(root)),
+				 errdetail("wtcache reads a watched table as its owner, and a read through a partitioned table runs code of its partitions (index predicates and expressions)."),
+				 errhint("ALTER TABLE ... OWNER TO the owner of \"%s\".", get_rel_name(root))));
+}
+
+/*
  * watch() of rel: refuse a second watch in one partition tree, legacy
  * inheritance children, and partitions wtcache cannot keep.
  */
@@ -330,6 +425,7 @@ wtcache_check_watchable_tree(Relation rel)
 		List	   *below = list_delete_first(list_copy(tree));
 		ListCell   *lc;
 
+		wtcache_check_tree_owner(relid);
 		if (OidIsValid(other = first_watched(below)))
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -431,11 +527,27 @@ wtcache_unwatch_as_owner(Oid relid)
 	SPI_finish();
 }
 
-/* A watched tree that gained a partition it cannot keep stops being watched. */
+/*
+ * A watched tree that gained a partition it cannot keep (unlogged,
+ * foreign, or another role's) stops being watched.
+ */
 static void
 unwatch_if_unkeepable(Oid root, Oid part)
 {
 	ListCell   *lc;
+	Oid			stranger = wtcache_tree_stranger(root);
+
+	if (OidIsValid(stranger))
+	{
+		wtcache_unwatch_as_owner(root);
+		ereport(WARNING,
+				(errmsg("wtcache: table \"%s\" is no longer watched: its partition \"%s\" has another owner",
+						get_rel_name(root), get_rel_name(stranger)),
+				 errdetail("wtcache reads a watched table as its owner, and a read through a partitioned table runs code of its partitions. Its keys are removed from Redis."),
+				 errhint("ALTER TABLE ... OWNER TO the owner of \"%s\", then call wtcache.watch() again.",
+						 get_rel_name(root))));
+		return;
+	}
 
 	foreach(lc, find_all_inheritors(part, NoLock, NULL))
 	{
@@ -520,6 +632,15 @@ wtcache_partition_ddl_before(Node *parsetree, PartitionDdl *pd)
 				refuse_inheritance_child(relid_of(castNode(RangeVar, cmd->def)));
 				continue;
 			}
+			if (cmd->subtype == AT_ChangeOwner)
+			{
+				Oid			relid = relid_of(stmt->relation);
+
+				pd->root = OidIsValid(relid) ? wtcache_watched_tree(relid, true) : InvalidOid;
+				if (OidIsValid(pd->root) && get_rel_relkind(pd->root) == RELKIND_PARTITIONED_TABLE)
+					pd->kind = PARTITION_DDL_OWNER;
+				continue;
+			}
 			if (cmd->subtype != AT_AttachPartition && cmd->subtype != AT_DetachPartition &&
 				cmd->subtype != AT_DetachPartitionFinalize)
 				continue;
@@ -568,6 +689,7 @@ wtcache_partition_ddl_before(Node *parsetree, PartitionDdl *pd)
 			if (pg_class_ownercheck(relid_of(stmt->relation), GetUserId()))
 				LockRelationOid(pd->part, ShareLock);
 			(void) wtcache_enqueue_partition_rows(pd->root, pd->part);
+			hold_tree_until_commit(pd->root);
 		}
 		return pd->kind != PARTITION_DDL_NONE;
 	}
@@ -584,10 +706,15 @@ wtcache_partition_ddl_after(Node *parsetree, PartitionDdl *pd)
 		case PARTITION_DDL_ATTACH:
 			(void) wtcache_enqueue_partition_rows(pd->root, pd->part);
 			unwatch_if_unkeepable(pd->root, pd->part);
+			hold_tree_until_commit(pd->root);
 			break;
 		case PARTITION_DDL_DETACH:
 			if (get_rel_name(pd->part) != NULL)
 				(void) wtcache_enqueue_partition_rows(pd->root, pd->part);
+			hold_tree_until_commit(pd->root);
+			break;
+		case PARTITION_DDL_OWNER:
+			unwatch_if_unkeepable(pd->root, pd->root);
 			break;
 		case PARTITION_DDL_CREATE:
 			{
@@ -603,18 +730,44 @@ wtcache_partition_ddl_after(Node *parsetree, PartitionDdl *pd)
 	}
 }
 
-/* Every utility statement starts with empty per-statement lists. */
+/*
+ * A statement that drops or empties tables starts with empty lists; others
+ * leave them alone (a DDL run by an event trigger in the middle of a DROP
+ * must not make its partitions be read for nothing).
+ */
 void
 wtcache_partition_statement_start(Node *parsetree)
 {
-	ndropping_watched = 0;
-	ntruncating = 0;
-	if (IsA(parsetree, DropStmt) && ((DropStmt *) parsetree)->removeType == OBJECT_TABLE &&
-		watch_list_exists())
-	{
-		ListCell   *lc;
+	ListCell   *lc;
 
-		foreach(lc, ((DropStmt *) parsetree)->objects)
+	if (IsA(parsetree, TruncateStmt))
+		ntruncating = 0;
+	if (!IsA(parsetree, DropStmt) && !IsA(parsetree, DropOwnedStmt))
+		return;
+	ndropping_watched = ndropping_schemas = ndropping_owners = 0;
+	if (!watch_list_exists())
+		return;
+	if (IsA(parsetree, DropOwnedStmt))
+	{
+		foreach(lc, ((DropOwnedStmt *) parsetree)->roles)
+		{
+			Oid			role = get_rolespec_oid(lfirst(lc), true);
+
+			if (OidIsValid(role) && ndropping_owners < MAX_STATEMENT_TABLES)
+				dropping_owners[ndropping_owners++] = role;
+		}
+		return;
+	}
+	foreach(lc, ((DropStmt *) parsetree)->objects)
+	{
+		if (((DropStmt *) parsetree)->removeType == OBJECT_SCHEMA)
+		{
+			Oid			nsp = get_namespace_oid(strVal(lfirst(lc)), true);
+
+			if (OidIsValid(nsp) && ndropping_schemas < MAX_STATEMENT_TABLES)
+				dropping_schemas[ndropping_schemas++] = nsp;
+		}
+		else if (((DropStmt *) parsetree)->removeType == OBJECT_TABLE)
 		{
 			Oid			relid = relid_of(makeRangeVarFromNameList(lfirst(lc)));
 
@@ -626,11 +779,22 @@ wtcache_partition_statement_start(Node *parsetree)
 	}
 }
 
-void
-wtcache_partition_statement_end(void)
+/* Does the statement drop root itself?  Then its partitions need no scan. */
+static bool
+statement_drops(Oid root)
 {
-	ndropping_watched = 0;
-	ntruncating = 0;
+	HeapTuple	tup;
+	bool		drops;
+
+	if (oid_in(dropping_watched, ndropping_watched, root))
+		return true;
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(root));
+	if (!HeapTupleIsValid(tup))
+		return false;
+	drops = oid_in(dropping_schemas, ndropping_schemas, ((Form_pg_class) GETSTRUCT(tup))->relnamespace) ||
+		oid_in(dropping_owners, ndropping_owners, ((Form_pg_class) GETSTRUCT(tup))->relowner);
+	ReleaseSysCache(tup);
+	return drops;
 }
 
 /*
@@ -657,11 +821,14 @@ wtcache_object_access(ObjectAccessType access, Oid classId, Oid objectId, int su
 		return;
 	if (access == OAT_DROP)
 	{
-		if (oid_in(dropping_watched, ndropping_watched, root))
+		if (statement_drops(root))
 			return;
 	}
 	else
 	{
+		Relation	rel;
+		bool		locked;
+
 		/* all of the tree goes, by its own TRUNCATE trigger */
 		if (oid_in(truncating, ntruncating, root))
 			return;
@@ -670,10 +837,19 @@ wtcache_object_access(ObjectAccessType access, Oid classId, Oid objectId, int su
 		 * PostgreSQL asks before it locks a table TRUNCATE names: take its
 		 * lock first, so no writer commits a row between the scan and the
 		 * truncation, but only for a caller PostgreSQL will let through.
+		 * Partitions below a named table, and tables reached by CASCADE,
+		 * come locked, and need no right of their own.
 		 */
-		if (pg_class_aclcheck(objectId, GetUserId(), ACL_TRUNCATE) != ACLCHECK_OK)
-			return;
-		LockRelationOid(objectId, AccessExclusiveLock);
+		rel = RelationIdGetRelation(objectId);
+		locked = rel != NULL && CheckRelationLockedByMe(rel, AccessExclusiveLock, true);
+		if (rel != NULL)
+			RelationClose(rel);
+		if (!locked)
+		{
+			if (pg_class_aclcheck(objectId, GetUserId(), ACL_TRUNCATE) != ACLCHECK_OK)
+				return;
+			LockRelationOid(objectId, AccessExclusiveLock);
+		}
 	}
 	(void) wtcache_enqueue_partition_rows(root, objectId);
 }

@@ -16,6 +16,9 @@ extern uint64 wtcache_enqueue_partition_rows(Oid root, Oid part);
 extern void wtcache_check_watchable_tree(Relation rel);
 extern bool wtcache_writer_may_write_tree(Oid root);
 extern void wtcache_unwatch_as_owner(Oid relid);
+extern Oid	wtcache_tree_stranger(Oid root);
+extern void wtcache_check_tree_owner(Oid root);
+extern void wtcache_partition_read_barrier(Oid root);
 
 /* A statement's effect on a watched partition tree (ddl.c's hook) */
 typedef struct PartitionDdl
@@ -29,7 +32,6 @@ typedef struct PartitionDdl
 extern bool wtcache_partition_ddl_before(Node *parsetree, PartitionDdl *pd);
 extern void wtcache_partition_ddl_after(Node *parsetree, PartitionDdl *pd);
 extern void wtcache_partition_statement_start(Node *parsetree);
-extern void wtcache_partition_statement_end(void);
 extern void wtcache_install_object_access_hook(void);
 
 #endif							/* WTCACHE_PARTITION_H */

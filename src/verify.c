@@ -19,6 +19,7 @@
 #include "wtcache.h"
 #include "fence.h"
 #include "keys.h"
+#include "partition.h"
 #include "redis.h"
 #include "rights.h"
 #include "settings.h"
@@ -396,6 +397,7 @@ wtcache_verify(PG_FUNCTION_ARGS)
 	 * table's owner, restricted (rights.c), so that nothing the table makes
 	 * a read run has more than its owner's rights.
 	 */
+	wtcache_check_tree_owner(relid);
 	wtcache_rights_enter_table_owner(&rights, relid);
 	nestlevel = wtcache_canonical_settings_push();
 

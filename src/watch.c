@@ -795,6 +795,7 @@ wtcache_enqueue_all_rows(Oid relid)
 	relation_close(rel, NoLock);
 
 	chunk_cxt = AllocSetContextCreate(outer, "wtcache enqueue chunk", ALLOCSET_DEFAULT_SIZES);
+	wtcache_check_tree_owner(relid);
 	wtcache_rights_enter_table_owner(&rights, relid);
 	/* every row: the worker prefers index scans for itself (worker.c) */
 	(void) set_config_option("enable_seqscan", "on", PGC_USERSET, PGC_S_SESSION,
