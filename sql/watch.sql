@@ -11,7 +11,6 @@ CREATE TABLE nokey (a int, b text);
 CREATE TABLE nullable_unique (a int UNIQUE, b text);
 CREATE TABLE partial_unique (a int NOT NULL, b text);
 CREATE UNIQUE INDEX ON partial_unique (a) WHERE a > 0;
-CREATE TABLE parted (id int PRIMARY KEY) PARTITION BY RANGE (id);
 CREATE VIEW users_v AS SELECT * FROM users;
 
 SELECT wtcache.watch('users');
@@ -39,7 +38,6 @@ SELECT wtcache.watch('nokey', key => ARRAY['zzz']);
 SELECT wtcache.watch('nullable_unique', key => ARRAY['a']);
 SELECT wtcache.watch('partial_unique', key => ARRAY['a']);
 SELECT wtcache.watch('by_email', key => ARRAY['email', 'email']);
-SELECT wtcache.watch('parted');
 SELECT wtcache.watch('users_v');
 SELECT wtcache.watch('users', mode => 'write_behind');
 SELECT wtcache.watch('users', ttl => '-1 second');
@@ -77,6 +75,6 @@ DROP TABLE doomed;
 SELECT count(*) FROM wtcache.watched WHERE rel::text = 'doomed';
 
 DELETE FROM wtcache.queue;
-DROP TABLE users, memberships, by_email, nokey, nullable_unique, partial_unique, parted CASCADE;
+DROP TABLE users, memberships, by_email, nokey, nullable_unique, partial_unique CASCADE;
 REVOKE ALL ON SCHEMA public FROM wtc_stranger;
 DROP ROLE wtc_stranger;

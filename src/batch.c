@@ -118,7 +118,8 @@ load_table(TableBatch *tb, Batch *b, Oid relid)
 	rel = try_relation_open(relid, AccessShareLock);
 	if (rel == NULL)
 		return;
-	if (rel->rd_rel->relkind != RELKIND_RELATION)
+	if (rel->rd_rel->relkind != RELKIND_RELATION &&
+		rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
 	{
 		relation_close(rel, AccessShareLock);
 		return;

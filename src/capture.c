@@ -31,6 +31,7 @@
 #include "wtcache.h"
 #include "capture.h"
 #include "keys.h"
+#include "partition.h"
 #include "shmem.h"
 #include "tags.h"
 #include "watch.h"
@@ -881,7 +882,8 @@ prepare_when_call(FunctionCallInfo fcinfo, const char *fname, Oid relid, int fir
 
 	/* only someone who may write the table can make wtcache push it */
 	if (pg_class_aclmask(relid, GetUserId(), write, ACLMASK_ANY) == 0 &&
-		pg_attribute_aclcheck_all(relid, GetUserId(), ACL_INSERT | ACL_UPDATE, ACLMASK_ANY) != ACLCHECK_OK)
+		pg_attribute_aclcheck_all(relid, GetUserId(), ACL_INSERT | ACL_UPDATE, ACLMASK_ANY) != ACLCHECK_OK &&
+		!wtcache_writer_may_write_tree(relid))
 		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, get_rel_name(relid));
 
 	call = new_capture_call(fcinfo, relid, nkeys, ncols);

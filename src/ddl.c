@@ -30,6 +30,7 @@
 #include "wtcache.h"
 #include "capture.h"
 #include "ddl.h"
+#include "partition.h"
 #include "rights.h"
 #include "setaside.h"
 #include "shmem.h"
@@ -41,6 +42,7 @@
 #include "catalog/index.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/event_trigger.h"
@@ -447,7 +449,26 @@ toggles_triggers(Node *parsetree)
 }
 
 /*
- * After ALTER TABLE ... ENABLE / DISABLE TRIGGER on a watched table: while
+ * A watched table and, when it is partitioned, every partition of it: the
+ * capture triggers of the partitions are clones of its own.
+ */
+static ArrayType *
+tree_oids(Oid relid)
+{
+	List	   *tree = get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE ?
+		find_all_inheritors(relid, NoLock, NULL) : list_make1_oid(relid);
+	Datum	   *oids = palloc(sizeof(Datum) * list_length(tree));
+	int			n = 0;
+	ListCell   *lc;
+
+	foreach(lc, tree)
+		oids[n++] = ObjectIdGetDatum(lfirst_oid(lc));
+	return construct_array(oids, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT);
+}
+
+/*
+ * After ALTER TABLE ... ENABLE / DISABLE TRIGGER on a watched table (or on
+ * a partition of one, as pg_restore --disable-triggers does): while
  * a capture trigger is disabled, changes bypass capture, so the table's
  * reads are held to the table (setaside.c); once they are all enabled
  * again, they fire ALWAYS again (ENABLE TRIGGER ALL makes them fire on
@@ -465,13 +486,14 @@ follow_trigger_state(Oid relid)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	{
-		Oid			argtypes[1] = {OIDOID};
-		Datum		values[1] = {ObjectIdGetDatum(relid)};
+		Oid			argtypes[1] = {OIDARRAYOID};
+		Datum		values[1];
 		int			nestlevel = wtcache_pin_search_path();
 
+		values[0] = PointerGetDatum(tree_oids(relid));
 		if (SPI_execute_with_args("SELECT pg_catalog.count(*) FILTER (WHERE tgenabled OPERATOR(pg_catalog.=) 'D'), "
 								  "pg_catalog.count(*) FILTER (WHERE tgenabled OPERATOR(pg_catalog.<>) 'A') "
-								  "FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) $1 "
+								  "FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) ANY ($1) "
 								  "AND tgname OPERATOR(pg_catalog.=) ANY (ARRAY['wtcache_capture_ins', 'wtcache_capture_upd', "
 								  "'wtcache_capture_del', 'wtcache_truncate']::pg_catalog.name[])",
 								  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT)
@@ -522,31 +544,21 @@ sets_unlogged(Node *parsetree)
 /*
  * An unlogged table is emptied by crash recovery and is empty on a
  * promoted standby, while Redis would keep serving its rows: watch()
- * refuses one, and a watched table made unlogged stops being watched, its
- * keys removed, with a WARNING (PostgreSQL accepts the statement).  The
- * DDL user owns the table, so unwatch() runs as it.
+ * refuses one, and a watched table made unlogged (or whose partition was)
+ * stops being watched, its keys removed, with a WARNING (PostgreSQL
+ * accepts the statement).  It is unwatched as its owner: the DDL user may
+ * own only the partition.
  */
 static void
-unwatch_unlogged(Oid relid)
+unwatch_unlogged(Oid watched, Oid unlogged)
 {
-	Oid			argtypes[1] = {OIDOID};
-	Datum		values[1] = {ObjectIdGetDatum(relid)};
-	int			nestlevel;
-	int			rc;
-
-	CommandCounterIncrement();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	nestlevel = wtcache_pin_search_path();
-	rc = SPI_execute_with_args("SELECT wtcache.unwatch($1::pg_catalog.regclass, true)",
-							   1, argtypes, values, NULL, false, 0);
-	wtcache_unpin_search_path(nestlevel);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "wtcache.unwatch() failed: %s", SPI_result_code_string(rc));
-	SPI_finish();
+	wtcache_unwatch_as_owner(watched);
 	ereport(WARNING,
-			(errmsg("wtcache: table \"%s\" is no longer watched: it is unlogged now",
-					get_rel_name(relid)),
+			(watched == unlogged ?
+			 errmsg("wtcache: table \"%s\" is no longer watched: it is unlogged now",
+					get_rel_name(watched)) :
+			 errmsg("wtcache: table \"%s\" is no longer watched: its partition \"%s\" is unlogged now",
+					get_rel_name(watched), get_rel_name(unlogged)),
 			 errdetail("Crash recovery empties an unlogged table, and a promoted standby has it empty, while Redis would keep its rows. Its keys are removed from Redis."),
 			 errhint("ALTER TABLE ... SET LOGGED, then call wtcache.watch() again.")));
 }
@@ -641,7 +653,16 @@ wtcache_process_utility(PlannedStmt *pstmt, const char *queryString,
 		TableChange change = dbname == NULL ? table_change(parsetree, &relid) : TABLE_UNCHANGED;
 
 		Oid			typid = InvalidOid;
+		PartitionDdl partition_ddl;
 
+		wtcache_partition_statement_start(parsetree);
+		if (IsTransactionState() && wtcache_partition_ddl_before(parsetree, &partition_ddl))
+		{
+			run_utility(pstmt, queryString, readOnlyTree, context, params,
+						queryEnv, dest, qc);
+			wtcache_partition_ddl_after(parsetree, &partition_ddl);
+			return;
+		}
 		if (IsTransactionState() && changes_type_values(parsetree, &typid))
 		{
 			run_utility(pstmt, queryString, readOnlyTree, context, params,
@@ -653,23 +674,23 @@ wtcache_process_utility(PlannedStmt *pstmt, const char *queryString,
 		if (toggles_triggers(parsetree) && !wtcache_changing_triggers && IsTransactionState())
 		{
 			Oid			toggled = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true);
-			bool		watched = OidIsValid(toggled) && is_watched(toggled);
+			Oid			watched = OidIsValid(toggled) ? wtcache_watched_tree(toggled, true) : InvalidOid;
 
 			run_utility(pstmt, queryString, readOnlyTree, context, params,
 						queryEnv, dest, qc);
-			if (watched && wtcache_queue_can_set_aside())
-				follow_trigger_state(toggled);
+			if (OidIsValid(watched) && wtcache_queue_can_set_aside())
+				follow_trigger_state(watched);
 			return;
 		}
 		if (sets_unlogged(parsetree) && IsTransactionState())
 		{
 			Oid			unlogged = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true);
-			bool		watched = OidIsValid(unlogged) && is_watched(unlogged);
+			Oid			watched = OidIsValid(unlogged) ? wtcache_watched_tree(unlogged, true) : InvalidOid;
 
 			run_utility(pstmt, queryString, readOnlyTree, context, params,
 						queryEnv, dest, qc);
-			if (watched)
-				unwatch_unlogged(unlogged);
+			if (OidIsValid(watched))
+				unwatch_unlogged(watched, unlogged);
 			return;
 		}
 		if (IsA(parsetree, CreateTrigStmt) && !wtcache_changing_triggers && IsTransactionState())

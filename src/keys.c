@@ -17,7 +17,9 @@
 #include "access/htup_details.h"
 #include "access/stratnum.h"
 #include "catalog/pg_am.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_index.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
@@ -283,6 +285,44 @@ wtcache_key_lookup_same_key(KeyLookup *kl, HeapTuple tup, TupleDesc desc, char *
  * them with it pinned (rights.c).  "t.*": a column named t must not be
  * taken for the row.  Everything is allocated in mcxt.
  */
+/*
+ * What a watched table's rows are read FROM: a plain table ONLY (its
+ * legacy inheritance children are not its rows), a partitioned table with
+ * its partitions (all of them are).
+ */
+const char *
+wtcache_only(Oid relid)
+{
+	return get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE ? "" : "ONLY ";
+}
+
+/* Do the table's rows carry xmin?  Heap does; so do partitions of heap. */
+static bool
+rows_have_xmin(Relation rel)
+{
+	ListCell   *lc;
+
+	if (rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
+		return rel->rd_rel->relam == HEAP_TABLE_AM_OID;
+	foreach(lc, find_all_inheritors(RelationGetRelid(rel), NoLock, NULL))
+	{
+		Oid			part = lfirst_oid(lc);
+		HeapTuple	tup;
+		bool		heap;
+
+		if (get_rel_relkind(part) == RELKIND_PARTITIONED_TABLE)
+			continue;
+		tup = SearchSysCache1(RELOID, ObjectIdGetDatum(part));
+		if (!HeapTupleIsValid(tup))
+			return false;
+		heap = ((Form_pg_class) GETSTRUCT(tup))->relam == HEAP_TABLE_AM_OID;
+		ReleaseSysCache(tup);
+		if (!heap)
+			return false;
+	}
+	return true;
+}
+
 void
 wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys, const int16 *attnums,
 						MemoryContext mcxt)
@@ -344,13 +384,13 @@ wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys, const int16 *att
 	 * assumes the latest commit.
 	 */
 	appendStringInfo(&many, ", %s FROM ROWS FROM (",
-					 rel->rd_rel->relam == HEAP_TABLE_AM_OID ? "t.xmin" : "NULL::pg_catalog.xid");
+					 rows_have_xmin(rel) ? "t.xmin" : "NULL::pg_catalog.xid");
 	for (int c = 0; c < nkeys; c++)
 		appendStringInfo(&many, "%spg_catalog.unnest($%d)", c ? ", " : "", c + 1);
 	appendStringInfoString(&many, ") WITH ORDINALITY AS k(");
 	for (int c = 0; c < nkeys; c++)
 		appendStringInfo(&many, "c%d, ", c);
-	appendStringInfo(&many, "ord) JOIN ONLY %s t ON ", qname);
+	appendStringInfo(&many, "ord) JOIN %s%s t ON ", wtcache_only(RelationGetRelid(rel)), qname);
 	for (int c = 0; c < nkeys; c++)
 		appendStringInfo(&many, "%st.%s::%s %s k.c%d::%s", c ? " AND " : "",
 						 colnames[c], typnames[c], ops[c], c, typnames[c]);
@@ -360,7 +400,7 @@ wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys, const int16 *att
 	appendStringInfoString(&one,
 						   "SELECT 1::pg_catalog.int8, pg_catalog.row_to_json(t.*)::pg_catalog.text");
 	append_key_columns(&one, rel, nkeys, attnums);
-	appendStringInfo(&one, " FROM ONLY %s t WHERE ", qname);
+	appendStringInfo(&one, " FROM %s%s t WHERE ", wtcache_only(RelationGetRelid(rel)), qname);
 	for (int c = 0; c < nkeys; c++)
 		appendStringInfo(&one, "%st.%s::%s %s $%d::%s", c ? " AND " : "",
 						 colnames[c], typnames[c], ops[c], c + 1, typnames[c]);

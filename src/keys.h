@@ -49,6 +49,7 @@ typedef struct KeyLookup
 	FmgrInfo	output[INDEX_MAX_KEYS];	/* of the key columns' base types */
 } KeyLookup;
 
+extern const char *wtcache_only(Oid relid);
 extern Oid	wtcache_key_index(Relation rel, int nkeys, const AttrNumber *attnums);
 extern void wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys,
 									const int16 *attnums, MemoryContext mcxt);

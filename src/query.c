@@ -64,6 +64,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_proc.h"
+#include "catalog/partition.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "common/cryptohash.h"
@@ -1036,11 +1037,17 @@ bind_params(QueryPlan *qp, Datum *pelems, bool *pnulls, int ngiven, Oid *types, 
 	}
 }
 
-/* Which of the relations it reads wtcache watches. */
+/*
+ * Which of the relations it reads wtcache watches.  A partition of a
+ * watched partitioned table counts as that table: its changes are
+ * captured, and stamp tags, as the watched table's.
+ */
 static void
 find_watched(QueryPlan *qp)
 {
 	ListCell   *lc;
+	List	   *chains = NIL;
+	List	   *all = NIL;
 	Datum	   *oids;
 	int			n = 0;
 	Oid			argtypes[1] = {OIDARRAYOID};
@@ -1049,8 +1056,18 @@ find_watched(QueryPlan *qp)
 
 	if (qp->relids == NIL)
 		return;
-	oids = palloc(sizeof(Datum) * list_length(qp->relids));
 	foreach(lc, qp->relids)
+	{
+		Oid			relid = lfirst_oid(lc);
+		List	   *chain = list_make1_oid(relid);
+
+		if (get_rel_relispartition(relid))
+			chain = list_concat(chain, get_partition_ancestors(relid));
+		chains = lappend(chains, chain);
+		all = list_concat_unique_oid(all, chain);
+	}
+	oids = palloc(sizeof(Datum) * list_length(all));
+	foreach(lc, all)
 		oids[n++] = ObjectIdGetDatum(lfirst_oid(lc));
 	values[0] = PointerGetDatum(construct_array(oids, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
 	/* as its owner: the caller may read a watched table through a view */
@@ -1058,21 +1075,29 @@ find_watched(QueryPlan *qp)
 										1, argtypes, values, NULL, true, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "wtcache.watched lookup failed");
-	foreach(lc, qp->relids)
+	foreach(lc, chains)
 	{
-		Oid			relid = lfirst_oid(lc);
-		bool		found = false;
+		List	   *chain = lfirst(lc);
+		ListCell   *lc2;
+		Oid			found = InvalidOid;
 
-		for (uint64 r = 0; r < SPI_processed && !found; r++)
+		foreach(lc2, chain)
 		{
-			bool		isnull;
+			for (uint64 r = 0; r < SPI_processed && !OidIsValid(found); r++)
+			{
+				bool		isnull;
 
-			found = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull)) == relid;
+				if (DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull)) ==
+					lfirst_oid(lc2))
+					found = lfirst_oid(lc2);
+			}
+			if (OidIsValid(found))
+				break;
 		}
-		if (found)
-			qp->watched = lappend_oid(qp->watched, relid);
+		if (OidIsValid(found))
+			qp->watched = list_append_unique_oid(qp->watched, found);
 		else
-			qp->unwatched = lappend_oid(qp->unwatched, relid);
+			qp->unwatched = lappend_oid(qp->unwatched, linitial_oid(chain));
 	}
 }
 

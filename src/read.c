@@ -1202,7 +1202,8 @@ wtcache_row_type_table(PG_FUNCTION_ARGS)
 	Oid			typid = get_fn_expr_argtype(fcinfo->flinfo, 0);
 	Oid			relid = OidIsValid(typid) ? typeidTypeRelid(typid) : InvalidOid;
 
-	if (!OidIsValid(relid) || get_rel_relkind(relid) != RELKIND_RELATION)
+	if (!OidIsValid(relid) || (get_rel_relkind(relid) != RELKIND_RELATION &&
+							   get_rel_relkind(relid) != RELKIND_PARTITIONED_TABLE))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("wtcache.get_row() needs a value of a table's row type, not %s",

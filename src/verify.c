@@ -195,7 +195,8 @@ check_rows(VerifyTable *vt, int sample, CandidateList *out, int64 *checked)
 	appendStringInfoString(&sql, "SELECT ");
 	for (int c = 0; c < vt->nkeys; c++)
 		appendStringInfo(&sql, "t.%s, ", quote_identifier(vt->colnames[c]));
-	appendStringInfo(&sql, "pg_catalog.row_to_json(t.*)::pg_catalog.text FROM ONLY %s t", vt->qname);
+	appendStringInfo(&sql, "pg_catalog.row_to_json(t.*)::pg_catalog.text FROM %s%s t",
+					 wtcache_only(vt->relid), vt->qname);
 	if (sample > 0)
 		appendStringInfo(&sql, " ORDER BY pg_catalog.random() LIMIT %d", sample);
 	plan = SPI_prepare(sql.data, 0, NULL);

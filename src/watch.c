@@ -15,6 +15,7 @@
 #include "wtcache.h"
 #include "capture.h"
 #include "keys.h"
+#include "partition.h"
 #include "plans.h"
 #include "rights.h"
 #include "settings.h"
@@ -82,18 +83,13 @@ open_watchable(Oid relid, LOCKMODE lockmode, const char *action)
 						RelationGetRelationName(rel)),
 				 errhint("Watch your own tables; wtcache's are maintained by wtcache.")));
 
-	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cannot %s partitioned table \"%s\"", action,
-						RelationGetRelationName(rel)),
-				 errhint("Watch its partitions one by one.")));
-	if (rel->rd_rel->relkind != RELKIND_RELATION)
+	if (rel->rd_rel->relkind != RELKIND_RELATION &&
+		rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("cannot %s \"%s\": it is not a table", action,
 						RelationGetRelationName(rel)),
-				 errhint("Only ordinary tables can be watched.")));
+				 errhint("Only ordinary and partitioned tables can be watched.")));
 	if (rel->rd_rel->relpersistence == RELPERSISTENCE_UNLOGGED && strcmp(action, "watch") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -108,6 +104,8 @@ open_watchable(Oid relid, LOCKMODE lockmode, const char *action)
 				 errhint("The delivery worker cannot read another session's temporary tables.")));
 	if (!pg_class_ownercheck(relid, GetUserId()))
 		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, RelationGetRelationName(rel));
+	if (strcmp(action, "watch") == 0)
+		wtcache_check_watchable_tree(rel);
 	/* its rows are read as its owner (rights.c), who must see them all */
 	if (strcmp(action, "watch") == 0 && rel->rd_rel->relforcerowsecurity &&
 		!has_bypassrls_privilege(rel->rd_rel->relowner))
@@ -793,7 +791,7 @@ wtcache_enqueue_all_rows(Oid relid)
 						 quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel),
 																config.key_attnums[i] - 1)->attname)));
 	}
-	appendStringInfo(&sql, " FROM ONLY %s t", qualified_name(rel));
+	appendStringInfo(&sql, " FROM %s%s t", wtcache_only(relid), qualified_name(rel));
 	relation_close(rel, NoLock);
 
 	chunk_cxt = AllocSetContextCreate(outer, "wtcache enqueue chunk", ALLOCSET_DEFAULT_SIZES);

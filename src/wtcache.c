@@ -11,6 +11,7 @@
 #include "wtcache.h"
 #include "capture.h"
 #include "ddl.h"
+#include "partition.h"
 #include "settings.h"
 #include "shmem.h"
 #include "worker.h"
@@ -63,5 +64,6 @@ _PG_init(void)
 	shmem_startup_hook = wtcache_shmem_startup_chain;
 
 	wtcache_install_utility_hook();
+	wtcache_install_object_access_hook();
 	wtcache_register_launcher();
 }
