@@ -18,9 +18,9 @@
  *	- ATTACH PARTITION: the rows the table brings are queued (after);
  *	  a table that was watched on its own is unwatched first, its keys
  *	  removed: from now on its rows are the tree's;
- *	- DETACH PARTITION: the partition's keys are queued before (the
- *	  rows leave the tree) and again after, for CONCURRENTLY, whose
- *	  second transaction follows writers that were still running;
+ *	- DETACH PARTITION: the partition's keys are queued after it; with
+ *	  CONCURRENTLY also in its first transaction, which already hides
+ *	  the partition from the parent's readers;
  *	- DROP of a partition (by any command: DROP TABLE, DROP SCHEMA ...
  *	  CASCADE, DROP OWNED): the object access hook queues its keys just
  *	  before PostgreSQL deletes it, when its rows can still be read;
@@ -69,6 +69,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -364,6 +365,17 @@ wtcache_check_watchable_tree(Relation rel)
  * The capture call of a partitioned table runs in the triggers of its
  * partitions: someone who may write one of them may write through it.
  */
+static Oid	may_write_root = InvalidOid;
+static Oid	may_write_user = InvalidOid;
+static bool may_write_callback = false;
+
+static void
+forget_may_write(Datum arg, Oid relid)
+{
+	/* any table's rights may have changed: a GRANT invalidates its relcache */
+	may_write_root = InvalidOid;
+}
+
 bool
 wtcache_writer_may_write_tree(Oid root)
 {
@@ -372,28 +384,27 @@ wtcache_writer_may_write_tree(Oid root)
 
 	if (get_rel_relkind(root) != RELKIND_PARTITIONED_TABLE)
 		return false;
+	/* asked per partition and statement: the last yes is kept */
+	if (root == may_write_root && GetUserId() == may_write_user)
+		return true;
 	foreach(lc, find_all_inheritors(root, NoLock, NULL))
 	{
 		Oid			part = lfirst_oid(lc);
 
 		if (pg_class_aclmask(part, GetUserId(), write, ACLMASK_ANY) != 0 ||
 			pg_attribute_aclcheck_all(part, GetUserId(), ACL_INSERT | ACL_UPDATE, ACLMASK_ANY) == ACLCHECK_OK)
+		{
+			if (!may_write_callback)
+			{
+				CacheRegisterRelcacheCallback(forget_may_write, (Datum) 0);
+				may_write_callback = true;
+			}
+			may_write_root = root;
+			may_write_user = GetUserId();
 			return true;
+		}
 	}
 	return false;
-}
-
-static Oid
-table_owner(Oid relid)
-{
-	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
 }
 
 /*
@@ -411,7 +422,7 @@ wtcache_unwatch_as_owner(Oid relid)
 	CommandCounterIncrement();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	wtcache_rights_enter(&rights, table_owner(relid), true);
+	wtcache_rights_enter_table_owner(&rights, relid);
 	rc = SPI_execute_with_args("SELECT wtcache.unwatch($1::pg_catalog.regclass, true)",
 							   1, argtypes, values, NULL, false, 0);
 	wtcache_rights_leave(&rights);
@@ -547,8 +558,15 @@ wtcache_partition_ddl_before(Node *parsetree, PartitionDdl *pd)
 			/*
 			 * Its first transaction hides the partition from the parent's
 			 * readers, the worker's among them: its keys must go then,
-			 * not only once the wait for older transactions is over.
+			 * not only once the wait for older transactions is over (a
+			 * cancel there would leave them).  Writers of the partition
+			 * are kept out for that short transaction, so none commits a
+			 * row after the scan that the worker could still push as the
+			 * parent's; those that come after it are captured, and read
+			 * through the parent that no longer has the partition.
 			 */
+			if (pg_class_ownercheck(relid_of(stmt->relation), GetUserId()))
+				LockRelationOid(pd->part, ShareLock);
 			(void) wtcache_enqueue_partition_rows(pd->root, pd->part);
 		}
 		return pd->kind != PARTITION_DDL_NONE;

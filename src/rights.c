@@ -67,6 +67,21 @@ wtcache_check_table_owner(Oid relid)
 		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, get_rel_name(relid));
 }
 
+static Oid
+relation_owner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
 /*
  * The role that owns wtcache's tables (whoever ran CREATE EXTENSION).
  * Errors out when the extension is not installed in this database.
@@ -75,20 +90,13 @@ Oid
 wtcache_owner(void)
 {
 	Oid			queue = wtcache_queue_relid();
-	HeapTuple	tup;
-	Oid			owner;
 
 	if (!OidIsValid(queue))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the wtcache extension is not installed in this database"),
 				 errhint("Run CREATE EXTENSION wtcache, or drop leftover wtcache_capture triggers.")));
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(queue));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", queue);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
+	return relation_owner(queue);
 }
 
 /*
@@ -118,15 +126,8 @@ wtcache_rights_enter(WtcRights *rights, Oid userid, bool restricted)
 void
 wtcache_rights_enter_table_owner(WtcRights *rights, Oid relid)
 {
-	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	Oid			owner;
+	Oid			owner = relation_owner(relid);
 
-	if (!HeapTupleIsValid(tup))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation with OID %u does not exist", relid)));
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
 	wtcache_rights_enter(rights, owner, true);
 	(void) set_config_option("row_security", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);

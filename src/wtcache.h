@@ -17,6 +17,7 @@
  *	keys.c		key columns: rendering, reading rows by key
  *	capture.c	row/TRUNCATE triggers, per-transaction key buffer, wake
  *	watch.c		watch(), unwatch(), resync()/warm()
+ *	partition.c	a watch of a partitioned table covers its whole tree
  *	rights.c	running SQL as another role, immune to the caller's objects
  *	fence.c		wait(): the read-your-writes fence
  *	redis.c		connections to Redis (one server, Sentinel, Cluster masters)

@@ -4,11 +4,17 @@
 #   bash test/bench.sh            (root: builds, installs, runs as postgres)
 #   BENCH_RUNS=5 BENCH_SCALE=10 bash test/bench.sh
 #   BENCH_NO_INSTALL=1 bash test/bench.sh   (root: the extension as installed)
+#   BENCH_ONLY=capture bash test/bench.sh   (the capture cost alone, with the
+#                 partitioned table's: its lines and goal, a few minutes)
 #
 # Figures (median of BENCH_RUNS runs, with min and max):
 #   capture cost  UPDATE of every pgbench_accounts row (scale 10: 1,000,000
 #                 rows) with the wtcache trigger, with a PL/pgSQL outbox
 #                 trigger (the hand-written approach), and with neither;
+#   partitioned   the same UPDATE of the same rows split over
+#                 BENCH_PARTITIONS hash partitions on aid (default 10),
+#                 watched (watch() of the parent) and not, next to the
+#                 ratio above (test/lib/bench_partition.sh);
 #   drain         changes per second from the commit of that UPDATE to
 #                 wtcache.wait() returning, next to what redis-benchmark's
 #                 pipelined SET reaches on one connection;
@@ -77,6 +83,10 @@
 # /usr/bin/python3 and Debian's python3-psycopg2 and python3-redis.
 # Starts its own PostgreSQL and Redis on free loopback ports; stops them.
 set -euo pipefail
+case "${BENCH_ONLY:-}" in
+    ''|capture) ;;
+    *) echo "bench: BENCH_ONLY is capture or unset, not '$BENCH_ONLY'" >&2; exit 2 ;;
+esac
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 HERE=$(dirname "$SELF")
 . "$HERE/lib/servers.sh"
@@ -166,12 +176,33 @@ delivered() {
         sleep 0.2
     done
 }
-# ms of one full-table UPDATE, after a VACUUM and CHECKPOINT so that runs
-# start from the same state
+# ms of one full-table UPDATE of table $1, after a VACUUM and CHECKPOINT so
+# that runs start from the same state
 timed_update() {
-    "${PSQL[@]}" -c "VACUUM pgbench_accounts" -c "TRUNCATE outbox" -c "CHECKPOINT"
-    "${PSQL[@]}" -c '\timing on' -c "UPDATE pgbench_accounts SET abalance = abalance + 1" \
+    local t=$1
+    "${PSQL[@]}" -c "VACUUM $t" -c "TRUNCATE outbox" -c "CHECKPOINT"
+    "${PSQL[@]}" -c '\timing on' -c "UPDATE $t SET abalance = abalance + 1" \
         | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p'
+}
+
+# The table.  A line: label, unit (" ms", " us", "/s" or ""), the runs'
+# values (as "v1 v2 ...": median, min and max are printed), ratio, goal.
+line() {
+    local med mn mx
+    # shellcheck disable=SC2086  # $3 is the list of values, one word each
+    read -r med mn mx <<<"$(stats $3)"
+    printf '%-52s %12s %12s %12s %8s%s\n' "$1" "$med$2" "$mn$2" "$mx$2" "$4" "${5:+ $5}"
+}
+median() { stats "$@" | cut -d' ' -f1; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2fx", a / b}'; }
+# goal TEXT EXPR: EXPR an awk condition on the figures, true when met
+GOALS=()
+goal() {
+    if awk "BEGIN {exit !($2)}"; then
+        GOALS+=("met     $1")
+    else
+        GOALS+=("MISSED  $1")
+    fi
 }
 
 # CPU time (user + system) in µs that the Redis servers on the ports given
@@ -186,25 +217,63 @@ per_row() { awk -v a="$1" -v b="$2" -v r="$ROWS" 'BEGIN {printf "%.0f", (b - a) 
 
 plain=(); watched=(); outbox=(); drain=(); redis_row_ns=()
 for run in $(seq "$RUNS"); do
-    plain+=("$(timed_update)")
+    plain+=("$(timed_update pgbench_accounts)")
 
     "${PSQL[@]}" -c "ALTER TABLE pgbench_accounts ENABLE TRIGGER wtcache_capture_upd"
     # enabling the trigger requeues the table (its changes meanwhile were
     # not captured): delivered first, so that neither figure counts it
     delivered
     rc0=$(redis_cpu_us "$REDISPORT")
-    watched+=("$(timed_update)")
+    watched+=("$(timed_update pgbench_accounts)")
     ms=$("${PSQL[@]}" -c '\timing on' -c "SELECT wtcache.wait('600s')" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
     drain+=("$(awk -v r="$ROWS" -v ms="$ms" 'BEGIN {printf "%.0f", r / (ms / 1000)}')")
     redis_row_ns+=("$(per_row "$rc0" "$(redis_cpu_us "$REDISPORT")")")
     "${PSQL[@]}" -c "ALTER TABLE pgbench_accounts DISABLE TRIGGER wtcache_capture_upd"
 
     "${PSQL[@]}" -c "ALTER TABLE pgbench_accounts ENABLE TRIGGER outbox_capture"
-    outbox+=("$(timed_update)")
+    outbox+=("$(timed_update pgbench_accounts)")
     "${PSQL[@]}" -c "ALTER TABLE pgbench_accounts DISABLE TRIGGER outbox_capture"
     echo "run $run: plain ${plain[-1]} ms, wtcache ${watched[-1]} ms (drain ${drain[-1]}/s," \
          "Redis CPU ${redis_row_ns[-1]} ns a row), outbox ${outbox[-1]} ms"
 done
+
+# the same UPDATE on a partitioned copy of the table
+. "$HERE/lib/bench_partition.sh"
+partitioned_capture_runs
+
+table_header() {
+    printf '%-52s %12s %12s %12s %8s %s\n' "figure ($RUNS runs, $ROWS rows)" median min max ratio goal
+}
+capture_lines() {
+    local p_med w_med o_med
+    p_med=$(median "${plain[@]}"); w_med=$(median "${watched[@]}"); o_med=$(median "${outbox[@]}")
+    line "UPDATE of every row, unwatched" " ms" "${plain[*]}" "1.00x"
+    line "UPDATE of every row, watched by wtcache" " ms" "${watched[*]}" "$(ratio "$w_med" "$p_med")" "<= 1.15x"
+    line "UPDATE of every row, PL/pgSQL outbox (peer)" " ms" "${outbox[*]}" "$(ratio "$o_med" "$p_med")" "(about 2.4x here)"
+    partitioned_capture_lines
+}
+capture_goal() {
+    local p_med w_med
+    p_med=$(median "${plain[@]}"); w_med=$(median "${watched[@]}")
+    goal "capture: watched UPDATE $(ratio "$w_med" "$p_med") of unwatched, goal <= 1.15x" "$w_med / $p_med <= 1.15"
+}
+# BENCH_ONLY=capture: the figures so far, and no more
+if [ "${BENCH_ONLY:-}" = capture ]; then
+    echo
+    echo "machine: $MACHINE"
+    echo "load average before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg);" \
+         "$((($(date +%s) - STARTED + 30) / 60)) min"
+    table_header
+    capture_lines
+    line "drain of the UPDATE into Redis, wtcache" "/s" "${drain[*]}" "1.00x"
+    partitioned_drain_line
+    capture_goal
+    echo
+    echo "goals:"
+    printf '  %s\n' "${GOALS[@]}"
+    exit 0
+fi
+partitioned_drop
 
 redis_set=$(redis-benchmark -p "$REDISPORT" -t set -P 64 -c 1 -n 2000000 -q 2>/dev/null \
             | tr '\r' '\n' | sed -n 's/^SET: \([0-9.]*\) requests per second.*/\1/p' | tail -n 1)
@@ -771,27 +840,6 @@ databases_runs
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 ELAPSED=$((($(date +%s) - STARTED + 30) / 60))
 
-# The table.  A line: label, unit (" ms", " us", "/s" or ""), the runs'
-# values (as "v1 v2 ...": median, min and max are printed), ratio, goal.
-line() {
-    local med mn mx
-    # shellcheck disable=SC2086  # $3 is the list of values, one word each
-    read -r med mn mx <<<"$(stats $3)"
-    printf '%-52s %12s %12s %12s %8s%s\n' "$1" "$med$2" "$mn$2" "$mx$2" "$4" "${5:+ $5}"
-}
-median() { stats "$@" | cut -d' ' -f1; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2fx", a / b}'; }
-# goal TEXT EXPR: EXPR an awk condition on the figures, true when met
-GOALS=()
-goal() {
-    if awk "BEGIN {exit !($2)}"; then
-        GOALS+=("met     $1")
-    else
-        GOALS+=("MISSED  $1")
-    fi
-}
-
-p_med=$(median "${plain[@]}"); w_med=$(median "${watched[@]}"); o_med=$(median "${outbox[@]}")
 dc_med=$(median "${drain_cluster[@]}")
 d_med=$(median "${drain[@]}"); dl_med=$(median "${drain_ld[@]}"); df_med=$(median "${drain_file[@]}")
 on_p=$(median "${tps_on_plain[@]}"); on_w=$(median "${tps_on_wtc[@]}"); on_o=$(median "${tps_on_outbox[@]}")
@@ -808,10 +856,8 @@ i_med=$(median "${inv10[@]}"); j_med=$(median "${inv100k[@]}")
 echo
 echo "machine: $MACHINE"
 echo "load average before: $LOAD_BEFORE; after: $LOAD_AFTER; $ELAPSED min"
-printf '%-52s %12s %12s %12s %8s %s\n' "figure ($RUNS runs, $ROWS rows)" median min max ratio goal
-line "UPDATE of every row, unwatched" " ms" "${plain[*]}" "1.00x"
-line "UPDATE of every row, watched by wtcache" " ms" "${watched[*]}" "$(ratio "$w_med" "$p_med")" "<= 1.15x"
-line "UPDATE of every row, PL/pgSQL outbox (peer)" " ms" "${outbox[*]}" "$(ratio "$o_med" "$p_med")" "(about 2.4x here)"
+table_header
+capture_lines
 line "pgbench -N TPS, sync commit on, unwatched" "/s" "${tps_on_plain[*]}" "1.00x"
 line "pgbench -N TPS, sync commit on, wtcache" "/s" "${tps_on_wtc[*]}" "$(ratio "$on_w" "$on_p")" ">= 0.97x"
 line "pgbench -N TPS, sync commit on, outbox (peer)" "/s" "${tps_on_outbox[*]}" "$(ratio "$on_o" "$on_p")" "(about 0.925x here)"
@@ -848,6 +894,7 @@ line "stale keys after psql UPDATE of $STALE_ROWS, app (peer)" "" "${stale_app[*
 line "stale keys after psql UPDATE of $STALE_ROWS, wtcache" "" "${stale_wtc[*]}" "" "0 (after wtcache.wait())"
 printf '%-52s %12s %12s %12s %8s\n' "redis-benchmark SET -P 64, one connection" "$(printf '%.0f/s' "${redis_set:-0}")" "" "" "1.00x"
 line "drain of the UPDATE into Redis, wtcache" "/s" "${drain[*]}" "$(ratio "$d_med" "${redis_set:-1}")" ">= 0.50x (of redis-benchmark)"
+partitioned_drain_line
 line "drain into a 3-master Redis Cluster, wtcache" "/s" "${drain_cluster[*]}" "$(ratio "$dc_med" "$d_med")" ">= 1.00x (next to one Redis)"
 line "Redis CPU a row in that drain, one Redis" " ns" "${redis_row_ns[*]}" "1.00x"
 line "Redis CPU a row, 3-master Cluster (all masters)" " ns" "${redis_row_ns_cluster[*]}" \
@@ -877,7 +924,7 @@ line "wtcache.query of that GROUP BY, Redis hit" " us" "${qcached[*]}" "$(ratio 
 line "invalidate + wait, tag of 10 results" " us" "${inv10[*]}" "1.00x"
 line "invalidate + wait, tag of 100,000 results" " us" "${inv100k[*]}" "$(ratio "$j_med" "$i_med")" "~1x (independent of dependents)"
 
-goal "capture: watched UPDATE $(ratio "$w_med" "$p_med") of unwatched, goal <= 1.15x" "$w_med / $p_med <= 1.15"
+capture_goal
 goal "write load, synchronous_commit on: $(ratio "$on_w" "$on_p") of unwatched TPS, goal >= 0.97x" "$on_w / $on_p >= 0.97"
 goal "write load, synchronous_commit off: $(ratio "$off_w" "$off_p") of unwatched TPS, goal >= 0.93x" "$off_w / $off_p >= 0.93"
 wc_off=$(stats $(cat "$WORK/worker_us.off") | cut -d' ' -f1)

@@ -1,6 +1,8 @@
 # pg_dump / pg_restore of a database with watched tables: the watches (key,
 # tags, ttl, mode) and the capture triggers come back in a fresh cluster,
-# whose worker fills its own Redis and delivers new changes.
+# whose worker fills its own Redis and delivers new changes.  A watched
+# partitioned table comes back whole: pg_dump writes the triggers of the
+# parent only, and PostgreSQL clones them to the restored partitions.
 use strict;
 use warnings;
 
@@ -26,6 +28,13 @@ CREATE TABLE session (token text PRIMARY KEY, data text);
 INSERT INTO item SELECT i, i % 5, 'item ' || i FROM generate_series(1, 300) i;
 SELECT wtcache.watch('item', tags => ARRAY['org:{org_id}']);
 SELECT wtcache.watch('session', ttl => '1 hour', mode => 'invalidate');
+CREATE TABLE visit (id int, day int, page text, PRIMARY KEY (id, day)) PARTITION BY RANGE (day);
+CREATE TABLE visit_1 PARTITION OF visit FOR VALUES FROM (1) TO (2);
+CREATE TABLE visit_2 PARTITION OF visit FOR VALUES FROM (2) TO (3) PARTITION BY HASH (id);
+CREATE TABLE visit_2a PARTITION OF visit_2 FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+CREATE TABLE visit_2b PARTITION OF visit_2 FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+INSERT INTO visit SELECT i, 1 + i % 2, 'page ' || i FROM generate_series(1, 100) i;
+SELECT wtcache.watch('visit', warm => true);
 });
 ok(wait_drained($node_a, 'shop'), 'source delivered');
 my $config = q{SELECT rel::text, key_columns, tags, ttl, mode FROM wtcache.watched ORDER BY 1};
@@ -48,6 +57,16 @@ $node_b->safe_psql('shop', q{UPDATE item SET name = 'after the restore', org_id 
 ok(wait_drained($node_b, 'shop'), 'a change after the restore is delivered');
 like(redis_cmd($rb, 'GET', redis_key_of($node_b, 'shop', 'item', 7)), qr/after the restore/, 'it reached the new Redis');
 ok(defined redis_cmd($rb, 'GET', 'wtc:{shop}:tag:org%3A9'), 'and its tag templates work');
+
+is($node_b->safe_psql('shop', q{SELECT string_agg(tgrelid::regclass::text || ':' || tgenabled::text, ' ' ORDER BY tgrelid::regclass::text)
+  FROM pg_trigger WHERE tgname = 'wtcache_capture_upd'}),
+	'item:A session:A visit:A visit_1:A visit_2:A visit_2a:A visit_2b:A',
+	'every restored partition of the watched tree captures, ALWAYS');
+$node_b->safe_psql('shop', q{UPDATE visit SET day = 2, page = 'moved' WHERE id = 2});
+ok(wait_drained($node_b, 'shop'), 'a row moved between restored partitions is delivered');
+like(redis_cmd($rb, 'GET', redis_key_of($node_b, 'shop', 'visit', 2, 2)), qr/moved/, 'under the parent\'s key');
+ok(compare_table_ok($node_b, 'shop', 'visit', $rb, 'the restored partitioned table equals Redis'),
+	'every row of every partition is there');
 # the new Redis has none of it yet: the worker found no generation marker and resynced
 is($node_b->safe_psql('shop', q{SELECT count(*) FROM wtcache.verify('item')}), '0', 'Redis equals the restored table');
 
