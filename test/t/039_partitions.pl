@@ -335,7 +335,8 @@ is(get_v('2026-12-31', '306'), 'detached', 'its rows are read at once, as they a
 check_events('ATTACH of the DEFAULT partition');
 
 # A rolling window detaches and attaches partitions again and again, here
-# on a small tree of its own; each ATTACH must bring its rows back.  (ATTACH
+# on a small tree of its own; each DETACH must take the partition's rows
+# away and each ATTACH bring them back.  (ATTACH
 # locks the parent in SHARE UPDATE EXCLUSIVE mode only, so the worker may
 # read the parent while the ATTACH commits; reading it as it was before the
 # ATTACH would write tombstones instead of the rows, some of the time:
@@ -350,13 +351,16 @@ SELECT wtcache.watch('roll', warm => true);
 my @lost;
 for my $round (1 .. 12)
 {
-	sql(q{ALTER TABLE roll DETACH PARTITION roll_b});
-	ok(wait_drained($node, $db), "round $round: DETACH delivered") or last;
+	# every other round CONCURRENTLY, whose first transaction also leaves
+	# the parent locked in SHARE UPDATE EXCLUSIVE mode only
+	my $how = $round % 2 ? ' CONCURRENTLY' : '';
+	sql(qq{ALTER TABLE roll DETACH PARTITION roll_b$how});
+	ok(wait_drained($node, $db), "round $round: DETACH$how delivered") or last;
 	my $after_detach = nkeys('roll');
 	sql(q{ALTER TABLE roll ATTACH PARTITION roll_b FOR VALUES IN (2)});
 	ok(wait_drained($node, $db), "round $round: ATTACH delivered") or last;
 	my $after_attach = nkeys('roll');
-	push @lost, "round $round: $after_detach row keys after DETACH (1 row), $after_attach after ATTACH (3 rows)"
+	push @lost, "round $round: $after_detach row keys after DETACH$how (1 row), $after_attach after ATTACH (3 rows)"
 	  if $after_detach != 1 || $after_attach != 3;
 }
 is(join("\n", @lost), '', 'in 12 rounds of DETACH and ATTACH, Redis always held exactly the rows of the parent');
@@ -625,6 +629,19 @@ for my $part ('acc_h2', 'acc_h2_lo_eu')
 	like($err, qr/ERROR:.*"acc"/, "watch('$part') is refused, naming the watched ancestor") or diag($err);
 }
 check_tree('acc', \@acc, 'after the refusals');
+
+# DDL on the parent reaches every partition: a new column requeues every
+# row in its new shape, a rename moves every key, a dropped sub-tree takes
+# its keys with it.
+sql(q{ALTER TABLE acc ADD COLUMN note text NOT NULL DEFAULT 'noted'});
+check_tree('acc', \@acc, 'ADD COLUMN on the parent');
+like(redis_cmd($rp, 'GET', "wtc:{postgres:public.acc:$qo:eu:0}") // '', qr/"note":"noted"/, 'rows of every partition have the new column');
+sql(q{ALTER TABLE acc RENAME TO acc2});
+check_tree('acc2', \@acc, 'RENAME of the parent');
+is(nkeys('acc'), 0, 'no key left under the old name');
+my $lo_rows = sql(q{SELECT count(*) FROM acc_h2_lo});
+sql(q{DROP TABLE acc_h2_lo});
+check_tree('acc2', \@acc, "DROP TABLE of a partitioned partition and its $lo_rows rows");
 
 #### A leaf watched on its own; its parent then refused until it is unwatched
 
