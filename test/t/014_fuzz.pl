@@ -1,5 +1,6 @@
 # Consistency fuzzer: concurrent writers run random DML from a seeded PRNG
-# against four watched tables while readers check, read after read, that
+# against six watched tables (two of them partitioned, written through the
+# parent and by partition name) while readers check, read after read, that
 # wtcache.get() / get_many() / get_row() never return anything older than
 # what had committed before the read started, and faults are injected
 # (Redis stopped and restarted empty, Redis killed with kill -9 and
@@ -11,7 +12,9 @@
 # behaviour: a watched table dropped while its changes are delivered,
 # ALTER COLUMN TYPE of a key under the write load, writes under
 # session_replication_role = replica, and a crash while commits with
-# synchronous_commit = off are visible but not flushed; see the fault
+# synchronous_commit = off are visible but not flushed; and partition DDL:
+# CREATE ... PARTITION OF, ATTACH, DETACH [CONCURRENTLY], DROP and TRUNCATE
+# of a partition under the write load; see the fault
 # kinds in test/lib/WtcacheFuzz/Faults.pm).  At the end Redis must equal
 # every table, key for key (compare_table, verify(), a get() of every
 # row), with nothing left counted as pending (reads of every row are
