@@ -402,6 +402,17 @@ sub part_attach_table
 		push @sql, "DELETE FROM ${root}_def WHERE bucket >= $1 AND bucket < $2;";
 		(undef, $moved) = $self->try_sql("SELECT count(*) FROM ${root}_def WHERE bucket >= $1 AND bucket < $2", 20);
 	}
+	# rows written to it by name while it stood alone that its bound
+	# does not take (a bucket moved out of its range, an id of the other
+	# hash partition)
+	if ($t->{bound} =~ /FROM \((\d+)\) TO \((\d+)\)/)
+	{
+		push @sql, "DELETE FROM $t->{name} WHERE NOT (bucket >= $1 AND bucket < $2);";
+	}
+	elsif ($t->{bound} =~ /modulus (\d+), remainder (\d+)/)
+	{
+		push @sql, "DELETE FROM $t->{name} WHERE NOT satisfies_hash_partition('$t->{parent}'::regclass, $1, $2, id);";
+	}
 	push @sql, "UPDATE $t->{name} SET inc = nextval('fz_inc'), ver = 0;",
 	  "ALTER TABLE $t->{parent} ATTACH PARTITION $t->{name} $t->{bound};";
 	my $rows = $self->part_count($t->{name});
