@@ -1,5 +1,6 @@
 # Consistency fuzzer: concurrent writers run random DML from a seeded PRNG
-# against four watched tables while readers check, read after read, that
+# against six watched tables (two of them partitioned, written through the
+# parent and by partition name) while readers check, read after read, that
 # wtcache.get() / get_many() / get_row() never return anything older than
 # what had committed before the read started, and faults are injected
 # (Redis stopped and restarted empty, Redis killed with kill -9 and
@@ -11,7 +12,9 @@
 # behaviour: a watched table dropped while its changes are delivered,
 # ALTER COLUMN TYPE of a key under the write load, writes under
 # session_replication_role = replica, and a crash while commits with
-# synchronous_commit = off are visible but not flushed; see the fault
+# synchronous_commit = off are visible but not flushed; and partition DDL:
+# CREATE ... PARTITION OF, ATTACH, DETACH [CONCURRENTLY], DROP and TRUNCATE
+# of a partition under the write load; see the fault
 # kinds in test/lib/WtcacheFuzz/Faults.pm).  At the end Redis must equal
 # every table, key for key (compare_table, verify(), a get() of every
 # row), with nothing left counted as pending (reads of every row are
@@ -208,7 +211,9 @@ sql(q{SELECT wtcache.watch('fz_int', warm => true)});
 sql(q{SELECT wtcache.watch('fz_comp')});
 sql(q{SELECT wtcache.watch('fz_text')});
 sql(q{SELECT wtcache.watch('fz_inv', mode => 'invalidate')});
-sql(initial_rows($_, 150)) for qw(fz_comp fz_text fz_inv);
+sql(q{SELECT wtcache.watch('fz_part')});
+sql(q{SELECT wtcache.watch('fz_pl')});
+sql(initial_rows($_, 150)) for qw(fz_comp fz_text fz_inv fz_part fz_pl);
 
 # fz_own: a watched table only the test itself writes (the sessions do
 # not), so that Redis can be compared with it exactly in the middle of the
@@ -223,7 +228,8 @@ INSERT INTO fz_own SELECT g, NULL, 'own ' || g, now() FROM generate_series(1001,
 });
 fz_ok(wait_drained($node, $db, '60s'), 'initial rows delivered');
 my $initial = sql(q{SELECT (SELECT count(*) FROM fz_int) + (SELECT count(*) FROM fz_comp)
-                         + (SELECT count(*) FROM fz_text) + (SELECT count(*) FROM fz_inv)});
+                         + (SELECT count(*) FROM fz_text) + (SELECT count(*) FROM fz_inv)
+                         + (SELECT count(*) FROM fz_part) + (SELECT count(*) FROM fz_pl)});
 progress("initial rows: $initial");
 
 my $psql_bin = $node->installed_command('psql');
@@ -464,6 +470,15 @@ if ($faults_on)
 	fz_ok(!@async_bad, 'after each crash with synchronous_commit = off Redis held nothing the crash took back ('
 		  . scalar(@asyncs) . " crashes, $fz->{async_lost} acknowledged commits of fz_own lost in all)", @async_bad);
 	fz_ok(($w{commits_async} // 0) > 0, 'writers committed with synchronous_commit = off (' . ($w{commits_async} // 0) . ')');
+
+	# part_*: each partition DDL done (the final comparisons check Redis
+	# against each parent), and the writers wrote to partitions by name.
+	my @parts = grep { $_->{part} } @$done_faults;
+	my @part_bad = map { $_->{line} } grep { !$_->{part}{ok} } @parts;
+	fz_ok(@parts && !@part_bad, 'partition DDL under load: ' . scalar(@parts) . " faults, all done ($fz->{part_rows_removed} rows "
+		  . "taken out of a parent by a detach, drop or truncate, $fz->{part_rows_attached} brought by an attach, "
+		  . "$fz->{part_rows_moved} moved out of the default partition)", @part_bad);
+	fz_ok(($w{'statement part_direct'} // 0) > 0, 'writers wrote to partitions by name (' . ($w{'statement part_direct'} // 0) . ' statements)');
 }
 my $via = sql(q{SELECT redis_address FROM wtcache.worker_status()
                 WHERE database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())});
@@ -606,7 +621,9 @@ my $detail = sprintf('fuzz: details: ran %.1f s, %d transactions committed, %d s
 	  . 'proxy: %d connections, %d closed by cuts, %d stalls, %.1f MB to Redis and %.1f MB back; '
 	  . 'the worker timed out in %d of %d stalls and failed after %d of %d cuts, '
 	  . '%d reads fell back to the table during proxy faults; %d commits with session_replication_role = replica, '
-	  . '%d with synchronous_commit = off, %d acknowledged async commits of fz_own lost by crashes, %d tables dropped',
+	  . '%d with synchronous_commit = off, %d acknowledged async commits of fz_own lost by crashes, %d tables dropped; '
+	  . 'partitions: %d statements on a partition by name (%d of them failed on a missing partition or its constraint), '
+	  . '%d rows taken out of a parent by a detach, drop or truncate, %d brought by an attach, %d moved out of the default',
 	$ran, $w{commits} // 0, $w{savepoint_rollbacks} // 0, $w{changes_rolled_back} // 0, $w{interrupted} // 0,
 	$r{reads_interrupted} // 0, $r{reads_deadlocked} // 0, $r{reads_null} // 0,
 	($w{connects} // 0) + ($r{connects} // 0) - $nwriters - $nreaders,
@@ -618,7 +635,10 @@ my $detail = sprintf('fuzz: details: ran %.1f s, %d transactions committed, %d s
 	scalar(grep { $_->{kind} eq 'proxy_cut' && $_->{proxy}{failed} } @{ $fz->{proxy_faults} }),
 	scalar(grep { $_->{kind} eq 'proxy_cut' } @{ $fz->{proxy_faults} }),
 	eval { my $n = 0; $n += $_->{proxy}{fallbacks} for @{ $fz->{proxy_faults} }; $n },
-	$w{commits_replica} // 0, $w{commits_async} // 0, $fz->{async_lost}, $fz->{tables_dropped});
+	$w{commits_replica} // 0, $w{commits_async} // 0, $fz->{async_lost}, $fz->{tables_dropped},
+	$w{'statement part_direct'} // 0, ($w{'error 42P01 (partition gone)'} // 0) + ($w{'error 23514 (no partition for the row)'} // 0)
+	  + ($w{'error 0A000 (row not for the partition named)'} // 0),
+	$fz->{part_rows_removed}, $fz->{part_rows_attached}, $fz->{part_rows_moved});
 note($detail);
 to_terminal($detail) if $verbose;
 

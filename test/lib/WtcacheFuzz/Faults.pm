@@ -21,7 +21,7 @@ use Exporter 'import';
 use IPC::Run ();
 use Time::HiRes qw(time usleep);
 
-use WtcacheFuzz::Generate qw(pick);
+use WtcacheFuzz::Generate qw(pick chance part_tables part_slots);
 use WtcacheTest;
 
 our @EXPORT = qw(fault_kinds plan_faults);
@@ -72,12 +72,38 @@ our @EXPORT = qw(fault_kinds plan_faults);
 #                that were acknowledged, and Redis must hold none of them (the
 #                worker flushes the WAL a batch saw before sending it):
 #                once delivery is done, fz_own equals Redis key for key.
+#   part_create  a partition of fz_part (or fz_pl) created for a range of
+#                ten buckets none has (range 10 of fz_part hash-partitioned
+#                in two), or a hash partition of fz_part_b10 that is
+#                missing; the rows fz_part's default partition holds in
+#                that range are moved out of it first (deleted, and
+#                inserted again through the parent once the partition is
+#                there: PostgreSQL refuses the partition otherwise);
+#   part_attach  ATTACH PARTITION of a table a fault detached before (its
+#                rows renumbered: it may have been written to directly
+#                meanwhile), or of a new table filled with 20 to 200 rows;
+#                the default's rows in its range go first;
+#   part_detach  DETACH PARTITION (in a transaction) of a partition of
+#                fz_part at any level, the default included;
+#   part_detach_conc  DETACH PARTITION ... CONCURRENTLY of a partition of
+#                fz_pl (no default), then, a moment later, its ATTACH;
+#   part_drop    DROP TABLE of a partition of fz_part or fz_pl at any
+#                level but the default;
+#   part_truncate TRUNCATE of a partition of either, at any level.
+#                The rows a DETACH, DROP or TRUNCATE takes out of the parent
+#                are written to fz_dead in its transaction (for
+#                CONCURRENTLY by an event trigger, WtcacheFuzz::Schema), so
+#                that the readers' checks hold; Redis must equal each
+#                parent at the end (a detached table's rows are no row of
+#                it).
 # Each kind once at a random moment (in random order), then, in longer
 # runs, one more about every 12 s; all between 10% and 85% of the run, so
 # that the sessions work before, between and after them.  Faults are
 # injected one after the other: one that runs late delays the next.
 my @FAULT_KINDS = qw(redis_empty redis_kill9 redis_aof worker_kill pg_restart proxy_stall proxy_cut
-  drop_table alter_key replica_role async_crash);
+  drop_table alter_key replica_role async_crash
+  part_create part_attach part_detach part_detach_conc part_drop part_truncate);
+my @PART_KINDS = grep { /^part_/ } @FAULT_KINDS;
 
 sub fault_kinds { return @FAULT_KINDS; }
 
@@ -92,7 +118,8 @@ sub plan_faults
 	my @kinds = @FAULT_KINDS;
 	my $extra = $secs > 30 ? int(($secs - 30) / 12) : 0;
 	push @kinds, pick('redis_empty', 'redis_kill9', 'redis_aof', 'worker_kill', 'worker_kill', 'redis_empty', 'pg_restart',
-		'proxy_stall', 'proxy_cut', 'drop_table', 'alter_key', 'replica_role', 'async_crash') for 1 .. $extra;
+		'proxy_stall', 'proxy_cut', 'drop_table', 'alter_key', 'replica_role', 'async_crash', pick(@PART_KINDS),
+		pick(@PART_KINDS)) for 1 .. $extra;
 	for (my $i = $#kinds; $i > 0; $i--)
 	{
 		my $j = int(rand($i + 1));
@@ -138,6 +165,11 @@ sub new
 		replica_round => 0,
 		replica_until => 0,     # when the writers' replica-role window ends
 		async_lost => 0,        # acknowledged commits of fz_own the crashes took back
+		part_detached => [],    # tables the part_* faults detached: { name, parent, bound }
+		part_fresh => 40,       # the next range of the new tables part_attach fills, beyond the writers'
+		part_rows_moved => 0,   # rows moved out of fz_part's default partition by part_create and part_attach
+		part_rows_attached => 0,
+		part_rows_removed => 0, # rows a detach, drop or truncate took out of a parent
 		plant_pattern => {},
 		planted => 0,           # FUZZ_SELFTEST: stale values planted in Redis
 	}, $class;
@@ -285,6 +317,272 @@ sub fault_counts
 {
 	my ($self) = @_;
 	return join(', ', map { "$_ " . ($self->{fault_count}{$_} // 0) } @FAULT_KINDS);
+}
+
+############################################################################
+# The partition faults (part_*)
+############################################################################
+
+# The partitions attached now, at any level: { name => { parent, bound,
+# kind ('r' or 'p'), root } }.
+sub part_state
+{
+	my ($self) = @_;
+	my ($ok, $out, $err) = $self->try_sql(q{SELECT c.relname, pc.relname, pg_get_expr(c.relpartbound, c.oid), c.relkind
+		FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid JOIN pg_class pc ON pc.oid = i.inhparent
+		WHERE c.relname ~ '^fz_p(art|l)_' AND c.relkind IN ('r', 'p') ORDER BY 1}, 20);
+	die "partition state: $err" unless $ok;
+	my %st;
+	for my $line (split /\n/, $out)
+	{
+		my ($name, $parent, $bound, $kind) = split /\|/, $line;
+		my ($root) = $name =~ /^(fz_part|fz_pl)_/;
+		$st{$name} = { parent => $parent, bound => $bound, kind => $kind, root => $root };
+	}
+	return \%st;
+}
+
+sub rel_exists
+{
+	my ($self, $name) = @_;
+	my (undef, $out) = $self->try_sql("SELECT to_regclass('$name') IS NOT NULL", 20);
+	return ($out // '') eq 't';
+}
+
+# The top-level range partitions of $root in $st: [ from, to ], ...
+sub part_ranges
+{
+	my ($st, $root) = @_;
+	return map { $st->{$_}{bound} =~ /FROM \((\d+)\) TO \((\d+)\)/ ? [ $1, $2 ] : () }
+	  grep { $st->{$_}{parent} eq $root } sort keys %$st;
+}
+
+# Run $sql in a transaction that waits at most 3 s for a lock, again on a
+# lock timeout or a deadlock: (ok, error, tries).
+sub part_txn
+{
+	my ($self, $sql) = @_;
+	my ($ok, $err, $tries) = (0, '', 0);
+	while (!$ok && $tries < 10)
+	{
+		$tries++;
+		(my $done, undef, $err) = $self->try_sql("BEGIN; SET LOCAL lock_timeout = '3s';\n$sql\nCOMMIT;");
+		$ok = $done;
+		last unless $ok || $err =~ /lock timeout|deadlock detected/;
+	}
+	return ($ok, $err, $tries);
+}
+
+sub part_count
+{
+	my ($self, $table) = @_;
+	my ($ok, $n) = $self->try_sql("SELECT count(*) FROM $table", 20);
+	return ($ok && $n =~ /^(\d+)$/) ? $1 : 0;
+}
+
+# ATTACH of the standalone table $t ({ name, parent, bound }), in the
+# transaction that first takes the rows its range would share out of
+# the parent's default partition (or, for a default, out of the table
+# the rows other partitions hold), and renumbers its rows' incarnations
+# (those of a table detached before are dead in fz_dead, and it may have
+# been written to directly without fz_track).
+sub part_attach_table
+{
+	my ($self, $t) = @_;
+	my $st = $self->part_state;
+	my ($root) = $t->{name} =~ /^(fz_part|fz_pl)_/;
+	my @sql = ("LOCK TABLE $root IN ACCESS EXCLUSIVE MODE;");
+	my $moved = 0;
+	if ($t->{bound} eq 'DEFAULT')
+	{
+		push @sql, "DELETE FROM $t->{name} WHERE bucket >= $_->[0] AND bucket < $_->[1];" for part_ranges($st, $t->{parent});
+	}
+	elsif ($t->{parent} eq $root && $st->{"${root}_def"} && $t->{bound} =~ /FROM \((\d+)\) TO \((\d+)\)/)
+	{
+		push @sql, "DELETE FROM ${root}_def WHERE bucket >= $1 AND bucket < $2;";
+		(undef, $moved) = $self->try_sql("SELECT count(*) FROM ${root}_def WHERE bucket >= $1 AND bucket < $2", 20);
+	}
+	# rows written to it by name while it stood alone that its bound
+	# does not take (a bucket moved out of its range, an id of the other
+	# hash partition)
+	if ($t->{bound} =~ /FROM \((\d+)\) TO \((\d+)\)/)
+	{
+		push @sql, "DELETE FROM $t->{name} WHERE NOT (bucket >= $1 AND bucket < $2);";
+	}
+	elsif ($t->{bound} =~ /modulus (\d+), remainder (\d+)/)
+	{
+		push @sql, "DELETE FROM $t->{name} WHERE NOT satisfies_hash_partition('$t->{parent}'::regclass, $1, $2, id);";
+	}
+	push @sql, "UPDATE $t->{name} SET inc = nextval('fz_inc'), ver = 0;",
+	  "ALTER TABLE $t->{parent} ATTACH PARTITION $t->{name} $t->{bound};";
+	my $rows = $self->part_count($t->{name});
+	my ($ok, $err, $tries) = $self->part_txn(join("\n", @sql));
+	$self->{part_rows_attached} += $rows if $ok;
+	return ($ok, $err, sprintf('ATTACH PARTITION %s %s to %s (%d rows; %s rows of the default deleted first; %d tr%s)',
+		$t->{name}, $t->{bound}, $t->{parent}, $rows, $moved // '?', $tries, $tries == 1 ? 'y' : 'ies'));
+}
+
+# A DETACH (in a transaction), DROP or TRUNCATE of $name, its rows written
+# to fz_dead first, under a lock of the whole tree.
+sub part_remove
+{
+	my ($self, $how, $name, $p) = @_;
+	my $root = $p->{root};
+	my $rows = $self->part_count($name);
+	my $lock = $how eq 'truncate' ? "LOCK TABLE $name IN ACCESS EXCLUSIVE MODE;" : "LOCK TABLE $root IN ACCESS EXCLUSIVE MODE;";
+	my $ddl = $how eq 'detach' ? "ALTER TABLE $p->{parent} DETACH PARTITION $name;" : $how eq 'drop' ? "DROP TABLE $name;" : "TRUNCATE $name;";
+	my ($ok, $err, $tries) = $self->part_txn("$lock\nINSERT INTO fz_dead SELECT '$root', inc, pg_current_xact_id() FROM $name;\n$ddl");
+	$self->{part_rows_removed} += $rows if $ok;
+	return ($ok, $err, sprintf('%s of %s (%s, %d rows; %d tr%s)', uc($how), $name, $p->{bound}, $rows, $tries, $tries == 1 ? 'y' : 'ies'));
+}
+
+# One part_* fault: (ok, error, what).
+sub part_fault
+{
+	my ($self, $kind, $f) = @_;
+	my $st = $self->part_state;
+	my @attached = sort keys %$st;
+	if ($kind eq 'part_truncate')
+	{
+		my $name = pick(@attached);
+		return (0, 'no partition to truncate', '') unless defined $name;
+		return $self->part_remove('truncate', $name, $st->{$name});
+	}
+	if ($kind eq 'part_drop')
+	{
+		my @c = grep { !/_def\z/ } @attached;
+		my $name = pick(@c);
+		return (0, 'no partition to drop', '') unless defined $name;
+		my @r = $self->part_remove('drop', $name, $st->{$name});
+		# tables detached from it go too (their parent is gone)
+		if ($r[0])
+		{
+			for my $t (grep { $_->{parent} eq $name } @{ $self->{part_detached} })
+			{
+				$self->try_sql("DROP TABLE IF EXISTS $t->{name}");
+			}
+			$self->{part_detached} = [ grep { $_->{parent} ne $name } @{ $self->{part_detached} } ];
+		}
+		return @r;
+	}
+	if ($kind eq 'part_detach')
+	{
+		my $name = pick(grep { $st->{$_}{root} eq 'fz_part' } @attached);
+		return (0, 'no partition of fz_part to detach', '') unless defined $name;
+		my @r = $self->part_remove('detach', $name, $st->{$name});
+		push @{ $self->{part_detached} }, { name => $name, parent => $st->{$name}{parent}, bound => $st->{$name}{bound} } if $r[0];
+		return @r;
+	}
+	if ($kind eq 'part_detach_conc')
+	{
+		my $name = pick(grep { $st->{$_}{root} eq 'fz_pl' } @attached);
+		return (0, 'no partition of fz_pl to detach', '') unless defined $name;
+		my $rows = $self->part_count($name);
+		my $t = { name => $name, parent => 'fz_pl', bound => $st->{$name}{bound} };
+		my $t0 = time();
+		my ($ok, undef, $err) = $self->try_sql("ALTER TABLE fz_pl DETACH PARTITION $name CONCURRENTLY", 120);
+		my $secs = time() - $t0;
+		if (!$ok)
+		{
+			# interrupted in its second transaction: finish it
+			my ($fin, undef, $ferr) = $self->try_sql("ALTER TABLE fz_pl DETACH PARTITION $name FINALIZE", 120);
+			return (0, "DETACH CONCURRENTLY of $name: $err" . ($fin ? ' (FINALIZE done)' : "; FINALIZE: $ferr"), '');
+		}
+		$self->{part_rows_removed} += $rows;
+		push @{ $self->{part_detached} }, $t;
+		usleep(int($f->{pause} * 1e6 / 3));
+		my ($aok, $aerr, $awhat) = $self->part_attach_table($t);
+		$self->{part_detached} = [ grep { $_ != $t } @{ $self->{part_detached} } ] if $aok;
+		$self->{part_detach_conc_attached}++ if $aok;
+		return ($aok, $aerr, sprintf('DETACH PARTITION %s CONCURRENTLY (%d rows, %.1f s), then %s', $name, $rows, $secs, $awhat));
+	}
+	if ($kind eq 'part_attach')
+	{
+		my @det = @{ $self->{part_detached} };
+		my $t;
+		if (@det && $f->{variant} < 0.75)
+		{
+			$t = pick(@det);
+			if (!$self->rel_exists($t->{parent}))
+			{
+				$self->try_sql("DROP TABLE IF EXISTS $t->{name}");
+				$self->{part_detached} = [ grep { $_ != $t } @det ];
+				$t = undef;
+			}
+		}
+		my $fresh = '';
+		if (!$t)
+		{
+			my $s = $self->{part_fresh};
+			$self->{part_fresh} += 10;
+			my $n = 20 + int(rand(181));
+			$t = { name => "fz_part_b$s", parent => 'fz_part', bound => "FOR VALUES FROM ($s) TO (" . ($s + 10) . ")" };
+			my ($ok, undef, $err) = $self->try_sql(qq{CREATE TABLE $t->{name} (LIKE fz_part INCLUDING DEFAULTS);
+INSERT INTO $t->{name} (id, bucket, v, qty) SELECT g, $s + g % 10, 'attached ' || g, g FROM generate_series(1, $n) g;});
+			return (0, "create $t->{name}: $err", '') unless $ok;
+			$fresh = "a new table, ";
+		}
+		my ($ok, $err, $what) = $self->part_attach_table($t);
+		$self->{part_detached} = [ grep { $_ != $t } @{ $self->{part_detached} } ] if $ok;
+		return ($ok, $err, "$fresh$what");
+	}
+	if ($kind eq 'part_create')
+	{
+		# free ranges of ten (no partition, no table of that name), and
+		# missing hash partitions of fz_part_b10
+		my @c;
+		for my $root (part_tables())
+		{
+			my @ranges = part_ranges($st, $root);
+			for my $s (part_slots())
+			{
+				next if grep { $s < $_->[1] && $s + 10 > $_->[0] } @ranges;
+				my @names = ("${root}_b$s", ($root eq 'fz_part' && $s == 10 ? ('fz_part_b10_h0', 'fz_part_b10_h1') : ()));
+				next if grep { $self->rel_exists($_) } @names;
+				push @c, [ $root, $s ];
+			}
+		}
+		if ($st->{fz_part_b10} && $st->{fz_part_b10}{kind} eq 'p')
+		{
+			for my $r (0, 1)
+			{
+				push @c, [ 'leaf', $r ] unless $st->{"fz_part_b10_h$r"} || $self->rel_exists("fz_part_b10_h$r");
+			}
+		}
+		if (!@c)
+		{
+			push @c, [ 'fz_part', $self->{part_fresh} ];
+			$self->{part_fresh} += 10;
+		}
+		my ($root, $s) = @{ pick(@c) };
+		if ($root eq 'leaf')
+		{
+			my ($ok, $err, $tries) = $self->part_txn("LOCK TABLE fz_part IN ACCESS EXCLUSIVE MODE;\n"
+				  . "CREATE TABLE fz_part_b10_h$s PARTITION OF fz_part_b10 FOR VALUES WITH (MODULUS 2, REMAINDER $s);");
+			return ($ok, $err, "CREATE TABLE fz_part_b10_h$s PARTITION OF fz_part_b10 ($tries tr" . ($tries == 1 ? 'y' : 'ies') . ')');
+		}
+		my $e = $s + 10;
+		my $name = "${root}_b$s";
+		my $moved = 0;
+		my @sql = ("LOCK TABLE $root IN ACCESS EXCLUSIVE MODE;");
+		my $def = $st->{"${root}_def"};
+		if ($def)
+		{
+			(undef, $moved) = $self->try_sql("SELECT count(*) FROM ${root}_def WHERE bucket >= $s AND bucket < $e", 20);
+			push @sql, "CREATE TEMP TABLE fz_mv ON COMMIT DROP AS SELECT id, bucket, v, qty, doc, at FROM ${root}_def WHERE bucket >= $s AND bucket < $e;",
+			  "DELETE FROM ${root}_def WHERE bucket >= $s AND bucket < $e;";
+		}
+		push @sql, "CREATE TABLE $name PARTITION OF $root FOR VALUES FROM ($s) TO ($e)" . ($name eq 'fz_part_b10' ? ' PARTITION BY HASH (id);' : ';');
+		push @sql, map { "CREATE TABLE fz_part_b10_h$_ PARTITION OF fz_part_b10 FOR VALUES WITH (MODULUS 2, REMAINDER $_);" } (0, 1)
+		  if $name eq 'fz_part_b10';
+		push @sql, "INSERT INTO $root (id, bucket, v, qty, doc, at) SELECT * FROM fz_mv;" if $def;
+		my ($ok, $err, $tries) = $self->part_txn(join("\n", @sql));
+		$self->{part_rows_moved} += $moved if $ok && $moved =~ /^\d+$/;
+		return ($ok, $err, sprintf('CREATE TABLE %s PARTITION OF %s FOR VALUES FROM (%d) TO (%d)%s (%s rows moved out of the default; %d tr%s)',
+			$name, $root, $s, $e, $name eq 'fz_part_b10' ? ' PARTITION BY HASH (id), with its two partitions' : '',
+			$def ? $moved : 'no default, 0', $tries, $tries == 1 ? 'y' : 'ies'));
+	}
+	die "unknown partition fault $kind";
 }
 
 sub inject
@@ -592,6 +890,12 @@ END \$\$;} ], '<', \'', '>', \$lout, '2>', \$lerr);
 		$what = sprintf('%d commits of fz_own acknowledged with synchronous_commit = off (WAL %d bytes past the flushed end '
 			  . 'at the last look), then PostgreSQL stopped in immediate mode and started: %d of them lost; fz_own and Redis %s',
 			$acked - $n0, $gap, $lost, !$drained ? 'NOT DRAINED' : $same ? 'equal' : "DIFFER: $diag");
+	}
+	elsif ($kind =~ /^part_/)
+	{
+		my ($ok, $err, $did) = $self->part_fault($kind, $f);
+		$f->{part} = { ok => $ok, err => $err };
+		$what = $ok ? $did : "$kind FAILED: $err" . ($did ne '' ? " ($did)" : '');
 	}
 	$self->server_up or die "the server did not come back after: $kind";
 	$self->{fault_count}{$kind}++;

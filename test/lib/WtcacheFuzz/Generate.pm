@@ -28,6 +28,8 @@ our @EXPORT = qw(
   row_values
   initial_rows
   random_statement
+  part_tables
+  part_slots
 );
 
 ############################################################################
@@ -172,6 +174,29 @@ my @TEXT_TEMPLATES = ('k%d', 'k:%d', '{k%d}', '%d%%', 'key %d', '%%7B%d', 'a:b{%
 my @TEXT_KEYS = map { sprintf($TEXT_TEMPLATES[ $_ % @TEXT_TEMPLATES ], $_) } 1 .. 200;
 sub key_text { return [ chance(0.3) ? $TEXT_KEYS[ int(rand(8)) ] : pick(@TEXT_KEYS) ]; }
 
+# The partitioned tables: keys (id, bucket), bucket 0 to 39 (the
+# partition key, in the primary key as PostgreSQL requires).  A hot
+# handful in a few buckets, one in each range of ten.
+sub key_part
+{
+	return chance(0.3) ? [ 1 + int(rand(6)), pick(3, 15, 25, 35) ] : [ 1 + int(rand(120)), int(rand(40)) ];
+}
+
+# The partitions the writers write to directly, by name, with the buckets
+# they hold (a hash partition takes only half the ids: the other half
+# fails its partition constraint, as does a name that a fault detached,
+# dropped or has not created yet: both errors are expected).  The names
+# are fixed per range of ten (see WtcacheFuzz::Faults, part_*).
+my %PART_DIRECT = (
+	fz_part => [ [ fz_part_b0 => 0, 10 ], [ fz_part_b10_h0 => 10, 20 ], [ fz_part_b10_h1 => 10, 20 ],
+		[ fz_part_b20 => 20, 30 ], [ fz_part_b30 => 30, 40 ], [ fz_part_def => 20, 40 ] ],
+	fz_pl => [ [ fz_pl_b0 => 0, 10 ], [ fz_pl_b10 => 10, 20 ], [ fz_pl_b20 => 20, 30 ], [ fz_pl_b30 => 30, 40 ] ],
+);
+sub part_tables { return sort keys %PART_DIRECT; }
+# The ranges of ten the faults create partitions of (the workload's);
+# beyond them, ranges no row of the writers reaches.
+sub part_slots { return (0, 10, 20, 30); }
+
 # Every table has inc and ver, kept by the trigger fz_track_<table>
 # (see below): inc names one incarnation of a row (an INSERT, or the row
 # an UPDATE of the key moves to), ver counts the updates of it.
@@ -225,8 +250,36 @@ my %TBL = (
 			[ qty => 'int', \&g_int ],
 		],
 	},
+	# range-partitioned by bucket: [0,10) plain, [10,20) hash-partitioned
+	# by id in two, a default for the rest (and the partitions the faults
+	# create, attach, detach, drop and truncate)
+	fz_part => {
+		keycols => [ 'id', 'bucket' ],
+		keytypes => [ 'int', 'int' ],
+		key => \&key_part,
+		part => 1,
+		cols => [
+			[ v => 'text', \&g_text ],
+			[ qty => 'int', \&g_int ],
+			[ doc => 'jsonb', \&g_json ],
+			[ at => 'timestamptz', \&g_ts ],
+		],
+	},
+	# range-partitioned, no default (DETACH ... CONCURRENTLY needs that):
+	# a bucket whose partition is detached has no place to go
+	fz_pl => {
+		keycols => [ 'id', 'bucket' ],
+		keytypes => [ 'int', 'int' ],
+		key => \&key_part,
+		part => 1,
+		cols => [
+			[ v => 'text', \&g_text ],
+			[ qty => 'int', \&g_int ],
+			[ amount => 'numeric', \&g_numeric ],
+		],
+	},
 );
-my @TNAMES = qw(fz_int fz_comp fz_text fz_inv);
+my @TNAMES = qw(fz_int fz_comp fz_text fz_inv fz_part fz_pl);
 my @WRITE_THROUGH = grep { !$TBL{$_}{mode} } @TNAMES;
 
 # The definitions are read, never changed: the test and the sessions see
@@ -296,6 +349,14 @@ sub range_where
 		return "qty % 7 = " . int(rand(7)) . " AND id < " . int(rand(300)) if $r < 0.9;
 		return "id IN (" . join(', ', map { $_->[0] } some_keys($tn, 5)) . ")";
 	}
+	if ($TBL{$tn}{part})
+	{
+		my $a = 1 + int(rand(120));
+		return "id BETWEEN $a AND " . ($a + int(rand(10))) if $r < 0.5;
+		my $b = int(rand(40));
+		return "bucket BETWEEN $b AND " . ($b + int(rand(4))) . " AND id < " . int(rand(60)) if $r < 0.8;
+		return "(id, bucket) IN (" . join(', ', map { "($_->[0], $_->[1])" } some_keys($tn, 4)) . ")";
+	}
 	if ($tn eq 'fz_comp')
 	{
 		my $org = sql_quote(pick(@ORGS));
@@ -315,7 +376,7 @@ sub range_set
 	my ($tn) = @_;
 	my @c = some_cols($tn);
 	return set_list(\@c) if chance(0.5);
-	return 'qty = coalesce(qty, 0) + 1' if $tn eq 'fz_int' || $tn eq 'fz_inv';
+	return 'qty = coalesce(qty, 0) + 1' if $tn eq 'fz_int' || $tn eq 'fz_inv' || $TBL{$tn}{part};
 	return 'amount = amount + 1.5, at = at + interval \'1 day\'';
 }
 
@@ -347,6 +408,9 @@ sub st_insert_select
 	  if $tn eq 'fz_int';
 	return "INSERT INTO fz_inv (id, v, qty, at) SELECT g, 'gen:' || g, g % 13, $ts FROM generate_series($a, $b) g$conflict;"
 	  if $tn eq 'fz_inv';
+	return "INSERT INTO $tn (id, bucket, v, qty) SELECT g, (g * 7) % 40, 'gen ' || g, g % 13 FROM generate_series($a % 120, $a % 120 + "
+	  . int(rand(30)) . ") g$conflict;"
+	  if $TBL{$tn}{part};
 	return "INSERT INTO fz_comp (org, n, v, amount) SELECT " . sql_quote(pick(@ORGS))
 	  . ", g, 'gen ' || g, g / 7.0 FROM generate_series(1, " . int(rand(25)) . ") g$conflict;"
 	  if $tn eq 'fz_comp';
@@ -377,6 +441,17 @@ sub st_update_key
 		my $a = 1 + int(rand(300));
 		my $d = pick(1, -1, 7, -13, 50, -50);
 		return "UPDATE $tn SET id = id + ($d) WHERE id BETWEEN $a AND " . ($a + int(rand(8))) . ';';
+	}
+	if ($TBL{$tn}{part})
+	{
+		# a new bucket moves the row to another partition (or fails: a
+		# bucket without one, a duplicate key)
+		my $r = rand();
+		return "UPDATE $tn SET bucket = " . int(rand(40)) . " WHERE " . key_where($tn, $old) . ';' if $r < 0.5;
+		my $a = 1 + int(rand(120));
+		return "UPDATE $tn SET bucket = (bucket + " . pick(1, 10, 17, 30) . ") % 40 WHERE id BETWEEN $a AND " . ($a + int(rand(6))) . ';'
+		  if $r < 0.8;
+		return "UPDATE $tn SET id = id + " . pick(1, -1, 50) . " WHERE " . key_where($tn, $old) . ';';
 	}
 	if ($tn eq 'fz_comp')
 	{
@@ -414,6 +489,26 @@ sub st_move_row
 	  . "ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v, doc = EXCLUDED.doc;";
 }
 
+# A statement on one partition, named: a row of its buckets inserted,
+# updated (its bucket changed within the partition, or out of it, which
+# PostgreSQL refuses on a partition), deleted, or a few rows updated.
+sub st_part_direct
+{
+	my ($tn) = @_;
+	$tn = pick(part_tables()) unless $TBL{$tn}{part};
+	my ($name, $lo, $hi) = @{ pick(@{ $PART_DIRECT{$tn} }) };
+	my $key = [ $TBL{$tn}{key}->()->[0], $lo + int(rand($hi - $lo)) ];
+	my @cols = some_cols($tn);
+	my $r = rand();
+	return "INSERT INTO $name (id, bucket, " . join(', ', map { $_->[0] } @cols) . ") VALUES " . row_values($tn, $key, \@cols)
+	  . (chance(0.5) ? ' ON CONFLICT DO NOTHING;' : ';') if $r < 0.35;
+	return "UPDATE $name SET " . set_list(\@cols) . " WHERE " . key_where($tn, $key) . ';' if $r < 0.6;
+	return "UPDATE $name SET bucket = " . ($lo + int(rand($hi - $lo))) . " WHERE " . key_where($tn, $key) . ';' if $r < 0.7;
+	return "UPDATE $name SET bucket = bucket + 10 WHERE " . key_where($tn, $key) . ';' if $r < 0.75;
+	return "DELETE FROM $name WHERE " . key_where($tn, $key) . ';' if $r < 0.9;
+	return "UPDATE $name SET qty = coalesce(qty, 0) + 1 WHERE id < " . int(rand(40)) . ';';
+}
+
 my @KINDS = (
 	[ insert1 => 10, sub { st_insert($_[0], 1) } ],
 	[ insertN => 6, sub { st_insert($_[0], 2 + int(rand(5))) } ],
@@ -429,6 +524,7 @@ my @KINDS = (
 	[ copy => 3, sub { st_copy($_[0]) } ],
 	[ move_row => 2, sub { st_move_row() } ],
 	[ truncate => 0.1, sub { "TRUNCATE $_[0];" } ],
+	[ part_direct => 5, sub { st_part_direct($_[0]) } ],
 );
 my $KIND_TOTAL = 0;
 $KIND_TOTAL += $_->[1] for @KINDS;

@@ -11,7 +11,9 @@ use WtcacheFuzz::Generate qw(fuzz_table fuzz_tables);
 
 our @EXPORT = qw(create_tables create_queue_audit);
 
-# The four watched tables of WtcacheFuzz::Generate (not watched yet),
+# The watched tables of WtcacheFuzz::Generate (not watched yet; fz_part
+# and fz_pl with their partitions, whose row triggers PostgreSQL clones
+# to every partition, now and later),
 # fz_inc and fz_dead, and the triggers that keep inc, ver and fz_dead.
 sub create_tables
 {
@@ -33,6 +35,37 @@ CREATE TABLE fz_text (k text PRIMARY KEY, inc bigint NOT NULL DEFAULT 0, ver int
                       payload jsonb, amount numeric, at timestamptz, tags int[], big text);
 CREATE TABLE fz_inv (id int PRIMARY KEY, inc bigint NOT NULL DEFAULT 0, ver int NOT NULL DEFAULT 0,
                      v text, doc jsonb, at timestamptz, qty int);
+CREATE TABLE fz_part (id int, bucket int, inc bigint NOT NULL DEFAULT 0, ver int NOT NULL DEFAULT 0,
+                      v text, qty int, doc jsonb, at timestamptz, PRIMARY KEY (id, bucket)) PARTITION BY RANGE (bucket);
+CREATE TABLE fz_part_b0 PARTITION OF fz_part FOR VALUES FROM (0) TO (10);
+CREATE TABLE fz_part_b10 PARTITION OF fz_part FOR VALUES FROM (10) TO (20) PARTITION BY HASH (id);
+CREATE TABLE fz_part_b10_h0 PARTITION OF fz_part_b10 FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+CREATE TABLE fz_part_b10_h1 PARTITION OF fz_part_b10 FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+CREATE TABLE fz_part_def PARTITION OF fz_part DEFAULT;
+CREATE TABLE fz_pl (id int, bucket int, inc bigint NOT NULL DEFAULT 0, ver int NOT NULL DEFAULT 0,
+                    v text, qty int, amount numeric, PRIMARY KEY (id, bucket)) PARTITION BY RANGE (bucket);
+CREATE TABLE fz_pl_b0 PARTITION OF fz_pl FOR VALUES FROM (0) TO (10);
+CREATE TABLE fz_pl_b10 PARTITION OF fz_pl FOR VALUES FROM (10) TO (20);
+CREATE TABLE fz_pl_b20 PARTITION OF fz_pl FOR VALUES FROM (20) TO (30);
+CREATE TABLE fz_pl_b30 PARTITION OF fz_pl FOR VALUES FROM (30) TO (40);
+-- DETACH PARTITION ... CONCURRENTLY (the part_detach_conc fault) runs
+-- outside a transaction block, in two transactions: its rows leave the
+-- parent when the first one commits, so they are written to fz_dead in
+-- it, here, once no writer can change them (SHARE lock, held to its
+-- commit).  The plain DETACH, DROP and TRUNCATE faults write fz_dead
+-- themselves, in the statement's transaction.
+CREATE FUNCTION fz_detach_concurrently() RETURNS event_trigger LANGUAGE plpgsql AS $$
+DECLARE
+    m text[];
+BEGIN
+    m := regexp_match(current_query(), '^ALTER TABLE (\w+) DETACH PARTITION (\w+) CONCURRENTLY');
+    IF m IS NOT NULL THEN
+        EXECUTE format('LOCK TABLE %I IN SHARE MODE', m[2]);
+        EXECUTE format('INSERT INTO fz_dead SELECT %L, inc, pg_current_xact_id() FROM %I', m[1], m[2]);
+    END IF;
+END $$;
+CREATE EVENT TRIGGER fz_detach_concurrently ON ddl_command_start WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION fz_detach_concurrently();
 CREATE FUNCTION fz_track_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     EXECUTE format('INSERT INTO fz_dead SELECT %L, inc, pg_current_xact_id() FROM %I', TG_TABLE_NAME, TG_TABLE_NAME);

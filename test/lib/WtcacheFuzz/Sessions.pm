@@ -38,6 +38,15 @@ my %EXPECTED_STATE = (
 	'40001' => 'serialization failure',
 );
 
+my %PART_STATE = (
+	'42P01' => 'partition gone',
+	'23514' => 'no partition for the row',
+	# a row inserted into a hash partition it does not hash to: PostgreSQL
+	# checks the partition constraint after the BEFORE trigger (fz_track)
+	# and says so
+	'0A000' => 'row not for the partition named',
+);
+
 # Time of day in UTC to the millisecond, as in the server log.
 sub stamp
 {
@@ -133,6 +142,11 @@ sub w_step
 	if ($r->{error})
 	{
 		my $what = $EXPECTED_STATE{ $r->{sqlstate} };
+		# A partition a fault detached, dropped or has not created (yet):
+		# a statement naming it finds no table, a row finds no partition
+		# (or breaks the partition constraint of the one named).
+		$what //= $PART_STATE{ $r->{sqlstate} }
+		  if $text =~ /\bfz_p(?:art|l)(?:_|\b)/ && ($r->{sqlstate} ne '0A000' || $r->{err} =~ /moving row to another partition/);
 		if (defined $what)
 		{
 			$ctx->{st}{errors_tolerated}++;
