@@ -116,12 +116,15 @@ load_table(TableBatch *tb, Batch *b, Oid relid)
 	tb->batch = b;
 	tb->relid = relid;
 
-	/* after an ATTACH or DETACH CONCURRENTLY has fully ended (partition.c) */
-	if (get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE)
-		wtcache_partition_read_barrier(relid);
 	rel = try_relation_open(relid, AccessShareLock);
 	if (rel == NULL)
 		return;
+	/*
+	 * After an ATTACH or DETACH has fully ended (partition.c); once the
+	 * table is locked, since a DETACH holds its lock and then this one.
+	 */
+	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+		wtcache_partition_read_barrier(relid);
 	if (rel->rd_rel->relkind != RELKIND_RELATION &&
 		rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
 	{

@@ -308,30 +308,37 @@ wtcache_enqueue_partition_rows(Oid root, Oid part)
  * attached (or push rows just detached).  So such a DDL holds this lock
  * until its end, which comes after the invalidation is sent, and the
  * worker takes it, then takes in the invalidations, before it reads a
- * partitioned table.  An advisory lock tag of wtcache's own (field 4,
- * where pg_advisory_lock() puts 1 or 2).
+ * partitioned table.  The DDL takes it last, after its own locks, and the
+ * worker after its lock on the table (a plain DETACH holds ACCESS
+ * EXCLUSIVE on the parent when it comes here), for an instant only.  An advisory lock tag of
+ * wtcache's own (field 4, where pg_advisory_lock() puts 1 or 2).
  */
 #define WTCACHE_TREE_LOCK	0x7774
 
 static void
-tree_lock(Oid root, LOCKMODE mode)
+hold_tree_until_commit(Oid root)
 {
 	LOCKTAG		tag;
 
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, root, 0, WTCACHE_TREE_LOCK);
-	(void) LockAcquire(&tag, mode, false, false);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 }
 
-static void
-hold_tree_until_commit(Oid root)
-{
-	tree_lock(root, ExclusiveLock);
-}
-
+/*
+ * Wait for the DDL that holds the lock, if any, and let go at once: the
+ * worker must not hold it while its read waits for the locks such a DDL
+ * holds (an ATTACH holds the DEFAULT partition), or the two would wait for
+ * each other.  A DDL whose commit the worker's snapshot sees took it
+ * before that commit, so a wait here ends after its invalidation.
+ */
 void
 wtcache_partition_read_barrier(Oid root)
 {
-	tree_lock(root, ShareLock);
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, root, 0, WTCACHE_TREE_LOCK);
+	(void) LockAcquire(&tag, ShareLock, false, false);
+	LockRelease(&tag, ShareLock, false);
 	AcceptInvalidationMessages();
 }
 
