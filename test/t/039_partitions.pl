@@ -722,6 +722,113 @@ sql(q{ALTER TABLE ul_a SET LOGGED; SELECT wtcache.watch('ul', warm => true);
 check_tree('ul', [ 'k', 'id' ], 'watched again');
 unlogged_stops(q{ALTER TABLE ul ATTACH PARTITION ul_c FOR VALUES IN (3)}, 'ATTACH of an unlogged table');
 
+#### One owner per tree
+# wtcache reads a watched table as its owner, and a read through a
+# partitioned table runs its partitions' index predicates: a partition's
+# owner must not get its code run with the root owner's rights.
+
+sql(q{CREATE ROLE tree_owner; CREATE ROLE part_owner; GRANT CREATE ON SCHEMA public TO tree_owner, part_owner;
+      CREATE TABLE own (k int NOT NULL, id int NOT NULL, v text, PRIMARY KEY (k, id)) PARTITION BY LIST (k);
+      CREATE TABLE own_a PARTITION OF own FOR VALUES IN (1);
+      CREATE TABLE own_b PARTITION OF own FOR VALUES IN (2);
+      INSERT INTO own VALUES (1, 1, 'a'), (2, 1, 'b');
+      ALTER TABLE own OWNER TO tree_owner; ALTER TABLE own_a OWNER TO tree_owner;
+      ALTER TABLE own_b OWNER TO part_owner;});
+my ($ret, $out, $err) = $node->psql($db, q{SELECT wtcache.watch('own')});
+like($err, qr/partition "own_b" of watched table "own" has another owner/, 'a tree of two owners is refused');
+sql(q{ALTER TABLE own_b OWNER TO tree_owner; SELECT wtcache.watch('own', warm => true)});
+check_tree('own', [ 'k', 'id' ], 'a tree of one owner');
+($ret, $out, $err) = $node->psql($db, q{ALTER TABLE own_b OWNER TO part_owner});
+like($err, qr/table "own" is no longer watched: its partition "own_b" has another owner/,
+	'a partition given to another owner ends the watch, with a WARNING');
+is(sql(q{SELECT count(*) FROM wtcache.watched WHERE rel = 'own'::regclass}), '0', 'the watch is gone');
+ok(wait_drained($node, $db), 'its removal delivered');
+is(nkeys('own'), 0, 'and its keys');
+sql(q{ALTER TABLE own_b OWNER TO tree_owner; SELECT wtcache.watch('own', warm => true)});
+check_tree('own', [ 'k', 'id' ], 'watched again');
+# what goes around the statement hooks (here a superuser's catalog edit)
+# meets the worker's own check
+sql(q{UPDATE pg_class SET relowner = 'part_owner'::regrole WHERE oid = 'own_a'::regclass});
+sql(q{UPDATE own SET v = 'after' WHERE k = 2});
+$node->poll_query_until($db, q{SELECT count(*) > 0 FROM wtcache.status WHERE table_name = 'own'::regclass AND set_aside > 0})
+  or diag(sql(q{SELECT * FROM wtcache.status}));
+like(slurp_file($node->logfile), qr/changes of public\.own set aside: .*partition "own_a" of watched table "own" has another owner/,
+	'the worker does not read a tree of two owners: its changes are set aside');
+is(get_own(2, 1), 'after', 'and reads of it go to the table');
+sql(q{UPDATE pg_class SET relowner = 'tree_owner'::regrole WHERE oid = 'own_a'::regclass});
+sql(q{SELECT wtcache.retry_set_aside('own')});
+check_tree('own', [ 'k', 'id' ], 'one owner again, retried');
+
+sub get_own { return sql(qq{SELECT wtcache.get('own', '$_[0]', '$_[1]')->>'v'}); }
+
+#### TRUNCATE of a sub-tree by a role granted TRUNCATE on it only
+# PostgreSQL checks the right on the named table, not on its partitions.
+
+sql(q{CREATE TABLE tr (k int NOT NULL, id int NOT NULL, PRIMARY KEY (k, id)) PARTITION BY RANGE (k);
+      CREATE TABLE tr_a PARTITION OF tr FOR VALUES FROM (1) TO (2);
+      CREATE TABLE tr_m PARTITION OF tr FOR VALUES FROM (2) TO (4) PARTITION BY RANGE (k);
+      CREATE TABLE tr_m1 PARTITION OF tr_m FOR VALUES FROM (2) TO (3);
+      CREATE TABLE tr_m2 PARTITION OF tr_m FOR VALUES FROM (3) TO (4);
+      INSERT INTO tr SELECT 1 + i % 3, i FROM generate_series(1, 30) i;
+      SELECT wtcache.watch('tr', warm => true);
+      CREATE ROLE truncator; GRANT TRUNCATE ON tr_m TO truncator;});
+check_tree('tr', [ 'k', 'id' ], 'before TRUNCATE');
+sql(q{SET ROLE truncator; TRUNCATE tr_m; RESET ROLE});
+check_tree('tr', [ 'k', 'id' ], 'TRUNCATE of a sub-tree by its grantee');
+
+#### DROP SCHEMA of a whole tree reads none of its partitions
+
+sql(q{CREATE SCHEMA gone; CREATE TABLE gone.t (k int NOT NULL, id int NOT NULL, PRIMARY KEY (k, id)) PARTITION BY LIST (k);
+      CREATE TABLE gone.t_a PARTITION OF gone.t FOR VALUES IN (1);
+      INSERT INTO gone.t SELECT 1, i FROM generate_series(1, 50) i;
+      SELECT wtcache.watch('gone.t', warm => true);});
+ok(wait_drained($node, $db), 'a tree in its own schema delivered');
+is(sql(q{BEGIN; DROP SCHEMA gone CASCADE;
+         SELECT count(*) FROM wtcache.queue WHERE keys IS NOT NULL AND xmin::text = txid_current()::text; ROLLBACK;}),
+	'0', 'DROP SCHEMA ... CASCADE of the whole tree queues no partition key: the table\'s own removal covers them');
+sql(q{DROP SCHEMA gone CASCADE});
+ok(wait_drained($node, $db), 'the drop delivered');
+is(scalar @{ redis_row_keys($rp, 'wtc:{postgres:gone.t:*}') }, 0, 'and its keys are gone');
+
+#### DETACH CONCURRENTLY cancelled during its wait
+# Its first transaction hides the partition from the parent; a writer of
+# the partition that commits around it must not leave its row in Redis
+# when the second transaction never runs.
+
+sql(q{CREATE TABLE dc (k int NOT NULL, id int NOT NULL, v text, PRIMARY KEY (k, id)) PARTITION BY LIST (k);
+      CREATE TABLE dc_a PARTITION OF dc FOR VALUES IN (1);
+      CREATE TABLE dc_b PARTITION OF dc FOR VALUES IN (2);
+      INSERT INTO dc SELECT 1 + i % 2, i FROM generate_series(1, 10) i;
+      SELECT wtcache.watch('dc', warm => true);});
+check_tree('dc', [ 'k', 'id' ], 'before DETACH CONCURRENTLY');
+my $locker = $node->background_psql($db);
+$locker->query_safe(q{BEGIN; LOCK TABLE dc IN SHARE UPDATE EXCLUSIVE MODE;});
+my $detacher = $node->background_psql($db, on_error_stop => 0);
+$detacher->query_until(qr/go\n/, "\\echo go\nALTER TABLE dc DETACH PARTITION dc_a CONCURRENTLY;\n\\echo detach-done\n");
+$node->poll_query_until($db, q{SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE dc DETACH%' AND wait_event_type = 'Lock'})
+  or die 'DETACH does not wait for the locker';
+# a writer of the partition: held until DETACH's first transaction ends
+my $writer = $node->background_psql($db);
+$writer->query_until(qr/go\n/, "\\echo go\nUPDATE dc SET v = 'late' WHERE k = 1 AND id = 2;\n\\echo update-done\n");
+$node->poll_query_until($db, q{SELECT count(*) > 0 FROM pg_locks WHERE NOT granted AND relation = 'dc_a'::regclass})
+  or die 'the writer does not wait for DETACH';
+# an older transaction holds DETACH in its second phase, where it is cancelled
+my $older = $node->background_psql($db);
+$older->query_safe(q{BEGIN; SELECT count(*) FROM dc;});
+$locker->query_safe(q{COMMIT;});
+$writer->query_until(qr/update-done\n/, '');
+$node->poll_query_until($db, q{SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE dc DETACH%' AND wait_event = 'virtualxid'})
+  or die 'DETACH does not wait for the older transaction';
+sql(q{SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE dc DETACH%' AND pid <> pg_backend_pid()});
+$detacher->query_until(qr/detach-done\n/, '');
+$older->query_safe(q{COMMIT;});
+is(sql(q{SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = 'dc_a'::regclass}), 't', 'the cancelled DETACH left dc_a pending');
+check_tree('dc', [ 'k', 'id' ], 'DETACH CONCURRENTLY cancelled in its wait');
+is(sql(q{SELECT wtcache.get('dc', '1', '2')}), '', 'get() of the late-updated row of the detached partition is null');
+$_->quit for ($locker, $detacher, $writer, $older);
+sql(q{ALTER TABLE dc DETACH PARTITION dc_a FINALIZE});
+check_tree('dc', [ 'k', 'id' ], 'DETACH ... FINALIZE');
+
 #### Nothing went wrong in the worker
 
 unlike(slurp_file($node->logfile), qr/terminated by signal|wtcache: could not deliver/,
