@@ -734,7 +734,7 @@ sql(q{CREATE ROLE tree_owner; CREATE ROLE part_owner; GRANT CREATE ON SCHEMA pub
       INSERT INTO own VALUES (1, 1, 'a'), (2, 1, 'b');
       ALTER TABLE own OWNER TO tree_owner; ALTER TABLE own_a OWNER TO tree_owner;
       ALTER TABLE own_b OWNER TO part_owner;});
-my ($ret, $out, $err) = $node->psql($db, q{SELECT wtcache.watch('own')});
+($ret, $out, $err) = $node->psql($db, q{SELECT wtcache.watch('own')});
 like($err, qr/partition "own_b" of watched table "own" has another owner/, 'a tree of two owners is refused');
 sql(q{ALTER TABLE own_b OWNER TO tree_owner; SELECT wtcache.watch('own', warm => true)});
 check_tree('own', [ 'k', 'id' ], 'a tree of one owner');
