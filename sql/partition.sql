@@ -11,7 +11,8 @@ CREATE TABLE ev_2b PARTITION OF ev_2 FOR VALUES WITH (MODULUS 2, REMAINDER 1);
 INSERT INTO ev SELECT i, 1 + i % 2, 'n' || i FROM generate_series(1, 10) i;
 SELECT wtcache.watch('ev');
 
--- every partition, at any depth, captures with the parent's name; ALWAYS
+-- every partition, at any depth, captures with the parent's name; ALWAYS;
+-- a leaf's own TRUNCATE trigger fires in replica mode (a subscriber's apply)
 SELECT tgrelid::regclass, tgname, tgenabled FROM pg_trigger
  WHERE tgname LIKE 'wtcache%' ORDER BY tgrelid::regclass::text COLLATE "C", tgname COLLATE "C";
 SELECT pg_get_triggerdef(oid) FROM pg_trigger

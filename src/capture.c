@@ -1109,6 +1109,10 @@ wtcache_capture_truncate(PG_FUNCTION_ARGS)
 				 errmsg("wtcache._capture_truncate() must run as a TRUNCATE trigger"),
 				 errhint("Use wtcache.watch() to install it.")));
 
-	wtcache_enqueue_whole_relation(trigdata->tg_relation);
+	/* BEFORE: a partition's, in replica mode (partition.c) */
+	if (TRIGGER_FIRED_BEFORE(trigdata->tg_event))
+		wtcache_partition_truncating(RelationGetRelid(trigdata->tg_relation));
+	else
+		wtcache_enqueue_whole_relation(trigdata->tg_relation);
 	return PointerGetDatum(NULL);
 }

@@ -60,6 +60,7 @@
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
@@ -538,7 +539,7 @@ wtcache_unwatch_as_owner(Oid relid)
  * A watched tree that gained a partition it cannot keep (unlogged,
  * foreign, or another role's) stops being watched.
  */
-static void
+static bool
 unwatch_if_unkeepable(Oid root, Oid part)
 {
 	ListCell   *lc;
@@ -553,7 +554,7 @@ unwatch_if_unkeepable(Oid root, Oid part)
 				 errdetail("wtcache reads a watched table as its owner, and a read through a partitioned table runs code of its partitions. Its keys are removed from Redis."),
 				 errhint("ALTER TABLE ... OWNER TO the owner of \"%s\", then call wtcache.watch() again.",
 						 get_rel_name(root))));
-		return;
+		return true;
 	}
 
 	foreach(lc, find_all_inheritors(part, NoLock, NULL))
@@ -572,8 +573,9 @@ unwatch_if_unkeepable(Oid root, Oid part)
 				 errdetail("A foreign table's rows change on another server, where no trigger of wtcache's fires. Its keys are removed from Redis.") :
 				 errdetail("Crash recovery empties an unlogged table, and a promoted standby has it empty, while Redis would keep its rows. Its keys are removed from Redis."),
 				 errhint("Make the partition an ordinary logged table, then call wtcache.watch() again.")));
-		return;
+		return true;
 	}
+	return false;
 }
 
 static Oid
@@ -596,6 +598,76 @@ refuse_inheritance_child(Oid parent)
 			 errhint("Make it a partitioned table, or call wtcache.unwatch('%s') first.",
 					 quote_qualified_identifier(get_namespace_name(get_rel_namespace(parent)),
 												get_rel_name(parent)))));
+}
+
+/*
+ * A logical replication subscriber applies a TRUNCATE with no object
+ * access hook call, and TRUNCATE triggers are not cloned to partitions:
+ * every leaf partition of a watched tree gets a BEFORE TRUNCATE trigger of
+ * its own that fires only in replica mode (as the apply worker runs),
+ * where wtcache._capture_truncate() queues the partition's keys.  In
+ * origin mode the hook does that.  Made and dropped as the tree's owner,
+ * with the DDL hook looking away.
+ */
+#define REPLICA_TRUNCATE_TRIGGER "wtcache_truncate_replica"
+
+void
+wtcache_partition_truncate_triggers(Oid part, bool create)
+{
+	WtcRights	rights;
+	ListCell   *lc;
+	List	   *leaves = find_all_inheritors(part, NoLock, NULL);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	wtcache_changing_triggers = true;
+	PG_TRY();
+	{
+		foreach(lc, leaves)
+		{
+			Oid			leaf = lfirst_oid(lc);
+			char	   *qname;
+
+			if (get_rel_relkind(leaf) != RELKIND_RELATION)
+				continue;
+			qname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(leaf)),
+											   get_rel_name(leaf));
+			/* as its owner: a tree whose watch ends may have several */
+			wtcache_rights_enter_table_owner(&rights, leaf);
+			if ((OidIsValid(get_trigger_oid(leaf, REPLICA_TRUNCATE_TRIGGER, true)) &&
+				 SPI_execute(psprintf("DROP TRIGGER " REPLICA_TRUNCATE_TRIGGER " ON %s", qname),
+							 false, 0) != SPI_OK_UTILITY) ||
+				(create &&
+				 (SPI_execute(psprintf("CREATE TRIGGER " REPLICA_TRUNCATE_TRIGGER
+									   " BEFORE TRUNCATE ON %s FOR EACH STATEMENT"
+									   " EXECUTE FUNCTION wtcache._capture_truncate()", qname),
+							  false, 0) != SPI_OK_UTILITY ||
+				  SPI_execute(psprintf("ALTER TABLE %s ENABLE REPLICA TRIGGER " REPLICA_TRUNCATE_TRIGGER,
+									   qname), false, 0) != SPI_OK_UTILITY)))
+				elog(ERROR, "wtcache: the TRUNCATE trigger of \"%s\" could not be %s",
+					 get_rel_name(leaf), create ? "created" : "dropped");
+			wtcache_rights_leave(&rights);
+		}
+	}
+	PG_FINALLY();
+	{
+		wtcache_changing_triggers = false;
+	}
+	PG_END_TRY();
+	SPI_finish();
+}
+
+/*
+ * The BEFORE TRUNCATE trigger of a partition fired (replica mode): queue
+ * its keys as its watched table's.  The table is locked.
+ */
+void
+wtcache_partition_truncating(Oid part)
+{
+	Oid			root = wtcache_watched_tree(part, false);
+
+	if (OidIsValid(root))
+		(void) wtcache_enqueue_partition_rows(root, part);
 }
 
 /*
@@ -712,24 +784,29 @@ wtcache_partition_ddl_after(Node *parsetree, PartitionDdl *pd)
 	{
 		case PARTITION_DDL_ATTACH:
 			(void) wtcache_enqueue_partition_rows(pd->root, pd->part);
-			unwatch_if_unkeepable(pd->root, pd->part);
+			if (!unwatch_if_unkeepable(pd->root, pd->part))
+				wtcache_partition_truncate_triggers(pd->part, true);
 			hold_tree_until_commit(pd->root);
 			break;
 		case PARTITION_DDL_DETACH:
 			if (get_rel_name(pd->part) != NULL)
+			{
 				(void) wtcache_enqueue_partition_rows(pd->root, pd->part);
+				if (!get_rel_relispartition(pd->part))
+					wtcache_partition_truncate_triggers(pd->part, false);
+			}
 			hold_tree_until_commit(pd->root);
 			break;
 		case PARTITION_DDL_OWNER:
-			unwatch_if_unkeepable(pd->root, pd->root);
+			(void) unwatch_if_unkeepable(pd->root, pd->root);
 			break;
 		case PARTITION_DDL_CREATE:
 			{
 				CreateStmt *stmt = (CreateStmt *) parsetree;
 				Oid			part = relid_of(stmt->relation);
 
-				if (OidIsValid(part))
-					unwatch_if_unkeepable(pd->root, part);
+				if (OidIsValid(part) && !unwatch_if_unkeepable(pd->root, part))
+					wtcache_partition_truncate_triggers(part, true);
 			}
 			break;
 		default:

@@ -19,6 +19,8 @@ extern void wtcache_unwatch_as_owner(Oid relid);
 extern Oid	wtcache_tree_stranger(Oid root);
 extern void wtcache_check_tree_owner(Oid root);
 extern void wtcache_partition_read_barrier(Oid root);
+extern void wtcache_partition_truncate_triggers(Oid part, bool create);
+extern void wtcache_partition_truncating(Oid part);
 
 /* A statement's effect on a watched partition tree (ddl.c's hook) */
 typedef struct PartitionDdl

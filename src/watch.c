@@ -647,6 +647,8 @@ wtcache_watch(PG_FUNCTION_ARGS)
 	enable_always(qname, "wtcache_capture_del");
 	enable_always(qname, "wtcache_truncate");
 	SPI_finish();
+	if (get_rel_relkind(req.relid) == RELKIND_PARTITIONED_TABLE)
+		wtcache_partition_truncate_triggers(req.relid, true);
 
 	if (req.warm)
 		(void) wtcache_enqueue_all_rows(req.relid);
@@ -697,6 +699,8 @@ wtcache_unwatch(PG_FUNCTION_ARGS)
 		}
 	}
 	SPI_finish();
+	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+		wtcache_partition_truncate_triggers(relid, false);
 
 	if (purge)
 		wtcache_enqueue_whole_relation(rel);

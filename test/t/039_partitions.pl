@@ -829,6 +829,45 @@ $_->quit for ($locker, $detacher, $writer, $older);
 sql(q{ALTER TABLE dc DETACH PARTITION dc_a FINALIZE});
 check_tree('dc', [ 'k', 'id' ], 'DETACH ... FINALIZE');
 
+#### A subscriber's partition emptied by a replicated TRUNCATE
+# The apply worker truncates with no object access hook call; the
+# partition's own BEFORE TRUNCATE trigger, enabled for replica mode, queues
+# its keys.
+
+my $pub = PostgreSQL::Test::Cluster->new('publisher');
+$pub->init(allows_streaming => 'logical');
+$pub->start;
+$pub->safe_psql($db, q{CREATE TABLE rep_a (id int, day int, v text, PRIMARY KEY (id, day));
+    INSERT INTO rep_a SELECT i, 1, 'v' || i FROM generate_series(1, 10) i;
+    CREATE PUBLICATION rep_pub FOR TABLE rep_a;});
+sql(q{CREATE TABLE rep (id int, day int, v text, PRIMARY KEY (id, day)) PARTITION BY RANGE (day);
+      CREATE TABLE rep_a PARTITION OF rep FOR VALUES FROM (1) TO (2);
+      CREATE TABLE rep_b PARTITION OF rep FOR VALUES FROM (2) TO (3);
+      INSERT INTO rep_b VALUES (100, 2, 'b');
+      SELECT wtcache.watch('rep', warm => true);});
+is(sql(q{SELECT string_agg(tgrelid::regclass::text || ':' || tgenabled::text, ' ' ORDER BY tgrelid::regclass::text)
+         FROM pg_trigger WHERE tgname = 'wtcache_truncate_replica' AND tgrelid::regclass::text LIKE 'rep%'}),
+	'rep_a:R rep_b:R', 'every leaf partition has a TRUNCATE trigger for replica mode');
+my $connstr = $pub->connstr($db);
+sql(qq{CREATE SUBSCRIPTION rep_sub CONNECTION \$cs\$$connstr\$cs\$ PUBLICATION rep_pub});
+$node->wait_for_subscription_sync($pub, 'rep_sub');
+$pub->safe_psql($db, q{INSERT INTO rep_a VALUES (11, 1, 'v11')});
+$pub->wait_for_catchup('rep_sub');
+is(sql(q{SELECT count(*) FROM rep}), '12', 'replicated rows arrived in the partition');
+check_tree('rep', [ 'id', 'day' ], 'replicated rows');
+$pub->safe_psql($db, q{TRUNCATE rep_a});
+$pub->wait_for_catchup('rep_sub');
+is(sql(q{SELECT count(*) FROM rep}), '1', 'the replicated TRUNCATE emptied the partition');
+check_tree('rep', [ 'id', 'day' ], 'a replicated TRUNCATE of a partition');
+sql(q{DROP SUBSCRIPTION rep_sub});
+$pub->stop;
+sql(q{ALTER TABLE rep DETACH PARTITION rep_b});
+is(sql(q{SELECT count(*) FROM pg_trigger WHERE tgname = 'wtcache_truncate_replica' AND tgrelid = 'rep_b'::regclass}), '0',
+	'a detached partition loses it');
+sql(q{SELECT wtcache.unwatch('rep')});
+is(sql(q{SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'wtcache%' AND tgrelid IN ('rep'::regclass, 'rep_a'::regclass)}), '0',
+	'unwatch() leaves no trigger in the tree');
+
 #### Nothing went wrong in the worker
 
 unlike(slurp_file($node->logfile), qr/terminated by signal|wtcache: could not deliver/,
