@@ -481,6 +481,7 @@ follow_trigger_state(Oid relid)
 {
 	int			disabled = 0;
 	int			not_always = 0;
+	int			not_replica = 0;
 
 	CommandCounterIncrement();
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -491,11 +492,15 @@ follow_trigger_state(Oid relid)
 		int			nestlevel = wtcache_pin_search_path();
 
 		values[0] = PointerGetDatum(tree_oids(relid));
+		/* the partitions' replica-mode TRUNCATE triggers fire 'R', the rest 'A' */
 		if (SPI_execute_with_args("SELECT pg_catalog.count(*) FILTER (WHERE tgenabled OPERATOR(pg_catalog.=) 'D'), "
-								  "pg_catalog.count(*) FILTER (WHERE tgenabled OPERATOR(pg_catalog.<>) 'A') "
+								  "pg_catalog.count(*) FILTER (WHERE tgenabled OPERATOR(pg_catalog.<>) 'A' "
+								  "AND tgname OPERATOR(pg_catalog.<>) 'wtcache_truncate_replica'), "
+								  "pg_catalog.count(*) FILTER (WHERE tgenabled OPERATOR(pg_catalog.<>) 'R' "
+								  "AND tgname OPERATOR(pg_catalog.=) 'wtcache_truncate_replica') "
 								  "FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) ANY ($1) "
 								  "AND tgname OPERATOR(pg_catalog.=) ANY (ARRAY['wtcache_capture_ins', 'wtcache_capture_upd', "
-								  "'wtcache_capture_del', 'wtcache_truncate']::pg_catalog.name[])",
+								  "'wtcache_capture_del', 'wtcache_truncate', 'wtcache_truncate_replica']::pg_catalog.name[])",
 								  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "pg_trigger lookup failed");
 		wtcache_unpin_search_path(nestlevel);
@@ -505,6 +510,7 @@ follow_trigger_state(Oid relid)
 
 			disabled = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 			not_always = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+			not_replica = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 		}
 	}
 	if (disabled > 0)
@@ -516,6 +522,8 @@ follow_trigger_state(Oid relid)
 	SPI_finish();
 	if (not_always > 0)
 		wtcache_enable_capture_always(relid);
+	if (not_replica > 0)
+		wtcache_partition_truncate_triggers(relid, true);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (wtcache_release_table(relid))
@@ -773,7 +781,8 @@ is_capture_trigger(const char *name)
 	return strcmp(name, "wtcache_capture_ins") == 0 ||
 		strcmp(name, "wtcache_capture_upd") == 0 ||
 		strcmp(name, "wtcache_capture_del") == 0 ||
-		strcmp(name, "wtcache_truncate") == 0;
+		strcmp(name, "wtcache_truncate") == 0 ||
+		strcmp(name, "wtcache_truncate_replica") == 0;
 }
 
 /*
@@ -919,6 +928,17 @@ wtcache_on_sql_drop(PG_FUNCTION_ARGS)
 				continue;
 			(void) requeue_table(d->relid);
 			continue;
+		}
+		/* a partition's own TRUNCATE trigger: the watch of its tree ends */
+		if (d->trigger != NULL && strcmp(d->trigger, "wtcache_truncate_replica") == 0)
+		{
+			Oid			root = wtcache_watched_tree(d->relid, false);
+
+			if (!OidIsValid(root))
+				continue;
+			d->relid = root;
+			d->nspname = get_namespace_name(get_rel_namespace(root));
+			d->relname = get_rel_name(root);
 		}
 		if (!forget_watch(d))
 			continue;

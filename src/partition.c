@@ -47,6 +47,7 @@
 #include "partition.h"
 #include "rights.h"
 #include "watch.h"
+#include "xact.h"
 
 #include "access/htup_details.h"
 #include "access/relation.h"
@@ -309,20 +310,84 @@ wtcache_enqueue_partition_rows(Oid root, Oid part)
  * attached (or push rows just detached).  So such a DDL holds this lock
  * until its end, which comes after the invalidation is sent, and the
  * worker takes it, then takes in the invalidations, before it reads a
- * partitioned table.  The DDL takes it last, after its own locks, and the
- * worker after its lock on the table (a plain DETACH holds ACCESS
- * EXCLUSIVE on the parent when it comes here), for an instant only.  An advisory lock tag of
+ * partitioned table.  The DDL takes it at pre-commit, and the worker
+ * after its lock on the table (a plain DETACH holds ACCESS EXCLUSIVE on
+ * the parent), for an instant only: neither waits for anything else while
+ * it holds it.  An advisory lock tag of
  * wtcache's own (field 4, where pg_advisory_lock() puts 1 or 2).
  */
 #define WTCACHE_TREE_LOCK	0x7774
 
+#define MAX_XACT_TREES 16
+static Oid	trees_to_lock[MAX_XACT_TREES];
+static int	ntrees_to_lock = 0;
+static bool lock_every_tree = false;	/* past the array: all watched ones */
+
 static void
 hold_tree_until_commit(Oid root)
+{
+	if (oid_in(trees_to_lock, ntrees_to_lock, root))
+		return;
+	if (ntrees_to_lock < MAX_XACT_TREES)
+		trees_to_lock[ntrees_to_lock++] = root;
+	else
+		lock_every_tree = true;
+}
+
+static void
+lock_tree(Oid root)
 {
 	LOCKTAG		tag;
 
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, root, 0, WTCACHE_TREE_LOCK);
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+/*
+ * Taken at pre-commit, not when the DDL runs: held from just before the
+ * commit is visible until just after the invalidations are sent, it
+ * makes the worker wait for a commit, never for a transaction a user
+ * keeps open after an ATTACH (which would stall delivery of every table,
+ * and make a later DDL of that transaction deadlock with the worker).  A
+ * prepared transaction takes none: its invalidations go at COMMIT
+ * PREPARED, with no callback of ours to cover them.
+ */
+void
+wtcache_partition_xact_event(XactEvent event)
+{
+	if (event == XACT_EVENT_PRE_COMMIT || event == XACT_EVENT_PARALLEL_PRE_COMMIT)
+	{
+		for (int i = 0; i < ntrees_to_lock; i++)
+			lock_tree(trees_to_lock[i]);
+		if (lock_every_tree)
+		{
+			List	   *all = NIL;
+			ListCell   *lc;
+
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
+			if (wtcache_spi_as_extension_owner("SELECT rel::pg_catalog.oid FROM wtcache.watched",
+											   0, NULL, NULL, NULL, true, 0) != SPI_OK_SELECT)
+				elog(ERROR, "wtcache.watched lookup failed");
+			for (uint64 r = 0; r < SPI_processed; r++)
+			{
+				bool		isnull;
+
+				all = lappend_oid(all, DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[r],
+																	  SPI_tuptable->tupdesc, 1, &isnull)));
+			}
+			SPI_finish();
+			foreach(lc, all)
+				lock_tree(lfirst_oid(lc));
+		}
+	}
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+	{
+		ntrees_to_lock = 0;
+		lock_every_tree = false;
+	}
 }
 
 /*
@@ -349,7 +414,8 @@ wtcache_partition_read_barrier(Oid root)
  * resync(), verify()), and a read through a partitioned table runs code of
  * every partition: the planner evaluates their partial index predicates
  * and index expressions.  A partition's owner must not have that run with
- * the root owner's rights, so a watched tree has one owner.
+ * the root owner's rights, so a watched tree has one owner (or owners
+ * that have the root owner's rights anyway: a superuser, a member).
  */
 Oid
 wtcache_tree_stranger(Oid root)
@@ -375,7 +441,8 @@ wtcache_tree_stranger(Oid root)
 			continue;
 		member_owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
 		ReleaseSysCache(tup);
-		if (member_owner != owner)
+		/* code run as the owner by a role that has its rights anyway */
+		if (member_owner != owner && !has_privs_of_role(member_owner, owner))
 			return member;
 	}
 	return InvalidOid;
@@ -664,9 +731,13 @@ wtcache_partition_truncate_triggers(Oid part, bool create)
 void
 wtcache_partition_truncating(Oid part)
 {
-	Oid			root = wtcache_watched_tree(part, false);
+	Oid			root;
 
-	if (OidIsValid(root))
+	/* a TRUNCATE statement of this session: the hook queued them already */
+	if (oid_in(truncating, ntruncating, part))
+		return;
+	root = wtcache_watched_tree(part, false);
+	if (OidIsValid(root) && !oid_in(truncating, ntruncating, root))
 		(void) wtcache_enqueue_partition_rows(root, part);
 }
 
@@ -693,7 +764,9 @@ wtcache_partition_ddl_before(Node *parsetree, PartitionDdl *pd)
 		if (list_length(stmt->inhRelations) != 1)
 			return false;
 		pd->root = wtcache_watched_tree(relid_of(linitial_node(RangeVar, stmt->inhRelations)), true);
-		pd->kind = OidIsValid(pd->root) ? PARTITION_DDL_CREATE : PARTITION_DDL_NONE;
+		/* IF NOT EXISTS of a table that exists: nothing is created */
+		pd->kind = OidIsValid(pd->root) && !OidIsValid(relid_of(stmt->relation)) ?
+			PARTITION_DDL_CREATE : PARTITION_DDL_NONE;
 		return pd->kind != PARTITION_DDL_NONE;
 	}
 	if (IsA(parsetree, AlterTableStmt) && ((AlterTableStmt *) parsetree)->objtype == OBJECT_TABLE)
@@ -766,7 +839,11 @@ wtcache_partition_ddl_before(Node *parsetree, PartitionDdl *pd)
 			 * through the parent that no longer has the partition.
 			 */
 			if (pg_class_ownercheck(relid_of(stmt->relation), GetUserId()))
+			{
+				/* in PostgreSQL's order: the parent, then the partition */
+				LockRelationOid(relid_of(stmt->relation), ShareUpdateExclusiveLock);
 				LockRelationOid(pd->part, ShareLock);
+			}
 			(void) wtcache_enqueue_partition_rows(pd->root, pd->part);
 			hold_tree_until_commit(pd->root);
 		}

@@ -2,7 +2,7 @@
  * xact.c
  *		The one place wtcache hears of transaction ends.
  *
- * Six modules keep state for the length of a transaction.  PostgreSQL calls
+ * Seven modules keep state for the length of a transaction.  PostgreSQL calls
  * registered callbacks newest first, and most of them used to register at
  * their first use, so the order they ran in depended on what a backend
  * happened to call first.  Instead there is one callback of each kind,
@@ -17,6 +17,10 @@
  *	pending		at commit the filter counts become the worker's to take
  *				back; at abort this backend takes back its own.  After
  *				capture, whose pre-commit writes add counts.
+ *	partition	pre-commit: a transaction that attached or detached a
+ *				partition of a watched tree takes the tree's lock, held
+ *				until its invalidations are sent (partition.c); after
+ *				capture, so the worker never waits for a flush.
  *	ddl			at commit or abort, lets a database's worker come back
  *				(or go, if its database was dropped) once the DDL that held
  *				it off is over.
@@ -46,6 +50,7 @@ wtcache_xact_callback(XactEvent event, void *arg)
 {
 	wtcache_capture_xact_event(event);
 	wtcache_pending_xact_event(event);
+	wtcache_partition_xact_event(event);
 	wtcache_ddl_xact_event(event);
 	wtcache_tags_xact_event(event);
 	wtcache_session_xact_event(event);

@@ -12,6 +12,7 @@
 
 extern void wtcache_xact_callbacks_init(void);
 extern void wtcache_capture_xact_event(XactEvent event);
+extern void wtcache_partition_xact_event(XactEvent event);
 extern void wtcache_capture_subxact_event(SubXactEvent event, SubTransactionId mySubid,
 										  SubTransactionId parentSubid);
 extern void wtcache_pending_xact_event(XactEvent event);

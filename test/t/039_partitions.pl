@@ -807,16 +807,14 @@ my $detacher = $node->background_psql($db, on_error_stop => 0);
 $detacher->query_until(qr/go\n/, "\\echo go\nALTER TABLE dc DETACH PARTITION dc_a CONCURRENTLY;\n\\echo detach-done\n");
 $node->poll_query_until($db, q{SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE dc DETACH%' AND wait_event_type = 'Lock'})
   or die 'DETACH does not wait for the locker';
-# a writer of the partition: held until DETACH's first transaction ends
-my $writer = $node->background_psql($db);
-$writer->query_until(qr/go\n/, "\\echo go\nUPDATE dc SET v = 'late' WHERE k = 1 AND id = 2;\n\\echo update-done\n");
-$node->poll_query_until($db, q{SELECT count(*) > 0 FROM pg_locks WHERE NOT granted AND relation = 'dc_a'::regclass})
-  or die 'the writer does not wait for DETACH';
+# a writer of the partition commits while DETACH waits for the parent:
+# DETACH reads the partition's keys only once it has the parent
+sql(q{UPDATE dc SET v = 'late' WHERE k = 1 AND id = 2});
+ok(wait_drained($node, $db), 'the late update is delivered');
 # an older transaction holds DETACH in its second phase, where it is cancelled
 my $older = $node->background_psql($db);
 $older->query_safe(q{BEGIN; SELECT count(*) FROM dc;});
 $locker->query_safe(q{COMMIT;});
-$writer->query_until(qr/update-done\n/, '');
 $node->poll_query_until($db, q{SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE dc DETACH%' AND wait_event = 'virtualxid'})
   or die 'DETACH does not wait for the older transaction';
 sql(q{SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE dc DETACH%' AND pid <> pg_backend_pid()});
@@ -825,7 +823,7 @@ $older->query_safe(q{COMMIT;});
 is(sql(q{SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = 'dc_a'::regclass}), 't', 'the cancelled DETACH left dc_a pending');
 check_tree('dc', [ 'k', 'id' ], 'DETACH CONCURRENTLY cancelled in its wait');
 is(sql(q{SELECT wtcache.get('dc', '1', '2')}), '', 'get() of the late-updated row of the detached partition is null');
-$_->quit for ($locker, $detacher, $writer, $older);
+$_->quit for ($locker, $detacher, $older);
 sql(q{ALTER TABLE dc DETACH PARTITION dc_a FINALIZE});
 check_tree('dc', [ 'k', 'id' ], 'DETACH ... FINALIZE');
 
@@ -867,6 +865,95 @@ is(sql(q{SELECT count(*) FROM pg_trigger WHERE tgname = 'wtcache_truncate_replic
 sql(q{SELECT wtcache.unwatch('rep')});
 is(sql(q{SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'wtcache%' AND tgrelid IN ('rep'::regclass, 'rep_a'::regclass)}), '0',
 	'unwatch() leaves no trigger in the tree');
+
+#### A transaction left open after an ATTACH stalls nothing
+# The tree lock is taken at its commit: the worker never waits for a user
+# who keeps the transaction open, and the transaction's later DDL on the
+# tree does not deadlock with the worker.
+
+sql(q{CREATE TABLE rot (k int NOT NULL, id int NOT NULL, v text, PRIMARY KEY (k, id)) PARTITION BY LIST (k);
+      CREATE TABLE rot_1 PARTITION OF rot FOR VALUES IN (1);
+      CREATE TABLE rot_2 PARTITION OF rot FOR VALUES IN (2);
+      CREATE TABLE rot_3 (LIKE rot); INSERT INTO rot_3 VALUES (3, 1, 'new');
+      CREATE TABLE other_t (id int PRIMARY KEY, v text);
+      INSERT INTO rot VALUES (1, 1, 'a'), (2, 1, 'b');
+      SELECT wtcache.watch('rot', warm => true); SELECT wtcache.watch('other_t');});
+check_tree('rot', [ 'k', 'id' ], 'before the rotation');
+my $rotator = $node->background_psql($db, on_error_stop => 0);
+$rotator->query_safe(q{BEGIN; ALTER TABLE rot ATTACH PARTITION rot_3 FOR VALUES IN (3);});
+sql(q{INSERT INTO rot VALUES (1, 2, 'during'); INSERT INTO other_t VALUES (1, 'during')});
+is(sql(q{SELECT wtcache.wait('20s')}), 't', 'changes of the tree and of another table are delivered while the ATTACH transaction stays open');
+my $rot_out = $rotator->query(q{ALTER TABLE rot DETACH PARTITION rot_1; COMMIT;});
+is($rotator->{stderr}, '', 'its DETACH in the same transaction is not refused');
+$rotator->quit;
+check_tree('rot', [ 'k', 'id' ], 'ATTACH and DETACH in one transaction');
+
+#### DETACH CONCURRENTLY waits in PostgreSQL's lock order
+
+sql(q{CREATE TABLE lo (k int NOT NULL, id int NOT NULL, PRIMARY KEY (k, id)) PARTITION BY LIST (k);
+      CREATE TABLE lo_1 PARTITION OF lo FOR VALUES IN (1);
+      CREATE TABLE lo_2 PARTITION OF lo FOR VALUES IN (2);
+      INSERT INTO lo VALUES (1, 1), (2, 1);
+      SELECT wtcache.watch('lo', warm => true);});
+my $holder = $node->background_psql($db);
+$holder->query_safe(q{BEGIN; LOCK TABLE ONLY lo IN ACCESS EXCLUSIVE MODE;});
+my $lo_detacher = $node->background_psql($db, on_error_stop => 0);
+$lo_detacher->query_until(qr/go\n/, "\\echo go\nALTER TABLE lo DETACH PARTITION lo_1 CONCURRENTLY;\n\\echo lo-done\n");
+$node->poll_query_until($db, q{SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE lo DETACH%' AND wait_event_type = 'Lock'})
+  or die 'DETACH does not wait';
+is(sql(q{SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+         WHERE a.query LIKE 'ALTER TABLE lo DETACH%' AND l.granted AND l.relation = 'lo_1'::regclass}),
+	'0', 'while it waits for the parent, DETACH CONCURRENTLY holds nothing on the partition');
+$holder->query_safe(q{TRUNCATE lo; COMMIT;});
+$lo_detacher->query_until(qr/lo-done\n/, '');
+$holder->quit; $lo_detacher->quit;
+check_tree('lo', [ 'k', 'id' ], 'a TRUNCATE of the parent that DETACH CONCURRENTLY waited for');
+
+#### The partitions' replica-mode TRUNCATE triggers are guarded like the others
+
+sql(q{CREATE TABLE rg (k int NOT NULL, id int NOT NULL, PRIMARY KEY (k, id)) PARTITION BY LIST (k);
+      CREATE TABLE rg_1 PARTITION OF rg FOR VALUES IN (1);
+      INSERT INTO rg VALUES (1, 1), (1, 2);
+      SELECT wtcache.watch('rg', warm => true);});
+sql(q{ALTER TABLE rg_1 DISABLE TRIGGER ALL; ALTER TABLE rg_1 ENABLE TRIGGER ALL});
+is(sql(q{SELECT tgenabled FROM pg_trigger WHERE tgrelid = 'rg_1'::regclass AND tgname = 'wtcache_truncate_replica'}), 'R',
+	'ENABLE TRIGGER ALL gives it back its replica mode');
+sql(q{ALTER TABLE rg_1 DISABLE TRIGGER wtcache_truncate_replica});
+is(sql(q{SELECT wtcache.wait('1s')}), 'f', 'disabling it holds the tree\'s reads to the table, as for a capture trigger');
+sql(q{ALTER TABLE rg_1 ENABLE TRIGGER wtcache_truncate_replica});
+check_tree('rg', [ 'k', 'id' ], 'enabled again');
+is(sql(q{SELECT tgenabled FROM pg_trigger WHERE tgrelid = 'rg_1'::regclass AND tgname = 'wtcache_truncate_replica'}), 'R',
+	'in replica mode again');
+is(sql(q{BEGIN; SET LOCAL session_replication_role = replica; TRUNCATE rg_1;
+         SELECT count(*) FROM wtcache.queue WHERE keys IS NOT NULL AND xmin::text = txid_current()::text; ROLLBACK;}),
+	'1', 'a TRUNCATE in replica mode reads the partition once');
+($ret, $out, $err) = $node->psql($db, q{DROP TRIGGER wtcache_truncate_replica ON rg_1});
+like($err, qr/table public\.rg is no longer watched: its capture trigger wtcache_truncate_replica was dropped/,
+	'dropping it ends the watch of the tree, with a WARNING');
+ok(wait_drained($node, $db), 'and its keys are removed');
+is(nkeys('rg'), 0, 'all of them');
+
+#### CREATE TABLE IF NOT EXISTS ... PARTITION OF an existing table does nothing
+
+sql(q{CREATE TABLE ine (k int NOT NULL, id int NOT NULL, PRIMARY KEY (k, id)) PARTITION BY LIST (k);
+      CREATE TABLE ine_1 PARTITION OF ine FOR VALUES IN (1);
+      CREATE UNLOGGED TABLE lonely (k int, id int);
+      SELECT wtcache.watch('ine');});
+($ret, $out, $err) = $node->psql($db, q{CREATE TABLE IF NOT EXISTS lonely PARTITION OF ine FOR VALUES IN (2)});
+unlike($err, qr/no longer watched/, 'an unrelated existing table is left alone');
+is(sql(q{SELECT count(*) FROM wtcache.watched WHERE rel = 'ine'::regclass}), '1', 'and the watch stays');
+is(sql(q{SELECT count(*) FROM pg_trigger WHERE tgrelid = 'lonely'::regclass}), '0', 'no trigger lands on it');
+
+#### A partition a superuser creates in a tree of another owner keeps the watch
+
+sql(q{CREATE ROLE app_owner; GRANT CREATE ON SCHEMA public TO app_owner;
+      CREATE TABLE su (k int NOT NULL, id int NOT NULL, PRIMARY KEY (k, id)) PARTITION BY LIST (k);
+      CREATE TABLE su_1 PARTITION OF su FOR VALUES IN (1);
+      ALTER TABLE su OWNER TO app_owner; ALTER TABLE su_1 OWNER TO app_owner;
+      SELECT wtcache.watch('su');});
+($ret, $out, $err) = $node->psql($db, q{CREATE TABLE su_2 PARTITION OF su FOR VALUES IN (2); INSERT INTO su VALUES (2, 1)});
+unlike($err, qr/no longer watched/, 'a superuser\'s partition keeps the watch: its code has the owner\'s rights anyway');
+check_tree('su', [ 'k', 'id' ], 'a superuser\'s partition');
 
 #### Nothing went wrong in the worker
 
