@@ -46,6 +46,7 @@
 #include "utils/rel.h"
 #include "utils/relcache.h"
 #include "utils/resowner.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 
@@ -808,8 +809,17 @@ wtcache_enqueue_all_rows(Oid relid)
 	if (plan == NULL)
 		elog(ERROR, "wtcache: could not prepare the scan of \"%s\": %s",
 			 get_rel_name(relid), SPI_result_code_string(SPI_result));
-	/* not read-only: the rows this transaction wrote (a rewrite by ALTER TABLE) count */
-	portal = SPI_cursor_open(NULL, plan, NULL, NULL, false);
+	/*
+	 * Every row there is now: those this transaction wrote (a rewrite by
+	 * ALTER TABLE) and those other sessions committed before this point,
+	 * which a REPEATABLE READ transaction's snapshot may not see although
+	 * they reached Redis in a shape this DDL changes.  Read-only, so SPI
+	 * takes this snapshot rather than the transaction's.
+	 */
+	CommandCounterIncrement();
+	PushActiveSnapshot(GetLatestSnapshot());
+	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
+	PopActiveSnapshot();
 	for (;;)
 	{
 		Datum	   *elems;

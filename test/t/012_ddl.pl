@@ -214,5 +214,25 @@ is(nkeys($owned2), 0, 'its keys are removed');
 is(sql(qq{SELECT count(*) FROM wtcache.watched WHERE rel::oid = $owned2_oid}), '0', 'and the watch');
 sql(q{DROP TABLE owned2; REVOKE CREATE ON SCHEMA public FROM tab_owner; DROP ROLE tab_owner, intruder});
 
+#### A requeue inside a REPEATABLE READ transaction
+# Its snapshot predates rows other sessions committed before the DDL took
+# its lock; those rows reached Redis in the old shape, and must be queued
+# again in the new one like every other.
+
+sql(q{CREATE TABLE rr (id int PRIMARY KEY, v text);
+      INSERT INTO rr SELECT i, 'v' || i FROM generate_series(1, 5) i;
+      SELECT wtcache.watch('rr', warm => true);});
+ok(wait_drained($node, $db), 'rr delivered');
+my $rr = $node->background_psql($db);
+$rr->query_safe(q{BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM rr;});
+sql(q{INSERT INTO rr VALUES (6, 'after the snapshot')});
+ok(wait_drained($node, $db), 'a row committed after that snapshot is delivered, in the old shape');
+$rr->query_safe(q{ALTER TABLE rr ADD COLUMN extra int NOT NULL DEFAULT 7; COMMIT;});
+$rr->quit;
+ok(wait_drained($node, $db), 'the requeue delivered');
+like(redis_cmd($rp, 'GET', redis_key_of($node, $db, 'rr', 6)), qr/"extra":7/,
+	'the row the REPEATABLE READ snapshot did not see is in the new shape too');
+is(sql(q{SELECT count(*) FROM wtcache.verify('rr')}), '0', 'Redis equals the table');
+
 $node->stop;
 done_testing();
