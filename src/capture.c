@@ -1084,17 +1084,25 @@ wtcache_enqueue_whole_table(Oid relid, const char *table_key)
 	enqueue(&row);
 }
 
-/* The same for an open table, under the name it has now. */
-void
-wtcache_enqueue_whole_relation(Relation rel)
+/* The table key (keyspace.h) of a table of this database, by its name now. */
+char *
+wtcache_current_table_key(Oid relid)
 {
 	StringInfoData table_key;
 
 	initStringInfo(&table_key);
 	wtcache_append_table_key(&table_key, get_database_name(MyDatabaseId),
-							 get_namespace_name(RelationGetNamespace(rel)),
-							 RelationGetRelationName(rel));
-	wtcache_enqueue_whole_table(RelationGetRelid(rel), table_key.data);
+							 get_namespace_name(get_rel_namespace(relid)),
+							 get_rel_name(relid));
+	return table_key.data;
+}
+
+/* The same for an open table, under the name it has now. */
+void
+wtcache_enqueue_whole_relation(Relation rel)
+{
+	wtcache_enqueue_whole_table(RelationGetRelid(rel),
+								wtcache_current_table_key(RelationGetRelid(rel)));
 }
 
 PG_FUNCTION_INFO_V1(wtcache_capture_truncate);

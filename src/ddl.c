@@ -270,38 +270,6 @@ table_change(Node *parsetree, Oid *relid)
 	return OidIsValid(*relid) ? change : TABLE_UNCHANGED;
 }
 
-static bool
-is_watched(Oid relid)
-{
-	Oid			argtypes[1] = {OIDOID};
-	Datum		values[1] = {ObjectIdGetDatum(relid)};
-	bool		watched;
-
-	if (!OidIsValid(get_extension_oid("wtcache", true)))
-		return false;
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	/* wtcache.watched is not readable by PUBLIC; this runs before any check */
-	if (wtcache_spi_as_extension_owner("SELECT 1 FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
-									   1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "wtcache.watched lookup failed");
-	watched = SPI_processed > 0;
-	SPI_finish();
-	return watched;
-}
-
-static char *
-current_table_key(Oid relid)
-{
-	StringInfoData tk;
-
-	initStringInfo(&tk);
-	wtcache_append_table_key(&tk, get_database_name(MyDatabaseId),
-							 get_namespace_name(get_rel_namespace(relid)),
-							 get_rel_name(relid));
-	return tk.data;
-}
-
 /*
  * Queue a watched table's removal and rows again after DDL, in the DDL's
  * transaction; when its rows cannot be read as its owner, its keys are
@@ -338,7 +306,7 @@ requeue_if_restored(CreateTrigStmt *stmt)
 	if (strcmp(stmt->trigname, "wtcache_capture_ins") != 0)
 		return;
 	relid = RangeVarGetRelid(stmt->relation, NoLock, true);
-	if (!OidIsValid(relid) || !is_watched(relid))
+	if (!OidIsValid(relid) || !wtcache_is_watched(relid))
 		return;
 	CommandCounterIncrement();
 	(void) requeue_table(relid);
@@ -515,7 +483,7 @@ follow_trigger_state(Oid relid)
 	}
 	if (disabled > 0)
 	{
-		wtcache_hold_table(relid, current_table_key(relid));
+		wtcache_hold_table(relid, wtcache_current_table_key(relid));
 		SPI_finish();
 		return;
 	}
@@ -596,7 +564,7 @@ run_table_ddl(TableChange change, Oid relid, PlannedStmt *pstmt, const char *que
 			  bool readOnlyTree, ProcessUtilityContext context, ParamListInfo params,
 			  QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
-	char	   *old_key = current_table_key(relid);
+	char	   *old_key = wtcache_current_table_key(relid);
 	uint64		rows;
 	bool		retype = alters_captured_column_type(pstmt->utilityStmt, relid);
 	bool		enforced = change != TABLE_INDEX_DROPPED || wtcache_key_enforced(relid);
@@ -615,7 +583,7 @@ run_table_ddl(TableChange change, Oid relid, PlannedStmt *pstmt, const char *que
 		CommandCounterIncrement();
 		wtcache_create_row_triggers(relid);
 	}
-	if (get_rel_name(relid) == NULL || !is_watched(relid))
+	if (get_rel_name(relid) == NULL || !wtcache_is_watched(relid))
 		return;
 	CommandCounterIncrement();
 	if (change == TABLE_INDEX_DROPPED)
@@ -628,7 +596,7 @@ run_table_ddl(TableChange change, Oid relid, PlannedStmt *pstmt, const char *que
 	if (change == TABLE_RENAMED)
 	{
 		/* SET SCHEMA to the schema it is in, RENAME to its own name */
-		if (strcmp(old_key, current_table_key(relid)) == 0)
+		if (strcmp(old_key, wtcache_current_table_key(relid)) == 0)
 			return;
 		wtcache_enqueue_whole_table(relid, old_key);
 	}
@@ -709,7 +677,7 @@ wtcache_process_utility(PlannedStmt *pstmt, const char *queryString,
 			return;
 		}
 
-		if (change != TABLE_UNCHANGED && IsTransactionState() && is_watched(relid))
+		if (change != TABLE_UNCHANGED && IsTransactionState() && wtcache_is_watched(relid))
 			run_table_ddl(change, relid, pstmt, queryString, readOnlyTree, context,
 						  params, queryEnv, dest, qc);
 		else
@@ -924,7 +892,7 @@ wtcache_on_sql_drop(PG_FUNCTION_ARGS)
 
 			if (trigdata->tag == CMDTAG_ALTER_TABLE ||
 				!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(d->relid)) ||
-				!is_watched(d->relid))
+				!wtcache_is_watched(d->relid))
 				continue;
 			(void) requeue_table(d->relid);
 			continue;

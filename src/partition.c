@@ -116,58 +116,17 @@ oid_in(const Oid *oids, int n, Oid oid)
 	return false;
 }
 
-/* Is wtcache installed here, its watch list still in place? */
-static bool
-watch_list_exists(void)
-{
-	Oid			nsp;
-
-	if (!IsTransactionState() || !OidIsValid(get_extension_oid("wtcache", true)))
-		return false;
-	nsp = get_namespace_oid(WTCACHE_SCHEMA, true);
-	return OidIsValid(nsp) && OidIsValid(get_relname_relid(WTCACHE_WATCHED_TABLE, nsp));
-}
-
 /* The first of these tables that is watched, or InvalidOid. */
 static Oid
 first_watched(List *relids)
 {
-	Oid			argtypes[1] = {OIDARRAYOID};
-	Datum		values[1];
-	Datum	   *oids;
-	int			n = 0;
+	List	   *watched = wtcache_watched_among(relids);
 	ListCell   *lc;
-	Oid			found = InvalidOid;
 
-	if (relids == NIL || !watch_list_exists())
-		return InvalidOid;
-	oids = palloc(sizeof(Datum) * list_length(relids));
 	foreach(lc, relids)
-		oids[n++] = ObjectIdGetDatum(lfirst_oid(lc));
-	values[0] = PointerGetDatum(construct_array(oids, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	/* wtcache.watched is not readable by PUBLIC */
-	if (wtcache_spi_as_extension_owner("SELECT rel::pg_catalog.oid FROM wtcache.watched "
-									   "WHERE rel OPERATOR(pg_catalog.=) ANY ($1)",
-									   1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "wtcache.watched lookup failed");
-	foreach(lc, relids)
-	{
-		for (uint64 r = 0; r < SPI_processed && !OidIsValid(found); r++)
-		{
-			bool		isnull;
-
-			if (DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull)) ==
-				lfirst_oid(lc))
-				found = lfirst_oid(lc);
-		}
-		if (OidIsValid(found))
-			break;
-	}
-	SPI_finish();
-	return found;
+		if (list_member_oid(watched, lfirst_oid(lc)))
+			return lfirst_oid(lc);
+	return InvalidOid;
 }
 
 /*
@@ -318,29 +277,22 @@ wtcache_enqueue_partition_rows(Oid root, Oid part)
  */
 #define WTCACHE_TREE_LOCK	0x7774
 
-#define MAX_XACT_TREES 16
-static Oid	trees_to_lock[MAX_XACT_TREES];
-static int	ntrees_to_lock = 0;
-static bool lock_every_tree = false;	/* past the array: all watched ones */
+/* The trees this transaction attached or detached a partition of. */
+static List *trees_to_lock = NIL;	/* in TopTransactionContext */
+
+static void
+tree_lock_tag(LOCKTAG *tag, Oid root)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, root, 0, WTCACHE_TREE_LOCK);
+}
 
 static void
 hold_tree_until_commit(Oid root)
 {
-	if (oid_in(trees_to_lock, ntrees_to_lock, root))
-		return;
-	if (ntrees_to_lock < MAX_XACT_TREES)
-		trees_to_lock[ntrees_to_lock++] = root;
-	else
-		lock_every_tree = true;
-}
+	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
 
-static void
-lock_tree(Oid root)
-{
-	LOCKTAG		tag;
-
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, root, 0, WTCACHE_TREE_LOCK);
-	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	trees_to_lock = list_append_unique_oid(trees_to_lock, root);
+	MemoryContextSwitchTo(old);
 }
 
 /*
@@ -355,39 +307,19 @@ lock_tree(Oid root)
 void
 wtcache_partition_xact_event(XactEvent event)
 {
+	ListCell   *lc;
+	LOCKTAG		tag;
+
 	if (event == XACT_EVENT_PRE_COMMIT || event == XACT_EVENT_PARALLEL_PRE_COMMIT)
-	{
-		for (int i = 0; i < ntrees_to_lock; i++)
-			lock_tree(trees_to_lock[i]);
-		if (lock_every_tree)
+		foreach(lc, trees_to_lock)
 		{
-			List	   *all = NIL;
-			ListCell   *lc;
-
-			if (SPI_connect() != SPI_OK_CONNECT)
-				elog(ERROR, "SPI_connect failed");
-			if (wtcache_spi_as_extension_owner("SELECT rel::pg_catalog.oid FROM wtcache.watched",
-											   0, NULL, NULL, NULL, true, 0) != SPI_OK_SELECT)
-				elog(ERROR, "wtcache.watched lookup failed");
-			for (uint64 r = 0; r < SPI_processed; r++)
-			{
-				bool		isnull;
-
-				all = lappend_oid(all, DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[r],
-																	  SPI_tuptable->tupdesc, 1, &isnull)));
-			}
-			SPI_finish();
-			foreach(lc, all)
-				lock_tree(lfirst_oid(lc));
+			tree_lock_tag(&tag, lfirst_oid(lc));
+			(void) LockAcquire(&tag, ExclusiveLock, false, false);
 		}
-	}
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_PREPARE)
-	{
-		ntrees_to_lock = 0;
-		lock_every_tree = false;
-	}
+		trees_to_lock = NIL;	/* its memory goes with the transaction */
 }
 
 /*
@@ -402,7 +334,7 @@ wtcache_partition_read_barrier(Oid root)
 {
 	LOCKTAG		tag;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, root, 0, WTCACHE_TREE_LOCK);
+	tree_lock_tag(&tag, root);
 	(void) LockAcquire(&tag, ShareLock, false, false);
 	LockRelease(&tag, ShareLock, false);
 	AcceptInvalidationMessages();
@@ -655,7 +587,7 @@ static void
 refuse_inheritance_child(Oid parent)
 {
 	if (!OidIsValid(parent) || get_rel_relkind(parent) != RELKIND_RELATION ||
-		first_watched(list_make1_oid(parent)) != parent)
+		!wtcache_is_watched(parent))
 		return;
 	ereport(ERROR,
 			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -816,7 +748,7 @@ wtcache_partition_ddl_before(Node *parsetree, PartitionDdl *pd)
 			{
 				Oid			member = lfirst_oid(lc2);
 
-				if (first_watched(list_make1_oid(member)) != member)
+				if (!wtcache_is_watched(member))
 					continue;
 				wtcache_unwatch_as_owner(member);
 				ereport(NOTICE,
@@ -906,8 +838,6 @@ wtcache_partition_statement_start(Node *parsetree)
 	if (!IsA(parsetree, DropStmt) && !IsA(parsetree, DropOwnedStmt))
 		return;
 	ndropping_watched = ndropping_schemas = ndropping_owners = 0;
-	if (!watch_list_exists())
-		return;
 	if (IsA(parsetree, DropOwnedStmt))
 	{
 		foreach(lc, ((DropOwnedStmt *) parsetree)->roles)
@@ -934,7 +864,7 @@ wtcache_partition_statement_start(Node *parsetree)
 
 			if (OidIsValid(relid) && get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE &&
 				ndropping_watched < MAX_STATEMENT_TABLES &&
-				first_watched(list_make1_oid(relid)) == relid)
+				wtcache_is_watched(relid))
 				dropping_watched[ndropping_watched++] = relid;
 		}
 	}

@@ -53,6 +53,7 @@
 #include "settings.h"
 #include "shmem.h"
 #include "stats.h"
+#include "watch.h"
 #include "tags.h"
 #include "keyspace.h"
 #include "session.h"
@@ -1048,14 +1049,8 @@ find_watched(QueryPlan *qp)
 	ListCell   *lc;
 	List	   *chains = NIL;
 	List	   *all = NIL;
-	Datum	   *oids;
-	int			n = 0;
-	Oid			argtypes[1] = {OIDARRAYOID};
-	Datum		values[1];
-	int			rc;
+	List	   *watched;
 
-	if (qp->relids == NIL)
-		return;
 	foreach(lc, qp->relids)
 	{
 		Oid			relid = lfirst_oid(lc);
@@ -1066,15 +1061,8 @@ find_watched(QueryPlan *qp)
 		chains = lappend(chains, chain);
 		all = list_concat_unique_oid(all, chain);
 	}
-	oids = palloc(sizeof(Datum) * list_length(all));
-	foreach(lc, all)
-		oids[n++] = ObjectIdGetDatum(lfirst_oid(lc));
-	values[0] = PointerGetDatum(construct_array(oids, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
 	/* as its owner: the caller may read a watched table through a view */
-	rc = wtcache_spi_as_extension_owner("SELECT rel::pg_catalog.oid FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) ANY($1)",
-										1, argtypes, values, NULL, true, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "wtcache.watched lookup failed");
+	watched = wtcache_watched_among(all);
 	foreach(lc, chains)
 	{
 		List	   *chain = lfirst(lc);
@@ -1082,18 +1070,11 @@ find_watched(QueryPlan *qp)
 		Oid			found = InvalidOid;
 
 		foreach(lc2, chain)
-		{
-			for (uint64 r = 0; r < SPI_processed && !OidIsValid(found); r++)
+			if (list_member_oid(watched, lfirst_oid(lc2)))
 			{
-				bool		isnull;
-
-				if (DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull)) ==
-					lfirst_oid(lc2))
-					found = lfirst_oid(lc2);
-			}
-			if (OidIsValid(found))
+				found = lfirst_oid(lc2);
 				break;
-		}
+			}
 		if (OidIsValid(found))
 			qp->watched = list_append_unique_oid(qp->watched, found);
 		else

@@ -18,6 +18,7 @@
  */
 #include "wtcache.h"
 #include "fence.h"
+#include "capture.h"
 #include "keys.h"
 #include "partition.h"
 #include "redis.h"
@@ -382,15 +383,8 @@ wtcache_verify(PG_FUNCTION_ARGS)
 	}
 	wtcache_key_lookup_init(&vt.lookup, rel, vt.nkeys, config.key_attnums, caller);
 	relation_close(rel, NoLock);
-	{
-		char	   *nsp = get_namespace_name(get_rel_namespace(relid));
-		StringInfoData tk;
-
-		vt.qname = quote_qualified_identifier(nsp, get_rel_name(relid));
-		initStringInfo(&tk);
-		wtcache_append_table_key(&tk, get_database_name(MyDatabaseId), nsp, get_rel_name(relid));
-		vt.table_key = tk.data;
-	}
+	vt.qname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid));
+	vt.table_key = wtcache_current_table_key(relid);
 
 	/*
 	 * Every row, whatever row-level security would show the caller: as the

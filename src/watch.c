@@ -33,6 +33,7 @@
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -708,6 +709,68 @@ wtcache_unwatch(PG_FUNCTION_ARGS)
 	CacheInvalidateRelcache(rel);
 	relation_close(rel, NoLock);
 	PG_RETURN_VOID();
+}
+
+/* Is wtcache installed here, its watch list still in place? */
+static bool
+watch_list_exists(void)
+{
+	Oid			nsp;
+
+	if (!IsTransactionState() || !OidIsValid(get_extension_oid("wtcache", true)))
+		return false;
+	nsp = get_namespace_oid(WTCACHE_SCHEMA, true);
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid(WTCACHE_WATCHED_TABLE, nsp));
+}
+
+/*
+ * Which of these tables are watched, allocated in the caller's memory
+ * context; none while wtcache is not installed (or is being dropped).
+ * One lookup as wtcache's owner: wtcache.watched is not readable by
+ * PUBLIC, and callers run before any check of theirs (the DDL hooks).
+ */
+List *
+wtcache_watched_among(List *relids)
+{
+	Oid			argtypes[1] = {OIDARRAYOID};
+	Datum		values[1];
+	Datum	   *oids;
+	int			n = 0;
+	ListCell   *lc;
+	List	   *watched = NIL;
+	MemoryContext outer = CurrentMemoryContext;
+
+	if (relids == NIL || !watch_list_exists())
+		return NIL;
+	oids = palloc(sizeof(Datum) * list_length(relids));
+	foreach(lc, relids)
+		oids[n++] = ObjectIdGetDatum(lfirst_oid(lc));
+	values[0] = PointerGetDatum(construct_array(oids, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (wtcache_spi_as_extension_owner("SELECT rel::pg_catalog.oid FROM wtcache.watched "
+									   "WHERE rel OPERATOR(pg_catalog.=) ANY ($1)",
+									   1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wtcache.watched lookup failed");
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		Oid			relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[r],
+														   SPI_tuptable->tupdesc, 1, &isnull));
+		MemoryContext spi = MemoryContextSwitchTo(outer);
+
+		watched = lappend_oid(watched, relid);
+		MemoryContextSwitchTo(spi);
+	}
+	SPI_finish();
+	return watched;
+}
+
+bool
+wtcache_is_watched(Oid relid)
+{
+	return wtcache_watched_among(list_make1_oid(relid)) != NIL;
 }
 
 /*

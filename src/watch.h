@@ -20,6 +20,8 @@ typedef struct WatchConfig
 } WatchConfig;
 
 extern bool wtcache_load_watch(Oid relid, WatchConfig *config);
+extern List *wtcache_watched_among(List *relids);
+extern bool wtcache_is_watched(Oid relid);
 extern uint64 wtcache_enqueue_all_rows(Oid relid);
 extern uint64 wtcache_resync_table(Oid relid);
 extern void wtcache_enqueue_table_removal(Oid relid);
