@@ -205,7 +205,10 @@ wtcache_enqueue_partition_rows(Oid root, Oid part)
 
 		if (get_rel_relkind(leaf) != RELKIND_RELATION)
 			continue;			/* no rows of its own */
-		rel = relation_open(leaf, AccessShareLock);
+		/* dropped since it was listed: its own drop queued its keys */
+		rel = try_relation_open(leaf, AccessShareLock);
+		if (rel == NULL)
+			continue;
 		/* a partition has its parent's columns, by name, maybe elsewhere */
 		for (int i = 0; i < config.nkeys; i++)
 		{
