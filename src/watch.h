@@ -9,6 +9,8 @@
 
 #include "wtcache.h"
 
+#include "utils/relcache.h"
+
 /* A table's watch configuration, as wtcache.watched holds it. */
 typedef struct WatchConfig
 {
@@ -17,9 +19,23 @@ typedef struct WatchConfig
 	bool		invalidate_mode;
 	int64		ttl_ms;			/* 0: no expiry */
 	ArrayType  *tags;			/* tag templates as given to watch() */
+	/*
+	 * The projection (1.3): which columns Redis gets.  nproj < 0: every
+	 * column.  Else proj_attnums lists nproj attnums, the columns given to
+	 * watch(columns => ...) (proj_exclude false: those and the key
+	 * columns) or to watch(exclude_columns => ...) (true: every column
+	 * but those).  Attnums, so a renamed column stays in or out; a dropped
+	 * one is skipped (wtcache_value_columns()).
+	 */
+	int			nproj;
+	int16	   *proj_attnums;
+	bool		proj_exclude;
 } WatchConfig;
 
 extern bool wtcache_load_watch(Oid relid, WatchConfig *config);
+extern int	wtcache_value_columns(Relation rel, const WatchConfig *config,
+								  int16 **valcols);
+extern char *wtcache_projection_desc(Relation rel, const WatchConfig *config);
 extern List *wtcache_watched_among(List *relids);
 extern bool wtcache_is_watched(Oid relid);
 extern uint64 wtcache_enqueue_all_rows(Oid relid);
