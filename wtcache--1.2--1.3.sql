@@ -4,15 +4,17 @@
 
 -- 1.3: the application's own key names and value shapes (issue 19).
 
--- The projection: which columns of a watched table reach Redis.  By
--- attribute number, so a renamed column stays in (or out); a dropped one
--- is skipped.  At most one of the two is set; neither: every column.
--- column_attnums: those columns and the key columns; exclude_attnums:
--- every column but those (also columns added later).
-ALTER TABLE wtcache.watched ADD COLUMN column_attnums int2[];
-ALTER TABLE wtcache.watched ADD COLUMN exclude_attnums int2[];
+-- The projection: which columns of a watched table reach Redis, by name
+-- (names survive pg_dump and pg_restore; attribute numbers shift when the
+-- table had dropped columns, and an exclusion list must never come to
+-- mean another column).  RENAME COLUMN renames them here too (src/ddl.c).
+-- At most one of the two is set; neither: every column.  columns: those
+-- and the key columns; exclude_columns: every column but those (also
+-- columns added later).
+ALTER TABLE wtcache.watched ADD COLUMN columns name[];
+ALTER TABLE wtcache.watched ADD COLUMN exclude_columns name[];
 ALTER TABLE wtcache.watched ADD CONSTRAINT watched_one_projection
-    CHECK (column_attnums IS NULL OR exclude_attnums IS NULL);
+    CHECK (columns IS NULL OR exclude_columns IS NULL);
 
 DROP FUNCTION wtcache.watch(regclass, text[], text[], interval, text, boolean);
 CREATE FUNCTION wtcache.watch(
@@ -29,7 +31,7 @@ RETURNS void
 COMMENT ON FUNCTION wtcache.watch(regclass, text[], text[], interval, text, boolean, text[], text[]) IS
     'start delivering committed changes of a table to Redis; re-running it changes the options';
 
--- status shows the projection, by the columns' current names.
+-- status shows the projection.
 DROP VIEW wtcache.status;
 CREATE VIEW wtcache.status AS
 SELECT w.rel                                   AS table_name,
@@ -63,12 +65,8 @@ SELECT w.rel                                   AS table_name,
        w.watched_at,
        coalesce(q.set_aside, 0)                AS set_aside,
        q.set_aside_reason,
-       (SELECT array_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a
-         WHERE a.attrelid = w.rel AND a.attnum = ANY (w.column_attnums) AND NOT a.attisdropped)
-                                               AS columns,
-       (SELECT array_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a
-         WHERE a.attrelid = w.rel AND a.attnum = ANY (w.exclude_attnums) AND NOT a.attisdropped)
-                                               AS exclude_columns
+       w.columns,
+       w.exclude_columns
 FROM wtcache.watched w
 LEFT JOIN (
     SELECT qq.relid,

@@ -12,7 +12,7 @@ INSERT INTO pick VALUES ('acme', 1, 'x', 'y');
 
 -- exclusion list: every column but those
 SELECT wtcache.watch('acct', exclude_columns => ARRAY['pw_hash']);
-SELECT rel, column_attnums, exclude_attnums FROM wtcache.watched WHERE rel = 'acct'::regclass;
+SELECT rel, columns, exclude_columns FROM wtcache.watched WHERE rel = 'acct'::regclass;
 SELECT table_name, columns, exclude_columns FROM wtcache.status WHERE table_name = 'acct'::regclass;
 SELECT wtcache.get('acct', '1');
 SELECT * FROM wtcache.get_many('acct', ARRAY['2', '1', '3']);
@@ -50,8 +50,9 @@ ROLLBACK;
 SELECT count(*) AS queued_nothing FROM wtcache.queue WHERE relid = 'acct'::regclass;
 SELECT wtcache.get('acct', '1');
 
--- DDL: a renamed column stays out (by attribute number), a new column
--- joins an exclusion list, a dropped one is skipped
+-- DDL: a renamed column stays out (the projection is renamed with it, in
+-- the DDL's transaction), a new column joins an exclusion list, a dropped
+-- one is skipped, and a new column under an excluded name stays out
 ALTER TABLE acct RENAME COLUMN pw_hash TO password_hash;
 SELECT table_name, columns, exclude_columns FROM wtcache.status WHERE table_name = 'acct'::regclass;
 SELECT wtcache.get('acct', '1');
@@ -60,6 +61,12 @@ SELECT wtcache.get('acct', '1');
 ALTER TABLE acct DROP COLUMN note;
 SELECT wtcache.get('acct', '1');
 SELECT table_name, columns, exclude_columns FROM wtcache.status WHERE table_name = 'acct'::regclass;
+ALTER TABLE acct ADD COLUMN note text DEFAULT 'SECRET-note';
+SELECT wtcache.get('acct', '1');
+BEGIN;
+ALTER TABLE acct RENAME COLUMN password_hash TO pw;
+ROLLBACK;
+SELECT exclude_columns FROM wtcache.watched WHERE rel = 'acct'::regclass;
 -- a column list: a new column stays out, a dropped listed column is skipped
 ALTER TABLE pick ADD COLUMN c text DEFAULT 'new';
 SELECT wtcache.watch('pick', columns => ARRAY['a', 'b']);
@@ -69,14 +76,14 @@ SELECT table_name, columns, exclude_columns FROM wtcache.status WHERE table_name
 
 -- exclude nothing: every column again, stored as no projection
 SELECT wtcache.watch('pick', exclude_columns => '{}');
-SELECT column_attnums, exclude_attnums FROM wtcache.watched WHERE rel = 'pick'::regclass;
+SELECT columns, exclude_columns FROM wtcache.watched WHERE rel = 'pick'::regclass;
 SELECT wtcache.get('pick', 'acme', '1');
 
 -- refusals
 SELECT wtcache.watch('acct', columns => ARRAY['email'], exclude_columns => ARRAY['password_hash']);
 SELECT wtcache.watch('acct', columns => ARRAY['no_such']);
 SELECT wtcache.watch('acct', exclude_columns => ARRAY['ctid']);
-SELECT wtcache.watch('acct', exclude_columns => ARRAY['note']);
+SELECT wtcache.watch('acct', exclude_columns => ARRAY['gone']);
 SELECT wtcache.watch('acct', columns => ARRAY['email', NULL]);
 SELECT wtcache.watch('acct', columns => ARRAY['email', 'email']);
 SELECT wtcache.watch('acct', exclude_columns => ARRAY['id']);
@@ -84,7 +91,7 @@ SELECT wtcache.watch('acct', exclude_columns => ARRAY['id']);
 SELECT wtcache.watch('acct', tags => ARRAY['org:{org_id}'], exclude_columns => ARRAY['org_id']);
 SELECT wtcache.watch('acct', tags => ARRAY['org:{org_id}'], columns => ARRAY['email']);
 SELECT wtcache.watch('acct', tags => ARRAY['org:{org_id}']);
-SELECT rel, tags, column_attnums, exclude_attnums FROM wtcache.watched WHERE rel = 'acct'::regclass;
+SELECT rel, tags, columns, exclude_columns FROM wtcache.watched WHERE rel = 'acct'::regclass;
 -- and the refusals changed nothing
 SELECT wtcache.get('acct', '2');
 

@@ -703,10 +703,10 @@ record_watch(Relation rel, const WatchRequest *req, int nkeys, const AttrNumber 
 			 const WatchConfig *config)
 {
 	Oid			argtypes[8] = {OIDOID, NAMEARRAYOID, INT2ARRAYOID, TEXTARRAYOID, INTERVALOID, TEXTOID,
-	INT2ARRAYOID, INT2ARRAYOID};
+	NAMEARRAYOID, NAMEARRAYOID};
 	Datum		values[8];
 	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', 'n', 'n'};
-	bool		options = watched_has_column("column_attnums");
+	bool		options = watched_has_column("exclude_columns");
 	Datum		keynames[INDEX_MAX_KEYS];
 	Datum		attnum_datums[INDEX_MAX_KEYS];
 	int			rc;
@@ -731,18 +731,18 @@ record_watch(Relation rel, const WatchRequest *req, int nkeys, const AttrNumber 
 		Datum	   *d = palloc(sizeof(Datum) * Max(config->nproj, 1));
 
 		for (int i = 0; i < config->nproj; i++)
-			d[i] = Int16GetDatum(config->proj_attnums[i]);
+			d[i] = NameGetDatum(&TupleDescAttr(RelationGetDescr(rel), config->proj_attnums[i] - 1)->attname);
 		values[config->proj_exclude ? 7 : 6] =
-			PointerGetDatum(construct_array(d, config->nproj, INT2OID, 2, true, TYPALIGN_SHORT));
+			PointerGetDatum(construct_array(d, config->nproj, NAMEOID, NAMEDATALEN, false, TYPALIGN_CHAR));
 		nulls[config->proj_exclude ? 7 : 6] = ' ';
 	}
 
 	if (options)
 		rc = wtcache_spi_as_extension_owner("INSERT INTO wtcache.watched AS w (rel, key_columns, key_attnums, tags, ttl, mode, "
-											"column_attnums, exclude_attnums) "
+											"columns, exclude_columns) "
 											"VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
 											"ON CONFLICT (rel) DO UPDATE SET tags = EXCLUDED.tags, ttl = EXCLUDED.ttl, mode = EXCLUDED.mode, "
-											"column_attnums = EXCLUDED.column_attnums, exclude_attnums = EXCLUDED.exclude_attnums "
+											"columns = EXCLUDED.columns, exclude_columns = EXCLUDED.exclude_columns "
 											"RETURNING (xmax OPERATOR(pg_catalog.=) 0)",
 											8, argtypes, values, nulls, false, 0);
 	else
@@ -795,7 +795,7 @@ wtcache_watch(PG_FUNCTION_ARGS)
 	for (int i = 0; i < nkeys; i++)
 		new.key_attnums[i] = attnums[i];
 	(void) resolve_projection(rel, &req, nkeys, attnums, &new);
-	if (new.nproj >= 0 && !watched_has_column("column_attnums"))
+	if (new.nproj >= 0 && !watched_has_column("exclude_columns"))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("watch options need wtcache 1.3"),
@@ -991,14 +991,14 @@ wtcache_load_watch(Oid relid, WatchConfig *config)
 	Datum		d;
 	char	   *mode;
 	WtcRights	rights;
-	bool		options = watched_has_column("column_attnums");
+	bool		options = watched_has_column("exclude_columns");
 	int			rc;
 
 	/* wtcache's own table, read as its owner whoever asks (rights.c) */
 	as_owner_begin(&rights);
 	/* not read-only: a watch() earlier in this statement (warm => true) must be seen */
 	rc = SPI_execute_plan(options ?
-						  wtcache_kept_plan("SELECT key_attnums, mode, ttl, tags, column_attnums, exclude_attnums "
+						  wtcache_kept_plan("SELECT key_attnums, mode, ttl, tags, columns, exclude_columns "
 											"FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
 											1, argtypes) :
 						  wtcache_kept_plan("SELECT key_attnums, mode, ttl, tags FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
@@ -1028,10 +1028,24 @@ wtcache_load_watch(Oid relid, WatchConfig *config)
 		d = SPI_getbinval(tup, desc, col, &isnull);
 		if (isnull)
 			continue;
-		arr = DatumGetArrayTypePCopy(d);
-		config->nproj = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
-		config->proj_attnums = (int16 *) ARR_DATA_PTR(arr);
-		config->proj_exclude = (col == 6);
+		{
+			Datum	   *names;
+			int			n;
+
+			/* by name: a dropped column's name resolves to nothing */
+			deconstruct_array(DatumGetArrayTypeP(d), NAMEOID, NAMEDATALEN, false, TYPALIGN_CHAR,
+							  &names, NULL, &n);
+			config->proj_attnums = palloc(sizeof(int16) * Max(n, 1));
+			config->nproj = 0;
+			for (int i = 0; i < n; i++)
+			{
+				AttrNumber	attnum = get_attnum(relid, NameStr(*DatumGetName(names[i])));
+
+				if (attnum > 0)
+					config->proj_attnums[config->nproj++] = attnum;
+			}
+			config->proj_exclude = (col == 6);
+		}
 	}
 	return true;
 }
@@ -1040,10 +1054,9 @@ wtcache_load_watch(Oid relid, WatchConfig *config)
  * The columns a watched table's values hold, in table order: *valcols
  * gets their attnums (palloc'd) and the count is returned; -1 (and NULL)
  * when the watch has no projection, every column.  A projection always
- * keeps the key columns (watch() says why), and skips dropped columns:
- * a DROP COLUMN of a listed column must not break delivery, and attnums
- * are never reused, so an excluded column's number never comes to mean
- * a new column.
+ * keeps the key columns (watch() says why); a listed column that was
+ * dropped was not resolved (wtcache_load_watch), so a DROP COLUMN of it
+ * never breaks delivery.
  */
 int
 wtcache_value_columns(Relation rel, const WatchConfig *config, int16 **valcols)
@@ -1410,4 +1423,36 @@ wtcache_column_is_captured(Oid relid, const char *colname)
 	}
 	SPI_finish();
 	return captured;
+}
+
+/*
+ * ALTER TABLE ... RENAME COLUMN of a watched table (ddl.c, in the DDL's
+ * transaction, before its requeue): the projection names columns, and
+ * follows the rename, so a column kept out stays out under its new name.
+ */
+void
+wtcache_watch_rename_column(Oid relid, const char *oldname, const char *newname)
+{
+	Oid			argtypes[3] = {OIDOID, NAMEOID, NAMEOID};
+	Datum		values[3];
+	NameData	oldn;
+	NameData	newn;
+
+	if (!watched_has_column("exclude_columns"))
+		return;
+	namestrcpy(&oldn, oldname);
+	namestrcpy(&newn, newname);
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = NameGetDatum(&oldn);
+	values[2] = NameGetDatum(&newn);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (wtcache_spi_as_extension_owner("UPDATE wtcache.watched SET "
+									   "columns = pg_catalog.array_replace(columns, $2, $3), "
+									   "exclude_columns = pg_catalog.array_replace(exclude_columns, $2, $3) "
+									   "WHERE rel OPERATOR(pg_catalog.=) $1 "
+									   "AND (columns IS NOT NULL OR exclude_columns IS NOT NULL)",
+									   3, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "wtcache.watched update failed");
+	SPI_finish();
 }

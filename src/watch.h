@@ -21,11 +21,10 @@ typedef struct WatchConfig
 	ArrayType  *tags;			/* tag templates as given to watch() */
 	/*
 	 * The projection (1.3): which columns Redis gets.  nproj < 0: every
-	 * column.  Else proj_attnums lists nproj attnums, the columns given to
-	 * watch(columns => ...) (proj_exclude false: those and the key
-	 * columns) or to watch(exclude_columns => ...) (true: every column
-	 * but those).  Attnums, so a renamed column stays in or out; a dropped
-	 * one is skipped (wtcache_value_columns()).
+	 * column.  Else proj_attnums lists nproj attnums, the columns named in
+	 * wtcache.watched.columns (proj_exclude false: those and the key
+	 * columns) or exclude_columns (true: every column but those), resolved
+	 * by name when loaded; a name no column has any more is skipped.
 	 */
 	int			nproj;
 	int16	   *proj_attnums;
@@ -48,6 +47,7 @@ extern uint64 wtcache_resync_table_or_purge(Oid relid, bool purge_first, char **
 extern void wtcache_warn_if_key_unenforced(Oid relid);
 extern bool wtcache_key_enforced(Oid relid);
 extern bool wtcache_column_is_captured(Oid relid, const char *colname);
+extern void wtcache_watch_rename_column(Oid relid, const char *oldname, const char *newname);
 extern bool wtcache_changing_triggers;
 
 #endif							/* WTCACHE_WATCH_H */
