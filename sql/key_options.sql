@@ -67,6 +67,9 @@ BEGIN;
 ALTER TABLE acct RENAME COLUMN password_hash TO pw;
 ROLLBACK;
 SELECT exclude_columns FROM wtcache.watched WHERE rel = 'acct'::regclass;
+-- re-running watch() keeps the lists as they are, a dropped name included
+SELECT wtcache.watch('acct', ttl => '2 hours');
+SELECT exclude_columns FROM wtcache.watched WHERE rel = 'acct'::regclass;
 -- a column list: a new column stays out, a dropped listed column is skipped
 ALTER TABLE pick ADD COLUMN c text DEFAULT 'new';
 SELECT wtcache.watch('pick', columns => ARRAY['a', 'b']);

@@ -702,10 +702,10 @@ static bool
 record_watch(Relation rel, const WatchRequest *req, int nkeys, const AttrNumber *attnums,
 			 const WatchConfig *config)
 {
-	Oid			argtypes[8] = {OIDOID, NAMEARRAYOID, INT2ARRAYOID, TEXTARRAYOID, INTERVALOID, TEXTOID,
-	NAMEARRAYOID, NAMEARRAYOID};
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', 'n', 'n'};
+	Oid			argtypes[9] = {OIDOID, NAMEARRAYOID, INT2ARRAYOID, TEXTARRAYOID, INTERVALOID, TEXTOID,
+	NAMEARRAYOID, NAMEARRAYOID, BOOLOID};
+	Datum		values[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', 'n', 'n', ' '};
 	bool		options = watched_has_column("exclude_columns");
 	Datum		keynames[INDEX_MAX_KEYS];
 	Datum		attnum_datums[INDEX_MAX_KEYS];
@@ -726,6 +726,12 @@ record_watch(Relation rel, const WatchRequest *req, int nkeys, const AttrNumber 
 	if (!req->ttl)
 		nulls[4] = 'n';
 	values[5] = CStringGetTextDatum(req->mode);
+	/*
+	 * Not given: an existing watch keeps its lists as they are, names of
+	 * dropped columns included (one added again under such a name stays
+	 * out); a new one has none.
+	 */
+	values[8] = BoolGetDatum(req->columns != NULL || req->exclude != NULL);
 	if (config->nproj >= 0)
 	{
 		Datum	   *d = palloc(sizeof(Datum) * Max(config->nproj, 1));
@@ -742,9 +748,10 @@ record_watch(Relation rel, const WatchRequest *req, int nkeys, const AttrNumber 
 											"columns, exclude_columns) "
 											"VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
 											"ON CONFLICT (rel) DO UPDATE SET tags = EXCLUDED.tags, ttl = EXCLUDED.ttl, mode = EXCLUDED.mode, "
-											"columns = EXCLUDED.columns, exclude_columns = EXCLUDED.exclude_columns "
+											"columns = CASE WHEN $9 THEN EXCLUDED.columns ELSE w.columns END, "
+											"exclude_columns = CASE WHEN $9 THEN EXCLUDED.exclude_columns ELSE w.exclude_columns END "
 											"RETURNING (xmax OPERATOR(pg_catalog.=) 0)",
-											8, argtypes, values, nulls, false, 0);
+											9, argtypes, values, nulls, false, 0);
 	else
 		rc = wtcache_spi_as_extension_owner("INSERT INTO wtcache.watched AS w (rel, key_columns, key_attnums, tags, ttl, mode) "
 											"VALUES ($1, $2, $3, $4, $5, $6) "

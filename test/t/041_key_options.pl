@@ -112,6 +112,22 @@ my ($rc, $out, $err) = $node->psql($db, q{SELECT count(*) FROM wtcache.verify('u
 is($out, '0', 'verify: no difference');
 like($err, qr/comparing the columns id, email, org_id, bio/, 'verify names the projection');
 
+#### a partitioned table: the projection holds for every partition
+
+sql(q{
+CREATE TABLE visit (id int, day int, page text, ip text, PRIMARY KEY (id, day)) PARTITION BY RANGE (day);
+CREATE TABLE visit_1 PARTITION OF visit FOR VALUES FROM (1) TO (2);
+CREATE TABLE visit_2 (ip text, page text, day int NOT NULL, id int NOT NULL);
+ALTER TABLE visit ATTACH PARTITION visit_2 FOR VALUES FROM (2) TO (3);
+INSERT INTO visit SELECT i, 1 + i % 2, 'page ' || i, 'SECRET-ip-' || i FROM generate_series(1, 100) i;
+SELECT wtcache.watch('visit', exclude_columns => ARRAY['ip'], warm => true);
+UPDATE visit SET day = 2, ip = 'SECRET-moved' WHERE id = 1;
+});
+ok(wait_drained($node, $db), 'partitioned table delivered');
+compare_table_ok($node, $db, 'visit', $rp, 'every partition\'s rows, projected (columns in another order in one)',
+	columns => [qw(id day page)]);
+no_secret_ok('partitioned table');
+
 #### changing the projection under writers rewrites the keys
 
 sql(q{
