@@ -602,7 +602,7 @@ claim_whole_table_row(Batch *b, const QueueRow *row, int pending_start)
 	}
 	b->purge_table_key = row->table_key;
 	if (wtcache_publish_events)
-		b->purge_event = event_truncate(row->relid, row->id);
+		b->purge_event = event_truncate(row->relid, row->table_key, row->id);
 }
 
 /*

@@ -224,14 +224,16 @@ finish_batch(Batch *b)
 	PushResult	res;
 
 	MemoryContextSwitchTo(b->cxt);
-	res = wtcache_push_receive(Worker.redis, b->ncalls, b->nmarkers, &applied, &seen, err, sizeof(err));
+	res = wtcache_push_receive(Worker.redis, b->items, b->nitems, b->sent_order, b->ncalls,
+							   b->nmarkers, &applied, &seen, err, sizeof(err));
 	MemoryContextSwitchTo(TopMemoryContext);
 	if (res == PUSH_RESEND)
 	{
 		if (!send_batch(b))
 			return false;
 		MemoryContextSwitchTo(b->cxt);
-		res = wtcache_push_receive(Worker.redis, b->ncalls, b->nmarkers, &applied, &seen, err, sizeof(err));
+		res = wtcache_push_receive(Worker.redis, b->items, b->nitems, b->sent_order, b->ncalls,
+								   b->nmarkers, &applied, &seen, err, sizeof(err));
 		MemoryContextSwitchTo(TopMemoryContext);
 		/* sent a slot at a time, it cannot ask for that again */
 		if (res == PUSH_RESEND)
@@ -242,6 +244,14 @@ finish_batch(Batch *b)
 		redis_failed("could not deliver changes to Redis", err);
 		return false;
 	}
+	/* before the acknowledgement: a failure sends the batch, and them, again */
+	MemoryContextSwitchTo(b->cxt);
+	if (!events_publish_batch(b->items, b->nitems, &b->bumps))
+	{
+		MemoryContextSwitchTo(TopMemoryContext);
+		return false;
+	}
+	MemoryContextSwitchTo(TopMemoryContext);
 	if (res == PUSH_MARKER_LOST)
 	{
 		/*
@@ -275,7 +285,7 @@ send_batch(Batch *b)
 	marker_position(position, sizeof(position));
 	ok = wtcache_push_send(Worker.redis, &Worker.scripts, b->items, b->nitems, &b->bumps, &Worker.markers,
 						   acked_version(), b->max_version, position, &b->ncalls,
-						   err, sizeof(err));
+						   &b->sent_order, err, sizeof(err));
 	MemoryContextSwitchTo(TopMemoryContext);
 	if (!ok)
 		redis_failed("could not deliver changes to Redis", err);
@@ -310,7 +320,12 @@ run_purge(Batch *b)
 	if (b->purge_event != NULL && !event_publish(b->purge_event))
 	{
 		MemoryContextSwitchTo(TopMemoryContext);
-		redis_failed("lost the connection to Redis", wtc_redis_errstr(Worker.redis));
+		return false;
+	}
+	/* and the tags it invalidated, after it */
+	if (!events_publish_batch(NULL, 0, &b->bumps))
+	{
+		MemoryContextSwitchTo(TopMemoryContext);
 		return false;
 	}
 	MemoryContextSwitchTo(TopMemoryContext);

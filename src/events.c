@@ -2,14 +2,17 @@
  * events.c
  *		The messages the worker publishes on the events channel.
  *
- * Near caches parse them (README, "The events channel"), so their form is a
- * contract, and this file is the only one that writes it.  Every message is
- * one JSON object whose members come in this order, each only in the kinds
- * of message named:
+ * Near caches parse them (README, "Reading Redis directly and near
+ * caches"), so their form is a contract, and this file is the only one
+ * that writes it.  Every message is one JSON object whose members come in
+ * this order, each only in the kinds of message named:
  *
- *	{"db":D				always
- *	 ,"table":T			a row change, a truncate
- *	 ,"key":[K...]		a row change
+ *	{"seq":S			always: added by the publishing script (push.c)
+ *	 ,"db":D			always
+ *	 ,"table":"S.T"		a row change, a truncate (unescaped, as before 1.3)
+ *	 ,"schema":S,"relname":T	the same, unambiguous
+ *	 ,"key":[K...]		a row change: the key column values
+ *	 ,"redis_key":K		a row change: the Redis key of the row
  *	 ,"op":O,"v":N		always
  *	 ,"tags":[G...]		a row change (the table's tag first), an invalidation
  *	 ,"reason":R}		a reset
@@ -18,9 +21,16 @@
  * rest is each kind's own.  A row change's start is rendered once per table
  * and batch (event_row_head), for the messages of its keys to copy.
  *
- * Messages are built when the batch is claimed and sent with its writes,
- * so that Redis publishes only what it applied (push.c); a truncate and a
- * reset are published by the worker itself, after what they announce.
+ * Messages are built when the batch is claimed and published once Redis
+ * has answered the batch and before it is acknowledged: those of the rows
+ * Redis holds at their version, in version order, then the batch's tag
+ * invalidation.  A crash or a Redis failure before the acknowledgement
+ * sends the batch again and publishes them again, so a subscriber may see
+ * a change twice (same "v") but never miss one it could not tell it
+ * missed: every message takes the next number of the database's sequence
+ * (P{D}:event_seq), in one script, so a gap or a number going back tells a
+ * subscriber it lost messages.  A truncate and a reset are published by
+ * the worker after what they announce, in the same sequence.
  *-------------------------------------------------------------------------
  */
 #include "worker_int.h"
@@ -32,16 +42,20 @@
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 
-/* {"db":D, and ,"table":T when there is one */
+/* {"db":D, and the table's members when there is one */
 static void
-event_begin(StringInfo ev, const char *table)
+event_begin(StringInfo ev, const char *nspname, const char *relname)
 {
 	appendStringInfoString(ev, "{\"db\":");
 	escape_json(ev, Worker.dbname);
-	if (table != NULL)
+	if (relname != NULL)
 	{
 		appendStringInfoString(ev, ",\"table\":");
-		escape_json(ev, table);
+		escape_json(ev, psprintf("%s.%s", nspname, relname));
+		appendStringInfoString(ev, ",\"schema\":");
+		escape_json(ev, nspname);
+		appendStringInfoString(ev, ",\"relname\":");
+		escape_json(ev, relname);
 	}
 }
 
@@ -57,10 +71,9 @@ char *
 event_row_head(const char *nspname, const char *relname)
 {
 	StringInfoData ev;
-	char	   *qualified = psprintf("%s.%s", nspname, relname);
 
 	initStringInfo(&ev);
-	event_begin(&ev, qualified);
+	event_begin(&ev, nspname, relname);
 	appendStringInfoString(&ev, ",\"key\":[");
 	return ev.data;
 }
@@ -80,7 +93,8 @@ event_row(PushItem *it, const TableBatch *tb, const BatchKey *bk, const char *op
 			appendStringInfoChar(&ev, ',');
 		escape_json(&ev, bk->values[c]);
 	}
-	appendStringInfoChar(&ev, ']');
+	appendStringInfoString(&ev, "],\"redis_key\":");
+	escape_json(&ev, it->row_key);
 	event_op(&ev, op, bk->version);
 	appendStringInfoString(&ev, ",\"tags\":[");
 	escape_json(&ev, tb->table_tag);
@@ -94,18 +108,27 @@ event_row(PushItem *it, const TableBatch *tb, const BatchKey *bk, const char *op
 	it->event_len = ev.len;
 }
 
-/* Every row of a table removed; NULL when the table is gone and has no name. */
+/*
+ * Every row of a table removed.  Named by the table key its queue row
+ * recorded, which names the keys removed, also of a table renamed or
+ * dropped since; by its relid when there is none.
+ */
 char *
-event_truncate(Oid relid, int64 version)
+event_truncate(Oid relid, const char *table_key, int64 version)
 {
 	StringInfoData ev;
+	char	   *nspname = NULL;
+	char	   *relname = NULL;
 
-	if (get_rel_name(relid) == NULL)
-		return NULL;
+	if (table_key == NULL || !wtcache_parse_table_key(table_key, &nspname, &relname))
+	{
+		relname = get_rel_name(relid);
+		nspname = relname ? get_namespace_name(get_rel_namespace(relid)) : NULL;
+		if (relname == NULL || nspname == NULL)
+			return NULL;
+	}
 	initStringInfo(&ev);
-	event_begin(&ev, psprintf("%s.%s",
-							  get_namespace_name(get_rel_namespace(relid)),
-							  get_rel_name(relid)));
+	event_begin(&ev, nspname, relname);
 	event_op(&ev, "truncate", version);
 	appendStringInfoChar(&ev, '}');
 	return ev.data;
@@ -118,7 +141,7 @@ event_tags(TagBumps *bumps, char *const *tags, int ntags, int64 version)
 	StringInfoData ev;
 
 	initStringInfo(&ev);
-	event_begin(&ev, NULL);
+	event_begin(&ev, NULL, NULL);
 	event_op(&ev, "invalidate", version);
 	appendStringInfoString(&ev, ",\"tags\":");
 	wtcache_append_json_strings(&ev, tags, ntags);
@@ -127,36 +150,98 @@ event_tags(TagBumps *bumps, char *const *tags, int ntags, int64 version)
 	bumps->event_len = ev.len;
 }
 
-/* PUBLISH a message on the events channel; false when Redis failed. */
-bool
-event_publish(const char *message)
+/* Publish messages in this order, numbered; false when Redis failed. */
+static bool
+publish(char *const *messages, const size_t *lens, int n)
 {
-	StringInfoData channel;
-	WtcReply	reply;
+	StringInfoData seq_key;
+	char		err[256];
 
-	initStringInfo(&channel);
-	wtcache_events_channel(&channel);
-	return wtc_redis_commandv(Worker.redis, &reply, 3, "PUBLISH", channel.data, message);
+	initStringInfo(&seq_key);
+	wtcache_append_event_seq_key(&seq_key, Worker.dbname);
+	if (wtcache_publish_messages(Worker.redis, &Worker.scripts, seq_key.data,
+								 messages, lens, n, err, sizeof(err)))
+		return true;
+	redis_failed("could not publish events", err);
+	return false;
+}
+
+/* A message on its own (a truncate); false when Redis failed. */
+bool
+event_publish(char *message)
+{
+	size_t		len = strlen(message);
+
+	return publish(&message, &len, 1);
+}
+
+static int
+item_version_cmp(const void *a, const void *b)
+{
+	const PushItem *x = *(PushItem *const *) a;
+	const PushItem *y = *(PushItem *const *) b;
+
+	if (x->version != y->version)
+		return x->version < y->version ? -1 : 1;
+	return x < y ? -1 : (x > y);
+}
+
+/*
+ * A batch's messages, once Redis answered it: the rows it holds at their
+ * version, in version order (one key is in a batch once), then the tags.
+ * False when Redis failed: the batch is not acknowledged, and publishes
+ * again when it is sent again.
+ */
+bool
+events_publish_batch(PushItem *items, int nitems, const TagBumps *bumps)
+{
+	PushItem  **held = palloc(sizeof(PushItem *) * Max(nitems, 1));
+	char	  **messages = palloc(sizeof(char *) * (nitems + 1));
+	size_t	   *lens = palloc(sizeof(size_t) * (nitems + 1));
+	int			nheld = 0;
+	int			n = 0;
+
+	if (!wtcache_publish_events)
+		return true;
+	for (int i = 0; i < nitems; i++)
+		if (items[i].held && items[i].event != NULL)
+			held[nheld++] = &items[i];
+	qsort(held, nheld, sizeof(PushItem *), item_version_cmp);
+	for (int i = 0; i < nheld; i++)
+	{
+		messages[n] = held[i]->event;
+		lens[n++] = held[i]->event_len;
+	}
+	if (bumps != NULL && bumps->event != NULL)
+	{
+		messages[n] = bumps->event;
+		lens[n++] = bumps->event_len;
+	}
+	return publish(messages, lens, n);
 }
 
 /*
  * Announce that every key of the database was removed (a repair after
  * Redis lost data), as a TRUNCATE is announced for one table: a near cache
- * fed by the events channel must drop all it holds of the database.  On a
- * failure, the next repair announces again.
+ * fed by the events channel must drop all it holds of the database.
+ * False when Redis failed: the caller repairs again, and announces again.
  */
-void
+bool
 publish_reset(const char *why)
 {
 	StringInfoData ev;
+	size_t		len;
 
-	if (!wtcache_publish_events || Worker.redis == NULL)
-		return;
+	if (!wtcache_publish_events)
+		return true;
+	if (Worker.redis == NULL)
+		return false;
 	initStringInfo(&ev);
-	event_begin(&ev, NULL);
+	event_begin(&ev, NULL, NULL);
 	event_op(&ev, "reset", acked_version());
 	appendStringInfoString(&ev, ",\"reason\":");
 	escape_json(&ev, why);
 	appendStringInfoChar(&ev, '}');
-	(void) event_publish(ev.data);
+	len = ev.len;
+	return publish(&ev.data, &len, 1);
 }

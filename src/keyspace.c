@@ -111,6 +111,31 @@ wtcache_append_table_key(StringInfo buf, const char *dbname,
 	append_escaped(buf, relname, true);
 }
 
+/*
+ * The schema and table a table key names, unescaped (palloc'd); false for
+ * a string that is not one.  Names are escaped with their dots, so the
+ * separators are the only ones.
+ */
+bool
+wtcache_parse_table_key(const char *table_key, char **nspname, char **relname)
+{
+	const char *sep = strchr(table_key, WTC_KEY_SEP[0]);
+	const char *dot = sep ? strchr(sep + 1, WTC_KEY_NAME_SEP[0]) : NULL;
+	StringInfoData nsp;
+	StringInfoData rel;
+
+	if (dot == NULL || strchr(dot + 1, WTC_KEY_NAME_SEP[0]) != NULL)
+		return false;
+	initStringInfo(&nsp);
+	initStringInfo(&rel);
+	if (!unescape(sep + 1, dot - sep - 1, &nsp) ||
+		!unescape(dot + 1, strlen(dot + 1), &rel))
+		return false;
+	*nspname = nsp.data;
+	*relname = rel.data;
+	return true;
+}
+
 /* "P{D:S.T:", what every row key of a table starts with. */
 void
 wtcache_append_row_key_head(StringInfo buf, const char *prefix, const char *table_key)
@@ -218,6 +243,17 @@ wtcache_append_clock_key(StringInfo buf, const char *dbname)
 {
 	append_db_prefix(buf, dbname);
 	appendStringInfoString(buf, WTC_KEY_CLOCK);
+}
+
+/*
+ * The sequence number of the database's last event (push.c): consecutive
+ * numbers let a subscriber see that it missed a message.
+ */
+void
+wtcache_append_event_seq_key(StringInfo buf, const char *dbname)
+{
+	append_db_prefix(buf, dbname);
+	appendStringInfoString(buf, WTC_KEY_EVENT_SEQ);
 }
 
 /*

@@ -32,6 +32,7 @@
  *	P{D}:gen				the generation marker (push.c)
  *	P{D:gen<n>}				in a Cluster, the marker of one master
  *	<marker>:wal			where in the WAL a marker was last raised
+ *	P{D}:event_seq			the sequence number of the database's last event
  *	Pevents					the channel applied changes are published on
  *
  * Why this shape: the first "{...}" is the Redis Cluster hash tag, so a
@@ -72,6 +73,7 @@
 #define WTC_KEY_MARKER		"gen"
 #define WTC_KEY_TAG			"tag" WTC_KEY_SEP
 #define WTC_KEY_QUERY		"query" WTC_KEY_SEP
+#define WTC_KEY_EVENT_SEQ	"event_seq"
 
 /* The events channel: P and this */
 #define WTC_EVENTS_CHANNEL	"events"
@@ -120,6 +122,8 @@
 /* Rows and their companions */
 extern void wtcache_append_table_key(StringInfo buf, const char *dbname,
 									 const char *nspname, const char *relname);
+extern bool wtcache_parse_table_key(const char *table_key, char **nspname,
+									char **relname);
 extern void wtcache_append_row_key_head(StringInfo buf, const char *prefix,
 										const char *table_key);
 extern void wtcache_append_key_values(StringInfo buf, int nkeys, char **values);
@@ -134,6 +138,7 @@ extern char *wtcache_lease_key(const char *key);
 
 /* A database's keys */
 extern void wtcache_append_clock_key(StringInfo buf, const char *dbname);
+extern void wtcache_append_event_seq_key(StringInfo buf, const char *dbname);
 extern void wtcache_append_marker_key(StringInfo buf, const char *dbname);
 extern char *wtcache_master_marker_key(WtcRedis *r, const char *dbname, int master);
 extern char *wtcache_marker_wal_key(const char *marker_key);

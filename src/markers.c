@@ -52,9 +52,9 @@ resync_all(const char *why)
 	char		position[MARKER_POSITION_LEN];
 
 	wtcache_slot_set_state(Worker.slot, WORKER_RESYNCING, true);
-	if (!purge_database_keys(&removed))
+	/* the marker stays missing until the end: a failure repairs again */
+	if (!purge_database_keys(&removed) || !publish_reset(why))
 		return;
-	publish_reset(why);
 	begin_xact(false);
 	(void) queue_relid_or_exit();
 	if (SPI_execute("SELECT rel::oid FROM wtcache.watched", true, 0) != SPI_OK_SELECT)

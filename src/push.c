@@ -33,11 +33,12 @@
 /*
  * KEYS: row keys (but see "m" below).  ARGV[1]: tombstone TTL in
  * seconds; ARGV[2]: flags, "t" when rows carry a TTL, "g" to read and
- * write the values a call at a time (see below), "p" to publish
- * without asking whether anyone listens (in a Cluster PUBSUB NUMSUB counts
- * only the subscribers of one node); ARGV[3]: events channel ("" = none).
- * Then per row: ["m": row key,]
- * version, payload ("" = delete), event message[, ttl_ms].  A row's
+ * write the values a call at a time (see below).  Then per row: ["m": row
+ * key,] version, payload ("" = delete)[, ttl_ms].  Returns the number of
+ * rows applied and a string with a character per row, "1" where Redis now
+ * holds that row's version (applied now, or by an earlier send of the same
+ * batch), "0" where it holds a newer one: the rows whose events the worker
+ * then publishes (publish_script).  A row's
  * tombstone is its key plus ":t": same hash tag, same slot.  A row written
  * with a TTL gets one too, which outlives it, so that a reader's fill
  * leased before the row expired sees it changed and is refused.  An
@@ -76,26 +77,19 @@
  * Lua costs more than the calls.  A value MGET did not return or that
  * carries no version is looked at as before.  A batch carries each key
  * once, but a key met again in a call (two tables' names swapped between
- * their loads) first writes what is pending and reads it anew.  The events
- * of rows written by the MSET are published after it, so that one failing
- * (out of memory) announces nothing it did not write.  Without the rights
- * to MGET or MSET (a Redis ACL older than this script) the call falls back
- * to a command a row.  The event is
- * published only when the change is applied, so a redelivery or a late
- * push publishes nothing; and only when someone listens (checked inside the
- * script, so no subscriber can arrive between the check and the publish).
+ * their loads) first writes what is pending and reads it anew.  Without the
+ * rights to MGET or MSET (a Redis ACL older than this script) the call
+ * falls back to a command a row.
  */
 static const char apply_script[] =
 "local call, pcall, match, tonumber = redis.call, redis.pcall, string.match, tonumber\n"
 "local tomb_ttl = ARGV[1]\n"
-"local stride = string.find(ARGV[2], 't', 1, true) and 4 or 3\n"
+"local stride = string.find(ARGV[2], 't', 1, true) and 3 or 2\n"
 "local kstride = string.find(ARGV[2], 'k', 1, true) and 3 or 1\n"
 "local keyed = string.find(ARGV[2], 'm', 1, true) and 1 or 0\n"
 "local companion = keyed == 1 and call or pcall\n"
-"local chan = ARGV[3]\n"
-"if chan ~= '' and not string.find(ARGV[2], 'p', 1, true) and call('PUBSUB', 'NUMSUB', chan)[2] == 0 and call('PUBSUB', 'NUMPAT') == 0 then chan = '' end\n"
 "local applied = 0\n"
-"local nrows = keyed == 1 and (#ARGV - 3) / (stride + 1) or #KEYS / kstride\n"
+"local nrows = keyed == 1 and (#ARGV - 2) / (stride + 1) or #KEYS / kstride\n"
 "local heads = false\n"
 "if string.find(ARGV[2], 'g', 1, true) then\n"
 "  local rks = {}\n"
@@ -103,7 +97,7 @@ static const char apply_script[] =
 "  heads = pcall('MGET', unpack(rks))\n"
 "  if heads.err then heads = false end\n"
 "end\n"
-"local sets, events, seen = {}, {}, {}\n"
+"local sets, seen, held = {}, {}, {}\n"
 "local function flush_sets()\n"
 "  if #sets > 0 then\n"
 "    local r = pcall('MSET', unpack(sets))\n"
@@ -112,11 +106,9 @@ static const char apply_script[] =
 "    end\n"
 "    sets = {}\n"
 "  end\n"
-"  for j = 1, #events do call('PUBLISH', chan, events[j]) end\n"
-"  events = {}\n"
 "end\n"
 "for i = 1, nrows do\n"
-"  local a = 4 + (i - 1) * (stride + keyed)\n"
+"  local a = 3 + (i - 1) * (stride + keyed)\n"
 "  local rk = keyed == 1 and ARGV[a] or KEYS[(i - 1) * kstride + 1]\n"
 "  local tk = kstride == 3 and KEYS[(i - 1) * 3 + 2] or rk .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) "\n"
 "  local lk = kstride == 3 and KEYS[(i - 1) * 3 + 3] or rk .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) "\n"
@@ -128,52 +120,69 @@ static const char apply_script[] =
 "    local head = pcall('GETRANGE', rk, 0, 24)\n"
 "    if type(head) == 'string' then cur = match(head, " WTC_LUA_VALUE_VERSION ") else call('DEL', rk) end\n"
 "  end\n"
-"  local held = cur ~= nil\n"
+"  local has_value = cur ~= nil\n"
 "  if cur then cur = tonumber(cur) else\n"
 "    local t = pcall('GET', tk)\n"
 "    cur = (type(t) == 'string' and tonumber(t)) or 0\n"
 "  end\n"
 "  if v > cur then\n"
 "    local payload = ARGV[a + 1]\n"
-"    local event = chan ~= '' and ARGV[a + 2] ~= '' and ARGV[a + 2]\n"
-"    if not held then companion('DEL', lk) end\n"
+"    if not has_value then companion('DEL', lk) end\n"
 "    if payload == '' then\n"
 "      call('SET', tk, ARGV[a], 'EX', tomb_ttl)\n"
 "      call('DEL', rk)\n"
-"    elseif stride == 4 and ARGV[a + 3] ~= '0' then\n"
-"      call('SET', tk, ARGV[a], 'EX', tomb_ttl + math.ceil(tonumber(ARGV[a + 3]) / 1000))\n"
-"      call('SET', rk, payload, 'PX', ARGV[a + 3])\n"
+"    elseif stride == 3 and ARGV[a + 2] ~= '0' then\n"
+"      call('SET', tk, ARGV[a], 'EX', tomb_ttl + math.ceil(tonumber(ARGV[a + 2]) / 1000))\n"
+"      call('SET', rk, payload, 'PX', ARGV[a + 2])\n"
 "    elseif heads then\n"
 "      sets[#sets + 1] = rk\n"
 "      sets[#sets + 1] = payload\n"
-"      if event then events[#events + 1] = event end\n"
-"      event = false\n"
 "    else\n"
 "      call('SET', rk, payload)\n"
 "    end\n"
 "    seen[rk] = true\n"
 "    applied = applied + 1\n"
-"    if event then call('PUBLISH', chan, event) end\n"
 "  end\n"
+"  held[i] = v >= cur and '1' or '0'\n"
 "end\n"
 "flush_sets()\n"
-"return applied\n";
+"return {applied, table.concat(held)}\n";
 
 /*
- * KEYS: the clock key, then tag keys.  ARGV: tag key TTL in seconds,
- * events channel ("" = none), event message, "p" to publish without asking
- * whether anyone listens.  Gives every tag a new stamp (tags.c); the event
- * is published once, when someone listens.
+ * KEYS: the clock key, then tag keys.  ARGV: tag key TTL in seconds.
+ * Gives every tag a new stamp (tags.c).
  */
 static const char tags_script[] =
 WTCACHE_LUA_NEW_STAMP
 "local stamp = new_stamp(KEYS[1])\n"
 "for i = 2, #KEYS do redis.call('SET', KEYS[i], stamp, 'EX', ARGV[1]) end\n"
-"local chan = ARGV[2]\n"
-"if chan ~= '' and ARGV[3] ~= '' and (ARGV[4] == 'p' or redis.call('PUBSUB', 'NUMSUB', chan)[2] > 0 or redis.call('PUBSUB', 'NUMPAT') > 0) then\n"
-"  redis.call('PUBLISH', chan, ARGV[3])\n"
-"end\n"
 "return 0\n";
+
+/*
+ * KEYS: the database's event sequence key (P{D}:event_seq).  ARGV[1]: the
+ * events channel; ARGV[2]: "p" to publish without asking whether anyone
+ * listens (in a Cluster PUBSUB NUMSUB counts only the subscribers of one
+ * node); then the messages, each a JSON object.  Numbers them on from the
+ * sequence key and publishes each with "seq" as its first member.  The
+ * sequence advances also when nobody listens, so that a subscriber that
+ * reads it after subscribing knows the number the next message carries.
+ * One script, on the database's slot: the numbers are handed out and
+ * published in one order, which is every subscriber's.  GET and SET, not
+ * INCRBY, which a Redis ACL set up for an earlier version does not allow.
+ * Returns the first number.
+ */
+static const char publish_script[] =
+"local n = #ARGV - 2\n"
+"if n <= 0 then return 0 end\n"
+"local first = (tonumber(redis.call('GET', KEYS[1])) or 0) + 1\n"
+"redis.call('SET', KEYS[1], first + n - 1)\n"
+"local chan = ARGV[1]\n"
+"if ARGV[2] == 'p' or redis.call('PUBSUB', 'NUMSUB', chan)[2] > 0 or redis.call('PUBSUB', 'NUMPAT') > 0 then\n"
+"  for i = 1, n do\n"
+"    redis.call('PUBLISH', chan, '{\"seq\":' .. (first + i - 1) .. ',' .. string.sub(ARGV[i + 2], 2))\n"
+"  end\n"
+"end\n"
+"return first\n";
 
 /*
  * KEYS: marker, its WAL position.  ARGV: acked (highest version we know
@@ -201,6 +210,7 @@ wtcache_load_scripts(WtcRedis *r, RedisScripts *scripts, char *err, size_t errle
 {
 	return wtc_redis_load_script(r, apply_script, scripts->apply_sha, err, errlen) &&
 		wtc_redis_load_script(r, tags_script, scripts->tags_sha, err, errlen) &&
+		wtc_redis_load_script(r, publish_script, scripts->publish_sha, err, errlen) &&
 		wtc_redis_load_script(r, marker_script, scripts->marker_sha, err, errlen);
 }
 
@@ -213,17 +223,12 @@ append_tag_bumps(WtcRedis *r, const RedisScripts *scripts, const TagBumps *bumps
 	size_t	   *lens;
 	char		ttl[16];
 	char		nkeys_buf[16];
-	StringInfoData channel;
-	bool		in_cluster = wtc_redis_mode(r) == WTC_REDIS_CLUSTER;
 
 	if (bumps == NULL || bumps->ntags == 0)
 		return true;
-	initStringInfo(&channel);
-	if (wtcache_publish_events)
-		wtcache_events_channel(&channel);
 	snprintf(ttl, sizeof(ttl), "%d", WTCACHE_TAG_TTL_S);
-	argv = palloc(sizeof(char *) * (TAGS_PER_CALL + 9));
-	lens = palloc(sizeof(size_t) * (TAGS_PER_CALL + 9));
+	argv = palloc(sizeof(char *) * (TAGS_PER_CALL + 6));
+	lens = palloc(sizeof(size_t) * (TAGS_PER_CALL + 6));
 	for (int start = 0; start < bumps->ntags; start += TAGS_PER_CALL)
 	{
 		int			n = Min(TAGS_PER_CALL, bumps->ntags - start);
@@ -245,13 +250,6 @@ append_tag_bumps(WtcRedis *r, const RedisScripts *scripts, const TagBumps *bumps
 		}
 		argv[argc] = ttl;
 		lens[argc++] = strlen(ttl);
-		argv[argc] = channel.data;
-		lens[argc++] = channel.len;
-		/* one event for the whole batch, with the first call */
-		argv[argc] = (start == 0 && bumps->event) ? bumps->event : "";
-		lens[argc++] = (start == 0 && bumps->event) ? bumps->event_len : 0;
-		argv[argc] = in_cluster ? "p" : "";
-		lens[argc++] = in_cluster ? 1 : 0;
 		if (!wtc_redis_append(r, argc, argv, lens))
 		{
 			snprintf(err, errlen, "could not queue a command: %s", wtc_redis_errstr(r));
@@ -408,16 +406,19 @@ slot_moved_error(const char *msg)
 /*
  * In a Cluster a call goes to one master: the items again, grouped by the
  * master that serves their slot (*by_master) or by slot, each key's
- * changes still in their order.  *groups gets the group of each.
- * *by_master is cleared when a slot has no known master.
+ * changes still in their order.  *groups gets the group of each, *order
+ * the position in items of each.  *by_master is cleared when a slot has no
+ * known master.
  */
 static PushItem *
-group_for_cluster(WtcRedis *r, PushItem *items, int nitems, bool *by_master, int **groups)
+group_for_cluster(WtcRedis *r, PushItem *items, int nitems, bool *by_master, int **groups,
+				  int **order_out)
 {
 	GroupOrder *order = palloc(sizeof(GroupOrder) * Max(nitems, 1));
 	PushItem   *grouped = palloc(sizeof(PushItem) * Max(nitems, 1));
 
 	*groups = palloc(sizeof(int) * Max(nitems, 1));
+	*order_out = palloc(sizeof(int) * Max(nitems, 1));
 	for (int i = 0; i < nitems; i++)
 	{
 		int			slot = wtc_redis_key_slot(items[i].row_key, items[i].row_key_len);
@@ -437,6 +438,7 @@ group_for_cluster(WtcRedis *r, PushItem *items, int nitems, bool *by_master, int
 	{
 		grouped[i] = items[order[i].pos];
 		(*groups)[i] = order[i].group;
+		(*order_out)[i] = order[i].pos;
 	}
 	pfree(order);
 	return grouped;
@@ -446,13 +448,14 @@ group_for_cluster(WtcRedis *r, PushItem *items, int nitems, bool *by_master, int
  * Queue the batch's EVALSHAs, its tag invalidations, then the generation marker update, and write
  * them all to the socket without waiting for replies, so the worker can
  * claim its next batch while Redis works.  *ncalls tells
- * wtcache_push_receive how many replies to read.
+ * wtcache_push_receive how many replies to read, *sent_order in which order
+ * the items went (NULL: as given).
  */
 bool
 wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 				  int nitems, const TagBumps *bumps, const MarkerSet *markers,
 				  int64 acked, int64 new_version, const char *position, int *ncalls,
-				  char *err, size_t errlen)
+				  int **sent_order, char *err, size_t errlen)
 {
 	const char **argv;
 	size_t	   *lens;
@@ -461,7 +464,6 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 	char		nkeys_buf[16];
 	char		flags[8];		/* ARGV[2] of the call being built */
 	int			start = 0;
-	StringInfoData channel;
 	bool		in_cluster = wtc_redis_mode(r) == WTC_REDIS_CLUSTER;
 	bool		by_master = in_cluster && !resend_by_slot &&
 		GetCurrentTimestamp() >= by_master_paused_until;
@@ -469,11 +471,11 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 	StringInfoData companions;
 
 	*ncalls = 0;
-	initStringInfo(&channel);
-	if (wtcache_publish_events)
-		wtcache_events_channel(&channel);
+	*sent_order = NULL;
+	for (int i = 0; i < nitems; i++)
+		items[i].held = false;
 	if (in_cluster)
-		items = group_for_cluster(r, items, nitems, &by_master, &groups);
+		items = group_for_cluster(r, items, nitems, &by_master, &groups, sent_order);
 	sent_by_master = by_master;
 	resend_by_slot = false;
 	/*
@@ -483,8 +485,8 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 	 */
 	snprintf(tomb_ttl, sizeof(tomb_ttl), "%d",
 			 Max(wtcache_tombstone_ttl_s, 2 * (wtcache_fill_lease_ms / 1000 + 1)));
-	argv = palloc(sizeof(char *) * (6 + ROWS_PER_CALL * 7));
-	lens = palloc(sizeof(size_t) * (6 + ROWS_PER_CALL * 7));
+	argv = palloc(sizeof(char *) * (6 + ROWS_PER_CALL * 6));
+	lens = palloc(sizeof(size_t) * (6 + ROWS_PER_CALL * 6));
 	/* a Cluster's companion keys, tombstone and lease, alive until sent */
 	if (in_cluster)
 		initStringInfo(&companions);
@@ -585,8 +587,6 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 			argv[argc] = flags;
 			lens[argc++] = f;
 		}
-		argv[argc] = channel.data;
-		lens[argc++] = channel.len;
 		for (int i = 0; i < n; i++)
 		{
 			PushItem   *it = &items[start + i];
@@ -603,8 +603,6 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 			lens[argc++] = strlen(vbuf);
 			argv[argc] = it->payload ? it->payload : "";
 			lens[argc++] = it->payload ? it->payload_len : 0;
-			argv[argc] = it->event ? it->event : "";
-			lens[argc++] = it->event ? it->event_len : 0;
 			if (with_ttl)
 			{
 				snprintf(tbuf, 24, INT64_FORMAT, it->ttl_ms);
@@ -640,11 +638,13 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
  * *marker_seen: the lowest value a marker had.
  */
 PushResult
-wtcache_push_receive(WtcRedis *r, int ncalls, int nmarkers, int64 *applied,
+wtcache_push_receive(WtcRedis *r, PushItem *items, int nitems, const int *sent_order,
+					 int ncalls, int nmarkers, int64 *applied,
 					 int64 *marker_seen, char *err, size_t errlen)
 {
 	PushResult	result = PUSH_OK;
 	WtcReply	reply;
+	int			pos = 0;		/* sent position of the next call's first row */
 
 	*applied = 0;
 	for (int i = 0; i < ncalls; i++)
@@ -654,8 +654,21 @@ wtcache_push_receive(WtcRedis *r, int ncalls, int nmarkers, int64 *applied,
 			snprintf(err, errlen, "%s", wtc_redis_errstr(r));
 			return PUSH_FAILED;
 		}
-		if (reply.type == WTC_REPLY_INTEGER)
-			*applied += reply.integer;
+		if (reply.type == WTC_REPLY_ARRAY && reply.nelem == 2 &&
+			reply.elem[0].type == WTC_REPLY_INTEGER && reply.elem[1].type == WTC_REPLY_STRING &&
+			pos + reply.elem[1].len <= (size_t) nitems && result == PUSH_OK)
+		{
+			/*
+			 * A row push: what it applied, and which rows Redis holds.
+			 * After a failed call the positions are unknown, and the batch
+			 * is sent again anyway.
+			 */
+			*applied += reply.elem[0].integer;
+			for (size_t j = 0; j < reply.elem[1].len; j++, pos++)
+				items[sent_order ? sent_order[pos] : pos].held = reply.elem[1].str[j] == '1';
+		}
+		else if (reply.type == WTC_REPLY_INTEGER)
+			continue;			/* a tag invalidation */
 		else if (result == PUSH_OK)
 		{
 			snprintf(err, errlen, "Redis refused a row push: %s",
@@ -696,6 +709,86 @@ wtcache_push_receive(WtcRedis *r, int ncalls, int nmarkers, int64 *applied,
 			return PUSH_MARKER_LOST;
 	}
 	return result;
+}
+
+/* Messages per call of publish_script: bounds the time Redis spends in one. */
+#define EVENTS_PER_CALL 1024
+
+/*
+ * Publish messages on the events channel, numbered from the database's
+ * sequence key (publish_script), in the order given.  False when Redis
+ * failed; some may have been published then, and are published again, with
+ * new numbers, when the caller retries.
+ */
+bool
+wtcache_publish_messages(WtcRedis *r, const RedisScripts *scripts, const char *seq_key,
+						 char *const *messages, const size_t *lens, int n,
+						 char *err, size_t errlen)
+{
+	const char **argv;
+	size_t	   *argl;
+	StringInfoData channel;
+	bool		in_cluster = wtc_redis_mode(r) == WTC_REDIS_CLUSTER;
+	int			ncalls = 0;
+	bool		ok = true;
+
+	if (n == 0)
+		return true;
+	initStringInfo(&channel);
+	wtcache_events_channel(&channel);
+	argv = palloc(sizeof(char *) * (EVENTS_PER_CALL + 6));
+	argl = palloc(sizeof(size_t) * (EVENTS_PER_CALL + 6));
+	for (int start = 0; start < n; start += EVENTS_PER_CALL)
+	{
+		int			m = Min(EVENTS_PER_CALL, n - start);
+		int			argc = 0;
+
+		argv[argc] = "EVALSHA";
+		argl[argc++] = 7;
+		argv[argc] = scripts->publish_sha;
+		argl[argc++] = 40;
+		argv[argc] = "1";
+		argl[argc++] = 1;
+		argv[argc] = seq_key;
+		argl[argc++] = strlen(seq_key);
+		argv[argc] = channel.data;
+		argl[argc++] = channel.len;
+		argv[argc] = in_cluster ? "p" : "";
+		argl[argc++] = in_cluster ? 1 : 0;
+		for (int i = 0; i < m; i++)
+		{
+			argv[argc] = messages[start + i];
+			argl[argc++] = lens[start + i];
+		}
+		if (!wtc_redis_append(r, argc, argv, argl))
+		{
+			snprintf(err, errlen, "could not queue a command: %s", wtc_redis_errstr(r));
+			return false;
+		}
+		ncalls++;
+	}
+	if (!wtc_redis_flush(r))
+	{
+		snprintf(err, errlen, "could not send to Redis: %s", wtc_redis_errstr(r));
+		return false;
+	}
+	for (int i = 0; i < ncalls; i++)
+	{
+		WtcReply	reply;
+
+		if (!wtc_redis_read(r, &reply))
+		{
+			snprintf(err, errlen, "%s", wtc_redis_errstr(r));
+			return false;
+		}
+		if (reply.type != WTC_REPLY_INTEGER && ok)
+		{
+			snprintf(err, errlen, "Redis refused to publish events: %s",
+					 reply.type == WTC_REPLY_ERROR ? reply.str : "unexpected reply");
+			ok = false;
+		}
+	}
+	return ok;
 }
 
 /*

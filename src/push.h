@@ -18,9 +18,11 @@ typedef struct PushItem
 	char	   *payload;		/* NULL: the row is gone, or invalidate mode */
 	size_t		payload_len;
 	int64		ttl_ms;			/* 0: no expiry */
-	char	   *event;			/* JSON published on the events channel if
-								 * the change is applied; NULL: none */
+	char	   *event;			/* JSON published on the events channel once
+								 * Redis holds the change; NULL: none */
 	size_t		event_len;
+	bool		held;			/* set by wtcache_push_receive: Redis holds
+								 * this version (not a newer one) */
 } PushItem;
 
 typedef struct RedisScripts
@@ -28,9 +30,10 @@ typedef struct RedisScripts
 	char		apply_sha[41];
 	char		tags_sha[41];
 	char		marker_sha[41];
+	char		publish_sha[41];
 } RedisScripts;
 
-/* Tags to give new stamps, and the event that announces it. */
+/* Tags to give new stamps, and the event that announces it (events.c). */
 typedef struct TagBumps
 {
 	int			ntags;
@@ -76,11 +79,16 @@ extern void wtcache_marker_set(WtcRedis *r, const char *dbname, MarkerSet *set);
 extern bool wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 							  int nitems, const TagBumps *bumps, const MarkerSet *markers,
 							  int64 acked, int64 new_version, const char *position,
-							  int *ncalls, char *err, size_t errlen);
+							  int *ncalls, int **sent_order, char *err, size_t errlen);
 extern bool wtcache_bump_tags(WtcRedis *r, const RedisScripts *scripts, const TagBumps *bumps,
 							  char *err, size_t errlen);
-extern PushResult wtcache_push_receive(WtcRedis *r, int ncalls, int nmarkers, int64 *applied,
-									   int64 *marker_seen, char *err, size_t errlen);
+extern PushResult wtcache_push_receive(WtcRedis *r, PushItem *items, int nitems,
+									   const int *sent_order, int ncalls, int nmarkers,
+									   int64 *applied, int64 *marker_seen,
+									   char *err, size_t errlen);
+extern bool wtcache_publish_messages(WtcRedis *r, const RedisScripts *scripts,
+									 const char *seq_key, char *const *messages,
+									 const size_t *lens, int n, char *err, size_t errlen);
 extern bool wtcache_purge_pattern(WtcRedis *r, const char *pattern, int64 *removed,
 								  char *err, size_t errlen);
 extern MarkerCheck wtcache_check_markers(WtcRedis *r, const RedisScripts *scripts,

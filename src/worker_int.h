@@ -120,6 +120,7 @@ typedef struct Batch
 	TagBumps	bumps;			/* the tags, as Redis keys */
 	PushItem   *items;
 	int			nitems;
+	int		   *sent_order;		/* the order items went to Redis (push.c) */
 	int			ncalls;			/* EVALSHAs sent, replies still to read */
 	int			nmarkers;		/* and marker updates after them */
 	uint64		fence_ticket;	/* wait() tickets its marker updates answer */
@@ -267,10 +268,11 @@ extern bool run_purge(Batch *b);
 /* events.c */
 extern char *event_row_head(const char *nspname, const char *relname);
 extern void event_row(PushItem *it, const TableBatch *tb, const BatchKey *bk, const char *op);
-extern char *event_truncate(Oid relid, int64 version);
+extern char *event_truncate(Oid relid, const char *table_key, int64 version);
 extern void event_tags(TagBumps *bumps, char *const *tags, int ntags, int64 version);
-extern bool event_publish(const char *message);
-extern void publish_reset(const char *why);
+extern bool event_publish(char *message);
+extern bool events_publish_batch(PushItem *items, int nitems, const TagBumps *bumps);
+extern bool publish_reset(const char *why);
 
 /* markers.c */
 extern void marker_position(char *buf, size_t len);

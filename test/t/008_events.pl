@@ -1,6 +1,10 @@
 # The events channel: one JSON message per change applied to Redis, none
-# for a rolled-back one; TTLs spread by wtcache.ttl_jitter; invalidate mode
-# (changes delete the key, readers fill it).
+# for a rolled-back one; the near-cache protocol (a per-database sequence
+# number without gaps, the row's Redis key, unambiguous table names, version
+# order within a batch, a table reset for DROP TABLE, messages published
+# again rather than lost when publishing fails after Redis applied the
+# rows); TTLs spread by wtcache.ttl_jitter; invalidate mode (changes delete
+# the key, readers fill it).
 use strict;
 use warnings;
 
@@ -46,13 +50,14 @@ for my $s (@steps)
 }
 
 # Row events, and the tag invalidations each batch publishes after them.
-my (@events, @invalidations);
+my (@events, @invalidations, @all);
 while (1)
 {
 	my $m = eval { $sub->read_reply };
 	last unless ref $m eq 'ARRAY';
 	next unless $m->[0] eq 'message';
 	my $e = decode_json($m->[2]);
+	push @all, $e;
 	if ($e->{op} eq 'invalidate' && !exists $e->{key}) { push @invalidations, $e; }
 	else { push @events, $e; }
 	last if @events >= 5 && $events[-1]{op} eq 'truncate' && @invalidations >= 5;
@@ -76,6 +81,90 @@ is(scalar(@invalidations), 5, 'one tag invalidation per delivered change, none f
   or diag(explain \@invalidations);
 is_deeply($invalidations[0]{tags}, ['table:public.item'], 'the invalidation names the table tag');
 is($invalidations[0]{db}, 'postgres', 'and the database');
+
+#### the near-cache protocol
+
+my $seq_key = 'wtc:{postgres}:event_seq';
+is_deeply([ map { $_->{seq} - $all[0]{seq} } @all ], [ 0 .. $#all ],
+	'every message carries the next number of the database\'s sequence');
+is(redis_cmd($rp, 'GET', $seq_key), $all[-1]{seq}, 'and the last one handed out is in <prefix>{<db>}:event_seq');
+is($events[0]{redis_key}, redis_key_of($node, $db, 'item', 'acme', '1'), 'a row event names its Redis key');
+is($events[1]{redis_key}, redis_key_of($node, $db, 'item', 'a"b\\c:{x}', '2'), '... escaped as in Redis');
+is_deeply([ @{ $events[0] }{qw(schema relname)} ], [ 'public', 'item' ], 'schema and table name apart');
+is_deeply([ @{ $events[4] }{qw(schema relname)} ], [ 'public', 'item' ], 'a truncate names them too');
+
+# A message per change also while nobody listens: a subscriber that reads
+# the sequence after subscribing knows the next number.
+my $before = redis_cmd($rp, 'GET', $seq_key);
+sql(q{INSERT INTO item VALUES ('acme', 4, 'nobody listens')});
+ok(wait_drained($node, $db), 'delivered without a subscriber');
+is(redis_cmd($rp, 'GET', $seq_key), $before + 2, 'the row and its tag invalidation took two numbers');
+
+# Names that hold dots, and what a subscriber sees of one batch.
+sql(q{
+CREATE SCHEMA "we.ird";
+CREATE TABLE "we.ird"."ta.ble" (id int PRIMARY KEY, v text);
+SELECT wtcache.watch('"we.ird"."ta.ble"');
+});
+ok(wait_drained($node, $db), 'a table with dots in its names');
+$sub = WtcacheTest::RedisConn->new($rp, timeout => 5);
+$sub->command('SUBSCRIBE', 'wtc:events');
+# Three transactions while delivery is paused, so they are one batch: the
+# later commit updates the key that sorts first.
+sql(q{ALTER SYSTEM SET wtcache.enabled = off; SELECT pg_reload_conf();});
+$node->poll_query_until($db, q{SELECT worker_state = 'paused' FROM wtcache.status LIMIT 1})
+  or die 'delivery did not pause';
+sql(q{INSERT INTO "we.ird"."ta.ble" VALUES (9, 'first')});
+sql(q{INSERT INTO "we.ird"."ta.ble" VALUES (5, 'second')});
+sql(q{INSERT INTO "we.ird"."ta.ble" VALUES (1, 'third')});
+sql(q{ALTER SYSTEM RESET wtcache.enabled; SELECT pg_reload_conf();});
+ok(wait_drained($node, $db), 'the three delivered');
+sql(q{DROP TABLE "we.ird"."ta.ble"});
+ok(wait_drained($node, $db), 'the watched table dropped');
+my @batch;
+while (1)
+{
+	my $m = eval { $sub->read_reply };
+	last unless ref $m eq 'ARRAY';
+	next unless $m->[0] eq 'message';
+	my $e = decode_json($m->[2]);
+	push @batch, $e if ($e->{relname} // '') eq 'ta.ble';
+	last if $e->{op} eq 'truncate';
+}
+is_deeply([ map { $_->{key}[0] // 'truncate' } @batch ], [ 9, 5, 1, 'truncate' ],
+	'rows in version order, then the DROP TABLE as a table reset');
+is_deeply([ @{ $batch[0] }{qw(schema relname table)} ], [ 'we.ird', 'ta.ble', 'we.ird.ta.ble' ],
+	'schema and relname say what "table" cannot');
+is_deeply([ @{ $batch[-1] }{qw(schema relname)} ], [ 'we.ird', 'ta.ble' ],
+	'the reset of a dropped table names it');
+
+# Publishing fails after Redis applied the rows (PUBLISH refused while
+# someone listens): the batch is not acknowledged, and once publishing works
+# again its message comes, with the version Redis holds.  Before 1.3 the
+# event was published inside the script that wrote the row, which Redis
+# had applied up to the failure: sent again, the row was no longer new,
+# and its event was never published.
+redis_cmd($rp, 'ACL', 'SETUSER', 'default', '-publish');
+sql(q{INSERT INTO item VALUES ('acme', 5, 'published late')});
+my $rk5 = redis_key_of($node, $db, 'item', 'acme', '5');
+$node->poll_query_until($db, q{SELECT worker_last_error LIKE '%publish%' FROM wtcache.status LIMIT 1})
+  or diag('the worker did not report the refused PUBLISH');
+ok(defined redis_cmd($rp, 'GET', $rk5), 'the row is in Redis');
+ok(!scalar(grep { ($_->{key}[1] // '') eq '5' } @batch), 'no message yet');
+redis_cmd($rp, 'ACL', 'SETUSER', 'default', '+publish');
+ok(wait_drained($node, $db), 'delivered once publishing works');
+my $late;
+while (!$late)
+{
+	my $m = eval { $sub->read_reply };
+	last unless ref $m eq 'ARRAY';
+	next unless $m->[0] eq 'message';
+	my $e = decode_json($m->[2]);
+	$late = $e if ($e->{redis_key} // '') eq $rk5;
+}
+ok($late, 'the message of the row applied before the failure came');
+is($late->{v}, (redis_row_version(redis_cmd($rp, 'GET', $rk5)))[0], '... with the version Redis holds');
+$sub->close;
 
 #### TTL spread
 
