@@ -178,7 +178,13 @@ load_table(TableBatch *tb, Batch *b, Oid relid)
 				fmgr_info_cxt(recvfn, &tb->recv[i], b->cxt);
 			}
 		}
-		wtcache_key_lookup_init(&tb->lookup, rel, tb->nkeys, attnums, b->cxt);
+		{
+			int16	   *valcols;
+			int			nvalcols = wtcache_value_columns(rel, &config, &valcols);
+
+			wtcache_key_lookup_init(&tb->lookup, rel, tb->nkeys, attnums, valcols, nvalcols,
+									b->cxt);
+		}
 
 		tb->keyhash = string_set_create("wtcache batch keys", 1024, b->cxt);
 		tb->maxbatchkeys = 256;

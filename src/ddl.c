@@ -586,6 +586,15 @@ run_table_ddl(TableChange change, Oid relid, PlannedStmt *pstmt, const char *que
 	if (get_rel_name(relid) == NULL || !wtcache_is_watched(relid))
 		return;
 	CommandCounterIncrement();
+	/* a projection names its columns: it follows a rename, before the requeue */
+	if (IsA(pstmt->utilityStmt, RenameStmt) &&
+		((RenameStmt *) pstmt->utilityStmt)->renameType == OBJECT_COLUMN)
+	{
+		RenameStmt *stmt = (RenameStmt *) pstmt->utilityStmt;
+
+		wtcache_watch_rename_column(relid, stmt->subname, stmt->newname);
+		CommandCounterIncrement();
+	}
 	if (change == TABLE_INDEX_DROPPED)
 	{
 		/* once, when the statement took the key's last unique index away */

@@ -323,10 +323,50 @@ rows_have_xmin(Relation rel)
 	return true;
 }
 
+/*
+ * What a read of a watched table selects as the row's value: *expr, the
+ * row JSON as text, over the row "t" and, for a projection, the FROM item
+ * *lateral to append after t's (or "").  nvalcols < 0: every column, as
+ * row_to_json(t.*) renders it, byte for byte what wtcache always wrote.
+ * Otherwise the value is the row_to_json of a LATERAL sub-select of just
+ * those columns (valcols, live attnums in table order): the same JSON
+ * form, with only their members, and the columns outside the projection
+ * are never read at all, so no value of theirs can reach a payload, an
+ * error message or a log line.  A simple sub-select: the planner pulls it
+ * up into the scan, so it costs nothing per row.
+ */
+void
+wtcache_row_json_sql(Relation rel, const int16 *valcols, int nvalcols,
+					 char **expr, char **lateral)
+{
+	StringInfoData sub;
+
+	if (nvalcols < 0)
+	{
+		*expr = "pg_catalog.row_to_json(t.*)::pg_catalog.text";
+		*lateral = "";
+		return;
+	}
+	initStringInfo(&sub);
+	appendStringInfoString(&sub, " CROSS JOIN LATERAL (SELECT ");
+	for (int c = 0; c < nvalcols; c++)
+		appendStringInfo(&sub, "%st.%s", c ? ", " : "",
+						 quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel),
+																valcols[c] - 1)->attname)));
+	/* a projection keeps the key columns, so it is never empty */
+	Assert(nvalcols > 0);
+	appendStringInfoString(&sub, ") v");
+	*expr = "pg_catalog.row_to_json(v.*)::pg_catalog.text";
+	*lateral = sub.data;
+}
+
 void
 wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys, const int16 *attnums,
-						MemoryContext mcxt)
+						const int16 *valcols, int nvalcols, MemoryContext mcxt)
 {
+	char	   *rowexpr;
+	char	   *lateral;
+
 	MemoryContext old = MemoryContextSwitchTo(mcxt);
 	AttrNumber	cols[INDEX_MAX_KEYS];
 	Oid			indexoid;
@@ -374,9 +414,9 @@ wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys, const int16 *att
 		}
 	}
 
+	wtcache_row_json_sql(rel, valcols, nvalcols, &rowexpr, &lateral);
 	initStringInfo(&many);
-	appendStringInfoString(&many,
-						   "SELECT k.ord, pg_catalog.row_to_json(t.*)::pg_catalog.text");
+	appendStringInfo(&many, "SELECT k.ord, %s", rowexpr);
 	append_key_columns(&many, rel, nkeys, attnums);
 	/*
 	 * Who wrote it: the worker sends only durable commits.  A table access
@@ -394,13 +434,14 @@ wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys, const int16 *att
 	for (int c = 0; c < nkeys; c++)
 		appendStringInfo(&many, "%st.%s::%s %s k.c%d::%s", c ? " AND " : "",
 						 colnames[c], typnames[c], ops[c], c, typnames[c]);
+	appendStringInfoString(&many, lateral);
 	kl->sql_many = many.data;
 
 	initStringInfo(&one);
-	appendStringInfoString(&one,
-						   "SELECT 1::pg_catalog.int8, pg_catalog.row_to_json(t.*)::pg_catalog.text");
+	appendStringInfo(&one, "SELECT 1::pg_catalog.int8, %s", rowexpr);
 	append_key_columns(&one, rel, nkeys, attnums);
-	appendStringInfo(&one, " FROM %s%s t WHERE ", wtcache_only(RelationGetRelid(rel)), qname);
+	appendStringInfo(&one, " FROM %s%s t%s WHERE ", wtcache_only(RelationGetRelid(rel)), qname,
+					 lateral);
 	for (int c = 0; c < nkeys; c++)
 		appendStringInfo(&one, "%st.%s::%s %s $%d::%s", c ? " AND " : "",
 						 colnames[c], typnames[c], ops[c], c + 1, typnames[c]);

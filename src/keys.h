@@ -52,7 +52,10 @@ typedef struct KeyLookup
 extern const char *wtcache_only(Oid relid);
 extern Oid	wtcache_key_index(Relation rel, int nkeys, const AttrNumber *attnums);
 extern void wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys,
-									const int16 *attnums, MemoryContext mcxt);
+									const int16 *attnums, const int16 *valcols,
+									int nvalcols, MemoryContext mcxt);
+extern void wtcache_row_json_sql(Relation rel, const int16 *valcols, int nvalcols,
+								 char **expr, char **lateral);
 extern Datum wtcache_key_lookup_value(KeyLookup *kl, int col, char *text);
 extern Datum wtcache_key_lookup_array(KeyLookup *kl, int col, char **texts, int n);
 extern bool wtcache_key_lookup_same_key(KeyLookup *kl, HeapTuple tup, TupleDesc desc,

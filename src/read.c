@@ -217,9 +217,14 @@ prepare_kept(ReadTable *rt, const char *sql, const Oid *argtypes)
  * since what they return may be stored in Redis and served to everyone.
  */
 static void
-build_fetch_plan(ReadTable *rt, Relation rel, const int16 *attnums)
+build_fetch_plan(ReadTable *rt, Relation rel, const WatchConfig *config)
 {
-	wtcache_key_lookup_init(&rt->lookup, rel, rt->nkeys, attnums, rt->cxt);
+	int16	   *valcols;
+	int			nvalcols = wtcache_value_columns(rel, config, &valcols);
+
+	/* the projection: a table read returns what Redis would hold */
+	wtcache_key_lookup_init(&rt->lookup, rel, rt->nkeys, config->key_attnums, valcols, nvalcols,
+							rt->cxt);
 	rt->fetch_plan = prepare_kept(rt, rt->lookup.sql_many, rt->lookup.arraytypes);
 	rt->fetch_one_plan = prepare_kept(rt, rt->lookup.sql_one, rt->lookup.argtypes);
 }
@@ -348,7 +353,7 @@ read_table(Oid relid)
 		}
 	}
 	MemoryContextSwitchTo(old);
-	build_fetch_plan(rt, rel, config.key_attnums);
+	build_fetch_plan(rt, rel, &config);
 	relation_close(rel, NoLock);
 	rt->render_canonical = rendering_depends_on_settings(relid);
 	/* redis_key() comes here too, also without shared_preload_libraries */

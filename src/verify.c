@@ -51,6 +51,10 @@ typedef struct VerifyTable
 	char	  **colnames;
 	FmgrInfo   *keyout;			/* key columns' output functions */
 	KeyLookup	lookup;			/* reading rows by key (keys.c) */
+	Relation	rel;			/* open, AccessShareLock */
+	int16	   *valcols;		/* the projection (wtcache_value_columns) */
+	int			nvalcols;		/* -1: every column */
+	char	   *projection;		/* its column names, NULL: every column */
 	char	   *qname;
 	char	   *table_key;
 	bool		keys_optional;	/* invalidate mode or TTL: keys may be absent */
@@ -197,8 +201,15 @@ check_rows(VerifyTable *vt, int sample, CandidateList *out, int64 *checked)
 	appendStringInfoString(&sql, "SELECT ");
 	for (int c = 0; c < vt->nkeys; c++)
 		appendStringInfo(&sql, "t.%s, ", quote_identifier(vt->colnames[c]));
-	appendStringInfo(&sql, "pg_catalog.row_to_json(t.*)::pg_catalog.text FROM %s%s t",
-					 wtcache_only(vt->relid), vt->qname);
+	{
+		char	   *rowexpr;
+		char	   *lateral;
+
+		/* what Redis must hold: the projection, as the worker reads it */
+		wtcache_row_json_sql(vt->rel, vt->valcols, vt->nvalcols, &rowexpr, &lateral);
+		appendStringInfo(&sql, "%s FROM %s%s t%s", rowexpr,
+						 wtcache_only(vt->relid), vt->qname, lateral);
+	}
 	if (sample > 0)
 		appendStringInfo(&sql, " ORDER BY pg_catalog.random() LIMIT %d", sample);
 	plan = SPI_prepare(sql.data, 0, NULL);
@@ -381,8 +392,11 @@ wtcache_verify(PG_FUNCTION_ARGS)
 		getTypeOutputInfo(getBaseType(get_atttype(relid, config.key_attnums[c])), &outfn, &isvarlena);
 		fmgr_info_cxt(outfn, &vt.keyout[c], caller);
 	}
-	wtcache_key_lookup_init(&vt.lookup, rel, vt.nkeys, config.key_attnums, caller);
-	relation_close(rel, NoLock);
+	vt.nvalcols = wtcache_value_columns(rel, &config, &vt.valcols);
+	vt.projection = wtcache_projection_desc(rel, &config);
+	wtcache_key_lookup_init(&vt.lookup, rel, vt.nkeys, config.key_attnums, vt.valcols, vt.nvalcols,
+							caller);
+	vt.rel = rel;
 	vt.qname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid));
 	vt.table_key = wtcache_current_table_key(relid);
 
@@ -424,6 +438,7 @@ wtcache_verify(PG_FUNCTION_ARGS)
 	wtcache_canonical_settings_pop(nestlevel);
 	wtcache_rights_leave(&rights);
 	SPI_finish();
+	relation_close(rel, NoLock);
 	MemoryContextSwitchTo(caller);
 
 	for (int i = 0; i < cands.n; i++)
@@ -451,10 +466,18 @@ wtcache_verify(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
 		reported++;
 	}
-	ereport(NOTICE,
-			(errmsg("wtcache.verify(): " INT64_FORMAT " rows of \"%s\" checked%s, %d difference%s",
-					checked, get_rel_name(relid),
-					sample == 0 ? " and every key Redis has for it" : "",
-					reported, reported == 1 ? "" : "s")));
+	if (vt.projection != NULL)
+		ereport(NOTICE,
+				(errmsg("wtcache.verify(): " INT64_FORMAT " rows of \"%s\" checked%s, %d difference%s, comparing the columns %s",
+						checked, get_rel_name(relid),
+						sample == 0 ? " and every key Redis has for it" : "",
+						reported, reported == 1 ? "" : "s", vt.projection),
+				 errdetail("The table is watched with a projection: Redis holds only these columns, and in_table shows them alone.")));
+	else
+		ereport(NOTICE,
+				(errmsg("wtcache.verify(): " INT64_FORMAT " rows of \"%s\" checked%s, %d difference%s",
+						checked, get_rel_name(relid),
+						sample == 0 ? " and every key Redis has for it" : "",
+						reported, reported == 1 ? "" : "s")));
 	return (Datum) 0;
 }

@@ -295,6 +295,7 @@ spi_exec_or_error(const char *sql, int expected)
 }
 
 static void enable_always(const char *qname, const char *trigger);
+static bool watched_has_column(const char *name);
 
 static const struct
 {
@@ -474,6 +475,8 @@ typedef struct WatchRequest
 	Interval   *ttl;			/* NULL: keys do not expire */
 	char	   *mode;
 	bool		warm;
+	ArrayType  *columns;		/* columns => ..., NULL: not given */
+	ArrayType  *exclude;		/* exclude_columns => ..., NULL: not given */
 } WatchRequest;
 
 static void
@@ -503,6 +506,132 @@ watch_request_from_args(FunctionCallInfo fcinfo, WatchRequest *req)
 				 errmsg("ttl must be positive"),
 				 errhint("Pass NULL for keys that do not expire.")));
 	req->warm = PG_ARGISNULL(5) ? false : PG_GETARG_BOOL(5);
+	/* 1.3's options; the SQL of 1.2 (before ALTER EXTENSION UPDATE) has none */
+	req->columns = (PG_NARGS() > 6 && !PG_ARGISNULL(6)) ? PG_GETARG_ARRAYTYPE_P(6) : NULL;
+	req->exclude = (PG_NARGS() > 7 && !PG_ARGISNULL(7)) ? PG_GETARG_ARRAYTYPE_P(7) : NULL;
+	if (req->columns != NULL && req->exclude != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("columns and exclude_columns cannot both be given"),
+				 errdetail("columns names the columns Redis gets; exclude_columns the columns it must never get."),
+				 errhint("Give one of them; exclude_columns => '{}' goes back to every column.")));
+}
+
+/*
+ * The projection a watch() asks for, resolved against the table into
+ * config->nproj/proj_attnums/proj_exclude; false if the call gives none
+ * (a new watch then has every column, an existing one keeps its own:
+ * re-running watch() to change a TTL must not start sending a column
+ * that was kept out of Redis).
+ *
+ * Key columns are always in the value.  Their values are part of the
+ * row's Redis key and of every event about it, so they reach Redis
+ * whatever the projection: excluding one would promise a secrecy that
+ * does not exist, and is refused; columns => need not list them.
+ */
+static bool
+resolve_projection(Relation rel, const WatchRequest *req, int nkeys,
+				   const AttrNumber *keyatts, WatchConfig *config)
+{
+	ArrayType  *arr = req->columns ? req->columns : req->exclude;
+	const char *argname = req->columns ? "columns" : "exclude_columns";
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	if (arr == NULL)
+		return false;
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	config->proj_exclude = (req->exclude != NULL);
+	config->proj_attnums = palloc(sizeof(int16) * Max(n, 1));
+	config->nproj = 0;
+	for (int i = 0; i < n; i++)
+	{
+		char	   *colname;
+		AttrNumber	attnum;
+
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s must not contain nulls", argname)));
+		colname = TextDatumGetCString(elems[i]);
+		attnum = get_attnum(RelationGetRelid(rel), colname);
+		if (attnum <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("column \"%s\" of table \"%s\" does not exist",
+							colname, RelationGetRelationName(rel)),
+					 errhint("%s names columns of the table, as in %s => ARRAY['name'].",
+							 argname, argname)));
+		for (int j = 0; j < config->nproj; j++)
+			if (config->proj_attnums[j] == attnum)
+				ereport(ERROR,
+						(errcode(ERRCODE_DUPLICATE_COLUMN),
+						 errmsg("column \"%s\" is given twice in %s", colname, argname)));
+		for (int k = 0; k < nkeys; k++)
+			if (keyatts[k] == attnum && config->proj_exclude)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("cannot exclude key column \"%s\" of table \"%s\"",
+								colname, RelationGetRelationName(rel)),
+						 errdetail("A row's key values are part of its Redis key and of every event about it: they reach Redis whatever the projection."),
+						 errhint("Exclude other columns, or watch the table by another key (key => ...).")));
+		config->proj_attnums[config->nproj++] = attnum;
+	}
+	/* excluding nothing is every column, stored as no projection at all */
+	if (config->proj_exclude && config->nproj == 0)
+		config->nproj = -1;
+	return true;
+}
+
+/* Do two configurations give the values the same columns? */
+static bool
+same_projection(Relation rel, const WatchConfig *a, const WatchConfig *b)
+{
+	int16	   *ca;
+	int16	   *cb;
+	int			na = wtcache_value_columns(rel, a, &ca);
+	int			nb = wtcache_value_columns(rel, b, &cb);
+
+	if (na != nb)
+		return false;
+	for (int i = 0; i < na; i++)
+		if (ca[i] != cb[i])
+			return false;
+	/* exclude_columns also decides what columns added later do */
+	return na < 0 || a->proj_exclude == b->proj_exclude;
+}
+
+/*
+ * Tag names are Redis key names and part of every event: a template may
+ * not use a column the projection keeps out of Redis.
+ */
+static void
+check_tags_in_projection(Relation rel, ArrayType *tags, const WatchConfig *config)
+{
+	AttrNumber	tagcols[WTCACHE_MAX_TAG_COLUMNS];
+	int			ntagcols = 0;
+	int16	   *valcols;
+	int			nvalcols = wtcache_value_columns(rel, config, &valcols);
+
+	if (nvalcols < 0 || ArrayGetNItems(ARR_NDIM(tags), ARR_DIMS(tags)) == 0)
+		return;
+	(void) wtcache_compile_tag_templates(rel, tags, tagcols, &ntagcols);
+	for (int i = 0; i < ntagcols; i++)
+	{
+		bool		in = false;
+
+		for (int j = 0; j < nvalcols && !in; j++)
+			in = valcols[j] == tagcols[i];
+		if (!in)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("a tag template of table \"%s\" uses column \"%s\", which the projection keeps out of Redis",
+							RelationGetRelationName(rel),
+							NameStr(TupleDescAttr(RelationGetDescr(rel), tagcols[i] - 1)->attname)),
+					 errdetail("Tags are part of Redis key names and of every event: the column's values would reach Redis."),
+					 errhint("Keep the column in the projection, or drop the template that names it.")));
+	}
 }
 
 /*
@@ -570,11 +699,14 @@ install_capture_triggers(Relation rel, const char *qname, int nkeys,
  * the table was not watched before.
  */
 static bool
-record_watch(Relation rel, const WatchRequest *req, int nkeys, const AttrNumber *attnums)
+record_watch(Relation rel, const WatchRequest *req, int nkeys, const AttrNumber *attnums,
+			 const WatchConfig *config)
 {
-	Oid			argtypes[6] = {OIDOID, NAMEARRAYOID, INT2ARRAYOID, TEXTARRAYOID, INTERVALOID, TEXTOID};
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			argtypes[9] = {OIDOID, NAMEARRAYOID, INT2ARRAYOID, TEXTARRAYOID, INTERVALOID, TEXTOID,
+	NAMEARRAYOID, NAMEARRAYOID, BOOLOID};
+	Datum		values[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', 'n', 'n', ' '};
+	bool		options = watched_has_column("exclude_columns");
 	Datum		keynames[INDEX_MAX_KEYS];
 	Datum		attnum_datums[INDEX_MAX_KEYS];
 	int			rc;
@@ -594,12 +726,38 @@ record_watch(Relation rel, const WatchRequest *req, int nkeys, const AttrNumber 
 	if (!req->ttl)
 		nulls[4] = 'n';
 	values[5] = CStringGetTextDatum(req->mode);
+	/*
+	 * Not given: an existing watch keeps its lists as they are, names of
+	 * dropped columns included (one added again under such a name stays
+	 * out); a new one has none.
+	 */
+	values[8] = BoolGetDatum(req->columns != NULL || req->exclude != NULL);
+	if (config->nproj >= 0)
+	{
+		Datum	   *d = palloc(sizeof(Datum) * Max(config->nproj, 1));
 
-	rc = wtcache_spi_as_extension_owner("INSERT INTO wtcache.watched AS w (rel, key_columns, key_attnums, tags, ttl, mode) "
-										"VALUES ($1, $2, $3, $4, $5, $6) "
-										"ON CONFLICT (rel) DO UPDATE SET tags = EXCLUDED.tags, ttl = EXCLUDED.ttl, mode = EXCLUDED.mode "
-										"RETURNING (xmax OPERATOR(pg_catalog.=) 0)",
-										6, argtypes, values, nulls, false, 0);
+		for (int i = 0; i < config->nproj; i++)
+			d[i] = NameGetDatum(&TupleDescAttr(RelationGetDescr(rel), config->proj_attnums[i] - 1)->attname);
+		values[config->proj_exclude ? 7 : 6] =
+			PointerGetDatum(construct_array(d, config->nproj, NAMEOID, NAMEDATALEN, false, TYPALIGN_CHAR));
+		nulls[config->proj_exclude ? 7 : 6] = ' ';
+	}
+
+	if (options)
+		rc = wtcache_spi_as_extension_owner("INSERT INTO wtcache.watched AS w (rel, key_columns, key_attnums, tags, ttl, mode, "
+											"columns, exclude_columns) "
+											"VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+											"ON CONFLICT (rel) DO UPDATE SET tags = EXCLUDED.tags, ttl = EXCLUDED.ttl, mode = EXCLUDED.mode, "
+											"columns = CASE WHEN $9 THEN EXCLUDED.columns ELSE w.columns END, "
+											"exclude_columns = CASE WHEN $9 THEN EXCLUDED.exclude_columns ELSE w.exclude_columns END "
+											"RETURNING (xmax OPERATOR(pg_catalog.=) 0)",
+											9, argtypes, values, nulls, false, 0);
+	else
+		rc = wtcache_spi_as_extension_owner("INSERT INTO wtcache.watched AS w (rel, key_columns, key_attnums, tags, ttl, mode) "
+											"VALUES ($1, $2, $3, $4, $5, $6) "
+											"ON CONFLICT (rel) DO UPDATE SET tags = EXCLUDED.tags, ttl = EXCLUDED.ttl, mode = EXCLUDED.mode "
+											"RETURNING (xmax OPERATOR(pg_catalog.=) 0)",
+											6, argtypes, values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "wtcache.watched insert failed: %s", SPI_result_code_string(rc));
 	newly_watched = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -615,6 +773,10 @@ wtcache_watch(PG_FUNCTION_ARGS)
 	AttrNumber	attnums[INDEX_MAX_KEYS];
 	int			nkeys;
 	char	   *qname;
+	WatchConfig old;
+	WatchConfig new;
+	bool		was_watched;
+	bool		rewrite;
 
 	watch_request_from_args(fcinfo, &req);
 
@@ -626,6 +788,27 @@ wtcache_watch(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	refuse_other_key(rel, qname, nkeys, attnums);
+	/* the options the watch will have: those given, else its current ones */
+	was_watched = wtcache_load_watch(req.relid, &old);
+	if (!was_watched)
+	{
+		old.nproj = -1;
+		old.proj_attnums = NULL;
+		old.proj_exclude = false;
+	}
+	new = old;
+	new.nkeys = nkeys;
+	new.key_attnums = palloc(sizeof(int16) * nkeys);
+	for (int i = 0; i < nkeys; i++)
+		new.key_attnums[i] = attnums[i];
+	(void) resolve_projection(rel, &req, nkeys, attnums, &new);
+	if (new.nproj >= 0 && !watched_has_column("exclude_columns"))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("watch options need wtcache 1.3"),
+				 errhint("ALTER EXTENSION wtcache UPDATE.")));
+	check_tags_in_projection(rel, req.tags, &new);
+	rewrite = was_watched && !same_projection(rel, &old, &new);
 	install_capture_triggers(rel, qname, nkeys, attnums, req.tags);
 	/*
 	 * Keys Redis may still hold from an earlier watch of this table (unwatch
@@ -633,7 +816,7 @@ wtcache_watch(PG_FUNCTION_ARGS)
 	 * date meanwhile: reads must not serve them.  Queue the removal of the
 	 * table's keys first; until it is done, reads of the table go to it.
 	 */
-	if (record_watch(rel, &req, nkeys, attnums))
+	if (record_watch(rel, &req, nkeys, attnums, &new))
 		wtcache_enqueue_whole_relation(rel);
 	SPI_finish();
 
@@ -652,7 +835,16 @@ wtcache_watch(PG_FUNCTION_ARGS)
 	if (get_rel_relkind(req.relid) == RELKIND_PARTITIONED_TABLE)
 		wtcache_partition_truncate_triggers(req.relid, true);
 
-	if (req.warm)
+	/*
+	 * Another projection: every value in Redis has the old shape.  As
+	 * resync() does, in this transaction: the removal of the table's keys,
+	 * then every row, read with the new options; until both are delivered
+	 * reads of the table go to the table (they count per table), so no
+	 * value of the old shape is served once this commits.
+	 */
+	if (rewrite)
+		(void) wtcache_resync_table(req.relid);
+	else if (req.warm)
 		(void) wtcache_enqueue_all_rows(req.relid);
 
 	PG_RETURN_VOID();
@@ -774,6 +966,21 @@ wtcache_is_watched(Oid relid)
 }
 
 /*
+ * Does wtcache.watched have this column?  The library of a version runs
+ * with the SQL objects of the version before until ALTER EXTENSION UPDATE
+ * (README, Upgrades): the options 1.3 added are then absent, and every
+ * watch has the defaults.
+ */
+static bool
+watched_has_column(const char *name)
+{
+	Oid			nsp = get_namespace_oid(WTCACHE_SCHEMA, true);
+	Oid			relid = OidIsValid(nsp) ? get_relname_relid(WTCACHE_WATCHED_TABLE, nsp) : InvalidOid;
+
+	return OidIsValid(relid) && get_attnum(relid, name) != InvalidAttrNumber;
+}
+
+/*
  * Read a table's watch configuration into *config, allocated in the
  * current memory context.  False if the table is not watched.  Needs SPI.
  */
@@ -788,14 +995,20 @@ wtcache_load_watch(Oid relid, WatchConfig *config)
 	bool		isnull;
 	ArrayType  *arr;
 	Datum		ttl;
+	Datum		d;
 	char	   *mode;
 	WtcRights	rights;
+	bool		options = watched_has_column("exclude_columns");
 	int			rc;
 
 	/* wtcache's own table, read as its owner whoever asks (rights.c) */
 	as_owner_begin(&rights);
 	/* not read-only: a watch() earlier in this statement (warm => true) must be seen */
-	rc = SPI_execute_plan(wtcache_kept_plan("SELECT key_attnums, mode, ttl, tags FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
+	rc = SPI_execute_plan(options ?
+						  wtcache_kept_plan("SELECT key_attnums, mode, ttl, tags, columns, exclude_columns "
+											"FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
+											1, argtypes) :
+						  wtcache_kept_plan("SELECT key_attnums, mode, ttl, tags FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
 											1, argtypes),
 						  values, NULL, false, 1);
 	as_owner_end(&rights);
@@ -814,7 +1027,91 @@ wtcache_load_watch(Oid relid, WatchConfig *config)
 	config->nkeys = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
 	config->key_attnums = (int16 *) ARR_DATA_PTR(arr);
 	config->tags = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 4, &isnull));
+	config->nproj = -1;
+	config->proj_attnums = NULL;
+	config->proj_exclude = false;
+	for (int col = 5; options && col <= 6; col++)
+	{
+		d = SPI_getbinval(tup, desc, col, &isnull);
+		if (isnull)
+			continue;
+		{
+			Datum	   *names;
+			int			n;
+
+			/* by name: a dropped column's name resolves to nothing */
+			deconstruct_array(DatumGetArrayTypeP(d), NAMEOID, NAMEDATALEN, false, TYPALIGN_CHAR,
+							  &names, NULL, &n);
+			config->proj_attnums = palloc(sizeof(int16) * Max(n, 1));
+			config->nproj = 0;
+			for (int i = 0; i < n; i++)
+			{
+				AttrNumber	attnum = get_attnum(relid, NameStr(*DatumGetName(names[i])));
+
+				if (attnum > 0)
+					config->proj_attnums[config->nproj++] = attnum;
+			}
+			config->proj_exclude = (col == 6);
+		}
+	}
 	return true;
+}
+
+/*
+ * The columns a watched table's values hold, in table order: *valcols
+ * gets their attnums (palloc'd) and the count is returned; -1 (and NULL)
+ * when the watch has no projection, every column.  A projection always
+ * keeps the key columns (watch() says why); a listed column that was
+ * dropped was not resolved (wtcache_load_watch), so a DROP COLUMN of it
+ * never breaks delivery.
+ */
+int
+wtcache_value_columns(Relation rel, const WatchConfig *config, int16 **valcols)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			n = 0;
+
+	*valcols = NULL;
+	if (config->nproj < 0)
+		return -1;
+	*valcols = palloc(sizeof(int16) * Max(desc->natts, 1));
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		bool		listed = false;
+		bool		key = false;
+
+		if (att->attisdropped)
+			continue;
+		for (int k = 0; k < config->nkeys && !key; k++)
+			key = config->key_attnums[k] == att->attnum;
+		for (int p = 0; p < config->nproj && !listed; p++)
+			listed = config->proj_attnums[p] == att->attnum;
+		if (key || listed != config->proj_exclude)
+			(*valcols)[n++] = att->attnum;
+	}
+	return n;
+}
+
+/*
+ * "the columns a, b, c", naming what a projected table's values hold (for
+ * verify()'s notice); NULL without a projection.
+ */
+char *
+wtcache_projection_desc(Relation rel, const WatchConfig *config)
+{
+	int16	   *valcols;
+	int			n = wtcache_value_columns(rel, config, &valcols);
+	StringInfoData buf;
+
+	if (n < 0)
+		return NULL;
+	initStringInfo(&buf);
+	for (int i = 0; i < n; i++)
+		appendStringInfo(&buf, "%s%s", i ? ", " : "",
+						 quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel),
+																valcols[i] - 1)->attname)));
+	return buf.data;
 }
 
 /*
@@ -1133,4 +1430,36 @@ wtcache_column_is_captured(Oid relid, const char *colname)
 	}
 	SPI_finish();
 	return captured;
+}
+
+/*
+ * ALTER TABLE ... RENAME COLUMN of a watched table (ddl.c, in the DDL's
+ * transaction, before its requeue): the projection names columns, and
+ * follows the rename, so a column kept out stays out under its new name.
+ */
+void
+wtcache_watch_rename_column(Oid relid, const char *oldname, const char *newname)
+{
+	Oid			argtypes[3] = {OIDOID, NAMEOID, NAMEOID};
+	Datum		values[3];
+	NameData	oldn;
+	NameData	newn;
+
+	if (!watched_has_column("exclude_columns"))
+		return;
+	namestrcpy(&oldn, oldname);
+	namestrcpy(&newn, newname);
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = NameGetDatum(&oldn);
+	values[2] = NameGetDatum(&newn);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (wtcache_spi_as_extension_owner("UPDATE wtcache.watched SET "
+									   "columns = pg_catalog.array_replace(columns, $2, $3), "
+									   "exclude_columns = pg_catalog.array_replace(exclude_columns, $2, $3) "
+									   "WHERE rel OPERATOR(pg_catalog.=) $1 "
+									   "AND (columns IS NOT NULL OR exclude_columns IS NOT NULL)",
+									   3, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "wtcache.watched update failed");
+	SPI_finish();
 }

@@ -9,6 +9,8 @@
 
 #include "wtcache.h"
 
+#include "utils/relcache.h"
+
 /* A table's watch configuration, as wtcache.watched holds it. */
 typedef struct WatchConfig
 {
@@ -17,9 +19,22 @@ typedef struct WatchConfig
 	bool		invalidate_mode;
 	int64		ttl_ms;			/* 0: no expiry */
 	ArrayType  *tags;			/* tag templates as given to watch() */
+	/*
+	 * The projection (1.3): which columns Redis gets.  nproj < 0: every
+	 * column.  Else proj_attnums lists nproj attnums, the columns named in
+	 * wtcache.watched.columns (proj_exclude false: those and the key
+	 * columns) or exclude_columns (true: every column but those), resolved
+	 * by name when loaded; a name no column has any more is skipped.
+	 */
+	int			nproj;
+	int16	   *proj_attnums;
+	bool		proj_exclude;
 } WatchConfig;
 
 extern bool wtcache_load_watch(Oid relid, WatchConfig *config);
+extern int	wtcache_value_columns(Relation rel, const WatchConfig *config,
+								  int16 **valcols);
+extern char *wtcache_projection_desc(Relation rel, const WatchConfig *config);
 extern List *wtcache_watched_among(List *relids);
 extern bool wtcache_is_watched(Oid relid);
 extern uint64 wtcache_enqueue_all_rows(Oid relid);
@@ -32,6 +47,7 @@ extern uint64 wtcache_resync_table_or_purge(Oid relid, bool purge_first, char **
 extern void wtcache_warn_if_key_unenforced(Oid relid);
 extern bool wtcache_key_enforced(Oid relid);
 extern bool wtcache_column_is_captured(Oid relid, const char *colname);
+extern void wtcache_watch_rename_column(Oid relid, const char *oldname, const char *newname);
 extern bool wtcache_changing_triggers;
 
 #endif							/* WTCACHE_WATCH_H */

@@ -597,6 +597,8 @@ sub _key_columns
 #   key_columns => ['a', 'b']   SQL expressions for the key columns (default:
 #                               wtcache.watched.key_columns of the table)
 #   max_diffs => 10             how many differences to describe
+#   columns => ['id', 'name']   the watch's projection: the value holds these
+#                               columns only (in table order, as listed)
 # Every row must be in Redis under wtcache.redis_key(table, key...) with the
 # value '{"_v":N,' || substr(row_to_json(row)::text, 2) (timestamptz in UTC),
 # and the number of row keys of the table in Redis must equal the row count.
@@ -612,9 +614,13 @@ sub compare_table
 	# and JSON may contain any character.
 	my $keyexpr = join(', ', map { "($_)::text" } @$cols);
 	my $alias = 'wtc_cmp_row__';
+	my $rowexpr = $opts{columns}
+	  ? "(SELECT row_to_json(p) FROM (SELECT "
+	  . join(', ', map { "$alias.$_" } @{ $opts{columns} }) . ") p)"
+	  : "row_to_json($alias)";
 	my $sql = qq{SET timezone = 'UTC';
 COPY (SELECT translate(encode(convert_to(wtcache.redis_key(${lit}::regclass, $keyexpr), 'UTF8'), 'base64'), E'\\n', ''),
-             translate(encode(convert_to(row_to_json($alias)::text, 'UTF8'), 'base64'), E'\\n', '')
+             translate(encode(convert_to(${rowexpr}::text, 'UTF8'), 'base64'), E'\\n', '')
       FROM $table AS $alias) TO STDOUT;
 };
 	my ($ret, $out, $err) = $node->psql($db, $sql);

@@ -48,6 +48,19 @@ ok(wait_drained($node, 'postgres'), 'delivered');
 like(redis_cmd($rp, 'GET', redis_key_of($node, 'postgres', 'item', 1)), qr/changed after the update/,
 	'the watch made under 1.0 keeps working');
 is(sql('postgres', q{SELECT count(*) FROM wtcache.verify('item')}), '0', 'verify: Redis equals the table');
+is(redis_cmd($rp, 'GET', redis_key_of($node, 'postgres', 'item', 1)) =~ s/^\{"_v":\d+,/{/r,
+	'{"id":1,"name":"changed after the update"}', 'the row key and its value keep their layout');
+
+# the options of 1.3 on a table watched before the update: its keys are
+# rewritten in the new shape
+if (grep { $_ eq '1.3' } @path)
+{
+	sql('postgres', q{SELECT wtcache.watch('item', exclude_columns => ARRAY['name'])});
+	ok(wait_drained($node, 'postgres'), 'the projection delivered');
+	is(redis_cmd($rp, 'GET', redis_key_of($node, 'postgres', 'item', 1)) =~ s/^\{"_v":\d+,/{/r,
+		'{"id":1}', 'a watch made under 1.0 takes a projection after the update');
+	is(sql('postgres', q{SELECT count(*) FROM wtcache.verify('item')}), '0', 'verify agrees');
+}
 
 # the same objects as a fresh install
 my $objects = q{SELECT pg_describe_object(classid, objid, objsubid) FROM pg_depend

@@ -35,6 +35,12 @@ CREATE TABLE visit_2a PARTITION OF visit_2 FOR VALUES WITH (MODULUS 2, REMAINDER
 CREATE TABLE visit_2b PARTITION OF visit_2 FOR VALUES WITH (MODULUS 2, REMAINDER 1);
 INSERT INTO visit SELECT i, 1 + i % 2, 'page ' || i FROM generate_series(1, 100) i;
 SELECT wtcache.watch('visit', warm => true);
+-- a projection over a table with a dropped column: attribute numbers
+-- shift in the restored table, names do not
+CREATE TABLE member (id int PRIMARY KEY, old text, email text, pw_hash text);
+ALTER TABLE member DROP COLUMN old;
+INSERT INTO member SELECT i, 'm' || i || '@example.com', 'SECRET-' || i FROM generate_series(1, 10) i;
+SELECT wtcache.watch('member', exclude_columns => ARRAY['pw_hash'], warm => true);
 });
 ok(wait_drained($node_a, 'shop'), 'source delivered');
 my $config = q{SELECT rel::text, key_columns, tags, ttl, mode FROM wtcache.watched ORDER BY 1};
@@ -60,13 +66,19 @@ ok(defined redis_cmd($rb, 'GET', 'wtc:{shop}:tag:org%3A9'), 'and its tag templat
 
 is($node_b->safe_psql('shop', q{SELECT string_agg(tgrelid::regclass::text || ':' || tgenabled::text, ' ' ORDER BY tgrelid::regclass::text)
   FROM pg_trigger WHERE tgname = 'wtcache_capture_upd'}),
-	'item:A session:A visit:A visit_1:A visit_2:A visit_2a:A visit_2b:A',
+	'item:A member:A session:A visit:A visit_1:A visit_2:A visit_2a:A visit_2b:A',
 	'every restored partition of the watched tree captures, ALWAYS');
 $node_b->safe_psql('shop', q{UPDATE visit SET day = 2, page = 'moved' WHERE id = 2});
 ok(wait_drained($node_b, 'shop'), 'a row moved between restored partitions is delivered');
 like(redis_cmd($rb, 'GET', redis_key_of($node_b, 'shop', 'visit', 2, 2)), qr/moved/, 'under the parent\'s key');
 ok(compare_table_ok($node_b, 'shop', 'visit', $rb, 'the restored partitioned table equals Redis'),
 	'every row of every partition is there');
+is($node_b->safe_psql('shop', q{SELECT exclude_columns FROM wtcache.watched WHERE rel = 'member'::regclass}),
+	'{pw_hash}', 'the projection came back by name');
+is($node_b->safe_psql('shop', q{SELECT wtcache.get('member', '3')}), '{"id": 3, "email": "m3@example.com"}',
+	'and keeps the same column out of the restored table');
+unlike(join(',', map { redis_cmd($rb, 'GET', $_) // '' } @{ redis_row_keys($rb, 'wtc:{shop:public.member:*}') }),
+	qr/SECRET/, 'also out of the new Redis');
 # the new Redis has none of it yet: the worker found no generation marker and resynced
 is($node_b->safe_psql('shop', q{SELECT count(*) FROM wtcache.verify('item')}), '0', 'Redis equals the restored table');
 
