@@ -308,6 +308,7 @@ requeue_if_restored(CreateTrigStmt *stmt)
 	relid = RangeVarGetRelid(stmt->relation, NoLock, true);
 	if (!OidIsValid(relid) || !wtcache_is_watched(relid))
 		return;
+	wtcache_watch_restored(relid);
 	CommandCounterIncrement();
 	(void) requeue_table(relid);
 }

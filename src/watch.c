@@ -1434,8 +1434,12 @@ wtcache_column_is_captured(Oid relid, const char *colname)
 
 /*
  * ALTER TABLE ... RENAME COLUMN of a watched table (ddl.c, in the DDL's
- * transaction, before its requeue): the projection names columns, and
- * follows the rename, so a column kept out stays out under its new name.
+ * transaction, before its requeue).  Everything the watch says by name
+ * follows the rename: the key columns, the columns of the tag templates
+ * (whose capture, by attribute number, already follows), and the
+ * projection, so that a column kept out stays out under its new name.
+ * The names are what a restore maps back to attribute numbers
+ * (wtcache_watch_restored), and what query() reads templates by.
  */
 void
 wtcache_watch_rename_column(Oid relid, const char *oldname, const char *newname)
@@ -1445,8 +1449,6 @@ wtcache_watch_rename_column(Oid relid, const char *oldname, const char *newname)
 	NameData	oldn;
 	NameData	newn;
 
-	if (!watched_has_column("exclude_columns"))
-		return;
 	namestrcpy(&oldn, oldname);
 	namestrcpy(&newn, newname);
 	values[0] = ObjectIdGetDatum(relid);
@@ -1455,11 +1457,52 @@ wtcache_watch_rename_column(Oid relid, const char *oldname, const char *newname)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (wtcache_spi_as_extension_owner("UPDATE wtcache.watched SET "
+									   "key_columns = pg_catalog.array_replace(key_columns, $2, $3), "
+									   "tags = ARRAY(SELECT pg_catalog.replace(t.tmpl, "
+									   "'{' OPERATOR(pg_catalog.||) $2::pg_catalog.text OPERATOR(pg_catalog.||) '}', "
+									   "'{' OPERATOR(pg_catalog.||) $3::pg_catalog.text OPERATOR(pg_catalog.||) '}') "
+									   "FROM pg_catalog.unnest(tags) WITH ORDINALITY AS t(tmpl, ord) ORDER BY t.ord) "
+									   "WHERE rel OPERATOR(pg_catalog.=) $1",
+									   3, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "wtcache.watched update failed");
+	if (watched_has_column("exclude_columns") &&
+		wtcache_spi_as_extension_owner("UPDATE wtcache.watched SET "
 									   "columns = pg_catalog.array_replace(columns, $2, $3), "
 									   "exclude_columns = pg_catalog.array_replace(exclude_columns, $2, $3) "
 									   "WHERE rel OPERATOR(pg_catalog.=) $1 "
 									   "AND (columns IS NOT NULL OR exclude_columns IS NOT NULL)",
 									   3, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "wtcache.watched update failed");
+	SPI_finish();
+}
+
+/*
+ * A watched table's capture triggers re-created by pg_restore (ddl.c).
+ * The watch came back as data, with the attribute numbers of the dumped
+ * table, and a table that had dropped columns is renumbered by the
+ * restore: map the key columns' names, which the dump kept, to the
+ * restored table's numbers.  Capture and the worker find the key by
+ * number, and a number that now names another column would make every
+ * write to the table fail (or read the wrong column).
+ */
+void
+wtcache_watch_restored(Oid relid)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (wtcache_spi_as_extension_owner("UPDATE wtcache.watched w SET key_attnums = n.attnums "
+									   "FROM (SELECT pg_catalog.array_agg(a.attnum ORDER BY k.ord) AS attnums, "
+									   "pg_catalog.count(a.attnum) AS found, pg_catalog.count(*) AS wanted "
+									   "FROM wtcache.watched ww, pg_catalog.unnest(ww.key_columns) WITH ORDINALITY AS k(name, ord) "
+									   "LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) $1 "
+									   "AND a.attname OPERATOR(pg_catalog.=) k.name AND NOT a.attisdropped "
+									   "WHERE ww.rel OPERATOR(pg_catalog.=) $1) n "
+									   "WHERE w.rel OPERATOR(pg_catalog.=) $1 AND n.found OPERATOR(pg_catalog.=) n.wanted "
+									   "AND w.key_attnums IS DISTINCT FROM n.attnums",
+									   1, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "wtcache.watched update failed");
 	SPI_finish();
 }

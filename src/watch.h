@@ -48,6 +48,7 @@ extern void wtcache_warn_if_key_unenforced(Oid relid);
 extern bool wtcache_key_enforced(Oid relid);
 extern bool wtcache_column_is_captured(Oid relid, const char *colname);
 extern void wtcache_watch_rename_column(Oid relid, const char *oldname, const char *newname);
+extern void wtcache_watch_restored(Oid relid);
 extern bool wtcache_changing_triggers;
 
 #endif							/* WTCACHE_WATCH_H */

@@ -41,7 +41,21 @@ CREATE TABLE member (id int PRIMARY KEY, old text, email text, pw_hash text);
 ALTER TABLE member DROP COLUMN old;
 INSERT INTO member SELECT i, 'm' || i || '@example.com', 'SECRET-' || i FROM generate_series(1, 10) i;
 SELECT wtcache.watch('member', exclude_columns => ARRAY['pw_hash'], warm => true);
+-- a key column whose attribute number shifts in the restored table onto a
+-- column of another type
+CREATE TABLE shifted (x int, k text PRIMARY KEY, n int NOT NULL);
+ALTER TABLE shifted DROP COLUMN x;
+INSERT INTO shifted VALUES ('a', 1), ('b', 2);
+SELECT wtcache.watch('shifted', tags => ARRAY['n:{n}'], warm => true);
+-- key and template columns renamed after the watch
+CREATE TABLE renamed (id int PRIMARY KEY, org int NOT NULL);
+INSERT INTO renamed VALUES (1, 10);
+SELECT wtcache.watch('renamed', tags => ARRAY['org:{org}'], warm => true);
+ALTER TABLE renamed RENAME COLUMN id TO rid;
+ALTER TABLE renamed RENAME COLUMN org TO org_id;
 });
+is($node_a->safe_psql('shop', q{SELECT key_columns, tags FROM wtcache.watched WHERE rel = 'renamed'::regclass}),
+	'{rid}|{"org:{org_id}"}', 'a rename of a key or template column renames it in the watch');
 ok(wait_drained($node_a, 'shop'), 'source delivered');
 my $config = q{SELECT rel::text, key_columns, tags, ttl, mode FROM wtcache.watched ORDER BY 1};
 my $source_config = $node_a->safe_psql('shop', $config);
@@ -66,7 +80,7 @@ ok(defined redis_cmd($rb, 'GET', 'wtc:{shop}:tag:org%3A9'), 'and its tag templat
 
 is($node_b->safe_psql('shop', q{SELECT string_agg(tgrelid::regclass::text || ':' || tgenabled::text, ' ' ORDER BY tgrelid::regclass::text)
   FROM pg_trigger WHERE tgname = 'wtcache_capture_upd'}),
-	'item:A member:A session:A visit:A visit_1:A visit_2:A visit_2a:A visit_2b:A',
+	'item:A member:A renamed:A session:A shifted:A visit:A visit_1:A visit_2:A visit_2a:A visit_2b:A',
 	'every restored partition of the watched tree captures, ALWAYS');
 $node_b->safe_psql('shop', q{UPDATE visit SET day = 2, page = 'moved' WHERE id = 2});
 ok(wait_drained($node_b, 'shop'), 'a row moved between restored partitions is delivered');
@@ -79,6 +93,16 @@ is($node_b->safe_psql('shop', q{SELECT wtcache.get('member', '3')}), '{"id": 3, 
 	'and keeps the same column out of the restored table');
 unlike(join(',', map { redis_cmd($rb, 'GET', $_) // '' } @{ redis_row_keys($rb, 'wtc:{shop:public.member:*}') }),
 	qr/SECRET/, 'also out of the new Redis');
+is($node_b->safe_psql('shop', q{SELECT key_attnums FROM wtcache.watched WHERE rel = 'shifted'::regclass}),
+	'{1}', 'a key column\'s attribute number follows the restored table');
+$node_b->safe_psql('shop', q{UPDATE shifted SET n = 20 WHERE k = 'b'; INSERT INTO shifted VALUES ('c', 3)});
+$node_b->safe_psql('shop', q{UPDATE renamed SET org_id = 11 WHERE rid = 1});
+ok(wait_drained($node_b, 'shop'), 'changes to the shifted and renamed tables delivered');
+like(redis_cmd($rb, 'GET', redis_key_of($node_b, 'shop', 'shifted', 'c')) // '', qr/"n":3/,
+	'a new row of the shifted table is under its key');
+is($node_b->safe_psql('shop', q{SELECT wtcache.get('shifted', 'b')->>'n'}), '20', 'and get() reads it');
+ok(compare_table_ok($node_b, 'shop', 'shifted', $rb, 'the shifted table equals Redis'), 'every row of it');
+ok(defined redis_cmd($rb, 'GET', 'wtc:{shop}:tag:org%3A11'), 'the renamed template column renders its tag');
 # the new Redis has none of it yet: the worker found no generation marker and resynced
 is($node_b->safe_psql('shop', q{SELECT count(*) FROM wtcache.verify('item')}), '0', 'Redis equals the restored table');
 
