@@ -49,7 +49,7 @@ for my $round (1 .. 3)
 		next unless $m->[0] eq 'message';
 		$reset = $m->[2] if $m->[2] =~ /"op":"reset"/;
 	}
-	like($reset // '', qr/^\{"db":"postgres","op":"reset","v":\d+,"reason":"generation marker missing"\}$/,
+	like($reset // '', qr/^\{"seq":\d+,"db":"postgres","op":"reset","v":\d+,"reason":"generation marker missing"\}$/,
 		"round $round: the repair announced that every key of the database was removed");
 	compare_table_ok($node, $db, 't', $rp, "round $round: and Redis then holds every row");
 	like(slurp_file($node->logfile, $offset), qr/generation marker missing/,
