@@ -108,7 +108,7 @@ class NearCache:
             "messages", "other_db", "applied_rows", "dropped_by_rows", "truncates",
             "dropped_by_truncates", "tag_invalidations", "resets", "gaps", "seq_back",
             "subscribes", "subscriptions_lost", "silent_subscriptions", "drops_all",
-            "dropped_entries", "redis_errors", "ignored_selftest"), 0)
+            "dropped_entries", "redis_errors", "not_rows", "ignored_selftest"), 0)
 
     # ---------------------------------------------------------------- reads
 
@@ -158,7 +158,12 @@ class NearCache:
         if raw is None:
             self.n["misses"] += 1
             return MISS, None, None
-        v = json.loads(raw)["_v"]
+        try:
+            v = int(json.loads(raw)["_v"])
+        except (ValueError, KeyError, TypeError):
+            self.n["not_rows"] += 1     # not a row value: nothing wtcache wrote
+            self.n["untrusted"] += 1
+            return UNTRUSTED, None, None
         # Rule 5: never a version below one served or announced.
         if v < self.highest.get(redis_key, 0):
             self.n["refused_older"] += 1
@@ -306,7 +311,7 @@ class NearCache:
             self.n["dropped_by_truncates"] += len(gone)
         elif op == "reset":
             self.n["resets"] += 1
-            self.log("reset (%s): dropping everything" % m.get("reason"))
+            self.log("reset, message %d (%s): dropping everything" % (m["seq"], m.get("reason")))
             self.drop_all("reset")
         elif op == "invalidate":
             # Tags invalidated by a batch: they concern cached query
@@ -331,6 +336,10 @@ class NearCache:
 
 
 # ------------------------------------------------------------------ driver
+
+def glob_escape(s):
+    return "".join("\\" + c if c in "*?[]\\" else c for c in s)
+
 
 def row_key_candidate(key, row_head):
     # Row keys end in "}" (README); "<prefix>{<db>:gen<n>}" is a Cluster marker.
@@ -383,7 +392,7 @@ def main():
             # The keys to read: the database's row keys in Redis now.
             try:
                 found = [k.decode("utf-8", "surrogateescape")
-                         for k in client.scan_iter(match=nc.row_head.replace("[", "\\[") + "*", count=1000)]
+                         for k in client.scan_iter(match=glob_escape(nc.row_head) + "*", count=1000)]
                 found = [k for k in found if row_key_candidate(k, nc.row_head)]
                 if found:
                     keys = found
