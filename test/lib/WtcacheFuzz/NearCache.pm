@@ -124,7 +124,7 @@ COPY (SELECT translate(encode(convert_to(wtcache.redis_key('$tn'::regclass, $key
 
 # Compare the dump's entries with the tables ({ table => [key columns] })
 # and with what Redis (port $rp) holds now: (entries compared, \@diffs,
-# entries whose key Redis does not hold).  An entry must be its table's row
+# entries whose key Redis does not hold, entries that differ).  An entry must be its table's row
 # as it is now, and the very value Redis holds where it holds one.
 sub compare_entries
 {
@@ -143,10 +143,11 @@ sub compare_entries
 		push @cmds, [ 'MGET', @keys[ $i .. $e ] ];
 	}
 	my @now = map { @$_ } @{ redis_pipeline($rp, \@cmds) };
-	my (@diffs, $not_in_redis);
-	$not_in_redis = 0;
+	my (@diffs, $not_in_redis, $bad);
+	$not_in_redis = $bad = 0;
 	for my $i (0 .. $#keys)
 	{
+		my $before = @diffs;
 		my $key = $keys[$i];
 		my $held = decode_base64($dump->{entries}{$key}{value_b64});
 		utf8::encode($key);    # (JSON gave characters; the tables and Redis give bytes)
@@ -162,8 +163,9 @@ sub compare_entries
 		{
 			push @diffs, "differs from Redis: $key\n    held:  " . substr($held, 0, 200) . "\n    Redis: " . substr($now[$i], 0, 200);
 		}
+		$bad++ if @diffs > $before;
 	}
-	return (scalar(@keys), \@diffs, $not_in_redis);
+	return (scalar(@keys), \@diffs, $not_in_redis, $bad);
 }
 
 # The consumer's log of served versions ("<key> <_v>" each time the version
