@@ -34,6 +34,15 @@
 # passes only if the readers report stale reads and the final comparison
 # reports drift (the checks that then fail are marked TODO).
 #
+# FUZZ_NEAR_CACHE=1 runs the reference near cache (test/near_cache.py)
+# alongside, through the proxy, so that the faults take its subscription
+# too (test/t/042_near_cache.pl sets it): at the end, once everything is
+# delivered, each of its entries must equal its table's row and the value
+# Redis holds, it must never have served a version lower than one it had
+# served, and it must have served many reads from memory (see
+# WtcacheFuzz::NearCache).  NEAR_CACHE_SELFTEST=1 makes it ignore every
+# 20th row message, as a bug would: the comparison must then fail (TODO).
+#
 # FUZZ_AUDIT=1 is for post-mortems: every row written to wtcache.queue is
 # copied, with its transaction, to fz_queue_audit, and commit timestamps
 # are tracked (pg_xact_commit_timestamp()); every row the worker deletes
@@ -48,7 +57,8 @@
 # in test/lib/WtcacheFuzz/: Generate.pm (values, keys, the watched tables,
 # statements), Schema.pm (the tables and the triggers the checks rest on),
 # Psql.pm and Sessions.pm (the writers and readers), Faults.pm (the
-# faults and their schedule), Checks.pm (comparisons of the end state).
+# faults and their schedule), Checks.pm (comparisons of the end state),
+# NearCache.pm (the near cache run alongside).
 use strict;
 use warnings;
 
@@ -64,6 +74,7 @@ use WtcacheTest;
 use WtcacheFuzz::Checks;
 use WtcacheFuzz::Faults;
 use WtcacheFuzz::Generate;
+use WtcacheFuzz::NearCache;
 use WtcacheFuzz::Schema;
 use WtcacheFuzz::Sessions;
 
@@ -81,6 +92,8 @@ my $faults_on = $ENV{FUZZ_FAULTS} // 1;
 my $verbose = $ENV{FUZZ_VERBOSE} // 0;
 my $selftest = $ENV{FUZZ_SELFTEST} // 0;
 my $audit = $ENV{FUZZ_AUDIT} // 0;
+my $near = $ENV{FUZZ_NEAR_CACHE} // 0;
+my $near_selftest = $ENV{NEAR_CACHE_SELFTEST} // 0;
 for ([ FUZZ_SECONDS => $secs ], [ FUZZ_SESSIONS => $nwriters ], [ FUZZ_READERS => $nreaders ], [ FUZZ_FAULTS => $faults_on ])
 {
 	die "$_->[0] must be a non-negative integer, not '$_->[1]'\n" unless $_->[1] =~ /^[0-9]+$/;
@@ -93,6 +106,8 @@ my $replay = "FUZZ_SEED=$seed FUZZ_SECONDS=$secs"
   . ($faults_on ? '' : ' FUZZ_FAULTS=0')
   . ($selftest ? ' FUZZ_SELFTEST=1' : '')
   . ($audit ? ' FUZZ_AUDIT=1' : '')
+  . ($near ? ' FUZZ_NEAR_CACHE=1' : '')
+  . ($near_selftest ? ' NEAR_CACHE_SELFTEST=1' : '')
   . ' bash test/fuzz.sh';
 
 # The test's STDERR goes to its log file; Test::More's failure output goes
@@ -107,12 +122,14 @@ sub to_terminal
 # Shown at once, also when prove hides the notes, so that a run that hangs
 # or is interrupted can still be replayed.
 to_terminal("fuzz: seed $seed, $secs s, $nwriters writers, $nreaders readers, faults "
-  . ($faults_on ? 'on' : 'off') . " (replay: $replay)");
+  . ($faults_on ? 'on' : 'off') . ($near ? ', near cache alongside' : '') . " (replay: $replay)");
 note("fuzz: seed $seed (replay: $replay)");
 
 my $parent_pid = $$;
 my $logdir = $PostgreSQL::Test::Utils::log_path;
+my $logname = $0 =~ m{([^/]+)\.pl\z} ? $1 : '014_fuzz';    # (042_near_cache.pl runs this file)
 my %children;    # pid => name, of the sessions forked below
+my $nc;          # the near cache, with FUZZ_NEAR_CACHE
 
 # A die anywhere in the parent (a helper croaking, a psql that fails) still
 # says how to replay, and the forked sessions do not outlive the test.
@@ -125,6 +142,7 @@ END
 	if ($$ == $parent_pid)
 	{
 		kill 'KILL', $_ for keys %children;
+		$nc->stop if $nc;
 	}
 }
 
@@ -267,13 +285,28 @@ my $fz = WtcacheFuzz::Faults->new(
 	progress => \&progress);
 my $read_counters = $fz->{read_counters};    # summed over server restarts (they reset the counters)
 
+# The near cache reads Redis through the proxy, as PostgreSQL does; it has
+# begun once it has subscribed.
+if ($near)
+{
+	my $ncdir = PostgreSQL::Test::Utils::tempdir('near_cache');
+	my $nclog = "$logdir/${logname}_near_cache.log";
+	$nc = WtcacheFuzz::NearCache->start(port => $pp, db => $db, dir => $ncdir, logfile => $nclog, seed => $seed,
+		selftest => $near_selftest);
+	my $deadline = time() + 60;
+	usleep(50_000) while time() < $deadline && !(-f $nclog && slurp_file($nclog) =~ /subscribed;/);
+	fz_ok(-f $nclog && slurp_file($nclog) =~ /subscribed;/, 'the near cache subscribed to the events channel',
+		"near cache log: $nclog");
+	progress("near cache running (pid " . $nc->pid . "), log $nclog");
+}
+
 ############################################################################
 # The run
 ############################################################################
 
 my $t0 = time();
 my $end_time = $t0 + $secs;
-my $run = { seed => $seed, logdir => $logdir, psql => $psql_bin, connstr => $connstr, copydir => $copydir,
+my $run = { seed => $seed, logdir => $logdir, logname => $logname, psql => $psql_bin, connstr => $connstr, copydir => $copydir,
 	end_time => $end_time };
 for my $role ('w', 'r')
 {
@@ -336,8 +369,8 @@ kill 'KILL', $_ for @stuck;
 waitpid($_, 0) for @stuck;
 my @bad_exit = grep { exists $exited{$_} && $exited{$_} != 0 } keys %children;
 fz_ok(!@stuck && !@bad_exit, 'every session ran to the end and left',
-	(map { "session $children{$_} did not end within 150 s after the run (killed); see $logdir/014_fuzz_$children{$_}.log" } @stuck),
-	(map { "session $children{$_} exited with status $exited{$_}; see $logdir/014_fuzz_$children{$_}.log" } @bad_exit));
+	(map { "session $children{$_} did not end within 150 s after the run (killed); see $logdir/${logname}_$children{$_}.log" } @stuck),
+	(map { "session $children{$_} exited with status $exited{$_}; see $logdir/${logname}_$children{$_}.log" } @bad_exit));
 %children = ();
 $fz->sample_read_counters;
 
@@ -366,10 +399,10 @@ my @other_problems = grep { !/stale_reads:/ } @problems;
 {
 	local $TODO = $todo;
 	fz_ok($stale == 0, "no stale read in $reads reads checked", @stale_problems,
-		"session logs: $logdir/014_fuzz_reader*.log");
+		"session logs: $logdir/${logname}_reader*.log");
 }
 fz_ok($unexpected == 0 && $hangs == 0, 'no unexpected error and no statement that hung in the sessions',
-	@other_problems, "session logs: $logdir/014_fuzz_*.log");
+	@other_problems, "session logs: $logdir/${logname}_*.log");
 fz_ok($changes > 0 && ($w{commits} // 0) > 0, "writers committed changes ($changes)");
 fz_ok($nreaders == 0 || $reads > 0, "readers checked reads ($reads)");
 fz_ok(($read_counters->{hits} // 0) > 0 || $nreaders == 0,
@@ -554,6 +587,65 @@ for my $tn (fuzz_tables())
 }
 
 $TODO = undef;
+
+# The near cache: told to stop once everything committed is in Redis, it
+# applies every message up to the last number handed out, and dumps what
+# it holds, which must be the tables' rows, exactly the values Redis holds.
+if ($near)
+{
+	$nc->reaped($exited{ $nc->pid }) if exists $exited{ $nc->pid };
+	my $seq_key = "wtc:{$db}:event_seq";
+	my ($target) = redis_try($rp, 'GET', $seq_key);
+	my ($dump, $problem) = $nc->finish($target // 0, 90);
+	my $nclog = "$logdir/${logname}_near_cache.log";
+	fz_ok(defined $dump && !defined $problem, "the near cache applied every message up to $seq_key ("
+		  . ($target // 'missing') . ') and dumped its entries', $problem, "near cache log: $nclog");
+	$dump //= { counters => {}, entries => {} };
+	my $c = $dump->{counters};
+	my %tables = map { $_ => fuzz_table($_)->{keycols} } fuzz_tables();
+	$tables{fz_own} = ['id'];
+	$tables{fz_drop} = ['id'] if $fz->{drop_exists};
+	my ($n, $diffs, $not_in_redis, $stale_entries) = WtcacheFuzz::NearCache::compare_entries($node, $db, $rp, $dump, \%tables);
+	my ($served_lines, $served_bad) = WtcacheFuzz::NearCache::check_served_log("$nc->{dir}/served.log");
+	my $restarts = 0;
+	$restarts += $fz->{fault_count}{$_} // 0 for qw(redis_empty redis_kill9 redis_aof);
+	my $summary = sprintf('near cache: %d reads, %d from memory, %d filled from Redis, %d misses, %d untrusted '
+		  . '(%d refused as older than served), %d entries at the end (%d not in Redis); messages %d (%d row, %d truncate, '
+		  . '%d reset, %d tag, %d of another database), gaps %d, numbers going back %d, subscriptions %d '
+		  . '(%d lost, %d of them silent), everything dropped %d times (%d entries), Redis errors %d; '
+		  . '%d Redis restarts, %d served version changes logged',
+		map({ $c->{$_} // 0 } qw(reads hits fills misses untrusted refused_older)), $n, $not_in_redis,
+		map({ $c->{$_} // 0 } qw(messages applied_rows truncates resets tag_invalidations other_db gaps seq_back subscribes
+			subscriptions_lost silent_subscriptions drops_all dropped_entries redis_errors)), $restarts, $served_lines);
+	note($summary);
+	to_terminal("fuzz: $summary");
+	{
+		local $TODO = $near_selftest ? 'NEAR_CACHE_SELFTEST ignored messages: this check must fail'
+		  : $selftest ? 'FUZZ_SELFTEST planted stale values, which the near cache may hold' : undef;
+		fz_ok(!@$diffs, "each of the near cache's $n entries equals its table's row and the value Redis holds ($stale_entries differ)",
+			@$diffs > 10 ? (@$diffs[ 0 .. 9 ], '... (' . scalar(@$diffs) . ' in all)') : @$diffs, "near cache log: $nclog");
+	}
+	fz_ok(($c->{older_than_served} // -1) == 0 && ($c->{same_version_other_value} // -1) == 0,
+		'the near cache never served a version lower than one it had served, nor two values for one version ('
+		  . ($c->{older_than_served} // '?') . ', ' . ($c->{same_version_other_value} // '?') . ')', "near cache log: $nclog");
+	fz_ok($served_lines > 0 && !@$served_bad, "its log of $served_lines served versions, read apart, never goes back",
+		@$served_bad > 10 ? @$served_bad[ 0 .. 9 ] : @$served_bad);
+	fz_ok(($c->{hits} // 0) >= 1000 && $n >= 50,
+		"the near cache served reads from memory (" . ($c->{hits} // 0) . " hits, at least 1000) and held entries ($n, at least 50)");
+	# Each Redis restart (and proxy cut) takes its subscription, unless it
+	# had not got it back from the fault before: with faults it lost it,
+	# and it got it back after every loss (it ended subscribed).
+	fz_ok((!$faults_on || ($c->{subscriptions_lost} // 0) > 0) && ($c->{subscribes} // 0) == ($c->{subscriptions_lost} // 0) + 1,
+		'the near cache lost its subscription ' . ($c->{subscriptions_lost} // 0) . " times ($restarts Redis restarts) "
+		  . 'and subscribed again after each loss (' . ($c->{subscribes} // 0) . ' subscriptions)', "near cache log: $nclog");
+	if ($near_selftest)
+	{
+		fz_ok(($c->{ignored_selftest} // 0) > 0 && $stale_entries > 0, 'selftest: the near cache ignored '
+			  . ($c->{ignored_selftest} // 0) . ' row messages and the comparison found ' . $stale_entries . ' stale entries');
+	}
+	$nc = undef;
+}
+
 if ($selftest)
 {
 	fz_ok($fz->{planted} > 0, "selftest: planted $fz->{planted} older row values in Redis");

@@ -12,7 +12,8 @@
 #
 # What a session needs from the test comes in the run context, a hash:
 #   seed      the test's seed (each session's own is derived from it)
-#   logdir    where the sessions' logs go (014_fuzz_<name>.log)
+#   logdir    where the sessions' logs go (<logname>_<name>.log)
+#   logname   the test's name (014_fuzz, or 042_near_cache, which runs it)
 #   psql      the psql binary, connstr: the database to connect to
 #   copydir   a directory of the test's own: COPY files, flag files, stats
 #   end_time  when the sessions stop beginning transactions and reads
@@ -469,7 +470,7 @@ sub session_main
 {
 	my ($run, $role, $idx) = @_;
 	my $name = ($role eq 'w' ? 'writer' : 'reader') . $idx;
-	open(my $log, '>>', "$run->{logdir}/014_fuzz_$name.log") or die "open log: $!";
+	open(my $log, '>>', "$run->{logdir}/$run->{logname}_$name.log") or die "open log: $!";
 	$log->autoflush(1);
 	my $ctx = {
 		name => $name,
@@ -523,7 +524,7 @@ sub spawn_session
 		$SIG{PIPE} = 'IGNORE';
 		untie *STDOUT;
 		untie *STDERR;
-		open(STDOUT, '>>', "$run->{logdir}/014_fuzz_$name.log");
+		open(STDOUT, '>>', "$run->{logdir}/$run->{logname}_$name.log");
 		open(STDERR, '>&', \*STDOUT);
 		srand(($run->{seed} * 1009 + ($role eq 'w' ? 1 : 500) + $idx) % 4294967296);
 		my $ok = eval { session_main($run, $role, $idx); 1 };
