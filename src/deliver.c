@@ -261,7 +261,7 @@ finish_batch(Batch *b)
 		 * batch after batch.  A crash in between finds the marker behind.
 		 */
 		ack_batch(b);
-		resync_all(seen < 0 ? "generation marker missing" : "generation marker behind");
+		resync_all(seen < 0 ? "generation marker missing" : "generation marker behind", false);
 		return Worker.redis != NULL;
 	}
 	ack_batch(b);

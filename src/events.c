@@ -15,7 +15,8 @@
  *	 ,"redis_key":K		a row change: the Redis key of the row
  *	 ,"op":O,"v":N		always
  *	 ,"tags":[G...]		a row change (the table's tag first), an invalidation
- *	 ,"reason":R}		a reset
+ *	 ,"reason":R		a reset
+ *	 ,"versions_restart":true}	a reset after Redis was ahead of the database
  *
  * event_begin() and event_op() write the members every message has; the
  * rest is each kind's own.  A row change's start is rendered once per table
@@ -224,10 +225,13 @@ events_publish_batch(PushItem *items, int nitems, const TagBumps *bumps)
  * Announce that every key of the database was removed (a repair after
  * Redis lost data), as a TRUNCATE is announced for one table: a near cache
  * fed by the events channel must drop all it holds of the database.
+ * versions_restart: Redis was ahead of the database (restored, recreated,
+ * back in time), so the versions handed out from now on may be lower than
+ * ones a subscriber has seen, and it must forget those.
  * False when Redis failed: the caller repairs again, and announces again.
  */
 bool
-publish_reset(const char *why)
+publish_reset(const char *why, bool versions_restart)
 {
 	StringInfoData ev;
 	size_t		len;
@@ -241,6 +245,8 @@ publish_reset(const char *why)
 	event_op(&ev, "reset", acked_version());
 	appendStringInfoString(&ev, ",\"reason\":");
 	escape_json(&ev, why);
+	if (versions_restart)
+		appendStringInfoString(&ev, ",\"versions_restart\":true");
 	appendStringInfoChar(&ev, '}');
 	len = ev.len;
 	return publish(&ev.data, &len, 1);

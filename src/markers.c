@@ -43,7 +43,7 @@ static bool purge_database_keys(int64 *removed);
  * the rows pending, and read the tables.
  */
 void
-resync_all(const char *why)
+resync_all(const char *why, bool versions_restart)
 {
 	uint64		rows = 0;
 	int			tables = 0;
@@ -53,7 +53,7 @@ resync_all(const char *why)
 
 	wtcache_slot_set_state(Worker.slot, WORKER_RESYNCING, true);
 	/* the marker stays missing until the end: a failure repairs again */
-	if (!purge_database_keys(&removed) || !publish_reset(why))
+	if (!purge_database_keys(&removed) || !publish_reset(why, versions_restart))
 		return;
 	begin_xact(false);
 	(void) queue_relid_or_exit();
@@ -321,7 +321,7 @@ markers_follow_map(void)
 	Worker.markers_epoch = epoch;
 	if (mc == MARKER_LOST)
 	{
-		resync_all(seen < 0 ? "generation marker missing" : "generation marker behind");
+		resync_all(seen < 0 ? "generation marker missing" : "generation marker behind", false);
 		return Worker.redis != NULL;
 	}
 	return true;
@@ -369,7 +369,7 @@ check_marker(int64 new_version)
 	if (mc == MARKER_LOST)
 	{
 		/* what Redis kept is gone with it: nothing in it can be ahead of us */
-		resync_all(seen < 0 ? "generation marker missing" : "generation marker behind");
+		resync_all(seen < 0 ? "generation marker missing" : "generation marker behind", false);
 		Worker.redis_verified = (Worker.redis != NULL);
 		return Worker.redis != NULL;
 	}
@@ -391,13 +391,13 @@ check_marker(int64 new_version)
 		 */
 		if (ahead)
 		{
-			resync_all("Redis held versions of commits this server's WAL history does not have");
+			resync_all("Redis held versions of commits this server's WAL history does not have", true);
 			Worker.redis_verified = (Worker.redis != NULL);
 			return Worker.redis != NULL;
 		}
 		if (seen > queue_last_id())
 		{
-			resync_all("Redis held versions this database never handed out: it was restored or recreated");
+			resync_all("Redis held versions this database never handed out: it was restored or recreated", true);
 			Worker.redis_verified = (Worker.redis != NULL);
 			return Worker.redis != NULL;
 		}

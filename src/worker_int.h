@@ -272,13 +272,13 @@ extern char *event_truncate(Oid relid, const char *table_key, int64 version);
 extern void event_tags(TagBumps *bumps, char *const *tags, int ntags, int64 version);
 extern bool event_publish(char *message);
 extern bool events_publish_batch(PushItem *items, int nitems, const TagBumps *bumps);
-extern bool publish_reset(const char *why);
+extern bool publish_reset(const char *why, bool versions_restart);
 
 /* markers.c */
 extern void marker_position(char *buf, size_t len);
 extern bool markers_follow_map(void);
 extern bool check_marker(int64 new_version);
-extern void resync_all(const char *why);
+extern void resync_all(const char *why, bool versions_restart);
 
 #pragma GCC visibility pop
 

@@ -313,6 +313,11 @@ class NearCache:
             self.n["resets"] += 1
             self.log("reset, message %d (%s): dropping everything" % (m["seq"], m.get("reason")))
             self.drop_all("reset")
+            if m.get("versions_restart"):
+                # Redis was ahead of the database (a restore): versions
+                # start again lower, and what was kept of them means nothing.
+                self.highest.clear()
+                self.highest_gen = None
         elif op == "invalidate":
             # Tags invalidated by a batch: they concern cached query
             # results; every row of the batch had its own message.

@@ -11,6 +11,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::RealBin/../lib";    # WtcacheTest (PGXS resets PROVE_FLAGS)
 
+use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -71,6 +72,22 @@ $primary->stop('immediate');
 $primary->start;
 no_repair_after($primary, $offset, 'after an immediate stop', 4);
 
+# The repairs' announcements: a near cache learns from them whether the
+# versions it kept still mean anything.
+my $sub = WtcacheTest::RedisConn->new($rp, timeout => 30);
+$sub->command('SUBSCRIBE', 'wtc:events');
+sub next_reset
+{
+	while (1)
+	{
+		my $m = eval { $sub->read_reply };
+		return undef unless ref $m eq 'ARRAY';
+		next unless $m->[0] eq 'message';
+		my $e = decode_json($m->[2]);
+		return $e if $e->{op} eq 'reset';
+	}
+}
+
 # Redis lost everything while the server was down: one repair, and the
 # positions it writes while it refills Redis are not taken for Redis ahead
 # at the check after it.
@@ -83,6 +100,9 @@ ok(wait_drained($primary, $db), 'and again, after one more marker check');
 is(resyncs($primary), '1', 'one resync');
 unlike(slurp_file($primary->logfile, $offset), $ahead_log, 'Redis is not taken to be ahead');
 compare_table_ok($primary, $db, 't', $rp, 'Redis equals the table');
+my $reset = next_reset();
+is($reset->{seq}, 1, 'the repair is announced, first in the numbering Redis lost');
+ok(!exists $reset->{versions_restart}, 'versions go on from where they were');
 
 #### A standby that misses the last commits
 
@@ -136,6 +156,10 @@ is($standby->safe_psql($db, q{SELECT wtcache.get('t', '2')->>'v'}), 'v1',
 is($standby->safe_psql($db, q{SELECT count(*) FROM wtcache.verify('t')}), '0',
 	'verify() finds no difference');
 compare_table_ok($standby, $db, 't', $rp, 'Redis equals the new primary\'s table');
+$reset = next_reset();
+like($reset->{reason} // '', qr/WAL history/, 'the repair of Redis ahead is announced');
+ok($reset->{versions_restart}, '... saying that versions start again lower');
+$sub->close;
 like(redis_cmd($rp, 'GET', "$marker:wal"), qr{^\d+/2/[0-9A-F]+/[0-9A-F]+$},
 	'the marker now records the new timeline');
 
