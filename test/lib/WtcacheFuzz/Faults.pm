@@ -391,7 +391,10 @@ sub part_attach_table
 	my ($self, $t) = @_;
 	my $st = $self->part_state;
 	my ($root) = $t->{name} =~ /^(fz_part|fz_pl)_/;
-	my @sql = ("LOCK TABLE $root IN ACCESS EXCLUSIVE MODE;");
+	# the table too: writers write to it by name, and one that commits a
+	# row its bound does not take after the DELETE below, before ATTACH
+	# locks the table, makes the ATTACH fail
+	my @sql = ("LOCK TABLE $root, $t->{name} IN ACCESS EXCLUSIVE MODE;");
 	my $moved = 0;
 	if ($t->{bound} eq 'DEFAULT')
 	{
