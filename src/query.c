@@ -8,22 +8,33 @@
  * tag keys it depends on) and versions (their stamps when it was computed,
  * joined by ",").  It depends on the table tag of every watched table the
  * query reads, found in its own range table after view expansion, and on
- * the tags the caller names.  An entry is valid while every one of its tag
- * keys still holds the stamp it recorded: invalidation is one SET per tag,
- * however many entries depend on it (tags.c).
+ * the tags the caller names; a table the query restricts by equality on a
+ * tag template's columns is depended on through the rendered template tags
+ * and its table-wide tag instead of its table tag (narrow.c).  An entry is
+ * valid while every one of its tag keys still holds the stamp it recorded:
+ * invalidation is one SET per tag, however many entries depend on it
+ * (tags.c).
  *
  * Never stale, by the same argument as cached row reads (read.c):
  *	1. the pending filter says no change to the query's tables and no
  *	   invalidation of its tags is on its way; otherwise the query runs
- *	   against the tables and nothing is cached;
+ *	   against the tables and nothing is cached.  For a narrowed table,
+ *	   "a change to it" is a change to a row it reads: every such change
+ *	   renders one of its template tags (the old or the new row has the
+ *	   bound value), and its queue row counts under that tag; what changes
+ *	   rows without rendering them (TRUNCATE, resync, requeue, partition
+ *	   DDL, a hold) counts under the table's own counter, and an
+ *	   invalidate() of the table tag under that tag's name: all checked;
  *	2. one script reads the tags' stamps and returns the entry if it
  *	   recorded exactly those; else it takes the lease (stampede
  *	   protection) and returns the stamps it read;
  *	3. the query runs with a snapshot taken after step 2, and the fill
  *	   script stores the result only if the stamps are still those of
  *	   step 2.
- * A change committed before step 1 is delivered (its tag stamped) before
- * the filter lets step 1 pass, so the stamps of step 2 are newer than it;
+ * A change committed before step 1 is delivered (its tags stamped: the
+ * table's, its rows' template tags, and for the kinds above the table-wide
+ * tag) before the filter lets step 1 pass, so the stamps of step 2 are
+ * newer than it;
  * a change stamped after step 2 makes step 3 refuse, or, stamped after the
  * fill, makes the entry invalid.  So a fill never stores a result older
  * than an invalidation it missed.
