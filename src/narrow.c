@@ -294,6 +294,7 @@ read_capture_shape(CaptureShape *shape)
 		Oid			t_watched;
 		AttrNumber	t_cols[WTCACHE_MAX_TAG_COLUMNS];
 		int			t_ncols;
+		bool		same;
 		ListCell   *a,
 				   *b;
 
@@ -315,15 +316,12 @@ read_capture_shape(CaptureShape *shape)
 			memcpy(cols, t_cols, sizeof(AttrNumber) * t_ncols);
 			continue;
 		}
-		if (t_watched != watched || t_ncols != ncols ||
-			memcmp(cols, t_cols, sizeof(AttrNumber) * ncols) != 0 ||
-			list_length(t_texts) != list_length(texts))
-		{
-			relation_close(rel, NoLock);
-			return;
-		}
+		same = t_watched == watched && t_ncols == ncols &&
+			memcmp(cols, t_cols, sizeof(AttrNumber) * ncols) == 0 &&
+			list_length(t_texts) == list_length(texts);
 		forboth(a, texts, b, t_texts)
-			if (strcmp(lfirst(a), lfirst(b)) != 0)
+			same = same && strcmp(lfirst(a), lfirst(b)) == 0;
+		if (!same)
 		{
 			relation_close(rel, NoLock);
 			return;
