@@ -562,12 +562,29 @@ claim_pending_counters(Batch *b, const QueueRow *row)
 	return start;
 }
 
-/* wtcache.invalidate(): tags only.  True when the batch is full. */
+/*
+ * wtcache.invalidate(): tags only.  A table tag brings its table-wide tag
+ * (tags.c): whoever invalidates a table by its tag expects every entry over
+ * it to go, also those narrowed to template tags.  True when the batch is
+ * full.
+ */
 static bool
 claim_tags_row(Batch *b, const QueueRow *row, QueueTagIter *tagit, int pending_start)
 {
+	const Datum *names;
+	int			nnames;
+
 	batch_add_id(b, row->id, row->relid, pending_start, row->xmin);
-	batch_add_tag_groups(b, tagit);
+	while (wtcache_queue_tags_next(tagit, &names, &nnames))
+		for (int j = 0; j < nnames; j++)
+		{
+			char	   *tag = TextDatumGetCString(names[j]);
+			char	   *wide = wtcache_table_wide_tag_of(tag);
+
+			batch_add_tag(b, tag);
+			if (wide != NULL)
+				batch_add_tag(b, wide);
+		}
 	b->nrecords++;
 	return b->nrecords >= wtcache_batch_size;
 }
@@ -595,10 +612,14 @@ claim_whole_table_row(Batch *b, const QueueRow *row, int pending_start)
 	 */
 	InvalidateSystemCaches();
 	{
+		/* every row may be gone: narrowed entries too (tags.c) */
 		char	   *tt = wtcache_table_tag(row->relid);
 
 		if (tt)
+		{
 			batch_add_tag(b, tt);
+			batch_add_tag(b, wtcache_table_wide_tag_of(tt));
+		}
 	}
 	b->purge_table_key = row->table_key;
 	if (wtcache_publish_events)
@@ -675,7 +696,17 @@ claim_row(Batch *b, QueueRow *row, MemoryContext spicxt)
 	MemoryContextSwitchTo(b->cxt);
 	batch_add_id(b, row->id, row->relid, pending_start, row->xmin);
 	if (tb->table_tag)
+	{
 		batch_add_tag(b, tb->table_tag);
+
+		/*
+		 * A resync, requeue or partition DDL queues keys without their
+		 * template tags: entries narrowed to template tags (tags.c) must
+		 * go with the table tag's.
+		 */
+		if (row->per_table)
+			batch_add_tag(b, wtcache_table_wide_tag_of(tb->table_tag));
+	}
 	claim_keys(b, tb, row, &tagit);
 	return b->nrecords >= wtcache_batch_size;
 }

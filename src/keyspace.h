@@ -85,6 +85,17 @@
 #define WTC_TABLE_TAG_FORMAT "table:%s.%s"
 
 /*
+ * Its table-wide companion, "tablewide:<schema>.<table>": what a cached
+ * query narrowed to template tags depends on besides them (narrow.c).  The
+ * worker bumps it for what changes the table's rows without rendering its
+ * templates (TRUNCATE, a resync or requeue, a partition's DDL, a changed
+ * watch) and with every invalidation of the table tag; a row change alone
+ * does not.  The prefix is the table tag's format's own.
+ */
+#define WTC_TABLE_TAG_PREFIX		"table:"
+#define WTC_TABLE_WIDE_TAG_PREFIX	"tablewide:"
+
+/*
  * The value codec.  A row value is the row's row_to_json text with the
  * member "_v", its version, spliced in first:
  *		{"_v":42,"id":1,"name":"x"}

@@ -8,22 +8,33 @@
  * tag keys it depends on) and versions (their stamps when it was computed,
  * joined by ",").  It depends on the table tag of every watched table the
  * query reads, found in its own range table after view expansion, and on
- * the tags the caller names.  An entry is valid while every one of its tag
- * keys still holds the stamp it recorded: invalidation is one SET per tag,
- * however many entries depend on it (tags.c).
+ * the tags the caller names; a table the query restricts by equality on a
+ * tag template's columns is depended on through the rendered template tags
+ * and its table-wide tag instead of its table tag (narrow.c).  An entry is
+ * valid while every one of its tag keys still holds the stamp it recorded:
+ * invalidation is one SET per tag, however many entries depend on it
+ * (tags.c).
  *
  * Never stale, by the same argument as cached row reads (read.c):
  *	1. the pending filter says no change to the query's tables and no
  *	   invalidation of its tags is on its way; otherwise the query runs
- *	   against the tables and nothing is cached;
+ *	   against the tables and nothing is cached.  For a narrowed table,
+ *	   "a change to it" is a change to a row it reads: every such change
+ *	   renders one of its template tags (the old or the new row has the
+ *	   bound value), and its queue row counts under that tag; what changes
+ *	   rows without rendering them (TRUNCATE, resync, requeue, partition
+ *	   DDL, a hold) counts under the table's own counter, and an
+ *	   invalidate() of the table tag under that tag's name: all checked;
  *	2. one script reads the tags' stamps and returns the entry if it
  *	   recorded exactly those; else it takes the lease (stampede
  *	   protection) and returns the stamps it read;
  *	3. the query runs with a snapshot taken after step 2, and the fill
  *	   script stores the result only if the stamps are still those of
  *	   step 2.
- * A change committed before step 1 is delivered (its tag stamped) before
- * the filter lets step 1 pass, so the stamps of step 2 are newer than it;
+ * A change committed before step 1 is delivered (its tags stamped: the
+ * table's, its rows' template tags, and for the kinds above the table-wide
+ * tag) before the filter lets step 1 pass, so the stamps of step 2 are
+ * newer than it;
  * a change stamped after step 2 makes step 3 refuse, or, stamped after the
  * fill, makes the entry invalid.  So a fill never stores a result older
  * than an invalidation it missed.
@@ -45,6 +56,7 @@
  */
 #include "wtcache.h"
 #include "keys.h"
+#include "narrow.h"
 #include "pending.h"
 #include "push.h"
 #include "query.h"
@@ -162,9 +174,14 @@ typedef struct QueryPlan
 	Datum	   *paramvalues;
 	char	   *paramnulls;		/* SPI style: 'n' or ' ' */
 	List	   *relids;			/* base tables read, each once */
+	List	   *rtes;			/* their range-table entries, at any depth */
 	bool		rls;			/* row-level security applies somewhere */
+	bool		vouched;		/* calls a wtcache.query_safe_functions entry */
 	List	   *watched;		/* the watched ones among relids */
 	List	   *unwatched;
+	List	   *rte_watched;	/* per entry of rtes: its watched table, or 0 */
+	List	   *narrowed;		/* NarrowedTable: watched tables depended on
+								 * through template tags, not the table tag */
 	List	   *tags;			/* tag names it depends on (char *) */
 	char	  **tag_keys;		/* their Redis keys, sorted */
 	int			ntags;
@@ -201,7 +218,10 @@ collect_relations(Node *node, QueryPlan *qp)
 			RangeTblEntry *rte = lfirst_node(RangeTblEntry, lc);
 
 			if (rte->rtekind == RTE_RELATION && rte->relkind != RELKIND_VIEW)
+			{
 				qp->relids = list_append_unique_oid(qp->relids, rte->relid);
+				qp->rtes = lappend(qp->rtes, rte);
+			}
 		}
 		/* the executor's own check: views as their owner, columns too */
 		(void) ExecCheckRTPerms(q->rtable, true);
@@ -555,6 +575,8 @@ typedef struct SessionCheck
 {
 	const char *view;			/* the view whose body is being walked */
 	List	   *types_ok;		/* types whose rendering was checked */
+	bool		vouched;		/* a wtcache.query_safe_functions entry was
+								 * needed: it may read tables unseen */
 } SessionCheck;
 
 /*
@@ -644,7 +666,10 @@ check_session_function(SessionCheck *sc, Oid funcid)
 		if (session_safe_builtins[i] == funcid)
 			return true;
 	if (function_marked_safe(funcid))
+	{
+		sc->vouched = true;
 		return false;
+	}
 	name = format_procedure(funcid);
 	if (funcid < FirstNormalObjectId)
 	{
@@ -762,7 +787,10 @@ check_type_rendering(SessionCheck *sc, Oid typid)
 		if (session_safe_builtins[i] == out)
 			return;
 	if (function_marked_safe(out))
+	{
+		sc->vouched = true;
 		return;
+	}
 	ereport(ERROR,
 			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 			 errmsg("wtcache.query() cannot cache a query that renders values of type %s",
@@ -932,12 +960,14 @@ session_walker(Node *node, SessionCheck *sc)
 
 /*
  * Refuse a query whose result could differ between sessions of the role
- * with the same key (see the comment above session_key_settings).
+ * with the same key (see the comment above session_key_settings).  True if
+ * it calls a function only wtcache.query_safe_functions admits: such a
+ * function may read tables the query does not show (narrow.c).
  */
-static void
+static bool
 check_session_independent(Query *query)
 {
-	SessionCheck sc = {NULL, NIL};
+	SessionCheck sc = {NULL, NIL, false};
 	ListCell   *lc;
 
 	(void) session_walker((Node *) query, &sc);
@@ -949,6 +979,7 @@ check_session_independent(Query *query)
 		if (!tle->resjunk)
 			check_expr_rendering(&sc, (Node *) tle->expr);
 	}
+	return sc.vouched;
 }
 
 static int
@@ -1006,7 +1037,7 @@ analyze_cacheable(QueryPlan *qp, int ngiven, Oid **types, int *ntypes)
 				 errhint("Compute volatile values outside the cached query and pass them as parameters.")));
 	/* under row-level security nothing is cached: policies may read the session */
 	if (!qp->rls)
-		check_session_independent(query);
+		qp->vouched = check_session_independent(query);
 
 	return query;
 }
@@ -1050,6 +1081,7 @@ find_watched(QueryPlan *qp)
 	List	   *chains = NIL;
 	List	   *all = NIL;
 	List	   *watched;
+	List	   *found_of = NIL; /* per relids: its watched table, or 0 */
 
 	foreach(lc, qp->relids)
 	{
@@ -1079,17 +1111,57 @@ find_watched(QueryPlan *qp)
 			qp->watched = list_append_unique_oid(qp->watched, found);
 		else
 			qp->unwatched = lappend_oid(qp->unwatched, linitial_oid(chain));
+		found_of = lappend_oid(found_of, found);
+	}
+	/* each range-table entry's watched table, for narrow.c */
+	foreach(lc, qp->rtes)
+	{
+		Oid			relid = ((RangeTblEntry *) lfirst(lc))->relid;
+		ListCell   *r,
+				   *f;
+
+		forboth(r, qp->relids, f, found_of)
+			if (lfirst_oid(r) == relid)
+			{
+				qp->rte_watched = lappend_oid(qp->rte_watched, lfirst_oid(f));
+				break;
+			}
 	}
 }
 
-/* Its tags: the watched tables', then the caller's; their keys, sorted, once each. */
+static NarrowedTable *
+narrowed_table(QueryPlan *qp, Oid relid)
+{
+	ListCell   *lc;
+
+	foreach(lc, qp->narrowed)
+		if (((NarrowedTable *) lfirst(lc))->watched == relid)
+			return lfirst(lc);
+	return NULL;
+}
+
+/*
+ * Its tags: the watched tables' (a table's tag, or, narrowed, its rendered
+ * template tags and its table-wide tag), then the caller's; their keys,
+ * sorted, once each.
+ */
 static void
 collect_tags(QueryPlan *qp, ArrayType *tags, const char *dbname)
 {
 	ListCell   *lc;
 
 	foreach(lc, qp->watched)
-		qp->tags = lappend(qp->tags, wtcache_table_tag(lfirst_oid(lc)));
+	{
+		NarrowedTable *nt = narrowed_table(qp, lfirst_oid(lc));
+
+		if (nt == NULL)
+			qp->tags = lappend(qp->tags, wtcache_table_tag(lfirst_oid(lc)));
+		else
+		{
+			qp->tags = list_concat(qp->tags, nt->tags);
+			qp->tags = lappend(qp->tags, wtcache_table_wide_tag(nt->watched));
+		}
+	}
 	if (tags != NULL)
 	{
 		Datum	   *telems;
@@ -1284,6 +1356,18 @@ plan_query(QueryPlan *qp, text *sqltext, ArrayType *params, ArrayType *tags)
 	query = analyze_cacheable(qp, ngiven, &types, &ntypes);
 	bind_params(qp, pelems, pnulls, ngiven, types, ntypes);
 	find_watched(qp);
+
+	/*
+	 * Under row-level security nothing is cached; a function vouched for
+	 * may read any table unseen, which only the table tags the query
+	 * shows could have covered.
+	 */
+	if (!qp->rls && !qp->vouched && qp->watched != NIL)
+	{
+		NarrowParams np = {qp->nparams, qp->paramtypes, qp->paramvalues, qp->paramnulls};
+
+		qp->narrowed = wtcache_narrow_query(query, &np, qp->rtes, qp->rte_watched);
+	}
 	collect_tags(qp, tags, dbname);
 	name_entry(qp, query, dbname);
 }
@@ -1311,9 +1395,32 @@ query_bypass_reason(QueryPlan *qp)
 	{
 		Oid			relid = lfirst_oid(lc);
 
-		if (!wtcache_pending_is_zero(wtcache_pending_changed_index(MyDatabaseId, relid)) ||
-			!wtcache_pending_is_zero(wtcache_pending_table_index(MyDatabaseId, relid)))
+		/* TRUNCATE, resync, requeue, partition DDL, a hold: per table */
+		if (!wtcache_pending_is_zero(wtcache_pending_table_index(MyDatabaseId, relid)))
 			return "change pending";
+		if (narrowed_table(qp, relid) == NULL)
+		{
+			/* any change of a row */
+			if (!wtcache_pending_is_zero(wtcache_pending_changed_index(MyDatabaseId, relid)))
+				return "change pending";
+		}
+		else
+		{
+			/*
+			 * Narrowed: a change of a row it reads counts under one of its
+			 * template tags, checked with its other tags below.  What bumps
+			 * its table-wide tag counts under the table's counter (above),
+			 * or that tag (below), but for an invalidate() of the table
+			 * tag, which counts under the table tag's name.
+			 */
+			char	   *tt = wtcache_table_tag(relid);
+
+			if (tt != NULL &&
+				!wtcache_pending_is_zero(wtcache_pending_tag_index(MyDatabaseId, tt, strlen(tt))))
+				return "invalidation pending";
+			if (tt != NULL && wtcache_xact_invalidated(tt))
+				return "own writes";
+		}
 	}
 	foreach(lc, qp->tags)
 	{

@@ -237,6 +237,73 @@ wtcache_table_tag(Oid relid)
 	return wtcache_format_table_tag(get_namespace_name(get_rel_namespace(relid)), relname);
 }
 
+/*
+ * The table-wide companion of a table tag (keyspace.h), or NULL if the tag
+ * is not a table tag.  The worker derives it from the name alone: users
+ * invalidate a table tag by name, and expect every entry over the table to
+ * go, narrowed ones too.
+ */
+char *
+wtcache_table_wide_tag_of(const char *tag)
+{
+	size_t		plen = strlen(WTC_TABLE_TAG_PREFIX);
+
+	if (strncmp(tag, WTC_TABLE_TAG_PREFIX, plen) != 0 || tag[plen] == '\0')
+		return NULL;
+	return psprintf("%s%s", WTC_TABLE_WIDE_TAG_PREFIX, tag + plen);
+}
+
+/* The table-wide tag of a table, or NULL if it is gone. */
+char *
+wtcache_table_wide_tag(Oid relid)
+{
+	char	   *tt = wtcache_table_tag(relid);
+
+	return tt ? wtcache_table_wide_tag_of(tt) : NULL;
+}
+
+/*
+ * A queue row of relid WTCACHE_TAGS_ONLY invalidating these tags when the
+ * transaction commits; this transaction's cached queries stop serving them.
+ */
+static void
+queue_invalidation(Datum *names, int n)
+{
+	Datum	   *group = palloc(sizeof(Datum) * (n + 1));
+	QueueRow	row = {0};
+	MemoryContext old;
+
+	group[0] = wtcache_queue_tag_count(n);
+	memcpy(group + 1, names, sizeof(Datum) * n);
+	row.relid = WTCACHE_TAGS_ONLY;
+	row.tags = group;
+	row.ntags = n + 1;
+	wtcache_queue_write(&row);
+	wtcache_note_enqueued();
+
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	for (int i = 0; i < n; i++)
+		xact_invalidated = lappend(xact_invalidated, TextDatumGetCString(names[i]));
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * watch() of a table already watched may change its templates, so what
+ * its changes render from now on: entries narrowed to the old templates'
+ * tags would miss changes that render other tags, or none (narrow.c).
+ */
+void
+wtcache_invalidate_table_wide(Oid relid)
+{
+	char	   *tag = wtcache_table_wide_tag(relid);
+	Datum		name;
+
+	if (tag == NULL)
+		return;
+	name = CStringGetTextDatum(tag);
+	queue_invalidation(&name, 1);
+}
+
 void
 wtcache_tags_xact_event(XactEvent event)
 {
@@ -308,9 +375,6 @@ wtcache_invalidate(PG_FUNCTION_ARGS)
 	Datum	   *elems;
 	bool	   *nulls;
 	int			n;
-	Datum	   *group;
-	QueueRow	row = {0};
-	MemoryContext old;
 
 	wtcache_require_preload();
 	if (ARR_NDIM(arr) > 1)
@@ -321,27 +385,12 @@ wtcache_invalidate(PG_FUNCTION_ARGS)
 	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
 	if (n == 0)
 		PG_RETURN_VOID();
-	group = palloc(sizeof(Datum) * (n + 1));
-	group[0] = wtcache_queue_tag_count(n);
 	for (int i = 0; i < n; i++)
-	{
 		if (nulls[i] || VARSIZE_ANY_EXHDR(DatumGetTextPP(elems[i])) == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("tag %d is null or empty", i + 1),
 					 errhint("Pass tag names as in wtcache.invalidate(ARRAY['org:42']).")));
-		group[i + 1] = elems[i];
-	}
-
-	row.relid = WTCACHE_TAGS_ONLY;
-	row.tags = group;
-	row.ntags = n + 1;
-	wtcache_queue_write(&row);
-	wtcache_note_enqueued();
-
-	old = MemoryContextSwitchTo(TopTransactionContext);
-	for (int i = 0; i < n; i++)
-		xact_invalidated = lappend(xact_invalidated, TextDatumGetCString(elems[i]));
-	MemoryContextSwitchTo(old);
+	queue_invalidation(elems, n);
 	PG_RETURN_VOID();
 }

@@ -31,6 +31,9 @@ extern TagTemplate *wtcache_parse_tag_templates(ArrayType *compiled, int *ntempl
 extern int	wtcache_render_tags(const TagTemplate *templates, int ntemplates,
 								char **colvals, char **out);
 extern char *wtcache_table_tag(Oid relid);
+extern char *wtcache_table_wide_tag(Oid relid);
+extern char *wtcache_table_wide_tag_of(const char *tag);
+extern void wtcache_invalidate_table_wide(Oid relid);
 extern bool wtcache_xact_invalidated(const char *tag);
 extern void wtcache_check_call_tags(ArrayType *tags);
 

@@ -818,6 +818,11 @@ wtcache_watch(PG_FUNCTION_ARGS)
 	 */
 	if (record_watch(rel, &req, nkeys, attnums, &new))
 		wtcache_enqueue_whole_relation(rel);
+	else
+	{
+		/* the templates may have changed: entries narrowed to them go */
+		wtcache_invalidate_table_wide(RelationGetRelid(rel));
+	}
 	SPI_finish();
 
 	/* backends' cached read settings of this table (read.c) go stale */

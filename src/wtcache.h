@@ -41,6 +41,8 @@
  *	stats.c		shared read counters per table
  *	tags.c		tag templates, tag keys, invalidate()
  *	query.c		cached query results: query(), query_key()
+ *	narrow.c	the template tags a cached query depends on instead of a
+ *				table tag
  *	verify.c	verify(): Redis against the table
  *	setaside.c	queue rows the worker could not deliver: retry, discard
  *	queue.c		the queue row: columns, decoder, tag groups, writer (queue.h)

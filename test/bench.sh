@@ -6,6 +6,8 @@
 #   BENCH_NO_INSTALL=1 bash test/bench.sh   (root: the extension as installed)
 #   BENCH_ONLY=capture bash test/bench.sh   (the capture cost alone, with the
 #                 partitioned table's: its lines and goal, a few minutes)
+#   BENCH_ONLY=narrow bash test/bench.sh    (the narrowed cached query's hit
+#                 ratio alone, a minute or two)
 #
 # Figures (median of BENCH_RUNS runs, with min and max):
 #   capture cost  UPDATE of every pgbench_accounts row (scale 10: 1,000,000
@@ -50,6 +52,11 @@
 #                 result is in Redis, from one pgbench client (-M prepared;
 #                 a few transactions of the direct query, BENCH_READ_SECONDS
 #                 of the cached one); query_stats() shows they were all hits;
+#   narrowed      the hit ratio of a per-org wtcache.query() while other
+#   queries       sessions update rows of other orgs at a steady 150 writes
+#                 a second (test/lib/bench_narrow.sh), next to the same
+#                 query kept on the table tag, with the stale results
+#                 counted in the same run;
 #   invalidation  wtcache.invalidate() of a tag, committed, plus the
 #                 wtcache.wait() until it is in Redis, for a tag that 10
 #                 cached query results depend on and one that 100,000 do,
@@ -84,8 +91,8 @@
 # Starts its own PostgreSQL and Redis on free loopback ports; stops them.
 set -euo pipefail
 case "${BENCH_ONLY:-}" in
-    ''|capture) ;;
-    *) echo "bench: BENCH_ONLY is capture or unset, not '$BENCH_ONLY'" >&2; exit 2 ;;
+    ''|capture|narrow) ;;
+    *) echo "bench: BENCH_ONLY is capture, narrow or unset, not '$BENCH_ONLY'" >&2; exit 2 ;;
 esac
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 HERE=$(dirname "$SELF")
@@ -214,6 +221,23 @@ redis_cpu_us() {
 }
 # ns a row from CPU µs $1 and $2 (before and after)
 per_row() { awk -v a="$1" -v b="$2" -v r="$ROWS" 'BEGIN {printf "%.0f", (b - a) * 1000 / r}'; }
+
+. "$HERE/lib/bench_narrow.sh"
+# BENCH_ONLY=narrow: the narrowed cached query's figures alone
+if [ "${BENCH_ONLY:-}" = narrow ]; then
+    narrow_runs
+    echo
+    echo "machine: $MACHINE"
+    echo "load average before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg);" \
+         "$((($(date +%s) - STARTED + 30) / 60)) min"
+    printf '%-52s %12s %12s %12s %8s %s\n' "figure ($RUNS runs)" median min max ratio goal
+    narrow_lines
+    narrow_goal
+    echo
+    echo "goals:"
+    printf '  %s\n' "${GOALS[@]}"
+    exit 0
+fi
 
 plain=(); watched=(); outbox=(); drain=(); redis_row_ns=()
 for run in $(seq "$RUNS"); do
@@ -837,6 +861,8 @@ peer_write_runs
 client_scaling_runs
 databases_runs
 
+narrow_runs
+
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 ELAPSED=$((($(date +%s) - STARTED + 30) / 60))
 
@@ -923,6 +949,7 @@ line "GROUP BY over $EVENT_ROWS rows, run" " us" "${qdirect[*]}" "1.00x"
 line "wtcache.query of that GROUP BY, Redis hit" " us" "${qcached[*]}" "$(ratio "$qd_med" "$qc_med")" ">= 20x (faster)"
 line "invalidate + wait, tag of 10 results" " us" "${inv10[*]}" "1.00x"
 line "invalidate + wait, tag of 100,000 results" " us" "${inv100k[*]}" "$(ratio "$j_med" "$i_med")" "~1x (independent of dependents)"
+narrow_lines
 
 capture_goal
 goal "write load, synchronous_commit on: $(ratio "$on_w" "$on_p") of unwatched TPS, goal >= 0.97x" "$on_w / $on_p >= 0.97"
@@ -939,6 +966,7 @@ goal "lag p99 at $LAG_RATE changes/s: $w99 us (peer $l99 us), goal < 10000 us an
 goal "wtcache.get: $(ratio "$s_med" "$g_med") the time of a primary-key SELECT, goal <= 2.00x" "$s_med / $g_med <= 2"
 goal "get_many of 100: $(ratio "$m_med" "$h_med") cheaper per key than 100 gets, goal >= 10x" "$m_med / $h_med >= 10"
 goal "cached query hit: $(ratio "$qd_med" "$qc_med") faster than the query, goal >= 20x" "$qd_med / $qc_med >= 20"
+narrow_goal
 echo
 echo "goals:"
 printf '  %s\n' "${GOALS[@]}"

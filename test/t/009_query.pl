@@ -49,8 +49,10 @@ sub cached { return sql("SELECT q->>'members', q->>'score', q->>'name' FROM wtca
 my ($entry, $tag_keys) = split /\|/, sql("SELECT key, array_to_string(tag_keys, ',') FROM wtcache.query_key('$ql', ARRAY['1'])");
 my @tag_keys = split /,/, $tag_keys;
 like($entry, qr/^wtc:\{postgres\}:query:[0-9a-f]{64}$/, 'query_key names the entry');
-is_deeply(\@tag_keys, [ 'wtc:{postgres}:tag:table%3Apublic.member', 'wtc:{postgres}:tag:table%3Apublic.org' ],
-	'the entry depends on the table tags of both tables, found from the query itself');
+is_deeply(\@tag_keys,
+	[ 'wtc:{postgres}:tag:org%3A1', 'wtc:{postgres}:tag:table%3Apublic.org', 'wtc:{postgres}:tag:tablewide%3Apublic.member' ],
+	'the entry depends on its tables, found from the query itself: org by its table tag, member, restricted '
+	  . 'to org 1 through the join, by its template tag and table-wide tag (040_narrow_queries.pl)');
 
 #### hits and misses
 
@@ -331,7 +333,9 @@ $filler->quit;
 my $ek = sql(qq{SELECT key FROM wtcache.query_key('$fq')});
 sql(qq{SELECT wtcache.query('$fq')});
 my $old_versions = redis_cmd($rp, 'HGET', $ek, 'versions');
-redis_cmd($rp, 'DEL', 'wtc:{postgres}:tag:table%3Apublic.member');
+my ($first_tag) = split /,/, sql(qq{SELECT array_to_string(tag_keys, ',') FROM wtcache.query_key('$fq')});
+is($first_tag, 'wtc:{postgres}:tag:org%3A1', 'the entry depends on the tag of org 1');
+redis_cmd($rp, 'DEL', $first_tag);
 $runs0 = qstat('runs');
 sql(qq{SELECT wtcache.query('$fq')});
 is(qstat('runs') - $runs0, 1, 'a missing tag key turns the entry into a miss');
