@@ -283,6 +283,14 @@ for my $step (['hash', q{format => 'hash', exclude_columns => ARRAY['ssn']}, 'ss
 		"to $format: get() of every row returns the new shape");
 }
 
+#### unwatch's purge removes hashes like strings (SCAN + UNLINK)
+
+my $ht_pattern = table_key_pattern($node, $db, 'ht');
+cmp_ok(scalar(@{ redis_row_keys($rp, $ht_pattern) }), '>', 100, 'ht has its hashes');
+sql(q{SELECT wtcache.unwatch('ht')});
+ok(wait_drained($node, $db), 'unwatch delivered');
+is(scalar(@{ redis_row_keys($rp, $ht_pattern) }), 0, 'unwatch removed every hash of the table');
+
 #### events name hash rows, as any
 
 redis_cmd($rp, 'PUBLISH', 'wtc:events', 'END-OF-TEST');
