@@ -16,6 +16,13 @@ ALTER TABLE wtcache.watched ADD COLUMN exclude_columns name[];
 ALTER TABLE wtcache.watched ADD CONSTRAINT watched_one_projection
     CHECK (columns IS NULL OR exclude_columns IS NULL);
 
+-- The value format: 'json', the row's JSON in a string, as before 1.3;
+-- 'hash', a Redis hash with a field per column and "_v" (src/keyspace.h),
+-- so that a reader can HGET one column.
+ALTER TABLE wtcache.watched ADD COLUMN format text NOT NULL DEFAULT 'json';
+ALTER TABLE wtcache.watched ADD CONSTRAINT watched_format
+    CHECK (format IN ('json', 'hash'));
+
 DROP FUNCTION wtcache.watch(regclass, text[], text[], interval, text, boolean);
 CREATE FUNCTION wtcache.watch(
     rel             regclass,
@@ -25,13 +32,14 @@ CREATE FUNCTION wtcache.watch(
     mode            text     DEFAULT 'write_through',
     warm            boolean  DEFAULT false,
     columns         text[]   DEFAULT NULL,
-    exclude_columns text[]   DEFAULT NULL)
+    exclude_columns text[]   DEFAULT NULL,
+    format          text     DEFAULT NULL)
 RETURNS void
     AS 'MODULE_PATHNAME', 'wtcache_watch' LANGUAGE C CALLED ON NULL INPUT;
-COMMENT ON FUNCTION wtcache.watch(regclass, text[], text[], interval, text, boolean, text[], text[]) IS
+COMMENT ON FUNCTION wtcache.watch(regclass, text[], text[], interval, text, boolean, text[], text[], text) IS
     'start delivering committed changes of a table to Redis; re-running it changes the options';
 
--- status shows the projection.
+-- status shows the projection and the format.
 DROP VIEW wtcache.status;
 CREATE VIEW wtcache.status AS
 SELECT w.rel                                   AS table_name,
@@ -66,7 +74,8 @@ SELECT w.rel                                   AS table_name,
        coalesce(q.set_aside, 0)                AS set_aside,
        q.set_aside_reason,
        w.columns,
-       w.exclude_columns
+       w.exclude_columns,
+       w.format
 FROM wtcache.watched w
 LEFT JOIN (
     SELECT qq.relid,

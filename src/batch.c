@@ -146,6 +146,7 @@ load_table(TableBatch *tb, Batch *b, Oid relid)
 		nspname = get_namespace_name(RelationGetNamespace(rel));
 		tb->ttl_ms = config.ttl_ms;
 		tb->invalidate = config.invalidate_mode;
+		tb->hash = config.hash_format;
 		tb->nkeys = config.nkeys;
 		tb->qname = quote_qualified_identifier(nspname, relname);
 		initStringInfo(&tk);
@@ -182,8 +183,9 @@ load_table(TableBatch *tb, Batch *b, Oid relid)
 			int16	   *valcols;
 			int			nvalcols = wtcache_value_columns(rel, &config, &valcols);
 
+			/* a hash's fields, or the JSON, never both: the worker sends one */
 			wtcache_key_lookup_init(&tb->lookup, rel, tb->nkeys, attnums, valcols, nvalcols,
-									b->cxt);
+									tb->hash ? LOOKUP_FIELDS : LOOKUP_JSON, b->cxt);
 		}
 
 		tb->keyhash = string_set_create("wtcache batch keys", 1024, b->cxt);
@@ -297,6 +299,7 @@ add_key(TableBatch *tb, char **captured, int64 version, List *tags)
 	tb->keys[tb->nbatchkeys].version = version;
 	tb->keys[tb->nbatchkeys].payload = NULL;
 	tb->keys[tb->nbatchkeys].payload_len = 0;
+	tb->keys[tb->nbatchkeys].fields = NULL;
 	tb->keys[tb->nbatchkeys].tags = list_copy(tags);
 	tb->nbatchkeys++;
 }
@@ -392,8 +395,13 @@ fetch_rows(TableBatch *tb, const bool *skip)
 										 bk->values))
 			continue;
 
-		bk->payload = wtcache_encode_value(bk->version, VARDATA_ANY(json),
-										   VARSIZE_ANY_EXHDR(json), &bk->payload_len);
+		/* the worker runs under the canonical settings: fields render so */
+		if (tb->hash)
+			bk->fields = wtcache_key_lookup_fields(&tb->lookup, SPI_tuptable->vals[r],
+												   SPI_tuptable->tupdesc, false);
+		else
+			bk->payload = wtcache_encode_value(bk->version, VARDATA_ANY(json),
+											   VARSIZE_ANY_EXHDR(json), &bk->payload_len);
 	}
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
@@ -403,7 +411,7 @@ fetch_rows(TableBatch *tb, const bool *skip)
 	 * commit than any row here names, and nothing is left to name it.
 	 */
 	for (int i = 0; i < n && !tb->batch->writer_unknown; i++)
-		if (tb->keys[map[i]].payload == NULL)
+		if (tb->keys[map[i]].payload == NULL && tb->keys[map[i]].fields == NULL)
 			tb->batch->writer_unknown = true;
 }
 
@@ -482,7 +490,10 @@ fetch_rows_or_set_aside(TableBatch *tb)
 			nskip++;
 		}
 	for (int i = 0; i < tb->nbatchkeys; i++)
+	{
 		tb->keys[i].payload = NULL;
+		tb->keys[i].fields = NULL;
+	}
 	if (nskip > 0)
 	{
 		/* the type read the value under a rename the snapshot may not see */
@@ -491,7 +502,10 @@ fetch_rows_or_set_aside(TableBatch *tb)
 	if (nskip > 0 && try_fetch(tb, skip, -1, &message))
 		return;
 	for (int i = 0; i < tb->nbatchkeys; i++)
+	{
 		tb->keys[i].payload = NULL;
+		tb->keys[i].fields = NULL;
+	}
 	tb->failure = MemoryContextStrdup(tb->batch->cxt,
 									  psprintf("reading the rows of %s failed: %s",
 											   tb->qname, message));
@@ -836,18 +850,21 @@ build_items(Batch *b, int *nitems)
 		{
 			BatchKey   *bk = &tb->keys[k];
 			PushItem   *it = &items[n++];
+			bool		exists = bk->payload != NULL || bk->fields != NULL;
+			size_t		size = bk->fields ? bk->fields->size : bk->payload_len;
 
 			/*
 			 * A row larger than Redis accepts in one value would make it drop
 			 * the connection, and the batch be sent again for ever: its key
 			 * is removed instead, as in invalidate mode, and reads of it go
-			 * to the table (they never fill what is this large either).
+			 * to the table (they never fill what is this large either).  A
+			 * hash counts the bytes of all its fields.
 			 */
-			bool		oversized = bk->payload != NULL && !tb->invalidate &&
-				(int64) bk->payload_len > wtcache_max_value_bytes;
+			bool		oversized = exists && !tb->invalidate &&
+				(int64) size > wtcache_max_value_bytes;
 
 			if (oversized)
-				log_oversized(tb, bk->payload_len);
+				log_oversized(tb, size);
 
 			it->row_key = wtcache_row_key_from_values(wtcache_key_prefix, tb->table_key,
 													  bk->suffix);
@@ -856,14 +873,17 @@ build_items(Batch *b, int *nitems)
 			it->ttl_ms = 0;
 			it->event = NULL;
 			it->event_len = 0;
+			it->hash = tb->hash;
+			it->fields = NULL;
 			if (wtcache_publish_events)
 				event_row(it, tb, bk,
-						  bk->payload == NULL ? "delete" :
+						  !exists ? "delete" :
 						  (tb->invalidate || oversized) ? "invalidate" : "upsert");
-			if (bk->payload != NULL && !tb->invalidate && !oversized)
+			if (exists && !tb->invalidate && !oversized)
 			{
 				it->payload = bk->payload;
 				it->payload_len = bk->payload_len;
+				it->fields = bk->fields;
 				if (tb->ttl_ms > 0)
 				{
 					double		spread = wtcache_ttl_jitter * (2.0 * pg_prng_double(&pg_global_prng_state) - 1.0);

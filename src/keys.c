@@ -13,6 +13,7 @@
  */
 #include "wtcache.h"
 #include "keys.h"
+#include "keyspace.h"
 
 #include "access/htup_details.h"
 #include "access/stratnum.h"
@@ -362,10 +363,12 @@ wtcache_row_json_sql(Relation rel, const int16 *valcols, int nvalcols,
 
 void
 wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys, const int16 *attnums,
-						const int16 *valcols, int nvalcols, MemoryContext mcxt)
+						const int16 *valcols, int nvalcols, KeyLookupValue what,
+						MemoryContext mcxt)
 {
 	char	   *rowexpr;
 	char	   *lateral;
+	StringInfoData fields;
 
 	MemoryContext old = MemoryContextSwitchTo(mcxt);
 	AttrNumber	cols[INDEX_MAX_KEYS];
@@ -415,6 +418,37 @@ wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys, const int16 *att
 	}
 
 	wtcache_row_json_sql(rel, valcols, nvalcols, &rowexpr, &lateral);
+	/*
+	 * A hash's columns (keyspace.h), as they are: keys.c renders each with
+	 * its output function (wtcache_key_lookup_fields), never a cast to
+	 * text, which pg_cast may define otherwise (inet's drops nothing its
+	 * output drops).  A hash always lists its columns.
+	 */
+	initStringInfo(&fields);
+	kl->nfields = 0;
+	if (what != LOOKUP_JSON)
+	{
+		Assert(nvalcols >= 0);
+		kl->field_names = palloc(sizeof(char *) * Max(nvalcols, 1));
+		kl->field_out = palloc(sizeof(FmgrInfo) * Max(nvalcols, 1));
+		for (int c = 0; c < nvalcols; c++)
+		{
+			Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), valcols[c] - 1);
+			Oid			outfunc;
+			bool		isvarlena;
+
+			kl->field_names[c] = pstrdup(NameStr(att->attname));
+			getTypeOutputInfo(getBaseType(att->atttypid), &outfunc, &isvarlena);
+			fmgr_info_cxt(outfunc, &kl->field_out[c], mcxt);
+			appendStringInfo(&fields, ", t.%s", quote_identifier(kl->field_names[c]));
+		}
+		kl->nfields = nvalcols;
+		if (what == LOOKUP_FIELDS)
+			rowexpr = "''::pg_catalog.text";
+	}
+	kl->fields_many = nkeys + 4;	/* after ord, the value, the keys, xmin */
+	kl->fields_one = nkeys + 3;		/* after 1, the value, the keys */
+
 	initStringInfo(&many);
 	appendStringInfo(&many, "SELECT k.ord, %s", rowexpr);
 	append_key_columns(&many, rel, nkeys, attnums);
@@ -423,8 +457,8 @@ wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys, const int16 *att
 	 * method other than heap may have no xmin: NULL, and the worker
 	 * assumes the latest commit.
 	 */
-	appendStringInfo(&many, ", %s FROM ROWS FROM (",
-					 rows_have_xmin(rel) ? "t.xmin" : "NULL::pg_catalog.xid");
+	appendStringInfo(&many, ", %s%s FROM ROWS FROM (",
+					 rows_have_xmin(rel) ? "t.xmin" : "NULL::pg_catalog.xid", fields.data);
 	for (int c = 0; c < nkeys; c++)
 		appendStringInfo(&many, "%spg_catalog.unnest($%d)", c ? ", " : "", c + 1);
 	appendStringInfoString(&many, ") WITH ORDINALITY AS k(");
@@ -440,13 +474,34 @@ wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys, const int16 *att
 	initStringInfo(&one);
 	appendStringInfo(&one, "SELECT 1::pg_catalog.int8, %s", rowexpr);
 	append_key_columns(&one, rel, nkeys, attnums);
-	appendStringInfo(&one, " FROM %s%s t%s WHERE ", wtcache_only(RelationGetRelid(rel)), qname,
-					 lateral);
+	appendStringInfo(&one, "%s FROM %s%s t%s WHERE ", fields.data,
+					 wtcache_only(RelationGetRelid(rel)), qname, lateral);
 	for (int c = 0; c < nkeys; c++)
 		appendStringInfo(&one, "%st.%s::%s %s $%d::%s", c ? " AND " : "",
 						 colnames[c], typnames[c], ops[c], c + 1, typnames[c]);
 	kl->sql_one = one.data;
 	MemoryContextSwitchTo(old);
+}
+
+/*
+ * The hash of a row that sql_many (one: sql_one) returned: each column's
+ * text output, NULL for a NULL column (keyspace.h).  Call under the
+ * canonical settings: a timestamp's or a float's output depends on them.
+ */
+HashValue *
+wtcache_key_lookup_fields(KeyLookup *kl, HeapTuple tup, TupleDesc desc, bool one)
+{
+	char	  **values = palloc(sizeof(char *) * Max(kl->nfields, 1));
+	int			first = one ? kl->fields_one : kl->fields_many;
+
+	for (int c = 0; c < kl->nfields; c++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(tup, desc, first + c, &isnull);
+
+		values[c] = isnull ? NULL : OutputFunctionCall(&kl->field_out[c], d);
+	}
+	return wtcache_encode_hash(kl->nfields, kl->field_names, values);
 }
 
 /* A key value, from its canonical text, as the parameter of column col. */

@@ -29,6 +29,18 @@ extern void wtcache_init_key_column(KeyColumn *col, Relation rel,
 extern char *wtcache_send_hex(FmgrInfo *send, Datum value, int *len);
 extern char *wtcache_render_key_value(KeyColumn *col, Datum value);
 extern void wtcache_check_key_count(Oid relid, int nkeys, int given);
+/* What a read by key selects as a row's value (wtcache_key_lookup_init) */
+typedef enum KeyLookupValue
+{
+	LOOKUP_JSON,				/* its JSON (column 2) */
+	LOOKUP_FIELDS,				/* a hash's columns (after the others);
+								 * column 2 is empty text */
+	LOOKUP_JSON_AND_FIELDS		/* both: a read of a hash-format table that
+								 * returns the row and fills Redis */
+} KeyLookupValue;
+
+struct HashValue;
+
 /* Reading a watched table's rows by key (see keys.c) */
 typedef struct KeyLookup
 {
@@ -47,13 +59,22 @@ typedef struct KeyLookup
 	FmgrInfo	input[INDEX_MAX_KEYS];
 	Oid			ioparams[INDEX_MAX_KEYS];
 	FmgrInfo	output[INDEX_MAX_KEYS];	/* of the key columns' base types */
+	/* a hash's columns: LOOKUP_FIELDS and LOOKUP_JSON_AND_FIELDS only */
+	int			nfields;
+	int			fields_many;	/* where the first is in sql_many's rows */
+	int			fields_one;		/* and in sql_one's (1-based) */
+	char	  **field_names;
+	FmgrInfo   *field_out;		/* their base types' output functions */
 } KeyLookup;
 
 extern const char *wtcache_only(Oid relid);
 extern Oid	wtcache_key_index(Relation rel, int nkeys, const AttrNumber *attnums);
 extern void wtcache_key_lookup_init(KeyLookup *kl, Relation rel, int nkeys,
 									const int16 *attnums, const int16 *valcols,
-									int nvalcols, MemoryContext mcxt);
+									int nvalcols, KeyLookupValue what,
+									MemoryContext mcxt);
+extern struct HashValue *wtcache_key_lookup_fields(KeyLookup *kl, HeapTuple tup,
+												   TupleDesc desc, bool one);
 extern void wtcache_row_json_sql(Relation rel, const int16 *valcols, int nvalcols,
 								 char **expr, char **lateral);
 extern Datum wtcache_key_lookup_value(KeyLookup *kl, int col, char *text);

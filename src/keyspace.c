@@ -437,6 +437,34 @@ wtcache_decode_value(const char *value, size_t len)
 }
 
 /*
+ * The fields of a row of a hash-format table (keyspace.h): values[i] is
+ * column names[i]'s canonical text output, NULL for a NULL column, which
+ * gets no field.  The strings are referenced, not copied (palloc'd).
+ */
+HashValue *
+wtcache_encode_hash(int ncols, char *const *names, char *const *values)
+{
+	HashValue  *h = palloc(sizeof(HashValue));
+
+	h->args = palloc(sizeof(char *) * Max(2 * ncols, 1));
+	h->lens = palloc(sizeof(size_t) * Max(2 * ncols, 1));
+	h->nargs = 0;
+	h->size = 0;
+	for (int i = 0; i < ncols; i++)
+	{
+		if (values[i] == NULL)
+			continue;
+		h->args[h->nargs] = names[i];
+		h->lens[h->nargs] = strlen(names[i]);
+		h->args[h->nargs + 1] = values[i];
+		h->lens[h->nargs + 1] = strlen(values[i]);
+		h->size += h->lens[h->nargs] + h->lens[h->nargs + 1];
+		h->nargs += 2;
+	}
+	return h;
+}
+
+/*
  * Fixed settings under which key values and row JSON are rendered, so a row
  * has one Redis key and one JSON form whoever wrote it.
  */

@@ -21,7 +21,9 @@
  * keyspace.c (% : { } as %XX, and . too in D, S and T):
  *
  *	P{D:S.T:K1[:K2...]}		a row: its row_to_json with "_v" first (the
- *							value codec below); missing means not cached
+ *							value codec below), or for a table watched
+ *							with format 'hash' a hash of its columns and
+ *							"_v"; missing means not cached
  *	<row key>:t				its tombstone: the version of its delete, or
  *							of a write with a TTL, outliving the row
  *	<row key>:l				a reader's fill lease (read.c)
@@ -105,6 +107,30 @@
 #define WTC_VALUE_VERSION	"_v"
 #define WTC_VALUE_HEAD		"{\"" WTC_VALUE_VERSION "\":"
 
+/*
+ * The hash codec (a table watched with format => 'hash'): the row is a
+ * Redis hash with a field per column of the value (the projection, in
+ * table order), named as the column and holding its text output under the
+ * canonical settings below, and the field "_v" holding the version.  A
+ * NULL column has no field.  So a reader HGETs one column, or "_v", and
+ * gets what psql would print for it.  A column named "_v" is never a
+ * field (watch() refuses one; wtcache_value_columns leaves out one that
+ * comes later).  The scripts write "_v" themselves, from the version they
+ * compare; the fields of a row travel as a HashValue.
+ */
+#define WTC_FORMAT_JSON		"json"
+#define WTC_FORMAT_HASH		"hash"
+
+typedef struct HashValue
+{
+	int			nargs;			/* field, value, field, value...: 2 per
+								 * column that is not NULL */
+	const char **args;
+	size_t	   *lens;
+	size_t		size;			/* bytes of every field name and value: what
+								 * wtcache.max_value_size bounds */
+} HashValue;
+
 /* A cached query result: a hash of these fields (query.c) */
 #define WTC_QUERY_ROWS		"rows"		/* the rows, a JSON array */
 #define WTC_QUERY_TAGS		"tags"		/* its tag keys, a JSON array */
@@ -169,6 +195,7 @@ extern void wtcache_append_database_pattern(StringInfo buf, const char *dbname,
 extern char *wtcache_encode_value(int64 version, const char *json, size_t len,
 								  size_t *outlen);
 extern char *wtcache_decode_value(const char *value, size_t len);
+extern HashValue *wtcache_encode_hash(int ncols, char *const *names, char *const *values);
 
 /* Canonical rendering */
 extern int	wtcache_canonical_settings_push(void);

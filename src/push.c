@@ -149,6 +149,75 @@ static const char apply_script[] =
 "return {applied, table.concat(held)}\n";
 
 /*
+ * The rows of hash-format tables (keyspace.h): the same compare-and-set,
+ * call modes ("k", "m"), flags ("t"), companions and reply as
+ * apply_script's, with a row's fields in place of its payload.  Per row:
+ * ["m": row key,] version, the number of field arguments that follow ("0"
+ * = delete)[, ttl_ms], then field, value, field, value...  So rows have no
+ * fixed stride, and the script walks ARGV.
+ * The version Redis holds is the hash's "_v" (HMGET: an ACL set up for
+ * 1.2 allows it), or, when the key holds a string (the JSON of a format
+ * change not yet delivered, or a stale fill of it), the "_v" at its head,
+ * so a key of either form is compared by its version, then replaced: DEL
+ * then HSET of "_v" and every field (a field of a column now NULL must
+ * go), with PEXPIRE for a TTL.  All of it in this one script, so no reader
+ * ever sees a hash half written, without "_v", or of two versions.  A key
+ * of another type is not wtcache's: removed, as apply_script removes it.
+ * No MGET fast path: MGET sees only strings.  (A key its node does not
+ * serve, in an "m" call: both pcalls fail, and the DEL raises, before this
+ * row wrote anything.)
+ */
+static const char apply_hash_script[] =
+"local call, pcall, match, tonumber = redis.call, redis.pcall, string.match, tonumber\n"
+"local tomb_ttl = ARGV[1]\n"
+"local with_ttl = string.find(ARGV[2], 't', 1, true) and 1 or 0\n"
+"local kstride = string.find(ARGV[2], 'k', 1, true) and 3 or 1\n"
+"local keyed = string.find(ARGV[2], 'm', 1, true) and 1 or 0\n"
+"local companion = keyed == 1 and call or pcall\n"
+"local applied, held = 0, {}\n"
+"local a, i = 3, 0\n"
+"while a <= #ARGV do\n"
+"  i = i + 1\n"
+"  local rk = keyed == 1 and ARGV[a] or KEYS[(i - 1) * kstride + 1]\n"
+"  local tk = kstride == 3 and KEYS[(i - 1) * 3 + 2] or rk .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) "\n"
+"  local lk = kstride == 3 and KEYS[(i - 1) * 3 + 3] or rk .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) "\n"
+"  a = a + keyed\n"
+"  local va = a\n"
+"  local v = tonumber(ARGV[a])\n"
+"  local n = tonumber(ARGV[a + 1])\n"
+"  local ttl = with_ttl == 1 and ARGV[a + 2] or '0'\n"
+"  local f = a + 2 + with_ttl\n"
+"  a = f + n\n"
+"  local cur\n"
+"  local h = pcall('HMGET', rk, " WTC_LUA_STR(WTC_VALUE_VERSION) ")\n"
+"  if h.err == nil then cur = h[1] or nil else\n"
+"    local head = pcall('GETRANGE', rk, 0, 24)\n"
+"    if type(head) == 'string' then cur = match(head, " WTC_LUA_VALUE_VERSION ") else call('DEL', rk) end\n"
+"  end\n"
+"  cur = cur and tonumber(cur)\n"
+"  local has_value = cur ~= nil\n"
+"  if not cur then\n"
+"    local t = pcall('GET', tk)\n"
+"    cur = (type(t) == 'string' and tonumber(t)) or 0\n"
+"  end\n"
+"  if v > cur then\n"
+"    if not has_value then companion('DEL', lk) end\n"
+"    if n == 0 then\n"
+"      call('SET', tk, ARGV[va], 'EX', tomb_ttl)\n"
+"      call('DEL', rk)\n"
+"    else\n"
+"      if ttl ~= '0' then call('SET', tk, ARGV[va], 'EX', tomb_ttl + math.ceil(tonumber(ttl) / 1000)) end\n"
+"      call('DEL', rk)\n"
+"      call('HSET', rk, " WTC_LUA_STR(WTC_VALUE_VERSION) ", ARGV[va], unpack(ARGV, f, f + n - 1))\n"
+"      if ttl ~= '0' then call('PEXPIRE', rk, ttl) end\n"
+"    end\n"
+"    applied = applied + 1\n"
+"  end\n"
+"  held[i] = v >= cur and '1' or '0'\n"
+"end\n"
+"return {applied, table.concat(held)}\n";
+
+/*
  * KEYS: the clock key, then tag keys.  ARGV: tag key TTL in seconds.
  * Gives every tag a new stamp (tags.c).
  */
@@ -209,6 +278,7 @@ bool
 wtcache_load_scripts(WtcRedis *r, RedisScripts *scripts, char *err, size_t errlen)
 {
 	return wtc_redis_load_script(r, apply_script, scripts->apply_sha, err, errlen) &&
+		wtc_redis_load_script(r, apply_hash_script, scripts->apply_hash_sha, err, errlen) &&
 		wtc_redis_load_script(r, tags_script, scripts->tags_sha, err, errlen) &&
 		wtc_redis_load_script(r, publish_script, scripts->publish_sha, err, errlen) &&
 		wtc_redis_load_script(r, marker_script, scripts->marker_sha, err, errlen);
@@ -464,6 +534,7 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 	char		nkeys_buf[16];
 	char		flags[8];		/* ARGV[2] of the call being built */
 	int			start = 0;
+	int			maxargs;
 	bool		in_cluster = wtc_redis_mode(r) == WTC_REDIS_CLUSTER;
 	bool		by_master = in_cluster && !resend_by_slot &&
 		GetCurrentTimestamp() >= by_master_paused_until;
@@ -485,32 +556,53 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 	 */
 	snprintf(tomb_ttl, sizeof(tomb_ttl), "%d",
 			 Max(wtcache_tombstone_ttl_s, 2 * (wtcache_fill_lease_ms / 1000 + 1)));
-	argv = palloc(sizeof(char *) * (6 + ROWS_PER_CALL * 6));
-	lens = palloc(sizeof(size_t) * (6 + ROWS_PER_CALL * 6));
+	maxargs = 6 + ROWS_PER_CALL * 6;
+	argv = palloc(sizeof(char *) * maxargs);
+	lens = palloc(sizeof(size_t) * maxargs);
 	/* a Cluster's companion keys, tombstone and lease, alive until sent */
 	if (in_cluster)
 		initStringInfo(&companions);
-	/* version and ttl digits of every row, alive until the buffer is sent */
-	numbuf = palloc((size_t) Max(nitems, 1) * 48);
+	/*
+	 * version and ttl digits of every row, and a hash's count of field
+	 * arguments, alive until the buffer is sent
+	 */
+	numbuf = palloc((size_t) Max(nitems, 1) * 72);
 
 	while (start < nitems)
 	{
 		bool		with_ttl = items[start].ttl_ms > 0;
+		bool		hash = items[start].hash;
 		int			n = 0;
 		int			argc = 0;
 
 		/*
 		 * one call: up to ROWS_PER_CALL rows of one master or slot that
-		 * agree on carrying a TTL
+		 * agree on carrying a TTL and on their format
 		 */
 		while (start + n < nitems && n < ROWS_PER_CALL &&
 			   (items[start + n].ttl_ms > 0) == with_ttl &&
+			   items[start + n].hash == hash &&
 			   (groups == NULL || groups[start + n] == groups[start]))
 			n++;
+		if (hash)
+		{
+			/* rows of any width: room for every field */
+			int			need = 6 + n * 6;
+
+			for (int i = 0; i < n; i++)
+				if (items[start + i].fields != NULL)
+					need += items[start + i].fields->nargs;
+			if (need > maxargs)
+			{
+				maxargs = need;
+				argv = repalloc(argv, sizeof(char *) * maxargs);
+				lens = repalloc(lens, sizeof(size_t) * maxargs);
+			}
+		}
 
 		argv[argc] = "EVALSHA";
 		lens[argc++] = 7;
-		argv[argc] = scripts->apply_sha;
+		argv[argc] = hash ? scripts->apply_hash_sha : scripts->apply_sha;
 		lens[argc++] = 40;
 		snprintf(nkeys_buf, sizeof(nkeys_buf), "%d", by_master ? 1 : in_cluster ? 3 * n : n);
 		argv[argc] = nkeys_buf;
@@ -564,7 +656,7 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 			 * without one (a delete, a table in invalidate mode) says
 			 * nothing of what MGET would copy.
 			 */
-			bool		small = !by_master;
+			bool		small = !by_master && !hash;
 			size_t		payload = 0;
 			int			f = 0;
 
@@ -590,8 +682,9 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 		for (int i = 0; i < n; i++)
 		{
 			PushItem   *it = &items[start + i];
-			char	   *vbuf = numbuf + (size_t) (start + i) * 48;
+			char	   *vbuf = numbuf + (size_t) (start + i) * 72;
 			char	   *tbuf = vbuf + 24;
+			char	   *nbuf = vbuf + 48;
 
 			if (by_master)
 			{
@@ -601,14 +694,30 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 			snprintf(vbuf, 24, INT64_FORMAT, it->version);
 			argv[argc] = vbuf;
 			lens[argc++] = strlen(vbuf);
-			argv[argc] = it->payload ? it->payload : "";
-			lens[argc++] = it->payload ? it->payload_len : 0;
+			if (hash)
+			{
+				/* the count of field arguments ("0": delete), the fields after */
+				snprintf(nbuf, 24, "%d", it->fields ? it->fields->nargs : 0);
+				argv[argc] = nbuf;
+				lens[argc++] = strlen(nbuf);
+			}
+			else
+			{
+				argv[argc] = it->payload ? it->payload : "";
+				lens[argc++] = it->payload ? it->payload_len : 0;
+			}
 			if (with_ttl)
 			{
 				snprintf(tbuf, 24, INT64_FORMAT, it->ttl_ms);
 				argv[argc] = tbuf;
 				lens[argc++] = strlen(tbuf);
 			}
+			if (hash && it->fields != NULL)
+				for (int j = 0; j < it->fields->nargs; j++)
+				{
+					argv[argc] = it->fields->args[j];
+					lens[argc++] = it->fields->lens[j];
+				}
 		}
 		if (!(by_master ? wtc_redis_append_spanning(r, argc, argv, lens) :
 			  wtc_redis_append(r, argc, argv, lens)))

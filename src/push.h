@@ -17,6 +17,10 @@ typedef struct PushItem
 	int64		version;
 	char	   *payload;		/* NULL: the row is gone, or invalidate mode */
 	size_t		payload_len;
+	bool		hash;			/* of a hash-format table: apply_hash_script,
+								 * which reads "_v" from a hash */
+	const struct HashValue *fields; /* with hash: the row's fields, NULL as
+									 * payload is */
 	int64		ttl_ms;			/* 0: no expiry */
 	char	   *event;			/* JSON published on the events channel once
 								 * Redis holds the change; NULL: none */
@@ -28,6 +32,7 @@ typedef struct PushItem
 typedef struct RedisScripts
 {
 	char		apply_sha[41];
+	char		apply_hash_sha[41];
 	char		tags_sha[41];
 	char		marker_sha[41];
 	char		publish_sha[41];

@@ -65,6 +65,7 @@
 #include "access/relation.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "access/tupdesc.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
@@ -120,6 +121,45 @@ static const char fill_script[] =
 SessionScript wtcache_row_fill_script = {fill_script};
 
 /*
+ * The same two for a hash-format table (keyspace.h).  The lease script
+ * reads the hash with HMGET of "_v" and the columns, as a plain read does:
+ * KEYS[1]: row key.  ARGV: lease token, lease ms, "_v", the columns.
+ * {1, values} | {2, tombstone or ""} | {3} | {4}: the key holds something
+ * that is not this format's (a string of the JSON format, before a format
+ * change was delivered): read the table, fill nothing.
+ */
+static const char lease_hash_script[] =
+"local h = redis.pcall('HMGET', KEYS[1], unpack(ARGV, 3))\n"
+"if h.err then return {4, ''} end\n"
+"if h[1] then return {1, h} end\n"
+"if redis.call('EXISTS', KEYS[1]) == 1 then return {4, ''} end\n"
+"local t = redis.call('GET', KEYS[1] .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) ") or ''\n"
+"if redis.call('SET', KEYS[1] .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) ", ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, t} end\n"
+"return {3, ''}\n";
+
+SessionScript wtcache_row_lease_hash_script = {lease_hash_script};
+
+/*
+ * KEYS[1]: row key.  ARGV: lease token, tombstone seen with the lease, ttl
+ * ms ("0" = none), the version ("" = just give the lease back), then the
+ * fields: field, value...  The checks of fill_script, then "_v" and the
+ * fields in one HSET (and PEXPIRE), in this one script: no reader sees the
+ * hash without its version.
+ */
+static const char fill_hash_script[] =
+"local l = KEYS[1] .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) "\n"
+"if redis.call('GET', l) ~= ARGV[1] then return 0 end\n"
+"redis.call('DEL', l)\n"
+"if ARGV[4] == '' then return -1 end\n"
+"if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
+"if (redis.call('GET', KEYS[1] .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) ") or '') ~= ARGV[2] then return 0 end\n"
+"redis.call('HSET', KEYS[1], " WTC_LUA_STR(WTC_VALUE_VERSION) ", ARGV[4], unpack(ARGV, 5))\n"
+"if ARGV[3] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end\n"
+"return 1\n";
+
+SessionScript wtcache_row_fill_hash_script = {fill_hash_script};
+
+/*
  * SPI is connected only when a call needs it (a table read, or a table's
  * settings to load): a hit does not pay for it.  An error aborts the
  * transaction, which disconnects SPI, so each call starts afresh.
@@ -172,6 +212,21 @@ typedef struct ReadTable
 	SPIPlanPtr	fetch_one_plan; /* lookup.sql_one */
 	bool		render_canonical;	/* row JSON depends on session settings */
 	ReadStats  *stats;
+	/*
+	 * Format 'hash' (keyspace.h): the value's columns, lookup.field_names,
+	 * are read with HMGET and made back into the row JSON a JSON-format
+	 * table gives: each field through its base type's input function into
+	 * a row of field_desc, then row_to_json, as the worker renders a JSON
+	 * value; so get() returns the same jsonb from either format.
+	 */
+	bool		hash;
+	int			nfields;
+	FmgrInfo   *field_in;
+	Oid		   *field_ioparams;
+	TupleDesc	field_desc;		/* blessed: row_to_json looks it up */
+	bool		field_canonical;	/* a field's text depends on settings */
+	const char **hmget_argv;	/* HMGET, the key (per read), "_v", fields */
+	size_t	   *hmget_lens;
 } ReadTable;
 
 static HTAB *read_tables = NULL;
@@ -212,6 +267,48 @@ prepare_kept(ReadTable *rt, const char *sql, const Oid *argtypes)
 }
 
 /*
+ * How a hash's fields become a row again (ReadTable): the columns' base
+ * types, whose input functions run no code of a domain's owner; JSON
+ * renders a domain as its base type anyway.  Typmods are left out: the
+ * text came from a value that met them.
+ */
+static void
+build_hash_reader(ReadTable *rt, Relation rel, const int16 *valcols, int n)
+{
+	MemoryContext old = MemoryContextSwitchTo(rt->cxt);
+	TupleDesc	desc = CreateTemplateTupleDesc(n);
+
+	rt->hash = true;
+	rt->nfields = n;
+	rt->field_in = palloc(sizeof(FmgrInfo) * Max(n, 1));
+	rt->field_ioparams = palloc(sizeof(Oid) * Max(n, 1));
+	rt->field_canonical = false;
+	rt->hmget_argv = palloc(sizeof(char *) * (n + 3));
+	rt->hmget_lens = palloc(sizeof(size_t) * (n + 3));
+	rt->hmget_argv[0] = "HMGET";
+	rt->hmget_lens[0] = 5;
+	rt->hmget_argv[2] = WTC_VALUE_VERSION;
+	rt->hmget_lens[2] = strlen(WTC_VALUE_VERSION);
+	for (int c = 0; c < n; c++)
+	{
+		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), valcols[c] - 1);
+		Oid			base = getBaseType(att->atttypid);
+		Oid			fn;
+
+		TupleDescInitEntry(desc, c + 1, NameStr(att->attname), base, -1, 0);
+		getTypeInputInfo(base, &fn, &rt->field_ioparams[c]);
+		fmgr_info_cxt(fn, &rt->field_in[c], rt->cxt);
+		/* a date's text follows DateStyle, as its JSON does not */
+		rt->field_canonical |= !(wtcache_key_type_is_stable(base) ||
+								 base == JSONOID || base == JSONBOID);
+		rt->hmget_argv[c + 3] = rt->lookup.field_names[c];
+		rt->hmget_lens[c + 3] = strlen(rt->lookup.field_names[c]);
+	}
+	rt->field_desc = BlessTupleDesc(desc);
+	MemoryContextSwitchTo(old);
+}
+
+/*
  * The reads of a table by key (keys.c): statements whose meaning the
  * caller cannot change, whatever it created or put on its search_path,
  * since what they return may be stored in Redis and served to everyone.
@@ -222,11 +319,16 @@ build_fetch_plan(ReadTable *rt, Relation rel, const WatchConfig *config)
 	int16	   *valcols;
 	int			nvalcols = wtcache_value_columns(rel, config, &valcols);
 
-	/* the projection: a table read returns what Redis would hold */
+	/*
+	 * The projection: a table read returns what Redis would hold; of a
+	 * hash, also its fields, to fill it with.
+	 */
 	wtcache_key_lookup_init(&rt->lookup, rel, rt->nkeys, config->key_attnums, valcols, nvalcols,
-							rt->cxt);
+							config->hash_format ? LOOKUP_JSON_AND_FIELDS : LOOKUP_JSON, rt->cxt);
 	rt->fetch_plan = prepare_kept(rt, rt->lookup.sql_many, rt->lookup.arraytypes);
 	rt->fetch_one_plan = prepare_kept(rt, rt->lookup.sql_one, rt->lookup.argtypes);
+	if (config->hash_format)
+		build_hash_reader(rt, rel, valcols, nvalcols);
 }
 
 /*
@@ -386,6 +488,10 @@ typedef struct ReadKey
 								 * version (keyspace.h) */
 	int			json_len;
 	bool		found;
+	WtcReply   *hash_reply;		/* a hash read from Redis: "_v" and the
+								 * fields (HMGET), made into json once read */
+	HashValue  *fields;			/* a hash-format row read from the table:
+								 * its fields, to fill */
 } ReadKey;
 
 /*
@@ -399,6 +505,9 @@ typedef struct ReadCall
 	SessionCall mem;
 	bool		outer_spi_open;
 } ReadCall;
+
+static bool hash_reply_ok(ReadTable *rt, const WtcReply *reply);
+static bool hash_reply_missing(ReadTable *rt, const WtcReply *reply);
 
 /* Where a row key is put together, before the call keeps a copy. */
 static StringInfoData row_key_scratch;
@@ -506,7 +615,7 @@ read_from_table(ReadTable *rt, ReadKey *keys, int nkeys)
 	}
 	/* the statement's meaning must not depend on the caller's search_path */
 	pathlevel = wtcache_pin_search_path();
-	canonical = rt->render_canonical || !rt->all_stable;
+	canonical = rt->render_canonical || !rt->all_stable || rt->field_canonical;
 	if (canonical)
 		nestlevel = wtcache_canonical_settings_push();
 	if (SPI_execute_plan(n == 1 ? rt->fetch_one_plan : rt->fetch_plan, args, NULL,
@@ -526,6 +635,10 @@ read_from_table(ReadTable *rt, ReadKey *keys, int nkeys)
 		k->json = text_to_cstring(json);
 		k->json_len = strlen(k->json);
 		k->found = true;
+		/* what a fill of a hash writes, rendered under the same settings */
+		if (rt->hash && k->source == FROM_TABLE_FILL)
+			k->fields = wtcache_key_lookup_fields(&rt->lookup, SPI_tuptable->vals[r],
+												  SPI_tuptable->tupdesc, n == 1);
 		/* found under another spelling of its key: serve it, never fill it */
 		if (k->source == FROM_TABLE_FILL &&
 			!wtcache_key_lookup_same_key(&rt->lookup, SPI_tuptable->vals[r], SPI_tuptable->tupdesc,
@@ -570,7 +683,7 @@ row_jsonb(const char *json, int len, MemoryContext dest)
 
 /* Send one EVALSHA of the lease script per FROM_REDIS miss; read replies. */
 static bool
-take_leases(WtcRedis *r, ReadKey *keys, int nkeys, int *misses, int nmisses,
+take_leases(WtcRedis *r, ReadTable *rt, ReadKey *keys, int nkeys, int *misses, int nmisses,
 			const SessionLease *lease)
 {
 	WtcReply	reply;
@@ -579,10 +692,27 @@ take_leases(WtcRedis *r, ReadKey *keys, int nkeys, int *misses, int nmisses,
 	{
 		ReadKey    *k = &keys[misses[j]];
 		const char *key[1] = {k->row_key};
-		const char *args[2] = {lease->token, lease->ms};
 
-		if (!wtcache_session_eval_append(r, &wtcache_row_lease_script, 1, key, 2, args))
-			return false;
+		if (rt->hash)
+		{
+			/* token, lease, then "_v" and the fields, as a plain read asks */
+			const char **args = palloc(sizeof(char *) * (rt->nfields + 3));
+
+			args[0] = lease->token;
+			args[1] = lease->ms;
+			for (int c = 0; c <= rt->nfields; c++)
+				args[c + 2] = rt->hmget_argv[c + 2];
+			if (!wtcache_session_eval_append(r, &wtcache_row_lease_hash_script, 1, key,
+											 rt->nfields + 3, args))
+				return false;
+		}
+		else
+		{
+			const char *args[2] = {lease->token, lease->ms};
+
+			if (!wtcache_session_eval_append(r, &wtcache_row_lease_script, 1, key, 2, args))
+				return false;
+		}
 	}
 	wtcache_session_set_busy(true);
 	if (!wtc_redis_flush(r))
@@ -605,13 +735,30 @@ take_leases(WtcRedis *r, ReadKey *keys, int nkeys, int *misses, int nmisses,
 		switch (reply.elem[0].integer)
 		{
 			case 1:
-				k->json = reply.elem[1].str;
-				k->json_len = reply.elem[1].len;
+				if (rt->hash)
+				{
+					if (!hash_reply_ok(rt, &reply.elem[1]))
+					{
+						k->source = FROM_TABLE;
+						break;
+					}
+					k->hash_reply = palloc(sizeof(WtcReply));
+					*k->hash_reply = reply.elem[1];
+				}
+				else
+				{
+					k->json = reply.elem[1].str;
+					k->json_len = reply.elem[1].len;
+				}
 				k->found = true;
 				break;
 			case 2:
 				k->source = FROM_TABLE_FILL;
 				k->tombstone = reply.elem[1].type == WTC_REPLY_STRING ? reply.elem[1].str : "";
+				break;
+			case 4:
+				/* a value of the other format: the table, no fill */
+				k->source = FROM_TABLE;
 				break;
 			default:
 				k->waited = true;
@@ -653,7 +800,7 @@ wait_for_fills(WtcRedis *r, ReadTable *rt, ReadKey *keys, int nkeys,
 		}
 		for (int j = 0; j < nwaiting; j++)
 			keys[waiting[j]].waited = false;
-		if (!take_leases(r, keys, nkeys, waiting, nwaiting, lease))
+		if (!take_leases(r, rt, keys, nkeys, waiting, nwaiting, lease))
 			return false;
 		for (int j = 0; j < nwaiting; j++)
 		{
@@ -732,6 +879,40 @@ fill_version(int64 *version)
 	return true;
 }
 
+/*
+ * Queue the fill of one leased key of a hash-format table (fill_hash_script),
+ * or the give-back of its lease: the same rules as fill() below.
+ */
+static bool
+fill_hash(WtcRedis *r, ReadTable *rt, ReadKey *k, const SessionLease *lease, int64 version)
+{
+	const char *key[1] = {k->row_key};
+	const char **args;
+	int			nargs = 4;
+	char		ttl[24] = "0";
+	char		vbuf[24] = "";
+
+	args = palloc(sizeof(char *) * (4 + (k->fields ? k->fields->nargs : 0)));
+	/* a row too large for Redis (wtcache.max_value_size) is only given back the lease */
+	if (k->found && k->source == FROM_TABLE_FILL && k->fields != NULL &&
+		(int64) k->fields->size <= wtcache_max_value_bytes)
+	{
+		int64		tombstone = k->tombstone[0] ? strtoi64(k->tombstone, NULL, 10) : 0;
+
+		/* the tombstone too: never below a version Redis has shown */
+		snprintf(vbuf, sizeof(vbuf), INT64_FORMAT, Max(version, tombstone));
+		if (rt->ttl_ms > 0)
+			snprintf(ttl, sizeof(ttl), INT64_FORMAT, wtcache_session_fill_ttl(rt->ttl_ms));
+		for (int j = 0; j < k->fields->nargs; j++)
+			args[nargs++] = k->fields->args[j];
+	}
+	args[0] = lease->token;
+	args[1] = k->tombstone;
+	args[2] = ttl;
+	args[3] = vbuf;
+	return wtcache_session_eval_append(r, &wtcache_row_fill_hash_script, 1, key, nargs, args);
+}
+
 static void
 fill(WtcRedis *r, ReadTable *rt, ReadKey *keys, int nkeys, const SessionLease *lease,
 	 int64 version)
@@ -751,6 +932,16 @@ fill(WtcRedis *r, ReadTable *rt, ReadKey *keys, int nkeys, const SessionLease *l
 
 		if (!k->lease_held)
 			continue;
+		if (rt->hash)
+		{
+			if (!fill_hash(r, rt, k, lease, version))
+			{
+				wtcache_session_failed();
+				return;
+			}
+			nfills++;
+			continue;
+		}
 		/* a row too large for Redis (wtcache.max_value_size) is only given back the lease */
 		if (k->found && k->source == FROM_TABLE_FILL && k->json_len <= wtcache_max_value_bytes)
 		{
@@ -891,6 +1082,72 @@ reader_markers(WtcRedis *r, ReadKey *keys, int *which, int n, int *nmarkers)
 	}
 }
 
+/* HMGET's reply of a hash wtcache wrote: "_v" and a value or nil per field. */
+static bool
+hash_reply_ok(ReadTable *rt, const WtcReply *reply)
+{
+	if (reply->type != WTC_REPLY_ARRAY || reply->nelem != rt->nfields + 1 ||
+		reply->elem[0].type != WTC_REPLY_STRING)
+		return false;
+	for (int c = 1; c < reply->nelem; c++)
+		if (reply->elem[c].type != WTC_REPLY_STRING && reply->elem[c].type != WTC_REPLY_NIL)
+			return false;
+	return true;
+}
+
+/* HMGET's reply of a missing key: all nil (also a hash without "_v"). */
+static bool
+hash_reply_missing(ReadTable *rt, const WtcReply *reply)
+{
+	if (reply->type != WTC_REPLY_ARRAY || reply->nelem != rt->nfields + 1)
+		return false;
+	for (int c = 0; c < reply->nelem; c++)
+		if (reply->elem[c].type != WTC_REPLY_NIL)
+			return false;
+	return true;
+}
+
+/*
+ * The hashes read from Redis, as the row JSON a JSON-format table holds
+ * (ReadTable): each field through its type's input function, the row
+ * through row_to_json, under the canonical settings the worker rendered
+ * the fields with (a timestamptz in UTC, as in a JSON value).
+ */
+static void
+decode_hash_hits(ReadTable *rt, ReadKey *keys, int nkeys)
+{
+	Datum	   *values = palloc(sizeof(Datum) * Max(rt->nfields, 1));
+	bool	   *nulls = palloc(sizeof(bool) * Max(rt->nfields, 1));
+	int			nestlevel = -1;
+
+	for (int i = 0; i < nkeys; i++)
+	{
+		ReadKey    *k = &keys[i];
+		HeapTuple	tuple;
+		text	   *json;
+
+		if (!k->found || k->hash_reply == NULL)
+			continue;
+		if (nestlevel < 0 && (rt->field_canonical || rt->render_canonical))
+			nestlevel = wtcache_canonical_settings_push();
+		for (int c = 0; c < rt->nfields; c++)
+		{
+			const WtcReply *f = &k->hash_reply->elem[c + 1];
+
+			nulls[c] = (f->type != WTC_REPLY_STRING);
+			values[c] = nulls[c] ? (Datum) 0 :
+				InputFunctionCall(&rt->field_in[c], pnstrdup(f->str, f->len),
+								  rt->field_ioparams[c], -1);
+		}
+		tuple = heap_form_tuple(rt->field_desc, values, nulls);
+		json = DatumGetTextPP(DirectFunctionCall1(row_to_json, HeapTupleGetDatum(tuple)));
+		k->json = text_to_cstring(json);
+		k->json_len = strlen(k->json);
+	}
+	if (nestlevel >= 0)
+		wtcache_canonical_settings_pop(nestlevel);
+}
+
 /*
  * Fill keys[i].json/found for every key.  vals: nkeys x rt->nkeys texts.
  */
@@ -956,7 +1213,15 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 			const char *argv[2] = {"GET", keys[misses[j]].row_key};
 			size_t		lens[2] = {3, strlen(keys[misses[j]].row_key)};
 
-			ok = wtc_redis_append(r, 2, argv, lens);
+			if (rt->hash)
+			{
+				/* HMGET of "_v" and the fields, in the order they are decoded */
+				rt->hmget_argv[1] = keys[misses[j]].row_key;
+				rt->hmget_lens[1] = lens[1];
+				ok = wtc_redis_append(r, rt->nfields + 3, rt->hmget_argv, rt->hmget_lens);
+			}
+			else
+				ok = wtc_redis_append(r, 2, argv, lens);
 		}
 		wtcache_session_set_busy(true);
 		ok = ok && wtc_redis_flush(r);
@@ -983,12 +1248,30 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 				k->source = FROM_TABLE;
 				pg_atomic_fetch_add_u64(&rt->stats->bypasses, 1);
 			}
-			else if (ok && reply.type == WTC_REPLY_STRING)
+			else if (ok && !rt->hash && reply.type == WTC_REPLY_STRING)
 			{
 				k->json = reply.str;
 				k->json_len = reply.len;
 				k->found = true;
 				pg_atomic_fetch_add_u64(&rt->stats->hits, 1);
+			}
+			else if (ok && rt->hash && hash_reply_ok(rt, &reply))
+			{
+				k->hash_reply = palloc(sizeof(WtcReply));
+				*k->hash_reply = reply;
+				k->found = true;
+				pg_atomic_fetch_add_u64(&rt->stats->hits, 1);
+			}
+			else if (ok && (reply.type == WTC_REPLY_ERROR ||
+							(rt->hash && !hash_reply_missing(rt, &reply))))
+			{
+				/*
+				 * A value of the other format (WRONGTYPE), which a format
+				 * change is about to replace, or not wtcache's: read the
+				 * table, and fill nothing over it.
+				 */
+				k->source = FROM_TABLE;
+				pg_atomic_fetch_add_u64(&rt->stats->bypasses, 1);
 			}
 			else if (ok)
 				misses[nmisses++] = misses[j];
@@ -999,7 +1282,7 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 		{
 			wtcache_session_new_lease(&lease);
 			pg_atomic_fetch_add_u64(&rt->stats->misses, nmisses);
-			ok = take_leases(r, keys, nkeys, misses, nmisses, &lease) &&
+			ok = take_leases(r, rt, keys, nkeys, misses, nmisses, &lease) &&
 				wait_for_fills(r, rt, keys, nkeys, &lease);
 		}
 		if (!ok)
@@ -1013,6 +1296,9 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 				}
 		}
 	}
+
+	if (rt->hash)
+		decode_hash_hits(rt, keys, nkeys);
 
 	for (int i = 0; i < nkeys; i++)
 		if (keys[i].source == FROM_TABLE_FILL)

@@ -71,6 +71,8 @@ int			wtcache_debug_fill_delay_ms = 0;
 static SessionScript *const session_scripts[] = {
 	&wtcache_row_lease_script,
 	&wtcache_row_fill_script,
+	&wtcache_row_lease_hash_script,
+	&wtcache_row_fill_hash_script,
 	&wtcache_query_read_script,
 	&wtcache_query_fill_script,
 };

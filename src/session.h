@@ -35,6 +35,8 @@ typedef struct SessionScript
 
 extern SessionScript wtcache_row_lease_script;	/* read.c */
 extern SessionScript wtcache_row_fill_script;
+extern SessionScript wtcache_row_lease_hash_script;
+extern SessionScript wtcache_row_fill_hash_script;
 extern SessionScript wtcache_query_read_script; /* query.c */
 extern SessionScript wtcache_query_fill_script;
 

@@ -37,6 +37,7 @@
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -58,6 +59,7 @@ typedef struct VerifyTable
 	char	   *qname;
 	char	   *table_key;
 	bool		keys_optional;	/* invalidate mode or TTL: keys may be absent */
+	bool		hash;			/* format 'hash': fields compared (HGETALL) */
 } VerifyTable;
 
 typedef struct Candidate
@@ -95,32 +97,117 @@ add_candidate(CandidateList *l, VerifyTable *vt, char **values, const char *row_
 	MemoryContextSwitchTo(old);
 }
 
-/* What is wrong with this key, or NULL.  row: the table's row JSON or NULL. */
-static const char *
-classify(VerifyTable *vt, const char *row, const WtcReply *value)
+/*
+ * Does a hash (HGETALL's reply) hold exactly these fields, and a "_v"?
+ * Field order does not matter: a hash has none to speak of.
+ */
+static bool
+same_fields(const HashValue *want, const WtcReply *pairs)
 {
-	bool		in_redis = value->type == WTC_REPLY_STRING;
+	bool		has_version = false;
+	int			nfields = 0;
 
+	for (int i = 0; i + 1 < pairs->nelem; i += 2)
+	{
+		const WtcReply *f = &pairs->elem[i];
+		const WtcReply *v = &pairs->elem[i + 1];
+		bool		match = false;
+
+		if (f->type != WTC_REPLY_STRING || v->type != WTC_REPLY_STRING)
+			return false;
+		if (f->len == strlen(WTC_VALUE_VERSION) && memcmp(f->str, WTC_VALUE_VERSION, f->len) == 0)
+		{
+			has_version = true;
+			continue;
+		}
+		nfields++;
+		for (int j = 0; j < want->nargs && !match; j += 2)
+			match = want->lens[j] == f->len && memcmp(want->args[j], f->str, f->len) == 0 &&
+				want->lens[j + 1] == v->len && memcmp(want->args[j + 1], v->str, v->len) == 0;
+		if (!match)
+			return false;
+	}
+	return has_version && nfields * 2 == want->nargs;
+}
+
+/*
+ * What is wrong with this key, or NULL.  row: the table's row JSON or
+ * NULL; fields: of a hash-format table, the row's fields.  A value of the
+ * other format (Redis answers WRONGTYPE) differs from the row.
+ */
+static const char *
+classify(VerifyTable *vt, const char *row, const HashValue *fields, const WtcReply *value)
+{
+	bool		in_redis = vt->hash ?
+		(value->type == WTC_REPLY_ARRAY && value->nelem > 0) : value->type == WTC_REPLY_STRING;
+
+	if (value->type == WTC_REPLY_ERROR)
+		return row != NULL ? "differs" : "extra";
 	if (row != NULL && !in_redis)
 		return vt->keys_optional ? NULL : "missing";
 	if (row == NULL && in_redis)
 		return "extra";
-	if (row != NULL && strcmp(row, wtcache_decode_value(value->str, value->len)) != 0)
+	if (row != NULL && vt->hash && !same_fields(fields, value))
+		return "differs";
+	if (row != NULL && !vt->hash && strcmp(row, wtcache_decode_value(value->str, value->len)) != 0)
 		return "differs";
 	return NULL;
 }
 
-/* GET every key; replies[i] for keys[i].  Errors out if Redis fails. */
+/* A hash as verify() shows it: its fields as a JSON object of strings. */
+static char *
+hash_text(const WtcReply *pairs)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	for (int i = 0; i + 1 < pairs->nelem; i += 2)
+	{
+		if (i > 0)
+			appendStringInfoChar(&buf, ',');
+		escape_json(&buf, pnstrdup(pairs->elem[i].str, pairs->elem[i].len));
+		appendStringInfoChar(&buf, ':');
+		escape_json(&buf, pnstrdup(pairs->elem[i + 1].str, pairs->elem[i + 1].len));
+	}
+	appendStringInfoChar(&buf, '}');
+	return buf.data;
+}
+
+/*
+ * The fields of a hash-format row from the columns at position first of a
+ * tuple (keys.c's output functions; the caller holds the canonical
+ * settings).
+ */
+static HashValue *
+fields_at(VerifyTable *vt, HeapTuple tup, TupleDesc desc, int first)
+{
+	char	  **values = palloc(sizeof(char *) * Max(vt->lookup.nfields, 1));
+
+	for (int c = 0; c < vt->lookup.nfields; c++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(tup, desc, first + c, &isnull);
+
+		values[c] = isnull ? NULL : OutputFunctionCall(&vt->lookup.field_out[c], d);
+	}
+	return wtcache_encode_hash(vt->lookup.nfields, vt->lookup.field_names, values);
+}
+
+/*
+ * GET (of a hash: HGETALL) every key; replies[i] for keys[i].  Errors out
+ * if Redis fails.
+ */
 static void
-get_values(char **keys, int n, WtcReply *replies)
+get_values(VerifyTable *vt, char **keys, int n, WtcReply *replies)
 {
 	WtcRedis   *r = wtcache_session_redis();
 	bool		ok = (r != NULL);
 
 	for (int i = 0; i < n && ok; i++)
 	{
-		const char *argv[2] = {"GET", keys[i]};
-		size_t		lens[2] = {3, strlen(keys[i])};
+		const char *argv[2] = {vt->hash ? "HGETALL" : "GET", keys[i]};
+		size_t		lens[2] = {strlen(argv[0]), strlen(keys[i])};
 
 		ok = wtc_redis_append(r, 2, argv, lens);
 	}
@@ -149,14 +236,19 @@ row_key_of(VerifyTable *vt, char **values)
 	return k.data;
 }
 
-/* The rows of these keys (NULL where there is none), read now. */
+/*
+ * The rows of these keys (NULL where there is none), read now; of a
+ * hash-format table also their fields, into *fields.
+ */
 static char **
-rows_of(VerifyTable *vt, char ***values, int n)
+rows_of(VerifyTable *vt, char ***values, int n, HashValue ***fields)
 {
 	Datum	   *args = palloc(sizeof(Datum) * vt->nkeys);
 	char	  **texts = palloc(sizeof(char *) * Max(n, 1));
 	char	  **rows = palloc0(sizeof(char *) * Max(n, 1));
 	MemoryContext outer = CurrentMemoryContext;
+
+	*fields = palloc0(sizeof(HashValue *) * Max(n, 1));
 
 	for (int c = 0; c < vt->nkeys; c++)
 	{
@@ -178,6 +270,9 @@ rows_of(VerifyTable *vt, char ***values, int n)
 			MemoryContext old = MemoryContextSwitchTo(outer);
 
 			rows[ord - 1] = TextDatumGetCString(json);
+			if (vt->hash)
+				(*fields)[ord - 1] = wtcache_key_lookup_fields(&vt->lookup, SPI_tuptable->vals[r],
+															   SPI_tuptable->tupdesc, false);
 			MemoryContextSwitchTo(old);
 		}
 	}
@@ -207,7 +302,11 @@ check_rows(VerifyTable *vt, int sample, CandidateList *out, int64 *checked)
 
 		/* what Redis must hold: the projection, as the worker reads it */
 		wtcache_row_json_sql(vt->rel, vt->valcols, vt->nvalcols, &rowexpr, &lateral);
-		appendStringInfo(&sql, "%s FROM %s%s t%s", rowexpr,
+		appendStringInfoString(&sql, rowexpr);
+		/* a hash's fields, after the JSON (fields_at) */
+		for (int c = 0; c < vt->lookup.nfields; c++)
+			appendStringInfo(&sql, ", t.%s", quote_identifier(vt->lookup.field_names[c]));
+		appendStringInfo(&sql, " FROM %s%s t%s",
 						 wtcache_only(vt->relid), vt->qname, lateral);
 	}
 	if (sample > 0)
@@ -222,6 +321,7 @@ check_rows(VerifyTable *vt, int sample, CandidateList *out, int64 *checked)
 		char	  **keys;
 		char	 ***values;
 		char	  **rows;
+		HashValue **fields;
 		WtcReply   *replies;
 
 		SPI_cursor_fetch(portal, true, VERIFY_BATCH);
@@ -233,6 +333,7 @@ check_rows(VerifyTable *vt, int sample, CandidateList *out, int64 *checked)
 		keys = palloc(sizeof(char *) * n);
 		values = palloc(sizeof(char **) * n);
 		rows = palloc(sizeof(char *) * n);
+		fields = palloc0(sizeof(HashValue *) * n);
 		replies = palloc0(sizeof(WtcReply) * n);
 		for (int i = 0; i < n; i++)
 		{
@@ -247,12 +348,15 @@ check_rows(VerifyTable *vt, int sample, CandidateList *out, int64 *checked)
 			}
 			rows[i] = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
 														vt->nkeys + 1, &isnull));
+			if (vt->hash)
+				fields[i] = fields_at(vt, SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+									  vt->nkeys + 2);
 			keys[i] = row_key_of(vt, values[i]);
 		}
 		SPI_freetuptable(SPI_tuptable);
-		get_values(keys, n, replies);
+		get_values(vt, keys, n, replies);
 		for (int i = 0; i < n; i++)
-			if (classify(vt, rows[i], &replies[i]) != NULL)
+			if (classify(vt, rows[i], fields[i], &replies[i]) != NULL)
 				add_candidate(out, vt, values[i], keys[i]);
 		*checked += n;
 		CHECK_FOR_INTERRUPTS();
@@ -314,7 +418,9 @@ check_keys(VerifyTable *vt, CandidateList *out)
 		}
 		if (n > 0)
 		{
-			rows = rows_of(vt, values, n);
+			HashValue **fields;
+
+			rows = rows_of(vt, values, n, &fields);
 			for (int i = 0; i < n; i++)
 				if (rows[i] == NULL)
 					add_candidate(out, vt, values[i], row_key_of(vt, values[i]));
@@ -344,6 +450,7 @@ wtcache_verify(PG_FUNCTION_ARGS)
 	Relation	rel;
 	int			nestlevel;
 	char	  **rows = NULL;
+	HashValue **fields = NULL;
 	WtcReply   *replies = NULL;
 	MemoryContext caller = CurrentMemoryContext;
 
@@ -380,6 +487,7 @@ wtcache_verify(PG_FUNCTION_ARGS)
 	vt.relid = relid;
 	vt.nkeys = config.nkeys;
 	vt.keys_optional = config.invalidate_mode || config.ttl_ms > 0;
+	vt.hash = config.hash_format;
 	vt.colnames = palloc(sizeof(char *) * vt.nkeys);
 	vt.keyout = palloc(sizeof(FmgrInfo) * vt.nkeys);
 	rel = relation_open(relid, AccessShareLock);
@@ -395,7 +503,7 @@ wtcache_verify(PG_FUNCTION_ARGS)
 	vt.nvalcols = wtcache_value_columns(rel, &config, &vt.valcols);
 	vt.projection = wtcache_projection_desc(rel, &config);
 	wtcache_key_lookup_init(&vt.lookup, rel, vt.nkeys, config.key_attnums, vt.valcols, vt.nvalcols,
-							caller);
+							vt.hash ? LOOKUP_JSON_AND_FIELDS : LOOKUP_JSON, caller);
 	vt.rel = rel;
 	vt.qname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid));
 	vt.table_key = wtcache_current_table_key(relid);
@@ -430,9 +538,9 @@ wtcache_verify(PG_FUNCTION_ARGS)
 			keys[i] = cands.items[i].row_key;
 		}
 		MemoryContextSwitchTo(caller);
-		rows = rows_of(&vt, values, cands.n);
+		rows = rows_of(&vt, values, cands.n, &fields);
 		replies = palloc0(sizeof(WtcReply) * cands.n);
-		get_values(keys, cands.n, replies);
+		get_values(&vt, keys, cands.n, replies);
 	}
 
 	wtcache_canonical_settings_pop(nestlevel);
@@ -443,7 +551,7 @@ wtcache_verify(PG_FUNCTION_ARGS)
 
 	for (int i = 0; i < cands.n; i++)
 	{
-		const char *problem = classify(&vt, rows[i], &replies[i]);
+		const char *problem = classify(&vt, rows[i], fields[i], &replies[i]);
 		Datum		out[5];
 		bool		nulls[5] = {false, false, false, false, false};
 		Datum	   *kv = palloc(sizeof(Datum) * vt.nkeys);
@@ -461,6 +569,8 @@ wtcache_verify(PG_FUNCTION_ARGS)
 			nulls[3] = true;
 		if (replies[i].type == WTC_REPLY_STRING)
 			out[4] = PointerGetDatum(cstring_to_text_with_len(replies[i].str, replies[i].len));
+		else if (vt.hash && replies[i].type == WTC_REPLY_ARRAY && replies[i].nelem > 0)
+			out[4] = CStringGetTextDatum(hash_text(&replies[i]));
 		else
 			nulls[4] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);

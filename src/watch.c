@@ -21,6 +21,7 @@
 #include "settings.h"
 #include "tags.h"
 #include "watch.h"
+#include "keyspace.h"
 
 #include "access/genam.h"
 #include "access/relation.h"
@@ -477,6 +478,7 @@ typedef struct WatchRequest
 	bool		warm;
 	ArrayType  *columns;		/* columns => ..., NULL: not given */
 	ArrayType  *exclude;		/* exclude_columns => ..., NULL: not given */
+	char	   *format;			/* format => ..., NULL: not given */
 } WatchRequest;
 
 static void
@@ -515,6 +517,44 @@ watch_request_from_args(FunctionCallInfo fcinfo, WatchRequest *req)
 				 errmsg("columns and exclude_columns cannot both be given"),
 				 errdetail("columns names the columns Redis gets; exclude_columns the columns it must never get."),
 				 errhint("Give one of them; exclude_columns => '{}' goes back to every column.")));
+	req->format = (PG_NARGS() > 8 && !PG_ARGISNULL(8)) ? text_to_cstring(PG_GETARG_TEXT_PP(8)) : NULL;
+	if (req->format != NULL && strcmp(req->format, WTC_FORMAT_JSON) != 0 &&
+		strcmp(req->format, WTC_FORMAT_HASH) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown wtcache format \"%s\"", req->format),
+				 errdetail("format says how a row is stored in Redis."),
+				 errhint("Use 'json' (a string of the row's JSON) or 'hash' (a Redis hash, a field per column).")));
+}
+
+/*
+ * A hash names its version "_v" (keyspace.h): a column of that name would
+ * be overwritten by it, or overwrite it.
+ */
+static void
+check_hash_columns(Relation rel, const WatchConfig *config)
+{
+	AttrNumber	attnum = get_attnum(RelationGetRelid(rel), WTC_VALUE_VERSION);
+	WatchConfig as_json = *config;
+	int16	   *valcols;
+	int			n;
+	bool		in;
+
+	if (!config->hash_format || attnum <= 0)
+		return;
+	/* the columns the value would hold, "_v" not left out */
+	as_json.hash_format = false;
+	n = wtcache_value_columns(rel, &as_json, &valcols);
+	in = (n < 0);				/* every column */
+	for (int i = 0; i < n && !in; i++)
+		in = (valcols[i] == attnum);
+	if (in)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("table \"%s\" has a column named \"%s\", which format 'hash' cannot store",
+						RelationGetRelationName(rel), WTC_VALUE_VERSION),
+				 errdetail("A row's hash holds its version in the field \"%s\".", WTC_VALUE_VERSION),
+				 errhint("Rename the column, keep it out with exclude_columns, or use format 'json'.")));
 }
 
 /*
@@ -702,10 +742,10 @@ static bool
 record_watch(Relation rel, const WatchRequest *req, int nkeys, const AttrNumber *attnums,
 			 const WatchConfig *config)
 {
-	Oid			argtypes[9] = {OIDOID, NAMEARRAYOID, INT2ARRAYOID, TEXTARRAYOID, INTERVALOID, TEXTOID,
-	NAMEARRAYOID, NAMEARRAYOID, BOOLOID};
-	Datum		values[9];
-	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', 'n', 'n', ' '};
+	Oid			argtypes[10] = {OIDOID, NAMEARRAYOID, INT2ARRAYOID, TEXTARRAYOID, INTERVALOID, TEXTOID,
+	NAMEARRAYOID, NAMEARRAYOID, BOOLOID, TEXTOID};
+	Datum		values[10];
+	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', 'n', 'n', ' ', ' '};
 	bool		options = watched_has_column("exclude_columns");
 	Datum		keynames[INDEX_MAX_KEYS];
 	Datum		attnum_datums[INDEX_MAX_KEYS];
@@ -732,6 +772,8 @@ record_watch(Relation rel, const WatchRequest *req, int nkeys, const AttrNumber 
 	 * out); a new one has none.
 	 */
 	values[8] = BoolGetDatum(req->columns != NULL || req->exclude != NULL);
+	/* the format as resolved: given, or the watch's own */
+	values[9] = CStringGetTextDatum(config->hash_format ? WTC_FORMAT_HASH : WTC_FORMAT_JSON);
 	if (config->nproj >= 0)
 	{
 		Datum	   *d = palloc(sizeof(Datum) * Max(config->nproj, 1));
@@ -745,13 +787,14 @@ record_watch(Relation rel, const WatchRequest *req, int nkeys, const AttrNumber 
 
 	if (options)
 		rc = wtcache_spi_as_extension_owner("INSERT INTO wtcache.watched AS w (rel, key_columns, key_attnums, tags, ttl, mode, "
-											"columns, exclude_columns) "
-											"VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+											"columns, exclude_columns, format) "
+											"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10) "
 											"ON CONFLICT (rel) DO UPDATE SET tags = EXCLUDED.tags, ttl = EXCLUDED.ttl, mode = EXCLUDED.mode, "
 											"columns = CASE WHEN $9 THEN EXCLUDED.columns ELSE w.columns END, "
-											"exclude_columns = CASE WHEN $9 THEN EXCLUDED.exclude_columns ELSE w.exclude_columns END "
+											"exclude_columns = CASE WHEN $9 THEN EXCLUDED.exclude_columns ELSE w.exclude_columns END, "
+											"format = EXCLUDED.format "
 											"RETURNING (xmax OPERATOR(pg_catalog.=) 0)",
-											9, argtypes, values, nulls, false, 0);
+											10, argtypes, values, nulls, false, 0);
 	else
 		rc = wtcache_spi_as_extension_owner("INSERT INTO wtcache.watched AS w (rel, key_columns, key_attnums, tags, ttl, mode) "
 											"VALUES ($1, $2, $3, $4, $5, $6) "
@@ -795,6 +838,7 @@ wtcache_watch(PG_FUNCTION_ARGS)
 		old.nproj = -1;
 		old.proj_attnums = NULL;
 		old.proj_exclude = false;
+		old.hash_format = false;
 	}
 	new = old;
 	new.nkeys = nkeys;
@@ -802,13 +846,18 @@ wtcache_watch(PG_FUNCTION_ARGS)
 	for (int i = 0; i < nkeys; i++)
 		new.key_attnums[i] = attnums[i];
 	(void) resolve_projection(rel, &req, nkeys, attnums, &new);
-	if (new.nproj >= 0 && !watched_has_column("exclude_columns"))
+	/* not given: a new watch is JSON, an existing one keeps its format */
+	if (req.format != NULL)
+		new.hash_format = strcmp(req.format, WTC_FORMAT_HASH) == 0;
+	if ((new.nproj >= 0 || new.hash_format) && !watched_has_column("exclude_columns"))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("watch options need wtcache 1.3"),
 				 errhint("ALTER EXTENSION wtcache UPDATE.")));
 	check_tags_in_projection(rel, req.tags, &new);
-	rewrite = was_watched && !same_projection(rel, &old, &new);
+	check_hash_columns(rel, &new);
+	rewrite = was_watched &&
+		(old.hash_format != new.hash_format || !same_projection(rel, &old, &new));
 	install_capture_triggers(rel, qname, nkeys, attnums, req.tags);
 	/*
 	 * Keys Redis may still hold from an earlier watch of this table (unwatch
@@ -841,7 +890,7 @@ wtcache_watch(PG_FUNCTION_ARGS)
 		wtcache_partition_truncate_triggers(req.relid, true);
 
 	/*
-	 * Another projection: every value in Redis has the old shape.  As
+	 * Another projection or format: every value in Redis has the old shape.  As
 	 * resync() does, in this transaction: the removal of the table's keys,
 	 * then every row, read with the new options; until both are delivered
 	 * reads of the table go to the table (they count per table), so no
@@ -1010,7 +1059,8 @@ wtcache_load_watch(Oid relid, WatchConfig *config)
 	as_owner_begin(&rights);
 	/* not read-only: a watch() earlier in this statement (warm => true) must be seen */
 	rc = SPI_execute_plan(options ?
-						  wtcache_kept_plan("SELECT key_attnums, mode, ttl, tags, columns, exclude_columns "
+						  wtcache_kept_plan("SELECT key_attnums, mode, ttl, tags, columns, exclude_columns, "
+											"format OPERATOR(pg_catalog.=) '" WTC_FORMAT_HASH "' "
 											"FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
 											1, argtypes) :
 						  wtcache_kept_plan("SELECT key_attnums, mode, ttl, tags FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
@@ -1035,6 +1085,12 @@ wtcache_load_watch(Oid relid, WatchConfig *config)
 	config->nproj = -1;
 	config->proj_attnums = NULL;
 	config->proj_exclude = false;
+	config->hash_format = false;
+	if (options)
+	{
+		d = SPI_getbinval(tup, desc, 7, &isnull);
+		config->hash_format = !isnull && DatumGetBool(d);
+	}
 	for (int col = 5; options && col <= 6; col++)
 	{
 		d = SPI_getbinval(tup, desc, col, &isnull);
@@ -1065,10 +1121,14 @@ wtcache_load_watch(Oid relid, WatchConfig *config)
 /*
  * The columns a watched table's values hold, in table order: *valcols
  * gets their attnums (palloc'd) and the count is returned; -1 (and NULL)
- * when the watch has no projection, every column.  A projection always
- * keeps the key columns (watch() says why); a listed column that was
- * dropped was not resolved (wtcache_load_watch), so a DROP COLUMN of it
- * never breaks delivery.
+ * when a JSON watch has no projection, every column, as row_to_json(t.*)
+ * renders them.  A projection always keeps the key columns (watch() says
+ * why); a listed column that was dropped was not resolved
+ * (wtcache_load_watch), so a DROP COLUMN of it never breaks delivery.  A
+ * hash's columns are always listed, and never one named "_v", the
+ * version's field (keyspace.h): watch() refuses such a column, and one
+ * added or renamed later stays out of the hash, from Redis and from the
+ * table alike, so both give one row.
  */
 int
 wtcache_value_columns(Relation rel, const WatchConfig *config, int16 **valcols)
@@ -1077,7 +1137,7 @@ wtcache_value_columns(Relation rel, const WatchConfig *config, int16 **valcols)
 	int			n = 0;
 
 	*valcols = NULL;
-	if (config->nproj < 0)
+	if (config->nproj < 0 && !config->hash_format)
 		return -1;
 	*valcols = palloc(sizeof(int16) * Max(desc->natts, 1));
 	for (int i = 0; i < desc->natts; i++)
@@ -1088,6 +1148,13 @@ wtcache_value_columns(Relation rel, const WatchConfig *config, int16 **valcols)
 
 		if (att->attisdropped)
 			continue;
+		if (config->hash_format && strcmp(NameStr(att->attname), WTC_VALUE_VERSION) == 0)
+			continue;
+		if (config->nproj < 0)
+		{
+			(*valcols)[n++] = att->attnum;
+			continue;
+		}
 		for (int k = 0; k < config->nkeys && !key; k++)
 			key = config->key_attnums[k] == att->attnum;
 		for (int p = 0; p < config->nproj && !listed; p++)
@@ -1109,7 +1176,7 @@ wtcache_projection_desc(Relation rel, const WatchConfig *config)
 	int			n = wtcache_value_columns(rel, config, &valcols);
 	StringInfoData buf;
 
-	if (n < 0)
+	if (n < 0 || config->nproj < 0)
 		return NULL;
 	initStringInfo(&buf);
 	for (int i = 0; i < n; i++)

@@ -29,6 +29,11 @@ typedef struct WatchConfig
 	int			nproj;
 	int16	   *proj_attnums;
 	bool		proj_exclude;
+	/*
+	 * The value format (1.3): false, the JSON string of keyspace.h; true,
+	 * a Redis hash of the columns (keyspace.h's hash codec).
+	 */
+	bool		hash_format;
 } WatchConfig;
 
 extern bool wtcache_load_watch(Oid relid, WatchConfig *config);

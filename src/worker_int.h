@@ -64,6 +64,8 @@ typedef struct BatchKey
 	char	   *payload;		/* the value (keyspace.h), NULL if the row
 								 * is gone */
 	size_t		payload_len;
+	struct HashValue *fields;	/* or, for a hash-format table, its fields;
+								 * NULL if the row is gone */
 	List	   *tags;			/* tags of its changes (template tables) */
 } BatchKey;
 
@@ -76,6 +78,7 @@ typedef struct TableBatch
 	Oid			relid;
 	bool		watched;		/* false: entries are dropped */
 	bool		invalidate;
+	bool		hash;			/* format 'hash' (keyspace.h) */
 	int64		ttl_ms;
 	int			nkeys;
 	char	   *qname;

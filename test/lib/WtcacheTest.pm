@@ -7,7 +7,8 @@
 #  - new_wtcache_node(): a PostgreSQL::Test::Cluster with wtcache preloaded
 #    and pointed at a Redis port, extension created in 'postgres';
 #  - compare_table(): every row of a table against its Redis key, and no
-#    extra row keys in Redis; wait_drained(): wtcache.wait() returned true;
+#    extra row keys in Redis; compare_hash_table(): the same for a table
+#    watched with format 'hash'; wait_drained(): wtcache.wait() returned true;
 #  - start_redis_proxy(): a TCP proxy (test/lib/redis_proxy.pl) in front of
 #    a Redis that can stall or cut every connection on demand, stopped at
 #    exit (END block) like the Redis servers;
@@ -47,6 +48,8 @@ our @EXPORT = qw(
   table_key_pattern
   compare_table
   compare_table_ok
+  compare_hash_table
+  compare_hash_table_ok
   redis_key_of
   row_json
   wait_drained
@@ -741,6 +744,143 @@ sub compare_table_ok
 	my ($ok, $diag) = compare_table($node, $db, $table, $port, %opts);
 	$name //= "Redis matches table $table";
 	ok($ok, $name) or diag($diag);
+	note($diag) if $ok;
+	return $ok;
+}
+
+# compare_hash_table($node, $db, $table, $redis_port, %opts): as
+# compare_table, for a table watched with format 'hash'.  Every row must be
+# a Redis hash under wtcache.redis_key(table, key...) whose fields are,
+# besides "_v" (a version), exactly its columns that are not NULL, each
+# holding the column's text output under the canonical settings (rendered
+# here by format('%s', column), which calls the output function: not by
+# wtcache; num_nulls() tells a NULL from a composite of NULLs), and the
+# number of row keys of the table must equal the rows.
+#   columns => ['id', 'name']   the projection (default: every column)
+#   ports => [p1, p2...]        a Redis Cluster's masters: each key is asked
+#                               of every one, the one not answering MOVED
+#                               has it
+#   max_diffs => 10
+# Returns (ok, diagnostics) in list context, ok in scalar context.
+sub compare_hash_table
+{
+	my ($node, $db, $table, $port, %opts) = @_;
+	my $max_diffs = $opts{max_diffs} // 10;
+	my $keycols = _key_columns($node, $db, $table);
+	my $lit = _quote_literal($table);
+	my $cols = $opts{columns};
+	if (!$cols)
+	{
+		$cols = [ split /\n/, $node->safe_psql($db,
+				qq{SELECT quote_ident(attname) FROM pg_attribute
+				   WHERE attrelid = ${lit}::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum}) ];
+	}
+	my $alias = 'wtc_cmp_row__';
+	my $b64 = sub { "translate(encode(convert_to($_[0], 'UTF8'), 'base64'), E'\\n', '')" };
+	my $keyexpr = join(', ', map { "($_)::text" } @$keycols);
+	# field name, then value (or \N), for every column
+	my $fields = join(",\n             ",
+		map { $b64->(_quote_literal($_ =~ s/^"(.*)"$/$1/r =~ s/""/"/gr)) . ", " . $b64->("CASE WHEN num_nulls($alias.$_) = 0 THEN format('%s', $alias.$_) END") }
+		  @$cols);
+	my $sql = qq{SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres';
+SET extra_float_digits = 1; SET bytea_output = 'hex';
+COPY (SELECT @{[ $b64->("wtcache.redis_key(${lit}::regclass, $keyexpr)") ]},
+             $fields
+      FROM $table AS $alias) TO STDOUT;
+};
+	my ($ret, $out, $err) = $node->psql($db, $sql);
+	return _cmp_result(0, "could not read table $table: $err") if $ret != 0;
+
+	my (%want, @order, @diffs);
+	my $rows = 0;
+	for my $line (split /\n/, $out)
+	{
+		next if $line eq '';
+		my ($k64, @f) = split /\t/, $line, -1;
+		my $key = decode_base64($k64);
+		my %h;
+		while (my ($n64, $v64) = splice(@f, 0, 2))
+		{
+			$h{ decode_base64($n64) } = decode_base64($v64) unless $v64 eq '\N';
+		}
+		$rows++;
+		push @diffs, "two rows map to the same Redis key " . _show($key) if exists $want{$key};
+		$want{$key} = \%h;
+		push @order, $key;
+	}
+
+	my @ports = $opts{ports} ? @{ $opts{ports} } : ($port);
+	my %got;
+	for my $p (@ports)
+	{
+		my $replies = eval { redis_pipeline($p, [ map { [ 'HGETALL', $_ ] } @order ], chunk => 500) };
+		return _cmp_result(0, "could not read Redis on port $p: $@") unless defined $replies;
+		for my $i (0 .. $#order)
+		{
+			my $r = $replies->[$i];
+			next if @ports > 1 && _is_error($r) && "$$r" =~ /^(MOVED|ASK) /;
+			$got{ $order[$i] } = $r;
+		}
+	}
+	my ($missing, $wrong) = (0, 0);
+	for my $key (@order)
+	{
+		my $r = $got{$key};
+		my $want = $want{$key};
+		if (_is_error($r))
+		{
+			$wrong++;
+			push @diffs, "not a hash: " . _show($key) . ": $$r";
+			next;
+		}
+		if (!@$r)
+		{
+			$missing++;
+			push @diffs, "missing in Redis: " . _show($key);
+			next;
+		}
+		my %h = @$r;
+		my $v = delete $h{_v};
+		my $show = sub { my %x = %{ $_[0] }; join(', ', map { "$_=" . _show($x{$_}) } sort keys %x) };
+		if (!defined $v || $v !~ /\A[1-9][0-9]*\z/)
+		{
+			$wrong++;
+			push @diffs, "no version \"_v\" in " . _show($key) . ": " . $show->(\%h);
+		}
+		elsif (join("\0", map { "$_\0$h{$_}" } sort keys %h) ne join("\0", map { "$_\0$want->{$_}" } sort keys %$want))
+		{
+			$wrong++;
+			push @diffs, "different fields for " . _show($key) . ":\n      redis: " . $show->(\%h)
+			  . "\n      table: " . $show->($want);
+		}
+	}
+
+	my $pattern = eval { table_key_pattern($node, $db, $table) };
+	return _cmp_result(0, "could not derive key pattern: $@") unless defined $pattern;
+	my %keys;
+	$keys{$_} = 1 for map { @{ redis_row_keys($_, $pattern) } } @ports;
+	my @extra = grep { !exists $want{$_} } sort keys %keys;
+	push @diffs, "extra key in Redis: " . _show($_) for @extra;
+	my $nkeys = scalar keys %keys;
+	my $ok = (!@diffs && $nkeys == $rows) ? 1 : 0;
+	my $diag = "$table (hash): $rows rows, $nkeys Redis row keys ($pattern), "
+	  . "$missing missing, $wrong wrong, " . scalar(@extra) . " extra";
+	if (@diffs)
+	{
+		my $n = @diffs > $max_diffs ? $max_diffs : scalar @diffs;
+		$diag .= "\n  first $n of " . scalar(@diffs) . " differences:\n  "
+		  . join("\n  ", @diffs[ 0 .. $n - 1 ]);
+	}
+	return _cmp_result($ok, $diag);
+}
+
+# compare_hash_table_ok(..., $test_name, %opts): as one Test::More test.
+sub compare_hash_table_ok
+{
+	my ($node, $db, $table, $port, $name, %opts) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my ($ok, $diag) = compare_hash_table($node, $db, $table, $port, %opts);
+	ok($ok, $name // "Redis matches table $table (hash)") or diag($diag);
 	note($diag) if $ok;
 	return $ok;
 }

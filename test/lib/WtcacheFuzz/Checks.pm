@@ -12,7 +12,21 @@ use MIME::Base64 qw(decode_base64);
 use WtcacheFuzz::Generate qw(fuzz_table);
 use WtcacheTest;
 
-our @EXPORT = qw(compare_present_keys log_after_fault);
+our @EXPORT = qw(compare_present_keys compare_fuzz_table log_after_fault);
+
+# A write-through table against Redis, key for key: compare_table, or for
+# a table watched with format 'hash' compare_hash_table over the columns
+# its projection keeps (every column but those in 'exclude').  The tables
+# the fuzzer does not define (fz_own, fz_drop) are JSON.
+sub compare_fuzz_table
+{
+	my ($node, $db, $rp, $tn) = @_;
+	my $t = fuzz_table($tn);
+	return compare_table($node, $db, $tn, $rp) unless $t && ($t->{format} // 'json') eq 'hash';
+	my %out = map { $_ => 1 } @{ $t->{exclude} // [] };
+	my @cols = grep { !$out{$_} } (@{ $t->{keycols} }, 'inc', 'ver', map { $_->[0] } @{ $t->{cols} });
+	return compare_hash_table($node, $db, $tn, $rp, columns => \@cols);
+}
 
 # invalidate mode: keys may be missing (a change deletes them, a read
 # fills them), but a key that is there holds the row; the caller reads

@@ -250,6 +250,24 @@ my %TBL = (
 			[ qty => 'int', \&g_int ],
 		],
 	},
+	# watched with format => 'hash' and a projection: a Redis hash per row,
+	# a field per column but secret (WtcacheFuzz::Checks compares them)
+	fz_hash => {
+		keycols => ['id'],
+		keytypes => ['int'],
+		key => \&key_int,
+		format => 'hash',
+		exclude => ['secret'],
+		cols => [
+			[ name => 'text', \&g_text ],
+			[ qty => 'int', \&g_int ],
+			[ price => 'numeric', \&g_numeric ],
+			[ tags => 'int[]', \&g_intarr ],
+			[ doc => 'jsonb', \&g_json ],
+			[ at => 'timestamptz', \&g_ts ],
+			[ secret => 'text', \&g_text ],
+		],
+	},
 	# range-partitioned by bucket: [0,10) plain, [10,20) hash-partitioned
 	# by id in two, a default for the rest (and the partitions the faults
 	# create, attach, detach, drop and truncate)
@@ -279,7 +297,7 @@ my %TBL = (
 		],
 	},
 );
-my @TNAMES = qw(fz_int fz_comp fz_text fz_inv fz_part fz_pl);
+my @TNAMES = qw(fz_int fz_comp fz_text fz_inv fz_part fz_pl fz_hash);
 my @WRITE_THROUGH = grep { !$TBL{$_}{mode} } @TNAMES;
 
 # The definitions are read, never changed: the test and the sessions see
@@ -342,7 +360,7 @@ sub range_where
 {
 	my ($tn) = @_;
 	my $r = rand();
-	if ($tn eq 'fz_int' || $tn eq 'fz_inv')
+	if ($tn eq 'fz_int' || $tn eq 'fz_inv' || $tn eq 'fz_hash')
 	{
 		my $a = 1 + int(rand(300));
 		return "id BETWEEN $a AND " . ($a + int(rand(15))) if $r < 0.7;
@@ -376,7 +394,7 @@ sub range_set
 	my ($tn) = @_;
 	my @c = some_cols($tn);
 	return set_list(\@c) if chance(0.5);
-	return 'qty = coalesce(qty, 0) + 1' if $tn eq 'fz_int' || $tn eq 'fz_inv' || $TBL{$tn}{part};
+	return 'qty = coalesce(qty, 0) + 1' if $tn eq 'fz_int' || $tn eq 'fz_inv' || $tn eq 'fz_hash' || $TBL{$tn}{part};
 	return 'amount = amount + 1.5, at = at + interval \'1 day\'';
 }
 
@@ -408,6 +426,9 @@ sub st_insert_select
 	  if $tn eq 'fz_int';
 	return "INSERT INTO fz_inv (id, v, qty, at) SELECT g, 'gen:' || g, g % 13, $ts FROM generate_series($a, $b) g$conflict;"
 	  if $tn eq 'fz_inv';
+	return "INSERT INTO fz_hash (id, name, qty, price, at, secret) SELECT g, 'gen ' || g, g % 13, g / 7.0, $ts, 'secret ' || g "
+	  . "FROM generate_series($a, $b) g$conflict;"
+	  if $tn eq 'fz_hash';
 	return "INSERT INTO $tn (id, bucket, v, qty) SELECT g, (g * 7) % 40, 'gen ' || g, g % 13 FROM generate_series($a % 120, $a % 120 + "
 	  . int(rand(30)) . ") g$conflict;"
 	  if $TBL{$tn}{part};
@@ -435,7 +456,7 @@ sub st_update_key
 {
 	my ($tn) = @_;
 	my ($old) = $TBL{$tn}{key}->();
-	if ($tn eq 'fz_int' || $tn eq 'fz_inv')
+	if ($tn eq 'fz_int' || $tn eq 'fz_inv' || $tn eq 'fz_hash')
 	{
 		return "UPDATE $tn SET id = " . key_int()->[0] . " WHERE id = $old->[0];" if chance(0.6);
 		my $a = 1 + int(rand(300));

@@ -33,6 +33,8 @@ CREATE TABLE fz_comp (org text, n int, inc bigint NOT NULL DEFAULT 0, ver int NO
                       v text, note text, amount numeric, at timestamptz, PRIMARY KEY (org, n));
 CREATE TABLE fz_text (k text PRIMARY KEY, inc bigint NOT NULL DEFAULT 0, ver int NOT NULL DEFAULT 0,
                       payload jsonb, amount numeric, at timestamptz, tags int[], big text);
+CREATE TABLE fz_hash (id int PRIMARY KEY, inc bigint NOT NULL DEFAULT 0, ver int NOT NULL DEFAULT 0,
+                      name text, qty int, price numeric, tags int[], doc jsonb, at timestamptz, secret text);
 CREATE TABLE fz_inv (id int PRIMARY KEY, inc bigint NOT NULL DEFAULT 0, ver int NOT NULL DEFAULT 0,
                      v text, doc jsonb, at timestamptz, qty int);
 CREATE TABLE fz_part (id int, bucket int, inc bigint NOT NULL DEFAULT 0, ver int NOT NULL DEFAULT 0,
