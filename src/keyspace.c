@@ -227,6 +227,466 @@ wtcache_lease_key(const char *key)
 	return psprintf("%s" WTC_KEY_LEASE_SUFFIX, key);
 }
 
+/* ---------------------------------------------------------------------
+ * Key templates (keyspace.h)
+ * ---------------------------------------------------------------------
+ */
+
+static KeyTemplate *
+template_error(KeyTemplateError *err, int sqlstate, const char *message,
+			   const char *detail, const char *hint)
+{
+	err->sqlstate = sqlstate;
+	err->message = message;
+	err->detail = detail;
+	err->hint = hint;
+	return NULL;
+}
+
+#define TEMPLATE_EXAMPLE_HINT "Write literal text and {column} placeholders, as in 'user:{id}' or 'org:{org_id}:user:{id}'."
+
+static bool
+template_literal_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		(c != '\0' && strchr(WTC_KEY_TEMPLATE_PUNCT, c) != NULL);
+}
+
+/*
+ * Parse a key template (palloc'd); NULL, with *err saying why, if it is
+ * not one.  Only its syntax: wtcache_key_template_bind() matches its
+ * placeholders with the table's key.
+ */
+KeyTemplate *
+wtcache_key_template_parse(const char *text, KeyTemplateError *err)
+{
+	KeyTemplate *t = palloc0(sizeof(KeyTemplate));
+	const char *p = text;
+
+	memset(err, 0, sizeof(*err));
+	if (strlen(text) > WTC_KEY_TEMPLATE_MAX)
+		return template_error(err, ERRCODE_INVALID_PARAMETER_VALUE,
+							  psprintf("key template is longer than %d bytes", WTC_KEY_TEMPLATE_MAX),
+							  NULL, TEMPLATE_EXAMPLE_HINT);
+	t->text = pstrdup(text);
+	t->parts = palloc0(sizeof(KeyTemplatePart) * (strlen(text) + 1));
+	while (*p)
+	{
+		KeyTemplatePart *part = &t->parts[t->nparts];
+
+		if (*p == WTC_KEY_TAG_OPEN[0])
+		{
+			const char *close = strchr(p + 1, WTC_KEY_TAG_CLOSE[0]);
+			const char *open = strchr(p + 1, WTC_KEY_TAG_OPEN[0]);
+
+			if (close == NULL || (open != NULL && open < close))
+				return template_error(err, ERRCODE_INVALID_PARAMETER_VALUE,
+									  psprintf("key template \"%s\" has a \"{\" without its \"}\"", text),
+									  "A placeholder is a column name between braces; braces appear nowhere else.",
+									  TEMPLATE_EXAMPLE_HINT);
+			if (close == p + 1)
+				return template_error(err, ERRCODE_INVALID_PARAMETER_VALUE,
+									  psprintf("key template \"%s\" has an empty placeholder", text),
+									  "A placeholder names a key column, as in {id}.",
+									  TEMPLATE_EXAMPLE_HINT);
+			if (t->nparts == 0)
+				return template_error(err, ERRCODE_INVALID_PARAMETER_VALUE,
+									  psprintf("key template \"%s\" must start with literal text", text),
+									  "wtcache finds a table's keys with SCAN by the text they start with.",
+									  TEMPLATE_EXAMPLE_HINT);
+			if (t->parts[t->nparts - 1].literal == NULL ||
+				(t->nparts >= 2 && strchr(t->parts[t->nparts - 1].literal, WTC_KEY_SEP[0]) == NULL))
+			{
+				/* the placeholder before, and the literal between them if any */
+				const char *before = t->parts[t->nparts - 1].literal == NULL ?
+				t->parts[t->nparts - 1].name : t->parts[t->nparts - 2].name;
+
+				return template_error(err, ERRCODE_INVALID_PARAMETER_VALUE,
+									  psprintf("placeholders {%s} and {%s} of key template \"%s\" must be separated by text holding a \":\"",
+											   before, pnstrdup(p + 1, close - p - 1), text),
+									  "Values are escaped so that they never hold \":\"; so a \":\" between two values is what tells them apart, and no two rows share a key.",
+									  "Write, for example, '{a}:{b}' or 'x:{a}:y:{b}'.");
+			}
+			part->name = pnstrdup(p + 1, close - p - 1);
+			part->key = -1;
+			p = close + 1;
+		}
+		else
+		{
+			const char *start = p;
+
+			for (; *p && *p != WTC_KEY_TAG_OPEN[0]; p++)
+				if (!template_literal_char(*p))
+				{
+					if (*p == WTC_KEY_TAG_CLOSE[0])
+						return template_error(err, ERRCODE_INVALID_PARAMETER_VALUE,
+											  psprintf("key template \"%s\" has a \"}\" without its \"{\"", text),
+											  "A placeholder is a column name between braces; braces appear nowhere else.",
+											  TEMPLATE_EXAMPLE_HINT);
+					return template_error(err, ERRCODE_INVALID_PARAMETER_VALUE,
+										  (unsigned char) *p < 0x20 || *p == 0x7f || (unsigned char) *p >= 0x80 ?
+										  psprintf("key template \"%s\" holds a character its literal text may not hold", text) :
+										  psprintf("key template \"%s\" holds \"%c\", which its literal text may not hold", text, *p),
+										  "Literal text may hold only ASCII letters, digits and : _ - /: no \".\" (it would make a key look like one of the default layout), no glob character (wtcache finds keys with SCAN patterns), no \"%\" (the escape character of values), no space.",
+										  TEMPLATE_EXAMPLE_HINT);
+				}
+			part->literal = pnstrdup(start, p - start);
+			part->key = -1;
+		}
+		t->nparts++;
+	}
+	if (t->nparts == 0)
+		return template_error(err, ERRCODE_INVALID_PARAMETER_VALUE,
+							  "key template must not be empty here",
+							  NULL, "Pass '' to go back to the default layout, or a template such as 'user:{id}'.");
+	return t;
+}
+
+/*
+ * Match the placeholders with the key columns, named in key order: each
+ * key column exactly once, and no other column (a row's key must not
+ * change when a column that is not in it does).  False, with *err, if
+ * they do not match.
+ */
+bool
+wtcache_key_template_bind(KeyTemplate *t, int nkeys, char *const *keynames,
+						  KeyTemplateError *err)
+{
+	memset(err, 0, sizeof(*err));
+	for (int i = 0; i < t->nparts; i++)
+	{
+		KeyTemplatePart *part = &t->parts[i];
+
+		if (part->literal != NULL)
+			continue;
+		part->key = -1;
+		for (int k = 0; k < nkeys; k++)
+			if (strcmp(part->name, keynames[k]) == 0)
+				part->key = k;
+		if (part->key < 0)
+		{
+			template_error(err, ERRCODE_INVALID_PARAMETER_VALUE,
+						   psprintf("key template \"%s\" names column \"%s\", which is not a key column",
+									t->text, part->name),
+						   "A row's Redis key is made of its key values alone, so that it never changes while the row lives.",
+						   "Name each key column once, and no other column.");
+			return false;
+		}
+		for (int j = 0; j < i; j++)
+			if (t->parts[j].literal == NULL && t->parts[j].key == part->key)
+			{
+				template_error(err, ERRCODE_INVALID_PARAMETER_VALUE,
+							   psprintf("key template \"%s\" names key column \"%s\" twice",
+										t->text, part->name),
+							   NULL, "Name each key column once, and no other column.");
+				return false;
+			}
+	}
+	for (int k = 0; k < nkeys; k++)
+	{
+		bool		found = false;
+
+		for (int i = 0; i < t->nparts && !found; i++)
+			found = t->parts[i].literal == NULL && t->parts[i].key == k;
+		if (!found)
+		{
+			template_error(err, ERRCODE_INVALID_PARAMETER_VALUE,
+						   psprintf("key template \"%s\" does not name key column \"%s\"",
+									t->text, keynames[k]),
+						   "Rows that differ only in that column would share a Redis key.",
+						   "Name each key column once, and no other column.");
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * Bind the placeholders to positions in their order, whatever they name;
+ * returns how many.  For what only tells a template's keys from others
+ * (the worker's purge, which may outlive the table): the values land at
+ * other positions, but a key parses, and renders back, all the same.
+ */
+int
+wtcache_key_template_bind_in_order(KeyTemplate *t)
+{
+	int			n = 0;
+
+	for (int i = 0; i < t->nparts; i++)
+		if (t->parts[i].literal == NULL)
+			t->parts[i].key = n++;
+	return n;
+}
+
+/*
+ * The template's key space: its text with every placeholder written "{}",
+ * so that templates differing only in column names have one (palloc'd).
+ */
+char *
+wtcache_key_template_space(const KeyTemplate *t)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < t->nparts; i++)
+		appendStringInfoString(&buf, t->parts[i].literal ? t->parts[i].literal :
+							   WTC_KEY_TAG_OPEN WTC_KEY_TAG_CLOSE);
+	return buf.data;
+}
+
+/* A template as symbols: its literal characters, and STAR per placeholder. */
+#define TEMPLATE_STAR (-1)
+
+static int *
+template_symbols(const KeyTemplate *t, int *n)
+{
+	int		   *sym = palloc(sizeof(int) * (strlen(t->text) + 1));
+
+	*n = 0;
+	for (int i = 0; i < t->nparts; i++)
+	{
+		if (t->parts[i].literal == NULL)
+			sym[(*n)++] = TEMPLATE_STAR;
+		else
+			for (const char *c = t->parts[i].literal; *c; c++)
+				sym[(*n)++] = (unsigned char) *c;
+	}
+	return sym;
+}
+
+/*
+ * Can two templates render one key?  A placeholder renders any string
+ * without ":" (values escape it), and literal text is itself, so each is a
+ * pattern with stars that match no ":"; they overlap when some string
+ * matches both.  f[i][j]: the rests from symbol i of a and j of b have a
+ * common string.  A star may end, or take the other's next symbol (a star
+ * of the other, whose string it then contains, or a character but ":").
+ */
+bool
+wtcache_key_templates_overlap(const KeyTemplate *a, const KeyTemplate *b)
+{
+	int			n,
+				m;
+	int		   *x = template_symbols(a, &n);
+	int		   *y = template_symbols(b, &m);
+	bool	   *f = palloc0(sizeof(bool) * (n + 1) * (m + 1));
+	bool		result;
+
+#define F(i, j) f[(i) * (m + 1) + (j)]
+	for (int i = n; i >= 0; i--)
+		for (int j = m; j >= 0; j--)
+		{
+			bool		r = (i == n && j == m);
+
+			if (!r && i < n && x[i] == TEMPLATE_STAR)
+				r = F(i + 1, j) ||
+					(j < m && (y[j] == TEMPLATE_STAR || y[j] != WTC_KEY_SEP[0]) && F(i, j + 1));
+			if (!r && j < m && y[j] == TEMPLATE_STAR)
+				r = F(i, j + 1) ||
+					(i < n && (x[i] == TEMPLATE_STAR || x[i] != WTC_KEY_SEP[0]) && F(i + 1, j));
+			if (!r && i < n && j < m && x[i] != TEMPLATE_STAR && y[j] != TEMPLATE_STAR)
+				r = x[i] == y[j] && F(i + 1, j + 1);
+			F(i, j) = r;
+		}
+	result = F(0, 0);
+#undef F
+	pfree(x);
+	pfree(y);
+	pfree(f);
+	return result;
+}
+
+/* "PR": a templated row key, from a row's canonical key text (bound t). */
+void
+wtcache_append_templated_row_key(StringInfo buf, const char *prefix,
+								 const KeyTemplate *t, char *const *values)
+{
+	appendStringInfoString(buf, prefix);
+	for (int i = 0; i < t->nparts; i++)
+	{
+		if (t->parts[i].literal != NULL)
+			appendStringInfoString(buf, t->parts[i].literal);
+		else
+			append_escaped(buf, values[t->parts[i].key], false);
+	}
+}
+
+/*
+ * The nkeys values of a templated row key of t under prefix, unescaped
+ * into palloc'd values[]; false for a key that is not one.  Only a key
+ * the template renders from those values, byte for byte, is: not "%34%32"
+ * for "42", which would name the row of "42" a second time.  Values hold
+ * no ":" and the text between two placeholders holds one, so the first
+ * ":" after a value tells where it ends: the parse is unique.
+ */
+bool
+wtcache_parse_templated_row_key(const KeyTemplate *t, const char *prefix,
+								const char *key, size_t len, int nkeys, char **values)
+{
+	size_t		plen = strlen(prefix);
+	size_t		pos;
+	StringInfoData again;
+
+	if (key == NULL || len < plen || memcmp(key, prefix, plen) != 0)
+		return false;
+	for (int k = 0; k < nkeys; k++)
+		values[k] = NULL;
+	pos = plen;
+	for (int i = 0; i < t->nparts; i++)
+	{
+		const KeyTemplatePart *part = &t->parts[i];
+		const char *next;
+		size_t		end;
+		StringInfoData v;
+
+		if (part->literal != NULL)
+		{
+			size_t		llen = strlen(part->literal);
+
+			if (len - pos < llen || memcmp(key + pos, part->literal, llen) != 0)
+				return false;
+			pos += llen;
+			continue;
+		}
+		next = i + 1 < t->nparts ? t->parts[i + 1].literal : NULL;
+		if (next == NULL)
+			end = len;
+		else
+		{
+			const char *colon = strchr(next, WTC_KEY_SEP[0]);
+
+			if (colon == NULL)
+			{
+				/* only the last part has no ":": it ends the key */
+				if (len - pos < strlen(next))
+					return false;
+				end = len - strlen(next);
+			}
+			else
+			{
+				const char *c = memchr(key + pos, WTC_KEY_SEP[0], len - pos);
+
+				if (c == NULL || (size_t) (c - key) < pos + (colon - next))
+					return false;
+				end = (c - key) - (colon - next);
+			}
+		}
+		for (size_t j = pos; j < end; j++)
+			if (strchr(KEY_RESERVED, key[j]) != NULL && key[j] != WTC_KEY_ESCAPE[0])
+				return false;
+		initStringInfo(&v);
+		if (part->key < 0 || part->key >= nkeys || !unescape(key + pos, end - pos, &v))
+			return false;
+		values[part->key] = v.data;
+		pos = end;
+	}
+	if (pos != len)
+		return false;
+	for (int k = 0; k < nkeys; k++)
+		if (values[k] == NULL)
+			return false;
+	initStringInfo(&again);
+	wtcache_append_templated_row_key(&again, prefix, t, values);
+	return (size_t) again.len == len && memcmp(again.data, key, len) == 0;
+}
+
+/*
+ * A companion of a templated row key: "P{PR}:tomb", or with lease
+ * "P{PR}:lease" (palloc'd).  PR has no brace, so it is the hash tag: the
+ * companion is in the row's slot.
+ */
+char *
+wtcache_templated_companion(const char *prefix, const char *row_key, size_t len, bool lease)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, prefix);
+	appendStringInfoString(&buf, WTC_KEY_TAG_OPEN);
+	appendBinaryStringInfo(&buf, row_key, len);
+	appendStringInfoString(&buf, WTC_KEY_TAG_CLOSE);
+	appendStringInfoString(&buf, lease ? WTC_KEY_TEMPLATED_LEASE_SUFFIX :
+						   WTC_KEY_TEMPLATED_TOMBSTONE_SUFFIX);
+	return buf.data;
+}
+
+/* Is key a companion of a row key of t under prefix? */
+bool
+wtcache_parse_templated_companion(const KeyTemplate *t, const char *prefix,
+								  const char *key, size_t len, int nkeys)
+{
+	static const char *const suffixes[] = {
+		WTC_KEY_TAG_CLOSE WTC_KEY_TEMPLATED_TOMBSTONE_SUFFIX,
+		WTC_KEY_TAG_CLOSE WTC_KEY_TEMPLATED_LEASE_SUFFIX
+	};
+	size_t		plen = strlen(prefix);
+
+	if (key == NULL || len < plen + 1 || memcmp(key, prefix, plen) != 0 ||
+		key[plen] != WTC_KEY_TAG_OPEN[0])
+		return false;
+	for (int s = 0; s < lengthof(suffixes); s++)
+	{
+		size_t		slen = strlen(suffixes[s]);
+		char	  **values;
+
+		if (len < plen + 1 + slen || memcmp(key + len - slen, suffixes[s], slen) != 0)
+			continue;
+		values = palloc(sizeof(char *) * Max(nkeys, 1));
+		return wtcache_parse_templated_row_key(t, prefix, key + plen + 1,
+											   len - plen - 1 - slen, nkeys, values);
+	}
+	return false;
+}
+
+/* SCAN pattern of a template's row keys, "P<head>*": parse what it finds. */
+void
+wtcache_append_template_rows_pattern(StringInfo buf, const char *prefix, const KeyTemplate *t)
+{
+	append_glob_escaped(buf, prefix);
+	append_glob_escaped(buf, t->parts[0].literal);
+	appendStringInfoChar(buf, '*');
+}
+
+/* SCAN pattern of their companions, "P{P<head>*" */
+void
+wtcache_append_template_companions_pattern(StringInfo buf, const char *prefix,
+										   const KeyTemplate *t)
+{
+	append_glob_escaped(buf, prefix);
+	appendStringInfoString(buf, WTC_KEY_TAG_OPEN);
+	append_glob_escaped(buf, prefix);
+	append_glob_escaped(buf, t->parts[0].literal);
+	appendStringInfoChar(buf, '*');
+}
+
+/*
+ * The claim of a template's key space, "P{template}:<space>" (the space
+ * escaped, so it holds "%7B%7D" and no ":"): one key per key space and
+ * prefix, whichever database asks.
+ */
+void
+wtcache_append_claim_key(StringInfo buf, const char *prefix, const KeyTemplate *t)
+{
+	char	   *space = wtcache_key_template_space(t);
+
+	appendStringInfoString(buf, prefix);
+	appendStringInfoString(buf, WTC_KEY_TAG_OPEN WTC_KEY_CLAIM_TAG WTC_KEY_TAG_CLOSE WTC_KEY_SEP);
+	append_escaped(buf, space, false);
+	pfree(space);
+}
+
+/*
+ * "D:", what the value of a claim a database holds starts with: the claim
+ * holds the table key (D:S.T) of the table that made it, whose name may
+ * change since; a claim is its database's whichever table made it.
+ */
+void
+wtcache_append_claim_owner_head(StringInfo buf, const char *dbname)
+{
+	append_escaped(buf, dbname, true);
+	appendStringInfoString(buf, WTC_KEY_SEP);
+}
+
 /* "P{D}:", under which a database's tags, clock, marker and queries live. */
 static void
 append_db_prefix(StringInfo buf, const char *dbname)

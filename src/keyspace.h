@@ -45,6 +45,32 @@
  * unescaped "."), so a plain GET of a row key returns a live row or
  * nothing.  The prefix may hold no brace (it would move the hash tag) and
  * no glob character (the SCAN patterns below would match other keys).
+ *
+ * A table watched with a key template (watch(key_template => 'user:{id}'),
+ * 1.3) names its rows by the application's layout instead, with R the
+ * rendered template (its literal text, each {column} replaced by the
+ * column's value escaped as above, % : { } as %XX):
+ *
+ *	PR						a row, as above: e.g. wtc:user:42
+ *	P{PR}:tomb				its tombstone
+ *	P{PR}:lease				its fill lease
+ *	P{template}:<space>		the claim of the template's key space by one
+ *							database (<space>: the template with every
+ *							placeholder written "{}", escaped); holds the
+ *							table key D:S.T of its owner
+ *
+ * A templated row key holds no brace (the literal text may not, values
+ * escape them), so its slot is that of the whole key, which is its
+ * companions' hash tag: same slot.  Its companions' suffixes are their
+ * own, so that no companion is ever a key of the default layout: after
+ * "P{...}" a default-layout key goes on with "", ":t", ":l", ":wal" or
+ * ":" and a word of its database's keys, a claim with an escaped key
+ * space (which has a "%"), a templated companion with ":tomb" or ":lease"
+ * (with ":t", a row value holding a "." could make "P{PR}:t" the
+ * tombstone of some "P{D:S.T:K...}").  And a templated row key, without
+ * braces, is none of wtcache's other keys.  Templates of one database
+ * never overlap (watch()), databases claim their key spaces (the worker),
+ * and every value is escaped, so no two rows share a key.
  *-------------------------------------------------------------------------
  */
 #ifndef WTCACHE_KEYSPACE_H
@@ -69,6 +95,21 @@
 #define WTC_KEY_LEASE_SUFFIX		WTC_KEY_SEP "l"
 /* Companion of a generation marker */
 #define WTC_KEY_WAL_SUFFIX			WTC_KEY_SEP "wal"
+
+/* Companions of a templated row key P R: "P{PR}" and one of these */
+#define WTC_KEY_TEMPLATED_TOMBSTONE_SUFFIX	WTC_KEY_SEP "tomb"
+#define WTC_KEY_TEMPLATED_LEASE_SUFFIX		WTC_KEY_SEP "lease"
+
+/* The claims of template key spaces: "P{template}:<space>" */
+#define WTC_KEY_CLAIM_TAG	"template"
+
+/*
+ * Key templates: literal text of these characters and {column}
+ * placeholders.  No "." (see above), no brace but a placeholder's, no
+ * glob character (SCAN patterns), no "%" (the escape), no space.
+ */
+#define WTC_KEY_TEMPLATE_PUNCT	":_-/"
+#define WTC_KEY_TEMPLATE_MAX	256
 
 /* A database's own keys: "P{D}:" and one of these */
 #define WTC_KEY_CLOCK		"clock"
@@ -156,6 +197,36 @@ typedef struct HashValue
 	"  return t[1] .. string.format('%06d', tonumber(t[2])) .. '-' .. redis.call('INCR', clock)\n" \
 	"end\n"
 
+/*
+ * A key template, parsed (wtcache_key_template_parse): literal parts and
+ * placeholders, in order.  A placeholder names a column (name); once bound
+ * to the table's key (wtcache_key_template_bind), key is the position of
+ * that column in the key, as in every array of key values.
+ */
+typedef struct KeyTemplatePart
+{
+	const char *literal;		/* NULL: a placeholder */
+	const char *name;			/* a placeholder's column */
+	int			key;			/* a placeholder's position in the key; -1
+								 * until bound */
+} KeyTemplatePart;
+
+typedef struct KeyTemplate
+{
+	const char *text;			/* as given, e.g. "user:{id}" */
+	int			nparts;
+	KeyTemplatePart *parts;		/* parts[0] is a literal, never empty */
+} KeyTemplate;
+
+/* Why a template was refused: for the caller's ereport */
+typedef struct KeyTemplateError
+{
+	int			sqlstate;
+	const char *message;
+	const char *detail;
+	const char *hint;
+} KeyTemplateError;
+
 /* Rows and their companions */
 extern void wtcache_append_table_key(StringInfo buf, const char *dbname,
 									 const char *nspname, const char *relname);
@@ -172,6 +243,30 @@ extern char *wtcache_row_key_from_values(const char *prefix, const char *table_k
 extern bool wtcache_parse_row_key(const char *key, size_t len, size_t headlen,
 								  int nkeys, char **values);
 extern char *wtcache_lease_key(const char *key);
+
+/* Key templates */
+extern KeyTemplate *wtcache_key_template_parse(const char *text, KeyTemplateError *err);
+extern bool wtcache_key_template_bind(KeyTemplate *t, int nkeys, char *const *keynames,
+									  KeyTemplateError *err);
+extern int	wtcache_key_template_bind_in_order(KeyTemplate *t);
+extern char *wtcache_key_template_space(const KeyTemplate *t);
+extern bool wtcache_key_templates_overlap(const KeyTemplate *a, const KeyTemplate *b);
+extern void wtcache_append_templated_row_key(StringInfo buf, const char *prefix,
+											 const KeyTemplate *t, char *const *values);
+extern bool wtcache_parse_templated_row_key(const KeyTemplate *t, const char *prefix,
+											const char *key, size_t len, int nkeys,
+											char **values);
+extern char *wtcache_templated_companion(const char *prefix, const char *row_key,
+										 size_t len, bool lease);
+extern bool wtcache_parse_templated_companion(const KeyTemplate *t, const char *prefix,
+											  const char *key, size_t len, int nkeys);
+extern void wtcache_append_template_rows_pattern(StringInfo buf, const char *prefix,
+												 const KeyTemplate *t);
+extern void wtcache_append_template_companions_pattern(StringInfo buf, const char *prefix,
+													   const KeyTemplate *t);
+extern void wtcache_append_claim_key(StringInfo buf, const char *prefix,
+									 const KeyTemplate *t);
+extern void wtcache_append_claim_owner_head(StringInfo buf, const char *dbname);
 
 /* A database's keys */
 extern void wtcache_append_clock_key(StringInfo buf, const char *dbname);
