@@ -10,7 +10,9 @@ ALTER SYSTEM SET wtcache.redis_url = 'redis://127.0.0.1:99999';
 ALTER SYSTEM SET wtcache.redis_url = 'redis://:secret@:6379';
 ALTER SYSTEM SET wtcache.redis_url = 'redis://h:6379/x';
 ALTER SYSTEM SET wtcache.key_prefix = 'a{b}';
+-- empty is allowed (1.3: key templates then give the application's own names)
 ALTER SYSTEM SET wtcache.key_prefix = '';
+ALTER SYSTEM RESET wtcache.key_prefix;
 ALTER SYSTEM SET wtcache.batch_size = 0;
 ALTER SYSTEM SET wtcache.redis_sentinels = '127.0.0.1';
 ALTER SYSTEM SET wtcache.redis_sentinels = '127.0.0.1:26379; 127.0.0.1:26380';

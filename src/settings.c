@@ -1031,17 +1031,18 @@ check_host_list(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+/*
+ * The prefix may be empty (1.3): tables with key templates then have the
+ * application's own key names (user:42), and every other key of wtcache
+ * starts with "{" (README, What lands in Redis).
+ */
 static bool
 check_key_prefix(char **newval, void **extra, GucSource source)
 {
 	const char *s = *newval;
 
-	if (s == NULL || s[0] == '\0')
-	{
-		GUC_check_errdetail("The key prefix must not be empty.");
-		GUC_check_errhint("Use a short namespace such as \"%s\".", WTC_KEY_PREFIX_DEFAULT);
+	if (s == NULL)
 		return false;
-	}
 	if (strpbrk(s, WTC_KEY_PREFIX_FORBIDDEN) != NULL)
 	{
 		GUC_check_errdetail("The key prefix must not contain { } * ? [ ] or \\.");
