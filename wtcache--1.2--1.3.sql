@@ -23,6 +23,21 @@ ALTER TABLE wtcache.watched ADD COLUMN format text NOT NULL DEFAULT 'json';
 ALTER TABLE wtcache.watched ADD CONSTRAINT watched_format
     CHECK (format IN ('json', 'hash'));
 
+-- The key template: the application's names for the table's rows in
+-- Redis, literal text and {column} placeholders of its key columns
+-- ('user:{id}'); NULL: the default layout <prefix>{<db>:<schema>.<table>:
+-- <key>} (src/keyspace.h).  Placeholders are column names, which RENAME
+-- COLUMN renames here too (src/ddl.c).
+ALTER TABLE wtcache.watched ADD COLUMN key_template text;
+ALTER TABLE wtcache.watched ADD CONSTRAINT watched_key_template
+    CHECK (key_template <> '');
+
+-- A whole-table row (TRUNCATE, purge, the rewrite of a table's keys) names
+-- the keys to remove by its table_key and, for a table with a key template
+-- when it was queued, by that template: a changed template removes the
+-- keys of the old one.
+ALTER TABLE wtcache.queue ADD COLUMN key_template text;
+
 DROP FUNCTION wtcache.watch(regclass, text[], text[], interval, text, boolean);
 CREATE FUNCTION wtcache.watch(
     rel             regclass,
@@ -33,13 +48,14 @@ CREATE FUNCTION wtcache.watch(
     warm            boolean  DEFAULT false,
     columns         text[]   DEFAULT NULL,
     exclude_columns text[]   DEFAULT NULL,
-    format          text     DEFAULT NULL)
+    format          text     DEFAULT NULL,
+    key_template    text     DEFAULT NULL)
 RETURNS void
     AS 'MODULE_PATHNAME', 'wtcache_watch' LANGUAGE C CALLED ON NULL INPUT;
-COMMENT ON FUNCTION wtcache.watch(regclass, text[], text[], interval, text, boolean, text[], text[], text) IS
+COMMENT ON FUNCTION wtcache.watch(regclass, text[], text[], interval, text, boolean, text[], text[], text, text) IS
     'start delivering committed changes of a table to Redis; re-running it changes the options';
 
--- status shows the projection and the format.
+-- status shows the projection, the format and the key template.
 DROP VIEW wtcache.status;
 CREATE VIEW wtcache.status AS
 SELECT w.rel                                   AS table_name,
@@ -75,7 +91,8 @@ SELECT w.rel                                   AS table_name,
        q.set_aside_reason,
        w.columns,
        w.exclude_columns,
-       w.format
+       w.format,
+       w.key_template
 FROM wtcache.watched w
 LEFT JOIN (
     SELECT qq.relid,

@@ -1071,9 +1071,13 @@ wtcache_request_worker_at_commit(void)
 	worker_wanted_at_commit = true;
 }
 
-/* Queue "the whole table": TRUNCATE, or unwatch with purge. */
+/*
+ * Queue "the whole table": TRUNCATE, or unwatch with purge.  The keys
+ * removed are those of table_key in the default layout, or, with a
+ * key_template, that template's (keyspace.h).
+ */
 void
-wtcache_enqueue_whole_table(Oid relid, const char *table_key)
+wtcache_enqueue_whole_table(Oid relid, const char *table_key, const char *key_template)
 {
 	QueueRow	row = {0};
 
@@ -1081,6 +1085,7 @@ wtcache_enqueue_whole_table(Oid relid, const char *table_key)
 	note_wrote(relid);
 	row.relid = relid;
 	row.table_key = unconstify(char *, table_key);
+	row.key_template = unconstify(char *, key_template);
 	enqueue(&row);
 }
 
@@ -1097,12 +1102,13 @@ wtcache_current_table_key(Oid relid)
 	return table_key.data;
 }
 
-/* The same for an open table, under the name it has now. */
+/* The same for an open table, under the name and key template it has now. */
 void
 wtcache_enqueue_whole_relation(Relation rel)
 {
 	wtcache_enqueue_whole_table(RelationGetRelid(rel),
-								wtcache_current_table_key(RelationGetRelid(rel)));
+								wtcache_current_table_key(RelationGetRelid(rel)),
+								wtcache_current_key_template(RelationGetRelid(rel)));
 }
 
 PG_FUNCTION_INFO_V1(wtcache_capture_truncate);

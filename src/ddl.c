@@ -608,7 +608,9 @@ run_table_ddl(TableChange change, Oid relid, PlannedStmt *pstmt, const char *que
 		/* SET SCHEMA to the schema it is in, RENAME to its own name */
 		if (strcmp(old_key, wtcache_current_table_key(relid)) == 0)
 			return;
-		wtcache_enqueue_whole_table(relid, old_key);
+		/* keys made from a template do not change with the name */
+		if (wtcache_current_key_template(relid) == NULL)
+			wtcache_enqueue_whole_table(relid, old_key, NULL);
 	}
 	rows = requeue_table(relid);
 	/* routine, and wtcache.status shows the rows pending: no NOTICE */
@@ -751,6 +753,7 @@ typedef struct DroppedWatch
 	char	   *relname;
 	char	   *trigger;		/* the capture trigger dropped, or NULL: the table */
 	bool		column;			/* a column of the table was dropped */
+	char	   *key_template;	/* its watch's, once forgotten (keyspace.h) */
 } DroppedWatch;
 
 static bool
@@ -843,17 +846,21 @@ queue_removal(const DroppedWatch *d)
 	initStringInfo(&table_key);
 	wtcache_append_table_key(&table_key, get_database_name(MyDatabaseId),
 							 d->nspname, d->relname);
-	wtcache_enqueue_whole_table(d->relid, table_key.data);
+	wtcache_enqueue_whole_table(d->relid, table_key.data, d->key_template);
 }
 
-/* Delete the watch of d's table, as the extension's owner; false if none. */
+/*
+ * Delete the watch of d's table, as the extension's owner; false if none.
+ * d->key_template gets its key template, which names its keys.
+ */
 static bool
-forget_watch(const DroppedWatch *d)
+forget_watch(DroppedWatch *d)
 {
 	Oid			argtypes[1] = {OIDOID};
 	Datum		values[1] = {ObjectIdGetDatum(d->relid)};
 	int			rc;
 
+	d->key_template = wtcache_current_key_template(d->relid);
 	rc = wtcache_spi_as_extension_owner("DELETE FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
 										1, argtypes, values, NULL, false, 0);
 	if (rc != SPI_OK_DELETE)

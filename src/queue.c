@@ -62,11 +62,16 @@ static const QueueColumnDef queue_column_defs[] = {
 	{"enqueued_at", TIMESTAMPTZOID, offsetof(QueueColumns, enqueued_at)},
 	{"set_aside", TEXTOID, offsetof(QueueColumns, set_aside)},
 	{"discard", BOOLOID, offsetof(QueueColumns, discard)},
+	{"key_template", TEXTOID, offsetof(QueueColumns, key_template)},
 	{"xmin", XIDOID, offsetof(QueueColumns, xmin)},
 };
 
-/* Plain INSERTs, without and with set_aside (which 1.0 and 1.1 lack). */
-static SPIPlanPtr insert_plans[2] = {NULL, NULL};
+/*
+ * Plain INSERTs: without set_aside (which 1.0 and 1.1 lack) or key_template
+ * (1.3), with set_aside (a hold), with key_template (a whole-table row of
+ * a table with a key template).
+ */
+static SPIPlanPtr insert_plans[3] = {NULL, NULL, NULL};
 
 static void
 map_columns(TupleDesc desc, QueueColumns *cols)
@@ -164,6 +169,8 @@ wtcache_queue_decode(HeapTuple tup, TupleDesc desc, const QueueColumns *cols,
 	row->set_aside_text = isnull ? (Datum) 0 : d;
 	d = queue_getattr(tup, desc, cols->discard, &isnull);
 	row->discard = !isnull && DatumGetBool(d);
+	d = queue_getattr(tup, desc, cols->key_template, &isnull);
+	row->key_template_text = isnull ? (Datum) 0 : d;
 	d = queue_getattr(tup, desc, cols->xmin, &isnull);
 	row->xmin = isnull ? InvalidTransactionId : DatumGetTransactionId(d);
 }
@@ -182,6 +189,8 @@ wtcache_queue_expand(QueueRow *row)
 		row->table_key = TextDatumGetCString(row->table_key_text);
 	if (row->set_aside_text != (Datum) 0)
 		row->set_aside = TextDatumGetCString(row->set_aside_text);
+	if (row->key_template_text != (Datum) 0)
+		row->key_template = TextDatumGetCString(row->key_template_text);
 }
 
 /*
@@ -272,29 +281,33 @@ insert_direct(Relation rel, Datum *values, bool *nulls)
 static void
 insert_spi(const QueueRow *row, Datum keys, Datum tags)
 {
-	bool		with_set_aside = row->set_aside != NULL;
+	/* a hold (set_aside) removes nothing: it has no key template */
+	int			variant = row->set_aside != NULL ? 1 : row->key_template != NULL ? 2 : 0;
 	Datum		args[7];
 	char		argnulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int			rc;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (insert_plans[with_set_aside] == NULL)
+	if (insert_plans[variant] == NULL)
 	{
 		Oid			argtypes[7] = {OIDOID, TEXTARRAYOID, TEXTOID, INT2OID, TEXTARRAYOID, BOOLOID, TEXTOID};
 		SPIPlanPtr	plan;
 
-		plan = SPI_prepare(with_set_aside ?
+		plan = SPI_prepare(variant == 1 ?
 						   "INSERT INTO wtcache.queue (relid, keys, table_key, key_width, tags, per_table, set_aside) "
+						   "VALUES ($1, $2, $3, $4, $5, $6, $7)" :
+						   variant == 2 ?
+						   "INSERT INTO wtcache.queue (relid, keys, table_key, key_width, tags, per_table, key_template) "
 						   "VALUES ($1, $2, $3, $4, $5, $6, $7)" :
 						   "INSERT INTO wtcache.queue (relid, keys, table_key, key_width, tags, per_table) "
 						   "VALUES ($1, $2, $3, $4, $5, $6)",
-						   with_set_aside ? 7 : 6, argtypes);
+						   variant > 0 ? 7 : 6, argtypes);
 		if (plan == NULL)
 			elog(ERROR, "could not prepare the wtcache queue insert: %s",
 				 SPI_result_code_string(SPI_result));
 		SPI_keepplan(plan);
-		insert_plans[with_set_aside] = plan;
+		insert_plans[variant] = plan;
 	}
 	args[0] = ObjectIdGetDatum(row->relid);
 	args[1] = keys;
@@ -308,8 +321,9 @@ insert_spi(const QueueRow *row, Datum keys, Datum tags)
 	if (tags == (Datum) 0)
 		argnulls[4] = 'n';
 	args[5] = BoolGetDatum(row->per_table);
-	args[6] = with_set_aside ? CStringGetTextDatum(row->set_aside) : (Datum) 0;
-	rc = SPI_execute_plan(insert_plans[with_set_aside], args, argnulls, false, 0);
+	args[6] = variant == 1 ? CStringGetTextDatum(row->set_aside) :
+		variant == 2 ? CStringGetTextDatum(row->key_template) : (Datum) 0;
+	rc = SPI_execute_plan(insert_plans[variant], args, argnulls, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "wtcache queue insert failed: %s", SPI_result_code_string(rc));
 	SPI_finish();
@@ -342,7 +356,8 @@ insert_row(const QueueRow *row, Datum keys, Datum tags)
 
 	/* a set_aside the table lacks is the plain INSERT's to report */
 	if (rel != NULL && direct_layout(rel, &cols, &seq) &&
-		(row->set_aside == NULL || cols.set_aside != InvalidAttrNumber))
+		(row->set_aside == NULL || cols.set_aside != InvalidAttrNumber) &&
+		(row->key_template == NULL || cols.key_template != InvalidAttrNumber))
 	{
 		int			natts = RelationGetDescr(rel)->natts;
 		Datum	   *values = palloc0(sizeof(Datum) * natts);
@@ -364,6 +379,8 @@ insert_row(const QueueRow *row, Datum keys, Datum tags)
 		SET_COLUMN(cols.enqueued_at, TimestampTzGetDatum(GetCurrentTimestamp()));
 		if (row->set_aside)
 			SET_COLUMN(cols.set_aside, CStringGetTextDatum(row->set_aside));
+		if (row->key_template)
+			SET_COLUMN(cols.key_template, CStringGetTextDatum(row->key_template));
 		if (cols.discard)
 			SET_COLUMN(cols.discard, BoolGetDatum(false));
 		/* last, as the executor evaluates the id's default after the others */

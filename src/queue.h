@@ -21,7 +21,8 @@
 /*
  * One queue row.  Rows are either the keys of a chunk of changes (has_keys:
  * key_width values per key, flattened, as text), the whole table relid
- * (keys NULL: TRUNCATE, unwatch with purge, a hold; table_key names it), or
+ * (keys NULL: TRUNCATE, unwatch with purge, a hold; table_key names it,
+ * and key_template the layout of its keys), or
  * for relid WTCACHE_TAGS_ONLY an invalidate() of tags alone.  tags holds tag
  * groups (see QueueTagIter).  per_table: rows of resync/warm, pending per
  * table (pending.c).
@@ -40,6 +41,9 @@ typedef struct QueueRow
 	Datum	   *tags;
 	int			ntags;			/* elements of tags, counts and names */
 	char	   *set_aside;		/* the reason the worker skips the row */
+	char	   *key_template;	/* a whole-table row: the key template of
+								 * the keys it removes, NULL: the default
+								 * layout's (1.3) */
 	bool		discard;		/* read only: given up by a DBA */
 	TransactionId xmin;			/* read only, if the reader's SELECT has it */
 
@@ -48,6 +52,7 @@ typedef struct QueueRow
 	Datum		tags_array;
 	Datum		table_key_text;
 	Datum		set_aside_text;
+	Datum		key_template_text;
 } QueueRow;
 
 /* Where each column is in a tuple of the queue, or of a SELECT from it. */
@@ -63,6 +68,7 @@ typedef struct QueueColumns
 	AttrNumber	enqueued_at;
 	AttrNumber	set_aside;		/* 1.2 on */
 	AttrNumber	discard;		/* 1.2 on */
+	AttrNumber	key_template;	/* 1.3 on */
 	AttrNumber	xmin;			/* a reader's SELECT only */
 	bool		foreign;		/* a column of a name or type not above */
 } QueueColumns;

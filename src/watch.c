@@ -22,6 +22,9 @@
 #include "tags.h"
 #include "watch.h"
 #include "keyspace.h"
+#include "redis.h"
+#include "session.h"
+#include "shmem.h"
 
 #include "access/genam.h"
 #include "access/relation.h"
@@ -50,6 +53,7 @@
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
+#include "storage/lmgr.h"
 
 
 /*
@@ -479,6 +483,8 @@ typedef struct WatchRequest
 	ArrayType  *columns;		/* columns => ..., NULL: not given */
 	ArrayType  *exclude;		/* exclude_columns => ..., NULL: not given */
 	char	   *format;			/* format => ..., NULL: not given */
+	char	   *key_template;	/* key_template => ..., NULL: not given, "":
+								 * the default layout */
 } WatchRequest;
 
 static void
@@ -525,6 +531,7 @@ watch_request_from_args(FunctionCallInfo fcinfo, WatchRequest *req)
 				 errmsg("unknown wtcache format \"%s\"", req->format),
 				 errdetail("format says how a row is stored in Redis."),
 				 errhint("Use 'json' (a string of the row's JSON) or 'hash' (a Redis hash, a field per column).")));
+	req->key_template = (PG_NARGS() > 9 && !PG_ARGISNULL(9)) ? text_to_cstring(PG_GETARG_TEXT_PP(9)) : NULL;
 }
 
 /*
@@ -674,6 +681,133 @@ check_tags_in_projection(Relation rel, ArrayType *tags, const WatchConfig *confi
 	}
 }
 
+static void
+report_template_error(const KeyTemplateError *err)
+{
+	ereport(ERROR,
+			(errcode(err->sqlstate),
+			 errmsg_internal("%s", err->message),
+			 err->detail ? errdetail_internal("%s", err->detail) : 0,
+			 err->hint ? errhint("%s", err->hint) : 0));
+}
+
+/*
+ * No two tables of this database may have templates that can render one
+ * key (wtcache_key_templates_overlap): their rows would share it.  One
+ * such check at a time (a lock on wtcache.watched that only they take,
+ * with the rows and the worker's counters still written), each seeing
+ * every template committed before it, whatever the caller's isolation.
+ */
+static void
+check_template_overlaps(Relation rel, const KeyTemplate *t)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(RelationGetRelid(rel))};
+	Oid			nsp = get_namespace_oid(WTCACHE_SCHEMA, false);
+	int			rc;
+
+	LockRelationOid(get_relname_relid(WTCACHE_WATCHED_TABLE, nsp), ShareUpdateExclusiveLock);
+	CommandCounterIncrement();
+	PushActiveSnapshot(GetLatestSnapshot());
+	rc = wtcache_spi_as_extension_owner("SELECT rel::pg_catalog.regclass::pg_catalog.text, key_template "
+										"FROM wtcache.watched WHERE key_template IS NOT NULL "
+										"AND rel OPERATOR(pg_catalog.<>) $1",
+										1, argtypes, values, NULL, true, 0);
+	PopActiveSnapshot();
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "wtcache.watched lookup failed");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *other = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		char	   *text = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		KeyTemplateError err;
+		KeyTemplate *o = wtcache_key_template_parse(text, &err);
+
+		if (o != NULL && wtcache_key_templates_overlap(t, o))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("key template \"%s\" of table \"%s\" overlaps key template \"%s\" of table %s",
+							t->text, RelationGetRelationName(rel), text, other),
+					 errdetail("Some key values would give a row of each table the same Redis key."),
+					 errhint("Give the templates literal text that tells them apart, as in 'user:{id}' and 'team:{id}'.")));
+	}
+}
+
+/*
+ * The worker claims a template's key space in Redis for this database
+ * before its first push (deliver.c): a key space another database claimed
+ * would have its rows share keys with that database's.  Refused here
+ * already when Redis says so; best effort (Redis may be out of reach, or
+ * the claim made later): the worker's check is the one that holds.
+ */
+static void
+check_template_claim(const KeyTemplate *t)
+{
+	WtcRedis   *r;
+	StringInfoData key;
+	StringInfoData mine;
+	WtcReply	reply;
+	char	   *owner;
+
+	if (WtcacheSharedState == NULL || (r = wtcache_session_redis()) == NULL)
+		return;
+	initStringInfo(&key);
+	wtcache_append_claim_key(&key, wtcache_key_prefix, t);
+	wtcache_session_set_busy(true);
+	if (!wtc_redis_commandv(r, &reply, 2, "GET", key.data))
+	{
+		wtcache_session_lost();
+		return;
+	}
+	wtcache_session_set_busy(false);
+	if (reply.type != WTC_REPLY_STRING)
+		return;
+	initStringInfo(&mine);
+	wtcache_append_claim_owner_head(&mine, get_database_name(MyDatabaseId));
+	if (reply.len >= (size_t) mine.len && memcmp(reply.str, mine.data, mine.len) == 0)
+		return;
+	owner = pnstrdup(reply.str, reply.len);
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_IN_USE),
+			 errmsg("the keys of key template \"%s\" belong to another database", t->text),
+			 errdetail("Redis key \"%s\" says that table %s (database:schema.table) has them: the rows of both tables would share keys.",
+					   key.data, owner),
+			 errhint("Choose another template, or another wtcache.key_prefix; if that table is no longer watched, DEL %s in Redis.",
+					 key.data)));
+}
+
+/*
+ * The template a watch() gives, checked against the table: its syntax,
+ * its placeholders the key columns, each once; not overlapping another
+ * table's; not claimed by another database.
+ */
+static void
+check_key_template(Relation rel, const WatchConfig *config)
+{
+	KeyTemplateError err;
+	KeyTemplate *t = wtcache_key_template_parse(config->key_template, &err);
+	char	  **names;
+
+	if (t == NULL)
+		report_template_error(&err);
+	/* a name no column has, first: the usual typo, and its own errcode */
+	for (int i = 0; i < t->nparts; i++)
+		if (t->parts[i].literal == NULL &&
+			get_attnum(RelationGetRelid(rel), t->parts[i].name) <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("column \"%s\" of table \"%s\" does not exist",
+							t->parts[i].name, RelationGetRelationName(rel)),
+					 errhint("A key template's placeholders name the key columns, as in 'user:{id}'.")));
+	names = palloc(sizeof(char *) * config->nkeys);
+	for (int k = 0; k < config->nkeys; k++)
+		names[k] = NameStr(TupleDescAttr(RelationGetDescr(rel), config->key_attnums[k] - 1)->attname);
+	if (!wtcache_key_template_bind(t, config->nkeys, names, &err))
+		report_template_error(&err);
+	check_template_overlaps(rel, t);
+	check_template_claim(t);
+}
+
 /*
  * An existing watch keeps its key: its rows' Redis keys are made from it,
  * and a different key would leave every one of them behind, unmaintained.
@@ -742,11 +876,12 @@ static bool
 record_watch(Relation rel, const WatchRequest *req, int nkeys, const AttrNumber *attnums,
 			 const WatchConfig *config)
 {
-	Oid			argtypes[10] = {OIDOID, NAMEARRAYOID, INT2ARRAYOID, TEXTARRAYOID, INTERVALOID, TEXTOID,
-	NAMEARRAYOID, NAMEARRAYOID, BOOLOID, TEXTOID};
-	Datum		values[10];
-	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', 'n', 'n', ' ', ' '};
+	Oid			argtypes[11] = {OIDOID, NAMEARRAYOID, INT2ARRAYOID, TEXTARRAYOID, INTERVALOID, TEXTOID,
+	NAMEARRAYOID, NAMEARRAYOID, BOOLOID, TEXTOID, TEXTOID};
+	Datum		values[11];
+	char		nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ', 'n', 'n', ' ', ' ', 'n'};
 	bool		options = watched_has_column("exclude_columns");
+	bool		templates = options && watched_has_column("key_template");
 	Datum		keynames[INDEX_MAX_KEYS];
 	Datum		attnum_datums[INDEX_MAX_KEYS];
 	int			rc;
@@ -774,6 +909,12 @@ record_watch(Relation rel, const WatchRequest *req, int nkeys, const AttrNumber 
 	values[8] = BoolGetDatum(req->columns != NULL || req->exclude != NULL);
 	/* the format as resolved: given, or the watch's own */
 	values[9] = CStringGetTextDatum(config->hash_format ? WTC_FORMAT_HASH : WTC_FORMAT_JSON);
+	/* the key template as resolved: given, or the watch's own; NULL: none */
+	if (config->key_template != NULL)
+	{
+		values[10] = CStringGetTextDatum(config->key_template);
+		nulls[10] = ' ';
+	}
 	if (config->nproj >= 0)
 	{
 		Datum	   *d = palloc(sizeof(Datum) * Max(config->nproj, 1));
@@ -785,7 +926,17 @@ record_watch(Relation rel, const WatchRequest *req, int nkeys, const AttrNumber 
 		nulls[config->proj_exclude ? 7 : 6] = ' ';
 	}
 
-	if (options)
+	if (templates)
+		rc = wtcache_spi_as_extension_owner("INSERT INTO wtcache.watched AS w (rel, key_columns, key_attnums, tags, ttl, mode, "
+											"columns, exclude_columns, format, key_template) "
+											"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $11) "
+											"ON CONFLICT (rel) DO UPDATE SET tags = EXCLUDED.tags, ttl = EXCLUDED.ttl, mode = EXCLUDED.mode, "
+											"columns = CASE WHEN $9 THEN EXCLUDED.columns ELSE w.columns END, "
+											"exclude_columns = CASE WHEN $9 THEN EXCLUDED.exclude_columns ELSE w.exclude_columns END, "
+											"format = EXCLUDED.format, key_template = EXCLUDED.key_template "
+											"RETURNING (xmax OPERATOR(pg_catalog.=) 0)",
+											11, argtypes, values, nulls, false, 0);
+	else if (options)
 		rc = wtcache_spi_as_extension_owner("INSERT INTO wtcache.watched AS w (rel, key_columns, key_attnums, tags, ttl, mode, "
 											"columns, exclude_columns, format) "
 											"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10) "
@@ -820,6 +971,7 @@ wtcache_watch(PG_FUNCTION_ARGS)
 	WatchConfig new;
 	bool		was_watched;
 	bool		rewrite;
+	MemoryContext fn_cxt = CurrentMemoryContext;
 
 	watch_request_from_args(fcinfo, &req);
 
@@ -839,7 +991,11 @@ wtcache_watch(PG_FUNCTION_ARGS)
 		old.proj_attnums = NULL;
 		old.proj_exclude = false;
 		old.hash_format = false;
+		old.key_template = NULL;
 	}
+	/* the old template names the keys to remove, after SPI_finish below */
+	if (old.key_template != NULL)
+		old.key_template = MemoryContextStrdup(fn_cxt, old.key_template);
 	new = old;
 	new.nkeys = nkeys;
 	new.key_attnums = palloc(sizeof(int16) * nkeys);
@@ -849,15 +1005,23 @@ wtcache_watch(PG_FUNCTION_ARGS)
 	/* not given: a new watch is JSON, an existing one keeps its format */
 	if (req.format != NULL)
 		new.hash_format = strcmp(req.format, WTC_FORMAT_HASH) == 0;
-	if ((new.nproj >= 0 || new.hash_format) && !watched_has_column("exclude_columns"))
+	/* not given: a new watch has the default layout, an existing one keeps its own */
+	if (req.key_template != NULL)
+		new.key_template = req.key_template[0] != '\0' ? req.key_template : NULL;
+	if ((new.nproj >= 0 || new.hash_format || new.key_template != NULL) &&
+		!(watched_has_column("exclude_columns") && watched_has_column("key_template")))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("watch options need wtcache 1.3"),
 				 errhint("ALTER EXTENSION wtcache UPDATE.")));
 	check_tags_in_projection(rel, req.tags, &new);
 	check_hash_columns(rel, &new);
+	if (new.key_template != NULL)
+		check_key_template(rel, &new);
 	rewrite = was_watched &&
-		(old.hash_format != new.hash_format || !same_projection(rel, &old, &new));
+		(old.hash_format != new.hash_format || !same_projection(rel, &old, &new) ||
+		 (old.key_template == NULL) != (new.key_template == NULL) ||
+		 (old.key_template != NULL && strcmp(old.key_template, new.key_template) != 0));
 	install_capture_triggers(rel, qname, nkeys, attnums, req.tags);
 	/*
 	 * Keys Redis may still hold from an earlier watch of this table (unwatch
@@ -890,14 +1054,27 @@ wtcache_watch(PG_FUNCTION_ARGS)
 		wtcache_partition_truncate_triggers(req.relid, true);
 
 	/*
-	 * Another projection or format: every value in Redis has the old shape.  As
-	 * resync() does, in this transaction: the removal of the table's keys,
-	 * then every row, read with the new options; until both are delivered
-	 * reads of the table go to the table (they count per table), so no
-	 * value of the old shape is served once this commits.
+	 * Another projection, format or key template: every value in Redis has
+	 * the old shape, or every key the old name.  As resync() does, in this
+	 * transaction: the removal of the table's keys, by the layout they have
+	 * (the old template's, or the default one), then every row, read with
+	 * the new options; until both are delivered reads of the table go to
+	 * the table (they count per table), so no value of the old shape is
+	 * served once this commits.  A new template's keys are removed too:
+	 * what an earlier watch with it left there (unwatch without purge) was
+	 * not kept up to date since, as a new watch's removal says below.
 	 */
 	if (rewrite)
-		(void) wtcache_resync_table(req.relid);
+	{
+		char	   *table_key = wtcache_current_table_key(req.relid);
+		bool		renamed = (old.key_template == NULL) != (new.key_template == NULL) ||
+			(old.key_template != NULL && strcmp(old.key_template, new.key_template) != 0);
+
+		wtcache_enqueue_whole_table(req.relid, table_key, old.key_template);
+		if (renamed)
+			wtcache_enqueue_whole_table(req.relid, table_key, new.key_template);
+		(void) wtcache_enqueue_all_rows(req.relid);
+	}
 	else if (req.warm)
 		(void) wtcache_enqueue_all_rows(req.relid);
 
@@ -916,6 +1093,7 @@ wtcache_unwatch(PG_FUNCTION_ARGS)
 	Oid			argtypes[1] = {OIDOID};
 	Datum		values[1] = {ObjectIdGetDatum(relid)};
 	int			rc;
+	char	   *key_template;
 
 	rel = open_watchable(relid, ShareRowExclusiveLock, "unwatch");
 	qname = qualified_name(rel);
@@ -923,6 +1101,8 @@ wtcache_unwatch(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
+	/* the keys to remove are named by the template it had */
+	key_template = wtcache_current_key_template(relid);
 	rc = wtcache_spi_as_extension_owner("DELETE FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
 										1, argtypes, values, NULL, false, 0);
 	if (rc != SPI_OK_DELETE)
@@ -951,7 +1131,7 @@ wtcache_unwatch(PG_FUNCTION_ARGS)
 		wtcache_partition_truncate_triggers(relid, false);
 
 	if (purge)
-		wtcache_enqueue_whole_relation(rel);
+		wtcache_enqueue_whole_table(relid, wtcache_current_table_key(relid), key_template);
 	CacheInvalidateRelcache(rel);
 	relation_close(rel, NoLock);
 	PG_RETURN_VOID();
@@ -1053,12 +1233,18 @@ wtcache_load_watch(Oid relid, WatchConfig *config)
 	char	   *mode;
 	WtcRights	rights;
 	bool		options = watched_has_column("exclude_columns");
+	bool		templates = options && watched_has_column("key_template");
 	int			rc;
 
 	/* wtcache's own table, read as its owner whoever asks (rights.c) */
 	as_owner_begin(&rights);
 	/* not read-only: a watch() earlier in this statement (warm => true) must be seen */
-	rc = SPI_execute_plan(options ?
+	rc = SPI_execute_plan(templates ?
+						  wtcache_kept_plan("SELECT key_attnums, mode, ttl, tags, columns, exclude_columns, "
+											"format OPERATOR(pg_catalog.=) '" WTC_FORMAT_HASH "', key_template "
+											"FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
+											1, argtypes) :
+						  options ?
 						  wtcache_kept_plan("SELECT key_attnums, mode, ttl, tags, columns, exclude_columns, "
 											"format OPERATOR(pg_catalog.=) '" WTC_FORMAT_HASH "' "
 											"FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
@@ -1086,10 +1272,16 @@ wtcache_load_watch(Oid relid, WatchConfig *config)
 	config->proj_attnums = NULL;
 	config->proj_exclude = false;
 	config->hash_format = false;
+	config->key_template = NULL;
 	if (options)
 	{
 		d = SPI_getbinval(tup, desc, 7, &isnull);
 		config->hash_format = !isnull && DatumGetBool(d);
+	}
+	if (templates)
+	{
+		d = SPI_getbinval(tup, desc, 8, &isnull);
+		config->key_template = isnull ? NULL : TextDatumGetCString(d);
 	}
 	for (int col = 5; options && col <= 6; col++)
 	{
@@ -1184,6 +1376,59 @@ wtcache_projection_desc(Relation rel, const WatchConfig *config)
 						 quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel),
 																valcols[i] - 1)->attname)));
 	return buf.data;
+}
+
+/*
+ * The watch's key template, parsed and bound to its key columns by their
+ * names now (palloc'd); NULL when it has none, or, with *err saying why,
+ * when it no longer matches them (watch() checked it, and RENAME COLUMN
+ * renames its placeholders: can't happen, but what reads a watch must not
+ * fail for it).
+ */
+KeyTemplate *
+wtcache_watch_key_template(Oid relid, const WatchConfig *config, KeyTemplateError *err)
+{
+	KeyTemplate *t;
+	char	  **names;
+
+	memset(err, 0, sizeof(*err));
+	if (config->key_template == NULL)
+		return NULL;
+	t = wtcache_key_template_parse(config->key_template, err);
+	if (t == NULL)
+		return NULL;
+	names = palloc(sizeof(char *) * Max(config->nkeys, 1));
+	for (int i = 0; i < config->nkeys; i++)
+	{
+		names[i] = get_attname(relid, config->key_attnums[i], true);
+		if (names[i] == NULL)
+			names[i] = "";
+	}
+	if (!wtcache_key_template_bind(t, config->nkeys, names, err))
+		return NULL;
+	return t;
+}
+
+/*
+ * The key template a table is watched with now, NULL if none (or if it is
+ * not watched), in the caller's memory context.  Whoever queues the
+ * removal of a table's keys names them by it (capture.c).
+ */
+char *
+wtcache_current_key_template(Oid relid)
+{
+	MemoryContext outer = CurrentMemoryContext;
+	WatchConfig config;
+	char	   *result = NULL;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	MemoryContextSwitchTo(outer);
+	if (wtcache_load_watch(relid, &config))
+		result = config.key_template;
+	SPI_finish();
+	MemoryContextSwitchTo(outer);
+	return result;
 }
 
 /*
@@ -1543,6 +1788,15 @@ wtcache_watch_rename_column(Oid relid, const char *oldname, const char *newname)
 									   "exclude_columns = pg_catalog.array_replace(exclude_columns, $2, $3) "
 									   "WHERE rel OPERATOR(pg_catalog.=) $1 "
 									   "AND (columns IS NOT NULL OR exclude_columns IS NOT NULL)",
+									   3, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "wtcache.watched update failed");
+	/* a placeholder is the only brace of a template: {old} is one */
+	if (watched_has_column("key_template") &&
+		wtcache_spi_as_extension_owner("UPDATE wtcache.watched SET "
+									   "key_template = pg_catalog.replace(key_template, "
+									   "'{' OPERATOR(pg_catalog.||) $2::pg_catalog.text OPERATOR(pg_catalog.||) '}', "
+									   "'{' OPERATOR(pg_catalog.||) $3::pg_catalog.text OPERATOR(pg_catalog.||) '}') "
+									   "WHERE rel OPERATOR(pg_catalog.=) $1 AND key_template IS NOT NULL",
 									   3, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "wtcache.watched update failed");
 	SPI_finish();

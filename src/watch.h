@@ -34,12 +34,23 @@ typedef struct WatchConfig
 	 * a Redis hash of the columns (keyspace.h's hash codec).
 	 */
 	bool		hash_format;
+	/*
+	 * The key template (1.3): the application's names for the rows in
+	 * Redis, as stored (keyspace.h); NULL: the default layout.
+	 */
+	char	   *key_template;
 } WatchConfig;
+
+struct KeyTemplate;
+struct KeyTemplateError;
 
 extern bool wtcache_load_watch(Oid relid, WatchConfig *config);
 extern int	wtcache_value_columns(Relation rel, const WatchConfig *config,
 								  int16 **valcols);
 extern char *wtcache_projection_desc(Relation rel, const WatchConfig *config);
+extern struct KeyTemplate *wtcache_watch_key_template(Oid relid, const WatchConfig *config,
+													  struct KeyTemplateError *err);
+extern char *wtcache_current_key_template(Oid relid);
 extern List *wtcache_watched_among(List *relids);
 extern bool wtcache_is_watched(Oid relid);
 extern uint64 wtcache_enqueue_all_rows(Oid relid);
