@@ -152,6 +152,16 @@ load_table(TableBatch *tb, Batch *b, Oid relid)
 		initStringInfo(&tk);
 		wtcache_append_table_key(&tk, Worker.dbname, nspname, relname);
 		tb->table_key = tk.data;
+		if (config.key_template != NULL)
+		{
+			KeyTemplateError err;
+
+			tb->tmpl = wtcache_watch_key_template(relid, &config, &err);
+			/* watch() checked it, RENAME COLUMN follows it: can't happen */
+			if (tb->tmpl == NULL)
+				tb->failure = psprintf("its key template \"%s\" does not fit its key now: %s",
+									   config.key_template, err.message);
+		}
 		tb->table_tag = wtcache_format_table_tag(nspname, relname);
 		tb->event_head = event_row_head(nspname, relname);
 		tb->binary = palloc(sizeof(bool) * tb->nkeys);
@@ -191,7 +201,8 @@ load_table(TableBatch *tb, Batch *b, Oid relid)
 		tb->keyhash = string_set_create("wtcache batch keys", 1024, b->cxt);
 		tb->maxbatchkeys = 256;
 		tb->keys = palloc(sizeof(BatchKey) * tb->maxbatchkeys);
-		tb->watched = true;
+		/* a table whose keys cannot be named is set aside (ack_batch) */
+		tb->watched = tb->failure == NULL;
 	}
 	MemoryContextSwitchTo(spicxt);
 	relation_close(rel, NoLock);
@@ -536,8 +547,17 @@ claim_open_queue(bool can_set_aside)
 {
 	SPIPlanPtr	plan;
 	Datum		limit;
+	Oid			queue = wtcache_queue_relid();
 
-	if (can_set_aside)
+	/* 1.3: whole-table rows name the key template of their keys */
+	if (can_set_aside && get_attnum(queue, "key_template") != InvalidAttrNumber)
+		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, discard, "
+								 "key_template, xmin "
+								 "FROM wtcache.queue q WHERE set_aside IS NULL OR discard "
+								 "OR pg_catalog.has_table_privilege(q.relid, 'SELECT') IS NULL "
+								 "ORDER BY id LIMIT $1",
+								 1, (Oid[]) {INT8OID});
+	else if (can_set_aside)
 		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, discard, xmin "
 								 "FROM wtcache.queue q WHERE set_aside IS NULL OR discard "
 								 /*
@@ -604,6 +624,37 @@ claim_tags_row(Batch *b, const QueueRow *row, QueueTagIter *tagit, int pending_s
 }
 
 /*
+ * Does a table of this database have a key template of the same key space
+ * as key_template?  Then the claim of that key space stays its after a
+ * purge of it (a resync, or another table's watch gone).
+ */
+static bool
+key_space_watched(const char *key_template)
+{
+	KeyTemplateError err;
+	KeyTemplate *t = wtcache_key_template_parse(key_template, &err);
+	char	   *space;
+	bool		found = false;
+
+	if (t == NULL)
+		return false;
+	space = wtcache_key_template_space(t);
+	if (SPI_execute("SELECT key_template FROM wtcache.watched WHERE key_template IS NOT NULL",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wtcache: reading wtcache.watched failed");
+	for (uint64 i = 0; i < SPI_processed && !found; i++)
+	{
+		KeyTemplate *o = wtcache_key_template_parse(SPI_getvalue(SPI_tuptable->vals[i],
+																  SPI_tuptable->tupdesc, 1),
+												  &err);
+
+		found = o != NULL && strcmp(wtcache_key_template_space(o), space) == 0;
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return found;
+}
+
+/*
  * A whole-table entry: the batch holds it alone, so it ends the batch.
  */
 static void
@@ -636,8 +687,11 @@ claim_whole_table_row(Batch *b, const QueueRow *row, int pending_start)
 		}
 	}
 	b->purge_table_key = row->table_key;
+	b->purge_key_template = row->key_template;
+	if (row->key_template != NULL)
+		b->purge_release = !key_space_watched(row->key_template);
 	if (wtcache_publish_events)
-		b->purge_event = event_truncate(row->relid, row->table_key, row->id);
+		b->purge_event = event_truncate(row->relid, row->table_key, row->key_template, row->id);
 }
 
 /*
@@ -866,9 +920,26 @@ build_items(Batch *b, int *nitems)
 			if (oversized)
 				log_oversized(tb, size);
 
-			it->row_key = wtcache_row_key_from_values(wtcache_key_prefix, tb->table_key,
-													  bk->suffix);
-			it->row_key_len = strlen(it->row_key);
+			if (tb->tmpl != NULL)
+			{
+				StringInfoData rk;
+
+				initStringInfo(&rk);
+				wtcache_append_templated_row_key(&rk, wtcache_key_prefix, tb->tmpl, bk->values);
+				it->row_key = rk.data;
+				it->row_key_len = rk.len;
+				it->tomb_key = wtcache_templated_companion(wtcache_key_prefix, rk.data, rk.len, false);
+				it->lease_key = wtcache_templated_companion(wtcache_key_prefix, rk.data, rk.len, true);
+			}
+			else
+			{
+				it->row_key = wtcache_row_key_from_values(wtcache_key_prefix, tb->table_key,
+														  bk->suffix);
+				it->row_key_len = strlen(it->row_key);
+				it->tomb_key = NULL;
+				it->lease_key = NULL;
+			}
+			it->relid = tb->relid;
 			it->version = bk->version;
 			it->ttl_ms = 0;
 			it->event = NULL;

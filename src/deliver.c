@@ -22,7 +22,10 @@
 #include "settings.h"
 #include "keyspace.h"
 
+#include "capture.h"
+#include "catalog/namespace.h"
 #include "executor/spi.h"
+#include "utils/lsyscache.h"
 #include "pgstat.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -269,6 +272,124 @@ finish_batch(Batch *b)
 	return true;
 }
 
+/* ---------------------------------------------------------------------
+ * Key templates' key spaces
+ *
+ * Keys made from a key template name no database, so two databases (of
+ * one server, or of two sharing a Redis and a prefix) whose tables have
+ * templates of one key space would share keys, each overwriting the
+ * other's rows.  The worker claims a key space for its database in Redis
+ * (keyspace.h: P{template}:<space>, holding the claiming table's table
+ * key) before the first push of a table with such a template, and sets
+ * aside the changes of a table whose key space another database holds,
+ * as for a table whose rows cannot be read: nothing of it reaches Redis,
+ * reads of its changed keys go to the table, wtcache.status says why.
+ * Within a database, watch() refuses templates that overlap.  A claim is
+ * given back when the purge of its key space leaves no watch of the
+ * database with it (unwatch, a changed template, a dropped table).
+ * ---------------------------------------------------------------------
+ */
+
+/* Forget the claims made: Redis may have lost them (a connection, resync_all). */
+void
+forget_claims(void)
+{
+	list_free_deep(Worker.claimed);
+	Worker.claimed = NIL;
+}
+
+static bool
+claimed(const char *claim_key)
+{
+	ListCell   *lc;
+
+	foreach(lc, Worker.claimed)
+		if (strcmp(lfirst(lc), claim_key) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Claim t's key space for this database, as table owner (a table key).
+ * *conflict: NULL, or why the table's changes are set aside: another
+ * database holds it.  False when Redis failed.
+ */
+static bool
+ensure_claim(const KeyTemplate *t, const char *owner, char **conflict)
+{
+	StringInfoData key;
+	StringInfoData head;
+	char	   *holder;
+	char		err[256];
+
+	*conflict = NULL;
+	initStringInfo(&key);
+	wtcache_append_claim_key(&key, wtcache_key_prefix, t);
+	if (claimed(key.data))
+		return true;
+	initStringInfo(&head);
+	wtcache_append_claim_owner_head(&head, Worker.dbname);
+	if (!wtcache_claim_key_space(Worker.redis, &Worker.scripts, key.data, owner, head.data,
+								 &holder, err, sizeof(err)))
+	{
+		redis_failed("could not claim the keys of a key template in Redis", err);
+		return false;
+	}
+	if (strncmp(holder, head.data, head.len) == 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		Worker.claimed = lappend(Worker.claimed, pstrdup(key.data));
+		MemoryContextSwitchTo(old);
+		return true;
+	}
+	*conflict = psprintf("the keys of its key template \"%s\" belong to table %s of another database, "
+						 "as Redis key \"%s\" says: the rows of both would share keys.  "
+						 "Unwatch one of them, or give it another template; if %s is no longer watched, "
+						 "DEL %s in Redis; then retry",
+						 t->text, holder, key.data, holder, key.data);
+	return true;
+}
+
+/*
+ * Before a batch is sent: the claims of its tables with key templates.
+ * The items of a table that cannot have its key space are taken out of
+ * the batch, its queue rows set aside (ack_batch).  False when Redis
+ * failed.
+ */
+static bool
+claim_templates(Batch *b)
+{
+	bool		dropped = false;
+
+	for (int t = 0; t < b->ntables; t++)
+	{
+		TableBatch *tb = &b->tables[t];
+		char	   *conflict;
+
+		if (!tb->watched || tb->tmpl == NULL || tb->nbatchkeys == 0)
+			continue;
+		if (!ensure_claim(tb->tmpl, tb->table_key, &conflict))
+			return false;
+		if (conflict != NULL)
+		{
+			tb->failure = conflict;
+			tb->watched = false;
+			dropped = true;
+		}
+	}
+	if (dropped)
+	{
+		int			n = 0;
+
+		for (int i = 0; i < b->nitems; i++)
+			if (table_failure(b, b->items[i].relid) == NULL)
+				b->items[n++] = b->items[i];
+		b->nitems = n;
+	}
+	return true;
+}
+
 bool
 send_batch(Batch *b)
 {
@@ -276,6 +397,11 @@ send_batch(Batch *b)
 	char		position[MARKER_POSITION_LEN];
 	bool		ok;
 
+	MemoryContextSwitchTo(b->cxt);
+	ok = claim_templates(b);
+	MemoryContextSwitchTo(TopMemoryContext);
+	if (!ok)
+		return false;
 	batch_durable(b);
 	if (!markers_follow_map())
 		return false;
@@ -292,6 +418,142 @@ send_batch(Batch *b)
 	return ok;
 }
 
+/*
+ * The removal of a key template's keys: only with the claim of its key
+ * space, which this database keeps or, when no watch of it has that key
+ * space any more (release), gives back.  *conflict: another database
+ * holds it (nothing is removed: those are its keys).  False when Redis
+ * failed.
+ */
+static bool
+purge_template(const char *key_template, const char *owner, bool release, char **conflict)
+{
+	KeyTemplateError terr;
+	KeyTemplate *t = wtcache_key_template_parse(key_template, &terr);
+	int			nvalues;
+	int64		removed;
+	char		err[256];
+
+	*conflict = NULL;
+	/* a queue row is not trusted: one that names no template removes nothing */
+	if (t == NULL)
+		return true;
+	nvalues = wtcache_key_template_bind_in_order(t);
+	if (!ensure_claim(t, owner, conflict))
+		return false;
+	if (*conflict != NULL)
+		return true;
+	if (!wtcache_purge_template(Worker.redis, &Worker.scripts, t, nvalues, wtcache_key_prefix,
+								&removed, err, sizeof(err)))
+	{
+		redis_failed("lost the connection to Redis", err);
+		return false;
+	}
+	if (release)
+	{
+		StringInfoData key;
+		StringInfoData head;
+		ListCell   *lc;
+
+		initStringInfo(&key);
+		wtcache_append_claim_key(&key, wtcache_key_prefix, t);
+		initStringInfo(&head);
+		wtcache_append_claim_owner_head(&head, Worker.dbname);
+		if (!wtcache_release_key_space(Worker.redis, &Worker.scripts, key.data, head.data,
+									   err, sizeof(err)))
+		{
+			redis_failed("could not give back the claim of a key template in Redis", err);
+			return false;
+		}
+		foreach(lc, Worker.claimed)
+			if (strcmp(lfirst(lc), key.data) == 0)
+			{
+				MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+				pfree(lfirst(lc));
+				Worker.claimed = foreach_delete_current(Worker.claimed, lc);
+				MemoryContextSwitchTo(old);
+			}
+	}
+	return true;
+}
+
+/*
+ * Remove the keys of every key template a table of this database is
+ * watched with (resync_all: every key of the database goes).  Not those
+ * of a key space another database holds: they are not this database's.
+ * False when Redis failed.
+ */
+bool
+purge_templates_of_database(int64 *removed)
+{
+	List	   *templates = NIL;
+	List	   *owners = NIL;
+	ListCell   *lc,
+			   *lc2;
+	MemoryContext outer = CurrentMemoryContext;
+
+	*removed = 0;
+	begin_xact(true);
+	(void) queue_relid_or_exit();
+	if (get_attnum(get_relname_relid(WTCACHE_WATCHED_TABLE, get_namespace_oid(WTCACHE_SCHEMA, false)),
+				   "key_template") != InvalidAttrNumber)
+	{
+		if (SPI_execute("SELECT key_template, rel::oid FROM wtcache.watched WHERE key_template IS NOT NULL",
+						true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "wtcache.watched lookup failed");
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			Oid			relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+															   SPI_tuptable->tupdesc, 2, &isnull));
+			char	   *tmpl = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+			char	   *owner = wtcache_current_table_key(relid);
+			MemoryContext spi = MemoryContextSwitchTo(outer);
+
+			templates = lappend(templates, pstrdup(tmpl));
+			owners = lappend(owners, pstrdup(owner));
+			MemoryContextSwitchTo(spi);
+		}
+	}
+	end_xact();
+	forboth(lc, templates, lc2, owners)
+	{
+		char	   *conflict;
+
+		if (!purge_template(lfirst(lc), lfirst(lc2), false, &conflict))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * A whole-table entry whose keys another database holds: set aside, as a
+ * table whose rows cannot be read (ack_batch), with the reason.
+ */
+static void
+set_aside_purge(Batch *b, const char *conflict)
+{
+	TableBatch *tb;
+
+	b->tables = repalloc(b->tables, sizeof(TableBatch) * (b->ntables + 1));
+	tb = &b->tables[b->ntables++];
+	memset(tb, 0, sizeof(*tb));
+	tb->batch = b;
+	tb->relid = b->purge_relid;
+	tb->failure = pstrdup(conflict);
+	/* no transaction is open: named by its queue row */
+	{
+		char	   *nspname;
+		char	   *relname;
+
+		tb->qname = b->purge_table_key != NULL &&
+			wtcache_parse_table_key(b->purge_table_key, &nspname, &relname) ?
+			quote_qualified_identifier(nspname, relname) :
+			psprintf("table %u", b->purge_relid);
+	}
+}
+
 /* A whole-table entry: remove the table's row keys, synchronously. */
 bool
 run_purge(Batch *b)
@@ -303,9 +565,28 @@ run_purge(Batch *b)
 	batch_durable(b);
 
 	MemoryContextSwitchTo(b->cxt);
+	if (b->purge_key_template != NULL)
+	{
+		char	   *conflict;
+
+		if (!purge_template(b->purge_key_template, b->purge_table_key ? b->purge_table_key : "",
+							b->purge_release, &conflict))
+		{
+			MemoryContextSwitchTo(TopMemoryContext);
+			return false;
+		}
+		if (conflict != NULL)
+		{
+			set_aside_purge(b, conflict);
+			MemoryContextSwitchTo(TopMemoryContext);
+			ack_batch(b);
+			return true;
+		}
+	}
 	initStringInfo(&pattern);
 	wtcache_append_table_rows_pattern(&pattern, wtcache_key_prefix, b->purge_table_key);
-	if (!wtcache_purge_pattern(Worker.redis, pattern.data, &removed, err, sizeof(err)))
+	if (b->purge_key_template == NULL &&
+		!wtcache_purge_pattern(Worker.redis, pattern.data, &removed, err, sizeof(err)))
 	{
 		MemoryContextSwitchTo(TopMemoryContext);
 		redis_failed("lost the connection to Redis", err);

@@ -11,6 +11,8 @@
  *	 ,"db":D			always
  *	 ,"table":"S.T"		a row change, a truncate (unescaped, as before 1.3)
  *	 ,"schema":S,"relname":T	the same, unambiguous
+ *	 ,"key_template":K	a truncate of a table with a key template (1.3):
+ *						its row keys are the prefix and K rendered
  *	 ,"key":[K...]		a row change: the key column values
  *	 ,"redis_key":K		a row change: the Redis key of the row
  *	 ,"op":O,"v":N		always
@@ -112,10 +114,12 @@ event_row(PushItem *it, const TableBatch *tb, const BatchKey *bk, const char *op
 /*
  * Every row of a table removed.  Named by the table key its queue row
  * recorded, which names the keys removed, also of a table renamed or
- * dropped since; by its relid when there is none.
+ * dropped since; by its relid when there is none.  With a key template,
+ * the one its queue row recorded: the keys removed are the template's,
+ * which a near cache cannot tell by the table's name.
  */
 char *
-event_truncate(Oid relid, const char *table_key, int64 version)
+event_truncate(Oid relid, const char *table_key, const char *key_template, int64 version)
 {
 	StringInfoData ev;
 	char	   *nspname = NULL;
@@ -130,6 +134,11 @@ event_truncate(Oid relid, const char *table_key, int64 version)
 	}
 	initStringInfo(&ev);
 	event_begin(&ev, nspname, relname);
+	if (key_template != NULL)
+	{
+		appendStringInfoString(&ev, ",\"key_template\":");
+		escape_json(&ev, key_template);
+	}
 	event_op(&ev, "truncate", version);
 	appendStringInfoChar(&ev, '}');
 	return ev.data;

@@ -132,6 +132,10 @@ purge_database_keys(int64 *removed)
 	char		err[256];
 
 	*removed = 0;
+	/* the keys of its tables with key templates, which name no database */
+	forget_claims();
+	if (!purge_templates_of_database(removed))
+		return false;
 	initStringInfo(&pattern);
 	/* its rows and their companions, then its tags and query results */
 	for (int pass = 0; pass < 2; pass++)

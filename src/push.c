@@ -56,7 +56,11 @@
  * while a slot migrates Redis answers ASK or TRYAGAIN for the whole call,
  * which cluster.c follows, before anything ran.  Or they may be of every
  * slot one master serves ("m"): KEYS is then only the first row key, which
- * routes the call, and each row's key leads its ARGV.  Redis declares keys
+ * routes the call, and each row's key leads its ARGV, with "c" followed by
+ * its tombstone and lease keys.  (Rows of a table with a key template name
+ * their companions so, since those are not the row key and a suffix
+ * (keyspace.h): as KEYS, "k", also outside a Cluster, or in ARGV, "m" and
+ * "c"; a call holds rows of one kind.)  Redis declares keys
  * of one slot at most, but lets a script without flags touch undeclared
  * keys of any slot its node serves; one that is not (moved, or migrating
  * and gone) stops the script with an error, the rows before it applied.
@@ -87,9 +91,11 @@ static const char apply_script[] =
 "local stride = string.find(ARGV[2], 't', 1, true) and 3 or 2\n"
 "local kstride = string.find(ARGV[2], 'k', 1, true) and 3 or 1\n"
 "local keyed = string.find(ARGV[2], 'm', 1, true) and 1 or 0\n"
+"local named = keyed == 1 and string.find(ARGV[2], 'c', 1, true) and 2 or 0\n"
 "local companion = keyed == 1 and call or pcall\n"
 "local applied = 0\n"
-"local nrows = keyed == 1 and (#ARGV - 2) / (stride + 1) or #KEYS / kstride\n"
+"local step = stride + keyed + named\n"
+"local nrows = keyed == 1 and (#ARGV - 2) / step or #KEYS / kstride\n"
 "local heads = false\n"
 "if string.find(ARGV[2], 'g', 1, true) then\n"
 "  local rks = {}\n"
@@ -108,11 +114,11 @@ static const char apply_script[] =
 "  end\n"
 "end\n"
 "for i = 1, nrows do\n"
-"  local a = 3 + (i - 1) * (stride + keyed)\n"
+"  local a = 3 + (i - 1) * step\n"
 "  local rk = keyed == 1 and ARGV[a] or KEYS[(i - 1) * kstride + 1]\n"
-"  local tk = kstride == 3 and KEYS[(i - 1) * 3 + 2] or rk .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) "\n"
-"  local lk = kstride == 3 and KEYS[(i - 1) * 3 + 3] or rk .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) "\n"
-"  a = a + keyed\n"
+"  local tk = kstride == 3 and KEYS[(i - 1) * 3 + 2] or named == 2 and ARGV[a + 1] or rk .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) "\n"
+"  local lk = kstride == 3 and KEYS[(i - 1) * 3 + 3] or named == 2 and ARGV[a + 2] or rk .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) "\n"
+"  a = a + keyed + named\n"
 "  local v = tonumber(ARGV[a])\n"
 "  local cur\n"
 "  if seen[rk] then flush_sets() elseif heads and heads[i] then cur = match(heads[i], " WTC_LUA_VALUE_VERSION ") end\n"
@@ -173,15 +179,16 @@ static const char apply_hash_script[] =
 "local with_ttl = string.find(ARGV[2], 't', 1, true) and 1 or 0\n"
 "local kstride = string.find(ARGV[2], 'k', 1, true) and 3 or 1\n"
 "local keyed = string.find(ARGV[2], 'm', 1, true) and 1 or 0\n"
+"local named = keyed == 1 and string.find(ARGV[2], 'c', 1, true) and 2 or 0\n"
 "local companion = keyed == 1 and call or pcall\n"
 "local applied, held = 0, {}\n"
 "local a, i = 3, 0\n"
 "while a <= #ARGV do\n"
 "  i = i + 1\n"
 "  local rk = keyed == 1 and ARGV[a] or KEYS[(i - 1) * kstride + 1]\n"
-"  local tk = kstride == 3 and KEYS[(i - 1) * 3 + 2] or rk .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) "\n"
-"  local lk = kstride == 3 and KEYS[(i - 1) * 3 + 3] or rk .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) "\n"
-"  a = a + keyed\n"
+"  local tk = kstride == 3 and KEYS[(i - 1) * 3 + 2] or named == 2 and ARGV[a + 1] or rk .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) "\n"
+"  local lk = kstride == 3 and KEYS[(i - 1) * 3 + 3] or named == 2 and ARGV[a + 2] or rk .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) "\n"
+"  a = a + keyed + named\n"
 "  local va = a\n"
 "  local v = tonumber(ARGV[a])\n"
 "  local n = tonumber(ARGV[a + 1])\n"
@@ -274,10 +281,56 @@ static const char marker_script[] =
 "end\n"
 "return {1, cur, at}\n";
 
+/*
+ * Key templates (keyspace.h).  KEYS[1]: the claim of a key space.  ARGV:
+ * the claiming table's table key, its database's head ("D:").  Claims it
+ * for the database unless another database holds it; returns the holder
+ * (the table key of the table that claimed it).  A claim the database
+ * holds already is written again under the table's name now.
+ */
+static const char claim_script[] =
+"local v = redis.pcall('GET', KEYS[1])\n"
+"if type(v) == 'table' then return 'a key that is no claim' end\n"
+"if v and string.sub(v, 1, #ARGV[2]) ~= ARGV[2] then return v end\n"
+"if v ~= ARGV[1] then redis.call('SET', KEYS[1], ARGV[1]) end\n"
+"return ARGV[1]\n";
+
+/* KEYS[1]: a claim; ARGV[1]: a database's head.  Deletes the claim if that database holds it. */
+static const char release_script[] =
+"local v = redis.pcall('GET', KEYS[1])\n"
+"if type(v) == 'string' and string.sub(v, 1, #ARGV[1]) == ARGV[1] then\n"
+"  redis.call('DEL', KEYS[1])\n"
+"  return 1\n"
+"end\n"
+"return 0\n";
+
+/*
+ * KEYS: keys a template renders, found by SCAN.  Removes those that hold
+ * a row wtcache wrote: a string with the value head, or a hash with "_v".
+ * An application's key that only looks like one (the key space is shared
+ * with the application under an empty prefix) stays.  Returns how many.
+ */
+static const char purge_rows_script[] =
+"local n = 0\n"
+"local head = '" WTC_VALUE_HEAD "'\n"
+"for i = 1, #KEYS do\n"
+"  local h = redis.pcall('GETRANGE', KEYS[i], 0, #head - 1)\n"
+"  local ours = h == head\n"
+"  if type(h) == 'table' then\n"
+"    local m = redis.pcall('HMGET', KEYS[i], " WTC_LUA_STR(WTC_VALUE_VERSION) ")\n"
+"    ours = m.err == nil and m[1] ~= false and m[1] ~= nil\n"
+"  end\n"
+"  if ours then n = n + redis.call('UNLINK', KEYS[i]) end\n"
+"end\n"
+"return n\n";
+
 bool
 wtcache_load_scripts(WtcRedis *r, RedisScripts *scripts, char *err, size_t errlen)
 {
-	return wtc_redis_load_script(r, apply_script, scripts->apply_sha, err, errlen) &&
+	return wtc_redis_load_script(r, claim_script, scripts->claim_sha, err, errlen) &&
+		wtc_redis_load_script(r, release_script, scripts->release_sha, err, errlen) &&
+		wtc_redis_load_script(r, purge_rows_script, scripts->purge_rows_sha, err, errlen) &&
+		wtc_redis_load_script(r, apply_script, scripts->apply_sha, err, errlen) &&
 		wtc_redis_load_script(r, apply_hash_script, scripts->apply_hash_sha, err, errlen) &&
 		wtc_redis_load_script(r, tags_script, scripts->tags_sha, err, errlen) &&
 		wtc_redis_load_script(r, publish_script, scripts->publish_sha, err, errlen) &&
@@ -532,7 +585,7 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 	char	   *numbuf;
 	char		tomb_ttl[16];
 	char		nkeys_buf[16];
-	char		flags[8];		/* ARGV[2] of the call being built */
+	char		flags[8];		/* ARGV[2] of the call being built: up to 5 */
 	int			start = 0;
 	int			maxargs;
 	bool		in_cluster = wtc_redis_mode(r) == WTC_REDIS_CLUSTER;
@@ -572,16 +625,21 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 	{
 		bool		with_ttl = items[start].ttl_ms > 0;
 		bool		hash = items[start].hash;
+		bool		templated = items[start].tomb_key != NULL;
+		/* companions as KEYS ("k"): a Cluster's calls of one slot, templates' */
+		bool		by_key = !by_master && (in_cluster || templated);
 		int			n = 0;
 		int			argc = 0;
 
 		/*
 		 * one call: up to ROWS_PER_CALL rows of one master or slot that
-		 * agree on carrying a TTL and on their format
+		 * agree on carrying a TTL, on their format and on how their
+		 * companions are named
 		 */
 		while (start + n < nitems && n < ROWS_PER_CALL &&
 			   (items[start + n].ttl_ms > 0) == with_ttl &&
 			   items[start + n].hash == hash &&
+			   (items[start + n].tomb_key != NULL) == templated &&
 			   (groups == NULL || groups[start + n] == groups[start]))
 			n++;
 		if (hash)
@@ -604,7 +662,7 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 		lens[argc++] = 7;
 		argv[argc] = hash ? scripts->apply_hash_sha : scripts->apply_sha;
 		lens[argc++] = 40;
-		snprintf(nkeys_buf, sizeof(nkeys_buf), "%d", by_master ? 1 : in_cluster ? 3 * n : n);
+		snprintf(nkeys_buf, sizeof(nkeys_buf), "%d", by_master ? 1 : by_key ? 3 * n : n);
 		argv[argc] = nkeys_buf;
 		lens[argc++] = strlen(nkeys_buf);
 		if (by_master)
@@ -613,7 +671,19 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 			argv[argc] = items[start].row_key;
 			lens[argc++] = items[start].row_key_len;
 		}
-		else if (in_cluster)
+		else if (by_key && templated)
+			for (int i = 0; i < n; i++)
+			{
+				PushItem   *it = &items[start + i];
+
+				argv[argc] = it->row_key;
+				lens[argc++] = it->row_key_len;
+				argv[argc] = it->tomb_key;
+				lens[argc++] = strlen(it->tomb_key);
+				argv[argc] = it->lease_key;
+				lens[argc++] = strlen(it->lease_key);
+			}
+		else if (by_key)
 		{
 			int			first = 0;	/* offsets: the buffer moves while it grows */
 
@@ -672,8 +742,10 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 				flags[f++] = 'p';
 			if (by_master)
 				flags[f++] = 'm';
-			else if (in_cluster)
+			else if (by_key)
 				flags[f++] = 'k';
+			if (by_master && templated)
+				flags[f++] = 'c';
 			if (small)
 				flags[f++] = 'g';
 			argv[argc] = flags;
@@ -690,6 +762,13 @@ wtcache_push_send(WtcRedis *r, const RedisScripts *scripts, PushItem *items,
 			{
 				argv[argc] = it->row_key;
 				lens[argc++] = it->row_key_len;
+				if (templated)
+				{
+					argv[argc] = it->tomb_key;
+					lens[argc++] = strlen(it->tomb_key);
+					argv[argc] = it->lease_key;
+					lens[argc++] = strlen(it->lease_key);
+				}
 			}
 			snprintf(vbuf, 24, INT64_FORMAT, it->version);
 			argv[argc] = vbuf;
@@ -1079,6 +1158,203 @@ wtcache_set_marker(WtcRedis *r, const char *marker_key, const char *wal_key, int
 		snprintf(err, errlen, "could not set the generation marker: %s",
 				 reply.type == WTC_REPLY_ERROR ? reply.str : wtc_redis_errstr(r));
 		return false;
+	}
+	return true;
+}
+
+/*
+ * Claim the key space of a key template for owner, a table key, of the
+ * database whose head (wtcache_append_claim_owner_head) it starts with.
+ * *holder: who holds it now (palloc'd): owner, or a table of another
+ * database.  False on Redis failure.
+ */
+bool
+wtcache_claim_key_space(WtcRedis *r, const RedisScripts *scripts, const char *claim_key,
+						const char *owner, const char *owner_head, char **holder,
+						char *err, size_t errlen)
+{
+	WtcReply	reply;
+
+	if (!wtc_redis_commandv(r, &reply, 6, "EVALSHA", scripts->claim_sha, "1", claim_key,
+							owner, owner_head))
+	{
+		snprintf(err, errlen, "%s", wtc_redis_errstr(r));
+		return false;
+	}
+	if (reply.type != WTC_REPLY_STRING)
+	{
+		snprintf(err, errlen, "Redis refused the claim of a key template: %s",
+				 reply.type == WTC_REPLY_ERROR ? reply.str : "unexpected reply");
+		return false;
+	}
+	*holder = pnstrdup(reply.str, reply.len);
+	return true;
+}
+
+/* Give a claim back, if the database of owner_head holds it.  False on Redis failure. */
+bool
+wtcache_release_key_space(WtcRedis *r, const RedisScripts *scripts, const char *claim_key,
+						  const char *owner_head, char *err, size_t errlen)
+{
+	WtcReply	reply;
+
+	if (!wtc_redis_commandv(r, &reply, 5, "EVALSHA", scripts->release_sha, "1", claim_key,
+							owner_head) ||
+		reply.type == WTC_REPLY_ERROR)
+	{
+		snprintf(err, errlen, "could not give back the claim of a key template: %s",
+				 reply.type == WTC_REPLY_ERROR ? reply.str : wtc_redis_errstr(r));
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Remove keys: with rows, those that hold a row wtcache wrote
+ * (purge_rows_script), else all.  In a Cluster a call per key, which may
+ * be of any slot, pipelined.
+ */
+static bool
+remove_keys(WtcRedis *r, const RedisScripts *scripts, char **keys, size_t *lens, int n,
+			bool rows, int64 *removed, char *err, size_t errlen)
+{
+	bool		in_cluster = wtc_redis_mode(r) == WTC_REDIS_CLUSTER;
+	int			per_call = in_cluster ? 1 : n;
+	const char **argv = palloc(sizeof(char *) * (n + 4));
+	size_t	   *argl = palloc(sizeof(size_t) * (n + 4));
+	char		nkeys_buf[16];
+	int			ncalls = 0;
+	bool		ok = true;
+
+	for (int start = 0; start < n; start += per_call)
+	{
+		int			m = Min(per_call, n - start);
+		int			argc = 0;
+
+		if (rows)
+		{
+			argv[argc] = "EVALSHA";
+			argl[argc++] = 7;
+			argv[argc] = scripts->purge_rows_sha;
+			argl[argc++] = 40;
+			snprintf(nkeys_buf, sizeof(nkeys_buf), "%d", m);
+			argv[argc] = nkeys_buf;
+			argl[argc++] = strlen(nkeys_buf);
+		}
+		else
+		{
+			argv[argc] = "UNLINK";
+			argl[argc++] = 6;
+		}
+		for (int i = 0; i < m; i++)
+		{
+			argv[argc] = keys[start + i];
+			argl[argc++] = lens[start + i];
+		}
+		if (!wtc_redis_append(r, argc, argv, argl))
+		{
+			snprintf(err, errlen, "could not queue a command: %s", wtc_redis_errstr(r));
+			return false;
+		}
+		ncalls++;
+	}
+	if (!wtc_redis_flush(r))
+	{
+		snprintf(err, errlen, "%s", wtc_redis_errstr(r));
+		return false;
+	}
+	for (int i = 0; i < ncalls; i++)
+	{
+		WtcReply	reply;
+
+		if (!wtc_redis_read(r, &reply))
+		{
+			snprintf(err, errlen, "%s", wtc_redis_errstr(r));
+			return false;
+		}
+		if (reply.type == WTC_REPLY_ERROR && ok)
+		{
+			/* not all removed: the purge must not be acknowledged */
+			snprintf(err, errlen, "removing keys failed: %s", reply.str);
+			ok = false;
+		}
+		if (reply.type == WTC_REPLY_INTEGER)
+			*removed += reply.integer;
+	}
+	return ok;
+}
+
+/*
+ * Remove the keys of a key template under prefix, on every master: its
+ * rows (SCAN "P<head>*") and their companions (SCAN "P{P<head>*"), only
+ * keys that parse as its keys (keyspace.c) and, for rows, hold a value
+ * wtcache wrote.  An application's keys beside them (user:42:prefs next
+ * to user:{id}) stay.  These patterns have no hash tag: each SCAN walks
+ * the whole keyspace of a master.  t is bound in order
+ * (wtcache_key_template_bind_in_order), nvalues its placeholders.
+ */
+bool
+wtcache_purge_template(WtcRedis *r, const RedisScripts *scripts, const KeyTemplate *t,
+					   int nvalues, const char *prefix, int64 *removed,
+					   char *err, size_t errlen)
+{
+	*removed = 0;
+	for (int pass = 0; pass < 2; pass++)
+	{
+		StringInfoData pattern;
+		char	  **values = palloc(sizeof(char *) * Max(nvalues, 1));
+
+		initStringInfo(&pattern);
+		if (pass == 0)
+			wtcache_append_template_rows_pattern(&pattern, prefix, t);
+		else
+			wtcache_append_template_companions_pattern(&pattern, prefix, t);
+		for (int node = 0; node < wtc_redis_node_count(r); node++)
+		{
+			char		cursor[32] = "0";
+
+			do
+			{
+				WtcReply	reply;
+				char	  **keys;
+				size_t	   *lens;
+				int			n = 0;
+
+				if (!wtc_redis_scan(r, node, cursor, pattern.data, &reply))
+				{
+					snprintf(err, errlen, "%s", wtc_redis_errstr(r));
+					return false;
+				}
+				if (reply.type != WTC_REPLY_ARRAY || reply.nelem != 2 ||
+					reply.elem[0].type != WTC_REPLY_STRING || reply.elem[1].type != WTC_REPLY_ARRAY)
+				{
+					snprintf(err, errlen, "SCAN failed: %s",
+							 reply.type == WTC_REPLY_ERROR ? reply.str : "unexpected reply");
+					return false;
+				}
+				strlcpy(cursor, reply.elem[0].str, sizeof(cursor));
+				keys = palloc(sizeof(char *) * Max(reply.elem[1].nelem, 1));
+				lens = palloc(sizeof(size_t) * Max(reply.elem[1].nelem, 1));
+				for (int i = 0; i < reply.elem[1].nelem; i++)
+				{
+					const WtcReply *k = &reply.elem[1].elem[i];
+					bool		match;
+
+					if (k->type != WTC_REPLY_STRING)
+						continue;
+					match = pass == 0 ?
+						wtcache_parse_templated_row_key(t, prefix, k->str, k->len, nvalues, values) :
+						wtcache_parse_templated_companion(t, prefix, k->str, k->len, nvalues);
+					if (!match)
+						continue;
+					keys[n] = pnstrdup(k->str, k->len);
+					lens[n++] = k->len;
+				}
+				if (n > 0 && !remove_keys(r, scripts, keys, lens, n, pass == 0, removed,
+										  err, errlen))
+					return false;
+			} while (strcmp(cursor, "0") != 0);
+		}
 	}
 	return true;
 }

@@ -14,6 +14,11 @@ typedef struct PushItem
 {
 	char	   *row_key;
 	size_t		row_key_len;
+	char	   *tomb_key;		/* of a table with a key template, its
+								 * companions (keyspace.h); NULL: the row
+								 * key and a suffix */
+	char	   *lease_key;
+	Oid			relid;			/* its table */
 	int64		version;
 	char	   *payload;		/* NULL: the row is gone, or invalidate mode */
 	size_t		payload_len;
@@ -36,6 +41,9 @@ typedef struct RedisScripts
 	char		tags_sha[41];
 	char		marker_sha[41];
 	char		publish_sha[41];
+	char		claim_sha[41];	/* key templates' key spaces */
+	char		release_sha[41];
+	char		purge_rows_sha[41];
 } RedisScripts;
 
 /* Tags to give new stamps, and the event that announces it (events.c). */
@@ -96,6 +104,18 @@ extern bool wtcache_publish_messages(WtcRedis *r, const RedisScripts *scripts,
 									 const size_t *lens, int n, char *err, size_t errlen);
 extern bool wtcache_purge_pattern(WtcRedis *r, const char *pattern, int64 *removed,
 								  char *err, size_t errlen);
+struct KeyTemplate;
+extern bool wtcache_purge_template(WtcRedis *r, const RedisScripts *scripts,
+								   const struct KeyTemplate *t, int nvalues,
+								   const char *prefix, int64 *removed,
+								   char *err, size_t errlen);
+extern bool wtcache_claim_key_space(WtcRedis *r, const RedisScripts *scripts,
+									const char *claim_key, const char *owner,
+									const char *owner_head, char **holder,
+									char *err, size_t errlen);
+extern bool wtcache_release_key_space(WtcRedis *r, const RedisScripts *scripts,
+									  const char *claim_key, const char *owner_head,
+									  char *err, size_t errlen);
 extern MarkerCheck wtcache_check_markers(WtcRedis *r, const RedisScripts *scripts,
 										 const MarkerSet *markers, int64 acked,
 										 int64 new_version, const char *position,

@@ -258,6 +258,8 @@ ensure_connected(void)
 		redis_failed("could not load wtcache's scripts into Redis", err);
 		return false;
 	}
+	/* another Redis, or one that lost data: claim key templates again */
+	forget_claims();
 	{
 		WtcReply	role;
 		const char *name = "";

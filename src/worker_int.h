@@ -83,6 +83,8 @@ typedef struct TableBatch
 	int			nkeys;
 	char	   *qname;
 	char	   *table_key;
+	struct KeyTemplate *tmpl;	/* its key template, bound to its key;
+								 * NULL: the default layout (keyspace.h) */
 	char	   *event_head;		/* {"db":..,"table":..,"key":[ for events */
 	char	   *table_tag;		/* "table:<schema>.<table>" */
 	KeyLookup	lookup;			/* how to read its rows by key (keys.c) */
@@ -113,6 +115,11 @@ typedef struct Batch
 	int64		max_version;
 	int64		nrecords;
 	char	   *purge_table_key;	/* a whole-table entry, delivered alone */
+	char	   *purge_key_template; /* and the key template of its keys, or
+									 * NULL: the default layout */
+	bool		purge_release;	/* no watch of this database has the
+								 * template's key space any more: give its
+								 * claim back after the purge */
 	Oid			purge_relid;
 	char	   *purge_event;	/* published after the purge, or NULL */
 	HTAB	   *idset;			/* ids claimed, so the next claim skips them */
@@ -219,6 +226,14 @@ typedef struct WorkerProcess
 	Oid			verified_queue;
 
 	/*
+	 * The claims of key templates' key spaces this database holds in Redis
+	 * (deliver.c), their claim keys, in TopMemoryContext: claimed before
+	 * the first push of a table with a key template, not again.  Emptied
+	 * at each connection and by resync_all (Redis may have lost them).
+	 */
+	List	   *claimed;
+
+	/*
 	 * Batches: drain() claims into one while the other is in flight.  The
 	 * contexts are made at the first drain and deleted by
 	 * release_batch_memory when idle; each claim resets its own.
@@ -267,11 +282,14 @@ extern void batch_durable(Batch *b);
 extern bool send_batch(Batch *b);
 extern bool finish_batch(Batch *b);
 extern bool run_purge(Batch *b);
+extern void forget_claims(void);
+extern bool purge_templates_of_database(int64 *removed);
 
 /* events.c */
 extern char *event_row_head(const char *nspname, const char *relname);
 extern void event_row(PushItem *it, const TableBatch *tb, const BatchKey *bk, const char *op);
-extern char *event_truncate(Oid relid, const char *table_key, int64 version);
+extern char *event_truncate(Oid relid, const char *table_key, const char *key_template,
+							int64 version);
 extern void event_tags(TagBumps *bumps, char *const *tags, int ntags, int64 version);
 extern bool event_publish(char *message);
 extern bool events_publish_batch(PushItem *items, int nitems, const TagBumps *bumps);
