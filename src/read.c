@@ -90,30 +90,33 @@
 #include "utils/syscache.h"
 
 /*
- * KEYS[1]: row key.  ARGV: lease token, lease ms.
+ * KEYS[1]: row key; of a table with a key template, KEYS[2] and KEYS[3]:
+ * its tombstone and lease keys (keyspace.h), else they are the row key
+ * and a suffix.  ARGV: lease token, lease ms.
  * {1, value} | {2, tombstone or ""} (lease is ours) | {3} (someone else's)
  */
 static const char lease_script[] =
 "local v = redis.call('GET', KEYS[1])\n"
 "if v then return {1, v} end\n"
-"local t = redis.call('GET', KEYS[1] .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) ") or ''\n"
-"if redis.call('SET', KEYS[1] .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) ", ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, t} end\n"
+"local t = redis.call('GET', KEYS[2] or KEYS[1] .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) ") or ''\n"
+"if redis.call('SET', KEYS[3] or KEYS[1] .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) ", ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, t} end\n"
 "return {3, ''}\n";
 
 SessionScript wtcache_row_lease_script = {lease_script};
 
 /*
- * KEYS[1]: row key.  ARGV: lease token, tombstone seen with the lease,
- * payload ("" = just give the lease back), ttl ms ("0" = none).
+ * KEYS[1]: row key[, tombstone, lease keys] (lease_script).  ARGV: lease
+ * token, tombstone seen with the lease, payload ("" = just give the lease
+ * back), ttl ms ("0" = none).
  * 1 filled, 0 refused (stale), -1 lease given back.
  */
 static const char fill_script[] =
-"local l = KEYS[1] .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) "\n"
+"local l = KEYS[3] or KEYS[1] .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) "\n"
 "if redis.call('GET', l) ~= ARGV[1] then return 0 end\n"
 "redis.call('DEL', l)\n"
 "if ARGV[3] == '' then return -1 end\n"
 "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
-"if (redis.call('GET', KEYS[1] .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) ") or '') ~= ARGV[2] then return 0 end\n"
+"if (redis.call('GET', KEYS[2] or KEYS[1] .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) ") or '') ~= ARGV[2] then return 0 end\n"
 "if ARGV[4] ~= '0' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])\n"
 "else redis.call('SET', KEYS[1], ARGV[3]) end\n"
 "return 1\n";
@@ -123,7 +126,8 @@ SessionScript wtcache_row_fill_script = {fill_script};
 /*
  * The same two for a hash-format table (keyspace.h).  The lease script
  * reads the hash with HMGET of "_v" and the columns, as a plain read does:
- * KEYS[1]: row key.  ARGV: lease token, lease ms, "_v", the columns.
+ * KEYS[1]: row key[, tombstone, lease keys].  ARGV: lease token, lease
+ * ms, "_v", the columns.
  * {1, values} | {2, tombstone or ""} | {3} | {4}: the key holds something
  * that is not this format's (a string of the JSON format, before a format
  * change was delivered): read the table, fill nothing.
@@ -133,26 +137,26 @@ static const char lease_hash_script[] =
 "if h.err then return {4, ''} end\n"
 "if h[1] then return {1, h} end\n"
 "if redis.call('EXISTS', KEYS[1]) == 1 then return {4, ''} end\n"
-"local t = redis.call('GET', KEYS[1] .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) ") or ''\n"
-"if redis.call('SET', KEYS[1] .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) ", ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, t} end\n"
+"local t = redis.call('GET', KEYS[2] or KEYS[1] .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) ") or ''\n"
+"if redis.call('SET', KEYS[3] or KEYS[1] .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) ", ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, t} end\n"
 "return {3, ''}\n";
 
 SessionScript wtcache_row_lease_hash_script = {lease_hash_script};
 
 /*
- * KEYS[1]: row key.  ARGV: lease token, tombstone seen with the lease, ttl
- * ms ("0" = none), the version ("" = just give the lease back), then the
+ * KEYS[1]: row key[, tombstone, lease keys].  ARGV: lease token, tombstone
+ * seen with the lease, ttl ms ("0" = none), the version ("" = just give the lease back), then the
  * fields: field, value...  The checks of fill_script, then "_v" and the
  * fields in one HSET (and PEXPIRE), in this one script: no reader sees the
  * hash without its version.
  */
 static const char fill_hash_script[] =
-"local l = KEYS[1] .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) "\n"
+"local l = KEYS[3] or KEYS[1] .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) "\n"
 "if redis.call('GET', l) ~= ARGV[1] then return 0 end\n"
 "redis.call('DEL', l)\n"
 "if ARGV[4] == '' then return -1 end\n"
 "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
-"if (redis.call('GET', KEYS[1] .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) ") or '') ~= ARGV[2] then return 0 end\n"
+"if (redis.call('GET', KEYS[2] or KEYS[1] .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) ") or '') ~= ARGV[2] then return 0 end\n"
 "redis.call('HSET', KEYS[1], " WTC_LUA_STR(WTC_VALUE_VERSION) ", ARGV[4], unpack(ARGV, 5))\n"
 "if ARGV[3] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end\n"
 "return 1\n";
@@ -196,6 +200,7 @@ typedef struct ReadTable
 	MemoryContext cxt;
 	int			nkeys;
 	char	   *table_key;		/* "<db>:<schema>.<table>", escaped */
+	KeyTemplate *tmpl;			/* its key template, NULL: the default layout */
 	char	   *qname;
 	Oid		   *typids;
 	Oid		   *ioparams;
@@ -426,6 +431,15 @@ read_table(Oid relid)
 		initStringInfo(&tk);
 		wtcache_append_table_key(&tk, get_database_name(MyDatabaseId), nspname, relname);
 		rt->table_key = tk.data;
+		if (config.key_template != NULL)
+		{
+			KeyTemplateError err;
+
+			rt->tmpl = wtcache_watch_key_template(relid, &config, &err);
+			if (rt->tmpl == NULL)
+				elog(ERROR, "wtcache: the key template of \"%s\" does not fit its key: %s",
+					 relname, err.message);
+		}
 		rt->typids = palloc(sizeof(Oid) * rt->nkeys);
 		rt->ioparams = palloc(sizeof(Oid) * rt->nkeys);
 		rt->typmods = palloc(sizeof(int32) * rt->nkeys);
@@ -479,6 +493,10 @@ typedef struct ReadKey
 {
 	char	  **canon;			/* canonical text per key column */
 	char	   *row_key;
+	const char *companions[3];	/* KEYS of its lease and fill: the row key,
+								 * and with a key template its tombstone
+								 * and lease keys */
+	int			ncompanions;	/* 1 or 3 */
 	uint32		pending_index;
 	ReadSource	source;
 	bool		waited;			/* someone else's lease: waited for it */
@@ -576,8 +594,19 @@ key_from_text(ReadTable *rt, text **vals, ReadKey *k)
 												 hashvals, hashlens);
 	rk = &row_key_scratch;
 	resetStringInfo(rk);
-	wtcache_append_row_key(rk, wtcache_key_prefix, rt->table_key, rt->nkeys, k->canon);
+	if (rt->tmpl != NULL)
+		wtcache_append_templated_row_key(rk, wtcache_key_prefix, rt->tmpl, k->canon);
+	else
+		wtcache_append_row_key(rk, wtcache_key_prefix, rt->table_key, rt->nkeys, k->canon);
 	k->row_key = pnstrdup(rk->data, rk->len);
+	k->companions[0] = k->row_key;
+	k->ncompanions = 1;
+	if (rt->tmpl != NULL)
+	{
+		k->companions[1] = wtcache_templated_companion(wtcache_key_prefix, rk->data, rk->len, false);
+		k->companions[2] = wtcache_templated_companion(wtcache_key_prefix, rk->data, rk->len, true);
+		k->ncompanions = 3;
+	}
 }
 
 /*
@@ -691,7 +720,6 @@ take_leases(WtcRedis *r, ReadTable *rt, ReadKey *keys, int nkeys, int *misses, i
 	for (int j = 0; j < nmisses; j++)
 	{
 		ReadKey    *k = &keys[misses[j]];
-		const char *key[1] = {k->row_key};
 
 		if (rt->hash)
 		{
@@ -702,15 +730,16 @@ take_leases(WtcRedis *r, ReadTable *rt, ReadKey *keys, int nkeys, int *misses, i
 			args[1] = lease->ms;
 			for (int c = 0; c <= rt->nfields; c++)
 				args[c + 2] = rt->hmget_argv[c + 2];
-			if (!wtcache_session_eval_append(r, &wtcache_row_lease_hash_script, 1, key,
-											 rt->nfields + 3, args))
+			if (!wtcache_session_eval_append(r, &wtcache_row_lease_hash_script, k->ncompanions,
+											 k->companions, rt->nfields + 3, args))
 				return false;
 		}
 		else
 		{
 			const char *args[2] = {lease->token, lease->ms};
 
-			if (!wtcache_session_eval_append(r, &wtcache_row_lease_script, 1, key, 2, args))
+			if (!wtcache_session_eval_append(r, &wtcache_row_lease_script, k->ncompanions,
+											 k->companions, 2, args))
 				return false;
 		}
 	}
@@ -886,7 +915,6 @@ fill_version(int64 *version)
 static bool
 fill_hash(WtcRedis *r, ReadTable *rt, ReadKey *k, const SessionLease *lease, int64 version)
 {
-	const char *key[1] = {k->row_key};
 	const char **args;
 	int			nargs = 4;
 	char		ttl[24] = "0";
@@ -910,7 +938,8 @@ fill_hash(WtcRedis *r, ReadTable *rt, ReadKey *k, const SessionLease *lease, int
 	args[1] = k->tombstone;
 	args[2] = ttl;
 	args[3] = vbuf;
-	return wtcache_session_eval_append(r, &wtcache_row_fill_hash_script, 1, key, nargs, args);
+	return wtcache_session_eval_append(r, &wtcache_row_fill_hash_script, k->ncompanions,
+									   k->companions, nargs, args);
 }
 
 static void
@@ -927,7 +956,6 @@ fill(WtcRedis *r, ReadTable *rt, ReadKey *keys, int nkeys, const SessionLease *l
 		ReadKey    *k = &keys[i];
 		char	   *payload = "";
 		char		ttl[24] = "0";
-		const char *key[1] = {k->row_key};
 		const char *args[4];
 
 		if (!k->lease_held)
@@ -956,7 +984,8 @@ fill(WtcRedis *r, ReadTable *rt, ReadKey *keys, int nkeys, const SessionLease *l
 		args[1] = k->tombstone;
 		args[2] = payload;
 		args[3] = ttl;
-		if (!wtcache_session_eval_append(r, &wtcache_row_fill_script, 1, key, 4, args))
+		if (!wtcache_session_eval_append(r, &wtcache_row_fill_script, k->ncompanions,
+										 k->companions, 4, args))
 		{
 			wtcache_session_failed();
 			return;

@@ -58,6 +58,7 @@ typedef struct VerifyTable
 	char	   *projection;		/* its column names, NULL: every column */
 	char	   *qname;
 	char	   *table_key;
+	KeyTemplate *tmpl;			/* its key template; NULL: the default layout */
 	bool		keys_optional;	/* invalidate mode or TTL: keys may be absent */
 	bool		hash;			/* format 'hash': fields compared (HGETALL) */
 } VerifyTable;
@@ -232,8 +233,44 @@ row_key_of(VerifyTable *vt, char **values)
 	StringInfoData k;
 
 	initStringInfo(&k);
-	wtcache_append_row_key(&k, wtcache_key_prefix, vt->table_key, vt->nkeys, values);
+	if (vt->tmpl != NULL)
+		wtcache_append_templated_row_key(&k, wtcache_key_prefix, vt->tmpl, values);
+	else
+		wtcache_append_row_key(&k, wtcache_key_prefix, vt->table_key, vt->nkeys, values);
 	return k.data;
+}
+
+/*
+ * Do a key's values read as the key columns' types?  A templated key
+ * space is shared with the application's keys (user:x next to user:{id}
+ * with an integer id), which parse as the template but name no row: not
+ * the table's keys, and not a difference.  In a subtransaction: the
+ * type's input function reports a bad value with an ERROR.
+ */
+typedef struct ParseArgs
+{
+	VerifyTable *vt;
+	char	  **values;
+} ParseArgs;
+
+static void
+parse_values(void *arg)
+{
+	ParseArgs  *a = (ParseArgs *) arg;
+
+	for (int c = 0; c < a->vt->nkeys; c++)
+		(void) wtcache_key_lookup_value(&a->vt->lookup, c, a->values[c]);
+}
+
+static bool
+values_parse(VerifyTable *vt, char **values)
+{
+	ParseArgs	a = {vt, values};
+	MemoryContext old = CurrentMemoryContext;
+	bool		ok = wtcache_run_in_subxact(parse_values, &a, NULL);
+
+	MemoryContextSwitchTo(old);
+	return ok;
 }
 
 /*
@@ -382,7 +419,10 @@ check_keys(VerifyTable *vt, CandidateList *out)
 	initStringInfo(&head);
 	wtcache_append_row_key_head(&head, wtcache_key_prefix, vt->table_key);
 	initStringInfo(&pattern);
-	wtcache_append_table_rows_pattern(&pattern, wtcache_key_prefix, vt->table_key);
+	if (vt->tmpl != NULL)
+		wtcache_append_template_rows_pattern(&pattern, wtcache_key_prefix, vt->tmpl);
+	else
+		wtcache_append_table_rows_pattern(&pattern, wtcache_key_prefix, vt->table_key);
 	do
 	{
 		WtcReply	reply;
@@ -410,7 +450,12 @@ check_keys(VerifyTable *vt, CandidateList *out)
 			char	  **v = palloc(sizeof(char *) * vt->nkeys);
 
 			/* a key of another key definition, or not wtcache's */
-			if (keys->elem[i].type != WTC_REPLY_STRING ||
+			if (keys->elem[i].type != WTC_REPLY_STRING)
+				continue;
+			if (vt->tmpl != NULL ?
+				!wtcache_parse_templated_row_key(vt->tmpl, wtcache_key_prefix, keys->elem[i].str,
+												 keys->elem[i].len, vt->nkeys, v) ||
+				!values_parse(vt, v) :
 				!wtcache_parse_row_key(keys->elem[i].str, keys->elem[i].len, head.len,
 									   vt->nkeys, v))
 				continue;
@@ -507,6 +552,15 @@ wtcache_verify(PG_FUNCTION_ARGS)
 	vt.rel = rel;
 	vt.qname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid));
 	vt.table_key = wtcache_current_table_key(relid);
+	if (config.key_template != NULL)
+	{
+		KeyTemplateError err;
+
+		vt.tmpl = wtcache_watch_key_template(relid, &config, &err);
+		if (vt.tmpl == NULL)
+			elog(ERROR, "wtcache: the key template of \"%s\" does not fit its key: %s",
+				 get_rel_name(relid), err.message);
+	}
 
 	/*
 	 * Every row, whatever row-level security would show the caller: as the
