@@ -602,6 +602,10 @@ sub _key_columns
 #   max_diffs => 10             how many differences to describe
 #   columns => ['id', 'name']   the watch's projection: the value holds these
 #                               columns only (in table order, as listed)
+#   key_sql => "..."            the row's Redis key as an SQL expression over
+#                               the row (alias wtc_cmp_row__), for a table
+#                               with a key template, instead of
+#                               wtcache.redis_key(); give pattern and scan
 # Every row must be in Redis under wtcache.redis_key(table, key...) with the
 # value '{"_v":N,' || substr(row_to_json(row)::text, 2) (timestamptz in UTC),
 # and the number of row keys of the table in Redis must equal the row count.
@@ -617,12 +621,13 @@ sub compare_table
 	# and JSON may contain any character.
 	my $keyexpr = join(', ', map { "($_)::text" } @$cols);
 	my $alias = 'wtc_cmp_row__';
+	my $keysql = $opts{key_sql} // "wtcache.redis_key(${lit}::regclass, $keyexpr)";
 	my $rowexpr = $opts{columns}
 	  ? "(SELECT row_to_json(p) FROM (SELECT "
 	  . join(', ', map { "$alias.$_" } @{ $opts{columns} }) . ") p)"
 	  : "row_to_json($alias)";
 	my $sql = qq{SET timezone = 'UTC';
-COPY (SELECT translate(encode(convert_to(wtcache.redis_key(${lit}::regclass, $keyexpr), 'UTF8'), 'base64'), E'\\n', ''),
+COPY (SELECT translate(encode(convert_to($keysql, 'UTF8'), 'base64'), E'\\n', ''),
              translate(encode(convert_to(${rowexpr}::text, 'UTF8'), 'base64'), E'\\n', '')
       FROM $table AS $alias) TO STDOUT;
 };

@@ -226,7 +226,7 @@ create_queue_audit($node, $db) if $audit;
 # them), the others are inserted under the watch.
 sql(initial_rows('fz_int', 200));
 sql(q{SELECT wtcache.watch('fz_int', warm => true)});
-sql(q{SELECT wtcache.watch('fz_comp')});
+sql(q{SELECT wtcache.watch('fz_comp', key_template => 'comp:{org}:n:{n}')});
 sql(q{SELECT wtcache.watch('fz_text')});
 sql(q{SELECT wtcache.watch('fz_inv', mode => 'invalidate')});
 sql(q{SELECT wtcache.watch('fz_part')});

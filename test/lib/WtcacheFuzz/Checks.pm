@@ -22,10 +22,35 @@ sub compare_fuzz_table
 {
 	my ($node, $db, $rp, $tn) = @_;
 	my $t = fuzz_table($tn);
+	return compare_templated_table($node, $db, $rp, $tn) if $t && $t->{key_template};
 	return compare_table($node, $db, $tn, $rp) unless $t && ($t->{format} // 'json') eq 'hash';
 	my %out = map { $_ => 1 } @{ $t->{exclude} // [] };
 	my @cols = grep { !$out{$_} } (@{ $t->{keycols} }, 'inc', 'ver', map { $_->[0] } @{ $t->{cols} });
 	return compare_hash_table($node, $db, $tn, $rp, columns => \@cols);
+}
+
+# A table with a key template (fz_comp's 'comp:{org}:n:{n}'), its keys
+# rendered here from the row, as the README says: the prefix, the literal
+# text, each value with % : { } escaped as %XX; no other key of the
+# template's shape (values hold no ":") in Redis.
+sub compare_templated_table
+{
+	my ($node, $db, $rp, $tn) = @_;
+	my $t = fuzz_table($tn);
+	my $prefix = $node->safe_psql($db, q{SHOW wtcache.key_prefix});
+	my $esc = sub {
+		"replace(replace(replace(replace(($_[0])::text, '%', '%25'), ':', '%3A'), '{', '%7B'), '}', '%7D')";
+	};
+	my @parts = split /(\{[^}]*\})/, $t->{key_template};
+	my $key_sql = join(' || ', "'$prefix'", map {
+		/^\{(.*)\}$/ ? $esc->("wtc_cmp_row__.$1") : "'$_'"
+	} grep { $_ ne '' } @parts);
+	(my $head = $parts[0]) =~ s/([\\*?\[\]])/\\$1/g;
+	my $shape = join('', map { /^\{.*\}$/ ? '[^:{}]*' : quotemeta($_) } grep { $_ ne '' } @parts);
+	my $re = qr/^\Q$prefix\E$shape$/;
+	return compare_table($node, $db, $tn, $rp, key_sql => $key_sql,
+		pattern => glob_escape($prefix) . "$head*",
+		scan => sub { [ grep { /$re/ } @{ redis_scan_keys($rp, $_[0]) } ] });
 }
 
 # invalidate mode: keys may be missing (a change deletes them, a read

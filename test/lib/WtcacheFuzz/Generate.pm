@@ -215,10 +215,13 @@ my %TBL = (
 			[ big => 'text', \&g_big ],
 		],
 	},
+	# watched with a key template (keys wtc:comp:<org>:n:<n>, values
+	# escaped): WtcacheFuzz::Checks builds its keys itself
 	fz_comp => {
 		keycols => [ 'org', 'n' ],
 		keytypes => [ 'text', 'int' ],
 		key => \&key_comp,
+		key_template => 'comp:{org}:n:{n}',
 		cols => [
 			[ v => 'text', \&g_text ],
 			[ note => 'text', \&g_big ],
