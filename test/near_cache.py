@@ -34,6 +34,7 @@ import base64
 import json
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -304,8 +305,16 @@ class NearCache:
                 self.n["dropped_by_rows"] += 1
         elif op == "truncate":
             self.n["truncates"] += 1
-            head = self.row_head + escape_name(m["schema"]) + "." + escape_name(m["relname"]) + ":"
-            gone = [k for k in self.entries if k.startswith(head)]
+            if "key_template" in m:
+                # a table with a key template: its keys are the prefix and
+                # the template, each {column} any text without : { }
+                shape = re.compile(re.escape(self.prefix) + "".join(
+                    "[^:{}]*" if part.startswith("{") else re.escape(part)
+                    for part in re.split(r"(\{[^}]*\})", m["key_template"]) if part) + r"\Z")
+                gone = [k for k in self.entries if shape.match(k)]
+            else:
+                head = self.row_head + escape_name(m["schema"]) + "." + escape_name(m["relname"]) + ":"
+                gone = [k for k in self.entries if k.startswith(head)]
             for k in gone:
                 del self.entries[k]
             self.n["dropped_by_truncates"] += len(gone)
