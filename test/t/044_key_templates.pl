@@ -274,6 +274,34 @@ sql(q{INSERT INTO users SELECT i, 'again' || i, i % 5, 's' FROM generate_series(
 ok(wait_drained($node, $db), 'rows again');
 compare_templated_ok('after TRUNCATE and INSERT', $node, $db, @users);
 
+#### a partitioned table, and invalidate mode
+
+sql(q{
+CREATE TABLE ev (id int, day int, v text, PRIMARY KEY (id, day)) PARTITION BY RANGE (day);
+CREATE TABLE ev_a PARTITION OF ev FOR VALUES FROM (0) TO (10);
+CREATE TABLE ev_b PARTITION OF ev FOR VALUES FROM (10) TO (20);
+INSERT INTO ev SELECT i, i % 20, 'v' || i FROM generate_series(1, 400) i;
+SELECT wtcache.watch('ev', key_template => 'ev:{day}:{id}', warm => true);
+CREATE TABLE inv (id int PRIMARY KEY, v text);
+INSERT INTO inv SELECT i, 'v' || i FROM generate_series(1, 50) i;
+SELECT wtcache.watch('inv', key_template => 'inv:{id}', mode => 'invalidate');
+});
+ok(wait_drained($node, $db), 'a partitioned table warmed');
+sql(q{UPDATE ev SET v = v || '!' WHERE id % 3 = 0; UPDATE ev SET day = 19 - day WHERE id % 7 = 0;
+      DELETE FROM ev WHERE id % 11 = 0; TRUNCATE ev_a;});
+ok(wait_drained($node, $db), 'its changes, a row moved between partitions, a partition truncated, delivered');
+my @ev = ('ev', q{'ev:' || t.day || ':' || t.id}, 'ev:*', qr/^ev:[0-9]+:[0-9]+$/);
+compare_templated_ok('partitioned: Redis equals the tree', $node, $db, @ev);
+is(sql(q{SELECT count(*) FROM inv WHERE wtcache.get('inv', id::text) = to_jsonb(inv)}), '50', 'invalidate mode: get() fills');
+my @inv = ('inv', q{'inv:' || t.id}, 'inv:*', qr/^inv:[0-9]+$/);
+compare_templated_ok('invalidate mode: the fills are at inv:<id>', $node, $db, @inv);
+sql(q{UPDATE inv SET v = 'changed' WHERE id = 3});
+ok(wait_drained($node, $db), 'an update in invalidate mode delivered');
+is(redis_cmd($rp, 'EXISTS', 'inv:3'), 0, 'it deleted the key');
+like(redis_cmd($rp, 'GET', '{inv:3}:tomb') // '', qr/^[1-9][0-9]*$/, 'and left its tombstone at {inv:3}:tomb');
+is(sql(q{SELECT wtcache.get('inv', '3')->>'v'}), 'changed', 'the next read fills the new row');
+compare_templated_ok('invalidate mode: Redis equals the table again', $node, $db, @inv);
+
 #### a template change under writers leaves no key of the old layout
 
 my $writer = $node->background_psql($db);
