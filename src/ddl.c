@@ -365,12 +365,26 @@ requeue_tables_using_type(Oid typid)
 	CommandCounterIncrement();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	rc = wtcache_spi_as_extension_owner("SELECT w.rel::pg_catalog.oid FROM wtcache.watched w "
+	/*
+	 * Every type whose values are built of it, at any depth: domains
+	 * (over domains), arrays, composite types (a table's row type too),
+	 * ranges and multiranges.
+	 */
+	rc = wtcache_spi_as_extension_owner("WITH RECURSIVE deps(oid) AS ("
+							   "SELECT $1::pg_catalog.oid UNION "
+							   "SELECT t.oid FROM pg_catalog.pg_type t JOIN deps d ON "
+							   "t.typbasetype OPERATOR(pg_catalog.=) d.oid OR t.typelem OPERATOR(pg_catalog.=) d.oid "
+							   "OR EXISTS (SELECT FROM pg_catalog.pg_attribute ca "
+							   "WHERE t.typrelid OPERATOR(pg_catalog.<>) 0 AND ca.attrelid OPERATOR(pg_catalog.=) t.typrelid "
+							   "AND ca.attnum OPERATOR(pg_catalog.>) 0 AND NOT ca.attisdropped "
+							   "AND ca.atttypid OPERATOR(pg_catalog.=) d.oid) "
+							   "OR EXISTS (SELECT FROM pg_catalog.pg_range r "
+							   "WHERE (r.rngtypid OPERATOR(pg_catalog.=) t.oid OR r.rngmultitypid OPERATOR(pg_catalog.=) t.oid) "
+							   "AND r.rngsubtype OPERATOR(pg_catalog.=) d.oid)) "
+							   "SELECT w.rel::pg_catalog.oid FROM wtcache.watched w "
 							   "WHERE EXISTS (SELECT FROM pg_catalog.pg_attribute a "
-							   "JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid "
 							   "WHERE a.attrelid OPERATOR(pg_catalog.=) w.rel AND a.attnum OPERATOR(pg_catalog.>) 0 "
-							   "AND NOT a.attisdropped AND (t.oid OPERATOR(pg_catalog.=) $1 "
-							   "OR t.typbasetype OPERATOR(pg_catalog.=) $1 OR t.typelem OPERATOR(pg_catalog.=) $1))",
+							   "AND NOT a.attisdropped AND a.atttypid OPERATOR(pg_catalog.=) ANY (SELECT d.oid FROM deps d))",
 							   1, argtypes, values, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "wtcache.watched lookup failed");
