@@ -690,7 +690,7 @@ claim_whole_table_row(Batch *b, const QueueRow *row, int pending_start)
 	b->purge_key_template = row->key_template;
 	if (row->key_template != NULL)
 		b->purge_release = !key_space_watched(row->key_template);
-	if (wtcache_publish_events)
+	if (wtcache_publish_events != WTC_PUBLISH_OFF)
 		b->purge_event = event_truncate(row->relid, row->table_key, row->key_template, row->id);
 }
 
@@ -946,7 +946,7 @@ build_items(Batch *b, int *nitems)
 			it->event_len = 0;
 			it->hash = tb->hash;
 			it->fields = NULL;
-			if (wtcache_publish_events)
+			if (wtcache_publish_events != WTC_PUBLISH_OFF)
 				event_row(it, tb, bk,
 						  !exists ? "delete" :
 						  (tb->invalidate || oversized) ? "invalidate" : "upsert");
@@ -996,7 +996,7 @@ build_tag_bumps(Batch *b)
 		tb->keys[i] = key.data;
 		tb->lens[i] = key.len;
 	}
-	if (wtcache_publish_events)
+	if (wtcache_publish_events != WTC_PUBLISH_OFF)
 		event_tags(tb, b->tags, b->ntags, b->max_version);
 }
 

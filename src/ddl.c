@@ -240,10 +240,9 @@ table_change(Node *parsetree, Oid *relid)
 	{
 		RenameStmt *stmt = (RenameStmt *) parsetree;
 
+		/* column renames: follow_column_renames */
 		if (stmt->renameType == OBJECT_TABLE)
 			change = TABLE_RENAMED;
-		else if (stmt->renameType == OBJECT_COLUMN && stmt->relationType == OBJECT_TABLE)
-			change = TABLE_RESHAPED;
 		rv = stmt->relation;
 	}
 	else if (IsA(parsetree, DropStmt) && ((DropStmt *) parsetree)->removeType == OBJECT_INDEX &&
@@ -366,12 +365,26 @@ requeue_tables_using_type(Oid typid)
 	CommandCounterIncrement();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	rc = wtcache_spi_as_extension_owner("SELECT w.rel::pg_catalog.oid FROM wtcache.watched w "
+	/*
+	 * Every type whose values are built of it, at any depth: domains
+	 * (over domains), arrays, composite types (a table's row type too),
+	 * ranges and multiranges.
+	 */
+	rc = wtcache_spi_as_extension_owner("WITH RECURSIVE deps(oid) AS ("
+							   "SELECT $1::pg_catalog.oid UNION "
+							   "SELECT t.oid FROM pg_catalog.pg_type t JOIN deps d ON "
+							   "t.typbasetype OPERATOR(pg_catalog.=) d.oid OR t.typelem OPERATOR(pg_catalog.=) d.oid "
+							   "OR EXISTS (SELECT FROM pg_catalog.pg_attribute ca "
+							   "WHERE t.typrelid OPERATOR(pg_catalog.<>) 0 AND ca.attrelid OPERATOR(pg_catalog.=) t.typrelid "
+							   "AND ca.attnum OPERATOR(pg_catalog.>) 0 AND NOT ca.attisdropped "
+							   "AND ca.atttypid OPERATOR(pg_catalog.=) d.oid) "
+							   "OR EXISTS (SELECT FROM pg_catalog.pg_range r "
+							   "WHERE (r.rngtypid OPERATOR(pg_catalog.=) t.oid OR r.rngmultitypid OPERATOR(pg_catalog.=) t.oid) "
+							   "AND r.rngsubtype OPERATOR(pg_catalog.=) d.oid)) "
+							   "SELECT w.rel::pg_catalog.oid FROM wtcache.watched w "
 							   "WHERE EXISTS (SELECT FROM pg_catalog.pg_attribute a "
-							   "JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid "
 							   "WHERE a.attrelid OPERATOR(pg_catalog.=) w.rel AND a.attnum OPERATOR(pg_catalog.>) 0 "
-							   "AND NOT a.attisdropped AND (t.oid OPERATOR(pg_catalog.=) $1 "
-							   "OR t.typbasetype OPERATOR(pg_catalog.=) $1 OR t.typelem OPERATOR(pg_catalog.=) $1))",
+							   "AND NOT a.attisdropped AND a.atttypid OPERATOR(pg_catalog.=) ANY (SELECT d.oid FROM deps d))",
 							   1, argtypes, values, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "wtcache.watched lookup failed");
@@ -587,15 +600,6 @@ run_table_ddl(TableChange change, Oid relid, PlannedStmt *pstmt, const char *que
 	if (get_rel_name(relid) == NULL || !wtcache_is_watched(relid))
 		return;
 	CommandCounterIncrement();
-	/* a projection names its columns: it follows a rename, before the requeue */
-	if (IsA(pstmt->utilityStmt, RenameStmt) &&
-		((RenameStmt *) pstmt->utilityStmt)->renameType == OBJECT_COLUMN)
-	{
-		RenameStmt *stmt = (RenameStmt *) pstmt->utilityStmt;
-
-		wtcache_watch_rename_column(relid, stmt->subname, stmt->newname);
-		CommandCounterIncrement();
-	}
 	if (change == TABLE_INDEX_DROPPED)
 	{
 		/* once, when the statement took the key's last unique index away */
@@ -622,6 +626,76 @@ run_table_ddl(TableChange change, Oid relid, PlannedStmt *pstmt, const char *que
 			 errdetail("The keys under its old name are removed.") : 0));
 }
 
+/*
+ * A statement that may rename columns of watched tables: RENAME COLUMN
+ * under any of the names PostgreSQL accepts for a table (ALTER TABLE,
+ * VIEW, MATERIALIZED VIEW, FOREIGN TABLE), which also renames it in
+ * partitions and inheritance children, and ALTER TYPE ... RENAME
+ * ATTRIBUTE ... CASCADE, which renames it in typed tables.  Any of them
+ * can reach a watched table that the statement does not name.
+ */
+static bool
+renames_columns(Node *parsetree)
+{
+	RenameStmt *stmt = (RenameStmt *) parsetree;
+
+	return IsA(parsetree, RenameStmt) &&
+		(stmt->renameType == OBJECT_COLUMN || stmt->renameType == OBJECT_ATTRIBUTE);
+}
+
+/*
+ * After such a statement: every watched table whose column (by number) has
+ * a new name.  The watch names its key columns, tag template columns and
+ * projection, and a projection that kept a name no column has any more
+ * would send the renamed column to Redis: rename them in the watch, then
+ * queue the table's rows (their JSON names the column).
+ */
+static void
+follow_column_renames(List *before)
+{
+	List	   *after;
+	List	   *changed = NIL;
+	ListCell   *b;
+	ListCell   *a;
+
+	if (before == NIL)
+		return;
+	CommandCounterIncrement();
+	after = wtcache_watched_column_names();
+	a = list_head(after);
+	foreach(b, before)
+	{
+		WatchedColumn *old = lfirst(b);
+
+		/* both are ordered by table and number */
+		while (a != NULL)
+		{
+			WatchedColumn *now = lfirst(a);
+
+			if (now->relid > old->relid ||
+				(now->relid == old->relid && now->attnum >= old->attnum))
+				break;
+			a = lnext(after, a);
+		}
+		if (a != NULL)
+		{
+			WatchedColumn *now = lfirst(a);
+
+			if (now->relid == old->relid && now->attnum == old->attnum &&
+				strcmp(now->name, old->name) != 0)
+			{
+				wtcache_watch_rename_column(old->relid, old->name, now->name);
+				changed = list_append_unique_oid(changed, old->relid);
+			}
+		}
+	}
+	if (changed == NIL)
+		return;
+	CommandCounterIncrement();
+	foreach(b, changed)
+		(void) requeue_table(lfirst_oid(b));
+}
+
 static void
 wtcache_process_utility(PlannedStmt *pstmt, const char *queryString,
 						bool readOnlyTree, ProcessUtilityContext context,
@@ -644,6 +718,18 @@ wtcache_process_utility(PlannedStmt *pstmt, const char *queryString,
 		PartitionDdl partition_ddl;
 
 		wtcache_partition_statement_start(parsetree);
+		if (IsTransactionState() && renames_columns(parsetree))
+		{
+			List	   *before = wtcache_watched_column_names();
+			bool		retyped = changes_type_values(parsetree, &typid);
+
+			run_utility(pstmt, queryString, readOnlyTree, context, params,
+						queryEnv, dest, qc);
+			follow_column_renames(before);
+			if (retyped)
+				requeue_tables_using_type(typid);
+			return;
+		}
 		if (IsTransactionState() && wtcache_partition_ddl_before(parsetree, &partition_ddl))
 		{
 			run_utility(pstmt, queryString, readOnlyTree, context, params,

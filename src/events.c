@@ -160,17 +160,22 @@ event_tags(TagBumps *bumps, char *const *tags, int ntags, int64 version)
 	bumps->event_len = ev.len;
 }
 
-/* Publish messages in this order, numbered; false when Redis failed. */
+/*
+ * Publish messages in this order, numbered; false when Redis failed.
+ * With publishing off, advance the numbers by one instead: a subscriber
+ * that missed what was not published then sees a gap when it resumes.
+ */
 static bool
 publish(char *const *messages, const size_t *lens, int n)
 {
 	StringInfoData seq_key;
 	char		err[256];
+	bool		skip = wtcache_publish_events == WTC_PUBLISH_OFF;
 
 	initStringInfo(&seq_key);
 	wtcache_append_event_seq_key(&seq_key, Worker.dbname);
 	if (wtcache_publish_messages(Worker.redis, &Worker.scripts, seq_key.data,
-								 messages, lens, n, err, sizeof(err)))
+								 messages, lens, n, skip, err, sizeof(err)))
 		return true;
 	redis_failed("could not publish events", err);
 	return false;
@@ -211,8 +216,15 @@ events_publish_batch(PushItem *items, int nitems, const TagBumps *bumps)
 	int			nheld = 0;
 	int			n = 0;
 
-	if (!wtcache_publish_events)
-		return true;
+	if (wtcache_publish_events == WTC_PUBLISH_OFF)
+	{
+		/* nothing was built to publish: only a gap, if anything changed */
+		bool		any = bumps != NULL && bumps->ntags > 0;
+
+		for (int i = 0; i < nitems && !any; i++)
+			any = items[i].held;
+		return !any || publish(NULL, NULL, 0);
+	}
 	for (int i = 0; i < nitems; i++)
 		if (items[i].held && items[i].event != NULL)
 			held[nheld++] = &items[i];
@@ -245,10 +257,10 @@ publish_reset(const char *why, bool versions_restart)
 	StringInfoData ev;
 	size_t		len;
 
-	if (!wtcache_publish_events)
-		return true;
 	if (Worker.redis == NULL)
 		return false;
+	if (wtcache_publish_events == WTC_PUBLISH_OFF)
+		return publish(NULL, NULL, 0);
 	initStringInfo(&ev);
 	event_begin(&ev, NULL, NULL);
 	event_op(&ev, "reset", acked_version());

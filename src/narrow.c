@@ -59,6 +59,7 @@
 #include "access/relation.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "miscadmin.h"
 #include "nodes/nodeFuncs.h"
 #include "parser/parsetree.h"
 #include "utils/builtins.h"
@@ -648,10 +649,17 @@ array_values(NarrowState *st, EqKind kind, Oid coltype, Node *arr, List **values
 	{
 		ListCell   *lc;
 
+		/*
+		 * Too many to narrow to, before any is rendered: anyone may call
+		 * query(), and the duplicates check below is quadratic.
+		 */
+		if (list_length(((ArrayExpr *) arr)->elements) > wtcache_max_tags_per_call)
+			return false;
 		foreach(lc, ((ArrayExpr *) arr)->elements)
 		{
 			Operand		e;
 
+			CHECK_FOR_INTERRUPTS();
 			if (!operand(st, lfirst(lc), &e) || e.var >= 0 || !type_fits(kind, e.type) ||
 				(kind == EQ_ENUM && e.type != coltype))
 				return false;

@@ -238,24 +238,38 @@ WTCACHE_LUA_NEW_STAMP
  * KEYS: the database's event sequence key (P{D}:event_seq).  ARGV[1]: the
  * events channel; ARGV[2]: "p" to publish without asking whether anyone
  * listens (in a Cluster PUBSUB NUMSUB counts only the subscribers of one
- * node); then the messages, each a JSON object.  Numbers them on from the
- * sequence key and publishes each with "seq" as its first member.  The
- * sequence advances also when nobody listens, so that a subscriber that
- * reads it after subscribing knows the number the next message carries.
- * One script, on the database's slot: the numbers are handed out and
- * published in one order, which is every subscriber's.  GET and SET, not
- * INCRBY, which a Redis ACL set up for an earlier version does not allow.
- * Returns the first number.
+ * node, and a master's count leaves out its replicas' subscribers), "s"
+ * to publish nothing and advance the sequence by one (publishing is off:
+ * a subscriber sees the gap when it comes back on); then the messages,
+ * each a JSON object.  Numbers them on from the sequence key and
+ * publishes each with "seq" as its first member.  The sequence advances
+ * also when nobody listens, so that a subscriber that reads it after
+ * subscribing knows the number the next message carries.  One script, on
+ * the database's slot: the numbers are handed out and published in one
+ * order, which is every subscriber's.  GET and SET, not INCRBY, which a
+ * Redis ACL set up for an earlier version does not allow.  A key that is
+ * not a number below 2^53 (another type, a value someone wrote) starts the
+ * numbering again at 1, which subscribers see as a gap, rather than stop
+ * delivery; numbers are written with %.0f, since Lua turns numbers of 15
+ * digits and more into text in exponent form.  Returns the first number.
  */
 static const char publish_script[] =
+"local cur = redis.pcall('GET', KEYS[1])\n"
+"if type(cur) == 'table' then redis.call('DEL', KEYS[1]) cur = nil end\n"
+"cur = tonumber(cur)\n"
+"if not cur or cur < 0 or cur >= 9007199254740992 or cur ~= math.floor(cur) then cur = 0 end\n"
+"local first = cur + 1\n"
+"if ARGV[2] == 's' then\n"
+"  redis.call('SET', KEYS[1], string.format('%.0f', first))\n"
+"  return first\n"
+"end\n"
 "local n = #ARGV - 2\n"
 "if n <= 0 then return 0 end\n"
-"local first = (tonumber(redis.call('GET', KEYS[1])) or 0) + 1\n"
-"redis.call('SET', KEYS[1], first + n - 1)\n"
+"redis.call('SET', KEYS[1], string.format('%.0f', first + n - 1))\n"
 "local chan = ARGV[1]\n"
 "if ARGV[2] == 'p' or redis.call('PUBSUB', 'NUMSUB', chan)[2] > 0 or redis.call('PUBSUB', 'NUMPAT') > 0 then\n"
 "  for i = 1, n do\n"
-"    redis.call('PUBLISH', chan, '{\"seq\":' .. (first + i - 1) .. ',' .. string.sub(ARGV[i + 2], 2))\n"
+"    redis.call('PUBLISH', chan, '{\"seq\":' .. string.format('%.0f', first + i - 1) .. ',' .. string.sub(ARGV[i + 2], 2))\n"
 "  end\n"
 "end\n"
 "return first\n";
@@ -904,29 +918,34 @@ wtcache_push_receive(WtcRedis *r, PushItem *items, int nitems, const int *sent_o
 
 /*
  * Publish messages on the events channel, numbered from the database's
- * sequence key (publish_script), in the order given.  False when Redis
- * failed; some may have been published then, and are published again, with
- * new numbers, when the caller retries.
+ * sequence key (publish_script), in the order given; with skip, publish
+ * nothing and advance the sequence by one.  False when Redis failed; some
+ * may have been published then, and are published again, with new
+ * numbers, when the caller retries.
  */
 bool
 wtcache_publish_messages(WtcRedis *r, const RedisScripts *scripts, const char *seq_key,
-						 char *const *messages, const size_t *lens, int n,
+						 char *const *messages, const size_t *lens, int n, bool skip,
 						 char *err, size_t errlen)
 {
 	const char **argv;
 	size_t	   *argl;
 	StringInfoData channel;
-	bool		in_cluster = wtc_redis_mode(r) == WTC_REDIS_CLUSTER;
+	const char *mode = skip ? "s" :
+		(wtc_redis_mode(r) == WTC_REDIS_CLUSTER ||
+		 wtcache_publish_events == WTC_PUBLISH_ALWAYS) ? "p" : "";
 	int			ncalls = 0;
 	bool		ok = true;
 
-	if (n == 0)
+	if (skip)
+		n = 0;
+	else if (n == 0)
 		return true;
 	initStringInfo(&channel);
 	wtcache_events_channel(&channel);
 	argv = palloc(sizeof(char *) * (EVENTS_PER_CALL + 6));
 	argl = palloc(sizeof(size_t) * (EVENTS_PER_CALL + 6));
-	for (int start = 0; start < n; start += EVENTS_PER_CALL)
+	for (int start = 0; start < n || (skip && start == 0); start += EVENTS_PER_CALL)
 	{
 		int			m = Min(EVENTS_PER_CALL, n - start);
 		int			argc = 0;
@@ -941,8 +960,8 @@ wtcache_publish_messages(WtcRedis *r, const RedisScripts *scripts, const char *s
 		argl[argc++] = strlen(seq_key);
 		argv[argc] = channel.data;
 		argl[argc++] = channel.len;
-		argv[argc] = in_cluster ? "p" : "";
-		argl[argc++] = in_cluster ? 1 : 0;
+		argv[argc] = mode;
+		argl[argc++] = strlen(mode);
 		for (int i = 0; i < m; i++)
 		{
 			argv[argc] = messages[start + i];

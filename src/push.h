@@ -68,7 +68,15 @@ typedef enum MarkerCheck
 	MARKER_ERROR
 } MarkerCheck;
 
-extern bool wtcache_publish_events;
+/* wtcache.publish_events */
+typedef enum WtcPublishEvents
+{
+	WTC_PUBLISH_OFF,
+	WTC_PUBLISH_ON,				/* when someone subscribes on the master */
+	WTC_PUBLISH_ALWAYS			/* also for subscribers on its replicas */
+} WtcPublishEvents;
+
+extern int	wtcache_publish_events;
 extern bool wtcache_load_scripts(WtcRedis *r, RedisScripts *scripts, char *err, size_t errlen);
 typedef enum PushResult
 {
@@ -101,7 +109,8 @@ extern PushResult wtcache_push_receive(WtcRedis *r, PushItem *items, int nitems,
 									   char *err, size_t errlen);
 extern bool wtcache_publish_messages(WtcRedis *r, const RedisScripts *scripts,
 									 const char *seq_key, char *const *messages,
-									 const size_t *lens, int n, char *err, size_t errlen);
+									 const size_t *lens, int n, bool skip,
+									 char *err, size_t errlen);
 extern bool wtcache_purge_pattern(WtcRedis *r, const char *pattern, int64 *removed,
 								  char *err, size_t errlen);
 struct KeyTemplate;

@@ -989,6 +989,35 @@ cmp_cstring(const void *a, const void *b)
 }
 
 /*
+ * Does any level of the query lock rows (FOR UPDATE / SHARE in a
+ * sub-select, a CTE, a sublink, a view)?  A hit would return rows without
+ * locking them.
+ */
+static bool
+locks_rows(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Query))
+	{
+		if (((Query *) node)->rowMarks != NIL)
+			return true;
+		return query_tree_walker((Query *) node, locks_rows, context, 0);
+	}
+	return expression_tree_walker(node, locks_rows, context);
+}
+
+static void
+refuse_not_plain_select(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("wtcache.query() caches only plain SELECT statements"),
+			 errdetail("Statements that write or lock rows (FOR UPDATE, data-modifying WITH) cannot be cached."),
+			 errhint("Run the statement directly.")));
+}
+
+/*
  * Parse, analyse and rewrite the query, find the relations it reads, and
  * refuse what cannot be cached.  *types and *ntypes: the parameters' types
  * as the query gave them; ngiven values must match them.
@@ -1009,12 +1038,8 @@ analyze_cacheable(QueryPlan *qp, int ngiven, Oid **types, int *ntypes)
 	stmt = linitial_node(RawStmt, raw);
 	query = parse_analyze_varparams(stmt, qp->sql, types, ntypes, NULL);
 	if (query->commandType != CMD_SELECT || query->utilityStmt != NULL ||
-		query->hasModifyingCTE || query->rowMarks != NIL)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("wtcache.query() caches only plain SELECT statements"),
-				 errdetail("Statements that write or lock rows (FOR UPDATE, data-modifying WITH) cannot be cached."),
-				 errhint("Run the statement directly.")));
+		query->hasModifyingCTE || locks_rows((Node *) query, NULL))
+		refuse_not_plain_select();
 	if (*ntypes != ngiven)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -1028,6 +1053,9 @@ analyze_cacheable(QueryPlan *qp, int ngiven, Oid **types, int *ntypes)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("wtcache.query() cannot cache a statement that rules rewrite into several")));
 	query = linitial_node(Query, rewritten);
+	/* a view's own FOR UPDATE appears once it is expanded */
+	if (locks_rows((Node *) query, NULL))
+		refuse_not_plain_select();
 	(void) collect_relations((Node *) query, qp);
 	if (contain_volatile_functions((Node *) query))
 		ereport(ERROR,

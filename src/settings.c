@@ -57,7 +57,7 @@ int			wtcache_max_databases = 16;
 int			wtcache_tombstone_ttl_s = 86400;
 int			wtcache_poll_interval_ms = 5000;
 double		wtcache_ttl_jitter = 0.1;
-bool		wtcache_publish_events = true;
+int			wtcache_publish_events = WTC_PUBLISH_ON;
 bool		wtcache_enabled = true;
 int			wtcache_backlog_warning = 1000000;
 int			wtcache_max_value_kb = 512 * 1024;
@@ -76,6 +76,20 @@ static char *redis_tls_key_file = NULL;
 static char *redis_tls_server_name = NULL;
 static int	redis_tls_verify = WTC_TLS_VERIFY_FULL;
 static int	redis_tls_min_version = 0x0303;	/* TLS1_2_VERSION */
+
+/* on and off in every spelling a boolean setting takes, as before 1.3 */
+static const struct config_enum_entry publish_events_options[] = {
+	{"off", WTC_PUBLISH_OFF, false},
+	{"on", WTC_PUBLISH_ON, false},
+	{"always", WTC_PUBLISH_ALWAYS, false},
+	{"false", WTC_PUBLISH_OFF, true},
+	{"true", WTC_PUBLISH_ON, true},
+	{"no", WTC_PUBLISH_OFF, true},
+	{"yes", WTC_PUBLISH_ON, true},
+	{"0", WTC_PUBLISH_OFF, true},
+	{"1", WTC_PUBLISH_ON, true},
+	{NULL, 0, false}
+};
 
 static const struct config_enum_entry tls_verify_options[] = {
 	{"full", WTC_TLS_VERIFY_FULL, false},
@@ -1306,11 +1320,11 @@ define_delivery_settings(void)
 								check_power_of_two, NULL, NULL);
 	}
 
-	DefineCustomBoolVariable("wtcache.publish_events",
-							 "Whether every change applied to Redis is also published on the channel <key_prefix>events.",
-							 NULL,
+	DefineCustomEnumVariable("wtcache.publish_events",
+							 "Whether every change delivered to Redis is also published on the channel <key_prefix>events.",
+							 "on: when someone subscribes on the Redis wtcache writes to (in a Cluster, always); always: also with no subscriber there, for subscribers on its replicas; off: never, and subscribers see a gap in the numbers.",
 							 &wtcache_publish_events,
-							 true,
+							 WTC_PUBLISH_ON, publish_events_options,
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
 

@@ -1200,6 +1200,48 @@ wtcache_is_watched(Oid relid)
 }
 
 /*
+ * The names of every live column of every watched table, ordered by table
+ * and attribute number, in the current memory context: what a statement
+ * that renames columns is compared against (ddl.c).  NIL when nothing is
+ * watched.  Not read-only: that would read the catalogs in the snapshot of
+ * the statement, from before the renames it made.
+ */
+List *
+wtcache_watched_column_names(void)
+{
+	List	   *out = NIL;
+	MemoryContext outer = CurrentMemoryContext;
+
+	if (!watch_list_exists())
+		return NIL;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (wtcache_spi_as_extension_owner("SELECT w.rel::pg_catalog.oid, a.attnum, a.attname::pg_catalog.text "
+									   "FROM wtcache.watched w JOIN pg_catalog.pg_attribute a "
+									   "ON a.attrelid OPERATOR(pg_catalog.=) w.rel::pg_catalog.oid "
+									   "AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped "
+									   "ORDER BY 1, 2",
+									   0, NULL, NULL, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wtcache.watched lookup failed");
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		MemoryContext spi = MemoryContextSwitchTo(outer);
+		WatchedColumn *c = palloc(sizeof(WatchedColumn));
+
+		c->relid = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+		c->attnum = DatumGetInt16(SPI_getbinval(tup, desc, 2, &isnull));
+		c->name = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
+		out = lappend(out, c);
+		MemoryContextSwitchTo(spi);
+	}
+	SPI_finish();
+	return out;
+}
+
+/*
  * Does wtcache.watched have this column?  The library of a version runs
  * with the SQL objects of the version before until ALTER EXTENSION UPDATE
  * (README, Upgrades): the options 1.3 added are then absent, and every

@@ -65,6 +65,16 @@ extern bool wtcache_key_enforced(Oid relid);
 extern bool wtcache_column_is_captured(Oid relid, const char *colname);
 extern void wtcache_watch_rename_column(Oid relid, const char *oldname, const char *newname);
 extern void wtcache_watch_restored(Oid relid);
+
+/* A watched table's column, by number, with its name (ddl.c) */
+typedef struct WatchedColumn
+{
+	Oid			relid;
+	int16		attnum;
+	char	   *name;
+} WatchedColumn;
+
+extern List *wtcache_watched_column_names(void);
 extern bool wtcache_changing_triggers;
 
 #endif							/* WTCACHE_WATCH_H */
