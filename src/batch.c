@@ -208,6 +208,15 @@ load_table(TableBatch *tb, Batch *b, Oid relid)
 	relation_close(rel, NoLock);
 }
 
+static bool
+batch_has_table(Batch *b, Oid relid)
+{
+	for (int i = 0; i < b->ntables; i++)
+		if (b->tables[i].relid == relid)
+			return true;
+	return false;
+}
+
 static TableBatch *
 batch_table(Batch *b, Oid relid)
 {
@@ -820,6 +829,22 @@ claim_rows(Batch *b, Batch *inflight, Portal portal)
 
 			/* a whole-table entry goes alone: it ends a batch that has rows */
 			if (!row.has_keys && OidIsValid(row.relid) && any)
+			{
+				done = true;
+				break;
+			}
+
+			/*
+			 * A table the batch has not locked yet, while it holds others:
+			 * waiting for it could deadlock with a transaction that locks
+			 * them in another order (TRUNCATE a, b; in another session b
+			 * was claimed first), and the deadlock detector would end the
+			 * claim with an error.  So the batch ends before it, and the
+			 * next claim, which holds no table yet, waits for it.
+			 */
+			if (row.has_keys && OidIsValid(row.relid) && b->ntables > 0 &&
+				!batch_has_table(b, row.relid) &&
+				!ConditionalLockRelationOid(row.relid, AccessShareLock))
 			{
 				done = true;
 				break;
