@@ -157,6 +157,24 @@ unlike(row_in_redis(52) // '', qr/"owner":"owner 52"/,
 is(sql(q{SELECT wtcache.get('acct', '52')->>'owner'}), 'owner 52 changed', 'reads return the update');
 $filler->query_safe(q{RESET wtcache.debug_fill_delay});
 
+# The same with a TRUNCATE, whose purge neither writes a tombstone nor
+# removes leases: the reader holds its lock on the table until the fill
+# is written, so the TRUNCATE waits for it, and its purge removes the fill.
+sql(q{CREATE TABLE trunc_fill (id int PRIMARY KEY, v text); SELECT wtcache.watch('trunc_fill');
+	  INSERT INTO trunc_fill VALUES (1, 'before the truncate')});
+ok(wait_drained($node, $db), 'trunc_fill delivered');
+my $kt = redis_key_of($node, $db, 'trunc_fill', 1);
+redis_cmd($rp, 'DEL', $kt);
+$filler->query_safe(q{SET wtcache.debug_fill_delay = '3s'});
+$filler->query_until(qr/started\n/, "\\echo started\nSELECT wtcache.get('trunc_fill', '1')->>'v';\n");
+for (1 .. 200) { last if redis_cmd($rp, 'EXISTS', "$kt:l"); usleep(10_000); }
+sql(q{TRUNCATE trunc_fill});
+ok(wait_drained($node, $db), 'the TRUNCATE was delivered while the fill was held');
+$filler->query_until(qr/finished\n/, "\\echo finished\n");
+is(redis_cmd($rp, 'GET', $kt), undef, 'a fill that raced with a TRUNCATE does not bring the row back');
+is(sql(q{SELECT wtcache.get('trunc_fill', '1')}), '', 'reads find no row');
+$filler->query_safe(q{RESET wtcache.debug_fill_delay});
+
 #### Stampede: concurrent misses of one cold key read the table once
 
 my $k60 = redis_key_of($node, $db, 'acct', 60);
