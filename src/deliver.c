@@ -79,6 +79,15 @@ set_aside_failed(Batch *b)
 		if (SPI_execute_with_args("UPDATE wtcache.queue SET set_aside = $2 WHERE id OPERATOR(pg_catalog.=) ANY($1)",
 								  2, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "wtcache: setting aside queue rows failed");
+		/*
+		 * Its key space is another database's, whose rows Redis may hold
+		 * under this table's keys: every read of the table must go to the
+		 * table, not only those of the keys set aside.  A whole-table
+		 * entry keeps the table pending; claimed, its purge meets the
+		 * same conflict and is set aside in turn, until a DBA resolves it.
+		 */
+		if (tb->claim_lost && tb->tmpl != NULL)
+			wtcache_enqueue_whole_table(tb->relid, tb->table_key, tb->tmpl->text);
 		if (!list_member_oid(logged, tb->relid))
 		{
 			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
@@ -325,8 +334,11 @@ ensure_claim(const KeyTemplate *t, const char *owner, char **conflict)
 	*conflict = NULL;
 	initStringInfo(&key);
 	wtcache_append_claim_key(&key, wtcache_key_prefix, t);
-	if (claimed(key.data))
-		return true;
+	/*
+	 * Asked of Redis before every batch, not remembered: a claim key can
+	 * go (evicted, deleted by hand) and another database take the key
+	 * space, and both would then write the same keys.
+	 */
 	initStringInfo(&head);
 	wtcache_append_claim_owner_head(&head, Worker.dbname);
 	if (!wtcache_claim_key_space(Worker.redis, &Worker.scripts, key.data, owner, head.data,
@@ -337,10 +349,13 @@ ensure_claim(const KeyTemplate *t, const char *owner, char **conflict)
 	}
 	if (strncmp(holder, head.data, head.len) == 0)
 	{
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+		if (!claimed(key.data))
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
-		Worker.claimed = lappend(Worker.claimed, pstrdup(key.data));
-		MemoryContextSwitchTo(old);
+			Worker.claimed = lappend(Worker.claimed, pstrdup(key.data));
+			MemoryContextSwitchTo(old);
+		}
 		return true;
 	}
 	*conflict = psprintf("the keys of its key template \"%s\" belong to table %s of another database, "
@@ -375,6 +390,7 @@ claim_templates(Batch *b)
 		{
 			tb->failure = conflict;
 			tb->watched = false;
+			tb->claim_lost = true;
 			dropped = true;
 		}
 	}

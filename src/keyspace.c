@@ -871,6 +871,20 @@ wtcache_encode_value(int64 version, const char *json, size_t len, size_t *outlen
 }
 
 /*
+ * Is this string a row value wtcache wrote (the codec's head, then the
+ * version's digits)?  Under a key template the key space is shared with
+ * the application, whose own strings there are not rows.
+ */
+bool
+wtcache_is_row_value(const char *value, size_t len)
+{
+	size_t		head = strlen(WTC_VALUE_HEAD);
+
+	return len > head && memcmp(value, WTC_VALUE_HEAD, head) == 0 &&
+		value[head] >= '0' && value[head] <= '9';
+}
+
+/*
  * The row JSON of a row value: without its "_v" (palloc'd).  A value
  * without one (not written by wtcache) is returned as it is.
  */

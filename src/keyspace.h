@@ -290,6 +290,7 @@ extern void wtcache_append_database_pattern(StringInfo buf, const char *dbname,
 extern char *wtcache_encode_value(int64 version, const char *json, size_t len,
 								  size_t *outlen);
 extern char *wtcache_decode_value(const char *value, size_t len);
+extern bool wtcache_is_row_value(const char *value, size_t len);
 extern HashValue *wtcache_encode_hash(int ncols, char *const *names, char *const *values);
 
 /* Canonical rendering */

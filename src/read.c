@@ -94,10 +94,16 @@
  * its tombstone and lease keys (keyspace.h), else they are the row key
  * and a suffix.  ARGV: lease token, lease ms.
  * {1, value} | {2, tombstone or ""} (lease is ours) | {3} (someone else's)
+ * | {4}: a string wtcache did not write (no "_v" at its head: under a key
+ * template the key space is the application's too), read the table and
+ * fill nothing over it.  A key of another type raises WRONGTYPE: the same.
  */
 static const char lease_script[] =
 "local v = redis.call('GET', KEYS[1])\n"
-"if v then return {1, v} end\n"
+"if v then\n"
+"  if string.match(v, " WTC_LUA_VALUE_VERSION ") then return {1, v} end\n"
+"  return {4, ''}\n"
+"end\n"
 "local t = redis.call('GET', KEYS[2] or KEYS[1] .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) ") or ''\n"
 "if redis.call('SET', KEYS[3] or KEYS[1] .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) ", ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, t} end\n"
 "return {3, ''}\n";
@@ -1277,7 +1283,8 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 				k->source = FROM_TABLE;
 				pg_atomic_fetch_add_u64(&rt->stats->bypasses, 1);
 			}
-			else if (ok && !rt->hash && reply.type == WTC_REPLY_STRING)
+			else if (ok && !rt->hash && reply.type == WTC_REPLY_STRING &&
+					 wtcache_is_row_value(reply.str, reply.len))
 			{
 				k->json = reply.str;
 				k->json_len = reply.len;
@@ -1292,12 +1299,15 @@ read_keys(ReadTable *rt, ReadKey *keys, int nkeys)
 				pg_atomic_fetch_add_u64(&rt->stats->hits, 1);
 			}
 			else if (ok && (reply.type == WTC_REPLY_ERROR ||
+							(!rt->hash && reply.type == WTC_REPLY_STRING) ||
 							(rt->hash && !hash_reply_missing(rt, &reply))))
 			{
 				/*
 				 * A value of the other format (WRONGTYPE), which a format
-				 * change is about to replace, or not wtcache's: read the
-				 * table, and fill nothing over it.
+				 * change is about to replace, or not wtcache's (a string
+				 * without "_v" at its head: under a key template the key
+				 * space is the application's too): read the table, and
+				 * fill nothing over it.
 				 */
 				k->source = FROM_TABLE;
 				pg_atomic_fetch_add_u64(&rt->stats->bypasses, 1);
