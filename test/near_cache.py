@@ -109,7 +109,8 @@ class NearCache:
             "messages", "other_db", "applied_rows", "dropped_by_rows", "truncates",
             "dropped_by_truncates", "tag_invalidations", "resets", "gaps", "seq_back",
             "subscribes", "subscriptions_lost", "silent_subscriptions", "drops_all",
-            "dropped_entries", "redis_errors", "not_rows", "ignored_selftest"), 0)
+            "dropped_entries", "redis_errors", "not_rows", "other_format", "malformed",
+            "ignored_selftest"), 0)
 
     # ---------------------------------------------------------------- reads
 
@@ -145,6 +146,14 @@ class NearCache:
             pipe.get(self.gen_key)
             pipe.get(redis_key)
             gen, raw = pipe.execute()
+        except redis.ResponseError as e:
+            if "WRONGTYPE" not in str(e):
+                self._redis_failed(e)
+            else:
+                # a table of format 'hash' (README): this cache keeps JSON rows
+                self.n["other_format"] += 1
+            self.n["untrusted"] += 1
+            return UNTRUSTED, None, None
         except redis.RedisError as e:
             self._redis_failed(e)
             self.n["untrusted"] += 1
@@ -266,7 +275,15 @@ class NearCache:
             return
         if msg["type"] != "message":
             return
-        m = json.loads(msg["data"])
+        try:
+            m = json.loads(msg["data"])
+        except ValueError:
+            # Not a message this protocol sends: the stream cannot be
+            # trusted, so as after a lost subscription (rule 4).
+            self.n["malformed"] += 1
+            self.log("a message that is not JSON: %r" % (msg["data"][:300],))
+            self._lost("a message that is not JSON")
+            return
         self.n["messages"] += 1
         if m.get("db") != self.db:
             # Other databases number their own messages: not ours to count.
