@@ -79,15 +79,6 @@ set_aside_failed(Batch *b)
 		if (SPI_execute_with_args("UPDATE wtcache.queue SET set_aside = $2 WHERE id OPERATOR(pg_catalog.=) ANY($1)",
 								  2, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "wtcache: setting aside queue rows failed");
-		/*
-		 * Its key space is another database's, whose rows Redis may hold
-		 * under this table's keys: every read of the table must go to the
-		 * table, not only those of the keys set aside.  A whole-table
-		 * entry keeps the table pending; claimed, its purge meets the
-		 * same conflict and is set aside in turn, until a DBA resolves it.
-		 */
-		if (tb->claim_lost && tb->tmpl != NULL)
-			wtcache_enqueue_whole_table(tb->relid, tb->table_key, tb->tmpl->text);
 		if (!list_member_oid(logged, tb->relid))
 		{
 			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
@@ -390,7 +381,6 @@ claim_templates(Batch *b)
 		{
 			tb->failure = conflict;
 			tb->watched = false;
-			tb->claim_lost = true;
 			dropped = true;
 		}
 	}

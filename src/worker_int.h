@@ -85,7 +85,6 @@ typedef struct TableBatch
 	char	   *table_key;
 	struct KeyTemplate *tmpl;	/* its key template, bound to its key;
 								 * NULL: the default layout (keyspace.h) */
-	bool		claim_lost;		/* another database holds its key space */
 	char	   *event_head;		/* {"db":..,"table":..,"key":[ for events */
 	char	   *table_tag;		/* "table:<schema>.<table>" */
 	KeyLookup	lookup;			/* how to read its rows by key (keys.c) */
