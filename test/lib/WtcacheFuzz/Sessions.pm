@@ -458,6 +458,17 @@ sub reader_failed
 		$ctx->{st}{reads_deadlocked}++;
 		return 1;
 	}
+	# get_row(NULL::t, ...) names t's row type, which takes no lock on t:
+	# an ALTER COLUMN TYPE of t (the alter_key fault) that commits after
+	# the statement was parsed, before get_row() ran, makes PostgreSQL
+	# refuse the row it builds with the new type, as it does for any SQL
+	# function returning a table's row type.  Without wtcache too.
+	if ($r->{error} && $r->{sqlstate} eq '42804' &&
+		$r->{err} =~ /function return row and query-specified return row do not match/)
+	{
+		$ctx->{st}{reads_interrupted}++;
+		return 1;
+	}
 	if ($r->{error})
 	{
 		ctx_problem($ctx, 'unexpected_errors', "reader: $r->{err}\n  statement: $sql");
