@@ -999,6 +999,36 @@ wtcache_publish_messages(WtcRedis *r, const RedisScripts *scripts, const char *s
 }
 
 /*
+ * Read the replies of ncalls removals, all of them, so the connection
+ * stays in step; *removed adds what they removed.  False when one failed:
+ * not all removed, so the purge must not be acknowledged.
+ */
+static bool
+read_removals(WtcRedis *r, int ncalls, int64 *removed, char *err, size_t errlen)
+{
+	bool		ok = true;
+
+	for (int i = 0; i < ncalls; i++)
+	{
+		WtcReply	reply;
+
+		if (!wtc_redis_read(r, &reply))
+		{
+			snprintf(err, errlen, "%s", wtc_redis_errstr(r));
+			return false;
+		}
+		if (reply.type == WTC_REPLY_ERROR && ok)
+		{
+			snprintf(err, errlen, "removing keys failed: %s", reply.str);
+			ok = false;
+		}
+		if (reply.type == WTC_REPLY_INTEGER)
+			*removed += reply.integer;
+	}
+	return ok;
+}
+
+/*
  * UNLINK keys that SCAN returned.  In a Cluster each key on its own (they
  * may be of any slot), pipelined.
  */
@@ -1008,7 +1038,6 @@ unlink_keys(WtcRedis *r, const WtcReply *keys, int64 *removed, char *err, size_t
 	const char **argv = palloc(sizeof(char *) * (keys->nelem + 1));
 	size_t	   *lens = palloc(sizeof(size_t) * (keys->nelem + 1));
 	int			ncalls = 0;
-	bool		ok = true;
 
 	argv[0] = "UNLINK";
 	lens[0] = 6;
@@ -1038,25 +1067,7 @@ unlink_keys(WtcRedis *r, const WtcReply *keys, int64 *removed, char *err, size_t
 		snprintf(err, errlen, "%s", wtc_redis_errstr(r));
 		return false;
 	}
-	for (int i = 0; i < ncalls; i++)
-	{
-		WtcReply	del;
-
-		if (!wtc_redis_read(r, &del))
-		{
-			snprintf(err, errlen, "%s", wtc_redis_errstr(r));
-			return false;
-		}
-		if (del.type == WTC_REPLY_ERROR && ok)
-		{
-			/* not all removed: the purge must not be acknowledged */
-			snprintf(err, errlen, "UNLINK failed: %s", del.str);
-			ok = false;
-		}
-		if (del.type == WTC_REPLY_INTEGER)
-			*removed += del.integer;
-	}
-	return ok;
+	return read_removals(r, ncalls, removed, err, errlen);
 }
 
 /* Remove every key matching pattern (SCAN + UNLINK on every master, a page at a time). */
@@ -1243,7 +1254,6 @@ remove_keys(WtcRedis *r, const RedisScripts *scripts, char **keys, size_t *lens,
 	size_t	   *argl = palloc(sizeof(size_t) * (n + 4));
 	char		nkeys_buf[16];
 	int			ncalls = 0;
-	bool		ok = true;
 
 	for (int start = 0; start < n; start += per_call)
 	{
@@ -1282,25 +1292,7 @@ remove_keys(WtcRedis *r, const RedisScripts *scripts, char **keys, size_t *lens,
 		snprintf(err, errlen, "%s", wtc_redis_errstr(r));
 		return false;
 	}
-	for (int i = 0; i < ncalls; i++)
-	{
-		WtcReply	reply;
-
-		if (!wtc_redis_read(r, &reply))
-		{
-			snprintf(err, errlen, "%s", wtc_redis_errstr(r));
-			return false;
-		}
-		if (reply.type == WTC_REPLY_ERROR && ok)
-		{
-			/* not all removed: the purge must not be acknowledged */
-			snprintf(err, errlen, "removing keys failed: %s", reply.str);
-			ok = false;
-		}
-		if (reply.type == WTC_REPLY_INTEGER)
-			*removed += reply.integer;
-	}
-	return ok;
+	return read_removals(r, ncalls, removed, err, errlen);
 }
 
 /*
