@@ -308,7 +308,11 @@ if ($near)
 my $t0 = time();
 my $end_time = $t0 + $secs;
 my $run = { seed => $seed, logdir => $logdir, logname => $logname, psql => $psql_bin, connstr => $connstr, copydir => $copydir,
-	end_time => $end_time };
+	end_time => $end_time,
+	# How long after the end a session keeps trying to connect: the
+	# faults' own recovery (a restart under load) is bounded by the
+	# harness timeout, never by a guess shorter than it.
+	reconnect_limit => 3 * $PostgreSQL::Test::Utils::timeout_default };
 for my $role ('w', 'r')
 {
 	for my $i (1 .. ($role eq 'w' ? $nwriters : $nreaders))

@@ -91,26 +91,35 @@ sub connect_session
 {
 	my ($ctx) = @_;
 	my $s = $ctx->{s};
-	my $give_up = $ctx->{run}{end_time} + 90;
-	my $tries = 0;
-	while (!$s->connect)
+	# A fault (pg_restart, a crash) may take the server away again right
+	# after a connection succeeds, even during the session's setup: that
+	# is one more try, not a problem.  Only a server that stays away long
+	# after the run ended is one; the limit is the harness timeout.
+	my $give_up = $ctx->{run}{end_time} + $ctx->{run}{reconnect_limit};
+	while (1)
 	{
-		$tries++;
-		return 0 if time() > $give_up;
-		usleep(50_000 + int(rand(100_000)));
+		while (!$s->connect)
+		{
+			return 0 if time() > $give_up;
+			usleep(50_000 + int(rand(100_000)));
+		}
+		$ctx->{st}{connects}++;
+		$ctx->{settings} = '00';    # a new session: origin role, synchronous commits
+		# Session settings wtcache must not depend on: keys and JSON are
+		# rendered under fixed ones.
+		my $setup = "SET TimeZone = '" . pick('UTC', 'Asia/Kolkata', 'America/St_Johns', 'Pacific/Chatham', 'Europe/Paris')
+		  . "'; SET DateStyle = '" . pick('ISO, MDY', 'SQL, DMY', 'German', 'Postgres, YMD') . "'; "
+		  . "SET extra_float_digits = " . pick(0, 1, 3) . ';';
+		my $r = $s->run($setup);
+		ring_add($ctx, $setup, $r);
+		if ($r->{lost})
+		{
+			$ctx->{st}{setup_lost}++;
+			next;
+		}
+		ctx_problem($ctx, 'unexpected_errors', "session setup failed: $r->{err}") if $r->{error};
+		return 1;
 	}
-	$ctx->{st}{connects}++;
-	$ctx->{settings} = '00';    # a new session: origin role, synchronous commits
-	# Session settings wtcache must not depend on: keys and JSON are
-	# rendered under fixed ones.
-	my $setup = "SET TimeZone = '" . pick('UTC', 'Asia/Kolkata', 'America/St_Johns', 'Pacific/Chatham', 'Europe/Paris')
-	  . "'; SET DateStyle = '" . pick('ISO, MDY', 'SQL, DMY', 'German', 'Postgres, YMD') . "'; "
-	  . "SET extra_float_digits = " . pick(0, 1, 3) . ';';
-	my $r = $s->run($setup);
-	ring_add($ctx, $setup, $r);
-	return 0 if $r->{lost};
-	ctx_problem($ctx, 'unexpected_errors', "session setup failed: $r->{err}") if $r->{error};
-	return 1;
 }
 
 # Run one step; classify its outcome.  Returns the run() result with rows
@@ -499,7 +508,7 @@ sub session_main
 		{
 			if (!connect_session($ctx))
 			{
-				ctx_problem($ctx, 'unexpected_errors', 'could not connect again within 90 s after the end of the run');
+				ctx_problem($ctx, 'unexpected_errors', "could not connect again within $run->{reconnect_limit} s after the end of the run");
 				last;
 			}
 		}
