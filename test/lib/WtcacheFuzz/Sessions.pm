@@ -16,7 +16,11 @@
 #   logname   the test's name (014_fuzz, or 042_near_cache, which runs it)
 #   psql      the psql binary, connstr: the database to connect to
 #   copydir   a directory of the test's own: COPY files, flag files, stats
-#   end_time  when the sessions stop beginning transactions and reads
+#   stop_file when it exists, the sessions stop beginning transactions and
+#             reads (the parent makes it once the run's time has passed and
+#             every planned fault was injected)
+#   reconnect_limit  seconds after the stop a session keeps trying to
+#             connect again
 package WtcacheFuzz::Sessions;
 
 use strict;
@@ -87,6 +91,12 @@ sub ctx_problem
 	return;
 }
 
+sub run_over
+{
+	my ($run) = @_;
+	return -e $run->{stop_file};
+}
+
 sub connect_session
 {
 	my ($ctx) = @_;
@@ -95,12 +105,13 @@ sub connect_session
 	# after a connection succeeds, even during the session's setup: that
 	# is one more try, not a problem.  Only a server that stays away long
 	# after the run ended is one; the limit is the harness timeout.
-	my $give_up = $ctx->{run}{end_time} + $ctx->{run}{reconnect_limit};
+	my $stopped_at;
 	while (1)
 	{
 		while (!$s->connect)
 		{
-			return 0 if time() > $give_up;
+			$stopped_at //= time() if run_over($ctx->{run});
+			return 0 if defined $stopped_at && time() > $stopped_at + $ctx->{run}{reconnect_limit};
 			usleep(50_000 + int(rand(100_000)));
 		}
 		$ctx->{st}{connects}++;
@@ -502,7 +513,7 @@ sub session_main
 		s => WtcacheFuzz::Psql->new(psql => $run->{psql}, connstr => $run->{connstr}, quiet => ($role eq 'r'), timeout => 60),
 	};
 	ctx_log($ctx, "$name starts, seed $run->{seed}");
-	while (time() < $run->{end_time} && !$ctx->{stop})
+	while (!run_over($run) && !$ctx->{stop})
 	{
 		if (!$ctx->{s}->connected)
 		{
