@@ -103,7 +103,8 @@ COMMENT ON VIEW wtcache.status IS
     'per watched table you can see: configuration, captured, pushed, pending and lag; with this database''s delivery worker';
 GRANT SELECT ON wtcache.status TO PUBLIC;
 
--- metrics(): the delivery lag histogram, read and query hit ratios (lag part).
+-- metrics(): the delivery lag histogram and its last minute's percentiles,
+-- read and query hit ratios (lag part).
 CREATE OR REPLACE FUNCTION wtcache.metrics() RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 WITH db AS (
@@ -159,7 +160,10 @@ WITH db AS (
     ('wtcache_set_aside', 'gauge', 'Changed keys set aside because the worker could not read their table (wtcache.retry_set_aside())', 23),
     ('wtcache_delivery_lag_seconds', 'histogram', 'Time from commit to Redis''s acknowledgement of each delivered change, since the worker started', 24),
     ('wtcache_read_hit_ratio', 'gauge', 'Share of cached reads served from Redis: hits / (hits + misses + bypasses + fallbacks)', 25),
-    ('wtcache_query_hit_ratio', 'gauge', 'Share of cached query calls served from Redis: hits / (hits + misses + bypasses + fallbacks)', 26)
+    ('wtcache_query_hit_ratio', 'gauge', 'Share of cached query calls served from Redis: hits / (hits + misses + bypasses + fallbacks)', 26),
+    ('wtcache_delivery_lag_p50_seconds', 'gauge', 'Median delivery lag over the last minute (absent: nothing delivered in it)', 27),
+    ('wtcache_delivery_lag_p99_seconds', 'gauge', '99th percentile of the delivery lag over the last minute', 28),
+    ('wtcache_delivery_lag_max_seconds', 'gauge', 'Longest delivery lag over the last minute', 29)
 ), sample(name, labels, value) AS (
     SELECT 'wtcache_captured_total', labels, captured::float8 FROM tables
     UNION ALL SELECT 'wtcache_pushed_total', labels, pushed FROM tables
@@ -191,6 +195,12 @@ WITH db AS (
     UNION ALL SELECT 'wtcache_query_hit_ratio', labels,
                      hits::float8 / (hits + misses + bypasses + fallbacks) FROM q
                      WHERE hits + misses + bypasses + fallbacks > 0
+    UNION ALL SELECT 'wtcache_delivery_lag_p50_seconds', labels, extract(epoch FROM p50) FROM lag
+                     WHERE p50 IS NOT NULL
+    UNION ALL SELECT 'wtcache_delivery_lag_p99_seconds', labels, extract(epoch FROM p99) FROM lag
+                     WHERE p99 IS NOT NULL
+    UNION ALL SELECT 'wtcache_delivery_lag_max_seconds', labels, extract(epoch FROM max) FROM lag
+                     WHERE max IS NOT NULL
 )
 SELECT coalesce(string_agg(block, ''  ORDER BY ord), '')
   FROM (SELECT m.ord,

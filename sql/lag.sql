@@ -38,7 +38,7 @@ SELECT read_hits, read_hit_ratio FROM wtcache.status WHERE table_name = 'lag_t':
 -- then _sum and _count; the hit ratio gauges
 SELECT line
   FROM regexp_split_to_table(wtcache.metrics(), E'\n') WITH ORDINALITY AS m(line, n)
- WHERE line ~ '(wtcache_delivery_lag_seconds|hit_ratio)'
+ WHERE line ~ '(wtcache_delivery_lag_|hit_ratio)'
    AND line !~ 'table="(?!public\.lag_t")'
  ORDER BY n;
 

@@ -135,6 +135,8 @@ note("200 ms injected: p50 $p50 ms, p99 $p99 ms, max $max ms");
 cmp_ok($p99, '>', 200, 'and the p99 too');
 cmp_ok($max, '>=', $p99, 'max >= p99');
 my $slow = histogram_consistent('200 ms injected');
+my ($p50_gauge) = sql('SELECT wtcache.metrics()') =~ /^wtcache_delivery_lag_p50_seconds\{database="postgres"\} (\S+)$/m;
+cmp_ok($p50_gauge // 0, '>', 0.2, 'metrics(): the p50 gauge of the last minute too');
 my %le = map { $_->[0] => $_->[1] } @{ $slow->{buckets} };
 cmp_ok($slow->{count} - $le{'0.1'}, '>', 0, 'the histogram has changes above 100 ms');
 
@@ -170,6 +172,34 @@ like($metrics, qr/^wtcache_read_hit_ratio\{database="postgres",table="public\.h"
 	'metrics(): the read hit ratio of h');
 unlike($metrics, qr/^wtcache_read_hit_ratio\{[^}]*table="public\.t"/m,
 	'metrics(): no ratio for a table never read');
+
+# The postgres_exporter queries file: every query runs, and its histogram
+# (buckets without +Inf, which the exporter adds from the count) agrees
+# with metrics().
+{
+	my $yaml = slurp_file("$FindBin::RealBin/../postgres_exporter_queries.yaml");
+	my %queries;
+	while ($yaml =~ /^(\w+):\n  query: (?:\|\n((?:    .*\n)+)|"([^"]+)")/mg)
+	{
+		$queries{$1} = $2 // $3;
+	}
+	ok(exists $queries{wtcache_delivery} && exists $queries{wtcache_query},
+		'the exporter file has the delivery lag and query queries');
+	for my $name (sort keys %queries)
+	{
+		my ($ret, $out, $err) = $node->psql($db, $queries{$name});
+		is($ret . $err, '0', "exporter query $name runs");
+	}
+	my ($buckets, $counts, $count) = split /\|/,
+	  sql(qq{SELECT cardinality(lag_seconds), lag_seconds_bucket[cardinality(lag_seconds_bucket)],
+	                lag_seconds_count FROM ($queries{wtcache_delivery}) e});
+	my $h = lag_histogram(sql('SELECT wtcache.metrics()'));
+	is("$buckets $counts $count",
+		scalar(@{ $h->{buckets} }) - 1 . " $h->{buckets}[-2][1] $h->{count}",
+		'exporter: the finite buckets, the last of them and the count agree with metrics()');
+	like(sql(qq{SELECT hit_ratio FROM ($queries{wtcache_query}) e}), qr/^0\.5$/,
+		'exporter: the query hit ratio');
+}
 
 # Who sees what: the database's lag is everyone's (as worker_status());
 # a table's row and ratio only its readers'.
