@@ -335,9 +335,13 @@ batch_add_id(Batch *b, int64 id, Oid relid, int pending_start, TransactionId xmi
 		b->ids = repalloc(b->ids, sizeof(Datum) * b->maxids);
 		b->id_relids = repalloc(b->id_relids, sizeof(Oid) * b->maxids);
 		b->id_pending = repalloc(b->id_pending, sizeof(int) * b->maxids);
+		b->id_since = repalloc(b->id_since, sizeof(TimestampTz) * b->maxids);
+		b->id_changes = repalloc(b->id_changes, sizeof(int64) * b->maxids);
 	}
 	b->id_relids[b->nids] = relid;
 	b->id_pending[b->nids] = pending_start;
+	b->id_since[b->nids] = 0;
+	b->id_changes[b->nids] = 0;
 	b->ids[b->nids++] = Int64GetDatum(id);
 	b->max_version = Max(b->max_version, id);
 	(void) hash_search(b->idset, &id, HASH_ENTER, NULL);
@@ -561,13 +565,13 @@ claim_open_queue(bool can_set_aside)
 	/* 1.3: whole-table rows name the key template of their keys */
 	if (can_set_aside && get_attnum(queue, "key_template") != InvalidAttrNumber)
 		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, discard, "
-								 "key_template, xmin "
+								 "key_template, xmin, enqueued_at "
 								 "FROM wtcache.queue q WHERE set_aside IS NULL OR discard "
 								 "OR pg_catalog.has_table_privilege(q.relid, 'SELECT') IS NULL "
 								 "ORDER BY id LIMIT $1",
 								 1, (Oid[]) {INT8OID});
 	else if (can_set_aside)
-		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, discard, xmin "
+		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, discard, xmin, enqueued_at "
 								 "FROM wtcache.queue q WHERE set_aside IS NULL OR discard "
 								 /*
 								  * those of a table dropped since: nothing left to
@@ -580,7 +584,7 @@ claim_open_queue(bool can_set_aside)
 								 "ORDER BY id LIMIT $1",
 								 1, (Oid[]) {INT8OID});
 	else
-		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, false AS discard, xmin "
+		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, false AS discard, xmin, enqueued_at "
 								 "FROM wtcache.queue ORDER BY id LIMIT $1", 1, (Oid[]) {INT8OID});
 	limit = Int64GetDatum(wtcache_batch_size);
 	return SPI_cursor_open(NULL, plan, &limit, NULL, true);
@@ -740,6 +744,21 @@ claim_keys(Batch *b, TableBatch *tb, const QueueRow *row, QueueTagIter *tagit)
 }
 
 /*
+ * The row just claimed (the batch's last id) carries changes of the
+ * application's: their delivery lag is counted from its enqueued_at once
+ * it is acknowledged (lag.c says why rows of warm, resync and requeues are
+ * not).
+ */
+static void
+note_lag(Batch *b, const QueueRow *row, int64 changes)
+{
+	if (row->per_table || row->enqueued_at == 0 || changes <= 0)
+		return;
+	b->id_since[b->nids - 1] = row->enqueued_at;
+	b->id_changes[b->nids - 1] = changes;
+}
+
+/*
  * Claim one queue row, in the batch's memory: its pending-filter counters,
  * then what its kind asks for.  True when the batch ends with it.
  * spicxt: the context to read its table's watch in (batch_table runs SPI).
@@ -750,6 +769,8 @@ claim_row(Batch *b, QueueRow *row, MemoryContext spicxt)
 	QueueTagIter tagit;
 	int			pending_start;
 	TableBatch *tb;
+	int64		records;
+	bool		full;
 
 	wtcache_queue_expand(row);
 	wtcache_queue_tags_begin(&tagit, row);
@@ -761,10 +782,15 @@ claim_row(Batch *b, QueueRow *row, MemoryContext spicxt)
 		return false;
 	}
 	if (row->relid == WTCACHE_TAGS_ONLY)
-		return claim_tags_row(b, row, &tagit, pending_start);
+	{
+		full = claim_tags_row(b, row, &tagit, pending_start);
+		note_lag(b, row, 1);
+		return full;
+	}
 	if (!row->has_keys)
 	{
 		claim_whole_table_row(b, row, pending_start);
+		note_lag(b, row, 1);
 		return true;
 	}
 
@@ -784,7 +810,9 @@ claim_row(Batch *b, QueueRow *row, MemoryContext spicxt)
 		if (row->per_table)
 			batch_add_tag(b, wtcache_table_wide_tag_of(tb->table_tag));
 	}
+	records = b->nrecords;
 	claim_keys(b, tb, row, &tagit);
+	note_lag(b, row, b->nrecords - records);
 	return b->nrecords >= wtcache_batch_size;
 }
 
@@ -1046,6 +1074,8 @@ claim_next(Batch *b, MemoryContext cxt, Batch *inflight)
 	b->ids = palloc(sizeof(Datum) * b->maxids);
 	b->id_relids = palloc(sizeof(Oid) * b->maxids);
 	b->id_pending = palloc(sizeof(int) * b->maxids);
+	b->id_since = palloc(sizeof(TimestampTz) * b->maxids);
+	b->id_changes = palloc(sizeof(int64) * b->maxids);
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(int64);

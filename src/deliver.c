@@ -15,6 +15,7 @@
  */
 #include "worker_int.h"
 #include "fence.h"
+#include "lag.h"
 #include "pending.h"
 #include "plans.h"
 #include "push.h"
@@ -147,6 +148,26 @@ count_pushed(Batch *b)
 }
 
 /*
+ * The delivery lag of the batch's changes (lag.c), those set aside left
+ * out.  Once per batch: a pass over its queue rows, no lock.
+ */
+static void
+record_lag(Batch *b)
+{
+	TimestampTz acked_at = b->replied_at != 0 ? b->replied_at : GetCurrentTimestamp();
+	bool		failures = false;
+
+	for (int t = 0; t < b->ntables; t++)
+		failures |= b->tables[t].failure != NULL;
+	wtcache_lag_begin(&Worker.slot->lag);
+	for (int i = 0; i < b->nids; i++)
+		if (b->id_changes[i] > 0 &&
+			(!failures || table_failure(b, b->id_relids[i]) == NULL))
+			wtcache_lag_add(&Worker.slot->lag, acked_at, b->id_since[i], b->id_changes[i]);
+	wtcache_lag_end(&Worker.slot->lag);
+}
+
+/*
  * Delete the batch's queue rows (set aside those of tables that failed),
  * count them, commit, and only then release their pending-filter counts.
  */
@@ -207,6 +228,7 @@ ack_batch(Batch *b)
 		wtcache_pending_release(release, nrelease);
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
+	record_lag(b);
 
 	SpinLockAcquire(&Worker.slot->mutex);
 	Worker.slot->pushed += b->nrecords;
@@ -247,6 +269,8 @@ finish_batch(Batch *b)
 		redis_failed("could not deliver changes to Redis", err);
 		return false;
 	}
+	/* Redis holds the changes now: the end of their delivery lag */
+	b->replied_at = GetCurrentTimestamp();
 	/* before the acknowledgement: a failure sends the batch, and them, again */
 	MemoryContextSwitchTo(b->cxt);
 	if (!events_publish_batch(b->items, b->nitems, &b->bumps))

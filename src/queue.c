@@ -173,6 +173,8 @@ wtcache_queue_decode(HeapTuple tup, TupleDesc desc, const QueueColumns *cols,
 	row->key_template_text = isnull ? (Datum) 0 : d;
 	d = queue_getattr(tup, desc, cols->xmin, &isnull);
 	row->xmin = isnull ? InvalidTransactionId : DatumGetTransactionId(d);
+	d = queue_getattr(tup, desc, cols->enqueued_at, &isnull);
+	row->enqueued_at = isnull ? 0 : DatumGetTimestampTz(d);
 }
 
 /* The decoded row's arrays and texts, in CurrentMemoryContext. */

@@ -46,6 +46,8 @@ typedef struct QueueRow
 								 * layout's (1.3) */
 	bool		discard;		/* read only: given up by a DBA */
 	TransactionId xmin;			/* read only, if the reader's SELECT has it */
+	TimestampTz enqueued_at;	/* read only, if the reader's SELECT has
+								 * it, else 0 (the delivery lag's start) */
 
 	/* as stored, (Datum) 0 for NULL: decoded, not yet expanded */
 	Datum		keys_array;

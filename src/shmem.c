@@ -11,6 +11,8 @@
  *	  (pid, latch, state, counters, error text).  The worker of the slot is
  *	  the only writer; readers copy under the spinlock.  Never call anything
  *	  that can fail while holding it.
+ *	- Each slot's lag histogram is written by its worker only, and read
+ *	  without a lock under its change count (lag.h).
  *	- WtcacheShared->mutex guards launcher_pid/launcher_latch.
  *	- The commit-time wake (wtcache_wake_worker) reads dboid and latch
  *	  without a lock: the worst a race can do is set a latch that a new
@@ -73,7 +75,10 @@ wtcache_shmem_startup(void)
 		SpinLockInit(&WtcacheSharedState->mutex);
 		WtcacheSharedState->nslots = wtcache_max_databases;
 		for (int i = 0; i < wtcache_max_databases; i++)
+		{
 			SpinLockInit(&WtcacheSharedState->slots[i].mutex);
+			wtcache_lag_init(&WtcacheSharedState->slots[i].lag);
+		}
 	}
 	wtcache_pending_shmem_startup();
 	wtcache_stats_shmem_startup();

@@ -8,6 +8,7 @@
 #define WTCACHE_SHMEM_H
 
 #include "wtcache.h"
+#include "lag.h"
 
 typedef enum WorkerState
 {
@@ -69,6 +70,12 @@ typedef struct WorkerSlot
 
 	/* the wtcache.key_prefix the worker writes under ("": none yet) */
 	char		key_prefix[65];
+
+	/*
+	 * Delivery lag (issue 20, lag.c): written by the worker of this slot
+	 * without the mutex, read under its own change count (lag.h).
+	 */
+	LagHistogram lag;
 } WorkerSlot;
 
 typedef struct WtcacheShared

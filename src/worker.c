@@ -35,6 +35,7 @@
 #include "worker_int.h"
 #include "rights.h"
 #include "fence.h"
+#include "lag.h"
 #include "pending.h"
 #include "push.h"
 #include "redis.h"
@@ -635,6 +636,8 @@ claim_slot(Oid dboid)
 	SpinLockRelease(&slot->mutex);
 	LWLockRelease(WtcacheSharedState->lock);
 	Worker.slot = slot;
+	/* the histogram counts this worker's deliveries (lag.c) */
+	wtcache_lag_reset(&slot->lag, GetCurrentTimestamp());
 }
 
 /*

@@ -112,6 +112,10 @@ typedef struct Batch
 	Oid		   *id_relids;		/* per id: its table */
 	int		   *id_pending;		/* per id: where its counters start in
 								 * pending[]; they end where the next's do */
+	TimestampTz *id_since;		/* per id: when its changes were queued,
+								 * 0: not counted in the delivery lag */
+	int64	   *id_changes;		/* per id: its changes, for the lag */
+	TimestampTz replied_at;		/* when Redis answered it (the lag's end) */
 	int64		max_version;
 	int64		nrecords;
 	char	   *purge_table_key;	/* a whole-table entry, delivered alone */

@@ -39,6 +39,7 @@
  *				(session.h)
  *	read.c		cached reads: get(), get_many(), get_row(), redis_key()
  *	stats.c		shared read counters per table
+ *	lag.c		delivery lag histogram per database, delivery_lag()
  *	tags.c		tag templates, tag keys, invalidate()
  *	query.c		cached query results: query(), query_key()
  *	narrow.c	the template tags a cached query depends on instead of a

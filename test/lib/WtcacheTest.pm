@@ -136,9 +136,10 @@ sub start_redis
 #                       make to the proxy's port
 # Returns an object: ->port, ->pid, ->logfile, ->stats (a hash of the
 # proxy's counters: stalled, stalls, cuts, cut_conns, accepted, open,
-# refused, up, down), ->stall(1|0) (begin or end a stall, returns once the
-# proxy says so), ->cut (close every connection; returns how many were
-# open), ->stop.
+# refused, up, down, delay_ms), ->stall(1|0) (begin or end a stall, returns
+# once the proxy says so), ->cut (close every connection; returns how many
+# were open), ->delay($ms) (hold every reply from Redis $ms ms; 0: none),
+# ->stop.
 sub start_redis_proxy
 {
 	my (%opts) = @_;
@@ -1124,6 +1125,24 @@ sub stall
 	return $s->{open} if ($s->{stalled} // 0) == $on;
 	$s = $self->_tell('USR1', sub { ($_[0]{stalled} // -1) == $on }, $on ? 'stall' : 'end its stall');
 	return $s->{open};
+}
+
+# delay($ms): hold what Redis sends, on every connection, $ms ms before
+# relaying it (0: relay at once again).  Returns once the proxy says the
+# delay is in force; replies already held keep the delay they got.
+sub delay
+{
+	my ($self, $ms) = @_;
+	$ms = int($ms);
+	croak "delay: $ms is not a number of milliseconds" if $ms < 0;
+	my $control = "$self->{state}.control";
+	my $tmp = "$control.tmp.$$";
+	open(my $fh, '>', $tmp) or croak "open $tmp: $!";
+	print $fh "delay_ms=$ms\n";
+	close($fh) or croak "close $tmp: $!";
+	rename($tmp, $control) or croak "rename $tmp: $!";
+	$self->_tell('HUP', sub { ($_[0]{delay_ms} // -1) == $ms }, "delay its replies by $ms ms");
+	return;
 }
 
 # cut: close every open connection.  Returns how many it closed.

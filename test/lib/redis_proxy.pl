@@ -13,6 +13,10 @@
 #            still reach Redis, as they would over TCP.
 #   SIGUSR2  cut: close every open connection at once (both sides), dropping
 #            whatever was held; the peers see a reset or an end of stream.
+#   SIGHUP   read FILE.control (FILE: the --state file), lines of
+#            "name=value": delay_ms=N holds every chunk read from the target
+#            for N ms before it is relayed to the client (0: none), as a
+#            slow network or a slow Redis would; chunks keep their order.
 #   SIGTERM / SIGINT  close everything and exit.
 # The proxy also exits on its own when the process --parent names is gone,
 # so that a test killed without running its END blocks leaves nothing behind.
@@ -21,7 +25,7 @@
 # "name=value" fields: stalled (0/1), stalls (stalls begun), cuts (cuts
 # done), cut_conns (connections closed by cuts), accepted, open, refused
 # (clients closed because the target refused them), up / down (bytes relayed
-# to and from the target).  The WtcacheTest::Proxy helper reads it.
+# to and from the target), delay_ms (the delay in force).  The WtcacheTest::Proxy helper reads it.
 #
 # Core modules only (IO::Select, IO::Socket::INET).
 use strict;
@@ -31,6 +35,7 @@ use Errno qw(EAGAIN EINTR EWOULDBLOCK EINPROGRESS);
 use Getopt::Long;
 use IO::Select;
 use IO::Socket::INET;
+use List::Util ();
 use POSIX ();
 use Socket qw(IPPROTO_TCP TCP_NODELAY SHUT_WR);
 use Time::HiRes qw(time);
@@ -51,10 +56,11 @@ $SIG{PIPE} = 'IGNORE';
 my $BUF_MAX = 4 << 20;    # stop reading a side whose peer is this far behind
 
 my %st = (stalled => 0, stalls => 0, cuts => 0, cut_conns => 0, accepted => 0,
-	open => 0, refused => 0, up => 0, down => 0);
-my ($toggles, $cut_requests, $stop) = (0, 0, 0);
+	open => 0, refused => 0, up => 0, down => 0, delay_ms => 0);
+my ($toggles, $cut_requests, $reloads, $stop) = (0, 0, 0, 0);
 $SIG{USR1} = sub { $toggles++ };
 $SIG{USR2} = sub { $cut_requests++ };
+$SIG{HUP} = sub { $reloads++ };
 $SIG{TERM} = $SIG{INT} = sub { $stop = 1 };
 
 sub logmsg
@@ -85,8 +91,35 @@ my $listener = IO::Socket::INET->new(
 $listener->blocking(0);
 
 # One relayed connection: client side c, target side u, and what each
-# direction holds (c2u: from the client, for the target).
+# direction holds (c2u: from the client, for the target; held: chunks from
+# the target waiting out the delay, [release time, bytes], oldest first).
 my @pairs;
+
+sub read_control
+{
+	my $file = "$state_file.control";
+	open(my $fh, '<', $file) or return;
+	while (my $line = <$fh>)
+	{
+		chomp $line;
+		$st{delay_ms} = $1 if $line =~ /^delay_ms=(\d+)$/;
+	}
+	close $fh;
+	return;
+}
+
+# Chunks whose delay is over go to the client's buffer.
+sub release_held
+{
+	my ($p, $now) = @_;
+	while (@{ $p->{held} } && $p->{held}[0][0] <= $now)
+	{
+		my $chunk = shift @{ $p->{held} };
+		$p->{u2c} .= $chunk->[1];
+		$p->{held_bytes} -= length $chunk->[1];
+	}
+	return;
+}
 
 sub close_pair
 {
@@ -126,7 +159,8 @@ sub accept_one
 		binmode($s);
 		setsockopt($s, IPPROTO_TCP, TCP_NODELAY, 1);
 	}
-	push @pairs, { id => $id, c => $c, u => $u, c2u => '', u2c => '', c_eof => 0, u_eof => 0 };
+	push @pairs, { id => $id, c => $c, u => $u, c2u => '', u2c => '', c_eof => 0, u_eof => 0,
+		held => [], held_bytes => 0 };
 	$st{open}++;
 	return;
 }
@@ -136,7 +170,10 @@ sub accept_one
 sub pull
 {
 	my ($p, $from, $buf, $count) = @_;
-	my $n = sysread($p->{$from}, $p->{$buf}, 65536, length $p->{$buf});
+	my $delayed = $from eq 'u' && ($st{delay_ms} > 0 || @{ $p->{held} });
+	my $chunk = '';
+	my $n = $delayed ? sysread($p->{$from}, $chunk, 65536)
+	  : sysread($p->{$from}, $p->{$buf}, 65536, length $p->{$buf});
 	if (!defined $n)
 	{
 		return 1 if $! == EAGAIN || $! == EWOULDBLOCK || $! == EINTR;
@@ -144,6 +181,11 @@ sub pull
 	}
 	return 0 if $n == 0;
 	$st{$count} += $n;
+	if ($delayed)
+	{
+		push @{ $p->{held} }, [ time() + $st{delay_ms} / 1000, $chunk ];
+		$p->{held_bytes} += $n;
+	}
 	return 1;
 }
 
@@ -173,6 +215,14 @@ while (!$stop)
 		last;
 	}
 	my $changed = 0;
+	if ($reloads > 0)
+	{
+		$reloads = 0;
+		my $was = $st{delay_ms};
+		read_control();
+		logmsg("delay $st{delay_ms} ms (was $was ms)");
+		$changed = 1;
+	}
 	while ($toggles > 0)
 	{
 		$toggles--;
@@ -200,30 +250,37 @@ while (!$stop)
 
 	my $rsel = IO::Select->new($listener);
 	my $wsel = IO::Select->new;
+	my $wait = 0.2;
 	if (!$st{stalled})
 	{
+		my $now = time();
 		for my $p (@pairs)
 		{
+			release_held($p, $now);
+			$wait = List::Util::max(0, List::Util::min($wait, $p->{held}[0][0] - $now))
+			  if @{ $p->{held} };
 			$rsel->add($p->{c}) if !$p->{c_eof} && length($p->{c2u}) < $BUF_MAX;
-			$rsel->add($p->{u}) if !$p->{u_eof} && length($p->{u2c}) < $BUF_MAX;
+			$rsel->add($p->{u}) if !$p->{u_eof} && length($p->{u2c}) + $p->{held_bytes} < $BUF_MAX;
 			$wsel->add($p->{u}) if $p->{c2u} ne '';
 			$wsel->add($p->{c}) if $p->{u2c} ne '';
 		}
 	}
-	my ($r, $w) = IO::Select->select($rsel, $wsel, undef, 0.2);
+	my ($r, $w) = IO::Select->select($rsel, $wsel, undef, $wait);
 	my %readable = map { ($_ => 1) } @{ $r // [] };
 	my %writable = map { ($_ => 1) } @{ $w // [] };
 
 	accept_one() if $readable{$listener};
 	# A signal that came during select is handled before anything is
 	# relayed (a stall begins at once).
-	next if $toggles || $cut_requests || $stop;
+	next if $toggles || $cut_requests || $reloads || $stop;
 
 	if (!$st{stalled})
 	{
+		my $now = time();
 		for my $p (@pairs)
 		{
 			next if $p->{closed};
+			release_held($p, $now);
 			if ($readable{ $p->{c} } && !pull($p, 'c', 'c2u', 'up')) { $p->{c_eof} = 1; }
 			if ($readable{ $p->{u} } && !pull($p, 'u', 'u2c', 'down')) { $p->{u_eof} = 1; }
 			if (($writable{ $p->{u} } || $p->{c2u} ne '') && !push_out($p, 'u', 'c2u'))
@@ -240,7 +297,11 @@ while (!$stop)
 			# (as Redis does when a client leaves, and a client when Redis
 			# goes away).
 			if ($p->{c_eof} && $p->{c2u} eq '') { close_pair($p, ''); next; }
-			if ($p->{u_eof} && $p->{u2c} eq '') { close_pair($p, 'the target closed it'); next; }
+			if ($p->{u_eof} && $p->{u2c} eq '' && !@{ $p->{held} })
+			{
+				close_pair($p, 'the target closed it');
+				next;
+			}
 		}
 		@pairs = grep { !$_->{closed} } @pairs;
 	}
