@@ -6,8 +6,9 @@
  * In this order, always: the batch's commits are made durable
  * (batch_durable), the markers follow the slot map, the writes, tag
  * invalidations and marker updates are pipelined (push.c), the replies are
- * read, and only then the queue rows are deleted in a transaction of their
- * own, whose commit releases their pending-filter counts.  A whole-table
+ * read, the replicas waited for (replicas.c, when asked for), and only then
+ * the queue rows are deleted in a transaction of their own, whose commit
+ * releases their pending-filter counts.  A whole-table
  * entry is not pipelined: its keys are removed synchronously and the
  * markers checked before it is acknowledged.  A Redis failure anywhere
  * leaves the batch in the queue, to be claimed and sent again.
@@ -247,6 +248,9 @@ finish_batch(Batch *b)
 		redis_failed("could not deliver changes to Redis", err);
 		return false;
 	}
+	/* before the events too: they announce only what a failover keeps */
+	if (!replicas_acknowledged())
+		return false;
 	/* before the acknowledgement: a failure sends the batch, and them, again */
 	MemoryContextSwitchTo(b->cxt);
 	if (!events_publish_batch(b->items, b->nitems, &b->bumps))
@@ -617,6 +621,8 @@ run_purge(Batch *b)
 	}
 	MemoryContextSwitchTo(TopMemoryContext);
 	if (!check_marker(b->max_version))
+		return false;
+	if (!replicas_acknowledged())
 		return false;
 	ack_batch(b);
 	return true;
