@@ -137,8 +137,8 @@ replicas_acknowledged(void)
 	{
 		if (Worker.replicas_short_logged)
 			ereport(LOG,
-					(errmsg("wtcache: %d Redis replicas at %s acknowledge delivery again",
-							acked, Worker.redis_address)));
+					(errmsg("wtcache: Redis replicas at %s acknowledge delivery again (%d of %d asked for)",
+							Worker.redis_address, acked, want)));
 		Worker.replicas_short_logged = false;
 		return true;
 	}

@@ -5,7 +5,8 @@
 # resumes when they come back; asking for more replicas than there are
 # stalls the same way; 'accept' delivers anyway and counts it; and a
 # failover to a replica right after acknowledged batches (and one that was
-# not) loses nothing: no resync is needed.
+# not) loses nothing: no resync is needed.  In a Redis Cluster, the
+# replicas of every master are waited for.
 use strict;
 use warnings;
 
@@ -25,9 +26,10 @@ my $third = start_redis(name => 'third', args => [ '--replicaof', '127.0.0.1', $
 my $sentinel = start_sentinel(master_port => $first->port);
 my %by_port = map { $_->port => $_ } ($first, $second, $third);
 
+my @cluster;
 END
 {
-	for my $r ($first, $second, $third)
+	for my $r ($first, $second, $third, @cluster)
 	{
 		kill 'CONT', $r->pid if defined $r && $r->running;
 	}
@@ -138,7 +140,7 @@ kill 'CONT', $second->pid, $third->pid;
 ok(wait_drained($node, $db), 'delivery resumes once the replicas are back');
 is(acks()->{state}, 'acknowledged', 'replica_acks() says acknowledged again');
 cmp_ok(event_seq($first), '>', $seq_before, 'and the events are published then');
-ok($node->wait_for_log(qr/Redis replicas at .* acknowledge delivery again/, $log_at),
+ok($node->wait_for_log(qr/Redis replicas at .* acknowledge delivery again \(\d+ of 1 asked for\)/, $log_at),
 	'the log says delivery is acknowledged again');
 compare_table_ok($node, $db, 't', $first->port, 'the master matches the table');
 compare_table_ok($node, $db, 't', $second->port, 'so does a replica');
@@ -217,6 +219,42 @@ is(sql(q{SELECT resyncs FROM wtcache.worker_status()
 	$resyncs, 'without a resync');
 unlike(substr(slurp_file($node->logfile), $log_at), qr/generation marker (behind|missing)/,
 	'the generation marker never found Redis behind');
+
+#### Redis Cluster: every master's replicas are waited for
+
+@cluster = start_redis_cluster(masters => 3, replicas => 1);
+my @masters = @cluster[0 .. 2];
+my %cmp = cluster_compare_opts(@masters);
+ok(poll_until(sub {
+		!grep { my ($info) = redis_try($_->port, 'INFO', 'replication');
+				!defined $info || $info !~ /master_link_status:up/ } @cluster[3 .. 5];
+	}), 'each cluster master has a replica in sync');
+sql("ALTER SYSTEM SET wtcache.redis_sentinels = ''");
+sql("ALTER SYSTEM SET wtcache.redis_master_name = ''");
+sql("ALTER SYSTEM SET wtcache.redis_cluster_nodes = '127.0.0.1:" . $masters[0]->port . "'");
+sql('SELECT pg_reload_conf()');
+ok(poll_until(sub {
+		sql(q{SELECT redis_address FROM wtcache.worker_status()
+		      WHERE database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())}) =~ /^cluster/
+	}), 'the worker moves to the cluster');
+sql(q{UPDATE t SET v = 'in the cluster' WHERE id <= 300});
+ok(wait_drained($node, $db, '120s'), 'the rows reach the cluster, acknowledged by replicas');
+compare_table_ok($node, $db, 't', $masters[0]->port, 'the cluster matches the table', %cmp);
+$a = acks();
+is($a->{state}, 'acknowledged', 'replica_acks() says acknowledged');
+cmp_ok($a->{acked}, '>=', 1, 'by a replica of every master');
+
+# one master's replica away stops delivery, whichever master a change goes to
+kill 'STOP', $cluster[3]->pid;
+$timeouts = acks()->{timeouts};
+sql(q{UPDATE t SET v = 'one replica away' WHERE id <= 300});
+ok(poll_until(sub { my $x = acks(); $x->{timeouts} > $timeouts && $x->{state} eq 'waiting for replicas' }),
+	'delivery waits for the replica of that master');
+is(acks()->{acked}, 0, 'the fewest any master counted is 0');
+is(sql(q{SELECT wtcache.wait('200ms')}), 'f', 'wait() is false');
+kill 'CONT', $cluster[3]->pid;
+ok(wait_drained($node, $db, '120s'), 'delivery resumes once it is back');
+compare_table_ok($node, $db, 't', $masters[0]->port, 'the cluster matches the table', %cmp);
 
 $node->stop;
 done_testing();
