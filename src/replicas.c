@@ -154,7 +154,7 @@ replicas_acknowledged(void)
 				 accept ?
 				 errdetail("wtcache.redis_wait_timeout_action is 'accept': the batch is delivered anyway, and a failover to a replica that lacks it makes the worker resync.") :
 				 errdetail("wtcache.redis_wait_timeout_action is 'retry': the batch stays in wtcache.queue and is sent again until enough replicas acknowledge it; reads of its keys read the tables meanwhile."),
-				 errhint("Check the replicas of %s (INFO replication): wtcache.redis_wait_replicas must not exceed the replicas connected to each master.",
+				 errhint("INFO replication on the masters of %s lists their replicas; wtcache.redis_wait_replicas must not exceed the replicas connected to each master.",
 						 Worker.redis_address)));
 		Worker.replicas_short_logged = true;
 	}
@@ -228,7 +228,7 @@ wtcache_replica_acks(PG_FUNCTION_ARGS)
 			state = "off";
 		else if (short_since != 0)
 			state = wait_action == WTC_WAIT_ACCEPT ? "accepting without replicas" : "waiting for replicas";
-		else if (wait_acked < 0)
+		else if (wait_acked < 0 || wait_calls == 0)
 			state = "no batch yet";
 		else
 			state = "acknowledged";
@@ -237,7 +237,8 @@ wtcache_replica_acks(PG_FUNCTION_ARGS)
 		values[1] = Int32GetDatum(wait_replicas);
 		values[2] = CStringGetTextDatum(wait_action == WTC_WAIT_ACCEPT ? "accept" : "retry");
 		values[3] = CStringGetTextDatum(pid != 0 ? state : "stopped");
-		if (wait_acked >= 0)
+		/* -1 since the worker started; 0 in a slot no worker ever used */
+		if (wait_acked >= 0 && wait_calls > 0)
 			values[4] = Int32GetDatum(wait_acked);
 		else
 			nulls[4] = true;
