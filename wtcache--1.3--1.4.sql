@@ -25,6 +25,23 @@ RETURNS SETOF record
 COMMENT ON FUNCTION wtcache.delivery_lag() IS
     'delivery lag (commit to Redis acknowledgement) per database worker: percentiles over the last minute, histogram since the worker started';
 
+-- ---------------------------------------------------------------------
+-- Replica acknowledgements (issue 20): wtcache.redis_wait_replicas makes
+-- a batch count as delivered only once that many Redis replicas have it
+-- (WAIT).  replica_acks() shows, per database worker, the settings in
+-- force, the last count and the timeouts (src/replicas.c); status and
+-- metrics() show them (recreated at the end of this script).
+-- ---------------------------------------------------------------------
+CREATE FUNCTION wtcache.replica_acks(
+    OUT database_oid oid, OUT wait_replicas integer, OUT timeout_action text,
+    OUT state text, OUT acked_replicas integer, OUT waiting_since timestamptz,
+    OUT waits bigint, OUT wait_timeouts bigint, OUT accepted bigint,
+    OUT wait_seconds float8)
+RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'wtcache_replica_acks' LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION wtcache.replica_acks() IS
+    'per database worker: Redis replicas asked to acknowledge each batch (WAIT), the last count, timeouts, and whether delivery waits for them';
+
 -- (each part adds its objects above this line, in its own section)
 
 
@@ -35,6 +52,7 @@ COMMENT ON FUNCTION wtcache.delivery_lag() IS
 
 -- status: the database's delivery lag on each table's row (lag part), and
 -- each table's read hit ratio (NULL before its first cached read).
+-- And replica acknowledgements (the WAIT part).
 DROP VIEW wtcache.status;
 CREATE VIEW wtcache.status AS
 SELECT w.rel                                   AS table_name,
@@ -77,7 +95,13 @@ SELECT w.rel                                   AS table_name,
        l.max                                   AS lag_max,
        CASE WHEN r.hits + r.misses + r.bypasses + r.fallbacks > 0
             THEN r.hits::float8 / (r.hits + r.misses + r.bypasses + r.fallbacks)
-       END                                     AS read_hit_ratio
+       END                                     AS read_hit_ratio,
+       a.wait_replicas                         AS redis_wait_replicas,
+       a.timeout_action                        AS redis_wait_timeout_action,
+       a.state                                 AS replica_ack_state,
+       a.acked_replicas                        AS replica_acks_last,
+       a.waiting_since                         AS replica_waiting_since,
+       a.wait_timeouts                         AS replica_wait_timeouts
 FROM wtcache.watched w
 LEFT JOIN (
     SELECT qq.relid,
@@ -96,6 +120,8 @@ LEFT JOIN wtcache.worker_status() k
 LEFT JOIN wtcache.read_stats() r ON r.table_name = w.rel
 LEFT JOIN wtcache.delivery_lag() l
        ON l.database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())
+LEFT JOIN wtcache.replica_acks() a
+       ON a.database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())
 -- evaluated as the querying role (a view changes the rights tables are
 -- read with, not the current user)
 WHERE wtcache._can_see_table(w.rel);
@@ -105,6 +131,7 @@ GRANT SELECT ON wtcache.status TO PUBLIC;
 
 -- metrics(): the delivery lag histogram and its last minute's percentiles,
 -- read and query hit ratios (lag part).
+-- metrics(): replica acknowledgements.
 CREATE OR REPLACE FUNCTION wtcache.metrics() RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 WITH db AS (
@@ -134,6 +161,10 @@ WITH db AS (
                      format(E'wtcache_delivery_lag_seconds_sum{%s} %s\n', labels, sum_seconds) FROM lag
     UNION ALL SELECT 'wtcache_delivery_lag_seconds', labels, 1000002,
                      format(E'wtcache_delivery_lag_seconds_count{%s} %s\n', labels, changes) FROM lag
+), acks AS (
+    SELECT format('database="%s"', wtcache._prom_label(d.datname)) AS labels, a.*
+      FROM wtcache.replica_acks() a
+      JOIN pg_database d ON d.oid = a.database_oid
 ), metric(name, type, help, ord) AS (VALUES
     ('wtcache_captured_total', 'counter', 'Changed keys captured for a watched table', 1),
     ('wtcache_pushed_total', 'counter', 'Changed keys delivered to Redis', 2),
@@ -163,7 +194,14 @@ WITH db AS (
     ('wtcache_query_hit_ratio', 'gauge', 'Share of cached query calls served from Redis: hits / (hits + misses + bypasses + fallbacks)', 26),
     ('wtcache_delivery_lag_p50_seconds', 'gauge', 'Median delivery lag over the last minute (absent: nothing delivered in it)', 27),
     ('wtcache_delivery_lag_p99_seconds', 'gauge', '99th percentile of the delivery lag over the last minute', 28),
-    ('wtcache_delivery_lag_max_seconds', 'gauge', 'Longest delivery lag over the last minute', 29)
+    ('wtcache_delivery_lag_max_seconds', 'gauge', 'Longest delivery lag over the last minute', 29),
+    ('wtcache_redis_wait_replicas', 'gauge', 'Redis replicas that must acknowledge a batch before it counts as delivered (wtcache.redis_wait_replicas)', 30),
+    ('wtcache_replica_acks_last', 'gauge', 'Fewest replicas any Redis master counted in the last WAIT', 31),
+    ('wtcache_replica_waiting', 'gauge', '1 while the last WAIT counted too few replicas (retry: delivery stalls; accept: batches go unprotected)', 32),
+    ('wtcache_replica_waits_total', 'counter', 'Rounds of WAIT the worker sent', 33),
+    ('wtcache_replica_wait_timeouts_total', 'counter', 'Rounds of WAIT that counted too few replicas within wtcache.redis_wait_timeout', 34),
+    ('wtcache_replica_wait_accepted_total', 'counter', 'Batches delivered with too few replica acknowledgements (wtcache.redis_wait_timeout_action = accept)', 35),
+    ('wtcache_replica_wait_seconds_total', 'counter', 'Time the worker spent waiting for replicas', 36)
 ), sample(name, labels, value) AS (
     SELECT 'wtcache_captured_total', labels, captured::float8 FROM tables
     UNION ALL SELECT 'wtcache_pushed_total', labels, pushed FROM tables
@@ -201,6 +239,13 @@ WITH db AS (
                      WHERE p99 IS NOT NULL
     UNION ALL SELECT 'wtcache_delivery_lag_max_seconds', labels, extract(epoch FROM max) FROM lag
                      WHERE max IS NOT NULL
+    UNION ALL SELECT 'wtcache_redis_wait_replicas', labels, wait_replicas FROM acks
+    UNION ALL SELECT 'wtcache_replica_acks_last', labels, acked_replicas FROM acks WHERE acked_replicas IS NOT NULL
+    UNION ALL SELECT 'wtcache_replica_waiting', labels, CASE WHEN waiting_since IS NOT NULL THEN 1 ELSE 0 END FROM acks
+    UNION ALL SELECT 'wtcache_replica_waits_total', labels, waits FROM acks
+    UNION ALL SELECT 'wtcache_replica_wait_timeouts_total', labels, wait_timeouts FROM acks
+    UNION ALL SELECT 'wtcache_replica_wait_accepted_total', labels, accepted FROM acks
+    UNION ALL SELECT 'wtcache_replica_wait_seconds_total', labels, wait_seconds FROM acks
 )
 SELECT coalesce(string_agg(block, ''  ORDER BY ord), '')
   FROM (SELECT m.ord,
@@ -214,3 +259,4 @@ SELECT coalesce(string_agg(block, ''  ORDER BY ord), '')
 $$;
 COMMENT ON FUNCTION wtcache.metrics() IS
     'wtcache''s counters and gauges in the Prometheus text exposition format';
+

@@ -6,8 +6,9 @@
  * In this order, always: the batch's commits are made durable
  * (batch_durable), the markers follow the slot map, the writes, tag
  * invalidations and marker updates are pipelined (push.c), the replies are
- * read, and only then the queue rows are deleted in a transaction of their
- * own, whose commit releases their pending-filter counts.  A whole-table
+ * read, the replicas waited for (replicas.c, when asked for), and only then
+ * the queue rows are deleted in a transaction of their own, whose commit
+ * releases their pending-filter counts.  A whole-table
  * entry is not pipelined: its keys are removed synchronously and the
  * markers checked before it is acknowledged.  A Redis failure anywhere
  * leaves the batch in the queue, to be claimed and sent again.
@@ -269,7 +270,10 @@ finish_batch(Batch *b)
 		redis_failed("could not deliver changes to Redis", err);
 		return false;
 	}
-	/* Redis holds the changes now: the end of their delivery lag */
+	/* before the events too: they announce only what a failover keeps */
+	if (!replicas_acknowledged())
+		return false;
+	/* Redis, and the replicas asked for, hold the changes: their lag ends */
 	b->replied_at = GetCurrentTimestamp();
 	/* before the acknowledgement: a failure sends the batch, and them, again */
 	MemoryContextSwitchTo(b->cxt);
@@ -641,6 +645,8 @@ run_purge(Batch *b)
 	}
 	MemoryContextSwitchTo(TopMemoryContext);
 	if (!check_marker(b->max_version))
+		return false;
+	if (!replicas_acknowledged())
 		return false;
 	ack_batch(b);
 	return true;

@@ -296,6 +296,20 @@ static const char marker_script[] =
 "return {1, cur, at}\n";
 
 /*
+ * KEYS[1]: a generation marker.  Writes it again with the value it has:
+ * Redis's WAIT counts the replicas that have this connection's last write,
+ * and a batch sent again after a reconnection may write nothing else (its
+ * rows applied the first time), so WAIT would vouch for nothing
+ * (replicas.c).  A marker missing or not a string is left to the marker
+ * checks, which repair it.
+ */
+static const char touch_script[] =
+"local v = redis.pcall('GET', KEYS[1])\n"
+"if type(v) ~= 'string' then return 0 end\n"
+"redis.call('SET', KEYS[1], v)\n"
+"return 1\n";
+
+/*
  * Key templates (keyspace.h).  KEYS[1]: the claim of a key space.  ARGV:
  * the claiming table's table key, its database's head ("D:").  Claims it
  * for the database unless another database holds it; returns the holder
@@ -348,7 +362,8 @@ wtcache_load_scripts(WtcRedis *r, RedisScripts *scripts, char *err, size_t errle
 		wtc_redis_load_script(r, apply_hash_script, scripts->apply_hash_sha, err, errlen) &&
 		wtc_redis_load_script(r, tags_script, scripts->tags_sha, err, errlen) &&
 		wtc_redis_load_script(r, publish_script, scripts->publish_sha, err, errlen) &&
-		wtc_redis_load_script(r, marker_script, scripts->marker_sha, err, errlen);
+		wtc_redis_load_script(r, marker_script, scripts->marker_sha, err, errlen) &&
+		wtc_redis_load_script(r, touch_script, scripts->touch_sha, err, errlen);
 }
 
 /* Queue the EVALSHAs that give the batch's tags new stamps; *ncalls counts them. */

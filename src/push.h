@@ -44,6 +44,8 @@ typedef struct RedisScripts
 	char		claim_sha[41];	/* key templates' key spaces */
 	char		release_sha[41];
 	char		purge_rows_sha[41];
+	char		touch_sha[41];	/* a marker written again, before WAIT
+								 * (replicas.c) */
 } RedisScripts;
 
 /* Tags to give new stamps, and the event that announces it (events.c). */

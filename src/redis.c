@@ -1014,3 +1014,145 @@ wtc_redis_scan(WtcRedis *r, int node, const char *cursor, const char *pattern,
 	return node_command(r, node, page, 6, argv, lens);
 }
 
+
+/* ---------------------------------------------------------------------
+ * Replica acknowledgements (replicas.c)
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * On the master serving each of keys: EVALSHA sha 1 <key>, a script loaded
+ * with wtc_redis_load_script that writes (so the call is a write of this
+ * connection that follows everything before it in that master's
+ * replication stream), then, once per master, WAIT numreplicas timeout_ms.
+ * The masters wait side by side; their replies are read with the reply
+ * timeout stretched by timeout_ms, since WAIT answers only then when the
+ * replicas do not.  *acked: the fewest replicas a master counted.  False
+ * with err when the connection failed (r is broken then) or a reply was
+ * an error (the connection is still in step: every reply was read).
+ */
+bool
+wtc_redis_wait_replicas(WtcRedis *r, const char *sha, char *const *keys, int nkeys,
+						int numreplicas, int timeout_ms, int *acked,
+						char *err, size_t errlen)
+{
+	int			node_of[MAX_NODES];
+	int			nnodes = 0;
+	int			evals[MAX_NODES] = {0};
+	char		nbuf[16];
+	char		tbuf[16];
+	const char *wait_argv[3] = {"WAIT", nbuf, tbuf};
+	size_t		wait_lens[3];
+	int			saved_ms = r->command_ms;
+	bool		ok = true;
+
+	*acked = -1;
+	err[0] = '\0';
+	if (r->broken)
+	{
+		snprintf(err, errlen, "%s", r->err);
+		return false;
+	}
+	if (r->target.mode == WTC_REDIS_CLUSTER && !wtc_cluster_refresh_if_stale(r))
+	{
+		snprintf(err, errlen, "%s", r->err);
+		return false;
+	}
+	snprintf(nbuf, sizeof(nbuf), "%d", numreplicas);
+	snprintf(tbuf, sizeof(tbuf), "%d", timeout_ms);
+	for (int i = 0; i < 3; i++)
+		wait_lens[i] = strlen(wait_argv[i]);
+
+	for (int k = 0; k < nkeys && ok; k++)
+	{
+		const char *argv[4] = {"EVALSHA", sha, "1", keys[k]};
+		size_t		lens[4] = {7, strlen(sha), 1, strlen(keys[k])};
+		int			idx = 0;
+		int			j;
+		RedisNode  *n;
+
+		if (r->target.mode == WTC_REDIS_CLUSTER)
+		{
+			idx = r->slot_node[wtc_redis_key_slot(keys[k], lens[3])];
+			if (idx < 0)
+			{
+				wtc_fail(r, "no cluster node serves the slot of %s", keys[k]);
+				r->broken = true;
+				ok = false;
+				break;
+			}
+			if (!wtc_node_connect(r, idx) || !node_read_ahead(r, &r->nodes[idx]))
+			{
+				ok = false;
+				break;
+			}
+		}
+		n = &r->nodes[idx];
+		for (j = 0; j < nnodes; j++)
+			if (node_of[j] == idx)
+				break;
+		if (j == nnodes)
+			node_of[nnodes++] = idx;
+		if (redisAppendCommandArgv(n->ctx, 4, argv, lens) != REDIS_OK)
+			ok = wtc_node_failed(r, n);
+		evals[j]++;
+	}
+	for (int j = 0; j < nnodes && ok; j++)
+	{
+		RedisNode  *n = &r->nodes[node_of[j]];
+
+		if (redisAppendCommandArgv(n->ctx, 3, wait_argv, wait_lens) != REDIS_OK ||
+			!node_write(r, n))
+			ok = wtc_node_failed(r, n);
+	}
+	if (!ok)
+	{
+		snprintf(err, errlen, "%s", r->err);
+		return false;
+	}
+
+	/* stretched for the replies of WAIT (tls.c reads with r->command_ms) */
+	r->command_ms = saved_ms + timeout_ms;
+	for (int j = 0; j < nnodes; j++)
+		(void) redisSetTimeout(r->nodes[node_of[j]].ctx, ms_to_timeval(r->command_ms));
+	for (int j = 0; j < nnodes && ok; j++)
+	{
+		RedisNode  *n = &r->nodes[node_of[j]];
+
+		for (int e = 0; e <= evals[j] && ok; e++)
+		{
+			void	   *raw = NULL;
+			redisReply *reply;
+
+			if (node_get_reply(r, n, &raw) != REDIS_OK || raw == NULL)
+			{
+				ok = wtc_node_failed(r, n);
+				break;
+			}
+			reply = raw;
+			if (reply->type == REDIS_REPLY_ERROR && err[0] == '\0')
+				snprintf(err, errlen, "%s%s%s: %s",
+						 r->target.mode == WTC_REDIS_CLUSTER ? n->host : "",
+						 r->target.mode == WTC_REDIS_CLUSTER ? ":" : "",
+						 e < evals[j] ? "a write before WAIT failed" : "WAIT failed",
+						 reply->str);
+			else if (e == evals[j] && reply->type == REDIS_REPLY_INTEGER &&
+					 (*acked < 0 || reply->integer < *acked))
+				*acked = (int) Min(reply->integer, INT_MAX);
+			else if (e == evals[j] && reply->type != REDIS_REPLY_INTEGER &&
+					 reply->type != REDIS_REPLY_ERROR && err[0] == '\0')
+				snprintf(err, errlen, "WAIT gave an unexpected reply");
+			freeReplyObject(reply);
+		}
+	}
+	r->command_ms = saved_ms;
+	for (int j = 0; j < nnodes; j++)
+		if (r->nodes[node_of[j]].ctx != NULL)
+			(void) redisSetTimeout(r->nodes[node_of[j]].ctx, ms_to_timeval(saved_ms));
+	if (!ok)
+	{
+		snprintf(err, errlen, "%s", r->err);
+		return false;
+	}
+	return err[0] == '\0';
+}

@@ -19,7 +19,7 @@
 #define CLUSTER_SLOTS 16384
 #define MAX_NODES 64
 #define MAX_REDIRECTS 16
-#define MAX_SCRIPTS 8
+#define MAX_SCRIPTS 16
 
 typedef struct RedisNode
 {

@@ -64,6 +64,9 @@ int			wtcache_max_value_kb = 512 * 1024;
 int64		wtcache_max_value_bytes = (int64) 512 * 1024 * 1024 - 64 * 1024;
 int			wtcache_max_tags_per_call = 100;
 int			wtcache_max_tag_length = 256;
+int			wtcache_redis_wait_replicas = 0;
+int			wtcache_redis_wait_timeout_ms = 1000;
+int			wtcache_redis_wait_timeout_action = WTC_WAIT_RETRY;
 
 static char *redis_password_file = NULL;
 static char *redis_user = NULL;
@@ -88,6 +91,12 @@ static const struct config_enum_entry publish_events_options[] = {
 	{"yes", WTC_PUBLISH_ON, true},
 	{"0", WTC_PUBLISH_OFF, true},
 	{"1", WTC_PUBLISH_ON, true},
+	{NULL, 0, false}
+};
+
+static const struct config_enum_entry wait_timeout_action_options[] = {
+	{"retry", WTC_WAIT_RETRY, false},
+	{"accept", WTC_WAIT_ACCEPT, false},
 	{NULL, 0, false}
 };
 
@@ -118,6 +127,22 @@ check_power_of_two(int *newval, void **extra, GucSource source)
 	if ((*newval & (*newval - 1)) != 0)
 	{
 		GUC_check_errdetail("wtcache.pending_slots must be a power of two, such as 1048576.");
+		return false;
+	}
+	return true;
+}
+
+/*
+ * WAIT's timeout 0 means for ever: the worker would hang in it while a
+ * replica is away, deaf to reloads and to its own delivery.
+ */
+static bool
+check_wait_timeout(int *newval, void **extra, GucSource source)
+{
+	if (*newval == 0)
+	{
+		GUC_check_errdetail("Redis's WAIT with a timeout of 0 blocks until enough replicas answer, however long that takes.");
+		GUC_check_errhint("Give a time limit, such as 1000 (ms); wtcache.redis_wait_timeout_action says what happens when it passes.");
 		return false;
 	}
 	return true;
@@ -1456,6 +1481,35 @@ define_query_settings(void)
 							NULL, NULL, NULL);
 }
 
+/* Replica acknowledgements: when a batch counts as delivered (replicas.c). */
+static void
+define_replica_settings(void)
+{
+	DefineCustomIntVariable("wtcache.redis_wait_replicas",
+							"Redis replicas that must acknowledge a batch (WAIT) before it counts as delivered; 0: none, no WAIT is sent.",
+							"In a Cluster, replicas of every master; with Sentinel, of the master it names.",
+							&wtcache_redis_wait_replicas,
+							0, 0, 64,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.redis_wait_timeout",
+							"How long a batch waits for the replicas of wtcache.redis_wait_replicas.",
+							"Then wtcache.redis_wait_timeout_action applies.  The worker answers nothing else meanwhile, so keep it short.",
+							&wtcache_redis_wait_timeout_ms,
+							1000, 0, 60000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							check_wait_timeout, NULL, NULL);
+
+	DefineCustomEnumVariable("wtcache.redis_wait_timeout_action",
+							 "What a batch that too few replicas acknowledged in time does: retry (stays queued and is sent again) or accept (counts as delivered; logged and counted).",
+							 "retry never calls delivered what a failover could lose, and stops delivery while the replicas are away; accept keeps delivering and leaves a failover to the generation marker's resync.",
+							 &wtcache_redis_wait_timeout_action,
+							 WTC_WAIT_RETRY, wait_timeout_action_options,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+}
+
 void
 wtcache_define_settings(void)
 {
@@ -1467,6 +1521,7 @@ wtcache_define_settings(void)
 	define_delivery_settings();
 	define_read_settings();
 	define_query_settings();
+	define_replica_settings();
 
 	MarkGUCPrefixReserved("wtcache");
 }

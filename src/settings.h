@@ -46,6 +46,17 @@ extern int	wtcache_max_value_kb;
 extern int64 wtcache_max_value_bytes;	/* the setting, less room for a script's
 										 * other arguments */
 
+/* Replica acknowledgements (replicas.c): wtcache.redis_wait_* */
+typedef enum WtcWaitTimeoutAction
+{
+	WTC_WAIT_RETRY,				/* the batch stays queued, sent again */
+	WTC_WAIT_ACCEPT				/* delivered anyway, counted and logged */
+} WtcWaitTimeoutAction;
+
+extern int	wtcache_redis_wait_replicas;
+extern int	wtcache_redis_wait_timeout_ms;
+extern int	wtcache_redis_wait_timeout_action;
+
 extern void wtcache_define_settings(void);
 extern int64 wtcache_interval_ms(const Interval *iv);
 extern void wtcache_install_log_redaction(void);

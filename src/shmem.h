@@ -76,6 +76,22 @@ typedef struct WorkerSlot
 	 * without the mutex, read under its own change count (lag.h).
 	 */
 	LagHistogram lag;
+
+	/*
+	 * Replica acknowledgements (replicas.c, issue 20): written by the
+	 * worker under mutex, read by wtcache.replica_acks().  The settings
+	 * are the worker's, which a reload reaches later than a backend.
+	 */
+	int			wait_replicas;	/* wtcache.redis_wait_replicas in force */
+	int			wait_action;	/* wtcache.redis_wait_timeout_action */
+	int			wait_acked;		/* fewest replicas any master counted in
+								 * the last WAIT; -1: none since start */
+	uint64		wait_calls;		/* rounds of WAIT sent */
+	uint64		wait_timeouts;	/* rounds that counted too few replicas */
+	uint64		wait_accepted;	/* of those, batches delivered anyway */
+	uint64		wait_us;		/* time spent in WAIT, microseconds */
+	TimestampTz wait_short_since;	/* first round of the current run of
+									 * short ones; 0: the last was enough */
 } WorkerSlot;
 
 typedef struct WtcacheShared

@@ -172,6 +172,7 @@ reload_config_if_needed(void)
 		ConfigReloadPending = false;
 		ProcessConfigFile(PGC_SIGHUP);
 		publish_key_prefix();
+		replicas_note_settings(false);
 		/* a changed address (or credentials) means a new connection */
 		if (wtcache_redis_settings_hash() != Worker.connected_settings_hash && Worker.redis != NULL)
 		{
@@ -759,7 +760,12 @@ worker_iteration(void)
 
 	drain();
 
-	if (Worker.redis == NULL)
+	/*
+	 * A batch too few replicas acknowledged is sent again after a pause:
+	 * not at every commit, each attempt holding the worker for the whole
+	 * WAIT timeout.
+	 */
+	if (Worker.redis == NULL || Worker.replicas_short)
 	{
 		backoff_sleep();
 		return;
@@ -794,6 +800,7 @@ wtcache_worker_main(Datum main_arg)
 	claim_slot(dboid);
 	before_shmem_exit(worker_shmem_exit, (Datum) 0);
 	publish_key_prefix();
+	replicas_note_settings(true);
 
 	worker_settings();
 

@@ -17,6 +17,8 @@
  *	events.c	the messages of the events channel: their one encoder
  *	markers.c	the generation-marker protocol: WAL positions, checks,
  *				markers following a Cluster's slot map, the resync
+ *	replicas.c	replica acknowledgements: WAIT before a batch counts as
+ *				delivered (wtcache.redis_wait_replicas)
  *
  * What they keep between steps is in one struct, Worker (below).
  *
@@ -33,7 +35,9 @@
  *	- A failed Redis call goes through redis_failed(), which counts the
  *	  outage and drops the connection: a function that reports a Redis
  *	  failure by returning false leaves Worker.redis NULL, and the loop
- *	  backs off.
+ *	  backs off.  The one other false, with Worker.redis kept: a batch
+ *	  too few Redis replicas acknowledged (replicas.c, 'retry'), which
+ *	  stays queued; the loop pauses as after a failure.
  *
  * Every declaration here is hidden: PostgreSQL loads libraries with
  * RTLD_GLOBAL, where an exported name like another library's would be
@@ -247,6 +251,16 @@ typedef struct WorkerProcess
 	int			coalesce_us;	/* the pause after a small batch; 0 when a
 								 * batch was large or the queue empty */
 
+	/*
+	 * Replica acknowledgements (replicas.c).  replicas_short: the last
+	 * batch's WAIT counted too few replicas and its acknowledgement was
+	 * held ('retry'), so the loop paces the next attempt; reset by the
+	 * next WAIT.  replicas_short_logged: that was logged, once per run of
+	 * short WAITs.
+	 */
+	bool		replicas_short;
+	bool		replicas_short_logged;
+
 	/* Counting the pending filter (count_pending_if_needed) */
 	struct
 	{
@@ -298,6 +312,10 @@ extern void event_tags(TagBumps *bumps, char *const *tags, int ntags, int64 vers
 extern bool event_publish(char *message);
 extern bool events_publish_batch(PushItem *items, int nitems, const TagBumps *bumps);
 extern bool publish_reset(const char *why, bool versions_restart);
+
+/* replicas.c */
+extern void replicas_note_settings(bool starting);
+extern bool replicas_acknowledged(void);
 
 /* markers.c */
 extern void marker_position(char *buf, size_t len);

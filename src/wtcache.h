@@ -31,6 +31,8 @@
  *	deliver.c	the worker: a batch sent, acknowledged or set aside
  *	events.c	the worker: messages on the events channel
  *	markers.c	the worker: generation markers, resync
+ *	replicas.c	the worker: WAIT for Redis replicas before a batch counts
+ *				as delivered; replica_acks()
  *	launcher.c	launcher that starts one worker per database
  *	ddl.c		moving the worker out of the way of DROP DATABASE & co.
  *	pending.c	shared filter of keys whose changes Redis lacks

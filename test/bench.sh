@@ -8,6 +8,8 @@
 #                 partitioned table's: its lines and goal, a few minutes)
 #   BENCH_ONLY=narrow bash test/bench.sh    (the narrowed cached query's hit
 #                 ratio alone, a minute or two)
+#   BENCH_ONLY=wait bash test/bench.sh      (replica acknowledgements alone:
+#                 drain and lag with and without WAIT, a few minutes)
 #
 # Figures (median of BENCH_RUNS runs, with min and max):
 #   capture cost  UPDATE of every pgbench_accounts row (scale 10: 1,000,000
@@ -57,6 +59,10 @@
 #                 a second (test/lib/bench_narrow.sh), next to the same
 #                 query kept on the table tag, with the stale results
 #                 counted in the same run;
+#   replica       the drain and the lag above with wtcache.redis_wait_replicas
+#   acks          = 1 (a replica of the bench's Redis on loopback) next to 0,
+#                 alternated, and the worker's time in WAIT per round
+#                 (test/lib/bench_wait.sh);
 #   invalidation  wtcache.invalidate() of a tag, committed, plus the
 #                 wtcache.wait() until it is in Redis, for a tag that 10
 #                 cached query results depend on and one that 100,000 do,
@@ -91,8 +97,8 @@
 # Starts its own PostgreSQL and Redis on free loopback ports; stops them.
 set -euo pipefail
 case "${BENCH_ONLY:-}" in
-    ''|capture|narrow) ;;
-    *) echo "bench: BENCH_ONLY is capture, narrow or unset, not '$BENCH_ONLY'" >&2; exit 2 ;;
+    ''|capture|narrow|wait) ;;
+    *) echo "bench: BENCH_ONLY is capture, narrow, wait or unset, not '$BENCH_ONLY'" >&2; exit 2 ;;
 esac
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 HERE=$(dirname "$SELF")
@@ -236,6 +242,18 @@ if [ "${BENCH_ONLY:-}" = narrow ]; then
     echo
     echo "goals:"
     printf '  %s\n' "${GOALS[@]}"
+    exit 0
+fi
+. "$HERE/lib/bench_wait.sh"
+# BENCH_ONLY=wait: replica acknowledgements alone (ratios, no goal)
+if [ "${BENCH_ONLY:-}" = wait ]; then
+    wait_runs
+    echo
+    echo "machine: $MACHINE"
+    echo "load average before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg);" \
+         "$((($(date +%s) - STARTED + 30) / 60)) min"
+    printf '%-52s %12s %12s %12s %8s %s\n' "figure ($RUNS runs, $ROWS rows)" median min max ratio goal
+    wait_lines
     exit 0
 fi
 
@@ -862,6 +880,7 @@ client_scaling_runs
 databases_runs
 
 narrow_runs
+wait_runs
 
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 ELAPSED=$((($(date +%s) - STARTED + 30) / 60))
@@ -950,6 +969,7 @@ line "wtcache.query of that GROUP BY, Redis hit" " us" "${qcached[*]}" "$(ratio 
 line "invalidate + wait, tag of 10 results" " us" "${inv10[*]}" "1.00x"
 line "invalidate + wait, tag of 100,000 results" " us" "${inv100k[*]}" "$(ratio "$j_med" "$i_med")" "~1x (independent of dependents)"
 narrow_lines
+wait_lines
 
 capture_goal
 goal "write load, synchronous_commit on: $(ratio "$on_w" "$on_p") of unwatched TPS, goal >= 0.97x" "$on_w / $on_p >= 0.97"
