@@ -61,5 +61,6 @@ extern bool wtc_redis_commandv(WtcRedis *r, WtcReply *out, int argc, ...);
 extern const char *wtc_redis_errstr(WtcRedis *r);
 
 extern const char *wtc_redis_error_hint(const char *err);
+extern bool wtc_redis_error_is_oom(const char *err);
 
 #endif							/* WTCACHE_REDIS_H */
