@@ -6,4 +6,203 @@
 -- and hit ratios, a live consistency audit, the progress of long work,
 -- replica acknowledgements, Redis under memory pressure.
 
+-- ---------------------------------------------------------------------
+-- Redis under memory pressure (issue 20, part "oom"): src/memory.c
+-- ---------------------------------------------------------------------
+
+-- What the worker knows of Redis's memory: whether Redis refuses its
+-- writes for want of memory now (state 'out of memory', since when), how
+-- often it did, maxmemory / maxmemory-policy as INFO said at the last
+-- connection (NULL: unknown, e.g. an ACL without INFO), and how often an
+-- allkeys-* policy evicted the generation marker (set again, no resync).  Other
+-- databases' workers only for pg_read_all_stats, as worker_status().
+CREATE FUNCTION wtcache.redis_memory(
+    OUT database_oid oid,
+    OUT state text,
+    OUT oom_since timestamptz,
+    OUT oom_episodes bigint,
+    OUT oom_refusals bigint,
+    OUT maxmemory bigint,
+    OUT maxmemory_policy text,
+    OUT marker_evictions bigint)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'wtcache_redis_memory' LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION wtcache.redis_memory() IS
+    'Redis''s memory as the delivery workers see it: out-of-memory episodes, maxmemory and its policy';
+
+-- Bytes a watched table's rows take in Redis, measured (MEMORY USAGE of
+-- the keys of a sample of its rows), for sizing maxmemory.  Runs as the
+-- caller, who needs SELECT on the table (row security applies).
+CREATE FUNCTION wtcache.redis_bytes_per_row(
+    rel regclass,
+    sample integer DEFAULT 100,
+    OUT sampled integer,
+    OUT cached integer,
+    OUT bytes_per_row float8,
+    OUT table_rows bigint,
+    OUT estimated_bytes bigint)
+    RETURNS record
+    AS 'MODULE_PATHNAME', 'wtcache_redis_bytes_per_row' LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION wtcache.redis_bytes_per_row(regclass, integer) IS
+    'average Redis memory of a watched table''s row (MEMORY USAGE of a sample of its keys), and that times its rows';
+
 -- (each part adds its objects above this line, in its own section)
+
+-- Redis under memory pressure: status and metrics() show the worker's view
+-- of Redis's memory (wtcache.redis_memory()).
+DROP VIEW wtcache.status;
+CREATE VIEW wtcache.status AS
+SELECT w.rel                                   AS table_name,
+       w.mode,
+       w.pushed + coalesce(q.pending, 0)       AS captured,
+       w.pushed,
+       coalesce(q.pending, 0)                  AS pending,
+       clock_timestamp() - q.oldest            AS oldest_pending_age,
+       w.errors,
+       w.last_error,
+       w.last_push,
+       k.pid                                   AS worker_pid,
+       k.state                                 AS worker_state,
+       coalesce(k.connected, false)            AS connected,
+       k.redis_address,
+       k.last_error                            AS worker_last_error,
+       coalesce(r.hits, 0)                     AS read_hits,
+       coalesce(r.misses, 0)                   AS read_misses,
+       coalesce(r.fallbacks, 0)                AS read_fallbacks,
+       coalesce(r.bypasses, 0)                 AS read_bypasses,
+       coalesce(r.fills, 0)                    AS read_fills,
+       coalesce(r.fills_rejected, 0)           AS fills_rejected,
+       coalesce(r.stampede_waits, 0)           AS stampede_waits,
+       coalesce(r.table_reads, 0)              AS read_table_reads,
+       k.redis_role,
+       k.next_retry                            AS worker_next_retry,
+       k.last_push                             AS worker_last_push,
+       w.key_columns,
+       w.tags,
+       w.ttl,
+       w.watched_at,
+       coalesce(q.set_aside, 0)                AS set_aside,
+       q.set_aside_reason,
+       w.columns,
+       w.exclude_columns,
+       w.format,
+       w.key_template,
+       m.state                                 AS redis_memory_state,
+       m.oom_since                             AS redis_oom_since,
+       m.oom_episodes                          AS redis_oom_episodes,
+       m.oom_refusals                          AS redis_oom_refusals,
+       m.maxmemory                             AS redis_maxmemory,
+       m.maxmemory_policy                      AS redis_maxmemory_policy,
+       m.marker_evictions                      AS redis_marker_evictions
+FROM wtcache.watched w
+LEFT JOIN (
+    SELECT qq.relid,
+           sum(coalesce(cardinality(qq.keys), 1)
+               / greatest(cardinality(ww.key_attnums), 1))::bigint AS pending,
+           min(qq.enqueued_at) AS oldest,
+           sum(coalesce(cardinality(qq.keys), 1)
+               / greatest(cardinality(ww.key_attnums), 1))
+               FILTER (WHERE qq.set_aside IS NOT NULL AND NOT qq.discard)::bigint AS set_aside,
+           max(qq.set_aside) FILTER (WHERE NOT qq.discard) AS set_aside_reason
+    FROM wtcache.queue qq
+    JOIN wtcache.watched ww ON ww.rel = qq.relid
+    GROUP BY qq.relid) q ON q.relid = w.rel
+LEFT JOIN wtcache.worker_status() k
+       ON k.database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())
+LEFT JOIN wtcache.read_stats() r ON r.table_name = w.rel
+LEFT JOIN wtcache.redis_memory() m
+       ON m.database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())
+-- evaluated as the querying role (a view changes the rights tables are
+-- read with, not the current user)
+WHERE wtcache._can_see_table(w.rel);
+COMMENT ON VIEW wtcache.status IS
+    'per watched table you can see: configuration, captured, pushed, pending and lag; with this database''s delivery worker';
+GRANT SELECT ON wtcache.status TO PUBLIC;
+
+CREATE OR REPLACE FUNCTION wtcache.metrics() RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+WITH db AS (
+    SELECT wtcache._prom_label(current_database()) AS name
+), tables AS (
+    SELECT format('database="%s",table="%s"', db.name,
+                  wtcache._prom_label(s.table_name::text)) AS labels, s.*
+      FROM wtcache.status s, db
+), workers AS (
+    SELECT format('database="%s"', wtcache._prom_label(d.datname)) AS labels, w.*
+      FROM wtcache.worker_status() w
+      JOIN pg_database d ON d.oid = w.database_oid
+), mem AS (
+    SELECT format('database="%s"', wtcache._prom_label(d.datname)) AS labels, m.*
+      FROM wtcache.redis_memory() m
+      JOIN pg_database d ON d.oid = m.database_oid
+), q AS (
+    SELECT format('database="%s"', db.name) AS labels, s.* FROM wtcache.query_stats() s, db
+), metric(name, type, help, ord) AS (VALUES
+    ('wtcache_captured_total', 'counter', 'Changed keys captured for a watched table', 1),
+    ('wtcache_pushed_total', 'counter', 'Changed keys delivered to Redis', 2),
+    ('wtcache_pending', 'gauge', 'Changed keys waiting in wtcache.queue', 3),
+    ('wtcache_oldest_pending_seconds', 'gauge', 'Age of the oldest queued change (delivery lag)', 4),
+    ('wtcache_table_errors_total', 'counter', 'Delivery errors of a watched table', 5),
+    ('wtcache_read_hits_total', 'counter', 'Cached reads served from Redis', 6),
+    ('wtcache_read_misses_total', 'counter', 'Cached reads that found no value in Redis', 7),
+    ('wtcache_read_bypasses_total', 'counter', 'Cached reads sent to the table without asking Redis', 8),
+    ('wtcache_read_fallbacks_total', 'counter', 'Cached reads sent to the table because Redis failed', 9),
+    ('wtcache_read_fills_total', 'counter', 'Misses written to Redis', 10),
+    ('wtcache_read_fills_rejected_total', 'counter', 'Fills refused as stale', 11),
+    ('wtcache_worker_up', 'gauge', '1 while the delivery worker of a database is connected to Redis', 12),
+    ('wtcache_worker_pushed_total', 'counter', 'Changed keys the worker delivered since it started', 13),
+    ('wtcache_worker_batches_total', 'counter', 'Batches the worker delivered since it started', 14),
+    ('wtcache_worker_resyncs_total', 'counter', 'Full resyncs after Redis lost data', 15),
+    ('wtcache_worker_last_push_timestamp_seconds', 'gauge', 'When the worker last delivered a batch', 16),
+    ('wtcache_reads_use_redis', 'gauge', '1 when cached reads of the database may use Redis', 17),
+    ('wtcache_query_hits_total', 'counter', 'Cached query results served from Redis', 18),
+    ('wtcache_query_misses_total', 'counter', 'Cached query results not in Redis', 19),
+    ('wtcache_query_bypasses_total', 'counter', 'Cached queries run against the tables without asking Redis', 20),
+    ('wtcache_query_runs_total', 'counter', 'Cached queries actually executed', 21),
+    ('wtcache_redis_master', 'gauge', '1 while the worker is connected to a Redis master (0: a replica, or not connected)', 22),
+    ('wtcache_set_aside', 'gauge', 'Changed keys set aside because the worker could not read their table (wtcache.retry_set_aside())', 23),
+    ('wtcache_redis_oom', 'gauge', '1 while Redis refuses the worker''s writes for want of memory (maxmemory)', 24),
+    ('wtcache_redis_oom_episodes_total', 'counter', 'Episodes of Redis refusing writes for want of memory since the worker started', 25),
+    ('wtcache_redis_oom_refusals_total', 'counter', 'Deliveries Redis refused for want of memory since the worker started', 26),
+    ('wtcache_redis_marker_evictions_total', 'counter', 'Generation markers an allkeys-* policy evicted, set again without a resync', 27)
+), sample(name, labels, value) AS (
+    SELECT 'wtcache_captured_total', labels, captured::float8 FROM tables
+    UNION ALL SELECT 'wtcache_pushed_total', labels, pushed FROM tables
+    UNION ALL SELECT 'wtcache_pending', labels, pending FROM tables
+    UNION ALL SELECT 'wtcache_oldest_pending_seconds', labels,
+                     coalesce(extract(epoch FROM oldest_pending_age), 0) FROM tables
+    UNION ALL SELECT 'wtcache_table_errors_total', labels, errors FROM tables
+    UNION ALL SELECT 'wtcache_read_hits_total', labels, read_hits FROM tables
+    UNION ALL SELECT 'wtcache_read_misses_total', labels, read_misses FROM tables
+    UNION ALL SELECT 'wtcache_read_bypasses_total', labels, read_bypasses FROM tables
+    UNION ALL SELECT 'wtcache_read_fallbacks_total', labels, read_fallbacks FROM tables
+    UNION ALL SELECT 'wtcache_read_fills_total', labels, read_fills FROM tables
+    UNION ALL SELECT 'wtcache_read_fills_rejected_total', labels, fills_rejected FROM tables
+    UNION ALL SELECT 'wtcache_worker_up', labels, CASE WHEN connected THEN 1 ELSE 0 END FROM workers
+    UNION ALL SELECT 'wtcache_worker_pushed_total', labels, pushed FROM workers
+    UNION ALL SELECT 'wtcache_worker_batches_total', labels, batches FROM workers
+    UNION ALL SELECT 'wtcache_worker_resyncs_total', labels, resyncs FROM workers
+    UNION ALL SELECT 'wtcache_worker_last_push_timestamp_seconds', labels,
+                     coalesce(extract(epoch FROM last_push), 0) FROM workers
+    UNION ALL SELECT 'wtcache_reads_use_redis', labels, CASE WHEN reads_use_redis THEN 1 ELSE 0 END FROM workers
+    UNION ALL SELECT 'wtcache_query_hits_total', labels, hits FROM q
+    UNION ALL SELECT 'wtcache_query_misses_total', labels, misses FROM q
+    UNION ALL SELECT 'wtcache_query_bypasses_total', labels, bypasses FROM q
+    UNION ALL SELECT 'wtcache_query_runs_total', labels, runs FROM q
+    UNION ALL SELECT 'wtcache_redis_master', labels, CASE WHEN redis_role = 'master' THEN 1 ELSE 0 END FROM workers
+    UNION ALL SELECT 'wtcache_set_aside', labels, set_aside FROM tables
+    UNION ALL SELECT 'wtcache_redis_oom', labels, CASE WHEN oom_since IS NOT NULL THEN 1 ELSE 0 END FROM mem
+    UNION ALL SELECT 'wtcache_redis_oom_episodes_total', labels, oom_episodes FROM mem
+    UNION ALL SELECT 'wtcache_redis_oom_refusals_total', labels, oom_refusals FROM mem
+    UNION ALL SELECT 'wtcache_redis_marker_evictions_total', labels, marker_evictions FROM mem
+)
+SELECT coalesce(string_agg(block, ''  ORDER BY ord), '')
+  FROM (SELECT m.ord,
+               format(E'# HELP %s %s\n# TYPE %s %s\n', m.name, m.help, m.name, m.type)
+               || coalesce(string_agg(format(E'%s{%s} %s\n', s.name, s.labels, s.value), '' ORDER BY s.labels), '')
+               AS block
+          FROM metric m LEFT JOIN sample s ON s.name = m.name
+         GROUP BY m.ord, m.name, m.help, m.type) b
+$$;
+COMMENT ON FUNCTION wtcache.metrics() IS
+    'wtcache''s counters and gauges in the Prometheus text exposition format';
