@@ -42,6 +42,46 @@ RETURNS SETOF record
 COMMENT ON FUNCTION wtcache.replica_acks() IS
     'per database worker: Redis replicas asked to acknowledge each batch (WAIT), the last count, timeouts, and whether delivery waits for them';
 
+-- ---------------------------------------------------------------------
+-- Redis under memory pressure (issue 20, part "oom"): src/memory.c
+-- ---------------------------------------------------------------------
+
+-- What the worker knows of Redis's memory: whether Redis refuses its
+-- writes for want of memory now (state 'out of memory', since when), how
+-- often it did, maxmemory / maxmemory-policy as INFO said at the last
+-- connection (NULL: unknown, e.g. an ACL without INFO), and how often an
+-- allkeys-* policy evicted the generation marker (set again, no resync).  Other
+-- databases' workers only for pg_read_all_stats, as worker_status().
+CREATE FUNCTION wtcache.redis_memory(
+    OUT database_oid oid,
+    OUT state text,
+    OUT oom_since timestamptz,
+    OUT oom_episodes bigint,
+    OUT oom_refusals bigint,
+    OUT maxmemory bigint,
+    OUT maxmemory_policy text,
+    OUT marker_evictions bigint)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'wtcache_redis_memory' LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION wtcache.redis_memory() IS
+    'Redis''s memory as the delivery workers see it: out-of-memory episodes, maxmemory and its policy';
+
+-- Bytes a watched table's rows take in Redis, measured (MEMORY USAGE of
+-- the keys of a sample of its rows), for sizing maxmemory.  Runs as the
+-- caller, who needs SELECT on the table (row security applies).
+CREATE FUNCTION wtcache.redis_bytes_per_row(
+    rel regclass,
+    sample integer DEFAULT 100,
+    OUT sampled integer,
+    OUT cached integer,
+    OUT bytes_per_row float8,
+    OUT table_rows bigint,
+    OUT estimated_bytes bigint)
+    RETURNS record
+    AS 'MODULE_PATHNAME', 'wtcache_redis_bytes_per_row' LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION wtcache.redis_bytes_per_row(regclass, integer) IS
+    'average Redis memory of a watched table''s row (MEMORY USAGE of a sample of its keys), and that times its rows';
+
 -- (each part adds its objects above this line, in its own section)
 
 
@@ -53,6 +93,7 @@ COMMENT ON FUNCTION wtcache.replica_acks() IS
 -- status: the database's delivery lag on each table's row (lag part), and
 -- each table's read hit ratio (NULL before its first cached read).
 -- And replica acknowledgements (the WAIT part).
+-- And what the worker knows of Redis's memory (the oom part).
 DROP VIEW wtcache.status;
 CREATE VIEW wtcache.status AS
 SELECT w.rel                                   AS table_name,
@@ -101,7 +142,14 @@ SELECT w.rel                                   AS table_name,
        a.state                                 AS replica_ack_state,
        a.acked_replicas                        AS replica_acks_last,
        a.waiting_since                         AS replica_waiting_since,
-       a.wait_timeouts                         AS replica_wait_timeouts
+       a.wait_timeouts                         AS replica_wait_timeouts,
+       m.state                                 AS redis_memory_state,
+       m.oom_since                             AS redis_oom_since,
+       m.oom_episodes                          AS redis_oom_episodes,
+       m.oom_refusals                          AS redis_oom_refusals,
+       m.maxmemory                             AS redis_maxmemory,
+       m.maxmemory_policy                      AS redis_maxmemory_policy,
+       m.marker_evictions                      AS redis_marker_evictions
 FROM wtcache.watched w
 LEFT JOIN (
     SELECT qq.relid,
@@ -122,6 +170,8 @@ LEFT JOIN wtcache.delivery_lag() l
        ON l.database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())
 LEFT JOIN wtcache.replica_acks() a
        ON a.database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())
+LEFT JOIN wtcache.redis_memory() m
+       ON m.database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())
 -- evaluated as the querying role (a view changes the rights tables are
 -- read with, not the current user)
 WHERE wtcache._can_see_table(w.rel);
@@ -132,6 +182,7 @@ GRANT SELECT ON wtcache.status TO PUBLIC;
 -- metrics(): the delivery lag histogram and its last minute's percentiles,
 -- read and query hit ratios (lag part).
 -- metrics(): replica acknowledgements.
+-- metrics(): Redis's memory.
 CREATE OR REPLACE FUNCTION wtcache.metrics() RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 WITH db AS (
@@ -165,6 +216,10 @@ WITH db AS (
     SELECT format('database="%s"', wtcache._prom_label(d.datname)) AS labels, a.*
       FROM wtcache.replica_acks() a
       JOIN pg_database d ON d.oid = a.database_oid
+), mem AS (
+    SELECT format('database="%s"', wtcache._prom_label(d.datname)) AS labels, m.*
+      FROM wtcache.redis_memory() m
+      JOIN pg_database d ON d.oid = m.database_oid
 ), metric(name, type, help, ord) AS (VALUES
     ('wtcache_captured_total', 'counter', 'Changed keys captured for a watched table', 1),
     ('wtcache_pushed_total', 'counter', 'Changed keys delivered to Redis', 2),
@@ -201,7 +256,11 @@ WITH db AS (
     ('wtcache_replica_waits_total', 'counter', 'Rounds of WAIT the worker sent', 33),
     ('wtcache_replica_wait_timeouts_total', 'counter', 'Rounds of WAIT that counted too few replicas within wtcache.redis_wait_timeout', 34),
     ('wtcache_replica_wait_accepted_total', 'counter', 'Batches delivered with too few replica acknowledgements (wtcache.redis_wait_timeout_action = accept)', 35),
-    ('wtcache_replica_wait_seconds_total', 'counter', 'Time the worker spent waiting for replicas', 36)
+    ('wtcache_replica_wait_seconds_total', 'counter', 'Time the worker spent waiting for replicas', 36),
+    ('wtcache_redis_oom', 'gauge', '1 while Redis refuses the worker''s writes for want of memory (maxmemory)', 37),
+    ('wtcache_redis_oom_episodes_total', 'counter', 'Episodes of Redis refusing writes for want of memory since the worker started', 38),
+    ('wtcache_redis_oom_refusals_total', 'counter', 'Deliveries Redis refused for want of memory since the worker started', 39),
+    ('wtcache_redis_marker_evictions_total', 'counter', 'Generation markers an allkeys-* policy evicted, set again without a resync', 40)
 ), sample(name, labels, value) AS (
     SELECT 'wtcache_captured_total', labels, captured::float8 FROM tables
     UNION ALL SELECT 'wtcache_pushed_total', labels, pushed FROM tables
@@ -246,6 +305,10 @@ WITH db AS (
     UNION ALL SELECT 'wtcache_replica_wait_timeouts_total', labels, wait_timeouts FROM acks
     UNION ALL SELECT 'wtcache_replica_wait_accepted_total', labels, accepted FROM acks
     UNION ALL SELECT 'wtcache_replica_wait_seconds_total', labels, wait_seconds FROM acks
+    UNION ALL SELECT 'wtcache_redis_oom', labels, CASE WHEN oom_since IS NOT NULL THEN 1 ELSE 0 END FROM mem
+    UNION ALL SELECT 'wtcache_redis_oom_episodes_total', labels, oom_episodes FROM mem
+    UNION ALL SELECT 'wtcache_redis_oom_refusals_total', labels, oom_refusals FROM mem
+    UNION ALL SELECT 'wtcache_redis_marker_evictions_total', labels, marker_evictions FROM mem
 )
 SELECT coalesce(string_agg(block, ''  ORDER BY ord), '')
   FROM (SELECT m.ord,

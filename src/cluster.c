@@ -63,6 +63,9 @@ wtc_command_slot(int argc, const char **argv, const size_t *lens)
 		pg_strcasecmp(argv[0], "SCRIPT") == 0 || pg_strcasecmp(argv[0], "INFO") == 0 ||
 		pg_strcasecmp(argv[0], "CLUSTER") == 0 || pg_strcasecmp(argv[0], "PUBSUB") == 0)
 		return -1;
+	/* MEMORY USAGE <key> (memory.c) */
+	if (pg_strcasecmp(argv[0], "MEMORY") == 0)
+		return argc >= 3 ? wtc_redis_key_slot(argv[2], lens[2]) : -1;
 	return wtc_redis_key_slot(argv[1], lens[1]);
 }
 

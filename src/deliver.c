@@ -238,6 +238,7 @@ ack_batch(Batch *b)
 	if (b->max_version > Worker.slot->acked_version)
 		Worker.slot->acked_version = b->max_version;
 	SpinLockRelease(&Worker.slot->mutex);
+	oom_recovered();
 }
 
 /* Read a sent batch's replies and acknowledge it.  False on Redis failure. */
@@ -292,8 +293,7 @@ finish_batch(Batch *b)
 		 * batch after batch.  A crash in between finds the marker behind.
 		 */
 		ack_batch(b);
-		resync_all(seen < 0 ? "generation marker missing" : "generation marker behind", false);
-		return Worker.redis != NULL;
+		return markers_lost(seen, NULL);
 	}
 	ack_batch(b);
 	wtcache_fence_confirmed(Worker.slot, b->fence_ticket);

@@ -85,6 +85,25 @@
  * rights to MGET or MSET (a Redis ACL older than this script) the call
  * falls back to a command a row.
  */
+/*
+ * Lua, at the first row of an apply call: refuse the whole call when Redis
+ * is out of memory (maxmemory reached, nothing to evict), before it writes
+ * anything.  Redis refuses a script's first command that may add data
+ * (SET, HSET: "denyoom"), but once the script wrote anything, even a DEL,
+ * it lets it finish: so a call whose first write is the DEL of a lease (a
+ * row new to Redis) or of a hash being rewritten would go past maxmemory
+ * by a whole call, and an insert-heavy load would never be stopped by it.
+ * SETRANGE of nothing on the row's lease key is such a command that
+ * changes nothing (it creates no key and leaves a value as it is).  Any
+ * other error (a NOPERM from an ACL without SETRANGE, a key its node does
+ * not serve) is left to the row's own commands, as before.
+ */
+#define LUA_OOM_PROBE \
+"  if i == 1 then\n" \
+"    local p = pcall('SETRANGE', lk, 0, '')\n" \
+"    if type(p) == 'table' and p.err and string.find(p.err, 'OOM', 1, true) then return redis.error_reply(p.err) end\n" \
+"  end\n"
+
 static const char apply_script[] =
 "local call, pcall, match, tonumber = redis.call, redis.pcall, string.match, tonumber\n"
 "local tomb_ttl = ARGV[1]\n"
@@ -119,6 +138,7 @@ static const char apply_script[] =
 "  local tk = kstride == 3 and KEYS[(i - 1) * 3 + 2] or named == 2 and ARGV[a + 1] or rk .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) "\n"
 "  local lk = kstride == 3 and KEYS[(i - 1) * 3 + 3] or named == 2 and ARGV[a + 2] or rk .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) "\n"
 "  a = a + keyed + named\n"
+LUA_OOM_PROBE
 "  local v = tonumber(ARGV[a])\n"
 "  local cur\n"
 "  if seen[rk] then flush_sets() elseif heads and heads[i] then cur = match(heads[i], " WTC_LUA_VALUE_VERSION ") end\n"
@@ -189,6 +209,7 @@ static const char apply_hash_script[] =
 "  local tk = kstride == 3 and KEYS[(i - 1) * 3 + 2] or named == 2 and ARGV[a + 1] or rk .. " WTC_LUA_STR(WTC_KEY_TOMBSTONE_SUFFIX) "\n"
 "  local lk = kstride == 3 and KEYS[(i - 1) * 3 + 3] or named == 2 and ARGV[a + 2] or rk .. " WTC_LUA_STR(WTC_KEY_LEASE_SUFFIX) "\n"
 "  a = a + keyed + named\n"
+LUA_OOM_PROBE
 "  local va = a\n"
 "  local v = tonumber(ARGV[a])\n"
 "  local n = tonumber(ARGV[a + 1])\n"

@@ -1468,7 +1468,9 @@ typedef enum QueryLookup
 	LOOKUP_FILL,				/* miss, the lease is ours */
 	LOOKUP_BUSY,				/* miss, someone else fills */
 	LOOKUP_FAILED,				/* Redis failed */
-	LOOKUP_BEHIND				/* Redis lost data: run the query, store nothing */
+	LOOKUP_BEHIND,				/* Redis lost data: run the query, store nothing */
+	LOOKUP_NO_ROOM				/* a miss Redis has no memory to lease: run
+								 * the query, store nothing */
 } QueryLookup;
 
 /*
@@ -1519,6 +1521,13 @@ lookup(QueryPlan *qp, const SessionLease *lease, char **rows, size_t *rows_len,
 	if (reply.type != WTC_REPLY_ARRAY || reply.nelem != 2 ||
 		reply.elem[0].type != WTC_REPLY_INTEGER || reply.elem[1].type != WTC_REPLY_STRING)
 	{
+		/*
+		 * Out of memory (maxmemory, noeviction): the lease or a missing
+		 * tag's new stamp was refused before the script wrote anything.
+		 * Redis still serves hits, so this is a miss, not a failure.
+		 */
+		if (reply.type == WTC_REPLY_ERROR && wtc_redis_error_is_oom(reply.str))
+			return LOOKUP_NO_ROOM;
 		/* NOSCRIPT after a Redis restart: the next call loads them again */
 		wtcache_session_reload_scripts();
 		return LOOKUP_FAILED;

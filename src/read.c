@@ -758,6 +758,17 @@ take_leases(WtcRedis *r, ReadTable *rt, ReadKey *keys, int nkeys, int *misses, i
 
 		if (!wtc_redis_read(r, &reply))
 			return false;
+		if (reply.type == WTC_REPLY_ERROR && wtc_redis_error_is_oom(reply.str))
+		{
+			/*
+			 * Redis is out of memory (maxmemory, noeviction): it refused
+			 * the lease before the script wrote anything.  A miss without
+			 * a fill; the connection and the scripts are fine, and hits
+			 * still work.
+			 */
+			k->source = FROM_TABLE;
+			continue;
+		}
 		if (reply.type != WTC_REPLY_ARRAY || reply.nelem != 2 ||
 			reply.elem[0].type != WTC_REPLY_INTEGER)
 		{

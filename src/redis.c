@@ -108,6 +108,26 @@ wtc_redis_errstr(WtcRedis *r)
 	return r->err;
 }
 
+/*
+ * Is this error Redis's refusal to grow past maxmemory ("-OOM command not
+ * allowed when used memory > 'maxmemory'")?  Given a reply's text, or a
+ * message that quotes one after a ": ".  A script without flags (all of
+ * wtcache's) gets it from its first command that adds data, before it
+ * wrote anything: once a script wrote, Redis lets it finish (it cannot
+ * stop half way).  So a refused call applied nothing.  Redis 6 wraps a
+ * script's error as "ERR Error running script ...: -OOM ...", hence the
+ * search for the message rather than the error code alone.
+ */
+bool
+wtc_redis_error_is_oom(const char *err)
+{
+	if (err == NULL)
+		return false;
+	return strncmp(err, "OOM ", 4) == 0 ||
+		strstr(err, ": OOM ") != NULL ||
+		strstr(err, "command not allowed when used memory") != NULL;
+}
+
 WtcRedisMode
 wtc_redis_mode(WtcRedis *r)
 {

@@ -64,5 +64,6 @@ extern bool wtc_redis_wait_replicas(WtcRedis *r, const char *sha, char *const *k
 									char *err, size_t errlen);
 
 extern const char *wtc_redis_error_hint(const char *err);
+extern bool wtc_redis_error_is_oom(const char *err);
 
 #endif							/* WTCACHE_REDIS_H */

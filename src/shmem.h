@@ -92,6 +92,21 @@ typedef struct WorkerSlot
 	uint64		wait_us;		/* time spent in WAIT, microseconds */
 	TimestampTz wait_short_since;	/* first round of the current run of
 									 * short ones; 0: the last was enough */
+
+	/*
+	 * Redis's memory (issue 20; worker.c, memory.c's wtcache.redis_memory()),
+	 * written by the worker of this slot, under mutex.  An OOM episode runs
+	 * from the first write Redis refused for want of memory to the next
+	 * batch it acknowledged.
+	 */
+	TimestampTz oom_since;		/* in an episode since; 0: not */
+	uint64		oom_episodes;	/* episodes since the worker started */
+	uint64		oom_refusals;	/* attempts Redis refused with OOM */
+	int64		maxmemory;		/* INFO memory at the last connection; -1:
+								 * unknown (INFO refused, a Cluster) */
+	char		maxmemory_policy[32];	/* "": unknown */
+	uint64		marker_evictions;	/* generation markers found evicted
+									 * and set again (markers.c) */
 } WorkerSlot;
 
 typedef struct WtcacheShared

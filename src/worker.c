@@ -126,6 +126,68 @@ disconnect_redis(void)
 }
 
 /*
+ * Redis refused a write for want of memory (maxmemory reached under
+ * noeviction, or a volatile-* policy with no key left to evict).  That is
+ * no outage: reads still work, and so do deletes.  Nothing it refused was
+ * applied (wtc_redis_error_is_oom), the batch stays in the queue and is
+ * sent again, whole, after the backoff, which keeps growing across the
+ * episode's reconnections up to wtcache.retry_max; the episode is logged
+ * once, when it begins, and once when it ends (oom_recovered).
+ */
+static void
+oom_refused(const char *detail)
+{
+	char		policy[32];
+
+	SpinLockAcquire(&Worker.slot->mutex);
+	Worker.slot->oom_refusals++;
+	if (Worker.oom_since == 0)
+	{
+		Worker.oom_since = GetCurrentTimestamp();
+		Worker.slot->oom_since = Worker.oom_since;
+		Worker.slot->oom_episodes++;
+	}
+	else
+	{
+		SpinLockRelease(&Worker.slot->mutex);
+		return;
+	}
+	strlcpy(policy, Worker.slot->maxmemory_policy, sizeof(policy));
+	SpinLockRelease(&Worker.slot->mutex);
+
+	ereport(WARNING,
+			(errcode(ERRCODE_OUT_OF_MEMORY),
+			 errmsg("wtcache: Redis at %s is out of memory and refuses writes; delivery waits until it has room",
+					Worker.redis_address),
+			 errdetail("Redis said: %s (maxmemory-policy %s).  Captured changes stay in wtcache.queue and are delivered, in order, when Redis accepts writes again; until then reads of changed keys read the tables.",
+					   detail, policy[0] ? policy : "unknown"),
+			 errhint("Raise Redis's maxmemory, free memory in Redis, or let it evict (see \"Sizing Redis\" in wtcache's README).")));
+}
+
+/* A batch was acknowledged: the OOM episode, if any, is over. */
+void
+oom_recovered(void)
+{
+	TimestampTz since = Worker.oom_since;
+	uint64		refusals;
+
+	if (since == 0)
+		return;
+	Worker.oom_since = 0;
+	Worker.consecutive_failures = 0;
+	SpinLockAcquire(&Worker.slot->mutex);
+	Worker.slot->oom_since = 0;
+	refusals = Worker.slot->oom_refusals;
+	SpinLockRelease(&Worker.slot->mutex);
+	ereport(LOG,
+			(errmsg("wtcache: Redis at %s accepts writes again after %.1f s out of memory; delivery resumed",
+					Worker.redis_address,
+					(double) (GetCurrentTimestamp() - since) / USECS_PER_SEC),
+			 errdetail("Redis has refused " UINT64_FORMAT " attempts for want of memory since the worker started.",
+					   refusals)));
+}
+
+/*
  * Log a failure once per outage, then count retries quietly.  An outage
  * that began with a lost connection also logs its first failure to
  * connect again: why Redis cannot be reached (a refused certificate, a
@@ -139,6 +201,14 @@ redis_failed(const char *what, const char *detail)
 
 	snprintf(msg, sizeof(msg), "%s: %s", what, detail);
 	wtcache_slot_set_error(Worker.slot, msg);
+	if (wtc_redis_error_is_oom(detail))
+	{
+		oom_refused(detail);
+		Worker.consecutive_failures++;
+		/* its replies may not all have been read: a new connection is cheap */
+		disconnect_redis();
+		return;
+	}
 	if (!Worker.failure_logged || (connecting && !Worker.connect_failure_logged))
 	{
 		const char *hint = wtc_redis_error_hint(detail);
@@ -224,6 +294,73 @@ backoff_sleep(void)
 	}
 }
 
+/* The value of "name:" in an INFO reply, or false. */
+static bool
+info_field(const char *info, const char *name, char *out, size_t outlen)
+{
+	size_t		namelen = strlen(name);
+	const char *p = info;
+
+	while ((p = strstr(p, name)) != NULL)
+	{
+		/* at the start of a line, and the whole name */
+		if ((p == info || p[-1] == '\n') && p[namelen] == ':')
+		{
+			size_t		n = strcspn(p + namelen + 1, "\r\n");
+
+			strlcpy(out, p + namelen + 1, Min(n + 1, outlen));
+			return true;
+		}
+		p += namelen;
+	}
+	return false;
+}
+
+/*
+ * What INFO says of the Redis the worker is connected to: its identity
+ * (the server process, its replication history), its memory settings and
+ * how many keys it evicted.  False when INFO is refused (an ACL without
+ * it): all unknown then.  In a Cluster, INFO goes to one master.
+ */
+bool
+redis_info(RedisInfo *info)
+{
+	WtcReply	reply;
+	char		num[32];
+
+	memset(info, 0, sizeof(*info));
+	info->maxmemory = info->evicted_keys = -1;
+	if (!wtc_redis_commandv(Worker.redis, &reply, 1, "INFO") || reply.type != WTC_REPLY_STRING)
+		return false;
+	(void) info_field(reply.str, "run_id", info->run_id, sizeof(info->run_id));
+	(void) info_field(reply.str, "master_replid", info->replid, sizeof(info->replid));
+	(void) info_field(reply.str, "maxmemory_policy", info->policy, sizeof(info->policy));
+	if (info_field(reply.str, "maxmemory", num, sizeof(num)))
+		info->maxmemory = strtoi64(num, NULL, 10);
+	if (info_field(reply.str, "evicted_keys", num, sizeof(num)))
+		info->evicted_keys = strtoi64(num, NULL, 10);
+	return info->run_id[0] != '\0';
+}
+
+/*
+ * At each connection: maxmemory and its policy for wtcache.status (which
+ * policy applies decides what an operator must expect: README, "Sizing
+ * Redis"), and the identity an evicted generation marker is told from
+ * lost data by (markers.c, marker_evicted).
+ */
+static void
+read_memory_settings(void)
+{
+	RedisInfo	info;
+
+	(void) redis_info(&info);
+	Worker.redis_at_connect = info;
+	SpinLockAcquire(&Worker.slot->mutex);
+	Worker.slot->maxmemory = info.maxmemory;
+	strlcpy(Worker.slot->maxmemory_policy, info.policy, sizeof(Worker.slot->maxmemory_policy));
+	SpinLockRelease(&Worker.slot->mutex);
+}
+
 static bool
 ensure_connected(void)
 {
@@ -274,10 +411,16 @@ ensure_connected(void)
 		strlcpy(Worker.slot->redis_role, name, sizeof(Worker.slot->redis_role));
 		SpinLockRelease(&Worker.slot->mutex);
 	}
-	ereport(LOG, (errmsg("wtcache: connected to Redis at %s", Worker.redis_address)));
+	read_memory_settings();
+	Worker.marker_eviction_logged = false;
 	wtcache_slot_set_state(Worker.slot, WORKER_CONNECTED, true);
-	Worker.consecutive_failures = 0;
 	Worker.failure_logged = Worker.connect_failure_logged = false;
+	/* a reconnection within an OOM episode is part of it: quiet, and no reset */
+	if (Worker.oom_since == 0)
+	{
+		ereport(LOG, (errmsg("wtcache: connected to Redis at %s", Worker.redis_address)));
+		Worker.consecutive_failures = 0;
+	}
 	return true;
 }
 
@@ -634,6 +777,10 @@ claim_slot(Oid dboid)
 	slot->state = WORKER_STARTING;
 	slot->connected = false;
 	slot->last_error[0] = '\0';
+	slot->oom_since = 0;
+	slot->oom_episodes = slot->oom_refusals = slot->marker_evictions = 0;
+	slot->maxmemory = -1;
+	slot->maxmemory_policy[0] = '\0';
 	SpinLockRelease(&slot->mutex);
 	LWLockRelease(WtcacheSharedState->lock);
 	Worker.slot = slot;

@@ -172,6 +172,16 @@ typedef struct Batch
  */
 #define OWN_COMMITS_KEPT 32
 
+/* What INFO says of a Redis (worker.c, redis_info) */
+typedef struct RedisInfo
+{
+	char		run_id[48];		/* "": unknown */
+	char		replid[48];		/* master_replid */
+	char		policy[32];		/* maxmemory_policy */
+	int64		maxmemory;		/* -1: unknown */
+	int64		evicted_keys;	/* -1: unknown */
+} RedisInfo;
+
 /*
  * Everything the worker process keeps between one step and the next, in
  * one place, so that what a function changes for the others is visible at
@@ -206,6 +216,24 @@ typedef struct WorkerProcess
 	int			consecutive_failures;	/* paces backoff_sleep */
 	bool		failure_logged; /* once per outage */
 	bool		connect_failure_logged; /* and its first failure to connect */
+
+	/*
+	 * Redis out of memory (noeviction, or nothing left to evict): its
+	 * refusals are no outage.  redis_failed starts the episode (logged
+	 * once, shown in the slot), the connections made while it lasts keep
+	 * its backoff growing and log nothing, and the first batch Redis
+	 * acknowledges ends it (oom_recovered, from ack_batch).
+	 */
+	TimestampTz oom_since;		/* 0: no episode */
+
+	/*
+	 * What INFO said when the worker connected (read_memory_settings): a
+	 * generation marker found missing on the same server process, with the
+	 * same replication history, under an allkeys-* policy that evicted
+	 * keys since, was evicted (markers.c).
+	 */
+	RedisInfo	redis_at_connect;
+	bool		marker_eviction_logged; /* once per connection */
 
 	/*
 	 * Generation markers.  markers: for this connection, in markers_cxt;
@@ -282,6 +310,8 @@ extern void begin_xact(bool read_only);
 extern void end_xact(void);
 extern Oid	queue_relid_or_exit(void);
 extern void redis_failed(const char *what, const char *detail);
+extern void oom_recovered(void);
+extern bool redis_info(RedisInfo *info);
 extern int64 acked_version(void);
 
 /* batch.c */
@@ -322,6 +352,7 @@ extern void marker_position(char *buf, size_t len);
 extern bool markers_follow_map(void);
 extern bool check_marker(int64 new_version);
 extern void resync_all(const char *why, bool versions_restart);
+extern bool markers_lost(int64 seen, bool *evicted);
 
 #pragma GCC visibility pop
 

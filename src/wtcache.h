@@ -47,6 +47,7 @@
  *	narrow.c	the template tags a cached query depends on instead of a
  *				table tag
  *	verify.c	verify(): Redis against the table
+ *	memory.c	Redis under memory pressure: redis_memory(), redis_bytes_per_row()
  *	setaside.c	queue rows the worker could not deliver: retry, discard
  *	queue.c		the queue row: columns, decoder, tag groups, writer (queue.h)
  *	plans.c		SPI plans kept for the life of the backend

@@ -17,7 +17,7 @@ use WtcacheTest;
 my @acl = qw(~wtc:* &wtc:events -@all
   +get +set +del +unlink +exists +getrange +mget +mset +incr +hmget +hset +pexpire +scan
   +evalsha +script|load +publish +pubsub|numsub +pubsub|numpat +time +role
-  +select +ping);
+  +select +ping +setrange +info +memory|usage);
 my $password = 'acl-Pw-91c2e7';
 my $redis = start_redis(args => [ '--user', 'wtcache', 'on', ">$password", @acl ]);
 my $rp = $redis->port;
