@@ -62,6 +62,22 @@ if (grep { $_ eq '1.3' } @path)
 	is(sql('postgres', q{SELECT count(*) FROM wtcache.verify('item')}), '0', 'verify agrees');
 }
 
+# what 1.4 shows of a database watched before the update: its delivery lag
+# (changes delivered after the update counted), the memory and replica
+# state, and the status columns
+if (grep { $_ eq '1.4' } @path)
+{
+	sql('postgres', q{UPDATE item SET name = 'after 1.4' WHERE id = 1});
+	ok(wait_drained($node, 'postgres'), 'delivered after the update to 1.4');
+	ok( $node->poll_query_until('postgres',
+			q{SELECT changes > 0 AND p50 IS NOT NULL FROM wtcache.delivery_lag()
+			   WHERE database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())}),
+		'delivery_lag() counts the changes delivered after the update');
+	is( sql('postgres',
+			q{SELECT lag_p50 IS NOT NULL, replica_ack_state, redis_memory_state FROM wtcache.status WHERE table_name = 'item'::regclass}),
+		't|off|ok', 'status shows the lag, the replica and the memory state of a table watched under 1.0');
+}
+
 # the same objects as a fresh install
 my $objects = q{SELECT pg_describe_object(classid, objid, objsubid) FROM pg_depend
                  WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
