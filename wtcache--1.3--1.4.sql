@@ -50,7 +50,8 @@ COMMENT ON FUNCTION wtcache.replica_acks() IS
 -- writes for want of memory now (state 'out of memory', since when), how
 -- often it did, maxmemory / maxmemory-policy as INFO said at the last
 -- connection (NULL: unknown, e.g. an ACL without INFO), and how often an
--- allkeys-* policy evicted the generation marker (set again, no resync).  Other
+-- allkeys-* policy probably evicted the generation marker (repaired by a
+-- resync, as any loss: a missing marker cannot be told from lost data).  Other
 -- databases' workers only for pg_read_all_stats, as worker_status().
 CREATE FUNCTION wtcache.redis_memory(
     OUT database_oid oid,
@@ -260,7 +261,7 @@ WITH db AS (
     ('wtcache_redis_oom', 'gauge', '1 while Redis refuses the worker''s writes for want of memory (maxmemory)', 37),
     ('wtcache_redis_oom_episodes_total', 'counter', 'Episodes of Redis refusing writes for want of memory since the worker started', 38),
     ('wtcache_redis_oom_refusals_total', 'counter', 'Deliveries Redis refused for want of memory since the worker started', 39),
-    ('wtcache_redis_marker_evictions_total', 'counter', 'Generation markers an allkeys-* policy evicted, set again without a resync', 40)
+    ('wtcache_redis_marker_evictions_total', 'counter', 'Generation markers found missing while an allkeys-* policy was evicting (each repaired by a resync)', 40)
 ), sample(name, labels, value) AS (
     SELECT 'wtcache_captured_total', labels, captured::float8 FROM tables
     UNION ALL SELECT 'wtcache_pushed_total', labels, pushed FROM tables

@@ -293,7 +293,7 @@ finish_batch(Batch *b)
 		 * batch after batch.  A crash in between finds the marker behind.
 		 */
 		ack_batch(b);
-		return markers_lost(seen, NULL);
+		return markers_lost(seen);
 	}
 	ack_batch(b);
 	wtcache_fence_confirmed(Worker.slot, b->fence_ticket);

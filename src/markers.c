@@ -106,24 +106,18 @@ resync_all(const char *why, bool versions_restart)
 }
 
 /*
- * Was a missing marker evicted rather than lost with data?  Under an
- * allkeys-* policy Redis may evict any key, the marker too, and a resync
- * for it (every key removed, every row written again) under the memory
- * pressure that evicted it evicts again, and so on: 23 resyncs in one
- * minute in 052_memory_pressure.pl.  What makes a missing marker unsafe
- * is a Redis that may hold values older than what it acknowledged: a
- * restart from an old snapshot (a new run_id), a failover or a resync
- * from another master (a new server, or a new master_replid).  The same
- * process with the same replication history only loses keys, by eviction,
- * expiry or a deletion, and a missing key is a miss that nothing older
- * can fill (read.c's fills version with the last id handed out; every
- * push compares).  So: same run_id, same master_replid, a policy that
- * evicts any key, and evictions since the connection (without them, a
- * missing marker was deleted: FLUSHALL, resynced as before).  Not in a
- * Cluster, whose masters' identities are not followed.
+ * Was a missing marker probably evicted?  Under an allkeys-* policy Redis
+ * may evict any key, the marker too.  That is only a guess, never a
+ * reason to skip the repair: the same server, with the same run_id and
+ * replication history and a growing evicted_keys, can also have reloaded
+ * an older snapshot (DEBUG RELOAD keeps all three) or taken writes from
+ * elsewhere, and then holds values older than what it acknowledged, which
+ * only a resync takes away.  The guess only words the log line and counts
+ * (status.redis_marker_evictions), so that a DBA sees why resyncs repeat
+ * and what to change (README, "Redis memory").
  */
 static bool
-marker_evicted(void)
+marker_probably_evicted(void)
 {
 	RedisInfo	now;
 	const RedisInfo *then = &Worker.redis_at_connect;
@@ -133,52 +127,33 @@ marker_evicted(void)
 		return false;
 	return strncmp(now.policy, "allkeys-", 8) == 0 &&
 		strcmp(now.run_id, then->run_id) == 0 &&
-		strcmp(now.replid, then->replid) == 0 &&
 		now.evicted_keys > then->evicted_keys;
 }
 
 /*
  * The markers were found missing (seen < 0) or behind: Redis lost data,
- * and is resynced, unless the marker was evicted (marker_evicted), which
- * sets the markers again at what Redis acknowledged (*evicted, if given).
- * False when Redis failed (the connection is then gone).
+ * and is resynced.  False when Redis failed (the connection is then gone).
  */
 bool
-markers_lost(int64 seen, bool *evicted)
+markers_lost(int64 seen)
 {
-	char		err[256];
-	char		position[MARKER_POSITION_LEN];
-
-	if (evicted)
-		*evicted = false;
-	if (seen >= 0 || !marker_evicted())
+	if (seen < 0 && marker_probably_evicted())
 	{
-		resync_all(seen < 0 ? "generation marker missing" : "generation marker behind", false);
-		return Worker.redis != NULL;
+		SpinLockAcquire(&Worker.slot->mutex);
+		Worker.slot->marker_evictions++;
+		SpinLockRelease(&Worker.slot->mutex);
+		if (!Worker.marker_eviction_logged)
+		{
+			ereport(LOG,
+					(errmsg("wtcache: Redis at %s has probably evicted the generation marker of database \"%s\"; resyncing",
+							Worker.redis_address, Worker.dbname),
+					 errdetail("Its maxmemory-policy evicts any key. A missing marker cannot be told apart from lost data (a reload of an older snapshot keeps the server's identity), so the tables are written to Redis again."),
+					 errhint("Give Redis room for the watched tables (see \"Redis memory\" in wtcache's README), or use a volatile-* policy or noeviction, which never evict wtcache's own keys.")));
+			Worker.marker_eviction_logged = true;
+		}
 	}
-	/* the claims of key templates may have gone the same way */
-	forget_claims();
-	marker_position(position, sizeof(position));
-	if (!wtcache_set_markers(Worker.redis, &Worker.markers, acked_version(), position, err, sizeof(err)))
-	{
-		redis_failed("could not write to Redis", err);
-		return false;
-	}
-	SpinLockAcquire(&Worker.slot->mutex);
-	Worker.slot->marker_evictions++;
-	SpinLockRelease(&Worker.slot->mutex);
-	if (evicted)
-		*evicted = true;
-	if (!Worker.marker_eviction_logged)
-	{
-		ereport(LOG,
-				(errmsg("wtcache: Redis at %s evicted the generation marker of database \"%s\"; set again, without a resync",
-						Worker.redis_address, Worker.dbname),
-				 errdetail("Its maxmemory-policy evicts any key; the same server kept the rest, and evicted rows are misses that reads fill from the tables."),
-				 errhint("Give Redis room for the watched tables (see \"Sizing Redis\" in wtcache's README), or use a volatile-* policy, which never evicts wtcache's own keys.")));
-		Worker.marker_eviction_logged = true;
-	}
-	return true;
+	resync_all(seen < 0 ? "generation marker missing" : "generation marker behind", false);
+	return Worker.redis != NULL;
 }
 
 /* The highest queue id this database has handed out. */
@@ -400,7 +375,7 @@ markers_follow_map(void)
 	Worker.markers = fresh;
 	Worker.markers_epoch = epoch;
 	if (mc == MARKER_LOST)
-		return markers_lost(seen, NULL);
+		return markers_lost(seen);
 	return true;
 }
 
@@ -445,13 +420,8 @@ check_marker(int64 new_version)
 	}
 	if (mc == MARKER_LOST)
 	{
-		bool		evicted;
-
 		/* what Redis kept is gone with it: nothing in it can be ahead of us */
-		Worker.redis_verified = markers_lost(seen, &evicted);
-		/* an evicted marker lost nothing that a read could see stale */
-		if (evicted && Worker.redis_verified)
-			wtcache_fence_confirmed(Worker.slot, fence_ticket);
+		Worker.redis_verified = markers_lost(seen);
 		return Worker.redis_verified;
 	}
 	if (!Worker.redis_verified)

@@ -316,6 +316,18 @@ info_field(const char *info, const char *name, char *out, size_t outlen)
 	return false;
 }
 
+/* An empty context for one connection-time or check-time reply. */
+static MemoryContext
+worker_replies_context(void)
+{
+	if (Worker.replies_cxt == NULL)
+		Worker.replies_cxt = AllocSetContextCreate(TopMemoryContext, "wtcache replies",
+												   ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(Worker.replies_cxt);
+	return Worker.replies_cxt;
+}
+
 /*
  * What INFO says of the Redis the worker is connected to: its identity
  * (the server process, its replication history), its memory settings and
@@ -327,10 +339,16 @@ redis_info(RedisInfo *info)
 {
 	WtcReply	reply;
 	char		num[32];
+	MemoryContext old;
+	bool		ok;
 
 	memset(info, 0, sizeof(*info));
 	info->maxmemory = info->evicted_keys = -1;
-	if (!wtc_redis_commandv(Worker.redis, &reply, 1, "INFO") || reply.type != WTC_REPLY_STRING)
+	/* a worker reconnecting for hours must not keep every reply */
+	old = MemoryContextSwitchTo(worker_replies_context());
+	ok = wtc_redis_commandv(Worker.redis, &reply, 1, "INFO") && reply.type == WTC_REPLY_STRING;
+	MemoryContextSwitchTo(old);
+	if (!ok)
 		return false;
 	(void) info_field(reply.str, "run_id", info->run_id, sizeof(info->run_id));
 	(void) info_field(reply.str, "master_replid", info->replid, sizeof(info->replid));
@@ -402,11 +420,13 @@ ensure_connected(void)
 	{
 		WtcReply	role;
 		const char *name = "";
+		MemoryContext old = MemoryContextSwitchTo(worker_replies_context());
 
 		/* "master" or "slave": a worker writing to a replica fails, and says so */
 		if (wtc_redis_commandv(Worker.redis, &role, 1, "ROLE") && role.type == WTC_REPLY_ARRAY &&
 			role.nelem > 0 && role.elem[0].type == WTC_REPLY_STRING)
 			name = role.elem[0].str;
+		MemoryContextSwitchTo(old);
 		SpinLockAcquire(&Worker.slot->mutex);
 		strlcpy(Worker.slot->redis_role, name, sizeof(Worker.slot->redis_role));
 		SpinLockRelease(&Worker.slot->mutex);

@@ -242,6 +242,8 @@ typedef struct WorkerProcess
 	MarkerSet	markers;
 	uint64		markers_epoch;	/* of the slot map they were chosen for */
 	MemoryContext markers_cxt;
+	MemoryContext replies_cxt;	/* replies read at a connection or a marker
+								 * check (INFO, ROLE): reset before each */
 	bool		need_marker_check;	/* set by a connection, wait() or idle
 									 * time; cleared by a check (main loop) */
 	bool		redis_verified; /* first marker check passed (check_marker) */
@@ -352,7 +354,7 @@ extern void marker_position(char *buf, size_t len);
 extern bool markers_follow_map(void);
 extern bool check_marker(int64 new_version);
 extern void resync_all(const char *why, bool versions_restart);
-extern bool markers_lost(int64 seen, bool *evicted);
+extern bool markers_lost(int64 seen);
 
 #pragma GCC visibility pop
 

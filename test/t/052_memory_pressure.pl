@@ -265,13 +265,14 @@ my ($present, $wrong, $diag) = present_keys_current('e');
 is($wrong, 0, "allkeys-lru: every key Redis kept ($present) holds its row's current value")
   or diag($diag);
 is(stale_reads('e', 100, 300), 0, 'allkeys-lru: evicted keys read as misses, never stale');
-# An evicted generation marker is no loss of data: set again, no resync
-# (which, under the pressure that evicted it, would evict it again).
-is(sql(q{SELECT resyncs FROM wtcache.worker_status()
-         WHERE database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())}),
-	$resyncs0, 'allkeys-lru: no resync for evictions');
-note('generation markers evicted and set again: '
-	  . sql(q{SELECT redis_marker_evictions FROM wtcache.status WHERE table_name = 'e'::regclass}));
+# An evicted generation marker cannot be told from lost data (a reload
+# of an older snapshot keeps the server's identity: 053's case), so it is
+# repaired like a loss, and counted apart so that a DBA sees why.
+my $resyncs = sql(q{SELECT resyncs FROM wtcache.worker_status()
+                    WHERE database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())}) - $resyncs0;
+my $marker_evictions = sql(q{SELECT redis_marker_evictions FROM wtcache.status WHERE table_name = 'e'::regclass});
+cmp_ok($resyncs, '>=', $marker_evictions,
+	"allkeys-lru: every marker found evicted ($marker_evictions) was repaired by a resync ($resyncs)");
 is(redis_cmd($rp, 'EXISTS', 'wtc:{postgres}:gen'), 1, 'the marker is there after the load');
 
 # Room again: a resync makes Redis equal the table.
