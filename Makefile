@@ -33,6 +33,7 @@ OBJS = \
 	src/query.o \
 	src/narrow.o \
 	src/verify.o \
+	src/audit.o \
 	src/setaside.o \
 	src/queue.o \
 	src/plans.o \

@@ -476,6 +476,18 @@ drain(void)
 			Worker.coalesce_us = 0;
 			return;
 		}
+		/*
+		 * The live audit's step, when due, here where no batch is in flight
+		 * (audit.c): a steady load would never let the queue run empty.  A
+		 * difference it found asks for a marker check first, made by the
+		 * loop: the batch claimed is claimed again after it.
+		 */
+		if (audit_due())
+		{
+			audit_step();
+			if (Worker.redis == NULL || Worker.need_marker_check)
+				return;
+		}
 		if (next->purge_table_key != NULL)
 		{
 			if (!run_purge(next))
@@ -762,16 +774,29 @@ worker_iteration(void)
 		return;
 	}
 	wtcache_slot_set_state(Worker.slot, WORKER_CONNECTED, true);
+	/* between batches: the live audit, when a step is due (audit.c) */
+	audit_step();
 	{
-		long		timeout_ms = idle_timeout_ms();
+		/* local: when the worker last had work, for the idle tasks below */
+		static TimestampTz quiet_since = 0;
+		long		idle_ms = idle_timeout_ms();
+		/* the audit's next step may be due before a wake-up */
+		long		timeout_ms = audit_timeout_ms(idle_ms);
 
+		if (quiet_since == 0)
+			quiet_since = GetCurrentTimestamp();
 		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 					   timeout_ms, PG_WAIT_EXTENSION);
+		if (rc & WL_LATCH_SET)
+			quiet_since = GetCurrentTimestamp();
 		/* idle: notice a FLUSHALL or a restarted Redis without waiting for a write */
-		if ((rc & WL_TIMEOUT) && timeout_ms >= wtcache_poll_interval_ms)
+		else if ((rc & WL_TIMEOUT) && idle_ms >= wtcache_poll_interval_ms &&
+				 TimestampDifferenceExceeds(quiet_since, GetCurrentTimestamp(),
+											wtcache_poll_interval_ms - 1))
 		{
 			Worker.need_marker_check = true;
 			release_batch_memory();
+			quiet_since = GetCurrentTimestamp();
 		}
 	}
 	/* and a Sentinel failover: a demoted master refuses only writes */
@@ -790,6 +815,7 @@ wtcache_worker_main(Datum main_arg)
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	claim_slot(dboid);
 	before_shmem_exit(worker_shmem_exit, (Datum) 0);
+	audit_worker_start();
 	publish_key_prefix();
 
 	worker_settings();

@@ -17,6 +17,8 @@
  *	events.c	the messages of the events channel: their one encoder
  *	markers.c	the generation-marker protocol: WAL positions, checks,
  *				markers following a Cluster's slot map, the resync
+ *	audit.c		the live consistency audit (wtcache.audit_rate), between
+ *				batches
  *
  * What they keep between steps is in one struct, Worker (below).
  *
@@ -294,6 +296,12 @@ extern void event_tags(TagBumps *bumps, char *const *tags, int ntags, int64 vers
 extern bool event_publish(char *message);
 extern bool events_publish_batch(PushItem *items, int nitems, const TagBumps *bumps);
 extern bool publish_reset(const char *why, bool versions_restart);
+
+/* audit.c */
+extern bool audit_due(void);
+extern void audit_step(void);
+extern long audit_timeout_ms(long timeout_ms);
+extern void audit_worker_start(void);
 
 /* markers.c */
 extern void marker_position(char *buf, size_t len);
