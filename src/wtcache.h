@@ -31,6 +31,8 @@
  *	deliver.c	the worker: a batch sent, acknowledged or set aside
  *	events.c	the worker: messages on the events channel
  *	markers.c	the worker: generation markers, resync
+ *	audit.c		the worker: the live consistency audit (audit_rate),
+ *				and audit_stats()
  *	launcher.c	launcher that starts one worker per database
  *	ddl.c		moving the worker out of the way of DROP DATABASE & co.
  *	pending.c	shared filter of keys whose changes Redis lacks
@@ -43,7 +45,8 @@
  *	query.c		cached query results: query(), query_key()
  *	narrow.c	the template tags a cached query depends on instead of a
  *				table tag
- *	verify.c	verify(): Redis against the table
+ *	verify.c	verify(): Redis against the table; the comparison the
+ *				audit shares (verify.h)
  *	setaside.c	queue rows the worker could not deliver: retry, discard
  *	queue.c		the queue row: columns, decoder, tag groups, writer (queue.h)
  *	plans.c		SPI plans kept for the life of the backend
