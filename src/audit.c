@@ -183,7 +183,9 @@ audit_timeout_ms(long timeout_ms)
 {
 	double		wait_ms;
 
-	if (wtcache_audit_rate <= 0 || Worker.redis == NULL)
+	/* a step waits for these anyway: no wake-ups for nothing meanwhile */
+	if (wtcache_audit_rate <= 0 || Worker.redis == NULL || !Worker.redis_verified ||
+		!Worker.slot->pending_ready)
 		return timeout_ms;
 	refill();
 	wait_ms = (step_target() - Audit.tokens) * 1000.0 / wtcache_audit_rate;
@@ -348,6 +350,17 @@ table_blocks(Relation rel)
 	return (BlockNumber) (bytes / BLCKSZ);
 }
 
+/*
+ * The end of one of a step's transactions, back in the step's memory (a
+ * commit leaves CurrentMemoryContext at TopMemoryContext).
+ */
+static void
+step_end_xact(void)
+{
+	end_xact();
+	MemoryContextSwitchTo(Audit.step_cxt);
+}
+
 /* What a table's step reads: filled by read_table() inside a subtransaction */
 typedef struct TableRead
 {
@@ -493,13 +506,15 @@ read_in_xact(TableRead *tr)
 			MemoryContext old = MemoryContextSwitchTo(Audit.step_cxt);
 
 			ok = wtcache_run_in_subxact(read_table, tr, &message);
+			/* an error may have left the read's timeout armed */
+			disable_timeout(STATEMENT_TIMEOUT, false);
 			MemoryContextSwitchTo(old);
 			ok = ok && tr->qname != NULL;
 		}
 	}
 	if (message != NULL)
 		ereport(DEBUG1, (errmsg("wtcache: the audit passed table %u by: %s", tr->relid, message)));
-	end_xact();
+	step_end_xact();
 	return ok;
 }
 
@@ -552,7 +567,7 @@ queue_again(TrackedKey *t)
 	row.key_width = t->nkeys;
 	row.table_key = wtcache_current_table_key(t->relid);
 	wtcache_queue_write(&row);
-	end_xact();
+	step_end_xact();
 	/* delivered by the next drain, this iteration's or the next one's */
 	SetLatch(MyLatch);
 	return true;
@@ -651,7 +666,7 @@ sample(void)
 		begin_xact(true);
 		(void) queue_relid_or_exit();
 		refresh_tables();
-		end_xact();
+		step_end_xact();
 		if (Audit.ntables == 0)
 		{
 			Audit.tokens -= target;
@@ -773,6 +788,8 @@ audit_due(void)
 void
 audit_step(void)
 {
+	MemoryContext caller;
+
 	if (wtcache_audit_rate <= 0)
 	{
 		/* off: nothing followed, nothing to show as unresolved */
@@ -795,6 +812,8 @@ audit_step(void)
 		return;
 
 	MemoryContextReset(Audit.step_cxt);
+	/* what a step allocates outside its transactions: Redis replies, keys */
+	caller = MemoryContextSwitchTo(Audit.step_cxt);
 	/* a resync queued every row again: what was suspected is being rewritten */
 	if (Worker.slot->resyncs != Audit.resyncs_seen)
 	{
@@ -831,6 +850,7 @@ audit_step(void)
 	if (Worker.redis != NULL)
 		(void) sample();
 	publish();
+	MemoryContextSwitchTo(caller);
 	MemoryContextReset(Audit.step_cxt);
 }
 
