@@ -477,16 +477,28 @@ drain(void)
 			return;
 		}
 		/*
-		 * The live audit's step, when due, here where no batch is in flight
-		 * (audit.c): a steady load would never let the queue run empty.  A
-		 * difference it found asks for a marker check first, made by the
-		 * loop: the batch claimed is claimed again after it.
+		 * Here no batch is in flight, and a steady load would never let the
+		 * queue run empty: a reload (SIGHUP) is taken in by the loop now,
+		 * not once the load stops, and the live audit's step runs when due
+		 * (audit.c).  A difference it found asks for a marker check first,
+		 * also the loop's.  The batch claimed is claimed again after them,
+		 * at once (the latch).
 		 */
+		if (ConfigReloadPending)
+		{
+			SetLatch(MyLatch);
+			return;
+		}
 		if (audit_due())
 		{
 			audit_step();
-			if (Worker.redis == NULL || Worker.need_marker_check)
+			if (Worker.redis == NULL)
 				return;
+			if (Worker.need_marker_check)
+			{
+				SetLatch(MyLatch);
+				return;
+			}
 		}
 		if (next->purge_table_key != NULL)
 		{

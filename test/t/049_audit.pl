@@ -133,6 +133,23 @@ my $after_load = audit();
 ok(wait_audit("checked >= " . ((split /\|/, $after_load)[0] + 2600)), 'another pass once the writers stopped');
 like(audit(), qr/^\d+\|0\|0\|/, 'still no mismatch');
 
+# The worker's memory over a hundred more steps: what a step allocates
+# (rows, Redis replies) goes with it.
+my $wpid = worker_pid($node, $db);
+sub worker_bytes
+{
+	my $offset = -s $node->logfile;
+	sql(qq{SELECT pg_log_backend_memory_contexts($wpid)});
+	$node->wait_for_log(qr/Grand total: \d+ bytes/, $offset);
+	my ($bytes) = slurp_file($node->logfile, $offset) =~ /Grand total: (\d+) bytes/;
+	return $bytes;
+}
+my $w_before = worker_bytes();
+ok(wait_audit("checked >= " . ((split /\|/, audit())[0] + 20000)), 'a hundred more steps');
+my $w_after = worker_bytes();
+note("worker memory: $w_before bytes, then $w_after after 20,000 more keys audited");
+cmp_ok($w_after - $w_before, '<', 256 * 1024, 'the worker does not grow while it audits');
+
 #### a value changed behind wtcache's back, and a key deleted
 
 my $k7 = redis_key_of($node, $db, 'acct', 7);
