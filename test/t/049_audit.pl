@@ -215,6 +215,24 @@ redis_cmd($rp, 'HSET', $kh, 'v', 'not the row');
 ok(wait_audit('mismatched >= 3'), 'a changed field of a hash is found') or diag(audit());
 ok(wait_verified('h'), 'and repaired');
 
+#### a partitioned table: its partitions' blocks walked through the parent
+
+sql(q{
+CREATE TABLE pt (id int, b int, v text NOT NULL, PRIMARY KEY (id, b)) PARTITION BY RANGE (b);
+CREATE TABLE pt_lo PARTITION OF pt FOR VALUES FROM (0) TO (50);
+CREATE TABLE pt_hi PARTITION OF pt FOR VALUES FROM (50) TO (100);
+INSERT INTO pt SELECT i, i % 100, 'p' || i FROM generate_series(1, 1000) i;
+SELECT wtcache.watch('pt');
+SELECT wtcache.warm('pt');
+});
+ok(wait_drained($node, $db), 'the partitioned table delivered');
+my $kp = redis_key_of($node, $db, 'pt', '999', '99');
+my $vp = redis_cmd($rp, 'GET', $kp);
+$vp =~ s/"v":"p999"/"v":"wrong"/;
+redis_cmd($rp, 'SET', $kp, $vp);
+ok(wait_audit('mismatched >= 4'), 'a wrong value of a row in a partition is found') or diag(audit());
+ok(wait_verified('pt'), 'and repaired');
+
 #### off means off
 
 set_rate(0);
