@@ -47,7 +47,9 @@
  * Cost: a step reads at most AUDIT_STEP_MAX keys (a tenth of a second's
  * worth), in block ranges sized from the rows the last range held, in one
  * read and one pipeline, so a batch waits for it a few milliseconds at
- * most; the latch wait ends when the next step is due.
+ * most; the latch wait ends when the next step is due.  While batches come
+ * full (a backlog) drain() runs no step: the audit takes what time the
+ * worker has to spare, and its rate is a ceiling, not a promise.
  *
  * Why heap blocks and not the key order: a range of ctids is read by a
  * TID range scan with built-in operators on the tid type, whatever the key

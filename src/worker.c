@@ -480,16 +480,18 @@ drain(void)
 		 * Here no batch is in flight, and a steady load would never let the
 		 * queue run empty: a reload (SIGHUP) is taken in by the loop now,
 		 * not once the load stops, and the live audit's step runs when due
-		 * (audit.c).  A difference it found asks for a marker check first,
-		 * also the loop's.  The batch claimed is claimed again after them,
-		 * at once (the latch).
+		 * (audit.c), unless the batch is full: a backlog is delivered
+		 * first, the audit takes only the time the worker has to spare.  A
+		 * difference it found asks for a marker check first, also the
+		 * loop's.  The batch claimed is claimed again after them, at once
+		 * (the latch).
 		 */
 		if (ConfigReloadPending)
 		{
 			SetLatch(MyLatch);
 			return;
 		}
-		if (audit_due())
+		if (next->nrecords < wtcache_batch_size && audit_due())
 		{
 			audit_step();
 			if (Worker.redis == NULL)
