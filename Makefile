@@ -36,6 +36,7 @@ OBJS = \
 	src/narrow.o \
 	src/verify.o \
 	src/memory.o \
+	src/audit.o \
 	src/setaside.o \
 	src/queue.o \
 	src/plans.o \
@@ -49,7 +50,7 @@ SHLIB_LINK = -lhiredis -lssl -lcrypto
 PG_CPPFLAGS = -I$(srcdir)/src -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 PG_CFLAGS = -MMD -MP
 
-REGRESS = watch partition capture keys settings reads query narrow badinput security_settings metadata key_options hash_format key_template lag replicas memory_pressure
+REGRESS = watch partition capture keys settings reads query narrow badinput security_settings metadata key_options hash_format key_template lag replicas memory_pressure audit
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf --temp-instance=./tmp_check
 
 TAP_TESTS = 1

@@ -83,6 +83,18 @@ CREATE FUNCTION wtcache.redis_bytes_per_row(
 COMMENT ON FUNCTION wtcache.redis_bytes_per_row(regclass, integer) IS
     'average Redis memory of a watched table''s row (MEMORY USAGE of a sample of its keys), and that times its rows';
 
+-- ---------------------------------------------------------------------
+-- Part: the live consistency audit (wtcache.audit_rate).  The worker's figures
+-- per database, counts only (no table's data), shown like worker_status().
+CREATE FUNCTION wtcache.audit_stats(
+    OUT database_oid oid, OUT checked bigint, OUT mismatched bigint,
+    OUT missing bigint, OUT skipped bigint, OUT repaired bigint,
+    OUT oldest_mismatch_at timestamptz)
+RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'wtcache_audit_stats' LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION wtcache.audit_stats() IS
+    'the live consistency audit of each database''s worker: keys compared, confirmed mismatches and missing keys, in-flight keys skipped, repairs seen, the oldest unresolved mismatch';
+
 -- (each part adds its objects above this line, in its own section)
 
 
@@ -95,6 +107,7 @@ COMMENT ON FUNCTION wtcache.redis_bytes_per_row(regclass, integer) IS
 -- each table's read hit ratio (NULL before its first cached read).
 -- And replica acknowledgements (the WAIT part).
 -- And what the worker knows of Redis's memory (the oom part).
+-- And the live audit's figures (the audit part).
 DROP VIEW wtcache.status;
 CREATE VIEW wtcache.status AS
 SELECT w.rel                                   AS table_name,
@@ -150,7 +163,11 @@ SELECT w.rel                                   AS table_name,
        m.oom_refusals                          AS redis_oom_refusals,
        m.maxmemory                             AS redis_maxmemory,
        m.maxmemory_policy                      AS redis_maxmemory_policy,
-       m.marker_evictions                      AS redis_marker_evictions
+       m.marker_evictions                      AS redis_marker_evictions,
+       coalesce(au.checked, 0)                 AS audit_checked,
+       coalesce(au.mismatched, 0)              AS audit_mismatched,
+       coalesce(au.missing, 0)                 AS audit_missing,
+       clock_timestamp() - au.oldest_mismatch_at AS audit_oldest_mismatch_age
 FROM wtcache.watched w
 LEFT JOIN (
     SELECT qq.relid,
@@ -173,6 +190,8 @@ LEFT JOIN wtcache.replica_acks() a
        ON a.database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())
 LEFT JOIN wtcache.redis_memory() m
        ON m.database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())
+LEFT JOIN wtcache.audit_stats() au
+       ON au.database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())
 -- evaluated as the querying role (a view changes the rights tables are
 -- read with, not the current user)
 WHERE wtcache._can_see_table(w.rel);
@@ -184,6 +203,7 @@ GRANT SELECT ON wtcache.status TO PUBLIC;
 -- read and query hit ratios (lag part).
 -- metrics(): replica acknowledgements.
 -- metrics(): Redis's memory.
+-- metrics(): the live audit.
 CREATE OR REPLACE FUNCTION wtcache.metrics() RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 WITH db AS (
@@ -221,6 +241,10 @@ WITH db AS (
     SELECT format('database="%s"', wtcache._prom_label(d.datname)) AS labels, m.*
       FROM wtcache.redis_memory() m
       JOIN pg_database d ON d.oid = m.database_oid
+), audit AS (
+    SELECT format('database="%s"', wtcache._prom_label(d.datname)) AS labels, a.*
+      FROM wtcache.audit_stats() a
+      JOIN pg_database d ON d.oid = a.database_oid
 ), metric(name, type, help, ord) AS (VALUES
     ('wtcache_captured_total', 'counter', 'Changed keys captured for a watched table', 1),
     ('wtcache_pushed_total', 'counter', 'Changed keys delivered to Redis', 2),
@@ -261,7 +285,12 @@ WITH db AS (
     ('wtcache_redis_oom', 'gauge', '1 while Redis refuses the worker''s writes for want of memory (maxmemory)', 37),
     ('wtcache_redis_oom_episodes_total', 'counter', 'Episodes of Redis refusing writes for want of memory since the worker started', 38),
     ('wtcache_redis_oom_refusals_total', 'counter', 'Deliveries Redis refused for want of memory since the worker started', 39),
-    ('wtcache_redis_marker_evictions_total', 'counter', 'Generation markers found missing while an allkeys-* policy was evicting (each repaired by a resync)', 40)
+    ('wtcache_redis_marker_evictions_total', 'counter', 'Generation markers found missing while an allkeys-* policy was evicting (each repaired by a resync)', 40),
+    ('wtcache_audit_checked_total', 'counter', 'Keys the live audit compared between Redis and the tables (wtcache.audit_rate)', 41),
+    ('wtcache_audit_mismatched_total', 'counter', 'Keys the audit confirmed Redis held another value for than the row', 42),
+    ('wtcache_audit_missing_total', 'counter', 'Keys the audit confirmed missing from Redis although their table keeps every row there', 43),
+    ('wtcache_audit_skipped_total', 'counter', 'Sampled keys the audit passed by because a change of them was on its way', 44),
+    ('wtcache_audit_oldest_mismatch_seconds', 'gauge', 'Age of the oldest confirmed mismatch not yet found right again (0: none)', 45)
 ), sample(name, labels, value) AS (
     SELECT 'wtcache_captured_total', labels, captured::float8 FROM tables
     UNION ALL SELECT 'wtcache_pushed_total', labels, pushed FROM tables
@@ -310,6 +339,12 @@ WITH db AS (
     UNION ALL SELECT 'wtcache_redis_oom_episodes_total', labels, oom_episodes FROM mem
     UNION ALL SELECT 'wtcache_redis_oom_refusals_total', labels, oom_refusals FROM mem
     UNION ALL SELECT 'wtcache_redis_marker_evictions_total', labels, marker_evictions FROM mem
+    UNION ALL SELECT 'wtcache_audit_checked_total', labels, checked FROM audit
+    UNION ALL SELECT 'wtcache_audit_mismatched_total', labels, mismatched FROM audit
+    UNION ALL SELECT 'wtcache_audit_missing_total', labels, missing FROM audit
+    UNION ALL SELECT 'wtcache_audit_skipped_total', labels, skipped FROM audit
+    UNION ALL SELECT 'wtcache_audit_oldest_mismatch_seconds', labels,
+                     coalesce(extract(epoch FROM clock_timestamp() - oldest_mismatch_at), 0) FROM audit
 )
 SELECT coalesce(string_agg(block, ''  ORDER BY ord), '')
   FROM (SELECT m.ord,

@@ -60,6 +60,7 @@ double		wtcache_ttl_jitter = 0.1;
 int			wtcache_publish_events = WTC_PUBLISH_ON;
 bool		wtcache_enabled = true;
 int			wtcache_backlog_warning = 1000000;
+int			wtcache_audit_rate = 0;
 int			wtcache_max_value_kb = 512 * 1024;
 int64		wtcache_max_value_bytes = (int64) 512 * 1024 * 1024 - 64 * 1024;
 int			wtcache_max_tags_per_call = 100;
@@ -1367,6 +1368,14 @@ define_delivery_settings(void)
 							"Logged once when the backlog grows past it, and once when it is back under half of it.",
 							&wtcache_backlog_warning,
 							1000000, 0, INT_MAX,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.audit_rate",
+							"Keys per second the worker of each database compares between Redis and the tables (0: off).",
+							"A live consistency audit: sampled row keys are compared with their committed rows between batches, keys with changes in flight skipped, differences confirmed before they count (wtcache.status audit_* columns).",
+							&wtcache_audit_rate,
+							0, 0, 100000,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 

@@ -162,6 +162,9 @@ wtcache_assign_slot(Oid dboid)
 			/* another database's versions say nothing about this one's */
 			SpinLockAcquire(&slot->mutex);
 			slot->acked_version = 0;
+			slot->audit_checked = slot->audit_mismatched = slot->audit_missing = 0;
+			slot->audit_skipped = slot->audit_repaired = 0;
+			slot->audit_oldest_mismatch = 0;
 			SpinLockRelease(&slot->mutex);
 		}
 		slot->dboid = dboid;

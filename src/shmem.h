@@ -107,6 +107,22 @@ typedef struct WorkerSlot
 	char		maxmemory_policy[32];	/* "": unknown */
 	uint64		marker_evictions;	/* generation markers found evicted
 									 * and set again (markers.c) */
+
+	/*
+	 * The live consistency audit (audit.c), written by the worker under
+	 * mutex once per step, read by wtcache.audit_stats().  The counters
+	 * live as long as the server, like pushed; the oldest unresolved
+	 * mismatch is the worker's own memory, so a new worker starts it over.
+	 */
+	uint64		audit_checked;	/* keys compared (in-flight ones excluded) */
+	uint64		audit_mismatched;	/* confirmed: Redis held another value */
+	uint64		audit_missing;	/* confirmed: Redis held none, and must */
+	uint64		audit_skipped;	/* sampled keys with a change in flight */
+	uint64		audit_repaired;	/* confirmed keys found right after their
+								 * redelivery */
+	TimestampTz audit_oldest_mismatch;	/* first seen, of the oldest
+										 * confirmed one not yet found
+										 * right again; 0: none */
 } WorkerSlot;
 
 typedef struct WtcacheShared

@@ -28,6 +28,7 @@
 #include "watch.h"
 #include "keyspace.h"
 #include "session.h"
+#include "verify.h"
 
 #include "access/relation.h"
 #include "catalog/pg_type.h"
@@ -44,24 +45,6 @@
 
 #define VERIFY_BATCH 1000
 #define VERIFY_SETTLE_MS 10000
-
-typedef struct VerifyTable
-{
-	Oid			relid;
-	int			nkeys;
-	char	  **colnames;
-	FmgrInfo   *keyout;			/* key columns' output functions */
-	KeyLookup	lookup;			/* reading rows by key (keys.c) */
-	Relation	rel;			/* open, AccessShareLock */
-	int16	   *valcols;		/* the projection (wtcache_value_columns) */
-	int			nvalcols;		/* -1: every column */
-	char	   *projection;		/* its column names, NULL: every column */
-	char	   *qname;
-	char	   *table_key;
-	KeyTemplate *tmpl;			/* its key template; NULL: the default layout */
-	bool		keys_optional;	/* invalidate mode or TTL: keys may be absent */
-	bool		hash;			/* format 'hash': fields compared (HGETALL) */
-} VerifyTable;
 
 typedef struct Candidate
 {
@@ -132,12 +115,14 @@ same_fields(const HashValue *want, const WtcReply *pairs)
 }
 
 /*
- * What is wrong with this key, or NULL.  row: the table's row JSON or
- * NULL; fields: of a hash-format table, the row's fields.  A value of the
- * other format (Redis answers WRONGTYPE) differs from the row.
+ * What is wrong with this key, or NULL: "missing", "differs" or "extra".
+ * row: the table's row JSON or NULL; fields: of a hash-format table, the
+ * row's fields; value: Redis's reply to GET (of a hash: HGETALL).  A value
+ * of the other format (Redis answers WRONGTYPE) differs from the row.
  */
-static const char *
-classify(VerifyTable *vt, const char *row, const HashValue *fields, const WtcReply *value)
+const char *
+wtcache_verify_classify(VerifyTable *vt, const char *row, const HashValue *fields,
+						const WtcReply *value)
 {
 	bool		in_redis = vt->hash ?
 		(value->type == WTC_REPLY_ARRAY && value->nelem > 0) : value->type == WTC_REPLY_STRING;
@@ -227,8 +212,9 @@ get_values(VerifyTable *vt, char **keys, int n, WtcReply *replies)
 	wtcache_session_set_busy(false);
 }
 
-static char *
-row_key_of(VerifyTable *vt, char **values)
+/* The Redis key of the row with these canonical key values. */
+char *
+wtcache_verify_row_key(VerifyTable *vt, char **values)
 {
 	StringInfoData k;
 
@@ -274,11 +260,12 @@ values_parse(VerifyTable *vt, char **values)
 }
 
 /*
- * The rows of these keys (NULL where there is none), read now; of a
- * hash-format table also their fields, into *fields.
+ * The rows of these keys (canonical key values; NULL where there is none),
+ * read now; of a hash-format table also their fields, into *fields.  The
+ * caller is connected to SPI, with the rights the read needs.
  */
-static char **
-rows_of(VerifyTable *vt, char ***values, int n, HashValue ***fields)
+char **
+wtcache_verify_rows_of(VerifyTable *vt, char ***values, int n, HashValue ***fields)
 {
 	Datum	   *args = palloc(sizeof(Datum) * vt->nkeys);
 	char	  **texts = palloc(sizeof(char *) * Max(n, 1));
@@ -318,6 +305,98 @@ rows_of(VerifyTable *vt, char ***values, int n, HashValue ***fields)
 	return rows;
 }
 
+/*
+ * A scan of the whole table as a comparison reads it: the key columns,
+ * then what Redis must hold (the projection's JSON, as the worker reads
+ * it), then a hash's fields (wtcache_verify_scan_row decodes it).  The
+ * alias is t; the caller may append a WHERE clause.
+ */
+void
+wtcache_verify_scan_sql(VerifyTable *vt, StringInfo sql)
+{
+	char	   *rowexpr;
+	char	   *lateral;
+
+	/* key values as they are, rendered here: no cast the type's owner made runs */
+	appendStringInfoString(sql, "SELECT ");
+	for (int c = 0; c < vt->nkeys; c++)
+		appendStringInfo(sql, "t.%s, ", quote_identifier(vt->colnames[c]));
+	wtcache_row_json_sql(vt->rel, vt->valcols, vt->nvalcols, &rowexpr, &lateral);
+	appendStringInfoString(sql, rowexpr);
+	/* a hash's fields, after the JSON (fields_at) */
+	for (int c = 0; c < vt->lookup.nfields; c++)
+		appendStringInfo(sql, ", t.%s", quote_identifier(vt->lookup.field_names[c]));
+	appendStringInfo(sql, " FROM %s%s t%s", wtcache_only(vt->relid), vt->qname, lateral);
+}
+
+/*
+ * One row of that scan: its canonical key values into values[nkeys], its
+ * JSON into *row, a hash-format table's fields into *fields (else NULL).
+ * Under the canonical settings.
+ */
+void
+wtcache_verify_scan_row(VerifyTable *vt, HeapTuple tup, TupleDesc desc,
+						char **values, char **row, HashValue **fields)
+{
+	bool		isnull;
+
+	for (int c = 0; c < vt->nkeys; c++)
+	{
+		Datum		d = SPI_getbinval(tup, desc, c + 1, &isnull);
+
+		values[c] = isnull ? pstrdup("") : OutputFunctionCall(&vt->keyout[c], d);
+	}
+	*row = TextDatumGetCString(SPI_getbinval(tup, desc, vt->nkeys + 1, &isnull));
+	*fields = vt->hash ? fields_at(vt, tup, desc, vt->nkeys + 2) : NULL;
+}
+
+/*
+ * Everything a comparison needs to know about a watched table, in cxt.
+ * rel is open and locked by the caller, which keeps it so while vt is in
+ * use.
+ */
+void
+wtcache_verify_table_init(VerifyTable *vt, Relation rel, const WatchConfig *config,
+						  MemoryContext cxt)
+{
+	Oid			relid = RelationGetRelid(rel);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+
+	memset(vt, 0, sizeof(*vt));
+	vt->relid = relid;
+	vt->nkeys = config->nkeys;
+	vt->keys_optional = config->invalidate_mode || config->ttl_ms > 0;
+	vt->hash = config->hash_format;
+	vt->colnames = palloc(sizeof(char *) * vt->nkeys);
+	vt->keyout = palloc(sizeof(FmgrInfo) * vt->nkeys);
+	for (int c = 0; c < vt->nkeys; c++)
+	{
+		Oid			outfn;
+		bool		isvarlena;
+
+		vt->colnames[c] = get_attname(relid, config->key_attnums[c], false);
+		getTypeOutputInfo(getBaseType(get_atttype(relid, config->key_attnums[c])), &outfn, &isvarlena);
+		fmgr_info_cxt(outfn, &vt->keyout[c], cxt);
+	}
+	vt->nvalcols = wtcache_value_columns(rel, config, &vt->valcols);
+	vt->projection = wtcache_projection_desc(rel, config);
+	wtcache_key_lookup_init(&vt->lookup, rel, vt->nkeys, config->key_attnums, vt->valcols, vt->nvalcols,
+							vt->hash ? LOOKUP_JSON_AND_FIELDS : LOOKUP_JSON, cxt);
+	vt->rel = rel;
+	vt->qname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid));
+	vt->table_key = wtcache_current_table_key(relid);
+	if (config->key_template != NULL)
+	{
+		KeyTemplateError err;
+
+		vt->tmpl = wtcache_watch_key_template(relid, config, &err);
+		if (vt->tmpl == NULL)
+			elog(ERROR, "wtcache: the key template of \"%s\" does not fit its key: %s",
+				 get_rel_name(relid), err.message);
+	}
+	MemoryContextSwitchTo(old);
+}
+
 /* Pass 1: the table's rows (or a sample) against Redis. */
 static void
 check_rows(VerifyTable *vt, int sample, CandidateList *out, int64 *checked)
@@ -328,24 +407,8 @@ check_rows(VerifyTable *vt, int sample, CandidateList *out, int64 *checked)
 	MemoryContext batch_cxt = AllocSetContextCreate(verify_cxt, "wtcache verify batch",
 													ALLOCSET_DEFAULT_SIZES);
 
-	/* key values as they are, rendered here: no cast the type's owner made runs */
 	initStringInfo(&sql);
-	appendStringInfoString(&sql, "SELECT ");
-	for (int c = 0; c < vt->nkeys; c++)
-		appendStringInfo(&sql, "t.%s, ", quote_identifier(vt->colnames[c]));
-	{
-		char	   *rowexpr;
-		char	   *lateral;
-
-		/* what Redis must hold: the projection, as the worker reads it */
-		wtcache_row_json_sql(vt->rel, vt->valcols, vt->nvalcols, &rowexpr, &lateral);
-		appendStringInfoString(&sql, rowexpr);
-		/* a hash's fields, after the JSON (fields_at) */
-		for (int c = 0; c < vt->lookup.nfields; c++)
-			appendStringInfo(&sql, ", t.%s", quote_identifier(vt->lookup.field_names[c]));
-		appendStringInfo(&sql, " FROM %s%s t%s",
-						 wtcache_only(vt->relid), vt->qname, lateral);
-	}
+	wtcache_verify_scan_sql(vt, &sql);
 	if (sample > 0)
 		appendStringInfo(&sql, " ORDER BY pg_catalog.random() LIMIT %d", sample);
 	plan = SPI_prepare(sql.data, 0, NULL);
@@ -374,26 +437,15 @@ check_rows(VerifyTable *vt, int sample, CandidateList *out, int64 *checked)
 		replies = palloc0(sizeof(WtcReply) * n);
 		for (int i = 0; i < n; i++)
 		{
-			bool		isnull;
-
 			values[i] = palloc(sizeof(char *) * vt->nkeys);
-			for (int c = 0; c < vt->nkeys; c++)
-			{
-				Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, c + 1, &isnull);
-
-				values[i][c] = isnull ? pstrdup("") : OutputFunctionCall(&vt->keyout[c], d);
-			}
-			rows[i] = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
-														vt->nkeys + 1, &isnull));
-			if (vt->hash)
-				fields[i] = fields_at(vt, SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
-									  vt->nkeys + 2);
-			keys[i] = row_key_of(vt, values[i]);
+			wtcache_verify_scan_row(vt, SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+									values[i], &rows[i], &fields[i]);
+			keys[i] = wtcache_verify_row_key(vt, values[i]);
 		}
 		SPI_freetuptable(SPI_tuptable);
 		get_values(vt, keys, n, replies);
 		for (int i = 0; i < n; i++)
-			if (classify(vt, rows[i], fields[i], &replies[i]) != NULL)
+			if (wtcache_verify_classify(vt, rows[i], fields[i], &replies[i]) != NULL)
 				add_candidate(out, vt, values[i], keys[i]);
 		*checked += n;
 		CHECK_FOR_INTERRUPTS();
@@ -465,10 +517,10 @@ check_keys(VerifyTable *vt, CandidateList *out)
 		{
 			HashValue **fields;
 
-			rows = rows_of(vt, values, n, &fields);
+			rows = wtcache_verify_rows_of(vt, values, n, &fields);
 			for (int i = 0; i < n; i++)
 				if (rows[i] == NULL)
-					add_candidate(out, vt, values[i], row_key_of(vt, values[i]));
+					add_candidate(out, vt, values[i], wtcache_verify_row_key(vt, values[i]));
 		}
 		CHECK_FOR_INTERRUPTS();
 		/* a Cluster: every master in turn */
@@ -528,39 +580,8 @@ wtcache_verify(PG_FUNCTION_ARGS)
 				 errmsg("wtcache.verify() cannot reach Redis"),
 				 errhint("Check that Redis is running and that wtcache.redis_url points to it.")));
 
-	memset(&vt, 0, sizeof(vt));
-	vt.relid = relid;
-	vt.nkeys = config.nkeys;
-	vt.keys_optional = config.invalidate_mode || config.ttl_ms > 0;
-	vt.hash = config.hash_format;
-	vt.colnames = palloc(sizeof(char *) * vt.nkeys);
-	vt.keyout = palloc(sizeof(FmgrInfo) * vt.nkeys);
 	rel = relation_open(relid, AccessShareLock);
-	for (int c = 0; c < vt.nkeys; c++)
-	{
-		Oid			outfn;
-		bool		isvarlena;
-
-		vt.colnames[c] = get_attname(relid, config.key_attnums[c], false);
-		getTypeOutputInfo(getBaseType(get_atttype(relid, config.key_attnums[c])), &outfn, &isvarlena);
-		fmgr_info_cxt(outfn, &vt.keyout[c], caller);
-	}
-	vt.nvalcols = wtcache_value_columns(rel, &config, &vt.valcols);
-	vt.projection = wtcache_projection_desc(rel, &config);
-	wtcache_key_lookup_init(&vt.lookup, rel, vt.nkeys, config.key_attnums, vt.valcols, vt.nvalcols,
-							vt.hash ? LOOKUP_JSON_AND_FIELDS : LOOKUP_JSON, caller);
-	vt.rel = rel;
-	vt.qname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid));
-	vt.table_key = wtcache_current_table_key(relid);
-	if (config.key_template != NULL)
-	{
-		KeyTemplateError err;
-
-		vt.tmpl = wtcache_watch_key_template(relid, &config, &err);
-		if (vt.tmpl == NULL)
-			elog(ERROR, "wtcache: the key template of \"%s\" does not fit its key: %s",
-				 get_rel_name(relid), err.message);
-	}
+	wtcache_verify_table_init(&vt, rel, &config, caller);
 
 	/*
 	 * Every row, whatever row-level security would show the caller: as the
@@ -592,7 +613,7 @@ wtcache_verify(PG_FUNCTION_ARGS)
 			keys[i] = cands.items[i].row_key;
 		}
 		MemoryContextSwitchTo(caller);
-		rows = rows_of(&vt, values, cands.n, &fields);
+		rows = wtcache_verify_rows_of(&vt, values, cands.n, &fields);
 		replies = palloc0(sizeof(WtcReply) * cands.n);
 		get_values(&vt, keys, cands.n, replies);
 	}
@@ -605,7 +626,7 @@ wtcache_verify(PG_FUNCTION_ARGS)
 
 	for (int i = 0; i < cands.n; i++)
 	{
-		const char *problem = classify(&vt, rows[i], fields[i], &replies[i]);
+		const char *problem = wtcache_verify_classify(&vt, rows[i], fields[i], &replies[i]);
 		Datum		out[5];
 		bool		nulls[5] = {false, false, false, false, false};
 		Datum	   *kv = palloc(sizeof(Datum) * vt.nkeys);

@@ -641,6 +641,32 @@ drain(void)
 			Worker.coalesce_us = 0;
 			return;
 		}
+		/*
+		 * Here no batch is in flight, and a steady load would never let the
+		 * queue run empty: a reload (SIGHUP) is taken in by the loop now,
+		 * not once the load stops, and the live audit's step runs when due
+		 * (audit.c), unless the batch is full: a backlog is delivered
+		 * first, the audit takes only the time the worker has to spare.  A
+		 * difference it found asks for a marker check first, also the
+		 * loop's.  The batch claimed is claimed again after them, at once
+		 * (the latch).
+		 */
+		if (ConfigReloadPending)
+		{
+			SetLatch(MyLatch);
+			return;
+		}
+		if (next->nrecords < wtcache_batch_size && audit_due())
+		{
+			audit_step();
+			if (Worker.redis == NULL)
+				return;
+			if (Worker.need_marker_check)
+			{
+				SetLatch(MyLatch);
+				return;
+			}
+		}
 		if (next->purge_table_key != NULL)
 		{
 			if (!run_purge(next))
@@ -938,16 +964,29 @@ worker_iteration(void)
 		return;
 	}
 	wtcache_slot_set_state(Worker.slot, WORKER_CONNECTED, true);
+	/* between batches: the live audit, when a step is due (audit.c) */
+	audit_step();
 	{
-		long		timeout_ms = idle_timeout_ms();
+		/* local: when the worker last had work, for the idle tasks below */
+		static TimestampTz quiet_since = 0;
+		long		idle_ms = idle_timeout_ms();
+		/* the audit's next step may be due before a wake-up */
+		long		timeout_ms = audit_timeout_ms(idle_ms);
 
+		if (quiet_since == 0)
+			quiet_since = GetCurrentTimestamp();
 		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 					   timeout_ms, PG_WAIT_EXTENSION);
+		if (rc & WL_LATCH_SET)
+			quiet_since = GetCurrentTimestamp();
 		/* idle: notice a FLUSHALL or a restarted Redis without waiting for a write */
-		if ((rc & WL_TIMEOUT) && timeout_ms >= wtcache_poll_interval_ms)
+		else if ((rc & WL_TIMEOUT) && idle_ms >= wtcache_poll_interval_ms &&
+				 TimestampDifferenceExceeds(quiet_since, GetCurrentTimestamp(),
+											wtcache_poll_interval_ms - 1))
 		{
 			Worker.need_marker_check = true;
 			release_batch_memory();
+			quiet_since = GetCurrentTimestamp();
 		}
 	}
 	/* and a Sentinel failover: a demoted master refuses only writes */
@@ -966,6 +1005,7 @@ wtcache_worker_main(Datum main_arg)
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	claim_slot(dboid);
 	before_shmem_exit(worker_shmem_exit, (Datum) 0);
+	audit_worker_start();
 	publish_key_prefix();
 	replicas_note_settings(true);
 

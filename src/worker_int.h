@@ -19,6 +19,8 @@
  *				markers following a Cluster's slot map, the resync
  *	replicas.c	replica acknowledgements: WAIT before a batch counts as
  *				delivered (wtcache.redis_wait_replicas)
+ *	audit.c		the live consistency audit (wtcache.audit_rate), between
+ *				batches
  *
  * What they keep between steps is in one struct, Worker (below).
  *
@@ -348,6 +350,12 @@ extern bool publish_reset(const char *why, bool versions_restart);
 /* replicas.c */
 extern void replicas_note_settings(bool starting);
 extern bool replicas_acknowledged(void);
+
+/* audit.c */
+extern bool audit_due(void);
+extern void audit_step(void);
+extern long audit_timeout_ms(long timeout_ms);
+extern void audit_worker_start(void);
 
 /* markers.c */
 extern void marker_position(char *buf, size_t len);

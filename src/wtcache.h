@@ -33,6 +33,8 @@
  *	markers.c	the worker: generation markers, resync
  *	replicas.c	the worker: WAIT for Redis replicas before a batch counts
  *				as delivered; replica_acks()
+ *	audit.c		the worker: the live consistency audit (audit_rate),
+ *				and audit_stats()
  *	launcher.c	launcher that starts one worker per database
  *	ddl.c		moving the worker out of the way of DROP DATABASE & co.
  *	pending.c	shared filter of keys whose changes Redis lacks
@@ -48,6 +50,8 @@
  *				table tag
  *	verify.c	verify(): Redis against the table
  *	memory.c	Redis under memory pressure: redis_memory(), redis_bytes_per_row()
+ *	verify.c	verify(): Redis against the table; the comparison the
+ *				audit shares (verify.h)
  *	setaside.c	queue rows the worker could not deliver: retry, discard
  *	queue.c		the queue row: columns, decoder, tag groups, writer (queue.h)
  *	plans.c		SPI plans kept for the life of the backend

@@ -10,6 +10,8 @@
 #                 ratio alone, a minute or two)
 #   BENCH_ONLY=wait bash test/bench.sh      (replica acknowledgements alone:
 #                 drain and lag with and without WAIT, a few minutes)
+#   BENCH_ONLY=audit bash test/bench.sh     (the live audit's cost to the
+#                 writers and the drain alone, a few minutes)
 #
 # Figures (median of BENCH_RUNS runs, with min and max):
 #   capture cost  UPDATE of every pgbench_accounts row (scale 10: 1,000,000
@@ -63,6 +65,10 @@
 #   acks          = 1 (a replica of the bench's Redis on loopback) next to 0,
 #                 alternated, and the worker's time in WAIT per round
 #                 (test/lib/bench_wait.sh);
+#   live audit    pgbench -N TPS and the drain of an UPDATE with
+#                 wtcache.audit_rate = BENCH_AUDIT_RATE (1,000 keys a
+#                 second) next to the audit off, alternated
+#                 (test/lib/bench_audit.sh);
 #   invalidation  wtcache.invalidate() of a tag, committed, plus the
 #                 wtcache.wait() until it is in Redis, for a tag that 10
 #                 cached query results depend on and one that 100,000 do,
@@ -97,8 +103,8 @@
 # Starts its own PostgreSQL and Redis on free loopback ports; stops them.
 set -euo pipefail
 case "${BENCH_ONLY:-}" in
-    ''|capture|narrow|wait) ;;
-    *) echo "bench: BENCH_ONLY is capture, narrow, wait or unset, not '$BENCH_ONLY'" >&2; exit 2 ;;
+    ''|capture|narrow|wait|audit) ;;
+    *) echo "bench: BENCH_ONLY is capture, narrow, wait, audit or unset, not '$BENCH_ONLY'" >&2; exit 2 ;;
 esac
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 HERE=$(dirname "$SELF")
@@ -254,6 +260,23 @@ if [ "${BENCH_ONLY:-}" = wait ]; then
          "$((($(date +%s) - STARTED + 30) / 60)) min"
     printf '%-52s %12s %12s %12s %8s %s\n' "figure ($RUNS runs, $ROWS rows)" median min max ratio goal
     wait_lines
+    exit 0
+fi
+
+. "$HERE/lib/bench_audit.sh"
+# BENCH_ONLY=audit: the live audit's cost alone
+if [ "${BENCH_ONLY:-}" = audit ]; then
+    audit_runs
+    echo
+    echo "machine: $MACHINE"
+    echo "load average before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg);" \
+         "$((($(date +%s) - STARTED + 30) / 60)) min"
+    printf '%-52s %12s %12s %12s %8s %s\n' "figure ($RUNS runs)" median min max ratio goal
+    audit_lines
+    audit_goal
+    echo
+    echo "goals:"
+    printf '  %s\n' "${GOALS[@]}"
     exit 0
 fi
 
@@ -881,6 +904,7 @@ databases_runs
 
 narrow_runs
 wait_runs
+audit_runs
 
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 ELAPSED=$((($(date +%s) - STARTED + 30) / 60))
@@ -970,6 +994,7 @@ line "invalidate + wait, tag of 10 results" " us" "${inv10[*]}" "1.00x"
 line "invalidate + wait, tag of 100,000 results" " us" "${inv100k[*]}" "$(ratio "$j_med" "$i_med")" "~1x (independent of dependents)"
 narrow_lines
 wait_lines
+audit_lines
 
 capture_goal
 goal "write load, synchronous_commit on: $(ratio "$on_w" "$on_p") of unwatched TPS, goal >= 0.97x" "$on_w / $on_p >= 0.97"
@@ -987,6 +1012,7 @@ goal "wtcache.get: $(ratio "$s_med" "$g_med") the time of a primary-key SELECT, 
 goal "get_many of 100: $(ratio "$m_med" "$h_med") cheaper per key than 100 gets, goal >= 10x" "$m_med / $h_med >= 10"
 goal "cached query hit: $(ratio "$qd_med" "$qc_med") faster than the query, goal >= 20x" "$qd_med / $qc_med >= 20"
 narrow_goal
+audit_goal
 echo
 echo "goals:"
 printf '  %s\n' "${GOALS[@]}"

@@ -16,7 +16,9 @@
 # FUZZ_SESSIONS (writers, 4), FUZZ_READERS (2), FUZZ_FAULTS (1: inject
 # faults; 0: none), FUZZ_SELFTEST (1: plant stale values in Redis and pass
 # only if they are found), FUZZ_AUDIT (1: keep a copy of every queue row
-# and acknowledgement for a post-mortem), FUZZ_KEEP (1: keep the copy and
+# and acknowledgement for a post-mortem), FUZZ_LIVE_AUDIT (keys per
+# second of the live audit, wtcache.audit_rate, which must confirm no
+# mismatch; 500, 0: off), FUZZ_KEEP (1: keep the copy and
 # its logs after a pass too).  Every failure prints the line that replays
 # it; test/t/014_fuzz.pl describes what is checked.
 #
@@ -48,7 +50,7 @@ FUZZ_SEED=${FUZZ_SEED:-$(( (RANDOM << 15 | RANDOM) + 1 ))}
 FUZZ_SECONDS=${FUZZ_SECONDS:-300}
 knobs=(FUZZ_SEED="$FUZZ_SEED" FUZZ_SECONDS="$FUZZ_SECONDS" FUZZ_VERBOSE=1)
 replay="FUZZ_SEED=$FUZZ_SEED FUZZ_SECONDS=$FUZZ_SECONDS"
-for v in FUZZ_SESSIONS FUZZ_READERS FUZZ_FAULTS FUZZ_SELFTEST FUZZ_AUDIT FUZZ_NEAR_CACHE NEAR_CACHE_SELFTEST; do
+for v in FUZZ_SESSIONS FUZZ_READERS FUZZ_FAULTS FUZZ_SELFTEST FUZZ_AUDIT FUZZ_LIVE_AUDIT FUZZ_NEAR_CACHE NEAR_CACHE_SELFTEST; do
     if [ -n "${!v:-}" ]; then
         knobs+=("$v=${!v}")
         replay+=" $v=${!v}"

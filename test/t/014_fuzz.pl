@@ -49,6 +49,12 @@
 # (acknowledges) is recorded in fz_queue_acked.  The data directory, the Redis
 # AOF and the logs stay in tmp_check/ after a failure.
 #
+# FUZZ_LIVE_AUDIT (keys per second, 500; 0: off) runs the live consistency
+# audit (wtcache.audit_rate) through the whole run, faults included: it
+# must confirm no mismatch and no missing key, ever (no such line in the
+# server log, which outlives the restarts that reset its counters).  Off
+# with FUZZ_SELFTEST, whose planted values it would find and repair.
+#
 # The seed fixes the configuration, each session's statement stream and the
 # fault schedule; which statements meet each other depends on timing, so a
 # replay explores the same neighbourhood rather than the same interleaving.
@@ -94,7 +100,9 @@ my $selftest = $ENV{FUZZ_SELFTEST} // 0;
 my $audit = $ENV{FUZZ_AUDIT} // 0;
 my $near = $ENV{FUZZ_NEAR_CACHE} // 0;
 my $near_selftest = $ENV{NEAR_CACHE_SELFTEST} // 0;
-for ([ FUZZ_SECONDS => $secs ], [ FUZZ_SESSIONS => $nwriters ], [ FUZZ_READERS => $nreaders ], [ FUZZ_FAULTS => $faults_on ])
+my $live_audit = $selftest ? 0 : $ENV{FUZZ_LIVE_AUDIT} // 500;
+for ([ FUZZ_SECONDS => $secs ], [ FUZZ_SESSIONS => $nwriters ], [ FUZZ_READERS => $nreaders ], [ FUZZ_FAULTS => $faults_on ],
+	[ FUZZ_LIVE_AUDIT => $live_audit ])
 {
 	die "$_->[0] must be a non-negative integer, not '$_->[1]'\n" unless $_->[1] =~ /^[0-9]+$/;
 }
@@ -108,6 +116,7 @@ my $replay = "FUZZ_SEED=$seed FUZZ_SECONDS=$secs"
   . ($audit ? ' FUZZ_AUDIT=1' : '')
   . ($near ? ' FUZZ_NEAR_CACHE=1' : '')
   . ($near_selftest ? ' NEAR_CACHE_SELFTEST=1' : '')
+  . ($live_audit != 500 && !$selftest ? " FUZZ_LIVE_AUDIT=$live_audit" : '')
   . ' bash test/fuzz.sh';
 
 # The test's STDERR goes to its log file; Test::More's failure output goes
@@ -199,6 +208,7 @@ wtcache.poll_interval = '$poll'
 wtcache.pending_slots = $slots
 wtcache.command_timeout = $command_timeout_ms
 wtcache.read_timeout = 250
+wtcache.audit_rate = $live_audit
 # expected errors (duplicate keys, deadlocks) without their statements,
 # which may carry values of tens of kB
 deadlock_timeout = '100ms'
@@ -605,6 +615,23 @@ for my $tn (fuzz_tables())
 }
 
 $TODO = undef;
+
+# The live audit compared keys all along, faults included, and never
+# confirmed a difference: its counters (since the last restart of
+# PostgreSQL) and its log lines (since the start) say so.
+if ($live_audit > 0)
+{
+	my $q = q{SELECT checked || '|' || mismatched || '|' || missing || '|' || skipped FROM wtcache.audit_stats()
+	          WHERE database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())};
+	fz_ok($node->poll_query_until($db, "SELECT split_part(($q), '|', 1)::int8 > 0"),
+		'the live audit compared keys (wtcache.audit_rate)');
+	my ($checked, $mismatched, $missing, $skipped) = split /\|/, sql($q);
+	my @found = slurp_file($node->logfile) =~ /^.*wtcache: the audit found a key.*$/mg;
+	$drift += $mismatched + $missing + @found;
+	fz_ok($mismatched == 0 && $missing == 0 && !@found,
+		"the live audit confirmed no mismatch and no missing key ($checked checked, $skipped in flight passed by)",
+		"mismatched $mismatched, missing $missing", @found[ 0 .. ($#found > 9 ? 9 : $#found) ]);
+}
 
 # The near cache: told to stop once everything committed is in Redis, it
 # applies every message up to the last number handed out, and dumps what
