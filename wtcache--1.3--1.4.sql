@@ -349,7 +349,10 @@ WITH db AS (
 SELECT coalesce(string_agg(block, ''  ORDER BY ord), '')
   FROM (SELECT m.ord,
                format(E'# HELP %s %s\n# TYPE %s %s\n', m.name, m.help, m.name, m.type)
-               || coalesce(string_agg(format(E'%s{%s} %s\n', s.name, s.labels, s.value), '' ORDER BY s.labels), '')
+               -- (a metric without samples, such as a gauge of an empty
+               -- minute or the histogram, whose lines are hist's, has none)
+               || coalesce(string_agg(format(E'%s{%s} %s\n', s.name, s.labels, s.value), '' ORDER BY s.labels)
+                            FILTER (WHERE s.name IS NOT NULL), '')
                || coalesce((SELECT string_agg(h.line, '' ORDER BY h.labels, h.pos)
                               FROM hist h WHERE h.name = m.name), '')
                AS block

@@ -258,8 +258,12 @@ for my $step (['hash', q{format => 'hash', exclude_columns => ARRAY['ssn']}, 'ss
 	# old shape, and never a value that is not the row's
 	is(sql(qq{SELECT count(*) FROM generate_series(1, 400) i WHERE wtcache.get('hp', i::text) ? '$gone'}), '0',
 		"to $format: no read after the change returns the old shape");
-	is(sql(q{SELECT count(*) FROM generate_series(1, 400) i
-	         WHERE wtcache.get('hp', i::text) IS DISTINCT FROM wtcache.get('hp', i::text)}), '0',
+	# (two reads of a key the writer changes may differ: a commit can land
+	# between them; keys it leaves alone must read the same, twice)
+	my %touched = map { (1 + ($_ * 37) % 2000 => 1) } 1 .. 1500;
+	my $still = join(',', grep { !$touched{$_} } 1 .. 2000);
+	is(sql(qq{SELECT count(*) FROM unnest('{$still}'::int[]) i
+	          WHERE wtcache.get('hp', i::text) IS DISTINCT FROM wtcache.get('hp', i::text)}), '0',
 		"to $format: reads meanwhile agree with each other");
 	$writer->query_until(qr/written\n/, '');
 	$writer->quit;
