@@ -33,7 +33,7 @@ INSERT INTO hh SELECT * FROM hj;
 SELECT wtcache.watch('hj', exclude_columns => ARRAY['secret']);
 SELECT wtcache.watch('hh', exclude_columns => ARRAY['secret'], format => 'hash');
 SELECT table_name, format, exclude_columns FROM wtcache.status
- WHERE table_name IN ('hj'::regclass, 'hh'::regclass) ORDER BY 1::text;
+ WHERE table_name IN ('hj'::regclass, 'hh'::regclass) ORDER BY table_name::text;
 
 -- the same rows read from either table: the same jsonb, the same row
 SELECT i, wtcache.get('hh', i::text) IS NOT DISTINCT FROM wtcache.get('hj', i::text) AS same
