@@ -14,6 +14,7 @@
  *-------------------------------------------------------------------------
  */
 #include "worker_int.h"
+#include "progress.h"
 #include "fence.h"
 #include "pending.h"
 #include "plans.h"
@@ -215,6 +216,23 @@ ack_batch(Batch *b)
 	if (b->max_version > Worker.slot->acked_version)
 		Worker.slot->acked_version = b->max_version;
 	SpinLockRelease(&Worker.slot->mutex);
+	/* long work's rows, for wtcache.progress: those of tables delivered */
+	if (b->nbulk > 0)
+	{
+		int			n = 0;
+
+		for (int i = 0; i < b->nbulk; i++)
+		{
+			bool		delivered = false;
+
+			for (int t = 0; t < b->ntables; t++)
+				if (b->tables[t].relid == b->bulk[i].relid)
+					delivered = b->tables[t].failure == NULL;
+			if (delivered)
+				b->bulk[n++] = b->bulk[i];
+		}
+		wtcache_progress_delivered(Worker.slot, b->bulk, n);
+	}
 }
 
 /* Read a sent batch's replies and acknowledge it.  False on Redis failure. */
@@ -560,9 +578,25 @@ set_aside_purge(Batch *b, const char *conflict)
 	}
 }
 
-/* A whole-table entry: remove the table's row keys, synchronously. */
+static bool run_purge_keys(Batch *b);
+
+/*
+ * A whole-table entry: remove the table's row keys, synchronously; shown
+ * in wtcache.progress while it runs.
+ */
 bool
 run_purge(Batch *b)
+{
+	bool		ok;
+
+	wtcache_progress_purge_begin(Worker.slot, WTC_PROGRESS_PURGE, b->purge_relid);
+	ok = run_purge_keys(b);
+	wtcache_progress_purge_end();
+	return ok;
+}
+
+static bool
+run_purge_keys(Batch *b)
 {
 	StringInfoData pattern;
 	int64		removed;

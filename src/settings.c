@@ -60,6 +60,7 @@ double		wtcache_ttl_jitter = 0.1;
 int			wtcache_publish_events = WTC_PUBLISH_ON;
 bool		wtcache_enabled = true;
 int			wtcache_backlog_warning = 1000000;
+int			wtcache_bulk_rate = 0;
 int			wtcache_max_value_kb = 512 * 1024;
 int64		wtcache_max_value_bytes = (int64) 512 * 1024 * 1024 - 64 * 1024;
 int			wtcache_max_tags_per_call = 100;
@@ -1342,6 +1343,14 @@ define_delivery_settings(void)
 							"Logged once when the backlog grows past it, and once when it is back under half of it.",
 							&wtcache_backlog_warning,
 							1000000, 0, INT_MAX,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.bulk_rate",
+							"Rows per second the worker delivers for long work (warm, resync, repairs, requeues after DDL); 0: no limit.",
+							"Changes of rows are delivered ahead of that work whatever the limit; the limit bounds the load the work puts on Redis.",
+							&wtcache_bulk_rate,
+							0, 0, INT_MAX,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 

@@ -42,6 +42,7 @@ extern int	wtcache_poll_interval_ms;
 extern double wtcache_ttl_jitter;
 extern bool wtcache_enabled;
 extern int	wtcache_backlog_warning;
+extern int	wtcache_bulk_rate;
 extern int	wtcache_max_value_kb;
 extern int64 wtcache_max_value_bytes;	/* the setting, less room for a script's
 										 * other arguments */

@@ -73,7 +73,10 @@ wtcache_shmem_startup(void)
 		SpinLockInit(&WtcacheSharedState->mutex);
 		WtcacheSharedState->nslots = wtcache_max_databases;
 		for (int i = 0; i < wtcache_max_databases; i++)
+		{
 			SpinLockInit(&WtcacheSharedState->slots[i].mutex);
+			SpinLockInit(&WtcacheSharedState->slots[i].progress_mutex);
+		}
 	}
 	wtcache_pending_shmem_startup();
 	wtcache_stats_shmem_startup();
@@ -158,6 +161,9 @@ wtcache_assign_slot(Oid dboid)
 			SpinLockAcquire(&slot->mutex);
 			slot->acked_version = 0;
 			SpinLockRelease(&slot->mutex);
+			SpinLockAcquire(&slot->progress_mutex);
+			memset(slot->progress, 0, sizeof(slot->progress));
+			SpinLockRelease(&slot->progress_mutex);
 		}
 		slot->dboid = dboid;
 		slot->absent = false;

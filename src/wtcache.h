@@ -48,6 +48,7 @@
  *	queue.c		the queue row: columns, decoder, tag groups, writer (queue.h)
  *	plans.c		SPI plans kept for the life of the backend
  *	xact.c		transaction and subtransaction ends, in one stated order
+ *	progress.c	the progress of long operations (wtcache.progress)
  *-------------------------------------------------------------------------
  */
 #ifndef WTCACHE_H
