@@ -1665,7 +1665,7 @@ enqueue_rows(Oid relid, const char *predicate)
 		int			nelems = 0;
 		uint64		n;
 
-		SPI_cursor_fetch(portal, true, WTCACHE_CHUNK_KEYS);
+		SPI_cursor_fetch(portal, true, WTCACHE_BULK_CHUNK_KEYS);
 		n = SPI_processed;
 		if (n == 0)
 			break;

@@ -264,6 +264,11 @@ typedef struct WorkerProcess
 	double		bulk_tokens;
 	TimestampTz bulk_refilled_at;
 	TimestampTz bulk_wait_until;
+	int64		live_scan_from; /* the second cursor of a claim starts after
+								 * it (claim_batch) */
+	TimestampTz live_claimed_at;	/* the last claim that had live changes
+									 * (claim_batch): long work then goes a
+									 * chunk a batch */
 
 	/* Counting the pending filter (count_pending_if_needed) */
 	struct

@@ -80,5 +80,11 @@
 /* Keys per queue row: large enough to make the queue cheap, small enough
  * that a worker batch boundary never has to split a row. */
 #define WTCACHE_CHUNK_KEYS		1000
+/*
+ * Keys per queue row of long work (warm, resync, requeues): smaller, as
+ * the worker takes such rows whole, a row a batch while live changes
+ * come, and a live change may wait for two batches (batch.c).
+ */
+#define WTCACHE_BULK_CHUNK_KEYS	250
 
 #endif							/* WTCACHE_H */
