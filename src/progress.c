@@ -100,8 +100,10 @@ entry_alloc(WorkerSlot *slot)
 		if (e->phase == WTC_PHASE_FINISHED &&
 			(finished < 0 || e->finished_at < slot->progress[finished].finished_at))
 			finished = i;
-		if (e->phase == WTC_PHASE_DELIVERING &&
-			(delivering < 0 || e->committed_at < slot->progress[delivering].committed_at))
+		/* a prepared transaction's (pid 0) may never be committed */
+		if ((e->phase == WTC_PHASE_DELIVERING ||
+			 (e->phase == WTC_PHASE_WAITING_COMMIT && e->pid == 0)) &&
+			(delivering < 0 || e->started_at < slot->progress[delivering].started_at))
 			delivering = i;
 	}
 	return finished >= 0 ? finished : delivering;
@@ -381,7 +383,9 @@ wtcache_progress_delivered(WorkerSlot *slot, const ProgressDelivery *d, int n)
 		if (match == NULL)
 			continue;
 		match->delivered += d[k].rows;
-		if (match->phase == WTC_PHASE_DELIVERING && match->delivered >= match->queued)
+		/* a prepared transaction's rows (pid 0) arrive once it committed */
+		if ((match->phase == WTC_PHASE_DELIVERING || match->pid == 0) &&
+			match->delivered >= match->queued)
 		{
 			match->phase = WTC_PHASE_FINISHED;
 			match->finished_at = now;
@@ -541,9 +545,10 @@ wtcache_operations(PG_FUNCTION_ARGS)
 		if (secs > 0 && done > 0)
 			rate = done / secs;
 
+		/* a prepared transaction's: nobody's until COMMIT PREPARED */
 		if (e->pid != 0)
 			values[0] = Int32GetDatum(e->pid);
-		else if (worker_pid != 0)
+		else if (worker_pid != 0 && e->phase != WTC_PHASE_WAITING_COMMIT)
 			values[0] = Int32GetDatum(worker_pid);
 		else
 			nulls[0] = true;

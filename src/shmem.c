@@ -11,6 +11,8 @@
  *	  (pid, latch, state, counters, error text).  The worker of the slot is
  *	  the only writer; readers copy under the spinlock.  Never call anything
  *	  that can fail while holding it.
+ *	- Each slot's progress_mutex (a spinlock) guards its progress[]
+ *	  entries, which backends and the worker both write (progress.c).
  *	- WtcacheShared->mutex guards launcher_pid/launcher_latch.
  *	- The commit-time wake (wtcache_wake_worker) reads dboid and latch
  *	  without a lock: the worst a race can do is set a latch that a new
