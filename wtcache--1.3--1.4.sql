@@ -21,6 +21,13 @@ RETURNS bigint
 COMMENT ON FUNCTION wtcache.warm(regclass, text) IS
     'push the existing rows of a watched table to Redis, or those the predicate (a boolean expression over its columns, evaluated as you) selects; returns the number of rows';
 
+-- The worker lets live changes pass long work's queue rows, never a
+-- whole-table entry (TRUNCATE, a purge).  Its second claim cursor resumes
+-- where the last one ended; this index finds, at once, a whole-table entry
+-- that became visible behind that point (src/batch.c).  Only rows with no
+-- keys are in it: the capture's rows never are.
+CREATE INDEX queue_whole_table_idx ON wtcache.queue (id) WHERE keys IS NULL;
+
 -- Every long operation of this database, running or finished, on tables
 -- the caller can see (the filter is in C, per caller, as read_stats()'s).
 CREATE FUNCTION wtcache.operations(

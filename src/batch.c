@@ -982,6 +982,45 @@ claim_rows(Batch *b, Batch *inflight, Portal portal, ClaimStop *stop, int64 *las
 }
 
 /*
+ * Where the second cursor of a claim starts, after the rows in id order
+ * stopped at last.  Walking from last over long work's rows to the live
+ * ones costs a heap visit per row of long work, at every claim (a 10M-row
+ * warm is 40,000 of them), so it resumes where the last walk ended.  A
+ * live row behind that point that committed since (its id drawn earlier)
+ * only loses its priority: the claim in id order takes it.  A whole-table
+ * entry that did must not be passed: a TRUNCATE's id is drawn before any
+ * later change of its table commits, so once it is visible, changes after
+ * it may be too, and pushing them before its purge would lose them.  The
+ * partial index queue_whole_table_idx (1.4) finds one at once.
+ */
+static int64
+resume_live_scan(int64 last)
+{
+	Datum		args[2];
+	int			rc;
+
+	if (Worker.live_scan_from <= last)
+		return last;
+	args[0] = Int64GetDatum(last);
+	args[1] = Int64GetDatum(Worker.live_scan_from);
+	rc = SPI_execute_plan(wtcache_kept_plan("SELECT 1 FROM wtcache.queue WHERE keys IS NULL "
+											"AND id OPERATOR(pg_catalog.>) $1 "
+											"AND id OPERATOR(pg_catalog.<=) $2 LIMIT 1",
+											2, (Oid[]) {INT8OID, INT8OID}),
+						  args, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "wtcache: reading the queue failed");
+	if (SPI_processed > 0)
+	{
+		SPI_freetuptable(SPI_tuptable);
+		Worker.live_scan_from = 0;
+		return last;
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return Worker.live_scan_from;
+}
+
+/*
  * Claim the next batch.  Runs inside the claim transaction; everything kept
  * goes to the batch's memory (b->cxt).  Returns false when the queue is
  * empty.  In three phases: open the queue, claim its rows, read the rows
@@ -1017,7 +1056,7 @@ claim_batch(Batch *b, Batch *inflight)
 	if ((stop == CLAIM_STOP_BULK || (stop == CLAIM_STOP_FULL && b->nbulk > 0)) && last > 0)
 	{
 		ClaimStop	stop2;
-		int64		from = Max(last, Worker.live_scan_from);
+		int64		from = resume_live_scan(last);
 		int64		last2 = 0;
 
 		b->record_limit = b->nrecords + wtcache_batch_size;
@@ -1026,13 +1065,6 @@ claim_batch(Batch *b, Batch *inflight)
 			any = true;
 		SPI_cursor_close(portal);
 
-		/*
-		 * The walk over long work's rows to the live ones costs a heap
-		 * visit per row of long work, at every claim: the next one starts
-		 * where this one ended instead.  A live row below that point that
-		 * commits later (its id drawn earlier) loses only its priority: the
-		 * claim in id order takes it.  Never past a whole-table entry.
-		 */
 		if (stop2 == CLAIM_STOP_END || stop2 == CLAIM_STOP_FULL)
 			Worker.live_scan_from = Max(from, last2);
 	}

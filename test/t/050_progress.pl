@@ -138,6 +138,49 @@ ok(wait_drained($node, $db), 'everything delivered');
 compare_table_ok($node, $db, 'big', $rp,
 	'Redis equals the table: no warm value overwrote a newer change');
 
+# Live changes never pass a TRUNCATE, also one whose queue row becomes
+# visible behind the point where the worker's walk to live rows resumes.
+# A warm of big is held back by bulk_rate; a TRUNCATE of trunc_t draws its
+# queue id and stays open while live changes of live_t are delivered past
+# it (so the walk resumes beyond it); then it commits, and rows inserted
+# into trunc_t after it must reach Redis after its purge, not before.
+sql(q{
+CREATE TABLE trunc_t (id int PRIMARY KEY, v text);
+INSERT INTO trunc_t SELECT i, 'old ' || i FROM generate_series(1, 100) i;
+SELECT wtcache.watch('trunc_t', warm => true);
+CREATE TABLE live_t (id int PRIMARY KEY, v int);
+INSERT INTO live_t VALUES (1, 0);
+SELECT wtcache.watch('live_t', warm => true);
+});
+ok(wait_drained($node, $db), 'trunc_t and live_t delivered');
+sql(q{ALTER SYSTEM SET wtcache.bulk_rate = 1000; SELECT pg_reload_conf();});
+sql(q{SELECT wtcache.warm('big')});
+my ($tin, $tout, $terr) = ('', '', '');
+my $trunc = IPC::Run::start([ 'psql', '-X', '-qAt', '-d', $node->connstr($db) ],
+	'<', \$tin, '>', \$tout, '2>', \$terr);
+$tin .= "BEGIN; TRUNCATE trunc_t; SELECT 'truncated';\n";
+ok(poll(sub { $trunc->pump_nb; $tout =~ /truncated/ }), 'a TRUNCATE of trunc_t is open');
+my $live_t_key = redis_key_of($node, $db, 'live_t', 1);
+for my $i (1 .. 3)
+{
+	sql(qq{UPDATE live_t SET v = $i WHERE id = 1});
+	ok(poll(sub { (redis_cmd($rp, 'GET', $live_t_key) // '') =~ /"v":$i\}/ }),
+		"live change $i delivered past the open TRUNCATE and the held-back warm");
+}
+$tin .= "COMMIT; SELECT 'committed';\n";
+ok(poll(sub { $trunc->pump_nb; $tout =~ /committed/ }), 'the TRUNCATE committed');
+sql(q{INSERT INTO trunc_t SELECT i, 'new ' || i FROM generate_series(1, 10) i});
+my $batches = q{SELECT batches FROM wtcache.worker_status()
+                WHERE database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())};
+my $b0 = sql($batches);
+ok(poll(sub { sql($batches) >= $b0 + 2 }), 'the worker claimed again after the inserts');
+sql(q{ALTER SYSTEM SET wtcache.bulk_rate = 0; SELECT pg_reload_conf();});
+ok(wait_drained($node, $db), 'everything delivered');
+compare_table_ok($node, $db, 'trunc_t', $rp,
+	'trunc_t in Redis: the rows inserted after the TRUNCATE survived its purge');
+$tin .= "\\q\n";
+$trunc->finish;
+
 # warm() with a predicate: exactly the rows it selects, run by the table's
 # owner (no superuser); what it may not run is refused.  (Row-level
 # security applying to the predicate's read is in sql/progress.sql: a
