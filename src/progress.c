@@ -202,6 +202,7 @@ void
 wtcache_progress_queued(Oid relid, int64 rows, int64 id)
 {
 	WorkerSlot *slot = my_slot();
+	TimestampTz now = GetCurrentTimestamp();
 	ProgressEntry *e;
 
 	if (slot == NULL)
@@ -215,7 +216,7 @@ wtcache_progress_queued(Oid relid, int64 rows, int64 id)
 		if (i >= 0)
 		{
 			e = &slot->progress[i];
-			entry_start(e, current_op, WTC_PHASE_QUEUEING, MyProcPid, relid, GetCurrentTimestamp());
+			entry_start(e, current_op, WTC_PHASE_QUEUEING, MyProcPid, relid, now);
 		}
 	}
 	if (e != NULL)
