@@ -40,7 +40,8 @@ OBJS = \
 	src/setaside.o \
 	src/queue.o \
 	src/plans.o \
-	src/xact.o
+	src/xact.o \
+	src/progress.o
 
 EXTENSION = wtcache
 DATA = $(wildcard wtcache--*.sql)
@@ -50,7 +51,7 @@ SHLIB_LINK = -lhiredis -lssl -lcrypto
 PG_CPPFLAGS = -I$(srcdir)/src -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 PG_CFLAGS = -MMD -MP
 
-REGRESS = watch partition capture keys settings reads query narrow badinput security_settings metadata key_options hash_format key_template lag replicas memory_pressure audit
+REGRESS = watch progress partition capture keys settings reads query narrow badinput security_settings metadata key_options hash_format key_template lag replicas memory_pressure audit
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf --temp-instance=./tmp_check
 
 TAP_TESTS = 1

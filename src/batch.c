@@ -28,6 +28,7 @@
 #include "partition.h"
 #include "pending.h"
 #include "plans.h"
+#include "progress.h"
 #include "push.h"
 #include "rights.h"
 #include "setaside.h"
@@ -36,6 +37,8 @@
 #include "watch.h"
 #include "keyspace.h"
 #include "queue.h"
+
+#include <math.h>
 
 #include "access/relation.h"
 #include "common/hashfn.h"
@@ -549,6 +552,45 @@ batch_add_tag_groups(Batch *b, QueueTagIter *it)
 }
 
 /*
+ * The second cursor of a claim (claim_batch): the rows after id "after"
+ * that are not long work's, in id order.  Those of long work are skipped
+ * by the filter without being decoded; the walk over them, in the primary
+ * key, costs a heap visit per 1,000 of their rows.
+ */
+static Portal
+claim_open_live(bool can_set_aside, Oid queue, int64 after)
+{
+	SPIPlanPtr	plan;
+	Datum		args[2];
+
+	if (can_set_aside && get_attnum(queue, "key_template") != InvalidAttrNumber)
+		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, discard, "
+								 "key_template, xmin "
+								 "FROM wtcache.queue q WHERE id OPERATOR(pg_catalog.>) $2 "
+								 "AND (per_table IS NOT TRUE OR keys IS NULL) "
+								 "AND (set_aside IS NULL OR discard "
+								 "OR pg_catalog.has_table_privilege(q.relid, 'SELECT') IS NULL) "
+								 "ORDER BY id LIMIT $1",
+								 2, (Oid[]) {INT8OID, INT8OID});
+	else if (can_set_aside)
+		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, discard, xmin "
+								 "FROM wtcache.queue q WHERE id OPERATOR(pg_catalog.>) $2 "
+								 "AND (per_table IS NOT TRUE OR keys IS NULL) "
+								 "AND (set_aside IS NULL OR discard "
+								 "OR pg_catalog.has_table_privilege(q.relid, 'SELECT') IS NULL) "
+								 "ORDER BY id LIMIT $1",
+								 2, (Oid[]) {INT8OID, INT8OID});
+	else
+		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, false AS discard, xmin "
+								 "FROM wtcache.queue WHERE id OPERATOR(pg_catalog.>) $2 "
+								 "AND (per_table IS NOT TRUE OR keys IS NULL) "
+								 "ORDER BY id LIMIT $1", 2, (Oid[]) {INT8OID, INT8OID});
+	args[0] = Int64GetDatum(wtcache_batch_size);
+	args[1] = Int64GetDatum(after);
+	return SPI_cursor_open(NULL, plan, args, NULL, true);
+}
+
+/*
  * The claim's cursor over the queue.  In id order, through the queue's
  * primary key and no further than one batch can take: with a backlog,
  * sorting the whole queue at every claim would cost more the further behind
@@ -556,11 +598,14 @@ batch_add_tag_groups(Batch *b, QueueTagIter *it)
  * unless discarded.
  */
 static Portal
-claim_open_queue(bool can_set_aside)
+claim_open_queue(bool can_set_aside, int64 after)
 {
 	SPIPlanPtr	plan;
-	Datum		limit;
+	Datum		args[2];
 	Oid			queue = wtcache_queue_relid();
+
+	if (after > 0)
+		return claim_open_live(can_set_aside, queue, after);
 
 	/* 1.3: whole-table rows name the key template of their keys */
 	if (can_set_aside && get_attnum(queue, "key_template") != InvalidAttrNumber)
@@ -586,8 +631,8 @@ claim_open_queue(bool can_set_aside)
 	else
 		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, false AS discard, xmin, enqueued_at "
 								 "FROM wtcache.queue ORDER BY id LIMIT $1", 1, (Oid[]) {INT8OID});
-	limit = Int64GetDatum(wtcache_batch_size);
-	return SPI_cursor_open(NULL, plan, &limit, NULL, true);
+	args[0] = Int64GetDatum(wtcache_batch_size);
+	return SPI_cursor_open(NULL, plan, args, NULL, true);
 }
 
 /*
@@ -633,7 +678,7 @@ claim_tags_row(Batch *b, const QueueRow *row, QueueTagIter *tagit, int pending_s
 				batch_add_tag(b, wide);
 		}
 	b->nrecords++;
-	return b->nrecords >= wtcache_batch_size;
+	return b->nrecords >= b->record_limit;
 }
 
 /*
@@ -759,6 +804,27 @@ note_lag(Batch *b, const QueueRow *row, int64 changes)
 }
 
 /*
+ * A row of long work was claimed: for wtcache.progress once it is
+ * acknowledged, and against wtcache.bulk_rate.
+ */
+static void
+note_bulk_row(Batch *b, const QueueRow *row, int64 records)
+{
+	if (b->nbulk == b->maxbulk)
+	{
+		b->maxbulk = b->maxbulk ? b->maxbulk * 2 : 16;
+		b->bulk = b->bulk ? repalloc(b->bulk, sizeof(ProgressDelivery) * b->maxbulk)
+			: palloc(sizeof(ProgressDelivery) * b->maxbulk);
+	}
+	b->bulk[b->nbulk].relid = row->relid;
+	b->bulk[b->nbulk].id = row->id;
+	b->bulk[b->nbulk].rows = records;
+	b->nbulk++;
+	if (wtcache_bulk_rate > 0)
+		Worker.bulk_tokens -= records;
+}
+
+/*
  * Claim one queue row, in the batch's memory: its pending-filter counters,
  * then what its kind asks for.  True when the batch ends with it.
  * spicxt: the context to read its table's watch in (batch_table runs SPI).
@@ -769,7 +835,6 @@ claim_row(Batch *b, QueueRow *row, MemoryContext spicxt)
 	QueueTagIter tagit;
 	int			pending_start;
 	TableBatch *tb;
-	int64		records;
 	bool		full;
 
 	wtcache_queue_expand(row);
@@ -810,23 +875,59 @@ claim_row(Batch *b, QueueRow *row, MemoryContext spicxt)
 		if (row->per_table)
 			batch_add_tag(b, wtcache_table_wide_tag_of(tb->table_tag));
 	}
-	records = b->nrecords;
-	claim_keys(b, tb, row, &tagit);
-	note_lag(b, row, b->nrecords - records);
-	return b->nrecords >= wtcache_batch_size;
+	{
+		int64		before = b->nrecords;
+
+		claim_keys(b, tb, row, &tagit);
+		note_lag(b, row, b->nrecords - before);
+		if (row->per_table)
+			note_bulk_row(b, row, b->nrecords - before);
+	}
+	return b->nrecords >= b->record_limit;
+}
+
+/* Why claim_rows stopped: may live rows after it still be claimed? */
+typedef enum ClaimStop
+{
+	CLAIM_STOP_END,				/* the cursor had no more */
+	CLAIM_STOP_FULL,			/* the batch is full */
+	CLAIM_STOP_BULK,			/* a row of long work waits for the rate */
+	CLAIM_STOP_BARRIER			/* a whole-table entry, or a table to wait for */
+} ClaimStop;
+
+/*
+ * May a row of long work be claimed now?  Within wtcache.bulk_rate; and
+ * while live changes come (claimed within the last LIVE_RECENT_MS), one
+ * chunk a batch: a change committed while a batch is claimed waits for
+ * that batch and the one in flight, so their long work bounds its lag
+ * (10,000 rows a batch made it half a second here, a chunk of 1,000 some
+ * tens of milliseconds).  With no live changes, long work fills batches.
+ */
+#define LIVE_RECENT_MS 1000
+
+static bool
+bulk_row_allowed(const Batch *b)
+{
+	if (wtcache_bulk_rate > 0 && Worker.bulk_tokens <= 0)
+		return false;
+	return b->nbulk == 0 || Worker.live_claimed_at == 0 ||
+		TimestampDifferenceExceeds(Worker.live_claimed_at, b->claimed_at, LIVE_RECENT_MS);
 }
 
 /*
  * Claim queue rows until the batch is full, a whole-table entry ends it,
- * or the queue has no more.  Returns false when it claimed none.
+ * or the queue has no more.  Returns false when it claimed none.  *stop:
+ * why it stopped; *last: the id of the last row it looked at.
  */
 static bool
-claim_rows(Batch *b, Batch *inflight, Portal portal)
+claim_rows(Batch *b, Batch *inflight, Portal portal, ClaimStop *stop, int64 *last)
 {
 	bool		done = false;
 	bool		any = false;
 	QueueColumns cols;
 	bool		mapped = false;
+
+	*stop = CLAIM_STOP_END;
 
 	while (!done)
 	{
@@ -850,14 +951,29 @@ claim_rows(Batch *b, Batch *inflight, Portal portal)
 			MemoryContext spicxt;
 
 			wtcache_queue_decode(chunk->vals[r], chunk->tupdesc, &cols, &row);
+			*last = row.id;
 
 			/* sent to Redis already, acknowledged soon */
 			if (inflight && hash_search(inflight->idset, &row.id, HASH_FIND, NULL))
 				continue;
 
-			/* a whole-table entry goes alone: it ends a batch that has rows */
-			if (!row.has_keys && OidIsValid(row.relid) && any)
+			/*
+			 * A whole-table entry goes alone: it ends a batch that has rows.
+			 * Nothing passes it (claim_batch), so its purge never removes a
+			 * value pushed after it from a change before it.
+			 */
+			if (!row.has_keys && OidIsValid(row.relid) && (b->nids > 0 || b->bulk_deferred))
 			{
+				*stop = CLAIM_STOP_BARRIER;
+				done = true;
+				break;
+			}
+
+			/* long work over its rate waits; live rows after it may go */
+			if (row.per_table && row.has_keys && !bulk_row_allowed(b))
+			{
+				b->bulk_deferred = true;
+				*stop = CLAIM_STOP_BULK;
 				done = true;
 				break;
 			}
@@ -874,6 +990,7 @@ claim_rows(Batch *b, Batch *inflight, Portal portal)
 				!batch_has_table(b, row.relid) &&
 				!ConditionalLockRelationOid(row.relid, AccessShareLock))
 			{
+				*stop = CLAIM_STOP_BARRIER;
 				done = true;
 				break;
 			}
@@ -882,10 +999,51 @@ claim_rows(Batch *b, Batch *inflight, Portal portal)
 			done = claim_row(b, &row, spicxt);
 			MemoryContextSwitchTo(spicxt);
 			any = true;
+			if (done)
+				*stop = b->purge_table_key != NULL ? CLAIM_STOP_BARRIER : CLAIM_STOP_FULL;
 		}
 		SPI_freetuptable(chunk);
 	}
 	return any;
+}
+
+/*
+ * Where the second cursor of a claim starts, after the rows in id order
+ * stopped at last.  Walking from last over long work's rows to the live
+ * ones costs a heap visit per row of long work, at every claim (a 10M-row
+ * warm is 40,000 of them), so it resumes where the last walk ended.  A
+ * live row behind that point that committed since (its id drawn earlier)
+ * only loses its priority: the claim in id order takes it.  A whole-table
+ * entry that did must not be passed: a TRUNCATE's id is drawn before any
+ * later change of its table commits, so once it is visible, changes after
+ * it may be too, and pushing them before its purge would lose them.  The
+ * partial index queue_whole_table_idx (1.4) finds one at once.
+ */
+static int64
+resume_live_scan(int64 last)
+{
+	Datum		args[2];
+	int			rc;
+
+	if (Worker.live_scan_from <= last)
+		return last;
+	args[0] = Int64GetDatum(last);
+	args[1] = Int64GetDatum(Worker.live_scan_from);
+	rc = SPI_execute_plan(wtcache_kept_plan("SELECT 1 FROM wtcache.queue WHERE keys IS NULL "
+											"AND id OPERATOR(pg_catalog.>) $1 "
+											"AND id OPERATOR(pg_catalog.<=) $2 LIMIT 1",
+											2, (Oid[]) {INT8OID, INT8OID}),
+						  args, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "wtcache: reading the queue failed");
+	if (SPI_processed > 0)
+	{
+		SPI_freetuptable(SPI_tuptable);
+		Worker.live_scan_from = 0;
+		return last;
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return Worker.live_scan_from;
 }
 
 /*
@@ -898,10 +1056,53 @@ static bool
 claim_batch(Batch *b, Batch *inflight)
 {
 	bool		can_set_aside = wtcache_queue_can_set_aside();
-	Portal		portal = claim_open_queue(can_set_aside);
-	bool		any = claim_rows(b, inflight, portal);
+	Portal		portal = claim_open_queue(can_set_aside, 0);
+	ClaimStop	stop;
+	int64		last = 0;
+	bool		any;
 
+	b->record_limit = wtcache_batch_size;
+	any = claim_rows(b, inflight, portal, &stop, &last);
 	SPI_cursor_close(portal);
+
+	/*
+	 * Live changes go ahead of long work (a warm, a resync, a requeue):
+	 * when the rows in id order stopped at, or filled the batch with, rows
+	 * of long work, the rows after them that are not long work's are
+	 * claimed too, up to a batch more, so a change committed during a
+	 * 10M-row warm is in the next batch rather than behind the warm.
+	 * Passing them is safe: every push carries its queue id as version
+	 * and Redis keeps the higher (push.c), and a push sends the row as it
+	 * is at its claim, so a row of long work delivered after a newer
+	 * change of its key is refused, or carries a value as new.  Nothing
+	 * passes a whole-table entry (claim_rows stops there), so a purge
+	 * still comes after everything queued before it and before everything
+	 * queued after it.
+	 */
+	if ((stop == CLAIM_STOP_BULK || (stop == CLAIM_STOP_FULL && b->nbulk > 0)) && last > 0)
+	{
+		ClaimStop	stop2;
+		int64		from = resume_live_scan(last);
+		int64		last2 = 0;
+
+		b->record_limit = b->nrecords + wtcache_batch_size;
+		portal = claim_open_queue(can_set_aside, from);
+		if (claim_rows(b, inflight, portal, &stop2, &last2))
+			any = true;
+		SPI_cursor_close(portal);
+
+		if (stop2 == CLAIM_STOP_END || stop2 == CLAIM_STOP_FULL)
+			Worker.live_scan_from = Max(from, last2);
+	}
+	b->queue_empty = !any && !b->bulk_deferred;
+	{
+		int64		bulk = 0;
+
+		for (int i = 0; i < b->nbulk; i++)
+			bulk += b->bulk[i].rows;
+		if (b->nrecords > bulk)
+			Worker.live_claimed_at = b->claimed_at;
+	}
 
 	for (int i = 0; i < b->ntables; i++)
 		if (b->tables[i].watched && b->tables[i].nbatchkeys > 0)
@@ -1054,6 +1255,41 @@ build_tag_bumps(Batch *b)
 }
 
 /*
+ * wtcache.bulk_rate: the bucket fills at the rate, up to a second's worth,
+ * and a deferred row may go once it is above zero again.
+ */
+static void
+bulk_refill(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (wtcache_bulk_rate <= 0)
+	{
+		Worker.bulk_tokens = 0;
+		Worker.bulk_refilled_at = 0;
+		Worker.bulk_wait_until = 0;
+		return;
+	}
+	if (Worker.bulk_refilled_at == 0)
+		Worker.bulk_tokens = wtcache_bulk_rate;
+	else if (now > Worker.bulk_refilled_at)
+		Worker.bulk_tokens = Min(Worker.bulk_tokens +
+								 (double) wtcache_bulk_rate * (now - Worker.bulk_refilled_at) / USECS_PER_SEC,
+								 (double) wtcache_bulk_rate);
+	Worker.bulk_refilled_at = now;
+}
+
+/* When the rows of long work left by the last claim may go (0: none left). */
+TimestampTz
+bulk_resume_at(const Batch *b)
+{
+	if (!b->bulk_deferred || wtcache_bulk_rate <= 0)
+		return 0;
+	return TimestampTzPlusMilliseconds(Worker.bulk_refilled_at,
+									   (int64) ceil(Max(-Worker.bulk_tokens, 0) * 1000.0 / wtcache_bulk_rate) + 1);
+}
+
+/*
  * Claim the next batch into cxt, skipping what is in flight.  False when
  * there is nothing to deliver (or DROP EXTENSION holds the queue).
  */
@@ -1085,6 +1321,8 @@ claim_next(Batch *b, MemoryContext cxt, Batch *inflight)
 	b->maxpending = 1024;
 	b->pending = palloc(sizeof(uint32) * b->maxpending);
 
+	bulk_refill();
+	b->claimed_at = GetCurrentTimestamp();
 	begin_xact(true);
 	batch_wal_at_claim(b);
 	queue = queue_relid_or_exit();

@@ -32,6 +32,7 @@
 #include "capture.h"
 #include "keys.h"
 #include "partition.h"
+#include "progress.h"
 #include "shmem.h"
 #include "tags.h"
 #include "watch.h"
@@ -199,15 +200,21 @@ ensure_capture_state(void)
 }
 
 /* Write a queue row (queue.c); the worker is woken when this transaction commits. */
-static void
+static int64
 enqueue(const QueueRow *row)
 {
+	int64		id;
+
 	ensure_capture_state();
-	wtcache_queue_write(row);
+	id = wtcache_queue_write(row);
 	enqueued_this_xact = true;
+	return id;
 }
 
-/* A chunk of keys queued by resync/warm: counted per table (pending.c). */
+/*
+ * A chunk of keys queued by resync/warm: counted per table (pending.c),
+ * and in the progress of the long operation it belongs to (progress.c).
+ */
 void
 wtcache_queue_insert_per_table(Oid relid, Datum *keys, int nvalues, int width)
 {
@@ -219,7 +226,7 @@ wtcache_queue_insert_per_table(Oid relid, Datum *keys, int nvalues, int width)
 	row.nvalues = nvalues;
 	row.key_width = width;
 	row.per_table = true;
-	enqueue(&row);
+	wtcache_progress_queued(relid, width > 0 ? nvalues / width : 0, enqueue(&row));
 }
 
 typedef struct KeyGroup

@@ -15,6 +15,7 @@
  *-------------------------------------------------------------------------
  */
 #include "worker_int.h"
+#include "progress.h"
 #include "fence.h"
 #include "lag.h"
 #include "pending.h"
@@ -239,6 +240,23 @@ ack_batch(Batch *b)
 		Worker.slot->acked_version = b->max_version;
 	SpinLockRelease(&Worker.slot->mutex);
 	oom_recovered();
+	/* long work's rows, for wtcache.progress: those of tables delivered */
+	if (b->nbulk > 0)
+	{
+		int			n = 0;
+
+		for (int i = 0; i < b->nbulk; i++)
+		{
+			bool		delivered = false;
+
+			for (int t = 0; t < b->ntables; t++)
+				if (b->tables[t].relid == b->bulk[i].relid)
+					delivered = b->tables[t].failure == NULL;
+			if (delivered)
+				b->bulk[n++] = b->bulk[i];
+		}
+		wtcache_progress_delivered(Worker.slot, b->bulk, n);
+	}
 }
 
 /* Read a sent batch's replies and acknowledge it.  False on Redis failure. */
@@ -588,9 +606,25 @@ set_aside_purge(Batch *b, const char *conflict)
 	}
 }
 
-/* A whole-table entry: remove the table's row keys, synchronously. */
+static bool run_purge_keys(Batch *b);
+
+/*
+ * A whole-table entry: remove the table's row keys, synchronously; shown
+ * in wtcache.progress while it runs.
+ */
 bool
 run_purge(Batch *b)
+{
+	bool		ok;
+
+	wtcache_progress_purge_begin(Worker.slot, WTC_PROGRESS_PURGE, b->purge_relid);
+	ok = run_purge_keys(b);
+	wtcache_progress_purge_end();
+	return ok;
+}
+
+static bool
+run_purge_keys(Batch *b)
 {
 	StringInfoData pattern;
 	int64		removed;

@@ -20,6 +20,7 @@
  *-------------------------------------------------------------------------
  */
 #include "worker_int.h"
+#include "progress.h"
 #include "fence.h"
 #include "push.h"
 #include "redis.h"
@@ -53,9 +54,17 @@ resync_all(const char *why, bool versions_restart)
 
 	wtcache_slot_set_state(Worker.slot, WORKER_RESYNCING, true);
 	/* the marker stays missing until the end: a failure repairs again */
-	if (!purge_database_keys(&removed) || !publish_reset(why, versions_restart))
+	wtcache_progress_purge_begin(Worker.slot, WTC_PROGRESS_REPAIR, InvalidOid);
+	if (!purge_database_keys(&removed))
+	{
+		wtcache_progress_purge_end();
+		return;
+	}
+	wtcache_progress_purge_end();
+	if (!publish_reset(why, versions_restart))
 		return;
 	begin_xact(false);
+	(void) wtcache_progress_set_op(WTC_PROGRESS_REPAIR);
 	(void) queue_relid_or_exit();
 	if (SPI_execute("SELECT rel::oid FROM wtcache.watched", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wtcache.watched lookup failed");
@@ -84,6 +93,7 @@ resync_all(const char *why, bool versions_restart)
 		tables = n;
 	}
 	end_xact();
+	(void) wtcache_progress_set_op(WTC_PROGRESS_REQUEUE);
 	/* waiters now look at the queue again, and find these rows */
 	wtcache_fence_repaired(Worker.slot, wtcache_fence_ticket_to_serve(Worker.slot));
 

@@ -20,6 +20,7 @@
  */
 #include "wtcache.h"
 #include "push.h"
+#include "progress.h"
 #include "redis.h"
 #include "settings.h"
 #include "keyspace.h"
@@ -1136,6 +1137,7 @@ wtcache_purge_pattern(WtcRedis *r, const char *pattern, int64 *removed,
 			if (reply.elem[1].nelem > 0 &&
 				!unlink_keys(r, &reply.elem[1], removed, err, errlen))
 				return false;
+			wtcache_progress_removed(*removed);
 		} while (strcmp(cursor, "0") != 0);
 	}
 	return true;
@@ -1400,6 +1402,7 @@ wtcache_purge_template(WtcRedis *r, const RedisScripts *scripts, const KeyTempla
 				if (n > 0 && !remove_keys(r, scripts, keys, lens, n, pass == 0, removed,
 										  err, errlen))
 					return false;
+				wtcache_progress_removed(*removed);
 			} while (strcmp(cursor, "0") != 0);
 		}
 	}

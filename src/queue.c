@@ -280,7 +280,7 @@ insert_direct(Relation rel, Datum *values, bool *nulls)
 	FreeExecutorState(estate);
 }
 
-static void
+static int64
 insert_spi(const QueueRow *row, Datum keys, Datum tags)
 {
 	/* a hold (set_aside) removes nothing: it has no key template */
@@ -329,12 +329,15 @@ insert_spi(const QueueRow *row, Datum keys, Datum tags)
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "wtcache queue insert failed: %s", SPI_result_code_string(rc));
 	SPI_finish();
+	/* a queue with rules or triggers may not hand the id back: unknown */
+	return 0;
 }
 
-/* keys and tags: the arrays, or (Datum) 0 for NULL. */
-static void
+/* keys and tags: the arrays, or (Datum) 0 for NULL.  Returns the id, or 0 if unknown. */
+static int64
 insert_row(const QueueRow *row, Datum keys, Datum tags)
 {
+	int64		id = 0;
 	Oid			owner;
 	WtcRights	rights;
 	Oid			queue;
@@ -386,20 +389,22 @@ insert_row(const QueueRow *row, Datum keys, Datum tags)
 		if (cols.discard)
 			SET_COLUMN(cols.discard, BoolGetDatum(false));
 		/* last, as the executor evaluates the id's default after the others */
-		SET_COLUMN(cols.id, Int64GetDatum(nextval_internal(seq, false)));
+		id = nextval_internal(seq, false);
+		SET_COLUMN(cols.id, Int64GetDatum(id));
 #undef SET_COLUMN
 		insert_direct(rel, values, nulls);
 		pfree(values);
 		pfree(nulls);
 	}
 	else
-		insert_spi(row, keys, tags);
+		id = insert_spi(row, keys, tags);
 	if (rel != NULL)
 		relation_close(rel, NoLock);
 	if (pushed_snapshot)
 		PopActiveSnapshot();
 
 	wtcache_rights_leave(&rights);
+	return id;
 }
 
 /*
@@ -427,12 +432,15 @@ count_row(const QueueRow *row)
 /*
  * Write one queue row (id, discard and xmin are not the writer's), counted
  * in the pending filter.  Wakes no worker: capture.c does that at commit.
+ * Returns the id it drew, or 0 when the queue's layout made it go through
+ * a plain INSERT that does not say (progress.c then matches by table).
  */
-void
+int64
 wtcache_queue_write(const QueueRow *row)
 {
 	Datum		keys = (Datum) 0;
 	Datum		tags = (Datum) 0;
+	int64		id;
 
 	if (row->has_keys)
 		keys = PointerGetDatum(construct_array(row->keys, row->nvalues, TEXTOID,
@@ -442,6 +450,7 @@ wtcache_queue_write(const QueueRow *row)
 											   -1, false, TYPALIGN_INT));
 	wtcache_pending_before_queue_write();
 	count_row(row);
-	insert_row(row, keys, tags);
+	id = insert_row(row, keys, tags);
 	wtcache_pending_after_queue_write();
+	return id;
 }

@@ -111,6 +111,6 @@ wtcache_queue_max_indexes(const QueueRow *row)
 	return row->nvalues / Max(row->key_width, 1) + row->ntags + 2;
 }
 
-extern void wtcache_queue_write(const QueueRow *row);
+extern int64 wtcache_queue_write(const QueueRow *row);
 
 #endif							/* WTCACHE_QUEUE_H */

@@ -61,6 +61,7 @@ int			wtcache_publish_events = WTC_PUBLISH_ON;
 bool		wtcache_enabled = true;
 int			wtcache_backlog_warning = 1000000;
 int			wtcache_audit_rate = 0;
+int			wtcache_bulk_rate = 0;
 int			wtcache_max_value_kb = 512 * 1024;
 int64		wtcache_max_value_bytes = (int64) 512 * 1024 * 1024 - 64 * 1024;
 int			wtcache_max_tags_per_call = 100;
@@ -1376,6 +1377,14 @@ define_delivery_settings(void)
 							"A live consistency audit: sampled row keys are compared with their committed rows between batches, keys with changes in flight skipped, differences confirmed before they count (wtcache.status audit_* columns).",
 							&wtcache_audit_rate,
 							0, 0, 100000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wtcache.bulk_rate",
+							"Rows per second the worker delivers for long work (warm, resync, repairs, requeues after DDL); 0: no limit.",
+							"Changes of rows are delivered ahead of that work whatever the limit; the limit bounds the load the work puts on Redis.",
+							&wtcache_bulk_rate,
+							0, 0, INT_MAX,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 

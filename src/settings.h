@@ -43,6 +43,7 @@ extern double wtcache_ttl_jitter;
 extern bool wtcache_enabled;
 extern int	wtcache_backlog_warning;
 extern int	wtcache_audit_rate;
+extern int	wtcache_bulk_rate;
 extern int	wtcache_max_value_kb;
 extern int64 wtcache_max_value_bytes;	/* the setting, less room for a script's
 										 * other arguments */

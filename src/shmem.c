@@ -13,6 +13,8 @@
  *	  that can fail while holding it.
  *	- Each slot's lag histogram is written by its worker only, and read
  *	  without a lock under its change count (lag.h).
+ *	- Each slot's progress_mutex (a spinlock) guards its progress[]
+ *	  entries, which backends and the worker both write (progress.c).
  *	- WtcacheShared->mutex guards launcher_pid/launcher_latch.
  *	- The commit-time wake (wtcache_wake_worker) reads dboid and latch
  *	  without a lock: the worst a race can do is set a latch that a new
@@ -78,6 +80,7 @@ wtcache_shmem_startup(void)
 		{
 			SpinLockInit(&WtcacheSharedState->slots[i].mutex);
 			wtcache_lag_init(&WtcacheSharedState->slots[i].lag);
+			SpinLockInit(&WtcacheSharedState->slots[i].progress_mutex);
 		}
 	}
 	wtcache_pending_shmem_startup();
@@ -166,6 +169,9 @@ wtcache_assign_slot(Oid dboid)
 			slot->audit_skipped = slot->audit_repaired = 0;
 			slot->audit_oldest_mismatch = 0;
 			SpinLockRelease(&slot->mutex);
+			SpinLockAcquire(&slot->progress_mutex);
+			memset(slot->progress, 0, sizeof(slot->progress));
+			SpinLockRelease(&slot->progress_mutex);
 		}
 		slot->dboid = dboid;
 		slot->absent = false;

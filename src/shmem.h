@@ -21,6 +21,33 @@ typedef enum WorkerState
 } WorkerState;
 
 /*
+ * One long operation of a database (progress.c): a warm, resync, repair,
+ * requeue after DDL, or a purge.  Its rows are the queue rows it wrote
+ * (per_table, ids id_lo..id_hi), counted as queued by the backend that
+ * wrote them and as delivered by the worker when Redis acknowledged them.
+ */
+#define WTCACHE_PROGRESS_ENTRIES 16
+
+typedef struct ProgressEntry
+{
+	bool		in_use;
+	uint8		op;				/* WtcProgressOp */
+	uint8		phase;			/* WtcProgressPhase */
+	bool		total_estimated;	/* total is the planner's estimate */
+	pid_t		pid;			/* the backend queueing it; 0: the worker */
+	Oid			relid;
+	SubTransactionId subid;		/* of the queueing backend's subxact */
+	int64		total;			/* rows it will queue; -1: unknown */
+	int64		queued;
+	int64		delivered;
+	int64		id_lo;			/* queue ids of its rows; 0: unknown */
+	int64		id_hi;
+	TimestampTz started_at;
+	TimestampTz committed_at;	/* its rows became visible; 0: not yet */
+	TimestampTz finished_at;	/* 0: running */
+} ProgressEntry;
+
+/*
  * One slot per database that has (or had) a worker.  See the locking rules
  * at the top of shmem.c.
  */
@@ -123,6 +150,14 @@ typedef struct WorkerSlot
 	TimestampTz audit_oldest_mismatch;	/* first seen, of the oldest
 										 * confirmed one not yet found
 										 * right again; 0: none */
+
+	/*
+	 * Long operations (progress.c): written by backends and by the worker,
+	 * so under a spinlock of their own, progress_mutex, never slot->mutex
+	 * (whose only writer is the worker).
+	 */
+	slock_t		progress_mutex;
+	ProgressEntry progress[WTCACHE_PROGRESS_ENTRIES];
 } WorkerSlot;
 
 typedef struct WtcacheShared

@@ -17,6 +17,7 @@
 #include "keys.h"
 #include "partition.h"
 #include "plans.h"
+#include "progress.h"
 #include "rights.h"
 #include "settings.h"
 #include "tags.h"
@@ -41,13 +42,16 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/nodeFuncs.h"
 #include "nodes/pg_list.h"
+#include "parser/parser.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/portal.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
 #include "utils/resowner.h"
@@ -1076,7 +1080,12 @@ wtcache_watch(PG_FUNCTION_ARGS)
 		(void) wtcache_enqueue_all_rows(req.relid);
 	}
 	else if (req.warm)
+	{
+		WtcProgressOp op = wtcache_progress_set_op(WTC_PROGRESS_WARM);
+
 		(void) wtcache_enqueue_all_rows(req.relid);
+		(void) wtcache_progress_set_op(op);
+	}
 
 	PG_RETURN_VOID();
 }
@@ -1474,6 +1483,72 @@ wtcache_current_key_template(Oid relid)
 }
 
 /*
+ * warm()'s predicate: one boolean expression, as in a WHERE clause, and
+ * nothing else.  Parsed alone, as PL/pgSQL parses an expression, so that
+ * the text cannot close the clause it is put in and add its own (a UNION,
+ * a second statement, a comment that hides the closing parenthesis: those
+ * are syntax errors here, or more than one expression); sub-selects are
+ * refused, so it reads no other table.  Whatever it calls runs as the
+ * caller (enqueue_rows), so functions it may not execute are refused by
+ * PostgreSQL's own check, and columns are resolved against the table.
+ */
+static bool
+predicate_has_sublink(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, SubLink))
+		return true;
+	return raw_expression_tree_walker(node, predicate_has_sublink, context);
+}
+
+static void
+predicate_error_callback(void *arg)
+{
+	errcontext("predicate of wtcache.warm(): %s", (const char *) arg);
+}
+
+static void
+check_warm_predicate(Relation rel, const char *predicate)
+{
+	ErrorContextCallback errcb;
+	List	   *raw;
+	SelectStmt *sel = NULL;
+	const char *problem = NULL;
+
+	errcb.callback = predicate_error_callback;
+	errcb.arg = (void *) predicate;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+	raw = raw_parser(predicate, RAW_PARSE_PLPGSQL_EXPR);
+	error_context_stack = errcb.previous;
+
+	if (list_length(raw) == 1 && IsA(linitial_node(RawStmt, raw)->stmt, SelectStmt))
+		sel = (SelectStmt *) linitial_node(RawStmt, raw)->stmt;
+	if (sel == NULL || sel->op != SETOP_NONE)
+		problem = "It is not an expression.";
+	else if (sel->targetList == NIL)
+		problem = "It is empty.";
+	else if (list_length(sel->targetList) != 1 ||
+			 linitial_node(ResTarget, sel->targetList)->name != NULL ||
+			 sel->distinctClause || sel->intoClause || sel->fromClause ||
+			 sel->whereClause || sel->groupClause || sel->havingClause ||
+			 sel->windowClause || sel->sortClause || sel->limitOffset ||
+			 sel->limitCount || sel->lockingClause || sel->withClause)
+		problem = "It is more than one expression.";
+	else if (predicate_has_sublink(linitial_node(ResTarget, sel->targetList)->val, NULL))
+		problem = "It holds a sub-select.";
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid predicate for wtcache.warm() of \"%s\": %s",
+						RelationGetRelationName(rel), predicate),
+				 errdetail("%s", problem),
+				 errhint("Give one boolean expression over the columns of \"%s\", as in a WHERE clause, without sub-selects, such as: last_seen > now() - interval '1 day'",
+						 RelationGetRelationName(rel))));
+}
+
+/*
  * Queue every row of a watched table: the worker then pushes each row's
  * committed value with a fresh version, so this is safe while writers run.
  * The rows are read as the table's owner, restricted, every row whatever
@@ -1481,8 +1556,25 @@ wtcache_current_key_template(Oid relid)
  * rendered here, as the capture trigger renders them, so no cast runs.
  * The queue rows are written as wtcache's owner (capture.c).
  */
+static uint64 enqueue_rows(Oid relid, const char *predicate);
+
 uint64
 wtcache_enqueue_all_rows(Oid relid)
+{
+	return enqueue_rows(relid, NULL);
+}
+
+/*
+ * With a predicate (warm()'s, checked by check_warm_predicate), the rows
+ * it selects, read as the caller, not as the owner: the predicate is the
+ * caller's code and runs with the caller's rights, privileges and
+ * row-level security, as the caller's own SELECT would (warm() needs the
+ * table's ownership, so that SELECT is the owner's or a superuser's).
+ * Nothing of it is kept: the worker reads the rows by key, as it reads
+ * any change.
+ */
+static uint64
+enqueue_rows(Oid relid, const char *predicate)
 {
 	Relation	rel;
 	WatchConfig config;
@@ -1510,21 +1602,43 @@ wtcache_enqueue_all_rows(Oid relid)
 	appendStringInfoString(&sql, "SELECT ");
 	for (int i = 0; i < config.nkeys; i++)
 	{
+		/* with a predicate, no alias: it names columns as the table does */
 		wtcache_init_key_column(&cols[i], rel, config.key_attnums[i], outer);
-		appendStringInfo(&sql, "%st.%s", i ? ", " : "",
+		appendStringInfo(&sql, "%s%s%s", i ? ", " : "", predicate ? "" : "t.",
 						 quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel),
 																config.key_attnums[i] - 1)->attname)));
 	}
-	appendStringInfo(&sql, " FROM %s%s t", wtcache_only(relid), qualified_name(rel));
+	appendStringInfo(&sql, " FROM %s%s%s", wtcache_only(relid), qualified_name(rel),
+					 predicate ? "" : " t");
+	if (predicate)
+	{
+		check_warm_predicate(rel, predicate);
+		/* on lines of their own: a trailing -- comment ends with its line */
+		appendStringInfo(&sql, " WHERE (\n%s\n)", predicate);
+	}
 	relation_close(rel, NoLock);
 
 	chunk_cxt = AllocSetContextCreate(outer, "wtcache enqueue chunk", ALLOCSET_DEFAULT_SIZES);
 	wtcache_check_tree_owner(relid);
-	wtcache_rights_enter_table_owner(&rights, relid);
-	/* every row: the worker prefers index scans for itself (worker.c) */
-	(void) set_config_option("enable_seqscan", "on", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	plan = SPI_prepare(sql.data, 0, NULL);
+	if (predicate == NULL)
+	{
+		wtcache_rights_enter_table_owner(&rights, relid);
+		/* every row: the worker prefers index scans for itself (worker.c) */
+		(void) set_config_option("enable_seqscan", "on", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		plan = SPI_prepare(sql.data, 0, NULL);
+	}
+	else
+	{
+		ErrorContextCallback errcb;
+
+		errcb.callback = predicate_error_callback;
+		errcb.arg = (void *) predicate;
+		errcb.previous = error_context_stack;
+		error_context_stack = &errcb;
+		plan = SPI_prepare(sql.data, 0, NULL);
+		error_context_stack = errcb.previous;
+	}
 	if (plan == NULL)
 		elog(ERROR, "wtcache: could not prepare the scan of \"%s\": %s",
 			 get_rel_name(relid), SPI_result_code_string(SPI_result));
@@ -1539,13 +1653,19 @@ wtcache_enqueue_all_rows(Oid relid)
 	PushActiveSnapshot(GetLatestSnapshot());
 	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
 	PopActiveSnapshot();
+	{
+		/* the planner's estimate, until every row is listed */
+		PlannedStmt *ps = PortalGetPrimaryStmt(portal);
+
+		wtcache_progress_begin(relid, ps && ps->planTree ? ps->planTree->plan_rows : -1);
+	}
 	for (;;)
 	{
 		Datum	   *elems;
 		int			nelems = 0;
 		uint64		n;
 
-		SPI_cursor_fetch(portal, true, WTCACHE_CHUNK_KEYS);
+		SPI_cursor_fetch(portal, true, WTCACHE_BULK_CHUNK_KEYS);
 		n = SPI_processed;
 		if (n == 0)
 			break;
@@ -1579,10 +1699,12 @@ wtcache_enqueue_all_rows(Oid relid)
 	}
 	SPI_cursor_close(portal);
 	SPI_freeplan(plan);
-	wtcache_rights_leave(&rights);
+	if (predicate == NULL)
+		wtcache_rights_leave(&rights);
 	SPI_finish();
 	MemoryContextSwitchTo(outer);
 	MemoryContextDelete(chunk_cxt);
+	wtcache_progress_listed(relid);
 
 	wtcache_note_enqueued();
 	return nrows;
@@ -1658,6 +1780,7 @@ Datum
 wtcache_resync(PG_FUNCTION_ARGS)
 {
 	uint64		total = 0;
+	WtcProgressOp op = wtcache_progress_set_op(WTC_PROGRESS_RESYNC);
 
 	if (!PG_ARGISNULL(0))
 	{
@@ -1698,22 +1821,36 @@ wtcache_resync(PG_FUNCTION_ARGS)
 		foreach(lc, rels)
 			total += wtcache_resync_table(lfirst_oid(lc));
 	}
+	(void) wtcache_progress_set_op(op);
 	ereport(NOTICE,
 			(errmsg("wtcache: " UINT64_FORMAT " rows queued for Redis, after the removal of the keys there", total),
 			 errdetail("The column pending of wtcache.status shows how many are left; wtcache.wait() waits for them.")));
 	PG_RETURN_INT64((int64) total);
 }
 
-/* wtcache.warm(rel): push every existing row; keys in Redis stay. */
+/*
+ * wtcache.warm(rel, predicate default null): push every existing row, or
+ * those the predicate selects; keys in Redis stay.  The one-argument form
+ * of 1.3 and before calls this with one argument.
+ */
 PG_FUNCTION_INFO_V1(wtcache_warm);
 Datum
 wtcache_warm(PG_FUNCTION_ARGS)
 {
-	Relation	rel = open_watchable(PG_GETARG_OID(0), AccessShareLock, "warm");
+	Relation	rel;
 	uint64		rows;
+	char	   *predicate = NULL;
+	WtcProgressOp op;
 
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	if (PG_NARGS() > 1 && !PG_ARGISNULL(1))
+		predicate = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	rel = open_watchable(PG_GETARG_OID(0), AccessShareLock, "warm");
 	relation_close(rel, NoLock);
-	rows = wtcache_enqueue_all_rows(PG_GETARG_OID(0));
+	op = wtcache_progress_set_op(WTC_PROGRESS_WARM);
+	rows = enqueue_rows(PG_GETARG_OID(0), predicate);
+	(void) wtcache_progress_set_op(op);
 	ereport(NOTICE,
 			(errmsg("wtcache: " UINT64_FORMAT " rows of \"%s\" queued for Redis", rows,
 					get_rel_name(PG_GETARG_OID(0))),

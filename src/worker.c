@@ -33,6 +33,7 @@
  *-------------------------------------------------------------------------
  */
 #include "worker_int.h"
+#include "progress.h"
 #include "rights.h"
 #include "fence.h"
 #include "lag.h"
@@ -639,6 +640,10 @@ drain(void)
 		if (!have_next)
 		{
 			Worker.coalesce_us = 0;
+			/* rows of long work over wtcache.bulk_rate: wake for them then */
+			Worker.bulk_wait_until = bulk_resume_at(next);
+			if (next->queue_empty)
+				wtcache_progress_queue_empty(Worker.slot, next->claimed_at);
 			return;
 		}
 		/*
@@ -744,11 +749,21 @@ idle_timeout_ms(void)
 	long		secs;
 	int			usecs;
 
+	long		timeout = wtcache_poll_interval_ms;
+
 	/* past: no count is due (not ready only until Redis is verified) */
-	if (Worker.slot->pending_ready || now >= Worker.pending.next_try)
-		return wtcache_poll_interval_ms;
-	TimestampDifference(now, Worker.pending.next_try, &secs, &usecs);
-	return Min((long) wtcache_poll_interval_ms, secs * 1000 + usecs / 1000 + 1);
+	if (!Worker.slot->pending_ready && now < Worker.pending.next_try)
+	{
+		TimestampDifference(now, Worker.pending.next_try, &secs, &usecs);
+		timeout = Min(timeout, secs * 1000 + usecs / 1000 + 1);
+	}
+	/* rows of long work wait for wtcache.bulk_rate (batch.c) */
+	if (Worker.bulk_wait_until != 0)
+	{
+		TimestampDifference(now, Worker.bulk_wait_until, &secs, &usecs);
+		timeout = Min(timeout, secs * 1000 + usecs / 1000 + 1);
+	}
+	return timeout;
 }
 
 /*

@@ -161,6 +161,19 @@ typedef struct Batch
 	TransactionId visible_below;	/* the claim snapshot's xmax */
 	uint64		catalog_changes;	/* counted by the end of its claim */
 	Oid			queue;			/* the wtcache.queue it was claimed from */
+	/*
+	 * Long work's rows (per_table keys: warm, resync, requeues, repairs),
+	 * which live changes may pass (claim_batch): the ones claimed, for
+	 * wtcache.progress once acknowledged, and whether one was left for
+	 * wtcache.bulk_rate.
+	 */
+	struct ProgressDelivery *bulk;
+	int			nbulk;
+	int			maxbulk;
+	bool		bulk_deferred;	/* a bulk row waits for the rate limit */
+	bool		queue_empty;	/* the claim found nothing to deliver */
+	int64		record_limit;	/* the claim of this phase ends at it */
+	TimestampTz claimed_at;		/* before the claim's snapshot */
 	uint32	   *pending;		/* pending-filter counters of the claimed
 								 * rows, released once they are acked */
 	int			npending;
@@ -293,6 +306,20 @@ typedef struct WorkerProcess
 	bool		replicas_short;
 	bool		replicas_short_logged;
 
+	/*
+	 * wtcache.bulk_rate's token bucket (claim_batch): rows of long work
+	 * that may be claimed now; may go below zero, as rows come in chunks.
+	 * bulk_wait_until: when a deferred bulk row may go (0: none waits).
+	 */
+	double		bulk_tokens;
+	TimestampTz bulk_refilled_at;
+	TimestampTz bulk_wait_until;
+	int64		live_scan_from; /* the second cursor of a claim starts after
+								 * it (claim_batch) */
+	TimestampTz live_claimed_at;	/* the last claim that had live changes
+									 * (claim_batch): long work then goes a
+									 * chunk a batch */
+
 	/* Counting the pending filter (count_pending_if_needed) */
 	struct
 	{
@@ -320,6 +347,7 @@ extern int64 acked_version(void);
 
 /* batch.c */
 extern bool claim_next(Batch *b, MemoryContext cxt, Batch *inflight);
+extern TimestampTz bulk_resume_at(const Batch *b);
 
 /* durable.c */
 extern void note_own_commit(void);

@@ -56,6 +56,7 @@
  *	queue.c		the queue row: columns, decoder, tag groups, writer (queue.h)
  *	plans.c		SPI plans kept for the life of the backend
  *	xact.c		transaction and subtransaction ends, in one stated order
+ *	progress.c	the progress of long operations (wtcache.progress)
  *-------------------------------------------------------------------------
  */
 #ifndef WTCACHE_H
@@ -87,5 +88,11 @@
 /* Keys per queue row: large enough to make the queue cheap, small enough
  * that a worker batch boundary never has to split a row. */
 #define WTCACHE_CHUNK_KEYS		1000
+/*
+ * Keys per queue row of long work (warm, resync, requeues): smaller, as
+ * the worker takes such rows whole, a row a batch while live changes
+ * come, and a live change may wait for two batches (batch.c).
+ */
+#define WTCACHE_BULK_CHUNK_KEYS	250
 
 #endif							/* WTCACHE_H */

@@ -24,6 +24,10 @@
  *	ddl			at commit or abort, lets a database's worker come back
  *				(or go, if its database was dropped) once the DDL that held
  *				it off is over.
+ *	progress	at commit the long operations this transaction listed rows
+ *				for become the worker's to deliver; at abort (of the
+ *				transaction, or of the savepoint they began in) they are
+ *				forgotten (progress.c).  Touches only its own entries.
  *	tags, session, read
  *				forget per-transaction state: tags invalidated by this
  *				transaction, the nesting depth and SPI state an error may
@@ -31,8 +35,9 @@
  *				Each only resets itself, so their order among themselves
  *				does not matter.
  *
- * Subtransaction events go to capture (its buffer's savepoint marks) and
- * pending (the counts of a rolled-back savepoint), in that order.
+ * Subtransaction events go to capture (its buffer's savepoint marks),
+ * pending (the counts of a rolled-back savepoint) and progress, in that
+ * order.
  *
  * Past pre-commit none of them may fail: at commit the commit record is
  * written, and an error could no longer undo what it describes.
@@ -40,6 +45,7 @@
  */
 #include "wtcache.h"
 #include "xact.h"
+#include "progress.h"
 
 #include "access/xact.h"
 
@@ -52,6 +58,7 @@ wtcache_xact_callback(XactEvent event, void *arg)
 	wtcache_pending_xact_event(event);
 	wtcache_partition_xact_event(event);
 	wtcache_ddl_xact_event(event);
+	wtcache_progress_xact_event(event);
 	wtcache_tags_xact_event(event);
 	wtcache_session_xact_event(event);
 	wtcache_read_xact_event(event);
@@ -63,6 +70,7 @@ wtcache_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 {
 	wtcache_capture_subxact_event(event, mySubid, parentSubid);
 	wtcache_pending_subxact_event(event, mySubid, parentSubid);
+	wtcache_progress_subxact_event(event, mySubid, parentSubid);
 }
 
 void

@@ -12,6 +12,8 @@
 #                 drain and lag with and without WAIT, a few minutes)
 #   BENCH_ONLY=audit bash test/bench.sh     (the live audit's cost to the
 #                 writers and the drain alone, a few minutes)
+#   BENCH_ONLY=warm bash test/bench.sh      (live changes' lag during a warm
+#                 alone; BENCH_WARM_ROWS rows, default 2,000,000: minutes)
 #
 # Figures (median of BENCH_RUNS runs, with min and max):
 #   capture cost  UPDATE of every pgbench_accounts row (scale 10: 1,000,000
@@ -56,6 +58,10 @@
 #                 result is in Redis, from one pgbench client (-M prepared;
 #                 a few transactions of the direct query, BENCH_READ_SECONDS
 #                 of the cached one); query_stats() shows they were all hits;
+#   long work     the commit-to-Redis lag of live changes (the lag probe,
+#                 100 a second) while wtcache.warm() of BENCH_WARM_ROWS
+#                 rows is delivered, next to the same probe with no long
+#                 work, and the warm's rows a second (test/lib/bench_warm.sh);
 #   narrowed      the hit ratio of a per-org wtcache.query() while other
 #   queries       sessions update rows of other orgs at a steady 150 writes
 #                 a second (test/lib/bench_narrow.sh), next to the same
@@ -103,8 +109,8 @@
 # Starts its own PostgreSQL and Redis on free loopback ports; stops them.
 set -euo pipefail
 case "${BENCH_ONLY:-}" in
-    ''|capture|narrow|wait|audit) ;;
-    *) echo "bench: BENCH_ONLY is capture, narrow, wait, audit or unset, not '$BENCH_ONLY'" >&2; exit 2 ;;
+    ''|capture|narrow|wait|audit|warm) ;;
+    *) echo "bench: BENCH_ONLY is capture, narrow, wait, audit, warm or unset, not '$BENCH_ONLY'" >&2; exit 2 ;;
 esac
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 HERE=$(dirname "$SELF")
@@ -274,6 +280,23 @@ if [ "${BENCH_ONLY:-}" = audit ]; then
     printf '%-52s %12s %12s %12s %8s %s\n' "figure ($RUNS runs)" median min max ratio goal
     audit_lines
     audit_goal
+    echo
+    echo "goals:"
+    printf '  %s\n' "${GOALS[@]}"
+    exit 0
+fi
+
+. "$HERE/lib/bench_warm.sh"
+# BENCH_ONLY=warm: live changes' lag during a warm, alone
+if [ "${BENCH_ONLY:-}" = warm ]; then
+    warm_runs
+    echo
+    echo "machine: $MACHINE"
+    echo "load average before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg);" \
+         "$((($(date +%s) - STARTED + 30) / 60)) min"
+    printf '%-52s %12s %12s %12s %8s %s\n' "figure ($RUNS runs)" median min max ratio goal
+    warm_lines
+    warm_goal
     echo
     echo "goals:"
     printf '  %s\n' "${GOALS[@]}"
@@ -905,6 +928,7 @@ databases_runs
 narrow_runs
 wait_runs
 audit_runs
+warm_runs
 
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 ELAPSED=$((($(date +%s) - STARTED + 30) / 60))
@@ -995,6 +1019,7 @@ line "invalidate + wait, tag of 100,000 results" " us" "${inv100k[*]}" "$(ratio 
 narrow_lines
 wait_lines
 audit_lines
+warm_lines
 
 capture_goal
 goal "write load, synchronous_commit on: $(ratio "$on_w" "$on_p") of unwatched TPS, goal >= 0.97x" "$on_w / $on_p >= 0.97"
@@ -1013,6 +1038,7 @@ goal "get_many of 100: $(ratio "$m_med" "$h_med") cheaper per key than 100 gets,
 goal "cached query hit: $(ratio "$qd_med" "$qc_med") faster than the query, goal >= 20x" "$qd_med / $qc_med >= 20"
 narrow_goal
 audit_goal
+warm_goal
 echo
 echo "goals:"
 printf '  %s\n' "${GOALS[@]}"
