@@ -521,9 +521,34 @@ read_in_xact(TableRead *tr)
 }
 
 /*
+ * Does Redis evict keys without a TTL?  Then a missing row key is a miss
+ * by design (README, "Redis memory"), not a finding.  The policy can be
+ * changed at any time (CONFIG SET), so it is asked again, at most once a
+ * second, when a key is found missing; an unknown policy (INFO refused)
+ * counts as not evicting.
+ */
+static bool
+redis_evicts_any_key(void)
+{
+	static TimestampTz asked_at = 0;
+	static bool evicts = false;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (asked_at == 0 || TimestampDifferenceExceeds(asked_at, now, 1000))
+	{
+		RedisInfo	info;
+
+		evicts = redis_info(&info) && strncmp(info.policy, "allkeys-", 8) == 0;
+		asked_at = now;
+	}
+	return evicts;
+}
+
+/*
  * verify()'s judgement (verify.c), which reads only these two of the
- * table; except that a row larger than wtcache.max_value_size is kept out
- * of Redis on purpose (batch.c), so its missing key is no finding.
+ * table; except that a missing key is no finding when it is kept out of
+ * Redis on purpose: a row larger than wtcache.max_value_size (batch.c), or
+ * any row under a policy that evicts keys without a TTL.
  */
 static const char *
 classify(const TableRead *tr, const AuditRow *r)
@@ -535,7 +560,8 @@ classify(const TableRead *tr, const AuditRow *r)
 	vt.keys_optional = tr->keys_optional;
 	problem = wtcache_verify_classify(&vt, r->row, r->fields, &r->reply);
 	if (problem != NULL && strcmp(problem, "missing") == 0 && r->row != NULL &&
-		(int64) (r->fields ? r->fields->size : strlen(r->row)) > wtcache_max_value_bytes)
+		((int64) (r->fields ? r->fields->size : strlen(r->row)) > wtcache_max_value_bytes ||
+		 redis_evicts_any_key()))
 		return NULL;
 	return problem;
 }
