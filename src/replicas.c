@@ -55,6 +55,9 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "portability/instr_time.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/pmsignal.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 
@@ -78,6 +81,17 @@ replicas_note_settings(bool starting)
 }
 
 /*
+ * Between the slices of a WAIT (redis.c): go on unless the worker was asked
+ * to stop or to reload, or lost its postmaster.  Flags only: the WAIT's
+ * caller acts on them.
+ */
+static bool
+keep_waiting(void)
+{
+	return !ProcDiePending && !ConfigReloadPending && PostmasterIsAlive();
+}
+
+/*
  * Once a batch's writes are applied, before its events and its
  * acknowledgement: wait for the replicas.  True: acknowledge it (enough
  * replicas, none asked for, or too few and 'accept').  False: do not;
@@ -93,6 +107,7 @@ replicas_acknowledged(void)
 	instr_time	start,
 				took;
 	bool		ok;
+	bool		interrupted;
 	bool		was_short = Worker.replicas_short;
 
 	Worker.replicas_short = false;
@@ -106,12 +121,25 @@ replicas_acknowledged(void)
 	INSTR_TIME_SET_CURRENT(start);
 	ok = wtc_redis_wait_replicas(Worker.redis, Worker.scripts.touch_sha, Worker.markers.keys,
 								 Worker.markers.n, want, wtcache_redis_wait_timeout_ms,
-								 &acked, err, sizeof(err));
+								 keep_waiting, &acked, &interrupted, err, sizeof(err));
 	INSTR_TIME_SET_CURRENT(took);
 	INSTR_TIME_SUBTRACT(took, start);
 	if (!ok)
 	{
 		redis_failed("could not wait for Redis replicas", err);
+		return false;
+	}
+
+	/*
+	 * Cut short by a signal before enough replicas answered: neither a
+	 * timeout nor an acknowledgement.  The batch stays queued; a shutdown
+	 * ends here, a reload is taken in and the batch sent again.
+	 */
+	if (interrupted && acked < want)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (!PostmasterIsAlive())
+			proc_exit(1);
 		return false;
 	}
 

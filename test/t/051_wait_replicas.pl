@@ -6,7 +6,8 @@
 # stalls the same way; 'accept' delivers anyway and counts it; and a
 # failover to a replica right after acknowledged batches (and one that was
 # not) loses nothing: no resync is needed.  In a Redis Cluster, the
-# replicas of every master are waited for.
+# replicas of every master are waited for.  A shutdown does not wait for
+# a WAIT's timeout.
 use strict;
 use warnings;
 
@@ -256,5 +257,29 @@ kill 'CONT', $cluster[3]->pid;
 ok(wait_drained($node, $db, '120s'), 'delivery resumes once it is back');
 compare_table_ok($node, $db, 't', $masters[0]->port, 'the cluster matches the table', %cmp);
 
-$node->stop;
+#### A shutdown does not wait for the WAIT's timeout
+
+# Two replicas asked of masters that have one, with the longest timeout:
+# every WAIT lasts the whole minute.  Both settings come in one reload, so
+# the worker showing the one shows the other in force.
+sql("ALTER SYSTEM SET wtcache.redis_wait_replicas = 2");
+sql("ALTER SYSTEM SET wtcache.redis_wait_timeout = '60s'");
+sql('SELECT pg_reload_conf()');
+ok(poll_until(sub { acks()->{want} == 2 }), 'wtcache.redis_wait_replicas = 2 with a timeout of a minute');
+$log_at = -s $node->logfile;
+sql(q{UPDATE t SET v = 'waited for at the shutdown' WHERE id <= 300});
+ok(poll_until(sub {
+		grep {
+			my $clients = redis_cmd($_->port, 'CLIENT', 'LIST') // '';
+			$clients =~ /^(?=.*\bflags=\w*b)(?=.*\bcmd=wait\b)/m
+		} @masters
+	}), 'the worker waits in a WAIT');
+# pg_ctl gives up after 60 s, before the minute of the WAIT plus a reply
+# timeout: a worker that acted on SIGTERM only once the WAIT returned fails it
+ok($node->stop('fast', fail_ok => 1), 'a fast shutdown ends the worker while it waits');
+my $log = substr(slurp_file($node->logfile), $log_at);
+like($log, qr/terminating background worker "wtcache worker" due to administrator command/,
+	'the worker acted on SIGTERM');
+unlike($log, qr/acknowledged a batch within 60000 ms/, 'before its WAIT timed out');
+
 done_testing();
