@@ -1041,10 +1041,10 @@ wtc_redis_scan(WtcRedis *r, int node, const char *cursor, const char *pattern,
  */
 
 /*
- * On the master serving each of keys: EVALSHA sha 1 <key>, a script loaded
- * with wtc_redis_load_script that writes (so the call is a write of this
+ * On the master serving each of keys: INCR <key>, a write of this
  * connection that follows everything before it in that master's
- * replication stream), then, once per master, WAIT numreplicas.  The
+ * replication stream (WAIT counts the replicas that have the calling
+ * connection's last write), then, once per master, WAIT numreplicas.  The
  * masters wait side by side.
  *
  * The WAIT is sent in slices of at most WAIT_SLICE_MS until timeout_ms
@@ -1066,7 +1066,7 @@ wtc_redis_scan(WtcRedis *r, int node, const char *cursor, const char *pattern,
 #define WAIT_SLICE_MS	100
 
 bool
-wtc_redis_wait_replicas(WtcRedis *r, const char *sha, char *const *keys, int nkeys,
+wtc_redis_wait_replicas(WtcRedis *r, char *const *keys, int nkeys,
 						int numreplicas, int timeout_ms, bool (*keep_waiting) (void),
 						int *acked, bool *interrupted, char *err, size_t errlen)
 {
@@ -1101,15 +1101,15 @@ wtc_redis_wait_replicas(WtcRedis *r, const char *sha, char *const *keys, int nke
 
 	for (int k = 0; k < nkeys && ok; k++)
 	{
-		const char *argv[4] = {"EVALSHA", sha, "1", keys[k]};
-		size_t		lens[4] = {7, strlen(sha), 1, strlen(keys[k])};
+		const char *argv[2] = {"INCR", keys[k]};
+		size_t		lens[2] = {4, strlen(keys[k])};
 		int			idx = 0;
 		int			j;
 		RedisNode  *n;
 
 		if (r->target.mode == WTC_REDIS_CLUSTER)
 		{
-			idx = r->slot_node[wtc_redis_key_slot(keys[k], lens[3])];
+			idx = r->slot_node[wtc_redis_key_slot(keys[k], lens[1])];
 			if (idx < 0)
 			{
 				wtc_fail(r, "no cluster node serves the slot of %s", keys[k]);
@@ -1132,7 +1132,7 @@ wtc_redis_wait_replicas(WtcRedis *r, const char *sha, char *const *keys, int nke
 			node_acked[nnodes] = -1;
 			node_of[nnodes++] = idx;
 		}
-		if (redisAppendCommandArgv(n->ctx, 4, argv, lens) != REDIS_OK)
+		if (redisAppendCommandArgv(n->ctx, 2, argv, lens) != REDIS_OK)
 			ok = wtc_node_failed(r, n);
 		evals[j]++;
 	}

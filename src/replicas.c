@@ -18,13 +18,17 @@
  *	- WAIT counts the replicas that have this connection's last write.  A
  *	  batch sent again after a reconnection (a failure, a WAIT that timed
  *	  out) may write nothing new, its rows applied the first time through
- *	  another connection, so each round first writes every generation
- *	  marker again with its own value (push.c, touch_script).  That write
- *	  follows, in each master's replication stream, every write made
- *	  before it, through any connection.  The markers are one per master
- *	  in a Cluster, so every master is asked, also one the batch did not
- *	  write to: cheaper to reason about than following redirects, and the
- *	  masters wait side by side.
+ *	  another connection, so each round first writes, on the master of
+ *	  every generation marker, the marker's companion "<marker>:ack"
+ *	  (INCR; keyspace.h).  That write follows, in each master's
+ *	  replication stream, every write made before it, through any
+ *	  connection.  Not the marker itself: a touch that wrote the marker
+ *	  only when present wrote nothing when it was missing, and WAIT on a
+ *	  fresh connection then counted every replica at once; one that
+ *	  recreated it would hide the data loss its absence reports.  The
+ *	  markers are one per master in a Cluster, so every master is asked,
+ *	  also one the batch did not write to: cheaper to reason about than
+ *	  following redirects, and the masters wait side by side.
  *	- After the replies, not in the batch's pipeline: a Cluster redirect
  *	  (MOVED, ASK) re-sends a command to another master, which a WAIT
  *	  pipelined with the batch would not cover.
@@ -119,9 +123,8 @@ replicas_acknowledged(void)
 		return true;
 	}
 	INSTR_TIME_SET_CURRENT(start);
-	ok = wtc_redis_wait_replicas(Worker.redis, Worker.scripts.touch_sha, Worker.markers.keys,
-								 Worker.markers.n, want, wtcache_redis_wait_timeout_ms,
-								 keep_waiting, &acked, &interrupted, err, sizeof(err));
+	ok = wtc_redis_wait_replicas(Worker.redis, Worker.markers.ack_keys, Worker.markers.n,
+								 want, wtcache_redis_wait_timeout_ms, keep_waiting, &acked, &interrupted, err, sizeof(err));
 	INSTR_TIME_SET_CURRENT(took);
 	INSTR_TIME_SUBTRACT(took, start);
 	if (!ok)
