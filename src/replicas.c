@@ -110,6 +110,8 @@ replicas_acknowledged(void)
 	char		err[256];
 	instr_time	start,
 				took;
+	uint64		took_us;
+	TimestampTz now;
 	bool		ok;
 	bool		interrupted;
 	bool		was_short = Worker.replicas_short;
@@ -146,19 +148,22 @@ replicas_acknowledged(void)
 		return false;
 	}
 
+	/* read before the spinlock: nothing but assignments under it */
+	now = GetCurrentTimestamp();
+	took_us = INSTR_TIME_GET_MICROSEC(took);
 	SpinLockAcquire(&Worker.slot->mutex);
 	Worker.slot->wait_replicas = want;
 	Worker.slot->wait_action = wtcache_redis_wait_timeout_action;
 	Worker.slot->wait_acked = acked;
 	Worker.slot->wait_calls++;
-	Worker.slot->wait_us += INSTR_TIME_GET_MICROSEC(took);
+	Worker.slot->wait_us += took_us;
 	if (acked < want)
 	{
 		Worker.slot->wait_timeouts++;
 		if (wtcache_redis_wait_timeout_action == WTC_WAIT_ACCEPT)
 			Worker.slot->wait_accepted++;
 		if (Worker.slot->wait_short_since == 0)
-			Worker.slot->wait_short_since = GetCurrentTimestamp();
+			Worker.slot->wait_short_since = now;
 	}
 	else
 		Worker.slot->wait_short_since = 0;
