@@ -806,7 +806,7 @@ claim_slot(Oid dboid)
 	LWLockRelease(WtcacheSharedState->lock);
 	Worker.slot = slot;
 	/* the histogram counts this worker's deliveries (lag.c) */
-	wtcache_lag_reset(&slot->lag, GetCurrentTimestamp());
+	wtcache_lag_reset(&slot->lag, GetCurrentTimestamp(), dboid);
 }
 
 /*
