@@ -182,6 +182,7 @@ ack_batch(Batch *b)
 	int			ndone;
 	uint32	   *release;
 	int			nrelease;
+	TimestampTz now;
 
 	ack_rows(b, &done, &ndone, &release, &nrelease);
 
@@ -232,10 +233,11 @@ ack_batch(Batch *b)
 	pgstat_report_activity(STATE_IDLE, NULL);
 	record_lag(b);
 
+	now = GetCurrentTimestamp();	/* not under the spinlock */
 	SpinLockAcquire(&Worker.slot->mutex);
 	Worker.slot->pushed += b->nrecords;
 	Worker.slot->batches++;
-	Worker.slot->last_push = GetCurrentTimestamp();
+	Worker.slot->last_push = now;
 	if (b->max_version > Worker.slot->acked_version)
 		Worker.slot->acked_version = b->max_version;
 	SpinLockRelease(&Worker.slot->mutex);

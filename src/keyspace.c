@@ -775,6 +775,17 @@ wtcache_marker_wal_key(const char *marker_key)
 	return psprintf("%s" WTC_KEY_WAL_SUFFIX, marker_key);
 }
 
+/*
+ * The key each round of WAIT writes first on a marker's master
+ * (replicas.c): a companion of the marker, so in its slot, and never the
+ * marker itself, whose absence must stay for the marker checks to see.
+ */
+char *
+wtcache_marker_ack_key(const char *marker_key)
+{
+	return psprintf("%s" WTC_KEY_ACK_SUFFIX, marker_key);
+}
+
 /* A tag's key, holding its stamp (tags.c). */
 void
 wtcache_append_tag_key(StringInfo buf, const char *dbname, const char *tag)

@@ -34,6 +34,8 @@
  *	P{D}:gen				the generation marker (push.c)
  *	P{D:gen<n>}				in a Cluster, the marker of one master
  *	<marker>:wal			where in the WAL a marker was last raised
+ *	<marker>:ack			a counter each round of WAIT increments first
+ *							(replicas.c); its value means nothing
  *	P{D}:event_seq			the sequence number of the database's last event
  *	Pevents					the channel applied changes are published on
  *
@@ -63,8 +65,8 @@
  * escape them), so its slot is that of the whole key, which is its
  * companions' hash tag: same slot.  Its companions' suffixes are their
  * own, so that no companion is ever a key of the default layout: after
- * "P{...}" a default-layout key goes on with "", ":t", ":l", ":wal" or
- * ":" and a word of its database's keys, a claim with an escaped key
+ * "P{...}" a default-layout key goes on with "", ":t", ":l", ":wal",
+ * ":ack" or ":" and a word of its database's keys, a claim with an escaped key
  * space (which has a "%"), a templated companion with ":tomb" or ":lease"
  * (with ":t", a row value holding a "." could make "P{PR}:t" the
  * tombstone of some "P{D:S.T:K...}").  And a templated row key, without
@@ -93,8 +95,9 @@
 /* Companions of a row key (the lease, of a query result key too) */
 #define WTC_KEY_TOMBSTONE_SUFFIX	WTC_KEY_SEP "t"
 #define WTC_KEY_LEASE_SUFFIX		WTC_KEY_SEP "l"
-/* Companion of a generation marker */
+/* Companions of a generation marker */
 #define WTC_KEY_WAL_SUFFIX			WTC_KEY_SEP "wal"
+#define WTC_KEY_ACK_SUFFIX			WTC_KEY_SEP "ack"
 
 /* Companions of a templated row key P R: "P{PR}" and one of these */
 #define WTC_KEY_TEMPLATED_TOMBSTONE_SUFFIX	WTC_KEY_SEP "tomb"
@@ -274,6 +277,7 @@ extern void wtcache_append_event_seq_key(StringInfo buf, const char *dbname);
 extern void wtcache_append_marker_key(StringInfo buf, const char *dbname);
 extern char *wtcache_master_marker_key(WtcRedis *r, const char *dbname, int master);
 extern char *wtcache_marker_wal_key(const char *marker_key);
+extern char *wtcache_marker_ack_key(const char *marker_key);
 extern void wtcache_append_tag_key(StringInfo buf, const char *dbname, const char *tag);
 extern void wtcache_append_query_key(StringInfo buf, const char *dbname,
 									 const char *digest_hex);

@@ -102,15 +102,22 @@ wtcache_lag_end(LagHistogram *h)
 /*
  * At the worker's start: the counts are those of this worker (Prometheus
  * takes a counter going back to zero as a restart).  A count left odd by a
- * predecessor killed inside a bracket is made even again here.
+ * predecessor killed inside a bracket is made even again here.  The
+ * histogram is tagged with the database: a slot given to another database
+ * (launcher, shmem.c) keeps the last one's until its new worker gets here,
+ * and readers show nothing of it meanwhile rather than the old database's
+ * figures under the new one's oid.  Reset here and not where the slot is
+ * given, under the lock: this way the histogram has a single writer, even
+ * while a worker of the old database is still on its way out.
  */
 void
-wtcache_lag_reset(LagHistogram *h, TimestampTz now)
+wtcache_lag_reset(LagHistogram *h, TimestampTz now, Oid dboid)
 {
 	uint32		odd = pg_atomic_read_u32(&h->changecount) | 1;
 
 	pg_atomic_write_u32(&h->changecount, odd);
 	pg_write_barrier();
+	h->dboid = dboid;
 	h->since = now;
 	h->count = 0;
 	h->sum_us = 0;
@@ -283,6 +290,9 @@ wtcache_delivery_lag(PG_FUNCTION_ARGS)
 			continue;
 
 		read_histogram(&slot->lag, copy);
+		/* another database's, until this one's worker resets it */
+		if (copy->dboid != dboid)
+			memset(copy, 0, sizeof(LagHistogram));
 		last_minute(copy, GetCurrentTimestamp(), minute);
 
 		values[0] = ObjectIdGetDatum(dboid);

@@ -49,6 +49,9 @@ typedef struct LagWindow
 typedef struct LagHistogram
 {
 	pg_atomic_uint32 changecount;
+	Oid			dboid;			/* the database whose worker reset it last:
+								 * a slot given to another database shows
+								 * nothing until its worker resets it */
 	TimestampTz since;			/* the worker's start: counts begin there */
 	uint64		count;			/* changes acknowledged */
 	uint64		sum_us;			/* their lags, summed */
@@ -59,7 +62,7 @@ typedef struct LagHistogram
 extern void wtcache_lag_init(LagHistogram *h);
 
 /* The slot's worker only. */
-extern void wtcache_lag_reset(LagHistogram *h, TimestampTz now);
+extern void wtcache_lag_reset(LagHistogram *h, TimestampTz now, Oid dboid);
 extern void wtcache_lag_begin(LagHistogram *h);
 extern void wtcache_lag_add(LagHistogram *h, TimestampTz acked_at, TimestampTz since,
 							int64 changes);

@@ -318,20 +318,6 @@ static const char marker_script[] =
 "return {1, cur, at}\n";
 
 /*
- * KEYS[1]: a generation marker.  Writes it again with the value it has:
- * Redis's WAIT counts the replicas that have this connection's last write,
- * and a batch sent again after a reconnection may write nothing else (its
- * rows applied the first time), so WAIT would vouch for nothing
- * (replicas.c).  A marker missing or not a string is left to the marker
- * checks, which repair it.
- */
-static const char touch_script[] =
-"local v = redis.pcall('GET', KEYS[1])\n"
-"if type(v) ~= 'string' then return 0 end\n"
-"redis.call('SET', KEYS[1], v)\n"
-"return 1\n";
-
-/*
  * Key templates (keyspace.h).  KEYS[1]: the claim of a key space.  ARGV:
  * the claiming table's table key, its database's head ("D:").  Claims it
  * for the database unless another database holds it; returns the holder
@@ -384,8 +370,7 @@ wtcache_load_scripts(WtcRedis *r, RedisScripts *scripts, char *err, size_t errle
 		wtc_redis_load_script(r, apply_hash_script, scripts->apply_hash_sha, err, errlen) &&
 		wtc_redis_load_script(r, tags_script, scripts->tags_sha, err, errlen) &&
 		wtc_redis_load_script(r, publish_script, scripts->publish_sha, err, errlen) &&
-		wtc_redis_load_script(r, marker_script, scripts->marker_sha, err, errlen) &&
-		wtc_redis_load_script(r, touch_script, scripts->touch_sha, err, errlen);
+		wtc_redis_load_script(r, marker_script, scripts->marker_sha, err, errlen);
 }
 
 /* Queue the EVALSHAs that give the batch's tags new stamps; *ncalls counts them. */
@@ -1188,6 +1173,7 @@ wtcache_marker_set(WtcRedis *r, const char *dbname, MarkerSet *set)
 
 	set->keys = palloc(sizeof(char *) * (1 + nmasters));
 	set->wal_keys = palloc(sizeof(char *) * (1 + nmasters));
+	set->ack_keys = palloc(sizeof(char *) * (1 + nmasters));
 	initStringInfo(&key);
 	wtcache_append_marker_key(&key, dbname);
 	set->keys[0] = key.data;
@@ -1200,7 +1186,10 @@ wtcache_marker_set(WtcRedis *r, const char *dbname, MarkerSet *set)
 			set->keys[set->n++] = k;
 	}
 	for (int m = 0; m < set->n; m++)
+	{
 		set->wal_keys[m] = wtcache_marker_wal_key(set->keys[m]);
+		set->ack_keys[m] = wtcache_marker_ack_key(set->keys[m]);
+	}
 }
 
 /*

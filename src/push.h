@@ -44,8 +44,6 @@ typedef struct RedisScripts
 	char		claim_sha[41];	/* key templates' key spaces */
 	char		release_sha[41];
 	char		purge_rows_sha[41];
-	char		touch_sha[41];	/* a marker written again, before WAIT
-								 * (replicas.c) */
 } RedisScripts;
 
 /* Tags to give new stamps, and the event that announces it (events.c). */
@@ -96,6 +94,8 @@ typedef struct MarkerSet
 	char	  **keys;
 	char	  **wal_keys;		/* per marker: where in the database's WAL
 								 * history it was last raised (markers.c) */
+	char	  **ack_keys;		/* per marker: what a round of WAIT writes
+								 * on its master (replicas.c) */
 } MarkerSet;
 
 extern void wtcache_marker_set(WtcRedis *r, const char *dbname, MarkerSet *set);

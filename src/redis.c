@@ -1041,32 +1041,50 @@ wtc_redis_scan(WtcRedis *r, int node, const char *cursor, const char *pattern,
  */
 
 /*
- * On the master serving each of keys: EVALSHA sha 1 <key>, a script loaded
- * with wtc_redis_load_script that writes (so the call is a write of this
+ * On the master serving each of keys: INCR <key>, a write of this
  * connection that follows everything before it in that master's
- * replication stream), then, once per master, WAIT numreplicas timeout_ms.
- * The masters wait side by side; their replies are read with the reply
- * timeout stretched by timeout_ms, since WAIT answers only then when the
- * replicas do not.  *acked: the fewest replicas a master counted.  False
- * with err when the connection failed (r is broken then) or a reply was
- * an error (the connection is still in step: every reply was read).
+ * replication stream (WAIT counts the replicas that have the calling
+ * connection's last write), then, once per master, WAIT numreplicas.  The
+ * masters wait side by side.
+ *
+ * The WAIT is sent in slices of at most WAIT_SLICE_MS until timeout_ms
+ * has passed, each time only to the masters still short: a WAIT blocks the
+ * connection, and a worker stuck in a read for the whole timeout (up to a
+ * minute) would act on SIGTERM or a reload only afterwards, past pg_ctl's
+ * patience.  Between slices every reply has been read and the timeouts are
+ * back, so the caller's keep_waiting() may look at its signal flags; when
+ * it says no, *interrupted is set and the count so far returned.  A WAIT
+ * sent again without a write counts the same offset: this connection's
+ * last write, the touch.  Replies are read with the reply timeout
+ * stretched by the slice, since WAIT answers only then when the replicas
+ * do not.
+ *
+ * *acked: the fewest replicas a master counted.  False with err when the
+ * connection failed (r is broken then) or a reply was an error (the
+ * connection is still in step: every reply was read).
  */
+#define WAIT_SLICE_MS	100
+
 bool
-wtc_redis_wait_replicas(WtcRedis *r, const char *sha, char *const *keys, int nkeys,
-						int numreplicas, int timeout_ms, int *acked,
-						char *err, size_t errlen)
+wtc_redis_wait_replicas(WtcRedis *r, char *const *keys, int nkeys,
+						int numreplicas, int timeout_ms, bool (*keep_waiting) (void),
+						int *acked, bool *interrupted, char *err, size_t errlen)
 {
 	int			node_of[MAX_NODES];
 	int			nnodes = 0;
 	int			evals[MAX_NODES] = {0};
+	int			node_acked[MAX_NODES];
 	char		nbuf[16];
 	char		tbuf[16];
 	const char *wait_argv[3] = {"WAIT", nbuf, tbuf};
 	size_t		wait_lens[3];
 	int			saved_ms = r->command_ms;
+	struct timespec start;
 	bool		ok = true;
+	bool		first = true;
 
 	*acked = -1;
+	*interrupted = false;
 	err[0] = '\0';
 	if (r->broken)
 	{
@@ -1078,22 +1096,20 @@ wtc_redis_wait_replicas(WtcRedis *r, const char *sha, char *const *keys, int nke
 		snprintf(err, errlen, "%s", r->err);
 		return false;
 	}
+	clock_gettime(CLOCK_MONOTONIC, &start);
 	snprintf(nbuf, sizeof(nbuf), "%d", numreplicas);
-	snprintf(tbuf, sizeof(tbuf), "%d", timeout_ms);
-	for (int i = 0; i < 3; i++)
-		wait_lens[i] = strlen(wait_argv[i]);
 
 	for (int k = 0; k < nkeys && ok; k++)
 	{
-		const char *argv[4] = {"EVALSHA", sha, "1", keys[k]};
-		size_t		lens[4] = {7, strlen(sha), 1, strlen(keys[k])};
+		const char *argv[2] = {"INCR", keys[k]};
+		size_t		lens[2] = {4, strlen(keys[k])};
 		int			idx = 0;
 		int			j;
 		RedisNode  *n;
 
 		if (r->target.mode == WTC_REDIS_CLUSTER)
 		{
-			idx = r->slot_node[wtc_redis_key_slot(keys[k], lens[3])];
+			idx = r->slot_node[wtc_redis_key_slot(keys[k], lens[1])];
 			if (idx < 0)
 			{
 				wtc_fail(r, "no cluster node serves the slot of %s", keys[k]);
@@ -1112,67 +1128,105 @@ wtc_redis_wait_replicas(WtcRedis *r, const char *sha, char *const *keys, int nke
 			if (node_of[j] == idx)
 				break;
 		if (j == nnodes)
+		{
+			node_acked[nnodes] = -1;
 			node_of[nnodes++] = idx;
-		if (redisAppendCommandArgv(n->ctx, 4, argv, lens) != REDIS_OK)
+		}
+		if (redisAppendCommandArgv(n->ctx, 2, argv, lens) != REDIS_OK)
 			ok = wtc_node_failed(r, n);
 		evals[j]++;
 	}
-	for (int j = 0; j < nnodes && ok; j++)
-	{
-		RedisNode  *n = &r->nodes[node_of[j]];
-
-		if (redisAppendCommandArgv(n->ctx, 3, wait_argv, wait_lens) != REDIS_OK ||
-			!node_write(r, n))
-			ok = wtc_node_failed(r, n);
-	}
 	if (!ok)
 	{
 		snprintf(err, errlen, "%s", r->err);
 		return false;
 	}
 
-	/* stretched for the replies of WAIT (tls.c reads with r->command_ms) */
-	r->command_ms = saved_ms + timeout_ms;
-	for (int j = 0; j < nnodes; j++)
-		(void) redisSetTimeout(r->nodes[node_of[j]].ctx, ms_to_timeval(r->command_ms));
-	for (int j = 0; j < nnodes && ok; j++)
+	for (;;)
 	{
-		RedisNode  *n = &r->nodes[node_of[j]];
+		int			slice = (int) Min(Max(timeout_ms - elapsed_ms_since(&start), 1),
+									  WAIT_SLICE_MS);
+		bool		short_left = false;
 
-		for (int e = 0; e <= evals[j] && ok; e++)
+		snprintf(tbuf, sizeof(tbuf), "%d", slice);
+		for (int i = 0; i < 3; i++)
+			wait_lens[i] = strlen(wait_argv[i]);
+		for (int j = 0; j < nnodes && ok; j++)
 		{
-			void	   *raw = NULL;
-			redisReply *reply;
+			RedisNode  *n = &r->nodes[node_of[j]];
 
-			if (node_get_reply(r, n, &raw) != REDIS_OK || raw == NULL)
-			{
+			if (!first && node_acked[j] >= numreplicas)
+				continue;
+			if (redisAppendCommandArgv(n->ctx, 3, wait_argv, wait_lens) != REDIS_OK ||
+				!node_write(r, n))
 				ok = wtc_node_failed(r, n);
-				break;
+		}
+		if (!ok)
+			break;
+
+		/* stretched for the replies of WAIT (tls.c reads with r->command_ms) */
+		r->command_ms = saved_ms + slice;
+		for (int j = 0; j < nnodes; j++)
+			(void) redisSetTimeout(r->nodes[node_of[j]].ctx, ms_to_timeval(r->command_ms));
+		for (int j = 0; j < nnodes && ok; j++)
+		{
+			RedisNode  *n = &r->nodes[node_of[j]];
+			int			nreplies = first ? evals[j] + 1 : 1;
+
+			if (!first && node_acked[j] >= numreplicas)
+				continue;
+			for (int e = 0; e < nreplies && ok; e++)
+			{
+				void	   *raw = NULL;
+				redisReply *reply;
+				bool		is_wait = e == nreplies - 1;
+
+				if (node_get_reply(r, n, &raw) != REDIS_OK || raw == NULL)
+				{
+					ok = wtc_node_failed(r, n);
+					break;
+				}
+				reply = raw;
+				if (reply->type == REDIS_REPLY_ERROR && err[0] == '\0')
+					snprintf(err, errlen, "%s%s%s: %s",
+							 r->target.mode == WTC_REDIS_CLUSTER ? n->host : "",
+							 r->target.mode == WTC_REDIS_CLUSTER ? ":" : "",
+							 is_wait ? "WAIT failed" : "a write before WAIT failed",
+							 reply->str);
+				else if (is_wait && reply->type == REDIS_REPLY_INTEGER)
+					node_acked[j] = (int) Min(reply->integer, INT_MAX);
+				else if (is_wait && reply->type != REDIS_REPLY_ERROR && err[0] == '\0')
+					snprintf(err, errlen, "WAIT gave an unexpected reply");
+				freeReplyObject(reply);
 			}
-			reply = raw;
-			if (reply->type == REDIS_REPLY_ERROR && err[0] == '\0')
-				snprintf(err, errlen, "%s%s%s: %s",
-						 r->target.mode == WTC_REDIS_CLUSTER ? n->host : "",
-						 r->target.mode == WTC_REDIS_CLUSTER ? ":" : "",
-						 e < evals[j] ? "a write before WAIT failed" : "WAIT failed",
-						 reply->str);
-			else if (e == evals[j] && reply->type == REDIS_REPLY_INTEGER &&
-					 (*acked < 0 || reply->integer < *acked))
-				*acked = (int) Min(reply->integer, INT_MAX);
-			else if (e == evals[j] && reply->type != REDIS_REPLY_INTEGER &&
-					 reply->type != REDIS_REPLY_ERROR && err[0] == '\0')
-				snprintf(err, errlen, "WAIT gave an unexpected reply");
-			freeReplyObject(reply);
+		}
+		r->command_ms = saved_ms;
+		for (int j = 0; j < nnodes; j++)
+			if (r->nodes[node_of[j]].ctx != NULL)
+				(void) redisSetTimeout(r->nodes[node_of[j]].ctx, ms_to_timeval(saved_ms));
+		first = false;
+		if (!ok || err[0] != '\0')
+			break;
+
+		for (int j = 0; j < nnodes; j++)
+			if (node_acked[j] < numreplicas)
+				short_left = true;
+		if (!short_left || elapsed_ms_since(&start) >= timeout_ms)
+			break;
+		/* every reply is read: the caller may act on a signal now */
+		if (!keep_waiting())
+		{
+			*interrupted = true;
+			break;
 		}
 	}
-	r->command_ms = saved_ms;
-	for (int j = 0; j < nnodes; j++)
-		if (r->nodes[node_of[j]].ctx != NULL)
-			(void) redisSetTimeout(r->nodes[node_of[j]].ctx, ms_to_timeval(saved_ms));
 	if (!ok)
 	{
 		snprintf(err, errlen, "%s", r->err);
 		return false;
 	}
+	for (int j = 0; j < nnodes; j++)
+		if (*acked < 0 || node_acked[j] < *acked)
+			*acked = node_acked[j];
 	return err[0] == '\0';
 }

@@ -59,9 +59,10 @@ extern bool wtc_redis_command(WtcRedis *r, WtcReply *out, int argc, const char *
 							  const size_t *lens);
 extern bool wtc_redis_commandv(WtcRedis *r, WtcReply *out, int argc, ...);
 extern const char *wtc_redis_errstr(WtcRedis *r);
-extern bool wtc_redis_wait_replicas(WtcRedis *r, const char *sha, char *const *keys, int nkeys,
-									int numreplicas, int timeout_ms, int *acked,
-									char *err, size_t errlen);
+extern bool wtc_redis_wait_replicas(WtcRedis *r, char *const *keys, int nkeys,
+									int numreplicas, int timeout_ms,
+									bool (*keep_waiting) (void), int *acked,
+									bool *interrupted, char *err, size_t errlen);
 
 extern const char *wtc_redis_error_hint(const char *err);
 extern bool wtc_redis_error_is_oom(const char *err);

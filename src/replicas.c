@@ -18,13 +18,17 @@
  *	- WAIT counts the replicas that have this connection's last write.  A
  *	  batch sent again after a reconnection (a failure, a WAIT that timed
  *	  out) may write nothing new, its rows applied the first time through
- *	  another connection, so each round first writes every generation
- *	  marker again with its own value (push.c, touch_script).  That write
- *	  follows, in each master's replication stream, every write made
- *	  before it, through any connection.  The markers are one per master
- *	  in a Cluster, so every master is asked, also one the batch did not
- *	  write to: cheaper to reason about than following redirects, and the
- *	  masters wait side by side.
+ *	  another connection, so each round first writes, on the master of
+ *	  every generation marker, the marker's companion "<marker>:ack"
+ *	  (INCR; keyspace.h).  That write follows, in each master's
+ *	  replication stream, every write made before it, through any
+ *	  connection.  Not the marker itself: a touch that wrote the marker
+ *	  only when present wrote nothing when it was missing, and WAIT on a
+ *	  fresh connection then counted every replica at once; one that
+ *	  recreated it would hide the data loss its absence reports.  The
+ *	  markers are one per master in a Cluster, so every master is asked,
+ *	  also one the batch did not write to: cheaper to reason about than
+ *	  following redirects, and the masters wait side by side.
  *	- After the replies, not in the batch's pipeline: a Cluster redirect
  *	  (MOVED, ASK) re-sends a command to another master, which a WAIT
  *	  pipelined with the batch would not cover.
@@ -55,6 +59,9 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "portability/instr_time.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/pmsignal.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 
@@ -78,6 +85,17 @@ replicas_note_settings(bool starting)
 }
 
 /*
+ * Between the slices of a WAIT (redis.c): go on unless the worker was asked
+ * to stop or to reload, or lost its postmaster.  Flags only: the WAIT's
+ * caller acts on them.
+ */
+static bool
+keep_waiting(void)
+{
+	return !ProcDiePending && !ConfigReloadPending && PostmasterIsAlive();
+}
+
+/*
  * Once a batch's writes are applied, before its events and its
  * acknowledgement: wait for the replicas.  True: acknowledge it (enough
  * replicas, none asked for, or too few and 'accept').  False: do not;
@@ -92,7 +110,10 @@ replicas_acknowledged(void)
 	char		err[256];
 	instr_time	start,
 				took;
+	uint64		took_us;
+	TimestampTz now;
 	bool		ok;
+	bool		interrupted;
 	bool		was_short = Worker.replicas_short;
 
 	Worker.replicas_short = false;
@@ -104,9 +125,8 @@ replicas_acknowledged(void)
 		return true;
 	}
 	INSTR_TIME_SET_CURRENT(start);
-	ok = wtc_redis_wait_replicas(Worker.redis, Worker.scripts.touch_sha, Worker.markers.keys,
-								 Worker.markers.n, want, wtcache_redis_wait_timeout_ms,
-								 &acked, err, sizeof(err));
+	ok = wtc_redis_wait_replicas(Worker.redis, Worker.markers.ack_keys, Worker.markers.n,
+								 want, wtcache_redis_wait_timeout_ms, keep_waiting, &acked, &interrupted, err, sizeof(err));
 	INSTR_TIME_SET_CURRENT(took);
 	INSTR_TIME_SUBTRACT(took, start);
 	if (!ok)
@@ -115,19 +135,35 @@ replicas_acknowledged(void)
 		return false;
 	}
 
+	/*
+	 * Cut short by a signal before enough replicas answered: neither a
+	 * timeout nor an acknowledgement.  The batch stays queued; a shutdown
+	 * ends here, a reload is taken in and the batch sent again.
+	 */
+	if (interrupted && acked < want)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (!PostmasterIsAlive())
+			proc_exit(1);
+		return false;
+	}
+
+	/* read before the spinlock: nothing but assignments under it */
+	now = GetCurrentTimestamp();
+	took_us = INSTR_TIME_GET_MICROSEC(took);
 	SpinLockAcquire(&Worker.slot->mutex);
 	Worker.slot->wait_replicas = want;
 	Worker.slot->wait_action = wtcache_redis_wait_timeout_action;
 	Worker.slot->wait_acked = acked;
 	Worker.slot->wait_calls++;
-	Worker.slot->wait_us += INSTR_TIME_GET_MICROSEC(took);
+	Worker.slot->wait_us += took_us;
 	if (acked < want)
 	{
 		Worker.slot->wait_timeouts++;
 		if (wtcache_redis_wait_timeout_action == WTC_WAIT_ACCEPT)
 			Worker.slot->wait_accepted++;
 		if (Worker.slot->wait_short_since == 0)
-			Worker.slot->wait_short_since = GetCurrentTimestamp();
+			Worker.slot->wait_short_since = now;
 	}
 	else
 		Worker.slot->wait_short_since = 0;

@@ -1513,7 +1513,7 @@ define_replica_settings(void)
 
 	DefineCustomIntVariable("wtcache.redis_wait_timeout",
 							"How long a batch waits for the replicas of wtcache.redis_wait_replicas.",
-							"Then wtcache.redis_wait_timeout_action applies.  The worker answers nothing else meanwhile, so keep it short.",
+							"Then wtcache.redis_wait_timeout_action applies.  Delivery waits meanwhile; a shutdown or a reload does not.",
 							&wtcache_redis_wait_timeout_ms,
 							1000, 0, 60000,
 							PGC_SIGHUP, GUC_UNIT_MS,

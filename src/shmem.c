@@ -331,9 +331,11 @@ wtcache_release_database(Oid dboid, bool dropped, bool restart)
 void
 wtcache_slot_set_error(WorkerSlot *slot, const char *msg)
 {
+	TimestampTz now = GetCurrentTimestamp();	/* not under the spinlock */
+
 	SpinLockAcquire(&slot->mutex);
 	strlcpy(slot->last_error, msg, sizeof(slot->last_error));
-	slot->last_error_at = GetCurrentTimestamp();
+	slot->last_error_at = now;
 	SpinLockRelease(&slot->mutex);
 }
 

@@ -139,12 +139,13 @@ static void
 oom_refused(const char *detail)
 {
 	char		policy[32];
+	TimestampTz now = GetCurrentTimestamp();	/* not under the spinlock */
 
 	SpinLockAcquire(&Worker.slot->mutex);
 	Worker.slot->oom_refusals++;
 	if (Worker.oom_since == 0)
 	{
-		Worker.oom_since = GetCurrentTimestamp();
+		Worker.oom_since = now;
 		Worker.slot->oom_since = Worker.oom_since;
 		Worker.slot->oom_episodes++;
 	}
@@ -846,7 +847,7 @@ claim_slot(Oid dboid)
 	LWLockRelease(WtcacheSharedState->lock);
 	Worker.slot = slot;
 	/* the histogram counts this worker's deliveries (lag.c) */
-	wtcache_lag_reset(&slot->lag, GetCurrentTimestamp());
+	wtcache_lag_reset(&slot->lag, GetCurrentTimestamp(), dboid);
 }
 
 /*

@@ -6,7 +6,8 @@
 # stalls the same way; 'accept' delivers anyway and counts it; and a
 # failover to a replica right after acknowledged batches (and one that was
 # not) loses nothing: no resync is needed.  In a Redis Cluster, the
-# replicas of every master are waited for.
+# replicas of every master are waited for.  A shutdown does not wait for
+# a WAIT's timeout.
 use strict;
 use warnings;
 
@@ -97,6 +98,7 @@ sub set_conf
 }
 
 my $event_seq_key = 'wtc:{postgres}:event_seq';
+my $resyncs;
 sub event_seq { return redis_cmd($_[0]->port, 'GET', $event_seq_key) // 0 }
 
 sql(q{
@@ -145,6 +147,41 @@ ok($node->wait_for_log(qr/Redis replicas at .* acknowledge delivery again \(\d+ 
 compare_table_ok($node, $db, 't', $first->port, 'the master matches the table');
 compare_table_ok($node, $db, 't', $second->port, 'so does a replica');
 
+#### A missing marker: each round still writes, and leaves it missing
+
+# WAIT counts the replicas that have the connection's last write; a batch
+# sent again may write nothing (its rows applied before), so each round
+# writes the marker's companion :ack first.  It must do so when the marker
+# is missing too (a touch of the marker wrote nothing then), and never
+# recreate the marker, whose absence tells the worker to resync.  Two
+# replicas asked for, one stopped: the third shows what each round wrote.
+my $marker = 'wtc:{postgres}:gen';
+ok(set_conf('wtcache.redis_wait_replicas', 2, sub { acks()->{want} == 2 }),
+	'wtcache.redis_wait_replicas = 2');
+$resyncs = sql(q{SELECT resyncs FROM wtcache.worker_status()
+                 WHERE database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())});
+kill 'STOP', $second->pid;
+$timeouts = acks()->{timeouts};
+sql(q{UPDATE t SET v = 'the marker goes missing' WHERE id = 12});
+ok(poll_until(sub { my $x = acks(); $x->{timeouts} > $timeouts && $x->{state} eq 'waiting for replicas' }),
+	'with one replica stopped, delivery waits');
+redis_cmd($first->port, 'DEL', $marker);
+my $ack_at = redis_cmd($first->port, 'GET', "$marker:ack") // 0;
+ok(poll_until(sub { (redis_cmd($third->port, 'GET', "$marker:ack") // 0) > $ack_at + 1 }),
+	'rounds of WAIT after the marker went missing wrote to the replication stream');
+is(redis_cmd($first->port, 'GET', $marker), undef, 'and did not recreate the marker');
+is(acks()->{state}, 'waiting for replicas', 'delivery still waits');
+kill 'CONT', $second->pid;
+ok(wait_drained($node, $db), 'delivered once the replica is back');
+ok(poll_until(sub {
+		sql(q{SELECT resyncs FROM wtcache.worker_status()
+		      WHERE database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())}) > $resyncs
+	}), 'and the missing marker resynced');
+ok(wait_drained($node, $db), 'the resync is delivered');
+compare_table_ok($node, $db, 't', $first->port, 'the master matches the table');
+ok(set_conf('wtcache.redis_wait_replicas', 1, sub { acks()->{want} == 1 }),
+	'wtcache.redis_wait_replicas = 1');
+
 #### More replicas asked for than there are: the same wait
 
 ok(set_conf('wtcache.redis_wait_replicas', 3, sub { acks()->{want} == 3 }),
@@ -188,7 +225,7 @@ ok(set_conf('wtcache.redis_wait_timeout_action', 'retry', sub { acks()->{action}
 ok(replica_ready($second) && replica_ready($third), 'the Sentinel sees both replicas');
 sql(q{UPDATE t SET v = 'acknowledged before the failover' WHERE id BETWEEN 100 AND 199});
 ok(wait_drained($node, $db), 'an update is acknowledged by a replica');
-my $resyncs = sql(q{SELECT resyncs FROM wtcache.worker_status()
+$resyncs = sql(q{SELECT resyncs FROM wtcache.worker_status()
                     WHERE database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())});
 $log_at = -s $node->logfile;
 # the replicas miss what comes now: stopped, and their links cut (what the
@@ -256,5 +293,29 @@ kill 'CONT', $cluster[3]->pid;
 ok(wait_drained($node, $db, '120s'), 'delivery resumes once it is back');
 compare_table_ok($node, $db, 't', $masters[0]->port, 'the cluster matches the table', %cmp);
 
-$node->stop;
+#### A shutdown does not wait for the WAIT's timeout
+
+# Two replicas asked of masters that have one, with the longest timeout:
+# every WAIT lasts the whole minute.  Both settings come in one reload, so
+# the worker showing the one shows the other in force.
+sql("ALTER SYSTEM SET wtcache.redis_wait_replicas = 2");
+sql("ALTER SYSTEM SET wtcache.redis_wait_timeout = '60s'");
+sql('SELECT pg_reload_conf()');
+ok(poll_until(sub { acks()->{want} == 2 }), 'wtcache.redis_wait_replicas = 2 with a timeout of a minute');
+$log_at = -s $node->logfile;
+sql(q{UPDATE t SET v = 'waited for at the shutdown' WHERE id <= 300});
+ok(poll_until(sub {
+		grep {
+			my $clients = redis_cmd($_->port, 'CLIENT', 'LIST') // '';
+			$clients =~ /^(?=.*\bflags=\w*b)(?=.*\bcmd=wait\b)/m
+		} @masters
+	}), 'the worker waits in a WAIT');
+# pg_ctl gives up after 60 s, before the minute of the WAIT plus a reply
+# timeout: a worker that acted on SIGTERM only once the WAIT returned fails it
+ok($node->stop('fast', fail_ok => 1), 'a fast shutdown ends the worker while it waits');
+my $log = substr(slurp_file($node->logfile), $log_at);
+like($log, qr/terminating background worker "wtcache worker" due to administrator command/,
+	'the worker acted on SIGTERM');
+unlike($log, qr/acknowledged a batch within 60000 ms/, 'before its WAIT timed out');
+
 done_testing();
