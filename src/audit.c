@@ -912,7 +912,6 @@ wtcache_audit_stats(PG_FUNCTION_ARGS)
 	{
 		WorkerSlot *slot = &WtcacheSharedState->slots[i];
 		Oid			dboid;
-		bool		absent;
 		uint64		checked,
 					mismatched,
 					missing,
@@ -922,11 +921,7 @@ wtcache_audit_stats(PG_FUNCTION_ARGS)
 		Datum		values[7];
 		bool		nulls[7] = {0};
 
-		LWLockAcquire(WtcacheSharedState->lock, LW_SHARED);
-		dboid = slot->dboid;
-		absent = slot->absent;
-		LWLockRelease(WtcacheSharedState->lock);
-		if (!OidIsValid(dboid) || absent || (dboid != MyDatabaseId && !all_databases))
+		if (!wtcache_slot_shown(slot, all_databases, &dboid))
 			continue;
 		SpinLockAcquire(&slot->mutex);
 		checked = slot->audit_checked;

@@ -273,20 +273,13 @@ wtcache_delivery_lag(PG_FUNCTION_ARGS)
 	{
 		WorkerSlot *slot = &WtcacheSharedState->slots[i];
 		Oid			dboid;
-		bool		absent;
 		Datum		values[10];
 		bool		nulls[10] = {0};
 		Datum		le[LAG_PROM_BUCKETS];
 		Datum		cumulative[LAG_PROM_BUCKETS];
 		uint64		total = 0;
 
-		LWLockAcquire(WtcacheSharedState->lock, LW_SHARED);
-		dboid = slot->dboid;
-		absent = slot->absent;
-		LWLockRelease(WtcacheSharedState->lock);
-		if (!OidIsValid(dboid) || absent)
-			continue;
-		if (dboid != MyDatabaseId && !all_databases)
+		if (!wtcache_slot_shown(slot, all_databases, &dboid))
 			continue;
 
 		read_histogram(&slot->lag, copy);

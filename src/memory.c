@@ -67,7 +67,6 @@ wtcache_redis_memory(PG_FUNCTION_ARGS)
 	{
 		WorkerSlot *slot = &WtcacheSharedState->slots[i];
 		Oid			dboid;
-		bool		absent;
 		pid_t		pid;
 		bool		connected;
 		TimestampTz oom_since;
@@ -79,13 +78,7 @@ wtcache_redis_memory(PG_FUNCTION_ARGS)
 		Datum		values[8];
 		bool		nulls[8] = {0};
 
-		LWLockAcquire(WtcacheSharedState->lock, LW_SHARED);
-		dboid = slot->dboid;
-		absent = slot->absent;
-		LWLockRelease(WtcacheSharedState->lock);
-		if (!OidIsValid(dboid) || absent)
-			continue;
-		if (dboid != MyDatabaseId && !all_databases)
+		if (!wtcache_slot_shown(slot, all_databases, &dboid))
 			continue;
 
 		SpinLockAcquire(&slot->mutex);

@@ -225,7 +225,6 @@ wtcache_replica_acks(PG_FUNCTION_ARGS)
 	{
 		WorkerSlot *slot = &WtcacheSharedState->slots[i];
 		Oid			dboid;
-		bool		absent;
 		pid_t		pid;
 		int			wait_replicas;
 		int			wait_action;
@@ -239,13 +238,7 @@ wtcache_replica_acks(PG_FUNCTION_ARGS)
 		Datum		values[10];
 		bool		nulls[10] = {0};
 
-		LWLockAcquire(WtcacheSharedState->lock, LW_SHARED);
-		dboid = slot->dboid;
-		absent = slot->absent;
-		LWLockRelease(WtcacheSharedState->lock);
-		if (!OidIsValid(dboid) || absent)
-			continue;
-		if (dboid != MyDatabaseId && !all_databases)
+		if (!wtcache_slot_shown(slot, all_databases, &dboid))
 			continue;
 
 		SpinLockAcquire(&slot->mutex);

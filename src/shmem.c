@@ -422,6 +422,24 @@ state_name(WorkerState state)
 }
 
 /*
+ * Is the slot a worker's that the caller may see: its own database's, or
+ * any for all_databases (pg_read_all_stats)?  The per-worker functions
+ * (worker_status(), delivery_lag(), replica_acks(), redis_memory(),
+ * audit_stats()) show exactly these.  *dboid: the slot's database.
+ */
+bool
+wtcache_slot_shown(WorkerSlot *slot, bool all_databases, Oid *dboid)
+{
+	bool		absent;
+
+	LWLockAcquire(WtcacheSharedState->lock, LW_SHARED);
+	*dboid = slot->dboid;
+	absent = slot->absent;
+	LWLockRelease(WtcacheSharedState->lock);
+	return OidIsValid(*dboid) && !absent && (*dboid == MyDatabaseId || all_databases);
+}
+
+/*
  * wtcache.worker_status(): one row per database worker.  Everyone sees the
  * worker of the database they are connected to (wtcache.status shows it
  * too); other databases' workers, like other sessions' activity in

@@ -182,6 +182,7 @@ extern WorkerSlot *wtcache_assign_slot(Oid dboid);
 extern void wtcache_request_worker(Oid dboid);
 extern void wtcache_wake_worker(Oid dboid);
 extern bool wtcache_slot_is_held(WorkerSlot *slot);
+extern bool wtcache_slot_shown(WorkerSlot *slot, bool all_databases, Oid *dboid);
 extern bool wtcache_worker_uses_prefix(Oid dboid, const char *prefix);
 extern bool wtcache_hold_database(Oid dboid);
 extern void wtcache_release_database(Oid dboid, bool dropped, bool restart);
