@@ -552,87 +552,59 @@ batch_add_tag_groups(Batch *b, QueueTagIter *it)
 }
 
 /*
- * The second cursor of a claim (claim_batch): the rows after id "after"
- * that are not long work's, in id order.  Those of long work are skipped
- * by the filter without being decoded; the walk over them, in the primary
- * key, costs a heap visit per 1,000 of their rows.
- */
-static Portal
-claim_open_live(bool can_set_aside, Oid queue, int64 after)
-{
-	SPIPlanPtr	plan;
-	Datum		args[2];
-
-	if (can_set_aside && get_attnum(queue, "key_template") != InvalidAttrNumber)
-		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, discard, "
-								 "key_template, xmin "
-								 "FROM wtcache.queue q WHERE id OPERATOR(pg_catalog.>) $2 "
-								 "AND (per_table IS NOT TRUE OR keys IS NULL) "
-								 "AND (set_aside IS NULL OR discard "
-								 "OR pg_catalog.has_table_privilege(q.relid, 'SELECT') IS NULL) "
-								 "ORDER BY id LIMIT $1",
-								 2, (Oid[]) {INT8OID, INT8OID});
-	else if (can_set_aside)
-		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, discard, xmin "
-								 "FROM wtcache.queue q WHERE id OPERATOR(pg_catalog.>) $2 "
-								 "AND (per_table IS NOT TRUE OR keys IS NULL) "
-								 "AND (set_aside IS NULL OR discard "
-								 "OR pg_catalog.has_table_privilege(q.relid, 'SELECT') IS NULL) "
-								 "ORDER BY id LIMIT $1",
-								 2, (Oid[]) {INT8OID, INT8OID});
-	else
-		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, false AS discard, xmin "
-								 "FROM wtcache.queue WHERE id OPERATOR(pg_catalog.>) $2 "
-								 "AND (per_table IS NOT TRUE OR keys IS NULL) "
-								 "ORDER BY id LIMIT $1", 2, (Oid[]) {INT8OID, INT8OID});
-	args[0] = Int64GetDatum(wtcache_batch_size);
-	args[1] = Int64GetDatum(after);
-	return SPI_cursor_open(NULL, plan, args, NULL, true);
-}
-
-/*
  * The claim's cursor over the queue.  In id order, through the queue's
  * primary key and no further than one batch can take: with a backlog,
  * sorting the whole queue at every claim would cost more the further behind
  * the worker is.  Rows set aside wait for a DBA (wtcache.retry_set_aside()),
  * unless discarded.
+ *
+ * after > 0: the second cursor of a claim (claim_batch), the rows after id
+ * "after" that are not long work's, in id order.  Those of long work are
+ * skipped by the filter without being decoded; the walk over them, in the
+ * primary key, costs a heap visit per 1,000 of their rows.  Both cursors
+ * select the same columns: one text builds both.
+ *
+ * The statement depends on the queue's version: 1.1 added set_aside and
+ * discard, 1.3 key_template.  Kept plans are found by their text, so
+ * building it each time costs a string, not a plan.
  */
 static Portal
 claim_open_queue(bool can_set_aside, int64 after)
 {
-	SPIPlanPtr	plan;
-	Datum		args[2];
 	Oid			queue = wtcache_queue_relid();
+	bool		has_template = can_set_aside &&
+		get_attnum(queue, "key_template") != InvalidAttrNumber;
+	StringInfoData sql;
+	Datum		args[2];
+	const char *where = "WHERE";
 
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT id, relid, keys, table_key, key_width, per_table, tags, %s, %sxmin, enqueued_at "
+					 "FROM wtcache.queue q ",
+					 can_set_aside ? "discard" : "false AS discard",
+					 has_template ? "key_template, " : "");
 	if (after > 0)
-		return claim_open_live(can_set_aside, queue, after);
-
-	/* 1.3: whole-table rows name the key template of their keys */
-	if (can_set_aside && get_attnum(queue, "key_template") != InvalidAttrNumber)
-		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, discard, "
-								 "key_template, xmin, enqueued_at "
-								 "FROM wtcache.queue q WHERE set_aside IS NULL OR discard "
-								 "OR pg_catalog.has_table_privilege(q.relid, 'SELECT') IS NULL "
-								 "ORDER BY id LIMIT $1",
-								 1, (Oid[]) {INT8OID});
-	else if (can_set_aside)
-		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, discard, xmin, enqueued_at "
-								 "FROM wtcache.queue q WHERE set_aside IS NULL OR discard "
-								 /*
-								  * those of a table dropped since: nothing left to
-								  * deliver.  NULL for an OID no relation has (the
-								  * worker, a superuser, may read any other): a
-								  * NOT EXISTS subquery on pg_class cost a plan to
-								  * start at every claim, 3% of the worker's CPU
-								  */
-								 "OR pg_catalog.has_table_privilege(q.relid, 'SELECT') IS NULL "
-								 "ORDER BY id LIMIT $1",
-								 1, (Oid[]) {INT8OID});
-	else
-		plan = wtcache_kept_plan("SELECT id, relid, keys, table_key, key_width, per_table, tags, false AS discard, xmin, enqueued_at "
-								 "FROM wtcache.queue ORDER BY id LIMIT $1", 1, (Oid[]) {INT8OID});
+	{
+		appendStringInfoString(&sql, "WHERE id OPERATOR(pg_catalog.>) $2 "
+							   "AND (per_table IS NOT TRUE OR keys IS NULL) ");
+		where = "AND";
+	}
+	/*
+	 * Those of a table dropped since: nothing left to deliver.  NULL for an
+	 * OID no relation has (the worker, a superuser, may read any other): a
+	 * NOT EXISTS subquery on pg_class cost a plan to start at every claim,
+	 * 3% of the worker's CPU.
+	 */
+	if (can_set_aside)
+		appendStringInfo(&sql, "%s (set_aside IS NULL OR discard "
+						 "OR pg_catalog.has_table_privilege(q.relid, 'SELECT') IS NULL) ",
+						 where);
+	appendStringInfoString(&sql, "ORDER BY id LIMIT $1");
 	args[0] = Int64GetDatum(wtcache_batch_size);
-	return SPI_cursor_open(NULL, plan, args, NULL, true);
+	args[1] = Int64GetDatum(after);
+	return SPI_cursor_open(NULL,
+						   wtcache_kept_plan(sql.data, after > 0 ? 2 : 1, (Oid[]) {INT8OID, INT8OID}),
+						   args, NULL, true);
 }
 
 /*

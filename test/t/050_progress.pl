@@ -108,6 +108,9 @@ is("@seen", "@sorted", 'rows_delivered never went backwards');
 # it is seen in Redis, less than half of the warm's rows left at its commit
 # were delivered (at wtcache.bulk_rate the rest take many seconds more).
 my $live_id = $rows - 1;
+my $lag_changes = q{SELECT changes FROM wtcache.delivery_lag()
+                     WHERE database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())};
+my $c0 = sql($lag_changes);
 sql(qq{UPDATE big SET v = 'live change' WHERE id = $live_id});
 my (undef, undef, undef, $d1) = split /\|/, sql($progress);
 my $live_key = redis_key_of($node, $db, 'big', $live_id);
@@ -116,6 +119,9 @@ ok(poll(sub { (redis_cmd($rp, 'GET', $live_key) // '') =~ /"live change"/ }),
 my $after = sql($progress);
 my (undef, $t2, undef, $d2) = split /\|/, $after;
 ok($after ne '' && $d2 < $t2, "... while the warm is still being delivered ($d2 of $t2)");
+# the changes that passed the warm count in the delivery lag (they are
+# claimed by the worker's second cursor, which must read their enqueued_at)
+cmp_ok(sql($lag_changes), '>', $c0, '... and it counts in the delivery lag');
 cmp_ok($d2 - $d1, '<', ($t2 - $d1) / 2,
 	"... ahead of the warm's rows queued before it ($d1 delivered at its commit, $d2 when seen)");
 
