@@ -1019,6 +1019,36 @@ resume_live_scan(int64 last)
 }
 
 /*
+ * The generation marker holds the highest version Redis acknowledged, and
+ * Redis lost data when it shows less (markers.c, read.c).  That holds
+ * only if every batch raises it: a batch that does not, because its rows
+ * are older than a change already delivered (long work that live changes
+ * passed, claim_batch), could be lost with the marker still where the
+ * worker left it, and its removals (a DETACH's rows, a requeue's old
+ * shape) never made, while reads trust Redis.  Such a batch carries a new
+ * queue id as its version instead: higher than any row queued so far, so
+ * the marker goes up with it, and still one the database handed out, so
+ * a Redis with a higher marker is still one from another history.
+ */
+static void
+raise_batch_version(Batch *b, const Batch *inflight)
+{
+	int64		floor = acked_version();
+	bool		isnull;
+
+	if (inflight != NULL && inflight->max_version > floor)
+		floor = inflight->max_version;
+	if (b->max_version > floor)
+		return;
+	if (SPI_execute_plan(wtcache_kept_plan("SELECT pg_catalog.nextval('wtcache.queue_id_seq'::pg_catalog.regclass)",
+										   0, NULL),
+						 NULL, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "wtcache: drawing a batch version from wtcache.queue_id_seq failed");
+	b->max_version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/*
  * Claim the next batch.  Runs inside the claim transaction; everything kept
  * goes to the batch's memory (b->cxt).  Returns false when the queue is
  * empty.  In three phases: open the queue, claim its rows, read the rows
@@ -1049,7 +1079,9 @@ claim_batch(Batch *b, Batch *inflight)
 	 * change of its key is refused, or carries a value as new.  Nothing
 	 * passes a whole-table entry (claim_rows stops there), so a purge
 	 * still comes after everything queued before it and before everything
-	 * queued after it.
+	 * queued after it.  The batches of long work delivered after a
+	 * change that passed them still raise the generation marker
+	 * (raise_batch_version).
 	 */
 	if ((stop == CLAIM_STOP_BULK || (stop == CLAIM_STOP_FULL && b->nbulk > 0)) && last > 0)
 	{
@@ -1067,6 +1099,8 @@ claim_batch(Batch *b, Batch *inflight)
 			Worker.live_scan_from = Max(from, last2);
 	}
 	b->queue_empty = !any && !b->bulk_deferred;
+	if (any)
+		raise_batch_version(b, inflight);
 	{
 		int64		bulk = 0;
 
