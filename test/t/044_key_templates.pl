@@ -336,13 +336,14 @@ app_keys_ok('after the template change');
 sql(q{UPDATE users SET name = 'evt' WHERE id = 3; TRUNCATE sess;});
 ok(wait_drained($node, $db), 'an update and a TRUNCATE delivered');
 redis_cmd($rp, 'PUBLISH', 'events', 'END-OF-TEST');
-my ($row_events, $bad, $trunc) = (0, 0, undef);
+my ($row_events, $bad, $trunc, $ended, @sess_events) = (0, 0, undef, 0);
 while (1)
 {
 	my $m = $sub->read_reply;
 	last unless ref $m eq 'ARRAY';
 	next unless $m->[0] eq 'message';
-	last if $m->[2] eq 'END-OF-TEST';
+	if ($m->[2] eq 'END-OF-TEST') { $ended = 1; last; }
+	push @sess_events, $m->[2] if $m->[2] =~ /"table":"public\.sess"/;
 	if ($m->[2] =~ /"table":"public\.users".*"op":"(upsert|delete)"/)
 	{
 		$row_events++;
@@ -352,7 +353,9 @@ while (1)
 }
 cmp_ok($row_events, '>', 500, "row events of users ($row_events)");
 is($bad, 0, 'each names its templated key');
-like($trunc // '', qr/"key_template":"sess\/\{token\}","op":"truncate"/, 'a truncate names the key template');
+like($trunc // '', qr/"key_template":"sess\/\{token\}","op":"truncate"/, 'a truncate names the key template')
+  or diag(($ended ? 'read up to END-OF-TEST' : 'the subscription ended before END-OF-TEST')
+	  . "; events of sess: @sess_events");
 is(scalar(@{ redis_scan_keys($rp, 'sess/*') }), 0, 'and removed its keys');
 
 #### unwatch removes the keys and gives the claim back
