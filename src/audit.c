@@ -45,7 +45,8 @@
  * filter like any other change on its way, so they are passed by.
  *
  * Cost: a step reads at most AUDIT_STEP_MAX keys (a tenth of a second's
- * worth), in block ranges sized from the rows the last range held, in one
+ * worth), in block ranges sized from the rows the last range held and cut
+ * at the step's keys (dense blocks after a run of empty ones), in one
  * read and one pipeline, so a batch waits for it a few milliseconds at
  * most; the latch wait ends when the next step is due.  While batches come
  * full (a backlog) drain() runs no step: the audit takes what time the
@@ -143,6 +144,7 @@ static struct
 	int			table_pos;		/* the one being walked */
 	Oid			walk_relid;		/* whose blocks next_block counts */
 	BlockNumber next_block;
+	OffsetNumber next_offset;	/* within next_block: where a cut step stopped */
 	BlockNumber nblocks;		/* its size when its pass began */
 	int			blocks_per_step;
 	bool		check_asked;	/* suspects wait for a marker check */
@@ -370,11 +372,13 @@ typedef struct TableRead
 	/* in: the keys to read again (confirm), or NULL to read blocks */
 	TrackedKey **again;
 	int			nagain;
-	BlockNumber first;
+	ItemPointerData from;
 	BlockNumber last;			/* exclusive */
+	int			limit;			/* rows read at most */
 	bool		size_only;		/* only its size into nblocks */
 	/* out */
 	BlockNumber nblocks;
+	ItemPointerData resume;		/* when limit rows were read: after the last */
 	bool		hash;
 	bool		keys_optional;
 	int			nkeys;
@@ -431,21 +435,37 @@ read_table(void *arg)
 		StringInfoData sql;
 		Oid			argtypes[2] = {TIDOID, TIDOID};
 		Datum		args[2];
-		ItemPointerData from;
 		ItemPointerData to;
 
-		/* the ctid range: built-in operators of a built-in type */
-		ItemPointerSet(&from, tr->first, 0);
+		/*
+		 * The ctid range: built-in operators of a built-in type.  A TID
+		 * range scan returns its rows in ctid order, so a read that stops
+		 * at the limit resumes after its last row: a range of dense
+		 * blocks after empty ones costs a step no more than a step's keys.
+		 */
 		ItemPointerSet(&to, tr->last, 0);
-		args[0] = PointerGetDatum(&from);
+		args[0] = PointerGetDatum(&tr->from);
 		args[1] = PointerGetDatum(&to);
 		initStringInfo(&sql);
-		wtcache_verify_scan_sql(&vt, &sql);
+		wtcache_verify_scan_sql(&vt, &sql, true);
 		appendStringInfoString(&sql, " WHERE t.ctid OPERATOR(pg_catalog.>=) $1 AND t.ctid OPERATOR(pg_catalog.<) $2");
-		if (SPI_execute_with_args(sql.data, 2, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		if (SPI_execute_with_args(sql.data, 2, argtypes, args, NULL, true, tr->limit) != SPI_OK_SELECT)
 			elog(ERROR, "wtcache: reading rows of %s failed", vt.qname);
 		MemoryContextSwitchTo(keep);
 		tr->nrows = (int) SPI_processed;
+		ItemPointerSetInvalid(&tr->resume);
+		if (tr->nrows > 0 && tr->nrows >= tr->limit)
+		{
+			bool		isnull;
+			ItemPointer last_tid;
+
+			last_tid = (ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[tr->nrows - 1],
+																   SPI_tuptable->tupdesc,
+																   SPI_tuptable->tupdesc->natts,
+																   &isnull));
+			ItemPointerSet(&tr->resume, ItemPointerGetBlockNumberNoCheck(last_tid),
+						   ItemPointerGetOffsetNumberNoCheck(last_tid) + 1);
+		}
 		tr->rows = palloc0(sizeof(AuditRow) * Max(tr->nrows, 1));
 		for (int i = 0; i < tr->nrows; i++)
 		{
@@ -706,6 +726,7 @@ sample(void)
 	{
 		Audit.walk_relid = tr.relid;
 		Audit.next_block = 0;
+		Audit.next_offset = 0;
 		Audit.nblocks = InvalidBlockNumber;
 		Audit.blocks_per_step = 1;
 	}
@@ -731,8 +752,9 @@ sample(void)
 		Audit.tokens -= 1;
 		return true;
 	}
-	tr.first = Audit.next_block;
+	ItemPointerSet(&tr.from, Audit.next_block, Audit.next_offset);
 	tr.last = Min(nblocks, Audit.next_block + Audit.blocks_per_step);
+	tr.limit = target;
 	/* the last block range of a pass takes whatever was added since */
 	if (tr.last == nblocks)
 		tr.last = MaxBlockNumber;
@@ -743,16 +765,28 @@ sample(void)
 		Audit.tokens -= 1;
 		return true;
 	}
-	Audit.next_block = tr.last;
-
 	/* the next range: as many blocks as hold about a step's keys */
 	got = tr.nrows;
-	if (got == 0)
+	if (ItemPointerIsValid(&tr.resume))
+	{
+		/* cut at the limit: the blocks it covered held a step's keys */
+		Audit.blocks_per_step = (int) Max(1, Min((int64) ItemPointerGetBlockNumber(&tr.resume) -
+												 Audit.next_block + 1, AUDIT_MAX_BLOCKS));
+		Audit.next_block = ItemPointerGetBlockNumber(&tr.resume);
+		Audit.next_offset = ItemPointerGetOffsetNumberNoCheck(&tr.resume);
+	}
+	else if (got == 0)
+	{
+		Audit.next_block = tr.last;
+		Audit.next_offset = 0;
 		Audit.blocks_per_step = Min(Audit.blocks_per_step * 2, AUDIT_MAX_BLOCKS);
+	}
 	else
 	{
 		int64		want = (int64) Audit.blocks_per_step * target / got;
 
+		Audit.next_block = tr.last;
+		Audit.next_offset = 0;
 		Audit.blocks_per_step = (int) Max(1, Min(want, AUDIT_MAX_BLOCKS));
 	}
 	Audit.tokens -= Max(got, 1);

@@ -309,10 +309,11 @@ wtcache_verify_rows_of(VerifyTable *vt, char ***values, int n, HashValue ***fiel
  * A scan of the whole table as a comparison reads it: the key columns,
  * then what Redis must hold (the projection's JSON, as the worker reads
  * it), then a hash's fields (wtcache_verify_scan_row decodes it).  The
- * alias is t; the caller may append a WHERE clause.
+ * alias is t; the caller may append a WHERE clause.  with_ctid: the row's
+ * ctid last, after the fields (the live audit resumes after it).
  */
 void
-wtcache_verify_scan_sql(VerifyTable *vt, StringInfo sql)
+wtcache_verify_scan_sql(VerifyTable *vt, StringInfo sql, bool with_ctid)
 {
 	char	   *rowexpr;
 	char	   *lateral;
@@ -326,6 +327,8 @@ wtcache_verify_scan_sql(VerifyTable *vt, StringInfo sql)
 	/* a hash's fields, after the JSON (fields_at) */
 	for (int c = 0; c < vt->lookup.nfields; c++)
 		appendStringInfo(sql, ", t.%s", quote_identifier(vt->lookup.field_names[c]));
+	if (with_ctid)
+		appendStringInfoString(sql, ", t.ctid");
 	appendStringInfo(sql, " FROM %s%s t%s", wtcache_only(vt->relid), vt->qname, lateral);
 }
 
@@ -408,7 +411,7 @@ check_rows(VerifyTable *vt, int sample, CandidateList *out, int64 *checked)
 													ALLOCSET_DEFAULT_SIZES);
 
 	initStringInfo(&sql);
-	wtcache_verify_scan_sql(vt, &sql);
+	wtcache_verify_scan_sql(vt, &sql, false);
 	if (sample > 0)
 		appendStringInfo(&sql, " ORDER BY pg_catalog.random() LIMIT %d", sample);
 	plan = SPI_prepare(sql.data, 0, NULL);
