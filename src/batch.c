@@ -983,22 +983,32 @@ claim_rows(Batch *b, Batch *inflight, Portal portal, ClaimStop *stop, int64 *las
  * Where the second cursor of a claim starts, after the rows in id order
  * stopped at last.  Walking from last over long work's rows to the live
  * ones costs a heap visit per row of long work, at every claim (a 10M-row
- * warm is 40,000 of them), so it resumes where the last walk ended.  A
- * live row behind that point that committed since (its id drawn earlier)
- * only loses its priority: the claim in id order takes it.  A whole-table
+ * warm is 40,000 of them), so it resumes where the last walk ended, and
+ * walks from last again once every LIVE_REWALK_MS: a live row behind that
+ * point that committed since (its id drawn long before its commit, as a
+ * long transaction's first rows are) waits that long at most, not for the
+ * long work ahead of it; a batch dropped unsent walks again at once
+ * (batch_unclaimed).  A whole-table
  * entry that did must not be passed: a TRUNCATE's id is drawn before any
  * later change of its table commits, so once it is visible, changes after
  * it may be too, and pushing them before its purge would lose them.  The
  * partial index queue_whole_table_idx (1.4) finds one at once.
  */
+#define LIVE_REWALK_MS 1000
+
 static int64
 resume_live_scan(int64 last)
 {
 	Datum		args[2];
 	int			rc;
+	TimestampTz now = GetCurrentTimestamp();
 
-	if (Worker.live_scan_from <= last)
+	if (Worker.live_scan_from <= last ||
+		TimestampDifferenceExceeds(Worker.live_scan_walked_at, now, LIVE_REWALK_MS))
+	{
+		Worker.live_scan_walked_at = now;
 		return last;
+	}
 	args[0] = Int64GetDatum(last);
 	args[1] = Int64GetDatum(Worker.live_scan_from);
 	rc = SPI_execute_plan(wtcache_kept_plan("SELECT 1 FROM wtcache.queue WHERE keys IS NULL "
@@ -1283,6 +1293,29 @@ bulk_refill(void)
 								 (double) wtcache_bulk_rate * (now - Worker.bulk_refilled_at) / USECS_PER_SEC,
 								 (double) wtcache_bulk_rate);
 	Worker.bulk_refilled_at = now;
+}
+
+/*
+ * A claimed batch that will not be acknowledged: dropped unsent (a reload,
+ * a marker check, Redis lost before its turn) or lost in flight.  Its rows
+ * are claimed again, so the second cursor walks from the start again (its
+ * live rows lie behind where the walk ended) and its long work gives back
+ * what it took of the rate.  b may be NULL.
+ */
+void
+batch_unclaimed(const Batch *b)
+{
+	if (b == NULL)
+		return;
+	Worker.live_scan_from = 0;
+	if (wtcache_bulk_rate > 0)
+	{
+		int64		bulk = 0;
+
+		for (int i = 0; i < b->nbulk; i++)
+			bulk += b->bulk[i].rows;
+		Worker.bulk_tokens = Min(Worker.bulk_tokens + bulk, (double) wtcache_bulk_rate);
+	}
 }
 
 /* When the rows of long work left by the last claim may go (0: none left). */

@@ -630,12 +630,20 @@ drain(void)
 		CHECK_FOR_INTERRUPTS();
 		/* a batch in flight is acknowledged by nobody: claimed again later */
 		if (master_moved())
+		{
+			batch_unclaimed(inflight);
 			return;
+		}
 		have_next = claim_next(next, Worker.batch_cxts[cur], inflight);
 		if (inflight != NULL)
 		{
 			if (!finish_batch(inflight))
+			{
+				batch_unclaimed(inflight);
+				if (have_next)
+					batch_unclaimed(next);
 				return;
+			}
 			inflight = NULL;
 		}
 		if (!have_next)
@@ -659,6 +667,7 @@ drain(void)
 		 */
 		if (ConfigReloadPending)
 		{
+			batch_unclaimed(next);
 			SetLatch(MyLatch);
 			return;
 		}
@@ -666,9 +675,13 @@ drain(void)
 		{
 			audit_step();
 			if (Worker.redis == NULL)
+			{
+				batch_unclaimed(next);
 				return;
+			}
 			if (Worker.need_marker_check)
 			{
+				batch_unclaimed(next);
 				SetLatch(MyLatch);
 				return;
 			}
@@ -676,12 +689,18 @@ drain(void)
 		if (next->purge_table_key != NULL)
 		{
 			if (!run_purge(next))
+			{
+				batch_unclaimed(next);
 				return;
+			}
 		}
 		else
 		{
 			if (!send_batch(next))
+			{
+				batch_unclaimed(next);
 				return;
+			}
 			inflight = next;
 		}
 		cur = 1 - cur;

@@ -316,6 +316,8 @@ typedef struct WorkerProcess
 	TimestampTz bulk_wait_until;
 	int64		live_scan_from; /* the second cursor of a claim starts after
 								 * it (claim_batch) */
+	TimestampTz live_scan_walked_at;	/* its last walk from the first
+										 * cursor's stop */
 	TimestampTz live_claimed_at;	/* the last claim that had live changes
 									 * (claim_batch): long work then goes a
 									 * chunk a batch */
@@ -348,6 +350,7 @@ extern int64 acked_version(void);
 /* batch.c */
 extern bool claim_next(Batch *b, MemoryContext cxt, Batch *inflight);
 extern TimestampTz bulk_resume_at(const Batch *b);
+extern void batch_unclaimed(const Batch *b);
 
 /* durable.c */
 extern void note_own_commit(void);
