@@ -75,6 +75,7 @@
 #include "verify.h"
 
 #include "access/relation.h"
+#include "catalog/partition.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
@@ -134,15 +135,25 @@ typedef struct AuditRow
 	WtcReply	reply;
 } AuditRow;
 
+/*
+ * A heap the audit walks: a watched table, or a leaf partition of a
+ * watched partitioned table (each has its own ctids).
+ */
+typedef struct AuditTable
+{
+	Oid			relid;			/* the watched table */
+	Oid			leaf;			/* the heap: relid itself, or a partition */
+} AuditTable;
+
 /* The worker's audit state, in this process only */
 static struct
 {
 	double		tokens;			/* keys the rate allows now */
 	TimestampTz refilled_at;
-	Oid		   *tables;			/* watched tables, in oid order */
+	AuditTable *tables;			/* in oid order */
 	int			ntables;
 	int			table_pos;		/* the one being walked */
-	Oid			walk_relid;		/* whose blocks next_block counts */
+	AuditTable	walk;			/* whose blocks next_block counts */
 	BlockNumber next_block;
 	OffsetNumber next_offset;	/* within next_block: where a cut step stopped */
 	BlockNumber nblocks;		/* its size when its pass began */
@@ -299,25 +310,41 @@ read_redis(bool hash, AuditRow *rows, int n)
 	return ok;
 }
 
-/* The watched tables, refreshed at the start of each round over them. */
+/*
+ * The watched tables' heaps, refreshed at the start of each round over
+ * them: a plain table's own, a partitioned table's leaf partitions (found
+ * in the catalogs, so no lock on them is waited for here).  Foreign
+ * partitions have no heap to walk.
+ */
 static void
 refresh_tables(void)
 {
 	MemoryContext old;
 
-	if (SPI_execute("SELECT rel::pg_catalog.oid FROM wtcache.watched ORDER BY 1", true, 0) != SPI_OK_SELECT)
+	if (SPI_execute("WITH RECURSIVE tree(root, rel) AS ("
+					" SELECT w.rel::pg_catalog.oid, w.rel::pg_catalog.oid FROM wtcache.watched w"
+					" UNION ALL"
+					" SELECT tree.root, i.inhrelid FROM tree"
+					" JOIN pg_catalog.pg_class p ON p.oid OPERATOR(pg_catalog.=) tree.rel"
+					"  AND p.relkind OPERATOR(pg_catalog.=) 'p'"
+					" JOIN pg_catalog.pg_inherits i ON i.inhparent OPERATOR(pg_catalog.=) tree.rel)"
+					" SELECT tree.root, tree.rel FROM tree"
+					" JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) tree.rel"
+					"  AND c.relkind OPERATOR(pg_catalog.=) 'r'"
+					" ORDER BY 1, 2", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wtcache: listing the watched tables failed");
 	old = MemoryContextSwitchTo(Audit.cxt);
 	if (Audit.tables != NULL)
 		pfree(Audit.tables);
 	Audit.ntables = (int) SPI_processed;
-	Audit.tables = palloc(sizeof(Oid) * Max(Audit.ntables, 1));
+	Audit.tables = palloc(sizeof(AuditTable) * Max(Audit.ntables, 1));
 	MemoryContextSwitchTo(old);
 	for (int i = 0; i < Audit.ntables; i++)
 	{
 		bool		isnull;
 
-		Audit.tables[i] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		Audit.tables[i].relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		Audit.tables[i].leaf = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
 	}
 	SPI_freetuptable(SPI_tuptable);
 	Audit.table_pos = 0;
@@ -328,30 +355,10 @@ refresh_tables(void)
 		bool		found = false;
 
 		for (int t = 0; t < Audit.ntables && !found; t++)
-			found = Audit.tables[t] == Audit.tracked[i].relid;
+			found = Audit.tables[t].relid == Audit.tracked[i].relid;
 		if (!found)
 			untrack(i);
 	}
-}
-
-/* Blocks of the table, or of its largest partition (a scan of the root reads each) */
-static BlockNumber
-table_blocks(Relation rel)
-{
-	Datum		arg = ObjectIdGetDatum(RelationGetRelid(rel));
-	Oid			argtype = REGCLASSOID;
-	bool		isnull;
-	int64		bytes;
-
-	if (rel->rd_rel->relkind == RELKIND_RELATION)
-		return RelationGetNumberOfBlocks(rel);
-	if (SPI_execute_with_args("SELECT coalesce(max(pg_catalog.pg_relation_size(relid)), 0)::pg_catalog.int8 "
-							  "FROM pg_catalog.pg_partition_tree($1) WHERE isleaf",
-							  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "wtcache: sizing the partitions of \"%s\" failed", RelationGetRelationName(rel));
-	bytes = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	SPI_freetuptable(SPI_tuptable);
-	return (BlockNumber) (bytes / BLCKSZ);
 }
 
 /*
@@ -369,6 +376,7 @@ step_end_xact(void)
 typedef struct TableRead
 {
 	Oid			relid;
+	Oid			leaf;			/* the heap walked (sample): AuditTable */
 	/* in: the keys to read again (confirm), or NULL to read blocks */
 	TrackedKey **again;
 	int			nagain;
@@ -429,7 +437,14 @@ read_table(void *arg)
 	wtcache_rights_enter_table_owner(&rights, tr->relid);
 	enable_timeout_after(STATEMENT_TIMEOUT, AUDIT_READ_TIMEOUT_MS);
 	if (tr->size_only)
-		tr->nblocks = table_blocks(rel);
+	{
+		/* the leaf is locked (read_in_xact) */
+		Relation	leaf = tr->leaf == tr->relid ? rel : relation_open(tr->leaf, NoLock);
+
+		tr->nblocks = RelationGetNumberOfBlocks(leaf);
+		if (leaf != rel)
+			relation_close(leaf, NoLock);
+	}
 	else if (tr->again == NULL)
 	{
 		StringInfoData sql;
@@ -447,7 +462,7 @@ read_table(void *arg)
 		args[0] = PointerGetDatum(&tr->from);
 		args[1] = PointerGetDatum(&to);
 		initStringInfo(&sql);
-		wtcache_verify_scan_sql(&vt, &sql, true);
+		wtcache_verify_scan_sql(&vt, &sql, tr->leaf);
 		appendStringInfoString(&sql, " WHERE t.ctid OPERATOR(pg_catalog.>=) $1 AND t.ctid OPERATOR(pg_catalog.<) $2");
 		if (SPI_execute_with_args(sql.data, 2, argtypes, args, NULL, true, tr->limit) != SPI_OK_SELECT)
 			elog(ERROR, "wtcache: reading rows of %s failed", vt.qname);
@@ -508,6 +523,22 @@ read_table(void *arg)
 }
 
 /*
+ * The partition walked, locked, is still one of the watched table's:
+ * listed at the start of the round, it may have been detached since, and
+ * its rows are no longer the table's.
+ */
+static bool
+leaf_still_of(TableRead *tr)
+{
+	if (!ConditionalLockRelationOid(tr->leaf, AccessShareLock))
+		return false;
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(tr->leaf)) ||
+		!get_rel_relispartition(tr->leaf))
+		return false;
+	return list_member_oid(get_partition_ancestors(tr->leaf), tr->relid);
+}
+
+/*
  * Read in a transaction of its own.  False if the table could not be read
  * now (locked by DDL, no longer watched, its owner's code failed): the
  * step passes it by.
@@ -521,7 +552,8 @@ read_in_xact(TableRead *tr)
 	begin_xact(true);
 	(void) queue_relid_or_exit();
 	/* DDL waiting for the table must not make delivery wait behind it */
-	if (ConditionalLockRelationOid(tr->relid, AccessShareLock))
+	if (ConditionalLockRelationOid(tr->relid, AccessShareLock) &&
+		(!OidIsValid(tr->leaf) || tr->leaf == tr->relid || leaf_still_of(tr)))
 	{
 		if (SearchSysCacheExists1(RELOID, ObjectIdGetDatum(tr->relid)))
 		{
@@ -721,10 +753,11 @@ sample(void)
 			return true;
 		}
 	}
-	tr.relid = Audit.tables[Audit.table_pos];
-	if (tr.relid != Audit.walk_relid)
+	tr.relid = Audit.tables[Audit.table_pos].relid;
+	tr.leaf = Audit.tables[Audit.table_pos].leaf;
+	if (tr.relid != Audit.walk.relid || tr.leaf != Audit.walk.leaf)
 	{
-		Audit.walk_relid = tr.relid;
+		Audit.walk = Audit.tables[Audit.table_pos];
 		Audit.next_block = 0;
 		Audit.next_offset = 0;
 		Audit.nblocks = InvalidBlockNumber;
@@ -736,7 +769,7 @@ sample(void)
 		if (!read_in_xact(&tr))
 		{
 			Audit.table_pos++;
-			Audit.walk_relid = InvalidOid;
+			Audit.walk.relid = InvalidOid;
 			Audit.tokens -= 1;
 			return true;
 		}
@@ -748,7 +781,7 @@ sample(void)
 	{
 		/* this pass is over: the next table, or this one again */
 		Audit.table_pos++;
-		Audit.walk_relid = InvalidOid;
+		Audit.walk.relid = InvalidOid;
 		Audit.tokens -= 1;
 		return true;
 	}
@@ -761,7 +794,7 @@ sample(void)
 	if (!read_in_xact(&tr))
 	{
 		Audit.table_pos++;
-		Audit.walk_relid = InvalidOid;
+		Audit.walk.relid = InvalidOid;
 		Audit.tokens -= 1;
 		return true;
 	}
