@@ -268,9 +268,19 @@ is(stale_reads('e', 100, 300), 0, 'allkeys-lru: evicted keys read as misses, nev
 # An evicted generation marker cannot be told from lost data (a reload
 # of an older snapshot keeps the server's identity: 053's case), so it is
 # repaired like a loss, and counted apart so that a DBA sees why.
-my $resyncs = sql(q{SELECT resyncs FROM wtcache.worker_status()
-                    WHERE database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())}) - $resyncs0;
-my $marker_evictions = sql(q{SELECT redis_marker_evictions FROM wtcache.status WHERE table_name = 'e'::regclass});
+# The marker is counted found evicted before its resync is counted done:
+# both are read in one query, until the resyncs caught up.
+my ($resyncs, $marker_evictions) = (0, 0);
+my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
+while (time() < $deadline)
+{
+	($resyncs, $marker_evictions) = split /\|/, sql(qq{
+	  SELECT w.resyncs - $resyncs0, m.marker_evictions
+	  FROM wtcache.worker_status() w JOIN wtcache.redis_memory() m USING (database_oid)
+	  WHERE w.database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())});
+	last if $resyncs >= $marker_evictions;
+	usleep(50_000);
+}
 cmp_ok($resyncs, '>=', $marker_evictions,
 	"allkeys-lru: every marker found evicted ($marker_evictions) was repaired by a resync ($resyncs)");
 is(redis_cmd($rp, 'EXISTS', 'wtc:{postgres}:gen'), 1, 'the marker is there after the load');
