@@ -88,6 +88,7 @@
 #include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/syscache.h"
@@ -448,23 +449,40 @@ read_table(void *arg)
 	else if (tr->again == NULL)
 	{
 		StringInfoData sql;
-		Oid			argtypes[2] = {TIDOID, TIDOID};
-		Datum		args[2];
+		Oid			argtypes[3] = {TIDOID, TIDOID, OIDOID};
+		Datum		args[3];
 		ItemPointerData to;
+		bool		partition = tr->leaf != tr->relid;
 
 		/*
-		 * The ctid range: built-in operators of a built-in type.  A TID
+		 * The ctid range: built-in operators of built-in types.  A TID
 		 * range scan returns its rows in ctid order, so a read that stops
 		 * at the limit resumes after its last row: a range of dense
 		 * blocks after empty ones costs a step no more than a step's keys.
+		 * So the plan is pinned to one (a sequential scan may start where
+		 * another session's is, synchronize_seqscans).  A partition is
+		 * read through the watched table, as delivery reads it: its
+		 * owner's rights and the watched table's policies, not the
+		 * partition's, which may differ (wtcache_tree_stranger); the other
+		 * partitions' rows in the range are passed over by tableoid.
 		 */
+		(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		(void) set_config_option("enable_tidscan", "on", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		(void) set_config_option("synchronize_seqscans", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
 		ItemPointerSet(&to, tr->last, 0);
 		args[0] = PointerGetDatum(&tr->from);
 		args[1] = PointerGetDatum(&to);
+		args[2] = ObjectIdGetDatum(tr->leaf);
 		initStringInfo(&sql);
-		wtcache_verify_scan_sql(&vt, &sql, tr->leaf);
+		wtcache_verify_scan_sql(&vt, &sql, true);
 		appendStringInfoString(&sql, " WHERE t.ctid OPERATOR(pg_catalog.>=) $1 AND t.ctid OPERATOR(pg_catalog.<) $2");
-		if (SPI_execute_with_args(sql.data, 2, argtypes, args, NULL, true, tr->limit) != SPI_OK_SELECT)
+		if (partition)
+			appendStringInfoString(&sql, " AND t.tableoid OPERATOR(pg_catalog.=) $3");
+		if (SPI_execute_with_args(sql.data, partition ? 3 : 2, argtypes, args, NULL, true,
+								  tr->limit) != SPI_OK_SELECT)
 			elog(ERROR, "wtcache: reading rows of %s failed", vt.qname);
 		MemoryContextSwitchTo(keep);
 		tr->nrows = (int) SPI_processed;
@@ -523,9 +541,9 @@ read_table(void *arg)
 }
 
 /*
- * The partition walked, locked, is still one of the watched table's:
- * listed at the start of the round, it may have been detached since, and
- * its rows are no longer the table's.
+ * The partition walked, locked without waiting (its size is read), is
+ * still one of the watched table's: listed at the start of the round, it
+ * may have been detached or dropped since.
  */
 static bool
 leaf_still_of(TableRead *tr)

@@ -1300,12 +1300,13 @@ bulk_refill(void)
  * a marker check, Redis lost before its turn) or lost in flight.  Its rows
  * are claimed again, so the second cursor walks from the start again (its
  * live rows lie behind where the walk ended) and its long work gives back
- * what it took of the rate.  b may be NULL.
+ * what it took of the rate.  b may be NULL, or acknowledged after all (a
+ * resync that failed after its batch was: finish_batch).
  */
 void
 batch_unclaimed(const Batch *b)
 {
-	if (b == NULL)
+	if (b == NULL || b->acked)
 		return;
 	Worker.live_scan_from = 0;
 	if (wtcache_bulk_rate > 0)

@@ -184,6 +184,7 @@ ack_batch(Batch *b)
 	int			nrelease;
 	TimestampTz now;
 
+	b->acked = true;
 	ack_rows(b, &done, &ndone, &release, &nrelease);
 
 	begin_xact(false);

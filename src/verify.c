@@ -309,55 +309,27 @@ wtcache_verify_rows_of(VerifyTable *vt, char ***values, int n, HashValue ***fiel
  * A scan of the whole table as a comparison reads it: the key columns,
  * then what Redis must hold (the projection's JSON, as the worker reads
  * it), then a hash's fields (wtcache_verify_scan_row decodes it).  The
- * alias is t; the caller may append a WHERE clause.
- *
- * leaf: read the rows of this partition of it only (or of the table
- * itself, ONLY), with each row's ctid last (the live audit walks the heap
- * of one table at a time and resumes after a row).  A partition may order
- * its columns otherwise (created apart, then attached), so every column is
- * then named in the watched table's order: the JSON is the one a read
- * through the watched table renders.  InvalidOid: the watched table.
+ * alias is t; the caller may append a WHERE clause.  with_ctid: the row's
+ * ctid last, after the fields (the live audit resumes after it).
  */
 void
-wtcache_verify_scan_sql(VerifyTable *vt, StringInfo sql, Oid leaf)
+wtcache_verify_scan_sql(VerifyTable *vt, StringInfo sql, bool with_ctid)
 {
 	char	   *rowexpr;
 	char	   *lateral;
-	int16	   *valcols = vt->valcols;
-	int			nvalcols = vt->nvalcols;
-
-	if (OidIsValid(leaf) && nvalcols < 0)
-	{
-		TupleDesc	desc = RelationGetDescr(vt->rel);
-
-		valcols = palloc(sizeof(int16) * desc->natts);
-		nvalcols = 0;
-		for (int c = 0; c < desc->natts; c++)
-			if (!TupleDescAttr(desc, c)->attisdropped)
-				valcols[nvalcols++] = c + 1;
-	}
 
 	/* key values as they are, rendered here: no cast the type's owner made runs */
 	appendStringInfoString(sql, "SELECT ");
 	for (int c = 0; c < vt->nkeys; c++)
 		appendStringInfo(sql, "t.%s, ", quote_identifier(vt->colnames[c]));
-	wtcache_row_json_sql(vt->rel, valcols, nvalcols, &rowexpr, &lateral);
+	wtcache_row_json_sql(vt->rel, vt->valcols, vt->nvalcols, &rowexpr, &lateral);
 	appendStringInfoString(sql, rowexpr);
 	/* a hash's fields, after the JSON (fields_at) */
 	for (int c = 0; c < vt->lookup.nfields; c++)
 		appendStringInfo(sql, ", t.%s", quote_identifier(vt->lookup.field_names[c]));
-	if (OidIsValid(leaf))
-	{
-		char	   *nsp = get_namespace_name(get_rel_namespace(leaf));
-		char	   *name = get_rel_name(leaf);
-
-		if (nsp == NULL || name == NULL)
-			elog(ERROR, "wtcache: partition %u of %s is gone", leaf, vt->qname);
-		appendStringInfo(sql, ", t.ctid FROM ONLY %s t%s",
-						 quote_qualified_identifier(nsp, name), lateral);
-	}
-	else
-		appendStringInfo(sql, " FROM %s%s t%s", wtcache_only(vt->relid), vt->qname, lateral);
+	if (with_ctid)
+		appendStringInfoString(sql, ", t.ctid");
+	appendStringInfo(sql, " FROM %s%s t%s", wtcache_only(vt->relid), vt->qname, lateral);
 }
 
 /*
@@ -439,7 +411,7 @@ check_rows(VerifyTable *vt, int sample, CandidateList *out, int64 *checked)
 													ALLOCSET_DEFAULT_SIZES);
 
 	initStringInfo(&sql);
-	wtcache_verify_scan_sql(vt, &sql, InvalidOid);
+	wtcache_verify_scan_sql(vt, &sql, false);
 	if (sample > 0)
 		appendStringInfo(&sql, " ORDER BY pg_catalog.random() LIMIT %d", sample);
 	plan = SPI_prepare(sql.data, 0, NULL);

@@ -38,7 +38,7 @@ typedef struct VerifyTable
 
 extern void wtcache_verify_table_init(VerifyTable *vt, Relation rel,
 									  const WatchConfig *config, MemoryContext cxt);
-extern void wtcache_verify_scan_sql(VerifyTable *vt, StringInfo sql, Oid leaf);
+extern void wtcache_verify_scan_sql(VerifyTable *vt, StringInfo sql, bool with_ctid);
 extern void wtcache_verify_scan_row(VerifyTable *vt, HeapTuple tup, TupleDesc desc,
 									char **values, char **row,
 									struct HashValue **fields);

@@ -172,6 +172,7 @@ typedef struct Batch
 	int			maxbulk;
 	bool		bulk_deferred;	/* a bulk row waits for the rate limit */
 	bool		queue_empty;	/* the claim found nothing to deliver */
+	bool		acked;			/* its rows were acknowledged (ack_batch) */
 	int64		record_limit;	/* the claim of this phase ends at it */
 	TimestampTz claimed_at;		/* before the claim's snapshot */
 	uint32	   *pending;		/* pending-filter counters of the claimed
