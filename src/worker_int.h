@@ -171,6 +171,8 @@ typedef struct Batch
 	int			nbulk;
 	int			maxbulk;
 	bool		bulk_deferred;	/* a bulk row waits for the rate limit */
+	bool		live_only;		/* long work waits out this batch
+								 * (bulk_row_allowed) */
 	bool		queue_empty;	/* the claim found nothing to deliver */
 	bool		acked;			/* its rows were acknowledged (ack_batch) */
 	int64		record_limit;	/* the claim of this phase ends at it */
@@ -319,6 +321,7 @@ typedef struct WorkerProcess
 								 * it (claim_batch) */
 	TimestampTz live_scan_walked_at;	/* its last walk from the first
 										 * cursor's stop */
+	bool		last_claim_bulk;	/* the last claim took long work */
 	TimestampTz live_claimed_at;	/* the last claim that had live changes
 									 * (claim_batch): long work then goes a
 									 * chunk a batch */
