@@ -53,6 +53,7 @@ our @EXPORT = qw(
   redis_key_of
   row_json
   wait_drained
+  poll_until
   worker_pid
   wait_for_worker
   glob_escape
@@ -494,6 +495,21 @@ sub wait_for_worker
 		return undef if time() > $deadline;
 		usleep(50_000);
 	}
+}
+
+# poll_until($sub): $sub's first true value, asked every 20 ms, or undef
+# once PG_TEST_TIMEOUT_DEFAULT passed.
+sub poll_until
+{
+	my ($sub) = @_;
+	my $deadline = Time::HiRes::time() + $PostgreSQL::Test::Utils::timeout_default;
+	while (Time::HiRes::time() < $deadline)
+	{
+		my $v = $sub->();
+		return $v if $v;
+		Time::HiRes::usleep(20_000);
+	}
+	return undef;
 }
 
 # wait_drained($node, $db, $timeout): true if wtcache.wait($timeout) returns

@@ -25,24 +25,10 @@ my $rp = $redis->port;
 my $node = new_wtcache_node('progress', redis_port => $rp,
 	extra_conf => "wtcache.bulk_rate = 10000\n");
 my $db = 'postgres';
-my $timeout = $PostgreSQL::Test::Utils::timeout_default;
 
 sub sql { return $node->safe_psql($db, $_[0]); }
 
-# poll($what, $sub): $sub's true value, or undef once the deadline passed
-sub poll
-{
-	my ($sub) = @_;
-	my $deadline = time() + $timeout;
-	while (time() < $deadline)
-	{
-		my $v = $sub->();
-		return $v if $v;
-		usleep(20_000);
-	}
-	return undef;
-}
-
+# poll_until($what, $sub): $sub's true value, or undef once the deadline passed
 my $rows = 200_000;
 sql(qq{
 CREATE TABLE big (id int PRIMARY KEY, v text NOT NULL, n int NOT NULL DEFAULT 0);
@@ -86,7 +72,7 @@ my $progress = q{SELECT phase, rows_total, rows_queued, rows_delivered, total_is
 
 # Observations while it is delivered: rows_delivered grows, never backwards.
 my @seen;
-my $midway = poll(sub {
+my $midway = poll_until(sub {
 	my $r = sql($progress);
 	return 0 if $r eq '';
 	my ($phase, $total, $queued, $delivered) = split /\|/, $r;
@@ -114,7 +100,7 @@ my $c0 = sql($lag_changes);
 sql(qq{UPDATE big SET v = 'live change' WHERE id = $live_id});
 my (undef, undef, undef, $d1) = split /\|/, sql($progress);
 my $live_key = redis_key_of($node, $db, 'big', $live_id);
-ok(poll(sub { (redis_cmd($rp, 'GET', $live_key) // '') =~ /"live change"/ }),
+ok(poll_until(sub { (redis_cmd($rp, 'GET', $live_key) // '') =~ /"live change"/ }),
 	'a change committed during the warm reaches Redis');
 my $after = sql($progress);
 my (undef, $t2, undef, $d2) = split /\|/, $after;
@@ -133,7 +119,7 @@ is($node->safe_psql($db, q{SET ROLE reader; SELECT count(*) FROM wtcache.progres
 
 # Lift the limit: the rest goes at full speed, and the entry ends at its total.
 sql(q{ALTER SYSTEM SET wtcache.bulk_rate = 0; SELECT pg_reload_conf();});
-ok(poll(sub { sql($progress) eq '' }), 'the warm leaves wtcache.progress once delivered');
+ok(poll_until(sub { sql($progress) eq '' }), 'the warm leaves wtcache.progress once delivered');
 is(sql(q{SELECT rows_total || ' ' || rows_queued || ' ' || rows_delivered
          FROM wtcache.progress_finished WHERE operation = 'warm' AND table_name = 'big'::regclass}),
 	"$warmed $warmed $warmed", 'and wtcache.progress_finished shows it ended at its total');
@@ -165,21 +151,21 @@ my ($tin, $tout, $terr) = ('', '', '');
 my $trunc = IPC::Run::start([ 'psql', '-X', '-qAt', '-d', $node->connstr($db) ],
 	'<', \$tin, '>', \$tout, '2>', \$terr);
 $tin .= "BEGIN; TRUNCATE trunc_t; SELECT 'truncated';\n";
-ok(poll(sub { $trunc->pump_nb; $tout =~ /truncated/ }), 'a TRUNCATE of trunc_t is open');
+ok(poll_until(sub { $trunc->pump_nb; $tout =~ /truncated/ }), 'a TRUNCATE of trunc_t is open');
 my $live_t_key = redis_key_of($node, $db, 'live_t', 1);
 for my $i (1 .. 3)
 {
 	sql(qq{UPDATE live_t SET v = $i WHERE id = 1});
-	ok(poll(sub { (redis_cmd($rp, 'GET', $live_t_key) // '') =~ /"v":$i\}/ }),
+	ok(poll_until(sub { (redis_cmd($rp, 'GET', $live_t_key) // '') =~ /"v":$i\}/ }),
 		"live change $i delivered past the open TRUNCATE and the held-back warm");
 }
 $tin .= "COMMIT; SELECT 'committed';\n";
-ok(poll(sub { $trunc->pump_nb; $tout =~ /committed/ }), 'the TRUNCATE committed');
+ok(poll_until(sub { $trunc->pump_nb; $tout =~ /committed/ }), 'the TRUNCATE committed');
 sql(q{INSERT INTO trunc_t SELECT i, 'new ' || i FROM generate_series(1, 10) i});
 my $batches = q{SELECT batches FROM wtcache.worker_status()
                 WHERE database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())};
 my $b0 = sql($batches);
-ok(poll(sub { sql($batches) >= $b0 + 2 }), 'the worker claimed again after the inserts');
+ok(poll_until(sub { sql($batches) >= $b0 + 2 }), 'the worker claimed again after the inserts');
 sql(q{ALTER SYSTEM SET wtcache.bulk_rate = 0; SELECT pg_reload_conf();});
 ok(wait_drained($node, $db), 'everything delivered');
 compare_table_ok($node, $db, 'trunc_t', $rp,
@@ -227,7 +213,7 @@ like($err, qr/permission denied for function pg_read_file/,
 my $t0 = sql(q{SELECT clock_timestamp()});
 my $r = sql(q{SELECT wtcache.resync('hot')});
 ok(wait_drained($node, $db), 'the resync delivered');
-ok(poll(sub { sql(q{SELECT count(*) FROM wtcache.progress WHERE table_name = 'hot'::regclass}) eq '0' }),
+ok(poll_until(sub { sql(q{SELECT count(*) FROM wtcache.progress WHERE table_name = 'hot'::regclass}) eq '0' }),
 	'no operation of hot still running');
 is(sql(qq{SELECT string_agg(operation || ':' || rows_delivered, ' ' ORDER BY finished_at)
          FROM wtcache.progress_finished WHERE table_name = 'hot'::regclass AND started_at > '$t0'}),

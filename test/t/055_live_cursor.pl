@@ -31,22 +31,8 @@ my $redis = start_redis();
 my $rp = $redis->port;
 my $node = new_wtcache_node('live_cursor', redis_port => $rp);
 my $db = 'postgres';
-my $timeout = $PostgreSQL::Test::Utils::timeout_default;
 
 sub sql { return $node->safe_psql($db, $_[0]); }
-
-sub poll
-{
-	my ($sub) = @_;
-	my $deadline = time() + $timeout;
-	while (time() < $deadline)
-	{
-		my $v = $sub->();
-		return $v if $v;
-		usleep(20_000);
-	}
-	return undef;
-}
 
 # A psql session kept open, fed a line at a time.
 sub session
@@ -61,7 +47,7 @@ sub session_run
 {
 	my ($s, $cmds, $tag) = @_;
 	$s->{in} .= "$cmds SELECT '$tag';\n";
-	return poll(sub { $s->{h}->pump_nb; $s->{out} =~ /\b$tag\b/ });
+	return poll_until(sub { $s->{h}->pump_nb; $s->{out} =~ /\b$tag\b/ });
 }
 
 # 3,000 rows at 50 a second: three chunks of 1,000, a minute in all.
@@ -87,7 +73,7 @@ my $k2 = redis_key_of($node, $db, 'live2', 1);
 sub live_or_warm_done
 {
 	my ($key, $re) = @_;
-	return poll(sub {
+	return poll_until(sub {
 		my $left = sql(q{SELECT coalesce(max(rows_total - rows_delivered), 0) FROM wtcache.progress
 		                 WHERE operation = 'warm' AND table_name = 'big'::regclass});
 		return 'done' if $left < 1000;
@@ -145,7 +131,7 @@ ok(session_run($a, 'BEGIN; UPDATE live_t SET v = 1;', 'a_open'), 'A queued its c
 # B: a later id, committed first; the walk to it passes A's id.
 sql(q{UPDATE live2 SET v = 2 WHERE id = 1});
 is(live_or_warm_done($k2, qr/"v":2\}/), 'live', 'B passed the warm');
-ok(poll(sub { sql($lagsql) > $lag0 }),
+ok(poll_until(sub { sql($lagsql) > $lag0 }),
 	'delivery_lag() counted B, a change delivered past the warm');
 
 ok(session_run($a, 'COMMIT;', 'a_committed'), 'A committed');

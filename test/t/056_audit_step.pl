@@ -20,22 +20,8 @@ my $redis = start_redis();
 my $rp = $redis->port;
 my $node = new_wtcache_node('audit_step', redis_port => $rp);
 my $db = 'postgres';
-my $timeout = $PostgreSQL::Test::Utils::timeout_default;
 
 sub sql { return $node->safe_psql($db, $_[0]); }
-
-sub poll
-{
-	my ($sub) = @_;
-	my $deadline = time() + $timeout;
-	while (time() < $deadline)
-	{
-		my $v = $sub->();
-		return $v if $v;
-		usleep(20_000);
-	}
-	return undef;
-}
 
 # ~1,060 empty pages, then ~270 full ones (a live tail keeps VACUUM from
 # truncating the empty ones).
@@ -61,7 +47,7 @@ sql(q{ALTER SYSTEM SET wtcache.audit_rate = 10; SELECT pg_reload_conf();});
 # Every step, seen as the counter's moves: at 10 keys a second a step
 # compares one key, and the steps go on at that pace (no debt).
 my ($last, $biggest) = (0, 0);
-ok(poll(sub {
+ok(poll_until(sub {
 	my $n = sql($stats);
 	$n = 0 if $n eq '';
 	$biggest = $n - $last if $n - $last > $biggest;
@@ -74,7 +60,7 @@ cmp_ok($biggest, '<=', 256,
 ok($node->poll_query_until($db, q{SELECT missing >= 30 FROM wtcache.audit_stats()
 		WHERE database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())}),
 	'the audit found each of the 30 keys missing');
-ok(poll(sub { !grep { !defined redis_cmd($rp, 'GET', $_) } @gone }),
+ok(poll_until(sub { !grep { !defined redis_cmd($rp, 'GET', $_) } @gone }),
 	'and each was delivered again');
 is(sql(q{SELECT missing FROM wtcache.audit_stats()
          WHERE database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())}),

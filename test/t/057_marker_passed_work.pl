@@ -25,22 +25,8 @@ my $redis = start_redis();
 my $rp = $redis->port;
 my $node = new_wtcache_node('marker_passed', redis_port => $rp);
 my $db = 'postgres';
-my $timeout = $PostgreSQL::Test::Utils::timeout_default;
 
 sub sql { return $node->safe_psql($db, $_[0]); }
-
-sub poll
-{
-	my ($sub) = @_;
-	my $deadline = time() + $timeout;
-	while (time() < $deadline)
-	{
-		my $v = $sub->();
-		return $v if $v;
-		usleep(20_000);
-	}
-	return undef;
-}
 
 sql(q{
 CREATE TABLE big (id int PRIMARY KEY, v text NOT NULL);
@@ -66,7 +52,7 @@ sql(q{ALTER TABLE pt DETACH PARTITION pt2});
 # A live change passes them: the marker is raised to its id.
 my $k2 = redis_key_of($node, $db, 'live2', 1);
 sql(q{UPDATE live2 SET v = 1 WHERE id = 1});
-ok(poll(sub { (redis_cmd($rp, 'GET', $k2) // '') =~ /"v":1\}/ }), 'live change passed the long work');
+ok(poll_until(sub { (redis_cmd($rp, 'GET', $k2) // '') =~ /"v":1\}/ }), 'live change passed the long work');
 is(sql(q{SELECT count(*) > 0 FROM wtcache.progress}), 't', 'long work still queued');
 my $detached = redis_key_of($node, $db, 'pt', 150);
 ok(defined redis_cmd($rp, 'GET', $detached), "the detach's tombstones are not delivered yet");
@@ -86,7 +72,7 @@ my $r0 = sql($resyncs);
 $redis->kill9;
 $redis->start;
 sql(q{UPDATE live2 SET v = 2 WHERE id = 1});
-ok(poll(sub { (redis_cmd($rp, 'GET', $k2) // '') =~ /"v":2\}/ }), 'the worker delivers again');
+ok(poll_until(sub { (redis_cmd($rp, 'GET', $k2) // '') =~ /"v":2\}/ }), 'the worker delivers again');
 ok(wait_drained($node, $db, '120s'), 'drained after the restart');
 
 cmp_ok(sql($resyncs), '>', $r0, 'the worker noticed the lost batches and resynced');
