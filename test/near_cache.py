@@ -213,6 +213,9 @@ class NearCache:
             msg = self.sub.get_message(timeout=timeout)
             while msg is not None:
                 self._on_message(msg)
+                if self.sub is None:
+                    # the message ended the subscription (rule 4)
+                    return
                 msg = self.sub.get_message(timeout=0)
             # A subscription can die silently (a network partition): a PING
             # that gets no answer in time means it is lost (rule 4).

@@ -680,6 +680,11 @@ if ($near)
 	# Each Redis restart (and proxy cut) takes its subscription, unless it
 	# had not got it back from the fault before: with faults it lost it,
 	# and it got it back after every loss (it ended subscribed).
+	# wtcache publishes JSON objects only: anything else on the channel is
+	# a message it garbled (or another writer's), which the near cache
+	# survives (rule 4) but which must not happen.
+	fz_ok(($c->{malformed} // 0) == 0, 'every message on the events channel was JSON ('
+		  . ($c->{malformed} // 0) . ' were not)', "near cache log: $nclog");
 	fz_ok((!$faults_on || ($c->{subscriptions_lost} // 0) > 0) && ($c->{subscribes} // 0) == ($c->{subscriptions_lost} // 0) + 1,
 		'the near cache lost its subscription ' . ($c->{subscriptions_lost} // 0) . " times ($restarts Redis restarts) "
 		  . 'and subscribed again after each loss (' . ($c->{subscribes} // 0) . ' subscriptions)', "near cache log: $nclog");
