@@ -159,6 +159,28 @@ wtcache_progress_set_op(WtcProgressOp op)
 }
 
 /*
+ * This backend's entry listing relid, or a new one started now (NULL: all
+ * taken).  Under progress_mutex.
+ */
+static ProgressEntry *
+queueing_entry_or_start(WorkerSlot *slot, Oid relid, TimestampTz now)
+{
+	ProgressEntry *e = my_queueing_entry(slot, relid);
+
+	if (e == NULL)
+	{
+		int			i = entry_alloc(slot);
+
+		if (i >= 0)
+		{
+			e = &slot->progress[i];
+			entry_start(e, current_op, WTC_PHASE_QUEUEING, MyProcPid, relid, now);
+		}
+	}
+	return e;
+}
+
+/*
  * An operation on relid starts listing about estimate rows (the planner's
  * estimate of its scan; negative: unknown).
  */
@@ -172,17 +194,7 @@ wtcache_progress_begin(Oid relid, double estimate)
 	if (slot == NULL)
 		return;
 	SpinLockAcquire(&slot->progress_mutex);
-	e = my_queueing_entry(slot, relid);
-	if (e == NULL)
-	{
-		int			i = entry_alloc(slot);
-
-		if (i >= 0)
-		{
-			e = &slot->progress[i];
-			entry_start(e, current_op, WTC_PHASE_QUEUEING, MyProcPid, relid, now);
-		}
-	}
+	e = queueing_entry_or_start(slot, relid, now);
 	if (e != NULL && estimate >= 0)
 	{
 		e->total = (int64) estimate;
@@ -208,17 +220,7 @@ wtcache_progress_queued(Oid relid, int64 rows, int64 id)
 	if (slot == NULL)
 		return;
 	SpinLockAcquire(&slot->progress_mutex);
-	e = my_queueing_entry(slot, relid);
-	if (e == NULL)
-	{
-		int			i = entry_alloc(slot);
-
-		if (i >= 0)
-		{
-			e = &slot->progress[i];
-			entry_start(e, current_op, WTC_PHASE_QUEUEING, MyProcPid, relid, now);
-		}
-	}
+	e = queueing_entry_or_start(slot, relid, now);
 	if (e != NULL)
 	{
 		e->queued += rows;
