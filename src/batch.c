@@ -41,6 +41,7 @@
 #include <math.h>
 
 #include "access/relation.h"
+#include "access/twophase.h"
 #include "common/hashfn.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
@@ -993,16 +994,23 @@ claim_rows(Batch *b, Batch *inflight, Portal portal, ClaimStop *stop, int64 *las
  * Where the second cursor of a claim starts, after the rows in id order
  * stopped at last.  Walking from last over long work's rows to the live
  * ones costs a heap visit per row of long work, at every claim (a 10M-row
- * warm is 40,000 of them), so it resumes where the last walk ended, and
- * walks from last again once every LIVE_REWALK_MS: a live row behind that
- * point that committed since (its id drawn long before its commit, as a
- * long transaction's first rows are) waits that long at most, not for the
- * long work ahead of it; a batch dropped unsent walks again at once
- * (batch_unclaimed).  A whole-table
- * entry that did must not be passed: a TRUNCATE's id is drawn before any
- * later change of its table commits, so once it is visible, changes after
- * it may be too, and pushing them before its purge would lose them.  The
- * partial index queue_whole_table_idx (1.4) finds one at once.
+ * warm is 40,000 of them, 15 ms), so it resumes where the last walk ended.
+ * A live row behind that point may commit later: its id was drawn before
+ * a row the walk passed committed, as happens all the time between
+ * concurrent writers and to a long transaction's first chunks.  So each
+ * committing writer lowers its worker slot's live_committed_from to the
+ * lowest id of such rows it queued (capture.c), after its commit is
+ * visible; the worker takes it before each claim's snapshot (batch_claim)
+ * and keeps the lowest until a walk, which then starts there: at its own
+ * rows, not at the long work before them.  A PREPAREd transaction's rows
+ * commit in another session, which knows nothing of them: with
+ * max_prepared_transactions above 0 the walk starts from last again once
+ * every LIVE_REWALK_MS too.  A batch dropped unsent walks from last at once
+ * (batch_unclaimed).  A whole-table entry that committed behind the walk
+ * must not be passed: a TRUNCATE's id is drawn before any later change of
+ * its table commits, so once it is visible, changes after it may be too,
+ * and pushing them before its purge would lose them.  The partial index
+ * queue_whole_table_idx (1.4) finds one at once.
  */
 #define LIVE_REWALK_MS 1000
 
@@ -1011,16 +1019,25 @@ resume_live_scan(int64 last)
 {
 	Datum		args[2];
 	int			rc;
-	TimestampTz now = GetCurrentTimestamp();
+	int64		from = Worker.live_scan_from;
 
-	if (Worker.live_scan_from <= last ||
-		TimestampDifferenceExceeds(Worker.live_scan_walked_at, now, LIVE_REWALK_MS))
+	if (Worker.live_committed_from <= from)
+		from = Worker.live_committed_from - 1;
+	Worker.live_committed_from = PG_INT64_MAX;
+	if (max_prepared_xacts > 0)
 	{
-		Worker.live_scan_walked_at = now;
-		return last;
+		TimestampTz now = GetCurrentTimestamp();
+
+		if (TimestampDifferenceExceeds(Worker.live_scan_walked_at, now, LIVE_REWALK_MS))
+		{
+			Worker.live_scan_walked_at = now;
+			from = last;
+		}
 	}
+	if (from <= last)
+		return last;
 	args[0] = Int64GetDatum(last);
-	args[1] = Int64GetDatum(Worker.live_scan_from);
+	args[1] = Int64GetDatum(from);
 	rc = SPI_execute_plan(wtcache_kept_plan("SELECT 1 FROM wtcache.queue WHERE keys IS NULL "
 											"AND id OPERATOR(pg_catalog.>) $1 "
 											"AND id OPERATOR(pg_catalog.<=) $2 LIMIT 1",
@@ -1029,13 +1046,9 @@ resume_live_scan(int64 last)
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "wtcache: reading the queue failed");
 	if (SPI_processed > 0)
-	{
-		SPI_freetuptable(SPI_tuptable);
-		Worker.live_scan_from = 0;
-		return last;
-	}
+		from = last;
 	SPI_freetuptable(SPI_tuptable);
-	return Worker.live_scan_from;
+	return from;
 }
 
 /*
@@ -1116,8 +1129,16 @@ claim_batch(Batch *b, Batch *inflight)
 			any = true;
 		SPI_cursor_close(portal);
 
+		/*
+		 * Stopped short of the end (a whole-table entry, a table locked):
+		 * the rows past the stop that committed late were told of by
+		 * their writers already, so the next walk starts where this one
+		 * did, not past them.
+		 */
 		if (stop2 == CLAIM_STOP_END || stop2 == CLAIM_STOP_FULL)
 			Worker.live_scan_from = Max(from, last2);
+		else
+			Worker.live_scan_from = from;
 	}
 
 	/* no live change came after all: long work need not wait out a batch */
@@ -1361,6 +1382,7 @@ claim_next(Batch *b, MemoryContext cxt, Batch *inflight)
 	HASHCTL		ctl;
 	bool		any;
 	Oid			queue;
+	int64		committed_from;
 
 	MemoryContextReset(cxt);
 	MemoryContextSwitchTo(cxt);
@@ -1385,6 +1407,9 @@ claim_next(Batch *b, MemoryContext cxt, Batch *inflight)
 
 	bulk_refill();
 	b->claimed_at = GetCurrentTimestamp();
+	/* before the snapshot: the rows of what it says are in it */
+	committed_from = wtcache_take_live_committed_from(Worker.slot);
+	Worker.live_committed_from = Min(Worker.live_committed_from, committed_from);
 	begin_xact(true);
 	batch_wal_at_claim(b);
 	queue = queue_relid_or_exit();

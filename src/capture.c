@@ -116,6 +116,9 @@ static int	nmarks = 0;
 static int	maxmarks = 0;
 static bool enqueued_this_xact = false;
 static bool worker_wanted_at_commit = false;
+/* the lowest id of the rows queued that the worker's second claim cursor
+ * must find (batch.c's resume_live_scan): told to it at commit; 0: none */
+static int64 live_from_this_xact = 0;
 
 /* Tables this transaction captured changes of: cached reads of them go to
  * the table (they must see, and never publish, uncommitted rows). */
@@ -136,6 +139,7 @@ reset_capture_state(void)
 	marks = NULL;
 	enqueued_this_xact = false;
 	worker_wanted_at_commit = false;
+	live_from_this_xact = 0;
 	wrote_relids = NULL;
 	nwrote = 0;
 	maxwrote = 0;
@@ -207,7 +211,10 @@ enqueue(const QueueRow *row)
 
 	ensure_capture_state();
 	id = wtcache_queue_write(row);
-	enqueued_this_xact = true;
+	if (row->per_table && row->has_keys)
+		enqueued_this_xact = true;
+	else
+		wtcache_note_live_enqueued(id);
 	return id;
 }
 
@@ -405,8 +412,9 @@ wtcache_capture_xact_event(XactEvent event)
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (worker_wanted_at_commit)
 				wtcache_request_worker(MyDatabaseId);
-			else if (enqueued_this_xact)
-				wtcache_wake_worker(MyDatabaseId);
+			/* a running worker must still hear of live rows behind its walk */
+			if (enqueued_this_xact)
+				wtcache_wake_worker(MyDatabaseId, live_from_this_xact);
 			reset_capture_state();
 			break;
 		case XACT_EVENT_ABORT:
@@ -1068,6 +1076,22 @@ wtcache_note_enqueued(void)
 {
 	ensure_capture_state();
 	enqueued_this_xact = true;
+}
+
+/*
+ * As wtcache_note_enqueued(), for rows the worker's second claim cursor
+ * must find soon: live changes, whole-table entries, and queue rows made
+ * claimable again (setaside.c).  id: the lowest such row's, or 0 when
+ * unknown, which has the worker walk the whole queue past long work.
+ */
+void
+wtcache_note_live_enqueued(int64 id)
+{
+	if (id <= 0)
+		id = 1;
+	wtcache_note_enqueued();
+	if (live_from_this_xact == 0 || id < live_from_this_xact)
+		live_from_this_xact = id;
 }
 
 /* CREATE EXTENSION: a worker for this database once the extension exists. */

@@ -11,6 +11,7 @@
 
 extern void wtcache_capture_init(void);
 extern void wtcache_note_enqueued(void);
+extern void wtcache_note_live_enqueued(int64 id);
 extern void wtcache_request_worker_at_commit(void);
 extern bool wtcache_xact_wrote(Oid relid);
 extern void wtcache_enqueue_whole_table(Oid relid, const char *table_key,

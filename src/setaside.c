@@ -129,7 +129,7 @@ act_on_set_aside(FunctionCallInfo fcinfo, bool discard)
 	}
 	SPI_finish();
 	if (total > 0)
-		wtcache_note_enqueued();	/* wake the worker at commit */
+		wtcache_note_live_enqueued(0);	/* claimable again: walk to them */
 	return total;
 }
 
@@ -207,6 +207,6 @@ wtcache_release_table(Oid relid)
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "wtcache: releasing the reads of a table failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed > 0)
-		wtcache_note_enqueued();
+		wtcache_note_live_enqueued(0);
 	return SPI_processed > 0;
 }

@@ -19,7 +19,9 @@
  *	- The commit-time wake (wtcache_wake_worker) reads dboid and latch
  *	  without a lock: the worst a race can do is set a latch that a new
  *	  process now owns, which is a harmless spurious wake-up, and missing a
- *	  slot being assigned only sends the request down the slow path.
+ *	  slot being assigned only sends the request down the slow path.  It
+ *	  lowers live_committed_from atomically; a slot given to another
+ *	  database keeps what it held, which costs that worker one walk.
  *-------------------------------------------------------------------------
  */
 #include "wtcache.h"
@@ -81,6 +83,7 @@ wtcache_shmem_startup(void)
 			SpinLockInit(&WtcacheSharedState->slots[i].mutex);
 			wtcache_lag_init(&WtcacheSharedState->slots[i].lag);
 			SpinLockInit(&WtcacheSharedState->slots[i].progress_mutex);
+			pg_atomic_init_u64(&WtcacheSharedState->slots[i].live_committed_from, PG_UINT64_MAX);
 		}
 	}
 	wtcache_pending_shmem_startup();
@@ -126,6 +129,18 @@ wtcache_worker_uses_prefix(Oid dboid, const char *prefix)
 		}
 	}
 	return same;
+}
+
+/*
+ * The worker: the lowest live_from committed since it last asked, or
+ * PG_INT64_MAX for none; asked before the claim's snapshot is taken.
+ */
+int64
+wtcache_take_live_committed_from(WorkerSlot *slot)
+{
+	uint64		from = pg_atomic_exchange_u64(&slot->live_committed_from, PG_UINT64_MAX);
+
+	return from > (uint64) PG_INT64_MAX ? PG_INT64_MAX : (int64) from;
 }
 
 /* Caller holds the lock (any mode). */
@@ -217,9 +232,15 @@ wtcache_request_worker(Oid dboid)
 	wake_launcher();
 }
 
-/* Called at commit of a transaction that queued changes: keep it cheap. */
+/*
+ * Called at commit of a transaction that queued changes: keep it cheap.
+ * live_from: the lowest id of the rows it queued that the worker's second
+ * claim cursor must find, 0 for none.  XACT_EVENT_COMMIT comes after the
+ * commit is visible to new snapshots, so a worker that took the id before
+ * its snapshot sees the rows.
+ */
 void
-wtcache_wake_worker(Oid dboid)
+wtcache_wake_worker(Oid dboid, int64 live_from)
 {
 	if (WtcacheSharedState == NULL)
 		return;
@@ -234,6 +255,16 @@ wtcache_wake_worker(Oid dboid)
 
 			if (latch != NULL && slot->pid != 0)
 			{
+				if (live_from > 0)
+				{
+					WorkerSlot *s = (WorkerSlot *) slot;
+					uint64		seen = pg_atomic_read_u64(&s->live_committed_from);
+
+					while ((uint64) live_from < seen &&
+						   !pg_atomic_compare_exchange_u64(&s->live_committed_from, &seen,
+														   (uint64) live_from))
+						;
+				}
 				SetLatch(latch);
 				return;
 			}

@@ -10,6 +10,8 @@
 #include "wtcache.h"
 #include "lag.h"
 
+#include "port/atomics.h"
+
 typedef enum WorkerState
 {
 	WORKER_STARTING = 0,
@@ -152,6 +154,15 @@ typedef struct WorkerSlot
 										 * right again; 0: none */
 
 	/*
+	 * The lowest queue id of a row the worker's second claim cursor must
+	 * find (a live change, a whole-table entry) committed since the worker
+	 * last took it; PG_UINT64_MAX: none.  Lowered by committing backends
+	 * (wtcache_wake_worker), taken by the worker before its claim's
+	 * snapshot (batch.c's resume_live_scan says why).
+	 */
+	pg_atomic_uint64 live_committed_from;
+
+	/*
 	 * Long operations (progress.c): written by backends and by the worker,
 	 * so under a spinlock of their own, progress_mutex, never slot->mutex
 	 * (whose only writer is the worker).
@@ -180,7 +191,8 @@ extern int64 wtcache_acked_version(Oid dboid);
 extern XLogRecPtr wtcache_durable_lsn(Oid dboid);
 extern WorkerSlot *wtcache_assign_slot(Oid dboid);
 extern void wtcache_request_worker(Oid dboid);
-extern void wtcache_wake_worker(Oid dboid);
+extern void wtcache_wake_worker(Oid dboid, int64 live_from);
+extern int64 wtcache_take_live_committed_from(WorkerSlot *slot);
 extern bool wtcache_slot_is_held(WorkerSlot *slot);
 extern bool wtcache_slot_shown(WorkerSlot *slot, bool all_databases, Oid *dboid);
 extern bool wtcache_worker_uses_prefix(Oid dboid, const char *prefix);

@@ -278,8 +278,7 @@ queue_invalidation(Datum *names, int n)
 	row.relid = WTCACHE_TAGS_ONLY;
 	row.tags = group;
 	row.ntags = n + 1;
-	wtcache_queue_write(&row);
-	wtcache_note_enqueued();
+	wtcache_note_live_enqueued(wtcache_queue_write(&row));
 
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	for (int i = 0; i < n; i++)

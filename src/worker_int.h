@@ -319,6 +319,9 @@ typedef struct WorkerProcess
 	TimestampTz bulk_wait_until;
 	int64		live_scan_from; /* the second cursor of a claim starts after
 								 * it (claim_batch) */
+	int64		live_committed_from;	/* lowest id of live rows committed
+										 * since its last walk; PG_INT64_MAX:
+										 * none (resume_live_scan) */
 	TimestampTz live_scan_walked_at;	/* its last walk from the first
 										 * cursor's stop */
 	bool		last_claim_bulk;	/* the last claim took long work */

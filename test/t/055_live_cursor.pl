@@ -8,8 +8,12 @@
 # 2. A live change whose queue id was drawn before a walk of the second
 #    claim cursor passed it, but that committed after (a transaction writing
 #    its first queue chunk long before its commit), is delivered within a
-#    second or so, not behind every row of the warm.  And the live changes
+#    once it is committed (its writer tells the worker where its rows
+#    are), not behind every row of the warm.  And the live changes
 #    delivered past the warm count in delivery_lag().
+#
+# 3. The same for a PREPAREd transaction, whose COMMIT PREPARED in another
+#    session knows nothing of its rows (max_prepared_transactions > 0).
 #
 # Each part polls until the live change is in Redis or the warm ended, and
 # asserts the warm was still running: fixed, the change arrives within a
@@ -140,6 +144,19 @@ is(live_or_warm_done($k1, qr/"v":1\}/), 'live',
 $a->{in} .= "\\q\n";
 $a->{h}->finish;
 finish_warm();
+
+# --- 3. a PREPAREd change, committed after a walk passed its queue id ---
+$node->append_conf('postgresql.conf', "max_prepared_transactions = 2\n");
+$node->restart;
+start_warm();
+sql(q{BEGIN; UPDATE live_t SET v = 3 WHERE id = 1; PREPARE TRANSACTION 'late';});
+sql(q{UPDATE live2 SET v = 3 WHERE id = 1});
+is(live_or_warm_done($k2, qr/"v":3\}/), 'live', 'C passed the warm');
+sql(q{COMMIT PREPARED 'late'});
+is(live_or_warm_done($k1, qr/"v":3\}/), 'live',
+	'the prepared change, committed after the walk that passed it, passed the warm too');
+finish_warm();
+
 compare_table_ok($node, $db, 'live_t', $rp, 'live_t in Redis equals the table');
 compare_table_ok($node, $db, 'big', $rp, 'big in Redis equals the table');
 
