@@ -403,10 +403,21 @@ check_marker(int64 new_version)
 	int64		seen;
 	MarkerCheck mc;
 	uint64		fence_ticket = wtcache_fence_ticket_to_serve(Worker.slot);
+	static MemoryContext replies_cxt = NULL;
+	MemoryContext old;
 
 	if (!markers_follow_map())
 		return false;
 	marker_position(position, sizeof(position));
+
+	/*
+	 * The replies go in a context of their own, emptied after each check:
+	 * a check comes after every batch, from TopMemoryContext.
+	 */
+	if (replies_cxt == NULL)
+		replies_cxt = AllocSetContextCreate(TopMemoryContext, "wtcache marker replies",
+											ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(replies_cxt);
 	/* the first check also reads where the markers were raised */
 	if (!Worker.redis_verified)
 		positions = palloc0(sizeof(char *) * Worker.markers.n);
@@ -414,15 +425,11 @@ check_marker(int64 new_version)
 							   position, &seen, positions, err, sizeof(err));
 	if (positions != NULL)
 	{
-		for (int i = 0; i < Worker.markers.n; i++)
-		{
-			if (mc == MARKER_OK && !ahead)
-				ahead = position_not_ours(positions[i]);
-			if (positions[i] != NULL)
-				pfree(positions[i]);
-		}
-		pfree(positions);
+		for (int i = 0; i < Worker.markers.n && mc == MARKER_OK && !ahead; i++)
+			ahead = position_not_ours(positions[i]);
 	}
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(replies_cxt);
 	if (mc == MARKER_ERROR)
 	{
 		redis_failed("lost the connection to Redis", err);

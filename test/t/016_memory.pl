@@ -79,6 +79,24 @@ note("worker memory: $w_before bytes, then $w_after after 300 more batches");
 cmp_ok($w_after - $w_before, '<', 512 * 1024, 'the worker does not grow over 300 more batches');
 is($node->safe_psql($db, q{SELECT count(*) FROM wtcache.verify('acct')}), '0', 'and Redis equals the table');
 
+# Each wait() has the worker check its markers, from its top context: the
+# replies of 300 checks must not stay there (they did: about 200 bytes a
+# check, in TopMemoryContext, for as long as the worker lives).
+sub worker_top_used
+{
+	my $offset = -s $node->logfile;
+	sql(qq{SELECT pg_log_backend_memory_contexts($pid)});
+	$node->wait_for_log(qr/Grand total: \d+ bytes/, $offset);
+	my ($used) = slurp_file($node->logfile, $offset) =~ /TopMemoryContext: .*?; (\d+) used/;
+	return $used;
+}
+sql(q{SELECT wtcache.wait()}) for 1 .. 20;
+my $top_before = worker_top_used();
+sql(q{SELECT wtcache.wait()}) for 1 .. 300;
+my $top_after = worker_top_used();
+cmp_ok($top_after - $top_before, '<', 16 * 1024,
+	"300 marker checks for wait() leave nothing in the worker's top context ($top_before, then $top_after bytes used)");
+
 # A burst (a whole table requeued, an UPDATE of every row) is delivered in
 # large batches whose memory the worker keeps for the next ones; once it
 # was idle for a poll interval, it gives that back.
