@@ -87,7 +87,9 @@ wtcache_kept_plan(const char *sql, int nargs, Oid *argtypes)
 		if (strcmp(kp->texts[i], sql) == 0)
 			return kp->plans[i];
 
+	old = CurrentMemoryContext;
 	plan = SPI_prepare(sql, nargs, argtypes);
+	MemoryContextSwitchTo(old);	/* as on a hit: SPI left its own current */
 	if (plan == NULL)
 		elog(ERROR, "wtcache: could not prepare \"%s\": %s", sql,
 			 SPI_result_code_string(SPI_result));

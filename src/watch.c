@@ -1107,11 +1107,15 @@ wtcache_unwatch(PG_FUNCTION_ARGS)
 	rel = open_watchable(relid, ShareRowExclusiveLock, "unwatch");
 	qname = qualified_name(rel);
 
+	/*
+	 * The keys to remove are named by the template it had; read before
+	 * SPI_connect, so that it is in this function's memory, not in SPI's,
+	 * which SPI_finish frees before the removal is queued.
+	 */
+	key_template = wtcache_current_key_template(relid);
+
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-
-	/* the keys to remove are named by the template it had */
-	key_template = wtcache_current_key_template(relid);
 	rc = wtcache_spi_as_extension_owner("DELETE FROM wtcache.watched WHERE rel OPERATOR(pg_catalog.=) $1",
 										1, argtypes, values, NULL, false, 0);
 	if (rc != SPI_OK_DELETE)
@@ -1306,11 +1310,11 @@ wtcache_load_watch(Oid relid, WatchConfig *config)
 	as_owner_end(&rights);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "wtcache.watched lookup failed");
+	MemoryContextSwitchTo(outer);	/* SPI left its own current */
 	if (SPI_processed == 0)
 		return false;
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
-	MemoryContextSwitchTo(outer);
 	arr = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 1, &isnull));
 	mode = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
 	ttl = SPI_getbinval(tup, desc, 3, &isnull);
