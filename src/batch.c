@@ -666,6 +666,7 @@ key_space_watched(const char *key_template)
 	KeyTemplate *t = wtcache_key_template_parse(key_template, &err);
 	char	   *space;
 	bool		found = false;
+	MemoryContext caller = CurrentMemoryContext;
 
 	if (t == NULL)
 		return false;
@@ -682,6 +683,13 @@ key_space_watched(const char *key_template)
 		found = o != NULL && strcmp(wtcache_key_template_space(o), space) == 0;
 	}
 	SPI_freetuptable(SPI_tuptable);
+
+	/*
+	 * SPI_execute() leaves SPI's procedure context current, which ends
+	 * with the claim's transaction: the caller's allocations after this
+	 * call (the truncate event) must not land there.
+	 */
+	MemoryContextSwitchTo(caller);
 	return found;
 }
 
@@ -722,7 +730,13 @@ claim_whole_table_row(Batch *b, const QueueRow *row, int pending_start)
 	if (row->key_template != NULL)
 		b->purge_release = !key_space_watched(row->key_template);
 	if (wtcache_publish_events != WTC_PUBLISH_OFF)
+	{
+		/* published after the claim's transaction ended: the batch's */
+		MemoryContext old = MemoryContextSwitchTo(b->cxt);
+
 		b->purge_event = event_truncate(row->relid, row->table_key, row->key_template, row->id);
+		MemoryContextSwitchTo(old);
+	}
 }
 
 /*
