@@ -403,7 +403,6 @@ check_marker(int64 new_version)
 	int64		seen;
 	MarkerCheck mc;
 	uint64		fence_ticket = wtcache_fence_ticket_to_serve(Worker.slot);
-	static MemoryContext replies_cxt = NULL;
 	MemoryContext old;
 
 	if (!markers_follow_map())
@@ -411,13 +410,10 @@ check_marker(int64 new_version)
 	marker_position(position, sizeof(position));
 
 	/*
-	 * The replies go in a context of their own, emptied after each check:
-	 * a check comes after every batch, from TopMemoryContext.
+	 * A check comes from the top context (after every wait(), purge and
+	 * connection): its replies must not stay there.
 	 */
-	if (replies_cxt == NULL)
-		replies_cxt = AllocSetContextCreate(TopMemoryContext, "wtcache marker replies",
-											ALLOCSET_SMALL_SIZES);
-	old = MemoryContextSwitchTo(replies_cxt);
+	old = MemoryContextSwitchTo(worker_replies_context());
 	/* the first check also reads where the markers were raised */
 	if (!Worker.redis_verified)
 		positions = palloc0(sizeof(char *) * Worker.markers.n);
@@ -429,7 +425,6 @@ check_marker(int64 new_version)
 			ahead = position_not_ours(positions[i]);
 	}
 	MemoryContextSwitchTo(old);
-	MemoryContextReset(replies_cxt);
 	if (mc == MARKER_ERROR)
 	{
 		redis_failed("lost the connection to Redis", err);

@@ -318,8 +318,11 @@ info_field(const char *info, const char *name, char *out, size_t outlen)
 	return false;
 }
 
-/* An empty context for one connection-time or check-time reply. */
-static MemoryContext
+/*
+ * An empty context for the replies of one connection-time or marker-check
+ * call, read from the worker's top context: what it held before is gone.
+ */
+MemoryContext
 worker_replies_context(void)
 {
 	if (Worker.replies_cxt == NULL)

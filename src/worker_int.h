@@ -261,7 +261,8 @@ typedef struct WorkerProcess
 	uint64		markers_epoch;	/* of the slot map they were chosen for */
 	MemoryContext markers_cxt;
 	MemoryContext replies_cxt;	/* replies read at a connection or a marker
-								 * check (INFO, ROLE): reset before each */
+								 * check (INFO, ROLE, markers): reset
+								 * before each (worker_replies_context) */
 	bool		need_marker_check;	/* set by a connection, wait() or idle
 									 * time; cleared by a check (main loop) */
 	bool		redis_verified; /* first marker check passed (check_marker) */
@@ -347,6 +348,7 @@ extern WorkerProcess Worker;
 
 /* worker.c */
 extern void begin_xact(bool read_only);
+extern MemoryContext worker_replies_context(void);
 extern void end_xact(void);
 extern Oid	queue_relid_or_exit(void);
 extern void redis_failed(const char *what, const char *detail);
