@@ -1014,7 +1014,7 @@ claim_rows(Batch *b, Batch *inflight, Portal portal, ClaimStop *stop, int64 *las
  * concurrent writers and to a long transaction's first chunks.  So each
  * committing writer lowers its worker slot's live_committed_from to the
  * lowest id of such rows it queued (capture.c), after its commit is
- * visible; the worker takes it before each claim's snapshot (batch_claim)
+ * visible; the worker takes it before each claim's snapshot (claim_next)
  * and keeps the lowest until a walk, which then starts there: at its own
  * rows, not at the long work before them.  A PREPAREd transaction's rows
  * commit in another session, which knows nothing of them: with

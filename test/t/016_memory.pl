@@ -57,14 +57,15 @@ $session->quit;
 
 # The worker: its grand total, logged on request, before and after batches.
 my $pid = worker_pid($node, $db);
-sub worker_bytes
+# what the worker logs of its memory contexts, asked now
+sub worker_contexts
 {
 	my $offset = -s $node->logfile;
 	sql(qq{SELECT pg_log_backend_memory_contexts($pid)});
 	$node->wait_for_log(qr/Grand total: \d+ bytes/, $offset);
-	my ($bytes) = slurp_file($node->logfile, $offset) =~ /Grand total: (\d+) bytes/;
-	return $bytes;
+	return slurp_file($node->logfile, $offset);
 }
+sub worker_bytes { my ($bytes) = worker_contexts() =~ /Grand total: (\d+) bytes/; return $bytes; }
 for (1 .. 50) { sql(q{UPDATE acct SET owner = owner || '.' WHERE id % 4 = 0}); }
 ok(wait_drained($node, $db), 'first 50 batches delivered');
 my $w_before = worker_bytes();
@@ -80,14 +81,11 @@ cmp_ok($w_after - $w_before, '<', 512 * 1024, 'the worker does not grow over 300
 is($node->safe_psql($db, q{SELECT count(*) FROM wtcache.verify('acct')}), '0', 'and Redis equals the table');
 
 # Each wait() has the worker check its markers, from its top context: the
-# replies of 300 checks must not stay there (they did: about 200 bytes a
+# replies of 300 checks must not stay there (they did: 320 bytes a
 # check, in TopMemoryContext, for as long as the worker lives).
 sub worker_top_used
 {
-	my $offset = -s $node->logfile;
-	sql(qq{SELECT pg_log_backend_memory_contexts($pid)});
-	$node->wait_for_log(qr/Grand total: \d+ bytes/, $offset);
-	my ($used) = slurp_file($node->logfile, $offset) =~ /TopMemoryContext: .*?; (\d+) used/;
+	my ($used) = worker_contexts() =~ /TopMemoryContext: .*?; (\d+) used/;
 	return $used;
 }
 sql(q{SELECT wtcache.wait()}) for 1 .. 20;

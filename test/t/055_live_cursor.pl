@@ -7,8 +7,8 @@
 #    table, the reload lands meanwhile, then the lock is released: no race.
 # 2. A live change whose queue id was drawn before a walk of the second
 #    claim cursor passed it, but that committed after (a transaction writing
-#    its first queue chunk long before its commit), is delivered within a
-#    once it is committed (its writer tells the worker where its rows
+#    its first queue chunk long before its commit), is delivered as soon
+#    as it is committed (its writer tells the worker where its rows
 #    are), not behind every row of the warm.  And the live changes
 #    delivered past the warm count in delivery_lag().
 #
